@@ -1,0 +1,194 @@
+//! The data-access layer: one [`Store`] trait with a PostgreSQL and a SQLite implementation.
+//!
+//! The backend is chosen from the URL scheme ([`connect`]). Each backend applies its own
+//! migrations (`migrations/postgres`, `migrations/sqlite` at the workspace root) when it
+//! connects. Every method that touches an organisation's or a tenant's data takes the scope
+//! first; the few unscoped lookups exist to *establish* a scope (authentication, enrollment)
+//! or to serve the background machinery (outbox, silence sweep).
+
+pub mod model;
+pub mod pg;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use model::*;
+
+/// Storage errors. Callers map `NotFound`-like results through `Option`, not through errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL {0:?}: use postgres://… or sqlite://…")]
+    UnsupportedUrl(String),
+    #[error("a {what} with this {field} already exists")]
+    Duplicate { what: &'static str, field: &'static str },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which backend a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<()>;
+
+    // ---- server secrets -------------------------------------------------------------------
+
+    /// Returns the secret stored under `name`, storing `generated` first if there is none.
+    /// Every API process sharing the database thus signs and checks tokens with one key.
+    async fn get_or_create_secret(&self, name: &str, generated: Vec<u8>) -> Result<Vec<u8>>;
+
+    // ---- organisations and API keys -------------------------------------------------------
+
+    async fn create_organization(&self, name: &str, now: DateTime<Utc>) -> Result<Organization>;
+
+    /// Stores a new key; `key_hash` is the SHA-256 (hex) of the whole secret key.
+    async fn create_api_key(
+        &self,
+        org: OrgScope,
+        name: &str,
+        role: Role,
+        prefix: &str,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey>;
+
+    /// Authentication lookup by hash; returns revoked keys too (the caller refuses them).
+    async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>>;
+
+    async fn list_api_keys(&self, org: OrgScope) -> Result<Vec<ApiKey>>;
+
+    /// Marks a key revoked; `None` if the organisation has no such key.
+    async fn revoke_api_key(&self, org: OrgScope, id: ApiKeyId, now: DateTime<Utc>) -> Result<Option<ApiKey>>;
+
+    // ---- tenants --------------------------------------------------------------------------
+
+    async fn create_tenant(
+        &self,
+        org: OrgScope,
+        name: &str,
+        entra_tenant_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Tenant>;
+
+    async fn get_tenant(&self, org: OrgScope, id: TenantId) -> Result<Option<Tenant>>;
+
+    /// All tenants of the organisation with their health figures; `now` decides silence.
+    async fn list_tenant_summaries(&self, org: OrgScope, now: DateTime<Utc>) -> Result<Vec<TenantSummary>>;
+
+    async fn get_tenant_summary(&self, scope: TenantScope, now: DateTime<Utc>) -> Result<Option<TenantSummary>>;
+
+    // ---- collectors -----------------------------------------------------------------------
+
+    /// A pending collector waiting for enrollment with the token whose SHA-256 is given.
+    async fn create_collector(
+        &self,
+        scope: TenantScope,
+        name: &str,
+        enrollment_token_hash: &str,
+        enrollment_expires_at: DateTime<Utc>,
+        push_interval_secs: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Collector>;
+
+    /// Atomically consumes the enrollment token and activates the collector.
+    async fn enroll_collector(&self, enrollment: &Enrollment) -> Result<Result<Collector, EnrollError>>;
+
+    /// Authentication lookup of a pushing collector by its id (from its token).
+    async fn find_collector_for_auth(&self, id: CollectorId) -> Result<Option<Collector>>;
+
+    async fn get_collector(&self, org: OrgScope, id: CollectorId) -> Result<Option<Collector>>;
+
+    async fn list_collectors(&self, org: OrgScope, tenant: Option<TenantId>) -> Result<Vec<Collector>>;
+
+    /// Revokes at once; `None` if the organisation has no such collector.
+    async fn revoke_collector(&self, org: OrgScope, id: CollectorId, now: DateTime<Utc>) -> Result<Option<Collector>>;
+
+    // ---- ingest ---------------------------------------------------------------------------
+
+    /// In one transaction: records the batch id (idempotency), upserts the latest facts
+    /// (an older `observed_at` never overwrites a newer one), extends fact history, updates the
+    /// collector's heartbeat, bumps the tenant's `facts_version`, and writes the outbox message.
+    async fn ingest_batch(&self, scope: TenantScope, batch: &BatchWrite) -> Result<IngestOutcome>;
+
+    async fn list_facts(&self, scope: TenantScope) -> Result<Vec<Fact>>;
+
+    // ---- outbox / local queue -------------------------------------------------------------
+
+    /// Claims up to `limit` outbox messages nobody holds (or whose lease ran out), oldest
+    /// first, leasing them until `now + lease` and counting the attempt. Safe to call from
+    /// many processes at once.
+    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> Result<Vec<OutboxMessage>>;
+
+    /// Removes messages that were published (or, in embedded mode, processed).
+    async fn delete_outbox(&self, ids: &[Uuid]) -> Result<()>;
+
+    /// Moves a message that failed too often to the dead-letter table, keeping its reason.
+    async fn dead_letter_outbox(&self, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<()>;
+
+    async fn count_outbox(&self) -> Result<u64>;
+
+    async fn count_dead_letters(&self) -> Result<u64>;
+
+    // ---- evaluation -----------------------------------------------------------------------
+
+    /// Everything the rules need about one tenant, read consistently.
+    async fn load_tenant_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>>;
+
+    /// In one transaction, all or nothing: records `message_id` as processed (if given; a
+    /// repeat answers `AlreadyProcessed`), checks that the tenant's `facts_version` is still
+    /// `facts_version` and that each finding still has its `expected_version` (else
+    /// `Conflict`), applies the changes with one event each (actor `system`), and records
+    /// `facts_version` as evaluated.
+    async fn apply_evaluation(
+        &self,
+        scope: TenantScope,
+        message_id: Option<Uuid>,
+        facts_version: i64,
+        changes: &[FindingChange],
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome>;
+
+    /// Tenants with an active collector whose silence deadline passed before `now`.
+    async fn tenants_with_silent_collectors(&self, now: DateTime<Utc>) -> Result<Vec<TenantScope>>;
+
+    // ---- findings -------------------------------------------------------------------------
+
+    /// Newest first; see [`FindingFilter`].
+    async fn list_findings(&self, org: OrgScope, filter: &FindingFilter) -> Result<Vec<Finding>>;
+
+    async fn get_finding(&self, org: OrgScope, id: FindingId) -> Result<Option<Finding>>;
+
+    /// Oldest first.
+    async fn list_finding_events(&self, org: OrgScope, id: FindingId) -> Result<Vec<FindingEvent>>;
+}
+
+/// Connects to the store named by `url` (`postgres://…`, `postgresql://…` or `sqlite://…`;
+/// a SQLite file is created if missing and runs in WAL mode) and applies its migrations.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(pg::PgStore::connect(url, max_connections).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, max_connections).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}

@@ -1,0 +1,515 @@
+//! Domain types shared by the API, the worker and both storage backends.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new, time-ordered id (UUID v7).
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(u: Uuid) -> Self {
+                Self(u)
+            }
+        }
+    };
+}
+
+id_type!(/// An organisation: an MSP, our customer.
+    OrgId);
+id_type!(/// A tenant: one of the MSP's customers (one Entra tenant).
+    TenantId);
+id_type!(/// A collector installed at a tenant's site.
+    CollectorId);
+id_type!(/// An API key of an organisation.
+    ApiKeyId);
+id_type!(/// A finding.
+    FindingId);
+
+/// Every query on an organisation's data is scoped by this. Obtained only from an authenticated
+/// principal, so a query across organisations is hard to write by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OrgScope {
+    pub org_id: OrgId,
+}
+
+/// Every query on a tenant's data is scoped by this: the tenant and the organisation owning it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TenantScope {
+    pub org_id: OrgId,
+    pub tenant_id: TenantId,
+}
+
+impl TenantScope {
+    pub fn org(&self) -> OrgScope {
+        OrgScope { org_id: self.org_id }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organization {
+    pub id: OrgId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Roles of a human or automation principal (API key holder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything in the organisation, including keys, tenants and collectors.
+    OrgAdmin,
+    /// Reads everything and works findings.
+    Technician,
+    /// Reads only.
+    ReadOnly,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::OrgAdmin => "org_admin",
+            Role::Technician => "technician",
+            Role::ReadOnly => "read_only",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "org_admin" => Ok(Role::OrgAdmin),
+            "technician" => Ok(Role::Technician),
+            "read_only" => Ok(Role::ReadOnly),
+            other => Err(UnknownValue(other.to_owned())),
+        }
+    }
+}
+
+/// A stored text that is not one of the known values of an enum.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown value {0:?}")]
+pub struct UnknownValue(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub role: Role,
+    /// The first characters of the key, shown so a human can tell keys apart.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub org_id: OrgId,
+    pub name: String,
+    /// The customer's Entra tenant (directory) id, when known.
+    pub entra_tenant_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A tenant with the figures the MSP overview needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSummary {
+    pub tenant: Tenant,
+    /// Open (not resolved) findings by severity.
+    pub open_critical: u32,
+    pub open_high: u32,
+    pub open_medium: u32,
+    pub open_low: u32,
+    pub open_info: u32,
+    pub collectors: u32,
+    /// Active collectors past their silence deadline.
+    pub silent_collectors: u32,
+    /// The most recent push of any of its collectors.
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectorStatus {
+    /// Created, waiting for its one-time enrollment.
+    Pending,
+    /// Enrolled; may push.
+    Active,
+    /// Refused from now on.
+    Revoked,
+}
+
+impl CollectorStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollectorStatus::Pending => "pending",
+            CollectorStatus::Active => "active",
+            CollectorStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl FromStr for CollectorStatus {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(CollectorStatus::Pending),
+            "active" => Ok(CollectorStatus::Active),
+            "revoked" => Ok(CollectorStatus::Revoked),
+            other => Err(UnknownValue(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collector {
+    pub id: CollectorId,
+    pub org_id: OrgId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub status: CollectorStatus,
+    /// Until when the one-time enrollment token is valid (pending collectors only).
+    pub enrollment_expires_at: Option<DateTime<Utc>>,
+    /// Raw 32-byte Ed25519 public key registered at enrollment.
+    pub public_key: Option<Vec<u8>>,
+    pub hostname: Option<String>,
+    pub version: Option<String>,
+    pub os: Option<String>,
+    pub push_interval_secs: u32,
+    pub enrolled_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// When this collector counts as silent if it has not pushed again by then.
+    pub silent_after: Option<DateTime<Utc>>,
+    /// Results the collector reported dropping from its spool, as last reported.
+    pub spool_dropped: u64,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Collector {
+    pub fn scope(&self) -> TenantScope {
+        TenantScope { org_id: self.org_id, tenant_id: self.tenant_id }
+    }
+}
+
+/// What an enrollment stores: the key and what the collector said about itself.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub enrollment_token_hash: String,
+    pub public_key: Vec<u8>,
+    pub hostname: String,
+    pub version: String,
+    pub now: DateTime<Utc>,
+    /// Deadline for the first push.
+    pub silent_after: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollError {
+    #[error("no collector waits for this enrollment token")]
+    UnknownToken,
+    #[error("the enrollment token has expired")]
+    Expired,
+    #[error("the enrollment token was already used")]
+    AlreadyUsed,
+}
+
+/// One probe result as the ingest stores it: the latest fact per (collector, probe, subject).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactWrite {
+    pub probe: String,
+    pub subject: String,
+    pub observed_at: DateTime<Utc>,
+    /// The typed wire output, as JSON.
+    pub payload: serde_json::Value,
+    /// A digest of the payload without volatile fields (timings), so that an unchanged result
+    /// only moves `last_seen` of the current history run.
+    pub digest: String,
+}
+
+/// A stored latest fact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fact {
+    pub collector_id: CollectorId,
+    pub probe: String,
+    pub subject: String,
+    pub observed_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+    pub digest: String,
+    /// When the current value (same digest) was first seen, and how many results repeated it.
+    pub first_seen_at: DateTime<Utc>,
+    pub repeat_count: u64,
+}
+
+/// A batch as the ingest stores it.
+#[derive(Debug, Clone)]
+pub struct BatchWrite {
+    pub collector_id: CollectorId,
+    pub batch_id: Uuid,
+    /// SHA-256 of the canonical batch body: a retry with the same id and another body is refused.
+    pub body_hash: String,
+    pub results: Vec<FactWrite>,
+    pub received_at: DateTime<Utc>,
+    pub collector_version: String,
+    pub collector_hostname: String,
+    pub collector_os: String,
+    pub push_interval_secs: u32,
+    pub spool_dropped: u64,
+    /// New silence deadline for the collector.
+    pub silent_after: DateTime<Utc>,
+    /// W3C `traceparent` of the ingest span, carried through the outbox and the queue.
+    pub traceparent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored now, with its outbox message.
+    Accepted { accepted: u32 },
+    /// The same batch id with the same body was stored before; nothing changed.
+    Duplicate { accepted: u32 },
+    /// The same batch id was stored before with another body; nothing changed.
+    Conflict,
+}
+
+/// A message waiting in the transactional outbox (and, in embedded mode, the queue itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    /// Also the message id on the queue: consumers deduplicate on it.
+    pub id: Uuid,
+    pub org_id: OrgId,
+    pub tenant_id: TenantId,
+    pub kind: MessageKind,
+    pub traceparent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// How many times this row was claimed (published or handed to a local consumer).
+    pub attempts: u32,
+}
+
+impl OutboxMessage {
+    pub fn scope(&self) -> TenantScope {
+        TenantScope { org_id: self.org_id, tenant_id: self.tenant_id }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MessageKind {
+    /// A batch was ingested: evaluate the tenant.
+    BatchIngested { collector_id: CollectorId, batch_id: Uuid },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl FromStr for Severity {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "low" => Ok(Severity::Low),
+            "medium" => Ok(Severity::Medium),
+            "high" => Ok(Severity::High),
+            "critical" => Ok(Severity::Critical),
+            other => Err(UnknownValue(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingStatus {
+    Open,
+    Resolved,
+}
+
+impl FindingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingStatus::Open => "open",
+            FindingStatus::Resolved => "resolved",
+        }
+    }
+}
+
+impl FromStr for FindingStatus {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(FindingStatus::Open),
+            "resolved" => Ok(FindingStatus::Resolved),
+            other => Err(UnknownValue(other.to_owned())),
+        }
+    }
+}
+
+/// A finding: one rule failing for one subject of one tenant. Keyed by its fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub id: FindingId,
+    pub org_id: OrgId,
+    pub tenant_id: TenantId,
+    /// Stable key `(rule id, subject)` within the tenant.
+    pub fingerprint: String,
+    pub rule_id: String,
+    pub subject: String,
+    pub severity: Severity,
+    pub status: FindingStatus,
+    pub title: String,
+    pub summary: String,
+    pub evidence: serde_json::Value,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub reopen_count: u32,
+    /// Optimistic-concurrency guard: bumped by every change.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingEventKind {
+    Opened,
+    Updated,
+    Resolved,
+    Reopened,
+}
+
+impl FindingEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingEventKind::Opened => "opened",
+            FindingEventKind::Updated => "updated",
+            FindingEventKind::Resolved => "resolved",
+            FindingEventKind::Reopened => "reopened",
+        }
+    }
+}
+
+impl FromStr for FindingEventKind {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "opened" => Ok(FindingEventKind::Opened),
+            "updated" => Ok(FindingEventKind::Updated),
+            "resolved" => Ok(FindingEventKind::Resolved),
+            "reopened" => Ok(FindingEventKind::Reopened),
+            other => Err(UnknownValue(other.to_owned())),
+        }
+    }
+}
+
+/// One transition of a finding, with who caused it and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingEvent {
+    pub id: Uuid,
+    pub finding_id: FindingId,
+    pub kind: FindingEventKind,
+    /// `system` for the evaluator, otherwise the principal.
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    pub severity: Severity,
+    pub summary: String,
+}
+
+/// What the worker read to evaluate a tenant.
+#[derive(Debug, Clone)]
+pub struct TenantSnapshot {
+    pub scope: TenantScope,
+    /// Bumped by every ingest of the tenant.
+    pub facts_version: i64,
+    /// The `facts_version` the last applied evaluation saw.
+    pub evaluated_facts_version: i64,
+    pub collectors: Vec<Collector>,
+    pub facts: Vec<Fact>,
+    /// Every finding of the tenant (open and resolved: a resolved one may reopen).
+    pub findings: Vec<Finding>,
+}
+
+/// What the rules concluded about one finding, computed by the worker from a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FindingChange {
+    Open {
+        fingerprint: String,
+        rule_id: String,
+        subject: String,
+        severity: Severity,
+        title: String,
+        summary: String,
+        evidence: serde_json::Value,
+    },
+    /// A resolved finding failing again.
+    Reopen { id: FindingId, expected_version: i64, severity: Severity, summary: String, evidence: serde_json::Value },
+    /// An open finding whose severity, summary or evidence changed.
+    Update { id: FindingId, expected_version: i64, severity: Severity, summary: String, evidence: serde_json::Value },
+    /// An open finding that passes now.
+    Resolve { id: FindingId, expected_version: i64, summary: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Applied,
+    /// The message id was applied before; nothing changed.
+    AlreadyProcessed,
+    /// Facts or findings moved since the snapshot; nothing changed. Re-read and try again.
+    Conflict,
+}
+
+/// Filters of `GET /v1/findings`.
+#[derive(Debug, Clone, Default)]
+pub struct FindingFilter {
+    pub tenant_id: Option<TenantId>,
+    pub status: Option<FindingStatus>,
+    pub severity: Option<Severity>,
+    pub rule_id: Option<String>,
+    /// Return findings with an id strictly below this one (ids are time-ordered; newest first).
+    pub before: Option<FindingId>,
+    pub limit: u32,
+}
