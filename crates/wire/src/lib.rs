@@ -125,6 +125,19 @@ impl ProbeOutput {
             ProbeOutput::Endpoint(_) => ProbeKind::Endpoint,
         }
     }
+
+    /// The same output without the fields that vary on every run (timings), so that two runs
+    /// that saw the same thing compare equal.
+    pub fn without_timings(&self) -> ProbeOutput {
+        match self {
+            ProbeOutput::Endpoint(report) => ProbeOutput::Endpoint(EndpointReport {
+                dns_ms: None,
+                tcp_connect_ms: None,
+                tls: report.tls.as_ref().map(|tls| TlsReport { handshake_ms: 0, ..tls.clone() }),
+                ..report.clone()
+            }),
+        }
+    }
 }
 
 /// Probe kinds, as named on the wire.
