@@ -1,0 +1,270 @@
+//! The command line: `enroll`, `run` and `probe`, their arguments, exit codes, logging and
+//! signal handling. Everything else lives in the library modules this one calls.
+//!
+//! Exit codes: 0 success; 1 the work could not be done (enrollment refused, batches left
+//! undelivered, an endpoint with a problem); 2 bad configuration or arguments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::config::{self, Settings};
+use crate::enroll::{self, EnrollOptions};
+use crate::probe::{self, EndpointProber};
+use crate::push::Holdup;
+use crate::report;
+use crate::run::Collector;
+
+/// Writeback Doctor collector: checks what Entra SSPR password writeback needs from this site
+/// and reports it to the Writeback Doctor server.
+#[derive(Debug, Parser)]
+#[command(name = "wbd-collector", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register this collector with the server, using a one-time enrollment token.
+    Enroll(EnrollArgs),
+    /// Probe on a schedule and push the results (the service mode).
+    Run(RunArgs),
+    /// Probe the endpoints once and print a readable report; no server needed.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// The server's base URL, e.g. https://wbd.example.com (http:// only to loopback).
+    #[arg(long)]
+    pub server: String,
+    /// The one-time enrollment token (or set WBD_COLLECTOR_ENROLL_TOKEN, which keeps it out of
+    /// the process list).
+    #[arg(long, env = "WBD_COLLECTOR_ENROLL_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Where to keep the identity and the spool [default: /var/lib/wbd-collector, or
+    /// %ProgramData%\WritebackDoctor\collector on Windows].
+    #[arg(long, env = "WBD_COLLECTOR_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// PEM file with an extra CA to trust for the server connection.
+    #[arg(long)]
+    pub server_ca: Option<PathBuf>,
+    /// Replace an existing identity.
+    #[arg(long)]
+    pub force: bool,
+    /// Host name to register [default: this machine's].
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(long, env = "WBD_COLLECTOR_CONFIG")]
+    pub config: PathBuf,
+    /// Probe once, push everything, and exit (non-zero if batches remain).
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: how long to keep retrying a server that is unavailable.
+    #[arg(long, default_value_t = 300, requires = "once")]
+    pub retry_for_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Probe once (the only mode of this command; accepted for clarity).
+    #[arg(long)]
+    pub once: bool,
+    /// The TOML configuration file [default: built-in endpoints and settings].
+    #[arg(long, env = "WBD_COLLECTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the results as JSON (the wire form) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs one command to completion.
+pub async fn execute(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Enroll(args) => enroll_command(args).await,
+        Command::Run(args) => run_command(args).await,
+        Command::Probe(args) => probe_command(args).await,
+    }
+}
+
+async fn enroll_command(args: EnrollArgs) -> ExitCode {
+    let server_ca = match &args.server_ca {
+        Some(path) => match config::load_pem_certs(path) {
+            Ok(certs) => certs,
+            Err(e) => {
+                eprintln!("error: --server-ca: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Vec::new(),
+    };
+    let state_dir = args.state_dir.unwrap_or_else(config::default_state_dir);
+    let opts = EnrollOptions {
+        server: args.server,
+        token: args.token,
+        state_dir: state_dir.clone(),
+        server_ca,
+        force: args.force,
+        hostname: args.hostname,
+    };
+    match enroll::enroll(opts).await {
+        Ok(identity) => {
+            println!(
+                "Enrolled: collector {} for tenant {}; identity saved in {}.",
+                identity.collector_id,
+                identity.tenant_id,
+                state_dir.display()
+            );
+            println!(
+                "Start it with `wbd-collector run --config FILE` where FILE sets state_dir = {:?}.",
+                state_dir.display().to_string()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command(args: RunArgs) -> ExitCode {
+    let settings = match Settings::load(Some(&args.config)) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let collector = match Collector::start(settings) {
+        Ok(collector) => collector,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = shutdown_on_signal();
+    if !args.once {
+        collector.run(shutdown).await;
+        return ExitCode::SUCCESS;
+    }
+    let outcome = collector.run_once(Duration::from_secs(args.retry_for_secs), shutdown).await;
+    if outcome.pending_batches == 0 {
+        println!("Probed {} endpoint(s); everything was delivered.", outcome.cycle.probed);
+        return ExitCode::SUCCESS;
+    }
+    let why = match outcome.holdup {
+        Some(Holdup::Unauthorized) => {
+            "the server refused this collector's credentials (revoked? re-enroll with --force)"
+        }
+        Some(Holdup::Throttled) => "the server asked us to wait longer than --retry-for-secs allows",
+        Some(Holdup::Unavailable) => "the server could not be reached or failed",
+        None => "the run was interrupted",
+    };
+    eprintln!(
+        "error: {} batch(es) remain in the spool: {why}. They are kept and will be pushed by the next run.",
+        outcome.pending_batches
+    );
+    ExitCode::FAILURE
+}
+
+async fn probe_command(args: ProbeArgs) -> ExitCode {
+    let settings = match Settings::load(args.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let prober = match EndpointProber::new(&settings.extra_trusted_cas, settings.connect_timeout) {
+        Ok(prober) => std::sync::Arc::new(prober),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let results = probe::probe_endpoints(&prober, &settings.endpoints).await;
+    if args.json {
+        match serde_json::to_string_pretty(&results) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the results: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report::render(&results, chrono::Utc::now()));
+    }
+    if results.iter().any(report::has_problem) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// A channel that turns true on Ctrl-C or SIGTERM (and on Windows when the console closes or
+/// the system shuts down).
+pub fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: finishing the current step");
+        let _ = tx.send(true);
+        // Keep the sender alive, so receivers never mistake its drop for anything.
+        std::future::pending::<()>().await;
+    });
+    rx
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let other = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(windows)]
+    let other = async {
+        use tokio::signal::windows::{ctrl_close, ctrl_shutdown};
+        match (ctrl_close(), ctrl_shutdown()) {
+            (Ok(mut close), Ok(mut shutdown)) => {
+                tokio::select! {
+                    _ = close.recv() => {}
+                    _ = shutdown.recv() => {}
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(any(unix, windows)))]
+    let other = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = other => {}
+    }
+}

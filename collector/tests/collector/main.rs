@@ -1,0 +1,1 @@
+//! Integration tests of wbd-collector against real peers on loopback.
