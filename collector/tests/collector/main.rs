@@ -1,1 +1,11 @@
-//! Integration tests of wbd-collector against real peers on loopback.
+//! Integration tests of wbd-collector against real peers on loopback: TLS servers made with a
+//! test CA, closed ports, non-TLS servers, and a scripted HTTP server in place of the API.
+//! Logs are silent unless TEST_LOG is set.
+
+mod cli;
+mod enroll;
+mod helpers;
+mod probe;
+mod push;
+mod run;
+mod spool;

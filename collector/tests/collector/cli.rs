@@ -1,0 +1,187 @@
+//! The `wbd-collector` binary as an operator runs it.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+use crate::run::Site;
+
+fn collector() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wbd-collector"));
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("WBD_COLLECTOR_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn probe_once_prints_a_readable_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("WBD CLI Test CA");
+    let trusted = spawn_tls_server(ca.leaf("passwordreset.test")).await;
+    let untrusted = spawn_tls_server(TestCa::new("Inspection CA").leaf("relay.test")).await;
+    let ca_file = ca.write_pem(dir.path());
+    let config = dir.path().join("probe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+extra_trusted_ca_files = [{ca_file:?}]
+[[endpoints]]
+host = "127.0.0.1"
+port = {}
+role = "password_reset"
+server_name = "localhost"
+[[endpoints]]
+host = "127.0.0.1"
+port = {}
+role = "service_bus_relay"
+server_name = "localhost"
+"#,
+            trusted.port(),
+            untrusted.port()
+        ),
+    )
+    .unwrap();
+
+    let mut cmd = collector();
+    cmd.args(["probe", "--once", "--config"]).arg(&config);
+    let out = output(cmd).await;
+
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an untrusted chain is a problem\n{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("127.0.0.1:{}  (password_reset)  OK", trusted.port())), "{stdout}");
+    assert!(stdout.contains("TLSv1.3"), "{stdout}");
+    assert!(stdout.contains("issuer   CN=WBD CLI Test CA"), "{stdout}");
+    assert!(stdout.contains("REACHABLE, CERTIFICATE NOT TRUSTED"), "{stdout}");
+    assert!(stdout.contains("issuer   CN=Inspection CA"), "{stdout}");
+    assert!(stdout.contains("expires in"), "{stdout}");
+    assert!(stdout.contains("1 of 2 endpoints have a problem"), "{stdout}");
+
+    let mut cmd = collector();
+    cmd.args(["probe", "--json", "--config"]).arg(&config);
+    let out = output(cmd).await;
+    let results: Vec<wbd_wire::ProbeResult> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), 2);
+}
+
+#[tokio::test]
+async fn a_bad_config_names_the_setting_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "state_dir = \"s\"\nprobe_intervall_secs = 60\n").unwrap();
+    let mut cmd = collector();
+    cmd.args(["run", "--config"]).arg(&config);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("probe_intervall_secs"), "{}", text(&out.stderr));
+
+    std::fs::write(&config, "state_dir = \"s\"\nconnect_timeout_secs = 0\n").unwrap();
+    let mut cmd = collector();
+    cmd.args(["run", "--config"]).arg(&config);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("setting `connect_timeout_secs`"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn run_without_enrollment_says_how_to_enroll() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "state_dir = \"state\"\n").unwrap();
+    let mut cmd = collector();
+    cmd.args(["run", "--once", "--config"]).arg(&config);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("wbd-collector enroll"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn enroll_then_run_once_through_the_binary() {
+    let server = MockServer::start(Reply::new(202)).await;
+    server.script([crate::enroll::enrolled(uuid::Uuid::new_v4(), uuid::Uuid::new_v4())]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+
+    let mut cmd = collector();
+    cmd.args(["enroll", "--server", &server.base_url, "--state-dir"])
+        .arg(&state)
+        .env("WBD_COLLECTOR_ENROLL_TOKEN", "secret-token");
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Enrolled"), "{}", text(&out.stdout));
+
+    let mut cmd = collector();
+    cmd.args(["enroll", "--server", &server.base_url, "--token", "x", "--state-dir"]).arg(&state);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--force"), "{}", text(&out.stderr));
+
+    let port = closed_port().await;
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[[endpoints]]\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"other\"\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = collector();
+    cmd.args(["run", "--once", "--config"]).arg(&config);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pushes: Vec<_> = server.requests().into_iter().filter(|r| r.path == wbd_wire::INGEST_PATH).collect();
+    assert_eq!(pushes.len(), 1);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_stops_the_service_cleanly() {
+    let server = MockServer::start(Reply::new(202)).await;
+    let site = Site::enrolled_with(&server).await;
+    let mut child = collector()
+        .args(["run", "--config"])
+        .arg(&site.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    server.wait_for_requests(2).await; // the enrollment and the first push
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+
+    let mut status = None;
+    for _ in 0..500 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the collector did not stop after SIGTERM");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("shutdown requested"), "{stderr}");
+    assert!(stderr.contains("collector stopped"), "{stderr}");
+}
