@@ -1,0 +1,338 @@
+//! `endpoint-tls-trusted`: the certificate and protocol a writeback endpoint presents through the
+//! customer's network are the real ones: a chain to a public root, a leaf that is currently
+//! valid, and TLS 1.2 or newer (catalogue PWB-NET-01/02; TLS 1.2 enforcement for Connect).
+//!
+//! Subject: `<host:port>@<collector id>`, like `endpoint-reachable`. Unknown when the handshake
+//! did not complete (that failure is `endpoint-reachable`'s finding). Severity: critical for the
+//! password reset service and the relay, high for other endpoints.
+//!
+//! Evidence: `collector_id`, `collector_name`, `host`, `port`, `role`, `problems` (any of
+//! `untrusted_chain`, `expired`, `not_yet_valid`, `protocol_below_tls12`), `protocol`,
+//! `chain_trusted`, `trust_error`, `certificate_subject`, `issuer`, `chain_top_issuer`, `not_after`. No
+//! handshake time, no cipher suite.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use wbd_wire::{EndpointReport, EndpointRole, ProbeKind, TlsReport};
+
+use super::Verdict;
+use super::endpoint::{allow_list_entry, base_evidence};
+use crate::facts::EndpointObservation;
+use crate::{Outcome, RuleInfo, Severity, TenantFacts};
+
+pub(crate) const INFO: RuleInfo = RuleInfo {
+    id: "endpoint-tls-trusted",
+    title: "Writeback endpoint presents a trusted certificate over TLS 1.2+",
+    severity: Severity::Critical,
+    reads: &[ProbeKind::Endpoint],
+    description: "When the collector completes a TLS handshake with the password reset service or \
+        the Service Bus relay, the certificate must chain to a public root, be within its validity \
+        dates, and the connection must use TLS 1.2 or newer. A certificate from a private CA \
+        almost always means a proxy or firewall is inspecting TLS and re-signing the traffic; the \
+        relay's long-lived connection does not survive that, and Entra Connect requires TLS 1.2.",
+    remediation: "Exempt passwordreset.microsoftonline.com and *.servicebus.windows.net from TLS \
+        inspection (SSL decryption) on every proxy and firewall between the Entra Connect server \
+        and the internet. Enable TLS 1.2 on the Connect server (SCHANNEL and .NET strong \
+        cryptography) and make sure no device in the path negotiates an older version.",
+    references: &[
+        "https://learn.microsoft.com/entra/identity/authentication/troubleshoot-sspr-writeback",
+        "https://learn.microsoft.com/entra/identity/hybrid/connect/reference-connect-tls-enforcement",
+        "https://learn.microsoft.com/azure/security/fundamentals/tls-certificate-changes",
+    ],
+};
+
+pub(crate) fn check(facts: &TenantFacts) -> Vec<Verdict> {
+    facts
+        .endpoint_observations()
+        .iter()
+        .map(|observation| Verdict { subject: observation.subject(), outcome: judge(observation, facts.now) })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Problem {
+    UntrustedChain,
+    Expired,
+    NotYetValid,
+    ProtocolBelowTls12,
+}
+
+fn judge(observation: &EndpointObservation<'_>, now: DateTime<Utc>) -> Outcome {
+    let report = observation.report;
+    let Some(tls) = &report.tls else {
+        let reason = match &report.failure {
+            Some(failure) => {
+                format!(
+                    "the TLS handshake did not complete: the probe stopped at the {} step",
+                    failure.step.as_str()
+                )
+            }
+            None => "the probe did not report a TLS handshake".to_owned(),
+        };
+        return Outcome::Unknown { reason };
+    };
+    let problems = problems(tls, now);
+    if problems.is_empty() {
+        return Outcome::Pass;
+    }
+    let severity = match report.role {
+        EndpointRole::PasswordReset | EndpointRole::ServiceBusRelay => Severity::Critical,
+        EndpointRole::Other => Severity::High,
+    };
+    let mut evidence = base_evidence(observation);
+    evidence.insert("problems".into(), json!(problems));
+    evidence.insert("protocol".into(), json!(tls.protocol));
+    evidence.insert("chain_trusted".into(), json!(tls.chain_trusted));
+    evidence.insert("trust_error".into(), json!(tls.trust_error));
+    evidence.insert("certificate_subject".into(), json!(tls.subject));
+    evidence.insert("issuer".into(), json!(tls.issuer));
+    evidence.insert("chain_top_issuer".into(), json!(tls.chain_top_issuer));
+    evidence.insert("not_after".into(), json!(tls.not_after));
+    Outcome::Fail {
+        severity,
+        summary: summary(&observation.collector.name, report, tls, &problems),
+        evidence: evidence.into(),
+    }
+}
+
+fn problems(tls: &TlsReport, now: DateTime<Utc>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if !tls.chain_trusted {
+        problems.push(Problem::UntrustedChain);
+    }
+    if tls.not_after.is_some_and(|not_after| not_after < now) {
+        problems.push(Problem::Expired);
+    }
+    if tls.not_before.is_some_and(|not_before| not_before > now) {
+        problems.push(Problem::NotYetValid);
+    }
+    if protocol_below_tls12(&tls.protocol) == Some(true) {
+        problems.push(Problem::ProtocolBelowTls12);
+    }
+    problems
+}
+
+fn summary(collector: &str, report: &EndpointReport, tls: &TlsReport, problems: &[Problem]) -> String {
+    let host = &report.host;
+    let allow = allow_list_entry(report.role, host);
+    let microsoft = report.role != EndpointRole::Other;
+    let mut sentences = vec![format!(
+        "Collector '{collector}' reached {host}:{}, but the TLS connection is not the one password \
+         writeback needs.",
+        report.port
+    )];
+    for problem in problems {
+        sentences.push(match problem {
+            Problem::UntrustedChain => {
+                let issuer = tls
+                    .chain_top_issuer
+                    .as_deref()
+                    .or(tls.issuer.as_deref())
+                    .unwrap_or("an issuer the collector could not read");
+                let why = tls.trust_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+                if microsoft {
+                    format!(
+                        "The certificate was issued by '{issuer}', not by a public certificate \
+                         authority{why}. That is typically a proxy or firewall inspecting TLS and \
+                         re-signing the traffic, which breaks the writeback connection: exempt \
+                         {allow} from TLS inspection."
+                    )
+                } else {
+                    format!(
+                        "The certificate was issued by '{issuer}', which the collector does not \
+                         trust{why}. If a proxy inspects this traffic, exempt {host}; otherwise \
+                         fix the endpoint's certificate chain."
+                    )
+                }
+            }
+            Problem::Expired => {
+                let date = date_of(tls.not_after);
+                if microsoft {
+                    format!(
+                        "The certificate expired on {date}. Microsoft's endpoints do not serve \
+                         expired certificates, so a device in the path is presenting its own: \
+                         exempt {allow} from TLS inspection."
+                    )
+                } else {
+                    format!("The certificate expired on {date}: renew it.")
+                }
+            }
+            Problem::NotYetValid => format!(
+                "The certificate is only valid from {}. Check the clock of the collector's machine \
+                 and of any device that re-signs the traffic.",
+                date_of(tls.not_before)
+            ),
+            Problem::ProtocolBelowTls12 => format!(
+                "The connection used {}; TLS 1.2 or newer is required. Enable TLS 1.2 on the Entra \
+                 Connect server (SCHANNEL and .NET strong cryptography) and make sure no proxy in \
+                 the path negotiates an older version.",
+                tls.protocol
+            ),
+        });
+    }
+    sentences.join(" ")
+}
+
+fn date_of(at: Option<DateTime<Utc>>) -> String {
+    at.map(|at| at.format("%Y-%m-%d").to_string()).unwrap_or_else(|| "an unknown date".to_owned())
+}
+
+/// Whether a negotiated protocol name (`TLSv1_2`, `TLSv1.3`, `TLS 1.0`, `SSLv3`, …) is older than
+/// TLS 1.2; `None` when the name is not recognised (then the rule does not judge the protocol).
+fn protocol_below_tls12(protocol: &str) -> Option<bool> {
+    let squashed: String =
+        protocol.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
+    if squashed.starts_with("ssl") {
+        return Some(true);
+    }
+    let version = squashed.strip_prefix("tls")?;
+    let version = version.strip_prefix('v').unwrap_or(version);
+    match version {
+        "1" | "10" | "11" => Some(true),
+        "12" | "13" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use serde_json::json;
+    use wbd_wire::{EndpointRole, ProbeStep};
+
+    use super::*;
+    use crate::rules::fixtures::*;
+
+    fn run(report: EndpointReport) -> Outcome {
+        let site = collector("Contoso HQ");
+        let verdicts = check(&tenant(vec![site.clone()], vec![endpoint_fact(&site, report)]));
+        assert_eq!(verdicts.len(), 1);
+        verdicts.into_iter().next().expect("one verdict").outcome
+    }
+
+    fn tls_mut(report: &mut EndpointReport) -> &mut TlsReport {
+        report.tls.as_mut().expect("fixture has a TLS report")
+    }
+
+    #[test]
+    fn trusted_modern_endpoints_pass() {
+        assert_eq!(run(healthy_password_reset()), Outcome::Pass);
+        assert_eq!(run(healthy_relay()), Outcome::Pass);
+        let mut tls12 = healthy_relay();
+        tls_mut(&mut tls12).protocol = "TLSv1_2".into();
+        assert_eq!(run(tls12), Outcome::Pass);
+    }
+
+    #[test]
+    fn inspecting_proxy_is_named_in_the_summary() {
+        let outcome = run(relay_intercepted());
+        let Outcome::Fail { severity, summary, evidence } = outcome else { panic!("expected a failure") };
+        assert_eq!(severity, Severity::Critical);
+        assert!(summary.contains("'CN=Contoso Edge Inspection CA, O=Contoso'"), "{summary}");
+        assert!(summary.contains("not by a public certificate authority"), "{summary}");
+        assert!(summary.contains("exempt *.servicebus.windows.net from TLS inspection"), "{summary}");
+        assert!(summary.contains("UnknownIssuer"), "{summary}");
+        assert_eq!(evidence["problems"], json!(["untrusted_chain"]));
+        assert_eq!(evidence["chain_trusted"], false);
+        assert_eq!(evidence["issuer"], "CN=Contoso Edge Inspection CA, O=Contoso");
+        assert_eq!(evidence["chain_top_issuer"], "CN=Contoso Edge Inspection CA, O=Contoso");
+        assert_eq!(evidence["trust_error"], "invalid peer certificate: UnknownIssuer");
+        assert_eq!(evidence["protocol"], "TLSv1_2");
+        assert!(evidence["not_after"].is_string());
+        assert_no_timing_fields(&evidence);
+    }
+
+    #[test]
+    fn falls_back_to_the_leaf_issuer() {
+        let mut report = relay_intercepted();
+        tls_mut(&mut report).chain_top_issuer = None;
+        tls_mut(&mut report).issuer = Some("CN=Leaf Issuer".into());
+        assert!(fail_summary(&run(report)).contains("'CN=Leaf Issuer'"));
+    }
+
+    #[test]
+    fn expired_leaf_fails_even_when_the_chain_was_trusted() {
+        let mut report = healthy_password_reset();
+        tls_mut(&mut report).not_after = Some(now() - Duration::days(3));
+        let outcome = run(report);
+        let text = fail_summary(&outcome);
+        assert!(text.contains("expired on 2026-02-27"), "{text}");
+        assert!(text.contains("exempt passwordreset.microsoftonline.com from TLS inspection"), "{text}");
+        assert_eq!(fail_evidence(&outcome)["problems"], json!(["expired"]));
+    }
+
+    #[test]
+    fn not_yet_valid_leaf_fails() {
+        let mut report = healthy_relay();
+        tls_mut(&mut report).not_before = Some(now() + Duration::days(1));
+        assert_eq!(fail_evidence(&run(report))["problems"], json!(["not_yet_valid"]));
+    }
+
+    #[test]
+    fn legacy_protocol_fails_and_says_tls_1_2_is_required() {
+        let outcome = run(legacy_tls());
+        let text = fail_summary(&outcome);
+        assert!(text.contains("TLSv1.0"), "{text}");
+        assert!(text.contains("TLS 1.2 or newer is required"), "{text}");
+        assert_eq!(fail_evidence(&outcome)["problems"], json!(["protocol_below_tls12"]));
+    }
+
+    #[test]
+    fn several_problems_are_reported_together() {
+        let mut report = relay_intercepted();
+        tls_mut(&mut report).protocol = "TLSv1_1".into();
+        tls_mut(&mut report).not_after = Some(now() - Duration::days(1));
+        let outcome = run(report);
+        assert_eq!(
+            fail_evidence(&outcome)["problems"],
+            json!(["untrusted_chain", "expired", "protocol_below_tls12"])
+        );
+    }
+
+    #[test]
+    fn other_endpoints_fail_as_high() {
+        let mut report = relay_intercepted();
+        report.role = EndpointRole::Other;
+        report.host = "intranet.contoso.local".into();
+        let Outcome::Fail { severity, summary, .. } = run(report) else { panic!("expected a failure") };
+        assert_eq!(severity, Severity::High);
+        assert!(summary.contains("exempt intranet.contoso.local"), "{summary}");
+    }
+
+    #[test]
+    fn no_handshake_is_unknown() {
+        let Outcome::Unknown { reason } = run(relay_tcp_blocked()) else { panic!("expected unknown") };
+        assert!(reason.contains("did not complete"), "{reason}");
+        assert!(reason.contains("tcp"), "{reason}");
+        let tls_failed = failed_at(RELAY_HOST, EndpointRole::ServiceBusRelay, ProbeStep::Tls, "reset");
+        assert!(matches!(run(tls_failed), Outcome::Unknown { .. }));
+    }
+
+    #[test]
+    fn evidence_does_not_move_with_handshake_time_or_cipher() {
+        let a = run(relay_intercepted());
+        let mut report = relay_intercepted();
+        tls_mut(&mut report).handshake_ms = 999;
+        tls_mut(&mut report).cipher_suite = "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into();
+        assert_eq!(a, run(report));
+    }
+
+    #[test]
+    fn protocol_names_are_understood() {
+        for (name, below) in [
+            ("TLSv1_3", Some(false)),
+            ("TLSv1.2", Some(false)),
+            ("TLS 1.2", Some(false)),
+            ("TLSv1_1", Some(true)),
+            ("TLSv1", Some(true)),
+            ("TLS1.0", Some(true)),
+            ("SSLv3", Some(true)),
+            ("QUIC", None),
+            ("TLSv2", None),
+        ] {
+            assert_eq!(protocol_below_tls12(name), below, "{name}");
+        }
+    }
+}

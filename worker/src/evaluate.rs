@@ -1,0 +1,983 @@
+//! Evaluation of one tenant: load its snapshot, run the rule pack, turn the verdicts into
+//! finding changes, and apply them in one transaction.
+//!
+//! - [`facts_from_snapshot`] turns the stored snapshot into the rules' [`TenantFacts`].
+//! - [`plan_changes`] compares the rules' [`Evaluation`]s with the tenant's findings and returns
+//!   only the changes (a finding whose state did not change is not written).
+//! - [`evaluate_tenant`] ties it together against the [`Store`], with optimistic concurrency:
+//!   the store refuses the changes if the facts or a finding moved since the snapshot was read,
+//!   and the evaluation is then re-read and re-planned.
+//!
+//! Everything here is idempotent: planning the same snapshot twice gives the same changes, and a
+//! redelivered message is recognised by its id inside the same transaction.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use wbd_rules::{CollectorState, Evaluation, FactInput, Outcome, TenantFacts};
+use wbd_store::{
+    ApplyOutcome, CollectorStatus, Finding, FindingChange, FindingStatus, Severity, Store, StoreError,
+    TenantScope, TenantSnapshot,
+};
+use wbd_wire::ProbeOutput;
+
+/// How many times an evaluation is re-read and re-planned after the store reported a conflict.
+pub const MAX_APPLY_ATTEMPTS: u32 = 5;
+
+/// What [`evaluate_tenant`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvaluationOutcome {
+    /// The tenant no longer exists; there is nothing to evaluate.
+    TenantGone,
+    /// An earlier evaluation already covered these facts (only with `skip_if_evaluated`).
+    UpToDate { facts_version: i64 },
+    /// The message was applied before (a redelivery); nothing changed.
+    AlreadyProcessed,
+    /// The evaluation was committed, with these changes (possibly none).
+    Applied { facts_version: i64, changes: ChangeCounts, attempts: u32 },
+    /// Every attempt conflicted with a concurrent change; a newer evaluation takes over (see
+    /// [`evaluate_tenant`]).
+    Superseded { attempts: u32 },
+}
+
+/// How many findings an applied evaluation changed, by kind of change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeCounts {
+    pub opened: u32,
+    pub reopened: u32,
+    pub updated: u32,
+    pub resolved: u32,
+}
+
+impl ChangeCounts {
+    pub fn of(changes: &[FindingChange]) -> Self {
+        let mut counts = Self::default();
+        for change in changes {
+            let counter = match change {
+                FindingChange::Open { .. } => &mut counts.opened,
+                FindingChange::Reopen { .. } => &mut counts.reopened,
+                FindingChange::Update { .. } => &mut counts.updated,
+                FindingChange::Resolve { .. } => &mut counts.resolved,
+            };
+            *counter += 1;
+        }
+        counts
+    }
+
+    pub fn total(&self) -> u32 {
+        self.opened + self.reopened + self.updated + self.resolved
+    }
+}
+
+/// The rules' view of a stored snapshot at `now`.
+///
+/// A fact whose payload is not a [`ProbeOutput`] this build understands is skipped with a
+/// warning: one bad row must not stop the tenant's other rules.
+pub fn facts_from_snapshot(snapshot: &TenantSnapshot, now: DateTime<Utc>) -> TenantFacts {
+    let collectors = snapshot
+        .collectors
+        .iter()
+        .map(|c| CollectorState {
+            id: c.id.0,
+            name: c.name.clone(),
+            active: c.status == CollectorStatus::Active,
+            last_seen_at: c.last_seen_at,
+            silent_after: c.silent_after,
+            push_interval_secs: c.push_interval_secs,
+        })
+        .collect();
+    let facts = snapshot
+        .facts
+        .iter()
+        .filter_map(|fact| match serde_json::from_value::<ProbeOutput>(fact.payload.clone()) {
+            Ok(output) => {
+                if output.kind().as_str() != fact.probe {
+                    // The payload is the typed record; the column is only an index.
+                    tracing::warn!(
+                        collector_id = %fact.collector_id,
+                        subject = %fact.subject,
+                        probe = %fact.probe,
+                        payload_probe = output.kind().as_str(),
+                        "fact's probe column disagrees with its payload; using the payload"
+                    );
+                }
+                Some(FactInput {
+                    collector_id: fact.collector_id.0,
+                    subject: fact.subject.clone(),
+                    observed_at: fact.observed_at,
+                    output,
+                })
+            }
+            Err(error) => {
+                tracing::warn!(
+                    collector_id = %fact.collector_id,
+                    subject = %fact.subject,
+                    probe = %fact.probe,
+                    %error,
+                    "skipping a fact whose payload is not a probe output this build can read"
+                );
+                None
+            }
+        })
+        .collect();
+    TenantFacts { now, collectors, facts }
+}
+
+/// The key of a finding within its tenant: the rule and the subject it failed for.
+pub fn fingerprint(rule_id: &str, subject: &str) -> String {
+    format!("{rule_id}|{subject}")
+}
+
+/// The finding changes that bring the tenant's findings in line with `evaluations`.
+///
+/// Per (rule, subject): a failure opens a finding, reopens a resolved one, or updates an open one
+/// whose severity, summary or evidence changed; a pass resolves an open finding; an unknown
+/// outcome leaves the finding as it is. An open finding of a shipped rule that no evaluation
+/// mentions any more (its collector was revoked, so its facts are no longer judged) is resolved
+/// as no longer observed. Findings of rules outside the shipped pack are left alone.
+///
+/// Changes are ordered by fingerprint, whatever the order of `evaluations`, so two evaluations
+/// of the same tenant touch findings in the same order.
+pub fn plan_changes(snapshot: &TenantSnapshot, evaluations: &[Evaluation]) -> Vec<FindingChange> {
+    let mut findings: BTreeMap<&str, &Finding> = BTreeMap::new();
+    for finding in &snapshot.findings {
+        findings.entry(finding.fingerprint.as_str()).or_insert(finding);
+    }
+
+    let mut planned: BTreeMap<String, FindingChange> = BTreeMap::new();
+    let mut evaluated: HashSet<String> = HashSet::new();
+    for evaluation in evaluations {
+        let key = fingerprint(evaluation.rule_id, &evaluation.subject);
+        if !evaluated.insert(key.clone()) {
+            // Two verdicts for one finding would make the store refuse the whole evaluation
+            // (a second `Open` conflicts with the first) on every retry; keep the first.
+            tracing::warn!(fingerprint = %key, "duplicate evaluation for one finding; keeping the first");
+            continue;
+        }
+        if let Some(change) = change_for(evaluation, &key, findings.get(key.as_str()).copied()) {
+            planned.insert(key, change);
+        }
+    }
+
+    let shipped: HashSet<&str> = wbd_rules::rules().iter().map(|rule| rule.id).collect();
+    for (key, finding) in &findings {
+        let vanished = finding.status == FindingStatus::Open
+            && shipped.contains(finding.rule_id.as_str())
+            && !evaluated.contains(*key);
+        if vanished {
+            planned.insert(
+                (*key).to_owned(),
+                FindingChange::Resolve {
+                    id: finding.id,
+                    expected_version: finding.version,
+                    summary: format!(
+                        "No longer observed: nothing currently reports on {}, so \"{}\" is no longer \
+                         checked for it (for example, its collector was revoked).",
+                        finding.subject, finding.title
+                    ),
+                },
+            );
+        }
+    }
+    planned.into_values().collect()
+}
+
+fn change_for(evaluation: &Evaluation, key: &str, finding: Option<&Finding>) -> Option<FindingChange> {
+    match (&evaluation.outcome, finding) {
+        (Outcome::Unknown { .. }, _) => None,
+        (Outcome::Fail { severity, summary, evidence }, None) => Some(FindingChange::Open {
+            fingerprint: key.to_owned(),
+            rule_id: evaluation.rule_id.to_owned(),
+            subject: evaluation.subject.clone(),
+            severity: store_severity(*severity),
+            title: evaluation.title.to_owned(),
+            summary: summary.clone(),
+            evidence: evidence.clone(),
+        }),
+        (Outcome::Fail { severity, summary, evidence }, Some(finding)) => {
+            let severity = store_severity(*severity);
+            match finding.status {
+                FindingStatus::Resolved => Some(FindingChange::Reopen {
+                    id: finding.id,
+                    expected_version: finding.version,
+                    severity,
+                    summary: summary.clone(),
+                    evidence: evidence.clone(),
+                }),
+                FindingStatus::Open => {
+                    let unchanged = finding.severity == severity
+                        && finding.summary == *summary
+                        && finding.evidence == *evidence;
+                    (!unchanged).then(|| FindingChange::Update {
+                        id: finding.id,
+                        expected_version: finding.version,
+                        severity,
+                        summary: summary.clone(),
+                        evidence: evidence.clone(),
+                    })
+                }
+            }
+        }
+        (Outcome::Pass, Some(finding)) if finding.status == FindingStatus::Open => {
+            Some(FindingChange::Resolve {
+                id: finding.id,
+                expected_version: finding.version,
+                summary: format!("Passes now: {}.", evaluation.title),
+            })
+        }
+        (Outcome::Pass, _) => None,
+    }
+}
+
+fn store_severity(severity: wbd_rules::Severity) -> Severity {
+    match severity {
+        wbd_rules::Severity::Info => Severity::Info,
+        wbd_rules::Severity::Low => Severity::Low,
+        wbd_rules::Severity::Medium => Severity::Medium,
+        wbd_rules::Severity::High => Severity::High,
+        wbd_rules::Severity::Critical => Severity::Critical,
+    }
+}
+
+/// Evaluates one tenant and commits the resulting finding changes.
+///
+/// `message_id` is the queue message that asked for it (recorded with the changes, so a
+/// redelivery answers [`EvaluationOutcome::AlreadyProcessed`]); `None` for the silence sweep.
+/// With `skip_if_evaluated`, a tenant whose current facts were already evaluated is left alone
+/// ([`EvaluationOutcome::UpToDate`]): a burst of batches then costs one evaluation, not one per
+/// batch. The silence sweep passes `false`, because silence changes with time, not with facts.
+///
+/// On a conflict the snapshot is re-read and the evaluation re-planned, up to
+/// [`MAX_APPLY_ATTEMPTS`] times in all; if every attempt conflicts the outcome is
+/// [`EvaluationOutcome::Superseded`], which the caller treats as done. That is safe: the store
+/// refuses an evaluation only when the tenant's facts or one of its findings changed since the
+/// snapshot. New facts were committed together with their own outbox message, which will
+/// evaluate them (and everything older); a finding changed by another evaluation was changed by
+/// one that saw the then-current facts. For the silence sweep, the next sweep evaluates again.
+#[tracing::instrument(
+    skip_all,
+    fields(tenant_id = %scope.tenant_id, org_id = %scope.org_id, message_id = ?message_id, skip_if_evaluated = skip_if_evaluated)
+)]
+pub async fn evaluate_tenant(
+    store: &dyn Store,
+    scope: TenantScope,
+    message_id: Option<Uuid>,
+    now: DateTime<Utc>,
+    skip_if_evaluated: bool,
+) -> Result<EvaluationOutcome, StoreError> {
+    evaluate_with(store, scope, message_id, now, skip_if_evaluated).await
+}
+
+/// The two store calls an evaluation makes; a seam so the retry logic is testable without a
+/// database.
+trait EvaluationStore: Sync {
+    async fn load_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>, StoreError>;
+
+    async fn apply(
+        &self,
+        scope: TenantScope,
+        message_id: Option<Uuid>,
+        facts_version: i64,
+        changes: &[FindingChange],
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome, StoreError>;
+}
+
+impl EvaluationStore for dyn Store + '_ {
+    async fn load_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>, StoreError> {
+        self.load_tenant_snapshot(scope).await
+    }
+
+    async fn apply(
+        &self,
+        scope: TenantScope,
+        message_id: Option<Uuid>,
+        facts_version: i64,
+        changes: &[FindingChange],
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome, StoreError> {
+        self.apply_evaluation(scope, message_id, facts_version, changes, now).await
+    }
+}
+
+async fn evaluate_with<S: EvaluationStore + ?Sized>(
+    store: &S,
+    scope: TenantScope,
+    message_id: Option<Uuid>,
+    now: DateTime<Utc>,
+    skip_if_evaluated: bool,
+) -> Result<EvaluationOutcome, StoreError> {
+    for attempt in 1..=MAX_APPLY_ATTEMPTS {
+        let Some(snapshot) = store.load_snapshot(scope).await? else {
+            tracing::info!("tenant no longer exists; nothing to evaluate");
+            return Ok(EvaluationOutcome::TenantGone);
+        };
+        if skip_if_evaluated && snapshot.evaluated_facts_version >= snapshot.facts_version {
+            tracing::debug!(facts_version = snapshot.facts_version, "facts already evaluated");
+            return Ok(EvaluationOutcome::UpToDate { facts_version: snapshot.facts_version });
+        }
+        let facts = facts_from_snapshot(&snapshot, now);
+        let evaluations = wbd_rules::evaluate(&facts);
+        let changes = plan_changes(&snapshot, &evaluations);
+        let counts = ChangeCounts::of(&changes);
+        match store.apply(scope, message_id, snapshot.facts_version, &changes, now).await? {
+            ApplyOutcome::Applied => {
+                tracing::debug!(
+                    facts_version = snapshot.facts_version,
+                    evaluations = evaluations.len(),
+                    opened = counts.opened,
+                    reopened = counts.reopened,
+                    updated = counts.updated,
+                    resolved = counts.resolved,
+                    attempt,
+                    "evaluation applied"
+                );
+                return Ok(EvaluationOutcome::Applied {
+                    facts_version: snapshot.facts_version,
+                    changes: counts,
+                    attempts: attempt,
+                });
+            }
+            ApplyOutcome::AlreadyProcessed => {
+                tracing::debug!("message was applied before");
+                return Ok(EvaluationOutcome::AlreadyProcessed);
+            }
+            ApplyOutcome::Conflict => {
+                tracing::debug!(
+                    attempt,
+                    facts_version = snapshot.facts_version,
+                    "conflict; re-reading the tenant"
+                );
+            }
+        }
+    }
+    tracing::info!(attempts = MAX_APPLY_ATTEMPTS, "evaluation kept conflicting; a newer one takes over");
+    Ok(EvaluationOutcome::Superseded { attempts: MAX_APPLY_ATTEMPTS })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Mutex;
+
+    use chrono::{Duration, TimeZone};
+    use serde_json::json;
+    use wbd_rules::Severity as RuleSeverity;
+    use wbd_store::{Collector, CollectorId, Fact, FindingId, OrgId, TenantId};
+    use wbd_wire::{EndpointReport, EndpointRole, ProbeStep, StepFailure, TlsReport};
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).single().expect("valid instant")
+    }
+
+    fn scope() -> TenantScope {
+        TenantScope { org_id: OrgId(Uuid::from_u128(1)), tenant_id: TenantId(Uuid::from_u128(2)) }
+    }
+
+    fn collector(n: u128, name: &str) -> Collector {
+        Collector {
+            id: CollectorId(Uuid::from_u128(n)),
+            org_id: scope().org_id,
+            tenant_id: scope().tenant_id,
+            name: name.to_owned(),
+            status: CollectorStatus::Active,
+            enrollment_expires_at: None,
+            public_key: Some(vec![7; 32]),
+            hostname: Some(format!("{name}.corp.example")),
+            version: Some("0.1.0".to_owned()),
+            os: Some("windows".to_owned()),
+            push_interval_secs: 300,
+            enrolled_at: Some(now() - Duration::days(3)),
+            last_seen_at: Some(now() - Duration::seconds(60)),
+            silent_after: Some(now() + Duration::seconds(840)),
+            spool_dropped: 0,
+            created_at: now() - Duration::days(3),
+            revoked_at: None,
+        }
+    }
+
+    fn report(host: &str, role: EndpointRole, failure: Option<ProbeStep>) -> EndpointReport {
+        let addr = IpAddr::V4(Ipv4Addr::new(20, 190, 151, 7));
+        EndpointReport {
+            host: host.to_owned(),
+            port: 443,
+            role,
+            resolved: vec![addr],
+            dns_ms: Some(3),
+            connected_to: failure.is_none().then_some(addr),
+            tcp_connect_ms: failure.is_none().then_some(12),
+            tls: failure.is_none().then(|| TlsReport {
+                handshake_ms: 30,
+                protocol: "TLSv1_3".to_owned(),
+                cipher_suite: "TLS13_AES_256_GCM_SHA384".to_owned(),
+                chain_trusted: true,
+                trust_error: None,
+                subject: Some(format!("CN={host}")),
+                issuer: Some("CN=Microsoft Azure RSA TLS Issuing CA 03".to_owned()),
+                not_before: Some(now() - Duration::days(30)),
+                not_after: Some(now() + Duration::days(30)),
+                chain_top_issuer: Some("CN=DigiCert Global Root G2".to_owned()),
+                chain_len: 2,
+            }),
+            failure: failure.map(|step| StepFailure { step, error: "connection timed out".to_owned() }),
+        }
+    }
+
+    fn fact(collector: &Collector, report: EndpointReport) -> Fact {
+        let subject = format!("{}:{}", report.host, report.port);
+        let output = ProbeOutput::Endpoint(report);
+        Fact {
+            collector_id: collector.id,
+            probe: "endpoint".to_owned(),
+            subject,
+            observed_at: now() - Duration::seconds(30),
+            payload: serde_json::to_value(&output).expect("probe output serialises"),
+            digest: "d".to_owned(),
+            first_seen_at: now() - Duration::hours(1),
+            repeat_count: 3,
+        }
+    }
+
+    const RELAY: &str = "ssprdedicatedsbprodscu.servicebus.windows.net";
+
+    fn snapshot(collectors: Vec<Collector>, facts: Vec<Fact>, findings: Vec<Finding>) -> TenantSnapshot {
+        TenantSnapshot {
+            scope: scope(),
+            facts_version: 7,
+            evaluated_facts_version: 6,
+            collectors,
+            facts,
+            findings,
+        }
+    }
+
+    fn finding(n: u128, rule_id: &str, subject: &str, status: FindingStatus) -> Finding {
+        Finding {
+            id: FindingId(Uuid::from_u128(n)),
+            org_id: scope().org_id,
+            tenant_id: scope().tenant_id,
+            fingerprint: fingerprint(rule_id, subject),
+            rule_id: rule_id.to_owned(),
+            subject: subject.to_owned(),
+            severity: Severity::Critical,
+            status,
+            title: "Writeback endpoint is reachable".to_owned(),
+            summary: "old summary".to_owned(),
+            evidence: json!({"old": true}),
+            opened_at: now() - Duration::days(1),
+            updated_at: now() - Duration::days(1),
+            resolved_at: (status == FindingStatus::Resolved).then(|| now() - Duration::hours(2)),
+            reopen_count: 0,
+            version: 4,
+        }
+    }
+
+    /// The finding a previous evaluation would have stored for this evaluation.
+    fn finding_from(n: u128, evaluation: &Evaluation, status: FindingStatus) -> Finding {
+        let mut f = finding(n, evaluation.rule_id, &evaluation.subject, status);
+        if let Outcome::Fail { severity, summary, evidence } = &evaluation.outcome {
+            f.severity = store_severity(*severity);
+            f.summary = summary.clone();
+            f.evidence = evidence.clone();
+        }
+        f
+    }
+
+    fn fail(rule_id: &'static str, subject: &str, severity: RuleSeverity, summary: &str) -> Evaluation {
+        Evaluation {
+            rule_id,
+            subject: subject.to_owned(),
+            title: "Writeback endpoint is reachable",
+            outcome: Outcome::Fail { severity, summary: summary.to_owned(), evidence: json!({"host": "h"}) },
+        }
+    }
+
+    fn pass(rule_id: &'static str, subject: &str) -> Evaluation {
+        Evaluation {
+            rule_id,
+            subject: subject.to_owned(),
+            title: "Writeback endpoint is reachable",
+            outcome: Outcome::Pass,
+        }
+    }
+
+    fn unknown(rule_id: &'static str, subject: &str) -> Evaluation {
+        Evaluation {
+            rule_id,
+            subject: subject.to_owned(),
+            title: "Writeback endpoint is reachable",
+            outcome: Outcome::Unknown { reason: "handshake did not complete".to_owned() },
+        }
+    }
+
+    // ---- facts_from_snapshot ----------------------------------------------------------------
+
+    #[test]
+    fn snapshot_becomes_the_rules_view() {
+        let site = collector(10, "site-a");
+        let mut revoked = collector(11, "old-site");
+        revoked.status = CollectorStatus::Revoked;
+        let snap = snapshot(
+            vec![site.clone(), revoked],
+            vec![fact(&site, report(RELAY, EndpointRole::ServiceBusRelay, Some(ProbeStep::Tcp)))],
+            vec![],
+        );
+        let facts = facts_from_snapshot(&snap, now());
+        assert_eq!(facts.now, now());
+        assert_eq!(facts.collectors.len(), 2);
+        assert_eq!(facts.collectors[0].id, site.id.0);
+        assert_eq!(facts.collectors[0].name, "site-a");
+        assert!(facts.collectors[0].active);
+        assert!(!facts.collectors[1].active);
+        assert_eq!(facts.collectors[0].silent_after, site.silent_after);
+        assert_eq!(facts.collectors[0].push_interval_secs, 300);
+        assert_eq!(facts.facts.len(), 1);
+        assert_eq!(facts.facts[0].subject, format!("{RELAY}:443"));
+        assert_eq!(facts.facts[0].collector_id, site.id.0);
+        let ProbeOutput::Endpoint(r) = &facts.facts[0].output;
+        assert_eq!(r.failure.as_ref().map(|f| f.step), Some(ProbeStep::Tcp));
+    }
+
+    #[test]
+    fn unreadable_payloads_are_skipped_not_fatal() {
+        let site = collector(10, "site-a");
+        let good = fact(&site, report(RELAY, EndpointRole::ServiceBusRelay, None));
+        let mut unknown_kind = good.clone();
+        unknown_kind.subject = "teleport:1".to_owned();
+        unknown_kind.payload = json!({"probe": "teleport", "data": {}});
+        let mut garbage = good.clone();
+        garbage.subject = "garbage".to_owned();
+        garbage.payload = json!("not an object");
+        let mut truncated = good.clone();
+        truncated.subject = "truncated".to_owned();
+        truncated.payload = json!({"probe": "endpoint", "data": {"host": "x"}});
+        let snap = snapshot(vec![site], vec![unknown_kind, garbage, good.clone(), truncated], vec![]);
+        let facts = facts_from_snapshot(&snap, now());
+        assert_eq!(facts.facts.len(), 1);
+        assert_eq!(facts.facts[0].subject, good.subject);
+    }
+
+    // ---- plan_changes -----------------------------------------------------------------------
+
+    #[test]
+    fn fingerprint_is_rule_and_subject() {
+        assert_eq!(fingerprint("endpoint-reachable", "h:443@c"), "endpoint-reachable|h:443@c");
+    }
+
+    #[test]
+    fn new_failure_opens_a_finding() {
+        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked");
+        let changes = plan_changes(&snapshot(vec![], vec![], vec![]), &[e]);
+        assert_eq!(
+            changes,
+            [FindingChange::Open {
+                fingerprint: "endpoint-reachable|h:443@c".to_owned(),
+                rule_id: "endpoint-reachable".to_owned(),
+                subject: "h:443@c".to_owned(),
+                severity: Severity::Critical,
+                title: "Writeback endpoint is reachable".to_owned(),
+                summary: "blocked".to_owned(),
+                evidence: json!({"host": "h"}),
+            }]
+        );
+    }
+
+    #[test]
+    fn failure_of_a_resolved_finding_reopens_it() {
+        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::High, "blocked again");
+        let resolved = finding(5, "endpoint-reachable", "h:443@c", FindingStatus::Resolved);
+        let changes = plan_changes(&snapshot(vec![], vec![], vec![resolved.clone()]), &[e]);
+        assert_eq!(
+            changes,
+            [FindingChange::Reopen {
+                id: resolved.id,
+                expected_version: 4,
+                severity: Severity::High,
+                summary: "blocked again".to_owned(),
+                evidence: json!({"host": "h"}),
+            }]
+        );
+    }
+
+    #[test]
+    fn identical_failure_of_an_open_finding_changes_nothing() {
+        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked");
+        let open = finding_from(5, &e, FindingStatus::Open);
+        assert!(plan_changes(&snapshot(vec![], vec![], vec![open]), &[e]).is_empty());
+    }
+
+    #[test]
+    fn changed_severity_summary_or_evidence_updates_an_open_finding() {
+        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked");
+        let stored = finding_from(5, &e, FindingStatus::Open);
+        let variants = [
+            fail("endpoint-reachable", "h:443@c", RuleSeverity::High, "blocked"),
+            fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked differently"),
+            Evaluation {
+                outcome: Outcome::Fail {
+                    severity: RuleSeverity::Critical,
+                    summary: "blocked".to_owned(),
+                    evidence: json!({"host": "other"}),
+                },
+                ..e.clone()
+            },
+        ];
+        for variant in variants {
+            let changes =
+                plan_changes(&snapshot(vec![], vec![], vec![stored.clone()]), std::slice::from_ref(&variant));
+            let Outcome::Fail { severity, summary, evidence } = variant.outcome else { unreachable!() };
+            assert_eq!(
+                changes,
+                [FindingChange::Update {
+                    id: stored.id,
+                    expected_version: 4,
+                    severity: store_severity(severity),
+                    summary,
+                    evidence,
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn pass_resolves_an_open_finding_and_ignores_a_resolved_one() {
+        let open = finding(5, "endpoint-reachable", "a:443@c", FindingStatus::Open);
+        let resolved = finding(6, "endpoint-reachable", "b:443@c", FindingStatus::Resolved);
+        let changes = plan_changes(
+            &snapshot(vec![], vec![], vec![open.clone(), resolved]),
+            &[pass("endpoint-reachable", "a:443@c"), pass("endpoint-reachable", "b:443@c")],
+        );
+        assert_eq!(
+            changes,
+            [FindingChange::Resolve {
+                id: open.id,
+                expected_version: 4,
+                summary: "Passes now: Writeback endpoint is reachable.".to_owned(),
+            }]
+        );
+    }
+
+    #[test]
+    fn pass_without_a_finding_changes_nothing() {
+        assert!(
+            plan_changes(&snapshot(vec![], vec![], vec![]), &[pass("endpoint-reachable", "a")]).is_empty()
+        );
+    }
+
+    #[test]
+    fn unknown_leaves_findings_alone() {
+        let open = finding(5, "endpoint-tls-trusted", "a:443@c", FindingStatus::Open);
+        let resolved = finding(6, "endpoint-tls-trusted", "b:443@c", FindingStatus::Resolved);
+        let changes = plan_changes(
+            &snapshot(vec![], vec![], vec![open, resolved]),
+            &[
+                unknown("endpoint-tls-trusted", "a:443@c"),
+                unknown("endpoint-tls-trusted", "b:443@c"),
+                unknown("endpoint-tls-trusted", "c:443@c"),
+            ],
+        );
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn open_finding_no_longer_evaluated_is_resolved_if_its_rule_is_shipped() {
+        let gone = finding(5, "endpoint-reachable", "a:443@revoked", FindingStatus::Open);
+        let custom = finding(6, "custom-rule", "x", FindingStatus::Open);
+        let old = finding(7, "endpoint-reachable", "b:443@revoked", FindingStatus::Resolved);
+        let changes = plan_changes(&snapshot(vec![], vec![], vec![gone.clone(), custom, old]), &[]);
+        assert_eq!(changes.len(), 1);
+        let FindingChange::Resolve { id, expected_version, summary } = &changes[0] else {
+            panic!("expected a resolve, got {changes:?}")
+        };
+        assert_eq!((*id, *expected_version), (gone.id, 4));
+        assert!(summary.starts_with("No longer observed"), "{summary}");
+    }
+
+    #[test]
+    fn duplicate_evaluations_plan_one_change() {
+        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked");
+        let changes = plan_changes(&snapshot(vec![], vec![], vec![]), &[e.clone(), e]);
+        assert_eq!(changes.len(), 1);
+    }
+
+    #[test]
+    fn order_is_by_fingerprint_whatever_the_input_order() {
+        let open_b = finding(5, "endpoint-reachable", "b", FindingStatus::Open);
+        let evaluations = [
+            fail("endpoint-reachable", "c", RuleSeverity::Critical, "x"),
+            pass("endpoint-reachable", "b"),
+            fail("collector-silent", "z", RuleSeverity::High, "x"),
+            fail("endpoint-reachable", "a", RuleSeverity::Critical, "x"),
+        ];
+        let snap = snapshot(vec![], vec![], vec![open_b]);
+        let forward = plan_changes(&snap, &evaluations);
+        let mut reversed_input = evaluations.to_vec();
+        reversed_input.reverse();
+        assert_eq!(forward, plan_changes(&snap, &reversed_input));
+        let keys: Vec<String> = forward
+            .iter()
+            .map(|c| match c {
+                FindingChange::Open { fingerprint, .. } => fingerprint.clone(),
+                FindingChange::Resolve { .. } => "endpoint-reachable|b".to_owned(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            ["collector-silent|z", "endpoint-reachable|a", "endpoint-reachable|b", "endpoint-reachable|c"]
+        );
+    }
+
+    #[test]
+    fn rules_severity_maps_one_to_one() {
+        for (rule, store) in [
+            (RuleSeverity::Info, Severity::Info),
+            (RuleSeverity::Low, Severity::Low),
+            (RuleSeverity::Medium, Severity::Medium),
+            (RuleSeverity::High, Severity::High),
+            (RuleSeverity::Critical, Severity::Critical),
+        ] {
+            assert_eq!(store_severity(rule), store);
+            assert_eq!(rule.as_str(), store.as_str());
+        }
+    }
+
+    #[test]
+    fn evaluating_a_snapshot_twice_is_a_fixed_point() {
+        // The second evaluation sees the findings the first one opened and plans nothing.
+        let site = collector(10, "site-a");
+        let mut silent = collector(11, "site-b");
+        silent.silent_after = Some(now() - Duration::minutes(5));
+        let snap = snapshot(
+            vec![site.clone(), silent],
+            vec![
+                fact(&site, report(RELAY, EndpointRole::ServiceBusRelay, Some(ProbeStep::Tcp))),
+                fact(&site, report("passwordreset.microsoftonline.com", EndpointRole::PasswordReset, None)),
+            ],
+            vec![],
+        );
+        let evaluations = wbd_rules::evaluate(&facts_from_snapshot(&snap, now()));
+        let first = plan_changes(&snap, &evaluations);
+        assert_eq!(ChangeCounts::of(&first), ChangeCounts { opened: 2, ..ChangeCounts::default() });
+        let stored: Vec<Finding> = evaluations
+            .iter()
+            .filter(|e| e.outcome.is_fail())
+            .enumerate()
+            .map(|(n, e)| finding_from(100 + n as u128, e, FindingStatus::Open))
+            .collect();
+        let again = snapshot(snap.collectors.clone(), snap.facts.clone(), stored);
+        assert!(plan_changes(&again, &wbd_rules::evaluate(&facts_from_snapshot(&again, now()))).is_empty());
+    }
+
+    // ---- evaluate_tenant --------------------------------------------------------------------
+
+    /// What one `apply` call received: message id, facts version, changes.
+    type ApplyCall = (Option<Uuid>, i64, Vec<FindingChange>);
+
+    /// A store that hands out scripted snapshots and apply outcomes and records the applies.
+    struct ScriptedStore {
+        snapshots: Mutex<VecDeque<Option<TenantSnapshot>>>,
+        outcomes: Mutex<VecDeque<Result<ApplyOutcome, StoreError>>>,
+        applied: Mutex<Vec<ApplyCall>>,
+    }
+
+    impl ScriptedStore {
+        fn new(
+            snapshots: impl IntoIterator<Item = Option<TenantSnapshot>>,
+            outcomes: impl IntoIterator<Item = Result<ApplyOutcome, StoreError>>,
+        ) -> Self {
+            Self {
+                snapshots: Mutex::new(snapshots.into_iter().collect()),
+                outcomes: Mutex::new(outcomes.into_iter().collect()),
+                applied: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn applied(&self) -> Vec<ApplyCall> {
+            self.applied.lock().expect("not poisoned").clone()
+        }
+    }
+
+    impl EvaluationStore for ScriptedStore {
+        async fn load_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>, StoreError> {
+            let mut snapshots = self.snapshots.lock().expect("not poisoned");
+            // The last scripted snapshot stays current once the script runs out.
+            let next = if snapshots.len() > 1 { snapshots.pop_front() } else { snapshots.front().cloned() };
+            let snapshot = next.flatten();
+            assert!(snapshot.as_ref().is_none_or(|s| s.scope == scope));
+            Ok(snapshot)
+        }
+
+        async fn apply(
+            &self,
+            tenant: TenantScope,
+            message_id: Option<Uuid>,
+            facts_version: i64,
+            changes: &[FindingChange],
+            _now: DateTime<Utc>,
+        ) -> Result<ApplyOutcome, StoreError> {
+            assert_eq!(tenant, scope());
+            self.applied.lock().expect("not poisoned").push((message_id, facts_version, changes.to_vec()));
+            self.outcomes.lock().expect("not poisoned").pop_front().unwrap_or(Ok(ApplyOutcome::Conflict))
+        }
+    }
+
+    fn failing_tenant() -> TenantSnapshot {
+        let site = collector(10, "site-a");
+        let mut silent = collector(11, "site-b");
+        silent.silent_after = Some(now() - Duration::minutes(5));
+        snapshot(
+            vec![site.clone(), silent],
+            vec![fact(&site, report(RELAY, EndpointRole::ServiceBusRelay, Some(ProbeStep::Dns)))],
+            vec![],
+        )
+    }
+
+    #[tokio::test]
+    async fn applies_the_planned_changes_with_the_message_and_facts_version() {
+        let store = ScriptedStore::new([Some(failing_tenant())], [Ok(ApplyOutcome::Applied)]);
+        let message = Uuid::from_u128(99);
+        let outcome =
+            evaluate_with(&store, scope(), Some(message), now(), true).await.expect("no store error");
+        assert_eq!(
+            outcome,
+            EvaluationOutcome::Applied {
+                facts_version: 7,
+                changes: ChangeCounts { opened: 2, ..ChangeCounts::default() },
+                attempts: 1,
+            }
+        );
+        let applied = store.applied();
+        assert_eq!(applied.len(), 1);
+        assert_eq!((applied[0].0, applied[0].1), (Some(message), 7));
+        let rules: Vec<_> = applied[0]
+            .2
+            .iter()
+            .filter_map(|c| match c {
+                FindingChange::Open { rule_id, .. } => Some(rule_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rules, ["collector-silent", "endpoint-reachable"]);
+    }
+
+    #[tokio::test]
+    async fn tenant_gone_applies_nothing() {
+        let store = ScriptedStore::new([None], []);
+        let outcome = evaluate_with(&store, scope(), None, now(), true).await.expect("no store error");
+        assert_eq!(outcome, EvaluationOutcome::TenantGone);
+        assert!(store.applied().is_empty());
+    }
+
+    #[tokio::test]
+    async fn already_evaluated_facts_are_skipped_only_when_asked() {
+        let mut snap = failing_tenant();
+        snap.evaluated_facts_version = snap.facts_version;
+        let store = ScriptedStore::new([Some(snap.clone())], []);
+        let outcome =
+            evaluate_with(&store, scope(), Some(Uuid::from_u128(1)), now(), true).await.expect("ok");
+        assert_eq!(outcome, EvaluationOutcome::UpToDate { facts_version: 7 });
+        assert!(store.applied().is_empty());
+
+        // The silence sweep evaluates anyway: time, not facts, moved.
+        let store = ScriptedStore::new([Some(snap)], [Ok(ApplyOutcome::Applied)]);
+        let outcome = evaluate_with(&store, scope(), None, now(), false).await.expect("ok");
+        assert!(matches!(outcome, EvaluationOutcome::Applied { .. }), "{outcome:?}");
+        assert_eq!(store.applied().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn redelivered_message_is_reported_as_already_processed() {
+        let store = ScriptedStore::new([Some(failing_tenant())], [Ok(ApplyOutcome::AlreadyProcessed)]);
+        let outcome =
+            evaluate_with(&store, scope(), Some(Uuid::from_u128(5)), now(), true).await.expect("ok");
+        assert_eq!(outcome, EvaluationOutcome::AlreadyProcessed);
+    }
+
+    #[tokio::test]
+    async fn conflict_re_reads_and_plans_against_the_new_snapshot() {
+        let first = failing_tenant();
+        let mut second = failing_tenant();
+        second.facts_version = 8;
+        let store = ScriptedStore::new(
+            [Some(first), Some(second)],
+            [Ok(ApplyOutcome::Conflict), Ok(ApplyOutcome::Applied)],
+        );
+        let outcome = evaluate_with(&store, scope(), None, now(), true).await.expect("ok");
+        assert!(
+            matches!(outcome, EvaluationOutcome::Applied { facts_version: 8, attempts: 2, .. }),
+            "{outcome:?}"
+        );
+        let versions: Vec<i64> = store.applied().iter().map(|a| a.1).collect();
+        assert_eq!(versions, [7, 8]);
+    }
+
+    #[tokio::test]
+    async fn conflict_after_which_someone_else_evaluated_is_up_to_date() {
+        let first = failing_tenant();
+        let mut covered = failing_tenant();
+        covered.facts_version = 8;
+        covered.evaluated_facts_version = 8;
+        let store = ScriptedStore::new([Some(first), Some(covered)], [Ok(ApplyOutcome::Conflict)]);
+        let outcome =
+            evaluate_with(&store, scope(), Some(Uuid::from_u128(3)), now(), true).await.expect("ok");
+        assert_eq!(outcome, EvaluationOutcome::UpToDate { facts_version: 8 });
+        assert_eq!(store.applied().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn endless_conflicts_give_up_as_superseded() {
+        let store = ScriptedStore::new([Some(failing_tenant())], []);
+        let outcome = evaluate_with(&store, scope(), None, now(), false).await.expect("ok");
+        assert_eq!(outcome, EvaluationOutcome::Superseded { attempts: MAX_APPLY_ATTEMPTS });
+        assert_eq!(store.applied().len(), MAX_APPLY_ATTEMPTS as usize);
+    }
+
+    #[tokio::test]
+    async fn store_errors_are_returned() {
+        let store =
+            ScriptedStore::new([Some(failing_tenant())], [Err(StoreError::Corrupt("bad row".to_owned()))]);
+        let result = evaluate_with(&store, scope(), None, now(), false).await;
+        assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+    }
+
+    #[test]
+    fn change_counts_add_up() {
+        let changes = [
+            FindingChange::Resolve {
+                id: FindingId(Uuid::from_u128(1)),
+                expected_version: 1,
+                summary: String::new(),
+            },
+            FindingChange::Update {
+                id: FindingId(Uuid::from_u128(2)),
+                expected_version: 1,
+                severity: Severity::Low,
+                summary: String::new(),
+                evidence: json!({}),
+            },
+            FindingChange::Reopen {
+                id: FindingId(Uuid::from_u128(3)),
+                expected_version: 1,
+                severity: Severity::Low,
+                summary: String::new(),
+                evidence: json!({}),
+            },
+        ];
+        let counts = ChangeCounts::of(&changes);
+        assert_eq!(counts, ChangeCounts { opened: 0, reopened: 1, updated: 1, resolved: 1 });
+        assert_eq!(counts.total(), 3);
+    }
+
+    /// Compiles only if the evaluation future can move between threads (the worker spawns it).
+    #[allow(dead_code)]
+    fn evaluate_tenant_is_send(store: &dyn Store) {
+        fn assert_send<T: Send>(_: &T) {}
+        let future = evaluate_tenant(store, scope(), None, now(), true);
+        assert_send(&future);
+    }
+}
