@@ -266,20 +266,30 @@ pub enum DrainStatus {
     RetryIn { delay: Duration, holdup: Holdup },
 }
 
-/// Seals pending results, then pushes batches oldest first until the spool is empty or the
-/// server asks us to wait. Rejected batches are set aside and the drain goes on.
+/// Pushes sealed batches oldest first, then seals the pending results and pushes those, until
+/// the spool is empty or the server asks us to wait. Rejected batches are set aside and the
+/// drain goes on.
+///
+/// Results are sealed only once the older batches are gone: during an outage they wait as
+/// single files, and are sealed into few large batches when the server is back, rather than
+/// into one small batch per probe cycle that would each need their own request.
 pub async fn drain(
     spool: &SharedSpool,
     pusher: &Pusher,
     backoff: &mut Backoff,
     collector: &CollectorInfo,
 ) -> Result<DrainStatus, SpoolError> {
-    let info = collector.clone();
-    spool.run(move |s| s.seal(&info)).await?;
     loop {
-        let Some(batch) = spool.run(|s| s.oldest_batch()).await? else {
-            backoff.reset();
-            return Ok(DrainStatus::Empty);
+        let batch = match spool.run(|s| s.oldest_batch()).await? {
+            Some(batch) => batch,
+            None => {
+                let info = collector.clone();
+                if spool.run(move |s| s.seal(&info)).await? == 0 {
+                    backoff.reset();
+                    return Ok(DrainStatus::Empty);
+                }
+                continue;
+            }
         };
         let seq = batch.seq;
         match pusher.push(&batch).await {

@@ -50,7 +50,7 @@ const STATE_FILE: &str = "state.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("the disk is full: cannot write {} (free some space; results are kept in memory only until then)", path.display())]
+    #[error("the disk is full: cannot write {} (free some space; until then new results cannot be kept)", path.display())]
     DiskFull { path: PathBuf },
     #[error("spool I/O error on {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
@@ -537,6 +537,13 @@ fn move_with_reason(from: &Path, to: &Path, reason: &str) -> Result<(), SpoolErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_reported_as_such() {
+        let e = io_error(Path::new("spool/results/x.json"))(io::Error::from(io::ErrorKind::StorageFull));
+        assert!(matches!(e, SpoolError::DiskFull { .. }));
+        assert!(e.to_string().starts_with("the disk is full: cannot write spool/results/x.json"), "{e}");
+    }
 
     #[test]
     fn spool_names_parse_only_in_the_expected_form() {

@@ -72,6 +72,20 @@ impl Fixture {
             .unwrap();
     }
 
+    /// Spools results without sealing them (what a probe cycle does).
+    async fn spooled(&self, subjects: &[&str]) {
+        let results: Vec<_> = subjects.iter().map(|s| sample_result(s)).collect();
+        self.spool
+            .run(move |s| {
+                for r in &results {
+                    s.append(r)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
     async fn drain(&mut self) -> DrainStatus {
         drain(&self.spool, &self.pusher, &mut self.backoff, &info()).await.unwrap()
     }
@@ -276,6 +290,27 @@ async fn server_errors_back_off_with_jitter_and_keep_the_batch() {
     // 429 without Retry-After also backs off.
     f.server.script([Reply::new(429)]);
     assert!(matches!(f.drain().await, DrainStatus::RetryIn { holdup: Holdup::Throttled, .. }));
+}
+
+#[tokio::test]
+async fn results_from_an_outage_are_sealed_together_once_the_backlog_is_through() {
+    let mut f = Fixture::new(accepted(Uuid::nil(), 1)).await;
+    f.server.script([Reply::new(502), Reply::new(502)]);
+    f.sealed_batch(&["before:443"]).await;
+    f.spooled(&["during-1:443"]).await;
+    assert!(matches!(f.drain().await, DrainStatus::RetryIn { .. }));
+    f.spooled(&["during-2:443"]).await;
+    assert!(matches!(f.drain().await, DrainStatus::RetryIn { .. }));
+    let unsealed = f.spool.run(|s| Ok((s.pending_results(), s.pending_batches()))).await.unwrap();
+    assert_eq!(unsealed, (2, 1), "new results wait unsealed behind the undelivered batch");
+
+    assert_eq!(f.drain().await, DrainStatus::Empty);
+
+    let requests = f.server.requests();
+    assert_eq!(requests.len(), 4);
+    let subjects = |r: &Recorded| decode_batch(r).results.into_iter().map(|r| r.subject).collect::<Vec<_>>();
+    assert_eq!(subjects(&requests[2]), ["before:443"]);
+    assert_eq!(subjects(&requests[3]), ["during-1:443", "during-2:443"]);
 }
 
 #[tokio::test]
