@@ -87,11 +87,19 @@ pub struct ProbeArgs {
     pub json: bool,
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
-pub fn init_logging() {
+/// Logs go to stderr; `RUST_LOG` filters them. The default is `info`, except for `probe`,
+/// whose report already says everything the info lines would.
+pub fn init_logging(command: &Command) {
+    use std::io::IsTerminal;
+    let default = if matches!(command, Command::Probe(_)) { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal; a service's log file should stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 /// Runs one command to completion.

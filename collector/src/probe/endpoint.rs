@@ -325,12 +325,12 @@ fn describe_connect_error(e: &std::io::Error) -> String {
     match e.kind() {
         ErrorKind::ConnectionRefused => {
             format!(
-                "connection refused (nothing listens on the port, or a firewall rejects the connection): {e}"
+                "connection refused: nothing listens on the port, or a firewall rejects the connection ({e})"
             )
         }
-        ErrorKind::TimedOut => format!("timed out (a firewall silently dropping the traffic?): {e}"),
+        ErrorKind::TimedOut => format!("timed out: a firewall silently dropping the traffic? ({e})"),
         ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => {
-            format!("no route to the address (check the default gateway and firewall): {e}")
+            format!("no route to the address: check the default gateway and firewall ({e})")
         }
         _ => e.to_string(),
     }
