@@ -381,6 +381,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid_and_matches_the_defaults() {
+        let s = Settings::from_toml_str(include_str!("../collector.example.toml"), None).unwrap();
+        let d = Settings::from_toml_str("", None).unwrap();
+        assert_eq!(s.endpoints, d.endpoints);
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/wbd-collector"));
+        assert_eq!(
+            (s.probe_interval, s.connect_timeout, s.spool_max_bytes, s.retry_base, s.retry_cap),
+            (d.probe_interval, d.connect_timeout, d.spool_max_bytes, d.retry_base, d.retry_cap)
+        );
+    }
+
+    #[test]
     fn empty_config_gets_the_defaults() {
         let s = Settings::from_toml_str("state_dir = \"/tmp/x\"", None).unwrap();
         assert_eq!(s.endpoints, default_endpoints());
