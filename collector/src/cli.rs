@@ -179,7 +179,7 @@ async fn run_command(args: RunArgs) -> ExitCode {
     }
     let why = match outcome.holdup {
         Some(Holdup::Unauthorized) => {
-            "the server refused this collector's credentials (revoked? re-enroll with --force)"
+            "the server refused this collector's credentials (revoked? re-enroll with --force; or is the clock off?)"
         }
         Some(Holdup::Throttled) => "the server asked us to wait longer than --retry-for-secs allows",
         Some(Holdup::Unavailable) => "the server could not be reached or failed",

@@ -333,7 +333,8 @@ pub async fn drain(
                     server = %detail,
                     retry_in = ?delay,
                     "the server refused this collector's credentials: the collector may have been revoked \
-                     (re-enroll with `wbd-collector enroll --force`); batches are kept"
+                     (re-enroll with `wbd-collector enroll --force`), or this machine's clock may be off \
+                     (push tokens are valid for two minutes); batches are kept"
                 );
                 return Ok(DrainStatus::RetryIn { delay, holdup: Holdup::Unauthorized });
             }
