@@ -6,8 +6,11 @@
 //! first; the few unscoped lookups exist to *establish* a scope (authentication, enrollment)
 //! or to serve the background machinery (outbox, silence sweep).
 
+mod convert;
+mod ingest_plan;
 pub mod model;
 pub mod pg;
+mod policy;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -77,7 +80,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self, org: OrgScope) -> Result<Vec<ApiKey>>;
 
     /// Marks a key revoked; `None` if the organisation has no such key.
-    async fn revoke_api_key(&self, org: OrgScope, id: ApiKeyId, now: DateTime<Utc>) -> Result<Option<ApiKey>>;
+    async fn revoke_api_key(&self, org: OrgScope, id: ApiKeyId, now: DateTime<Utc>)
+    -> Result<Option<ApiKey>>;
 
     // ---- tenants --------------------------------------------------------------------------
 
@@ -94,7 +98,11 @@ pub trait Store: Send + Sync + 'static {
     /// All tenants of the organisation with their health figures; `now` decides silence.
     async fn list_tenant_summaries(&self, org: OrgScope, now: DateTime<Utc>) -> Result<Vec<TenantSummary>>;
 
-    async fn get_tenant_summary(&self, scope: TenantScope, now: DateTime<Utc>) -> Result<Option<TenantSummary>>;
+    async fn get_tenant_summary(
+        &self,
+        scope: TenantScope,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TenantSummary>>;
 
     // ---- collectors -----------------------------------------------------------------------
 
@@ -120,13 +128,24 @@ pub trait Store: Send + Sync + 'static {
     async fn list_collectors(&self, org: OrgScope, tenant: Option<TenantId>) -> Result<Vec<Collector>>;
 
     /// Revokes at once; `None` if the organisation has no such collector.
-    async fn revoke_collector(&self, org: OrgScope, id: CollectorId, now: DateTime<Utc>) -> Result<Option<Collector>>;
+    async fn revoke_collector(
+        &self,
+        org: OrgScope,
+        id: CollectorId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Collector>>;
 
     // ---- ingest ---------------------------------------------------------------------------
 
     /// In one transaction: records the batch id (idempotency), upserts the latest facts
     /// (an older `observed_at` never overwrites a newer one), extends fact history, updates the
     /// collector's heartbeat, bumps the tenant's `facts_version`, and writes the outbox message.
+    ///
+    /// `accepted` counts every result of the batch, including results that arrived after a newer
+    /// observation of the same subject and so changed nothing. `batch.collector_id` must be an
+    /// active collector of `scope`: otherwise (e.g. revoked since it authenticated) nothing is
+    /// written and the call fails with `StoreError::Database(sqlx::Error::RowNotFound)`, or with a
+    /// foreign-key violation if the collector does not belong to the scope at all.
     async fn ingest_batch(&self, scope: TenantScope, batch: &BatchWrite) -> Result<IngestOutcome>;
 
     async fn list_facts(&self, scope: TenantScope) -> Result<Vec<Fact>>;
@@ -136,7 +155,12 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` outbox messages nobody holds (or whose lease ran out), oldest
     /// first, leasing them until `now + lease` and counting the attempt. Safe to call from
     /// many processes at once.
-    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> Result<Vec<OutboxMessage>>;
+    async fn claim_outbox(
+        &self,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxMessage>>;
 
     /// Removes messages that were published (or, in embedded mode, processed).
     async fn delete_outbox(&self, ids: &[Uuid]) -> Result<()>;

@@ -486,9 +486,21 @@ pub enum FindingChange {
         evidence: serde_json::Value,
     },
     /// A resolved finding failing again.
-    Reopen { id: FindingId, expected_version: i64, severity: Severity, summary: String, evidence: serde_json::Value },
+    Reopen {
+        id: FindingId,
+        expected_version: i64,
+        severity: Severity,
+        summary: String,
+        evidence: serde_json::Value,
+    },
     /// An open finding whose severity, summary or evidence changed.
-    Update { id: FindingId, expected_version: i64, severity: Severity, summary: String, evidence: serde_json::Value },
+    Update {
+        id: FindingId,
+        expected_version: i64,
+        severity: Severity,
+        summary: String,
+        evidence: serde_json::Value,
+    },
     /// An open finding that passes now.
     Resolve { id: FindingId, expected_version: i64, summary: String },
 }

@@ -1,1 +1,1128 @@
-pub struct SqliteStore;
+//! The SQLite backend of [`Store`](crate::Store), for the embedded single-box deployment.
+//!
+//! SQLite allows one writer at a time. Every multi-statement write runs in a `BEGIN IMMEDIATE`
+//! transaction, which takes the write lock up front (waiting up to the busy timeout): a deferred
+//! transaction that reads first and upgrades later fails with "database is locked" instead of
+//! waiting when another writer got in between. Single-statement writes are atomic on their own
+//! and take the write lock at their start. WAL mode lets readers run alongside the writer, and a
+//! deferred read transaction sees one consistent snapshot.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::types::Json;
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::convert::{
+    count_to_i64, json_text, lease_until, message_kind, micros, parse_enum, saturating_i64, to_u32, to_u64,
+    unique_violation,
+};
+use crate::ingest_plan::{self, StoredFact};
+use crate::policy::{self, TokenHolder};
+use crate::*;
+
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Column lists, spelled once so that every query and its row mapper agree.
+macro_rules! org_cols {
+    () => {
+        "id, name, created_at"
+    };
+}
+macro_rules! api_key_cols {
+    () => {
+        "id, org_id, name, role, prefix, created_at, revoked_at"
+    };
+}
+macro_rules! tenant_cols {
+    () => {
+        "id, org_id, name, entra_tenant_id, created_at"
+    };
+}
+macro_rules! collector_cols {
+    () => {
+        "id, org_id, tenant_id, name, status, enrollment_expires_at, public_key, hostname, version, os, \
+         push_interval_secs, enrolled_at, last_seen_at, silent_after, spool_dropped, created_at, revoked_at"
+    };
+}
+macro_rules! fact_cols {
+    () => {
+        "collector_id, probe, subject, observed_at, payload, digest, first_seen_at, repeat_count"
+    };
+}
+macro_rules! outbox_cols {
+    () => {
+        "id, org_id, tenant_id, kind, traceparent, created_at, attempts"
+    };
+}
+macro_rules! finding_cols {
+    () => {
+        "id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status, title, summary, evidence, \
+         opened_at, updated_at, resolved_at, reopen_count, version"
+    };
+}
+macro_rules! event_cols {
+    () => {
+        "id, finding_id, kind, actor, at, severity, summary"
+    };
+}
+
+/// Open findings per severity, collectors and silence per tenant; `$3` optionally picks one.
+/// Timestamps are compared as text: sqlx writes every `DateTime<Utc>` as RFC 3339 with `+00:00`
+/// and only the fraction varies in length (0, 3 or 6 digits, shortest exact), which still sorts
+/// correctly because a longer fraction of an equal prefix is never zero.
+const TENANT_SUMMARIES: &str = "
+    SELECT t.id, t.org_id, t.name, t.entra_tenant_id, t.created_at,
+           COALESCE(f.critical, 0) AS open_critical, COALESCE(f.high, 0) AS open_high,
+           COALESCE(f.medium, 0) AS open_medium, COALESCE(f.low, 0) AS open_low,
+           COALESCE(f.info, 0) AS open_info,
+           COALESCE(c.collectors, 0) AS collectors, COALESCE(c.silent, 0) AS silent_collectors,
+           c.last_seen_at
+    FROM tenants t
+    LEFT JOIN (
+        SELECT tenant_id,
+               count(*) FILTER (WHERE severity = 'critical') AS critical,
+               count(*) FILTER (WHERE severity = 'high') AS high,
+               count(*) FILTER (WHERE severity = 'medium') AS medium,
+               count(*) FILTER (WHERE severity = 'low') AS low,
+               count(*) FILTER (WHERE severity = 'info') AS info
+        FROM findings
+        WHERE org_id = $1 AND status = 'open' AND ($3 IS NULL OR tenant_id = $3)
+        GROUP BY tenant_id
+    ) f ON f.tenant_id = t.id
+    LEFT JOIN (
+        SELECT tenant_id,
+               count(*) FILTER (WHERE status <> 'revoked') AS collectors,
+               count(*) FILTER (WHERE status = 'active' AND silent_after < $2) AS silent,
+               max(last_seen_at) AS last_seen_at
+        FROM collectors
+        WHERE org_id = $1 AND ($3 IS NULL OR tenant_id = $3)
+        GROUP BY tenant_id
+    ) c ON c.tenant_id = t.id
+    WHERE t.org_id = $1 AND ($3 IS NULL OR t.id = $3)";
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file in WAL mode and applies the SQLite
+    /// migrations. `sqlite::memory:` is unsuitable with more than one connection: each would
+    /// get its own empty database.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across process crashes in WAL mode; only an OS crash may lose the
+            // last commits, which is the usual trade for an embedded server.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// A write transaction holding the database's write lock from its first statement.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn tenant_summaries(
+        &self,
+        org: OrgScope,
+        tenant: Option<TenantId>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TenantSummary>> {
+        let rows = sqlx::query(TENANT_SUMMARIES)
+            .bind(org.org_id.0)
+            .bind(micros(now))
+            .bind(tenant.map(|t| t.0))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut summaries = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        policy::sort_worst_first(&mut summaries);
+        Ok(summaries)
+    }
+}
+
+// ---- row mapping ------------------------------------------------------------------------------
+
+fn org_from_row(row: &SqliteRow) -> Result<Organization> {
+    Ok(Organization {
+        id: OrgId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: ApiKeyId(row.try_get("id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        name: row.try_get("name")?,
+        role: parse_enum(row.try_get("role")?, "api_keys.role")?,
+        prefix: row.try_get("prefix")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn tenant_from_row(row: &SqliteRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: TenantId(row.try_get("id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        name: row.try_get("name")?,
+        entra_tenant_id: row.try_get("entra_tenant_id")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn summary_from_row(row: &SqliteRow) -> Result<TenantSummary> {
+    let count = |column: &'static str| -> Result<u32> { to_u32(row.try_get(column)?, column) };
+    Ok(TenantSummary {
+        tenant: tenant_from_row(row)?,
+        open_critical: count("open_critical")?,
+        open_high: count("open_high")?,
+        open_medium: count("open_medium")?,
+        open_low: count("open_low")?,
+        open_info: count("open_info")?,
+        collectors: count("collectors")?,
+        silent_collectors: count("silent_collectors")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+    })
+}
+
+fn collector_from_row(row: &SqliteRow) -> Result<Collector> {
+    Ok(Collector {
+        id: CollectorId(row.try_get("id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        name: row.try_get("name")?,
+        status: parse_enum(row.try_get("status")?, "collectors.status")?,
+        enrollment_expires_at: row.try_get("enrollment_expires_at")?,
+        public_key: row.try_get("public_key")?,
+        hostname: row.try_get("hostname")?,
+        version: row.try_get("version")?,
+        os: row.try_get("os")?,
+        push_interval_secs: to_u32(row.try_get("push_interval_secs")?, "collectors.push_interval_secs")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        silent_after: row.try_get("silent_after")?,
+        spool_dropped: to_u64(row.try_get("spool_dropped")?, "collectors.spool_dropped")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn fact_from_row(row: &SqliteRow) -> Result<Fact> {
+    Ok(Fact {
+        collector_id: CollectorId(row.try_get("collector_id")?),
+        probe: row.try_get("probe")?,
+        subject: row.try_get("subject")?,
+        observed_at: row.try_get("observed_at")?,
+        payload: json_text(row.try_get("payload")?, "facts.payload")?,
+        digest: row.try_get("digest")?,
+        first_seen_at: row.try_get("first_seen_at")?,
+        repeat_count: to_u64(row.try_get("repeat_count")?, "facts.repeat_count")?,
+    })
+}
+
+fn outbox_from_row(row: &SqliteRow) -> Result<OutboxMessage> {
+    Ok(OutboxMessage {
+        id: row.try_get("id")?,
+        org_id: OrgId(row.try_get("org_id")?),
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        kind: message_kind(json_text(row.try_get("kind")?, "outbox.kind")?)?,
+        traceparent: row.try_get("traceparent")?,
+        created_at: row.try_get("created_at")?,
+        attempts: to_u32(row.try_get("attempts")?, "outbox.attempts")?,
+    })
+}
+
+fn finding_from_row(row: &SqliteRow) -> Result<Finding> {
+    Ok(Finding {
+        id: FindingId(row.try_get("id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        fingerprint: row.try_get("fingerprint")?,
+        rule_id: row.try_get("rule_id")?,
+        subject: row.try_get("subject")?,
+        severity: parse_enum(row.try_get("severity")?, "findings.severity")?,
+        status: parse_enum(row.try_get("status")?, "findings.status")?,
+        title: row.try_get("title")?,
+        summary: row.try_get("summary")?,
+        evidence: json_text(row.try_get("evidence")?, "findings.evidence")?,
+        opened_at: row.try_get("opened_at")?,
+        updated_at: row.try_get("updated_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+        reopen_count: to_u32(row.try_get("reopen_count")?, "findings.reopen_count")?,
+        version: row.try_get("version")?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<FindingEvent> {
+    Ok(FindingEvent {
+        id: row.try_get("id")?,
+        finding_id: FindingId(row.try_get("finding_id")?),
+        kind: parse_enum(row.try_get("kind")?, "finding_events.kind")?,
+        actor: row.try_get("actor")?,
+        at: row.try_get("at")?,
+        severity: parse_enum(row.try_get("severity")?, "finding_events.severity")?,
+        summary: row.try_get("summary")?,
+    })
+}
+
+// ---- evaluation steps -------------------------------------------------------------------------
+
+/// Applies one change inside the evaluation transaction; `false` means a guard failed (the
+/// finding moved since the snapshot, or an `Open` found the fingerprint taken).
+async fn apply_change(
+    tx: &mut Transaction<'static, Sqlite>,
+    scope: TenantScope,
+    change: &FindingChange,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let (finding_id, kind, severity, summary): (Uuid, FindingEventKind, Severity, &str) = match change {
+        FindingChange::Open { fingerprint, rule_id, subject, severity, title, summary, evidence } => {
+            let id = FindingId::new();
+            let inserted = sqlx::query(
+                "INSERT INTO findings (id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status,
+                                       title, summary, evidence, opened_at, updated_at, resolved_at,
+                                       reopen_count, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11, $11, NULL, 0, 1)
+                 ON CONFLICT (tenant_id, fingerprint) DO NOTHING",
+            )
+            .bind(id.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(fingerprint)
+            .bind(rule_id)
+            .bind(subject)
+            .bind(severity.as_str())
+            .bind(title)
+            .bind(summary)
+            .bind(evidence)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Ok(false);
+            }
+            (id.0, FindingEventKind::Opened, *severity, summary.as_str())
+        }
+        FindingChange::Reopen { id, expected_version, severity, summary, evidence } => {
+            let updated = sqlx::query(
+                "UPDATE findings
+                 SET status = 'open', severity = $5, summary = $6, evidence = $7, updated_at = $8,
+                     resolved_at = NULL, reopen_count = reopen_count + 1, version = version + 1
+                 WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'resolved'",
+            )
+            .bind(id.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(expected_version)
+            .bind(severity.as_str())
+            .bind(summary)
+            .bind(evidence)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Ok(false);
+            }
+            (id.0, FindingEventKind::Reopened, *severity, summary.as_str())
+        }
+        FindingChange::Update { id, expected_version, severity, summary, evidence } => {
+            let updated = sqlx::query(
+                "UPDATE findings
+                 SET severity = $5, summary = $6, evidence = $7, updated_at = $8, version = version + 1
+                 WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'open'",
+            )
+            .bind(id.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(expected_version)
+            .bind(severity.as_str())
+            .bind(summary)
+            .bind(evidence)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Ok(false);
+            }
+            (id.0, FindingEventKind::Updated, *severity, summary.as_str())
+        }
+        FindingChange::Resolve { id, expected_version, summary } => {
+            let severity: Option<String> = sqlx::query_scalar(
+                "UPDATE findings
+                 SET status = 'resolved', summary = $5, resolved_at = $6, updated_at = $6,
+                     version = version + 1
+                 WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'open'
+                 RETURNING severity",
+            )
+            .bind(id.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(expected_version)
+            .bind(summary)
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(severity) = severity else { return Ok(false) };
+            (id.0, FindingEventKind::Resolved, parse_enum(&severity, "findings.severity")?, summary.as_str())
+        }
+    };
+
+    sqlx::query(
+        "INSERT INTO finding_events (id, finding_id, org_id, tenant_id, kind, actor, at, severity, summary)
+         VALUES ($1, $2, $3, $4, $5, 'system', $6, $7, $8)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(finding_id)
+    .bind(scope.org_id.0)
+    .bind(scope.tenant_id.0)
+    .bind(kind.as_str())
+    .bind(now)
+    .bind(severity.as_str())
+    .bind(summary)
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
+}
+
+// ---- ingest steps -----------------------------------------------------------------------------
+
+/// Reads the stored latest facts of the batch's keys (a prepared statement per key is cheap in
+/// process).
+async fn stored_facts(
+    tx: &mut Transaction<'static, Sqlite>,
+    collector_id: CollectorId,
+    results: &[FactWrite],
+) -> Result<HashMap<(String, String), StoredFact>> {
+    let mut stored = HashMap::new();
+    for (probe, subject) in ingest_plan::keys(results) {
+        let row = sqlx::query(
+            "SELECT observed_at, digest, first_seen_at, repeat_count, history_id FROM facts
+             WHERE collector_id = $1 AND probe = $2 AND subject = $3",
+        )
+        .bind(collector_id.0)
+        .bind(&probe)
+        .bind(&subject)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = row {
+            let fact = StoredFact {
+                observed_at: row.try_get("observed_at")?,
+                digest: row.try_get("digest")?,
+                first_seen_at: row.try_get("first_seen_at")?,
+                repeat_count: row.try_get("repeat_count")?,
+                history_id: row.try_get("history_id")?,
+            };
+            stored.insert((probe, subject), fact);
+        }
+    }
+    Ok(stored)
+}
+
+async fn write_plan(
+    tx: &mut Transaction<'static, Sqlite>,
+    scope: TenantScope,
+    collector_id: CollectorId,
+    plan: &ingest_plan::IngestPlan,
+) -> Result<()> {
+    for run in &plan.new_runs {
+        sqlx::query(
+            "INSERT INTO fact_history (id, org_id, tenant_id, collector_id, probe, subject, digest, payload,
+                                       first_seen_at, last_seen_at, count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(run.id)
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .bind(collector_id.0)
+        .bind(&run.probe)
+        .bind(&run.subject)
+        .bind(&run.digest)
+        .bind(&run.payload)
+        .bind(run.first_seen_at)
+        .bind(run.last_seen_at)
+        .bind(run.count)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for ext in &plan.extensions {
+        sqlx::query(
+            "UPDATE fact_history SET last_seen_at = $3, count = count + $4
+             WHERE id = $1 AND collector_id = $2",
+        )
+        .bind(ext.id)
+        .bind(collector_id.0)
+        .bind(ext.last_seen_at)
+        .bind(ext.added)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for fact in &plan.facts {
+        sqlx::query(
+            "INSERT INTO facts (collector_id, probe, subject, org_id, tenant_id, observed_at, payload, digest,
+                                first_seen_at, repeat_count, history_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (collector_id, probe, subject) DO UPDATE
+             SET observed_at = excluded.observed_at, payload = excluded.payload, digest = excluded.digest,
+                 first_seen_at = excluded.first_seen_at, repeat_count = excluded.repeat_count,
+                 history_id = excluded.history_id",
+        )
+        .bind(collector_id.0)
+        .bind(&fact.probe)
+        .bind(&fact.subject)
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .bind(fact.observed_at)
+        .bind(&fact.payload)
+        .bind(&fact.digest)
+        .bind(fact.first_seen_at)
+        .bind(fact.repeat_count)
+        .bind(fact.history_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn get_or_create_secret(&self, name: &str, generated: Vec<u8>) -> Result<Vec<u8>> {
+        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(generated)
+            .execute(&self.pool)
+            .await?;
+        let value = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(value)
+    }
+
+    async fn create_organization(&self, name: &str, now: DateTime<Utc>) -> Result<Organization> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3) RETURNING ",
+            org_cols!()
+        ))
+        .bind(OrgId::new().0)
+        .bind(name)
+        .bind(micros(now))
+        .fetch_one(&self.pool)
+        .await?;
+        org_from_row(&row)
+    }
+
+    async fn create_api_key(
+        &self,
+        org: OrgScope,
+        name: &str,
+        role: Role,
+        prefix: &str,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO api_keys (id, org_id, name, role, prefix, key_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+            api_key_cols!()
+        ))
+        .bind(ApiKeyId::new().0)
+        .bind(org.org_id.0)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(prefix)
+        .bind(key_hash)
+        .bind(micros(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "api key", "key hash"))?;
+        api_key_from_row(&row)
+    }
+
+    async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query(concat!("SELECT ", api_key_cols!(), " FROM api_keys WHERE key_hash = $1"))
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, org: OrgScope) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            api_key_cols!(),
+            " FROM api_keys WHERE org_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(org.org_id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        org: OrgScope,
+        id: ApiKeyId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApiKey>> {
+        // Revoking twice keeps the first revocation time.
+        let row = sqlx::query(concat!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3)
+             WHERE id = $1 AND org_id = $2 RETURNING ",
+            api_key_cols!()
+        ))
+        .bind(id.0)
+        .bind(org.org_id.0)
+        .bind(micros(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn create_tenant(
+        &self,
+        org: OrgScope,
+        name: &str,
+        entra_tenant_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Tenant> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO tenants (id, org_id, name, entra_tenant_id, created_at) VALUES ($1, $2, $3, $4, $5)
+             RETURNING ",
+            tenant_cols!()
+        ))
+        .bind(TenantId::new().0)
+        .bind(org.org_id.0)
+        .bind(name)
+        .bind(entra_tenant_id)
+        .bind(micros(now))
+        .fetch_one(&self.pool)
+        .await?;
+        tenant_from_row(&row)
+    }
+
+    async fn get_tenant(&self, org: OrgScope, id: TenantId) -> Result<Option<Tenant>> {
+        let row =
+            sqlx::query(concat!("SELECT ", tenant_cols!(), " FROM tenants WHERE id = $1 AND org_id = $2"))
+                .bind(id.0)
+                .bind(org.org_id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn list_tenant_summaries(&self, org: OrgScope, now: DateTime<Utc>) -> Result<Vec<TenantSummary>> {
+        self.tenant_summaries(org, None, now).await
+    }
+
+    async fn get_tenant_summary(
+        &self,
+        scope: TenantScope,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TenantSummary>> {
+        Ok(self.tenant_summaries(scope.org(), Some(scope.tenant_id), now).await?.into_iter().next())
+    }
+
+    async fn create_collector(
+        &self,
+        scope: TenantScope,
+        name: &str,
+        enrollment_token_hash: &str,
+        enrollment_expires_at: DateTime<Utc>,
+        push_interval_secs: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Collector> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO collectors (id, org_id, tenant_id, name, status, enrollment_token_hash,
+                                     enrollment_expires_at, push_interval_secs, created_at)
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8) RETURNING ",
+            collector_cols!()
+        ))
+        .bind(CollectorId::new().0)
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .bind(name)
+        .bind(enrollment_token_hash)
+        .bind(micros(enrollment_expires_at))
+        .bind(i64::from(push_interval_secs))
+        .bind(micros(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "collector", "enrollment token"))?;
+        collector_from_row(&row)
+    }
+
+    async fn enroll_collector(&self, enrollment: &Enrollment) -> Result<Result<Collector, EnrollError>> {
+        // The immediate transaction makes check-then-activate atomic against other writers.
+        let mut tx = self.write_tx().await?;
+        let holder = sqlx::query(
+            "SELECT id, status, enrolled_at, enrollment_expires_at FROM collectors
+             WHERE enrollment_token_hash = $1",
+        )
+        .bind(&enrollment.enrollment_token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let holder = holder
+            .map(|row| -> Result<(Uuid, TokenHolder)> {
+                Ok((
+                    row.try_get("id")?,
+                    TokenHolder {
+                        status: parse_enum(row.try_get("status")?, "collectors.status")?,
+                        enrolled_at: row.try_get("enrolled_at")?,
+                        enrollment_expires_at: row.try_get("enrollment_expires_at")?,
+                    },
+                ))
+            })
+            .transpose()?;
+        let now = micros(enrollment.now);
+        if let Err(refused) = policy::check_enrollment(holder.map(|(_, h)| h), now) {
+            tx.rollback().await?;
+            return Ok(Err(refused));
+        }
+        let Some((id, _)) = holder else { return Ok(Err(EnrollError::UnknownToken)) };
+        let row = sqlx::query(concat!(
+            "UPDATE collectors
+             SET status = 'active', public_key = $2, hostname = $3, version = $4, enrolled_at = $5,
+                 silent_after = $6, enrollment_expires_at = NULL
+             WHERE id = $1 AND status = 'pending' RETURNING ",
+            collector_cols!()
+        ))
+        .bind(id)
+        .bind(&enrollment.public_key)
+        .bind(&enrollment.hostname)
+        .bind(&enrollment.version)
+        .bind(now)
+        .bind(micros(enrollment.silent_after))
+        .fetch_one(&mut *tx)
+        .await?;
+        let collector = collector_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Ok(collector))
+    }
+
+    async fn find_collector_for_auth(&self, id: CollectorId) -> Result<Option<Collector>> {
+        let row = sqlx::query(concat!("SELECT ", collector_cols!(), " FROM collectors WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(collector_from_row).transpose()
+    }
+
+    async fn get_collector(&self, org: OrgScope, id: CollectorId) -> Result<Option<Collector>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            collector_cols!(),
+            " FROM collectors WHERE id = $1 AND org_id = $2"
+        ))
+        .bind(id.0)
+        .bind(org.org_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(collector_from_row).transpose()
+    }
+
+    async fn list_collectors(&self, org: OrgScope, tenant: Option<TenantId>) -> Result<Vec<Collector>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            collector_cols!(),
+            " FROM collectors WHERE org_id = $1 AND ($2 IS NULL OR tenant_id = $2) ORDER BY created_at, id"
+        ))
+        .bind(org.org_id.0)
+        .bind(tenant.map(|t| t.0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(collector_from_row).collect()
+    }
+
+    async fn revoke_collector(
+        &self,
+        org: OrgScope,
+        id: CollectorId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Collector>> {
+        let row = sqlx::query(concat!(
+            "UPDATE collectors SET status = 'revoked', revoked_at = COALESCE(revoked_at, $3)
+             WHERE id = $1 AND org_id = $2 RETURNING ",
+            collector_cols!()
+        ))
+        .bind(id.0)
+        .bind(org.org_id.0)
+        .bind(micros(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(collector_from_row).transpose()
+    }
+
+    async fn ingest_batch(&self, scope: TenantScope, batch: &BatchWrite) -> Result<IngestOutcome> {
+        let received_at = micros(batch.received_at);
+        let result_count = count_to_i64(batch.results.len());
+        let mut tx = self.write_tx().await?;
+
+        let inserted = sqlx::query(
+            "INSERT INTO batches (collector_id, batch_id, org_id, tenant_id, body_hash, result_count,
+                                  received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (collector_id, batch_id) DO NOTHING",
+        )
+        .bind(batch.collector_id.0)
+        .bind(batch.batch_id)
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .bind(&batch.body_hash)
+        .bind(result_count)
+        .bind(received_at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            let stored = sqlx::query(
+                "SELECT body_hash, result_count FROM batches
+                 WHERE collector_id = $1 AND batch_id = $2 AND org_id = $3 AND tenant_id = $4",
+            )
+            .bind(batch.collector_id.0)
+            .bind(batch.batch_id)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.rollback().await?;
+            return match stored {
+                Some(row) if row.try_get::<String, _>("body_hash")? == batch.body_hash => {
+                    Ok(IngestOutcome::Duplicate {
+                        accepted: to_u32(row.try_get("result_count")?, "batches.result_count")?,
+                    })
+                }
+                _ => Ok(IngestOutcome::Conflict),
+            };
+        }
+
+        let heartbeat = sqlx::query(
+            "UPDATE collectors
+             SET last_seen_at = $4, version = $5, hostname = $6, os = $7, push_interval_secs = $8,
+                 spool_dropped = $9, silent_after = $10
+             WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND status = 'active'",
+        )
+        .bind(batch.collector_id.0)
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .bind(received_at)
+        .bind(&batch.collector_version)
+        .bind(&batch.collector_hostname)
+        .bind(&batch.collector_os)
+        .bind(i64::from(batch.push_interval_secs))
+        .bind(saturating_i64(batch.spool_dropped))
+        .bind(micros(batch.silent_after))
+        .execute(&mut *tx)
+        .await?;
+        if heartbeat.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Database(sqlx::Error::RowNotFound));
+        }
+
+        if !batch.results.is_empty() {
+            let stored = stored_facts(&mut tx, batch.collector_id, &batch.results).await?;
+            let plan = ingest_plan::plan(&batch.results, &stored);
+            write_plan(&mut tx, scope, batch.collector_id, &plan).await?;
+        }
+
+        sqlx::query("UPDATE tenants SET facts_version = facts_version + 1 WHERE id = $1 AND org_id = $2")
+            .bind(scope.tenant_id.0)
+            .bind(scope.org_id.0)
+            .execute(&mut *tx)
+            .await?;
+
+        let kind = MessageKind::BatchIngested { collector_id: batch.collector_id, batch_id: batch.batch_id };
+        sqlx::query(
+            "INSERT INTO outbox (id, org_id, tenant_id, kind, traceparent, created_at, lease_until, attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, 0)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .bind(Json(&kind))
+        .bind(&batch.traceparent)
+        .bind(received_at)
+        .execute(&mut *tx)
+        .await?;
+
+        tx.commit().await?;
+        Ok(IngestOutcome::Accepted { accepted: u32::try_from(batch.results.len()).unwrap_or(u32::MAX) })
+    }
+
+    async fn list_facts(&self, scope: TenantScope) -> Result<Vec<Fact>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            fact_cols!(),
+            " FROM facts WHERE tenant_id = $1 AND org_id = $2 ORDER BY collector_id, probe, subject"
+        ))
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(fact_from_row).collect()
+    }
+
+    async fn claim_outbox(
+        &self,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxMessage>> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE outbox SET lease_until = $3, attempts = attempts + 1
+             WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE lease_until IS NULL OR lease_until <= $1
+                 ORDER BY created_at, id
+                 LIMIT $2
+             )
+             RETURNING ",
+            outbox_cols!()
+        ))
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .bind(lease_until(now, lease))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut messages = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
+        // RETURNING has no order of its own.
+        messages.sort_by_key(|m| (m.created_at, m.id));
+        Ok(messages)
+    }
+
+    async fn delete_outbox(&self, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for id in ids {
+            sqlx::query("DELETE FROM outbox WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letter_outbox(&self, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO dead_letters
+                 (id, org_id, tenant_id, kind, traceparent, created_at, attempts, reason, dead_at)
+             SELECT id, org_id, tenant_id, kind, traceparent, created_at, attempts, $2, $3
+             FROM outbox WHERE id = $1",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM outbox WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn count_outbox(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.pool).await?;
+        to_u64(n, "count(outbox)")
+    }
+
+    async fn count_dead_letters(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&self.pool).await?;
+        to_u64(n, "count(dead_letters)")
+    }
+
+    async fn load_tenant_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>> {
+        // A deferred transaction reads one WAL snapshot, so facts_version matches what is read.
+        let mut tx = self.pool.begin().await?;
+        let versions = sqlx::query(
+            "SELECT facts_version, evaluated_facts_version FROM tenants WHERE id = $1 AND org_id = $2",
+        )
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(versions) = versions else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let collectors = sqlx::query(concat!(
+            "SELECT ",
+            collector_cols!(),
+            " FROM collectors WHERE tenant_id = $1 AND org_id = $2 ORDER BY created_at, id"
+        ))
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let facts = sqlx::query(concat!(
+            "SELECT ",
+            fact_cols!(),
+            " FROM facts WHERE tenant_id = $1 AND org_id = $2 ORDER BY collector_id, probe, subject"
+        ))
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let findings = sqlx::query(concat!(
+            "SELECT ",
+            finding_cols!(),
+            " FROM findings WHERE tenant_id = $1 AND org_id = $2 ORDER BY id"
+        ))
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        Ok(Some(TenantSnapshot {
+            scope,
+            facts_version: versions.try_get("facts_version")?,
+            evaluated_facts_version: versions.try_get("evaluated_facts_version")?,
+            collectors: collectors.iter().map(collector_from_row).collect::<Result<_>>()?,
+            facts: facts.iter().map(fact_from_row).collect::<Result<_>>()?,
+            findings: findings.iter().map(finding_from_row).collect::<Result<_>>()?,
+        }))
+    }
+
+    async fn apply_evaluation(
+        &self,
+        scope: TenantScope,
+        message_id: Option<Uuid>,
+        facts_version: i64,
+        changes: &[FindingChange],
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome> {
+        let now = micros(now);
+        let mut tx = self.write_tx().await?;
+
+        if let Some(message_id) = message_id {
+            let recorded = sqlx::query(
+                "INSERT INTO processed_messages (message_id, processed_at) VALUES ($1, $2)
+                 ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(message_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if recorded.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Ok(ApplyOutcome::AlreadyProcessed);
+            }
+        }
+
+        let current = sqlx::query(
+            "UPDATE tenants SET evaluated_facts_version = $3
+             WHERE id = $1 AND org_id = $2 AND facts_version = $3",
+        )
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .bind(facts_version)
+        .execute(&mut *tx)
+        .await?;
+        if current.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(ApplyOutcome::Conflict);
+        }
+
+        for change in changes {
+            if !apply_change(&mut tx, scope, change, now).await? {
+                tx.rollback().await?;
+                return Ok(ApplyOutcome::Conflict);
+            }
+        }
+        tx.commit().await?;
+        Ok(ApplyOutcome::Applied)
+    }
+
+    async fn tenants_with_silent_collectors(&self, now: DateTime<Utc>) -> Result<Vec<TenantScope>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT org_id, tenant_id FROM collectors
+             WHERE status = 'active' AND silent_after < $1
+             ORDER BY org_id, tenant_id",
+        )
+        .bind(micros(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TenantScope {
+                    org_id: OrgId(row.try_get("org_id")?),
+                    tenant_id: TenantId(row.try_get("tenant_id")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn list_findings(&self, org: OrgScope, filter: &FindingFilter) -> Result<Vec<Finding>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            finding_cols!(),
+            " FROM findings
+             WHERE org_id = $1
+               AND ($2 IS NULL OR tenant_id = $2)
+               AND ($3 IS NULL OR status = $3)
+               AND ($4 IS NULL OR severity = $4)
+               AND ($5 IS NULL OR rule_id = $5)
+               AND ($6 IS NULL OR id < $6)
+             ORDER BY id DESC
+             LIMIT $7"
+        ))
+        .bind(org.org_id.0)
+        .bind(filter.tenant_id.map(|t| t.0))
+        .bind(filter.status.map(FindingStatus::as_str))
+        .bind(filter.severity.map(Severity::as_str))
+        .bind(filter.rule_id.as_deref())
+        .bind(filter.before.map(|f| f.0))
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(finding_from_row).collect()
+    }
+
+    async fn get_finding(&self, org: OrgScope, id: FindingId) -> Result<Option<Finding>> {
+        let row =
+            sqlx::query(concat!("SELECT ", finding_cols!(), " FROM findings WHERE id = $1 AND org_id = $2"))
+                .bind(id.0)
+                .bind(org.org_id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(finding_from_row).transpose()
+    }
+
+    async fn list_finding_events(&self, org: OrgScope, id: FindingId) -> Result<Vec<FindingEvent>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_cols!(),
+            " FROM finding_events WHERE finding_id = $1 AND org_id = $2 ORDER BY at, id"
+        ))
+        .bind(id.0)
+        .bind(org.org_id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}

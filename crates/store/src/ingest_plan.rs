@@ -1,0 +1,267 @@
+//! What an ingest writes to `facts` and `fact_history`, decided in Rust from the batch and the
+//! stored latest facts, so both backends apply exactly the same rules:
+//!
+//! - per (probe, subject) the results are taken in `observed_at` order; a result older than the
+//!   current fact is ignored (an older observation never overwrites a newer one, and does not
+//!   touch history either), and so is a repeat of the current fact with the same `observed_at`
+//!   and digest (the same result delivered again in another batch is not counted twice);
+//! - a result with the current digest extends the current history run (`last_seen_at`, count)
+//!   and the fact's `repeat_count`; a result with another digest starts a new run;
+//! - the fact ends as the newest accepted result, with `first_seen_at` of its run.
+//!
+//! The backend reads the stored facts under the collector's row lock (PostgreSQL) or inside an
+//! immediate transaction (SQLite), so the plan's absolute values cannot race another ingest.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::FactWrite;
+use crate::convert::micros;
+
+/// The stored latest fact of one (probe, subject) of the collector.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredFact {
+    pub observed_at: DateTime<Utc>,
+    pub digest: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub repeat_count: i64,
+    pub history_id: Uuid,
+}
+
+/// The new state of a latest fact (insert or overwrite).
+#[derive(Debug, Clone)]
+pub(crate) struct FactUpsert {
+    pub probe: String,
+    pub subject: String,
+    pub observed_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+    pub digest: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub repeat_count: i64,
+    pub history_id: Uuid,
+}
+
+/// An already stored history run that goes on: `count += added`, `last_seen_at = last_seen_at`.
+#[derive(Debug, Clone)]
+pub(crate) struct RunExtension {
+    pub id: Uuid,
+    pub last_seen_at: DateTime<Utc>,
+    pub added: i64,
+}
+
+/// A new history run.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRun {
+    pub id: Uuid,
+    pub probe: String,
+    pub subject: String,
+    pub digest: String,
+    pub payload: serde_json::Value,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub count: i64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct IngestPlan {
+    /// Insert these first: facts reference their run.
+    pub new_runs: Vec<NewRun>,
+    pub extensions: Vec<RunExtension>,
+    pub facts: Vec<FactUpsert>,
+}
+
+/// The distinct (probe, subject) keys of a batch, for reading the stored facts.
+pub(crate) fn keys(results: &[FactWrite]) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> =
+        results.iter().map(|r| (r.probe.clone(), r.subject.clone())).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Where the current value of one key stands while the batch is replayed.
+struct Current<'a> {
+    observed_at: DateTime<Utc>,
+    digest: &'a str,
+    first_seen_at: DateTime<Utc>,
+    repeat_count: i64,
+    history_id: Uuid,
+    /// The newest accepted payload; `None` while the stored fact is untouched.
+    payload: Option<&'a serde_json::Value>,
+    /// Index into `new_runs`, or `None` for the stored run.
+    new_run: Option<usize>,
+}
+
+pub(crate) fn plan(results: &[FactWrite], stored: &HashMap<(String, String), StoredFact>) -> IngestPlan {
+    let mut by_key: BTreeMap<(&str, &str), Vec<&FactWrite>> = BTreeMap::new();
+    for r in results {
+        by_key.entry((r.probe.as_str(), r.subject.as_str())).or_default().push(r);
+    }
+
+    let mut plan = IngestPlan::default();
+    for ((probe, subject), mut group) in by_key {
+        // Stable: results observed at the same instant keep their batch order (the last wins).
+        group.sort_by_key(|r| r.observed_at);
+
+        let stored = stored.get(&(probe.to_owned(), subject.to_owned()));
+        let mut current = stored.map(|s| Current {
+            observed_at: s.observed_at,
+            digest: s.digest.as_str(),
+            first_seen_at: s.first_seen_at,
+            repeat_count: s.repeat_count,
+            history_id: s.history_id,
+            payload: None,
+            new_run: None,
+        });
+        let mut extension: Option<RunExtension> = None;
+
+        for r in group {
+            let at = micros(r.observed_at);
+            match current.as_mut() {
+                Some(c) if at < c.observed_at || (at == c.observed_at && r.digest == c.digest) => {}
+                Some(c) if r.digest == c.digest => {
+                    c.observed_at = at;
+                    c.payload = Some(&r.payload);
+                    c.repeat_count += 1;
+                    match c.new_run {
+                        Some(i) => {
+                            if let Some(run) = plan.new_runs.get_mut(i) {
+                                run.last_seen_at = at;
+                                run.count += 1;
+                            }
+                        }
+                        None => {
+                            let ext = extension.get_or_insert(RunExtension {
+                                id: c.history_id,
+                                last_seen_at: at,
+                                added: 0,
+                            });
+                            ext.last_seen_at = at;
+                            ext.added += 1;
+                        }
+                    }
+                }
+                _ => {
+                    let id = Uuid::now_v7();
+                    plan.new_runs.push(NewRun {
+                        id,
+                        probe: probe.to_owned(),
+                        subject: subject.to_owned(),
+                        digest: r.digest.clone(),
+                        payload: r.payload.clone(),
+                        first_seen_at: at,
+                        last_seen_at: at,
+                        count: 1,
+                    });
+                    current = Some(Current {
+                        observed_at: at,
+                        digest: r.digest.as_str(),
+                        first_seen_at: at,
+                        repeat_count: 1,
+                        history_id: id,
+                        payload: Some(&r.payload),
+                        new_run: Some(plan.new_runs.len() - 1),
+                    });
+                }
+            }
+        }
+
+        plan.extensions.extend(extension);
+        if let Some(c) = current
+            && let Some(payload) = c.payload
+        {
+            plan.facts.push(FactUpsert {
+                probe: probe.to_owned(),
+                subject: subject.to_owned(),
+                observed_at: c.observed_at,
+                payload: payload.clone(),
+                digest: c.digest.to_owned(),
+                first_seen_at: c.first_seen_at,
+                repeat_count: c.repeat_count,
+                history_id: c.history_id,
+            });
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeDelta, TimeZone};
+    use serde_json::json;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("valid time") + TimeDelta::seconds(secs)
+    }
+
+    fn result(secs: i64, digest: &str) -> FactWrite {
+        FactWrite {
+            probe: "tcp".into(),
+            subject: "relay".into(),
+            observed_at: t(secs),
+            payload: json!({ "digest": digest, "at": secs }),
+            digest: digest.into(),
+        }
+    }
+
+    #[test]
+    fn runs_within_one_batch() {
+        let batch = [result(3, "b"), result(1, "a"), result(2, "a"), result(4, "a")];
+        let plan = plan(&batch, &HashMap::new());
+        let runs: Vec<_> =
+            plan.new_runs.iter().map(|r| (r.digest.as_str(), r.count, r.last_seen_at)).collect();
+        assert_eq!(runs, [("a", 2, t(2)), ("b", 1, t(3)), ("a", 1, t(4))]);
+        assert!(plan.extensions.is_empty());
+        let fact = &plan.facts[0];
+        assert_eq!((fact.digest.as_str(), fact.first_seen_at, fact.repeat_count), ("a", t(4), 1));
+        assert_eq!(fact.history_id, plan.new_runs[2].id);
+        assert_eq!(fact.payload, json!({ "digest": "a", "at": 4 }));
+    }
+
+    #[test]
+    fn extends_the_stored_run_and_ignores_older_results() {
+        let run = Uuid::now_v7();
+        let stored = HashMap::from([(
+            ("tcp".to_owned(), "relay".to_owned()),
+            StoredFact {
+                observed_at: t(10),
+                digest: "a".into(),
+                first_seen_at: t(5),
+                repeat_count: 2,
+                history_id: run,
+            },
+        )]);
+        let batch = [result(9, "b"), result(10, "a"), result(11, "a"), result(12, "a")];
+        let plan = plan(&batch, &stored);
+        assert!(plan.new_runs.is_empty());
+        assert_eq!(plan.extensions.len(), 1);
+        assert_eq!(
+            (plan.extensions[0].id, plan.extensions[0].added, plan.extensions[0].last_seen_at),
+            (run, 2, t(12))
+        );
+        let fact = &plan.facts[0];
+        assert_eq!(
+            (fact.first_seen_at, fact.repeat_count, fact.observed_at, fact.history_id),
+            (t(5), 4, t(12), run)
+        );
+    }
+
+    #[test]
+    fn nothing_newer_changes_nothing() {
+        let stored = HashMap::from([(
+            ("tcp".to_owned(), "relay".to_owned()),
+            StoredFact {
+                observed_at: t(10),
+                digest: "a".into(),
+                first_seen_at: t(5),
+                repeat_count: 2,
+                history_id: Uuid::now_v7(),
+            },
+        )]);
+        let plan = plan(&[result(3, "b"), result(10, "a")], &stored);
+        assert!(plan.new_runs.is_empty() && plan.extensions.is_empty() && plan.facts.is_empty());
+    }
+}

@@ -1,0 +1,100 @@
+//! One-time enrollment of a collector with its token.
+
+use wbd_store::*;
+
+use crate::fixtures::{at, enrollment, org, pending_collector, tenant};
+use crate::harness::each_backend;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_enrolls_once_then_reports_already_used() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let scope = tenant(store, acme, "Contoso").await?;
+        let pending = pending_collector(store, scope, "tok-1").await?;
+
+        let active = store.enroll_collector(&enrollment("tok-1", at(60))).await?.expect("first use enrolls");
+        assert_eq!(active.id, pending.id);
+        assert_eq!(active.status, CollectorStatus::Active);
+        assert_eq!(active.public_key, Some(vec![7; 32]));
+        assert_eq!((active.hostname.as_deref(), active.version.as_deref()), (Some("aadc01"), Some("1.0.0")));
+        assert_eq!((active.enrolled_at, active.silent_after), (Some(at(60)), Some(at(960))));
+        assert_eq!(store.get_collector(acme, pending.id).await?, Some(active.clone()));
+
+        let reuse = store.enroll_collector(&enrollment("tok-1", at(61))).await?;
+        assert_eq!(reuse, Err(EnrollError::AlreadyUsed));
+        // Even after expiry a used token says "already used", and the enrolled key stays.
+        assert_eq!(
+            store.enroll_collector(&enrollment("tok-1", at(99_999))).await?,
+            Err(EnrollError::AlreadyUsed)
+        );
+        assert_eq!(store.get_collector(acme, pending.id).await?, Some(active));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_unknown_tokens_are_refused() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let scope = tenant(store, acme, "Contoso").await?;
+        let pending = pending_collector(store, scope, "tok-late").await?;
+
+        // Valid strictly before its expiry (at(3600)).
+        assert_eq!(
+            store.enroll_collector(&enrollment("tok-late", at(3600))).await?,
+            Err(EnrollError::Expired)
+        );
+        assert_eq!(
+            store.enroll_collector(&enrollment("tok-never-issued", at(1))).await?,
+            Err(EnrollError::UnknownToken)
+        );
+        assert_eq!(
+            store.get_collector(acme, pending.id).await?,
+            Some(pending.clone()),
+            "refusals change nothing"
+        );
+
+        // A collector revoked before enrolling waits for nobody.
+        let withdrawn = pending_collector(store, scope, "tok-withdrawn").await?;
+        store.revoke_collector(acme, withdrawn.id, at(2)).await?;
+        assert_eq!(
+            store.enroll_collector(&enrollment("tok-withdrawn", at(3))).await?,
+            Err(EnrollError::UnknownToken)
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enrollments_with_one_token_have_one_winner() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let scope = tenant(store, acme, "Contoso").await?;
+        pending_collector(store, scope, "tok-race").await?;
+
+        let attempts: Vec<_> = (0..8)
+            .map(|i| {
+                let shared = store.store.clone();
+                tokio::spawn(async move {
+                    let mut request = enrollment("tok-race", at(10));
+                    request.public_key = vec![i; 32];
+                    shared.enroll_collector(&request).await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for attempt in attempts {
+            match attempt.await?? {
+                Ok(collector) => winners.push(collector),
+                Err(refused) => assert_eq!(refused, EnrollError::AlreadyUsed),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one enrollment may win");
+        let stored = store.find_collector_for_auth(winners[0].id).await?.expect("collector");
+        assert_eq!(stored.public_key, winners[0].public_key, "the winner's key is the one stored");
+        Ok(())
+    })
+    .await;
+}

@@ -1,0 +1,236 @@
+//! Applying an evaluation: finding lifecycle, events, idempotency per message, and the
+//! optimistic guards that make a stale evaluation change nothing.
+
+use serde_json::json;
+use uuid::Uuid;
+use wbd_store::*;
+
+use crate::fixtures::{Site, at, batch, enrolled_site, facts_version, open, open_findings, result};
+use crate::harness::{TestStore, each_backend};
+
+/// A site with one ingested batch (facts_version 1).
+async fn site_with_facts(store: &TestStore) -> anyhow::Result<Site> {
+    let site = enrolled_site(store, "Acme MSP").await?;
+    store
+        .ingest_batch(site.scope, &batch(site.collector.id, vec![result("tcp", "relay", 10, "a")], 10))
+        .await?;
+    Ok(site)
+}
+
+async fn finding(store: &TestStore, site: &Site, id: FindingId) -> anyhow::Result<Finding> {
+    store.get_finding(site.org, id).await?.ok_or_else(|| anyhow::anyhow!("finding {id} missing"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_opens_updates_resolves_and_reopens_with_events_in_order() {
+    each_backend(async |store| {
+        let site = site_with_facts(store).await?;
+        let scope = site.scope;
+
+        let opened = store
+            .apply_evaluation(scope, Some(Uuid::now_v7()), 1, &[open("relay:tcp", Severity::High)], at(20))
+            .await?;
+        assert_eq!(opened, ApplyOutcome::Applied);
+        let snapshot = store.load_tenant_snapshot(scope).await?.expect("tenant");
+        assert_eq!((snapshot.facts_version, snapshot.evaluated_facts_version), (1, 1));
+        let f = snapshot.findings[0].clone();
+        assert_eq!(
+            (f.status, f.severity, f.version, f.reopen_count),
+            (FindingStatus::Open, Severity::High, 1, 0)
+        );
+        assert_eq!(
+            (f.fingerprint.as_str(), f.rule_id.as_str(), f.title.as_str()),
+            ("relay:tcp", "relay", "relay:tcp fails")
+        );
+        assert_eq!((f.opened_at, f.updated_at, f.resolved_at), (at(20), at(20), None));
+        assert_eq!(f.evidence, json!({ "fingerprint": "relay:tcp" }));
+
+        let update = FindingChange::Update {
+            id: f.id,
+            expected_version: 1,
+            severity: Severity::Critical,
+            summary: "worse".into(),
+            evidence: json!({ "idle_secs": 30 }),
+        };
+        assert_eq!(store.apply_evaluation(scope, None, 1, &[update], at(30)).await?, ApplyOutcome::Applied);
+        let f = finding(store, &site, f.id).await?;
+        assert_eq!(
+            (f.severity, f.summary.as_str(), f.version, f.updated_at),
+            (Severity::Critical, "worse", 2, at(30))
+        );
+        assert_eq!(f.evidence, json!({ "idle_secs": 30 }));
+
+        let resolve = FindingChange::Resolve { id: f.id, expected_version: 2, summary: "passes now".into() };
+        assert_eq!(store.apply_evaluation(scope, None, 1, &[resolve], at(40)).await?, ApplyOutcome::Applied);
+        let f = finding(store, &site, f.id).await?;
+        assert_eq!((f.status, f.resolved_at, f.version), (FindingStatus::Resolved, Some(at(40)), 3));
+
+        let reopen = FindingChange::Reopen {
+            id: f.id,
+            expected_version: 3,
+            severity: Severity::Medium,
+            summary: "again".into(),
+            evidence: json!({}),
+        };
+        assert_eq!(store.apply_evaluation(scope, None, 1, &[reopen], at(50)).await?, ApplyOutcome::Applied);
+        let f = finding(store, &site, f.id).await?;
+        assert_eq!((f.status, f.resolved_at, f.reopen_count, f.version), (FindingStatus::Open, None, 1, 4));
+        assert_eq!((f.opened_at, f.updated_at, f.severity), (at(20), at(50), Severity::Medium));
+
+        let events = store.list_finding_events(site.org, f.id).await?;
+        let seen: Vec<_> = events.iter().map(|e| (e.kind, e.at, e.severity, e.summary.as_str())).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (FindingEventKind::Opened, at(20), Severity::High, "relay:tcp is broken"),
+                (FindingEventKind::Updated, at(30), Severity::Critical, "worse"),
+                (FindingEventKind::Resolved, at(40), Severity::Critical, "passes now"),
+                (FindingEventKind::Reopened, at(50), Severity::Medium, "again"),
+            ]
+        );
+        assert!(events.iter().all(|e| e.actor == "system" && e.finding_id == f.id));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_message_is_already_processed_and_changes_nothing() {
+    each_backend(async |store| {
+        let site = site_with_facts(store).await?;
+        let message = Uuid::now_v7();
+        let first = store
+            .apply_evaluation(site.scope, Some(message), 1, &[open("a:x", Severity::Low)], at(20))
+            .await?;
+        assert_eq!(first, ApplyOutcome::Applied);
+
+        // Redelivered after another batch: the repeat must not open a second finding.
+        store.ingest_batch(site.scope, &batch(site.collector.id, vec![], 30)).await?;
+        let again = store
+            .apply_evaluation(site.scope, Some(message), 2, &[open("b:x", Severity::Low)], at(40))
+            .await?;
+        assert_eq!(again, ApplyOutcome::AlreadyProcessed);
+
+        let snapshot = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        assert_eq!(snapshot.findings.iter().map(|f| f.fingerprint.as_str()).collect::<Vec<_>>(), vec!["a:x"]);
+        assert_eq!(snapshot.evaluated_facts_version, 1);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_facts_version_conflicts_and_changes_nothing() {
+    each_backend(async |store| {
+        let site = site_with_facts(store).await?;
+        // The worker read version 1, then another batch arrived.
+        store
+            .ingest_batch(site.scope, &batch(site.collector.id, vec![result("tcp", "relay", 20, "b")], 20))
+            .await?;
+        let message = Uuid::now_v7();
+        let stale = store
+            .apply_evaluation(site.scope, Some(message), 1, &[open("a:x", Severity::High)], at(30))
+            .await?;
+        assert_eq!(stale, ApplyOutcome::Conflict);
+
+        let snapshot = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        assert!(snapshot.findings.is_empty());
+        assert_eq!((snapshot.facts_version, snapshot.evaluated_facts_version), (2, 0));
+        // The message was not recorded: re-evaluated on fresh facts, it applies.
+        let fresh = store
+            .apply_evaluation(site.scope, Some(message), 2, &[open("a:x", Severity::High)], at(40))
+            .await?;
+        assert_eq!(fresh, ApplyOutcome::Applied);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_finding_version_rolls_back_the_whole_evaluation() {
+    each_backend(async |store| {
+        let site = site_with_facts(store).await?;
+        let existing = open_findings(store, site.scope, &[("a:x", Severity::High)], at(20)).await?.remove(0);
+        let before = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+
+        let message = Uuid::now_v7();
+        // The first change is fine; the second guards on a version the finding no longer has.
+        let changes = [
+            open("b:x", Severity::Low),
+            FindingChange::Resolve {
+                id: existing.id,
+                expected_version: existing.version + 1,
+                summary: "ok".into(),
+            },
+        ];
+        assert_eq!(
+            store.apply_evaluation(site.scope, Some(message), 1, &changes, at(30)).await?,
+            ApplyOutcome::Conflict
+        );
+
+        let after = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        assert_eq!(after.findings, before.findings, "the Open of b:x was rolled back too");
+        assert_eq!(store.list_finding_events(site.org, existing.id).await?.len(), 1);
+
+        // Opening a fingerprint that exists, and resolving a resolved finding, also conflict.
+        let dup = store.apply_evaluation(site.scope, None, 1, &[open("a:x", Severity::High)], at(31)).await?;
+        assert_eq!(dup, ApplyOutcome::Conflict);
+        let resolve = FindingChange::Resolve {
+            id: existing.id,
+            expected_version: existing.version,
+            summary: "ok".into(),
+        };
+        assert_eq!(
+            store.apply_evaluation(site.scope, None, 1, &[resolve], at(32)).await?,
+            ApplyOutcome::Applied
+        );
+        let resolve_again = FindingChange::Resolve {
+            id: existing.id,
+            expected_version: existing.version + 1,
+            summary: "ok".into(),
+        };
+        assert_eq!(
+            store.apply_evaluation(site.scope, None, 1, &[resolve_again], at(33)).await?,
+            ApplyOutcome::Conflict
+        );
+        let update_resolved = FindingChange::Update {
+            id: existing.id,
+            expected_version: existing.version + 1,
+            severity: Severity::Low,
+            summary: "x".into(),
+            evidence: json!({}),
+        };
+        assert_eq!(
+            store.apply_evaluation(site.scope, None, 1, &[update_resolved], at(34)).await?,
+            ApplyOutcome::Conflict
+        );
+
+        // The conflicting message was not recorded as processed: its retry applies.
+        let retry = [open("b:x", Severity::Low)];
+        assert_eq!(
+            store.apply_evaluation(site.scope, Some(message), 1, &retry, at(40)).await?,
+            ApplyOutcome::Applied
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_holds_everything_the_rules_read() {
+    each_backend(async |store| {
+        let site = site_with_facts(store).await?;
+        let finding =
+            open_findings(store, site.scope, &[("relay:tcp", Severity::High)], at(20)).await?.remove(0);
+
+        let snapshot = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        assert_eq!(snapshot.scope, site.scope);
+        assert_eq!((snapshot.facts_version, snapshot.evaluated_facts_version), (1, 1));
+        assert_eq!(snapshot.collectors.iter().map(|c| c.id).collect::<Vec<_>>(), vec![site.collector.id]);
+        assert_eq!(snapshot.facts, store.list_facts(site.scope).await?);
+        assert_eq!(snapshot.findings, vec![finding]);
+        assert_eq!(facts_version(store, site.scope).await?, 1);
+        Ok(())
+    })
+    .await;
+}

@@ -1,0 +1,199 @@
+//! Yields a fresh, migrated store per backend for each test: SQLite on a temporary file always,
+//! PostgreSQL in a throw-away database when `WBD_TEST_DATABASE_URL` names a server.
+//!
+//! A set but unreachable `WBD_TEST_DATABASE_URL` fails the test: a misconfigured CI must not
+//! turn into a green run that silently skipped PostgreSQL.
+
+use std::io::Write;
+use std::ops::Deref;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, Row, SqliteConnection};
+use wbd_store::{Backend, CollectorId, Store};
+
+const PG_ENV: &str = "WBD_TEST_DATABASE_URL";
+
+/// Runs `test` once against each backend, each time on a fresh store. A failure names the
+/// backend it happened on.
+pub async fn each_backend(test: impl AsyncFn(&TestStore) -> anyhow::Result<()>) {
+    for backend in backends().await {
+        if let Err(e) = test(&backend).await {
+            panic!("on {}: {e:?}", backend.label());
+        }
+    }
+}
+
+/// One backend's store for one test, with what is needed to look behind the trait.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    url: String,
+    _cleanup: Cleanup,
+}
+
+impl Deref for TestStore {
+    type Target = dyn Store;
+    fn deref(&self) -> &Self::Target {
+        self.store.as_ref()
+    }
+}
+
+impl TestStore {
+    pub fn label(&self) -> &'static str {
+        match self.store.backend() {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
+    /// The history runs of one subject, oldest first: (digest, first_seen, last_seen, count).
+    /// Not part of the trait (nothing reads history yet), so read straight from the database.
+    pub async fn history(
+        &self,
+        collector: CollectorId,
+        probe: &str,
+        subject: &str,
+    ) -> anyhow::Result<Vec<(String, DateTime<Utc>, DateTime<Utc>, i64)>> {
+        const SQL: &str = "SELECT digest, first_seen_at, last_seen_at, count FROM fact_history
+                           WHERE collector_id = $1 AND probe = $2 AND subject = $3 ORDER BY first_seen_at";
+        macro_rules! read {
+            ($conn:expr) => {{
+                let mut conn = $conn;
+                let rows =
+                    sqlx::query(SQL).bind(collector.0).bind(probe).bind(subject).fetch_all(&mut conn).await?;
+                let runs = rows
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                conn.close().await?;
+                runs
+            }};
+        }
+        Ok(match self.store.backend() {
+            Backend::Postgres => read!(PgConnection::connect(&self.url).await?),
+            Backend::Sqlite => read!(SqliteConnection::connect(&self.url).await?),
+        })
+    }
+
+    /// Runs one statement with one id bound, straight on the database, to set up states the
+    /// trait cannot produce (such as corrupt rows).
+    pub async fn execute_raw(&self, sql: &'static str, id: uuid::Uuid) -> anyhow::Result<u64> {
+        Ok(match self.store.backend() {
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await?;
+                sqlx::query(sql).bind(id).execute(&mut conn).await?.rows_affected()
+            }
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url).await?;
+                sqlx::query(sql).bind(id).execute(&mut conn).await?.rows_affected()
+            }
+        })
+    }
+}
+
+enum Cleanup {
+    /// Removed when dropped.
+    Sqlite {
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        admin_url: String,
+        database: String,
+    },
+}
+
+impl Drop for Cleanup {
+    /// Drops the test database, also when the test panicked. Best effort: a leftover
+    /// `wbd_test_*` database is harmless. Runs on its own thread and runtime because `Drop` cannot
+    /// await, and `WITH (FORCE)` closes the store's pooled connections that may still be open.
+    fn drop(&mut self) {
+        let Cleanup::Postgres { admin_url, database } = self else { return };
+        let (admin_url, database) = (admin_url.clone(), database.clone());
+        let dropper = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin_url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+                    let _ = conn.execute(AssertSqlSafe(sql)).await;
+                    let _ = conn.close().await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// Every backend to run a test against, each freshly created and migrated.
+pub async fn backends() -> Vec<TestStore> {
+    let mut stores = vec![sqlite().await];
+    match std::env::var(PG_ENV) {
+        Ok(admin_url) if !admin_url.trim().is_empty() => stores.push(postgres(admin_url.trim()).await),
+        _ => {
+            static NOTE: Once = Once::new();
+            // Straight to stderr: libtest captures `eprintln!` of passing tests.
+            NOTE.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: {PG_ENV} is not set; the store contract tests run on SQLite only"
+                );
+            });
+        }
+    }
+    stores
+}
+
+async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().expect("create a temporary directory for SQLite");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = wbd_store::connect(&url, 4).await.expect("open the SQLite store");
+    TestStore { store, url, _cleanup: Cleanup::Sqlite { _dir: dir } }
+}
+
+async fn postgres(admin_url: &str) -> TestStore {
+    let database = format!("wbd_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = tokio::time::timeout(Duration::from_secs(15), PgConnection::connect(admin_url))
+        .await
+        .unwrap_or_else(|_| panic!("{PG_ENV} is set but PostgreSQL did not answer within 15 s"))
+        .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
+    // template0 never has sessions, so parallel tests cannot trip over "source database is being
+    // accessed by other users".
+    admin
+        .execute(AssertSqlSafe(format!("CREATE DATABASE \"{database}\" TEMPLATE template0")))
+        .await
+        .unwrap_or_else(|e| panic!("create test database {database}: {e}"));
+    let _ = admin.close().await;
+
+    // From here on the guard drops the database even if connecting or migrating fails.
+    let cleanup = Cleanup::Postgres { admin_url: admin_url.to_owned(), database: database.clone() };
+    let url = with_database(admin_url, &database);
+    let store =
+        wbd_store::connect(&url, 4).await.unwrap_or_else(|e| panic!("open the PostgreSQL store: {e}"));
+    TestStore { store, url, _cleanup: cleanup }
+}
+
+/// `admin_url` with its database (path) replaced, keeping any query parameters.
+fn with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{root}/{database}?{query}"),
+        None => format!("{root}/{database}"),
+    }
+}
+
+#[test]
+fn database_is_swapped_in_the_url() {
+    assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+    assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+    assert_eq!(with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+}

@@ -1,0 +1,53 @@
+//! Server secrets shared by all API processes, and organisation API keys.
+
+use wbd_store::*;
+
+use crate::fixtures::{at, org, t0};
+use crate::harness::each_backend;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_secret_is_kept_forever() {
+    each_backend(async |store| {
+        let first = store.get_or_create_secret("jwt", vec![1, 2, 3]).await?;
+        assert_eq!(first, vec![1, 2, 3]);
+        let again = store.get_or_create_secret("jwt", vec![9, 9, 9]).await?;
+        assert_eq!(again, vec![1, 2, 3], "a second process must get the stored key, not its own");
+        let other = store.get_or_create_secret("webhook", vec![4]).await?;
+        assert_eq!(other, vec![4]);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_found_by_hash_listed_and_revoked() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let other = org(store, "Other MSP").await?;
+        let admin = store.create_api_key(acme, "ci", Role::OrgAdmin, "wbd_ab12", "hash-1", at(1)).await?;
+        let reader = store.create_api_key(acme, "dash", Role::ReadOnly, "wbd_cd34", "hash-2", at(2)).await?;
+        store.create_api_key(other, "theirs", Role::Technician, "wbd_ef56", "hash-3", at(3)).await?;
+
+        assert_eq!(admin.org_id, acme.org_id);
+        assert_eq!((admin.role, admin.prefix.as_str(), admin.revoked_at), (Role::OrgAdmin, "wbd_ab12", None));
+        assert_eq!(store.find_api_key_by_hash("hash-1").await?, Some(admin.clone()));
+        assert_eq!(store.find_api_key_by_hash("no-such-hash").await?, None);
+        assert_eq!(store.list_api_keys(acme).await?, vec![admin.clone(), reader.clone()]);
+
+        // Another organisation cannot revoke (or learn about) the key.
+        assert_eq!(store.revoke_api_key(other, admin.id, at(10)).await?, None);
+        assert_eq!(store.find_api_key_by_hash("hash-1").await?.and_then(|k| k.revoked_at), None);
+
+        let revoked = store.revoke_api_key(acme, admin.id, at(10)).await?.expect("own key");
+        assert_eq!(revoked.revoked_at, Some(at(10)));
+        // Revoking again keeps the first time; the lookup still returns it for the caller to refuse.
+        let again = store.revoke_api_key(acme, admin.id, at(20)).await?.expect("own key");
+        assert_eq!(again.revoked_at, Some(at(10)));
+        assert_eq!(store.find_api_key_by_hash("hash-1").await?, Some(revoked));
+
+        let duplicate = store.create_api_key(acme, "copy", Role::ReadOnly, "wbd_ab12", "hash-1", t0()).await;
+        assert!(matches!(duplicate, Err(StoreError::Duplicate { .. })), "{duplicate:?}");
+        Ok(())
+    })
+    .await;
+}

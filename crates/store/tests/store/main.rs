@@ -1,0 +1,20 @@
+//! The storage contract: every test runs against each backend (SQLite always, PostgreSQL when
+//! `WBD_TEST_DATABASE_URL` is set), so both implementations of `Store` behave the same.
+
+mod harness;
+
+mod fixtures;
+
+mod enrollment;
+mod evaluation;
+mod ingest;
+mod keys_and_secrets;
+mod outbox;
+mod overview;
+mod tenancy;
+
+#[tokio::test]
+async fn an_unknown_url_scheme_is_refused() {
+    let refused = wbd_store::connect("mysql://localhost/wbd", 1).await;
+    assert!(matches!(refused, Err(wbd_store::StoreError::UnsupportedUrl(_))));
+}
