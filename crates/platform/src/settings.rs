@@ -1,0 +1,303 @@
+//! The one typed settings tree: compiled-in defaults (`config.default.toml`), then an optional
+//! TOML file, then `WBD_<SECTION>__<KEY>` environment variables (plus the conventional
+//! `DATABASE_URL` and `AMQP_URL`). Validated once, with messages that name the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+const DEFAULTS: &str = include_str!("../config.default.toml");
+const SECTIONS: &[&str] = &["server", "database", "queue", "worker", "auth", "collectors", "telemetry"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub queue: QueueSection,
+    pub worker: WorkerSettings,
+    pub auth: AuthSettings,
+    pub collectors: CollectorSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl DatabaseSettings {
+    /// The URL without any password, for logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    pub amqp_url: String,
+    pub prefix: String,
+    pub prefetch: u16,
+    pub delivery_limit: u32,
+}
+
+impl QueueSection {
+    pub fn to_queue_settings(&self) -> wbd_queue::QueueSettings {
+        wbd_queue::QueueSettings {
+            prefix: self.prefix.clone(),
+            prefetch: self.prefetch,
+            delivery_limit: self.delivery_limit,
+            ..wbd_queue::QueueSettings::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<bool>,
+    pub concurrency: usize,
+    pub silence_sweep_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub token_ttl_secs: u64,
+    pub leeway_secs: u64,
+    pub enrollment_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorSettings {
+    pub push_interval_secs: u32,
+    pub silence_factor: u32,
+    pub min_silence_secs: u64,
+}
+
+impl CollectorSettings {
+    /// How long after a push a collector with this interval counts as silent.
+    pub fn silence_after(&self, push_interval_secs: u32) -> Duration {
+        let missed = u64::from(push_interval_secs) * u64::from(self.silence_factor);
+        Duration::from_secs(missed.max(self.min_silence_secs))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A setting that is present but wrong, named by its dotted path.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Settings {
+    /// Defaults, then `file` (if given, or `WBD_CONFIG`), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let env_file = std::env::var_os("WBD_CONFIG").map(PathBuf::from);
+        let file = file.map(Path::to_path_buf).or(env_file);
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = &file {
+            if !file.exists() {
+                return Err(SettingsError::Invalid {
+                    key: "--config",
+                    problem: format!("names {}, which does not exist", file.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // Only `WBD_<SECTION>__<KEY>` names are settings: other WBD_* variables on the machine
+        // (the collector's WBD_COLLECTOR_*, the test suite's WBD_TEST_*) are not ours.
+        figment = figment.merge(
+            Env::prefixed("WBD_")
+                .filter(|key| {
+                    key.as_str()
+                        .split_once("__")
+                        .is_some_and(|(section, _)| SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section)))
+                })
+                .split("__"),
+        );
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+        if let Ok(url) = std::env::var("AMQP_URL") {
+            figment = figment.merge(Serialized::default("queue.amqp_url", url));
+        }
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The compiled-in defaults alone (tests start from these).
+    pub fn defaults() -> Settings {
+        // The defaults are a compile-time constant checked by a unit test.
+        Figment::from(Toml::string(DEFAULTS)).extract().unwrap_or_else(|e| panic!("config.default.toml: {e}"))
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &'static str, problem: &str| {
+            Err(SettingsError::Invalid { key, problem: problem.to_owned() })
+        };
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return invalid("server.listen", "must be an address such as 127.0.0.1:8080");
+        }
+        if self.server.tls_cert_file.is_empty() != self.server.tls_key_file.is_empty() {
+            return invalid("server.tls_cert_file", "and server.tls_key_file must be set together");
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return invalid("database.url", "must start with sqlite:, postgres:// or postgresql://");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        let amqp = &self.queue.amqp_url;
+        if !(amqp.is_empty() || amqp.starts_with("amqp://") || amqp.starts_with("amqps://")) {
+            return invalid(
+                "queue.amqp_url",
+                "must be empty (local queue) or start with amqp:// or amqps://",
+            );
+        }
+        if self.queue.prefix.is_empty()
+            || !self.queue.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return invalid("queue.prefix", "must be letters, digits, '.', '_' or '-'");
+        }
+        if self.queue.prefetch == 0 {
+            return invalid("queue.prefetch", "must be at least 1");
+        }
+        if self.queue.delivery_limit == 0 {
+            return invalid("queue.delivery_limit", "must be at least 1");
+        }
+        if self.worker.concurrency == 0 {
+            return invalid("worker.concurrency", "must be at least 1");
+        }
+        if self.worker.silence_sweep_secs == 0 {
+            return invalid("worker.silence_sweep_secs", "must be at least 1");
+        }
+        if self.auth.token_ttl_secs == 0 || self.auth.token_ttl_secs > 24 * 3600 {
+            return invalid("auth.token_ttl_secs", "must be between 1 and 86400");
+        }
+        if self.auth.enrollment_ttl_secs == 0 {
+            return invalid("auth.enrollment_ttl_secs", "must be at least 1");
+        }
+        if self.collectors.push_interval_secs == 0 {
+            return invalid("collectors.push_interval_secs", "must be at least 1");
+        }
+        if self.collectors.silence_factor == 0 {
+            return invalid("collectors.silence_factor", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Whether this process runs the worker next to the API.
+    pub fn worker_embedded(&self) -> bool {
+        self.worker.embedded.unwrap_or(self.queue.amqp_url.is_empty())
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        !self.server.tls_cert_file.is_empty()
+    }
+}
+
+/// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiled_in_defaults_are_valid_and_embedded() {
+        let s = Settings::defaults();
+        s.validate().unwrap();
+        assert!(s.database.url.starts_with("sqlite:"));
+        assert!(s.queue.amqp_url.is_empty());
+        assert!(s.worker_embedded());
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        let mut s = Settings::defaults();
+        s.database.url = "mysql://x".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("database.url"), "{err}");
+        let mut s = Settings::defaults();
+        s.server.tls_key_file = "k.pem".into();
+        assert!(s.validate().unwrap_err().to_string().contains("server.tls_cert_file"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
+    fn only_section_variables_are_read_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WBD_SERVER__LISTEN", "127.0.0.1:9999");
+            jail.set_env("WBD_TEST_AMQP_URL", "amqp://elsewhere");
+            jail.set_env("WBD_COLLECTOR_STATE_DIR", "/tmp/x");
+            jail.set_env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.listen, "127.0.0.1:9999");
+            assert_eq!(s.queue.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+            assert!(!s.worker_embedded());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn silence_deadline_has_a_floor() {
+        let c = CollectorSettings { push_interval_secs: 300, silence_factor: 3, min_silence_secs: 120 };
+        assert_eq!(c.silence_after(300), Duration::from_secs(900));
+        assert_eq!(c.silence_after(10), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("amqp://guest:secret@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
+        assert_eq!(redact_url("sqlite://wbd.db"), "sqlite://wbd.db");
+    }
+}

@@ -1,0 +1,124 @@
+//! Logs and traces: `tracing` everywhere, formatted to stderr (pretty or JSON), and an
+//! OpenTelemetry layer so every span has a trace id. Spans are exported over OTLP/HTTP only
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. The W3C `traceparent` of a span is what travels
+//! with a batch through the outbox and the queue ([`traceparent_of`], [`continue_trace`]).
+
+use std::collections::HashMap;
+use std::sync::Once;
+
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::settings::{LogFormat, TelemetrySettings};
+
+/// Flushes and shuts the trace pipeline down when dropped: keep it alive for the process.
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("telemetry: shutting down the trace exporter failed: {e}");
+        }
+    }
+}
+
+/// Whether spans are exported (the standard OTLP endpoint variables).
+pub fn otlp_configured() -> bool {
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()))
+}
+
+/// Installs the global subscriber. Call it before the async runtime starts: the OTLP exporter
+/// uses a blocking HTTP client that must not be built inside the runtime.
+pub fn init(settings: &TelemetrySettings, component: &str) -> anyhow::Result<TelemetryGuard> {
+    let provider = tracer_provider(&settings.service_name, component)?;
+    let tracer = provider.tracer(component.to_owned());
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&settings.log_filter))?;
+    let fmt = match settings.log_format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()?;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    Ok(TelemetryGuard { provider })
+}
+
+/// For tests: silent unless `TEST_LOG` is set; trace ids work as in production.
+pub fn init_for_tests() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let provider = SdkTracerProvider::builder().build();
+        let tracer = provider.tracer("test");
+        // Kept for the whole test process.
+        std::mem::forget(provider);
+        let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+        let registry = tracing_subscriber::registry().with(otel);
+        let result = if std::env::var_os("TEST_LOG").is_some() {
+            let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+            registry.with(filter).with(tracing_subscriber::fmt::layer().with_test_writer()).try_init()
+        } else {
+            registry.with(EnvFilter::new("off")).try_init()
+        };
+        // Another test harness may have installed a subscriber first; that one stays.
+        let _ = result;
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    });
+}
+
+fn tracer_provider(service_name: &str, component: &str) -> anyhow::Result<SdkTracerProvider> {
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .with_attribute(opentelemetry::KeyValue::new("service.component", component.to_owned()))
+        .build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    if !otlp_configured() {
+        return Ok(builder.build());
+    }
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .build()?;
+    Ok(builder.with_batch_exporter(exporter).build())
+}
+
+/// The W3C `traceparent` of `span`, if it belongs to a sampled trace.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace named by `traceparent` (from a batch or a message).
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    // A malformed traceparent leaves the span as the root of a new trace.
+    let _ = span.set_parent(cx);
+}
+
+/// The trace id (32 hex digits) of a `traceparent` value.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace_id) = (parts.next()?, parts.next()?);
+    (trace_id.len() == 32).then_some(trace_id)
+}
