@@ -1,1 +1,157 @@
-//! placeholder
+//! wbd-worker: consumes evaluation messages and keeps each tenant's findings current.
+//!
+//! - [`consume`] takes messages from the queue (RabbitMQ or the local outbox queue), evaluates
+//!   the tenant they name and acknowledges only after the evaluation is committed. Each
+//!   message carries the `traceparent` of the ingest that produced it, so one trace shows
+//!   ingest and evaluation.
+//! - [`sweep_silent_collectors`] periodically evaluates tenants whose collectors missed their
+//!   pushes: silence produces no message, so time has to.
+//!
+//! Both are idempotent: a redelivered message is recognised by its id (recorded in the same
+//! transaction as the findings it changed), and an evaluation over unchanged facts changes
+//! nothing.
+
+pub mod evaluate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use wbd_platform::Settings;
+use wbd_queue::{Delivery, Queue};
+use wbd_store::{MessageKind, Store};
+
+use crate::evaluate::{EvaluationOutcome, evaluate_tenant};
+
+/// Starts the consumers and the silence sweep; they stop when `cancel` fires.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    queue: Queue,
+    settings: &Settings,
+    cancel: CancellationToken,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    for n in 0..settings.worker.concurrency {
+        tasks.spawn(
+            consume(store.clone(), queue.clone(), cancel.clone())
+                .instrument(tracing::info_span!("consumer", n)),
+        );
+    }
+    let every = Duration::from_secs(settings.worker.silence_sweep_secs);
+    tasks.spawn(sweep_silent_collectors(store, every, cancel));
+    tasks
+}
+
+/// Runs one consumer until cancelled.
+pub async fn consume(store: Arc<dyn Store>, queue: Queue, cancel: CancellationToken) {
+    let mut consumer = loop {
+        match queue.consumer(cancel.clone()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start consuming; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+    while let Some(delivery) = consumer.next().await {
+        handle(store.as_ref(), delivery, &cancel).await;
+    }
+}
+
+/// Evaluates the tenant a delivery names, then acknowledges it. A store failure is retried
+/// here with backoff rather than sent back to the queue, so a database outage does not burn
+/// through the delivery limit and dead-letter good messages.
+async fn handle(store: &dyn Store, delivery: Delivery, cancel: &CancellationToken) {
+    let message = delivery.message.clone();
+    let span = tracing::info_span!(
+        "evaluate",
+        message_id = %message.id,
+        org_id = %message.org_id,
+        tenant_id = %message.tenant_id,
+        redelivered = delivery.redelivered,
+    );
+    if let Some(tp) = &message.traceparent {
+        wbd_platform::telemetry::continue_trace(&span, tp);
+    }
+    async {
+        let MessageKind::BatchIngested { batch_id, .. } = &message.kind;
+        tracing::debug!(%batch_id, "evaluating");
+        let mut backoff = Duration::from_millis(200);
+        for attempt in 1.. {
+            match evaluate_tenant(store, message.scope(), Some(message.id), Utc::now(), true).await {
+                Ok(outcome) => {
+                    log_outcome(&outcome);
+                    if let Err(e) = delivery.ack().await {
+                        // The broker will redeliver; the message id makes that harmless.
+                        tracing::warn!(error = %e, "ack failed after evaluation");
+                    }
+                    return;
+                }
+                Err(e) if attempt >= MAX_IN_PROCESS_ATTEMPTS => {
+                    // Persistent failure: hand it back; the queue's delivery limit decides
+                    // when it is dead-lettered.
+                    tracing::error!(error = ?e, attempt, "evaluation keeps failing; returning the message to the queue");
+                    let _ = delivery.retry_later().await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = ?e, attempt, "evaluation failed; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => {
+                            // Leave it to be redelivered to whoever runs next.
+                            let _ = delivery.retry_later().await;
+                            return;
+                        }
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Store failures retried in process before a message goes back to the queue.
+const MAX_IN_PROCESS_ATTEMPTS: u32 = 8;
+
+fn log_outcome(outcome: &EvaluationOutcome) {
+    tracing::info!(?outcome, "evaluation done");
+}
+
+/// Every `every`, evaluates the tenants that have a collector past its silence deadline.
+pub async fn sweep_silent_collectors(store: Arc<dyn Store>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Utc::now();
+        let tenants = match store.tenants_with_silent_collectors(now).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = ?e, "silence sweep: listing tenants failed");
+                continue;
+            }
+        };
+        for scope in tenants {
+            let span =
+                tracing::info_span!("silence_sweep", org_id = %scope.org_id, tenant_id = %scope.tenant_id);
+            match evaluate_tenant(store.as_ref(), scope, None, now, false).instrument(span).await {
+                Ok(outcome) => log_outcome(&outcome),
+                Err(e) => {
+                    tracing::warn!(error = ?e, tenant_id = %scope.tenant_id, "silence sweep: evaluation failed")
+                }
+            }
+        }
+    }
+}
