@@ -1,1 +1,66 @@
-fn main() {}
+//! `wbd-api`: the API server. With no configuration it serves API and worker in one process on
+//! SQLite (`wbd.db`) at http://127.0.0.1:8080.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use wbd_platform::Settings;
+
+#[derive(Parser)]
+#[command(name = "wbd-api", version, about = "Writeback Doctor API server")]
+struct Cli {
+    /// TOML settings file (also WBD_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Create an organisation and print its first org-admin API key.
+    Bootstrap {
+        /// The organisation (MSP) name.
+        #[arg(long)]
+        org_name: String,
+    },
+    /// Print the OpenAPI document (YAML).
+    Openapi,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", wbd_api::openapi::yaml()?);
+        return Ok(());
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    let _telemetry = wbd_platform::telemetry::init(&settings.telemetry, "wbd-api")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            None | Some(Command::Serve) => {
+                wbd_api::Application::build(settings).await?.run_until_stopped().await
+            }
+            Some(Command::Bootstrap { org_name }) => {
+                let store = wbd_store::connect(&settings.database.url, 1)
+                    .await
+                    .with_context(|| format!("opening {}", settings.database.redacted_url()))?;
+                let done = wbd_api::bootstrap::bootstrap(store.as_ref(), &org_name).await?;
+                println!("organisation: {} ({})", done.organization.name, done.organization.id);
+                println!("admin API key (shown once, store it safely):");
+                println!("{}", done.secret);
+                Ok(())
+            }
+            Some(Command::Openapi) => Ok(()),
+        }
+    });
+    if let Err(e) = &result {
+        tracing::error!(error = ?e, "wbd-api stopped with an error");
+    }
+    result
+}

@@ -1,0 +1,76 @@
+//! The OpenAPI document, generated from the same handler list the server registers
+//! (`routes::configure`), so the two cannot drift. `openapi.yaml` at the repository root is
+//! this document, committed; a test fails when they differ (`wbd-api openapi > openapi.yaml`).
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt as _;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Writeback Doctor API",
+        description = "Diagnoses Microsoft Entra SSPR password writeback for every tenant an MSP looks after. \
+Errors are `application/problem+json` documents with a stable `code`. Authenticate with \
+`POST /v1/auth/token` and send `Authorization: Bearer <token>`; objects of another organisation answer 404.",
+        license(name = "Apache-2.0"),
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "auth", description = "Access tokens"),
+        (name = "api-keys", description = "API keys of your organisation"),
+        (name = "tenants", description = "Your customers, with their health"),
+        (name = "collectors", description = "On-site collectors"),
+        (name = "ingest", description = "Probe results from collectors"),
+        (name = "findings", description = "What is wrong, with evidence"),
+        (name = "rules", description = "The shipped rule pack"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("Access token from POST /v1/auth/token"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "collector",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "EdDSA JWT signed by the collector's enrolled key: kid = collector id, aud = wbd-ingest, at most 5 minutes",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The whole document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(crate::routes::configure)
+        .split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The document as YAML, as committed in `openapi.yaml`.
+pub fn yaml() -> anyhow::Result<String> {
+    Ok(document().to_yaml()?)
+}

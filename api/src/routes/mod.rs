@@ -1,0 +1,38 @@
+//! HTTP routes, one module per resource. Every handler is registered through
+//! `utoipa_actix_web`, so the served routes and the OpenAPI document come from one list.
+
+pub mod api_keys;
+pub mod auth;
+pub mod collectors;
+pub mod findings;
+pub mod health;
+pub mod ingest;
+pub mod rules;
+pub mod tenants;
+
+use utoipa_actix_web::service_config::ServiceConfig;
+
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(auth::issue_token)
+        .service(api_keys::create)
+        .service(api_keys::list)
+        .service(api_keys::revoke)
+        .service(tenants::create)
+        .service(tenants::list)
+        .service(tenants::get)
+        .service(collectors::create)
+        .service(collectors::enroll)
+        .service(collectors::list)
+        .service(collectors::get)
+        .service(collectors::revoke)
+        .service(ingest::ingest)
+        .service(findings::list)
+        .service(findings::get)
+        .service(rules::list);
+}
+
+/// `limit` query values: default and ceiling.
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 200;

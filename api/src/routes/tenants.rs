@@ -1,0 +1,146 @@
+//! Tenants (the MSP's customers) with their health summary.
+
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use wbd_store::{TenantId, TenantScope, TenantSummary};
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::routes::api_keys::validate_name;
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    /// The customer's Entra tenant (directory) id, a GUID.
+    #[serde(default)]
+    pub entra_tenant_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantView {
+    pub id: Uuid,
+    pub name: String,
+    pub entra_tenant_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub health: TenantHealth,
+}
+
+/// Open findings by severity, and how its collectors are doing.
+#[derive(Serialize, ToSchema)]
+pub struct TenantHealth {
+    /// `critical`, `degraded` (high or medium findings, or a silent collector), `healthy`, or
+    /// `unknown` (no collector has reported yet).
+    pub status: &'static str,
+    pub open_findings: SeverityCounts,
+    pub collectors: u32,
+    pub silent_collectors: u32,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SeverityCounts {
+    pub critical: u32,
+    pub high: u32,
+    pub medium: u32,
+    pub low: u32,
+    pub info: u32,
+}
+
+impl From<TenantSummary> for TenantView {
+    fn from(s: TenantSummary) -> Self {
+        let status = if s.open_critical > 0 {
+            "critical"
+        } else if s.open_high > 0 || s.open_medium > 0 || s.silent_collectors > 0 {
+            "degraded"
+        } else if s.last_seen_at.is_none() {
+            "unknown"
+        } else {
+            "healthy"
+        };
+        TenantView {
+            id: s.tenant.id.0,
+            name: s.tenant.name,
+            entra_tenant_id: s.tenant.entra_tenant_id,
+            created_at: s.tenant.created_at,
+            health: TenantHealth {
+                status,
+                open_findings: SeverityCounts {
+                    critical: s.open_critical,
+                    high: s.open_high,
+                    medium: s.open_medium,
+                    low: s.open_low,
+                    info: s.open_info,
+                },
+                collectors: s.collectors,
+                silent_collectors: s.silent_collectors,
+                last_seen_at: s.last_seen_at,
+            },
+        }
+    }
+}
+
+/// Create a tenant.
+#[utoipa::path(tag = "tenants", request_body = CreateTenant, security(("bearer" = [])), responses(
+    (status = 201, body = TenantView),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/tenants")]
+pub async fn create(
+    state: web::Data<AppState>,
+    who: Principal,
+    body: web::Json<CreateTenant>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let name = validate_name("name", &body.name)?;
+    let entra = match body.entra_tenant_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(id) => Some(
+            Uuid::parse_str(id)
+                .map_err(|_| ApiError::new(ErrorCode::Validation, "`entra_tenant_id` must be a GUID"))?
+                .to_string(),
+        ),
+    };
+    let now = Utc::now();
+    let tenant = state.store.create_tenant(who.org, &name, entra.as_deref(), now).await?;
+    let scope = TenantScope { org_id: who.org.org_id, tenant_id: tenant.id };
+    let summary =
+        state.store.get_tenant_summary(scope, now).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+    Ok(HttpResponse::Created().json(TenantView::from(summary)))
+}
+
+/// All tenants with their health, worst first.
+#[utoipa::path(tag = "tenants", security(("bearer" = [])), responses(
+    (status = 200, body = Vec<TenantView>),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/tenants")]
+pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpResponse> {
+    let tenants: Vec<TenantView> =
+        state.store.list_tenant_summaries(who.org, Utc::now()).await?.into_iter().map(Into::into).collect();
+    Ok(HttpResponse::Ok().json(tenants))
+}
+
+/// One tenant with its health.
+#[utoipa::path(tag = "tenants", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 200, body = TenantView),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/tenants/{id}")]
+pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {
+    let scope = TenantScope { org_id: who.org.org_id, tenant_id: TenantId(id.into_inner()) };
+    let summary = state
+        .store
+        .get_tenant_summary(scope, Utc::now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    Ok(HttpResponse::Ok().json(TenantView::from(summary)))
+}

@@ -1,0 +1,181 @@
+//! Building and running the server: binds the listener (port 0 in tests), starts the outbox
+//! relay (RabbitMQ mode) and, in embedded mode, the worker in the same process.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle, Service as _};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{App, HttpMessage as _, HttpResponse, HttpServer, web};
+use anyhow::Context as _;
+use rand::RngCore as _;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::{RequestId, TracingLogger};
+use utoipa_actix_web::AppExt as _;
+use wbd_platform::Settings;
+use wbd_queue::Queue;
+use wbd_store::Store;
+
+use crate::auth::TokenIssuer;
+use crate::error::{self, ApiError, ErrorCode, REQUEST_ID};
+use crate::state::AppState;
+
+/// Name of the server secret that signs access tokens (shared by all API processes through the
+/// database).
+const TOKEN_SECRET: &str = "access-token-hs256";
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    cancel: CancellationToken,
+    background: JoinSet<()>,
+    store: Arc<dyn Store>,
+}
+
+impl Application {
+    /// Opens the store and queue the settings name, then builds the server.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let (store, queue) = wbd_platform::open_backends(&settings).await?;
+        Application::build_with(settings, store, queue).await
+    }
+
+    pub async fn build_with(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        queue: Queue,
+    ) -> anyhow::Result<Application> {
+        let mut generated = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut generated);
+        let secret =
+            store.get_or_create_secret(TOKEN_SECRET, generated).await.context("loading the token secret")?;
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            queue: queue.clone(),
+            tokens: TokenIssuer::new(&secret, &settings.auth),
+            settings: settings.clone(),
+        });
+        let openapi_json = web::Data::new(
+            serde_json::to_string_pretty(&crate::openapi::document())
+                .context("rendering the OpenAPI document")?,
+        );
+
+        let listener = TcpListener::bind(&settings.server.listen)
+            .with_context(|| format!("binding server.listen = {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let factory = move || {
+            let (app, _) = App::new()
+                .app_data(state.clone())
+                .app_data(openapi_json.clone())
+                .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(error::json_error))
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
+                .app_data(web::PayloadConfig::default().limit(wbd_wire::MAX_BATCH_BYTES))
+                .wrap_fn(|req, srv| {
+                    let request_id =
+                        req.extensions().get::<RequestId>().map(ToString::to_string).unwrap_or_default();
+                    let fut = srv.call(req);
+                    REQUEST_ID.scope(request_id.clone(), async move {
+                        let mut res = fut.await?;
+                        if let Ok(v) = HeaderValue::from_str(&request_id) {
+                            res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+                        }
+                        Ok(res)
+                    })
+                })
+                .wrap(TracingLogger::default())
+                .into_utoipa_app()
+                .configure(crate::routes::configure)
+                .split_for_parts();
+            app.route("/v1/openapi.json", web::get().to(openapi_document)).default_service(web::to(not_found))
+        };
+        let mut server = HttpServer::new(factory).disable_signals().shutdown_timeout(10);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = if settings.tls_enabled() {
+            let tls = load_tls(&settings)?;
+            server.listen_rustls_0_23(listener, tls)?.run()
+        } else {
+            server.listen(listener)?.run()
+        };
+
+        let cancel = CancellationToken::new();
+        let mut background = JoinSet::new();
+        if let Some(relay) = queue.spawn_relay(cancel.child_token()) {
+            background.spawn(async move {
+                if let Err(e) = relay.await {
+                    tracing::error!(error = %e, "outbox relay task failed");
+                }
+            });
+        }
+        if settings.worker_embedded() {
+            let mut worker = wbd_worker::spawn(store.clone(), queue, &settings, cancel.child_token());
+            background.spawn(async move { while worker.join_next().await.is_some() {} });
+        }
+        tracing::info!(
+            port,
+            tls = settings.tls_enabled(),
+            database = %settings.database.redacted_url(),
+            queue = if settings.queue.amqp_url.is_empty() { "local" } else { "rabbitmq" },
+            embedded_worker = settings.worker_embedded(),
+            "wbd-api listening"
+        );
+        Ok(Application { port, server, cancel, background, store })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Stops the server and the background tasks when `stop` resolves.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let Application { server, cancel, mut background, .. } = self;
+        let handle: ServerHandle = server.handle();
+        let server = tokio::spawn(server);
+        tokio::select! {
+            () = stop => {}
+            () = cancel.cancelled() => {}
+        }
+        tracing::info!("shutting down");
+        handle.stop(true).await;
+        cancel.cancel();
+        while background.join_next().await.is_some() {}
+        server.await.context("server task")??;
+        Ok(())
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(wbd_platform::shutdown_signal()).await
+    }
+}
+
+async fn openapi_document(doc: web::Data<String>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(doc.get_ref().clone())
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ErrorCode::NotFound, format!("no route {} {}", req.method(), req.path())))
+}
+
+fn load_tls(settings: &Settings) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_file = &settings.server.tls_cert_file;
+    let key_file = &settings.server.tls_key_file;
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .with_context(|| format!("reading server.tls_cert_file = {cert_file}"))?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("reading server.tls_key_file = {key_file}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("server.tls_cert_file and server.tls_key_file do not form a usable certificate")
+}
