@@ -1,0 +1,449 @@
+//! The distributed deployment: PostgreSQL + RabbitMQ, `wbd-api` and `wbd-worker` as separate
+//! processes. Runs when `WBD_TEST_DATABASE_URL` and `WBD_TEST_AMQP_URL` are set; fails when
+//! they are set and the services cannot be reached. The broker-restart test also needs
+//! `WBD_TEST_RABBITMQ_RESTART=1` (it stops and starts this machine's RabbitMQ).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::Connection as _;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use crate::e2e::{assert_success, on_port, run_collector, write_collector_config};
+use crate::helpers::*;
+use crate::tls::{RefusingPort, TestCa, TlsServer};
+
+/// Distributed tests share the one broker and are heavy: one at a time.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+struct Cluster {
+    db_url: String,
+    admin_url: String,
+    db_name: String,
+    amqp_url: String,
+    prefix: String,
+    dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+impl Cluster {
+    /// A fresh database and queue prefix; `None` (with a note) when the suite is switched off.
+    async fn new() -> Option<Cluster> {
+        let (Ok(admin_url), Ok(amqp_url)) =
+            (std::env::var("WBD_TEST_DATABASE_URL"), std::env::var("WBD_TEST_AMQP_URL"))
+        else {
+            eprintln!(
+                "note: distributed tests skipped: set WBD_TEST_DATABASE_URL and WBD_TEST_AMQP_URL to run them"
+            );
+            return None;
+        };
+        wbd_platform::telemetry::init_for_tests();
+        let db_name = format!("wbd_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("WBD_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let db_url = match admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{db_name}"),
+            None => panic!("WBD_TEST_DATABASE_URL must name a database"),
+        };
+        Some(Cluster {
+            db_url,
+            admin_url,
+            db_name,
+            amqp_url,
+            prefix: format!("wbdtest.{}", uuid::Uuid::new_v4().simple()),
+            dir: tempfile::tempdir().unwrap(),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        })
+    }
+
+    fn command(&self, bin: PathBuf, log: &str) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.env("DATABASE_URL", &self.db_url)
+            .env("AMQP_URL", &self.amqp_url)
+            .env("WBD_QUEUE__PREFIX", &self.prefix)
+            .env("WBD_COLLECTORS__MIN_SILENCE_SECS", "1")
+            .env("WBD_WORKER__SILENCE_SWEEP_SECS", "1")
+            .env("WBD_SERVER__WORKERS", "1")
+            .env("RUST_LOG", "info")
+            .env("WBD_TELEMETRY__LOG_FORMAT", "json")
+            .env_remove("WBD_CONFIG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join(log)).unwrap())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Starts a `wbd-api` process on a port of its choosing and waits until it is ready.
+    async fn api(&self, name: &str) -> (Child, String) {
+        let mut cmd = self.command(PathBuf::from(env!("CARGO_BIN_EXE_wbd-api")), &format!("{name}.log"));
+        cmd.env("WBD_SERVER__LISTEN", "127.0.0.1:0");
+        let mut child = cmd.spawn().expect("wbd-api starts");
+        let port = self.listening_port(&mut child, name).await;
+        let base = format!("http://127.0.0.1:{port}");
+        self.wait_ready(&base, name).await;
+        (child, base)
+    }
+
+    /// The port `wbd-api` reports in its (JSON) "listening" log line.
+    async fn listening_port(&self, child: &mut Child, name: &str) -> u16 {
+        for _ in 0..150 {
+            for line in self.log(name).lines() {
+                let Ok(entry) = serde_json::from_str::<Value>(line) else { continue };
+                if entry["fields"]["message"] == "wbd-api listening" {
+                    return entry["fields"]["port"]
+                        .as_u64()
+                        .and_then(|p| u16::try_from(p).ok())
+                        .expect("port");
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{name} exited at start ({status}):\n{}", self.log(name));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name} never said where it listens:\n{}", self.log(name));
+    }
+
+    async fn worker(&self, name: &str) -> Child {
+        let mut child = self
+            .command(workspace_bin("wbd-worker"), &format!("{name}.log"))
+            .spawn()
+            .expect("wbd-worker starts");
+        // A worker that cannot start (bad settings, stale binary) says so here, not as a timeout later.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{name} exited at start ({status}):\n{}", self.log(name));
+        }
+        child
+    }
+
+    async fn wait_ready(&self, base: &str, name: &str) {
+        for _ in 0..150 {
+            if let Ok(res) = self.client.get(format!("{base}/readyz")).send().await
+                && res.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{name} never became ready:\n{}", self.log(name));
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// `wbd-api bootstrap` as an operator runs it; returns the org and an access token.
+    async fn bootstrap(&self, base: &str) -> (String, String) {
+        let out = self
+            .command(PathBuf::from(env!("CARGO_BIN_EXE_wbd-api")), "bootstrap.log")
+            .args(["bootstrap", "--org-name", "Northwind MSP"])
+            .stdout(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "bootstrap failed: {}", self.log("bootstrap"));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let key =
+            stdout.lines().find(|l| l.starts_with("wbdk_")).expect("bootstrap prints the key").to_owned();
+        let res = self
+            .client
+            .post(format!("{base}/v1/auth/token"))
+            .json(&serde_json::json!({ "api_key": key }))
+            .send()
+            .await
+            .unwrap();
+        let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+        (key, token)
+    }
+
+    async fn post(&self, base: &str, token: &str, path: &str, body: Value) -> Value {
+        let res =
+            self.client.post(format!("{base}{path}")).bearer_auth(token).json(&body).send().await.unwrap();
+        assert!(res.status().is_success(), "POST {path}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
+    async fn tenant_with_collector(&self, base: &str, token: &str, name: &str) -> (String, TestCollector) {
+        let tenant = self.post(base, token, "/v1/tenants", serde_json::json!({ "name": name })).await;
+        let tenant = tenant["id"].as_str().unwrap().to_owned();
+        let created = self
+            .post(
+                base,
+                token,
+                &format!("/v1/tenants/{tenant}/collectors"),
+                serde_json::json!({ "name": "c" }),
+            )
+            .await;
+        let collector =
+            TestCollector::enroll_at(&self.client, base, created["enrollment_token"].as_str().unwrap()).await;
+        (tenant, collector)
+    }
+
+    async fn store(&self) -> std::sync::Arc<dyn wbd_store::Store> {
+        wbd_store::connect(&self.db_url, 2).await.unwrap()
+    }
+
+    async fn teardown(self) {
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+        if let Ok(conn) =
+            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default()).await
+            && let Ok(ch) = conn.create_channel().await
+        {
+            for q in [format!("{}.evaluate", self.prefix), format!("{}.evaluate.dead", self.prefix)] {
+                let _ =
+                    ch.queue_delete(q.as_str().into(), lapin::options::QueueDeleteOptions::default()).await;
+            }
+            let _ = ch
+                .exchange_delete(
+                    format!("{}.dead", self.prefix).as_str().into(),
+                    lapin::options::ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_api_and_worker_processes_on_postgres_and_rabbitmq() {
+    let Some(cluster) = Cluster::new().await else { return };
+    let _serial = SERIAL.lock().await;
+    // Two API processes and two workers share the database and the queue.
+    let (_api1, base1) = cluster.api("api1").await;
+    let (_api2, base2) = cluster.api("api2").await;
+    let _w1 = cluster.worker("worker1").await;
+    let _w2 = cluster.worker("worker2").await;
+    let (_, token) = cluster.bootstrap(&base1).await;
+    let tenant = cluster.post(&base1, &token, "/v1/tenants", serde_json::json!({ "name": "Contoso" })).await;
+    let tenant = tenant["id"].as_str().unwrap().to_owned();
+    let created = cluster
+        .post(
+            &base2,
+            &token,
+            &format!("/v1/tenants/{tenant}/collectors"),
+            serde_json::json!({ "name": "AADC01" }),
+        )
+        .await;
+
+    let public_ca = TestCa::new("WBD Test Public Root");
+    let proxy_ca = TestCa::new("Contoso TLS Inspection CA");
+    let ca_file = public_ca.write_pem(cluster.dir.path(), "public-root.pem");
+    let good = TlsServer::start(&public_ca, 0).await;
+    let refusing = RefusingPort::new();
+    let closed = refusing.port;
+    let inspected = TlsServer::start(&proxy_ca, 0).await;
+    let inspected_port = inspected.port;
+    let config =
+        write_collector_config(cluster.dir.path(), None, &ca_file, [good.port, closed, inspected_port]);
+    let state = cluster.dir.path().join("state").display().to_string();
+    let out = run_collector(&[
+        "enroll",
+        "--server",
+        &base1,
+        "--token",
+        created["enrollment_token"].as_str().unwrap(),
+        "--state-dir",
+        &state,
+    ])
+    .await;
+    assert_success(&out, "enroll");
+    assert_success(&run_collector(&["run", "--config", &config, "--once"]).await, "first run");
+
+    let query = format!("tenant_id={tenant}&status=open");
+    let findings = wait_for_findings_at(&cluster.client, &base2, &token, &query, |f| {
+        on_port(f, "endpoint-reachable", closed).is_some()
+            && on_port(f, "endpoint-tls-trusted", inspected_port).is_some()
+    })
+    .await;
+    assert_eq!(findings.len(), 2, "{findings:#?}");
+
+    drop(refusing);
+    let _fixed = TlsServer::start(&public_ca, closed).await;
+    drop(inspected);
+    let _clean = TlsServer::start(&public_ca, inspected_port).await;
+    assert_success(&run_collector(&["run", "--config", &config, "--once"]).await, "second run");
+    wait_for_findings_at(&cluster.client, &base1, &token, &format!("tenant_id={tenant}"), |f| {
+        f.len() == 2 && f.iter().all(|x| x["status"] == "resolved")
+    })
+    .await;
+    cluster.teardown().await;
+}
+
+/// Pushes one batch per tenant making `per_tenant` findings; returns how many findings.
+async fn push_failures(
+    cluster: &Cluster,
+    base: &str,
+    collectors: &[(String, TestCollector)],
+    round: usize,
+    per_tenant: usize,
+) -> usize {
+    for (_, c) in collectors {
+        let results = (0..per_tenant)
+            .map(|i| refused_endpoint(&format!("r{round}-{i}.servicebus.windows.net"), 443))
+            .collect();
+        let res = push_at(&cluster.client, base, &c.token(), &batch(results)).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+    }
+    collectors.len() * per_tenant
+}
+
+/// Every open finding of the org has exactly one `opened` event: nothing was duplicated.
+async fn assert_each_finding_opened_once(cluster: &Cluster, base: &str, token: &str, findings: &[Value]) {
+    let mut ids: Vec<&str> = findings.iter().map(|f| f["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), findings.len());
+    for id in ids {
+        let detail: Value = cluster
+            .client
+            .get(format!("{base}/v1/findings/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let opened = detail["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "opened").count();
+        assert_eq!(opened, 1, "finding {id} was opened {opened} times: {detail:#}");
+    }
+}
+
+async fn all_findings(cluster: &Cluster, base: &str, token: &str, expected: usize) -> Vec<Value> {
+    // Page through everything (several tenants).
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        all.clear();
+        let mut cursor = String::new();
+        loop {
+            let url = format!("{base}/v1/findings?limit=200{cursor}");
+            let page: Value =
+                cluster.client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            all.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        if all.len() >= expected {
+            return all;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {expected} findings arrived", all.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_worker_loses_nothing_and_duplicates_nothing() {
+    let Some(cluster) = Cluster::new().await else { return };
+    let _serial = SERIAL.lock().await;
+    let (_api, base) = cluster.api("api").await;
+    let (_, token) = cluster.bootstrap(&base).await;
+    let mut collectors = Vec::new();
+    for i in 0..4 {
+        collectors.push(cluster.tenant_with_collector(&base, &token, &format!("Tenant {i}")).await);
+    }
+
+    // Ingested while no worker runs: accepted, relayed to RabbitMQ, not evaluated.
+    let mut expected = push_failures(&cluster, &base, &collectors, 0, 3).await;
+    let store = cluster.store().await;
+    for _ in 0..100 {
+        if store.count_outbox().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.count_outbox().await.unwrap(), 0, "the relay did not hand the batches to RabbitMQ");
+    assert!(
+        wait_briefly_for_no_findings(&cluster, &base, &token).await,
+        "findings appeared with no worker running"
+    );
+
+    // A worker starts, is killed hard in the middle of the work, and another takes over.
+    let mut worker = cluster.worker("worker1").await;
+    expected += push_failures(&cluster, &base, &collectors, 1, 3).await;
+    all_findings(&cluster, &base, &token, 1).await;
+    worker.start_kill().unwrap();
+    worker.wait().await.unwrap();
+    expected += push_failures(&cluster, &base, &collectors, 2, 3).await;
+    let _worker2 = cluster.worker("worker2").await;
+
+    let findings = all_findings(&cluster, &base, &token, expected).await;
+    assert_eq!(findings.len(), expected, "lost or duplicated findings");
+    assert_each_finding_opened_once(&cluster, &base, &token, &findings).await;
+    assert_eq!(store.count_dead_letters().await.unwrap(), 0);
+    cluster.teardown().await;
+}
+
+async fn wait_briefly_for_no_findings(cluster: &Cluster, base: &str, token: &str) -> bool {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let page: Value = cluster
+        .client
+        .get(format!("{base}/v1/findings"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().unwrap().is_empty()
+}
+
+async fn rabbitmqctl(arg: &str) {
+    let out = Command::new("rabbitmqctl").arg(arg).output().await.expect("rabbitmqctl runs");
+    assert!(out.status.success(), "rabbitmqctl {arg}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_rabbitmq_mid_run_loses_nothing_and_duplicates_nothing() {
+    if std::env::var("WBD_TEST_RABBITMQ_RESTART").as_deref() != Ok("1") {
+        eprintln!(
+            "note: broker restart test skipped: set WBD_TEST_RABBITMQ_RESTART=1 (it restarts this machine's RabbitMQ)"
+        );
+        return;
+    }
+    let Some(cluster) = Cluster::new().await else { return };
+    let _serial = SERIAL.lock().await;
+    let (_api, base) = cluster.api("api").await;
+    let _worker = cluster.worker("worker").await;
+    let (_, token) = cluster.bootstrap(&base).await;
+    let mut collectors = Vec::new();
+    for i in 0..3 {
+        collectors.push(cluster.tenant_with_collector(&base, &token, &format!("Tenant {i}")).await);
+    }
+    let mut expected = push_failures(&cluster, &base, &collectors, 0, 2).await;
+
+    rabbitmqctl("stop_app").await;
+    // Accepted while the broker is down: held in the outbox.
+    let pushed = push_failures(&cluster, &base, &collectors, 1, 2).await;
+    rabbitmqctl("start_app").await;
+    rabbitmqctl("await_startup").await;
+    expected += pushed;
+    expected += push_failures(&cluster, &base, &collectors, 2, 2).await;
+
+    let findings = all_findings(&cluster, &base, &token, expected).await;
+    assert_eq!(findings.len(), expected, "lost or duplicated findings");
+    assert_each_finding_opened_once(&cluster, &base, &token, &findings).await;
+    let store = cluster.store().await;
+    assert_eq!(store.count_outbox().await.unwrap(), 0);
+    cluster.teardown().await;
+}

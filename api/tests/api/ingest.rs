@@ -1,0 +1,201 @@
+//! `POST /v1/ingest`: accepted batches, idempotency, and every kind of bad input answered with
+//! a clear problem and nothing stored.
+
+use std::io::Write as _;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wbd_store::{OrgId, TenantId, TenantScope};
+
+use crate::helpers::*;
+
+async fn nothing_stored(app: &TestApp, org: &Org, tenant: uuid::Uuid, collector: &TestCollector) {
+    let scope = TenantScope { org_id: OrgId(org.id), tenant_id: TenantId(tenant) };
+    assert!(app.store.list_facts(scope).await.unwrap().is_empty(), "a refused batch left facts behind");
+    let res = app.get(&org.token, &format!("/v1/collectors/{}", collector.id)).await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["last_seen_at"], Value::Null, "a refused batch counted as a heartbeat");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_accepted_once_and_a_retry_gets_the_same_answer() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("MSP").await;
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let b = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]);
+
+    let first = collector.push(&app, &b).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first, json!({ "batch_id": b.batch_id, "accepted": 1 }));
+
+    let again = collector.push(&app, &b).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+
+    let scope = TenantScope { org_id: OrgId(org.id), tenant_id: TenantId(tenant) };
+    let facts = app.store.list_facts(scope).await.unwrap();
+    assert_eq!(facts.len(), 1);
+    assert_eq!(facts[0].repeat_count, 1, "the retried batch was stored twice");
+
+    let c: Value =
+        app.get(&org.token, &format!("/v1/collectors/{}", collector.id)).await.json().await.unwrap();
+    assert!(c["last_seen_at"].is_string(), "a push is a heartbeat");
+    assert_eq!(c["version"], "test");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_are_accepted() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("MSP").await;
+    let (_, collector) = app.tenant_with_collector(&org).await;
+    let b = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&serde_json::to_vec(&b).unwrap()).unwrap();
+    let res = app
+        .client
+        .post(app.url("/v1/ingest"))
+        .bearer_auth(collector.token())
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_are_refused_with_a_problem_and_change_nothing() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("MSP").await;
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let raw = |body: Vec<u8>| {
+        app.client
+            .post(app.url("/v1/ingest"))
+            .bearer_auth(collector.token())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    // Malformed JSON.
+    let res = raw(b"{\"schema_version\": 1, \"batch_id\": ".to_vec()).await.unwrap();
+    let p = problem(res, StatusCode::BAD_REQUEST, "malformed_json").await;
+    assert!(p["detail"].as_str().unwrap().contains("line 1"), "{p}");
+
+    // A schema version this server does not know.
+    let mut future = serde_json::to_value(batch(vec![])).unwrap();
+    future["schema_version"] = json!(7);
+    future["results"] = json!([{ "some": "new shape" }]);
+    let res = raw(serde_json::to_vec(&future).unwrap()).await.unwrap();
+    let p = problem(res, StatusCode::BAD_REQUEST, "unsupported_schema_version").await;
+    assert!(p["detail"].as_str().unwrap().contains('7'));
+
+    // Oversize body.
+    let huge = vec![b' '; wbd_wire::MAX_BATCH_BYTES + 1];
+    let res = raw(huge).await.unwrap();
+    problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+
+    // Too many results.
+    let many = batch(
+        (0..=wbd_wire::MAX_RESULTS_PER_BATCH).map(|i| healthy_endpoint("h.example", i as u16)).collect(),
+    );
+    let res = collector.push(&app, &many).await;
+    problem(res, StatusCode::UNPROCESSABLE_ENTITY, "too_many_results").await;
+
+    // Not JSON at all.
+    let res = app
+        .client
+        .post(app.url("/v1/ingest"))
+        .bearer_auth(collector.token())
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+
+    nothing_stored(&app, &org, tenant, &collector).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_batch_id_with_another_body_is_a_conflict() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("MSP").await;
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let original = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]);
+    assert_eq!(collector.push(&app, &original).await.status(), StatusCode::ACCEPTED);
+
+    let mut forged = original.clone();
+    forged.results = vec![refused_endpoint("passwordreset.microsoftonline.com", 443)];
+    let res = collector.push(&app, &forged).await;
+    problem(res, StatusCode::CONFLICT, "batch_id_conflict").await;
+
+    let scope = TenantScope { org_id: OrgId(org.id), tenant_id: TenantId(tenant) };
+    let facts = app.store.list_facts(scope).await.unwrap();
+    assert_eq!(facts.len(), 1);
+    assert!(facts[0].payload["data"]["failure"].is_null(), "the conflicting batch overwrote the fact");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_without_a_valid_collector_token_are_refused() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("MSP").await;
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let b = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]);
+    let now = chrono::Utc::now().timestamp();
+
+    // No token.
+    let res = app.client.post(app.url("/v1/ingest")).json(&b).send().await.unwrap();
+    problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+
+    // Signed with a key that is not the enrolled one.
+    let res =
+        push_at(&app.client, &app.base, &collector.token_with(now, now + 60, &stranger_key()), &b).await;
+    problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+
+    // Expired.
+    let res = push_at(
+        &app.client,
+        &app.base,
+        &collector.token_with(now - 600, now - 500, &collector_key(&collector)),
+        &b,
+    )
+    .await;
+    problem(res, StatusCode::UNAUTHORIZED, "token_expired").await;
+
+    // Too long-lived.
+    let res = push_at(
+        &app.client,
+        &app.base,
+        &collector.token_with(now, now + 3600, &collector_key(&collector)),
+        &b,
+    )
+    .await;
+    problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+
+    // Unknown collector.
+    let unknown = TestCollector::unknown(&collector);
+    let res = push_at(&app.client, &app.base, &unknown.token(), &b).await;
+    problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+
+    nothing_stored(&app, &org, tenant, &collector).await;
+
+    // Revoked: refused at once, with a token made before the revocation.
+    let token = collector.token();
+    let res = app.post(&org.token, &format!("/v1/collectors/{}/revoke", collector.id), &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = push_at(&app.client, &app.base, &token, &b).await;
+    problem(res, StatusCode::UNAUTHORIZED, "collector_revoked").await;
+    nothing_stored(&app, &org, tenant, &collector).await;
+    app.shutdown().await;
+}
+
+fn collector_key(c: &TestCollector) -> Vec<u8> {
+    c.key().to_vec()
+}

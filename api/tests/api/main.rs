@@ -1,0 +1,15 @@
+//! wbd-api integration tests: one binary (faster linking), a module per area.
+//!
+//! SQLite + the local queue always run. The PostgreSQL + RabbitMQ suites run when
+//! `WBD_TEST_DATABASE_URL` and `WBD_TEST_AMQP_URL` are set, and fail (not skip) when those
+//! services are unreachable. Logs are silent unless `TEST_LOG` is set.
+
+mod helpers;
+mod tls;
+
+mod auth;
+mod distributed;
+mod e2e;
+mod ingest;
+mod openapi;
+mod tenancy;
