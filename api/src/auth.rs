@@ -180,10 +180,9 @@ impl FromRequest for Principal {
             // Tokens are short-lived, but a revoked key stops working at once.
             let key = state
                 .store
-                .list_api_keys(OrgScope { org_id: OrgId(claims.org) })
+                .get_api_key(OrgScope { org_id: OrgId(claims.org) }, ApiKeyId(claims.sub))
                 .await?
-                .into_iter()
-                .find(|k| k.id == ApiKeyId(claims.sub) && k.revoked_at.is_none())
+                .filter(|k| k.revoked_at.is_none())
                 .ok_or_else(|| {
                     ApiError::new(ErrorCode::InvalidToken, "the API key behind this token was revoked")
                 })?;

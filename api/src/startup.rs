@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use rand::RngCore as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing_actix_web::{RequestId, TracingLogger};
+use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, TracingLogger};
 use utoipa_actix_web::AppExt as _;
 use wbd_platform::Settings;
 use wbd_queue::Queue;
@@ -83,7 +83,7 @@ impl Application {
                         Ok(res)
                     })
                 })
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RootSpan>::new())
                 .into_utoipa_app()
                 .configure(crate::routes::configure)
                 .split_for_parts();
@@ -151,6 +151,28 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(wbd_platform::shutdown_signal()).await
+    }
+}
+
+/// The request's root span, with the organisation and tenant filled in once known (and the
+/// incoming `traceparent` as its parent, so a collector's push continues the collector's trace).
+struct RootSpan;
+
+impl RootSpanBuilder for RootSpan {
+    fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
+        tracing_actix_web::root_span!(
+            request,
+            org_id = tracing::field::Empty,
+            tenant_id = tracing::field::Empty,
+            collector_id = tracing::field::Empty
+        )
+    }
+
+    fn on_request_end<B: actix_web::body::MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
+    ) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }
 

@@ -33,7 +33,7 @@ const MAX_CLOCK_SKEW_SECS: i64 = 3_600;
         (status = 503, description = "Try again after Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/ingest")]
-#[tracing::instrument(name = "ingest", skip_all, fields(collector_id, tenant_id, batch_id, results))]
+#[tracing::instrument(name = "ingest", skip_all, fields(org_id, tenant_id, collector_id, batch_id, results))]
 pub async fn ingest(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -42,6 +42,7 @@ pub async fn ingest(
     let now = Utc::now();
     let collector = authenticate_collector(&state, &req, now).await?;
     let span = tracing::Span::current();
+    span.record("org_id", tracing::field::display(collector.org_id));
     span.record("collector_id", tracing::field::display(collector.id));
     span.record("tenant_id", tracing::field::display(collector.tenant_id));
 

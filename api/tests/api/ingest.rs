@@ -199,3 +199,32 @@ async fn pushes_without_a_valid_collector_token_are_refused() {
 fn collector_key(c: &TestCollector) -> Vec<u8> {
     c.key().to_vec()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collectors_trace_travels_with_the_batch_into_the_outbox() {
+    // No worker in this process, so the outbox message stays where the test can read it.
+    let app = spawn_app_with(|s| s.worker.embedded = Some(false)).await;
+    let org = app.bootstrap_org("MSP").await;
+    let (_, collector) = app.tenant_with_collector(&org).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let res = app
+        .client
+        .post(app.url("/v1/ingest"))
+        .bearer_auth(collector.token())
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let messages =
+        app.store.claim_outbox(10, std::time::Duration::from_secs(60), chrono::Utc::now()).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    let traceparent = messages[0].traceparent.as_deref().expect("the outbox message carries a traceparent");
+    assert_eq!(wbd_platform::telemetry::trace_id_of(traceparent), Some(trace_id));
+    assert!(
+        !traceparent.contains("00f067aa0ba902b7"),
+        "the ingest span is a child, not the collector's span"
+    );
+    app.shutdown().await;
+}

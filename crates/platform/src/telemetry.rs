@@ -11,6 +11,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -52,10 +53,11 @@ pub fn init(settings: &TelemetrySettings, component: &str) -> anyhow::Result<Tel
             .with_writer(std::io::stderr)
             .boxed(),
     };
+    // Each layer has its own filter: a quiet log level must not switch tracing (and with it
+    // trace propagation through the queue) off.
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(fmt.with_filter(filter))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO))
         .try_init()?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     Ok(TelemetryGuard { provider })
@@ -69,14 +71,12 @@ pub fn init_for_tests() {
         let tracer = provider.tracer("test");
         // Kept for the whole test process.
         std::mem::forget(provider);
-        let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-        let registry = tracing_subscriber::registry().with(otel);
-        let result = if std::env::var_os("TEST_LOG").is_some() {
+        let otel = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO);
+        let fmt = std::env::var_os("TEST_LOG").map(|_| {
             let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-            registry.with(filter).with(tracing_subscriber::fmt::layer().with_test_writer()).try_init()
-        } else {
-            registry.with(EnvFilter::new("off")).try_init()
-        };
+            tracing_subscriber::fmt::layer().with_test_writer().with_filter(filter)
+        });
+        let result = tracing_subscriber::registry().with(otel).with(fmt).try_init();
         // Another test harness may have installed a subscriber first; that one stays.
         let _ = result;
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());

@@ -79,6 +79,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_api_keys(&self, org: OrgScope) -> Result<Vec<ApiKey>>;
 
+    /// One key of the organisation (revoked ones too); `None` if it has no such key.
+    async fn get_api_key(&self, org: OrgScope, id: ApiKeyId) -> Result<Option<ApiKey>>;
+
     /// Marks a key revoked; `None` if the organisation has no such key.
     async fn revoke_api_key(&self, org: OrgScope, id: ApiKeyId, now: DateTime<Utc>)
     -> Result<Option<ApiKey>>;

@@ -583,6 +583,16 @@ impl Store for PgStore {
         rows.iter().map(api_key_from_row).collect()
     }
 
+    async fn get_api_key(&self, org: OrgScope, id: ApiKeyId) -> Result<Option<ApiKey>> {
+        let row =
+            sqlx::query(concat!("SELECT ", api_key_cols!(), " FROM api_keys WHERE id = $1 AND org_id = $2"))
+                .bind(id.0)
+                .bind(org.org_id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
     async fn revoke_api_key(
         &self,
         org: OrgScope,

@@ -34,7 +34,10 @@ async fn api_keys_are_found_by_hash_listed_and_revoked() {
         assert_eq!(store.find_api_key_by_hash("no-such-hash").await?, None);
         assert_eq!(store.list_api_keys(acme).await?, vec![admin.clone(), reader.clone()]);
 
+        assert_eq!(store.get_api_key(acme, reader.id).await?, Some(reader.clone()));
+
         // Another organisation cannot revoke (or learn about) the key.
+        assert_eq!(store.get_api_key(other, admin.id).await?, None);
         assert_eq!(store.revoke_api_key(other, admin.id, at(10)).await?, None);
         assert_eq!(store.find_api_key_by_hash("hash-1").await?.and_then(|k| k.revoked_at), None);
 
@@ -43,7 +46,8 @@ async fn api_keys_are_found_by_hash_listed_and_revoked() {
         // Revoking again keeps the first time; the lookup still returns it for the caller to refuse.
         let again = store.revoke_api_key(acme, admin.id, at(20)).await?.expect("own key");
         assert_eq!(again.revoked_at, Some(at(10)));
-        assert_eq!(store.find_api_key_by_hash("hash-1").await?, Some(revoked));
+        assert_eq!(store.find_api_key_by_hash("hash-1").await?, Some(revoked.clone()));
+        assert_eq!(store.get_api_key(acme, admin.id).await?, Some(revoked));
 
         let duplicate = store.create_api_key(acme, "copy", Role::ReadOnly, "wbd_ab12", "hash-1", t0()).await;
         assert!(matches!(duplicate, Err(StoreError::Duplicate { .. })), "{duplicate:?}");
