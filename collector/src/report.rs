@@ -10,6 +10,7 @@ use wbd_wire::{EndpointReport, ProbeOutput, ProbeResult, ProbeStep};
 pub fn has_problem(result: &ProbeResult) -> bool {
     match &result.output {
         ProbeOutput::Endpoint(r) => r.failure.is_some() || r.tls.as_ref().is_some_and(|t| !t.chain_trusted),
+        _ => false,
     }
 }
 
@@ -19,6 +20,9 @@ pub fn render(results: &[ProbeResult], now: DateTime<Utc>) -> String {
     for result in results {
         match &result.output {
             ProbeOutput::Endpoint(report) => render_endpoint(&mut out, result, report, now),
+            other => {
+                let _ = writeln!(out, "{}  ({})", result.subject, other.kind());
+            }
         }
         out.push('\n');
     }

@@ -538,7 +538,7 @@ mod tests {
         assert_eq!(facts.facts.len(), 1);
         assert_eq!(facts.facts[0].subject, format!("{RELAY}:443"));
         assert_eq!(facts.facts[0].collector_id, site.id.0);
-        let ProbeOutput::Endpoint(r) = &facts.facts[0].output;
+        let ProbeOutput::Endpoint(r) = &facts.facts[0].output else { panic!("endpoint fact expected") };
         assert_eq!(r.failure.as_ref().map(|f| f.step), Some(ProbeStep::Tcp));
     }
 

@@ -126,7 +126,11 @@ pub async fn ingest(
             ));
         }
     };
-    Ok(HttpResponse::Accepted().json(IngestAccepted { batch_id: batch.batch_id, accepted }))
+    Ok(HttpResponse::Accepted().json(IngestAccepted {
+        batch_id: batch.batch_id,
+        accepted,
+        commands: Vec::new(),
+    }))
 }
 
 fn check_content_headers(req: &HttpRequest) -> ApiResult<()> {

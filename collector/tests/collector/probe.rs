@@ -11,6 +11,7 @@ use crate::helpers::*;
 fn endpoint(result: &ProbeResult) -> &EndpointReport {
     match &result.output {
         ProbeOutput::Endpoint(report) => report,
+        other => panic!("endpoint result expected, got {other:?}"),
     }
 }
 

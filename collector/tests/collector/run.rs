@@ -106,11 +106,11 @@ async fn once_probes_spools_and_delivers_through_a_503() {
     assert_eq!(batch.collector.push_interval_secs, 10);
     assert_eq!(batch.collector.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(batch.results.len(), 2);
-    let ProbeOutput::Endpoint(trusted) = &batch.results[0].output;
+    let ProbeOutput::Endpoint(trusted) = &batch.results[0].output else { panic!("endpoint result expected") };
     assert_eq!(batch.results[0].subject, format!("127.0.0.1:{}", site.tls_port));
     assert_eq!(trusted.role, EndpointRole::PasswordReset);
     assert!(trusted.tls.as_ref().unwrap().chain_trusted, "{trusted:#?}");
-    let ProbeOutput::Endpoint(closed) = &batch.results[1].output;
+    let ProbeOutput::Endpoint(closed) = &batch.results[1].output else { panic!("endpoint result expected") };
     assert_eq!(batch.results[1].subject, format!("127.0.0.1:{}", site.closed_port));
     assert_eq!(closed.failure.as_ref().unwrap().step, ProbeStep::Tcp);
     let token = pushes[0].headers["authorization"].strip_prefix("Bearer ").unwrap();

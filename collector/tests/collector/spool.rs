@@ -31,7 +31,9 @@ fn files_in(dir: &Path) -> Vec<String> {
 /// A result of about 2 KiB, so that JSON framing is small next to it.
 fn padded_result(subject: &str) -> wbd_wire::ProbeResult {
     let mut result = sample_result(subject);
-    let wbd_wire::ProbeOutput::Endpoint(report) = &mut result.output;
+    let wbd_wire::ProbeOutput::Endpoint(report) = &mut result.output else {
+        unreachable!("sample results are endpoint results")
+    };
     report.host = "h".repeat(2000);
     result
 }

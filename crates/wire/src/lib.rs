@@ -10,6 +10,24 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod active_directory;
+mod command;
+mod connect_server;
+mod event_log;
+mod graph;
+mod idle_connection;
+mod proxy;
+mod script;
+
+pub use active_directory::*;
+pub use command::*;
+pub use connect_server::*;
+pub use event_log::*;
+pub use graph::*;
+pub use idle_connection::*;
+pub use proxy::*;
+pub use script::*;
+
 /// The batch schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -97,6 +115,10 @@ pub struct CollectorInfo {
 pub struct IngestAccepted {
     pub batch_id: Uuid,
     pub accepted: u32,
+    /// What the server asks the collector to do now ("re-test now", schedule changes). Absent
+    /// when there is nothing to do; a collector that does not know a command ignores it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CollectorCommand>,
 }
 
 /// One probe run about one subject.
@@ -112,10 +134,22 @@ pub struct ProbeResult {
 }
 
 /// The typed output of each probe kind. `probe` names the kind on the wire.
+///
+/// Adding a variant keeps [`SCHEMA_VERSION`] at 1: the change is additive, and a collector only
+/// sends a kind after its operator configured that probe. A server built before the variant
+/// existed refuses a batch that carries it (unknown `probe`), so server and collector are
+/// released together; the server in this repository is updated with this crate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "probe", content = "data", rename_all = "snake_case")]
 pub enum ProbeOutput {
     Endpoint(EndpointReport),
+    IdleConnection(IdleConnectionReport),
+    Proxy(ProxyReport),
+    ActiveDirectory(ActiveDirectoryReport),
+    ConnectServer(ConnectServerReport),
+    EventLog(EventLogReport),
+    Graph(GraphReport),
+    Script(ScriptReport),
 }
 
 impl ProbeOutput {
@@ -123,19 +157,51 @@ impl ProbeOutput {
     pub fn kind(&self) -> ProbeKind {
         match self {
             ProbeOutput::Endpoint(_) => ProbeKind::Endpoint,
+            ProbeOutput::IdleConnection(_) => ProbeKind::IdleConnection,
+            ProbeOutput::Proxy(_) => ProbeKind::Proxy,
+            ProbeOutput::ActiveDirectory(_) => ProbeKind::ActiveDirectory,
+            ProbeOutput::ConnectServer(_) => ProbeKind::ConnectServer,
+            ProbeOutput::EventLog(_) => ProbeKind::EventLog,
+            ProbeOutput::Graph(_) => ProbeKind::Graph,
+            ProbeOutput::Script(_) => ProbeKind::Script,
         }
     }
 
-    /// The same output without the fields that vary on every run (timings), so that two runs
-    /// that saw the same thing compare equal.
+    /// The same output without the fields that vary on every run (timings, clocks), so that two
+    /// runs that saw the same thing compare equal.
     pub fn without_timings(&self) -> ProbeOutput {
         match self {
             ProbeOutput::Endpoint(report) => ProbeOutput::Endpoint(EndpointReport {
                 dns_ms: None,
                 tcp_connect_ms: None,
-                tls: report.tls.as_ref().map(|tls| TlsReport { handshake_ms: 0, ..tls.clone() }),
+                tls: report.tls.as_ref().map(TlsReport::without_timings),
                 ..report.clone()
             }),
+            ProbeOutput::IdleConnection(report) => ProbeOutput::IdleConnection(IdleConnectionReport {
+                holds: report.holds.iter().map(|h| IdleHold { cut_after_ms: None, ..h.clone() }).collect(),
+                ..report.clone()
+            }),
+            ProbeOutput::Proxy(report) => ProbeOutput::Proxy(ProxyReport {
+                targets: report
+                    .targets
+                    .iter()
+                    .map(|t| ProxyTargetReport {
+                        tls: t.tls.as_ref().map(TlsReport::without_timings),
+                        ..t.clone()
+                    })
+                    .collect(),
+                ..report.clone()
+            }),
+            ProbeOutput::ActiveDirectory(report) => ProbeOutput::ActiveDirectory(ActiveDirectoryReport {
+                dc_current_time: None,
+                ..report.clone()
+            }),
+            ProbeOutput::ConnectServer(report) => ProbeOutput::ConnectServer(report.clone()),
+            ProbeOutput::EventLog(report) => ProbeOutput::EventLog(report.clone()),
+            ProbeOutput::Graph(report) => ProbeOutput::Graph(report.clone()),
+            ProbeOutput::Script(report) => {
+                ProbeOutput::Script(ScriptReport { duration_ms: 0, ..report.clone() })
+            }
         }
     }
 }
@@ -145,20 +211,49 @@ impl ProbeOutput {
 #[serde(rename_all = "snake_case")]
 pub enum ProbeKind {
     Endpoint,
+    IdleConnection,
+    Proxy,
+    ActiveDirectory,
+    ConnectServer,
+    EventLog,
+    Graph,
+    Script,
 }
 
 impl ProbeKind {
+    /// Every kind, in the order the collector runs them.
+    pub const ALL: [ProbeKind; 8] = [
+        ProbeKind::Endpoint,
+        ProbeKind::IdleConnection,
+        ProbeKind::Proxy,
+        ProbeKind::ActiveDirectory,
+        ProbeKind::ConnectServer,
+        ProbeKind::EventLog,
+        ProbeKind::Graph,
+        ProbeKind::Script,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProbeKind::Endpoint => "endpoint",
+            ProbeKind::IdleConnection => "idle_connection",
+            ProbeKind::Proxy => "proxy",
+            ProbeKind::ActiveDirectory => "active_directory",
+            ProbeKind::ConnectServer => "connect_server",
+            ProbeKind::EventLog => "event_log",
+            ProbeKind::Graph => "graph",
+            ProbeKind::Script => "script",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "endpoint" => Some(ProbeKind::Endpoint),
-            _ => None,
-        }
+        ProbeKind::ALL.into_iter().find(|kind| kind.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -240,6 +335,13 @@ pub struct TlsReport {
     pub chain_len: u32,
 }
 
+impl TlsReport {
+    /// The same report with the handshake time zeroed.
+    pub fn without_timings(&self) -> TlsReport {
+        TlsReport { handshake_ms: 0, ..self.clone() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +369,397 @@ mod tests {
         assert_eq!(v["data"]["failure"]["step"], "dns");
         let back: ProbeResult = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn tls_report() -> TlsReport {
+        TlsReport {
+            handshake_ms: 42,
+            protocol: "TLSv1.3".into(),
+            cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
+            chain_trusted: false,
+            trust_error: Some("unknown issuer".into()),
+            subject: Some("CN=passwordreset.microsoftonline.com".into()),
+            issuer: Some("CN=Contoso Inspection CA".into()),
+            not_before: Some(at(0)),
+            not_after: Some(at(86_400)),
+            chain_top_issuer: Some("CN=Contoso Inspection CA".into()),
+            chain_len: 1,
+        }
+    }
+
+    /// One output of every kind, with every optional part filled in.
+    fn every_output() -> Vec<ProbeOutput> {
+        vec![
+            ProbeOutput::IdleConnection(IdleConnectionReport {
+                host: "ssprdedicatedsbprodscu.servicebus.windows.net".into(),
+                port: 443,
+                role: EndpointRole::ServiceBusRelay,
+                via_proxy: Some("proxy.corp.example:3128".into()),
+                holds: vec![
+                    IdleHold {
+                        hold_secs: 60,
+                        outcome: IdleOutcome::Survived,
+                        cut_after_ms: None,
+                        error: None,
+                    },
+                    IdleHold {
+                        hold_secs: 180,
+                        outcome: IdleOutcome::CutWhileIdle,
+                        cut_after_ms: Some(120_004),
+                        error: Some("connection reset by peer".into()),
+                    },
+                ],
+            }),
+            ProbeOutput::Proxy(ProxyReport {
+                source: ProxySource::Configured,
+                proxy: Some("proxy.corp.example:3128".into()),
+                auth_used: ProxyAuthScheme::Basic,
+                offered_auth_schemes: vec!["basic".into(), "ntlm".into()],
+                integrated_auth_required: Some(false),
+                targets: vec![ProxyTargetReport {
+                    host: "passwordreset.microsoftonline.com".into(),
+                    port: 443,
+                    role: EndpointRole::PasswordReset,
+                    connect_status: Some(200),
+                    tunnel_established: true,
+                    tls: Some(tls_report()),
+                    tls_inspection: Some(true),
+                    failure: None,
+                }],
+            }),
+            ProbeOutput::ActiveDirectory(ActiveDirectoryReport {
+                server: "ldaps://dc01.corp.example:636".into(),
+                bound_as: Some("CN=wbd-reader,CN=Users,DC=corp,DC=example".into()),
+                domain_dn: Some("DC=corp,DC=example".into()),
+                domain_dns_name: Some("corp.example".into()),
+                netbios_name: Some("CORP".into()),
+                domain_functional_level: Some(7),
+                forest_functional_level: Some(7),
+                pdc_emulator: Some("dc01.corp.example".into()),
+                answering_dc: Some("dc01.corp.example".into()),
+                policy_hints_control: Some(true),
+                dc_current_time: Some(at(5)),
+                domain_controllers: vec![DomainController {
+                    dn: "CN=DC01,OU=Domain Controllers,DC=corp,DC=example".into(),
+                    dns_host_name: Some("dc01.corp.example".into()),
+                    operating_system: Some("Windows Server 2022 Standard".into()),
+                    operating_system_version: Some("10.0 (20348)".into()),
+                    read_only: Some(false),
+                    is_pdc_emulator: true,
+                }],
+                password_policy: Some(DomainPasswordPolicy {
+                    min_pwd_age_secs: Some(86_400),
+                    max_pwd_age_secs: None,
+                    pwd_history_length: Some(24),
+                    min_pwd_length: Some(7),
+                    pwd_properties: Some(1),
+                    lockout_threshold: Some(0),
+                }),
+                connector_account: Some(ConnectorAccountRights {
+                    configured: "MSOL_0123456789ab".into(),
+                    dn: Some("CN=MSOL_0123456789ab,CN=Users,DC=corp,DC=example".into()),
+                    sid: Some("S-1-5-21-1-2-3-1105".into()),
+                    group_sid_count: Some(2),
+                    user_account_control: Some(66_048),
+                    containers: vec![ContainerRights {
+                        dn: "OU=Staff,DC=corp,DC=example".into(),
+                        reset_password: Some(AccessState::Allowed),
+                        change_password: Some(AccessState::NotGranted),
+                        write_lockout_time: Some(AccessState::Denied),
+                        write_pwd_last_set: None,
+                        inheritance_blocked: Some(true),
+                        descendants_inheritance_blocked: Some(SampledCount {
+                            count: 1,
+                            sample: vec!["CN=Pat,OU=Staff,DC=corp,DC=example".into()],
+                            truncated: false,
+                        }),
+                        error: None,
+                    }],
+                }),
+                protected_accounts: Some(ProtectedAccounts {
+                    scope: vec!["OU=Staff,DC=corp,DC=example".into()],
+                    accounts: SampledCount { count: 3, sample: vec!["adm-pat".into()], truncated: true },
+                }),
+                errors: vec![AdQueryError { query: "domain_controllers".into(), error: "size limit".into() }],
+                failure: None,
+            }),
+            ProbeOutput::ConnectServer(ConnectServerReport {
+                source: ConnectStateSource::Export { path: "C:\\wbd\\connect.json".into() },
+                read_at: Some(at(0)),
+                hostname: Some("AADC01".into()),
+                connect_version: Some("2.5.79.0".into()),
+                writeback_enabled: Some(true),
+                staging_mode: Some(false),
+                connectors: vec![ConnectorState {
+                    name: "corp.example".into(),
+                    kind: ConnectorKind::ActiveDirectory,
+                    identifier: Some("d1c2…".into()),
+                    created_at: Some(at(-86_400)),
+                    writeback_enabled: None,
+                    only_use_preferred_dcs: Some(true),
+                    preferred_dcs: vec!["dc01.corp.example".into()],
+                    last_dc: Some("dc01.corp.example".into()),
+                    sign_and_seal: Some(true),
+                    last_full_import: Some(RunSummary {
+                        run_profile: "Full Import".into(),
+                        result: "success".into(),
+                        started_at: Some(at(-3_600)),
+                        ended_at: Some(at(-3_500)),
+                    }),
+                    last_full_sync: None,
+                    last_run: None,
+                }],
+                scheduler: Some(SchedulerState {
+                    sync_cycle_enabled: Some(true),
+                    scheduler_suspended: Some(false),
+                    staging_mode_enabled: Some(false),
+                    maintenance_enabled: Some(true),
+                    sync_cycle_in_progress: Some(false),
+                    next_sync_cycle_start: Some(at(1_800)),
+                    effective_sync_interval_secs: Some(1_800),
+                }),
+                adsync_service: Some(ServiceState {
+                    status: "Running".into(),
+                    start_type: Some("Automatic".into()),
+                }),
+                machine_role: Some("RoleMemberServer".into()),
+                auto_upgrade: Some("Enabled".into()),
+                os_caption: Some("Microsoft Windows Server 2022 Standard".into()),
+                os_build: Some(20_348),
+                tls12: Some(Tls12Settings {
+                    dotnet64_system_default_tls_versions: Some(RegistryDword::Set(1)),
+                    dotnet64_sch_use_strong_crypto: Some(RegistryDword::Absent),
+                    dotnet32_system_default_tls_versions: None,
+                    dotnet32_sch_use_strong_crypto: None,
+                    schannel_server_enabled: None,
+                    schannel_server_disabled_by_default: None,
+                    schannel_client_enabled: Some(RegistryDword::Set(1)),
+                    schannel_client_disabled_by_default: Some(RegistryDword::Set(0)),
+                }),
+                dotnet_release: Some(RegistryDword::Set(528_449)),
+                restrict_remote_sam: Some(RegistryString::Set("O:BAG:BAD:(A;;RC;;;BA)".into())),
+                cloud_sync_agent: Some(CloudSyncAgent { installed: false, version: None, service: None }),
+                errors: vec!["Get-ADSyncAutoUpgrade: access denied".into()],
+            }),
+            ProbeOutput::EventLog(EventLogReport {
+                source: EventLogSource::Live { log: "Application".into() },
+                since: Some(at(-900)),
+                entries: vec![EventEntry {
+                    provider: "PasswordResetService".into(),
+                    event_id: 31019,
+                    level: EventLevel::Information,
+                    time_created: at(-60),
+                    record_id: Some(4711),
+                    message: Some("ServiceBusHeartBeat".into()),
+                }],
+                entries_omitted: 0,
+                counts: vec![EventCount {
+                    provider: "PasswordResetService".into(),
+                    event_id: 31019,
+                    count: 1,
+                    newest: at(-60),
+                }],
+                last_seen: vec![],
+                failure: None,
+            }),
+            ProbeOutput::Graph(GraphReport {
+                tenant: "contoso.onmicrosoft.com".into(),
+                graph_base_url: "https://graph.microsoft.com".into(),
+                service_plans: Some(vec![ServicePlanLicences {
+                    service_plan_id: "41781fb2-bc02-4b7c-bd55-b576c07bb09d".into(),
+                    service_plan_name: "AAD_PREMIUM".into(),
+                    skus: vec!["SPB".into()],
+                    provisioned: true,
+                    enabled_units: 25,
+                    assigned_units: 20,
+                }]),
+                organization: Some(OrganizationSync {
+                    id: "org".into(),
+                    display_name: Some("Contoso".into()),
+                    on_premises_sync_enabled: None,
+                    on_premises_last_sync: Some(at(-1_200)),
+                }),
+                allowed_to_use_sspr: Some(false),
+                test_user: Some(UserRegistration {
+                    user_principal_name: "test@contoso.com".into(),
+                    found: true,
+                    is_admin: Some(false),
+                    is_sspr_enabled: Some(true),
+                    is_sspr_registered: Some(true),
+                    is_sspr_capable: Some(true),
+                    methods_registered: vec!["mobilePhone".into()],
+                    last_updated: Some(at(-7_200)),
+                }),
+                admin_roles: Some(vec![AdminRoleMembers {
+                    role_template_id: "62e90394-69f5-4237-9190-012177145e10".into(),
+                    role_name: "Global Administrator".into(),
+                    members: vec![
+                        RoleMember {
+                            id: "u1".into(),
+                            principal_type: "user".into(),
+                            display_name: Some("Pat".into()),
+                            user_principal_name: Some("pat@contoso.com".into()),
+                            on_premises_sync_enabled: Some(true),
+                        },
+                        RoleMember {
+                            id: "u2".into(),
+                            principal_type: "user".into(),
+                            display_name: None,
+                            user_principal_name: None,
+                            on_premises_sync_enabled: None,
+                        },
+                    ],
+                }]),
+                errors: vec![GraphCallError {
+                    call: "authorizationPolicy".into(),
+                    status: Some(403),
+                    code: Some("Authorization_RequestDenied".into()),
+                    message: "Insufficient privileges".into(),
+                }],
+                failure: None,
+            }),
+            ProbeOutput::Script(ScriptReport {
+                name: "dc-ports".into(),
+                program: "/usr/local/bin/dc-ports".into(),
+                exit_code: Some(0),
+                timed_out: false,
+                duration_ms: 31,
+                value: Some(serde_json::json!({"open": [389, 636]})),
+                error: None,
+                stderr_tail: None,
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_probe_kind_round_trips_and_names_itself() {
+        let outputs = every_output();
+        let mut kinds: Vec<ProbeKind> = outputs.iter().map(ProbeOutput::kind).collect();
+        kinds.insert(0, ProbeKind::Endpoint);
+        assert_eq!(kinds, ProbeKind::ALL, "every kind but endpoint (tested above) has a sample");
+        for output in outputs {
+            let result = ProbeResult { subject: "s".into(), observed_at: at(0), duration_ms: 7, output };
+            let v = serde_json::to_value(&result).unwrap();
+            assert_eq!(v["probe"], result.output.kind().as_str());
+            assert!(v["data"].is_object());
+            let back: ProbeResult = serde_json::from_value(v).unwrap();
+            assert_eq!(back, result);
+        }
+    }
+
+    #[test]
+    fn kind_names_parse_back() {
+        for kind in ProbeKind::ALL {
+            assert_eq!(ProbeKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert_eq!(ProbeKind::parse("teleport"), None);
+    }
+
+    #[test]
+    fn missing_optional_facts_read_as_unknown_not_false() {
+        let v = serde_json::json!({
+            "subject": "ldap:corp.example", "observed_at": "2026-01-01T00:00:00Z", "duration_ms": 1,
+            "probe": "active_directory",
+            "data": {"server": "ldaps://dc01:636", "connector_account": {"configured": "MSOL_1",
+                "containers": [{"dn": "OU=Staff,DC=corp,DC=example"}]}}
+        });
+        let r: ProbeResult = serde_json::from_value(v).unwrap();
+        let ProbeOutput::ActiveDirectory(ad) = r.output else { panic!("wrong kind") };
+        let rights = &ad.connector_account.unwrap().containers[0];
+        assert_eq!(rights.reset_password, None);
+        assert_eq!(rights.inheritance_blocked, None);
+        assert!(ad.domain_controllers.is_empty());
+        assert_eq!(ad.policy_hints_control, None);
+    }
+
+    #[test]
+    fn registry_values_tell_absent_from_unread() {
+        let t: Tls12Settings = serde_json::from_value(serde_json::json!({
+            "dotnet64_sch_use_strong_crypto": {"state": "absent"},
+            "schannel_client_enabled": {"state": "set", "value": 1}
+        }))
+        .unwrap();
+        assert_eq!(t.dotnet64_sch_use_strong_crypto, Some(RegistryDword::Absent));
+        assert_eq!(t.schannel_client_enabled, Some(RegistryDword::Set(1)));
+        assert_eq!(t.dotnet64_system_default_tls_versions, None);
+    }
+
+    #[test]
+    fn without_timings_makes_runs_that_saw_the_same_thing_equal() {
+        for output in every_output() {
+            let mut other = output.clone();
+            match &mut other {
+                ProbeOutput::IdleConnection(r) => r.holds[1].cut_after_ms = Some(119_870),
+                ProbeOutput::Proxy(r) => r.targets[0].tls.as_mut().unwrap().handshake_ms = 7,
+                ProbeOutput::ActiveDirectory(r) => r.dc_current_time = Some(at(905)),
+                ProbeOutput::Script(r) => r.duration_ms = 99,
+                _ => {}
+            }
+            assert_eq!(output.without_timings(), other.without_timings());
+        }
+        // A change in what was seen still shows.
+        let ProbeOutput::Script(mut script) = every_output().pop().unwrap() else { panic!("script last") };
+        let before = ProbeOutput::Script(script.clone()).without_timings();
+        script.exit_code = Some(1);
+        assert_ne!(before, ProbeOutput::Script(script).without_timings());
+    }
+
+    #[test]
+    fn idle_summary_reads_longest_survived_and_shortest_cut() {
+        let ProbeOutput::IdleConnection(idle) = &every_output()[0] else { panic!("idle first") };
+        assert_eq!(idle.longest_survived_secs(), Some(60));
+        assert_eq!(idle.shortest_cut_secs(), Some(180));
+    }
+
+    #[test]
+    fn ingest_answer_without_commands_keeps_its_old_shape() {
+        let a = IngestAccepted { batch_id: Uuid::nil(), accepted: 3, commands: vec![] };
+        let v = serde_json::to_value(&a).unwrap();
+        assert!(v.get("commands").is_none());
+        let old: IngestAccepted =
+            serde_json::from_value(serde_json::json!({"batch_id": Uuid::nil(), "accepted": 3})).unwrap();
+        assert_eq!(old, a);
+    }
+
+    #[test]
+    fn commands_round_trip_and_unknown_ones_are_tolerated() {
+        let a = IngestAccepted {
+            batch_id: Uuid::nil(),
+            accepted: 1,
+            commands: vec![
+                CollectorCommand {
+                    id: Uuid::from_u128(1),
+                    action: CommandAction::RunProbes {
+                        probes: vec![ProbeKind::ActiveDirectory, ProbeKind::EventLog],
+                        reason: Some("re-test from finding".into()),
+                    },
+                },
+                CollectorCommand {
+                    id: Uuid::from_u128(2),
+                    action: CommandAction::SetProbeSchedule {
+                        probe: ProbeKind::IdleConnection,
+                        interval_secs: Some(3_600),
+                        enabled: None,
+                    },
+                },
+            ],
+        };
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["commands"][0]["command"], "run_probes");
+        assert_eq!(v["commands"][0]["probes"][0], "active_directory");
+        assert_eq!(serde_json::from_value::<IngestAccepted>(v).unwrap(), a);
+
+        let future: IngestAccepted = serde_json::from_value(serde_json::json!({
+            "batch_id": Uuid::nil(), "accepted": 1,
+            "commands": [{"id": Uuid::from_u128(3), "command": "self_update", "url": "https://x"}]
+        }))
+        .unwrap();
+        assert_eq!(future.commands[0].action, CommandAction::Unknown);
     }
 
     #[test]

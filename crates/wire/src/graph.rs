@@ -1,0 +1,129 @@
+//! Microsoft Graph probe: the tenant facts writeback depends on, read with an app-only token.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What Graph said about one Entra tenant. A call that failed leaves its field `None` and adds
+/// an entry to `errors`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GraphReport {
+    /// The Entra tenant id (or domain) the token was issued for.
+    pub tenant: String,
+    /// Graph base URL used (national clouds differ).
+    pub graph_base_url: String,
+    /// Licences aggregated by service plan across the tenant's subscribed SKUs.
+    #[serde(default)]
+    pub service_plans: Option<Vec<ServicePlanLicences>>,
+    #[serde(default)]
+    pub organization: Option<OrganizationSync>,
+    /// `authorizationPolicy.allowedToUseSSPR` (SSPR for administrators).
+    #[serde(default)]
+    pub allowed_to_use_sspr: Option<bool>,
+    /// `userRegistrationDetails` of the configured test user.
+    #[serde(default)]
+    pub test_user: Option<UserRegistration>,
+    /// Members of the admin roles that matter for writeback.
+    #[serde(default)]
+    pub admin_roles: Option<Vec<AdminRoleMembers>>,
+    #[serde(default)]
+    pub errors: Vec<GraphCallError>,
+    /// Getting a token failed; nothing above was read.
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+/// One service plan (e.g. `AAD_PREMIUM`) and the SKUs that carry it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServicePlanLicences {
+    pub service_plan_id: String,
+    pub service_plan_name: String,
+    /// `skuPartNumber`s carrying the plan.
+    #[serde(default)]
+    pub skus: Vec<String>,
+    /// The plan's provisioning status in at least one enabled SKU is `Success`.
+    pub provisioned: bool,
+    /// Sum of `prepaidUnits.enabled` of those SKUs.
+    pub enabled_units: u64,
+    /// Sum of `consumedUnits` (assigned licences) of those SKUs.
+    pub assigned_units: u64,
+}
+
+/// `GET /organization`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrganizationSync {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// `true` syncing, `false` previously synced, `None` never synced.
+    #[serde(default)]
+    pub on_premises_sync_enabled: Option<bool>,
+    #[serde(default)]
+    pub on_premises_last_sync: Option<DateTime<Utc>>,
+}
+
+/// `userRegistrationDetails` of one user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRegistration {
+    pub user_principal_name: String,
+    /// The report has a row for the user.
+    pub found: bool,
+    #[serde(default)]
+    pub is_admin: Option<bool>,
+    #[serde(default)]
+    pub is_sspr_enabled: Option<bool>,
+    #[serde(default)]
+    pub is_sspr_registered: Option<bool>,
+    #[serde(default)]
+    pub is_sspr_capable: Option<bool>,
+    #[serde(default)]
+    pub methods_registered: Vec<String>,
+    #[serde(default)]
+    pub last_updated: Option<DateTime<Utc>>,
+}
+
+/// One directory role and its members.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AdminRoleMembers {
+    pub role_template_id: String,
+    pub role_name: String,
+    #[serde(default)]
+    pub members: Vec<RoleMember>,
+}
+
+impl AdminRoleMembers {
+    pub fn synced_count(&self) -> usize {
+        self.members.iter().filter(|m| m.on_premises_sync_enabled == Some(true)).count()
+    }
+
+    pub fn cloud_only_count(&self) -> usize {
+        self.members.iter().filter(|m| m.on_premises_sync_enabled != Some(true)).count()
+    }
+}
+
+/// A principal assigned a role.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoleMember {
+    pub id: String,
+    /// `user`, `group`, `servicePrincipal`, …
+    pub principal_type: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub user_principal_name: Option<String>,
+    /// Synced from on-premises (`true`); `None` for cloud-only users and non-users.
+    #[serde(default)]
+    pub on_premises_sync_enabled: Option<bool>,
+}
+
+/// A Graph call that failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GraphCallError {
+    /// The resource, e.g. `subscribedSkus`.
+    pub call: String,
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Graph's `error.code`, e.g. `Authorization_RequestDenied`.
+    #[serde(default)]
+    pub code: Option<String>,
+    pub message: String,
+}
