@@ -5,6 +5,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use wbd_wire::ProbeKind;
 
+use crate::message::{Lang, Message, keys, render};
+use crate::params::ParamSpec;
+
 /// How bad a failing check is.
 ///
 /// Critical: writeback cannot work for anyone. High: it fails for most users or a whole path.
@@ -57,18 +60,57 @@ pub enum Outcome {
     /// The check does not hold.
     Fail {
         severity: Severity,
-        /// What is wrong and what to do, in words a technician can act on.
+        /// What is wrong and what to do, renderable in every shipped language ([`crate::render`]).
+        message: Message,
+        /// The English rendering of `message` (what is stored and logged).
         summary: String,
         /// The stable facts behind the verdict (never timings).
         evidence: serde_json::Value,
     },
-    /// The facts do not let the rule decide (e.g. an earlier step failed).
-    Unknown { reason: String },
+    /// The facts do not let the rule decide: the probe it reads has not reported ("not
+    /// evaluated: no data from probe X"), or an earlier step failed.
+    Unknown {
+        /// The English rendering of `message`.
+        reason: String,
+        message: Message,
+    },
 }
 
 impl Outcome {
+    /// A failure whose summary is the English rendering of `message`.
+    pub fn fail(severity: Severity, message: Message, evidence: serde_json::Value) -> Self {
+        Outcome::Fail { severity, summary: message.english(), message, evidence }
+    }
+
+    /// An undecided outcome whose reason is the English rendering of `message`.
+    pub fn unknown(message: Message) -> Self {
+        Outcome::Unknown { reason: message.english(), message }
+    }
+
+    /// "Not evaluated: no data from the `probe` probe."
+    pub fn no_data(probe: ProbeKind) -> Self {
+        Outcome::unknown(Message::new(keys::NO_DATA).arg("probe", probe.as_str()))
+    }
+
     pub fn is_fail(&self) -> bool {
         matches!(self, Outcome::Fail { .. })
+    }
+
+    pub fn is_pass(&self) -> bool {
+        matches!(self, Outcome::Pass)
+    }
+
+    /// The message of a failure or an unknown outcome.
+    pub fn message(&self) -> Option<&Message> {
+        match self {
+            Outcome::Pass => None,
+            Outcome::Fail { message, .. } | Outcome::Unknown { message, .. } => Some(message),
+        }
+    }
+
+    /// The summary (failure) or reason (unknown) in `lang`; `None` for a pass.
+    pub fn text(&self, lang: Lang) -> Option<String> {
+        self.message().map(|m| render(m, lang))
     }
 }
 
@@ -78,24 +120,49 @@ pub struct Evaluation {
     pub rule_id: &'static str,
     /// What the rule judged, stable across runs (see the crate docs for each rule's form).
     pub subject: String,
+    /// The rule's English title.
     pub title: &'static str,
     pub outcome: Outcome,
 }
 
-/// Metadata of a rule in the pack.
+/// Flap damping of a rule: the server opens a finding only after `open_after` consecutive
+/// failures and resolves it only after `resolve_after` consecutive passes. The rules crate only
+/// declares the numbers (defaults in the pack, overridable per tenant); the server counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlapDamping {
+    pub open_after: u32,
+    pub resolve_after: u32,
+}
+
+/// Metadata of a rule in the pack, in one language ([`crate::rules_in`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleInfo {
     /// Stable, kebab-case; part of every finding's fingerprint.
     pub id: &'static str,
+    /// The language of the texts below.
+    pub lang: Lang,
     /// Names the check (what should hold), not the failure.
     pub title: &'static str,
     /// The severity of a failure (a rule may report a lower one for some subjects; see its docs).
     pub severity: Severity,
     /// The probe kinds whose facts the rule reads (empty when it reads only collector state).
     pub reads: &'static [ProbeKind],
+    /// What the check means and why it matters.
     pub description: &'static str,
+    /// The remediation steps, one per line.
     pub remediation: &'static str,
+    /// The same steps, one per item.
+    pub remediation_steps: &'static [&'static str],
     pub references: &'static [&'static str],
+    /// The parameters a tenant may override, with types, bounds and defaults.
+    pub params: &'static [ParamSpec],
+    /// Default flap damping.
+    pub flap: FlapDamping,
+    /// Ids of the research catalogue rules (`PWB-…`) this rule implements.
+    pub catalogue_ids: &'static [&'static str],
+    /// Points (1–9) of Microsoft's "password writeback is not working" checklist it covers.
+    pub seed_points: &'static [u8],
 }
 
 #[cfg(test)]
@@ -114,11 +181,11 @@ mod tests {
 
     #[test]
     fn outcome_round_trips_through_json() {
-        let outcome = Outcome::Fail {
-            severity: Severity::High,
-            summary: "s".into(),
-            evidence: serde_json::json!({"host": "h"}),
-        };
+        let outcome = Outcome::fail(
+            Severity::High,
+            Message::new(keys::NO_DATA).arg("probe", "graph"),
+            serde_json::json!({"host": "h"}),
+        );
         let json = serde_json::to_value(&outcome).expect("serialises");
         assert_eq!(json["result"], "fail");
         assert_eq!(serde_json::from_value::<Outcome>(json).ok(), Some(outcome));

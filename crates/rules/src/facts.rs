@@ -45,58 +45,69 @@ impl TenantFacts {
         self.collectors.iter().find(|c| c.id == id)
     }
 
-    /// The endpoint reports of active collectors, one per (collector, probe subject) — the
-    /// newest if the input repeats one — ordered by collector id, then probe subject.
-    pub(crate) fn endpoint_observations(&self) -> Vec<EndpointObservation<'_>> {
-        let mut latest: BTreeMap<(Uuid, &str), EndpointObservation<'_>> = BTreeMap::new();
+    /// The reports `pick` selects, of active collectors only, one per (collector, probe
+    /// subject) — the newest if the input repeats one — ordered by collector id, then subject.
+    pub(crate) fn observations<'a, T>(
+        &'a self,
+        pick: impl Fn(&'a ProbeOutput) -> Option<&'a T>,
+    ) -> Vec<Observation<'a, T>> {
+        let mut latest: BTreeMap<(Uuid, &str), Observation<'a, T>> = BTreeMap::new();
         for fact in &self.facts {
-            let Some(report) = endpoint_report(&fact.output) else { continue };
+            let Some(report) = pick(&fact.output) else { continue };
             let Some(collector) = self.collector(fact.collector_id).filter(|c| c.active) else {
                 continue;
             };
-            let observation = EndpointObservation {
-                collector,
-                probe_subject: &fact.subject,
-                observed_at: fact.observed_at,
-                report,
-            };
-            latest
-                .entry((collector.id, fact.subject.as_str()))
-                .and_modify(|kept| {
-                    if observation.observed_at > kept.observed_at {
-                        *kept = observation.clone();
+            let observation =
+                Observation { collector, probe_subject: &fact.subject, observed_at: fact.observed_at, report };
+            match latest.entry((collector.id, fact.subject.as_str())) {
+                std::collections::btree_map::Entry::Occupied(mut kept) => {
+                    if observation.observed_at > kept.get().observed_at {
+                        kept.insert(observation);
                     }
-                })
-                .or_insert(observation);
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(observation);
+                }
+            }
         }
         latest.into_values().collect()
     }
-}
 
-fn endpoint_report(output: &ProbeOutput) -> Option<&EndpointReport> {
-    match output {
-        ProbeOutput::Endpoint(report) => Some(report),
-        // Other probe kinds are read by other rules; this arm keeps compiling when they arrive.
-        #[allow(unreachable_patterns)]
-        _ => None,
+    /// The endpoint reports of active collectors (see [`TenantFacts::observations`]).
+    pub(crate) fn endpoint_observations(&self) -> Vec<EndpointObservation<'_>> {
+        self.observations(|output| match output {
+            ProbeOutput::Endpoint(report) => Some(report),
+            _ => None,
+        })
     }
 }
 
-/// One endpoint report with the collector that made it.
-#[derive(Debug, Clone)]
-pub(crate) struct EndpointObservation<'a> {
+/// One report with the collector that made it.
+#[derive(Debug)]
+pub(crate) struct Observation<'a, T> {
     pub collector: &'a CollectorState,
     pub probe_subject: &'a str,
     pub observed_at: DateTime<Utc>,
-    pub report: &'a EndpointReport,
+    pub report: &'a T,
 }
 
-impl EndpointObservation<'_> {
+impl<T> Clone for Observation<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Observation<'_, T> {}
+
+impl<T> Observation<'_, T> {
     /// `<probe subject>@<collector id>`: stable across runs, distinct between sites.
     pub fn subject(&self) -> String {
         format!("{}@{}", self.probe_subject, self.collector.id)
     }
 }
+
+/// One endpoint report with the collector that made it.
+pub(crate) type EndpointObservation<'a> = Observation<'a, EndpointReport>;
 
 #[cfg(test)]
 mod tests {

@@ -11,26 +11,19 @@
 
 use serde_json::json;
 
-use super::Verdict;
-use crate::{CollectorState, Outcome, RuleInfo, Severity, TenantFacts};
+use super::{RuleDef, Verdict};
+use crate::{CollectorState, Message, Outcome, Params, Severity, TenantFacts};
 
-pub(crate) const INFO: RuleInfo = RuleInfo {
-    id: "collector-silent",
-    title: "Collector reports on schedule",
-    severity: Severity::High,
-    reads: &[],
-    description: "Each collector pushes its probe results on a fixed interval, and every push \
-        counts as a heartbeat. When an active collector misses its deadline, its site is no \
-        longer watched: the findings shown for it are out of date and a new writeback problem \
-        there would go unnoticed.",
-    remediation: "On the collector's machine, check that the Writeback Doctor collector service \
-        is running and look at its log. Make sure the machine can reach the Writeback Doctor \
-        server over HTTPS (proxy, firewall, DNS). If the machine was retired, revoke the \
-        collector so that it is no longer expected to report.",
-    references: &["https://learn.microsoft.com/entra/identity/authentication/troubleshoot-sspr-writeback"],
-};
+pub(crate) const ID: &str = "collector-silent";
 
-pub(crate) fn check(facts: &TenantFacts) -> Vec<Verdict> {
+pub(crate) const RULES: &[RuleDef] = &[RuleDef {
+    id: ID,
+    check,
+    #[cfg(test)]
+    fixtures: tests::fixtures,
+}];
+
+fn check(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     facts
         .collectors
         .iter()
@@ -45,29 +38,20 @@ fn judge(collector: &CollectorState, facts: &TenantFacts) -> Outcome {
     }
     let name = &collector.name;
     let interval = collector.push_interval_secs;
-    let summary = match collector.last_seen_at {
-        Some(last) => format!(
-            "Collector '{name}' last pushed at {} and is expected every {interval} s, so its \
-             site's findings are out of date. Check that the collector service is running on its \
-             machine and can reach the Writeback Doctor server over HTTPS; revoke the collector \
-             if the machine was retired.",
-            last.format("%Y-%m-%d %H:%M UTC")
-        ),
-        None => format!(
-            "Collector '{name}' was enrolled but has never pushed (it is expected every \
-             {interval} s), so its site is not being watched. Check that the collector service is \
-             running on its machine and can reach the Writeback Doctor server over HTTPS."
-        ),
+    let message = match collector.last_seen_at {
+        Some(last) => Message::new("collector-silent.overdue")
+            .arg("last_seen", last.format("%Y-%m-%d %H:%M UTC").to_string()),
+        None => Message::new("collector-silent.never-pushed"),
     };
-    Outcome::Fail {
-        severity: INFO.severity,
-        summary,
-        evidence: json!({
+    Outcome::fail(
+        Severity::High,
+        message.arg("collector", name.as_str()).arg("interval", interval),
+        json!({
             "collector_name": name,
             "last_seen_at": collector.last_seen_at,
             "push_interval_secs": interval,
         }),
-    }
+    )
 }
 
 #[cfg(test)]
@@ -77,8 +61,18 @@ mod tests {
     use super::*;
     use crate::rules::fixtures::*;
 
+    pub(crate) fn fixtures() -> Vec<Fixture> {
+        let mut never = overdue("never");
+        never.last_seen_at = None;
+        vec![
+            Fixture::new("overdue", tenant(vec![overdue("site-a")], vec![]), Expect::Fail(Severity::High)),
+            Fixture::new("never pushed", tenant(vec![never], vec![]), Expect::Fail(Severity::High)),
+            Fixture::new("on time", tenant(vec![collector("site-a")], vec![]), Expect::Pass),
+        ]
+    }
+
     fn run(collector: CollectorState) -> Verdict {
-        let verdicts = check(&tenant(vec![collector], vec![]));
+        let verdicts = run_rule(ID, &tenant(vec![collector], vec![]));
         assert_eq!(verdicts.len(), 1);
         verdicts.into_iter().next().expect("one verdict")
     }
@@ -111,7 +105,7 @@ mod tests {
         let c = overdue("Fabrikam DC site");
         let verdict = run(c.clone());
         assert_eq!(verdict.subject, c.id.to_string());
-        let Outcome::Fail { severity, summary, evidence } = verdict.outcome else {
+        let Outcome::Fail { severity, summary, evidence, .. } = verdict.outcome else {
             panic!("expected a failure")
         };
         assert_eq!(severity, Severity::High);
@@ -156,7 +150,7 @@ mod tests {
         let mut later = tenant(vec![c.clone()], vec![]);
         later.now += Duration::hours(5);
         let first = run(c);
-        let second = check(&later).into_iter().next().expect("one verdict");
+        let second = run_rule(ID, &later).into_iter().next().expect("one verdict");
         assert_eq!(first, second);
     }
 }

@@ -4,6 +4,7 @@ use serde_json::{Map, Value, json};
 use wbd_wire::EndpointRole;
 
 use crate::facts::EndpointObservation;
+use crate::message::{Message, keys};
 
 /// The seed checklist's misspelling of the relay domain, which firewall rules copied from it
 /// still carry.
@@ -25,13 +26,9 @@ pub(crate) fn allow_list_entry(role: EndpointRole, host: &str) -> String {
     }
 }
 
-/// The sentence that points out the seed checklist's typo, for relay texts.
-pub(crate) fn relay_typo_hint() -> String {
-    format!(
-        "If a firewall, proxy or DNS-filter rule was copied from Microsoft's older writeback \
-         checklist, check its spelling: that checklist says {RELAY_DOMAIN_TYPO}, but the relay \
-         domain is {RELAY_DOMAIN}."
-    )
+/// The sentence that points out the seed checklist's typo, for relay texts (a nested message).
+pub(crate) fn relay_typo_hint() -> serde_json::Value {
+    Message::new(keys::RELAY_TYPO_HINT).arg("typo", RELAY_DOMAIN_TYPO).arg("domain", RELAY_DOMAIN).nested()
 }
 
 pub(crate) fn role_name(role: EndpointRole) -> &'static str {

@@ -13,40 +13,26 @@
 use serde_json::json;
 use wbd_wire::{EndpointReport, EndpointRole, ProbeKind, ProbeStep, StepFailure};
 
-use super::Verdict;
 use super::endpoint::{allow_list_entry, base_evidence, relay_typo_hint};
+use super::{RuleDef, Verdict};
 use crate::facts::EndpointObservation;
-use crate::{Outcome, RuleInfo, Severity, TenantFacts};
+use crate::{Message, Outcome, Params, Severity, TenantFacts};
 
-pub(crate) const INFO: RuleInfo = RuleInfo {
-    id: "endpoint-reachable",
-    title: "Writeback endpoint is reachable",
-    severity: Severity::Critical,
-    reads: &[ProbeKind::Endpoint],
-    description: "Password writeback needs two outbound HTTPS paths from the Entra Connect server: \
-        to the password reset service (passwordreset.microsoftonline.com) and to the Azure Service \
-        Bus relay that carries each reset request to on-premises AD (*.servicebus.windows.net). \
-        The collector resolves each endpoint, opens a TCP connection on port 443 and completes a \
-        TLS handshake. If any step fails, resets cannot be written back and users see an error. \
-        Microsoft's older writeback checklist misspells the relay domain as \
-        servicebus.windows.networks; we check the real domain, servicebus.windows.net.",
-    remediation: "DNS failure: make sure the Connect server's DNS servers (and any DNS filter) \
-        resolve the endpoint. TCP failure: allow outbound TCP 443 from the Connect server to \
-        passwordreset.microsoftonline.com and *.servicebus.windows.net on every firewall and proxy \
-        in the path (the Azure service tags can be used instead of names); check allow-lists \
-        copied from the old checklist for the servicebus.windows.networks typo. TLS failure: \
-        enable TLS 1.2 on the Connect server and exempt these endpoints from TLS inspection.",
-    references: &[
-        "https://learn.microsoft.com/entra/identity/authentication/troubleshoot-sspr-writeback",
-        "https://learn.microsoft.com/entra/identity/authentication/concept-sspr-writeback",
-        "https://learn.microsoft.com/entra/identity/hybrid/connect/reference-connect-ports",
-        "https://learn.microsoft.com/entra/identity/hybrid/connect/reference-connect-tls-enforcement",
-    ],
-};
+pub(crate) const ID: &str = "endpoint-reachable";
 
-pub(crate) fn check(facts: &TenantFacts) -> Vec<Verdict> {
-    facts
-        .endpoint_observations()
+pub(crate) const RULES: &[RuleDef] = &[RuleDef {
+    id: ID,
+    check,
+    #[cfg(test)]
+    fixtures: tests::fixtures,
+}];
+
+fn check(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    let observations = facts.endpoint_observations();
+    if observations.is_empty() {
+        return vec![Verdict::tenant(Outcome::no_data(ProbeKind::Endpoint))];
+    }
+    observations
         .iter()
         .map(|observation| Verdict { subject: observation.subject(), outcome: judge(observation) })
         .collect()
@@ -66,76 +52,31 @@ fn judge(observation: &EndpointObservation<'_>) -> Outcome {
     evidence.insert("failed_step".into(), json!(failure.step.as_str()));
     evidence.insert("error".into(), json!(failure.error));
     evidence.insert("resolved".into(), json!(resolved));
-    Outcome::Fail {
-        severity,
-        summary: summary(&observation.collector.name, report, failure),
-        evidence: evidence.into(),
-    }
+    Outcome::fail(severity, summary(&observation.collector.name, report, failure), evidence.into())
 }
 
-fn summary(collector: &str, report: &EndpointReport, failure: &StepFailure) -> String {
-    let host = &report.host;
-    let port = report.port;
-    let error = &failure.error;
-    let allow = allow_list_entry(report.role, host);
-    match (failure.step, report.role) {
-        (ProbeStep::Dns, EndpointRole::PasswordReset) => format!(
-            "Collector '{collector}' could not look up {host} in DNS ({error}). Without it the \
-             Entra Connect server cannot reach the password reset service, so no reset is written \
-             back. Check the DNS servers the Connect server uses, and any DNS filtering, so that \
-             {host} resolves from that server."
-        ),
-        (ProbeStep::Dns, EndpointRole::ServiceBusRelay) => format!(
-            "Collector '{collector}' could not look up {host} in DNS ({error}). This is the \
-             Service Bus relay that carries reset requests to on-premises AD; without it no reset \
-             is written back. Check the DNS servers the Connect server uses, and any DNS \
-             filtering, so that names under {allow} resolve. {}",
-            relay_typo_hint()
-        ),
-        (ProbeStep::Dns, EndpointRole::Other) => format!(
-            "Collector '{collector}' could not look up {host} in DNS ({error}). Check the DNS \
-             servers of the collector's machine and that the name exists."
-        ),
-        (ProbeStep::Tcp, EndpointRole::PasswordReset) => format!(
-            "Collector '{collector}' resolved {host} but could not connect to port {port} ({error}). \
-             Outbound HTTPS from the Entra Connect server to the password reset service is \
-             blocked, usually by a firewall or proxy: allow outbound TCP 443 to {allow}."
-        ),
-        (ProbeStep::Tcp, EndpointRole::ServiceBusRelay) => format!(
-            "Collector '{collector}' resolved {host} but could not connect to port {port} ({error}). \
-             Outbound HTTPS from the Entra Connect server to the Service Bus relay is blocked, \
-             usually by a firewall or proxy, so reset requests never reach on-premises AD: allow \
-             outbound TCP 443 to {allow}. {}",
-            relay_typo_hint()
-        ),
-        (ProbeStep::Tcp, EndpointRole::Other) => format!(
-            "Collector '{collector}' resolved {host} but could not connect to port {port} ({error}). \
-             A firewall or proxy between the collector and the endpoint is the usual cause: allow \
-             outbound TCP {port} to {host}."
-        ),
-        (ProbeStep::Tls, role) => {
-            let advice = if role != EndpointRole::Other && lacks_modern_tls(error) {
-                "The two sides could not agree on TLS 1.2 or newer, which these endpoints require: \
-                 enable TLS 1.2 on the Entra Connect server (SCHANNEL and .NET strong cryptography) \
-                 and make sure no proxy in the path offers only older versions."
-                    .to_owned()
-            } else if role == EndpointRole::Other {
-                "Check that the endpoint speaks TLS on this port and that no proxy in the path \
-                 interferes with the connection."
-                    .to_owned()
-            } else {
-                format!(
-                    "A proxy or firewall that inspects or terminates TLS is the usual cause: exempt \
-                     {allow} from TLS inspection, and check that TLS 1.2 is enabled on the Entra \
-                     Connect server."
-                )
-            };
-            format!(
-                "Collector '{collector}' connected to {host}:{port} but the TLS handshake failed \
-                 ({error}). {advice}"
-            )
-        }
+fn summary(collector: &str, report: &EndpointReport, failure: &StepFailure) -> Message {
+    let key = match (failure.step, report.role) {
+        (ProbeStep::Dns, EndpointRole::PasswordReset) => "endpoint-reachable.dns-password-reset",
+        (ProbeStep::Dns, EndpointRole::ServiceBusRelay) => "endpoint-reachable.dns-relay",
+        (ProbeStep::Dns, EndpointRole::Other) => "endpoint-reachable.dns-other",
+        (ProbeStep::Tcp, EndpointRole::PasswordReset) => "endpoint-reachable.tcp-password-reset",
+        (ProbeStep::Tcp, EndpointRole::ServiceBusRelay) => "endpoint-reachable.tcp-relay",
+        (ProbeStep::Tcp, EndpointRole::Other) => "endpoint-reachable.tcp-other",
+        (ProbeStep::Tls, EndpointRole::Other) => "endpoint-reachable.tls-other",
+        (ProbeStep::Tls, _) if lacks_modern_tls(&failure.error) => "endpoint-reachable.tls-version",
+        (ProbeStep::Tls, _) => "endpoint-reachable.tls-inspection",
+    };
+    let mut message = Message::new(key)
+        .arg("collector", collector)
+        .arg("host", report.host.as_str())
+        .arg("port", report.port)
+        .arg("error", failure.error.as_str())
+        .arg("allow", allow_list_entry(report.role, &report.host));
+    if report.role == EndpointRole::ServiceBusRelay && failure.step != ProbeStep::Tls {
+        message = message.arg("typo_hint", relay_typo_hint());
     }
+    message
 }
 
 /// Whether a handshake error says the peers found no protocol version in common (the usual face
@@ -164,9 +105,54 @@ mod tests {
     use super::*;
     use crate::rules::fixtures::*;
 
+    pub(crate) fn fixtures() -> Vec<Fixture> {
+        let site = collector("site-a");
+        let one = |report| tenant(vec![site.clone()], vec![endpoint_fact(&site, report)]);
+        vec![
+            Fixture::new("relay blocked by DNS", one(relay_dns_failed()), Expect::Fail(Severity::Critical)),
+            Fixture::new("relay blocked at TCP", one(relay_tcp_blocked()), Expect::Fail(Severity::Critical)),
+            Fixture::new("old TLS only", one(password_reset_tls_failed()), Expect::Fail(Severity::Critical)),
+            Fixture::new(
+                "TLS reset by a middlebox",
+                one(failed_at(RELAY_HOST, EndpointRole::ServiceBusRelay, ProbeStep::Tls, "connection reset")),
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new(
+                "other endpoint unresolvable",
+                one(failed_at("intranet.example", EndpointRole::Other, ProbeStep::Dns, "NXDOMAIN")),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "other endpoint blocked",
+                one(failed_at("intranet.example", EndpointRole::Other, ProbeStep::Tcp, "timed out")),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "other endpoint TLS",
+                one(failed_at("intranet.example", EndpointRole::Other, ProbeStep::Tls, "reset")),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "password reset DNS",
+                one(failed_at(PASSWORD_RESET_HOST, EndpointRole::PasswordReset, ProbeStep::Dns, "NXDOMAIN")),
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new(
+                "password reset TCP",
+                one(failed_at(PASSWORD_RESET_HOST, EndpointRole::PasswordReset, ProbeStep::Tcp, "refused")),
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new("both reached", tenant(vec![site.clone()], vec![
+                endpoint_fact(&site, healthy_relay()),
+                endpoint_fact(&site, healthy_password_reset()),
+            ]), Expect::Pass),
+            Fixture::new("no endpoint probe yet", tenant(vec![site.clone()], vec![]), Expect::Unknown),
+        ]
+    }
+
     fn run(report: EndpointReport) -> (String, Outcome) {
         let site = collector("Contoso HQ");
-        let verdicts = check(&tenant(vec![site.clone()], vec![endpoint_fact(&site, report)]));
+        let verdicts = run_rule(ID, &tenant(vec![site.clone()], vec![endpoint_fact(&site, report)]));
         assert_eq!(verdicts.len(), 1);
         let verdict = verdicts.into_iter().next().expect("one verdict");
         (verdict.subject, verdict.outcome)
@@ -188,7 +174,7 @@ mod tests {
     fn relay_dns_failure_is_critical_and_explains_the_typo() {
         let (subject, outcome) = run(relay_dns_failed());
         assert!(subject.starts_with(&format!("{RELAY_HOST}:443@")));
-        let Outcome::Fail { severity, summary, evidence } = outcome else { panic!("expected a failure") };
+        let Outcome::Fail { severity, summary, evidence, .. } = outcome else { panic!("expected a failure") };
         assert_eq!(severity, Severity::Critical);
         assert!(summary.contains("could not look up"), "{summary}");
         assert!(summary.contains("Name or service not known"), "{summary}");
@@ -262,7 +248,7 @@ mod tests {
         report.port = 8080;
         let (subject, outcome) = run(report);
         assert!(subject.starts_with("proxy.contoso.local:8080@"));
-        let Outcome::Fail { severity, summary, evidence } = outcome else { panic!("expected a failure") };
+        let Outcome::Fail { severity, summary, evidence, .. } = outcome else { panic!("expected a failure") };
         assert_eq!(severity, Severity::High);
         assert!(summary.contains("allow outbound TCP 8080 to proxy.contoso.local"), "{summary}");
         assert_eq!(evidence["port"], 8080);

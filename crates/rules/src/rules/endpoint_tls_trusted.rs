@@ -16,35 +16,27 @@ use serde::Serialize;
 use serde_json::json;
 use wbd_wire::{EndpointReport, EndpointRole, ProbeKind, TlsReport};
 
-use super::Verdict;
 use super::endpoint::{allow_list_entry, base_evidence};
+use super::{RuleDef, Verdict};
 use crate::facts::EndpointObservation;
-use crate::{Outcome, RuleInfo, Severity, TenantFacts};
+use crate::message::keys;
+use crate::{Message, Outcome, Params, Severity, TenantFacts};
 
-pub(crate) const INFO: RuleInfo = RuleInfo {
-    id: "endpoint-tls-trusted",
-    title: "Writeback endpoint presents a trusted certificate over TLS 1.2+",
-    severity: Severity::Critical,
-    reads: &[ProbeKind::Endpoint],
-    description: "When the collector completes a TLS handshake with the password reset service or \
-        the Service Bus relay, the certificate must chain to a public root, be within its validity \
-        dates, and the connection must use TLS 1.2 or newer. A certificate from a private CA \
-        almost always means a proxy or firewall is inspecting TLS and re-signing the traffic; the \
-        relay's long-lived connection does not survive that, and Entra Connect requires TLS 1.2.",
-    remediation: "Exempt passwordreset.microsoftonline.com and *.servicebus.windows.net from TLS \
-        inspection (SSL decryption) on every proxy and firewall between the Entra Connect server \
-        and the internet. Enable TLS 1.2 on the Connect server (SCHANNEL and .NET strong \
-        cryptography) and make sure no device in the path negotiates an older version.",
-    references: &[
-        "https://learn.microsoft.com/entra/identity/authentication/troubleshoot-sspr-writeback",
-        "https://learn.microsoft.com/entra/identity/hybrid/connect/reference-connect-tls-enforcement",
-        "https://learn.microsoft.com/azure/security/fundamentals/tls-certificate-changes",
-    ],
-};
+pub(crate) const ID: &str = "endpoint-tls-trusted";
 
-pub(crate) fn check(facts: &TenantFacts) -> Vec<Verdict> {
-    facts
-        .endpoint_observations()
+pub(crate) const RULES: &[RuleDef] = &[RuleDef {
+    id: ID,
+    check,
+    #[cfg(test)]
+    fixtures: tests::fixtures,
+}];
+
+fn check(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    let observations = facts.endpoint_observations();
+    if observations.is_empty() {
+        return vec![Verdict::tenant(Outcome::no_data(ProbeKind::Endpoint))];
+    }
+    observations
         .iter()
         .map(|observation| Verdict { subject: observation.subject(), outcome: judge(observation, facts.now) })
         .collect()
@@ -62,16 +54,11 @@ enum Problem {
 fn judge(observation: &EndpointObservation<'_>, now: DateTime<Utc>) -> Outcome {
     let report = observation.report;
     let Some(tls) = &report.tls else {
-        let reason = match &report.failure {
-            Some(failure) => {
-                format!(
-                    "the TLS handshake did not complete: the probe stopped at the {} step",
-                    failure.step.as_str()
-                )
-            }
-            None => "the probe did not report a TLS handshake".to_owned(),
+        let message = match &report.failure {
+            Some(failure) => Message::new("endpoint-tls-trusted.no-handshake").arg("step", failure.step.as_str()),
+            None => Message::new(keys::FIELD_MISSING).arg("probe", ProbeKind::Endpoint.as_str()).arg("field", "tls"),
         };
-        return Outcome::Unknown { reason };
+        return Outcome::unknown(message);
     };
     let problems = problems(tls, now);
     if problems.is_empty() {
@@ -90,11 +77,7 @@ fn judge(observation: &EndpointObservation<'_>, now: DateTime<Utc>) -> Outcome {
     evidence.insert("issuer".into(), json!(tls.issuer));
     evidence.insert("chain_top_issuer".into(), json!(tls.chain_top_issuer));
     evidence.insert("not_after".into(), json!(tls.not_after));
-    Outcome::Fail {
-        severity,
-        summary: summary(&observation.collector.name, report, tls, &problems),
-        evidence: evidence.into(),
-    }
+    Outcome::fail(severity, summary(&observation.collector.name, report, tls, &problems), evidence.into())
 }
 
 fn problems(tls: &TlsReport, now: DateTime<Utc>) -> Vec<Problem> {
@@ -114,69 +97,49 @@ fn problems(tls: &TlsReport, now: DateTime<Utc>) -> Vec<Problem> {
     problems
 }
 
-fn summary(collector: &str, report: &EndpointReport, tls: &TlsReport, problems: &[Problem]) -> String {
-    let host = &report.host;
+fn summary(collector: &str, report: &EndpointReport, tls: &TlsReport, problems: &[Problem]) -> Message {
+    let host = report.host.as_str();
     let allow = allow_list_entry(report.role, host);
     let microsoft = report.role != EndpointRole::Other;
-    let mut sentences = vec![format!(
-        "Collector '{collector}' reached {host}:{}, but the TLS connection is not the one password \
-         writeback needs.",
-        report.port
-    )];
-    for problem in problems {
-        sentences.push(match problem {
-            Problem::UntrustedChain => {
-                let issuer = tls
-                    .chain_top_issuer
-                    .as_deref()
-                    .or(tls.issuer.as_deref())
-                    .unwrap_or("an issuer the collector could not read");
-                let why = tls.trust_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
-                if microsoft {
-                    format!(
-                        "The certificate was issued by '{issuer}', not by a public certificate \
-                         authority{why}. That is typically a proxy or firewall inspecting TLS and \
-                         re-signing the traffic, which breaks the writeback connection: exempt \
-                         {allow} from TLS inspection."
-                    )
-                } else {
-                    format!(
-                        "The certificate was issued by '{issuer}', which the collector does not \
-                         trust{why}. If a proxy inspects this traffic, exempt {host}; otherwise \
-                         fix the endpoint's certificate chain."
-                    )
+    let parts: Vec<serde_json::Value> = problems
+        .iter()
+        .map(|problem| {
+            let part = match problem {
+                Problem::UntrustedChain => {
+                    let issuer = tls.chain_top_issuer.as_deref().or(tls.issuer.as_deref()).unwrap_or("?");
+                    let why = tls.trust_error.as_deref().unwrap_or("-");
+                    let key = if microsoft {
+                        "endpoint-tls-trusted.untrusted-microsoft"
+                    } else {
+                        "endpoint-tls-trusted.untrusted-other"
+                    };
+                    Message::new(key).arg("issuer", issuer).arg("why", why)
                 }
-            }
-            Problem::Expired => {
-                let date = date_of(tls.not_after);
-                if microsoft {
-                    format!(
-                        "The certificate expired on {date}. Microsoft's endpoints do not serve \
-                         expired certificates, so a device in the path is presenting its own: \
-                         exempt {allow} from TLS inspection."
-                    )
-                } else {
-                    format!("The certificate expired on {date}: renew it.")
+                Problem::Expired if microsoft => {
+                    Message::new("endpoint-tls-trusted.expired-microsoft").arg("date", date_of(tls.not_after))
                 }
-            }
-            Problem::NotYetValid => format!(
-                "The certificate is only valid from {}. Check the clock of the collector's machine \
-                 and of any device that re-signs the traffic.",
-                date_of(tls.not_before)
-            ),
-            Problem::ProtocolBelowTls12 => format!(
-                "The connection used {}; TLS 1.2 or newer is required. Enable TLS 1.2 on the Entra \
-                 Connect server (SCHANNEL and .NET strong cryptography) and make sure no proxy in \
-                 the path negotiates an older version.",
-                tls.protocol
-            ),
-        });
-    }
-    sentences.join(" ")
+                Problem::Expired => {
+                    Message::new("endpoint-tls-trusted.expired-other").arg("date", date_of(tls.not_after))
+                }
+                Problem::NotYetValid => {
+                    Message::new("endpoint-tls-trusted.not-yet-valid").arg("date", date_of(tls.not_before))
+                }
+                Problem::ProtocolBelowTls12 => {
+                    Message::new("endpoint-tls-trusted.old-protocol").arg("protocol", tls.protocol.as_str())
+                }
+            };
+            part.arg("allow", allow.as_str()).arg("host", host).nested()
+        })
+        .collect();
+    Message::new("endpoint-tls-trusted.summary")
+        .arg("collector", collector)
+        .arg("host", host)
+        .arg("port", report.port)
+        .arg("problems", parts)
 }
 
 fn date_of(at: Option<DateTime<Utc>>) -> String {
-    at.map(|at| at.format("%Y-%m-%d").to_string()).unwrap_or_else(|| "an unknown date".to_owned())
+    at.map(|at| at.format("%Y-%m-%d").to_string()).unwrap_or_else(|| "?".to_owned())
 }
 
 /// Whether a negotiated protocol name (`TLSv1_2`, `TLSv1.3`, `TLS 1.0`, `SSLv3`, …) is older than
@@ -205,9 +168,33 @@ mod tests {
     use super::*;
     use crate::rules::fixtures::*;
 
+    pub(crate) fn fixtures() -> Vec<Fixture> {
+        let site = collector("site-a");
+        let one = |report| tenant(vec![site.clone()], vec![endpoint_fact(&site, report)]);
+        let mut expired = healthy_password_reset();
+        if let Some(tls) = expired.tls.as_mut() {
+            tls.not_after = Some(now() - Duration::days(2));
+            tls.not_before = Some(now() + Duration::days(2));
+        }
+        let mut other = relay_intercepted();
+        other.role = EndpointRole::Other;
+        if let Some(tls) = other.tls.as_mut() {
+            tls.not_after = Some(now() - Duration::days(2));
+        }
+        vec![
+            Fixture::new("inspecting proxy", one(relay_intercepted()), Expect::Fail(Severity::Critical)),
+            Fixture::new("TLS 1.0", one(legacy_tls()), Expect::Fail(Severity::Critical)),
+            Fixture::new("expired and not yet valid", one(expired), Expect::Fail(Severity::Critical)),
+            Fixture::new("other endpoint, bad chain", one(other), Expect::Fail(Severity::High)),
+            Fixture::new("trusted", one(healthy_relay()), Expect::Pass),
+            Fixture::new("no handshake", one(relay_tcp_blocked()), Expect::Unknown),
+            Fixture::new("no endpoint probe yet", tenant(vec![site.clone()], vec![]), Expect::Unknown),
+        ]
+    }
+
     fn run(report: EndpointReport) -> Outcome {
         let site = collector("Contoso HQ");
-        let verdicts = check(&tenant(vec![site.clone()], vec![endpoint_fact(&site, report)]));
+        let verdicts = run_rule(ID, &tenant(vec![site.clone()], vec![endpoint_fact(&site, report)]));
         assert_eq!(verdicts.len(), 1);
         verdicts.into_iter().next().expect("one verdict").outcome
     }
@@ -228,7 +215,7 @@ mod tests {
     #[test]
     fn inspecting_proxy_is_named_in_the_summary() {
         let outcome = run(relay_intercepted());
-        let Outcome::Fail { severity, summary, evidence } = outcome else { panic!("expected a failure") };
+        let Outcome::Fail { severity, summary, evidence, .. } = outcome else { panic!("expected a failure") };
         assert_eq!(severity, Severity::Critical);
         assert!(summary.contains("'CN=Contoso Edge Inspection CA, O=Contoso'"), "{summary}");
         assert!(summary.contains("not by a public certificate authority"), "{summary}");
@@ -303,7 +290,7 @@ mod tests {
 
     #[test]
     fn no_handshake_is_unknown() {
-        let Outcome::Unknown { reason } = run(relay_tcp_blocked()) else { panic!("expected unknown") };
+        let Outcome::Unknown { reason, .. } = run(relay_tcp_blocked()) else { panic!("expected unknown") };
         assert!(reason.contains("did not complete"), "{reason}");
         assert!(reason.contains("tcp"), "{reason}");
         let tls_failed = failed_at(RELAY_HOST, EndpointRole::ServiceBusRelay, ProbeStep::Tls, "reset");

@@ -7,7 +7,57 @@ use serde_json::Value;
 use uuid::Uuid;
 use wbd_wire::{EndpointReport, EndpointRole, ProbeOutput, ProbeStep, StepFailure, TlsReport};
 
-use crate::{CollectorState, FactInput, Outcome, TenantFacts};
+pub(crate) use super::run_rule;
+use crate::{CollectorState, FactInput, Outcome, Severity, TenantFacts};
+
+/// Facts that a rule must judge a given way: every shipped rule has at least one that fails it
+/// and one that passes it (checked by the pack's tests in `lib.rs`).
+#[derive(Debug, Clone)]
+pub(crate) struct Fixture {
+    pub name: &'static str,
+    pub facts: TenantFacts,
+    /// Parameter overrides (`{}` for the defaults).
+    pub params: serde_json::Map<String, Value>,
+    pub expect: Expect,
+}
+
+/// What a fixture expects of the rule's verdicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// At least one verdict fails, with this severity.
+    Fail(Severity),
+    /// Every verdict passes (and there is at least one).
+    Pass,
+    /// Every verdict is unknown (and there is at least one).
+    Unknown,
+}
+
+impl Fixture {
+    pub fn new(name: &'static str, facts: TenantFacts, expect: Expect) -> Self {
+        Fixture { name, facts, params: serde_json::Map::new(), expect }
+    }
+
+    pub fn with_param(mut self, name: &str, value: Value) -> Self {
+        self.params.insert(name.to_owned(), value);
+        self
+    }
+}
+
+/// A tenant with one active collector ("site-a") and these probe outputs, each observed half a
+/// minute ago under the given probe subject.
+pub(crate) fn site_with(outputs: Vec<(&str, ProbeOutput)>) -> TenantFacts {
+    let site = collector("site-a");
+    let facts = outputs
+        .into_iter()
+        .map(|(subject, output)| FactInput {
+            collector_id: site.id,
+            subject: subject.to_owned(),
+            observed_at: now() - Duration::seconds(30),
+            output,
+        })
+        .collect();
+    tenant(vec![site], facts)
+}
 
 pub(crate) const PASSWORD_RESET_HOST: &str = "passwordreset.microsoftonline.com";
 pub(crate) const RELAY_HOST: &str = "ssprdedicatedsbprodscu.servicebus.windows.net";

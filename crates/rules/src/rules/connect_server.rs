@@ -1,0 +1,555 @@
+//! Rules over the Entra Connect server probe (catalogue §2.2–2.4; seed checklist points 7, 8).
+//!
+//! | id | catalogue | fails when |
+//! |---|---|---|
+//! | `adsync-service-running` | PWB-SVC-01 | the ADSync service is not `Running` |
+//! | `writeback-enabled` | PWB-SVC-02 | writeback is off on the Entra connector |
+//! | `staging-mode-off` | PWB-SVC-03 | the server is in staging mode and no other server of the tenant is active |
+//! | `single-active-writeback-server` | PWB-SVC-04 | two or more servers are active with writeback on (subject `tenant`) |
+//! | `connect-version-supported` | PWB-VER-01/02, seed 8 | the version is below `min_version` (default 2.5.79.0) |
+//! | `full-sync-completed` | PWB-SVC-10, seed 7 | an AD or Entra connector lacks a successful full import or full sync |
+//! | `tls12-enabled` | PWB-HOST-03 | a TLS 1.2 registry value is absent or wrong |
+//! | `dotnet-version` | PWB-HOST-02 | .NET Framework release is below `min_release` (default 461808, 4.7.2) |
+//!
+//! Subject: `<probe subject>@<collector id>`, except where noted. A fact the report does not
+//! carry (`None`: not read) gives "unknown", never a failure.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use wbd_wire::{ConnectServerReport, ConnectorKind, ProbeKind, ProbeOutput, RegistryDword, RunSummary};
+
+use super::{RuleDef, Verdict, field_missing, observed, site_evidence};
+use crate::facts::Observation;
+use crate::{DottedVersion, Message, Outcome, Params, Severity, TenantFacts};
+
+pub(crate) const SERVICE: &str = "adsync-service-running";
+pub(crate) const WRITEBACK: &str = "writeback-enabled";
+pub(crate) const STAGING: &str = "staging-mode-off";
+pub(crate) const SINGLE: &str = "single-active-writeback-server";
+pub(crate) const VERSION: &str = "connect-version-supported";
+pub(crate) const FULL_SYNC: &str = "full-sync-completed";
+pub(crate) const TLS12: &str = "tls12-enabled";
+pub(crate) const DOTNET: &str = "dotnet-version";
+
+macro_rules! rule {
+    ($id:expr, $check:ident, $fixtures:ident) => {
+        RuleDef {
+            id: $id,
+            check: $check,
+            #[cfg(test)]
+            fixtures: tests::$fixtures,
+        }
+    };
+}
+
+pub(crate) const RULES: &[RuleDef] = &[
+    rule!(SERVICE, check_service, service_fixtures),
+    rule!(WRITEBACK, check_writeback, writeback_fixtures),
+    rule!(STAGING, check_staging, staging_fixtures),
+    rule!(SINGLE, check_single, single_fixtures),
+    rule!(VERSION, check_version, version_fixtures),
+    rule!(FULL_SYNC, check_full_sync, full_sync_fixtures),
+    rule!(TLS12, check_tls12, tls12_fixtures),
+    rule!(DOTNET, check_dotnet, dotnet_fixtures),
+];
+
+/// The day Connect Sync builds below 2.5.79.0 stop working (catalogue §3, "mandatory floor").
+fn floor_deadline() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 9, 30, 0, 0, 0).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+type ConnectObservation<'a> = Observation<'a, ConnectServerReport>;
+
+pub(crate) fn connect_observations(facts: &TenantFacts) -> Result<Vec<ConnectObservation<'_>>, Vec<Verdict>> {
+    observed(facts, ProbeKind::ConnectServer, |output| match output {
+        ProbeOutput::ConnectServer(report) => Some(report),
+        _ => None,
+    })
+}
+
+fn per_server(facts: &TenantFacts, judge: impl Fn(&ConnectObservation<'_>) -> Outcome) -> Vec<Verdict> {
+    match connect_observations(facts) {
+        Ok(observations) => observations.iter().map(|o| Verdict { subject: o.subject(), outcome: judge(o) }).collect(),
+        Err(no_data) => no_data,
+    }
+}
+
+fn missing(field: &str) -> Outcome {
+    field_missing(ProbeKind::ConnectServer, field)
+}
+
+/// The server's name for texts: its host name, else the collector's name.
+fn server_name<'a>(o: &ConnectObservation<'a>) -> &'a str {
+    o.report.hostname.as_deref().unwrap_or(&o.collector.name)
+}
+
+fn evidence(o: &ConnectObservation<'_>) -> serde_json::Map<String, serde_json::Value> {
+    let mut evidence = site_evidence(o);
+    evidence.insert("server".into(), json!(server_name(o)));
+    evidence
+}
+
+/// Writeback on, from the report or its Entra connector.
+pub(crate) fn writeback_on(report: &ConnectServerReport) -> Option<bool> {
+    report.writeback_enabled.or_else(|| {
+        report.connectors.iter().find(|c| c.kind == ConnectorKind::EntraId).and_then(|c| c.writeback_enabled)
+    })
+}
+
+pub(crate) fn staging(report: &ConnectServerReport) -> Option<bool> {
+    report.staging_mode.or_else(|| report.scheduler.as_ref().and_then(|s| s.staging_mode_enabled))
+}
+
+fn check_service(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_server(facts, |o| {
+        let Some(service) = &o.report.adsync_service else { return missing("adsync_service") };
+        if service.status.eq_ignore_ascii_case("running") {
+            return Outcome::Pass;
+        }
+        let mut ev = evidence(o);
+        ev.insert("status".into(), json!(service.status));
+        ev.insert("start_type".into(), json!(service.start_type));
+        let message = Message::new("adsync-service-running.not-running")
+            .arg("server", server_name(o))
+            .arg("status", service.status.as_str());
+        Outcome::fail(Severity::Critical, message, ev.into())
+    })
+}
+
+fn check_writeback(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_server(facts, |o| match writeback_on(o.report) {
+        None => missing("writeback_enabled"),
+        Some(true) => Outcome::Pass,
+        Some(false) => Outcome::fail(
+            Severity::Critical,
+            Message::new("writeback-enabled.off").arg("server", server_name(o)),
+            evidence(o).into(),
+        ),
+    })
+}
+
+/// Host names of servers that are not staging and have writeback on.
+fn active_servers<'a>(observations: &[ConnectObservation<'a>]) -> BTreeSet<String> {
+    observations
+        .iter()
+        .filter(|o| staging(o.report) == Some(false) && writeback_on(o.report) == Some(true))
+        .map(|o| server_name(o).to_ascii_lowercase())
+        .collect()
+}
+
+fn check_staging(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    let observations = match connect_observations(facts) {
+        Ok(observations) => observations,
+        Err(no_data) => return no_data,
+    };
+    let active = active_servers(&observations);
+    observations
+        .iter()
+        .map(|o| {
+            let outcome = match staging(o.report) {
+                None => missing("staging_mode"),
+                Some(false) => Outcome::Pass,
+                // A staging server beside an active one is the documented standby set-up.
+                Some(true) if !active.is_empty() => Outcome::Pass,
+                Some(true) => Outcome::fail(
+                    Severity::Critical,
+                    Message::new("staging-mode-off.staging").arg("server", server_name(o)),
+                    evidence(o).into(),
+                ),
+            };
+            Verdict { subject: o.subject(), outcome }
+        })
+        .collect()
+}
+
+fn check_single(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    let observations = match connect_observations(facts) {
+        Ok(observations) => observations,
+        Err(no_data) => return no_data,
+    };
+    let active = active_servers(&observations);
+    let outcome = if active.len() > 1 {
+        let servers: Vec<&String> = active.iter().collect();
+        Outcome::fail(
+            Severity::Critical,
+            Message::new("single-active-writeback-server.several").arg("servers", json!(servers)).arg("count", active.len()),
+            json!({ "servers": servers }),
+        )
+    } else if observations.iter().all(|o| staging(o.report).is_none() || writeback_on(o.report).is_none()) {
+        missing("staging_mode")
+    } else {
+        Outcome::Pass
+    };
+    vec![Verdict::tenant(outcome)]
+}
+
+fn check_version(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
+    let minimum = params.version("min_version");
+    let now = facts.now;
+    per_server(facts, |o| {
+        let Some(text) = o.report.connect_version.as_deref() else { return missing("connect_version") };
+        let Some(version) = DottedVersion::parse(text) else {
+            return Outcome::unknown(Message::new("connect-version-supported.unreadable").arg("version", text));
+        };
+        if version >= minimum {
+            return Outcome::Pass;
+        }
+        let mut ev = evidence(o);
+        ev.insert("version".into(), json!(version.to_string()));
+        ev.insert("min_version".into(), json!(minimum.to_string()));
+        let (key, severity) = if version.major() < 2 {
+            ("connect-version-supported.v1", Severity::Critical)
+        } else if now >= floor_deadline() {
+            ("connect-version-supported.stopped", Severity::Critical)
+        } else {
+            ("connect-version-supported.below", Severity::High)
+        };
+        let message = Message::new(key)
+            .arg("server", server_name(o))
+            .arg("version", version.to_string())
+            .arg("min_version", minimum.to_string())
+            .arg("deadline", "2026-09-30");
+        Outcome::fail(severity, message, ev.into())
+    })
+}
+
+fn run_ok(run: Option<&RunSummary>) -> bool {
+    run.is_some_and(RunSummary::succeeded)
+}
+
+fn check_full_sync(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_server(facts, |o| {
+        let connectors: Vec<_> =
+            o.report.connectors.iter().filter(|c| c.kind != ConnectorKind::Other).collect();
+        if connectors.is_empty() {
+            return missing("connectors");
+        }
+        let lacking: Vec<_> = connectors
+            .iter()
+            .filter(|c| !run_ok(c.last_full_import.as_ref()) || !run_ok(c.last_full_sync.as_ref()))
+            .collect();
+        if lacking.is_empty() {
+            return Outcome::Pass;
+        }
+        let names: Vec<&str> = lacking.iter().map(|c| c.name.as_str()).collect();
+        let mut ev = evidence(o);
+        let detail: Vec<_> = lacking
+            .iter()
+            .map(|c| {
+                json!({
+                    "connector": c.name,
+                    "full_import": c.last_full_import.as_ref().map(|r| &r.result),
+                    "full_sync": c.last_full_sync.as_ref().map(|r| &r.result),
+                })
+            })
+            .collect();
+        ev.insert("connectors".into(), json!(detail));
+        let message =
+            Message::new("full-sync-completed.missing").arg("server", server_name(o)).arg("connectors", json!(names));
+        Outcome::fail(Severity::Medium, message, ev.into())
+    })
+}
+
+fn check_tls12(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_server(facts, |o| {
+        let Some(tls) = &o.report.tls12 else { return missing("tls12") };
+        // (registry value, the value it must have)
+        let expected = [
+            (".NET 64-bit SystemDefaultTlsVersions", tls.dotnet64_system_default_tls_versions, 1),
+            (".NET 64-bit SchUseStrongCrypto", tls.dotnet64_sch_use_strong_crypto, 1),
+            (".NET 32-bit SystemDefaultTlsVersions", tls.dotnet32_system_default_tls_versions, 1),
+            (".NET 32-bit SchUseStrongCrypto", tls.dotnet32_sch_use_strong_crypto, 1),
+            ("SCHANNEL TLS 1.2 Server Enabled", tls.schannel_server_enabled, 1),
+            ("SCHANNEL TLS 1.2 Server DisabledByDefault", tls.schannel_server_disabled_by_default, 0),
+            ("SCHANNEL TLS 1.2 Client Enabled", tls.schannel_client_enabled, 1),
+            ("SCHANNEL TLS 1.2 Client DisabledByDefault", tls.schannel_client_disabled_by_default, 0),
+        ];
+        if expected.iter().all(|(_, value, _)| value.is_none()) {
+            return missing("tls12");
+        }
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter_map(|(name, value, want)| match value {
+                Some(RegistryDword::Set(v)) if v == want => None,
+                Some(RegistryDword::Set(v)) => Some(format!("{name} = {v} (≠ {want})")),
+                Some(RegistryDword::Absent) => Some(format!("{name} (absent)")),
+                None => None,
+            })
+            .collect();
+        if wrong.is_empty() {
+            return Outcome::Pass;
+        }
+        let mut ev = evidence(o);
+        ev.insert("settings".into(), json!(wrong));
+        let message = Message::new("tls12-enabled.wrong").arg("server", server_name(o)).arg("settings", json!(wrong));
+        Outcome::fail(Severity::Medium, message, ev.into())
+    })
+}
+
+fn check_dotnet(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
+    let min_release = params.int("min_release");
+    per_server(facts, |o| {
+        let Some(release) = o.report.dotnet_release else { return missing("dotnet_release") };
+        let found = match release {
+            RegistryDword::Set(v) if i64::from(v) >= min_release => return Outcome::Pass,
+            RegistryDword::Set(v) => json!(v),
+            RegistryDword::Absent => json!("-"),
+        };
+        let mut ev = evidence(o);
+        ev.insert("release".into(), found.clone());
+        let message = Message::new("dotnet-version.old")
+            .arg("server", server_name(o))
+            .arg("release", found)
+            .arg("min_release", min_release);
+        Outcome::fail(Severity::High, message, ev.into())
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::Duration;
+    use wbd_wire::{ConnectStateSource, ConnectorState, SchedulerState, ServiceState, Tls12Settings};
+
+    use super::*;
+    use crate::rules::fixtures::*;
+
+    fn run_summary(profile: &str, result: &str) -> RunSummary {
+        RunSummary {
+            run_profile: profile.to_owned(),
+            result: result.to_owned(),
+            started_at: Some(now() - Duration::days(2)),
+            ended_at: Some(now() - Duration::days(2) + Duration::minutes(4)),
+        }
+    }
+
+    fn connector(name: &str, kind: ConnectorKind) -> ConnectorState {
+        let ad = kind == ConnectorKind::ActiveDirectory;
+        ConnectorState {
+            name: name.to_owned(),
+            kind,
+            identifier: None,
+            created_at: Some(now() - Duration::days(400)),
+            writeback_enabled: (kind == ConnectorKind::EntraId).then_some(true),
+            only_use_preferred_dcs: ad.then_some(true),
+            preferred_dcs: if ad { vec!["dc01.corp.example".to_owned()] } else { vec![] },
+            last_dc: ad.then(|| "dc01.corp.example".to_owned()),
+            sign_and_seal: ad.then_some(true),
+            last_full_import: Some(run_summary("Full Import", "success")),
+            last_full_sync: Some(run_summary("Full Synchronization", "success")),
+            last_run: Some(run_summary("Delta Synchronization", "success")),
+        }
+    }
+
+    /// A healthy, current Connect server with writeback on.
+    pub(crate) fn healthy_report(hostname: &str) -> ConnectServerReport {
+        let set = |v| Some(RegistryDword::Set(v));
+        ConnectServerReport {
+            source: ConnectStateSource::Live,
+            read_at: Some(now() - Duration::minutes(1)),
+            hostname: Some(hostname.to_owned()),
+            connect_version: Some("2.5.190.0".to_owned()),
+            writeback_enabled: Some(true),
+            staging_mode: Some(false),
+            connectors: vec![
+                connector("corp.example", ConnectorKind::ActiveDirectory),
+                connector("contoso.onmicrosoft.com - AAD", ConnectorKind::EntraId),
+            ],
+            scheduler: Some(SchedulerState {
+                sync_cycle_enabled: Some(true),
+                scheduler_suspended: Some(false),
+                staging_mode_enabled: Some(false),
+                maintenance_enabled: Some(true),
+                sync_cycle_in_progress: Some(false),
+                next_sync_cycle_start: Some(now() + Duration::minutes(20)),
+                effective_sync_interval_secs: Some(1800),
+            }),
+            adsync_service: Some(ServiceState { status: "Running".to_owned(), start_type: Some("Automatic".to_owned()) }),
+            machine_role: Some("RoleMemberServer".to_owned()),
+            auto_upgrade: Some("Enabled".to_owned()),
+            os_caption: Some("Microsoft Windows Server 2022 Standard".to_owned()),
+            os_build: Some(20348),
+            tls12: Some(Tls12Settings {
+                dotnet64_system_default_tls_versions: set(1),
+                dotnet64_sch_use_strong_crypto: set(1),
+                dotnet32_system_default_tls_versions: set(1),
+                dotnet32_sch_use_strong_crypto: set(1),
+                schannel_server_enabled: set(1),
+                schannel_server_disabled_by_default: set(0),
+                schannel_client_enabled: set(1),
+                schannel_client_disabled_by_default: set(0),
+            }),
+            dotnet_release: set(533320),
+            restrict_remote_sam: None,
+            cloud_sync_agent: None,
+            errors: vec![],
+        }
+    }
+
+    pub(crate) fn healthy() -> ProbeOutput {
+        ProbeOutput::ConnectServer(healthy_report("aadc01.corp.example"))
+    }
+
+    pub(crate) fn with(change: impl FnOnce(&mut ConnectServerReport)) -> ProbeOutput {
+        let mut report = healthy_report("aadc01.corp.example");
+        change(&mut report);
+        ProbeOutput::ConnectServer(report)
+    }
+
+    fn one(output: ProbeOutput) -> crate::TenantFacts {
+        site_with(vec![("connect", output)])
+    }
+
+    fn empty() -> ConnectServerReport {
+        ConnectServerReport {
+            source: ConnectStateSource::Export { path: "C:\\wbd\\connect.json".to_owned() },
+            read_at: None,
+            hostname: None,
+            connect_version: None,
+            writeback_enabled: None,
+            staging_mode: None,
+            connectors: vec![],
+            scheduler: None,
+            adsync_service: None,
+            machine_role: None,
+            auto_upgrade: None,
+            os_caption: None,
+            os_build: None,
+            tls12: None,
+            dotnet_release: None,
+            restrict_remote_sam: None,
+            cloud_sync_agent: None,
+            errors: vec!["Get-ADSyncScheduler: access denied".to_owned()],
+        }
+    }
+
+    fn unread() -> Fixture {
+        Fixture::new("nothing read", one(ProbeOutput::ConnectServer(empty())), Expect::Unknown)
+    }
+
+    fn no_probe() -> Fixture {
+        Fixture::new("no probe", site_with(vec![]), Expect::Unknown)
+    }
+
+    pub(crate) fn service_fixtures() -> Vec<Fixture> {
+        let stopped = with(|r| r.adsync_service = Some(ServiceState { status: "Stopped".to_owned(), start_type: None }));
+        vec![
+            Fixture::new("stopped", one(stopped), Expect::Fail(Severity::Critical)),
+            Fixture::new("running", one(healthy()), Expect::Pass),
+            unread(),
+            no_probe(),
+        ]
+    }
+
+    pub(crate) fn writeback_fixtures() -> Vec<Fixture> {
+        let off = with(|r| {
+            r.writeback_enabled = None;
+            for c in &mut r.connectors {
+                c.writeback_enabled = c.writeback_enabled.map(|_| false);
+            }
+        });
+        vec![Fixture::new("off", one(off), Expect::Fail(Severity::Critical)), Fixture::new("on", one(healthy()), Expect::Pass), unread(), no_probe()]
+    }
+
+    pub(crate) fn staging_fixtures() -> Vec<Fixture> {
+        let staging = || with(|r| r.staging_mode = Some(true));
+        let standby = {
+            let site = collector("site-a");
+            let other = collector("site-b");
+            let fact = |c: &crate::CollectorState, output| crate::FactInput {
+                collector_id: c.id,
+                subject: "connect".to_owned(),
+                observed_at: now(),
+                output,
+            };
+            let mut active = healthy_report("aadc02.corp.example");
+            active.staging_mode = Some(false);
+            tenant(vec![site.clone(), other.clone()], vec![fact(&site, staging()), fact(&other, ProbeOutput::ConnectServer(active))])
+        };
+        vec![
+            Fixture::new("only server is staging", one(staging()), Expect::Fail(Severity::Critical)),
+            Fixture::new("active", one(healthy()), Expect::Pass),
+            Fixture::new("standby beside an active server", standby, Expect::Pass),
+            unread(),
+            no_probe(),
+        ]
+    }
+
+    pub(crate) fn two_active_servers() -> crate::TenantFacts {
+        let a = collector("site-a");
+        let b = collector("site-b");
+        let fact = |c: &crate::CollectorState, host: &str| crate::FactInput {
+            collector_id: c.id,
+            subject: "connect".to_owned(),
+            observed_at: now(),
+            output: ProbeOutput::ConnectServer(healthy_report(host)),
+        };
+        tenant(vec![a.clone(), b.clone()], vec![fact(&a, "aadc01.corp.example"), fact(&b, "aadc02.corp.example")])
+    }
+
+    pub(crate) fn single_fixtures() -> Vec<Fixture> {
+        vec![
+            Fixture::new("two active servers", two_active_servers(), Expect::Fail(Severity::Critical)),
+            Fixture::new("one server", one(healthy()), Expect::Pass),
+            unread(),
+            no_probe(),
+        ]
+    }
+
+    pub(crate) fn version_fixtures() -> Vec<Fixture> {
+        let old = || with(|r| r.connect_version = Some("2.4.129.0".to_owned()));
+        let mut after_deadline = one(old());
+        after_deadline.now = floor_deadline() + Duration::days(1);
+        vec![
+            Fixture::new("below the floor", one(old()), Expect::Fail(Severity::High)),
+            Fixture::new("below the floor after the deadline", after_deadline, Expect::Fail(Severity::Critical)),
+            Fixture::new("1.x", one(with(|r| r.connect_version = Some("1.6.4.0".to_owned()))), Expect::Fail(Severity::Critical)),
+            Fixture::new("current", one(healthy()), Expect::Pass),
+            Fixture::new("a higher floor", one(healthy()), Expect::Fail(Severity::High)).with_param("min_version", json!("2.6.91.0")),
+            Fixture::new("unreadable", one(with(|r| r.connect_version = Some("unknown".to_owned()))), Expect::Unknown),
+            unread(),
+            no_probe(),
+        ]
+    }
+
+    pub(crate) fn never_fully_synced() -> ProbeOutput {
+        with(|r| {
+            for c in &mut r.connectors {
+                c.last_full_import = None;
+                c.last_full_sync = None;
+            }
+        })
+    }
+
+    pub(crate) fn full_sync_fixtures() -> Vec<Fixture> {
+        let failed = with(|r| r.connectors[0].last_full_sync = Some(run_summary("Full Synchronization", "stopped-server-down")));
+        vec![
+            Fixture::new("never fully synced", one(never_fully_synced()), Expect::Fail(Severity::Medium)),
+            Fixture::new("full sync failed", one(failed), Expect::Fail(Severity::Medium)),
+            Fixture::new("done", one(healthy()), Expect::Pass),
+            unread(),
+            no_probe(),
+        ]
+    }
+
+    pub(crate) fn tls12_fixtures() -> Vec<Fixture> {
+        let off = with(|r| {
+            if let Some(tls) = r.tls12.as_mut() {
+                tls.dotnet64_sch_use_strong_crypto = Some(RegistryDword::Absent);
+                tls.schannel_client_enabled = Some(RegistryDword::Set(0));
+            }
+        });
+        vec![Fixture::new("strong crypto missing", one(off), Expect::Fail(Severity::Medium)), Fixture::new("set", one(healthy()), Expect::Pass), unread(), no_probe()]
+    }
+
+    pub(crate) fn dotnet_fixtures() -> Vec<Fixture> {
+        vec![
+            Fixture::new("4.6.2", one(with(|r| r.dotnet_release = Some(RegistryDword::Set(394802)))), Expect::Fail(Severity::High)),
+            Fixture::new("absent", one(with(|r| r.dotnet_release = Some(RegistryDword::Absent))), Expect::Fail(Severity::High)),
+            Fixture::new("4.8.1", one(healthy()), Expect::Pass),
+            unread(),
+            no_probe(),
+        ]
+    }
+}
