@@ -57,8 +57,12 @@ impl TenantFacts {
             let Some(collector) = self.collector(fact.collector_id).filter(|c| c.active) else {
                 continue;
             };
-            let observation =
-                Observation { collector, probe_subject: &fact.subject, observed_at: fact.observed_at, report };
+            let observation = Observation {
+                collector,
+                probe_subject: &fact.subject,
+                observed_at: fact.observed_at,
+                report,
+            };
             match latest.entry((collector.id, fact.subject.as_str())) {
                 std::collections::btree_map::Entry::Occupied(mut kept) => {
                     if observation.observed_at > kept.get().observed_at {

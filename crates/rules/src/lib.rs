@@ -79,7 +79,7 @@
 //! missing text, and a message whose placeholders the rule does not supply.
 
 mod catalog;
-// pub mod custom;
+pub mod custom;
 mod evaluation;
 mod facts;
 mod message;
@@ -93,7 +93,9 @@ pub use evaluation::{Evaluation, FlapDamping, Outcome, RuleInfo, Severity};
 pub use facts::{CollectorState, FactInput, TenantFacts};
 pub use message::{Lang, Message, keys, render};
 pub use params::{DottedVersion, ParamKind, ParamProblem, ParamSpec, Params};
-pub use settings::{EffectiveRule, MAX_FLAP_COUNT, PackSettings, RuleSettings, SettingsError, SettingsProblem};
+pub use settings::{
+    EffectiveRule, MAX_FLAP_COUNT, PackSettings, RuleSettings, SettingsError, SettingsProblem,
+};
 
 /// Metadata of every rule in the shipped pack, in evaluation order, in English.
 pub fn rules() -> &'static [RuleInfo] {
@@ -139,7 +141,9 @@ pub fn evaluate_with(facts: &TenantFacts, settings: &PackSettings) -> Vec<Evalua
         verdicts.sort_by(|a, b| a.subject.cmp(&b.subject));
         evaluations.extend(verdicts.into_iter().map(|verdict| {
             let mut outcome = verdict.outcome;
-            if let (Outcome::Fail { severity, .. }, Some(forced)) = (&mut outcome, effective.severity_override) {
+            if let (Outcome::Fail { severity, .. }, Some(forced)) =
+                (&mut outcome, effective.severity_override)
+            {
                 *severity = forced;
             }
             Evaluation { rule_id: info.id, subject: verdict.subject, title: info.title, outcome }
@@ -239,7 +243,10 @@ mod tests {
         }
         for lang in Lang::ALL {
             let text = render(message, lang);
-            assert!(!text.contains('{') || text.contains("{\""), "{id} / {fixture}: unfilled placeholder in {lang}: {text}");
+            assert!(
+                !text.contains('{') || text.contains("{\""),
+                "{id} / {fixture}: unfilled placeholder in {lang}: {text}"
+            );
         }
     }
 
@@ -253,17 +260,25 @@ mod tests {
                 "rule {} has no failing fixture",
                 rule.id
             );
-            assert!(fixtures.iter().any(|f| f.expect == Expect::Pass), "rule {} has no passing fixture", rule.id);
+            assert!(
+                fixtures.iter().any(|f| f.expect == Expect::Pass),
+                "rule {} has no passing fixture",
+                rule.id
+            );
             for fixture in &fixtures {
                 let verdicts = run_fixture(rule.id, fixture);
                 let what = format!("{} / {}: {verdicts:#?}", rule.id, fixture.name);
                 assert!(!verdicts.is_empty(), "{what}");
                 match fixture.expect {
                     Expect::Fail(severity) => assert!(
-                        verdicts.iter().any(|v| matches!(&v.outcome, Outcome::Fail { severity: s, .. } if *s == severity)),
+                        verdicts.iter().any(
+                            |v| matches!(&v.outcome, Outcome::Fail { severity: s, .. } if *s == severity)
+                        ),
                         "expected a {severity} failure: {what}"
                     ),
-                    Expect::Pass => assert!(verdicts.iter().all(|v| v.outcome.is_pass()), "expected passes: {what}"),
+                    Expect::Pass => {
+                        assert!(verdicts.iter().all(|v| v.outcome.is_pass()), "expected passes: {what}")
+                    }
                     Expect::Unknown => assert!(
                         verdicts.iter().all(|v| matches!(v.outcome, Outcome::Unknown { .. })),
                         "expected unknowns: {what}"
@@ -401,17 +416,20 @@ mod tests {
         let outcome = idle(evaluate_with(&facts, &org)).expect("evaluated");
         assert!(matches!(outcome, Outcome::Fail { severity: Severity::Low, .. }), "{outcome:?}");
 
-        let tenant_level: PackSettings =
-            serde_json::from_value(json!({ "idle-connection-survives": { "params": { "min_idle_secs": 60 } } }))
-                .expect("settings");
+        let tenant_level: PackSettings = serde_json::from_value(
+            json!({ "idle-connection-survives": { "params": { "min_idle_secs": 60 } } }),
+        )
+        .expect("settings");
         let merged = PackSettings::merge(&org, &tenant_level);
         assert!(idle(evaluate_with(&facts, &merged)).is_some_and(|o| o.is_pass()));
 
         let disabled: PackSettings =
-            serde_json::from_value(json!({ "idle-connection-survives": { "disabled": true } })).expect("settings");
+            serde_json::from_value(json!({ "idle-connection-survives": { "disabled": true } }))
+                .expect("settings");
         assert!(idle(evaluate_with(&facts, &PackSettings::merge(&merged, &disabled))).is_none());
         let re_enabled: PackSettings =
-            serde_json::from_value(json!({ "idle-connection-survives": { "disabled": false } })).expect("settings");
+            serde_json::from_value(json!({ "idle-connection-survives": { "disabled": false } }))
+                .expect("settings");
         assert!(idle(evaluate_with(&facts, &PackSettings::merge(&disabled, &re_enabled))).is_some());
     }
 
@@ -449,7 +467,8 @@ mod tests {
         let defaults = PackSettings::defaults().effective(info);
         assert_eq!(defaults.flap, info.flap);
         let settings: PackSettings =
-            serde_json::from_value(json!({ "idle-connection-survives": { "open_after": 4 } })).expect("settings");
+            serde_json::from_value(json!({ "idle-connection-survives": { "open_after": 4 } }))
+                .expect("settings");
         let effective = settings.effective(info);
         assert_eq!(effective.flap.open_after, 4);
         assert_eq!(effective.flap.resolve_after, info.flap.resolve_after);

@@ -209,6 +209,7 @@ pub(crate) fn fill(template: &str, args: &BTreeMap<String, Value>, lang: Lang) -
 }
 
 /// The placeholder names a template uses, in order of first use.
+#[cfg(test)]
 pub(crate) fn placeholders(template: &str) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
     let mut rest = template;
@@ -297,7 +298,8 @@ mod tests {
     #[test]
     fn nested_messages_render_in_the_outer_language() {
         let inner = Message::new(keys::NO_DATA).arg("probe", "graph");
-        let outer = Message::new("nope.outer").arg("parts", json!([inner.clone().nested(), inner.clone().nested()]));
+        let outer =
+            Message::new("nope.outer").arg("parts", json!([inner.clone().nested(), inner.clone().nested()]));
         let text = render(&outer, Lang::Pl);
         assert!(text.contains(&render(&inner, Lang::Pl)), "{text}");
         assert_eq!(outer.flatten().len(), 3);

@@ -9,14 +9,22 @@ use serde_json::Value;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ParamKind {
     /// A whole number within `min..=max`.
-    Integer { min: i64, max: i64 },
+    Integer {
+        min: i64,
+        max: i64,
+    },
     Boolean,
     /// A dotted version such as `2.5.79.0` (one to four numeric parts).
     Version,
     /// Free text of at most `max_len` characters.
-    String { max_len: usize },
+    String {
+        max_len: usize,
+    },
     /// A list of strings, each at most `max_len` characters, at most `max_items` of them.
-    StringList { max_items: usize, max_len: usize },
+    StringList {
+        max_items: usize,
+        max_len: usize,
+    },
 }
 
 impl ParamKind {
@@ -119,6 +127,7 @@ pub struct Params {
 
 impl Params {
     /// The defaults of `specs`.
+    #[cfg(test)]
     pub(crate) fn defaults(specs: &'static [ParamSpec]) -> Self {
         Params { values: specs.iter().map(|s| (s.name, s.default.clone())).collect() }
     }
@@ -177,13 +186,11 @@ impl DottedVersion {
     /// `None`. Surrounding whitespace is ignored.
     pub fn parse(s: &str) -> Option<Self> {
         let mut parts = [0u32; 4];
-        let mut count = 0;
-        for piece in s.trim().split('.') {
-            if count == 4 || piece.is_empty() || !piece.bytes().all(|b| b.is_ascii_digit()) {
+        for (index, piece) in s.trim().split('.').enumerate() {
+            if index == 4 || piece.is_empty() || !piece.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            parts[count] = piece.parse().ok()?;
-            count += 1;
+            parts[index] = piece.parse().ok()?;
         }
         Some(DottedVersion(parts))
     }

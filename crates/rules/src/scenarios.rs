@@ -87,7 +87,10 @@ fn seed_1_no_premium_licence() {
 /// 2. An administrator and a test user need a licence; only one licence is assigned.
 #[test]
 fn seed_2_too_few_licences_for_an_admin_and_a_test_user() {
-    assert_findings(&tenant_with(|t| t.graph = graph::tests::one_licence()), &["licensed-admin-and-test-user"]);
+    assert_findings(
+        &tenant_with(|t| t.graph = graph::tests::one_licence()),
+        &["licensed-admin-and-test-user"],
+    );
 }
 
 /// 3. Connect should prefer the PDC emulator; it prefers another (writable) DC.
@@ -110,7 +113,10 @@ fn seed_4_sspr_disabled() {
 /// 5. Writeback must be enabled with a cloud administrator; every admin is synced.
 #[test]
 fn seed_5_no_cloud_administrator() {
-    assert_findings(&tenant_with(|t| t.graph = graph::tests::synced_admins_only()), &["cloud-admin-available"]);
+    assert_findings(
+        &tenant_with(|t| t.graph = graph::tests::synced_admins_only()),
+        &["cloud-admin-available"],
+    );
 }
 
 /// 6. Domain controllers on a supported Windows Server; one still runs 2012 R2.
@@ -122,7 +128,10 @@ fn seed_6_outdated_domain_controller() {
 /// 7. Full import and full sync before testing; they never ran.
 #[test]
 fn seed_7_no_full_import_and_sync() {
-    assert_findings(&tenant_with(|t| t.connect = connect_server::tests::never_fully_synced()), &["full-sync-completed"]);
+    assert_findings(
+        &tenant_with(|t| t.connect = connect_server::tests::never_fully_synced()),
+        &["full-sync-completed"],
+    );
 }
 
 /// 8a. Outbound HTTPS to the relay; a firewall blocks it. The finding names the real domain and
@@ -143,14 +152,19 @@ fn seed_8_relay_blocked() {
 /// 8b. Idle connections must survive two to three minutes; a firewall cuts them sooner.
 #[test]
 fn seed_8_idle_connections_cut() {
-    assert_findings(&tenant_with(|t| t.idle = idle_connection::tests::cut_at_90()), &["idle-connection-survives"]);
+    assert_findings(
+        &tenant_with(|t| t.idle = idle_connection::tests::cut_at_90()),
+        &["idle-connection-survives"],
+    );
 }
 
 /// 8c. A current Connect version; the server runs a build below the mandatory floor.
 #[test]
 fn seed_8_outdated_connect() {
     assert_findings(
-        &tenant_with(|t| t.connect = connect_server::tests::with(|r| r.connect_version = Some("2.3.20.0".to_owned()))),
+        &tenant_with(|t| {
+            t.connect = connect_server::tests::with(|r| r.connect_version = Some("2.3.20.0".to_owned()))
+        }),
         &["connect-version-supported"],
     );
 }
@@ -158,5 +172,8 @@ fn seed_8_outdated_connect() {
 /// 9. Still broken: errors that disabling and re-enabling writeback repairs.
 #[test]
 fn seed_9_errors_that_need_writeback_re_enabled() {
-    assert_findings(&tenant_with(|t| t.events = event_log::tests::decryption_errors()), &["writeback-reonboard-needed"]);
+    assert_findings(
+        &tenant_with(|t| t.events = event_log::tests::decryption_errors()),
+        &["writeback-reonboard-needed"],
+    );
 }

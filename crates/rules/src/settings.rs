@@ -63,9 +63,13 @@ impl RuleSettings {
         for (name, value) in &self.params {
             let field = format!("params.{name}");
             match info.params.iter().find(|spec| spec.name == name) {
-                None => errors.push(SettingsError::new(rule_id, &field, SettingsProblem::UnknownParam {
-                    known: info.params.iter().map(|spec| spec.name).collect(),
-                })),
+                None => errors.push(SettingsError::new(
+                    rule_id,
+                    &field,
+                    SettingsProblem::UnknownParam {
+                        known: info.params.iter().map(|spec| spec.name).collect(),
+                    },
+                )),
                 Some(spec) => {
                     if let Err(problem) = spec.kind.check(value) {
                         errors.push(SettingsError::new(rule_id, &field, SettingsProblem::Param(problem)));
@@ -77,7 +81,8 @@ impl RuleSettings {
             if let Some(count) = count
                 && !(1..=MAX_FLAP_COUNT).contains(&count)
             {
-                let problem = ParamProblem::OutOfRange { min: 1, max: i64::from(MAX_FLAP_COUNT), got: count.into() };
+                let problem =
+                    ParamProblem::OutOfRange { min: 1, max: i64::from(MAX_FLAP_COUNT), got: count.into() };
                 errors.push(SettingsError::new(rule_id, field, SettingsProblem::Param(problem)));
             }
         }
@@ -217,13 +222,9 @@ impl fmt::Display for SettingsError {
             SettingsProblem::UnknownParam { known } if known.is_empty() => {
                 write!(f, "{}.{}: the rule has no parameters", self.rule_id, self.field)
             }
-            SettingsProblem::UnknownParam { known } => write!(
-                f,
-                "{}.{}: unknown parameter (known: {})",
-                self.rule_id,
-                self.field,
-                known.join(", ")
-            ),
+            SettingsProblem::UnknownParam { known } => {
+                write!(f, "{}.{}: unknown parameter (known: {})", self.rule_id, self.field, known.join(", "))
+            }
             SettingsProblem::Param(problem) => write!(f, "{}.{}: {problem}", self.rule_id, self.field),
         }
     }

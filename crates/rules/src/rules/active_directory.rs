@@ -134,7 +134,10 @@ fn check_inheritance(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     per_domain(facts, |o| {
         let Some(account) = &o.report.connector_account else { return missing("connector_account") };
         let containers = &account.containers;
-        if containers.iter().all(|c| c.inheritance_blocked.is_none() && c.descendants_inheritance_blocked.is_none()) {
+        if containers
+            .iter()
+            .all(|c| c.inheritance_blocked.is_none() && c.descendants_inheritance_blocked.is_none())
+        {
             return missing("inheritance_blocked");
         }
         let mut blocked: Vec<String> =
@@ -175,7 +178,8 @@ fn check_min_age(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
         let hours = age.div_ceil(3600);
         let mut ev = evidence(o);
         ev.insert("min_pwd_age_secs".into(), json!(age));
-        let message = Message::new("min-password-age-zero.too-long").arg("domain", domain_name(o)).arg("hours", hours);
+        let message =
+            Message::new("min-password-age-zero.too-long").arg("domain", domain_name(o)).arg("hours", hours);
         Outcome::fail(Severity::Medium, message, ev.into())
     })
 }
@@ -188,7 +192,11 @@ fn check_hints(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
             let dc = o.report.answering_dc.as_deref().unwrap_or(&o.report.server);
             let mut ev = evidence(o);
             ev.insert("dc".into(), json!(dc));
-            Outcome::fail(Severity::High, Message::new("dc-password-policy-control.missing").arg("dc", dc), ev.into())
+            Outcome::fail(
+                Severity::High,
+                Message::new("dc-password-policy-control.missing").arg("dc", dc),
+                ev.into(),
+            )
         }
     })
 }
@@ -255,11 +263,13 @@ fn per_connect_with_ad(
 
 fn check_pdc(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     per_connect_with_ad(facts, |o, ad| {
-        let pdcs: BTreeSet<String> = ad.iter().filter_map(|a| a.report.pdc_emulator.as_deref()).map(host_key).collect();
+        let pdcs: BTreeSet<String> =
+            ad.iter().filter_map(|a| a.report.pdc_emulator.as_deref()).map(host_key).collect();
         if pdcs.is_empty() {
             return missing("pdc_emulator");
         }
-        let connectors: Vec<_> = o.report.connectors.iter().filter(|c| c.kind == ConnectorKind::ActiveDirectory).collect();
+        let connectors: Vec<_> =
+            o.report.connectors.iter().filter(|c| c.kind == ConnectorKind::ActiveDirectory).collect();
         if connectors.is_empty() || connectors.iter().all(|c| c.only_use_preferred_dcs.is_none()) {
             return field_missing(ProbeKind::ConnectServer, "connectors.only_use_preferred_dcs");
         }
@@ -316,14 +326,19 @@ fn check_writable(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
         }
         let mut ev = site_evidence(o);
         ev.insert("read_only_dcs".into(), json!(bad));
-        Outcome::fail(Severity::High, Message::new("preferred-dc-writable.read-only").arg("dcs", json!(bad)), ev.into())
+        Outcome::fail(
+            Severity::High,
+            Message::new("preferred-dc-writable.read-only").arg("dcs", json!(bad)),
+            ev.into(),
+        )
     })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use wbd_wire::{
-        AdFailure, AdStep, ConnectorAccountRights, ContainerRights, DomainController, DomainPasswordPolicy, SampledCount,
+        AdFailure, AdStep, ConnectorAccountRights, ContainerRights, DomainController, DomainPasswordPolicy,
+        SampledCount,
     };
 
     use super::*;
@@ -349,7 +364,11 @@ pub(crate) mod tests {
             write_lockout_time: Some(AccessState::Allowed),
             write_pwd_last_set: Some(AccessState::Allowed),
             inheritance_blocked: Some(false),
-            descendants_inheritance_blocked: Some(SampledCount { count: 0, sample: vec![], truncated: false }),
+            descendants_inheritance_blocked: Some(SampledCount {
+                count: 0,
+                sample: vec![],
+                truncated: false,
+            }),
             error: None,
         }
     }
@@ -387,7 +406,10 @@ pub(crate) mod tests {
                 sid: Some("S-1-5-21-1004336348-1177238915-682003330-1107".to_owned()),
                 group_sid_count: Some(3),
                 user_account_control: Some(66048),
-                containers: vec![full_rights("DC=corp,DC=example"), full_rights("OU=Staff,DC=corp,DC=example")],
+                containers: vec![
+                    full_rights("DC=corp,DC=example"),
+                    full_rights("OU=Staff,DC=corp,DC=example"),
+                ],
             }),
             protected_accounts: None,
             errors: vec![],
@@ -410,7 +432,9 @@ pub(crate) mod tests {
     }
 
     fn unreachable() -> Fixture {
-        let failed = with(|r| r.failure = Some(AdFailure { step: AdStep::Bind, error: "invalid credentials".to_owned() }));
+        let failed = with(|r| {
+            r.failure = Some(AdFailure { step: AdStep::Bind, error: "invalid credentials".to_owned() })
+        });
         Fixture::new("bind failed", one(failed), Expect::Unknown)
     }
 
@@ -442,7 +466,10 @@ pub(crate) mod tests {
             if let Some(account) = r.connector_account.as_mut() {
                 account.containers[1].descendants_inheritance_blocked = Some(SampledCount {
                     count: 2,
-                    sample: vec!["CN=CFO,OU=Staff,DC=corp,DC=example".to_owned(), "OU=Board,OU=Staff,DC=corp,DC=example".to_owned()],
+                    sample: vec![
+                        "CN=CFO,OU=Staff,DC=corp,DC=example".to_owned(),
+                        "OU=Board,OU=Staff,DC=corp,DC=example".to_owned(),
+                    ],
                     truncated: false,
                 });
             }
@@ -465,14 +492,19 @@ pub(crate) mod tests {
         vec![
             Fixture::new("one day", one(one_day()), Expect::Fail(Severity::Medium)),
             Fixture::new("zero", one(healthy()), Expect::Pass),
-            Fixture::new("one day allowed", one(one_day()), Expect::Pass).with_param("max_min_pwd_age_hours", json!(24)),
+            Fixture::new("one day allowed", one(one_day()), Expect::Pass)
+                .with_param("max_min_pwd_age_hours", json!(24)),
             Fixture::new("not read", one(with(|r| r.password_policy = None)), Expect::Unknown),
         ]
     }
 
     pub(crate) fn hints_fixtures() -> Vec<Fixture> {
         vec![
-            Fixture::new("no control", one(with(|r| r.policy_hints_control = Some(false))), Expect::Fail(Severity::High)),
+            Fixture::new(
+                "no control",
+                one(with(|r| r.policy_hints_control = Some(false))),
+                Expect::Fail(Severity::High),
+            ),
             Fixture::new("control present", one(healthy()), Expect::Pass),
             Fixture::new("not read", one(with(|r| r.policy_hints_control = None)), Expect::Unknown),
         ]
@@ -480,7 +512,8 @@ pub(crate) mod tests {
 
     pub(crate) fn old_dc() -> ProbeOutput {
         with(|r| {
-            r.domain_controllers[1] = dc("dc02.corp.example", "Windows Server 2012 R2 Standard", "6.3 (9600)", false, false);
+            r.domain_controllers[1] =
+                dc("dc02.corp.example", "Windows Server 2012 R2 Standard", "6.3 (9600)", false, false);
         })
     }
 
@@ -488,7 +521,8 @@ pub(crate) mod tests {
         vec![
             Fixture::new("2012 R2", one(old_dc()), Expect::Fail(Severity::Medium)),
             Fixture::new("2019 and 2022", one(healthy()), Expect::Pass),
-            Fixture::new("2022 floor", one(healthy()), Expect::Fail(Severity::Medium)).with_param("min_os_build", json!(20348)),
+            Fixture::new("2022 floor", one(healthy()), Expect::Fail(Severity::Medium))
+                .with_param("min_os_build", json!(20348)),
             Fixture::new("versions unknown", one(with(|r| r.domain_controllers.clear())), Expect::Unknown),
         ]
     }
@@ -509,10 +543,26 @@ pub(crate) mod tests {
 
     pub(crate) fn pdc_fixtures() -> Vec<Fixture> {
         vec![
-            Fixture::new("another DC first", connect_and_ad(preferring(&["dc02.corp.example"], true), healthy()), Expect::Fail(Severity::Low)),
-            Fixture::new("not restricted", connect_and_ad(preferring(&[], false), healthy()), Expect::Fail(Severity::Low)),
-            Fixture::new("PDC first (short name)", connect_and_ad(preferring(&["DC01"], true), healthy()), Expect::Pass),
-            Fixture::new("PDC unknown", connect_and_ad(connect::healthy(), with(|r| r.pdc_emulator = None)), Expect::Unknown),
+            Fixture::new(
+                "another DC first",
+                connect_and_ad(preferring(&["dc02.corp.example"], true), healthy()),
+                Expect::Fail(Severity::Low),
+            ),
+            Fixture::new(
+                "not restricted",
+                connect_and_ad(preferring(&[], false), healthy()),
+                Expect::Fail(Severity::Low),
+            ),
+            Fixture::new(
+                "PDC first (short name)",
+                connect_and_ad(preferring(&["DC01"], true), healthy()),
+                Expect::Pass,
+            ),
+            Fixture::new(
+                "PDC unknown",
+                connect_and_ad(connect::healthy(), with(|r| r.pdc_emulator = None)),
+                Expect::Unknown,
+            ),
             Fixture::new("no AD probe", site_with(vec![("connect", connect::healthy())]), Expect::Unknown),
             no_probe(),
         ]
@@ -520,11 +570,18 @@ pub(crate) mod tests {
 
     pub(crate) fn writable_fixtures() -> Vec<Fixture> {
         vec![
-            Fixture::new("RODC preferred", connect_and_ad(preferring(&["rodc01.corp.example"], true), healthy()), Expect::Fail(Severity::High)),
+            Fixture::new(
+                "RODC preferred",
+                connect_and_ad(preferring(&["rodc01.corp.example"], true), healthy()),
+                Expect::Fail(Severity::High),
+            ),
             Fixture::new("writable", connect_and_ad(connect::healthy(), healthy()), Expect::Pass),
             Fixture::new(
                 "read-only unknown",
-                connect_and_ad(connect::healthy(), with(|r| r.domain_controllers.iter_mut().for_each(|d| d.read_only = None))),
+                connect_and_ad(
+                    connect::healthy(),
+                    with(|r| r.domain_controllers.iter_mut().for_each(|d| d.read_only = None)),
+                ),
                 Expect::Unknown,
             ),
             no_probe(),

@@ -71,7 +71,9 @@ pub(crate) fn connect_observations(facts: &TenantFacts) -> Result<Vec<ConnectObs
 
 fn per_server(facts: &TenantFacts, judge: impl Fn(&ConnectObservation<'_>) -> Outcome) -> Vec<Verdict> {
     match connect_observations(facts) {
-        Ok(observations) => observations.iter().map(|o| Verdict { subject: o.subject(), outcome: judge(o) }).collect(),
+        Ok(observations) => {
+            observations.iter().map(|o| Verdict { subject: o.subject(), outcome: judge(o) }).collect()
+        }
         Err(no_data) => no_data,
     }
 }
@@ -174,7 +176,9 @@ fn check_single(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
         let servers: Vec<&String> = active.iter().collect();
         Outcome::fail(
             Severity::Critical,
-            Message::new("single-active-writeback-server.several").arg("servers", json!(servers)).arg("count", active.len()),
+            Message::new("single-active-writeback-server.several")
+                .arg("servers", json!(servers))
+                .arg("count", active.len()),
             json!({ "servers": servers }),
         )
     } else if observations.iter().all(|o| staging(o.report).is_none() || writeback_on(o.report).is_none()) {
@@ -191,7 +195,9 @@ fn check_version(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
     per_server(facts, |o| {
         let Some(text) = o.report.connect_version.as_deref() else { return missing("connect_version") };
         let Some(version) = DottedVersion::parse(text) else {
-            return Outcome::unknown(Message::new("connect-version-supported.unreadable").arg("version", text));
+            return Outcome::unknown(
+                Message::new("connect-version-supported.unreadable").arg("version", text),
+            );
         };
         if version >= minimum {
             return Outcome::Pass;
@@ -246,8 +252,9 @@ fn check_full_sync(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
             })
             .collect();
         ev.insert("connectors".into(), json!(detail));
-        let message =
-            Message::new("full-sync-completed.missing").arg("server", server_name(o)).arg("connectors", json!(names));
+        let message = Message::new("full-sync-completed.missing")
+            .arg("server", server_name(o))
+            .arg("connectors", json!(names));
         Outcome::fail(Severity::Medium, message, ev.into())
     })
 }
@@ -283,7 +290,8 @@ fn check_tls12(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
         }
         let mut ev = evidence(o);
         ev.insert("settings".into(), json!(wrong));
-        let message = Message::new("tls12-enabled.wrong").arg("server", server_name(o)).arg("settings", json!(wrong));
+        let message =
+            Message::new("tls12-enabled.wrong").arg("server", server_name(o)).arg("settings", json!(wrong));
         Outcome::fail(Severity::Medium, message, ev.into())
     })
 }
@@ -365,7 +373,10 @@ pub(crate) mod tests {
                 next_sync_cycle_start: Some(now() + Duration::minutes(20)),
                 effective_sync_interval_secs: Some(1800),
             }),
-            adsync_service: Some(ServiceState { status: "Running".to_owned(), start_type: Some("Automatic".to_owned()) }),
+            adsync_service: Some(ServiceState {
+                status: "Running".to_owned(),
+                start_type: Some("Automatic".to_owned()),
+            }),
             machine_role: Some("RoleMemberServer".to_owned()),
             auto_upgrade: Some("Enabled".to_owned()),
             os_caption: Some("Microsoft Windows Server 2022 Standard".to_owned()),
@@ -433,7 +444,9 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn service_fixtures() -> Vec<Fixture> {
-        let stopped = with(|r| r.adsync_service = Some(ServiceState { status: "Stopped".to_owned(), start_type: None }));
+        let stopped = with(|r| {
+            r.adsync_service = Some(ServiceState { status: "Stopped".to_owned(), start_type: None })
+        });
         vec![
             Fixture::new("stopped", one(stopped), Expect::Fail(Severity::Critical)),
             Fixture::new("running", one(healthy()), Expect::Pass),
@@ -449,7 +462,12 @@ pub(crate) mod tests {
                 c.writeback_enabled = c.writeback_enabled.map(|_| false);
             }
         });
-        vec![Fixture::new("off", one(off), Expect::Fail(Severity::Critical)), Fixture::new("on", one(healthy()), Expect::Pass), unread(), no_probe()]
+        vec![
+            Fixture::new("off", one(off), Expect::Fail(Severity::Critical)),
+            Fixture::new("on", one(healthy()), Expect::Pass),
+            unread(),
+            no_probe(),
+        ]
     }
 
     pub(crate) fn staging_fixtures() -> Vec<Fixture> {
@@ -465,7 +483,10 @@ pub(crate) mod tests {
             };
             let mut active = healthy_report("aadc02.corp.example");
             active.staging_mode = Some(false);
-            tenant(vec![site.clone(), other.clone()], vec![fact(&site, staging()), fact(&other, ProbeOutput::ConnectServer(active))])
+            tenant(
+                vec![site.clone(), other.clone()],
+                vec![fact(&site, staging()), fact(&other, ProbeOutput::ConnectServer(active))],
+            )
         };
         vec![
             Fixture::new("only server is staging", one(staging()), Expect::Fail(Severity::Critical)),
@@ -485,7 +506,10 @@ pub(crate) mod tests {
             observed_at: now(),
             output: ProbeOutput::ConnectServer(healthy_report(host)),
         };
-        tenant(vec![a.clone(), b.clone()], vec![fact(&a, "aadc01.corp.example"), fact(&b, "aadc02.corp.example")])
+        tenant(
+            vec![a.clone(), b.clone()],
+            vec![fact(&a, "aadc01.corp.example"), fact(&b, "aadc02.corp.example")],
+        )
     }
 
     pub(crate) fn single_fixtures() -> Vec<Fixture> {
@@ -503,11 +527,24 @@ pub(crate) mod tests {
         after_deadline.now = floor_deadline() + Duration::days(1);
         vec![
             Fixture::new("below the floor", one(old()), Expect::Fail(Severity::High)),
-            Fixture::new("below the floor after the deadline", after_deadline, Expect::Fail(Severity::Critical)),
-            Fixture::new("1.x", one(with(|r| r.connect_version = Some("1.6.4.0".to_owned()))), Expect::Fail(Severity::Critical)),
+            Fixture::new(
+                "below the floor after the deadline",
+                after_deadline,
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new(
+                "1.x",
+                one(with(|r| r.connect_version = Some("1.6.4.0".to_owned()))),
+                Expect::Fail(Severity::Critical),
+            ),
             Fixture::new("current", one(healthy()), Expect::Pass),
-            Fixture::new("a higher floor", one(healthy()), Expect::Fail(Severity::High)).with_param("min_version", json!("2.6.91.0")),
-            Fixture::new("unreadable", one(with(|r| r.connect_version = Some("unknown".to_owned()))), Expect::Unknown),
+            Fixture::new("a higher floor", one(healthy()), Expect::Fail(Severity::High))
+                .with_param("min_version", json!("2.6.91.0")),
+            Fixture::new(
+                "unreadable",
+                one(with(|r| r.connect_version = Some("unknown".to_owned()))),
+                Expect::Unknown,
+            ),
             unread(),
             no_probe(),
         ]
@@ -523,7 +560,9 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn full_sync_fixtures() -> Vec<Fixture> {
-        let failed = with(|r| r.connectors[0].last_full_sync = Some(run_summary("Full Synchronization", "stopped-server-down")));
+        let failed = with(|r| {
+            r.connectors[0].last_full_sync = Some(run_summary("Full Synchronization", "stopped-server-down"))
+        });
         vec![
             Fixture::new("never fully synced", one(never_fully_synced()), Expect::Fail(Severity::Medium)),
             Fixture::new("full sync failed", one(failed), Expect::Fail(Severity::Medium)),
@@ -540,13 +579,26 @@ pub(crate) mod tests {
                 tls.schannel_client_enabled = Some(RegistryDword::Set(0));
             }
         });
-        vec![Fixture::new("strong crypto missing", one(off), Expect::Fail(Severity::Medium)), Fixture::new("set", one(healthy()), Expect::Pass), unread(), no_probe()]
+        vec![
+            Fixture::new("strong crypto missing", one(off), Expect::Fail(Severity::Medium)),
+            Fixture::new("set", one(healthy()), Expect::Pass),
+            unread(),
+            no_probe(),
+        ]
     }
 
     pub(crate) fn dotnet_fixtures() -> Vec<Fixture> {
         vec![
-            Fixture::new("4.6.2", one(with(|r| r.dotnet_release = Some(RegistryDword::Set(394802)))), Expect::Fail(Severity::High)),
-            Fixture::new("absent", one(with(|r| r.dotnet_release = Some(RegistryDword::Absent))), Expect::Fail(Severity::High)),
+            Fixture::new(
+                "4.6.2",
+                one(with(|r| r.dotnet_release = Some(RegistryDword::Set(394802)))),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "absent",
+                one(with(|r| r.dotnet_release = Some(RegistryDword::Absent))),
+                Expect::Fail(Severity::High),
+            ),
             Fixture::new("4.8.1", one(healthy()), Expect::Pass),
             unread(),
             no_probe(),

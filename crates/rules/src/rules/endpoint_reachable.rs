@@ -142,10 +142,17 @@ mod tests {
                 one(failed_at(PASSWORD_RESET_HOST, EndpointRole::PasswordReset, ProbeStep::Tcp, "refused")),
                 Expect::Fail(Severity::Critical),
             ),
-            Fixture::new("both reached", tenant(vec![site.clone()], vec![
-                endpoint_fact(&site, healthy_relay()),
-                endpoint_fact(&site, healthy_password_reset()),
-            ]), Expect::Pass),
+            Fixture::new(
+                "both reached",
+                tenant(
+                    vec![site.clone()],
+                    vec![
+                        endpoint_fact(&site, healthy_relay()),
+                        endpoint_fact(&site, healthy_password_reset()),
+                    ],
+                ),
+                Expect::Pass,
+            ),
             Fixture::new("no endpoint probe yet", tenant(vec![site.clone()], vec![]), Expect::Unknown),
         ]
     }

@@ -55,8 +55,12 @@ fn judge(observation: &EndpointObservation<'_>, now: DateTime<Utc>) -> Outcome {
     let report = observation.report;
     let Some(tls) = &report.tls else {
         let message = match &report.failure {
-            Some(failure) => Message::new("endpoint-tls-trusted.no-handshake").arg("step", failure.step.as_str()),
-            None => Message::new(keys::FIELD_MISSING).arg("probe", ProbeKind::Endpoint.as_str()).arg("field", "tls"),
+            Some(failure) => {
+                Message::new("endpoint-tls-trusted.no-handshake").arg("step", failure.step.as_str())
+            }
+            None => Message::new(keys::FIELD_MISSING)
+                .arg("probe", ProbeKind::Endpoint.as_str())
+                .arg("field", "tls"),
         };
         return Outcome::unknown(message);
     };
@@ -104,30 +108,28 @@ fn summary(collector: &str, report: &EndpointReport, tls: &TlsReport, problems: 
     let parts: Vec<serde_json::Value> = problems
         .iter()
         .map(|problem| {
-            let part = match problem {
-                Problem::UntrustedChain => {
-                    let issuer = tls.chain_top_issuer.as_deref().or(tls.issuer.as_deref()).unwrap_or("?");
-                    let why = tls.trust_error.as_deref().unwrap_or("-");
-                    let key = if microsoft {
-                        "endpoint-tls-trusted.untrusted-microsoft"
-                    } else {
-                        "endpoint-tls-trusted.untrusted-other"
-                    };
-                    Message::new(key).arg("issuer", issuer).arg("why", why)
-                }
-                Problem::Expired if microsoft => {
-                    Message::new("endpoint-tls-trusted.expired-microsoft").arg("date", date_of(tls.not_after))
-                }
-                Problem::Expired => {
-                    Message::new("endpoint-tls-trusted.expired-other").arg("date", date_of(tls.not_after))
-                }
-                Problem::NotYetValid => {
-                    Message::new("endpoint-tls-trusted.not-yet-valid").arg("date", date_of(tls.not_before))
-                }
-                Problem::ProtocolBelowTls12 => {
-                    Message::new("endpoint-tls-trusted.old-protocol").arg("protocol", tls.protocol.as_str())
-                }
-            };
+            let part =
+                match problem {
+                    Problem::UntrustedChain => {
+                        let issuer = tls.chain_top_issuer.as_deref().or(tls.issuer.as_deref()).unwrap_or("?");
+                        let why = tls.trust_error.as_deref().unwrap_or("-");
+                        let key = if microsoft {
+                            "endpoint-tls-trusted.untrusted-microsoft"
+                        } else {
+                            "endpoint-tls-trusted.untrusted-other"
+                        };
+                        Message::new(key).arg("issuer", issuer).arg("why", why)
+                    }
+                    Problem::Expired if microsoft => Message::new("endpoint-tls-trusted.expired-microsoft")
+                        .arg("date", date_of(tls.not_after)),
+                    Problem::Expired => {
+                        Message::new("endpoint-tls-trusted.expired-other").arg("date", date_of(tls.not_after))
+                    }
+                    Problem::NotYetValid => Message::new("endpoint-tls-trusted.not-yet-valid")
+                        .arg("date", date_of(tls.not_before)),
+                    Problem::ProtocolBelowTls12 => Message::new("endpoint-tls-trusted.old-protocol")
+                        .arg("protocol", tls.protocol.as_str()),
+                };
             part.arg("allow", allow.as_str()).arg("host", host).nested()
         })
         .collect();

@@ -191,7 +191,9 @@ fn check_reonboard(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
             .filter(|e| {
                 e.event_id == 6329
                     && e.provider.eq_ignore_ascii_case(ADSYNC)
-                    && e.message.as_deref().is_some_and(|m| m.to_ascii_lowercase().contains(FOREST_NOT_ONBOARDED))
+                    && e.message
+                        .as_deref()
+                        .is_some_and(|m| m.to_ascii_lowercase().contains(FOREST_NOT_ONBOARDED))
             })
             .map(|e| e.time_created)
             .filter(relevant)
@@ -271,7 +273,11 @@ pub(crate) mod tests {
             Fixture::new("start error", one(with(&[(ADSYNC, 6800, 60 * 47)])), Expect::Fail(Severity::High)),
             Fixture::new("started", one(healthy()), Expect::Pass),
             Fixture::new("stopped before the last start", one(with(&[(PRS, 31016, 60 * 50)])), Expect::Pass),
-            Fixture::new("no start event", one(ProbeOutput::EventLog(log(&[(PRS, 31019, 3)]))), Expect::Unknown),
+            Fixture::new(
+                "no start event",
+                one(ProbeOutput::EventLog(log(&[(PRS, 31019, 3)]))),
+                Expect::Unknown,
+            ),
             unreadable(),
             Fixture::new("no probe", site_with(vec![]), Expect::Unknown),
         ]
@@ -285,7 +291,8 @@ pub(crate) mod tests {
         vec![
             Fixture::new("no heartbeat for 95 minutes", one(silent_relay()), Expect::Fail(Severity::High)),
             Fixture::new("heartbeat 3 minutes ago", one(healthy()), Expect::Pass),
-            Fixture::new("tolerant threshold", one(silent_relay()), Expect::Pass).with_param("max_heartbeat_age_mins", json!(120)),
+            Fixture::new("tolerant threshold", one(silent_relay()), Expect::Pass)
+                .with_param("max_heartbeat_age_mins", json!(120)),
             Fixture::new("just started", one(ProbeOutput::EventLog(log(&[(PRS, 31015, 2)]))), Expect::Pass),
             Fixture::new("never started", one(ProbeOutput::EventLog(log(&[]))), Expect::Unknown),
             unreadable(),
@@ -294,7 +301,11 @@ pub(crate) mod tests {
 
     pub(crate) fn hosts_fixtures() -> Vec<Fixture> {
         vec![
-            Fixture::new("31044 an hour ago", one(with(&[(PRS, 31044, 60)])), Expect::Fail(Severity::Critical)),
+            Fixture::new(
+                "31044 an hour ago",
+                one(with(&[(PRS, 31044, 60)])),
+                Expect::Fail(Severity::Critical),
+            ),
             Fixture::new("none", one(healthy()), Expect::Pass),
             Fixture::new("31044 before the last start", one(with(&[(PRS, 31044, 60 * 49)])), Expect::Pass),
             unreadable(),
@@ -317,9 +328,17 @@ pub(crate) mod tests {
         });
         vec![
             Fixture::new("decryption errors", one(decryption_errors()), Expect::Fail(Severity::High)),
-            Fixture::new("forest added later", one(ProbeOutput::EventLog(forest)), Expect::Fail(Severity::High)),
+            Fixture::new(
+                "forest added later",
+                one(ProbeOutput::EventLog(forest)),
+                Expect::Fail(Severity::High),
+            ),
             Fixture::new("clean", one(healthy()), Expect::Pass),
-            Fixture::new("errors before the last re-enable", one(ProbeOutput::EventLog(log(&[(PRS, 32004, 50), (PRS, 31005, 30)]))), Expect::Pass),
+            Fixture::new(
+                "errors before the last re-enable",
+                one(ProbeOutput::EventLog(log(&[(PRS, 32004, 50), (PRS, 31005, 30)]))),
+                Expect::Pass,
+            ),
             Fixture::new("errors outside the window", one(with(&[(PRS, 32004, 60 * 30)])), Expect::Pass),
             unreadable(),
         ]

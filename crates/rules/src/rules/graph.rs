@@ -46,10 +46,12 @@ pub(crate) const RULES: &[RuleDef] = &[
 ];
 
 /// Service plan ids of Entra ID P1 (`AAD_PREMIUM`) and P2 (`AAD_PREMIUM_P2`).
-const WRITEBACK_PLANS: [&str; 2] = ["41781fb2-bc02-4b7c-bd55-b576c07bb09d", "eec0eb4f-6444-4f95-aba0-50c24d67f998"];
+const WRITEBACK_PLANS: [&str; 2] =
+    ["41781fb2-bc02-4b7c-bd55-b576c07bb09d", "eec0eb4f-6444-4f95-aba0-50c24d67f998"];
 /// Directory role templates that may enable writeback: Global Administrator, Hybrid Identity
 /// Administrator.
-const SETUP_ROLES: [&str; 2] = ["62e90394-69f5-4237-9190-012177145e10", "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2"];
+const SETUP_ROLES: [&str; 2] =
+    ["62e90394-69f5-4237-9190-012177145e10", "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2"];
 
 /// Judges the newest Graph report of the tenant.
 fn tenant_wide(facts: &TenantFacts, judge: impl Fn(&GraphReport) -> Outcome) -> Vec<Verdict> {
@@ -141,7 +143,9 @@ fn check_sspr(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     tenant_wide(facts, |report| {
         let Some(user) = &report.test_user else { return missing("test_user") };
         if !user.found {
-            return Outcome::unknown(Message::new("sspr-enabled.user-not-found").arg("user", user.user_principal_name.as_str()));
+            return Outcome::unknown(
+                Message::new("sspr-enabled.user-not-found").arg("user", user.user_principal_name.as_str()),
+            );
         }
         match user.is_sspr_enabled {
             None => missing("test_user.is_sspr_enabled"),
@@ -165,7 +169,10 @@ fn check_cloud_admin(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
         if setup.is_empty() {
             return missing("admin_roles");
         }
-        let users = setup.iter().flat_map(|r| r.members.iter()).filter(|m| m.principal_type.eq_ignore_ascii_case("user"));
+        let users = setup
+            .iter()
+            .flat_map(|r| r.members.iter())
+            .filter(|m| m.principal_type.eq_ignore_ascii_case("user"));
         let (synced, cloud): (Vec<_>, Vec<_>) = users.partition(|m| m.on_premises_sync_enabled == Some(true));
         if !cloud.is_empty() {
             return Outcome::Pass;
@@ -176,7 +183,8 @@ fn check_cloud_admin(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
         names.dedup();
         Outcome::fail(
             Severity::High,
-            Message::new("cloud-admin-available.none").arg("synced", if names.is_empty() { json!("-") } else { json!(names) }),
+            Message::new("cloud-admin-available.none")
+                .arg("synced", if names.is_empty() { json!("-") } else { json!(names) }),
             json!({ "synced_admins": names }),
         )
     })
@@ -194,7 +202,9 @@ fn check_sync_recent(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
                 json!({ "on_premises_sync_enabled": org.on_premises_sync_enabled }),
             );
         }
-        let Some(last) = org.on_premises_last_sync else { return missing("organization.on_premises_last_sync") };
+        let Some(last) = org.on_premises_last_sync else {
+            return missing("organization.on_premises_last_sync");
+        };
         if last >= now - Duration::minutes(max_age) {
             return Outcome::Pass;
         }
@@ -278,7 +288,10 @@ pub(crate) mod tests {
                 AdminRoleMembers {
                     role_template_id: SETUP_ROLES[0].to_owned(),
                     role_name: "Global Administrator".to_owned(),
-                    members: vec![member("admin@contoso.onmicrosoft.com", false), member("jan@contoso.com", true)],
+                    members: vec![
+                        member("admin@contoso.onmicrosoft.com", false),
+                        member("jan@contoso.com", true),
+                    ],
                 },
                 AdminRoleMembers {
                     role_template_id: SETUP_ROLES[1].to_owned(),
@@ -306,7 +319,11 @@ pub(crate) mod tests {
     }
 
     fn token_failed() -> Fixture {
-        Fixture::new("token refused", one(with(|r| r.failure = Some("AADSTS7000215: invalid client secret".to_owned()))), Expect::Unknown)
+        Fixture::new(
+            "token refused",
+            one(with(|r| r.failure = Some("AADSTS7000215: invalid client secret".to_owned()))),
+            Expect::Unknown,
+        )
     }
 
     fn no_probe() -> Fixture {
@@ -315,16 +332,29 @@ pub(crate) mod tests {
 
     /// Office 365 E3 only: no P1/P2 plan.
     pub(crate) fn no_premium() -> ProbeOutput {
-        with(|r| r.service_plans = Some(vec![plan("c7699d2e-19aa-44de-8edf-1736da088ca1", "SHAREPOINTSTANDARD", &["ENTERPRISEPACK"], 50, 40)]))
+        with(|r| {
+            r.service_plans = Some(vec![plan(
+                "c7699d2e-19aa-44de-8edf-1736da088ca1",
+                "SHAREPOINTSTANDARD",
+                &["ENTERPRISEPACK"],
+                50,
+                40,
+            )])
+        })
     }
 
     /// A single P1 licence, assigned.
     pub(crate) fn one_licence() -> ProbeOutput {
-        with(|r| r.service_plans = Some(vec![plan(WRITEBACK_PLANS[0], "AAD_PREMIUM", &["AAD_PREMIUM"], 1, 1)]))
+        with(|r| {
+            r.service_plans = Some(vec![plan(WRITEBACK_PLANS[0], "AAD_PREMIUM", &["AAD_PREMIUM"], 1, 1)])
+        })
     }
 
     pub(crate) fn licence_fixtures() -> Vec<Fixture> {
-        let unassigned = with(|r| r.service_plans = Some(vec![plan(WRITEBACK_PLANS[1], "AAD_PREMIUM_P2", &["AAD_PREMIUM_P2"], 10, 0)]));
+        let unassigned = with(|r| {
+            r.service_plans =
+                Some(vec![plan(WRITEBACK_PLANS[1], "AAD_PREMIUM_P2", &["AAD_PREMIUM_P2"], 10, 0)])
+        });
         vec![
             Fixture::new("no P1/P2", one(no_premium()), Expect::Fail(Severity::Critical)),
             Fixture::new("P2 bought, none assigned", one(unassigned), Expect::Fail(Severity::Critical)),
@@ -401,14 +431,19 @@ pub(crate) mod tests {
             Fixture::new("seven hours", one(stale()), Expect::Fail(Severity::High)),
             Fixture::new("sync off", one(off), Expect::Fail(Severity::High)),
             Fixture::new("twelve minutes", one(healthy()), Expect::Pass),
-            Fixture::new("a day allowed", one(stale()), Expect::Pass).with_param("max_sync_age_mins", json!(1440)),
+            Fixture::new("a day allowed", one(stale()), Expect::Pass)
+                .with_param("max_sync_age_mins", json!(1440)),
             Fixture::new("not read", one(with(|r| r.organization = None)), Expect::Unknown),
         ]
     }
 
     pub(crate) fn sspr_admins_fixtures() -> Vec<Fixture> {
         vec![
-            Fixture::new("off", one(with(|r| r.allowed_to_use_sspr = Some(false))), Expect::Fail(Severity::Medium)),
+            Fixture::new(
+                "off",
+                one(with(|r| r.allowed_to_use_sspr = Some(false))),
+                Expect::Fail(Severity::Medium),
+            ),
             Fixture::new("on", one(healthy()), Expect::Pass),
             Fixture::new("not read", one(with(|r| r.allowed_to_use_sspr = None)), Expect::Unknown),
         ]

@@ -40,7 +40,12 @@ fn check(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
 
 fn judge(observation: &Observation<'_, IdleConnectionReport>, min_secs: u32) -> Outcome {
     let report = observation.report;
-    let cut_early = report.holds.iter().filter(|h| h.outcome.is_cut() && h.hold_secs <= min_secs).map(|h| h.hold_secs).min();
+    let cut_early = report
+        .holds
+        .iter()
+        .filter(|h| h.outcome.is_cut() && h.hold_secs <= min_secs)
+        .map(|h| h.hold_secs)
+        .min();
     let base = |key: &'static str| {
         Message::new(key)
             .arg("collector", observation.collector.name.as_str())
@@ -59,7 +64,10 @@ fn judge(observation: &Observation<'_, IdleConnectionReport>, min_secs: u32) -> 
         evidence.insert("min_idle_secs".into(), json!(min_secs));
         let via = report.via_proxy.as_deref().unwrap_or("-");
         let survived = report.longest_survived_secs().map_or(json!("-"), |s| json!(s));
-        let message = base("idle-connection-survives.cut").arg("cut_secs", cut_secs).arg("survived_secs", survived).arg("via", via);
+        let message = base("idle-connection-survives.cut")
+            .arg("cut_secs", cut_secs)
+            .arg("survived_secs", survived)
+            .arg("via", via);
         return Outcome::fail(Severity::High, message, evidence.into());
     }
     if report.longest_survived_secs().is_some_and(|s| s >= min_secs) {
@@ -114,7 +122,10 @@ pub(crate) mod tests {
             Fixture::new("survives three minutes", one(healthy()), Expect::Pass),
             Fixture::new(
                 "cut at 180 s passes when 120 s is enough",
-                one(ProbeOutput::IdleConnection(report(&[(120, IdleOutcome::Survived), (180, IdleOutcome::CutWhileIdle)]))),
+                one(ProbeOutput::IdleConnection(report(&[
+                    (120, IdleOutcome::Survived),
+                    (180, IdleOutcome::CutWhileIdle),
+                ]))),
                 Expect::Pass,
             )
             .with_param("min_idle_secs", json!(120)),
@@ -135,7 +146,9 @@ pub(crate) mod tests {
     #[test]
     fn a_cut_names_when_and_the_requirement() {
         let verdicts = run_rule(ID, &site_with(vec![("relay:443", cut_at_90())]));
-        let Outcome::Fail { summary, evidence, .. } = &verdicts[0].outcome else { panic!("expected a failure") };
+        let Outcome::Fail { summary, evidence, .. } = &verdicts[0].outcome else {
+            panic!("expected a failure")
+        };
         assert!(summary.contains("120"), "{summary}");
         assert!(summary.contains("180"), "{summary}");
         assert_eq!(evidence["holds"][1]["outcome"], "cut_on_use");

@@ -73,7 +73,8 @@ pub(crate) fn find(id: &str) -> Option<&'static RuleDef> {
 #[cfg(test)]
 pub(crate) fn run_rule(id: &str, facts: &TenantFacts) -> Vec<Verdict> {
     let rule = find(id).unwrap_or_else(|| panic!("no rule {id}"));
-    let info = crate::rules().iter().find(|info| info.id == id).unwrap_or_else(|| panic!("no metadata for {id}"));
+    let info =
+        crate::rules().iter().find(|info| info.id == id).unwrap_or_else(|| panic!("no metadata for {id}"));
     (rule.check)(facts, &Params::defaults(info.params))
 }
 
@@ -84,7 +85,11 @@ pub(crate) fn observed<'a, T>(
     pick: impl Fn(&'a ProbeOutput) -> Option<&'a T>,
 ) -> Result<Vec<Observation<'a, T>>, Vec<Verdict>> {
     let observations = facts.observations(pick);
-    if observations.is_empty() { Err(vec![Verdict::tenant(Outcome::no_data(kind))]) } else { Ok(observations) }
+    if observations.is_empty() {
+        Err(vec![Verdict::tenant(Outcome::no_data(kind))])
+    } else {
+        Ok(observations)
+    }
 }
 
 /// "The probe ran but could not read what the rule needs": `{probe}`, `{error}`.
@@ -98,7 +103,9 @@ pub(crate) fn field_missing(kind: ProbeKind, field: &str) -> Outcome {
 }
 
 /// Evidence fields naming the site a report came from.
-pub(crate) fn site_evidence<T>(observation: &Observation<'_, T>) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn site_evidence<T>(
+    observation: &Observation<'_, T>,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut evidence = serde_json::Map::new();
     evidence.insert("collector_id".into(), serde_json::json!(observation.collector.id));
     evidence.insert("collector_name".into(), serde_json::json!(observation.collector.name));

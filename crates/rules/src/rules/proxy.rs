@@ -43,7 +43,9 @@ fn run(facts: &TenantFacts, judge: fn(&ProxyObservation<'_>) -> Outcome) -> Vec<
         ProbeOutput::Proxy(report) => Some(report),
         _ => None,
     }) {
-        Ok(observations) => observations.iter().map(|o| Verdict { subject: o.subject(), outcome: judge(o) }).collect(),
+        Ok(observations) => {
+            observations.iter().map(|o| Verdict { subject: o.subject(), outcome: judge(o) }).collect()
+        }
         Err(no_data) => no_data,
     }
 }
@@ -154,7 +156,12 @@ pub(crate) mod tests {
     use super::*;
     use crate::rules::fixtures::*;
 
-    fn target(host: &str, role: EndpointRole, inspected: Option<bool>, failure: Option<(ProxyStep, Option<u16>)>) -> ProxyTargetReport {
+    fn target(
+        host: &str,
+        role: EndpointRole,
+        inspected: Option<bool>,
+        failure: Option<(ProxyStep, Option<u16>)>,
+    ) -> ProxyTargetReport {
         let tunnel = failure.is_none_or(|(step, _)| step == ProxyStep::Tls);
         let mut tls = healthy_relay().tls;
         if inspected == Some(true)
@@ -219,10 +226,30 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn allows_fixtures() -> Vec<Fixture> {
-        let refused = proxy_report(vec![target(RELAY_HOST, EndpointRole::ServiceBusRelay, None, Some((ProxyStep::Tunnel, Some(403))))]);
-        let auth = proxy_report(vec![target(RELAY_HOST, EndpointRole::ServiceBusRelay, None, Some((ProxyStep::ProxyAuth, Some(407))))]);
-        let down = proxy_report(vec![target(PASSWORD_RESET_HOST, EndpointRole::PasswordReset, None, Some((ProxyStep::ProxyConnect, None)))]);
-        let mut ntlm = proxy_report(vec![target(RELAY_HOST, EndpointRole::ServiceBusRelay, None, Some((ProxyStep::ProxyAuth, Some(407))))]);
+        let refused = proxy_report(vec![target(
+            RELAY_HOST,
+            EndpointRole::ServiceBusRelay,
+            None,
+            Some((ProxyStep::Tunnel, Some(403))),
+        )]);
+        let auth = proxy_report(vec![target(
+            RELAY_HOST,
+            EndpointRole::ServiceBusRelay,
+            None,
+            Some((ProxyStep::ProxyAuth, Some(407))),
+        )]);
+        let down = proxy_report(vec![target(
+            PASSWORD_RESET_HOST,
+            EndpointRole::PasswordReset,
+            None,
+            Some((ProxyStep::ProxyConnect, None)),
+        )]);
+        let mut ntlm = proxy_report(vec![target(
+            RELAY_HOST,
+            EndpointRole::ServiceBusRelay,
+            None,
+            Some((ProxyStep::ProxyAuth, Some(407))),
+        )]);
         if let ProbeOutput::Proxy(report) = &mut ntlm {
             report.integrated_auth_required = Some(true);
             report.offered_auth_schemes = vec!["ntlm".to_owned(), "negotiate".to_owned()];
@@ -239,7 +266,12 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn inspection_fixtures() -> Vec<Fixture> {
-        let blocked = proxy_report(vec![target(RELAY_HOST, EndpointRole::ServiceBusRelay, None, Some((ProxyStep::Tunnel, Some(403))))]);
+        let blocked = proxy_report(vec![target(
+            RELAY_HOST,
+            EndpointRole::ServiceBusRelay,
+            None,
+            Some((ProxyStep::Tunnel, Some(403))),
+        )]);
         vec![
             Fixture::new("re-signed", one(inspecting()), Expect::Fail(Severity::High)),
             Fixture::new("genuine certificates", one(healthy()), Expect::Pass),
