@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
+use wbd_rules::{CollectorState, FactInput, Lang, TenantFacts};
+use wbd_wire::{ProbeKind, ProbeResult};
 
 use crate::config::{self, Settings};
 use crate::enroll::{self, EnrollOptions};
-use crate::probe::{self, EndpointProber};
+use crate::probe::ProbeSet;
 use crate::push::Holdup;
 use crate::report;
 use crate::run::Collector;
@@ -33,7 +35,8 @@ pub enum Command {
     Enroll(EnrollArgs),
     /// Probe on a schedule and push the results (the service mode).
     Run(RunArgs),
-    /// Probe the endpoints once and print a readable report; no server needed.
+    /// Run every configured probe once, print a readable report and the verdicts the server
+    /// would give; no server needed.
     Probe(ProbeArgs),
 }
 
@@ -85,6 +88,27 @@ pub struct ProbeArgs {
     /// Print the results as JSON (the wire form) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Run only these probes (comma-separated: endpoint, idle_connection, proxy,
+    /// active_directory, connect_server, event_log, graph, script).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
+    pub only: Vec<ProbeKind>,
+    /// Skip these probes (e.g. `--skip idle_connection` to avoid its minutes-long holds).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
+    pub skip: Vec<ProbeKind>,
+    /// Language of the verdicts: en, pl or uk.
+    #[arg(long, default_value = "en", value_parser = parse_lang)]
+    pub lang: Lang,
+}
+
+fn parse_kind(s: &str) -> Result<ProbeKind, String> {
+    ProbeKind::parse(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = ProbeKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("`{s}` is not a probe; use one of {}", names.join(", "))
+    })
+}
+
+fn parse_lang(s: &str) -> Result<Lang, String> {
+    Lang::from_tag(s).ok_or_else(|| format!("`{s}` is not a shipped language (en, pl, uk)"))
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them. The default is `info`, except for `probe`,
@@ -174,7 +198,7 @@ async fn run_command(args: RunArgs) -> ExitCode {
     }
     let outcome = collector.run_once(Duration::from_secs(args.retry_for_secs), shutdown).await;
     if outcome.pending_batches == 0 {
-        println!("Probed {} endpoint(s); everything was delivered.", outcome.cycle.probed);
+        println!("Probed once ({} result(s)); everything was delivered.", outcome.cycle.probed);
         return ExitCode::SUCCESS;
     }
     let why = match outcome.holdup {
@@ -193,23 +217,32 @@ async fn run_command(args: RunArgs) -> ExitCode {
 }
 
 async fn probe_command(args: ProbeArgs) -> ExitCode {
-    let settings = match Settings::load(args.config.as_deref()) {
+    let mut settings = match Settings::load(args.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let prober = match EndpointProber::new(&settings.extra_trusted_cas, settings.connect_timeout) {
-        Ok(prober) => std::sync::Arc::new(prober),
+    restrict_probes(&mut settings, &args.only, &args.skip);
+    // No state directory: a one-off run reads a full window and leaves no bookmark behind.
+    let probes = match ProbeSet::new(&settings, None) {
+        Ok(probes) => std::sync::Arc::new(probes),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let results = probe::probe_endpoints(&prober, &settings.endpoints).await;
+    let enabled = probes.enabled_jobs();
+    if enabled.iter().any(|j| j.kind == ProbeKind::IdleConnection) {
+        let longest = settings.probes.idle_connection.holds.iter().max().map_or(0, |d| d.as_secs());
+        eprintln!("Holding idle connections for up to {longest} s (skip with --skip idle_connection)…");
+    }
+    let results = probes.run_all().await;
+    let evaluations = wbd_rules::evaluate(&local_facts(&settings, &results));
     if args.json {
-        match serde_json::to_string_pretty(&results) {
+        let doc = serde_json::json!({ "results": results, "verdicts": evaluations });
+        match serde_json::to_string_pretty(&doc) {
             Ok(json) => println!("{json}"),
             Err(e) => {
                 eprintln!("error: cannot encode the results: {e}");
@@ -218,8 +251,62 @@ async fn probe_command(args: ProbeArgs) -> ExitCode {
         }
     } else {
         print!("{}", report::render(&results, chrono::Utc::now()));
+        println!();
+        print!("{}", report::render_verdicts(&evaluations, args.lang));
     }
-    if results.iter().any(report::has_problem) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if evaluations.iter().any(|e| e.outcome.is_fail()) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Applies `--only` / `--skip` to the probe schedules.
+fn restrict_probes(settings: &mut Settings, only: &[ProbeKind], skip: &[ProbeKind]) {
+    let keep = |kind: ProbeKind| (only.is_empty() || only.contains(&kind)) && !skip.contains(&kind);
+    let p = &mut settings.probes;
+    p.endpoint.enabled &= keep(ProbeKind::Endpoint);
+    p.idle_connection.schedule.enabled &= keep(ProbeKind::IdleConnection);
+    p.proxy.schedule.enabled &= keep(ProbeKind::Proxy);
+    if let Some(ad) = &mut p.active_directory {
+        ad.schedule.enabled &= keep(ProbeKind::ActiveDirectory);
+    }
+    if let Some(c) = &mut p.connect_server {
+        c.schedule.enabled &= keep(ProbeKind::ConnectServer);
+    }
+    if let Some(e) = &mut p.event_log {
+        e.schedule.enabled &= keep(ProbeKind::EventLog);
+    }
+    if let Some(g) = &mut p.graph {
+        g.schedule.enabled &= keep(ProbeKind::Graph);
+    }
+    for s in &mut p.scripts {
+        s.schedule.enabled &= keep(ProbeKind::Script);
+    }
+}
+
+/// This machine's results as the facts of a one-collector tenant, as the server would see them
+/// right after a push.
+fn local_facts(settings: &Settings, results: &[ProbeResult]) -> TenantFacts {
+    let now = chrono::Utc::now();
+    let id = uuid::Uuid::nil();
+    let interval = settings.probe_interval.as_secs();
+    let collector = CollectorState {
+        id,
+        name: crate::host::hostname(),
+        active: true,
+        last_seen_at: Some(now),
+        silent_after: Some(
+            now + chrono::Duration::seconds(i64::try_from(interval * 3).unwrap_or(i64::MAX / 2)),
+        ),
+        push_interval_secs: u32::try_from(interval).unwrap_or(u32::MAX),
+    };
+    let facts = results
+        .iter()
+        .map(|r| FactInput {
+            collector_id: id,
+            subject: r.subject.clone(),
+            observed_at: r.observed_at,
+            output: r.output.clone(),
+        })
+        .collect();
+    TenantFacts { now, collectors: vec![collector], facts }
 }
 
 /// A channel that turns true on Ctrl-C or SIGTERM (and on Windows when the console closes or

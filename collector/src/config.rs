@@ -17,6 +17,8 @@
 //! role = "password_reset"
 //! ```
 
+mod probes;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +27,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
 use wbd_wire::EndpointRole;
+
+pub use probes::{
+    AdSettings, ConnectSettings, EventLogSettings, GraphSettings, IdleSettings, ProbeSettings,
+    ProxyProbeSettings, ProxySettings, Schedule, ScriptSettings, Secret, WindowsSource,
+};
 
 /// The password reset service every writeback deployment needs.
 pub const DEFAULT_PASSWORD_RESET_HOST: &str = "passwordreset.microsoftonline.com";
@@ -57,6 +64,8 @@ struct RawConfig {
     spool_max_bytes: Option<u64>,
     retry_base_ms: Option<u64>,
     retry_cap_secs: Option<u64>,
+    proxy: Option<probes::RawProxy>,
+    probes: Option<probes::RawProbes>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +132,9 @@ pub struct Settings {
     pub retry_base: Duration,
     /// Longest delay between push retries.
     pub retry_cap: Duration,
+    /// The site's outbound proxy, for pushes, Graph and the network probes.
+    pub proxy: Option<ProxySettings>,
+    pub probes: ProbeSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +261,13 @@ impl Settings {
             extra_trusted_cas.extend(certs);
         }
 
+        let proxy = probes::proxy(raw.proxy, env, &resolve)?;
+        let probes =
+            probes::probes(raw.probes.unwrap_or_default(), Duration::from_secs(probe_secs), env, &resolve)?;
+
         Ok(Settings {
+            proxy,
+            probes,
             state_dir,
             server_ca_file,
             server_ca,

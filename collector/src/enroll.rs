@@ -82,7 +82,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Identity, EnrollError> {
         hostname: opts.hostname.clone().unwrap_or_else(crate::host::hostname),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let client = http_client::server_client(&opts.server_ca)?;
+    let client = http_client::server_client(&opts.server_ca, None)?;
     let url = server.endpoint(ENROLL_PATH);
     tracing::info!(%url, hostname = %request.hostname, "enrolling");
     let response = client

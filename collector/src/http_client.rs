@@ -4,12 +4,17 @@
 //! reqwest's platform verifier): an MSP that routes the collector through its own TLS proxy
 //! has installed that proxy's CA there, and the push must still get through. A private server
 //! CA can be added with `server_ca_file`.
+//!
+//! With `[proxy]` configured, every request goes through that proxy (HTTP CONNECT, with Basic
+//! credentials when given); without it reqwest follows the environment and the system setting.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
+
+use crate::config::ProxySettings;
 
 /// How long one request to the server may take in total (a 1 MiB batch on a slow uplink).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -20,13 +25,35 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct ClientSetupError(String);
 
 /// Builds the client used for enrollment and pushes.
-pub fn server_client(extra_roots: &[CertificateDer<'static>]) -> Result<reqwest::Client, ClientSetupError> {
+pub fn server_client(
+    extra_roots: &[CertificateDer<'static>],
+    proxy: Option<&ProxySettings>,
+) -> Result<reqwest::Client, ClientSetupError> {
+    outbound_client(extra_roots, proxy, REQUEST_TIMEOUT)
+}
+
+/// Builds an HTTPS client that trusts the OS store plus `extra_roots`, goes through `proxy`
+/// when given, never follows redirects, and bounds each request by `timeout`.
+pub fn outbound_client(
+    extra_roots: &[CertificateDer<'static>],
+    proxy: Option<&ProxySettings>,
+    timeout: Duration,
+) -> Result<reqwest::Client, ClientSetupError> {
     let certs = extra_roots
         .iter()
         .map(|der| reqwest::Certificate::from_der(der.as_ref()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ClientSetupError(format!("server_ca_file: {e}")))?;
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(proxy) = proxy {
+        let mut p =
+            reqwest::Proxy::all(proxy.url()).map_err(|e| ClientSetupError(format!("proxy.url: {e}")))?;
+        if let (Some(user), Some(password)) = (&proxy.username, &proxy.password) {
+            p = p.basic_auth(user, password.expose());
+        }
+        builder = builder.proxy(p);
+    }
+    builder
         .user_agent(concat!("wbd-collector/", env!("CARGO_PKG_VERSION")))
         .tls_version_min(reqwest::tls::Version::TLS_1_2)
         .tls_certs_merge(certs)
@@ -34,7 +61,7 @@ pub fn server_client(extra_roots: &[CertificateDer<'static>]) -> Result<reqwest:
         // never redirects API calls, so treat one as an error.
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(timeout)
         .build()
         .map_err(|e| ClientSetupError(error_chain(&e)))
 }

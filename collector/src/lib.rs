@@ -28,5 +28,6 @@ pub mod probe;
 pub mod push;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod server_url;
 pub mod spool;

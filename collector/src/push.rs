@@ -6,7 +6,7 @@
 //!
 //! | answer | what happens to the batch |
 //! |---|---|
-//! | 202 | deleted |
+//! | 202 | deleted; the server's commands (`IngestAccepted.commands`) are handed to the caller |
 //! | 429, 503 | kept; wait `Retry-After` (seconds or HTTP date), else back off |
 //! | other 5xx, network error, anything unexpected | kept; exponential backoff with full jitter |
 //! | 401, 403 | kept; logged as "collector may be revoked"; wait the longest backoff |
@@ -24,7 +24,10 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use tracing::Instrument;
 use uuid::Uuid;
-use wbd_wire::{COLLECTOR_TOKEN_AUDIENCE, CollectorInfo, CollectorTokenClaims, INGEST_PATH};
+use wbd_wire::{
+    COLLECTOR_TOKEN_AUDIENCE, CollectorCommand, CollectorInfo, CollectorTokenClaims, INGEST_PATH,
+    IngestAccepted,
+};
 
 use crate::http_client::{describe_error_response, error_chain};
 use crate::identity::CollectorKey;
@@ -95,8 +98,8 @@ impl Backoff {
 /// What the server (or the network) said about one push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
-    /// 202: the server has the batch.
-    Accepted,
+    /// 202: the server has the batch, and may have asked for something.
+    Accepted { commands: Vec<CollectorCommand> },
     /// 429 or 503: try again later, after `retry_after` if the server said.
     Throttled { retry_after: Option<Duration>, detail: String },
     /// Network error, other 5xx, or an unexpected answer: try again with backoff.
@@ -201,7 +204,7 @@ impl Pusher {
 pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> PushOutcome {
     let detail = || describe_error_response(status, body);
     match status.as_u16() {
-        202 => PushOutcome::Accepted,
+        202 => PushOutcome::Accepted { commands: accepted_commands(body) },
         429 | 503 => PushOutcome::Throttled {
             retry_after: headers
                 .get(RETRY_AFTER)
@@ -214,6 +217,21 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], now: DateT
         // Any other answer, a 2xx we did not expect included, leaves the batch where it is:
         // only a 202 proves the server has it.
         _ => PushOutcome::Failed { detail: detail() },
+    }
+}
+
+/// The commands of a 202 answer. A body this build cannot read is not an error: the batch is
+/// delivered either way.
+fn accepted_commands(body: &[u8]) -> Vec<CollectorCommand> {
+    if body.is_empty() {
+        return Vec::new();
+    }
+    match serde_json::from_slice::<IngestAccepted>(body) {
+        Ok(accepted) => accepted.commands,
+        Err(e) => {
+            tracing::warn!(error = %e, "the server's 202 answer is not a readable IngestAccepted; no commands taken");
+            Vec::new()
+        }
     }
 }
 
@@ -273,11 +291,14 @@ pub enum DrainStatus {
 /// Results are sealed only once the older batches are gone: during an outage they wait as
 /// single files, and are sealed into few large batches when the server is back, rather than
 /// into one small batch per probe cycle that would each need their own request.
+///
+/// Commands the server sent with its answers are appended to `commands`.
 pub async fn drain(
     spool: &SharedSpool,
     pusher: &Pusher,
     backoff: &mut Backoff,
     collector: &CollectorInfo,
+    commands: &mut Vec<CollectorCommand>,
 ) -> Result<DrainStatus, SpoolError> {
     loop {
         let batch = match spool.run(|s| s.oldest_batch()).await? {
@@ -293,7 +314,8 @@ pub async fn drain(
         };
         let seq = batch.seq;
         match pusher.push(&batch).await {
-            PushOutcome::Accepted => {
+            PushOutcome::Accepted { commands: sent } => {
+                commands.extend(sent);
                 spool.run(move |s| s.delivered(seq)).await?;
                 backoff.reset();
                 tracing::info!(batch_id = %batch.batch_id, results = batch.result_count, "batch delivered");
@@ -379,7 +401,17 @@ mod tests {
     fn answers_map_to_spool_actions() {
         let now = Utc::now();
         let mut h = HeaderMap::new();
-        assert_eq!(classify(StatusCode::ACCEPTED, &h, b"", now), PushOutcome::Accepted);
+        assert_eq!(classify(StatusCode::ACCEPTED, &h, b"", now), PushOutcome::Accepted { commands: vec![] });
+        let with_command = br#"{"batch_id":"00000000-0000-0000-0000-000000000000","accepted":1,
+            "commands":[{"id":"00000000-0000-0000-0000-000000000001","command":"run_probes","probes":["proxy"]}]}"#;
+        let PushOutcome::Accepted { commands } = classify(StatusCode::ACCEPTED, &h, with_command, now) else {
+            panic!("202 is accepted")
+        };
+        assert_eq!(commands.len(), 1);
+        assert_eq!(
+            classify(StatusCode::ACCEPTED, &h, b"not json", now),
+            PushOutcome::Accepted { commands: vec![] }
+        );
         h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
         assert!(matches!(
             classify(StatusCode::SERVICE_UNAVAILABLE, &h, b"", now),

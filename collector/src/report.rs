@@ -1,16 +1,31 @@
-//! The human-readable report of `wbd-collector probe --once`: one block per endpoint, each step
-//! with its outcome and time, then what the TLS handshake showed.
+//! The human-readable report of `wbd-collector probe --once`: one block per probe result (for
+//! an endpoint, each step with its outcome and time, then what the TLS handshake showed), then
+//! the verdicts of the rule pack over those results, as the server would give them.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use wbd_wire::{EndpointReport, ProbeOutput, ProbeResult, ProbeStep};
+use wbd_rules::{Evaluation, Lang, Outcome};
+use wbd_wire::{
+    AccessState, ActiveDirectoryReport, ConnectServerReport, EndpointReport, EventLogReport, GraphReport,
+    IdleConnectionReport, IdleOutcome, ProbeOutput, ProbeResult, ProbeStep, ProxyReport, RegistryDword,
+    RegistryString, ScriptReport,
+};
 
-/// Whether a result shows a problem (a failed step or an untrusted chain).
+/// Whether a result shows a problem the probe itself can tell (a failed step, an untrusted
+/// chain, a cut connection, a failed read); the rules judge the rest.
 pub fn has_problem(result: &ProbeResult) -> bool {
     match &result.output {
         ProbeOutput::Endpoint(r) => r.failure.is_some() || r.tls.as_ref().is_some_and(|t| !t.chain_trusted),
-        _ => false,
+        ProbeOutput::IdleConnection(r) => r.holds.iter().any(|h| h.outcome != IdleOutcome::Survived),
+        ProbeOutput::Proxy(r) => {
+            r.targets.iter().any(|t| t.failure.is_some() || t.tls_inspection == Some(true))
+        }
+        ProbeOutput::ActiveDirectory(r) => r.failure.is_some() || !r.errors.is_empty(),
+        ProbeOutput::ConnectServer(r) => r.connect_version.is_none() && !r.errors.is_empty(),
+        ProbeOutput::EventLog(r) => r.failure.is_some(),
+        ProbeOutput::Graph(r) => r.failure.is_some() || !r.errors.is_empty(),
+        ProbeOutput::Script(r) => r.error.is_some(),
     }
 }
 
@@ -20,19 +35,363 @@ pub fn render(results: &[ProbeResult], now: DateTime<Utc>) -> String {
     for result in results {
         match &result.output {
             ProbeOutput::Endpoint(report) => render_endpoint(&mut out, result, report, now),
-            other => {
-                let _ = writeln!(out, "{}  ({})", result.subject, other.kind());
-            }
+            ProbeOutput::IdleConnection(report) => render_idle(&mut out, result, report),
+            ProbeOutput::Proxy(report) => render_proxy(&mut out, result, report),
+            ProbeOutput::ActiveDirectory(report) => render_ad(&mut out, result, report),
+            ProbeOutput::ConnectServer(report) => render_connect(&mut out, result, report),
+            ProbeOutput::EventLog(report) => render_event_log(&mut out, result, report),
+            ProbeOutput::Graph(report) => render_graph(&mut out, result, report),
+            ProbeOutput::Script(report) => render_script(&mut out, result, report),
         }
         out.push('\n');
     }
-    let problems = results.iter().filter(|r| has_problem(r)).count();
-    if problems == 0 {
-        let _ = writeln!(out, "All {} endpoints reachable with a trusted certificate.", results.len());
-    } else {
-        let _ = writeln!(out, "{problems} of {} endpoints have a problem.", results.len());
+    let endpoints: Vec<&ProbeResult> =
+        results.iter().filter(|r| matches!(r.output, ProbeOutput::Endpoint(_))).collect();
+    if !endpoints.is_empty() {
+        let problems = endpoints.iter().filter(|r| has_problem(r)).count();
+        if problems == 0 {
+            let _ = writeln!(out, "All {} endpoints reachable with a trusted certificate.", endpoints.len());
+        } else {
+            let _ = writeln!(out, "{problems} of {} endpoints have a problem.", endpoints.len());
+        }
     }
     out
+}
+
+/// Renders the rule pack's verdicts: failures first (worst first), then what could not be
+/// decided, then how many checks passed.
+pub fn render_verdicts(evaluations: &[Evaluation], lang: Lang) -> String {
+    let mut out = String::new();
+    let mut fails: Vec<&Evaluation> = evaluations.iter().filter(|e| e.outcome.is_fail()).collect();
+    fails.sort_by_key(|e| match &e.outcome {
+        Outcome::Fail { severity, .. } => std::cmp::Reverse(*severity),
+        _ => std::cmp::Reverse(wbd_rules::Severity::Info),
+    });
+    let passes = evaluations.iter().filter(|e| e.outcome.is_pass()).count();
+    let unknown: Vec<&Evaluation> =
+        evaluations.iter().filter(|e| matches!(e.outcome, Outcome::Unknown { .. })).collect();
+    let _ = writeln!(out, "Verdicts (the rules the server applies):");
+    for e in &fails {
+        if let Outcome::Fail { severity, .. } = &e.outcome {
+            let text = e.outcome.text(lang).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  FAIL {:<8} {}  [{}]  {}",
+                severity.as_str().to_uppercase(),
+                e.title,
+                e.rule_id,
+                e.subject
+            );
+            for line in text.lines() {
+                let _ = writeln!(out, "           {line}");
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        let _ = writeln!(out, "  not decided ({}):", unknown.len());
+        for e in &unknown {
+            let text = e.outcome.text(lang).unwrap_or_default();
+            let _ = writeln!(out, "    {}  [{}]: {}", e.title, e.rule_id, text.lines().next().unwrap_or(""));
+        }
+    }
+    let _ =
+        writeln!(out, "  {} check(s) passed, {} failed, {} not decided.", passes, fails.len(), unknown.len());
+    out
+}
+
+fn known<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "unknown".to_owned(), |v| v.to_string())
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    }
+}
+
+fn access(v: Option<AccessState>) -> &'static str {
+    match v {
+        Some(AccessState::Allowed) => "allowed",
+        Some(AccessState::Denied) => "DENIED",
+        Some(AccessState::NotGranted) => "NOT GRANTED",
+        None => "unknown",
+    }
+}
+
+fn dword(v: Option<RegistryDword>) -> String {
+    match v {
+        Some(RegistryDword::Set(n)) => n.to_string(),
+        Some(RegistryDword::Absent) => "absent".to_owned(),
+        None => "unknown".to_owned(),
+    }
+}
+
+fn role_name(role: wbd_wire::EndpointRole) -> String {
+    serde_json::to_value(role).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn render_idle(out: &mut String, result: &ProbeResult, r: &IdleConnectionReport) {
+    let via = r.via_proxy.as_deref().map(|p| format!(" via proxy {p}")).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{}  idle connection ({}){via}  [{} ms]",
+        result.subject,
+        role_name(r.role),
+        result.duration_ms
+    );
+    for h in &r.holds {
+        let outcome = match h.outcome {
+            IdleOutcome::Survived => "survived".to_owned(),
+            IdleOutcome::CutWhileIdle => {
+                format!("CUT while idle after {:.1} s", h.cut_after_ms.unwrap_or(0) as f64 / 1000.0)
+            }
+            IdleOutcome::CutOnUse => "CUT (found dead when used)".to_owned(),
+            IdleOutcome::ConnectFailed => "could not connect".to_owned(),
+        };
+        let error = h.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        let _ = writeln!(out, "  hold {:>5} s  {outcome}{error}", h.hold_secs);
+    }
+}
+
+fn render_proxy(out: &mut String, result: &ProbeResult, r: &ProxyReport) {
+    let Some(proxy) = &r.proxy else {
+        let _ = writeln!(out, "{}  no proxy configured or found: direct connections", result.subject);
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "{}  {proxy} (from {:?}, auth {:?})  [{} ms]",
+        result.subject, r.source, r.auth_used, result.duration_ms
+    );
+    if !r.offered_auth_schemes.is_empty() {
+        let _ = writeln!(out, "  asks for  {}", r.offered_auth_schemes.join(", "));
+    }
+    if r.integrated_auth_required == Some(true) {
+        let _ = writeln!(
+            out,
+            "  NTLM/Negotiate only: the collector does not do Windows integrated proxy authentication"
+        );
+    }
+    for t in &r.targets {
+        let state = match (&t.failure, t.tls_inspection) {
+            (Some(f), _) => format!("FAILED at {:?}: {}", f.step, f.error),
+            (None, Some(true)) => format!(
+                "TLS INSPECTED: certificate issued by {}",
+                t.tls.as_ref().and_then(|tls| tls.chain_top_issuer.clone()).unwrap_or_default()
+            ),
+            (None, _) => "tunnel ok, real certificate".to_owned(),
+        };
+        let _ = writeln!(out, "  {}:{}  {state}", t.host, t.port);
+    }
+}
+
+fn render_ad(out: &mut String, result: &ProbeResult, r: &ActiveDirectoryReport) {
+    let _ = writeln!(out, "{}  Active Directory  [{} ms]", result.subject, result.duration_ms);
+    if let Some(f) = &r.failure {
+        let _ = writeln!(out, "  FAILED at {:?}: {}", f.step, f.error);
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  domain        {} ({})",
+        known(r.domain_dns_name.as_ref()),
+        known(r.domain_dn.as_ref())
+    );
+    let _ = writeln!(out, "  PDC emulator  {}", known(r.pdc_emulator.as_ref()));
+    let _ = writeln!(
+        out,
+        "  levels        domain {}, forest {}",
+        known(r.domain_functional_level),
+        known(r.forest_functional_level)
+    );
+    let _ = writeln!(out, "  policy hints  {}", yes_no(r.policy_hints_control));
+    for dc in &r.domain_controllers {
+        let _ = writeln!(
+            out,
+            "  DC            {}  {} {}{}{}",
+            known(dc.dns_host_name.as_ref()),
+            known(dc.operating_system.as_ref()),
+            dc.operating_system_version.as_deref().unwrap_or(""),
+            if dc.read_only == Some(true) { "  READ-ONLY" } else { "" },
+            if dc.is_pdc_emulator { "  (PDC)" } else { "" }
+        );
+    }
+    if let Some(p) = &r.password_policy {
+        let _ = writeln!(out, "  minPwdAge     {} s", known(p.min_pwd_age_secs));
+    }
+    if let Some(c) = &r.connector_account {
+        let _ = writeln!(out, "  connector     {} → {}", c.configured, known(c.dn.as_ref()));
+        for ou in &c.containers {
+            if let Some(e) = &ou.error {
+                let _ = writeln!(out, "    {}: unknown ({e})", ou.dn);
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "    {}: reset {}, change {}, write lockoutTime {}, write pwdLastSet {}, inheritance blocked {}{}",
+                ou.dn,
+                access(ou.reset_password),
+                access(ou.change_password),
+                access(ou.write_lockout_time),
+                access(ou.write_pwd_last_set),
+                yes_no(ou.inheritance_blocked),
+                ou.descendants_inheritance_blocked
+                    .as_ref()
+                    .filter(|d| d.count > 0)
+                    .map(|d| format!(", {} object(s) below with inheritance blocked", d.count))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if let Some(p) = &r.protected_accounts {
+        let _ = writeln!(
+            out,
+            "  adminCount=1  {} account(s): {}",
+            p.accounts.count,
+            p.accounts.sample.join(", ")
+        );
+    }
+    for e in &r.errors {
+        let _ = writeln!(out, "  could not read {}: {}", e.query, e.error);
+    }
+}
+
+fn render_connect(out: &mut String, result: &ProbeResult, r: &ConnectServerReport) {
+    let _ = writeln!(out, "{}  Entra Connect server  [{} ms]", result.subject, result.duration_ms);
+    let _ = writeln!(out, "  version       {}", known(r.connect_version.as_ref()));
+    let _ = writeln!(out, "  writeback     {}", yes_no(r.writeback_enabled));
+    let _ = writeln!(out, "  staging mode  {}", yes_no(r.staging_mode));
+    if let Some(s) = &r.adsync_service {
+        let _ = writeln!(out, "  ADSync        {}", s.status);
+    }
+    if let Some(s) = &r.scheduler {
+        let _ = writeln!(
+            out,
+            "  scheduler     cycle enabled {}, suspended {}",
+            yes_no(s.sync_cycle_enabled),
+            yes_no(s.scheduler_suspended)
+        );
+    }
+    let _ = writeln!(out, "  .NET release  {}", dword(r.dotnet_release));
+    let sam = match &r.restrict_remote_sam {
+        Some(RegistryString::Set(v)) => v.clone(),
+        Some(RegistryString::Absent) => "absent".to_owned(),
+        None => "unknown".to_owned(),
+    };
+    let _ = writeln!(out, "  RestrictRemoteSam  {sam}");
+    for c in &r.connectors {
+        let run = |label: &str, run: &Option<wbd_wire::RunSummary>| match run {
+            Some(run) => format!(
+                "{label} {} {}",
+                run.result,
+                run.ended_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
+            ),
+            None => format!("{label} none seen"),
+        };
+        let _ = writeln!(
+            out,
+            "  connector     {} ({:?}){}  {}; {}",
+            c.name,
+            c.kind,
+            if c.preferred_dcs.is_empty() {
+                String::new()
+            } else {
+                format!(" preferred DCs {}", c.preferred_dcs.join(", "))
+            },
+            run("full import", &c.last_full_import),
+            run("full sync", &c.last_full_sync)
+        );
+    }
+    for e in &r.errors {
+        let _ = writeln!(out, "  could not read: {e}");
+    }
+}
+
+fn render_event_log(out: &mut String, result: &ProbeResult, r: &EventLogReport) {
+    let since = r.since.map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default();
+    let _ = writeln!(out, "{}  event log{since}  [{} ms]", result.subject, result.duration_ms);
+    if let Some(f) = &r.failure {
+        let _ = writeln!(out, "  FAILED: {f}");
+        return;
+    }
+    if r.counts.is_empty() {
+        let _ = writeln!(out, "  no matching events");
+    }
+    for c in &r.counts {
+        let _ = writeln!(
+            out,
+            "  {} {:>6}  ×{:<4} newest {}",
+            c.provider,
+            c.event_id,
+            c.count,
+            c.newest.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+}
+
+fn render_graph(out: &mut String, result: &ProbeResult, r: &GraphReport) {
+    let _ = writeln!(
+        out,
+        "{}  Microsoft Graph ({})  [{} ms]",
+        result.subject, r.graph_base_url, result.duration_ms
+    );
+    if let Some(f) = &r.failure {
+        let _ = writeln!(out, "  FAILED: {f}");
+        return;
+    }
+    if let Some(org) = &r.organization {
+        let _ = writeln!(
+            out,
+            "  sync enabled  {}, last sync {}",
+            yes_no(org.on_premises_sync_enabled),
+            known(org.on_premises_last_sync)
+        );
+    }
+    for p in r.service_plans.iter().flatten().filter(|p| p.service_plan_name.starts_with("AAD_")) {
+        let _ = writeln!(
+            out,
+            "  licence       {} ({}): {} of {} assigned",
+            p.service_plan_name,
+            p.skus.join(", "),
+            p.assigned_units,
+            p.enabled_units
+        );
+    }
+    let _ = writeln!(out, "  SSPR for admins  {}", yes_no(r.allowed_to_use_sspr));
+    if let Some(u) = &r.test_user {
+        let _ = writeln!(
+            out,
+            "  test user     {}: found {}, SSPR enabled {}, registered {}, capable {}",
+            u.user_principal_name,
+            u.found,
+            yes_no(u.is_sspr_enabled),
+            yes_no(u.is_sspr_registered),
+            yes_no(u.is_sspr_capable)
+        );
+    }
+    for role in r.admin_roles.iter().flatten().filter(|r| !r.members.is_empty()) {
+        let _ = writeln!(
+            out,
+            "  {}  {} synced, {} cloud-only",
+            role.role_name,
+            role.synced_count(),
+            role.cloud_only_count()
+        );
+    }
+    for e in &r.errors {
+        let _ = writeln!(out, "  could not read {}: {} {}", e.call, known(e.status), e.message);
+    }
+}
+
+fn render_script(out: &mut String, result: &ProbeResult, r: &ScriptReport) {
+    let state = match (&r.error, &r.value) {
+        (Some(e), _) => format!("FAILED: {e}"),
+        (None, Some(v)) => format!("ok: {}", v.to_string().chars().take(200).collect::<String>()),
+        (None, None) => "no value".to_owned(),
+    };
+    let _ = writeln!(out, "{}  exit {}  [{} ms]  {state}", result.subject, known(r.exit_code), r.duration_ms);
 }
 
 fn render_endpoint(out: &mut String, result: &ProbeResult, r: &EndpointReport, now: DateTime<Utc>) {

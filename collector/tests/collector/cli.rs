@@ -31,6 +31,7 @@ async fn probe_once_prints_a_readable_report() {
     let ca = TestCa::new("WBD CLI Test CA");
     let trusted = spawn_tls_server(ca.leaf("passwordreset.test")).await;
     let untrusted = spawn_tls_server(TestCa::new("Inspection CA").leaf("relay.test")).await;
+    let untrusted_port = untrusted.port();
     let ca_file = ca.write_pem(dir.path());
     let config = dir.path().join("probe.toml");
     std::fs::write(
@@ -38,6 +39,10 @@ async fn probe_once_prints_a_readable_report() {
         format!(
             r#"
 extra_trusted_ca_files = [{ca_file:?}]
+[probes.idle_connection]
+enabled = false
+[probes.proxy]
+enabled = false
 [[endpoints]]
 host = "127.0.0.1"
 port = {}
@@ -73,12 +78,22 @@ server_name = "localhost"
     assert!(stdout.contains("issuer   CN=Inspection CA"), "{stdout}");
     assert!(stdout.contains("expires in"), "{stdout}");
     assert!(stdout.contains("1 of 2 endpoints have a problem"), "{stdout}");
+    assert!(stdout.contains("Verdicts (the rules the server applies):"), "{stdout}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
 
     let mut cmd = collector();
     cmd.args(["probe", "--json", "--config"]).arg(&config);
     let out = output(cmd).await;
-    let results: Vec<wbd_wire::ProbeResult> = serde_json::from_slice(&out.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results: Vec<wbd_wire::ProbeResult> = serde_json::from_value(doc["results"].clone()).unwrap();
     assert_eq!(results.len(), 2);
+    // The server's verdict on the untrusted chain, from the same rule pack.
+    let verdicts = doc["verdicts"].as_array().unwrap();
+    let untrusted = verdicts
+        .iter()
+        .find(|v| v["rule_id"] == "endpoint-tls-trusted" && v["outcome"]["result"] == "fail")
+        .unwrap_or_else(|| panic!("no failing endpoint-tls-trusted verdict in {verdicts:#?}"));
+    assert!(untrusted["subject"].as_str().unwrap().starts_with(&format!("127.0.0.1:{untrusted_port}@")));
 }
 
 #[tokio::test]
@@ -138,7 +153,7 @@ async fn enroll_then_run_once_through_the_binary() {
     std::fs::write(
         &config,
         format!(
-            "state_dir = \"state\"\n[[endpoints]]\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"other\"\n"
+            "state_dir = \"state\"\n[probes.idle_connection]\nenabled = false\n[[endpoints]]\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"other\"\n"
         ),
     )
     .unwrap();

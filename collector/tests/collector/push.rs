@@ -44,7 +44,7 @@ impl Fixture {
         let key = CollectorKey::generate().unwrap();
         let collector_id = Uuid::new_v4();
         let url = ServerUrl::parse(&server.base_url).unwrap();
-        let pusher = Pusher::new(server_client(&[]).unwrap(), &url, collector_id, &key);
+        let pusher = Pusher::new(server_client(&[], None).unwrap(), &url, collector_id, &key);
         let spool = SharedSpool::new(Spool::open(&spool_dir, BIG).unwrap());
         Fixture {
             _dir: dir,
@@ -87,7 +87,7 @@ impl Fixture {
     }
 
     async fn drain(&mut self) -> DrainStatus {
-        drain(&self.spool, &self.pusher, &mut self.backoff, &info()).await.unwrap()
+        drain(&self.spool, &self.pusher, &mut self.backoff, &info(), &mut Vec::new()).await.unwrap()
     }
 
     async fn pending_batches(&self) -> usize {
@@ -320,7 +320,7 @@ async fn an_unreachable_server_keeps_the_batch() {
     let server = MockServer::start(Reply::new(202)).await;
     let mut f = Fixture::with_server(server);
     let url = ServerUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-    f.pusher = Pusher::new(server_client(&[]).unwrap(), &url, f.collector_id, &f.key);
+    f.pusher = Pusher::new(server_client(&[], None).unwrap(), &url, f.collector_id, &f.key);
     f.sealed_batch(&["a:443"]).await;
 
     assert!(matches!(f.drain().await, DrainStatus::RetryIn { holdup: Holdup::Unavailable, .. }));

@@ -66,6 +66,11 @@ retry_base_ms = 10
 retry_cap_secs = 1
 extra_trusted_ca_files = [{ca:?}]
 
+[probes.idle_connection]
+enabled = false
+[probes.proxy]
+enabled = false
+
 [[endpoints]]
 host = "127.0.0.1"
 port = {tls_port}

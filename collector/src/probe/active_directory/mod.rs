@@ -1,0 +1,818 @@
+//! The Active Directory probe: what a domain controller says over LDAP(S) about the domain,
+//! its controllers, its password policy, the AD DS connector account's rights on the synced OUs,
+//! and protected accounts.
+//!
+//! One session per run: TCP, TLS (LDAPS, or StartTLS on `ldap://`), a simple bind with the
+//! configured read-only account, then plain searches:
+//!
+//! | fact | where it is read |
+//! |---|---|
+//! | domain, DCs' functional level, clock | rootDSE (`defaultNamingContext`, `domainFunctionality`, `currentTime`, `supportedControl`) |
+//! | PDC emulator | domain head `fSMORoleOwner` → its NTDS Settings' parent server → `dNSHostName` |
+//! | DNS / NetBIOS name | the domain's `crossRef` under `CN=Partitions` |
+//! | every DC, OS, RODC | computers with SERVER_TRUST_ACCOUNT (0x2000) or PARTIAL_SECRETS_ACCOUNT (0x04000000) |
+//! | password policy | domain head `minPwdAge`, `maxPwdAge`, … (100 ns intervals) |
+//! | connector account rights | the account's `objectSid` and `tokenGroups`, each container's `nTSecurityDescriptor` read with the SD-flags control (owner, group, DACL) and checked by [`security`] |
+//! | inheritance blocked | `SE_DACL_PROTECTED` on the container and on objects below it |
+//! | protected accounts | users with `adminCount=1` under the synced OUs (or the domain) |
+//!
+//! The property set that carries `pwdLastSet` is read from the schema (`attributeSecurityGUID`)
+//! rather than assumed, so a grant on "User-Account-Restrictions" counts as write `pwdLastSet`.
+//!
+//! Trust for the DC's certificate: the OS store plus `ca_file`. A certificate listed in `ca_file`
+//! that the DC presents itself is trusted as exactly that certificate (whatever its names), which
+//! is how a DC with a self-signed certificate is trusted explicitly.
+
+pub mod security;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use ldap3::controls::RawControl;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, StdStream};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use wbd_wire::{
+    ActiveDirectoryReport, AdFailure, AdQueryError, AdStep, ConnectorAccountRights, ContainerRights,
+    DomainController, DomainPasswordPolicy, ProbeOutput, ProbeResult, ProtectedAccounts, SampledCount,
+};
+
+use self::security::{Guid, Right, Sid};
+use super::endpoint::connect_host;
+use super::tls::{ProbeSetupError, millis};
+use crate::config::AdSettings;
+use crate::http_client::error_chain;
+
+/// Names kept in a sample.
+pub const SAMPLE_SIZE: usize = 20;
+const PAGE_SIZE: i32 = 500;
+/// `LDAP_SERVER_SD_FLAGS_OID`: which parts of `nTSecurityDescriptor` to return.
+const SD_FLAGS_OID: &str = "1.2.840.113556.1.4.801";
+/// SD flags OWNER | GROUP | DACL, BER-encoded as `SEQUENCE { INTEGER 7 }`.
+const SD_FLAGS_OWNER_GROUP_DACL: [u8; 5] = [0x30, 0x03, 0x02, 0x01, 0x07];
+/// LDAP_SERVER_POLICY_HINTS_OID and its deprecated predecessor.
+const POLICY_HINTS_OIDS: [&str; 2] = ["1.2.840.113556.1.4.2239", "1.2.840.113556.1.4.2066"];
+const UAC_SERVER_TRUST_ACCOUNT: u32 = 0x2000;
+const UAC_PARTIAL_SECRETS_ACCOUNT: u32 = 0x0400_0000;
+
+/// Runs the Active Directory probe.
+#[derive(Debug, Clone)]
+pub struct ActiveDirectoryProber {
+    settings: AdSettings,
+    tls: Arc<ClientConfig>,
+}
+
+/// A query that failed, before it is recorded.
+type QueryResult<T> = Result<T, String>;
+
+impl ActiveDirectoryProber {
+    pub fn new(settings: AdSettings) -> Result<Self, ProbeSetupError> {
+        let tls = Arc::new(dc_tls_config(&settings)?);
+        Ok(ActiveDirectoryProber { settings, tls })
+    }
+
+    fn subject(&self) -> String {
+        format!("ldap:{}", self.settings.url)
+    }
+
+    #[tracing::instrument(skip_all, fields(server = %self.settings.url))]
+    pub async fn probe(&self) -> ProbeResult {
+        let observed_at = Utc::now();
+        let started = Instant::now();
+        let mut report = ActiveDirectoryReport {
+            server: self.settings.url.clone(),
+            bound_as: None,
+            domain_dn: None,
+            domain_dns_name: None,
+            netbios_name: None,
+            domain_functional_level: None,
+            forest_functional_level: None,
+            pdc_emulator: None,
+            answering_dc: None,
+            policy_hints_control: None,
+            dc_current_time: None,
+            domain_controllers: Vec::new(),
+            password_policy: None,
+            connector_account: None,
+            protected_accounts: None,
+            errors: Vec::new(),
+            failure: None,
+        };
+        match tokio::time::timeout(self.settings.timeout * 4, self.session(&mut report)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => {
+                tracing::info!(step = ?failure.step, error = %failure.error, "Active Directory probe failed");
+                report.failure = Some(failure);
+            }
+            Err(_) => report.errors.push(AdQueryError {
+                query: "session".to_owned(),
+                error: format!(
+                    "the probe did not finish within {}s (4 × probes.active_directory.timeout_secs); facts read so far are kept",
+                    (self.settings.timeout * 4).as_secs()
+                ),
+            }),
+        }
+        ProbeResult {
+            subject: self.subject(),
+            observed_at,
+            duration_ms: millis(started.elapsed()),
+            output: ProbeOutput::ActiveDirectory(report),
+        }
+    }
+
+    async fn session(&self, report: &mut ActiveDirectoryReport) -> Result<(), AdFailure> {
+        let fail = |step, error| AdFailure { step, error };
+        let url = reqwest::Url::parse(&self.settings.url)
+            .map_err(|e| fail(AdStep::Connect, format!("probes.active_directory.url: {e}")))?;
+        let host =
+            url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = url.port().unwrap_or(if url.scheme() == "ldaps" { 636 } else { 389 });
+
+        // Our own connect, so that "unreachable" and "TLS refused" are told apart.
+        let tcp =
+            connect_host(&host, port, self.settings.timeout).await.map_err(|e| fail(AdStep::Connect, e))?;
+        let std_stream = tcp.into_std().map_err(|e| fail(AdStep::Connect, e.to_string()))?;
+        let conn_settings = LdapConnSettings::new()
+            .set_conn_timeout(self.settings.timeout)
+            .set_config(Arc::clone(&self.tls))
+            .set_starttls(self.settings.starttls)
+            .set_std_stream(StdStream::Tcp(std_stream));
+        let tls_step =
+            if url.scheme() == "ldaps" || self.settings.starttls { AdStep::Tls } else { AdStep::Connect };
+        let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &self.settings.url)
+            .await
+            .map_err(|e| fail(tls_step, describe_ldap_error(&e)))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "LDAP connection ended");
+            }
+        });
+        ldap.with_timeout(self.settings.timeout);
+
+        let outcome = self.read_everything(&mut ldap, report).await;
+        let _ = ldap.unbind().await;
+        driver.abort();
+        outcome
+    }
+
+    async fn read_everything(
+        &self,
+        ldap: &mut Ldap,
+        report: &mut ActiveDirectoryReport,
+    ) -> Result<(), AdFailure> {
+        if let (Some(dn), Some(password)) = (&self.settings.bind_dn, &self.settings.bind_password) {
+            let bound = ldap.simple_bind(dn, password.expose()).await.map_err(|e| describe_ldap_error(&e));
+            match bound.and_then(|r| r.success().map_err(|e| describe_ldap_error(&e))) {
+                Ok(_) => report.bound_as = Some(dn.clone()),
+                Err(e) => {
+                    return Err(AdFailure {
+                        step: AdStep::Bind,
+                        error: format!(
+                            "bind as {dn} failed (probes.active_directory.bind_dn / bind password): {e}"
+                        ),
+                    });
+                }
+            }
+        }
+
+        let root = base_entry(
+            ldap,
+            "",
+            &[
+                "defaultNamingContext",
+                "configurationNamingContext",
+                "schemaNamingContext",
+                "dnsHostName",
+                "supportedControl",
+                "domainFunctionality",
+                "forestFunctionality",
+                "currentTime",
+            ],
+        )
+        .await
+        .map_err(|error| AdFailure { step: AdStep::RootDse, error })?;
+        let domain_dn = first(&root, "defaultNamingContext").ok_or_else(|| AdFailure {
+            step: AdStep::RootDse,
+            error: "the rootDSE names no defaultNamingContext".into(),
+        })?;
+        let config_dn = first(&root, "configurationNamingContext");
+        let schema_dn = first(&root, "schemaNamingContext");
+        report.domain_dn = Some(domain_dn.clone());
+        report.answering_dc = first(&root, "dnsHostName");
+        report.forest_functional_level = first(&root, "forestFunctionality").and_then(|v| v.parse().ok());
+        report.dc_current_time = first(&root, "currentTime").and_then(|t| parse_generalized_time(&t));
+        let controls = values(&root, "supportedControl");
+        report.policy_hints_control = Some(controls.iter().any(|c| POLICY_HINTS_OIDS.contains(&c.as_str())));
+
+        let mut errors = Vec::new();
+        let mut record =
+            |query: &str, error: String| errors.push(AdQueryError { query: query.to_owned(), error });
+
+        // Domain head: PDC role owner, level, password policy.
+        let head_attrs = [
+            "fSMORoleOwner",
+            "msDS-Behavior-Version",
+            "minPwdAge",
+            "maxPwdAge",
+            "pwdHistoryLength",
+            "minPwdLength",
+            "pwdProperties",
+            "lockoutThreshold",
+        ];
+        let mut pdc_server_dn = None;
+        match base_entry(ldap, &domain_dn, &head_attrs).await {
+            Ok(head) => {
+                report.domain_functional_level = first(&head, "msDS-Behavior-Version")
+                    .and_then(|v| v.parse().ok())
+                    .or_else(|| first(&root, "domainFunctionality").and_then(|v| v.parse().ok()));
+                report.password_policy = Some(DomainPasswordPolicy {
+                    min_pwd_age_secs: first(&head, "minPwdAge").and_then(|v| interval_secs(&v)),
+                    max_pwd_age_secs: first(&head, "maxPwdAge")
+                        .and_then(|v| interval_secs(&v))
+                        .filter(|s| *s > 0),
+                    pwd_history_length: first(&head, "pwdHistoryLength").and_then(|v| v.parse().ok()),
+                    min_pwd_length: first(&head, "minPwdLength").and_then(|v| v.parse().ok()),
+                    pwd_properties: first(&head, "pwdProperties").and_then(|v| v.parse().ok()),
+                    lockout_threshold: first(&head, "lockoutThreshold").and_then(|v| v.parse().ok()),
+                });
+                pdc_server_dn = first(&head, "fSMORoleOwner").and_then(|ntds| parent_dn(&ntds));
+            }
+            Err(e) => record("domain_head", e),
+        }
+        if let Some(server_dn) = &pdc_server_dn {
+            match base_entry(ldap, server_dn, &["dNSHostName"]).await {
+                Ok(server) => report.pdc_emulator = first(&server, "dNSHostName"),
+                Err(e) => record("pdc_emulator", e),
+            }
+        }
+
+        // DNS and NetBIOS names from the domain's crossRef.
+        if let Some(config_dn) = &config_dn {
+            let filter = format!("(&(objectClass=crossRef)(nCName={}))", ldap3::ldap_escape(&domain_dn));
+            match search(
+                ldap,
+                &format!("CN=Partitions,{config_dn}"),
+                Scope::OneLevel,
+                &filter,
+                &["dnsRoot", "nETBIOSName"],
+                None,
+                10,
+            )
+            .await
+            {
+                Ok((entries, _)) => {
+                    if let Some(cross_ref) = entries.first() {
+                        report.domain_dns_name = first(cross_ref, "dnsRoot");
+                        report.netbios_name = first(cross_ref, "nETBIOSName");
+                    }
+                }
+                Err(e) => record("cross_ref", e),
+            }
+        }
+
+        // Every DC of the domain.
+        let dc_filter = format!(
+            "(&(objectCategory=computer)(|(userAccountControl:1.2.840.113556.1.4.803:={UAC_SERVER_TRUST_ACCOUNT})(userAccountControl:1.2.840.113556.1.4.803:={UAC_PARTIAL_SECRETS_ACCOUNT})))"
+        );
+        let dc_attrs = [
+            "dNSHostName",
+            "operatingSystem",
+            "operatingSystemVersion",
+            "userAccountControl",
+            "serverReferenceBL",
+        ];
+        match search(ldap, &domain_dn, Scope::Subtree, &dc_filter, &dc_attrs, None, self.settings.scan_limit)
+            .await
+        {
+            Ok((entries, truncated)) => {
+                if truncated {
+                    record(
+                        "domain_controllers",
+                        format!("more than {} DCs; the list is cut", self.settings.scan_limit),
+                    );
+                }
+                let pdc_dns = report.pdc_emulator.as_deref().map(str::to_ascii_lowercase);
+                let mut dcs: Vec<DomainController> = entries
+                    .iter()
+                    .map(|e| {
+                        let dns = first(e, "dNSHostName");
+                        let is_pdc = match (&dns, &pdc_dns, &pdc_server_dn) {
+                            (Some(d), Some(p), _) if d.eq_ignore_ascii_case(p) => true,
+                            (_, _, Some(server)) => {
+                                values(e, "serverReferenceBL").iter().any(|s| s.eq_ignore_ascii_case(server))
+                            }
+                            _ => false,
+                        };
+                        DomainController {
+                            dn: e.dn.clone(),
+                            dns_host_name: dns,
+                            operating_system: first(e, "operatingSystem"),
+                            operating_system_version: first(e, "operatingSystemVersion"),
+                            read_only: first(e, "userAccountControl")
+                                .and_then(|v| v.parse::<u32>().ok())
+                                .map(|uac| uac & UAC_PARTIAL_SECRETS_ACCOUNT != 0),
+                            is_pdc_emulator: is_pdc,
+                        }
+                    })
+                    .collect();
+                dcs.sort_by(|a, b| a.dn.cmp(&b.dn));
+                report.domain_controllers = dcs;
+            }
+            Err(e) => record("domain_controllers", e),
+        }
+
+        // The property set that holds pwdLastSet, from the schema.
+        let mut pwd_last_set_set = Some(security::USER_ACCOUNT_RESTRICTIONS);
+        if let Some(schema_dn) = &schema_dn {
+            match search(
+                ldap,
+                schema_dn,
+                Scope::OneLevel,
+                "(lDAPDisplayName=pwdLastSet)",
+                &["attributeSecurityGUID"],
+                None,
+                2,
+            )
+            .await
+            {
+                Ok((entries, _)) => {
+                    pwd_last_set_set = entries.first().and_then(|e| {
+                        binary(e, "attributeSecurityGUID").first().and_then(|b| Guid::from_ad_bytes(b))
+                    });
+                }
+                Err(e) => record("schema", e),
+            }
+        }
+
+        let containers: Vec<String> =
+            std::iter::once(domain_dn.clone()).chain(self.settings.synced_ous.iter().cloned()).collect();
+
+        if let Some(account) = &self.settings.connector_account {
+            report.connector_account = Some(
+                self.connector_rights(ldap, &domain_dn, account, &containers, pwd_last_set_set, &mut record)
+                    .await,
+            );
+        }
+
+        // Protected accounts in scope (the synced OUs, else the whole domain).
+        let scope: Vec<String> = if self.settings.synced_ous.is_empty() {
+            vec![domain_dn.clone()]
+        } else {
+            self.settings.synced_ous.clone()
+        };
+        let mut names = Vec::new();
+        let mut truncated = false;
+        let mut ok = true;
+        for base in &scope {
+            let filter = "(&(objectCategory=person)(objectClass=user)(adminCount=1))";
+            match search(
+                ldap,
+                base,
+                Scope::Subtree,
+                filter,
+                &["sAMAccountName"],
+                None,
+                self.settings.scan_limit,
+            )
+            .await
+            {
+                Ok((entries, cut)) => {
+                    truncated |= cut;
+                    names.extend(
+                        entries.iter().map(|e| first(e, "sAMAccountName").unwrap_or_else(|| e.dn.clone())),
+                    );
+                }
+                Err(e) => {
+                    ok = false;
+                    record(&format!("protected_accounts:{base}"), e);
+                }
+            }
+        }
+        if ok {
+            names.sort();
+            names.dedup();
+            report.protected_accounts =
+                Some(ProtectedAccounts { scope, accounts: sampled(names, truncated) });
+        }
+
+        report.errors.extend(errors);
+        Ok(())
+    }
+
+    async fn connector_rights(
+        &self,
+        ldap: &mut Ldap,
+        domain_dn: &str,
+        account: &str,
+        containers: &[String],
+        pwd_last_set_set: Option<Guid>,
+        record: &mut impl FnMut(&str, String),
+    ) -> ConnectorAccountRights {
+        let mut rights = ConnectorAccountRights {
+            configured: account.to_owned(),
+            dn: None,
+            sid: None,
+            group_sid_count: None,
+            user_account_control: None,
+            containers: Vec::new(),
+        };
+        let unknown = |dn: &str, error: String| ContainerRights {
+            dn: dn.to_owned(),
+            reset_password: None,
+            change_password: None,
+            write_lockout_time: None,
+            write_pwd_last_set: None,
+            inheritance_blocked: None,
+            descendants_inheritance_blocked: None,
+            error: Some(error),
+        };
+
+        let found = if account.contains('=') {
+            base_entry(ldap, account, &["objectSid", "userAccountControl"]).await.map(Some)
+        } else {
+            let name = account.rsplit('\\').next().unwrap_or(account);
+            let filter = if name.contains('@') {
+                format!("(&(objectCategory=person)(userPrincipalName={}))", ldap3::ldap_escape(name))
+            } else {
+                format!("(&(objectCategory=person)(sAMAccountName={}))", ldap3::ldap_escape(name))
+            };
+            search(ldap, domain_dn, Scope::Subtree, &filter, &["objectSid", "userAccountControl"], None, 2)
+                .await
+                .map(|(entries, _)| entries.into_iter().next())
+        };
+        let entry = match found {
+            Ok(Some(entry)) => entry,
+            Ok(None) => {
+                let error = format!(
+                    "the connector account `{account}` was not found (probes.active_directory.connector_account)"
+                );
+                rights.containers = containers.iter().map(|dn| unknown(dn, error.clone())).collect();
+                return rights;
+            }
+            Err(e) => {
+                record("connector_account", e.clone());
+                rights.containers = containers.iter().map(|dn| unknown(dn, e.clone())).collect();
+                return rights;
+            }
+        };
+        rights.dn = Some(entry.dn.clone());
+        rights.user_account_control = first(&entry, "userAccountControl").and_then(|v| v.parse().ok());
+        let sid = binary(&entry, "objectSid").first().and_then(|b| Sid::from_bytes(b)).map(|(s, _)| s);
+        rights.sid = sid.as_ref().map(ToString::to_string);
+        let mut trustees: Vec<Sid> = sid.into_iter().collect();
+        trustees.push(Sid::everyone());
+        trustees.push(Sid::authenticated_users());
+        // tokenGroups is constructed: it can only be read with a base search on the account.
+        match base_entry(ldap, &entry.dn, &["tokenGroups"]).await {
+            Ok(groups) => {
+                let sids: Vec<Sid> = binary(&groups, "tokenGroups")
+                    .iter()
+                    .filter_map(|b| Sid::from_bytes(b))
+                    .map(|(s, _)| s)
+                    .collect();
+                rights.group_sid_count = u32::try_from(sids.len()).ok();
+                trustees.extend(sids);
+            }
+            Err(e) => record("token_groups", e),
+        }
+
+        let reset = Right::Extended(security::RESET_PASSWORD);
+        let change = Right::Extended(security::CHANGE_PASSWORD);
+        let lockout = Right::WriteProperty { attribute: security::LOCKOUT_TIME, property_set: None };
+        let pwd = Right::WriteProperty { attribute: security::PWD_LAST_SET, property_set: pwd_last_set_set };
+        for dn in containers {
+            let sd = match read_security_descriptor(ldap, dn).await {
+                Ok(sd) => sd,
+                Err(e) => {
+                    rights.containers.push(unknown(dn, e));
+                    continue;
+                }
+            };
+            let Some(dacl) = sd.dacl.as_ref() else {
+                rights.containers.push(unknown(
+                    dn,
+                    "the descriptor came back without a DACL (not allowed to read it?)".into(),
+                ));
+                continue;
+            };
+            let descendants = self.protected_descendants(ldap, dn).await;
+            if let Err(e) = &descendants {
+                record(&format!("inheritance:{dn}"), e.clone());
+            }
+            rights.containers.push(ContainerRights {
+                dn: dn.clone(),
+                reset_password: Some(security::access_on_child_users(dacl, &trustees, reset)),
+                change_password: Some(security::access_on_child_users(dacl, &trustees, change)),
+                write_lockout_time: Some(security::access_on_child_users(dacl, &trustees, lockout)),
+                write_pwd_last_set: Some(security::access_on_child_users(dacl, &trustees, pwd)),
+                inheritance_blocked: Some(sd.dacl_protected()),
+                descendants_inheritance_blocked: descendants.ok(),
+                error: None,
+            });
+        }
+        rights
+    }
+
+    /// OUs and users below `dn` whose DACL is protected.
+    async fn protected_descendants(&self, ldap: &mut Ldap, dn: &str) -> QueryResult<SampledCount> {
+        let filter = "(|(objectClass=organizationalUnit)(&(objectCategory=person)(objectClass=user)))";
+        let (entries, truncated) = search(
+            ldap,
+            dn,
+            Scope::Subtree,
+            filter,
+            &["nTSecurityDescriptor"],
+            Some(sd_flags_control()),
+            self.settings.scan_limit,
+        )
+        .await?;
+        let mut names = Vec::new();
+        for e in entries.iter().filter(|e| !e.dn.eq_ignore_ascii_case(dn)) {
+            if let Some(bytes) = binary(e, "nTSecurityDescriptor").first()
+                && let Ok(sd) = security::parse_security_descriptor(bytes)
+                && sd.dacl_protected()
+            {
+                names.push(e.dn.clone());
+            }
+        }
+        names.sort();
+        Ok(sampled(names, truncated))
+    }
+}
+
+fn sampled(names: Vec<String>, truncated: bool) -> SampledCount {
+    SampledCount {
+        count: u32::try_from(names.len()).unwrap_or(u32::MAX),
+        sample: names.into_iter().take(SAMPLE_SIZE).collect(),
+        truncated,
+    }
+}
+
+fn sd_flags_control() -> RawControl {
+    RawControl { ctype: SD_FLAGS_OID.to_owned(), crit: true, val: Some(SD_FLAGS_OWNER_GROUP_DACL.to_vec()) }
+}
+
+async fn read_security_descriptor(ldap: &mut Ldap, dn: &str) -> QueryResult<security::SecurityDescriptor> {
+    let (entries, _) = search(
+        ldap,
+        dn,
+        Scope::Base,
+        "(objectClass=*)",
+        &["nTSecurityDescriptor"],
+        Some(sd_flags_control()),
+        1,
+    )
+    .await?;
+    let entry = entries.first().ok_or_else(|| format!("{dn} was not found"))?;
+    let bytes = binary(entry, "nTSecurityDescriptor");
+    let bytes =
+        bytes.first().ok_or_else(|| format!("no nTSecurityDescriptor on {dn} (not allowed to read it?)"))?;
+    security::parse_security_descriptor(bytes)
+}
+
+/// One object's attributes.
+async fn base_entry(ldap: &mut Ldap, dn: &str, attrs: &[&str]) -> QueryResult<SearchEntry> {
+    let (entries, _) = search(ldap, dn, Scope::Base, "(objectClass=*)", attrs, None, 1).await?;
+    entries.into_iter().next().ok_or_else(|| format!("`{dn}` was not found"))
+}
+
+/// A paged search that stops after `limit` entries; `true` when it stopped early.
+async fn search(
+    ldap: &mut Ldap,
+    base: &str,
+    scope: Scope,
+    filter: &str,
+    attrs: &[&str],
+    control: Option<RawControl>,
+    limit: u32,
+) -> QueryResult<(Vec<SearchEntry>, bool)> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let attrs: Vec<String> = attrs.iter().map(|a| (*a).to_owned()).collect();
+    if let Some(control) = control {
+        ldap.with_controls(vec![control]);
+    }
+    let what =
+        |e: &ldap3::LdapError| format!("search under `{base}` for {filter}: {}", describe_ldap_error(e));
+    let mut entries = Vec::new();
+    let mut truncated = false;
+    if scope == Scope::Base {
+        let (found, _) =
+            ldap.search(base, scope, filter, attrs).await.and_then(|r| r.success()).map_err(|e| what(&e))?;
+        entries.extend(
+            found.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).map(SearchEntry::construct),
+        );
+        return Ok((entries, false));
+    }
+    let mut stream = ldap
+        .streaming_search_with(ldap3::adapters::PagedResults::new(PAGE_SIZE), base, scope, filter, attrs)
+        .await
+        .map_err(|e| what(&e))?;
+    loop {
+        match stream.next().await {
+            Ok(Some(entry)) => {
+                if entry.is_ref() || entry.is_intermediate() {
+                    continue;
+                }
+                if entries.len() >= limit {
+                    truncated = true;
+                    break;
+                }
+                entries.push(SearchEntry::construct(entry));
+            }
+            Ok(None) => break,
+            Err(e) => return Err(what(&e)),
+        }
+    }
+    let result = stream.finish().await;
+    // 10 = referral (a subtree search that crosses a naming context), harmless here.
+    if !truncated && result.rc != 0 && result.rc != 10 {
+        return Err(format!("search under `{base}` for {filter}: LDAP result {} {}", result.rc, result.text));
+    }
+    Ok((entries, truncated))
+}
+
+fn find_attr<'a, T>(map: &'a std::collections::HashMap<String, Vec<T>>, name: &str) -> Option<&'a Vec<T>> {
+    map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}
+
+fn values(e: &SearchEntry, name: &str) -> Vec<String> {
+    find_attr(&e.attrs, name).cloned().unwrap_or_default()
+}
+
+fn first(e: &SearchEntry, name: &str) -> Option<String> {
+    find_attr(&e.attrs, name).and_then(|v| v.first().cloned())
+}
+
+/// A binary attribute's values (ldap3 files a value that happens to be valid UTF-8 as text).
+fn binary(e: &SearchEntry, name: &str) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = find_attr(&e.bin_attrs, name).cloned().unwrap_or_default();
+    if let Some(text) = find_attr(&e.attrs, name) {
+        out.extend(text.iter().map(|s| s.as_bytes().to_vec()));
+    }
+    out
+}
+
+/// The DN without its first RDN (`CN=NTDS Settings,CN=DC1,…` → `CN=DC1,…`).
+fn parent_dn(dn: &str) -> Option<String> {
+    let mut escaped = false;
+    for (i, c) in dn.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            ',' if !escaped => return Some(dn[i + 1..].trim_start().to_owned()),
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+/// A negative 100-ns interval (`minPwdAge`) in seconds; the "never" value gives `None`.
+fn interval_secs(v: &str) -> Option<u64> {
+    let n: i64 = v.trim().parse().ok()?;
+    if n == i64::MIN {
+        return None;
+    }
+    Some(n.unsigned_abs() / 10_000_000)
+}
+
+/// `20261122025842.0Z`.
+fn parse_generalized_time(v: &str) -> Option<DateTime<Utc>> {
+    let digits = v.trim().trim_end_matches('Z');
+    let main = digits.split(['.', ',']).next()?;
+    NaiveDateTime::parse_from_str(main, "%Y%m%d%H%M%S").ok().map(|n| n.and_utc())
+}
+
+fn describe_ldap_error(e: &ldap3::LdapError) -> String {
+    if let ldap3::LdapError::LdapResult { result } = e {
+        let hint = match result.rc {
+            49 => " (invalid credentials)",
+            8 => " (the DC requires a signed or encrypted connection)",
+            50 => " (insufficient access rights)",
+            _ => "",
+        };
+        return format!("LDAP result {}{hint}: {}", result.rc, result.text.trim());
+    }
+    error_chain(e)
+}
+
+/// TLS for the DC: the OS store plus `ca_file`; certificates in `ca_file` presented as-is by
+/// the DC are trusted exactly.
+fn dc_tls_config(settings: &AdSettings) -> Result<ClientConfig, ProbeSetupError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    // A self-signed leaf (no CA flag) is refused as an anchor; it is still pinned below.
+    roots.add_parsable_certificates(settings.ca_certs.iter().cloned());
+    let verifier = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                .build()
+                .map_err(|e| ProbeSetupError::Verifier(e.to_string()))?,
+        )
+    };
+    let name_override = match &settings.tls_server_name {
+        Some(name) => Some(ServerName::try_from(name.clone()).map_err(|e| ProbeSetupError::Setting {
+            setting: "probes.active_directory.tls_server_name".to_owned(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
+    let dc_verifier = DcCertVerifier {
+        webpki: verifier,
+        pinned: settings.ca_certs.clone(),
+        name_override,
+        provider: Arc::clone(&provider),
+    };
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ProbeSetupError::Verifier(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(dc_verifier))
+        .with_no_client_auth())
+}
+
+#[derive(Debug)]
+struct DcCertVerifier {
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    pinned: Vec<CertificateDer<'static>>,
+    name_override: Option<ServerName<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for DcCertVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.pinned.iter().any(|pinned| pinned.as_ref() == end_entity.as_ref()) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let name = self.name_override.as_ref().unwrap_or(server_name);
+        match &self.webpki {
+            Some(webpki) => webpki.verify_server_cert(end_entity, intermediates, name, ocsp_response, now),
+            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_in_ad_units_convert() {
+        assert_eq!(interval_secs("-864000000000"), Some(86_400));
+        assert_eq!(interval_secs("0"), Some(0));
+        assert_eq!(interval_secs("-9223372036854775808"), None);
+        assert_eq!(parse_generalized_time("20261122025842.0Z"), DateTime::from_timestamp(1_795_316_322, 0));
+        assert_eq!(
+            parent_dn(
+                "CN=NTDS Settings,CN=DC1,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=x"
+            ),
+            Some("CN=DC1,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=x".to_owned())
+        );
+        assert_eq!(parent_dn("CN=a\\,b,DC=x"), Some("DC=x".to_owned()));
+    }
+}
