@@ -186,7 +186,7 @@ pub fn plan_changes(snapshot: &TenantSnapshot, evaluations: &[Evaluation]) -> Ve
 fn change_for(evaluation: &Evaluation, key: &str, finding: Option<&Finding>) -> Option<FindingChange> {
     match (&evaluation.outcome, finding) {
         (Outcome::Unknown { .. }, _) => None,
-        (Outcome::Fail { severity, summary, evidence }, None) => Some(FindingChange::Open {
+        (Outcome::Fail { severity, summary, evidence, .. }, None) => Some(FindingChange::Open {
             fingerprint: key.to_owned(),
             rule_id: evaluation.rule_id.to_owned(),
             subject: evaluation.subject.clone(),
@@ -195,7 +195,7 @@ fn change_for(evaluation: &Evaluation, key: &str, finding: Option<&Finding>) -> 
             summary: summary.clone(),
             evidence: evidence.clone(),
         }),
-        (Outcome::Fail { severity, summary, evidence }, Some(finding)) => {
+        (Outcome::Fail { severity, summary, evidence, .. }, Some(finding)) => {
             let severity = store_severity(*severity);
             match finding.status {
                 FindingStatus::Resolved => Some(FindingChange::Reopen {
@@ -364,6 +364,7 @@ mod tests {
 
     use chrono::{Duration, TimeZone};
     use serde_json::json;
+    use wbd_rules::Message;
     use wbd_rules::Severity as RuleSeverity;
     use wbd_store::{Collector, CollectorId, Fact, FindingId, OrgId, TenantId};
     use wbd_wire::{EndpointReport, EndpointRole, ProbeStep, StepFailure, TlsReport};
@@ -479,7 +480,7 @@ mod tests {
     /// The finding a previous evaluation would have stored for this evaluation.
     fn finding_from(n: u128, evaluation: &Evaluation, status: FindingStatus) -> Finding {
         let mut f = finding(n, evaluation.rule_id, &evaluation.subject, status);
-        if let Outcome::Fail { severity, summary, evidence } = &evaluation.outcome {
+        if let Outcome::Fail { severity, summary, evidence, .. } = &evaluation.outcome {
             f.severity = store_severity(*severity);
             f.summary = summary.clone();
             f.evidence = evidence.clone();
@@ -492,7 +493,12 @@ mod tests {
             rule_id,
             subject: subject.to_owned(),
             title: "Writeback endpoint is reachable",
-            outcome: Outcome::Fail { severity, summary: summary.to_owned(), evidence: json!({"host": "h"}) },
+            outcome: Outcome::Fail {
+                severity,
+                message: Message::new("test.fail"),
+                summary: summary.to_owned(),
+                evidence: json!({"host": "h"}),
+            },
         }
     }
 
@@ -510,7 +516,10 @@ mod tests {
             rule_id,
             subject: subject.to_owned(),
             title: "Writeback endpoint is reachable",
-            outcome: Outcome::Unknown { reason: "handshake did not complete".to_owned() },
+            outcome: Outcome::Unknown {
+                reason: "handshake did not complete".to_owned(),
+                message: Message::new("test.unknown"),
+            },
         }
     }
 
@@ -620,6 +629,7 @@ mod tests {
             Evaluation {
                 outcome: Outcome::Fail {
                     severity: RuleSeverity::Critical,
+                    message: Message::new("test.fail"),
                     summary: "blocked".to_owned(),
                     evidence: json!({"host": "other"}),
                 },
@@ -629,7 +639,7 @@ mod tests {
         for variant in variants {
             let changes =
                 plan_changes(&snapshot(vec![], vec![], vec![stored.clone()]), std::slice::from_ref(&variant));
-            let Outcome::Fail { severity, summary, evidence } = variant.outcome else { unreachable!() };
+            let Outcome::Fail { severity, summary, evidence, .. } = variant.outcome else { unreachable!() };
             assert_eq!(
                 changes,
                 [FindingChange::Update {
