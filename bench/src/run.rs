@@ -1,0 +1,575 @@
+//! One benchmark run: each selected phase in turn, every figure into the report, the targets of
+//! issue 6 checked at the end. A phase that fails is reported as failed and the others still run.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::cli::Args;
+use crate::deploy::{self, Binaries, Deployment, PgDatabase};
+use crate::floor;
+use crate::footprint;
+use crate::machine::{MachineInfo, loadavg};
+use crate::pipeline::{self, LatencyRun, ThroughputRun};
+use crate::report::{Bound, GitState, NamedCpuUse, PhaseReport, Report, RunConditions, Target};
+use crate::rules;
+use crate::sim::{Admin, http_client};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
+    let phases = args.phases();
+    deploy::require_loopback("--database-url", &args.database_url)?;
+    deploy::require_loopback("--amqp-url", &args.amqp_url)?;
+    let extra = args.extra_env()?;
+    let bins = Binaries::locate(args.bin_dir.as_deref());
+    let mut needed = Vec::new();
+    if phases.distributed {
+        needed.extend([bins.api.as_path(), bins.worker.as_path()]);
+    }
+    if phases.embedded {
+        needed.push(bins.api.as_path());
+    }
+    if phases.collector {
+        needed.extend([bins.api.as_path(), bins.collector.as_path()]);
+    }
+    bins.check(&needed)?;
+
+    let machine = MachineInfo::read();
+    let ticks = machine.clock_ticks_per_sec;
+    let started_at = Utc::now();
+    let loadavg_at_start = loadavg();
+    let git = GitState::read(&deploy::workspace_root());
+    let mut reports = Vec::new();
+
+    if phases.floor {
+        eprintln!("[wbd-bench] floor: PostgreSQL COPY and RabbitMQ confirms");
+        reports.push(floor_phase(&args).await);
+    }
+    let floor_results_per_s =
+        reports.iter().find(|p| p.id == "floor").and_then(|p| p.value("floor_results_per_s"));
+    if phases.distributed {
+        eprintln!("[wbd-bench] distributed: wbd-api + wbd-worker on PostgreSQL and RabbitMQ");
+        let mut phase = PhaseReport::new("distributed", "Product, distributed (PostgreSQL + RabbitMQ)");
+        let deployment = Deployment::distributed(
+            &bins,
+            &args.database_url,
+            &args.amqp_url,
+            args.apis,
+            args.workers,
+            &args.log_level,
+            extra.clone(),
+        )
+        .await;
+        match deployment {
+            Ok(deployment) => {
+                phase.condition(format!(
+                    "{} wbd-api process(es) (outbox relay inside), {} wbd-worker process(es), fresh database, queue prefix {}",
+                    args.apis, args.workers, deployment.env.prefix
+                ));
+                product_phase(&args, deployment, &mut phase, floor_results_per_s, ticks).await;
+            }
+            Err(e) => phase.error = Some(format!("{e:#}")),
+        }
+        reports.push(phase);
+    }
+    if phases.embedded {
+        eprintln!("[wbd-bench] embedded: one wbd-api on SQLite with the worker inside");
+        let mut phase = PhaseReport::new("embedded", "Product, embedded (SQLite, one process)");
+        match Deployment::embedded(&bins, &args.log_level, extra.clone()).await {
+            Ok(deployment) => {
+                phase.condition("1 wbd-api process: API, local store-backed queue and worker, SQLite (WAL) in a temporary directory");
+                product_phase(&args, deployment, &mut phase, None, ticks).await;
+            }
+            Err(e) => phase.error = Some(format!("{e:#}")),
+        }
+        reports.push(phase);
+    }
+    if phases.rules {
+        eprintln!("[wbd-bench] rules: wbd_rules::evaluate");
+        reports.push(rules_phase(&args).await);
+    }
+    if phases.collector {
+        eprintln!("[wbd-bench] collector: footprint of wbd-collector");
+        reports.push(collector_phase(&args, &bins, ticks).await);
+    }
+
+    let window = args.window();
+    let short = (window < Duration::from_secs(60))
+        .then(|| format!("indicative only: measured over {} s, the target asks for 60 s", window.as_secs()));
+    let latency_caveat = (args.latency_rate != 1000.0)
+        .then(|| format!("measured at {} results/s, the target asks for 1,000", args.latency_rate));
+    let targets = [
+        (
+            Target {
+                id: "distributed-throughput",
+                text: "distributed ingest-and-evaluate, sustained",
+                phase: "distributed",
+                figure: "e2e_results_per_s",
+                bound: Bound::AtLeast,
+                value: 10_000.0,
+                unit: "results/s",
+            },
+            short.clone(),
+        ),
+        (
+            Target {
+                id: "distributed-vs-floor",
+                text: "distributed ingest-and-evaluate as a share of the floor",
+                phase: "distributed",
+                figure: "ratio_to_floor_pct",
+                bound: Bound::AtLeast,
+                value: 50.0,
+                unit: "%",
+            },
+            short.clone(),
+        ),
+        (
+            Target {
+                id: "accept-to-finding-p99",
+                text: "accept-to-finding p99 at 1,000 results/s (distributed)",
+                phase: "distributed",
+                figure: "accept_to_finding_p99_ms",
+                bound: Bound::AtMost,
+                value: 500.0,
+                unit: "ms",
+            },
+            latency_caveat,
+        ),
+        (
+            Target {
+                id: "embedded-throughput",
+                text: "embedded ingest-and-evaluate, sustained",
+                phase: "embedded",
+                figure: "e2e_results_per_s",
+                bound: Bound::AtLeast,
+                value: 5_000.0,
+                unit: "results/s",
+            },
+            short,
+        ),
+        (
+            Target {
+                id: "collector-idle-memory",
+                text: "collector idle resident memory",
+                phase: "collector",
+                figure: "idle_rss_mib",
+                bound: Bound::AtMost,
+                value: 15.0,
+                unit: "MiB",
+            },
+            None,
+        ),
+        (
+            Target {
+                id: "collector-binary",
+                text: "collector release binary",
+                phase: "collector",
+                figure: "binary_mib",
+                bound: Bound::AtMost,
+                value: 15.0,
+                unit: "MiB",
+            },
+            None,
+        ),
+    ];
+    let targets = targets.into_iter().map(|(t, caveat)| t.check(&reports, caveat)).collect();
+
+    Ok(Report {
+        tool: format!("wbd-bench {}", env!("CARGO_PKG_VERSION")),
+        started_at,
+        finished_at: Utc::now(),
+        git,
+        machine,
+        conditions: RunConditions { command, loadavg_at_start, loadavg_at_end: loadavg(), quick: args.quick },
+        settings: serde_json::to_value(&args)?,
+        phases: reports,
+        targets,
+    })
+}
+
+async fn floor_phase(args: &Args) -> PhaseReport {
+    let mut phase = PhaseReport::new("floor", "Floor: the machine with no product in the way");
+    let time = args.floor_time();
+    let batch = f64::from(args.batch_results);
+    let mut pg_rows = None;
+    match PgDatabase::create(&args.database_url).await {
+        Ok(db) => {
+            let connections = 2;
+            let result = floor::postgres_copy(&db.url, time, args.floor_rows_per_copy, connections).await;
+            db.drop_database().await;
+            match result {
+                Ok(pg) => {
+                    phase.condition(format!(
+                        "PostgreSQL: COPY FROM STDIN (text), {} rows per COPY and transaction, {connections} connections, {} s, fresh table (fact_history's columns, primary key only), {:.0} bytes per row",
+                        args.floor_rows_per_copy,
+                        pg.elapsed.as_secs(),
+                        pg.bytes_per_row
+                    ));
+                    phase.figure("pg_copy_rows_per_s", "PostgreSQL COPY", pg.rows_per_s, "rows/s");
+                    phase.figure("pg_copy_rows", "rows written", pg.rows as f64, "rows");
+                    pg_rows = Some(pg.rows_per_s);
+                }
+                Err(e) => phase.error = Some(format!("PostgreSQL floor: {e:#}")),
+            }
+        }
+        Err(e) => phase.error = Some(format!("PostgreSQL floor: {e:#}")),
+    }
+    let prefix = format!("wbdbench.{}", uuid::Uuid::new_v4().simple());
+    let serial = if args.quick { Duration::from_secs(2) } else { Duration::from_secs(4) };
+    let rabbit =
+        floor::rabbitmq_confirms(&args.amqp_url, &prefix, time, serial, args.floor_confirm_window).await;
+    deploy::delete_queues(&args.amqp_url, &prefix).await;
+    let mut rmq_msgs = None;
+    match rabbit {
+        Ok(r) => {
+            phase.condition(format!(
+                "RabbitMQ: persistent {}-byte messages to a durable quorum queue, confirms pipelined with {} outstanding, {} s; then one at a time for {} s",
+                r.message_bytes,
+                args.floor_confirm_window,
+                time.as_secs(),
+                serial.as_secs()
+            ));
+            phase.figure(
+                "rmq_confirmed_msgs_per_s",
+                "RabbitMQ publish, pipelined confirms",
+                r.pipelined_msgs_per_s,
+                "msgs/s",
+            );
+            phase.figure(
+                "rmq_one_at_a_time_msgs_per_s",
+                "RabbitMQ publish, wait for each confirm",
+                r.one_at_a_time_msgs_per_s,
+                "msgs/s",
+            );
+            if r.nacked > 0 {
+                phase.note(format!("{} publishes were not confirmed", r.nacked));
+            }
+            rmq_msgs = Some(r.pipelined_msgs_per_s);
+        }
+        Err(e) => {
+            let previous = phase.error.take().map(|p| format!("{p}; ")).unwrap_or_default();
+            phase.error = Some(format!("{previous}RabbitMQ floor: {e:#}"));
+        }
+    }
+    if let (Some(pg), Some(rmq)) = (pg_rows, rmq_msgs) {
+        let via_queue = rmq * batch;
+        phase.figure(
+            "rmq_results_per_s",
+            &format!("RabbitMQ as results (one message per {batch} results)"),
+            via_queue,
+            "results/s",
+        );
+        phase.figure("floor_results_per_s", "floor = the lower of the two", pg.min(via_queue), "results/s");
+        phase.note(format!(
+            "the product writes each result to PostgreSQL and one message per batch of {batch} results to RabbitMQ, so its floor is the lower of the two; bound by {}",
+            if pg <= via_queue { "PostgreSQL" } else { "RabbitMQ" }
+        ));
+    }
+    phase
+}
+
+/// Provisions collectors, then the throughput run and the latency run, into `phase`.
+async fn product_phase(
+    args: &Args,
+    mut deployment: Deployment,
+    phase: &mut PhaseReport,
+    floor_results_per_s: Option<f64>,
+    ticks: u64,
+) {
+    if let Err(e) = product_runs(args, &mut deployment, phase, floor_results_per_s, ticks).await {
+        phase.error = Some(format!("{e:#}"));
+    }
+    for (name, count, first) in deployment.warnings() {
+        if count > 0 {
+            phase.note(format!(
+                "{name} logged {count} WARN/ERROR line(s); first: {}",
+                first.unwrap_or_default()
+            ));
+        }
+    }
+    deployment.teardown().await;
+}
+
+async fn product_runs(
+    args: &Args,
+    deployment: &mut Deployment,
+    phase: &mut PhaseReport,
+    floor_results_per_s: Option<f64>,
+    ticks: u64,
+) -> anyhow::Result<()> {
+    let batch = usize::from(args.batch_results);
+    let client = http_client(args.concurrency.max(args.latency_collectors))?;
+    let key = deployment.bootstrap("Benchmark MSP").await?;
+    let admin = Admin::login(&client, &deployment.bases[0], &key).await?;
+    let provisioning = std::time::Instant::now();
+    let collectors = admin
+        .enrolled_collectors(&client, "Load tenant", args.collectors, batch, args.flip_probability, 1)
+        .await?;
+    let markers = admin
+        .enrolled_collectors(&client, "Latency tenant", args.latency_collectors, batch, 0.0, 1_000_000)
+        .await?;
+    phase.condition(format!(
+        "{} tenants with one enrolled collector each (Ed25519 keys, EdDSA push tokens per request) provisioned in {:.1} s, plus {} for the latency run",
+        args.collectors,
+        provisioning.elapsed().as_secs_f64(),
+        args.latency_collectors
+    ));
+    phase.condition(format!(
+        "batches of {batch} results (one probe cycle: the 6 host probes and {} endpoints), gzip JSON over loopback HTTP/1.1; {:.0}% of endpoints change state per cycle",
+        batch.saturating_sub(6).max(1),
+        args.flip_probability * 100.0
+    ));
+
+    // Throughput.
+    let run =
+        ThroughputRun { warmup: args.warmup_time(), window: args.window(), concurrency: args.concurrency };
+    phase.condition(format!(
+        "throughput: closed loop, {} pushes in flight, {} s warm-up, {} s measured window, then drain",
+        run.concurrency,
+        run.warmup.as_secs(),
+        run.window.as_secs()
+    ));
+    eprintln!("[wbd-bench]   throughput run ({} s + drain)", (run.warmup + run.window).as_secs());
+    let t = pipeline::throughput(deployment, &client, collectors, batch, &run, ticks).await?;
+    phase.figure("accepted_results_per_s", "accepted (202)", t.accepted_results_per_s, "results/s");
+    phase.figure(
+        "evaluated_results_per_s",
+        "evaluated during the window",
+        t.evaluated_results_per_s,
+        "results/s",
+    );
+    match (t.e2e_results_per_s, t.drain) {
+        (Some(e2e), Some(drain)) => {
+            phase.figure(
+                "e2e_results_per_s",
+                "ingest and evaluate, sustained (window + drain)",
+                e2e,
+                "results/s",
+            );
+            phase.figure("drain_s", "drain after the window", drain.as_secs_f64(), "s");
+            if let Some(floor) = floor_results_per_s {
+                phase.figure("ratio_to_floor_pct", "share of the floor", 100.0 * e2e / floor, "%");
+            } else if phase.id == "distributed" {
+                phase.missing(
+                    "ratio_to_floor_pct",
+                    "share of the floor",
+                    "%",
+                    "the floor was not measured in this run",
+                );
+            }
+        }
+        _ => {
+            phase.missing(
+                "e2e_results_per_s",
+                "ingest and evaluate, sustained",
+                "results/s",
+                format!("the evaluation did not catch up within {} s", pipeline::DRAIN_TIMEOUT.as_secs()),
+            );
+        }
+    }
+    phase.figure(
+        "backlog_results",
+        "accepted but not evaluated at window end",
+        t.backlog_results_at_end as f64,
+        "results",
+    );
+    phase.figure("accepted_batches", "batches accepted in the window", t.accepted_batches as f64, "batches");
+    if let Some(l) = t.ingest_latency {
+        phase.figure("ingest_p50_ms", "ingest latency p50 (full load)", l.p50_ms, "ms");
+        phase.figure("ingest_p99_ms", "ingest latency p99 (full load)", l.p99_ms, "ms");
+    }
+    if let Some(evaluations) = t.evaluations {
+        phase.figure(
+            "evaluations",
+            "evaluations applied (window + drain)",
+            evaluations as f64,
+            "evaluations",
+        );
+        if evaluations > 0 {
+            phase.figure(
+                "batches_per_evaluation",
+                "batches covered per evaluation",
+                t.batches_evaluated as f64 / evaluations as f64,
+                "batches",
+            );
+        }
+    }
+    let refused: u64 = t.refused.values().sum();
+    phase.figure("refused_pushes", "pushes not answered 202", refused as f64, "pushes");
+    if refused > 0 {
+        phase.note(format!("pushes not answered 202 in the throughput window, by status: {:?}", t.refused));
+    }
+    phase.cpu.push(NamedCpuUse { window: "the throughput window".into(), usage: t.cpu.clone() });
+    let (findings, events) = deployment.db.finding_counts().await.unwrap_or((0, 0));
+    phase.note(format!("after the throughput run: {findings} findings, {events} finding events"));
+
+    // Latency.
+    let run = LatencyRun {
+        rate_results_per_s: args.latency_rate,
+        window: args.window(),
+        poll_every: Duration::from_millis(args.poll_ms.max(1)),
+    };
+    phase.condition(format!(
+        "latency: open loop at {} results/s ({:.1} batches/s from {} collectors), {} s; every batch changes one finding, polled every {} ms",
+        run.rate_results_per_s,
+        run.rate_results_per_s / batch as f64,
+        args.latency_collectors,
+        run.window.as_secs(),
+        run.poll_every.as_millis()
+    ));
+    eprintln!("[wbd-bench]   latency run ({} s)", run.window.as_secs());
+    let l = pipeline::latency(deployment, &client, markers, &run, ticks).await?;
+    phase.figure(
+        "latency_run_results_per_s",
+        "latency run: accepted rate",
+        l.achieved_results_per_s,
+        "results/s",
+    );
+    if let Some(s) = l.ingest {
+        phase.figure("ingest_p50_ms_at_rate", "ingest latency p50 (at rate)", s.p50_ms, "ms");
+        phase.figure("ingest_p99_ms_at_rate", "ingest latency p99 (at rate)", s.p99_ms, "ms");
+    }
+    match l.accept_to_finding {
+        Some(s) => {
+            phase.figure("accept_to_finding_p50_ms", "accept-to-finding p50", s.p50_ms, "ms");
+            phase.figure("accept_to_finding_p99_ms", "accept-to-finding p99", s.p99_ms, "ms");
+            phase.figure("accept_to_finding_max_ms", "accept-to-finding max", s.max_ms, "ms");
+            phase.figure(
+                "accept_to_finding_samples",
+                "batches followed to their finding",
+                s.count as f64,
+                "batches",
+            );
+        }
+        None => phase.missing(
+            "accept_to_finding_p99_ms",
+            "accept-to-finding p99",
+            "ms",
+            "no batch was seen in a finding",
+        ),
+    }
+    phase.figure("finding_polls", "finding polls during the latency run", l.polls as f64, "polls");
+    if l.unseen > 0 {
+        phase.note(format!(
+            "{} accepted batches never showed in their finding within 30 s of the load's end",
+            l.unseen
+        ));
+    }
+    if l.refused > 0 {
+        phase.note(format!("{} pushes of the latency run were not answered 202", l.refused));
+    }
+    if l.late_starts > 0 {
+        phase.note(format!(
+            "{} pushes of the latency run started over 100 ms after their slot",
+            l.late_starts
+        ));
+    }
+    phase.cpu.push(NamedCpuUse { window: "the latency run".into(), usage: l.cpu });
+    Ok(())
+}
+
+async fn rules_phase(args: &Args) -> PhaseReport {
+    let mut phase = PhaseReport::new("rules", "Rules: the shipped pack (wbd_rules::evaluate), one core");
+    let time = if args.quick { Duration::from_millis(700) } else { Duration::from_secs(3) };
+    phase.condition(format!(
+        "{} rules; each shape measured for {:.1} s in a tight loop; the criterion benchmark is `cargo bench -p wbd-bench --bench rules`",
+        wbd_rules::rules().len(),
+        time.as_secs_f64()
+    ));
+    for (i, shape) in rules::SHAPES.iter().enumerate() {
+        let shape = *shape;
+        let measured =
+            tokio::task::spawn_blocking(move || rules::measure(&rules::facts_for(shape), time)).await;
+        match measured {
+            Ok(speed) => {
+                let key = if i == 0 { "typical" } else { "large" };
+                phase.condition(format!(
+                    "{}: {} facts, {} verdicts per evaluation",
+                    shape.name, speed.facts, speed.verdicts
+                ));
+                phase.figure(
+                    &format!("{key}_evaluations_per_s"),
+                    &format!("{}: evaluations", shape.name),
+                    speed.evaluations_per_s,
+                    "evaluations/s",
+                );
+                phase.figure(
+                    &format!("{key}_verdicts_per_s"),
+                    &format!("{}: verdicts", shape.name),
+                    speed.verdicts_per_s,
+                    "verdicts/s",
+                );
+                phase.figure(
+                    &format!("{key}_us_per_evaluation"),
+                    &format!("{}: time per evaluation", shape.name),
+                    speed.micros_per_evaluation,
+                    "µs",
+                );
+            }
+            Err(e) => phase.error = Some(format!("rule measurement panicked: {e}")),
+        }
+    }
+    phase.missing(
+        "cel_evaluations_per_s",
+        "CEL custom rules: evaluations",
+        "evaluations/s",
+        rules::CEL_NOT_AVAILABLE,
+    );
+    phase
+}
+
+async fn collector_phase(args: &Args, bins: &Binaries, ticks: u64) -> PhaseReport {
+    let mut phase = PhaseReport::new("collector", "Collector footprint (wbd-collector release build)");
+    let (settle, idle) = if args.quick {
+        (Duration::from_secs(2), Duration::from_secs(3))
+    } else {
+        (Duration::from_secs(5), Duration::from_secs(10))
+    };
+    let runs = if args.quick { 3 } else { 10 };
+    match footprint::measure(bins, runs, settle, idle, ticks).await {
+        Ok(f) => {
+            phase.condition(format!(
+                "two loopback TLS endpoints (the default configuration's count), enrolled against a local embedded wbd-api; `probe --once` run {} times; `run` with a one-day probe interval, memory read {} s after its first push, idle CPU over {} s; CPU times have a resolution of 1/{ticks} s",
+                f.probe_runs,
+                settle.as_secs(),
+                f.idle_window.as_secs()
+            ));
+            phase.figure("binary_mib", "release binary", f.binary_bytes as f64 / MIB, "MiB");
+            phase.figure("binary_bytes", "release binary", f.binary_bytes as f64, "bytes");
+            phase.figure(
+                "probe_cpu_ms",
+                "CPU per `probe --once` (process start included)",
+                f.probe_cpu_ms,
+                "ms",
+            );
+            phase.figure("probe_wall_ms", "wall time per `probe --once`", f.probe_wall_ms, "ms");
+            phase.figure(
+                "run_cpu_to_first_push_ms",
+                "`run`: CPU from start to first push",
+                f.run_cpu_to_first_push_ms,
+                "ms",
+            );
+            phase.figure(
+                "idle_rss_mib",
+                "`run`: idle resident memory (VmRSS)",
+                f.idle_rss_kib as f64 / 1024.0,
+                "MiB",
+            );
+            phase.figure(
+                "peak_rss_mib",
+                "`run`: peak resident memory (VmHWM)",
+                f.peak_rss_kib as f64 / 1024.0,
+                "MiB",
+            );
+            phase.figure(
+                "idle_cpu_ms",
+                &format!("`run`: CPU while idle for {} s", f.idle_window.as_secs()),
+                f.idle_cpu_ms,
+                "ms",
+            );
+        }
+        Err(e) => phase.error = Some(format!("{e:#}")),
+    }
+    phase
+}
