@@ -5,7 +5,10 @@
 mod cli;
 mod enroll;
 mod helpers;
+mod idle;
+mod peers;
 mod probe;
+mod proxy;
 mod push;
 mod run;
 mod spool;

@@ -25,6 +25,15 @@ pub struct Site {
 
 impl Site {
     pub async fn enrolled_with(server: &MockServer) -> Site {
+        Self::enrolled(server, None).await
+    }
+
+    /// Enrolled with a server whose certificate `server_ca` issued (trusted via server_ca_file).
+    pub async fn enrolled_with_ca(server: &MockServer, server_ca: &TestCa) -> Site {
+        Self::enrolled(server, Some(server_ca)).await
+    }
+
+    async fn enrolled(server: &MockServer, server_ca: Option<&TestCa>) -> Site {
         init_test_log();
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("WBD Site Test CA");
@@ -36,14 +45,19 @@ impl Site {
             server: server.base_url.clone(),
             token: "t".into(),
             state_dir: dir.path().join("state"),
-            server_ca: Vec::new(),
+            server_ca: server_ca.map(|ca| vec![ca.cert.clone()]).unwrap_or_default(),
             force: false,
             hostname: None,
         })
         .await
         .unwrap();
         let config = dir.path().join("collector.toml");
-        std::fs::write(&config, site_config(dir.path(), &ca_file, tls.port(), closed)).unwrap();
+        let mut text = site_config(dir.path(), &ca_file, tls.port(), closed);
+        if let Some(server_ca) = server_ca {
+            let path = server_ca.write_pem(dir.path());
+            text = format!("server_ca_file = {:?}\n{text}", path.display().to_string());
+        }
+        std::fs::write(&config, text).unwrap();
         Site { dir, config, tls_port: tls.port(), closed_port: closed }
     }
 
