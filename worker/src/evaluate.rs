@@ -2,25 +2,27 @@
 //! finding changes, and apply them in one transaction.
 //!
 //! - [`facts_from_snapshot`] turns the stored snapshot into the rules' [`TenantFacts`].
-//! - [`plan_changes`] compares the rules' [`Evaluation`]s with the tenant's findings and returns
-//!   only the changes (a finding whose state did not change is not written).
+//! - [`plan_changes`](crate::lifecycle::plan_changes) compares the rules' verdicts with the
+//!   tenant's findings and flap-damping streaks and returns only the changes (a finding whose
+//!   state did not change is not written); see [`crate::lifecycle`].
 //! - [`evaluate_tenant`] ties it together against the [`Store`], with optimistic concurrency:
-//!   the store refuses the changes if the facts or a finding moved since the snapshot was read,
-//!   and the evaluation is then re-read and re-planned.
+//!   the store refuses the changes if the facts, a finding or a streak moved since the snapshot
+//!   was read, and the evaluation is then re-read and re-planned.
 //!
 //! Everything here is idempotent: planning the same snapshot twice gives the same changes, and a
 //! redelivered message is recognised by its id inside the same transaction.
 
-use std::collections::{BTreeMap, HashSet};
-
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use wbd_rules::{CollectorState, Evaluation, FactInput, Outcome, TenantFacts};
+use wbd_rules::{CollectorState, FactInput, PackSettings, TenantFacts};
 use wbd_store::{
-    ApplyOutcome, CollectorStatus, Finding, FindingChange, FindingStatus, Severity, Store, StoreError,
-    TenantScope, TenantSnapshot,
+    ApplyOutcome, CollectorStatus, EvaluationChanges, FindingChange, Store, StoreError, TenantScope,
+    TenantSnapshot,
 };
 use wbd_wire::ProbeOutput;
+
+pub use crate::lifecycle::fingerprint;
+use crate::lifecycle::{DampingDefaults, DampingTable, plan_changes};
 
 /// How many times an evaluation is re-read and re-planned after the store reported a conflict.
 pub const MAX_APPLY_ATTEMPTS: u32 = 5;
@@ -46,6 +48,7 @@ pub enum EvaluationOutcome {
 pub struct ChangeCounts {
     pub opened: u32,
     pub reopened: u32,
+    pub reannounced: u32,
     pub updated: u32,
     pub resolved: u32,
 }
@@ -57,6 +60,7 @@ impl ChangeCounts {
             let counter = match change {
                 FindingChange::Open { .. } => &mut counts.opened,
                 FindingChange::Reopen { .. } => &mut counts.reopened,
+                FindingChange::Reannounce { .. } => &mut counts.reannounced,
                 FindingChange::Update { .. } => &mut counts.updated,
                 FindingChange::Resolve { .. } => &mut counts.resolved,
             };
@@ -66,7 +70,7 @@ impl ChangeCounts {
     }
 
     pub fn total(&self) -> u32 {
-        self.opened + self.reopened + self.updated + self.resolved
+        self.opened + self.reopened + self.reannounced + self.updated + self.resolved
     }
 }
 
@@ -124,124 +128,9 @@ pub fn facts_from_snapshot(snapshot: &TenantSnapshot, now: DateTime<Utc>) -> Ten
     TenantFacts { now, collectors, facts }
 }
 
-/// The key of a finding within its tenant: the rule and the subject it failed for.
-pub fn fingerprint(rule_id: &str, subject: &str) -> String {
-    format!("{rule_id}|{subject}")
-}
-
-/// The finding changes that bring the tenant's findings in line with `evaluations`.
-///
-/// Per (rule, subject): a failure opens a finding, reopens a resolved one, or updates an open one
-/// whose severity, summary or evidence changed; a pass resolves an open finding; an unknown
-/// outcome leaves the finding as it is. An open finding of a shipped rule that no evaluation
-/// mentions any more (its collector was revoked, so its facts are no longer judged) is resolved
-/// as no longer observed. Findings of rules outside the shipped pack are left alone.
-///
-/// Changes are ordered by fingerprint, whatever the order of `evaluations`, so two evaluations
-/// of the same tenant touch findings in the same order.
-pub fn plan_changes(snapshot: &TenantSnapshot, evaluations: &[Evaluation]) -> Vec<FindingChange> {
-    let mut findings: BTreeMap<&str, &Finding> = BTreeMap::new();
-    for finding in &snapshot.findings {
-        findings.entry(finding.fingerprint.as_str()).or_insert(finding);
-    }
-
-    let mut planned: BTreeMap<String, FindingChange> = BTreeMap::new();
-    let mut evaluated: HashSet<String> = HashSet::new();
-    for evaluation in evaluations {
-        let key = fingerprint(evaluation.rule_id, &evaluation.subject);
-        if !evaluated.insert(key.clone()) {
-            // Two verdicts for one finding would make the store refuse the whole evaluation
-            // (a second `Open` conflicts with the first) on every retry; keep the first.
-            tracing::warn!(fingerprint = %key, "duplicate evaluation for one finding; keeping the first");
-            continue;
-        }
-        if let Some(change) = change_for(evaluation, &key, findings.get(key.as_str()).copied()) {
-            planned.insert(key, change);
-        }
-    }
-
-    let shipped: HashSet<&str> = wbd_rules::rules().iter().map(|rule| rule.id).collect();
-    for (key, finding) in &findings {
-        let vanished = finding.status == FindingStatus::Open
-            && shipped.contains(finding.rule_id.as_str())
-            && !evaluated.contains(*key);
-        if vanished {
-            planned.insert(
-                (*key).to_owned(),
-                FindingChange::Resolve {
-                    id: finding.id,
-                    expected_version: finding.version,
-                    summary: format!(
-                        "No longer observed: nothing currently reports on {}, so \"{}\" is no longer \
-                         checked for it (for example, its collector was revoked).",
-                        finding.subject, finding.title
-                    ),
-                },
-            );
-        }
-    }
-    planned.into_values().collect()
-}
-
-fn change_for(evaluation: &Evaluation, key: &str, finding: Option<&Finding>) -> Option<FindingChange> {
-    match (&evaluation.outcome, finding) {
-        (Outcome::Unknown { .. }, _) => None,
-        (Outcome::Fail { severity, summary, evidence, .. }, None) => Some(FindingChange::Open {
-            fingerprint: key.to_owned(),
-            rule_id: evaluation.rule_id.to_owned(),
-            subject: evaluation.subject.clone(),
-            severity: store_severity(*severity),
-            title: evaluation.title.to_owned(),
-            summary: summary.clone(),
-            evidence: evidence.clone(),
-        }),
-        (Outcome::Fail { severity, summary, evidence, .. }, Some(finding)) => {
-            let severity = store_severity(*severity);
-            match finding.status {
-                FindingStatus::Resolved => Some(FindingChange::Reopen {
-                    id: finding.id,
-                    expected_version: finding.version,
-                    severity,
-                    summary: summary.clone(),
-                    evidence: evidence.clone(),
-                }),
-                FindingStatus::Open => {
-                    let unchanged = finding.severity == severity
-                        && finding.summary == *summary
-                        && finding.evidence == *evidence;
-                    (!unchanged).then(|| FindingChange::Update {
-                        id: finding.id,
-                        expected_version: finding.version,
-                        severity,
-                        summary: summary.clone(),
-                        evidence: evidence.clone(),
-                    })
-                }
-            }
-        }
-        (Outcome::Pass, Some(finding)) if finding.status == FindingStatus::Open => {
-            Some(FindingChange::Resolve {
-                id: finding.id,
-                expected_version: finding.version,
-                summary: format!("Passes now: {}.", evaluation.title),
-            })
-        }
-        (Outcome::Pass, _) => None,
-    }
-}
-
-fn store_severity(severity: wbd_rules::Severity) -> Severity {
-    match severity {
-        wbd_rules::Severity::Info => Severity::Info,
-        wbd_rules::Severity::Low => Severity::Low,
-        wbd_rules::Severity::Medium => Severity::Medium,
-        wbd_rules::Severity::High => Severity::High,
-        wbd_rules::Severity::Critical => Severity::Critical,
-    }
-}
-
 /// Evaluates one tenant and commits the resulting finding changes.
 ///
+/// `damping` holds the server-wide flap-damping defaults (see [`DampingTable::for_tenant`]).
 /// `message_id` is the queue message that asked for it (recorded with the changes, so a
 /// redelivery answers [`EvaluationOutcome::AlreadyProcessed`]); `None` for the silence sweep.
 /// With `skip_if_evaluated`, a tenant whose current facts were already evaluated is left alone
@@ -261,12 +150,13 @@ fn store_severity(severity: wbd_rules::Severity) -> Severity {
 )]
 pub async fn evaluate_tenant(
     store: &dyn Store,
+    damping: DampingDefaults,
     scope: TenantScope,
     message_id: Option<Uuid>,
     now: DateTime<Utc>,
     skip_if_evaluated: bool,
 ) -> Result<EvaluationOutcome, StoreError> {
-    evaluate_with(store, scope, message_id, now, skip_if_evaluated).await
+    evaluate_with(store, damping, scope, message_id, now, skip_if_evaluated).await
 }
 
 /// The two store calls an evaluation makes; a seam so the retry logic is testable without a
@@ -279,7 +169,7 @@ trait EvaluationStore: Sync {
         scope: TenantScope,
         message_id: Option<Uuid>,
         facts_version: i64,
-        changes: &[FindingChange],
+        changes: &EvaluationChanges,
         now: DateTime<Utc>,
     ) -> Result<ApplyOutcome, StoreError>;
 }
@@ -294,7 +184,7 @@ impl EvaluationStore for dyn Store + '_ {
         scope: TenantScope,
         message_id: Option<Uuid>,
         facts_version: i64,
-        changes: &[FindingChange],
+        changes: &EvaluationChanges,
         now: DateTime<Utc>,
     ) -> Result<ApplyOutcome, StoreError> {
         self.apply_evaluation(scope, message_id, facts_version, changes, now).await
@@ -303,6 +193,7 @@ impl EvaluationStore for dyn Store + '_ {
 
 async fn evaluate_with<S: EvaluationStore + ?Sized>(
     store: &S,
+    damping: DampingDefaults,
     scope: TenantScope,
     message_id: Option<Uuid>,
     now: DateTime<Utc>,
@@ -319,8 +210,10 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
         }
         let facts = facts_from_snapshot(&snapshot, now);
         let evaluations = wbd_rules::evaluate(&facts);
-        let changes = plan_changes(&snapshot, &evaluations);
-        let counts = ChangeCounts::of(&changes);
+        // Per-tenant overrides of the damping join here once they are stored.
+        let damping = DampingTable::for_tenant(&PackSettings::defaults(), damping);
+        let changes = plan_changes(&snapshot, &evaluations, &damping, now);
+        let counts = ChangeCounts::of(&changes.findings);
         match store.apply(scope, message_id, snapshot.facts_version, &changes, now).await? {
             ApplyOutcome::Applied => {
                 tracing::debug!(
@@ -328,6 +221,7 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
                     evaluations = evaluations.len(),
                     opened = counts.opened,
                     reopened = counts.reopened,
+                    reannounced = counts.reannounced,
                     updated = counts.updated,
                     resolved = counts.resolved,
                     attempt,
@@ -364,12 +258,14 @@ mod tests {
 
     use chrono::{Duration, TimeZone};
     use serde_json::json;
-    use wbd_rules::Message;
-    use wbd_rules::Severity as RuleSeverity;
-    use wbd_store::{Collector, CollectorId, Fact, FindingId, OrgId, TenantId};
+    use wbd_rules::{Evaluation, Outcome};
+    use wbd_store::{
+        Collector, CollectorId, Fact, Finding, FindingId, FindingStatus, OrgId, Severity, TenantId,
+    };
     use wbd_wire::{EndpointReport, EndpointRole, ProbeStep, StepFailure, TlsReport};
 
     use super::*;
+    use crate::lifecycle::store_severity;
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).single().expect("valid instant")
@@ -453,6 +349,8 @@ mod tests {
             collectors,
             facts,
             findings,
+            streaks: vec![],
+            unknown_rules: 0,
         }
     }
 
@@ -474,6 +372,12 @@ mod tests {
             resolved_at: (status == FindingStatus::Resolved).then(|| now() - Duration::hours(2)),
             reopen_count: 0,
             version: 4,
+            collector_id: None,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            suppressed_until: None,
+            suppression_reason: None,
+            suppressed_by: None,
         }
     }
 
@@ -486,41 +390,6 @@ mod tests {
             f.evidence = evidence.clone();
         }
         f
-    }
-
-    fn fail(rule_id: &'static str, subject: &str, severity: RuleSeverity, summary: &str) -> Evaluation {
-        Evaluation {
-            rule_id,
-            subject: subject.to_owned(),
-            title: "Writeback endpoint is reachable",
-            outcome: Outcome::Fail {
-                severity,
-                message: Message::new("test.fail"),
-                summary: summary.to_owned(),
-                evidence: json!({"host": "h"}),
-            },
-        }
-    }
-
-    fn pass(rule_id: &'static str, subject: &str) -> Evaluation {
-        Evaluation {
-            rule_id,
-            subject: subject.to_owned(),
-            title: "Writeback endpoint is reachable",
-            outcome: Outcome::Pass,
-        }
-    }
-
-    fn unknown(rule_id: &'static str, subject: &str) -> Evaluation {
-        Evaluation {
-            rule_id,
-            subject: subject.to_owned(),
-            title: "Writeback endpoint is reachable",
-            outcome: Outcome::Unknown {
-                reason: "handshake did not complete".to_owned(),
-                message: Message::new("test.unknown"),
-            },
-        }
     }
 
     // ---- facts_from_snapshot ----------------------------------------------------------------
@@ -573,190 +442,6 @@ mod tests {
     // ---- plan_changes -----------------------------------------------------------------------
 
     #[test]
-    fn fingerprint_is_rule_and_subject() {
-        assert_eq!(fingerprint("endpoint-reachable", "h:443@c"), "endpoint-reachable|h:443@c");
-    }
-
-    #[test]
-    fn new_failure_opens_a_finding() {
-        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked");
-        let changes = plan_changes(&snapshot(vec![], vec![], vec![]), &[e]);
-        assert_eq!(
-            changes,
-            [FindingChange::Open {
-                fingerprint: "endpoint-reachable|h:443@c".to_owned(),
-                rule_id: "endpoint-reachable".to_owned(),
-                subject: "h:443@c".to_owned(),
-                severity: Severity::Critical,
-                title: "Writeback endpoint is reachable".to_owned(),
-                summary: "blocked".to_owned(),
-                evidence: json!({"host": "h"}),
-            }]
-        );
-    }
-
-    #[test]
-    fn failure_of_a_resolved_finding_reopens_it() {
-        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::High, "blocked again");
-        let resolved = finding(5, "endpoint-reachable", "h:443@c", FindingStatus::Resolved);
-        let changes = plan_changes(&snapshot(vec![], vec![], vec![resolved.clone()]), &[e]);
-        assert_eq!(
-            changes,
-            [FindingChange::Reopen {
-                id: resolved.id,
-                expected_version: 4,
-                severity: Severity::High,
-                summary: "blocked again".to_owned(),
-                evidence: json!({"host": "h"}),
-            }]
-        );
-    }
-
-    #[test]
-    fn identical_failure_of_an_open_finding_changes_nothing() {
-        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked");
-        let open = finding_from(5, &e, FindingStatus::Open);
-        assert!(plan_changes(&snapshot(vec![], vec![], vec![open]), &[e]).is_empty());
-    }
-
-    #[test]
-    fn changed_severity_summary_or_evidence_updates_an_open_finding() {
-        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked");
-        let stored = finding_from(5, &e, FindingStatus::Open);
-        let variants = [
-            fail("endpoint-reachable", "h:443@c", RuleSeverity::High, "blocked"),
-            fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked differently"),
-            Evaluation {
-                outcome: Outcome::Fail {
-                    severity: RuleSeverity::Critical,
-                    message: Message::new("test.fail"),
-                    summary: "blocked".to_owned(),
-                    evidence: json!({"host": "other"}),
-                },
-                ..e.clone()
-            },
-        ];
-        for variant in variants {
-            let changes =
-                plan_changes(&snapshot(vec![], vec![], vec![stored.clone()]), std::slice::from_ref(&variant));
-            let Outcome::Fail { severity, summary, evidence, .. } = variant.outcome else { unreachable!() };
-            assert_eq!(
-                changes,
-                [FindingChange::Update {
-                    id: stored.id,
-                    expected_version: 4,
-                    severity: store_severity(severity),
-                    summary,
-                    evidence,
-                }]
-            );
-        }
-    }
-
-    #[test]
-    fn pass_resolves_an_open_finding_and_ignores_a_resolved_one() {
-        let open = finding(5, "endpoint-reachable", "a:443@c", FindingStatus::Open);
-        let resolved = finding(6, "endpoint-reachable", "b:443@c", FindingStatus::Resolved);
-        let changes = plan_changes(
-            &snapshot(vec![], vec![], vec![open.clone(), resolved]),
-            &[pass("endpoint-reachable", "a:443@c"), pass("endpoint-reachable", "b:443@c")],
-        );
-        assert_eq!(
-            changes,
-            [FindingChange::Resolve {
-                id: open.id,
-                expected_version: 4,
-                summary: "Passes now: Writeback endpoint is reachable.".to_owned(),
-            }]
-        );
-    }
-
-    #[test]
-    fn pass_without_a_finding_changes_nothing() {
-        assert!(
-            plan_changes(&snapshot(vec![], vec![], vec![]), &[pass("endpoint-reachable", "a")]).is_empty()
-        );
-    }
-
-    #[test]
-    fn unknown_leaves_findings_alone() {
-        let open = finding(5, "endpoint-tls-trusted", "a:443@c", FindingStatus::Open);
-        let resolved = finding(6, "endpoint-tls-trusted", "b:443@c", FindingStatus::Resolved);
-        let changes = plan_changes(
-            &snapshot(vec![], vec![], vec![open, resolved]),
-            &[
-                unknown("endpoint-tls-trusted", "a:443@c"),
-                unknown("endpoint-tls-trusted", "b:443@c"),
-                unknown("endpoint-tls-trusted", "c:443@c"),
-            ],
-        );
-        assert!(changes.is_empty(), "{changes:?}");
-    }
-
-    #[test]
-    fn open_finding_no_longer_evaluated_is_resolved_if_its_rule_is_shipped() {
-        let gone = finding(5, "endpoint-reachable", "a:443@revoked", FindingStatus::Open);
-        let custom = finding(6, "custom-rule", "x", FindingStatus::Open);
-        let old = finding(7, "endpoint-reachable", "b:443@revoked", FindingStatus::Resolved);
-        let changes = plan_changes(&snapshot(vec![], vec![], vec![gone.clone(), custom, old]), &[]);
-        assert_eq!(changes.len(), 1);
-        let FindingChange::Resolve { id, expected_version, summary } = &changes[0] else {
-            panic!("expected a resolve, got {changes:?}")
-        };
-        assert_eq!((*id, *expected_version), (gone.id, 4));
-        assert!(summary.starts_with("No longer observed"), "{summary}");
-    }
-
-    #[test]
-    fn duplicate_evaluations_plan_one_change() {
-        let e = fail("endpoint-reachable", "h:443@c", RuleSeverity::Critical, "blocked");
-        let changes = plan_changes(&snapshot(vec![], vec![], vec![]), &[e.clone(), e]);
-        assert_eq!(changes.len(), 1);
-    }
-
-    #[test]
-    fn order_is_by_fingerprint_whatever_the_input_order() {
-        let open_b = finding(5, "endpoint-reachable", "b", FindingStatus::Open);
-        let evaluations = [
-            fail("endpoint-reachable", "c", RuleSeverity::Critical, "x"),
-            pass("endpoint-reachable", "b"),
-            fail("collector-silent", "z", RuleSeverity::High, "x"),
-            fail("endpoint-reachable", "a", RuleSeverity::Critical, "x"),
-        ];
-        let snap = snapshot(vec![], vec![], vec![open_b]);
-        let forward = plan_changes(&snap, &evaluations);
-        let mut reversed_input = evaluations.to_vec();
-        reversed_input.reverse();
-        assert_eq!(forward, plan_changes(&snap, &reversed_input));
-        let keys: Vec<String> = forward
-            .iter()
-            .map(|c| match c {
-                FindingChange::Open { fingerprint, .. } => fingerprint.clone(),
-                FindingChange::Resolve { .. } => "endpoint-reachable|b".to_owned(),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        assert_eq!(
-            keys,
-            ["collector-silent|z", "endpoint-reachable|a", "endpoint-reachable|b", "endpoint-reachable|c"]
-        );
-    }
-
-    #[test]
-    fn rules_severity_maps_one_to_one() {
-        for (rule, store) in [
-            (RuleSeverity::Info, Severity::Info),
-            (RuleSeverity::Low, Severity::Low),
-            (RuleSeverity::Medium, Severity::Medium),
-            (RuleSeverity::High, Severity::High),
-            (RuleSeverity::Critical, Severity::Critical),
-        ] {
-            assert_eq!(store_severity(rule), store);
-            assert_eq!(rule.as_str(), store.as_str());
-        }
-    }
-
-    #[test]
     fn evaluating_a_snapshot_twice_is_a_fixed_point() {
         // The second evaluation sees the findings the first one opened and plans nothing.
         let site = collector(10, "site-a");
@@ -771,22 +456,29 @@ mod tests {
             vec![],
         );
         let evaluations = wbd_rules::evaluate(&facts_from_snapshot(&snap, now()));
-        let first = plan_changes(&snap, &evaluations);
-        assert_eq!(ChangeCounts::of(&first), ChangeCounts { opened: 2, ..ChangeCounts::default() });
+        let damping = DampingTable::default();
+        let first = plan_changes(&snap, &evaluations, &damping, now());
+        assert_eq!(ChangeCounts::of(&first.findings), ChangeCounts { opened: 2, ..ChangeCounts::default() });
+        assert!(first.streaks.is_empty(), "no damping, no streaks");
         let stored: Vec<Finding> = evaluations
             .iter()
             .filter(|e| e.outcome.is_fail())
             .enumerate()
             .map(|(n, e)| finding_from(100 + n as u128, e, FindingStatus::Open))
             .collect();
-        let again = snapshot(snap.collectors.clone(), snap.facts.clone(), stored);
-        assert!(plan_changes(&again, &wbd_rules::evaluate(&facts_from_snapshot(&again, now()))).is_empty());
+        let mut again = snapshot(snap.collectors.clone(), snap.facts.clone(), stored);
+        again.unknown_rules = first.unknown_rules.unwrap_or(0);
+        let evaluations = wbd_rules::evaluate(&facts_from_snapshot(&again, now()));
+        assert_eq!(plan_changes(&again, &evaluations, &damping, now()), EvaluationChanges::default());
     }
 
     // ---- evaluate_tenant --------------------------------------------------------------------
 
+    /// Every rule opens on its first failure (the pack's defaults damp some).
+    const NO_DAMPING: DampingDefaults = DampingDefaults { open_after: Some(1), resolve_after: Some(1) };
+
     /// What one `apply` call received: message id, facts version, changes.
-    type ApplyCall = (Option<Uuid>, i64, Vec<FindingChange>);
+    type ApplyCall = (Option<Uuid>, i64, EvaluationChanges);
 
     /// A store that hands out scripted snapshots and apply outcomes and records the applies.
     struct ScriptedStore {
@@ -827,11 +519,11 @@ mod tests {
             tenant: TenantScope,
             message_id: Option<Uuid>,
             facts_version: i64,
-            changes: &[FindingChange],
+            changes: &EvaluationChanges,
             _now: DateTime<Utc>,
         ) -> Result<ApplyOutcome, StoreError> {
             assert_eq!(tenant, scope());
-            self.applied.lock().expect("not poisoned").push((message_id, facts_version, changes.to_vec()));
+            self.applied.lock().expect("not poisoned").push((message_id, facts_version, changes.clone()));
             self.outcomes.lock().expect("not poisoned").pop_front().unwrap_or(Ok(ApplyOutcome::Conflict))
         }
     }
@@ -851,8 +543,10 @@ mod tests {
     async fn applies_the_planned_changes_with_the_message_and_facts_version() {
         let store = ScriptedStore::new([Some(failing_tenant())], [Ok(ApplyOutcome::Applied)]);
         let message = Uuid::from_u128(99);
-        let outcome =
-            evaluate_with(&store, scope(), Some(message), now(), true).await.expect("no store error");
+        let outcome = evaluate_with(&store, NO_DAMPING, scope(), Some(message), now(), true)
+            .await
+            .expect("no store error");
+        let applied = store.applied();
         assert_eq!(
             outcome,
             EvaluationOutcome::Applied {
@@ -861,11 +555,11 @@ mod tests {
                 attempts: 1,
             }
         );
-        let applied = store.applied();
         assert_eq!(applied.len(), 1);
         assert_eq!((applied[0].0, applied[0].1), (Some(message), 7));
         let rules: Vec<_> = applied[0]
             .2
+            .findings
             .iter()
             .filter_map(|c| match c {
                 FindingChange::Open { rule_id, .. } => Some(rule_id.as_str()),
@@ -878,7 +572,8 @@ mod tests {
     #[tokio::test]
     async fn tenant_gone_applies_nothing() {
         let store = ScriptedStore::new([None], []);
-        let outcome = evaluate_with(&store, scope(), None, now(), true).await.expect("no store error");
+        let outcome =
+            evaluate_with(&store, NO_DAMPING, scope(), None, now(), true).await.expect("no store error");
         assert_eq!(outcome, EvaluationOutcome::TenantGone);
         assert!(store.applied().is_empty());
     }
@@ -888,14 +583,15 @@ mod tests {
         let mut snap = failing_tenant();
         snap.evaluated_facts_version = snap.facts_version;
         let store = ScriptedStore::new([Some(snap.clone())], []);
-        let outcome =
-            evaluate_with(&store, scope(), Some(Uuid::from_u128(1)), now(), true).await.expect("ok");
+        let outcome = evaluate_with(&store, NO_DAMPING, scope(), Some(Uuid::from_u128(1)), now(), true)
+            .await
+            .expect("ok");
         assert_eq!(outcome, EvaluationOutcome::UpToDate { facts_version: 7 });
         assert!(store.applied().is_empty());
 
         // The silence sweep evaluates anyway: time, not facts, moved.
         let store = ScriptedStore::new([Some(snap)], [Ok(ApplyOutcome::Applied)]);
-        let outcome = evaluate_with(&store, scope(), None, now(), false).await.expect("ok");
+        let outcome = evaluate_with(&store, NO_DAMPING, scope(), None, now(), false).await.expect("ok");
         assert!(matches!(outcome, EvaluationOutcome::Applied { .. }), "{outcome:?}");
         assert_eq!(store.applied().len(), 1);
     }
@@ -903,8 +599,9 @@ mod tests {
     #[tokio::test]
     async fn redelivered_message_is_reported_as_already_processed() {
         let store = ScriptedStore::new([Some(failing_tenant())], [Ok(ApplyOutcome::AlreadyProcessed)]);
-        let outcome =
-            evaluate_with(&store, scope(), Some(Uuid::from_u128(5)), now(), true).await.expect("ok");
+        let outcome = evaluate_with(&store, NO_DAMPING, scope(), Some(Uuid::from_u128(5)), now(), true)
+            .await
+            .expect("ok");
         assert_eq!(outcome, EvaluationOutcome::AlreadyProcessed);
     }
 
@@ -917,7 +614,7 @@ mod tests {
             [Some(first), Some(second)],
             [Ok(ApplyOutcome::Conflict), Ok(ApplyOutcome::Applied)],
         );
-        let outcome = evaluate_with(&store, scope(), None, now(), true).await.expect("ok");
+        let outcome = evaluate_with(&store, NO_DAMPING, scope(), None, now(), true).await.expect("ok");
         assert!(
             matches!(outcome, EvaluationOutcome::Applied { facts_version: 8, attempts: 2, .. }),
             "{outcome:?}"
@@ -933,8 +630,9 @@ mod tests {
         covered.facts_version = 8;
         covered.evaluated_facts_version = 8;
         let store = ScriptedStore::new([Some(first), Some(covered)], [Ok(ApplyOutcome::Conflict)]);
-        let outcome =
-            evaluate_with(&store, scope(), Some(Uuid::from_u128(3)), now(), true).await.expect("ok");
+        let outcome = evaluate_with(&store, NO_DAMPING, scope(), Some(Uuid::from_u128(3)), now(), true)
+            .await
+            .expect("ok");
         assert_eq!(outcome, EvaluationOutcome::UpToDate { facts_version: 8 });
         assert_eq!(store.applied().len(), 1);
     }
@@ -942,7 +640,7 @@ mod tests {
     #[tokio::test]
     async fn endless_conflicts_give_up_as_superseded() {
         let store = ScriptedStore::new([Some(failing_tenant())], []);
-        let outcome = evaluate_with(&store, scope(), None, now(), false).await.expect("ok");
+        let outcome = evaluate_with(&store, NO_DAMPING, scope(), None, now(), false).await.expect("ok");
         assert_eq!(outcome, EvaluationOutcome::Superseded { attempts: MAX_APPLY_ATTEMPTS });
         assert_eq!(store.applied().len(), MAX_APPLY_ATTEMPTS as usize);
     }
@@ -951,7 +649,7 @@ mod tests {
     async fn store_errors_are_returned() {
         let store =
             ScriptedStore::new([Some(failing_tenant())], [Err(StoreError::Corrupt("bad row".to_owned()))]);
-        let result = evaluate_with(&store, scope(), None, now(), false).await;
+        let result = evaluate_with(&store, NO_DAMPING, scope(), None, now(), false).await;
         assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
     }
 
@@ -979,7 +677,7 @@ mod tests {
             },
         ];
         let counts = ChangeCounts::of(&changes);
-        assert_eq!(counts, ChangeCounts { opened: 0, reopened: 1, updated: 1, resolved: 1 });
+        assert_eq!(counts, ChangeCounts { opened: 0, reopened: 1, reannounced: 0, updated: 1, resolved: 1 });
         assert_eq!(counts.total(), 3);
     }
 
@@ -987,7 +685,7 @@ mod tests {
     #[allow(dead_code)]
     fn evaluate_tenant_is_send(store: &dyn Store) {
         fn assert_send<T: Send>(_: &T) {}
-        let future = evaluate_tenant(store, scope(), None, now(), true);
+        let future = evaluate_tenant(store, DampingDefaults::default(), scope(), None, now(), true);
         assert_send(&future);
     }
 }

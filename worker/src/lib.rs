@@ -5,13 +5,17 @@
 //!   message carries the `traceparent` of the ingest that produced it, so one trace shows
 //!   ingest and evaluation.
 //! - [`sweep_silent_collectors`] periodically evaluates tenants whose collectors missed their
-//!   pushes: silence produces no message, so time has to.
+//!   pushes, and tenants with a suppression that ran out: neither produces a message, so time
+//!   has to.
+//! - [`lifecycle`] decides what an evaluation changes: flap damping, stale findings of silent
+//!   collectors, undecided rules, suppressions that ran out.
 //!
 //! Both are idempotent: a redelivered message is recognised by its id (recorded in the same
 //! transaction as the findings it changed), and an evaluation over unchanged facts changes
 //! nothing.
 
 pub mod evaluate;
+pub mod lifecycle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,12 @@ use wbd_queue::{Delivery, Queue};
 use wbd_store::{MessageKind, Store};
 
 use crate::evaluate::{EvaluationOutcome, evaluate_tenant};
+use crate::lifecycle::DampingDefaults;
+
+/// The server-wide flap-damping defaults of `settings` (`[rules]`).
+pub fn damping_defaults(settings: &Settings) -> DampingDefaults {
+    DampingDefaults { open_after: settings.rules.open_after, resolve_after: settings.rules.resolve_after }
+}
 
 /// Starts the consumers and the silence sweep; they stop when `cancel` fires.
 pub fn spawn(
@@ -34,19 +44,25 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
+    let damping = damping_defaults(settings);
     for n in 0..settings.worker.concurrency {
         tasks.spawn(
-            consume(store.clone(), queue.clone(), cancel.clone())
+            consume(store.clone(), queue.clone(), damping, cancel.clone())
                 .instrument(tracing::info_span!("consumer", n)),
         );
     }
     let every = Duration::from_secs(settings.worker.silence_sweep_secs);
-    tasks.spawn(sweep_silent_collectors(store, every, cancel));
+    tasks.spawn(sweep_silent_collectors(store, damping, every, cancel));
     tasks
 }
 
 /// Runs one consumer until cancelled.
-pub async fn consume(store: Arc<dyn Store>, queue: Queue, cancel: CancellationToken) {
+pub async fn consume(
+    store: Arc<dyn Store>,
+    queue: Queue,
+    damping: DampingDefaults,
+    cancel: CancellationToken,
+) {
     let mut consumer = loop {
         match queue.consumer(cancel.clone()).await {
             Ok(c) => break c,
@@ -60,14 +76,14 @@ pub async fn consume(store: Arc<dyn Store>, queue: Queue, cancel: CancellationTo
         }
     };
     while let Some(delivery) = consumer.next().await {
-        handle(store.as_ref(), delivery, &cancel).await;
+        handle(store.as_ref(), damping, delivery, &cancel).await;
     }
 }
 
 /// Evaluates the tenant a delivery names, then acknowledges it. A store failure is retried
 /// here with backoff rather than sent back to the queue, so a database outage does not burn
 /// through the delivery limit and dead-letter good messages.
-async fn handle(store: &dyn Store, delivery: Delivery, cancel: &CancellationToken) {
+async fn handle(store: &dyn Store, damping: DampingDefaults, delivery: Delivery, cancel: &CancellationToken) {
     let message = delivery.message.clone();
     let span = tracing::info_span!(
         "evaluate",
@@ -84,7 +100,7 @@ async fn handle(store: &dyn Store, delivery: Delivery, cancel: &CancellationToke
         tracing::debug!(%batch_id, "evaluating");
         let mut backoff = Duration::from_millis(200);
         for attempt in 1.. {
-            match evaluate_tenant(store, message.scope(), Some(message.id), Utc::now(), true).await {
+            match evaluate_tenant(store, damping, message.scope(), Some(message.id), Utc::now(), true).await {
                 Ok(outcome) => {
                     log_outcome(&outcome);
                     if let Err(e) = delivery.ack().await {
@@ -126,8 +142,14 @@ fn log_outcome(outcome: &EvaluationOutcome) {
     tracing::info!(?outcome, "evaluation done");
 }
 
-/// Every `every`, evaluates the tenants that have a collector past its silence deadline.
-pub async fn sweep_silent_collectors(store: Arc<dyn Store>, every: Duration, cancel: CancellationToken) {
+/// Every `every`, evaluates the tenants that have a collector past its silence deadline or a
+/// suppressed finding whose suppression ran out.
+pub async fn sweep_silent_collectors(
+    store: Arc<dyn Store>,
+    damping: DampingDefaults,
+    every: Duration,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -136,17 +158,23 @@ pub async fn sweep_silent_collectors(store: Arc<dyn Store>, every: Duration, can
             _ = tick.tick() => {}
         }
         let now = Utc::now();
-        let tenants = match store.tenants_with_silent_collectors(now).await {
+        let mut tenants = match store.tenants_with_silent_collectors(now).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = ?e, "silence sweep: listing tenants failed");
                 continue;
             }
         };
+        match store.tenants_with_expired_suppressions(now).await {
+            Ok(more) => tenants.extend(more),
+            Err(e) => tracing::warn!(error = ?e, "sweep: listing expired suppressions failed"),
+        }
+        tenants.sort_by_key(|scope| (scope.org_id, scope.tenant_id));
+        tenants.dedup();
         for scope in tenants {
             let span =
                 tracing::info_span!("silence_sweep", org_id = %scope.org_id, tenant_id = %scope.tenant_id);
-            match evaluate_tenant(store.as_ref(), scope, None, now, false).instrument(span).await {
+            match evaluate_tenant(store.as_ref(), damping, scope, None, now, false).instrument(span).await {
                 Ok(outcome) => log_outcome(&outcome),
                 Err(e) => {
                     tracing::warn!(error = ?e, tenant_id = %scope.tenant_id, "silence sweep: evaluation failed")

@@ -72,6 +72,9 @@ impl Cluster {
             .env("WBD_QUEUE__PREFIX", &self.prefix)
             .env("WBD_COLLECTORS__MIN_SILENCE_SECS", "1")
             .env("WBD_WORKER__SILENCE_SWEEP_SECS", "1")
+            // Open and resolve on the first evaluation, whatever the rule pack's flap damping.
+            .env("WBD_RULES__OPEN_AFTER", "1")
+            .env("WBD_RULES__RESOLVE_AFTER", "1")
             .env("WBD_SERVER__WORKERS", "1")
             .env("RUST_LOG", "info")
             .env("WBD_TELEMETRY__LOG_FORMAT", "json")

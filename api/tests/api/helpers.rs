@@ -29,7 +29,9 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-/// Settings for a test server: port 0, a fresh SQLite file, quick silence detection.
+/// Settings for a test server: port 0, a fresh SQLite file, quick silence detection, and no flap
+/// damping (a finding opens on the first failing evaluation and resolves on the first passing
+/// one) unless a test asks for it.
 pub fn test_settings(dir: &std::path::Path) -> Settings {
     let mut s = Settings::defaults();
     s.server.listen = "127.0.0.1:0".into();
@@ -38,6 +40,8 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     s.worker.silence_sweep_secs = 1;
     s.worker.concurrency = 2;
     s.collectors.min_silence_secs = 1;
+    s.rules.open_after = Some(1);
+    s.rules.resolve_after = Some(1);
     s
 }
 

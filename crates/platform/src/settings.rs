@@ -11,7 +11,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 const DEFAULTS: &str = include_str!("../config.default.toml");
-const SECTIONS: &[&str] = &["server", "database", "queue", "worker", "auth", "collectors", "telemetry"];
+const SECTIONS: &[&str] =
+    &["server", "database", "queue", "worker", "auth", "collectors", "rules", "telemetry"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +23,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub auth: AuthSettings,
     pub collectors: CollectorSettings,
+    #[serde(default)]
+    pub rules: RulesSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -102,6 +105,22 @@ impl CollectorSettings {
         Duration::from_secs(missed.max(self.min_silence_secs))
     }
 }
+
+/// Server-wide flap damping: when set, replaces every rule's default from the rule pack (a
+/// tenant's own override still wins). Unset: each rule's default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSettings {
+    /// Consecutive failing evaluations before a finding opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_after: Option<u32>,
+    /// Consecutive passing evaluations before a finding resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_after: Option<u32>,
+}
+
+/// Highest `rules.open_after` / `rules.resolve_after`.
+pub const MAX_DAMPING: u32 = 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +243,13 @@ impl Settings {
         if self.collectors.silence_factor == 0 {
             return invalid("collectors.silence_factor", "must be at least 1");
         }
+        let damping_range = format!("must be between 1 and {MAX_DAMPING} when set");
+        if self.rules.open_after.is_some_and(|n| !(1..=MAX_DAMPING).contains(&n)) {
+            return invalid("rules.open_after", &damping_range);
+        }
+        if self.rules.resolve_after.is_some_and(|n| !(1..=MAX_DAMPING).contains(&n)) {
+            return invalid("rules.resolve_after", &damping_range);
+        }
         Ok(())
     }
 
@@ -284,6 +310,21 @@ mod tests {
             assert_eq!(s.server.listen, "127.0.0.1:9999");
             assert_eq!(s.queue.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
             assert!(!s.worker_embedded());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
+    fn damping_defaults_come_from_the_rules_section() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Settings::load(None).map_err(|e| e.to_string())?.rules, RulesSettings::default());
+            jail.set_env("WBD_RULES__OPEN_AFTER", "2");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!((s.rules.open_after, s.rules.resolve_after), (Some(2), None));
+            jail.set_env("WBD_RULES__RESOLVE_AFTER", "0");
+            let err = Settings::load(None).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains("rules.resolve_after"), "{err}");
             Ok(())
         });
     }

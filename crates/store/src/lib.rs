@@ -182,20 +182,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// In one transaction, all or nothing: records `message_id` as processed (if given; a
     /// repeat answers `AlreadyProcessed`), checks that the tenant's `facts_version` is still
-    /// `facts_version` and that each finding still has its `expected_version` (else
-    /// `Conflict`), applies the changes with one event each (actor `system`), and records
-    /// `facts_version` as evaluated.
+    /// `facts_version`, that each finding still has its `expected_version` and each streak its
+    /// expected counts (else `Conflict`), applies the finding changes with one event each (actor
+    /// `system`) and the streak changes, stores the tenant's `unknown_rules` if given, and
+    /// records `facts_version` as evaluated.
     async fn apply_evaluation(
         &self,
         scope: TenantScope,
         message_id: Option<Uuid>,
         facts_version: i64,
-        changes: &[FindingChange],
+        changes: &EvaluationChanges,
         now: DateTime<Utc>,
     ) -> Result<ApplyOutcome>;
 
     /// Tenants with an active collector whose silence deadline passed before `now`.
     async fn tenants_with_silent_collectors(&self, now: DateTime<Utc>) -> Result<Vec<TenantScope>>;
+
+    /// Tenants with a suppressed finding whose suppression ran out at or before `now` (the
+    /// evaluator announces it again if it still fails).
+    async fn tenants_with_expired_suppressions(&self, now: DateTime<Utc>) -> Result<Vec<TenantScope>>;
 
     // ---- findings -------------------------------------------------------------------------
 
@@ -206,6 +211,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// Oldest first.
     async fn list_finding_events(&self, org: OrgScope, id: FindingId) -> Result<Vec<FindingEvent>>;
+
+    /// A person's action on a finding, in one transaction: applies `action` if the finding still
+    /// has `expected_version` (else `Changed`) and its status allows it (else `Refused`, see
+    /// [`FindingAction::check`]), bumps the version, and records one event with `actor`.
+    async fn act_on_finding(
+        &self,
+        org: OrgScope,
+        id: FindingId,
+        expected_version: i64,
+        action: &FindingAction,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome>;
+
+    // ---- collector commands ---------------------------------------------------------------
+
+    /// "Re-test now", in one transaction: stores `commands` for their collectors (a command
+    /// identical to one still waiting for the same collector is not stored twice: the waiting
+    /// one is returned instead) and records a `retest_requested` event on the finding with
+    /// `actor` and `note`. `None` if the tenant has no such finding. Every collector must be
+    /// one of the tenant's.
+    async fn request_retest(
+        &self,
+        scope: TenantScope,
+        finding: FindingId,
+        commands: &[CommandWrite],
+        actor: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<CollectorCommandRecord>>>;
+
+    /// The commands to hand `collector` in the answer to `batch_id`: every command still waiting
+    /// is marked delivered with this batch, and every command delivered with this batch before
+    /// (a retry of the batch) is returned again. Oldest first.
+    async fn deliver_collector_commands(
+        &self,
+        scope: TenantScope,
+        collector: CollectorId,
+        batch_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CollectorCommandRecord>>;
 }
 
 /// Connects to the store named by `url` (`postgres://…`, `postgresql://…` or `sqlite://…`;

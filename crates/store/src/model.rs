@@ -144,17 +144,42 @@ pub struct Tenant {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantSummary {
     pub tenant: Tenant,
-    /// Open (not resolved) findings by severity.
+    /// Findings that are open or acknowledged (present and not suppressed), by severity.
     pub open_critical: u32,
     pub open_high: u32,
     pub open_medium: u32,
     pub open_low: u32,
     pub open_info: u32,
+    /// Findings suppressed by someone (present, but accepted for now).
+    pub suppressed: u32,
     pub collectors: u32,
     /// Active collectors past their silence deadline.
     pub silent_collectors: u32,
+    /// Rules the last evaluation could not decide (outcome "unknown").
+    pub unknown_rules: u32,
     /// The most recent push of any of its collectors.
     pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+impl TenantSummary {
+    /// The tenant's health, 0 (worst) to 100:
+    ///
+    /// `100 − 40 × critical − 20 × high − 8 × medium − 3 × low − 15 × silent collectors
+    /// − min(unknown rules, 10)`, at least 0.
+    ///
+    /// Only open and acknowledged findings count (a suppressed finding was accepted for now; an
+    /// info finding is context). A silent collector weighs like a high finding: nothing is known
+    /// about its site any more. An undecided rule costs a point, at most ten: missing data is
+    /// worth looking at, but must not outweigh a real failure.
+    pub fn health_score(&self) -> u8 {
+        let penalty = 40 * u64::from(self.open_critical)
+            + 20 * u64::from(self.open_high)
+            + 8 * u64::from(self.open_medium)
+            + 3 * u64::from(self.open_low)
+            + 15 * u64::from(self.silent_collectors)
+            + u64::from(self.unknown_rules.min(10));
+        u8::try_from(100u64.saturating_sub(penalty)).unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -366,27 +391,46 @@ impl FromStr for Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingStatus {
+    /// Failing, and nobody has said they are on it.
     Open,
+    /// Failing, and someone is on it.
+    Acknowledged,
+    /// Failing, and accepted until `suppressed_until`; then announced again if it still fails.
+    Suppressed,
+    /// Passing (or no longer observed). Reopens if it fails again.
     Resolved,
 }
 
 impl FindingStatus {
+    pub const ALL: [FindingStatus; 4] = [
+        FindingStatus::Open,
+        FindingStatus::Acknowledged,
+        FindingStatus::Suppressed,
+        FindingStatus::Resolved,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FindingStatus::Open => "open",
+            FindingStatus::Acknowledged => "acknowledged",
+            FindingStatus::Suppressed => "suppressed",
             FindingStatus::Resolved => "resolved",
         }
+    }
+
+    /// The problem is present (open, acknowledged or suppressed), as opposed to resolved.
+    pub fn is_active(self) -> bool {
+        self != FindingStatus::Resolved
     }
 }
 
 impl FromStr for FindingStatus {
     type Err = UnknownValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "open" => Ok(FindingStatus::Open),
-            "resolved" => Ok(FindingStatus::Resolved),
-            other => Err(UnknownValue(other.to_owned())),
-        }
+        FindingStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_owned()))
     }
 }
 
@@ -411,6 +455,15 @@ pub struct Finding {
     pub reopen_count: u32,
     /// Optimistic-concurrency guard: bumped by every change.
     pub version: i64,
+    /// The collector whose facts the finding rests on; `None` for a tenant-wide finding.
+    pub collector_id: Option<CollectorId>,
+    /// Who acknowledged it and when (status `acknowledged`).
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    /// Until when, why and by whom it is suppressed (status `suppressed`).
+    pub suppressed_until: Option<DateTime<Utc>>,
+    pub suppression_reason: Option<String>,
+    pub suppressed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -420,15 +473,39 @@ pub enum FindingEventKind {
     Updated,
     Resolved,
     Reopened,
+    Acknowledged,
+    Suppressed,
+    Unsuppressed,
+    /// The suppression ran out while the problem was still there: announced again (open).
+    SuppressionExpired,
+    /// Someone asked the collector(s) behind the finding to run its probes now.
+    RetestRequested,
 }
 
 impl FindingEventKind {
+    pub const ALL: [FindingEventKind; 9] = [
+        FindingEventKind::Opened,
+        FindingEventKind::Updated,
+        FindingEventKind::Resolved,
+        FindingEventKind::Reopened,
+        FindingEventKind::Acknowledged,
+        FindingEventKind::Suppressed,
+        FindingEventKind::Unsuppressed,
+        FindingEventKind::SuppressionExpired,
+        FindingEventKind::RetestRequested,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FindingEventKind::Opened => "opened",
             FindingEventKind::Updated => "updated",
             FindingEventKind::Resolved => "resolved",
             FindingEventKind::Reopened => "reopened",
+            FindingEventKind::Acknowledged => "acknowledged",
+            FindingEventKind::Suppressed => "suppressed",
+            FindingEventKind::Unsuppressed => "unsuppressed",
+            FindingEventKind::SuppressionExpired => "suppression_expired",
+            FindingEventKind::RetestRequested => "retest_requested",
         }
     }
 }
@@ -436,13 +513,10 @@ impl FindingEventKind {
 impl FromStr for FindingEventKind {
     type Err = UnknownValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "opened" => Ok(FindingEventKind::Opened),
-            "updated" => Ok(FindingEventKind::Updated),
-            "resolved" => Ok(FindingEventKind::Resolved),
-            "reopened" => Ok(FindingEventKind::Reopened),
-            other => Err(UnknownValue(other.to_owned())),
-        }
+        FindingEventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_owned()))
     }
 }
 
@@ -457,6 +531,10 @@ pub struct FindingEvent {
     pub at: DateTime<Utc>,
     pub severity: Severity,
     pub summary: String,
+    /// What the person wrote: the acknowledgement note or the suppression reason.
+    pub note: Option<String>,
+    /// Until when a `suppressed` event suppresses.
+    pub suppressed_until: Option<DateTime<Utc>>,
 }
 
 /// What the worker read to evaluate a tenant.
@@ -471,6 +549,49 @@ pub struct TenantSnapshot {
     pub facts: Vec<Fact>,
     /// Every finding of the tenant (open and resolved: a resolved one may reopen).
     pub findings: Vec<Finding>,
+    /// Flap-damping streaks of transitions in progress.
+    pub streaks: Vec<FindingStreak>,
+    /// Rules the last applied evaluation could not decide.
+    pub unknown_rules: u32,
+}
+
+/// Consecutive evaluations of one fingerprint that disagree with its finding's state: `fails`
+/// towards opening (no finding, or a resolved one), `passes` towards resolving (an open,
+/// acknowledged or suppressed one). Exists only while such a transition is pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingStreak {
+    pub fingerprint: String,
+    pub fails: u32,
+    pub passes: u32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A change to one streak, guarded by the counts the snapshot held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreakChange {
+    /// Stores `(fails, passes)`; `expected` is the snapshot's `(fails, passes)`, or `None` if it
+    /// had no streak for this fingerprint.
+    Set { fingerprint: String, expected: Option<(u32, u32)>, fails: u32, passes: u32 },
+    /// Removes the streak (the transition happened, or the evaluations agree with the state again).
+    Clear { fingerprint: String, expected: (u32, u32) },
+}
+
+impl StreakChange {
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            StreakChange::Set { fingerprint, .. } | StreakChange::Clear { fingerprint, .. } => fingerprint,
+        }
+    }
+}
+
+/// Everything one evaluation writes, applied all or nothing by
+/// [`Store::apply_evaluation`](crate::Store::apply_evaluation).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvaluationChanges {
+    pub findings: Vec<FindingChange>,
+    pub streaks: Vec<StreakChange>,
+    /// The tenant's new count of undecided rules; `None` when it did not change.
+    pub unknown_rules: Option<u32>,
 }
 
 /// What the rules concluded about one finding, computed by the worker from a snapshot.
@@ -480,6 +601,8 @@ pub enum FindingChange {
         fingerprint: String,
         rule_id: String,
         subject: String,
+        /// The collector whose facts it rests on (`None`: tenant-wide).
+        collector_id: Option<CollectorId>,
         severity: Severity,
         title: String,
         summary: String,
@@ -493,7 +616,15 @@ pub enum FindingChange {
         summary: String,
         evidence: serde_json::Value,
     },
-    /// An open finding whose severity, summary or evidence changed.
+    /// A suppressed finding whose suppression ran out while it still fails: open again.
+    Reannounce {
+        id: FindingId,
+        expected_version: i64,
+        severity: Severity,
+        summary: String,
+        evidence: serde_json::Value,
+    },
+    /// An open, acknowledged or suppressed finding whose severity, summary or evidence changed.
     Update {
         id: FindingId,
         expected_version: i64,
@@ -501,7 +632,7 @@ pub enum FindingChange {
         summary: String,
         evidence: serde_json::Value,
     },
-    /// An open finding that passes now.
+    /// An open, acknowledged or suppressed finding that passes now (or is no longer observed).
     Resolve { id: FindingId, expected_version: i64, summary: String },
 }
 
@@ -512,6 +643,90 @@ pub enum ApplyOutcome {
     AlreadyProcessed,
     /// Facts or findings moved since the snapshot; nothing changed. Re-read and try again.
     Conflict,
+}
+
+/// What a person (or automation) does to a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FindingAction {
+    /// "I am on it": open → acknowledged.
+    Acknowledge { note: Option<String> },
+    /// "Known, accept it until then": open, acknowledged or suppressed → suppressed.
+    Suppress { reason: String, until: DateTime<Utc> },
+    /// Ends a suppression early: suppressed → open.
+    Unsuppress,
+}
+
+/// Why an action does not apply to a finding in its current status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TransitionRefused(pub String);
+
+impl FindingAction {
+    pub fn event_kind(&self) -> FindingEventKind {
+        match self {
+            FindingAction::Acknowledge { .. } => FindingEventKind::Acknowledged,
+            FindingAction::Suppress { .. } => FindingEventKind::Suppressed,
+            FindingAction::Unsuppress => FindingEventKind::Unsuppressed,
+        }
+    }
+
+    /// Whether the action applies to a finding in `status`; otherwise what to tell the person.
+    pub fn check(&self, status: FindingStatus) -> Result<(), TransitionRefused> {
+        use FindingStatus::*;
+        let refused = |why: &str| Err(TransitionRefused(why.to_owned()));
+        match (self, status) {
+            (FindingAction::Acknowledge { .. }, Open) => Ok(()),
+            (FindingAction::Acknowledge { .. }, Acknowledged) => {
+                refused("the finding is already acknowledged")
+            }
+            (FindingAction::Acknowledge { .. }, Suppressed) => {
+                refused("the finding is suppressed; unsuppress it first to acknowledge it")
+            }
+            (FindingAction::Suppress { .. }, Open | Acknowledged | Suppressed) => Ok(()),
+            (FindingAction::Unsuppress, Suppressed) => Ok(()),
+            (FindingAction::Unsuppress, Open | Acknowledged) => refused("the finding is not suppressed"),
+            (_, Resolved) => refused(
+                "the finding is resolved: it passes now, so there is nothing to act on until it fails again",
+            ),
+        }
+    }
+}
+
+/// What [`Store::act_on_finding`](crate::Store::act_on_finding) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionOutcome {
+    /// Done, with one event; the finding as it is now.
+    Applied(Box<Finding>),
+    /// The organisation has no such finding.
+    NotFound,
+    /// The finding's version is no longer the one the caller saw; nothing changed.
+    Changed { current_version: i64 },
+    /// The action does not apply to the finding's status; nothing changed.
+    Refused(TransitionRefused),
+}
+
+/// A command to store for a collector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandWrite {
+    pub collector_id: CollectorId,
+    /// The command as the wire schema serialises it (`wbd_wire::CommandAction`).
+    pub action: serde_json::Value,
+}
+
+/// A stored command for a collector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectorCommandRecord {
+    /// Also the command id the collector sees (it acts on each id once).
+    pub id: Uuid,
+    pub collector_id: CollectorId,
+    /// The finding whose re-test asked for it.
+    pub finding_id: Option<FindingId>,
+    pub action: serde_json::Value,
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    /// The batch whose answer carried it; a retry of that batch carries it again.
+    pub delivered_batch_id: Option<Uuid>,
+    pub delivered_at: Option<DateTime<Utc>>,
 }
 
 /// Filters of `GET /v1/findings`.

@@ -1,5 +1,6 @@
 //! Decisions both backends must take identically, kept out of SQL so they cannot drift apart:
 //! whether an enrollment token may be used, and the worst-first order of the tenant overview.
+//! (Which finding transitions a person may make is [`crate::FindingAction::check`].)
 
 use std::cmp::Reverse;
 
@@ -33,12 +34,14 @@ pub(crate) fn check_enrollment(holder: Option<TokenHolder>, now: DateTime<Utc>) 
     }
 }
 
-/// Worst first: most open critical findings, then high, medium, low, info; ties by name, then id
-/// (sorted here rather than in SQL so that both backends agree regardless of collation).
+/// Worst first: lowest [health score](TenantSummary::health_score), then most open critical
+/// findings, then high, medium, low, info; ties by name, then id (sorted here rather than in SQL
+/// so that both backends agree regardless of collation).
 pub(crate) fn sort_worst_first(summaries: &mut [TenantSummary]) {
     summaries.sort_by(|a, b| {
         let key = |s: &TenantSummary| {
             (
+                s.health_score(),
                 Reverse(s.open_critical),
                 Reverse(s.open_high),
                 Reverse(s.open_medium),
@@ -90,5 +93,54 @@ mod tests {
             check_enrollment(holder(CollectorStatus::Revoked, false, 60), now()),
             Err(EnrollError::UnknownToken)
         );
+    }
+
+    fn summary(name: &str, counts: [u32; 5], silent: u32, unknown: u32) -> TenantSummary {
+        TenantSummary {
+            tenant: crate::Tenant {
+                id: crate::TenantId(uuid::Uuid::from_u128(u128::from(name.len() as u32))),
+                org_id: crate::OrgId(uuid::Uuid::nil()),
+                name: name.to_owned(),
+                entra_tenant_id: None,
+                created_at: now(),
+            },
+            open_critical: counts[0],
+            open_high: counts[1],
+            open_medium: counts[2],
+            open_low: counts[3],
+            open_info: counts[4],
+            suppressed: 0,
+            collectors: 1,
+            silent_collectors: silent,
+            unknown_rules: unknown,
+            last_seen_at: Some(now()),
+        }
+    }
+
+    #[test]
+    fn health_score_follows_the_documented_formula() {
+        assert_eq!(summary("a", [0; 5], 0, 0).health_score(), 100);
+        assert_eq!(summary("a", [1, 0, 0, 0, 0], 0, 0).health_score(), 60);
+        assert_eq!(summary("a", [0, 1, 1, 1, 7], 0, 0).health_score(), 100 - 20 - 8 - 3);
+        assert_eq!(summary("a", [0; 5], 1, 0).health_score(), 85);
+        assert_eq!(summary("a", [0; 5], 0, 4).health_score(), 96);
+        assert_eq!(summary("a", [0; 5], 0, 40).health_score(), 90, "unknown rules cost at most ten");
+        assert_eq!(summary("a", [3, 0, 0, 0, 0], 0, 0).health_score(), 0, "never below zero");
+        assert_eq!(summary("a", [u32::MAX; 5], u32::MAX, u32::MAX).health_score(), 0);
+    }
+
+    #[test]
+    fn worst_score_first_then_severity_then_name() {
+        let mut summaries = vec![
+            summary("quiet", [0; 5], 0, 0),
+            summary("silent", [0; 5], 1, 0),
+            summary("broken", [1, 0, 0, 0, 0], 0, 0),
+            summary("busy", [0, 2, 0, 0, 0], 0, 0),
+            summary("unknowns", [0; 5], 0, 3),
+        ];
+        sort_worst_first(&mut summaries);
+        let names: Vec<_> = summaries.iter().map(|s| s.tenant.name.as_str()).collect();
+        // broken and busy both score 60: the critical one comes first.
+        assert_eq!(names, ["broken", "busy", "silent", "unknowns", "quiet"]);
     }
 }

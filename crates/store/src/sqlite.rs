@@ -66,16 +66,23 @@ macro_rules! outbox_cols {
 macro_rules! finding_cols {
     () => {
         "id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status, title, summary, evidence, \
-         opened_at, updated_at, resolved_at, reopen_count, version"
+         opened_at, updated_at, resolved_at, reopen_count, version, collector_id, acknowledged_at, \
+         acknowledged_by, suppressed_until, suppression_reason, suppressed_by"
     };
 }
 macro_rules! event_cols {
     () => {
-        "id, finding_id, kind, actor, at, severity, summary"
+        "id, finding_id, kind, actor, at, severity, summary, note, suppressed_until"
+    };
+}
+macro_rules! command_cols {
+    () => {
+        "id, collector_id, finding_id, action, requested_by, created_at, delivered_batch_id, delivered_at"
     };
 }
 
-/// Open findings per severity, collectors and silence per tenant; `$3` optionally picks one.
+/// Open (or acknowledged) findings per severity, suppressed findings, collectors, silence and
+/// undecided rules per tenant; `$3` optionally picks one.
 /// Timestamps are compared as text: sqlx writes every `DateTime<Utc>` as RFC 3339 with `+00:00`
 /// and only the fraction varies in length (0, 3 or 6 digits, shortest exact), which still sorts
 /// correctly because a longer fraction of an equal prefix is never zero.
@@ -83,19 +90,20 @@ const TENANT_SUMMARIES: &str = "
     SELECT t.id, t.org_id, t.name, t.entra_tenant_id, t.created_at,
            COALESCE(f.critical, 0) AS open_critical, COALESCE(f.high, 0) AS open_high,
            COALESCE(f.medium, 0) AS open_medium, COALESCE(f.low, 0) AS open_low,
-           COALESCE(f.info, 0) AS open_info,
+           COALESCE(f.info, 0) AS open_info, COALESCE(f.suppressed, 0) AS suppressed,
            COALESCE(c.collectors, 0) AS collectors, COALESCE(c.silent, 0) AS silent_collectors,
-           c.last_seen_at
+           t.unknown_rules, c.last_seen_at
     FROM tenants t
     LEFT JOIN (
         SELECT tenant_id,
-               count(*) FILTER (WHERE severity = 'critical') AS critical,
-               count(*) FILTER (WHERE severity = 'high') AS high,
-               count(*) FILTER (WHERE severity = 'medium') AS medium,
-               count(*) FILTER (WHERE severity = 'low') AS low,
-               count(*) FILTER (WHERE severity = 'info') AS info
+               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'critical') AS critical,
+               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'high') AS high,
+               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'medium') AS medium,
+               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'low') AS low,
+               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'info') AS info,
+               count(*) FILTER (WHERE status = 'suppressed') AS suppressed
         FROM findings
-        WHERE org_id = $1 AND status = 'open' AND ($3 IS NULL OR tenant_id = $3)
+        WHERE org_id = $1 AND status <> 'resolved' AND ($3 IS NULL OR tenant_id = $3)
         GROUP BY tenant_id
     ) f ON f.tenant_id = t.id
     LEFT JOIN (
@@ -195,8 +203,10 @@ fn summary_from_row(row: &SqliteRow) -> Result<TenantSummary> {
         open_medium: count("open_medium")?,
         open_low: count("open_low")?,
         open_info: count("open_info")?,
+        suppressed: count("suppressed")?,
         collectors: count("collectors")?,
         silent_collectors: count("silent_collectors")?,
+        unknown_rules: count("unknown_rules")?,
         last_seen_at: row.try_get("last_seen_at")?,
     })
 }
@@ -266,6 +276,12 @@ fn finding_from_row(row: &SqliteRow) -> Result<Finding> {
         resolved_at: row.try_get("resolved_at")?,
         reopen_count: to_u32(row.try_get("reopen_count")?, "findings.reopen_count")?,
         version: row.try_get("version")?,
+        collector_id: row.try_get::<Option<Uuid>, _>("collector_id")?.map(CollectorId),
+        acknowledged_at: row.try_get("acknowledged_at")?,
+        acknowledged_by: row.try_get("acknowledged_by")?,
+        suppressed_until: row.try_get("suppressed_until")?,
+        suppression_reason: row.try_get("suppression_reason")?,
+        suppressed_by: row.try_get("suppressed_by")?,
     })
 }
 
@@ -278,6 +294,30 @@ fn event_from_row(row: &SqliteRow) -> Result<FindingEvent> {
         at: row.try_get("at")?,
         severity: parse_enum(row.try_get("severity")?, "finding_events.severity")?,
         summary: row.try_get("summary")?,
+        note: row.try_get("note")?,
+        suppressed_until: row.try_get("suppressed_until")?,
+    })
+}
+
+fn streak_from_row(row: &SqliteRow) -> Result<FindingStreak> {
+    Ok(FindingStreak {
+        fingerprint: row.try_get("fingerprint")?,
+        fails: to_u32(row.try_get("fails")?, "finding_streaks.fails")?,
+        passes: to_u32(row.try_get("passes")?, "finding_streaks.passes")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn command_from_row(row: &SqliteRow) -> Result<CollectorCommandRecord> {
+    Ok(CollectorCommandRecord {
+        id: row.try_get("id")?,
+        collector_id: CollectorId(row.try_get("collector_id")?),
+        finding_id: row.try_get::<Option<Uuid>, _>("finding_id")?.map(FindingId),
+        action: json_text(row.try_get("action")?, "collector_commands.action")?,
+        requested_by: row.try_get("requested_by")?,
+        created_at: row.try_get("created_at")?,
+        delivered_batch_id: row.try_get("delivered_batch_id")?,
+        delivered_at: row.try_get("delivered_at")?,
     })
 }
 
@@ -292,13 +332,22 @@ async fn apply_change(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let (finding_id, kind, severity, summary): (Uuid, FindingEventKind, Severity, &str) = match change {
-        FindingChange::Open { fingerprint, rule_id, subject, severity, title, summary, evidence } => {
+        FindingChange::Open {
+            fingerprint,
+            rule_id,
+            subject,
+            collector_id,
+            severity,
+            title,
+            summary,
+            evidence,
+        } => {
             let id = FindingId::new();
             let inserted = sqlx::query(
                 "INSERT INTO findings (id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status,
                                        title, summary, evidence, opened_at, updated_at, resolved_at,
-                                       reopen_count, version)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11, $11, NULL, 0, 1)
+                                       reopen_count, version, collector_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11, $11, NULL, 0, 1, $12)
                  ON CONFLICT (tenant_id, fingerprint) DO NOTHING",
             )
             .bind(id.0)
@@ -312,6 +361,7 @@ async fn apply_change(
             .bind(summary)
             .bind(evidence)
             .bind(now)
+            .bind(collector_id.map(|c| c.0))
             .execute(&mut **tx)
             .await?;
             if inserted.rows_affected() == 0 {
@@ -341,11 +391,34 @@ async fn apply_change(
             }
             (id.0, FindingEventKind::Reopened, *severity, summary.as_str())
         }
+        FindingChange::Reannounce { id, expected_version, severity, summary, evidence } => {
+            let updated = sqlx::query(
+                "UPDATE findings
+                 SET status = 'open', severity = $5, summary = $6, evidence = $7, updated_at = $8,
+                     suppressed_until = NULL, suppression_reason = NULL, suppressed_by = NULL,
+                     acknowledged_at = NULL, acknowledged_by = NULL, version = version + 1
+                 WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'suppressed'",
+            )
+            .bind(id.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(expected_version)
+            .bind(severity.as_str())
+            .bind(summary)
+            .bind(evidence)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Ok(false);
+            }
+            (id.0, FindingEventKind::SuppressionExpired, *severity, summary.as_str())
+        }
         FindingChange::Update { id, expected_version, severity, summary, evidence } => {
             let updated = sqlx::query(
                 "UPDATE findings
                  SET severity = $5, summary = $6, evidence = $7, updated_at = $8, version = version + 1
-                 WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'open'",
+                 WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status <> 'resolved'",
             )
             .bind(id.0)
             .bind(scope.org_id.0)
@@ -363,11 +436,13 @@ async fn apply_change(
             (id.0, FindingEventKind::Updated, *severity, summary.as_str())
         }
         FindingChange::Resolve { id, expected_version, summary } => {
+            // Resolving ends any acknowledgement or suppression: if it fails again, it is news.
             let severity: Option<String> = sqlx::query_scalar(
                 "UPDATE findings
                  SET status = 'resolved', summary = $5, resolved_at = $6, updated_at = $6,
-                     version = version + 1
-                 WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'open'
+                     acknowledged_at = NULL, acknowledged_by = NULL, suppressed_until = NULL,
+                     suppression_reason = NULL, suppressed_by = NULL, version = version + 1
+                 WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status <> 'resolved'
                  RETURNING severity",
             )
             .bind(id.0)
@@ -382,22 +457,102 @@ async fn apply_change(
             (id.0, FindingEventKind::Resolved, parse_enum(&severity, "findings.severity")?, summary.as_str())
         }
     };
+    let event = NewEvent { kind, actor: "system", severity, summary, note: None, suppressed_until: None };
+    insert_event(tx, scope, finding_id, &event, now).await?;
+    Ok(true)
+}
 
+/// An event row to write.
+struct NewEvent<'a> {
+    kind: FindingEventKind,
+    actor: &'a str,
+    severity: Severity,
+    summary: &'a str,
+    note: Option<&'a str>,
+    suppressed_until: Option<DateTime<Utc>>,
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'static, Sqlite>,
+    scope: TenantScope,
+    finding_id: Uuid,
+    event: &NewEvent<'_>,
+    now: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query(
-        "INSERT INTO finding_events (id, finding_id, org_id, tenant_id, kind, actor, at, severity, summary)
-         VALUES ($1, $2, $3, $4, $5, 'system', $6, $7, $8)",
+        "INSERT INTO finding_events (id, finding_id, org_id, tenant_id, kind, actor, at, severity, summary,
+                                     note, suppressed_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(Uuid::now_v7())
     .bind(finding_id)
     .bind(scope.org_id.0)
     .bind(scope.tenant_id.0)
-    .bind(kind.as_str())
+    .bind(event.kind.as_str())
+    .bind(event.actor)
     .bind(now)
-    .bind(severity.as_str())
-    .bind(summary)
+    .bind(event.severity.as_str())
+    .bind(event.summary)
+    .bind(event.note)
+    .bind(event.suppressed_until.map(micros))
     .execute(&mut **tx)
     .await?;
-    Ok(true)
+    Ok(())
+}
+
+/// Applies one streak change; `false` means the streak is no longer what the snapshot held.
+async fn apply_streak(
+    tx: &mut Transaction<'static, Sqlite>,
+    scope: TenantScope,
+    change: &StreakChange,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let done = match change {
+        StreakChange::Set { fingerprint, expected: None, fails, passes } => sqlx::query(
+            "INSERT INTO finding_streaks (tenant_id, fingerprint, org_id, fails, passes, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant_id, fingerprint) DO NOTHING",
+        )
+        .bind(scope.tenant_id.0)
+        .bind(fingerprint)
+        .bind(scope.org_id.0)
+        .bind(i64::from(*fails))
+        .bind(i64::from(*passes))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+        StreakChange::Set { fingerprint, expected: Some((old_fails, old_passes)), fails, passes } => {
+            sqlx::query(
+                "UPDATE finding_streaks SET fails = $6, passes = $7, updated_at = $8
+                 WHERE tenant_id = $1 AND org_id = $2 AND fingerprint = $3 AND fails = $4 AND passes = $5",
+            )
+            .bind(scope.tenant_id.0)
+            .bind(scope.org_id.0)
+            .bind(fingerprint)
+            .bind(i64::from(*old_fails))
+            .bind(i64::from(*old_passes))
+            .bind(i64::from(*fails))
+            .bind(i64::from(*passes))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+        }
+        StreakChange::Clear { fingerprint, expected: (old_fails, old_passes) } => sqlx::query(
+            "DELETE FROM finding_streaks
+             WHERE tenant_id = $1 AND org_id = $2 AND fingerprint = $3 AND fails = $4 AND passes = $5",
+        )
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .bind(fingerprint)
+        .bind(i64::from(*old_fails))
+        .bind(i64::from(*old_passes))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+    };
+    Ok(done == 1)
 }
 
 // ---- ingest steps -----------------------------------------------------------------------------
@@ -969,7 +1124,8 @@ impl Store for SqliteStore {
         // A deferred transaction reads one WAL snapshot, so facts_version matches what is read.
         let mut tx = self.pool.begin().await?;
         let versions = sqlx::query(
-            "SELECT facts_version, evaluated_facts_version FROM tenants WHERE id = $1 AND org_id = $2",
+            "SELECT facts_version, evaluated_facts_version, unknown_rules FROM tenants
+             WHERE id = $1 AND org_id = $2",
         )
         .bind(scope.tenant_id.0)
         .bind(scope.org_id.0)
@@ -1006,6 +1162,14 @@ impl Store for SqliteStore {
         .bind(scope.org_id.0)
         .fetch_all(&mut *tx)
         .await?;
+        let streaks = sqlx::query(
+            "SELECT fingerprint, fails, passes, updated_at FROM finding_streaks
+             WHERE tenant_id = $1 AND org_id = $2 ORDER BY fingerprint",
+        )
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
 
         Ok(Some(TenantSnapshot {
@@ -1015,6 +1179,8 @@ impl Store for SqliteStore {
             collectors: collectors.iter().map(collector_from_row).collect::<Result<_>>()?,
             facts: facts.iter().map(fact_from_row).collect::<Result<_>>()?,
             findings: findings.iter().map(finding_from_row).collect::<Result<_>>()?,
+            streaks: streaks.iter().map(streak_from_row).collect::<Result<_>>()?,
+            unknown_rules: to_u32(versions.try_get("unknown_rules")?, "tenants.unknown_rules")?,
         }))
     }
 
@@ -1023,7 +1189,7 @@ impl Store for SqliteStore {
         scope: TenantScope,
         message_id: Option<Uuid>,
         facts_version: i64,
-        changes: &[FindingChange],
+        changes: &EvaluationChanges,
         now: DateTime<Utc>,
     ) -> Result<ApplyOutcome> {
         let now = micros(now);
@@ -1045,12 +1211,13 @@ impl Store for SqliteStore {
         }
 
         let current = sqlx::query(
-            "UPDATE tenants SET evaluated_facts_version = $3
+            "UPDATE tenants SET evaluated_facts_version = $3, unknown_rules = COALESCE($4, unknown_rules)
              WHERE id = $1 AND org_id = $2 AND facts_version = $3",
         )
         .bind(scope.tenant_id.0)
         .bind(scope.org_id.0)
         .bind(facts_version)
+        .bind(changes.unknown_rules.map(i64::from))
         .execute(&mut *tx)
         .await?;
         if current.rows_affected() == 0 {
@@ -1058,14 +1225,39 @@ impl Store for SqliteStore {
             return Ok(ApplyOutcome::Conflict);
         }
 
-        for change in changes {
+        for change in &changes.findings {
             if !apply_change(&mut tx, scope, change, now).await? {
+                tx.rollback().await?;
+                return Ok(ApplyOutcome::Conflict);
+            }
+        }
+        for change in &changes.streaks {
+            if !apply_streak(&mut tx, scope, change, now).await? {
                 tx.rollback().await?;
                 return Ok(ApplyOutcome::Conflict);
             }
         }
         tx.commit().await?;
         Ok(ApplyOutcome::Applied)
+    }
+
+    async fn tenants_with_expired_suppressions(&self, now: DateTime<Utc>) -> Result<Vec<TenantScope>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT org_id, tenant_id FROM findings
+             WHERE status = 'suppressed' AND suppressed_until <= $1
+             ORDER BY org_id, tenant_id",
+        )
+        .bind(micros(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TenantScope {
+                    org_id: OrgId(row.try_get("org_id")?),
+                    tenant_id: TenantId(row.try_get("tenant_id")?),
+                })
+            })
+            .collect()
     }
 
     async fn tenants_with_silent_collectors(&self, now: DateTime<Utc>) -> Result<Vec<TenantScope>> {
@@ -1134,5 +1326,228 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn act_on_finding(
+        &self,
+        org: OrgScope,
+        id: FindingId,
+        expected_version: i64,
+        action: &FindingAction,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome> {
+        let now = micros(now);
+        let mut tx = self.write_tx().await?;
+        let row =
+            sqlx::query(concat!("SELECT ", finding_cols!(), " FROM findings WHERE id = $1 AND org_id = $2"))
+                .bind(id.0)
+                .bind(org.org_id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(finding) = row.as_ref().map(finding_from_row).transpose()? else {
+            tx.rollback().await?;
+            return Ok(ActionOutcome::NotFound);
+        };
+        if finding.version != expected_version {
+            tx.rollback().await?;
+            return Ok(ActionOutcome::Changed { current_version: finding.version });
+        }
+        if let Err(refused) = action.check(finding.status) {
+            tx.rollback().await?;
+            return Ok(ActionOutcome::Refused(refused));
+        }
+        let scope = TenantScope { org_id: org.org_id, tenant_id: finding.tenant_id };
+        let row = match action {
+            FindingAction::Acknowledge { .. } => {
+                sqlx::query(concat!(
+                    "UPDATE findings SET status = 'acknowledged', acknowledged_at = $3, acknowledged_by = $4,
+                                         updated_at = $3, version = version + 1
+                     WHERE id = $1 AND org_id = $2 RETURNING ",
+                    finding_cols!()
+                ))
+                .bind(id.0)
+                .bind(org.org_id.0)
+                .bind(now)
+                .bind(actor)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            FindingAction::Suppress { reason, until } => {
+                sqlx::query(concat!(
+                "UPDATE findings SET status = 'suppressed', suppressed_until = $5, suppression_reason = $6,
+                                         suppressed_by = $4, updated_at = $3, version = version + 1
+                     WHERE id = $1 AND org_id = $2 RETURNING ",
+                finding_cols!()
+            ))
+                .bind(id.0)
+                .bind(org.org_id.0)
+                .bind(now)
+                .bind(actor)
+                .bind(micros(*until))
+                .bind(reason)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            FindingAction::Unsuppress => {
+                sqlx::query(concat!(
+                    "UPDATE findings SET status = 'open', suppressed_until = NULL, suppression_reason = NULL,
+                                         suppressed_by = NULL, acknowledged_at = NULL, acknowledged_by = NULL,
+                                         updated_at = $3, version = version + 1
+                     WHERE id = $1 AND org_id = $2 RETURNING ",
+                    finding_cols!()
+                ))
+                .bind(id.0)
+                .bind(org.org_id.0)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        let (note, until) = match action {
+            FindingAction::Acknowledge { note } => (note.as_deref(), None),
+            FindingAction::Suppress { reason, until } => (Some(reason.as_str()), Some(micros(*until))),
+            FindingAction::Unsuppress => (None, None),
+        };
+        let updated = finding_from_row(&row)?;
+        let event = NewEvent {
+            kind: action.event_kind(),
+            actor,
+            severity: updated.severity,
+            summary: &updated.summary,
+            note,
+            suppressed_until: until,
+        };
+        insert_event(&mut tx, scope, id.0, &event, now).await?;
+        tx.commit().await?;
+        Ok(ActionOutcome::Applied(Box::new(updated)))
+    }
+
+    async fn request_retest(
+        &self,
+        scope: TenantScope,
+        finding: FindingId,
+        commands: &[CommandWrite],
+        actor: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<CollectorCommandRecord>>> {
+        let now = micros(now);
+        let mut tx = self.write_tx().await?;
+        let current = sqlx::query(
+            "SELECT severity, summary FROM findings WHERE id = $1 AND org_id = $2 AND tenant_id = $3",
+        )
+        .bind(finding.0)
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(current) = current else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let mut stored = Vec::with_capacity(commands.len());
+        for command in commands {
+            let waiting = sqlx::query(concat!(
+                "SELECT ",
+                command_cols!(),
+                " FROM collector_commands
+                 WHERE collector_id = $1 AND org_id = $2 AND tenant_id = $3 AND delivered_batch_id IS NULL
+                   AND action = $4
+                 ORDER BY created_at, id LIMIT 1"
+            ))
+            .bind(command.collector_id.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(&command.action)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let row = match waiting {
+                Some(row) => row,
+                None => {
+                    sqlx::query(concat!(
+                    "INSERT INTO collector_commands (id, org_id, tenant_id, collector_id, finding_id, action,
+                                                         requested_by, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+                    command_cols!()
+                ))
+                    .bind(Uuid::now_v7())
+                    .bind(scope.org_id.0)
+                    .bind(scope.tenant_id.0)
+                    .bind(command.collector_id.0)
+                    .bind(finding.0)
+                    .bind(&command.action)
+                    .bind(actor)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
+            };
+            stored.push(command_from_row(&row)?);
+        }
+        let severity: String = current.try_get("severity")?;
+        let summary: String = current.try_get("summary")?;
+        let event = NewEvent {
+            kind: FindingEventKind::RetestRequested,
+            actor,
+            severity: parse_enum(&severity, "findings.severity")?,
+            summary: &summary,
+            note: Some(note),
+            suppressed_until: None,
+        };
+        insert_event(&mut tx, scope, finding.0, &event, now).await?;
+        tx.commit().await?;
+        Ok(Some(stored))
+    }
+
+    async fn deliver_collector_commands(
+        &self,
+        scope: TenantScope,
+        collector: CollectorId,
+        batch_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CollectorCommandRecord>> {
+        const FOR_BATCH: &str = concat!(
+            "SELECT ",
+            command_cols!(),
+            " FROM collector_commands
+             WHERE collector_id = $1 AND org_id = $2 AND tenant_id = $3
+               AND (delivered_batch_id IS NULL OR delivered_batch_id = $4)
+             ORDER BY created_at, id"
+        );
+        // Almost every push finds nothing waiting: read first, and take the write lock only when
+        // there is something to hand out.
+        let rows = sqlx::query(FOR_BATCH)
+            .bind(collector.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(batch_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let commands = rows.iter().map(command_from_row).collect::<Result<Vec<_>>>()?;
+        if commands.iter().all(|c| c.delivered_batch_id.is_some()) {
+            return Ok(commands);
+        }
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE collector_commands SET delivered_batch_id = $4, delivered_at = $5
+             WHERE collector_id = $1 AND org_id = $2 AND tenant_id = $3 AND delivered_batch_id IS NULL",
+        )
+        .bind(collector.0)
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .bind(batch_id)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(FOR_BATCH)
+            .bind(collector.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(batch_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(command_from_row).collect()
     }
 }

@@ -5,7 +5,9 @@ use serde_json::json;
 use uuid::Uuid;
 use wbd_store::*;
 
-use crate::fixtures::{Site, at, batch, enrolled_site, facts_version, open, open_findings, result};
+use crate::fixtures::{
+    Site, at, batch, enrolled_site, facts_version, only_findings, open, open_findings, result,
+};
 use crate::harness::{TestStore, each_backend};
 
 /// A site with one ingested batch (facts_version 1).
@@ -28,7 +30,13 @@ async fn a_finding_opens_updates_resolves_and_reopens_with_events_in_order() {
         let scope = site.scope;
 
         let opened = store
-            .apply_evaluation(scope, Some(Uuid::now_v7()), 1, &[open("relay:tcp", Severity::High)], at(20))
+            .apply_evaluation(
+                scope,
+                Some(Uuid::now_v7()),
+                1,
+                &only_findings([open("relay:tcp", Severity::High)]),
+                at(20),
+            )
             .await?;
         assert_eq!(opened, ApplyOutcome::Applied);
         let snapshot = store.load_tenant_snapshot(scope).await?.expect("tenant");
@@ -52,7 +60,10 @@ async fn a_finding_opens_updates_resolves_and_reopens_with_events_in_order() {
             summary: "worse".into(),
             evidence: json!({ "idle_secs": 30 }),
         };
-        assert_eq!(store.apply_evaluation(scope, None, 1, &[update], at(30)).await?, ApplyOutcome::Applied);
+        assert_eq!(
+            store.apply_evaluation(scope, None, 1, &only_findings([update]), at(30)).await?,
+            ApplyOutcome::Applied
+        );
         let f = finding(store, &site, f.id).await?;
         assert_eq!(
             (f.severity, f.summary.as_str(), f.version, f.updated_at),
@@ -61,7 +72,10 @@ async fn a_finding_opens_updates_resolves_and_reopens_with_events_in_order() {
         assert_eq!(f.evidence, json!({ "idle_secs": 30 }));
 
         let resolve = FindingChange::Resolve { id: f.id, expected_version: 2, summary: "passes now".into() };
-        assert_eq!(store.apply_evaluation(scope, None, 1, &[resolve], at(40)).await?, ApplyOutcome::Applied);
+        assert_eq!(
+            store.apply_evaluation(scope, None, 1, &only_findings([resolve]), at(40)).await?,
+            ApplyOutcome::Applied
+        );
         let f = finding(store, &site, f.id).await?;
         assert_eq!((f.status, f.resolved_at, f.version), (FindingStatus::Resolved, Some(at(40)), 3));
 
@@ -72,7 +86,10 @@ async fn a_finding_opens_updates_resolves_and_reopens_with_events_in_order() {
             summary: "again".into(),
             evidence: json!({}),
         };
-        assert_eq!(store.apply_evaluation(scope, None, 1, &[reopen], at(50)).await?, ApplyOutcome::Applied);
+        assert_eq!(
+            store.apply_evaluation(scope, None, 1, &only_findings([reopen]), at(50)).await?,
+            ApplyOutcome::Applied
+        );
         let f = finding(store, &site, f.id).await?;
         assert_eq!((f.status, f.resolved_at, f.reopen_count, f.version), (FindingStatus::Open, None, 1, 4));
         assert_eq!((f.opened_at, f.updated_at, f.severity), (at(20), at(50), Severity::Medium));
@@ -100,14 +117,26 @@ async fn a_repeated_message_is_already_processed_and_changes_nothing() {
         let site = site_with_facts(store).await?;
         let message = Uuid::now_v7();
         let first = store
-            .apply_evaluation(site.scope, Some(message), 1, &[open("a:x", Severity::Low)], at(20))
+            .apply_evaluation(
+                site.scope,
+                Some(message),
+                1,
+                &only_findings([open("a:x", Severity::Low)]),
+                at(20),
+            )
             .await?;
         assert_eq!(first, ApplyOutcome::Applied);
 
         // Redelivered after another batch: the repeat must not open a second finding.
         store.ingest_batch(site.scope, &batch(site.collector.id, vec![], 30)).await?;
         let again = store
-            .apply_evaluation(site.scope, Some(message), 2, &[open("b:x", Severity::Low)], at(40))
+            .apply_evaluation(
+                site.scope,
+                Some(message),
+                2,
+                &only_findings([open("b:x", Severity::Low)]),
+                at(40),
+            )
             .await?;
         assert_eq!(again, ApplyOutcome::AlreadyProcessed);
 
@@ -129,7 +158,13 @@ async fn a_stale_facts_version_conflicts_and_changes_nothing() {
             .await?;
         let message = Uuid::now_v7();
         let stale = store
-            .apply_evaluation(site.scope, Some(message), 1, &[open("a:x", Severity::High)], at(30))
+            .apply_evaluation(
+                site.scope,
+                Some(message),
+                1,
+                &only_findings([open("a:x", Severity::High)]),
+                at(30),
+            )
             .await?;
         assert_eq!(stale, ApplyOutcome::Conflict);
 
@@ -138,7 +173,13 @@ async fn a_stale_facts_version_conflicts_and_changes_nothing() {
         assert_eq!((snapshot.facts_version, snapshot.evaluated_facts_version), (2, 0));
         // The message was not recorded: re-evaluated on fresh facts, it applies.
         let fresh = store
-            .apply_evaluation(site.scope, Some(message), 2, &[open("a:x", Severity::High)], at(40))
+            .apply_evaluation(
+                site.scope,
+                Some(message),
+                2,
+                &only_findings([open("a:x", Severity::High)]),
+                at(40),
+            )
             .await?;
         assert_eq!(fresh, ApplyOutcome::Applied);
         Ok(())
@@ -164,7 +205,7 @@ async fn a_stale_finding_version_rolls_back_the_whole_evaluation() {
             },
         ];
         assert_eq!(
-            store.apply_evaluation(site.scope, Some(message), 1, &changes, at(30)).await?,
+            store.apply_evaluation(site.scope, Some(message), 1, &only_findings(changes), at(30)).await?,
             ApplyOutcome::Conflict
         );
 
@@ -173,7 +214,9 @@ async fn a_stale_finding_version_rolls_back_the_whole_evaluation() {
         assert_eq!(store.list_finding_events(site.org, existing.id).await?.len(), 1);
 
         // Opening a fingerprint that exists, and resolving a resolved finding, also conflict.
-        let dup = store.apply_evaluation(site.scope, None, 1, &[open("a:x", Severity::High)], at(31)).await?;
+        let dup = store
+            .apply_evaluation(site.scope, None, 1, &only_findings([open("a:x", Severity::High)]), at(31))
+            .await?;
         assert_eq!(dup, ApplyOutcome::Conflict);
         let resolve = FindingChange::Resolve {
             id: existing.id,
@@ -181,7 +224,7 @@ async fn a_stale_finding_version_rolls_back_the_whole_evaluation() {
             summary: "ok".into(),
         };
         assert_eq!(
-            store.apply_evaluation(site.scope, None, 1, &[resolve], at(32)).await?,
+            store.apply_evaluation(site.scope, None, 1, &only_findings([resolve]), at(32)).await?,
             ApplyOutcome::Applied
         );
         let resolve_again = FindingChange::Resolve {
@@ -190,7 +233,7 @@ async fn a_stale_finding_version_rolls_back_the_whole_evaluation() {
             summary: "ok".into(),
         };
         assert_eq!(
-            store.apply_evaluation(site.scope, None, 1, &[resolve_again], at(33)).await?,
+            store.apply_evaluation(site.scope, None, 1, &only_findings([resolve_again]), at(33)).await?,
             ApplyOutcome::Conflict
         );
         let update_resolved = FindingChange::Update {
@@ -201,14 +244,14 @@ async fn a_stale_finding_version_rolls_back_the_whole_evaluation() {
             evidence: json!({}),
         };
         assert_eq!(
-            store.apply_evaluation(site.scope, None, 1, &[update_resolved], at(34)).await?,
+            store.apply_evaluation(site.scope, None, 1, &only_findings([update_resolved]), at(34)).await?,
             ApplyOutcome::Conflict
         );
 
         // The conflicting message was not recorded as processed: its retry applies.
         let retry = [open("b:x", Severity::Low)];
         assert_eq!(
-            store.apply_evaluation(site.scope, Some(message), 1, &retry, at(40)).await?,
+            store.apply_evaluation(site.scope, Some(message), 1, &only_findings(retry), at(40)).await?,
             ApplyOutcome::Applied
         );
         Ok(())

@@ -106,11 +106,17 @@ pub fn open(fingerprint: &str, severity: Severity) -> FindingChange {
         fingerprint: fingerprint.into(),
         rule_id: fingerprint.split(':').next().unwrap_or(fingerprint).into(),
         subject: fingerprint.into(),
+        collector_id: None,
         severity,
         title: format!("{fingerprint} fails"),
         summary: format!("{fingerprint} is broken"),
         evidence: json!({ "fingerprint": fingerprint }),
     }
+}
+
+/// An evaluation that changes these findings and nothing else.
+pub fn only_findings(changes: impl IntoIterator<Item = FindingChange>) -> EvaluationChanges {
+    EvaluationChanges { findings: changes.into_iter().collect(), ..EvaluationChanges::default() }
 }
 
 /// Current facts_version of the tenant, as an evaluator would read it.
@@ -129,7 +135,7 @@ pub async fn open_findings(
 ) -> anyhow::Result<Vec<Finding>> {
     let changes: Vec<_> = findings.iter().map(|(fp, sev)| open(fp, *sev)).collect();
     let version = facts_version(store, scope).await?;
-    let outcome = store.apply_evaluation(scope, None, version, &changes, now).await?;
+    let outcome = store.apply_evaluation(scope, None, version, &only_findings(changes), now).await?;
     anyhow::ensure!(outcome == ApplyOutcome::Applied, "opening findings: {outcome:?}");
     let snapshot =
         store.load_tenant_snapshot(scope).await?.ok_or_else(|| anyhow::anyhow!("tenant missing"))?;

@@ -9,6 +9,7 @@ mod enrollment;
 mod evaluation;
 mod ingest;
 mod keys_and_secrets;
+mod lifecycle;
 mod outbox;
 mod overview;
 mod tenancy;

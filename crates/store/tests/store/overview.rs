@@ -4,7 +4,8 @@
 use wbd_store::*;
 
 use crate::fixtures::{
-    at, batch, enrolled_site, enrollment, open_findings, org, pending_collector, result, tenant,
+    at, batch, enrolled_site, enrollment, only_findings, open_findings, org, pending_collector, result,
+    tenant,
 };
 use crate::harness::each_backend;
 
@@ -57,7 +58,10 @@ async fn summaries_count_open_findings_and_collectors_worst_first() {
             expected_version: bravo_findings[1].version,
             summary: "fixed".into(),
         };
-        assert_eq!(store.apply_evaluation(bravo, None, 0, &[resolve], at(11)).await?, ApplyOutcome::Applied);
+        assert_eq!(
+            store.apply_evaluation(bravo, None, 0, &only_findings([resolve]), at(11)).await?,
+            ApplyOutcome::Applied
+        );
         open_findings(
             store,
             charlie,
@@ -130,7 +134,10 @@ async fn findings_filter_and_page_newest_first() {
         let f3 = open_findings(store, t1, &[("relay:2", Severity::High)], at(12)).await?.remove(0);
         let resolve =
             FindingChange::Resolve { id: f3.id, expected_version: f3.version, summary: "fixed".into() };
-        assert_eq!(store.apply_evaluation(t1, None, 0, &[resolve], at(13)).await?, ApplyOutcome::Applied);
+        assert_eq!(
+            store.apply_evaluation(t1, None, 0, &only_findings([resolve]), at(13)).await?,
+            ApplyOutcome::Applied
+        );
         let f4 = open_findings(store, t2, &[("relay:3", Severity::Critical)], at(14)).await?.remove(0);
 
         let ids = |found: Vec<Finding>| found.into_iter().map(|f| f.id).collect::<Vec<_>>();

@@ -2,7 +2,7 @@
 
 use wbd_store::*;
 
-use crate::fixtures::{at, batch, enrolled_site, open_findings, org, result, tenant};
+use crate::fixtures::{at, batch, enrolled_site, only_findings, open_findings, org, result, tenant};
 use crate::harness::each_backend;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +43,7 @@ async fn another_organisation_sees_nothing() {
         let resolve =
             FindingChange::Resolve { id: finding.id, expected_version: finding.version, summary: "x".into() };
         assert_eq!(
-            store.apply_evaluation(forged, None, 1, &[resolve], at(40)).await?,
+            store.apply_evaluation(forged, None, 1, &only_findings([resolve]), at(40)).await?,
             ApplyOutcome::Conflict
         );
 
