@@ -10,6 +10,9 @@
 //! | `dc-os-supported` | seed 6 (re-checked, §3) | a DC's OS build is below `min_os_build` (default 14393, Windows Server 2016) |
 //! | `preferred-dc-pdc-emulator` | seed 3, PWB-SVC-14/AD-09 | an AD connector does not use "only preferred DCs" with the PDC emulator first |
 //! | `preferred-dc-writable` | PWB-AD-10 | a preferred or last-used DC is read-only |
+//! | `protected-accounts-in-scope` | PWB-AD-03 | accounts with `adminCount=1` are in the synced scope (writeback cannot reset them, by design) |
+//! | `connector-account-usable` | PWB-SVC-12 | the connector account is disabled or its password expired |
+//! | `forest-functional-level` | PWB-AD-11 | the forest functional level is below Windows Server 2003 |
 //!
 //! Subject: `<probe subject>@<collector id>` of the AD report (for the two preferred-DC rules,
 //! of the Connect server report). An AD report whose connection failed gives "unknown".
@@ -31,6 +34,9 @@ pub(crate) const HINTS: &str = "dc-password-policy-control";
 pub(crate) const DC_OS: &str = "dc-os-supported";
 pub(crate) const PDC: &str = "preferred-dc-pdc-emulator";
 pub(crate) const WRITABLE: &str = "preferred-dc-writable";
+pub(crate) const PROTECTED: &str = "protected-accounts-in-scope";
+pub(crate) const ACCOUNT_USABLE: &str = "connector-account-usable";
+pub(crate) const FOREST_LEVEL: &str = "forest-functional-level";
 
 macro_rules! rule {
     ($id:expr, $check:ident, $fixtures:ident) => {
@@ -51,6 +57,9 @@ pub(crate) const RULES: &[RuleDef] = &[
     rule!(DC_OS, check_dc_os, dc_os_fixtures),
     rule!(PDC, check_pdc, pdc_fixtures),
     rule!(WRITABLE, check_writable, writable_fixtures),
+    rule!(PROTECTED, check_protected, protected_fixtures),
+    rule!(ACCOUNT_USABLE, check_account_usable, account_usable_fixtures),
+    rule!(FOREST_LEVEL, check_forest_level, forest_level_fixtures),
 ];
 
 type AdObservation<'a> = Observation<'a, ActiveDirectoryReport>;
@@ -334,11 +343,76 @@ fn check_writable(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     })
 }
 
+fn check_protected(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_domain(facts, |o| {
+        let Some(protected) = &o.report.protected_accounts else { return missing("protected_accounts") };
+        let accounts = &protected.accounts;
+        if accounts.count == 0 {
+            return Outcome::Pass;
+        }
+        let mut ev = evidence(o);
+        ev.insert("count".into(), json!(accounts.count));
+        ev.insert("sample".into(), json!(accounts.sample));
+        let message = Message::new("protected-accounts-in-scope.found")
+            .arg("domain", domain_name(o))
+            .arg("count", accounts.count)
+            .arg("accounts", json!(accounts.sample));
+        Outcome::fail(Severity::Low, message, ev.into())
+    })
+}
+
+/// `userAccountControl` bits: ACCOUNTDISABLE and PASSWORD_EXPIRED.
+const UAC_DISABLED: u32 = 0x2;
+const UAC_PASSWORD_EXPIRED: u32 = 0x80_0000;
+
+fn check_account_usable(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_domain(facts, |o| {
+        let Some(account) = &o.report.connector_account else { return missing("connector_account") };
+        let Some(uac) = account.user_account_control else {
+            return missing("connector_account.user_account_control");
+        };
+        let key = if uac & UAC_DISABLED != 0 {
+            "connector-account-usable.disabled"
+        } else if uac & UAC_PASSWORD_EXPIRED != 0 {
+            "connector-account-usable.expired"
+        } else {
+            return Outcome::Pass;
+        };
+        let mut ev = evidence(o);
+        ev.insert("account".into(), json!(account.configured));
+        ev.insert("user_account_control".into(), json!(uac));
+        Outcome::fail(
+            Severity::High,
+            Message::new(key).arg("account", account.configured.as_str()),
+            ev.into(),
+        )
+    })
+}
+
+/// `msDS-Behavior-Version` of Windows Server 2003.
+const FFL_2003: u32 = 2;
+
+fn check_forest_level(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_domain(facts, |o| match o.report.forest_functional_level {
+        None => missing("forest_functional_level"),
+        Some(level) if level >= FFL_2003 => Outcome::Pass,
+        Some(level) => {
+            let mut ev = evidence(o);
+            ev.insert("forest_functional_level".into(), json!(level));
+            Outcome::fail(
+                Severity::Low,
+                Message::new("forest-functional-level.old").arg("domain", domain_name(o)).arg("level", level),
+                ev.into(),
+            )
+        }
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use wbd_wire::{
         AdFailure, AdStep, ConnectorAccountRights, ContainerRights, DomainController, DomainPasswordPolicy,
-        SampledCount,
+        ProtectedAccounts, SampledCount,
     };
 
     use super::*;
@@ -585,6 +659,62 @@ pub(crate) mod tests {
                 Expect::Unknown,
             ),
             no_probe(),
+        ]
+    }
+
+    pub(crate) fn protected_fixtures() -> Vec<Fixture> {
+        let with_count = |count: u32| {
+            with(move |r| {
+                r.protected_accounts = Some(ProtectedAccounts {
+                    scope: vec!["OU=Staff,DC=corp,DC=example".to_owned()],
+                    accounts: SampledCount {
+                        count,
+                        sample: (0..count.min(3)).map(|i| format!("adm-{i}")).collect(),
+                        truncated: false,
+                    },
+                });
+            })
+        };
+        vec![
+            Fixture::new("admins in the synced OU", one(with_count(2)), Expect::Fail(Severity::Low)),
+            Fixture::new("none", one(with_count(0)), Expect::Pass),
+            Fixture::new("not searched", one(healthy()), Expect::Unknown),
+        ]
+    }
+
+    pub(crate) fn account_usable_fixtures() -> Vec<Fixture> {
+        let uac = |value: u32| {
+            with(move |r| {
+                if let Some(account) = r.connector_account.as_mut() {
+                    account.user_account_control = Some(value);
+                }
+            })
+        };
+        vec![
+            Fixture::new("disabled", one(uac(0x202)), Expect::Fail(Severity::High)),
+            Fixture::new("password expired", one(uac(0x80_0200)), Expect::Fail(Severity::High)),
+            Fixture::new("normal", one(healthy()), Expect::Pass),
+            Fixture::new(
+                "not read",
+                one(with(|r| {
+                    if let Some(account) = r.connector_account.as_mut() {
+                        account.user_account_control = None;
+                    }
+                })),
+                Expect::Unknown,
+            ),
+        ]
+    }
+
+    pub(crate) fn forest_level_fixtures() -> Vec<Fixture> {
+        vec![
+            Fixture::new(
+                "Windows 2000 forest",
+                one(with(|r| r.forest_functional_level = Some(0))),
+                Expect::Fail(Severity::Low),
+            ),
+            Fixture::new("2016 forest", one(healthy()), Expect::Pass),
+            Fixture::new("not read", one(with(|r| r.forest_functional_level = None)), Expect::Unknown),
         ]
     }
 

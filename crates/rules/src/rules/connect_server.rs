@@ -10,6 +10,11 @@
 //! | `full-sync-completed` | PWB-SVC-10, seed 7 | an AD or Entra connector lacks a successful full import or full sync |
 //! | `tls12-enabled` | PWB-HOST-03 | a TLS 1.2 registry value is absent or wrong |
 //! | `dotnet-version` | PWB-HOST-02 | .NET Framework release is below `min_release` (default 461808, 4.7.2) |
+//! | `sync-scheduler-enabled` | PWB-SVC-11 | the sync cycle is disabled or the scheduler suspended |
+//! | `connect-host-os-supported` | PWB-HOST-01 | the OS build is not in `supported_os_builds` (WS2016, 2019, 2022) |
+//! | `restrict-remote-sam` | PWB-HOST-06 | `RestrictRemoteSam` is set and does not name the connector account's SID (from the AD probe) |
+//! | `ldap-sign-and-seal` | PWB-SVC-15 | an AD connector does not sign and encrypt LDAP traffic |
+//! | `cloud-sync-agent-version` | PWB-CS-01 | an installed cloud sync agent is older than `min_version` (default 1.1.977.0) |
 //!
 //! Subject: `<probe subject>@<collector id>`, except where noted. A fact the report does not
 //! carry (`None`: not read) gives "unknown", never a failure.
@@ -18,7 +23,9 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
-use wbd_wire::{ConnectServerReport, ConnectorKind, ProbeKind, ProbeOutput, RegistryDword, RunSummary};
+use wbd_wire::{
+    ConnectServerReport, ConnectorKind, ProbeKind, ProbeOutput, RegistryDword, RegistryString, RunSummary,
+};
 
 use super::{RuleDef, Verdict, field_missing, observed, site_evidence};
 use crate::facts::Observation;
@@ -32,6 +39,11 @@ pub(crate) const VERSION: &str = "connect-version-supported";
 pub(crate) const FULL_SYNC: &str = "full-sync-completed";
 pub(crate) const TLS12: &str = "tls12-enabled";
 pub(crate) const DOTNET: &str = "dotnet-version";
+pub(crate) const SCHEDULER: &str = "sync-scheduler-enabled";
+pub(crate) const HOST_OS: &str = "connect-host-os-supported";
+pub(crate) const REMOTE_SAM: &str = "restrict-remote-sam";
+pub(crate) const SIGN_SEAL: &str = "ldap-sign-and-seal";
+pub(crate) const CLOUD_SYNC: &str = "cloud-sync-agent-version";
 
 macro_rules! rule {
     ($id:expr, $check:ident, $fixtures:ident) => {
@@ -53,6 +65,11 @@ pub(crate) const RULES: &[RuleDef] = &[
     rule!(FULL_SYNC, check_full_sync, full_sync_fixtures),
     rule!(TLS12, check_tls12, tls12_fixtures),
     rule!(DOTNET, check_dotnet, dotnet_fixtures),
+    rule!(SCHEDULER, check_scheduler, scheduler_fixtures),
+    rule!(HOST_OS, check_host_os, host_os_fixtures),
+    rule!(REMOTE_SAM, check_remote_sam, remote_sam_fixtures),
+    rule!(SIGN_SEAL, check_sign_seal, sign_seal_fixtures),
+    rule!(CLOUD_SYNC, check_cloud_sync, cloud_sync_fixtures),
 ];
 
 /// The day Connect Sync builds below 2.5.79.0 stop working (catalogue §3, "mandatory floor").
@@ -315,10 +332,129 @@ fn check_dotnet(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
     })
 }
 
+fn check_scheduler(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_server(facts, |o| {
+        let Some(scheduler) = &o.report.scheduler else { return missing("scheduler") };
+        let key = if scheduler.sync_cycle_enabled == Some(false) {
+            "sync-scheduler-enabled.disabled"
+        } else if scheduler.scheduler_suspended == Some(true) {
+            "sync-scheduler-enabled.suspended"
+        } else if scheduler.sync_cycle_enabled.is_none() && scheduler.scheduler_suspended.is_none() {
+            return missing("scheduler.sync_cycle_enabled");
+        } else {
+            return Outcome::Pass;
+        };
+        let mut ev = evidence(o);
+        ev.insert("sync_cycle_enabled".into(), json!(scheduler.sync_cycle_enabled));
+        ev.insert("scheduler_suspended".into(), json!(scheduler.scheduler_suspended));
+        Outcome::fail(Severity::Medium, Message::new(key).arg("server", server_name(o)), ev.into())
+    })
+}
+
+/// Windows Server 2025's build: not supported for Connect Sync (catalogue §3).
+const WS2025_BUILD: u32 = 26100;
+
+fn check_host_os(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
+    let supported: Vec<u32> =
+        params.strings("supported_os_builds").filter_map(|b| b.trim().parse().ok()).collect();
+    per_server(facts, |o| {
+        let Some(build) = o.report.os_build else { return missing("os_build") };
+        if supported.contains(&build) {
+            return Outcome::Pass;
+        }
+        let caption = o.report.os_caption.as_deref().unwrap_or("?");
+        let key = if build == WS2025_BUILD {
+            "connect-host-os-supported.ws2025"
+        } else {
+            "connect-host-os-supported.unsupported"
+        };
+        let mut ev = evidence(o);
+        ev.insert("os_build".into(), json!(build));
+        ev.insert("os_caption".into(), json!(caption));
+        let message =
+            Message::new(key).arg("server", server_name(o)).arg("caption", caption).arg("build", build);
+        Outcome::fail(Severity::High, message, ev.into())
+    })
+}
+
+fn check_remote_sam(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    // The connector account's SID, from any AD report of the tenant.
+    let sids: Vec<String> = facts
+        .observations(|output| match output {
+            ProbeOutput::ActiveDirectory(report) => Some(report),
+            _ => None,
+        })
+        .iter()
+        .filter_map(|a| a.report.connector_account.as_ref().and_then(|c| c.sid.clone()))
+        .collect();
+    per_server(facts, |o| {
+        let Some(value) = &o.report.restrict_remote_sam else { return missing("restrict_remote_sam") };
+        let sddl = match value {
+            RegistryString::Absent => return Outcome::Pass,
+            RegistryString::Set(sddl) => sddl,
+        };
+        if sids.iter().any(|sid| sddl.to_ascii_uppercase().contains(&sid.to_ascii_uppercase())) {
+            return Outcome::Pass;
+        }
+        let mut ev = evidence(o);
+        ev.insert("restrict_remote_sam".into(), json!(sddl));
+        let message = Message::new("restrict-remote-sam.restricted")
+            .arg("server", server_name(o))
+            .arg("sddl", sddl.as_str());
+        Outcome::fail(Severity::Medium, message, ev.into())
+    })
+}
+
+fn check_sign_seal(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_server(facts, |o| {
+        let ad: Vec<_> =
+            o.report.connectors.iter().filter(|c| c.kind == ConnectorKind::ActiveDirectory).collect();
+        if ad.iter().all(|c| c.sign_and_seal.is_none()) {
+            return missing("connectors.sign_and_seal");
+        }
+        let off: Vec<&str> =
+            ad.iter().filter(|c| c.sign_and_seal == Some(false)).map(|c| c.name.as_str()).collect();
+        if off.is_empty() {
+            return Outcome::Pass;
+        }
+        let mut ev = evidence(o);
+        ev.insert("connectors".into(), json!(off));
+        let message = Message::new("ldap-sign-and-seal.off")
+            .arg("server", server_name(o))
+            .arg("connectors", json!(off));
+        Outcome::fail(Severity::Medium, message, ev.into())
+    })
+}
+
+fn check_cloud_sync(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
+    let minimum = params.version("min_version");
+    per_server(facts, |o| {
+        let Some(agent) = &o.report.cloud_sync_agent else { return missing("cloud_sync_agent") };
+        if !agent.installed {
+            return Outcome::Pass;
+        }
+        let Some(version) = agent.version.as_deref().and_then(DottedVersion::parse) else {
+            return missing("cloud_sync_agent.version");
+        };
+        if version >= minimum {
+            return Outcome::Pass;
+        }
+        let mut ev = evidence(o);
+        ev.insert("agent_version".into(), json!(version.to_string()));
+        let message = Message::new("cloud-sync-agent-version.old")
+            .arg("server", server_name(o))
+            .arg("version", version.to_string())
+            .arg("min_version", minimum.to_string());
+        Outcome::fail(Severity::High, message, ev.into())
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use chrono::Duration;
-    use wbd_wire::{ConnectStateSource, ConnectorState, SchedulerState, ServiceState, Tls12Settings};
+    use wbd_wire::{
+        CloudSyncAgent, ConnectStateSource, ConnectorState, SchedulerState, ServiceState, Tls12Settings,
+    };
 
     use super::*;
     use crate::rules::fixtures::*;
@@ -602,6 +738,107 @@ pub(crate) mod tests {
             Fixture::new("4.8.1", one(healthy()), Expect::Pass),
             unread(),
             no_probe(),
+        ]
+    }
+
+    pub(crate) fn scheduler_fixtures() -> Vec<Fixture> {
+        let set = |enabled: bool, suspended: bool| {
+            with(move |r| {
+                if let Some(s) = r.scheduler.as_mut() {
+                    s.sync_cycle_enabled = Some(enabled);
+                    s.scheduler_suspended = Some(suspended);
+                }
+            })
+        };
+        vec![
+            Fixture::new("cycle disabled", one(set(false, false)), Expect::Fail(Severity::Medium)),
+            Fixture::new("suspended", one(set(true, true)), Expect::Fail(Severity::Medium)),
+            Fixture::new("running", one(healthy()), Expect::Pass),
+            unread(),
+        ]
+    }
+
+    pub(crate) fn host_os_fixtures() -> Vec<Fixture> {
+        let os = |caption: &str, build| {
+            let caption = caption.to_owned();
+            with(move |r| {
+                r.os_caption = Some(caption);
+                r.os_build = Some(build);
+            })
+        };
+        vec![
+            Fixture::new(
+                "Windows Server 2025",
+                one(os("Microsoft Windows Server 2025 Standard", 26100)),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "Windows Server 2012 R2",
+                one(os("Microsoft Windows Server 2012 R2 Standard", 9600)),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new("Windows Server 2022", one(healthy()), Expect::Pass),
+            Fixture::new(
+                "2025 accepted",
+                one(os("Microsoft Windows Server 2025 Standard", 26100)),
+                Expect::Pass,
+            )
+            .with_param("supported_os_builds", json!(["20348", "26100"])),
+            unread(),
+        ]
+    }
+
+    pub(crate) fn remote_sam_fixtures() -> Vec<Fixture> {
+        let sddl = |value: &str| {
+            let value = value.to_owned();
+            with(move |r| r.restrict_remote_sam = Some(RegistryString::Set(value)))
+        };
+        let ad = crate::rules::active_directory::tests::healthy();
+        let allowed = "O:BAG:BAD:(A;;RC;;;BA)(A;;RC;;;S-1-5-21-1004336348-1177238915-682003330-1107)";
+        vec![
+            Fixture::new("admins only", one(sddl("O:BAG:BAD:(A;;RC;;;BA)")), Expect::Fail(Severity::Medium)),
+            Fixture::new(
+                "connector account allowed",
+                site_with(vec![("connect", sddl(allowed)), ("corp.example", ad)]),
+                Expect::Pass,
+            ),
+            Fixture::new(
+                "not set",
+                one(with(|r| r.restrict_remote_sam = Some(RegistryString::Absent))),
+                Expect::Pass,
+            ),
+            unread(),
+        ]
+    }
+
+    pub(crate) fn sign_seal_fixtures() -> Vec<Fixture> {
+        let off = with(|r| r.connectors[0].sign_and_seal = Some(false));
+        vec![
+            Fixture::new("off", one(off), Expect::Fail(Severity::Medium)),
+            Fixture::new("on", one(healthy()), Expect::Pass),
+            unread(),
+        ]
+    }
+
+    pub(crate) fn cloud_sync_fixtures() -> Vec<Fixture> {
+        let agent = |version: &str| {
+            let version = version.to_owned();
+            with(move |r| {
+                r.cloud_sync_agent = Some(CloudSyncAgent {
+                    installed: true,
+                    version: Some(version),
+                    service: Some(ServiceState { status: "Running".to_owned(), start_type: None }),
+                });
+            })
+        };
+        let absent = with(|r| {
+            r.cloud_sync_agent = Some(CloudSyncAgent { installed: false, version: None, service: None })
+        });
+        vec![
+            Fixture::new("old agent", one(agent("1.1.587.0")), Expect::Fail(Severity::High)),
+            Fixture::new("current agent", one(agent("1.1.1107.0")), Expect::Pass),
+            Fixture::new("no agent", one(absent), Expect::Pass),
+            Fixture::new("not looked at", one(healthy()), Expect::Unknown),
         ]
     }
 }

@@ -5,6 +5,9 @@
 //! | `writeback-service-started` | PWB-SVC-05 | the newest of 31016 (stopped) or ADSync 6800 (start error) is newer than the newest 31015 (started) |
 //! | `relay-heartbeat-recent` | PWB-SVC-06 | writeback started, but no 31019 heartbeat for `max_heartbeat_age_mins` |
 //! | `relay-service-hosts-running` | PWB-SVC-07 | a 31044 within `lookback_hours`, not followed by a 31015 |
+//! | `relay-connection-errors` | §2b 32001/32002/31034 → PWB-NET-01/02 | one of them within `lookback_hours` and after the newest 31019 heartbeat |
+//! | `ad-permission-errors` | §2b 33004 → PWB-AD-01/02/03, PWB-HOST-06 | a 33004 within `lookback_hours` |
+//! | `setup-admin-auth-failed` | §2b 32009/31014/32011 → PWB-ADM-01 | one of them within `lookback_hours` and after the newest 31005 |
 //! | `writeback-reonboard-needed` | seed 9, PWB-SVC-08 | 32004/32005/32007/32008/32010, or ADSync 6329 with `0x8023061f`, within `lookback_hours` and after the newest 31005 (onboarding success) |
 //!
 //! Subject: `<probe subject>@<collector id>`. Times come from `last_seen` (kept by the collector
@@ -23,6 +26,9 @@ pub(crate) const STARTED: &str = "writeback-service-started";
 pub(crate) const HEARTBEAT: &str = "relay-heartbeat-recent";
 pub(crate) const HOSTS: &str = "relay-service-hosts-running";
 pub(crate) const REONBOARD: &str = "writeback-reonboard-needed";
+pub(crate) const RELAY_ERRORS: &str = "relay-connection-errors";
+pub(crate) const AD_DENIED: &str = "ad-permission-errors";
+pub(crate) const SETUP_ADMIN: &str = "setup-admin-auth-failed";
 
 pub(crate) const RULES: &[RuleDef] = &[
     RuleDef {
@@ -48,6 +54,24 @@ pub(crate) const RULES: &[RuleDef] = &[
         check: check_reonboard,
         #[cfg(test)]
         fixtures: tests::reonboard_fixtures,
+    },
+    RuleDef {
+        id: RELAY_ERRORS,
+        check: check_relay_errors,
+        #[cfg(test)]
+        fixtures: tests::relay_errors_fixtures,
+    },
+    RuleDef {
+        id: AD_DENIED,
+        check: check_ad_denied,
+        #[cfg(test)]
+        fixtures: tests::ad_denied_fixtures,
+    },
+    RuleDef {
+        id: SETUP_ADMIN,
+        check: check_setup_admin,
+        #[cfg(test)]
+        fixtures: tests::setup_admin_fixtures,
     },
 ];
 
@@ -217,6 +241,48 @@ fn check_reonboard(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
     })
 }
 
+/// Fails with `key` when any of `ids` (PasswordResetService) occurred within the look-back and
+/// after the newest `cleared_by` event (if given).
+fn recent_errors(
+    facts: &TenantFacts,
+    params: &Params,
+    ids: &'static [u32],
+    cleared_by: Option<u32>,
+    key: &'static str,
+) -> Vec<Verdict> {
+    let since = lookback(facts.now, params);
+    per_log(facts, |o| {
+        let report = o.report;
+        let cleared = cleared_by.and_then(|id| newest(report, PRS, id));
+        let seen: Vec<(u32, DateTime<Utc>)> = ids
+            .iter()
+            .filter_map(|&id| newest(report, PRS, id).map(|t| (id, t)))
+            .filter(|(_, t)| *t >= since && cleared.is_none_or(|c| *t > c))
+            .collect();
+        let Some(latest) = seen.iter().map(|(_, t)| *t).max() else { return Outcome::Pass };
+        let events: Vec<u32> = seen.iter().map(|(id, _)| *id).collect();
+        let mut evidence = site_evidence(o);
+        evidence.insert("event_ids".into(), json!(events));
+        let message = Message::new(key)
+            .arg("collector", o.collector.name.as_str())
+            .arg("events", json!(events))
+            .arg("at", at(latest));
+        Outcome::fail(Severity::High, message, evidence.into())
+    })
+}
+
+fn check_relay_errors(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
+    recent_errors(facts, params, &[32001, 32002, 31034], Some(31019), "relay-connection-errors.errors")
+}
+
+fn check_ad_denied(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
+    recent_errors(facts, params, &[33004], None, "ad-permission-errors.denied")
+}
+
+fn check_setup_admin(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
+    recent_errors(facts, params, &[32009, 31014, 32011], Some(31005), "setup-admin-auth-failed.failed")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use wbd_wire::{EventCount, EventEntry, EventLevel, EventLogSource};
@@ -340,6 +406,53 @@ pub(crate) mod tests {
                 Expect::Pass,
             ),
             Fixture::new("errors outside the window", one(with(&[(PRS, 32004, 60 * 30)])), Expect::Pass),
+            unreadable(),
+        ]
+    }
+
+    pub(crate) fn relay_errors_fixtures() -> Vec<Fixture> {
+        vec![
+            Fixture::new(
+                "service bus error after the last heartbeat",
+                one(with(&[(PRS, 32002, 1)])),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new("error followed by heartbeats", one(with(&[(PRS, 32002, 20)])), Expect::Pass),
+            Fixture::new("clean", one(healthy()), Expect::Pass),
+            unreadable(),
+        ]
+    }
+
+    pub(crate) fn ad_denied_fixtures() -> Vec<Fixture> {
+        vec![
+            Fixture::new(
+                "access denied an hour ago",
+                one(with(&[(PRS, 33004, 60)])),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new("two days ago", one(with(&[(PRS, 33004, 60 * 48)])), Expect::Pass),
+            Fixture::new("clean", one(healthy()), Expect::Pass),
+            unreadable(),
+        ]
+    }
+
+    pub(crate) fn setup_admin_fixtures() -> Vec<Fixture> {
+        let failed = ProbeOutput::EventLog(log(&[
+            (PRS, 31005, 60 * 24 * 30),
+            (PRS, 31015, 60 * 48),
+            (PRS, 31019, 3),
+            (PRS, 32009, 30),
+        ]));
+        let retried = ProbeOutput::EventLog(log(&[
+            (PRS, 32009, 50),
+            (PRS, 31005, 40),
+            (PRS, 31015, 40),
+            (PRS, 31019, 3),
+        ]));
+        vec![
+            Fixture::new("token refused", one(failed), Expect::Fail(Severity::High)),
+            Fixture::new("succeeded on the next try", one(retried), Expect::Pass),
+            Fixture::new("clean", one(healthy()), Expect::Pass),
             unreadable(),
         ]
     }

@@ -10,6 +10,7 @@
 //! | `cloud-admin-available` | PWB-ADM-01, seed 5 | no cloud-only user holds Global Administrator or Hybrid Identity Administrator |
 //! | `tenant-sync-recent` | PWB-TEN-01 | the tenant is not syncing, or the last sync is older than `max_sync_age_mins` |
 //! | `sspr-for-administrators` | PWB-POL-05 | `authorizationPolicy.allowedToUseSSPR` is false |
+//! | `test-user-sspr-capable` | PWB-POL-06 | the test user has not registered enough methods (`isSsprCapable` false) |
 
 use chrono::Duration;
 use serde_json::json;
@@ -24,6 +25,7 @@ pub(crate) const SSPR: &str = "sspr-enabled";
 pub(crate) const CLOUD_ADMIN: &str = "cloud-admin-available";
 pub(crate) const SYNC_RECENT: &str = "tenant-sync-recent";
 pub(crate) const SSPR_ADMINS: &str = "sspr-for-administrators";
+pub(crate) const SSPR_CAPABLE: &str = "test-user-sspr-capable";
 
 macro_rules! rule {
     ($id:expr, $check:ident, $fixtures:ident) => {
@@ -43,6 +45,7 @@ pub(crate) const RULES: &[RuleDef] = &[
     rule!(CLOUD_ADMIN, check_cloud_admin, cloud_admin_fixtures),
     rule!(SYNC_RECENT, check_sync_recent, sync_recent_fixtures),
     rule!(SSPR_ADMINS, check_sspr_admins, sspr_admins_fixtures),
+    rule!(SSPR_CAPABLE, check_sspr_capable, sspr_capable_fixtures),
 ];
 
 /// Service plan ids of Entra ID P1 (`AAD_PREMIUM`) and P2 (`AAD_PREMIUM_P2`).
@@ -226,6 +229,36 @@ fn check_sspr_admins(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
             Message::new("sspr-for-administrators.off"),
             json!({ "allowed_to_use_sspr": false }),
         ),
+    })
+}
+
+fn check_sspr_capable(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    tenant_wide(facts, |report| {
+        let Some(user) = &report.test_user else { return missing("test_user") };
+        if !user.found {
+            return Outcome::unknown(
+                Message::new("test-user-sspr-capable.user-not-found")
+                    .arg("user", user.user_principal_name.as_str()),
+            );
+        }
+        match user.is_sspr_capable {
+            None => missing("test_user.is_sspr_capable"),
+            Some(true) => Outcome::Pass,
+            Some(false) => {
+                let methods = if user.methods_registered.is_empty() {
+                    json!("-")
+                } else {
+                    json!(user.methods_registered)
+                };
+                Outcome::fail(
+                    Severity::Medium,
+                    Message::new("test-user-sspr-capable.not-capable")
+                        .arg("user", user.user_principal_name.as_str())
+                        .arg("methods", methods.clone()),
+                    json!({ "user": user.user_principal_name, "methods_registered": methods }),
+                )
+            }
+        }
     })
 }
 
@@ -446,6 +479,32 @@ pub(crate) mod tests {
             ),
             Fixture::new("on", one(healthy()), Expect::Pass),
             Fixture::new("not read", one(with(|r| r.allowed_to_use_sspr = None)), Expect::Unknown),
+        ]
+    }
+
+    pub(crate) fn sspr_capable_fixtures() -> Vec<Fixture> {
+        vec![
+            Fixture::new(
+                "no methods",
+                one(with(|r| {
+                    if let Some(user) = r.test_user.as_mut() {
+                        user.is_sspr_capable = Some(false);
+                        user.is_sspr_registered = Some(false);
+                        user.methods_registered.clear();
+                    }
+                })),
+                Expect::Fail(Severity::Medium),
+            ),
+            Fixture::new("registered", one(healthy()), Expect::Pass),
+            Fixture::new(
+                "test user not found",
+                one(with(|r| {
+                    if let Some(user) = r.test_user.as_mut() {
+                        user.found = false;
+                    }
+                })),
+                Expect::Unknown,
+            ),
         ]
     }
 }
