@@ -341,7 +341,7 @@ impl MockServer {
     }
 }
 
-async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Recorded> {
+pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Recorded> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {

@@ -4,6 +4,8 @@
 
 mod cli;
 mod enroll;
+mod exports;
+mod graph;
 mod helpers;
 mod idle;
 mod peers;
@@ -11,4 +13,5 @@ mod probe;
 mod proxy;
 mod push;
 mod run;
+mod script;
 mod spool;
