@@ -96,8 +96,10 @@ async fn handle(store: &dyn Store, damping: DampingDefaults, delivery: Delivery,
         wbd_platform::telemetry::continue_trace(&span, tp);
     }
     async {
-        let MessageKind::BatchIngested { batch_id, .. } = &message.kind;
-        tracing::debug!(%batch_id, "evaluating");
+        match &message.kind {
+            MessageKind::BatchIngested { batch_id, .. } => tracing::debug!(%batch_id, "evaluating a new batch"),
+            MessageKind::RulesChanged => tracing::debug!("evaluating under changed rules"),
+        }
         let mut backoff = Duration::from_millis(200);
         for attempt in 1.. {
             match evaluate_tenant(store, damping, message.scope(), Some(message.id), Utc::now(), true).await {

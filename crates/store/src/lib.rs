@@ -252,6 +252,47 @@ pub trait Store: Send + Sync + 'static {
         batch_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Vec<CollectorCommandRecord>>;
+
+    // ---- rule configuration ---------------------------------------------------------------
+
+    /// The organisation's overrides, plus the tenant's when a tenant is given.
+    async fn list_rule_settings(
+        &self,
+        org: OrgScope,
+        tenant: Option<TenantId>,
+    ) -> Result<Vec<StoredRuleSetting>>;
+
+    /// The organisation's custom rules, plus the tenant's when a tenant is given.
+    async fn list_custom_rules(
+        &self,
+        org: OrgScope,
+        tenant: Option<TenantId>,
+    ) -> Result<Vec<StoredCustomRule>>;
+
+    /// In one transaction: stores (`Some`) or removes (`None`) the override or custom rule
+    /// `rule_id` at `scope`, writes an audit entry with the document before and after, and asks
+    /// for every affected tenant to be evaluated again (an outbox message each). Answers the
+    /// document that was there before, or `NoSuchTenant` (nothing changed) when the scope's
+    /// tenant is not the organisation's. Removing what is not there changes nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_rule_config(
+        &self,
+        org: OrgScope,
+        scope: RuleScope,
+        kind: RuleConfigKind,
+        rule_id: &str,
+        document: Option<&serde_json::Value>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RuleConfigWrite>;
+
+    /// Newest first, at most `limit`, entries with an id below `before` when given.
+    async fn list_audit_log(
+        &self,
+        org: OrgScope,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>>;
 }
 
 /// Connects to the store named by `url` (`postgres://…`, `postgresql://…` or `sqlite://…`;

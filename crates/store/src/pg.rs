@@ -1544,4 +1544,216 @@ impl Store for PgStore {
         .await?;
         rows.iter().map(command_from_row).collect()
     }
+
+    async fn list_rule_settings(
+        &self,
+        org: OrgScope,
+        tenant: Option<TenantId>,
+    ) -> Result<Vec<StoredRuleSetting>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, rule_id, settings, updated_at, updated_by FROM rule_settings
+             WHERE org_id = $1 AND (tenant_id IS NULL OR tenant_id = $2)
+             ORDER BY scope_key <> 'org', rule_id",
+        )
+        .bind(org.org_id.0)
+        .bind(tenant.map(|t| t.0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredRuleSetting {
+                    tenant_id: row.try_get::<Option<Uuid>, _>("tenant_id")?.map(TenantId),
+                    rule_id: row.try_get("rule_id")?,
+                    settings: row.try_get::<serde_json::Value, _>("settings")?,
+                    updated_at: row.try_get("updated_at")?,
+                    updated_by: row.try_get("updated_by")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_custom_rules(
+        &self,
+        org: OrgScope,
+        tenant: Option<TenantId>,
+    ) -> Result<Vec<StoredCustomRule>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, rule_id, definition, created_at, updated_at, updated_by FROM custom_rules
+             WHERE org_id = $1 AND (tenant_id IS NULL OR tenant_id = $2)
+             ORDER BY scope_key <> 'org', rule_id",
+        )
+        .bind(org.org_id.0)
+        .bind(tenant.map(|t| t.0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredCustomRule {
+                    tenant_id: row.try_get::<Option<Uuid>, _>("tenant_id")?.map(TenantId),
+                    rule_id: row.try_get("rule_id")?,
+                    definition: row.try_get::<serde_json::Value, _>("definition")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    updated_by: row.try_get("updated_by")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn write_rule_config(
+        &self,
+        org: OrgScope,
+        scope: RuleScope,
+        kind: RuleConfigKind,
+        rule_id: &str,
+        document: Option<&serde_json::Value>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RuleConfigWrite> {
+        let now = micros(now);
+        let mut tx = self.pool.begin().await?;
+        let tenants: Vec<Uuid> = match scope {
+            RuleScope::Tenant(t) => {
+                let found: Option<Uuid> =
+                    sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 AND org_id = $2")
+                        .bind(t.0)
+                        .bind(org.org_id.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match found {
+                    Some(id) => vec![id],
+                    None => return Ok(RuleConfigWrite::NoSuchTenant),
+                }
+            }
+            RuleScope::Org => {
+                sqlx::query_scalar("SELECT id FROM tenants WHERE org_id = $1")
+                    .bind(org.org_id.0)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        let key = scope.key();
+        let select = match kind {
+            RuleConfigKind::Setting => {
+                "SELECT settings AS document FROM rule_settings WHERE org_id = $1 AND scope_key = $2 AND rule_id = $3"
+            }
+            RuleConfigKind::Custom => {
+                "SELECT definition AS document FROM custom_rules WHERE org_id = $1 AND scope_key = $2 AND rule_id = $3"
+            }
+        };
+        let before =
+            sqlx::query(select).bind(org.org_id.0).bind(&key).bind(rule_id).fetch_optional(&mut *tx).await?;
+        let before = match &before {
+            Some(row) => Some(row.try_get::<serde_json::Value, _>("document")?),
+            None => None,
+        };
+        match (document, &before) {
+            (None, None) => return Ok(RuleConfigWrite::Written { before: None }),
+            (Some(doc), _) => {
+                let upsert = match kind {
+                    RuleConfigKind::Setting => {
+                        "INSERT INTO rule_settings (org_id, tenant_id, scope_key, rule_id, settings, updated_at, updated_by)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (org_id, scope_key, rule_id) DO UPDATE
+                         SET settings = excluded.settings, updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+                    }
+                    RuleConfigKind::Custom => {
+                        "INSERT INTO custom_rules (org_id, tenant_id, scope_key, rule_id, definition, created_at, updated_at, updated_by)
+                         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
+                         ON CONFLICT (org_id, scope_key, rule_id) DO UPDATE
+                         SET definition = excluded.definition, updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+                    }
+                };
+                sqlx::query(upsert)
+                    .bind(org.org_id.0)
+                    .bind(scope.tenant_id().map(|t| t.0))
+                    .bind(&key)
+                    .bind(rule_id)
+                    .bind(Json(doc))
+                    .bind(now)
+                    .bind(actor)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            (None, Some(_)) => {
+                let delete = match kind {
+                    RuleConfigKind::Setting => {
+                        "DELETE FROM rule_settings WHERE org_id = $1 AND scope_key = $2 AND rule_id = $3"
+                    }
+                    RuleConfigKind::Custom => {
+                        "DELETE FROM custom_rules WHERE org_id = $1 AND scope_key = $2 AND rule_id = $3"
+                    }
+                };
+                sqlx::query(delete).bind(org.org_id.0).bind(&key).bind(rule_id).execute(&mut *tx).await?;
+            }
+        }
+        let action = format!("{}.{}", kind.audit_prefix(), if document.is_some() { "put" } else { "delete" });
+        sqlx::query(
+            "INSERT INTO audit_log (id, org_id, tenant_id, actor, action, target, before, after, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(org.org_id.0)
+        .bind(scope.tenant_id().map(|t| t.0))
+        .bind(actor)
+        .bind(action)
+        .bind(rule_id)
+        .bind(before.as_ref().map(Json))
+        .bind(document.map(Json))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // The affected tenants are evaluated again under the new configuration: the version bump
+        // keeps the worker from skipping them as already evaluated.
+        for tenant in tenants {
+            sqlx::query("UPDATE tenants SET facts_version = facts_version + 1 WHERE id = $1")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO outbox (id, org_id, tenant_id, kind, traceparent, created_at, lease_until, attempts)
+                 VALUES ($1, $2, $3, $4, NULL, $5, NULL, 0)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(org.org_id.0)
+            .bind(tenant)
+            .bind(Json(&MessageKind::RulesChanged))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(RuleConfigWrite::Written { before })
+    }
+
+    async fn list_audit_log(
+        &self,
+        org: OrgScope,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, actor, action, target, before, after, at FROM audit_log
+             WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(org.org_id.0)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    id: row.try_get("id")?,
+                    tenant_id: row.try_get::<Option<Uuid>, _>("tenant_id")?.map(TenantId),
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    target: row.try_get("target")?,
+                    before: row.try_get::<Option<serde_json::Value>, _>("before")?,
+                    after: row.try_get::<Option<serde_json::Value>, _>("after")?,
+                    at: row.try_get("at")?,
+                })
+            })
+            .collect()
+    }
 }

@@ -256,6 +256,7 @@ pub fn traceparent() -> String {
 pub fn batch_id(message: &OutboxMessage) -> Uuid {
     match message.kind {
         MessageKind::BatchIngested { batch_id, .. } => batch_id,
+        MessageKind::RulesChanged => panic!("the queue tests only enqueue batches"),
     }
 }
 

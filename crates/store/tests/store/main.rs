@@ -12,6 +12,7 @@ mod keys_and_secrets;
 mod lifecycle;
 mod outbox;
 mod overview;
+mod rule_config;
 mod tenancy;
 
 #[tokio::test]

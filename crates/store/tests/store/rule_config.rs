@@ -1,0 +1,178 @@
+//! Rule overrides and custom rules: stored per organisation and per tenant, audited, and each
+//! change asks for the affected tenants to be evaluated again.
+
+use serde_json::json;
+use wbd_store::*;
+
+use crate::fixtures::*;
+use crate::harness::each_backend;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_are_stored_per_level_audited_and_trigger_evaluation() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let contoso = tenant(store, acme, "Contoso").await?;
+        let fabrikam = tenant(store, acme, "Fabrikam").await?;
+        let outbox_before = store.count_outbox().await?;
+        let versions = (facts_version(store, contoso).await?, facts_version(store, fabrikam).await?);
+
+        let org_doc = json!({ "severity": "low" });
+        let written = store
+            .write_rule_config(
+                acme,
+                RuleScope::Org,
+                RuleConfigKind::Setting,
+                "endpoint-reachable",
+                Some(&org_doc),
+                "api_key:1",
+                at(1),
+            )
+            .await?;
+        assert_eq!(written, RuleConfigWrite::Written { before: None });
+        // An organisation-wide change re-evaluates every tenant.
+        assert_eq!(store.count_outbox().await?, outbox_before + 2);
+        assert_eq!(facts_version(store, contoso).await?, versions.0 + 1);
+        assert_eq!(facts_version(store, fabrikam).await?, versions.1 + 1);
+
+        let tenant_doc = json!({ "disabled": true });
+        store
+            .write_rule_config(
+                acme,
+                RuleScope::Tenant(contoso.tenant_id),
+                RuleConfigKind::Setting,
+                "endpoint-reachable",
+                Some(&tenant_doc),
+                "api_key:2",
+                at(2),
+            )
+            .await?;
+        assert_eq!(
+            store.count_outbox().await?,
+            outbox_before + 3,
+            "a tenant change re-evaluates that tenant only"
+        );
+
+        let for_contoso = store.list_rule_settings(acme, Some(contoso.tenant_id)).await?;
+        assert_eq!(for_contoso.len(), 2);
+        assert_eq!(
+            (for_contoso[0].tenant_id, &for_contoso[0].settings),
+            (None, &org_doc),
+            "organisation level first"
+        );
+        assert_eq!(
+            (for_contoso[1].tenant_id, &for_contoso[1].settings),
+            (Some(contoso.tenant_id), &tenant_doc)
+        );
+        assert_eq!(for_contoso[1].updated_by, "api_key:2");
+        let for_fabrikam = store.list_rule_settings(acme, Some(fabrikam.tenant_id)).await?;
+        assert_eq!(for_fabrikam.len(), 1, "one tenant's override never reaches another");
+
+        let replaced = json!({ "severity": "high" });
+        let written = store
+            .write_rule_config(
+                acme,
+                RuleScope::Org,
+                RuleConfigKind::Setting,
+                "endpoint-reachable",
+                Some(&replaced),
+                "api_key:1",
+                at(3),
+            )
+            .await?;
+        assert_eq!(written, RuleConfigWrite::Written { before: Some(org_doc.clone()) });
+        let removed = store
+            .write_rule_config(
+                acme,
+                RuleScope::Org,
+                RuleConfigKind::Setting,
+                "endpoint-reachable",
+                None,
+                "api_key:1",
+                at(4),
+            )
+            .await?;
+        assert_eq!(removed, RuleConfigWrite::Written { before: Some(replaced.clone()) });
+        assert_eq!(store.list_rule_settings(acme, None).await?, vec![]);
+
+        let audit = store.list_audit_log(acme, None, 10).await?;
+        let actions: Vec<_> = audit.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
+        assert_eq!(
+            actions,
+            vec![
+                ("rule_setting.delete", "api_key:1"),
+                ("rule_setting.put", "api_key:1"),
+                ("rule_setting.put", "api_key:2"),
+                ("rule_setting.put", "api_key:1"),
+            ],
+            "newest first"
+        );
+        assert_eq!((audit[0].before.as_ref(), audit[0].after.as_ref()), (Some(&replaced), None));
+        assert_eq!(audit[1].before.as_ref(), Some(&org_doc));
+        assert_eq!(audit[0].at, at(4));
+        let page = store.list_audit_log(acme, Some(audit[1].id), 10).await?;
+        assert_eq!(page.len(), 2, "the cursor continues below the given entry");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_rules_and_audit_are_scoped_to_their_organisation() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let other = org(store, "Other MSP").await?;
+        let contoso = tenant(store, acme, "Contoso").await?;
+        let theirs = tenant(store, other, "Theirs").await?;
+        let rule =
+            json!({ "id": "old-connect", "title": "Old Connect", "severity": "high", "condition": "true" });
+
+        store
+            .write_rule_config(
+                acme,
+                RuleScope::Tenant(contoso.tenant_id),
+                RuleConfigKind::Custom,
+                "old-connect",
+                Some(&rule),
+                "a",
+                at(1),
+            )
+            .await?;
+        let listed = store.list_custom_rules(acme, Some(contoso.tenant_id)).await?;
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].rule_id.as_str(), &listed[0].definition), ("old-connect", &rule));
+        assert_eq!(listed[0].created_at, at(1));
+        assert!(
+            store.list_custom_rules(acme, None).await?.is_empty(),
+            "a tenant's rule is not organisation-wide"
+        );
+
+        // Another organisation can neither see it nor write into a tenant it does not own.
+        assert!(store.list_custom_rules(other, Some(contoso.tenant_id)).await?.is_empty());
+        let outbox = store.count_outbox().await?;
+        let refused = store
+            .write_rule_config(
+                other,
+                RuleScope::Tenant(contoso.tenant_id),
+                RuleConfigKind::Custom,
+                "x",
+                Some(&rule),
+                "b",
+                at(2),
+            )
+            .await?;
+        assert_eq!(refused, RuleConfigWrite::NoSuchTenant);
+        assert_eq!(store.count_outbox().await?, outbox, "a refused write changes nothing");
+        assert!(store.list_audit_log(other, None, 10).await?.is_empty());
+        assert_eq!(store.list_audit_log(acme, None, 10).await?.len(), 1);
+        let _ = theirs;
+
+        // Deleting what is not there changes nothing and is not audited.
+        let nothing = store
+            .write_rule_config(acme, RuleScope::Org, RuleConfigKind::Custom, "old-connect", None, "a", at(3))
+            .await?;
+        assert_eq!(nothing, RuleConfigWrite::Written { before: None });
+        assert_eq!(store.list_audit_log(acme, None, 10).await?.len(), 1);
+        Ok(())
+    })
+    .await;
+}

@@ -1,0 +1,40 @@
+-- Per-organisation and per-tenant rule overrides, custom (CEL) rules, and the audit log of who
+-- changed them. `scope_key` is 'org' for organisation-wide rows and the tenant id otherwise, so
+-- one primary key covers both levels.
+CREATE TABLE rule_settings (
+    org_id     BLOB NOT NULL REFERENCES organizations (id),
+    tenant_id  BLOB,
+    scope_key  TEXT NOT NULL,
+    rule_id    TEXT NOT NULL,
+    settings   TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (org_id, scope_key, rule_id),
+    FOREIGN KEY (org_id, tenant_id) REFERENCES tenants (org_id, id)
+) STRICT;
+
+CREATE TABLE custom_rules (
+    org_id     BLOB NOT NULL REFERENCES organizations (id),
+    tenant_id  BLOB,
+    scope_key  TEXT NOT NULL,
+    rule_id    TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (org_id, scope_key, rule_id),
+    FOREIGN KEY (org_id, tenant_id) REFERENCES tenants (org_id, id)
+) STRICT;
+
+CREATE TABLE audit_log (
+    id        BLOB PRIMARY KEY,
+    org_id    BLOB NOT NULL REFERENCES organizations (id),
+    tenant_id BLOB,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    before    TEXT,
+    after     TEXT,
+    at        TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_log_org_idx ON audit_log (org_id, id);
