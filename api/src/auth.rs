@@ -145,6 +145,18 @@ impl Principal {
         }
     }
 
+    /// Org admins and technicians: acknowledging, suppressing and re-testing findings.
+    pub fn require_finding_work(&self) -> ApiResult<()> {
+        match self.role {
+            Role::OrgAdmin | Role::Technician => Ok(()),
+            Role::ReadOnly => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "working on findings needs the org_admin or technician role; this key is read_only",
+            )),
+        }
+    }
+
+    /// How events name this principal: `api_key:<id>`.
     pub fn actor(&self) -> String {
         format!("api_key:{}", self.key_id)
     }

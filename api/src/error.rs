@@ -53,6 +53,9 @@ error_codes! {
     NotFound => (NOT_FOUND, "not_found", "No such resource"),
     MethodNotAllowed => (METHOD_NOT_ALLOWED, "method_not_allowed", "This method is not allowed on this resource"),
     BatchConflict => (CONFLICT, "batch_id_conflict", "This batch id was already used for a different batch"),
+    InvalidTransition => (CONFLICT, "invalid_transition", "The finding's status does not allow this action"),
+    FindingChanged => (CONFLICT, "finding_changed", "The finding changed meanwhile; reload it and try again"),
+    RetestUnavailable => (CONFLICT, "retest_unavailable", "Nothing can re-test this finding now"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "The service is temporarily unavailable"),
     Internal => (INTERNAL_SERVER_ERROR, "internal_error", "An unexpected error occurred"),
 }

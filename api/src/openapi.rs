@@ -20,10 +20,11 @@ Errors are `application/problem+json` documents with a stable `code`. Authentica
         (name = "health", description = "Liveness and readiness"),
         (name = "auth", description = "Access tokens"),
         (name = "api-keys", description = "API keys of your organisation"),
+        (name = "overview", description = "All your tenants at a glance, worst first"),
         (name = "tenants", description = "Your customers, with their health"),
         (name = "collectors", description = "On-site collectors"),
         (name = "ingest", description = "Probe results from collectors"),
-        (name = "findings", description = "What is wrong, with evidence"),
+        (name = "findings", description = "What is wrong, with evidence; acknowledge, suppress, re-test"),
         (name = "rules", description = "The shipped rule pack"),
     )
 )]

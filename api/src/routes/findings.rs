@@ -1,16 +1,36 @@
-//! Findings: filtered, cursor-paginated lists and one finding with its evidence and history.
+//! Findings: filtered, cursor-paginated lists, one finding with its evidence and history, and what
+//! people do with them — acknowledge, suppress until a date, unsuppress, re-test now.
+//!
+//! Every action is an event on the finding with its actor (`api_key:<id>`) and time. Actions are
+//! guarded by the finding's `version`: send the version you saw (optional) and a finding that
+//! changed meanwhile answers 409 `finding_changed` instead of acting on something you did not
+//! see. Org admins and technicians may act; read-only keys may only read.
 
-use actix_web::{HttpResponse, get, web};
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, Duration, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use wbd_store::{Finding, FindingEvent, FindingFilter, FindingId, FindingStatus, Severity, TenantId};
+use wbd_store::{
+    ActionOutcome, Collector, CollectorStatus, CommandWrite, Finding, FindingAction, FindingEvent,
+    FindingFilter, FindingId, FindingStatus, Severity, TenantId, TenantScope,
+};
+use wbd_wire::{CommandAction, ProbeKind};
+use wbd_worker::lifecycle::is_stale;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::routes::{DEFAULT_PAGE, MAX_PAGE};
 use crate::state::AppState;
+
+/// The longest suppression: past it, a problem must be looked at again.
+pub const MAX_SUPPRESSION_DAYS: i64 = 90;
+const MAX_NOTE_CHARS: usize = 2_000;
+const MAX_REASON_CHARS: usize = 500;
 
 #[derive(Serialize, ToSchema)]
 pub struct FindingView {
@@ -18,10 +38,15 @@ pub struct FindingView {
     pub tenant_id: Uuid,
     pub rule_id: String,
     pub subject: String,
+    /// The collector whose probe results the finding rests on; absent for a tenant-wide finding.
+    pub collector_id: Option<Uuid>,
     /// `critical`, `high`, `medium`, `low` or `info`.
     pub severity: &'static str,
-    /// `open` or `resolved`.
+    /// `open`, `acknowledged`, `suppressed` or `resolved`.
     pub status: &'static str,
+    /// The collector behind it is silent, so it rests on old results: it is held as it is
+    /// (neither opened, resolved nor re-announced) until the collector reports again.
+    pub stale: bool,
     pub title: String,
     /// What is wrong and what to do, in one paragraph.
     pub summary: String,
@@ -32,15 +57,28 @@ pub struct FindingView {
     pub updated_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub reopen_count: u32,
+    /// Who acknowledged it, and when (status `acknowledged`).
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    /// Until when, why and by whom it is suppressed (status `suppressed`). When the suppression
+    /// runs out and the problem is still there, the finding is announced again (back to `open`).
+    pub suppressed_until: Option<DateTime<Utc>>,
+    pub suppression_reason: Option<String>,
+    pub suppressed_by: Option<String>,
+    /// Changes with every transition; send it with an action to act only on what you saw.
+    pub version: i64,
 }
 
-impl From<Finding> for FindingView {
-    fn from(f: Finding) -> Self {
+impl FindingView {
+    /// `collectors` are the finding's tenant's (they decide `stale`).
+    fn new(f: Finding, collectors: &[Collector], now: DateTime<Utc>) -> Self {
         FindingView {
+            stale: is_stale(&f.rule_id, f.collector_id, collectors, now),
             id: f.id.0,
             tenant_id: f.tenant_id.0,
             rule_id: f.rule_id,
             subject: f.subject,
+            collector_id: f.collector_id.map(|c| c.0),
             severity: f.severity.as_str(),
             status: f.status.as_str(),
             title: f.title,
@@ -50,19 +88,33 @@ impl From<Finding> for FindingView {
             updated_at: f.updated_at,
             resolved_at: f.resolved_at,
             reopen_count: f.reopen_count,
+            acknowledged_at: f.acknowledged_at,
+            acknowledged_by: f.acknowledged_by,
+            suppressed_until: f.suppressed_until,
+            suppression_reason: f.suppression_reason,
+            suppressed_by: f.suppressed_by,
+            version: f.version,
         }
     }
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct FindingEventView {
-    /// `opened`, `updated`, `resolved` or `reopened`.
+    /// `opened`, `updated`, `resolved`, `reopened`, `acknowledged`, `suppressed`,
+    /// `unsuppressed`, `suppression_expired` or `retest_requested`.
     pub kind: &'static str,
-    /// `system` for the evaluator.
+    /// `system` for the evaluator, `api_key:<id>` for a person or automation.
     pub actor: String,
     pub at: DateTime<Utc>,
     pub severity: &'static str,
     pub summary: String,
+    /// What the person wrote: the acknowledgement note or the suppression reason; for a re-test,
+    /// which collectors were asked to run which probes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Until when a `suppressed` event suppresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed_until: Option<DateTime<Utc>>,
 }
 
 impl From<FindingEvent> for FindingEventView {
@@ -73,6 +125,8 @@ impl From<FindingEvent> for FindingEventView {
             at: e.at,
             severity: e.severity.as_str(),
             summary: e.summary,
+            note: e.note,
+            suppressed_until: e.suppressed_until,
         }
     }
 }
@@ -96,7 +150,7 @@ pub struct FindingPage {
 #[serde(deny_unknown_fields)]
 pub struct FindingQuery {
     pub tenant_id: Option<Uuid>,
-    /// `open` or `resolved`.
+    /// `open`, `acknowledged`, `suppressed` or `resolved`.
     pub status: Option<String>,
     /// `critical`, `high`, `medium`, `low` or `info`.
     pub severity: Option<String>,
@@ -109,6 +163,19 @@ pub struct FindingQuery {
 
 fn invalid(name: &str, allowed: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidParameter, format!("`{name}` must be one of: {allowed}"))
+}
+
+/// The collectors of each tenant in `tenants`, to decide which findings are stale.
+async fn collectors_by_tenant(
+    state: &AppState,
+    who: &Principal,
+    tenant: Option<TenantId>,
+) -> ApiResult<HashMap<TenantId, Vec<Collector>>> {
+    let mut by_tenant: HashMap<TenantId, Vec<Collector>> = HashMap::new();
+    for collector in state.store.list_collectors(who.org, tenant).await? {
+        by_tenant.entry(collector.tenant_id).or_default().push(collector);
+    }
+    Ok(by_tenant)
 }
 
 /// Findings, newest first, filtered by tenant, status, severity and rule.
@@ -127,7 +194,10 @@ pub async fn list(
     let status = q
         .status
         .as_deref()
-        .map(|s| s.parse::<FindingStatus>().map_err(|_| invalid("status", "open, resolved")))
+        .map(|s| {
+            s.parse::<FindingStatus>()
+                .map_err(|_| invalid("status", "open, acknowledged, suppressed, resolved"))
+        })
         .transpose()?;
     let severity = q
         .severity
@@ -150,19 +220,21 @@ pub async fn list(
             format!("`limit` must be between 1 and {MAX_PAGE}"),
         ));
     }
-    let filter = FindingFilter {
-        tenant_id: q.tenant_id.map(TenantId),
-        status,
-        severity,
-        rule_id: q.rule_id,
-        before,
-        limit,
-    };
+    let tenant = q.tenant_id.map(TenantId);
+    let filter = FindingFilter { tenant_id: tenant, status, severity, rule_id: q.rule_id, before, limit };
     let findings = state.store.list_findings(who.org, &filter).await?;
+    let collectors = collectors_by_tenant(&state, &who, tenant).await?;
+    let now = Utc::now();
     let next_cursor =
         (findings.len() == limit as usize).then(|| findings.last().map(|f| f.id.to_string())).flatten();
-    Ok(HttpResponse::Ok()
-        .json(FindingPage { items: findings.into_iter().map(Into::into).collect(), next_cursor }))
+    let items = findings
+        .into_iter()
+        .map(|f| {
+            let of_tenant = collectors.get(&f.tenant_id).map_or(&[][..], Vec::as_slice);
+            FindingView::new(f, of_tenant, now)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(FindingPage { items, next_cursor }))
 }
 
 /// One finding with its evidence and history.
@@ -173,12 +245,331 @@ pub async fn list(
 ))]
 #[get("/v1/findings/{id}")]
 pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {
-    let id = FindingId(id.into_inner());
-    let finding =
-        state.store.get_finding(who.org, id).await?.ok_or_else(|| ApiError::not_found("finding"))?;
-    let events = state.store.list_finding_events(who.org, id).await?;
+    let finding = find(&state, &who, FindingId(id.into_inner())).await?;
+    detail(&state, &who, finding).await
+}
+
+async fn find(state: &AppState, who: &Principal, id: FindingId) -> ApiResult<Finding> {
+    state.store.get_finding(who.org, id).await?.ok_or_else(|| ApiError::not_found("finding"))
+}
+
+async fn detail(state: &AppState, who: &Principal, finding: Finding) -> ApiResult<HttpResponse> {
+    let events = state.store.list_finding_events(who.org, finding.id).await?;
+    let collectors = state.store.list_collectors(who.org, Some(finding.tenant_id)).await?;
     Ok(HttpResponse::Ok().json(FindingDetail {
-        finding: finding.into(),
+        finding: FindingView::new(finding, &collectors, Utc::now()),
         events: events.into_iter().map(Into::into).collect(),
     }))
+}
+
+// ---- actions ----------------------------------------------------------------------------------
+
+/// `POST /v1/findings/{id}/acknowledge` body (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgeRequest {
+    /// What you are doing about it (at most 2000 characters).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// The version you saw; if the finding changed since, nothing happens (409).
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// `POST /v1/findings/{id}/suppress` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressRequest {
+    /// Why the problem is accepted for now (1 to 500 characters).
+    pub reason: String,
+    /// RFC 3339 instant in the future, at most 90 days ahead. When it passes and the problem is
+    /// still there, the finding is announced again.
+    #[serde(deserialize_with = "rfc3339")]
+    pub until: DateTime<Utc>,
+    /// The version you saw; if the finding changed since, nothing happens (409).
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// `POST /v1/findings/{id}/unsuppress` body (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnsuppressRequest {
+    /// The version you saw; if the finding changed since, nothing happens (409).
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// An RFC 3339 instant, refused with a message that names the field and the format.
+fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    DateTime::parse_from_rfc3339(&text).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`until` must be an RFC 3339 instant such as 2026-01-31T17:00:00Z, not {text:?}"
+        ))
+    })
+}
+
+/// Reads an optional JSON body: nothing (or only whitespace) is `T::default()`; anything else
+/// must be JSON that fits `T`.
+fn optional_json<T: DeserializeOwned + Default>(req: &HttpRequest, body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(ErrorCode::UnsupportedMediaType, "send Content-Type: application/json"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))
+}
+
+fn validation(detail: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Validation, detail)
+}
+
+/// Applies a person's action; answers the finding as it is now, with its history.
+async fn act(
+    state: &AppState,
+    who: &Principal,
+    id: FindingId,
+    version: Option<i64>,
+    action: FindingAction,
+) -> ApiResult<HttpResponse> {
+    let finding = find(state, who, id).await?;
+    let expected = version.unwrap_or(finding.version);
+    let outcome =
+        state.store.act_on_finding(who.org, id, expected, &action, &who.actor(), Utc::now()).await?;
+    match outcome {
+        ActionOutcome::Applied(finding) => {
+            tracing::info!(finding_id = %id, kind = action.event_kind().as_str(), "finding action");
+            detail(state, who, *finding).await
+        }
+        ActionOutcome::NotFound => Err(ApiError::not_found("finding")),
+        ActionOutcome::Changed { current_version } => Err(ApiError::new(
+            ErrorCode::FindingChanged,
+            format!(
+                "the finding changed meanwhile (it is at version {current_version}, the action was for \
+                 version {expected}); reload it and decide again"
+            ),
+        )),
+        ActionOutcome::Refused(why) => Err(ApiError::new(ErrorCode::InvalidTransition, why.0)),
+    }
+}
+
+/// Acknowledge a finding: someone is on it (open → acknowledged).
+#[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body(content = Option<AcknowledgeRequest>, content_type = "application/json", description = "Optional."),
+    responses(
+        (status = 200, body = FindingDetail),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition` (not open) or `finding_changed`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/findings/{id}/acknowledge")]
+pub async fn acknowledge(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    who.require_finding_work()?;
+    let request: AcknowledgeRequest = optional_json(&req, &body)?;
+    let note = request.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    if note.is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
+        return Err(validation(format!("`note` may be at most {MAX_NOTE_CHARS} characters")));
+    }
+    let action = FindingAction::Acknowledge { note: note.map(str::to_owned) };
+    act(&state, &who, FindingId(id.into_inner()), request.version, action).await
+}
+
+/// Suppress a finding until a date: the problem is known and accepted for now (open,
+/// acknowledged or suppressed → suppressed). When the date passes and the problem is still there,
+/// the finding is announced again.
+#[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body = SuppressRequest,
+    responses(
+        (status = 200, body = FindingDetail),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition` (resolved) or `finding_changed`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Blank reason, or `until` not in the next 90 days", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/findings/{id}/suppress")]
+pub async fn suppress(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    body: web::Json<SuppressRequest>,
+) -> ApiResult<HttpResponse> {
+    who.require_finding_work()?;
+    let request = body.into_inner();
+    let reason = request.reason.trim();
+    if reason.is_empty() {
+        return Err(validation("`reason` must say why the problem is accepted for now"));
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(validation(format!("`reason` may be at most {MAX_REASON_CHARS} characters")));
+    }
+    let now = Utc::now();
+    if request.until <= now {
+        return Err(validation(format!("`until` must be in the future (it is {now} now)")));
+    }
+    if request.until > now + Duration::days(MAX_SUPPRESSION_DAYS) {
+        return Err(validation(format!(
+            "`until` may be at most {MAX_SUPPRESSION_DAYS} days ahead; suppress again later if needed"
+        )));
+    }
+    let action = FindingAction::Suppress { reason: reason.to_owned(), until: request.until };
+    act(&state, &who, FindingId(id.into_inner()), request.version, action).await
+}
+
+/// End a suppression early (suppressed → open).
+#[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body(content = Option<UnsuppressRequest>, content_type = "application/json", description = "Optional."),
+    responses(
+        (status = 200, body = FindingDetail),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition` (not suppressed) or `finding_changed`", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/findings/{id}/unsuppress")]
+pub async fn unsuppress(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    who.require_finding_work()?;
+    let request: UnsuppressRequest = optional_json(&req, &body)?;
+    act(&state, &who, FindingId(id.into_inner()), request.version, FindingAction::Unsuppress).await
+}
+
+/// What a re-test asked for.
+#[derive(Serialize, ToSchema)]
+pub struct RetestAccepted {
+    pub finding_id: Uuid,
+    /// One command per collector; each is handed to its collector in the answer to its next push.
+    pub commands: Vec<RetestCommandView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RetestCommandView {
+    /// The command id the collector sees.
+    pub id: Uuid,
+    pub collector_id: Uuid,
+    /// The probe kinds it will run (empty: every probe it has configured).
+    pub probes: Vec<&'static str>,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// Re-test now: ask the collector(s) behind the finding to run the probes its rule reads, at
+/// their next contact. A per-collector finding asks its collector, a tenant-wide one every active
+/// collector of the tenant. Asking again before the collector picked the request up does not
+/// queue it twice.
+#[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 202, body = RetestAccepted),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`retest_unavailable`: the finding rests on no probe, or no active collector is behind it", body = Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/findings/{id}/retest")]
+pub async fn retest(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    who.require_finding_work()?;
+    let finding = find(&state, &who, FindingId(id.into_inner())).await?;
+    let rule = wbd_rules::rules().iter().find(|info| info.id == finding.rule_id);
+    // A rule outside the pack (a custom rule) reads facts without saying which: run everything.
+    let probes: Vec<ProbeKind> = rule.map(|info| info.reads.to_vec()).unwrap_or_default();
+    if rule.is_some() && probes.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::RetestUnavailable,
+            "this finding rests on no probe result but on the collector's own reports; it clears when the \
+             collector pushes again",
+        ));
+    }
+    let collectors = state.store.list_collectors(who.org, Some(finding.tenant_id)).await?;
+    let active = |c: &&Collector| c.status == CollectorStatus::Active;
+    let targets: Vec<&Collector> = match finding.collector_id {
+        Some(id) => collectors.iter().filter(|c| c.id == id).filter(active).collect(),
+        None => collectors.iter().filter(active).collect(),
+    };
+    if targets.is_empty() {
+        let detail = match finding.collector_id {
+            Some(_) => "the collector behind this finding is no longer active (revoked?); enroll a new one",
+            None => "the tenant has no active collector to run the probes",
+        };
+        return Err(ApiError::new(ErrorCode::RetestUnavailable, detail));
+    }
+
+    let action = CommandAction::RunProbes {
+        probes: probes.clone(),
+        reason: Some(format!("re-test of \"{}\" for {}", finding.title, finding.subject)),
+    };
+    let action = serde_json::to_value(&action).map_err(ApiError::internal)?;
+    let commands: Vec<CommandWrite> =
+        targets.iter().map(|c| CommandWrite { collector_id: c.id, action: action.clone() }).collect();
+    let probe_names: Vec<&'static str> = probes.iter().map(|p| p.as_str()).collect();
+    let names: Vec<&str> = targets.iter().map(|c| c.name.as_str()).collect();
+    let note = format!(
+        "asked {} to run {}",
+        names.join(", "),
+        if probe_names.is_empty() { "every probe".to_owned() } else { probe_names.join(", ") }
+    );
+    let scope = TenantScope { org_id: who.org.org_id, tenant_id: finding.tenant_id };
+    let stored = state
+        .store
+        .request_retest(scope, finding.id, &commands, &who.actor(), &note, Utc::now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("finding"))?;
+    tracing::info!(finding_id = %finding.id, collectors = stored.len(), "re-test requested");
+    Ok(HttpResponse::Accepted().json(RetestAccepted {
+        finding_id: finding.id.0,
+        commands: stored
+            .into_iter()
+            .map(|c| RetestCommandView {
+                id: c.id,
+                collector_id: c.collector_id.0,
+                probes: probe_names.clone(),
+                requested_at: c.created_at,
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn an_empty_optional_body_is_the_default_and_anything_else_must_be_json() {
+        let req = TestRequest::default().to_http_request();
+        let empty: AcknowledgeRequest = optional_json(&req, b"  ").expect("empty is fine");
+        assert!(empty.note.is_none() && empty.version.is_none());
+        let not_json = optional_json::<AcknowledgeRequest>(&req, b"{}").expect_err("no content type");
+        assert_eq!(not_json.code, ErrorCode::UnsupportedMediaType);
+        let req =
+            TestRequest::default().insert_header(("content-type", "application/json")).to_http_request();
+        let parsed: AcknowledgeRequest =
+            optional_json(&req, br#"{"note":"on it","version":3}"#).expect("json");
+        assert_eq!((parsed.note.as_deref(), parsed.version), (Some("on it"), Some(3)));
+        let unknown =
+            optional_json::<AcknowledgeRequest>(&req, br#"{"notes":"x"}"#).expect_err("unknown field");
+        assert_eq!(unknown.code, ErrorCode::MalformedJson);
+    }
 }

@@ -1,6 +1,13 @@
 //! `POST /v1/ingest`: a collector's batch of probe results. Answered 202 only after the batch,
 //! the latest facts and the outbox message are committed in one transaction; idempotent by
 //! batch id. Every push is also the collector's heartbeat.
+//!
+//! The 202 carries the commands waiting for the collector ("re-test now"). Delivery is
+//! at-least-once: right after the batch is stored, the waiting commands are marked as delivered
+//! *with this batch*, and every retry of the same batch (the collector retries until it gets an
+//! answer) carries them again; a later batch does not. A collector acts on each command id once.
+//! If the commands cannot be read, the push answers 503 so the collector retries the (stored,
+//! idempotent) batch and picks them up then.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, post, web};
@@ -9,7 +16,10 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use wbd_store::{BatchWrite, FactWrite, IngestOutcome};
-use wbd_wire::{IngestAccepted, IngestBatch, MAX_BATCH_BYTES, MAX_RESULTS_PER_BATCH, SCHEMA_VERSION};
+use wbd_wire::{
+    CollectorCommand, CommandAction, IngestAccepted, IngestBatch, MAX_BATCH_BYTES, MAX_RESULTS_PER_BATCH,
+    SCHEMA_VERSION,
+};
 
 use crate::auth::authenticate_collector;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
@@ -126,11 +136,27 @@ pub async fn ingest(
             ));
         }
     };
-    Ok(HttpResponse::Accepted().json(IngestAccepted {
-        batch_id: batch.batch_id,
-        accepted,
-        commands: Vec::new(),
-    }))
+    let commands = state
+        .store
+        .deliver_collector_commands(collector.scope(), collector.id, batch.batch_id, now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = ?e, "handing out the collector's commands failed");
+            ApiError::unavailable("the batch is stored, but the answer could not be completed; retry it", 5)
+        })?
+        .into_iter()
+        .filter_map(|command| match serde_json::from_value::<CommandAction>(command.action) {
+            Ok(action) => Some(CollectorCommand { id: command.id, action }),
+            Err(error) => {
+                tracing::warn!(command_id = %command.id, %error, "skipping a stored command this build cannot read");
+                None
+            }
+        })
+        .collect::<Vec<_>>();
+    if !commands.is_empty() {
+        tracing::info!(commands = commands.len(), "handing commands to the collector");
+    }
+    Ok(HttpResponse::Accepted().json(IngestAccepted { batch_id: batch.batch_id, accepted, commands }))
 }
 
 fn check_content_headers(req: &HttpRequest) -> ApiResult<()> {
@@ -231,4 +257,9 @@ pub struct IngestBatchDoc {
 pub struct IngestAcceptedDoc {
     batch_id: uuid::Uuid,
     accepted: u32,
+    /// Commands for the collector, absent when there are none: `{id, command: "run_probes",
+    /// probes: [probe kinds, empty = all], reason}`. Repeated in the answer to a retry of the same
+    /// batch; a collector acts on each id once and ignores commands it does not know.
+    #[schema(value_type = Option<Vec<Object>>)]
+    commands: Vec<serde_json::Value>,
 }

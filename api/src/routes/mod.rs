@@ -7,6 +7,7 @@ pub mod collectors;
 pub mod findings;
 pub mod health;
 pub mod ingest;
+pub mod overview;
 pub mod rules;
 pub mod tenants;
 
@@ -30,6 +31,11 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(ingest::ingest)
         .service(findings::list)
         .service(findings::get)
+        .service(findings::acknowledge)
+        .service(findings::suppress)
+        .service(findings::unsuppress)
+        .service(findings::retest)
+        .service(overview::overview)
         .service(rules::list);
 }
 

@@ -30,15 +30,25 @@ pub struct TenantView {
     pub health: TenantHealth,
 }
 
-/// Open findings by severity, and how its collectors are doing.
+/// Open findings by severity, how its collectors are doing, and one score for all of it.
 #[derive(Serialize, ToSchema)]
 pub struct TenantHealth {
+    /// 0 (worst) to 100: `100 − 40 × critical − 20 × high − 8 × medium − 3 × low − 15 × silent
+    /// collectors − min(unknown rules, 10)`, at least 0, counting open and acknowledged findings
+    /// (not suppressed ones).
+    pub score: u8,
     /// `critical`, `degraded` (high or medium findings, or a silent collector), `healthy`, or
     /// `unknown` (no collector has reported yet).
     pub status: &'static str,
+    /// Open and acknowledged findings (present and not suppressed).
     pub open_findings: SeverityCounts,
+    /// Findings someone suppressed until a date.
+    pub suppressed_findings: u32,
     pub collectors: u32,
     pub silent_collectors: u32,
+    /// Rules the last evaluation could not decide (for example, no collector runs the probe they
+    /// read).
+    pub unknown_rules: u32,
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
@@ -62,12 +72,14 @@ impl From<TenantSummary> for TenantView {
         } else {
             "healthy"
         };
+        let score = s.health_score();
         TenantView {
             id: s.tenant.id.0,
             name: s.tenant.name,
             entra_tenant_id: s.tenant.entra_tenant_id,
             created_at: s.tenant.created_at,
             health: TenantHealth {
+                score,
                 status,
                 open_findings: SeverityCounts {
                     critical: s.open_critical,
@@ -76,8 +88,10 @@ impl From<TenantSummary> for TenantView {
                     low: s.open_low,
                     info: s.open_info,
                 },
+                suppressed_findings: s.suppressed,
                 collectors: s.collectors,
                 silent_collectors: s.silent_collectors,
+                unknown_rules: s.unknown_rules,
                 last_seen_at: s.last_seen_at,
             },
         }
@@ -116,7 +130,7 @@ pub async fn create(
     Ok(HttpResponse::Created().json(TenantView::from(summary)))
 }
 
-/// All tenants with their health, worst first.
+/// All tenants with their health, worst first (lowest score first).
 #[utoipa::path(tag = "tenants", security(("bearer" = [])), responses(
     (status = 200, body = Vec<TenantView>),
     (status = 401, body = Problem, content_type = "application/problem+json"),

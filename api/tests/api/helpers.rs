@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 use wbd_platform::Settings;
-use wbd_store::Store;
+use wbd_store::{OrgId, Store, TenantId, TenantScope};
 use wbd_wire::{
     CollectorInfo, CollectorTokenClaims, EndpointReport, EndpointRole, IngestBatch, ProbeOutput, ProbeResult,
     ProbeStep, SCHEMA_VERSION, StepFailure, TlsReport,
@@ -153,6 +153,60 @@ impl TestApp {
         (tenant, collector)
     }
 
+    /// Another collector enrolled at `tenant` (a second site of the same customer).
+    pub async fn add_collector(&self, org: &Org, tenant: Uuid) -> TestCollector {
+        let (_, token) = self.create_collector(org, tenant, 60).await;
+        TestCollector::enroll(self, &token).await
+    }
+
+    /// A new API key with `role` (`org_admin`, `technician`, `read_only`), logged in.
+    pub async fn login_as(&self, org: &Org, role: &str) -> String {
+        let res = self
+            .post(&org.token, "/v1/api-keys", &json!({ "name": format!("{role} key"), "role": role }))
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let created: Value = res.json().await.unwrap();
+        self.login(created["key"].as_str().expect("key")).await
+    }
+
+    /// `GET /v1/findings/{id}`: the finding with its events.
+    pub async fn finding(&self, token: &str, id: &str) -> Value {
+        let res = self.get(token, &format!("/v1/findings/{id}")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    /// `POST /v1/findings/{id}/{action}` (`acknowledge`, `suppress`, `unsuppress`, `retest`), with a
+    /// JSON body or none.
+    pub async fn act_on_finding(
+        &self,
+        token: &str,
+        id: &str,
+        action: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let req = self.client.post(self.url(&format!("/v1/findings/{id}/{action}"))).bearer_auth(token);
+        let req = match body {
+            Some(body) => req.json(&body),
+            None => req,
+        };
+        req.send().await.expect("POST")
+    }
+
+    /// Waits until the worker has evaluated everything pushed for `tenant` so far.
+    pub async fn wait_for_evaluation(&self, org: &Org, tenant: Uuid) {
+        let scope = TenantScope { org_id: OrgId(org.id), tenant_id: TenantId(tenant) };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let snapshot = self.store.load_tenant_snapshot(scope).await.unwrap().expect("tenant exists");
+            if snapshot.evaluated_facts_version >= snapshot.facts_version {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the tenant was never evaluated");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn findings(&self, token: &str, query: &str) -> Vec<Value> {
         let res = self.get(token, &format!("/v1/findings?{query}")).await;
         assert_eq!(res.status(), StatusCode::OK);
@@ -272,6 +326,23 @@ impl TestCollector {
     pub async fn push(&self, app: &TestApp, batch: &IngestBatch) -> reqwest::Response {
         push_at(&app.client, &app.base, &self.token(), batch).await
     }
+
+    /// Pushes, expects 202, and waits until the push is evaluated, so that each push is one
+    /// evaluation (flap damping counts evaluations). Returns the 202's body.
+    pub async fn push_evaluated(&self, app: &TestApp, org: &Org, batch: &IngestBatch) -> Value {
+        let res = self.push(app, batch).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "{}", res.text().await.unwrap_or_default());
+        let body = res.json().await.unwrap();
+        app.wait_for_evaluation(org, self.tenant_id).await;
+        body
+    }
+}
+
+/// The batch as a collector's last push before it goes quiet: it announces a 5-second push
+/// interval, so the server counts it silent 15 seconds later (3 missed intervals).
+pub fn last_push(mut batch: IngestBatch) -> IngestBatch {
+    batch.collector.push_interval_secs = 5;
+    batch
 }
 
 pub async fn push_at(

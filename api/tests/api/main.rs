@@ -11,5 +11,6 @@ mod auth;
 mod distributed;
 mod e2e;
 mod ingest;
+mod lifecycle;
 mod openapi;
 mod tenancy;
