@@ -13,5 +13,6 @@ mod probe;
 mod proxy;
 mod push;
 mod run;
+mod samba;
 mod script;
 mod spool;

@@ -12,7 +12,7 @@
 //! | DNS / NetBIOS name | the domain's `crossRef` under `CN=Partitions` |
 //! | every DC, OS, RODC | computers with SERVER_TRUST_ACCOUNT (0x2000) or PARTIAL_SECRETS_ACCOUNT (0x04000000) |
 //! | password policy | domain head `minPwdAge`, `maxPwdAge`, … (100 ns intervals) |
-//! | connector account rights | the account's `objectSid` and `tokenGroups`, each container's `nTSecurityDescriptor` read with the SD-flags control (owner, group, DACL) and checked by [`security`] |
+//! | connector account rights | the account's `objectSid` and `tokenGroups`; each container's `nTSecurityDescriptor` read with the SD-flags control (owner, group, DACL); the `user` class's `defaultSecurityDescriptor`; checked by [`security`] |
 //! | inheritance blocked | `SE_DACL_PROTECTED` on the container and on objects below it |
 //! | protected accounts | users with `adminCount=1` under the synced OUs (or the domain) |
 //!
@@ -58,6 +58,14 @@ const SD_FLAGS_OWNER_GROUP_DACL: [u8; 5] = [0x30, 0x03, 0x02, 0x01, 0x07];
 const POLICY_HINTS_OIDS: [&str; 2] = ["1.2.840.113556.1.4.2239", "1.2.840.113556.1.4.2066"];
 const UAC_SERVER_TRUST_ACCOUNT: u32 = 0x2000;
 const UAC_PARTIAL_SECRETS_ACCOUNT: u32 = 0x0400_0000;
+
+/// What the schema says that the rights check needs.
+struct SchemaFacts {
+    /// `attributeSecurityGUID` of `pwdLastSet` (a grant on it covers the attribute).
+    pwd_last_set_set: Option<Guid>,
+    /// `defaultSecurityDescriptor` of the `user` class (SDDL).
+    user_default_sddl: Option<String>,
+}
 
 /// Runs the Active Directory probe.
 #[derive(Debug, Clone)]
@@ -325,26 +333,32 @@ impl ActiveDirectoryProber {
             Err(e) => record("domain_controllers", e),
         }
 
-        // The property set that holds pwdLastSet, from the schema.
-        let mut pwd_last_set_set = Some(security::USER_ACCOUNT_RESTRICTIONS);
+        // From the schema: the property set that holds pwdLastSet, and the ACEs every new user
+        // object gets from its class (where Change Password for Everyone comes from).
+        let mut schema = SchemaFacts {
+            pwd_last_set_set: Some(security::USER_ACCOUNT_RESTRICTIONS),
+            user_default_sddl: None,
+        };
         if let Some(schema_dn) = &schema_dn {
-            match search(
-                ldap,
-                schema_dn,
-                Scope::OneLevel,
-                "(lDAPDisplayName=pwdLastSet)",
-                &["attributeSecurityGUID"],
-                None,
-                2,
-            )
-            .await
+            let filter = "(lDAPDisplayName=pwdLastSet)";
+            match search(ldap, schema_dn, Scope::OneLevel, filter, &["attributeSecurityGUID"], None, 2).await
             {
                 Ok((entries, _)) => {
-                    pwd_last_set_set = entries.first().and_then(|e| {
+                    schema.pwd_last_set_set = entries.first().and_then(|e| {
                         binary(e, "attributeSecurityGUID").first().and_then(|b| Guid::from_ad_bytes(b))
                     });
                 }
-                Err(e) => record("schema", e),
+                Err(e) => record("schema:pwdLastSet", e),
+            }
+            let filter = "(&(objectClass=classSchema)(lDAPDisplayName=user))";
+            match search(ldap, schema_dn, Scope::OneLevel, filter, &["defaultSecurityDescriptor"], None, 2)
+                .await
+            {
+                Ok((entries, _)) => {
+                    schema.user_default_sddl =
+                        entries.first().and_then(|e| first(e, "defaultSecurityDescriptor"));
+                }
+                Err(e) => record("schema:user", e),
             }
         }
 
@@ -353,8 +367,7 @@ impl ActiveDirectoryProber {
 
         if let Some(account) = &self.settings.connector_account {
             report.connector_account = Some(
-                self.connector_rights(ldap, &domain_dn, account, &containers, pwd_last_set_set, &mut record)
-                    .await,
+                self.connector_rights(ldap, &domain_dn, account, &containers, &schema, &mut record).await,
             );
         }
 
@@ -409,7 +422,7 @@ impl ActiveDirectoryProber {
         domain_dn: &str,
         account: &str,
         containers: &[String],
-        pwd_last_set_set: Option<Guid>,
+        schema: &SchemaFacts,
         record: &mut impl FnMut(&str, String),
     ) -> ConnectorAccountRights {
         let mut rights = ConnectorAccountRights {
@@ -463,6 +476,7 @@ impl ActiveDirectoryProber {
         rights.user_account_control = first(&entry, "userAccountControl").and_then(|v| v.parse().ok());
         let sid = binary(&entry, "objectSid").first().and_then(|b| Sid::from_bytes(b)).map(|(s, _)| s);
         rights.sid = sid.as_ref().map(ToString::to_string);
+        let domain_sid = sid.as_ref().and_then(Sid::domain);
         let mut trustees: Vec<Sid> = sid.into_iter().collect();
         trustees.push(Sid::everyone());
         trustees.push(Sid::authenticated_users());
@@ -480,10 +494,24 @@ impl ActiveDirectoryProber {
             Err(e) => record("token_groups", e),
         }
 
+        let class_default = match &schema.user_default_sddl {
+            Some(sddl) => security::parse_sddl_dacl(sddl, domain_sid.as_ref()).0,
+            None => {
+                record(
+                    "schema:user",
+                    "the user class's defaultSecurityDescriptor could not be read; rights it grants (Change Password for Everyone) are not counted".into(),
+                );
+                Vec::new()
+            }
+        };
         let reset = Right::Extended(security::RESET_PASSWORD);
         let change = Right::Extended(security::CHANGE_PASSWORD);
         let lockout = Right::WriteProperty { attribute: security::LOCKOUT_TIME, property_set: None };
-        let pwd = Right::WriteProperty { attribute: security::PWD_LAST_SET, property_set: pwd_last_set_set };
+        let pwd =
+            Right::WriteProperty { attribute: security::PWD_LAST_SET, property_set: schema.pwd_last_set_set };
+        let check = |dacl: &[security::Ace], right| {
+            Some(security::access_on_child_users(&class_default, dacl, &trustees, right))
+        };
         for dn in containers {
             let sd = match read_security_descriptor(ldap, dn).await {
                 Ok(sd) => sd,
@@ -505,10 +533,10 @@ impl ActiveDirectoryProber {
             }
             rights.containers.push(ContainerRights {
                 dn: dn.clone(),
-                reset_password: Some(security::access_on_child_users(dacl, &trustees, reset)),
-                change_password: Some(security::access_on_child_users(dacl, &trustees, change)),
-                write_lockout_time: Some(security::access_on_child_users(dacl, &trustees, lockout)),
-                write_pwd_last_set: Some(security::access_on_child_users(dacl, &trustees, pwd)),
+                reset_password: check(dacl, reset),
+                change_password: check(dacl, change),
+                write_lockout_time: check(dacl, lockout),
+                write_pwd_last_set: check(dacl, pwd),
                 inheritance_blocked: Some(sd.dacl_protected()),
                 descendants_inheritance_blocked: descendants.ok(),
                 error: None,

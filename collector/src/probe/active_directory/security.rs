@@ -278,6 +278,131 @@ fn parse_acl(b: &[u8]) -> Result<Vec<Ace>, String> {
     Ok(aces)
 }
 
+/// Parses the DACL of an SDDL string, as the schema's `defaultSecurityDescriptor` holds it
+/// (`D:(A;;RPLCLORC;;;AU)(OA;;CR;ab721a53-…;;WD)…`). SID aliases are resolved with
+/// `domain_sid` where they are domain groups; ACEs whose trustee or rights cannot be read are
+/// skipped (they name principals the check does not need), and returned as a count.
+pub fn parse_sddl_dacl(sddl: &str, domain_sid: Option<&Sid>) -> (Vec<Ace>, usize) {
+    let Some(start) = sddl.find("D:") else { return (Vec::new(), 0) };
+    let rest = &sddl[start + 2..];
+    // The DACL ends where the SACL starts.
+    let rest = rest.split("S:(").next().unwrap_or(rest);
+    let mut aces = Vec::new();
+    let mut skipped = 0;
+    for body in rest.split('(').skip(1).filter_map(|part| part.split(')').next()) {
+        match parse_sddl_ace(body, domain_sid) {
+            Some(ace) => aces.push(ace),
+            None => skipped += 1,
+        }
+    }
+    (aces, skipped)
+}
+
+fn parse_sddl_ace(body: &str, domain_sid: Option<&Sid>) -> Option<Ace> {
+    let fields: Vec<&str> = body.split(';').collect();
+    let [kind, flags, rights, object, inherited, trustee] = fields.get(..6)? else { return None };
+    let allow = match *kind {
+        "A" | "OA" => true,
+        "D" | "OD" => false,
+        _ => return None,
+    };
+    let mut flag_bits = 0u8;
+    for i in (0..flags.len()).step_by(2) {
+        flag_bits |= match flags.get(i..i + 2)? {
+            "OI" => 0x01,
+            "CI" => CONTAINER_INHERIT,
+            "NP" => 0x04,
+            "IO" => 0x08,
+            "ID" => 0x10,
+            _ => 0,
+        };
+    }
+    let mask = if let Some(hex) = rights.strip_prefix("0x").or_else(|| rights.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16).ok()?
+    } else {
+        let mut mask = 0u32;
+        for i in (0..rights.len()).step_by(2) {
+            mask |= match rights.get(i..i + 2)? {
+                "GA" => GENERIC_ALL,
+                "GW" => GENERIC_WRITE,
+                "GR" => 0x8000_0000,
+                "GX" => 0x2000_0000,
+                "CC" => 0x1,
+                "DC" => 0x2,
+                "LC" => 0x4,
+                "SW" => 0x8,
+                "RP" => 0x10,
+                "WP" => ADS_RIGHT_DS_WRITE_PROP,
+                "DT" => 0x40,
+                "LO" => 0x80,
+                "CR" => ADS_RIGHT_DS_CONTROL_ACCESS,
+                "SD" => 0x1_0000,
+                "RC" => 0x2_0000,
+                "WD" => 0x4_0000,
+                "WO" => 0x8_0000,
+                _ => return None,
+            };
+        }
+        mask
+    };
+    let guid = |s: &str| if s.is_empty() { Some(None) } else { Guid::parse(s).map(Some) };
+    let sid = sddl_sid(trustee, domain_sid)?;
+    Some(Ace {
+        allow,
+        flags: flag_bits,
+        mask,
+        object_type: guid(object)?,
+        inherited_object_type: guid(inherited)?,
+        sid,
+    })
+}
+
+/// An SDDL trustee: a literal SID or one of the aliases AD's default descriptors use.
+fn sddl_sid(trustee: &str, domain_sid: Option<&Sid>) -> Option<Sid> {
+    if trustee.starts_with("S-") {
+        return Sid::parse(trustee);
+    }
+    let well_known =
+        |authority: u64, subs: &[u32]| Sid { revision: 1, authority, sub_authorities: subs.to_vec() };
+    let domain_rid = |rid: u32| {
+        domain_sid.map(|d| {
+            let mut subs = d.sub_authorities.clone();
+            subs.push(rid);
+            Sid { revision: d.revision, authority: d.authority, sub_authorities: subs }
+        })
+    };
+    match trustee {
+        "WD" => Some(well_known(1, &[0])),
+        "AU" => Some(well_known(5, &[11])),
+        "PS" => Some(well_known(5, &[10])),
+        "SY" => Some(well_known(5, &[18])),
+        "AN" => Some(well_known(5, &[7])),
+        "ED" => Some(well_known(5, &[9])),
+        "BA" => Some(well_known(5, &[32, 544])),
+        "BU" => Some(well_known(5, &[32, 545])),
+        "AO" => Some(well_known(5, &[32, 548])),
+        "PO" => Some(well_known(5, &[32, 550])),
+        "RU" => Some(well_known(5, &[32, 554])),
+        "DA" => domain_rid(512),
+        "DU" => domain_rid(513),
+        "CA" => domain_rid(517),
+        "EA" => domain_rid(519),
+        "CN" => domain_rid(522),
+        _ => None,
+    }
+}
+
+impl Sid {
+    /// The domain part of an account SID (`S-1-5-21-a-b-c-1105` → `S-1-5-21-a-b-c`).
+    pub fn domain(&self) -> Option<Sid> {
+        (self.sub_authorities.len() > 1).then(|| Sid {
+            revision: self.revision,
+            authority: self.authority,
+            sub_authorities: self.sub_authorities[..self.sub_authorities.len() - 1].to_vec(),
+        })
+    }
+}
+
 /// A right to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Right {
@@ -307,13 +432,25 @@ impl Right {
 }
 
 /// Whether `trustees` may exercise `right` on a user object created below the container whose
-/// DACL is `dacl`.
-pub fn access_on_child_users(dacl: &[Ace], trustees: &[Sid], right: Right) -> AccessState {
+/// DACL is `dacl`. `class_default` holds the explicit ACEs every new user object gets from the
+/// `user` class's `defaultSecurityDescriptor`; they come before the inherited ones.
+pub fn access_on_child_users(
+    class_default: &[Ace],
+    dacl: &[Ace],
+    trustees: &[Sid],
+    right: Right,
+) -> AccessState {
+    let inherited = dacl.iter().filter(|ace| {
+        ace.flags & CONTAINER_INHERIT != 0
+            && ace.inherited_object_type.is_none_or(|class| class == USER_CLASS)
+    });
+    first_decision(class_default.iter().chain(inherited), trustees, right)
+}
+
+fn first_decision<'a>(aces: impl Iterator<Item = &'a Ace>, trustees: &[Sid], right: Right) -> AccessState {
     let bit = right.bit();
-    for ace in dacl {
-        let inherited_by_users = ace.flags & CONTAINER_INHERIT != 0
-            && ace.inherited_object_type.is_none_or(|class| class == USER_CLASS);
-        if !inherited_by_users || !trustees.contains(&ace.sid) {
+    for ace in aces {
+        if !trustees.contains(&ace.sid) {
             continue;
         }
         let generic =
@@ -380,7 +517,7 @@ mod tests {
 
         // Allowed on user objects below.
         let dacl = vec![ace(true, ci, 0x100, Some(RESET_PASSWORD), Some(USER_CLASS), &me)];
-        assert_eq!(access_on_child_users(&dacl, &trustees, reset), AccessState::Allowed);
+        assert_eq!(access_on_child_users(&[], &dacl, &trustees, reset), AccessState::Allowed);
         // Not inheritable, for another class, or for someone else: not granted.
         for dacl in [
             vec![ace(true, 0, 0x100, Some(RESET_PASSWORD), None, &me)],
@@ -394,14 +531,14 @@ mod tests {
             )],
             vec![ace(true, ci, 0x100, Some(RESET_PASSWORD), None, &other)],
         ] {
-            assert_eq!(access_on_child_users(&dacl, &trustees, reset), AccessState::NotGranted);
+            assert_eq!(access_on_child_users(&[], &dacl, &trustees, reset), AccessState::NotGranted);
         }
         // A deny before the allow wins; Everyone counts.
         let dacl = vec![
             ace(false, ci, 0x100, Some(RESET_PASSWORD), None, &Sid::everyone()),
             ace(true, ci, 0x100, Some(RESET_PASSWORD), None, &me),
         ];
-        assert_eq!(access_on_child_users(&dacl, &trustees, reset), AccessState::Denied);
+        assert_eq!(access_on_child_users(&[], &dacl, &trustees, reset), AccessState::Denied);
         // Write property through the property set, through "all properties", or GenericAll.
         for dacl in [
             vec![ace(true, ci, 0x20, Some(USER_ACCOUNT_RESTRICTIONS), Some(USER_CLASS), &me)],
@@ -409,11 +546,33 @@ mod tests {
             vec![ace(true, ci, GENERIC_ALL, None, None, &me)],
             vec![ace(true, ci, 0x000f_01ff, None, None, &me)],
         ] {
-            assert_eq!(access_on_child_users(&dacl, &trustees, pwd), AccessState::Allowed);
+            assert_eq!(access_on_child_users(&[], &dacl, &trustees, pwd), AccessState::Allowed);
         }
         // Write property on another attribute does not count.
         let dacl = vec![ace(true, ci, 0x20, Some(LOCKOUT_TIME), None, &me)];
-        assert_eq!(access_on_child_users(&dacl, &trustees, pwd), AccessState::NotGranted);
+        assert_eq!(access_on_child_users(&[], &dacl, &trustees, pwd), AccessState::NotGranted);
+    }
+
+    #[test]
+    fn class_defaults_from_sddl_come_first() {
+        let domain = Sid::parse("S-1-5-21-1-2-3").unwrap();
+        let me = Sid::parse("S-1-5-21-1-2-3-1102").unwrap();
+        assert_eq!(me.domain(), Some(domain.clone()));
+        let sddl = "O:DAG:DAD:(A;;RPWPCRCCDCLCLORCWOWDSDDTSW;;;DA)(A;;RPLCLORC;;;AU)\
+                    (OA;;CR;ab721a53-1e2f-11d0-9819-00aa0040529b;;WD)(OA;;RP;4c164200-20c0-11d0-a768-00aa006e0529;;RS)\
+                    (OD;;CR;00299570-246d-11d0-a768-00aa006e0529;;S-1-5-21-1-2-3-1102)S:(AU;SA;WP;;;WD)";
+        let (aces, skipped) = parse_sddl_dacl(sddl, Some(&domain));
+        assert_eq!((aces.len(), skipped), (4, 1), "RS is not an alias the check needs");
+        assert_eq!(aces[0].sid.to_string(), "S-1-5-21-1-2-3-512");
+        assert_eq!(aces[0].mask & ADS_RIGHT_DS_CONTROL_ACCESS, ADS_RIGHT_DS_CONTROL_ACCESS);
+        assert_eq!(aces[2].object_type, Some(CHANGE_PASSWORD));
+        let trustees = [me.clone(), Sid::everyone()];
+        let change = Right::Extended(CHANGE_PASSWORD);
+        assert_eq!(access_on_child_users(&aces, &[], &trustees, change), AccessState::Allowed);
+        // An explicit deny of the class default beats an inherited allow.
+        let allow_reset = ace(true, CONTAINER_INHERIT, 0x100, Some(RESET_PASSWORD), None, &me);
+        let reset = Right::Extended(RESET_PASSWORD);
+        assert_eq!(access_on_child_users(&aces, &[allow_reset], &trustees, reset), AccessState::Denied);
     }
 
     #[test]
