@@ -461,3 +461,24 @@ fn compiled_rules_can_be_shared_between_threads() {
     fn shareable<T: Send + Sync>() {}
     shareable::<CompiledRule>();
 }
+
+/// Keeps `packs/cel/schema-paths.txt` (the published field list, for people writing rules) equal
+/// to the schema; run with `WBD_BLESS=1` to rewrite it.
+#[test]
+fn the_published_schema_file_is_current() {
+    let mut text = String::from(
+        "# Fields custom rules can read (generated from the sample tenant by the wbd-rules tests).\n\
+         # `[]` marks a list (use exists/all/filter/map on it); `.*` marks free-form content.\n",
+    );
+    for path in schema_paths() {
+        text.push_str(&path);
+        text.push('\n');
+    }
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/packs/cel/schema-paths.txt");
+    if std::env::var_os("WBD_BLESS").is_some() {
+        std::fs::write(file, &text).expect("write the schema list");
+        return;
+    }
+    let stored = std::fs::read_to_string(file).unwrap_or_default();
+    assert_eq!(stored, text, "packs/cel/schema-paths.txt is stale: run the tests with WBD_BLESS=1");
+}
