@@ -15,6 +15,7 @@
 //! | `restrict-remote-sam` | PWB-HOST-06 | `RestrictRemoteSam` is set and does not name the connector account's SID (from the AD probe) |
 //! | `ldap-sign-and-seal` | PWB-SVC-15 | an AD connector does not sign and encrypt LDAP traffic |
 //! | `cloud-sync-agent-version` | PWB-CS-01 | an installed cloud sync agent is older than `min_version` (default 1.1.977.0) |
+//! | `cloud-sync-agent-running` | PWB-CS-02 | an installed cloud sync agent's service is not `Running` |
 //!
 //! Subject: `<probe subject>@<collector id>`, except where noted. A fact the report does not
 //! carry (`None`: not read) gives "unknown", never a failure.
@@ -44,6 +45,7 @@ pub(crate) const HOST_OS: &str = "connect-host-os-supported";
 pub(crate) const REMOTE_SAM: &str = "restrict-remote-sam";
 pub(crate) const SIGN_SEAL: &str = "ldap-sign-and-seal";
 pub(crate) const CLOUD_SYNC: &str = "cloud-sync-agent-version";
+pub(crate) const CLOUD_SYNC_RUNNING: &str = "cloud-sync-agent-running";
 
 macro_rules! rule {
     ($id:expr, $check:ident, $fixtures:ident) => {
@@ -70,6 +72,7 @@ pub(crate) const RULES: &[RuleDef] = &[
     rule!(REMOTE_SAM, check_remote_sam, remote_sam_fixtures),
     rule!(SIGN_SEAL, check_sign_seal, sign_seal_fixtures),
     rule!(CLOUD_SYNC, check_cloud_sync, cloud_sync_fixtures),
+    rule!(CLOUD_SYNC_RUNNING, check_cloud_sync_running, cloud_sync_running_fixtures),
 ];
 
 /// The day Connect Sync builds below 2.5.79.0 stop working (catalogue §3, "mandatory floor").
@@ -445,6 +448,25 @@ fn check_cloud_sync(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
             .arg("server", server_name(o))
             .arg("version", version.to_string())
             .arg("min_version", minimum.to_string());
+        Outcome::fail(Severity::High, message, ev.into())
+    })
+}
+
+fn check_cloud_sync_running(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
+    per_server(facts, |o| {
+        let Some(agent) = &o.report.cloud_sync_agent else { return missing("cloud_sync_agent") };
+        if !agent.installed {
+            return Outcome::Pass;
+        }
+        let Some(service) = &agent.service else { return missing("cloud_sync_agent.service") };
+        if service.status.eq_ignore_ascii_case("running") {
+            return Outcome::Pass;
+        }
+        let mut ev = evidence(o);
+        ev.insert("status".into(), json!(service.status));
+        let message = Message::new("cloud-sync-agent-running.stopped")
+            .arg("server", server_name(o))
+            .arg("status", service.status.as_str());
         Outcome::fail(Severity::High, message, ev.into())
     })
 }
@@ -838,6 +860,24 @@ pub(crate) mod tests {
             Fixture::new("old agent", one(agent("1.1.587.0")), Expect::Fail(Severity::High)),
             Fixture::new("current agent", one(agent("1.1.1107.0")), Expect::Pass),
             Fixture::new("no agent", one(absent), Expect::Pass),
+            Fixture::new("not looked at", one(healthy()), Expect::Unknown),
+        ]
+    }
+
+    pub(crate) fn cloud_sync_running_fixtures() -> Vec<Fixture> {
+        let agent = |status: &str| {
+            let status = status.to_owned();
+            with(move |r| {
+                r.cloud_sync_agent = Some(CloudSyncAgent {
+                    installed: true,
+                    version: Some("1.1.1107.0".to_owned()),
+                    service: Some(ServiceState { status, start_type: Some("Automatic".to_owned()) }),
+                });
+            })
+        };
+        vec![
+            Fixture::new("stopped", one(agent("Stopped")), Expect::Fail(Severity::High)),
+            Fixture::new("running", one(agent("Running")), Expect::Pass),
             Fixture::new("not looked at", one(healthy()), Expect::Unknown),
         ]
     }
