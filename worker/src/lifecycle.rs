@@ -23,7 +23,9 @@
 //! - **Unknown.** An evaluation the rule could not decide leaves the finding and its streak as
 //!   they are; the tenant's count of rules with an undecided evaluation is kept up to date.
 //! - **Suppression expiry.** A suppressed finding whose suppression ran out and that is still
-//!   present (not resolved by this evaluation) is announced again: back to open, with an event.
+//!   present (not resolved by this evaluation, not held) is announced again: back to open, with
+//!   an event — also when nothing evaluates it any more (a removed custom rule), so that the
+//!   sweep looking for expired suppressions comes to an end.
 //! - A finding of a shipped rule that no evaluation mentions any more (its collector was revoked)
 //!   resolves at once, as no longer observed.
 
@@ -236,10 +238,16 @@ pub fn plan_changes(
 
     let shipped: HashSet<&str> = wbd_rules::rules().iter().map(|rule| rule.id).collect();
     for (key, finding) in &findings {
-        let vanished = finding.status.is_active()
-            && shipped.contains(finding.rule_id.as_str())
-            && !evaluated.contains(*key);
-        if vanished {
+        if evaluated.contains(*key) || !finding.status.is_active() {
+            continue;
+        }
+        if !shipped.contains(finding.rule_id.as_str()) {
+            // A custom rule's finding nothing evaluates (the rule was removed): it stays as it
+            // is, but a suppression of it still runs out.
+            if let Some(change) = reannounce_if_expired(finding, None, now) {
+                plan.findings.insert((*key).to_owned(), change);
+            }
+        } else {
             plan.findings.insert(
                 (*key).to_owned(),
                 FindingChange::Resolve {
@@ -398,28 +406,36 @@ impl Step<'_> {
         plan.streaks.insert(self.key.clone(), change);
     }
 
-    /// Announces a suppressed finding again if its suppression ran out, with the failure's
-    /// content if this evaluation failed, else as it stands.
     fn reannounce_if_expired(
         &self,
         finding: &Finding,
         content: Option<(Severity, &str, &serde_json::Value)>,
     ) -> Option<FindingChange> {
-        let expired = finding.status == FindingStatus::Suppressed
-            && finding.suppressed_until.is_none_or(|until| until <= self.now);
-        if !expired {
-            return None;
-        }
-        let (severity, summary, evidence) =
-            content.unwrap_or((finding.severity, finding.summary.as_str(), &finding.evidence));
-        Some(FindingChange::Reannounce {
-            id: finding.id,
-            expected_version: finding.version,
-            severity,
-            summary: summary.to_owned(),
-            evidence: evidence.clone(),
-        })
+        reannounce_if_expired(finding, content, self.now)
     }
+}
+
+/// Announces a suppressed finding again if its suppression ran out by `now`, with a failure's
+/// content if given, else as it stands.
+fn reannounce_if_expired(
+    finding: &Finding,
+    content: Option<(Severity, &str, &serde_json::Value)>,
+    now: DateTime<Utc>,
+) -> Option<FindingChange> {
+    let expired = finding.status == FindingStatus::Suppressed
+        && finding.suppressed_until.is_none_or(|until| until <= now);
+    if !expired {
+        return None;
+    }
+    let (severity, summary, evidence) =
+        content.unwrap_or((finding.severity, finding.summary.as_str(), &finding.evidence));
+    Some(FindingChange::Reannounce {
+        id: finding.id,
+        expected_version: finding.version,
+        severity,
+        summary: summary.to_owned(),
+        evidence: evidence.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -1008,6 +1024,15 @@ mod tests {
             plan(&later, &[fail("endpoint-reachable", &subject, RuleSeverity::Critical, "blocked")]),
             EvaluationChanges::default()
         );
+
+        // A custom rule's finding that nothing evaluates any more runs out all the same.
+        let custom = Finding {
+            fingerprint: fingerprint("custom-rule", "x"),
+            rule_id: "custom-rule".to_owned(),
+            ..suppressed(6, "x", now() - Duration::minutes(1))
+        };
+        let changes = plan(&snapshot(vec![custom.clone()], vec![]), &[]);
+        assert!(matches!(changes.findings[..], [FindingChange::Reannounce { id, .. }] if id == custom.id));
 
         // Held while its collector is silent.
         let mut held = snap;
