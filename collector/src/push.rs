@@ -289,8 +289,9 @@ pub enum DrainStatus {
 /// drain goes on.
 ///
 /// Results are sealed only once the older batches are gone: during an outage they wait as
-/// single files, and are sealed into few large batches when the server is back, rather than
-/// into one small batch per probe cycle that would each need their own request.
+/// single files (a small probe batch at most is sealed to find out when the server is back), and
+/// are sealed into few large batches when the server is back, rather than into one small batch
+/// per probe cycle that would each need their own request.
 ///
 /// Commands the server sent with its answers are appended to `commands`.
 pub async fn drain(
@@ -305,7 +306,12 @@ pub async fn drain(
             Some(batch) => batch,
             None => {
                 let info = collector.clone();
-                if spool.run(move |s| s.seal(&info)).await? == 0 {
+                // While the server is failing, seal only a small batch to find out when it is
+                // back; the backlog is sealed in large batches once a push went through.
+                let in_outage = backoff.failures() > 0;
+                let sealed =
+                    spool.run(move |s| if in_outage { s.seal_probe(&info) } else { s.seal(&info) }).await?;
+                if sealed == 0 {
                     backoff.reset();
                     return Ok(DrainStatus::Empty);
                 }

@@ -20,7 +20,9 @@
 //! - A retry reuses the batch id, which lives in the sealed file; the server is idempotent by
 //!   batch id. Batches are deleted only after the server accepted them.
 //! - The spool is bounded: past `spool_max_bytes` the oldest data (sealed batches first, then
-//!   results) is dropped, counted in `state.json`, and reported as `spool_dropped`.
+//!   results) is dropped, counted in `state.json`, and reported as `spool_dropped`. Sealing
+//!   writes a batch before deleting its results, so it briefly needs one batch more on disk; that
+//!   is why an outage seals only small probe batches ([`Spool::seal_probe`]).
 //! - An unparseable file is moved to `corrupt/` and logged, never deleted; the spool carries on.
 
 use std::collections::BTreeMap;
@@ -41,6 +43,10 @@ use crate::fsutil::{self, FileAccess};
 /// Sum of result sizes a batch may hold: a quarter of the server's limit, so that JSON
 /// framing and collector info can never push a batch over it.
 pub const BATCH_BYTE_BUDGET: u64 = (MAX_BATCH_BYTES / 4) as u64;
+
+/// Limits of the small batch sealed during an outage (see [`Spool::seal_probe`]).
+pub const PROBE_BATCH_RESULTS: usize = 16;
+pub const PROBE_BATCH_BYTES: u64 = 64 * 1024;
 
 const RESULTS_DIR: &str = "results";
 const BATCHES_DIR: &str = "batches";
@@ -160,9 +166,27 @@ impl Spool {
     /// Seals every pending result into batches (oldest first, within the server's limits);
     /// returns how many batches were sealed. `collector.spool_dropped` is filled in here.
     pub fn seal(&mut self, collector: &CollectorInfo) -> Result<usize, SpoolError> {
+        self.seal_limited(collector, usize::MAX, MAX_RESULTS_PER_BATCH, BATCH_BYTE_BUDGET)
+    }
+
+    /// Seals one small batch of the oldest results ([`PROBE_BATCH_RESULTS`], at most
+    /// [`PROBE_BATCH_BYTES`]): what a push sends to find out whether the server is back during an
+    /// outage. Sealing everything then would put the whole backlog into batches that the size
+    /// bound could only drop whole, and would briefly need twice its size on disk.
+    pub fn seal_probe(&mut self, collector: &CollectorInfo) -> Result<usize, SpoolError> {
+        self.seal_limited(collector, 1, PROBE_BATCH_RESULTS, PROBE_BATCH_BYTES)
+    }
+
+    fn seal_limited(
+        &mut self,
+        collector: &CollectorInfo,
+        max_batches: usize,
+        max_results: usize,
+        max_bytes: u64,
+    ) -> Result<usize, SpoolError> {
         let mut sealed = 0;
-        while !self.results.is_empty() {
-            let chunk = self.next_chunk()?;
+        while !self.results.is_empty() && sealed < max_batches {
+            let chunk = self.next_chunk(max_results, max_bytes)?;
             let Some(&(last_seq, _)) = chunk.last() else {
                 continue; // everything looked at was quarantined or gone; look again
             };
@@ -349,13 +373,17 @@ impl Spool {
     /// The next run of results to seal, oldest first, within the batch limits. Always takes
     /// the oldest result out of `self.results` one way or another, so a caller looping until
     /// the map is empty terminates.
-    fn next_chunk(&mut self) -> Result<Vec<(u64, ProbeResult)>, SpoolError> {
+    fn next_chunk(
+        &mut self,
+        max_results: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<(u64, ProbeResult)>, SpoolError> {
         let mut chunk = Vec::new();
         let mut bytes = 0u64;
         let seqs: Vec<(u64, SpoolFile)> =
-            self.results.iter().take(MAX_RESULTS_PER_BATCH).map(|(s, f)| (*s, f.clone())).collect();
+            self.results.iter().take(max_results).map(|(s, f)| (*s, f.clone())).collect();
         for (seq, file) in seqs {
-            if !chunk.is_empty() && bytes + file.bytes > BATCH_BYTE_BUDGET {
+            if !chunk.is_empty() && bytes + file.bytes > max_bytes {
                 break;
             }
             let path = self.dir(RESULTS_DIR).join(&file.name);

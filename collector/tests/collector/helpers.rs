@@ -210,6 +210,8 @@ pub struct Recorded {
     /// Header names in lower case.
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
+    /// When the request had been read.
+    pub at: std::time::Instant,
 }
 
 /// One scripted answer.
@@ -254,6 +256,8 @@ pub struct MockServer {
     pub base_url: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    /// While set, every connection is closed without an answer and nothing is recorded.
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MockServer {
@@ -279,6 +283,7 @@ impl MockServer {
             base_url,
             requests: Arc::new(Mutex::new(Vec::new())),
             script: Arc::new(Mutex::new(VecDeque::new())),
+            down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let handle = server.clone();
         tokio::spawn(async move {
@@ -306,6 +311,11 @@ impl MockServer {
         self.script.lock().unwrap().extend(replies);
     }
 
+    /// Takes the server down (connections are dropped unanswered) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
@@ -323,6 +333,9 @@ impl MockServer {
     }
 
     async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S, default: Reply) {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let Some(request) = read_request(&mut stream).await else { return };
         self.requests.lock().unwrap().push(request);
         let reply = self.script.lock().unwrap().pop_front().unwrap_or(default);
@@ -372,5 +385,5 @@ pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Record
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    Some(Recorded { method, path, headers, body })
+    Some(Recorded { method, path, headers, body, at: std::time::Instant::now() })
 }

@@ -8,6 +8,7 @@ mod exports;
 mod graph;
 mod helpers;
 mod idle;
+mod outage;
 mod peers;
 mod probe;
 mod proxy;
