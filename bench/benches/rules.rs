@@ -3,7 +3,8 @@
 //! shapes in a plain loop so that its report has the figures.)
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wbd_bench::rules::{SHAPES, facts_for};
+use wbd_bench::rules::{SHAPES, compiled_custom_rules, facts_for};
+use wbd_rules::custom::evaluate_custom;
 
 fn shipped_pack(c: &mut Criterion) {
     let mut group = c.benchmark_group("shipped_pack");
@@ -18,8 +19,19 @@ fn shipped_pack(c: &mut Criterion) {
     group.finish();
 }
 
-// CEL custom rules: add a `cel_custom_rule` group here when `wbd_rules` exposes its CEL API
-// (see the marked place in src/rules.rs).
+fn cel_custom_rules(c: &mut Criterion) {
+    let rules = compiled_custom_rules().expect("the benchmark's custom rules compile");
+    let mut group = c.benchmark_group("cel_custom_rules");
+    for shape in SHAPES {
+        let facts = facts_for(shape);
+        group.throughput(Throughput::Elements(rules.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(shape.name), &facts, |b, facts| {
+            b.iter(|| evaluate_custom(&rules, std::hint::black_box(facts)))
+        });
+    }
+    group.finish();
+    c.bench_function("cel_compile_all", |b| b.iter(compiled_custom_rules));
+}
 
-criterion_group!(benches, shipped_pack);
+criterion_group!(benches, shipped_pack, cel_custom_rules);
 criterion_main!(benches);

@@ -79,6 +79,10 @@ pub struct Args {
     /// Extra settings for the product processes, e.g. --set WBD_WORKER__CONCURRENCY=8.
     #[arg(long = "set", value_name = "WBD_KEY=VALUE")]
     pub set: Vec<String>,
+    /// Experiment: SQL run on the product's PostgreSQL database after its migrations, before the
+    /// load (e.g. --pg-sql "ALTER TABLE facts SET (fillfactor = 50)"). Repeatable.
+    #[arg(long = "pg-sql", value_name = "STATEMENT")]
+    pub pg_sql: Vec<String>,
     /// RUST_LOG of the product processes (their logs stay in a temporary directory).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -89,11 +93,13 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub floor_confirm_window: usize,
 
-    /// PostgreSQL to create the benchmark databases in (must be on this machine).
+    /// PostgreSQL to create the benchmark databases in (must be on this machine). Without TLS by
+    /// default: on loopback it protects nothing and costs the product a third of its throughput;
+    /// pass a URL without `sslmode=disable` to measure with it.
     #[arg(
         long,
         env = "WBD_BENCH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
     )]
     pub database_url: String,
     /// RabbitMQ (must be on this machine).

@@ -127,14 +127,7 @@ impl PgDatabase {
             .execute(&mut admin)
             .await
             .with_context(|| format!("CREATE DATABASE {name}"))?;
-        let url = match admin_url.rsplit_once('/') {
-            Some((base, _)) if base.contains("://") && base.len() > "postgres://".len() => {
-                format!("{base}/{name}")
-            }
-            _ => bail!(
-                "the PostgreSQL URL must name a database, e.g. postgres://postgres@127.0.0.1:5432/postgres"
-            ),
-        };
+        let url = database_url(admin_url, &name)?;
         Ok(PgDatabase { admin_url: admin_url.to_owned(), name, url })
     }
 
@@ -149,6 +142,16 @@ impl PgDatabase {
             Err(e) => eprintln!("warning: cannot connect to drop database {}: {e}", self.name),
         }
     }
+}
+
+/// `admin_url` with its database replaced by `name`; the query (e.g. `?sslmode=disable`) stays.
+pub fn database_url(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(admin_url).with_context(|| format!("{admin_url:?} is not a URL"))?;
+    if url.path().trim_matches('/').is_empty() {
+        bail!("the PostgreSQL URL must name a database, e.g. postgres://postgres@127.0.0.1:5432/postgres");
+    }
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
 }
 
 /// Deletes the queues and exchange the product declared under `prefix`.
@@ -411,6 +414,23 @@ impl Deployment {
             .collect()
     }
 
+    /// Runs experimental SQL against the product's PostgreSQL database (after its migrations,
+    /// before any load): a way to try a schema or index change without rebuilding.
+    pub async fn run_sql(&self, statements: &[String]) -> anyhow::Result<()> {
+        let Some(pg) = &self.pg else {
+            bail!("--pg-sql needs the distributed (PostgreSQL) phase");
+        };
+        let mut conn = sqlx::PgConnection::connect(&pg.url).await?;
+        for statement in statements {
+            sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("--pg-sql {statement:?}"))?;
+        }
+        conn.close().await?;
+        Ok(())
+    }
+
     /// Stops the processes, drops the database and deletes the queues.
     pub async fn teardown(mut self) {
         for p in self.apis.iter_mut().chain(self.workers.iter_mut()) {
@@ -596,6 +616,20 @@ impl DbView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_benchmark_database_keeps_the_url_s_options() {
+        assert_eq!(
+            database_url("postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "wbd_bench_x")
+                .unwrap(),
+            "postgres://postgres@127.0.0.1:5432/wbd_bench_x?sslmode=disable"
+        );
+        assert_eq!(
+            database_url("postgres://postgres@127.0.0.1:5432/postgres", "b").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/b"
+        );
+        assert!(database_url("postgres://postgres@127.0.0.1:5432", "b").is_err());
+    }
 
     #[test]
     fn only_loopback_urls_are_accepted() {

@@ -82,6 +82,10 @@ extra_trusted_ca_files = [{ca:?}]
 probe_interval_secs = 86400
 connect_timeout_secs = 5
 
+# Its holds last up to three minutes; the footprint is measured without them.
+[probes.idle_connection]
+enabled = false
+
 [[endpoints]]
 host = "127.0.0.1"
 port = {reset}
@@ -124,13 +128,15 @@ server_name = "localhost"
         let before = reaped_children_cpu_secs(ticks);
         let started = Instant::now();
         let status = collector(&bins.collector, &dir)
-            .args(["probe", "--once", "--json", "--config"])
+            .args(["probe", "--once", "--json", "--skip", "idle_connection", "--config"])
             .arg(&config)
             .status()
             .await?;
         wall += started.elapsed();
         cpu += reaped_children_cpu_secs(ticks) - before;
-        if !status.success() {
+        // Exit code 1 means "a check found a problem" (e.g. no proxy configured is reported as
+        // a fact); 2 is a usage or configuration error.
+        if status.code() == Some(2) || status.code().is_none() {
             bail!("wbd-collector probe --once failed ({status}): {}", log_of(&dir));
         }
     }

@@ -198,6 +198,18 @@ impl CpuSnapshot {
             .filter(|g| g.cpu_secs > 0.0)
             .collect();
         groups.sort_by(|a, b| b.cpu_secs.total_cmp(&a.cpu_secs));
+        // Busy time no process still alive at the end accounts for: mostly short-lived processes
+        // (each rustc of a build elsewhere on the machine), whose CPU leaves with them.
+        let cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
+        let busy_secs = if total > 0 { busy as f64 / total as f64 * wall * cores } else { 0.0 };
+        let attributed: f64 = groups.iter().map(|g| g.cpu_secs).sum();
+        if busy_secs - attributed > 0.01 * wall {
+            groups.push(GroupCpu {
+                group: "unattributed (processes that ended meanwhile)".into(),
+                cpu_secs: busy_secs - attributed,
+                cores: (busy_secs - attributed) / wall,
+            });
+        }
         CpuUse {
             wall_secs: wall,
             machine_busy_fraction: if total > 0 { busy as f64 / total as f64 } else { 0.0 },

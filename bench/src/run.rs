@@ -67,7 +67,21 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
                     "{} wbd-api process(es) (outbox relay inside), {} wbd-worker process(es), fresh database, queue prefix {}",
                     args.apis, args.workers, deployment.env.prefix
                 ));
-                product_phase(&args, deployment, &mut phase, floor_results_per_s, ticks).await;
+                phase.condition(format!("PostgreSQL: {}", tls_of(&args.database_url)));
+                if args.pg_sql.is_empty() {
+                    product_phase(&args, deployment, &mut phase, floor_results_per_s, ticks).await;
+                } else {
+                    phase.condition(format!("EXPERIMENT: SQL run before the load: {:?}", args.pg_sql));
+                    match deployment.run_sql(&args.pg_sql).await {
+                        Ok(()) => {
+                            product_phase(&args, deployment, &mut phase, floor_results_per_s, ticks).await
+                        }
+                        Err(e) => {
+                            phase.error = Some(format!("{e:#}"));
+                            deployment.teardown().await;
+                        }
+                    }
+                }
             }
             Err(e) => phase.error = Some(format!("{e:#}")),
         }
@@ -188,8 +202,22 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
     })
 }
 
+/// Whether the PostgreSQL URL asks for TLS (sqlx's default, `prefer`, uses it when the server
+/// offers it).
+fn tls_of(url: &str) -> String {
+    let mode = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.query_pairs().find(|(k, _)| k == "sslmode").map(|(_, v)| v.into_owned()))
+        .unwrap_or_else(|| "prefer".into());
+    match mode.as_str() {
+        "disable" => "TCP over loopback without TLS (sslmode=disable)".into(),
+        other => format!("TCP over loopback, sslmode={other} (TLS if the server offers it)"),
+    }
+}
+
 async fn floor_phase(args: &Args) -> PhaseReport {
     let mut phase = PhaseReport::new("floor", "Floor: the machine with no product in the way");
+    phase.condition(format!("PostgreSQL: {}", tls_of(&args.database_url)));
     let time = args.floor_time();
     let batch = f64::from(args.batch_results);
     let mut pg_rows = None;
@@ -400,6 +428,24 @@ async fn product_runs(
     if refused > 0 {
         phase.note(format!("pushes not answered 202 in the throughput window, by status: {:?}", t.refused));
     }
+    // CPU per unit of work: steadier than a rate when other work shares the machine.
+    if t.accepted_results > 0 {
+        for group in &t.cpu.by_group {
+            let key = match group.group.as_str() {
+                "PostgreSQL" => "postgres",
+                "RabbitMQ" => "rabbitmq",
+                "wbd-api" => "api",
+                "wbd-worker" => "worker",
+                _ => continue,
+            };
+            phase.figure(
+                &format!("cpu_ms_per_1k_results_{key}"),
+                &format!("CPU per 1,000 results accepted: {}", group.group),
+                group.cpu_secs * 1e6 / t.accepted_results as f64,
+                "ms",
+            );
+        }
+    }
     phase.cpu.push(NamedCpuUse { window: "the throughput window".into(), usage: t.cpu.clone() });
     let (findings, events) = deployment.db.finding_counts().await.unwrap_or((0, 0));
     phase.note(format!("after the throughput run: {findings} findings, {events} finding events"));
@@ -470,7 +516,7 @@ async fn product_runs(
 }
 
 async fn rules_phase(args: &Args) -> PhaseReport {
-    let mut phase = PhaseReport::new("rules", "Rules: the shipped pack (wbd_rules::evaluate), one core");
+    let mut phase = PhaseReport::new("rules", "Rules: the shipped pack and CEL custom rules, one core");
     let time = if args.quick { Duration::from_millis(700) } else { Duration::from_secs(3) };
     phase.condition(format!(
         "{} rules; each shape measured for {:.1} s in a tight loop; the criterion benchmark is `cargo bench -p wbd-bench --bench rules`",
@@ -510,12 +556,48 @@ async fn rules_phase(args: &Args) -> PhaseReport {
             Err(e) => phase.error = Some(format!("rule measurement panicked: {e}")),
         }
     }
-    phase.missing(
-        "cel_evaluations_per_s",
-        "CEL custom rules: evaluations",
-        "evaluations/s",
-        rules::CEL_NOT_AVAILABLE,
-    );
+    phase.condition(format!(
+        "CEL custom rules: the {} rules of bench/src/rules.rs (endpoint, Connect version, idle connection, licences, event log), evaluate_custom over each shape; compile = the check the API runs on save",
+        rules::CUSTOM_RULES.len()
+    ));
+    for (i, shape) in rules::SHAPES.iter().enumerate() {
+        let shape = *shape;
+        let measured =
+            tokio::task::spawn_blocking(move || rules::measure_custom(&rules::facts_for(shape), time)).await;
+        let key = if i == 0 { "typical" } else { "large" };
+        match measured {
+            Ok(Ok(speed)) => {
+                phase.figure(
+                    &format!("cel_{key}_evaluations_per_s"),
+                    &format!("CEL, {}: evaluations of all {} rules", shape.name, speed.rules),
+                    speed.evaluations_per_s,
+                    "evaluations/s",
+                );
+                phase.figure(
+                    &format!("cel_{key}_rule_runs_per_s"),
+                    &format!("CEL, {}: single rule runs", shape.name),
+                    speed.rule_runs_per_s,
+                    "rule runs/s",
+                );
+                phase.figure(
+                    &format!("cel_{key}_us_per_evaluation"),
+                    &format!("CEL, {}: time per evaluation", shape.name),
+                    speed.micros_per_evaluation,
+                    "µs",
+                );
+                if i == 0 {
+                    phase.figure(
+                        "cel_compile_us_per_rule",
+                        "CEL: compile and check one rule",
+                        speed.compile_micros_per_rule,
+                        "µs",
+                    );
+                }
+            }
+            Ok(Err(e)) => phase.error = Some(format!("CEL rules: {e}")),
+            Err(e) => phase.error = Some(format!("CEL measurement panicked: {e}")),
+        }
+    }
     phase
 }
 
