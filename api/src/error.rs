@@ -56,6 +56,8 @@ error_codes! {
     InvalidTransition => (CONFLICT, "invalid_transition", "The finding's status does not allow this action"),
     FindingChanged => (CONFLICT, "finding_changed", "The finding changed meanwhile; reload it and try again"),
     RetestUnavailable => (CONFLICT, "retest_unavailable", "Nothing can re-test this finding now"),
+    InvalidRuleSettings => (UNPROCESSABLE_ENTITY, "invalid_rule_settings", "The rule override is not acceptable"),
+    InvalidCustomRule => (UNPROCESSABLE_ENTITY, "invalid_custom_rule", "The custom rule does not compile"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "The service is temporarily unavailable"),
     Internal => (INTERNAL_SERVER_ERROR, "internal_error", "An unexpected error occurred"),
 }
@@ -76,6 +78,10 @@ pub struct Problem {
     /// The request id, also in the logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Each refused field, where one request has several problems or a position to point at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub errors: Option<serde_json::Value>,
 }
 
 pub struct ApiError {
@@ -83,6 +89,8 @@ pub struct ApiError {
     pub detail: Option<String>,
     /// Seconds a client should wait before retrying (503).
     pub retry_after: Option<u64>,
+    /// Per-field problems shown as the problem's `errors`.
+    pub errors: Option<serde_json::Value>,
     /// The cause of an internal error, logged but never shown.
     source: Option<anyhow::Error>,
 }
@@ -91,11 +99,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        ApiError { code, detail: Some(detail.into()), retry_after: None, source: None }
+        ApiError { code, detail: Some(detail.into()), retry_after: None, errors: None, source: None }
     }
 
     pub fn bare(code: ErrorCode) -> Self {
-        ApiError { code, detail: None, retry_after: None, source: None }
+        ApiError { code, detail: None, retry_after: None, errors: None, source: None }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -103,7 +111,19 @@ impl ApiError {
     }
 
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
-        ApiError { code: ErrorCode::Internal, detail: None, retry_after: None, source: Some(source.into()) }
+        ApiError {
+            code: ErrorCode::Internal,
+            detail: None,
+            retry_after: None,
+            errors: None,
+            source: Some(source.into()),
+        }
+    }
+
+    /// Attaches per-field problems (`errors` in the problem document).
+    pub fn with_errors(mut self, errors: serde_json::Value) -> Self {
+        self.errors = Some(errors);
+        self
     }
 
     pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
@@ -153,6 +173,7 @@ impl ResponseError for ApiError {
             detail: self.detail.clone(),
             code: self.code.code().to_owned(),
             request_id,
+            errors: self.errors.clone(),
         };
         let mut response = HttpResponse::build(self.code.status());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));

@@ -14,7 +14,9 @@
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use wbd_rules::{CollectorState, FactInput, PackSettings, TenantFacts};
+use wbd_rules::{CollectorState, FactInput, TenantFacts};
+
+pub use crate::rule_config::{TenantRules, load_tenant_rules, run_rules};
 use wbd_store::{
     ApplyOutcome, CollectorStatus, EvaluationChanges, FindingChange, Store, StoreError, TenantScope,
     TenantSnapshot,
@@ -164,6 +166,11 @@ pub async fn evaluate_tenant(
 trait EvaluationStore: Sync {
     async fn load_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>, StoreError>;
 
+    /// The tenant's overrides and custom rules (none, unless the store has some).
+    async fn load_rules(&self, _scope: TenantScope) -> Result<TenantRules, StoreError> {
+        Ok(TenantRules::default())
+    }
+
     async fn apply(
         &self,
         scope: TenantScope,
@@ -177,6 +184,10 @@ trait EvaluationStore: Sync {
 impl EvaluationStore for dyn Store + '_ {
     async fn load_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>, StoreError> {
         self.load_tenant_snapshot(scope).await
+    }
+
+    async fn load_rules(&self, scope: TenantScope) -> Result<TenantRules, StoreError> {
+        load_tenant_rules(self, scope).await
     }
 
     async fn apply(
@@ -199,6 +210,7 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
     now: DateTime<Utc>,
     skip_if_evaluated: bool,
 ) -> Result<EvaluationOutcome, StoreError> {
+    let mut rules: Option<TenantRules> = None;
     for attempt in 1..=MAX_APPLY_ATTEMPTS {
         let Some(snapshot) = store.load_snapshot(scope).await? else {
             tracing::info!("tenant no longer exists; nothing to evaluate");
@@ -208,10 +220,13 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
             tracing::debug!(facts_version = snapshot.facts_version, "facts already evaluated");
             return Ok(EvaluationOutcome::UpToDate { facts_version: snapshot.facts_version });
         }
-        let facts = facts_from_snapshot(&snapshot, now);
-        let evaluations = wbd_rules::evaluate(&facts);
-        // Per-tenant overrides of the damping join here once they are stored.
-        let damping = DampingTable::for_tenant(&PackSettings::defaults(), damping);
+        // Read once per evaluation, after the up-to-date check: coalesced messages cost nothing.
+        let rules = match &rules {
+            Some(rules) => rules,
+            None => rules.insert(store.load_rules(scope).await?),
+        };
+        let evaluations = run_rules(&snapshot, rules, now);
+        let damping = DampingTable::for_tenant(&rules.pack, damping);
         let changes = plan_changes(&snapshot, &evaluations, &damping, now);
         let counts = ChangeCounts::of(&changes.findings);
         match store.apply(scope, message_id, snapshot.facts_version, &changes, now).await? {
@@ -383,7 +398,7 @@ mod tests {
 
     /// The finding a previous evaluation would have stored for this evaluation.
     fn finding_from(n: u128, evaluation: &Evaluation, status: FindingStatus) -> Finding {
-        let mut f = finding(n, evaluation.rule_id, &evaluation.subject, status);
+        let mut f = finding(n, &evaluation.rule_id, &evaluation.subject, status);
         if let Outcome::Fail { severity, summary, evidence, .. } = &evaluation.outcome {
             f.severity = store_severity(*severity);
             f.summary = summary.clone();

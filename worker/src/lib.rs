@@ -16,6 +16,7 @@
 
 pub mod evaluate;
 pub mod lifecycle;
+pub mod rule_config;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -207,7 +207,7 @@ pub fn plan_changes(
     let mut evaluated: HashSet<String> = HashSet::new();
     let mut undecided: BTreeSet<&str> = BTreeSet::new();
     for evaluation in evaluations {
-        let key = fingerprint(evaluation.rule_id, &evaluation.subject);
+        let key = fingerprint(&evaluation.rule_id, &evaluation.subject);
         if !evaluated.insert(key.clone()) {
             // Two verdicts for one finding would make the store refuse the whole evaluation
             // (a second `Open` conflicts with the first) on every retry; keep the first.
@@ -215,11 +215,11 @@ pub fn plan_changes(
             continue;
         }
         let collector = collector_of(&evaluation.subject);
-        if is_stale(evaluation.rule_id, collector, &snapshot.collectors, now) {
+        if is_stale(&evaluation.rule_id, collector, &snapshot.collectors, now) {
             continue;
         }
         if matches!(evaluation.outcome, Outcome::Unknown { .. }) {
-            undecided.insert(evaluation.rule_id);
+            undecided.insert(&evaluation.rule_id);
         }
         let finding = findings.get(key.as_str()).copied();
         let streak = streaks.get(key.as_str()).copied();
@@ -229,8 +229,8 @@ pub fn plan_changes(
             collector,
             finding,
             streak,
-            damping: damping.get(evaluation.rule_id),
-            counts: fresh_facts || !reads_probes(evaluation.rule_id),
+            damping: damping.get(&evaluation.rule_id),
+            counts: fresh_facts || !reads_probes(&evaluation.rule_id),
             now,
         };
         step.plan(&mut plan);
@@ -345,11 +345,11 @@ impl Step<'_> {
                     },
                     None => FindingChange::Open {
                         fingerprint: self.key.clone(),
-                        rule_id: self.evaluation.rule_id.to_owned(),
+                        rule_id: self.evaluation.rule_id.to_string(),
                         subject: self.evaluation.subject.clone(),
                         collector_id: self.collector,
                         severity,
-                        title: self.evaluation.title.to_owned(),
+                        title: self.evaluation.title.to_string(),
                         summary: summary.clone(),
                         evidence: evidence.clone(),
                     },
@@ -555,7 +555,12 @@ mod tests {
     }
 
     fn evaluation(rule_id: &'static str, subject: &str, outcome: Outcome) -> Evaluation {
-        Evaluation { rule_id, subject: subject.to_owned(), title: "Writeback endpoint is reachable", outcome }
+        Evaluation {
+            rule_id: rule_id.into(),
+            subject: subject.to_owned(),
+            title: "Writeback endpoint is reachable".into(),
+            outcome,
+        }
     }
 
     fn fail(rule_id: &'static str, subject: &str, severity: RuleSeverity, summary: &str) -> Evaluation {

@@ -8,6 +8,7 @@ pub mod findings;
 pub mod health;
 pub mod ingest;
 pub mod overview;
+pub mod rule_config;
 pub mod rules;
 pub mod tenants;
 
@@ -36,9 +37,29 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(findings::unsuppress)
         .service(findings::retest)
         .service(overview::overview)
-        .service(rules::list);
+        .service(rules::list)
+        .service(rule_config::list_settings)
+        .service(rule_config::put_setting)
+        .service(rule_config::delete_setting)
+        .service(rule_config::list_custom)
+        .service(rule_config::put_custom)
+        .service(rule_config::delete_custom)
+        .service(rule_config::audit_log)
+        .service(rule_config::dry_run);
 }
 
 /// `limit` query values: default and ceiling.
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
+
+/// The language of a response: `?lang=` when it names a shipped language, else the best match
+/// of `Accept-Language`, else English.
+pub fn request_lang(req: &actix_web::HttpRequest, lang: Option<&str>) -> wbd_rules::Lang {
+    if let Some(lang) = lang.and_then(wbd_rules::Lang::from_tag) {
+        return lang;
+    }
+    req.headers()
+        .get(actix_web::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(wbd_rules::Lang::En, wbd_rules::Lang::negotiate)
+}

@@ -13,4 +13,5 @@ mod e2e;
 mod ingest;
 mod lifecycle;
 mod openapi;
+mod rule_config;
 mod tenancy;

@@ -1,5 +1,7 @@
 //! What a rule says: severities, outcomes, evaluations, and the metadata of a rule.
 
+use std::borrow::Cow;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -117,11 +119,12 @@ impl Outcome {
 /// One rule's outcome for one subject of the tenant.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Evaluation {
-    pub rule_id: &'static str,
+    /// A shipped rule's id, or a custom rule's (hence not always `'static`).
+    pub rule_id: Cow<'static, str>,
     /// What the rule judged, stable across runs (see the crate docs for each rule's form).
     pub subject: String,
     /// The rule's English title.
-    pub title: &'static str,
+    pub title: Cow<'static, str>,
     pub outcome: Outcome,
 }
 

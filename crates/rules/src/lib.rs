@@ -146,7 +146,12 @@ pub fn evaluate_with(facts: &TenantFacts, settings: &PackSettings) -> Vec<Evalua
             {
                 *severity = forced;
             }
-            Evaluation { rule_id: info.id, subject: verdict.subject, title: info.title, outcome }
+            Evaluation {
+                rule_id: info.id.into(),
+                subject: verdict.subject,
+                title: info.title.into(),
+                outcome,
+            }
         }));
     }
     evaluations
@@ -347,7 +352,7 @@ mod tests {
         let order: Vec<_> = rules().iter().map(|r| r.id).collect();
         let position = |id| order.iter().position(|r| *r == id).expect("known rule");
         for pair in first.windows(2) {
-            assert!(position(pair[0].rule_id) <= position(pair[1].rule_id));
+            assert!(position(&pair[0].rule_id) <= position(&pair[1].rule_id));
             if pair[0].rule_id == pair[1].rule_id {
                 assert!(pair[0].subject < pair[1].subject);
             }

@@ -55,7 +55,7 @@ fn failures(facts: &TenantFacts) -> Vec<Evaluation> {
 /// Exactly these rules fail (once each), and nothing else.
 fn assert_findings(facts: &TenantFacts, expected: &[&str]) -> Vec<Evaluation> {
     let failed = failures(facts);
-    let ids: Vec<&str> = failed.iter().map(|e| e.rule_id).collect();
+    let ids: Vec<&str> = failed.iter().map(|e| &*e.rule_id).collect();
     assert_eq!(ids, expected, "{failed:#?}");
     // Nothing else is unknown for a reason other than missing data or a fact no probe reports.
     for evaluation in evaluate(facts) {

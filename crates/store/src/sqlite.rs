@@ -1709,6 +1709,53 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // A deleted custom rule evaluates nothing any more: its findings resolve now, attributed to
+        // whoever deleted it — unless the same rule id is still configured at the other level.
+        if kind == RuleConfigKind::Custom && document.is_none() {
+            for &tenant in &tenants {
+                let still: Option<String> = sqlx::query_scalar(
+                    "SELECT rule_id FROM custom_rules WHERE org_id = $1 AND rule_id = $2
+                     AND (scope_key = 'org' OR tenant_id = $3) LIMIT 1",
+                )
+                .bind(org.org_id.0)
+                .bind(rule_id)
+                .bind(tenant)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if still.is_some() {
+                    continue;
+                }
+                let summary = format!("The custom rule {rule_id} was deleted.");
+                let resolved = sqlx::query(
+                    "UPDATE findings
+                     SET status = 'resolved', summary = $4, resolved_at = $5, updated_at = $5,
+                         acknowledged_at = NULL, acknowledged_by = NULL, suppressed_until = NULL,
+                         suppression_reason = NULL, suppressed_by = NULL, version = version + 1
+                     WHERE org_id = $1 AND tenant_id = $2 AND rule_id = $3 AND status <> 'resolved'
+                     RETURNING id, severity",
+                )
+                .bind(org.org_id.0)
+                .bind(tenant)
+                .bind(rule_id)
+                .bind(&summary)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let scope = TenantScope { org_id: org.org_id, tenant_id: TenantId(tenant) };
+                for row in resolved {
+                    let severity: String = row.try_get("severity")?;
+                    let event = NewEvent {
+                        kind: FindingEventKind::Resolved,
+                        actor,
+                        severity: parse_enum(&severity, "findings.severity")?,
+                        summary: &summary,
+                        note: None,
+                        suppressed_until: None,
+                    };
+                    insert_event(&mut tx, scope, row.try_get("id")?, &event, now).await?;
+                }
+            }
+        }
         // The affected tenants are evaluated again under the new configuration: the version bump
         // keeps the worker from skipping them as already evaluated.
         for tenant in tenants {

@@ -37,6 +37,7 @@
 //! assert!(error.to_string().contains("unknown field 'conect_version'"), "{error}");
 //! ```
 
+use std::borrow::Borrow;
 pub mod schema;
 
 use std::fmt;
@@ -671,6 +672,17 @@ fn type_name(value: &cel::Value) -> String {
     .to_owned()
 }
 
+impl From<CustomEvaluation> for crate::Evaluation {
+    fn from(e: CustomEvaluation) -> Self {
+        crate::Evaluation {
+            rule_id: e.rule_id.into(),
+            subject: e.subject,
+            title: e.title.into(),
+            outcome: e.outcome,
+        }
+    }
+}
+
 /// One custom rule's outcome for the tenant.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CustomEvaluation {
@@ -687,7 +699,7 @@ pub struct CustomEvaluation {
 /// Condition `true` fails with the rule's severity; `false` passes; a run-time error or a
 /// non-bool result is unknown, with the error text. Rules beyond [`MAX_RULES_PER_TENANT`] are
 /// unknown too.
-pub fn evaluate_custom(rules: &[CompiledRule], facts: &TenantFacts) -> Vec<CustomEvaluation> {
+pub fn evaluate_custom<R: Borrow<CompiledRule>>(rules: &[R], facts: &TenantFacts) -> Vec<CustomEvaluation> {
     if rules.is_empty() {
         return Vec::new();
     }
@@ -696,6 +708,7 @@ pub fn evaluate_custom(rules: &[CompiledRule], facts: &TenantFacts) -> Vec<Custo
         .iter()
         .enumerate()
         .map(|(index, compiled)| {
+            let compiled: &CompiledRule = compiled.borrow();
             let rule = &compiled.rule;
             let evaluation = |subject: String, outcome| CustomEvaluation {
                 rule_id: rule.id.clone(),

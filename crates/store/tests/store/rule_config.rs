@@ -176,3 +176,60 @@ async fn custom_rules_and_audit_are_scoped_to_their_organisation() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_custom_rule_resolves_its_findings_unless_another_level_still_has_it() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let contoso = tenant(store, acme, "Contoso").await?;
+        let fabrikam = tenant(store, acme, "Fabrikam").await?;
+        let rule = json!({ "id": "odd-port", "title": "Odd port", "severity": "low", "condition": "true" });
+        // Organisation-wide, and again for Fabrikam.
+        store
+            .write_rule_config(
+                acme,
+                RuleScope::Org,
+                RuleConfigKind::Custom,
+                "odd-port",
+                Some(&rule),
+                "a",
+                at(1),
+            )
+            .await?;
+        store
+            .write_rule_config(
+                acme,
+                RuleScope::Tenant(fabrikam.tenant_id),
+                RuleConfigKind::Custom,
+                "odd-port",
+                Some(&rule),
+                "a",
+                at(1),
+            )
+            .await?;
+        let c = open_findings(store, contoso, &[("odd-port:tenant", Severity::Low)], at(2)).await?;
+        let f = open_findings(store, fabrikam, &[("odd-port:tenant", Severity::Low)], at(2)).await?;
+
+        store
+            .write_rule_config(
+                acme,
+                RuleScope::Org,
+                RuleConfigKind::Custom,
+                "odd-port",
+                None,
+                "api_key:9",
+                at(3),
+            )
+            .await?;
+        let contoso_finding = store.get_finding(acme, c[0].id).await?.expect("finding");
+        assert_eq!(contoso_finding.status, FindingStatus::Resolved);
+        assert_eq!(contoso_finding.resolved_at, Some(at(3)));
+        let events = store.list_finding_events(acme, c[0].id).await?;
+        let last = events.last().expect("events");
+        assert_eq!((last.kind, last.actor.as_str()), (FindingEventKind::Resolved, "api_key:9"));
+        // Fabrikam still has its own copy of the rule: its finding stays open.
+        assert_eq!(store.get_finding(acme, f[0].id).await?.expect("finding").status, FindingStatus::Open);
+        Ok(())
+    })
+    .await;
+}

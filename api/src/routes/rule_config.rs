@@ -1,0 +1,531 @@
+//! Rule configuration per organisation and per tenant: overrides of shipped rules (disable,
+//! severity, parameters, flap damping), custom rules in CEL checked when saved, the audit log of
+//! who changed what, and a dry run that shows what the rules would conclude for a tenant now.
+
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use wbd_rules::custom::{self, CustomRule};
+use wbd_rules::{RuleSettings, Severity};
+use wbd_store::{
+    AuditEntry, FindingStatus, RuleConfigKind, RuleConfigWrite, RuleScope, StoredCustomRule,
+    StoredRuleSetting, TenantId, TenantScope,
+};
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::routes::{DEFAULT_PAGE, MAX_PAGE};
+use crate::state::AppState;
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeQuery {
+    /// The tenant the setting applies to; absent: the whole organisation.
+    pub tenant_id: Option<Uuid>,
+}
+
+impl ScopeQuery {
+    fn scope(&self) -> RuleScope {
+        self.tenant_id.map_or(RuleScope::Org, |t| RuleScope::Tenant(TenantId(t)))
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RuleSettingView {
+    /// Absent for an organisation-wide override.
+    pub tenant_id: Option<Uuid>,
+    pub rule_id: String,
+    /// `{disabled?, severity?, params?, open_after?, resolve_after?}`.
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    pub updated_at: DateTime<Utc>,
+    /// Who made the change (`api_key:<id>`).
+    pub updated_by: String,
+}
+
+impl From<StoredRuleSetting> for RuleSettingView {
+    fn from(s: StoredRuleSetting) -> Self {
+        RuleSettingView {
+            tenant_id: s.tenant_id.map(|t| t.0),
+            rule_id: s.rule_id,
+            settings: s.settings,
+            updated_at: s.updated_at,
+            updated_by: s.updated_by,
+        }
+    }
+}
+
+/// An override of a shipped rule. Every field is optional; what is absent keeps the level below
+/// (tenant over organisation over the pack's defaults).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct RuleSettingsDoc {
+    disabled: Option<bool>,
+    /// `critical`, `high`, `medium`, `low` or `info`.
+    severity: Option<String>,
+    /// Parameter values by name (see `GET /v1/rules`).
+    #[schema(value_type = Object)]
+    params: Option<Value>,
+    /// Open a finding only after this many consecutive failing evaluations.
+    open_after: Option<u32>,
+    /// Resolve only after this many consecutive passing evaluations.
+    resolve_after: Option<u32>,
+}
+
+async fn tenant_must_exist(state: &AppState, who: &Principal, scope: RuleScope) -> ApiResult<()> {
+    if let RuleScope::Tenant(t) = scope {
+        state.store.get_tenant(who.org, t).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+    }
+    Ok(())
+}
+
+fn parse_settings(rule_id: &str, body: Value) -> ApiResult<RuleSettings> {
+    let settings: RuleSettings = serde_json::from_value(body)
+        .map_err(|e| ApiError::new(ErrorCode::Validation, format!("not a valid rule override: {e}")))?;
+    if let Err(errors) = settings.validate(rule_id) {
+        if errors.iter().any(|e| matches!(e.problem, wbd_rules::SettingsProblem::UnknownRule)) {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no shipped rule has the id {rule_id:?}"),
+            ));
+        }
+        let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let list: Vec<Value> = errors
+            .iter()
+            .map(|e| json!({ "pointer": e.pointer(), "detail": e.to_string(), "problem": e.problem }))
+            .collect();
+        return Err(ApiError::new(ErrorCode::InvalidRuleSettings, detail).with_errors(Value::Array(list)));
+    }
+    Ok(settings)
+}
+
+/// Overrides of shipped rules: the organisation's, or those that apply to one tenant.
+#[utoipa::path(tag = "rules", security(("bearer" = [])), params(ScopeQuery), responses(
+    (status = 200, body = Vec<RuleSettingView>),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/rule-settings")]
+pub async fn list_settings(
+    state: web::Data<AppState>,
+    who: Principal,
+    q: web::Query<ScopeQuery>,
+) -> ApiResult<HttpResponse> {
+    let scope = q.scope();
+    tenant_must_exist(&state, &who, scope).await?;
+    let rows: Vec<RuleSettingView> = state
+        .store
+        .list_rule_settings(who.org, scope.tenant_id())
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+/// Set the override of a shipped rule for the organisation or one tenant (org admins).
+#[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery),
+    request_body = RuleSettingsDoc, responses(
+    (status = 200, body = RuleSettingView),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "Unknown rule or tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "A field is refused; `errors` points at each", body = Problem, content_type = "application/problem+json"),
+))]
+#[put("/v1/rule-settings/{rule_id}")]
+pub async fn put_setting(
+    state: web::Data<AppState>,
+    who: Principal,
+    rule_id: web::Path<String>,
+    q: web::Query<ScopeQuery>,
+    body: web::Json<Value>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let rule_id = rule_id.into_inner();
+    let settings = parse_settings(&rule_id, body.into_inner())?;
+    let document = serde_json::to_value(&settings).map_err(ApiError::internal)?;
+    write(&state, &who, q.scope(), RuleConfigKind::Setting, &rule_id, Some(&document)).await?;
+    let row = state
+        .store
+        .list_rule_settings(who.org, q.scope().tenant_id())
+        .await?
+        .into_iter()
+        .find(|r| r.rule_id == rule_id && r.tenant_id == q.scope().tenant_id())
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the override just written is missing")))?;
+    Ok(HttpResponse::Ok().json(RuleSettingView::from(row)))
+}
+
+/// Remove an override; the level below applies again (org admins).
+#[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery), responses(
+    (status = 204, description = "Removed"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[delete("/v1/rule-settings/{rule_id}")]
+pub async fn delete_setting(
+    state: web::Data<AppState>,
+    who: Principal,
+    rule_id: web::Path<String>,
+    q: web::Query<ScopeQuery>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    remove(&state, &who, q.scope(), RuleConfigKind::Setting, &rule_id, "override").await
+}
+
+/// Writes (or removes) one configuration document; 404 for another organisation's tenant.
+async fn write(
+    state: &AppState,
+    who: &Principal,
+    scope: RuleScope,
+    kind: RuleConfigKind,
+    rule_id: &str,
+    document: Option<&Value>,
+) -> ApiResult<Option<Value>> {
+    match state
+        .store
+        .write_rule_config(who.org, scope, kind, rule_id, document, &who.actor(), Utc::now())
+        .await?
+    {
+        RuleConfigWrite::Written { before } => {
+            // Affected tenants were queued for evaluation in the same transaction.
+            state.queue.notify();
+            Ok(before)
+        }
+        RuleConfigWrite::NoSuchTenant => Err(ApiError::not_found("tenant")),
+    }
+}
+
+async fn remove(
+    state: &AppState,
+    who: &Principal,
+    scope: RuleScope,
+    kind: RuleConfigKind,
+    rule_id: &str,
+    what: &str,
+) -> ApiResult<HttpResponse> {
+    match write(state, who, scope, kind, rule_id, None).await? {
+        Some(_) => Ok(HttpResponse::NoContent().finish()),
+        None => Err(ApiError::new(ErrorCode::NotFound, format!("no {what} {rule_id:?} at this level"))),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CustomRuleView {
+    pub tenant_id: Option<Uuid>,
+    pub id: String,
+    pub title: String,
+    pub severity: String,
+    /// CEL; `true` means there is a problem.
+    pub condition: String,
+    pub subject_expr: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+impl CustomRuleView {
+    fn new(stored: StoredCustomRule) -> ApiResult<Self> {
+        let rule: CustomRule = serde_json::from_value(stored.definition).map_err(ApiError::internal)?;
+        Ok(CustomRuleView {
+            tenant_id: stored.tenant_id.map(|t| t.0),
+            id: rule.id,
+            title: rule.title,
+            severity: rule.severity.as_str().to_owned(),
+            condition: rule.condition,
+            subject_expr: rule.subject_expr,
+            created_at: stored.created_at,
+            updated_at: stored.updated_at,
+            updated_by: stored.updated_by,
+        })
+    }
+}
+
+/// A custom rule as written by an MSP.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRuleBody {
+    pub title: String,
+    /// `critical`, `high`, `medium`, `low` or `info`.
+    #[schema(value_type = String)]
+    pub severity: Severity,
+    /// CEL over the published fact schema; `true` means there is a problem, e.g.
+    /// `facts.endpoint.exists(e, e.port != 443)`.
+    pub condition: String,
+    /// CEL giving the finding's subject; `tenant` when absent.
+    #[serde(default)]
+    pub subject_expr: Option<String>,
+}
+
+fn compile_error(e: &custom::RuleError) -> ApiError {
+    let mut item = json!({ "field": e.field().as_str(), "detail": e.to_string() });
+    if let Some(p) = e.position() {
+        item["position"] = json!({ "line": p.line, "column": p.column });
+    }
+    ApiError::new(ErrorCode::InvalidCustomRule, e.to_string()).with_errors(Value::Array(vec![item]))
+}
+
+/// Custom rules: the organisation's, or those of one tenant.
+#[utoipa::path(tag = "rules", security(("bearer" = [])), params(ScopeQuery), responses(
+    (status = 200, body = Vec<CustomRuleView>),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/custom-rules")]
+pub async fn list_custom(
+    state: web::Data<AppState>,
+    who: Principal,
+    q: web::Query<ScopeQuery>,
+) -> ApiResult<HttpResponse> {
+    let scope = q.scope();
+    tenant_must_exist(&state, &who, scope).await?;
+    let rows = state.store.list_custom_rules(who.org, scope.tenant_id()).await?;
+    let views = rows.into_iter().map(CustomRuleView::new).collect::<ApiResult<Vec<_>>>()?;
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// Save a custom rule (org admins). It is checked first: it must parse, name only fields of the
+/// published fact schema, and evaluate on sample facts; otherwise a 422 points at the position.
+#[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery),
+    request_body = CustomRuleBody, responses(
+    (status = 200, body = CustomRuleView),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "The rule is refused; `errors` gives the field and position", body = Problem, content_type = "application/problem+json"),
+))]
+#[put("/v1/custom-rules/{rule_id}")]
+pub async fn put_custom(
+    state: web::Data<AppState>,
+    who: Principal,
+    rule_id: web::Path<String>,
+    q: web::Query<ScopeQuery>,
+    body: web::Json<CustomRuleBody>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let scope = q.scope();
+    tenant_must_exist(&state, &who, scope).await?;
+    let body = body.into_inner();
+    let rule = CustomRule {
+        id: rule_id.into_inner(),
+        title: body.title,
+        severity: body.severity,
+        condition: body.condition,
+        subject_expr: body.subject_expr,
+    };
+    custom::compile(&rule).map_err(|e| compile_error(&e))?;
+    let existing = state.store.list_custom_rules(who.org, scope.tenant_id()).await?;
+    let at_level = existing.iter().filter(|r| r.tenant_id == scope.tenant_id()).count();
+    if at_level >= custom::MAX_RULES_PER_TENANT
+        && !existing.iter().any(|r| r.rule_id == rule.id && r.tenant_id == scope.tenant_id())
+    {
+        return Err(ApiError::new(
+            ErrorCode::Validation,
+            format!("at most {} custom rules per organisation or tenant", custom::MAX_RULES_PER_TENANT),
+        ));
+    }
+    let document = serde_json::to_value(&rule).map_err(ApiError::internal)?;
+    write(&state, &who, scope, RuleConfigKind::Custom, &rule.id, Some(&document)).await?;
+    let stored = state
+        .store
+        .list_custom_rules(who.org, scope.tenant_id())
+        .await?
+        .into_iter()
+        .find(|r| r.rule_id == rule.id && r.tenant_id == scope.tenant_id())
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the custom rule just written is missing")))?;
+    Ok(HttpResponse::Ok().json(CustomRuleView::new(stored)?))
+}
+
+/// Delete a custom rule; its open findings resolve at the next evaluation (org admins).
+#[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery), responses(
+    (status = 204, description = "Removed"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[delete("/v1/custom-rules/{rule_id}")]
+pub async fn delete_custom(
+    state: web::Data<AppState>,
+    who: Principal,
+    rule_id: web::Path<String>,
+    q: web::Query<ScopeQuery>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    remove(&state, &who, q.scope(), RuleConfigKind::Custom, &rule_id, "custom rule").await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntryView {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub actor: String,
+    /// `rule_setting.put`, `rule_setting.delete`, `custom_rule.put`, `custom_rule.delete`.
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<Value>,
+    pub at: DateTime<Utc>,
+}
+
+impl From<AuditEntry> for AuditEntryView {
+    fn from(e: AuditEntry) -> Self {
+        AuditEntryView {
+            id: e.id,
+            tenant_id: e.tenant_id.map(|t| t.0),
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            before: e.before,
+            after: e.after,
+            at: e.at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntryView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub cursor: Option<Uuid>,
+    /// 1 to 200 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// Who changed the organisation's rule configuration, what and when; newest first.
+#[utoipa::path(tag = "rules", security(("bearer" = [])), params(AuditQuery), responses(
+    (status = 200, body = AuditPage),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/audit-log")]
+pub async fn audit_log(
+    state: web::Data<AppState>,
+    who: Principal,
+    q: web::Query<AuditQuery>,
+) -> ApiResult<HttpResponse> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let entries = state.store.list_audit_log(who.org, q.cursor, limit).await?;
+    let next_cursor =
+        (entries.len() == limit as usize).then(|| entries.last().map(|e| e.id.to_string())).flatten();
+    Ok(HttpResponse::Ok()
+        .json(AuditPage { items: entries.into_iter().map(Into::into).collect(), next_cursor }))
+}
+
+/// What to try in a dry run, on top of the tenant's stored configuration.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunRequest {
+    /// A custom rule to try (saved or not), with its id.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub custom_rule: Option<CustomRule>,
+    /// Overrides to try, by rule id, laid over the tenant's.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<std::collections::BTreeMap<String, Value>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DryRunVerdict {
+    pub rule_id: String,
+    pub subject: String,
+    pub severity: Option<String>,
+    /// The finding it would open, update or resolve, if one exists.
+    pub finding_id: Option<Uuid>,
+    pub summary: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DryRunResult {
+    /// Failing now with no open finding: would be opened (once flap damping allows).
+    pub would_open: Vec<DryRunVerdict>,
+    /// Passing now with an open finding: would be resolved.
+    pub would_resolve: Vec<DryRunVerdict>,
+    /// Failing now with an open finding: stays open.
+    pub still_failing: Vec<DryRunVerdict>,
+    /// Could not be evaluated, and why.
+    pub unknown: Vec<DryRunVerdict>,
+}
+
+/// Evaluate the tenant's current facts with its rules (and what the request adds) and show what
+/// would be opened or resolved. Nothing is stored.
+#[utoipa::path(tag = "rules", security(("bearer" = [])), params(("tenant_id" = Uuid, Path)),
+    request_body = DryRunRequest, responses(
+    (status = 200, body = DryRunResult),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/tenants/{tenant_id}/dry-run")]
+pub async fn dry_run(
+    state: web::Data<AppState>,
+    who: Principal,
+    tenant_id: web::Path<Uuid>,
+    body: web::Json<DryRunRequest>,
+) -> ApiResult<HttpResponse> {
+    let scope = TenantScope { org_id: who.org.org_id, tenant_id: TenantId(tenant_id.into_inner()) };
+    let body = body.into_inner();
+    let mut extra_settings = wbd_rules::PackSettings::defaults();
+    for (rule_id, doc) in body.settings.unwrap_or_default() {
+        let settings = parse_settings(&rule_id, doc)?;
+        extra_settings.rules.insert(rule_id, settings);
+    }
+    let extra_rule = match body.custom_rule {
+        Some(rule) => Some(custom::compile(&rule).map_err(|e| compile_error(&e))?),
+        None => None,
+    };
+    let now = Utc::now();
+    let snapshot =
+        state.store.load_tenant_snapshot(scope).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+    let config = wbd_worker::evaluate::load_tenant_rules(state.store.as_ref(), scope).await?;
+    let evaluations =
+        wbd_worker::evaluate::run_rules(&snapshot, &config.with(extra_settings, extra_rule), now);
+    let mut result =
+        DryRunResult { would_open: vec![], would_resolve: vec![], still_failing: vec![], unknown: vec![] };
+    let open = |rule_id: &str, subject: &str| {
+        let fingerprint = wbd_worker::evaluate::fingerprint(rule_id, subject);
+        snapshot.findings.iter().find(|f| f.fingerprint == fingerprint && f.status != FindingStatus::Resolved)
+    };
+    for e in &evaluations {
+        let finding = open(&e.rule_id, &e.subject);
+        let verdict = |severity: Option<Severity>, summary: String| DryRunVerdict {
+            rule_id: e.rule_id.to_string(),
+            subject: e.subject.clone(),
+            severity: severity.map(|s| s.as_str().to_owned()),
+            finding_id: finding.map(|f| f.id.0),
+            summary,
+        };
+        match &e.outcome {
+            wbd_rules::Outcome::Fail { severity, summary, .. } => match finding {
+                Some(_) => result.still_failing.push(verdict(Some(*severity), summary.clone())),
+                None => result.would_open.push(verdict(Some(*severity), summary.clone())),
+            },
+            wbd_rules::Outcome::Pass => {
+                if finding.is_some() {
+                    result.would_resolve.push(verdict(None, "passes now".to_owned()));
+                }
+            }
+            wbd_rules::Outcome::Unknown { reason, .. } => result.unknown.push(verdict(None, reason.clone())),
+        }
+    }
+    Ok(HttpResponse::Ok().json(result))
+}
