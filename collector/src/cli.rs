@@ -38,6 +38,19 @@ pub enum Command {
     /// Run every configured probe once, print a readable report and the verdicts the server
     /// would give; no server needed.
     Probe(ProbeArgs),
+    /// Run as a Windows service (the command line the installed service uses; Windows only).
+    Service(ServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// The TOML configuration file.
+    #[arg(long, env = "WBD_COLLECTOR_CONFIG")]
+    pub config: PathBuf,
+    /// Where to write the log (a service has no console). Kept under 10 MiB: a longer file is
+    /// renamed to `<file>.old` at start.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +131,19 @@ pub fn init_logging(command: &Command) {
     let default = if matches!(command, Command::Probe(_)) { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if let Command::Service(ServiceArgs { log_file: Some(path), .. }) = command {
+        match open_log_file(path) {
+            Ok(file) => {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_ansi(false)
+                    .try_init();
+                return;
+            }
+            Err(e) => eprintln!("warning: --log-file {}: {e}; logging to stderr", path.display()),
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -126,13 +152,78 @@ pub fn init_logging(command: &Command) {
         .try_init();
 }
 
+/// Largest log file kept as is at start; a longer one becomes `<file>.old`.
+const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+
+fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".old");
+        std::fs::rename(path, old)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
 /// Runs one command to completion.
 pub async fn execute(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Enroll(args) => enroll_command(args).await,
         Command::Run(args) => run_command(args).await,
         Command::Probe(args) => probe_command(args).await,
+        Command::Service(args) => service_command(args).await,
     }
+}
+
+#[cfg(windows)]
+async fn service_command(args: ServiceArgs) -> ExitCode {
+    let settings = match Settings::load(Some(&args.config)) {
+        Ok(settings) => settings,
+        Err(e) => {
+            tracing::error!(error = %e, "bad configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let collector = match Collector::start(settings) {
+        Ok(collector) => collector,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The SCM calls the service's main on a thread of its own; the agent loop runs on this
+    // runtime from there.
+    let runtime = tokio::runtime::Handle::current();
+    let body: crate::service::ServiceBody = Box::new(move |shutdown| {
+        runtime.block_on(collector.run(shutdown));
+        0
+    });
+    match tokio::task::spawn_blocking(move || crate::service::run(body)).await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "not started by the Service Control Manager");
+            eprintln!(
+                "error: `service` runs only as the installed Windows service ({e}); start it with \
+                 `Start-Service {}`, or use `wbd-collector run` in a console",
+                crate::service::SERVICE_NAME
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the service thread failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(windows))]
+async fn service_command(_args: ServiceArgs) -> ExitCode {
+    eprintln!(
+        "error: `service` is for Windows; on Linux run `wbd-collector run` under systemd (deploy/collector/wbd-collector.service)"
+    );
+    ExitCode::from(2)
 }
 
 async fn enroll_command(args: EnrollArgs) -> ExitCode {

@@ -405,6 +405,10 @@ mod tests {
         assert_eq!(s.endpoints, d.endpoints);
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/wbd-collector"));
         assert_eq!(
+            (&s.probes.endpoint, &s.probes.idle_connection, &s.probes.proxy),
+            (&d.probes.endpoint, &d.probes.idle_connection, &d.probes.proxy)
+        );
+        assert_eq!(
             (s.probe_interval, s.connect_timeout, s.spool_max_bytes, s.retry_base, s.retry_cap),
             (d.probe_interval, d.connect_timeout, d.spool_max_bytes, d.retry_base, d.retry_cap)
         );

@@ -5,7 +5,7 @@
 //! flushed, so that after a crash or power loss a reader sees either the old file or the
 //! complete new one, never a torn write.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -77,7 +77,7 @@ fn write_new_file(path: &Path, bytes: &[u8], access: FileAccess) -> io::Result<(
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
-        File::open(dir)?.sync_all()
+        fs::File::open(dir)?.sync_all()
     }
     // Windows cannot open a directory as a plain file; NTFS journals metadata changes such as
     // renames, which is the durability we rely on there.

@@ -1,7 +1,8 @@
 //! `wbd-collector`, the on-site agent of Writeback Doctor, as a library.
 //!
-//! It probes what Entra SSPR password writeback needs from a customer site (today: reaching
-//! the password reset service and the Service Bus relay over TLS with the real certificate),
+//! It probes what Entra SSPR password writeback needs from a customer site (the writeback
+//! endpoints and idle connections to them, the proxy, Active Directory, the Entra Connect
+//! server, its event log, the tenant through Microsoft Graph, and site scripts),
 //! keeps every result in a durable, bounded on-disk spool, and pushes batches to the server
 //! with retries. It depends on the wire contract (`wbd-wire`) and on no server crate.
 //!
@@ -11,11 +12,13 @@
 //! | [`config`] | the TOML settings, defaults, env overrides, validation |
 //! | [`identity`] | the key pair and `identity.json` in the state directory |
 //! | [`enroll`] | trading an enrollment token for an identity |
-//! | [`probe`] | the probes (the endpoint probe: DNS, TCP, TLS) |
+//! | [`probe`] | the probes, one module each, and the set built from the settings |
 //! | [`spool`] | the durable on-disk queue of results and sealed batches |
 //! | [`push`] | sending batches, and what each server answer means for them |
 //! | [`run`] | the agent loop tying probes, spool and push together |
-//! | [`report`] | the readable output of `probe --once` |
+//! | [`schedule`] | when each probe runs; "re-test now" and schedule changes |
+//! | `service` | (Windows) running under the Service Control Manager |
+//! | [`report`] | the readable output of `probe --once`, with the rule pack's verdicts |
 
 pub mod cli;
 pub mod config;
@@ -30,4 +33,6 @@ pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod server_url;
+#[cfg(windows)]
+pub mod service;
 pub mod spool;

@@ -207,5 +207,7 @@ $json = $state | ConvertTo-Json -Depth 8
 if ($Path) {
     [IO.File]::WriteAllText($Path, $json, (New-Object System.Text.UTF8Encoding $false))
 } else {
-    $json
+    # UTF-8 whatever the console code page, so that names outside ASCII survive the pipe.
+    [Console]::OutputEncoding = New-Object System.Text.UTF8Encoding $false
+    [Console]::Out.Write($json)
 }

@@ -807,3 +807,173 @@ fn graph(raw: RawGraph, env: Env<'_>, resolve: Resolve<'_>) -> Result<GraphSetti
         timeout: timeout(format!("{p}.timeout_secs"), raw.timeout_secs, 30, 600)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigError, Settings};
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::load_with_env(Some(&path), |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn setting(r: Result<Settings, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid { setting, .. }) => setting,
+            Err(other) => panic!("unexpected error kind: {other}"),
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn defaults_enable_the_network_probes_only() {
+        let s = Settings::from_toml_str("", None).unwrap();
+        let p = &s.probes;
+        assert!(p.endpoint.enabled && p.idle_connection.schedule.enabled && p.proxy.schedule.enabled);
+        assert_eq!(
+            p.idle_connection.holds.iter().map(|d| d.as_secs()).collect::<Vec<_>>(),
+            vec![60, 120, 180]
+        );
+        assert!(p.active_directory.is_none() && p.graph.is_none() && p.scripts.is_empty());
+        if !cfg!(windows) {
+            assert!(p.connect_server.is_none() && p.event_log.is_none());
+        }
+        assert!(s.proxy.is_none());
+    }
+
+    #[test]
+    fn every_probe_section_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("graph-secret");
+        std::fs::write(&secret, "s3cret\r\n").unwrap();
+        let text = format!(
+            r#"
+            [proxy]
+            url = "http://proxy.corp.example:3128"
+            username = "svc-wbd"
+            password_env = "PROXY_PW"
+
+            [probes.idle_connection]
+            holds_secs = [300, 120]
+            interval_secs = 7200
+            jitter_percent = 20
+
+            [probes.active_directory]
+            url = "ldaps://dc01.corp.example"
+            bind_dn = "CN=wbd,OU=Service,DC=corp,DC=example"
+            bind_password_env = "LDAP_PW"
+            connector_account = "MSOL_0123"
+            synced_ous = ["OU=Staff,DC=corp,DC=example"]
+
+            [probes.connect_server]
+            export_file = "connect.json"
+
+            [probes.event_log]
+            export_file = "events.xml"
+            max_entries = 50
+
+            [probes.graph]
+            tenant = "contoso.onmicrosoft.com"
+            client_id = "7d1c5a8e-0000-4000-8000-0000000000aa"
+            client_secret_file = {secret:?}
+            authority = "https://login.microsoftonline.us"
+            graph_base_url = "https://graph.microsoft.us"
+
+            [[probes.script]]
+            name = "dc-ports"
+            program = "scripts/dc-ports.sh"
+            args = ["dc01"]
+            timeout_secs = 20
+            "#,
+            secret = secret.display().to_string()
+        );
+        let s = load(&text, &[("PROXY_PW", "p"), ("LDAP_PW", "l")]).unwrap();
+        let proxy = s.proxy.as_ref().unwrap();
+        assert_eq!(
+            (proxy.address(), proxy.username.as_deref()),
+            ("proxy.corp.example:3128".to_owned(), Some("svc-wbd"))
+        );
+        assert_eq!(proxy.password.as_ref().unwrap().expose(), "p");
+        assert_eq!(format!("{:?}", proxy.password), "Some(Secret(***))", "secrets never print");
+        let idle = &s.probes.idle_connection;
+        assert_eq!(idle.holds.iter().map(|d| d.as_secs()).collect::<Vec<_>>(), vec![120, 300]);
+        assert_eq!((idle.schedule.interval.as_secs(), idle.schedule.jitter_percent), (7200, 20));
+        let ad = s.probes.active_directory.as_ref().unwrap();
+        assert_eq!(ad.bind_password.as_ref().unwrap().expose(), "l");
+        assert_eq!(ad.schedule.interval.as_secs(), super::DEFAULT_AD_INTERVAL_SECS);
+        let graph = s.probes.graph.as_ref().unwrap();
+        assert_eq!(graph.client_secret.expose(), "s3cret");
+        assert_eq!(graph.graph_base_url.as_str(), "https://graph.microsoft.us/");
+        let script = &s.probes.scripts[0];
+        assert!(script.program.is_absolute(), "relative to the config file: {}", script.program.display());
+        assert_eq!(script.timeout.as_secs(), 20);
+        assert!(
+            matches!(&s.probes.event_log.as_ref().unwrap().source, super::WindowsSource::Export(p) if p.ends_with("events.xml"))
+        );
+    }
+
+    #[test]
+    fn mistakes_name_their_setting() {
+        let cases: &[(&str, &str)] = &[
+            ("[proxy]\nurl = \"http://u:pw@proxy:8080\"", "proxy.url"),
+            ("[proxy]\nurl = \"socks5://proxy:1080\"", "proxy.url"),
+            ("[proxy]\nurl = \"http://proxy:8080\"\nusername = \"u\"", "proxy.password_env"),
+            ("[proxy]\nurl = \"http://proxy:8080\"\npassword_env = \"UNSET_VAR\"", "proxy.password_env"),
+            ("[probes.idle_connection]\nholds_secs = []", "probes.idle_connection.holds_secs"),
+            ("[probes.idle_connection]\nholds_secs = [0]", "probes.idle_connection.holds_secs"),
+            ("[probes.proxy]\ninterval_secs = 5", "probes.proxy.interval_secs"),
+            ("[probes.proxy]\njitter_percent = 80", "probes.proxy.jitter_percent"),
+            ("[probes.active_directory]\nbind_dn = \"x\"", "probes.active_directory.url"),
+            ("[probes.active_directory]\nurl = \"http://dc\"", "probes.active_directory.url"),
+            (
+                "[probes.active_directory]\nurl = \"ldap://dc\"\nbind_dn = \"x\"\nbind_password_env = \"PW\"",
+                "probes.active_directory.url",
+            ),
+            (
+                "[probes.active_directory]\nurl = \"ldaps://dc\"\nbind_dn = \"x\"",
+                "probes.active_directory.bind_dn",
+            ),
+            (
+                "[probes.active_directory]\nurl = \"ldaps://dc\"\nsynced_ous = [\"Staff\"]",
+                "probes.active_directory.synced_ous[0]",
+            ),
+            (
+                "[probes.active_directory]\nurl = \"ldaps://dc\"\nca_file = \"/nonexistent.pem\"",
+                "probes.active_directory.ca_file",
+            ),
+            ("[probes.graph]\nclient_id = \"a\"", "probes.graph.tenant"),
+            ("[probes.graph]\ntenant = \"t\"\nclient_id = \"a\"", "probes.graph.client_secret_env"),
+            (
+                "[probes.graph]\ntenant = \"t\"\nclient_id = \"a\"\nclient_secret_env = \"PW\"\ngraph_base_url = \"http://graph.example\"",
+                "probes.graph.graph_base_url",
+            ),
+            ("[[probes.script]]\nname = \"a b\"\nprogram = \"x\"", "probes.script[0].name"),
+            (
+                "[[probes.script]]\nname = \"a\"\nprogram = \"x\"\n[[probes.script]]\nname = \"a\"\nprogram = \"y\"",
+                "probes.script[1].name",
+            ),
+            (
+                "[[probes.script]]\nname = \"a\"\nprogram = \"x\"\ntimeout_secs = 0",
+                "probes.script[0].timeout_secs",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(&setting(load(text, &[("PW", "pw")])), expected, "for:\n{text}");
+        }
+        if !cfg!(windows) {
+            assert_eq!(
+                setting(load("[probes.event_log]\nmax_entries = 5", &[])),
+                "probes.event_log.export_file"
+            );
+            assert_eq!(setting(load("[probes.connect_server]\n", &[])), "probes.connect_server.export_file");
+        }
+        let unknown = load("[probes.graph]\ntennant = \"t\"", &[]).unwrap_err().to_string();
+        assert!(unknown.contains("tennant"), "{unknown}");
+    }
+}
