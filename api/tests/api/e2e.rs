@@ -52,6 +52,10 @@ connect_timeout_secs = 5
 retry_base_ms = 50
 retry_cap_secs = 2
 
+# These tests are about the endpoint probe; the loopback test servers do not keep idle sessions.
+[probes.idle_connection]
+enabled = false
+
 [[endpoints]]
 host = "127.0.0.1"
 port = {good}

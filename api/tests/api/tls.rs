@@ -83,7 +83,7 @@ impl TlsServer {
             .with_single_cert(chain, key)
             .unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = bind_when_free(port).await;
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
             loop {
@@ -101,6 +101,23 @@ impl TlsServer {
 
 /// A loopback port that refuses connections and stays reserved until dropped: the socket is
 /// bound but never listens, so no other socket can take the port in the meantime.
+/// Binds `port` on loopback. A fixed port may still be held for a moment by a server just
+/// dropped (its task is aborted, and the listener closes when the runtime gets to it), so wait
+/// for it rather than fail.
+async fn bind_when_free(port: u16) -> TcpListener {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port != 0 => {
+                assert!(tokio::time::Instant::now() < deadline, "port {port} stayed in use: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("binding 127.0.0.1:{port}: {e}"),
+        }
+    }
+}
+
 pub struct RefusingPort {
     pub port: u16,
     _socket: tokio::net::TcpSocket,
