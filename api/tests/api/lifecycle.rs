@@ -76,6 +76,38 @@ async fn flapping_facts_do_not_flap_findings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_damping_override_applies_to_that_tenant_alone() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("Northwind MSP").await;
+    let (patient, patient_site) = app.tenant_with_collector(&org).await;
+    let (eager, eager_site) = app.tenant_with_collector(&org).await;
+    let res = app
+        .client
+        .put(app.url(&format!("/v1/rule-settings/endpoint-reachable?tenant_id={patient}")))
+        .bearer_auth(&org.token)
+        .json(&json!({ "open_after": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap_or_default());
+
+    patient_site.push_evaluated(&app, &org, &endpoint(true)).await;
+    eager_site.push_evaluated(&app, &org, &endpoint(true)).await;
+    assert_eq!(
+        app.findings(&org.token, &reachable(eager)).await.len(),
+        1,
+        "the server-wide default opens at once"
+    );
+    assert!(
+        app.findings(&org.token, &reachable(patient)).await.is_empty(),
+        "the override waits for a second failure"
+    );
+    patient_site.push_evaluated(&app, &org, &endpoint(true)).await;
+    assert_eq!(app.findings(&org.token, &reachable(patient)).await.len(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledged_finding_resolves_when_fixed_and_reopens_as_news() {
     let app = spawn_app().await;
     let org = app.bootstrap_org("Northwind MSP").await;
