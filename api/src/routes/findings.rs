@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use wbd_rules::Lang;
 use wbd_store::{
     ActionOutcome, Collector, CollectorStatus, CommandWrite, Finding, FindingAction, FindingEvent,
     FindingFilter, FindingId, FindingStatus, Severity, TenantId, TenantScope,
@@ -24,7 +25,8 @@ use wbd_worker::lifecycle::is_stale;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::{DEFAULT_PAGE, MAX_PAGE};
+use crate::routes::rules::LangQuery;
+use crate::routes::{DEFAULT_PAGE, MAX_PAGE, request_lang};
 use crate::state::AppState;
 
 /// The longest suppression: past it, a problem must be looked at again.
@@ -71,7 +73,9 @@ pub struct FindingView {
 
 impl FindingView {
     /// `collectors` are the finding's tenant's (they decide `stale`).
-    fn new(f: Finding, collectors: &[Collector], now: DateTime<Utc>) -> Self {
+    fn new(f: Finding, collectors: &[Collector], now: DateTime<Utc>, lang: Lang) -> Self {
+        // Shipped rules have their title in every language; a custom rule's is the MSP's own.
+        let title = wbd_rules::rule_info(&f.rule_id, lang).map_or(f.title, |info| info.title.to_owned());
         FindingView {
             stale: is_stale(&f.rule_id, f.collector_id, collectors, now),
             id: f.id.0,
@@ -81,7 +85,7 @@ impl FindingView {
             collector_id: f.collector_id.map(|c| c.0),
             severity: f.severity.as_str(),
             status: f.status.as_str(),
-            title: f.title,
+            title,
             summary: f.summary,
             evidence: f.evidence,
             opened_at: f.opened_at,
@@ -135,6 +139,10 @@ impl From<FindingEvent> for FindingEventView {
 pub struct FindingDetail {
     #[serde(flatten)]
     pub finding: FindingView,
+    /// What the rule checks and why it matters, in the response language (shipped rules).
+    pub description: Option<&'static str>,
+    /// What to do, step by step, in the response language (shipped rules).
+    pub remediation_steps: Vec<&'static str>,
     /// Every transition, oldest first.
     pub events: Vec<FindingEventView>,
 }
@@ -159,6 +167,8 @@ pub struct FindingQuery {
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
     pub limit: Option<u32>,
+    /// `en`, `pl` or `uk` for rule titles; overrides `Accept-Language`.
+    pub lang: Option<String>,
 }
 
 fn invalid(name: &str, allowed: &str) -> ApiError {
@@ -189,8 +199,10 @@ pub async fn list(
     state: web::Data<AppState>,
     who: Principal,
     query: web::Query<FindingQuery>,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
+    let lang = request_lang(&req, q.lang.as_deref());
     let status = q
         .status
         .as_deref()
@@ -231,33 +243,42 @@ pub async fn list(
         .into_iter()
         .map(|f| {
             let of_tenant = collectors.get(&f.tenant_id).map_or(&[][..], Vec::as_slice);
-            FindingView::new(f, of_tenant, now)
+            FindingView::new(f, of_tenant, now, lang)
         })
         .collect();
     Ok(HttpResponse::Ok().json(FindingPage { items, next_cursor }))
 }
 
 /// One finding with its evidence and history.
-#[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path), LangQuery), responses(
     (status = 200, body = FindingDetail),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
 ))]
 #[get("/v1/findings/{id}")]
-pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {
+pub async fn get(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    req: HttpRequest,
+    q: web::Query<LangQuery>,
+) -> ApiResult<HttpResponse> {
     let finding = find(&state, &who, FindingId(id.into_inner())).await?;
-    detail(&state, &who, finding).await
+    detail(&state, &who, finding, request_lang(&req, q.lang.as_deref())).await
 }
 
 async fn find(state: &AppState, who: &Principal, id: FindingId) -> ApiResult<Finding> {
     state.store.get_finding(who.org, id).await?.ok_or_else(|| ApiError::not_found("finding"))
 }
 
-async fn detail(state: &AppState, who: &Principal, finding: Finding) -> ApiResult<HttpResponse> {
+async fn detail(state: &AppState, who: &Principal, finding: Finding, lang: Lang) -> ApiResult<HttpResponse> {
     let events = state.store.list_finding_events(who.org, finding.id).await?;
     let collectors = state.store.list_collectors(who.org, Some(finding.tenant_id)).await?;
+    let info = wbd_rules::rule_info(&finding.rule_id, lang);
     Ok(HttpResponse::Ok().json(FindingDetail {
-        finding: FindingView::new(finding, &collectors, Utc::now()),
+        description: info.map(|i| i.description),
+        remediation_steps: info.map(|i| i.remediation_steps.to_vec()).unwrap_or_default(),
+        finding: FindingView::new(finding, &collectors, Utc::now(), lang),
         events: events.into_iter().map(Into::into).collect(),
     }))
 }
@@ -335,6 +356,7 @@ async fn act(
     id: FindingId,
     version: Option<i64>,
     action: FindingAction,
+    lang: Lang,
 ) -> ApiResult<HttpResponse> {
     let finding = find(state, who, id).await?;
     let expected = version.unwrap_or(finding.version);
@@ -343,7 +365,7 @@ async fn act(
     match outcome {
         ActionOutcome::Applied(finding) => {
             tracing::info!(finding_id = %id, kind = action.event_kind().as_str(), "finding action");
-            detail(state, who, *finding).await
+            detail(state, who, *finding, lang).await
         }
         ActionOutcome::NotFound => Err(ApiError::not_found("finding")),
         ActionOutcome::Changed { current_version } => Err(ApiError::new(
@@ -384,7 +406,7 @@ pub async fn acknowledge(
         return Err(validation(format!("`note` may be at most {MAX_NOTE_CHARS} characters")));
     }
     let action = FindingAction::Acknowledge { note: note.map(str::to_owned) };
-    act(&state, &who, FindingId(id.into_inner()), request.version, action).await
+    act(&state, &who, FindingId(id.into_inner()), request.version, action, request_lang(&req, None)).await
 }
 
 /// Suppress a finding until a date: the problem is known and accepted for now (open,
@@ -406,6 +428,7 @@ pub async fn suppress(
     state: web::Data<AppState>,
     who: Principal,
     id: web::Path<Uuid>,
+    req: HttpRequest,
     body: web::Json<SuppressRequest>,
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
@@ -427,7 +450,7 @@ pub async fn suppress(
         )));
     }
     let action = FindingAction::Suppress { reason: reason.to_owned(), until: request.until };
-    act(&state, &who, FindingId(id.into_inner()), request.version, action).await
+    act(&state, &who, FindingId(id.into_inner()), request.version, action, request_lang(&req, None)).await
 }
 
 /// End a suppression early (suppressed → open).
@@ -451,7 +474,15 @@ pub async fn unsuppress(
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
     let request: UnsuppressRequest = optional_json(&req, &body)?;
-    act(&state, &who, FindingId(id.into_inner()), request.version, FindingAction::Unsuppress).await
+    act(
+        &state,
+        &who,
+        FindingId(id.into_inner()),
+        request.version,
+        FindingAction::Unsuppress,
+        request_lang(&req, None),
+    )
+    .await
 }
 
 /// What a re-test asked for.

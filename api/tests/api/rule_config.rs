@@ -274,3 +274,42 @@ async fn rule_texts_follow_the_callers_language() {
     assert!(en.as_array().unwrap().len() >= 40, "the whole pack is listed");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_carry_rule_texts_in_the_callers_language() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("MSP").await;
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let res =
+        collector.push(&app, &batch(vec![refused_endpoint("passwordreset.microsoftonline.com", 443)])).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let en = app
+        .wait_for_findings(&org.token, &format!("tenant_id={tenant}&rule_id=endpoint-reachable"), |f| {
+            f.len() == 1
+        })
+        .await;
+    let pl: Value = app
+        .get(&org.token, &format!("/v1/findings?tenant_id={tenant}&rule_id=endpoint-reachable&lang=pl"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(en[0]["title"], pl["items"][0]["title"]);
+    let id = en[0]["id"].as_str().unwrap();
+    let detail_en: Value = app.get(&org.token, &format!("/v1/findings/{id}")).await.json().await.unwrap();
+    let detail_uk: Value = app
+        .client
+        .get(app.url(&format!("/v1/findings/{id}")))
+        .bearer_auth(&org.token)
+        .header("accept-language", "uk")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!detail_en["remediation_steps"].as_array().unwrap().is_empty());
+    assert_ne!(detail_en["remediation_steps"], detail_uk["remediation_steps"]);
+    assert_ne!(detail_en["description"], detail_uk["description"]);
+    app.shutdown().await;
+}
