@@ -220,6 +220,44 @@ struct Pending {
     accepted_at: Instant,
 }
 
+/// Before the measured run: pushes marker batches, one at a time per collector, until every
+/// marker finding is open. A rule may need several failing evaluations in a row before it opens
+/// a finding (flap damping: `endpoint-reachable` opens after two), so the first batches of a
+/// marker would show late by design; after this every batch only changes an open finding.
+async fn open_marker_findings(
+    deployment: &Deployment,
+    client: &reqwest::Client,
+    collectors: &mut [SimCollector],
+) -> anyhow::Result<()> {
+    let base = deployment.bases[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Bounded: at most 10 rounds.
+    for _ in 0..10 {
+        let open: std::collections::HashSet<Uuid> = deployment
+            .db
+            .marker_errors(&collectors.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
+            .await?
+            .into_iter()
+            .map(|(tenant, _)| tenant)
+            .collect();
+        let waiting: Vec<&mut SimCollector> =
+            collectors.iter_mut().filter(|c| !open.contains(&c.tenant_id)).collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "marker findings did not open within 60 s");
+        let mut before = deployment.db.versions().await?;
+        for collector in waiting {
+            let (body, results, _) = collector.next_body(true)?;
+            collector.push(client, &base, body, results).await?;
+            before.facts += 1;
+        }
+        // Wait until those batches are evaluated, so the next round is a new evaluation.
+        wait_evaluated(&deployment.db, before.facts, Duration::from_secs(30)).await?;
+    }
+    anyhow::bail!("marker findings did not open after 10 rounds of batches")
+}
+
 /// Drives the rate-limited run with markers (see the module docs).
 pub async fn latency(
     deployment: &mut Deployment,
@@ -229,6 +267,8 @@ pub async fn latency(
     ticks: u64,
 ) -> anyhow::Result<LatencyFigures> {
     anyhow::ensure!(!collectors.is_empty(), "the latency run needs collectors");
+    let mut collectors = collectors;
+    open_marker_findings(deployment, client, &mut collectors).await?;
     let results_per_batch = collectors[0].site.results_per_cycle() as f64;
     let batches_per_s = run.rate_results_per_s / results_per_batch;
     // Every collector pushes every `period`; collector i at offset i / batches_per_s.
