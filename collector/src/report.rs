@@ -520,4 +520,114 @@ mod tests {
         assert!(text.contains("issuer   CN=Contoso Inspection CA"), "{text}");
         assert!(text.contains("expires in 29 day(s)") || text.contains("expires in 30 day(s)"), "{text}");
     }
+
+    fn other(subject: &str, output: ProbeOutput) -> ProbeResult {
+        ProbeResult { subject: subject.into(), observed_at: Utc::now(), duration_ms: 7, output }
+    }
+
+    #[test]
+    fn every_probe_kind_has_a_block_that_says_what_matters() {
+        let results = vec![
+            other(
+                "relay:443",
+                ProbeOutput::IdleConnection(IdleConnectionReport {
+                    host: "relay".into(),
+                    port: 443,
+                    role: EndpointRole::ServiceBusRelay,
+                    via_proxy: Some("proxy:3128".into()),
+                    holds: vec![
+                        wbd_wire::IdleHold {
+                            hold_secs: 60,
+                            outcome: IdleOutcome::Survived,
+                            cut_after_ms: None,
+                            error: None,
+                        },
+                        wbd_wire::IdleHold {
+                            hold_secs: 180,
+                            outcome: IdleOutcome::CutWhileIdle,
+                            cut_after_ms: Some(120_400),
+                            error: Some("reset".into()),
+                        },
+                    ],
+                }),
+            ),
+            other(
+                "script:dc-ports",
+                ProbeOutput::Script(ScriptReport {
+                    name: "dc-ports".into(),
+                    program: "/x".into(),
+                    exit_code: Some(1),
+                    timed_out: false,
+                    duration_ms: 3,
+                    value: None,
+                    error: Some("the script exited with code 1".into()),
+                    stderr_tail: None,
+                }),
+            ),
+            other(
+                "graph:contoso",
+                ProbeOutput::Graph(GraphReport {
+                    tenant: "contoso".into(),
+                    graph_base_url: "https://graph.microsoft.com".into(),
+                    service_plans: None,
+                    organization: None,
+                    allowed_to_use_sspr: Some(false),
+                    test_user: None,
+                    admin_roles: None,
+                    errors: vec![],
+                    failure: Some("the token endpoint refused the app".into()),
+                }),
+            ),
+        ];
+        let text = render(&results, Utc::now());
+        assert!(text.contains("hold    60 s  survived"), "{text}");
+        assert!(text.contains("hold   180 s  CUT while idle after 120.4 s: reset"), "{text}");
+        assert!(text.contains("via proxy proxy:3128"), "{text}");
+        assert!(text.contains("FAILED: the script exited with code 1"), "{text}");
+        assert!(text.contains("FAILED: the token endpoint refused the app"), "{text}");
+        assert!(results.iter().all(has_problem));
+        assert!(!text.contains("endpoints"), "no endpoint summary without endpoint results: {text}");
+    }
+
+    #[test]
+    fn verdicts_list_failures_first_with_their_text() {
+        let now = Utc::now();
+        let id = uuid::Uuid::nil();
+        let mut report = result(EndpointReport {
+            host: "passwordreset.example".into(),
+            port: 443,
+            role: EndpointRole::PasswordReset,
+            resolved: vec![],
+            dns_ms: None,
+            connected_to: None,
+            tcp_connect_ms: None,
+            tls: None,
+            failure: Some(StepFailure { step: ProbeStep::Dns, error: "no such host".into() }),
+        });
+        report.observed_at = now;
+        let facts = wbd_rules::TenantFacts {
+            now,
+            collectors: vec![wbd_rules::CollectorState {
+                id,
+                name: "site".into(),
+                active: true,
+                last_seen_at: Some(now),
+                silent_after: Some(now + chrono::Duration::minutes(15)),
+                push_interval_secs: 300,
+            }],
+            facts: vec![wbd_rules::FactInput {
+                collector_id: id,
+                subject: report.subject.clone(),
+                observed_at: now,
+                output: report.output.clone(),
+            }],
+        };
+        let evaluations = wbd_rules::evaluate(&facts);
+        assert!(evaluations.iter().any(|e| e.outcome.is_fail()), "an unresolvable endpoint fails a rule");
+        let text = render_verdicts(&evaluations, Lang::En);
+        let first_line = text.lines().nth(1).unwrap_or_default();
+        assert!(first_line.starts_with("  FAIL"), "{text}");
+        assert!(text.contains("passwordreset.example:443@"), "{text}");
+        assert!(text.contains("failed") && text.contains("not decided"), "{text}");
+    }
 }
