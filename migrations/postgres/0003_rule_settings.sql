@@ -38,3 +38,7 @@ CREATE TABLE audit_log (
     at        TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX audit_log_org_idx ON audit_log (org_id, id);
+
+-- The rule's message behind a finding's summary (a text key and its arguments), so the API can
+-- render the summary in the caller's language; NULL for findings written before.
+ALTER TABLE findings ADD COLUMN message JSONB;

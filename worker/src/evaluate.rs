@@ -161,6 +161,42 @@ pub async fn evaluate_tenant(
     evaluate_with(store, damping, scope, message_id, now, skip_if_evaluated).await
 }
 
+/// Keeps, beside each finding the evaluation opens or changes, the rule's message (key and
+/// arguments), so the API can render the summary in the caller's language. Findings the
+/// evaluation leaves alone keep the message they have.
+fn attach_messages(
+    changes: &mut EvaluationChanges,
+    snapshot: &TenantSnapshot,
+    evaluations: &[wbd_rules::Evaluation],
+) {
+    let mut changed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for change in &changes.findings {
+        let id = match change {
+            FindingChange::Open { fingerprint, .. } => {
+                changed.insert(fingerprint.clone());
+                continue;
+            }
+            FindingChange::Reopen { id, .. }
+            | FindingChange::Reannounce { id, .. }
+            | FindingChange::Update { id, .. } => id,
+            FindingChange::Resolve { .. } => continue,
+        };
+        if let Some(finding) = snapshot.findings.iter().find(|f| f.id == *id) {
+            changed.insert(finding.fingerprint.clone());
+        }
+    }
+    for evaluation in evaluations {
+        if let wbd_rules::Outcome::Fail { message, .. } = &evaluation.outcome {
+            let key = fingerprint(&evaluation.rule_id, &evaluation.subject);
+            if changed.contains(&key)
+                && let Ok(value) = serde_json::to_value(message)
+            {
+                changes.messages.insert(key, value);
+            }
+        }
+    }
+}
+
 /// The two store calls an evaluation makes; a seam so the retry logic is testable without a
 /// database.
 trait EvaluationStore: Sync {
@@ -227,7 +263,8 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
         };
         let evaluations = run_rules(&snapshot, rules, now);
         let damping = DampingTable::for_tenant(&rules.pack, damping);
-        let changes = plan_changes(&snapshot, &evaluations, &damping, now);
+        let mut changes = plan_changes(&snapshot, &evaluations, &damping, now);
+        attach_messages(&mut changes, &snapshot, &evaluations);
         let counts = ChangeCounts::of(&changes.findings);
         match store.apply(scope, message_id, snapshot.facts_version, &changes, now).await? {
             ApplyOutcome::Applied => {
@@ -393,6 +430,7 @@ mod tests {
             suppressed_until: None,
             suppression_reason: None,
             suppressed_by: None,
+            message: None,
         }
     }
 

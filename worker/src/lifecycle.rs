@@ -274,6 +274,8 @@ pub fn plan_changes(
         findings: plan.findings.into_values().collect(),
         streaks: plan.streaks.into_values().collect(),
         unknown_rules: (unknown_rules != snapshot.unknown_rules).then_some(unknown_rules),
+        // Filled in by the evaluator from the rules' messages (`evaluate::attach_messages`).
+        messages: BTreeMap::new(),
     }
 }
 
@@ -533,6 +535,7 @@ mod tests {
             suppressed_until: None,
             suppression_reason: None,
             suppressed_by: None,
+            message: None,
         }
     }
 

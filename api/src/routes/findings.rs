@@ -76,6 +76,14 @@ impl FindingView {
     fn new(f: Finding, collectors: &[Collector], now: DateTime<Utc>, lang: Lang) -> Self {
         // Shipped rules have their title in every language; a custom rule's is the MSP's own.
         let title = wbd_rules::rule_info(&f.rule_id, lang).map_or(f.title, |info| info.title.to_owned());
+        // The summary as stored is English; render the rule's message in another language.
+        let summary = match (&f.message, lang) {
+            (Some(message), l) if l != Lang::En => {
+                serde_json::from_value::<wbd_rules::Message>(message.clone())
+                    .map_or(f.summary, |m| wbd_rules::render(&m, l))
+            }
+            _ => f.summary,
+        };
         FindingView {
             stale: is_stale(&f.rule_id, f.collector_id, collectors, now),
             id: f.id.0,
@@ -86,7 +94,7 @@ impl FindingView {
             severity: f.severity.as_str(),
             status: f.status.as_str(),
             title,
-            summary: f.summary,
+            summary,
             evidence: f.evidence,
             opened_at: f.opened_at,
             updated_at: f.updated_at,

@@ -295,6 +295,10 @@ async fn findings_carry_rule_texts_in_the_callers_language() {
         .await
         .unwrap();
     assert_ne!(en[0]["title"], pl["items"][0]["title"]);
+    // The summary names this endpoint in Polish, not the English text.
+    let pl_summary = pl["items"][0]["summary"].as_str().unwrap();
+    assert_ne!(en[0]["summary"].as_str().unwrap(), pl_summary);
+    assert!(pl_summary.contains("passwordreset.microsoftonline.com"), "{pl_summary}");
     let id = en[0]["id"].as_str().unwrap();
     let detail_en: Value = app.get(&org.token, &format!("/v1/findings/{id}")).await.json().await.unwrap();
     let detail_uk: Value = app

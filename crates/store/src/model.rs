@@ -466,6 +466,8 @@ pub struct Finding {
     pub suppressed_until: Option<DateTime<Utc>>,
     pub suppression_reason: Option<String>,
     pub suppressed_by: Option<String>,
+    /// The message behind `summary` (key and arguments), when the evaluator stored one.
+    pub message: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -594,6 +596,10 @@ pub struct EvaluationChanges {
     pub streaks: Vec<StreakChange>,
     /// The tenant's new count of undecided rules; `None` when it did not change.
     pub unknown_rules: Option<u32>,
+    /// The rule's message (`wbd_rules::Message`: text key and arguments) by fingerprint, for the
+    /// findings this evaluation opens or changes: the API renders summaries from it in the
+    /// caller's language.
+    pub messages: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// What the rules concluded about one finding, computed by the worker from a snapshot.

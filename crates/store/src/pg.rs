@@ -64,7 +64,7 @@ macro_rules! finding_cols {
     () => {
         "id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status, title, summary, evidence, \
          opened_at, updated_at, resolved_at, reopen_count, version, collector_id, acknowledged_at, \
-         acknowledged_by, suppressed_until, suppression_reason, suppressed_by"
+         acknowledged_by, suppressed_until, suppression_reason, suppressed_by, message"
     };
 }
 macro_rules! event_cols {
@@ -262,6 +262,7 @@ fn finding_from_row(row: &PgRow) -> Result<Finding> {
         suppressed_until: row.try_get("suppressed_until")?,
         suppression_reason: row.try_get("suppression_reason")?,
         suppressed_by: row.try_get("suppressed_by")?,
+        message: row.try_get::<Option<serde_json::Value>, _>("message")?,
     })
 }
 
@@ -1240,6 +1241,17 @@ impl Store for PgStore {
                 tx.rollback().await?;
                 return Ok(ApplyOutcome::Conflict);
             }
+        }
+        for (fingerprint, message) in &changes.messages {
+            sqlx::query(
+                "UPDATE findings SET message = $4 WHERE org_id = $1 AND tenant_id = $2 AND fingerprint = $3",
+            )
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(fingerprint)
+            .bind(Json(message))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(ApplyOutcome::Applied)

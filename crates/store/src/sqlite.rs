@@ -67,7 +67,7 @@ macro_rules! finding_cols {
     () => {
         "id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status, title, summary, evidence, \
          opened_at, updated_at, resolved_at, reopen_count, version, collector_id, acknowledged_at, \
-         acknowledged_by, suppressed_until, suppression_reason, suppressed_by"
+         acknowledged_by, suppressed_until, suppression_reason, suppressed_by, message"
     };
 }
 macro_rules! event_cols {
@@ -282,6 +282,10 @@ fn finding_from_row(row: &SqliteRow) -> Result<Finding> {
         suppressed_until: row.try_get("suppressed_until")?,
         suppression_reason: row.try_get("suppression_reason")?,
         suppressed_by: row.try_get("suppressed_by")?,
+        message: row
+            .try_get::<Option<&str>, _>("message")?
+            .map(|t| json_text(t, "findings.message"))
+            .transpose()?,
     })
 }
 
@@ -1236,6 +1240,17 @@ impl Store for SqliteStore {
                 tx.rollback().await?;
                 return Ok(ApplyOutcome::Conflict);
             }
+        }
+        for (fingerprint, message) in &changes.messages {
+            sqlx::query(
+                "UPDATE findings SET message = $4 WHERE org_id = $1 AND tenant_id = $2 AND fingerprint = $3",
+            )
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(fingerprint)
+            .bind(Json(message))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(ApplyOutcome::Applied)

@@ -277,3 +277,25 @@ async fn a_snapshot_holds_everything_the_rules_read() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_findings_message_is_kept_for_rendering_in_other_languages() {
+    each_backend(async |store| {
+        let acme = crate::fixtures::org(store, "Acme MSP").await?;
+        let contoso = crate::fixtures::tenant(store, acme, "Contoso").await?;
+        let message = serde_json::json!({ "key": "endpoint-reachable.tcp", "args": { "port": 443 } });
+        let mut changes = only_findings([open("relay:443", Severity::Critical)]);
+        changes.messages.insert("relay:443".into(), message.clone());
+        let version = facts_version(store, contoso).await?;
+        assert_eq!(
+            store.apply_evaluation(contoso, None, version, &changes, at(1)).await?,
+            ApplyOutcome::Applied
+        );
+        let findings =
+            store.list_findings(acme, &FindingFilter { limit: 10, ..FindingFilter::default() }).await?;
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].message.as_ref(), Some(&message));
+        Ok(())
+    })
+    .await;
+}

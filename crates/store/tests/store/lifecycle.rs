@@ -260,6 +260,7 @@ async fn streaks_are_read_with_the_snapshot_and_guarded_like_findings() {
                 findings: vec![resolve.clone()],
                 streaks: vec![stale.clone()],
                 unknown_rules: None,
+                messages: Default::default(),
             };
             assert_eq!(
                 store.apply_evaluation(site.scope, None, 1, &changes, at(40)).await?,
