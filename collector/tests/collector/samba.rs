@@ -140,7 +140,12 @@ fn provision() -> Result<SambaDc, String> {
             .arg("--option=bind interfaces only = yes")
             .arg("--option=server services = ldap")
             .arg(format!("--option=log file = {}/log.%m", dir.display())),
-    )?;
+    )
+    .map_err(|e| {
+        format!(
+            "{e}\n(A missing schema or LDB module means Samba's AD DC parts are not installed: {install}.)"
+        )
+    })?;
     let conf = dir.join("etc/smb.conf");
     let ldb = dir.join("private/sam.ldb");
     let tool = |what: &str, args: &[&str]| -> Result<String, String> {
