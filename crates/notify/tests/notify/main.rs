@@ -1,0 +1,1 @@
+//! Integration tests of wbd-notify against local receivers.
