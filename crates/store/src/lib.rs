@@ -7,6 +7,9 @@
 //! or to serve the background machinery (outbox, silence sweep).
 
 mod convert;
+mod delivery_model;
+#[macro_use]
+mod delivery_sql;
 mod ingest_plan;
 pub mod model;
 pub mod pg;
@@ -20,6 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use delivery_model::*;
 pub use model::*;
 
 /// Storage errors. Callers map `NotFound`-like results through `Option`, not through errors.
@@ -46,8 +50,129 @@ pub enum Backend {
     Sqlite,
 }
 
+/// Integrations, deliveries, attempts and tickets (issue: findings reach the MSP's ticketing
+/// system). Part of every [`Store`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait DeliveryStore: Send + Sync {
+    // ---- integrations (API) -----------------------------------------------------------------
+
+    /// Stores a new integration, with an audit entry (no secrets in it).
+    async fn create_integration(
+        &self,
+        org: OrgScope,
+        write: &IntegrationWrite,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Integration>;
+
+    async fn list_integrations(&self, org: OrgScope) -> Result<Vec<Integration>>;
+
+    async fn get_integration(&self, org: OrgScope, id: Uuid) -> Result<Option<Integration>>;
+
+    /// Replaces an integration's settings (`None`: no such integration in the organisation).
+    /// Switching it on again clears its failure streak and disable reason.
+    async fn update_integration(
+        &self,
+        org: OrgScope,
+        id: Uuid,
+        write: &IntegrationWrite,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Integration>>;
+
+    /// Deletes an integration with its deliveries and tickets; `false` if there is none.
+    async fn delete_integration(&self, org: OrgScope, id: Uuid, actor: &str, now: DateTime<Utc>)
+    -> Result<bool>;
+
+    // ---- deliveries (API) -------------------------------------------------------------------
+
+    /// An integration's deliveries, newest first.
+    async fn list_deliveries(
+        &self,
+        org: OrgScope,
+        integration_id: Uuid,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>>;
+
+    /// A delivery with every attempt, oldest first.
+    async fn get_delivery(&self, org: OrgScope, id: Uuid) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>>;
+
+    /// Sends deliveries again from a fresh schedule: one (`delivery_id`, unless it is pending),
+    /// or every failed one of events since `failed_since`. Returns how many.
+    async fn replay_deliveries(
+        &self,
+        org: OrgScope,
+        integration_id: Uuid,
+        delivery_id: Option<Uuid>,
+        failed_since: Option<DateTime<Utc>>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    /// Queues deliveries (a duplicate of an (integration, event) pair is ignored).
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery], now: DateTime<Utc>) -> Result<u64>;
+
+    /// The tickets of these findings.
+    async fn list_finding_tickets(&self, org: OrgScope, finding_ids: &[FindingId]) -> Result<Vec<FindingTicket>>;
+
+    // ---- dispatcher -------------------------------------------------------------------------
+
+    /// Finding events not yet turned into deliveries, oldest first, held for `lease`.
+    async fn claim_undispatched_events(
+        &self,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UndispatchedEvent>>;
+
+    async fn enabled_integrations(&self, org: OrgScope) -> Result<Vec<Integration>>;
+
+    /// Stores the deliveries of dispatched events and stamps the events, in one transaction.
+    async fn record_dispatch(
+        &self,
+        event_ids: &[Uuid],
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    // ---- delivery engine --------------------------------------------------------------------
+
+    /// Due deliveries, held for `lease`: at most each integration's free in-flight slots and
+    /// what is left of its hourly budget, and per ticket only the oldest pending one.
+    async fn claim_deliveries(&self, limit: u32, lease: Duration, now: DateTime<Utc>)
+    -> Result<Vec<ClaimedDelivery>>;
+
+    /// Records that a ticket create is about to be sent (state `creating`), so that a retry
+    /// looks for the ticket before creating another. `false` if the lease is lost.
+    async fn mark_ticket_creating(&self, delivery: &Delivery, lease_id: Uuid, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Writes an attempt and its consequences (delivery state, integration health, ticket);
+    /// `false` (nothing written) if the lease was lost.
+    async fn complete_attempt(&self, delivery: &Delivery, record: &AttemptRecord) -> Result<bool>;
+
+    /// The findings a ticket stands for that are still open, with their tenants' names.
+    async fn ticket_open_findings(
+        &self,
+        integration_id: Uuid,
+        ticket_key: &str,
+    ) -> Result<Vec<(FindingId, TenantId, String)>>;
+
+    /// Switches an integration off and queues `notify` (the organisation's other
+    /// integrations hear about it); `false` if it was already off.
+    async fn disable_integration(
+        &self,
+        org: OrgScope,
+        integration_id: Uuid,
+        reason: &str,
+        notify: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    async fn count_pending_deliveries(&self) -> Result<u64>;
+}
+
+#[async_trait]
+pub trait Store: DeliveryStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Cheap round trip for readiness checks.

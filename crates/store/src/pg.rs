@@ -116,6 +116,10 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    async fn write_tx(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
     /// Connects and applies the PostgreSQL migrations (sqlx serialises concurrent migrators with
     /// an advisory lock, so many processes may start at once).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
@@ -1816,3 +1820,5 @@ impl Store for PgStore {
             .collect()
     }
 }
+
+delivery_store_impl!(PgStore, PgRow, lock_deliveries = " FOR UPDATE OF d SKIP LOCKED", lock_rows = " FOR UPDATE", lock_events = " FOR UPDATE OF e SKIP LOCKED");

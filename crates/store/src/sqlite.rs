@@ -1831,3 +1831,5 @@ impl Store for SqliteStore {
             .collect()
     }
 }
+
+delivery_store_impl!(SqliteStore, SqliteRow, lock_deliveries = "", lock_rows = "", lock_events = "");
