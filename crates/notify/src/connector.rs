@@ -6,7 +6,7 @@
 //! attempt log and classifies the answer: anything but 2xx is a failure (3xx included: we never
 //! follow redirects), `410 Gone` disables the integration, `Retry-After` is kept for the schedule.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::event::Event;
+use crate::ssrf::{Blocked, Guard, NetworkPolicy};
 
 /// The destinations we deliver to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -131,7 +132,10 @@ impl std::fmt::Debug for ConnectorSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectorSettings")
             .field("kind", &self.kind)
-            .field("url", &if self.kind.url_is_secret() { "<secret>".to_owned() } else { self.url.to_string() })
+            .field(
+                "url",
+                &if self.kind.url_is_secret() { "<secret>".to_owned() } else { self.url.to_string() },
+            )
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -290,15 +294,22 @@ const EXCERPT_CHARS: usize = 512;
 /// The HTTP side of one attempt: the guarded client, and the record of every exchange.
 pub struct Http {
     client: reqwest::Client,
+    /// Checked before each request: IP-literal hosts never reach the guarded resolver.
+    policy: Arc<NetworkPolicy>,
     redact_paths: bool,
     exchanges: Mutex<Vec<Exchange>>,
 }
 
 impl Http {
-    /// `client` must come from [`crate::ssrf::guarded_client`]. `redact_paths` hides URL paths
-    /// in the log (chat webhooks carry their token there).
-    pub fn new(client: reqwest::Client, redact_paths: bool) -> Http {
-        Http { client, redact_paths, exchanges: Mutex::new(Vec::new()) }
+    /// Sends through `guard`'s client and policy. `redact_paths` hides URL paths in the log
+    /// (chat webhooks carry their token there).
+    pub fn new(guard: &Guard, redact_paths: bool) -> Http {
+        Http {
+            client: guard.client().clone(),
+            policy: guard.shared_policy(),
+            redact_paths,
+            exchanges: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -312,11 +323,19 @@ impl Http {
 
     /// Sends `request` and returns a 2xx answer; anything else is an error (and recorded).
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, DeliveryError> {
-        let request = request.build().map_err(|e| DeliveryError::Protocol(format!("cannot build request: {e}")))?;
+        let request =
+            request.build().map_err(|e| DeliveryError::Protocol(format!("cannot build request: {e}")))?;
         let label = format!("{} {}", request.method(), self.describe(request.url()));
+        let mut exchange =
+            Exchange { request: label, status: None, latency_ms: 0, response_excerpt: None, error: None };
+        if let Err(blocked) = self.policy.check_url(request.url()) {
+            let err = DeliveryError::Blocked(blocked.0);
+            exchange.error = Some(err.to_string());
+            self.exchanges.lock().expect("exchange log").push(exchange);
+            return Err(err);
+        }
         let started = Instant::now();
         let result = self.client.execute(request).await;
-        let mut exchange = Exchange { request: label, status: None, latency_ms: 0, response_excerpt: None, error: None };
         let outcome = match result {
             Err(e) => {
                 let err = classify_transport(&e);
@@ -359,10 +378,14 @@ impl Http {
 }
 
 fn classify_transport(e: &reqwest::Error) -> DeliveryError {
-    // The guarded resolver's refusal travels as the error's source chain.
+    // The guarded resolver's refusal travels in the error's source chain. An io::Error
+    // wrapping it would hide it from `source()`, so look inside those too.
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if let Some(blocked) = err.downcast_ref::<crate::ssrf::Blocked>() {
+        let inner = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|inner| inner as _);
+        if let Some(blocked) =
+            [Some(err), inner].into_iter().flatten().find_map(|e| e.downcast_ref::<Blocked>())
+        {
             return DeliveryError::Blocked(blocked.to_string());
         }
         source = err.source();

@@ -7,17 +7,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+use wbd_notify::ssrf::{Guard, NetworkPolicy};
 use wbd_notify::{Event, EventData, EventType, FindingData, Http, TenantRef};
 
-/// An attempt's HTTP side that may reach 127.0.0.1 (where the receivers listen).
+/// An attempt's HTTP side that may reach 127.0.0.1 (where the receivers listen), through the
+/// real SSRF guard: everything else internal stays refused.
 pub fn http() -> Http {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    Http::new(client, false)
+    http_with_timeout(Duration::from_secs(5))
+}
+
+/// [`http`] with another attempt timeout.
+pub fn http_with_timeout(attempt_timeout: Duration) -> Http {
+    let policy = NetworkPolicy::new(&["127.0.0.1/32".into()], false).expect("allow-list");
+    Http::new(&Guard::new(policy, attempt_timeout), false)
 }
 
 /// An event about finding `n` of tenant "Contoso" (`n` varies ids and the fingerprint).
