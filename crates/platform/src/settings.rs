@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 const DEFAULTS: &str = include_str!("../config.default.toml");
 const SECTIONS: &[&str] =
-    &["server", "database", "queue", "worker", "auth", "collectors", "rules", "telemetry"];
+    &["server", "database", "queue", "worker", "auth", "collectors", "rules", "delivery", "telemetry"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +25,38 @@ pub struct Settings {
     pub collectors: CollectorSettings,
     #[serde(default)]
     pub rules: RulesSettings,
+    pub delivery: DeliverySettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// Delivery of finding events to integrations (webhooks, PSA tickets, chat).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Run the dispatcher and the deliverer in this process's worker.
+    pub enabled: bool,
+    /// Base64 of the 32-byte key sealing integration credentials. Empty: on SQLite a key file
+    /// beside the database is made and used; on PostgreSQL integrations cannot be saved.
+    pub secrets_key: String,
+    /// Earlier keys, still opened after a rotation (new seals use `secrets_key`).
+    #[serde(default)]
+    pub previous_secrets_keys: Vec<String>,
+    /// Internal networks deliveries may reach (CIDRs), for an on-prem PSA.
+    #[serde(default)]
+    pub allow_networks: Vec<String>,
+    /// Refuse `http://` destinations.
+    pub https_only: bool,
+    pub attempt_timeout_secs: u64,
+    /// Waits between attempts in seconds; empty: the standard schedule (10 attempts, ~75 h).
+    #[serde(default)]
+    pub retry_schedule_secs: Vec<f64>,
+    /// An integration whose every attempt failed for this long is switched off.
+    pub disable_after_secs: u64,
+    /// Deliveries in flight at once per process.
+    pub concurrency: usize,
+    pub poll_interval_ms: u64,
+    /// Where people open the API (links in tickets), e.g. `https://wbd.example.com`; empty: none.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -242,6 +273,25 @@ impl Settings {
         }
         if self.collectors.silence_factor == 0 {
             return invalid("collectors.silence_factor", "must be at least 1");
+        }
+        let d = &self.delivery;
+        if d.attempt_timeout_secs == 0 || d.attempt_timeout_secs > 300 {
+            return invalid("delivery.attempt_timeout_secs", "must be between 1 and 300");
+        }
+        if d.retry_schedule_secs.iter().any(|s| !s.is_finite() || *s < 0.0) {
+            return invalid("delivery.retry_schedule_secs", "must be waits of 0 seconds or more");
+        }
+        if d.concurrency == 0 {
+            return invalid("delivery.concurrency", "must be at least 1");
+        }
+        if d.poll_interval_ms == 0 {
+            return invalid("delivery.poll_interval_ms", "must be at least 1");
+        }
+        if d.disable_after_secs == 0 {
+            return invalid("delivery.disable_after_secs", "must be at least 1");
+        }
+        if !(d.public_url.is_empty() || d.public_url.starts_with("https://") || d.public_url.starts_with("http://")) {
+            return invalid("delivery.public_url", "must be empty or an http(s) URL");
         }
         let damping_range = format!("must be between 1 and {MAX_DAMPING} when set");
         if self.rules.open_after.is_some_and(|n| !(1..=MAX_DAMPING).contains(&n)) {
