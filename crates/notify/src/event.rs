@@ -245,10 +245,8 @@ impl Event {
         if let Some(until) = self.data.suppressed_until {
             let _ = write!(out, "\nSuppressed until {}.", until.to_rfc3339());
         }
-        if let Some(f) = &self.data.finding {
-            if self.event_type.is_problem() {
-                let _ = write!(out, "\n{}", f.summary);
-            }
+        if let Some(f) = self.data.finding.as_ref().filter(|_| self.event_type.is_problem()) {
+            let _ = write!(out, "\n{}", f.summary);
         }
         let _ = write!(out, "\nEvent {} ({}).", self.id, self.event_type);
         out
