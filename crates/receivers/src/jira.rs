@@ -1,1 +1,479 @@
-//! Being written.
+//! Jira Cloud REST API v3, as far as ticket connectors use it: issues, comments, workflow
+//! transitions, issue links and JQL search by label.
+//!
+//! Answers and error bodies have Jira's shapes (`{"errorMessages": [...], "errors": {...}}`).
+//! Descriptions and comments must be Atlassian Document Format documents, as v3 requires.
+//! The workflow is a team-managed project's: statuses `To Do`, `In Progress`, `Done`, and a
+//! transition named after each status, offered from every other status. With
+//! [`JiraState::done_is_final`] nothing leaves `Done` (a company-managed workflow without a
+//! reopen transition). Search understands `labels = "x"` with an optional
+//! `ORDER BY created ASC|DESC`, and refuses any other JQL with Jira's parse error.
+
+use std::sync::Mutex;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+
+use crate::{Api, Common, Observed, basic_auth};
+
+/// The statuses of the workflow: (transition id, name, status category key).
+const STATUSES: [(&str, &str, &str); 3] =
+    [("11", "To Do", "new"), ("21", "In Progress", "indeterminate"), ("31", "Done", "done")];
+const LINK_TYPES: [&str; 4] = ["Relates", "Blocks", "Duplicate", "Cloners"];
+const ISSUE_TYPES: [&str; 4] = ["Task", "Bug", "Story", "Incident"];
+
+#[derive(Debug, Clone)]
+pub struct JiraIssue {
+    pub id: String,
+    pub key: String,
+    pub project: String,
+    pub issue_type: String,
+    pub summary: String,
+    /// The ADF description as sent.
+    pub description: Value,
+    pub labels: Vec<String>,
+    pub status: String,
+    /// Comments, ADF bodies as sent.
+    pub comments: Vec<Value>,
+}
+
+impl JiraIssue {
+    /// The plain text of the description.
+    pub fn description_text(&self) -> String {
+        adf_text(&self.description)
+    }
+
+    /// The plain text of every comment.
+    pub fn comment_texts(&self) -> Vec<String> {
+        self.comments.iter().map(adf_text).collect()
+    }
+}
+
+/// An issue link: `(type, inward issue key, outward issue key)`.
+pub type JiraLink = (String, String, String);
+
+#[derive(Debug)]
+pub struct JiraState {
+    common: Common,
+    email: String,
+    api_token: String,
+    project: String,
+    done_is_final: bool,
+    issues: Mutex<Vec<JiraIssue>>,
+    links: Mutex<Vec<JiraLink>>,
+}
+
+impl JiraState {
+    /// A site with one project `project` that accepts `email` with `api_token`.
+    pub fn new(email: &str, api_token: &str, project: &str) -> JiraState {
+        JiraState {
+            common: Common::default(),
+            email: email.to_owned(),
+            api_token: api_token.to_owned(),
+            project: project.to_owned(),
+            done_is_final: false,
+            issues: Mutex::new(Vec::new()),
+            links: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// No transition leaves `Done`.
+    pub fn done_is_final(mut self) -> JiraState {
+        self.done_is_final = true;
+        self
+    }
+
+    pub fn issues(&self) -> Vec<JiraIssue> {
+        self.issues.lock().unwrap().clone()
+    }
+
+    pub fn issue(&self, key: &str) -> Option<JiraIssue> {
+        self.issues.lock().unwrap().iter().find(|i| i.key == key).cloned()
+    }
+
+    pub fn links(&self) -> Vec<JiraLink> {
+        self.links.lock().unwrap().clone()
+    }
+
+    /// Moves an issue to `status` as a person would in the UI.
+    pub fn set_status(&self, key: &str, status: &str) {
+        if let Some(issue) = self.issues.lock().unwrap().iter_mut().find(|i| i.key == key) {
+            issue.status = status.to_owned();
+        }
+    }
+
+    fn authorized(&self, req: &HttpRequest) -> bool {
+        basic_auth(req).is_some_and(|(user, token)| user == self.email && token == self.api_token)
+    }
+
+    fn offered_transitions(&self, status: &str) -> Vec<(&'static str, &'static str, &'static str)> {
+        if self.done_is_final && status == "Done" {
+            return Vec::new();
+        }
+        STATUSES.into_iter().filter(|(_, name, _)| *name != status).collect()
+    }
+
+    fn issue_json(&self, req: &HttpRequest, issue: &JiraIssue) -> Value {
+        let category =
+            STATUSES.iter().find(|(_, n, _)| *n == issue.status).map(|(_, _, c)| *c).unwrap_or("new");
+        json!({
+            "id": issue.id,
+            "key": issue.key,
+            "self": format!("{}/rest/api/3/issue/{}", origin(req), issue.id),
+            "fields": {
+                "summary": issue.summary,
+                "labels": issue.labels,
+                "issuetype": {"name": issue.issue_type},
+                "project": {"key": issue.project},
+                "status": {"name": issue.status, "statusCategory": {"key": category}},
+            },
+        })
+    }
+}
+
+fn origin(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}", info.scheme(), info.host())
+}
+
+fn errors(status: actix_web::http::StatusCode, messages: &[&str], fields: Value) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"errorMessages": messages, "errors": fields}))
+}
+
+fn unauthorized() -> HttpResponse {
+    errors(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        &["Client must be authenticated to access this resource."],
+        json!({}),
+    )
+}
+
+fn not_found() -> HttpResponse {
+    errors(
+        actix_web::http::StatusCode::NOT_FOUND,
+        &["Issue does not exist or you do not have permission to see it."],
+        json!({}),
+    )
+}
+
+fn bad(messages: &[&str], fields: Value) -> HttpResponse {
+    errors(actix_web::http::StatusCode::BAD_REQUEST, messages, fields)
+}
+
+/// Whether `value` is an ADF document (`{"type":"doc","version":1,"content":[...]}`) whose
+/// text nodes are non-empty, as Jira checks.
+fn is_adf(value: &Value) -> bool {
+    fn nodes_ok(node: &Value) -> bool {
+        let Some(kind) = node.get("type").and_then(Value::as_str) else {
+            return false;
+        };
+        if kind == "text" && node.get("text").and_then(Value::as_str).is_none_or(str::is_empty) {
+            return false;
+        }
+        match node.get("content") {
+            None => true,
+            Some(Value::Array(children)) => children.iter().all(nodes_ok),
+            Some(_) => false,
+        }
+    }
+    value.get("type").and_then(Value::as_str) == Some("doc")
+        && value.get("version").and_then(Value::as_u64) == Some(1)
+        && value.get("content").is_some_and(Value::is_array)
+        && nodes_ok(value)
+}
+
+/// The text of an ADF document: paragraphs on their own lines, hard breaks as line breaks.
+fn adf_text(value: &Value) -> String {
+    fn walk(node: &Value, out: &mut String) {
+        match node.get("type").and_then(Value::as_str) {
+            Some("text") => out.push_str(node.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("hardBreak") => out.push('\n'),
+            _ => {
+                for child in node.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    walk(child, out);
+                }
+                if node.get("type").and_then(Value::as_str) == Some("paragraph") {
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(value, &mut out);
+    out
+}
+
+/// `labels = "x"` (or `labels = x`), optionally `ORDER BY created ASC|DESC`: the label and
+/// whether the newest comes first.
+fn parse_label_jql(jql: &str) -> Option<(String, bool)> {
+    let jql = jql.trim();
+    let (clause, order) = match jql.to_ascii_lowercase().find(" order by ") {
+        Some(at) => (&jql[..at], Some(jql[at + " order by ".len()..].trim().to_ascii_lowercase())),
+        None => (jql, None),
+    };
+    let newest_first = match order.as_deref() {
+        None | Some("created asc") | Some("created") => false,
+        Some("created desc") => true,
+        Some(_) => return None,
+    };
+    let (field, value) = clause.split_once('=')?;
+    if !field.trim().eq_ignore_ascii_case("labels") {
+        return None;
+    }
+    let value = value.trim();
+    let label = if let Some(quoted) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        quoted.replace("\\\"", "\"").replace("\\\\", "\\")
+    } else if !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        value.to_owned()
+    } else {
+        return None;
+    };
+    Some((label, newest_first))
+}
+
+macro_rules! observe {
+    ($state:expr, $req:expr, $body:expr) => {
+        match $state.common().observe(&$req, &$body).await {
+            Observed::Answer(response) => return response,
+            Observed::Handle { lose_answer } => {
+                if !$state.authorized(&$req) {
+                    return unauthorized();
+                }
+                lose_answer
+            }
+        }
+    };
+}
+
+async fn create_issue(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>) -> HttpResponse {
+    let lose_answer = observe!(state, req, body);
+    let Ok(input) = serde_json::from_slice::<Value>(&body) else {
+        return bad(
+            &["Invalid request payload. Refer to the REST API documentation and try again."],
+            json!({}),
+        );
+    };
+    let fields = &input["fields"];
+    let mut problems = serde_json::Map::new();
+    if fields.pointer("/project/key").and_then(Value::as_str) != Some(state.project.as_str()) {
+        problems.insert("project".into(), json!("valid project is required"));
+    }
+    let issue_type = fields.pointer("/issuetype/name").and_then(Value::as_str).unwrap_or("");
+    if !ISSUE_TYPES.contains(&issue_type) {
+        problems.insert("issuetype".into(), json!("Specify a valid issue type"));
+    }
+    let summary = fields.get("summary").and_then(Value::as_str).unwrap_or("");
+    if summary.trim().is_empty() {
+        problems.insert("summary".into(), json!("You must specify a summary of the issue."));
+    } else if summary.chars().count() > 255 || summary.contains('\n') {
+        problems.insert("summary".into(), json!("Summary must be less than 255 characters and on one line."));
+    }
+    let description = fields.get("description").cloned().unwrap_or(Value::Null);
+    if !description.is_null() && !is_adf(&description) {
+        problems.insert(
+            "description".into(),
+            json!("Operation value must be an Atlassian Document (see the Atlassian Document Format)"),
+        );
+    }
+    let mut labels = Vec::new();
+    match fields.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                match item.as_str() {
+                    Some(l) if !l.is_empty() && !l.contains(char::is_whitespace) && l.len() <= 255 => {
+                        labels.push(l.to_owned())
+                    }
+                    _ => {
+                        problems.insert("labels".into(), json!(format!("The label '{item}' is not valid.")));
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            problems.insert("labels".into(), json!("Field labels must be an array of strings."));
+        }
+    }
+    if !problems.is_empty() {
+        return bad(&[], Value::Object(problems));
+    }
+    let issue = {
+        let mut issues = state.issues.lock().unwrap();
+        let n = issues.len() + 1;
+        let issue = JiraIssue {
+            id: (10_000 + n).to_string(),
+            key: format!("{}-{n}", state.project),
+            project: state.project.clone(),
+            issue_type: issue_type.to_owned(),
+            summary: summary.to_owned(),
+            description,
+            labels,
+            status: "To Do".into(),
+            comments: Vec::new(),
+        };
+        issues.push(issue.clone());
+        issue
+    };
+    let answer = json!({
+        "id": issue.id,
+        "key": issue.key,
+        "self": format!("{}/rest/api/3/issue/{}", origin(&req), issue.id),
+    });
+    Common::answer(lose_answer, HttpResponse::Created().json(answer))
+}
+
+async fn get_issue(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>) -> HttpResponse {
+    let lose_answer = observe!(state, req, body);
+    let key = req.match_info().get("key").unwrap_or("");
+    let Some(issue) = state.issue(key) else {
+        return not_found();
+    };
+    Common::answer(lose_answer, HttpResponse::Ok().json(state.issue_json(&req, &issue)))
+}
+
+async fn add_comment(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>) -> HttpResponse {
+    let lose_answer = observe!(state, req, body);
+    let key = req.match_info().get("key").unwrap_or("").to_owned();
+    let Ok(input) = serde_json::from_slice::<Value>(&body) else {
+        return bad(
+            &["Invalid request payload. Refer to the REST API documentation and try again."],
+            json!({}),
+        );
+    };
+    let comment = input.get("body").cloned().unwrap_or(Value::Null);
+    if !is_adf(&comment) {
+        return bad(&[], json!({"comment": "Comment body can not be empty!"}));
+    }
+    let id = {
+        let mut issues = state.issues.lock().unwrap();
+        let Some(issue) = issues.iter_mut().find(|i| i.key == key) else {
+            return not_found();
+        };
+        issue.comments.push(comment.clone());
+        format!("{}{}", issue.id, issue.comments.len())
+    };
+    let answer = json!({"id": id, "body": comment, "created": chrono::Utc::now().to_rfc3339()});
+    Common::answer(lose_answer, HttpResponse::Created().json(answer))
+}
+
+async fn get_transitions(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>) -> HttpResponse {
+    let lose_answer = observe!(state, req, body);
+    let key = req.match_info().get("key").unwrap_or("");
+    let Some(issue) = state.issue(key) else {
+        return not_found();
+    };
+    let transitions: Vec<Value> = state
+        .offered_transitions(&issue.status)
+        .into_iter()
+        .map(|(id, name, category)| {
+            json!({"id": id, "name": name, "to": {"id": id, "name": name, "statusCategory": {"key": category}}})
+        })
+        .collect();
+    Common::answer(
+        lose_answer,
+        HttpResponse::Ok().json(json!({"expand": "transitions", "transitions": transitions})),
+    )
+}
+
+async fn do_transition(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>) -> HttpResponse {
+    let lose_answer = observe!(state, req, body);
+    let key = req.match_info().get("key").unwrap_or("").to_owned();
+    let Ok(input) = serde_json::from_slice::<Value>(&body) else {
+        return bad(
+            &["Invalid request payload. Refer to the REST API documentation and try again."],
+            json!({}),
+        );
+    };
+    let wanted = input.pointer("/transition/id").and_then(Value::as_str).unwrap_or("").to_owned();
+    {
+        let mut issues = state.issues.lock().unwrap();
+        let Some(issue) = issues.iter_mut().find(|i| i.key == key) else {
+            return not_found();
+        };
+        let Some((_, target, _)) =
+            state.offered_transitions(&issue.status).into_iter().find(|(id, _, _)| *id == wanted)
+        else {
+            let message = format!("Transition id '{wanted}' is not valid for this issue.");
+            return bad(&[&message], json!({}));
+        };
+        issue.status = target.to_owned();
+    }
+    Common::answer(lose_answer, HttpResponse::NoContent().finish())
+}
+
+async fn search(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>) -> HttpResponse {
+    let lose_answer = observe!(state, req, body);
+    let Ok(input) = serde_json::from_slice::<Value>(&body) else {
+        return bad(
+            &["Invalid request payload. Refer to the REST API documentation and try again."],
+            json!({}),
+        );
+    };
+    let jql = input.get("jql").and_then(Value::as_str).unwrap_or("");
+    let Some((label, newest_first)) = parse_label_jql(jql) else {
+        let message = format!("Error in the JQL Query: unsupported or malformed query '{jql}'.");
+        return bad(&[&message], json!({}));
+    };
+    let max = input.get("maxResults").and_then(Value::as_u64).unwrap_or(50).clamp(1, 5000) as usize;
+    let mut found: Vec<JiraIssue> =
+        state.issues().into_iter().filter(|i| i.labels.contains(&label)).collect();
+    if newest_first {
+        found.reverse();
+    }
+    let issues: Vec<Value> = found.iter().take(max).map(|i| state.issue_json(&req, i)).collect();
+    Common::answer(
+        lose_answer,
+        HttpResponse::Ok().json(json!({"issues": issues, "isLast": found.len() <= max})),
+    )
+}
+
+async fn link_issues(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>) -> HttpResponse {
+    let lose_answer = observe!(state, req, body);
+    let Ok(input) = serde_json::from_slice::<Value>(&body) else {
+        return bad(
+            &["Invalid request payload. Refer to the REST API documentation and try again."],
+            json!({}),
+        );
+    };
+    let link_type = input.pointer("/type/name").and_then(Value::as_str).unwrap_or("");
+    if !LINK_TYPES.contains(&link_type) {
+        let message = format!("No issue link type with name '{link_type}' found.");
+        return errors(actix_web::http::StatusCode::NOT_FOUND, &[&message], json!({}));
+    }
+    let inward = input.pointer("/inwardIssue/key").and_then(Value::as_str).unwrap_or("");
+    let outward = input.pointer("/outwardIssue/key").and_then(Value::as_str).unwrap_or("");
+    if state.issue(inward).is_none() || state.issue(outward).is_none() {
+        return not_found();
+    }
+    state.links.lock().unwrap().push((link_type.to_owned(), inward.to_owned(), outward.to_owned()));
+    Common::answer(lose_answer, HttpResponse::Created().finish())
+}
+
+impl Api for JiraState {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn configure(cfg: &mut web::ServiceConfig) {
+        cfg.route("/rest/api/3/issue", web::post().to(create_issue))
+            .route("/rest/api/3/issue/{key}", web::get().to(get_issue))
+            .route("/rest/api/3/issue/{key}/comment", web::post().to(add_comment))
+            .route("/rest/api/3/issue/{key}/transitions", web::get().to(get_transitions))
+            .route("/rest/api/3/issue/{key}/transitions", web::post().to(do_transition))
+            .route("/rest/api/3/search/jql", web::post().to(search))
+            .route("/rest/api/3/issueLink", web::post().to(link_issues));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_jql_is_understood() {
+        assert_eq!(parse_label_jql("labels = \"wbd-1\""), Some(("wbd-1".into(), false)));
+        assert_eq!(parse_label_jql("labels = wbd-1 ORDER BY created DESC"), Some(("wbd-1".into(), true)));
+        assert_eq!(parse_label_jql("project = OPS"), None);
+        assert_eq!(parse_label_jql("labels = \"x\" ORDER BY priority"), None);
+    }
+}

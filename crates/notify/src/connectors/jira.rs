@@ -1,7 +1,367 @@
-//! Placeholder until the connector lands (replaced, not shipped).
+//! Jira Cloud (REST API v3): one issue per problem.
+//!
+//! - **Create**: `POST /rest/api/3/issue` in the configured project, with the issue type, the
+//!   ticket title as summary, the ticket body as an Atlassian Document Format description, and
+//!   the labels `writeback-doctor` and the problem key. Labels are searchable and need no custom
+//!   field, so the key lives there.
+//! - **Find**: `POST /rest/api/3/search/jql` (the enhanced search that replaced the removed
+//!   `/rest/api/3/search`) with `labels = "<key>" ORDER BY created DESC`. Jira's search index can
+//!   lag a few seconds behind a create; the engine only calls `Find` on a later attempt.
+//! - **Note**: `POST /rest/api/3/issue/{key}/comment` (ADF body).
+//! - **Close**: the transition named `close_transition`, then the closing comment. If that
+//!   transition is not offered because the issue is already done (a person closed it, or an
+//!   earlier attempt did), only the comment is added.
+//! - **Reopen**: the transition named `reopen_transition` plus a comment (`Outcome::Done`). If the
+//!   workflow offers no such transition from the done status, a new issue is created and linked
+//!   to the old one with the `link_type` issue link (`Outcome::Ticket`); a retry finds that issue
+//!   by its label instead of creating another.
+//!
+//! Transitions are matched by their name or by the name of the status they lead to, ignoring
+//! case, because team-managed projects name transitions after statuses and company-managed
+//! workflows often do not ("Reopen Issue" → "Reopened").
+//!
+//! Settings:
+//! - `url`: the site, `https://<site>.atlassian.net`.
+//! - `config.email`: the Atlassian account the API token belongs to (Basic auth user).
+//! - `credentials.api_token`: an API token of that account (id.atlassian.com → Security).
+//! - `config.project_key` (required): the project issues go to, e.g. `OPS`.
+//! - `config.issue_type` (default `Task`): the issue type's name in that project.
+//! - `config.close_transition` (default `Done`), `config.reopen_transition` (default `To Do`):
+//!   the workflow's names, which differ between projects.
+//! - `config.link_type` (default `Relates`): the issue link type between a reopened problem's new
+//!   issue and the old one.
 
-use crate::connector::{ConfigError, Connector, ConnectorSettings};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use url::Url;
 
-pub fn build(_settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
-    Err(vec![ConfigError::new("kind", "not available yet")])
+use super::Fields;
+use crate::connector::{
+    Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
+    TicketRef,
+};
+use crate::event::Event;
+
+/// The label every issue we create carries, next to its problem key.
+const PRODUCT_LABEL: &str = "writeback-doctor";
+
+pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut config = Fields::new("config", &settings.config, &mut errors);
+    let email = config.required_str("email");
+    let project_key = config.required_str("project_key");
+    let issue_type = config.str_or("issue_type", "Task");
+    let close_transition = config.str_or("close_transition", "Done");
+    let reopen_transition = config.str_or("reopen_transition", "To Do");
+    let link_type = config.str_or("link_type", "Relates");
+    let mut credentials = Fields::new("credentials", &settings.credentials, &mut errors);
+    let api_token = credentials.required_str("api_token");
+    check_base_url(&settings.url, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Box::new(Jira {
+        base: settings.url.clone(),
+        email,
+        api_token,
+        project_key,
+        issue_type,
+        close_transition,
+        reopen_transition,
+        link_type,
+    }))
+}
+
+pub(crate) fn check_base_url(url: &Url, errors: &mut Vec<ConfigError>) {
+    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() || url.host().is_none() {
+        errors.push(ConfigError::new("url", "must be the site's https:// address"));
+    } else if url.query().is_some() || url.fragment().is_some() {
+        errors.push(ConfigError::new("url", "must be the site's address without query or fragment"));
+    }
+}
+
+/// `base` + path segments (each escaped).
+pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+struct Jira {
+    base: Url,
+    email: String,
+    api_token: String,
+    project_key: String,
+    issue_type: String,
+    close_transition: String,
+    reopen_transition: String,
+    link_type: String,
+}
+
+impl std::fmt::Debug for Jira {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jira")
+            .field("base", &self.base.as_str())
+            .field("email", &self.email)
+            .field("project_key", &self.project_key)
+            .field("issue_type", &self.issue_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One workflow transition offered for an issue.
+struct Transition {
+    id: String,
+    name: String,
+    to: String,
+}
+
+impl Jira {
+    fn api_url(&self, segments: &[&str]) -> Url {
+        let mut all = vec!["rest", "api", "3"];
+        all.extend_from_slice(segments);
+        endpoint(&self.base, &all)
+    }
+
+    fn request(&self, http: &Http, method: reqwest::Method, segments: &[&str]) -> reqwest::RequestBuilder {
+        self.request_to(http, method, self.api_url(segments))
+    }
+
+    fn request_to(&self, http: &Http, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        http.client()
+            .request(method, url)
+            .basic_auth(&self.email, Some(&self.api_token))
+            .header(reqwest::header::ACCEPT, "application/json")
+    }
+
+    fn ticket(&self, issue_key: &str) -> TicketRef {
+        TicketRef {
+            external_id: issue_key.to_owned(),
+            url: Some(endpoint(&self.base, &["browse", issue_key]).to_string()),
+        }
+    }
+
+    async fn create(&self, http: &Http, event: &Event, key: &str) -> Result<TicketRef, DeliveryError> {
+        let finding_url = event.data.finding.as_ref().and_then(|f| f.url.as_deref());
+        let body = json!({
+            "fields": {
+                "project": {"key": self.project_key},
+                "issuetype": {"name": self.issue_type},
+                "summary": crate::event::truncate(&event.ticket_title(), 255),
+                "description": adf_document(&event.ticket_body(), finding_url),
+                "labels": [PRODUCT_LABEL, key],
+            }
+        });
+        let answer =
+            http.send(self.request(http, reqwest::Method::POST, &["issue"]).json(&body)).await?.json()?;
+        match answer.get("key").and_then(Value::as_str) {
+            Some(issue_key) if !issue_key.is_empty() => Ok(self.ticket(issue_key)),
+            _ => Err(DeliveryError::Protocol("Jira created an issue but its answer has no issue key".into())),
+        }
+    }
+
+    /// The newest issue labelled `key`.
+    async fn find(&self, http: &Http, key: &str) -> Result<Option<TicketRef>, DeliveryError> {
+        let body = json!({
+            "jql": format!("labels = \"{}\" ORDER BY created DESC", key.replace('\\', "\\\\").replace('"', "\\\"")),
+            "maxResults": 1,
+            "fields": ["status"],
+        });
+        let answer = http
+            .send(self.request(http, reqwest::Method::POST, &["search", "jql"]).json(&body))
+            .await?
+            .json()?;
+        let Some(issues) = answer.get("issues").and_then(Value::as_array) else {
+            return Err(DeliveryError::Protocol("Jira's search answer has no issue list".into()));
+        };
+        Ok(issues.first().and_then(|i| i.get("key")).and_then(Value::as_str).map(|k| self.ticket(k)))
+    }
+
+    async fn comment(&self, http: &Http, issue_key: &str, text: &str) -> Result<(), DeliveryError> {
+        let body = json!({"body": adf_document(text, None)});
+        http.send(self.request(http, reqwest::Method::POST, &["issue", issue_key, "comment"]).json(&body))
+            .await?;
+        Ok(())
+    }
+
+    async fn transitions(&self, http: &Http, issue_key: &str) -> Result<Vec<Transition>, DeliveryError> {
+        let answer = http
+            .send(self.request(http, reqwest::Method::GET, &["issue", issue_key, "transitions"]))
+            .await?
+            .json()?;
+        let Some(list) = answer.get("transitions").and_then(Value::as_array) else {
+            return Err(DeliveryError::Protocol("Jira's transitions answer has no transition list".into()));
+        };
+        Ok(list
+            .iter()
+            .filter_map(|t| {
+                Some(Transition {
+                    id: t.get("id")?.as_str()?.to_owned(),
+                    name: t.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    to: t.pointer("/to/name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    /// Takes the transition called `wanted` (or leading to a status called so), if offered.
+    async fn transition(&self, http: &Http, issue_key: &str, wanted: &str) -> Result<bool, DeliveryError> {
+        let offered = self.transitions(http, issue_key).await?;
+        let chosen = offered
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(wanted))
+            .or_else(|| offered.iter().find(|t| t.to.eq_ignore_ascii_case(wanted)));
+        let Some(chosen) = chosen else {
+            return Ok(false);
+        };
+        let body = json!({"transition": {"id": chosen.id}});
+        http.send(
+            self.request(http, reqwest::Method::POST, &["issue", issue_key, "transitions"]).json(&body),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// The issue's status category (`new`, `indeterminate` or `done`).
+    async fn status_category(&self, http: &Http, issue_key: &str) -> Result<String, DeliveryError> {
+        let mut url = self.api_url(&["issue", issue_key]);
+        url.query_pairs_mut().append_pair("fields", "status");
+        let answer = http.send(self.request_to(http, reqwest::Method::GET, url)).await?.json()?;
+        answer
+            .pointer("/fields/status/statusCategory/key")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| DeliveryError::Protocol(format!("Jira's answer for {issue_key} has no status")))
+    }
+
+    async fn close(&self, http: &Http, event: &Event, ticket: &TicketRef) -> Result<Outcome, DeliveryError> {
+        let issue_key = ticket.external_id.as_str();
+        if !self.transition(http, issue_key, &self.close_transition).await?
+            && self.status_category(http, issue_key).await? != "done"
+        {
+            return Err(DeliveryError::Protocol(format!(
+                "{issue_key} offers no transition named \"{}\" (config.close_transition)",
+                self.close_transition
+            )));
+        }
+        self.comment(http, issue_key, &event.note_text()).await?;
+        Ok(Outcome::Done)
+    }
+
+    async fn reopen(
+        &self,
+        http: &Http,
+        event: &Event,
+        ticket: &TicketRef,
+        key: &str,
+    ) -> Result<Outcome, DeliveryError> {
+        let issue_key = ticket.external_id.as_str();
+        if self.transition(http, issue_key, &self.reopen_transition).await?
+            || self.status_category(http, issue_key).await? != "done"
+        {
+            self.comment(http, issue_key, &event.note_text()).await?;
+            return Ok(Outcome::Done);
+        }
+        // The workflow cannot reopen a done issue: a new one, linked. An earlier attempt may
+        // have made it already (its answer lost): the newest issue with our key is it.
+        if let Some(newest) = self.find(http, key).await?
+            && newest.external_id != ticket.external_id
+        {
+            return Ok(Outcome::Ticket(newest));
+        }
+        let created = self.create(http, event, key).await?;
+        let link = json!({
+            "type": {"name": self.link_type},
+            "inwardIssue": {"key": created.external_id},
+            "outwardIssue": {"key": issue_key},
+        });
+        http.send(self.request(http, reqwest::Method::POST, &["issueLink"]).json(&link)).await?;
+        Ok(Outcome::Ticket(created))
+    }
+}
+
+#[async_trait]
+impl Connector for Jira {
+    fn kind(&self) -> IntegrationKind {
+        IntegrationKind::Jira
+    }
+
+    fn destinations(&self) -> Vec<Url> {
+        vec![self.base.clone()]
+    }
+
+    #[tracing::instrument(skip_all, fields(action = action.name(), project = %self.project_key))]
+    async fn perform(&self, http: &Http, action: Action<'_>) -> Result<Outcome, DeliveryError> {
+        match action {
+            Action::Create { event, key } => Ok(Outcome::Ticket(self.create(http, event, key).await?)),
+            Action::Find { key, .. } => {
+                Ok(self.find(http, key).await?.map_or(Outcome::NotFound, Outcome::Ticket))
+            }
+            Action::Note { event, ticket } => {
+                self.comment(http, &ticket.external_id, &event.note_text()).await?;
+                Ok(Outcome::Done)
+            }
+            Action::Close { event, ticket } => self.close(http, event, ticket).await,
+            Action::Reopen { event, ticket, key } => self.reopen(http, event, ticket, key).await,
+            Action::Send { event } => Err(DeliveryError::Protocol(format!(
+                "Jira keeps tickets; the engine sent a message action for {}",
+                event.event_type
+            ))),
+        }
+    }
+}
+
+/// Plain text as an Atlassian Document Format document: a paragraph per block of lines
+/// (blank-line separated), lines joined by hard breaks; `link` becomes a last paragraph
+/// that links to the finding.
+fn adf_document(text: &str, link: Option<&str>) -> Value {
+    let mut content = Vec::new();
+    for block in text.split("\n\n") {
+        let mut nodes = Vec::new();
+        for line in block.lines().filter(|l| !l.trim().is_empty()) {
+            if !nodes.is_empty() {
+                nodes.push(json!({"type": "hardBreak"}));
+            }
+            nodes.push(json!({"type": "text", "text": line}));
+        }
+        if !nodes.is_empty() {
+            content.push(json!({"type": "paragraph", "content": nodes}));
+        }
+    }
+    if let Some(href) = link {
+        content.push(json!({
+            "type": "paragraph",
+            "content": [{
+                "type": "text",
+                "text": "Open the finding in Writeback Doctor",
+                "marks": [{"type": "link", "attrs": {"href": href}}],
+            }],
+        }));
+    }
+    json!({"type": "doc", "version": 1, "content": content})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adf_keeps_paragraphs_and_lines() {
+        let doc = adf_document("one\ntwo\n\nthree\n", Some("https://wbd.example/f/1"));
+        assert_eq!(doc["type"], "doc");
+        let paragraphs = doc["content"].as_array().unwrap();
+        assert_eq!(paragraphs.len(), 3);
+        assert_eq!(paragraphs[0]["content"][1]["type"], "hardBreak");
+        assert_eq!(paragraphs[2]["content"][0]["marks"][0]["attrs"]["href"], "https://wbd.example/f/1");
+    }
+
+    #[test]
+    fn endpoints_escape_segments_and_keep_a_base_path() {
+        let base = Url::parse("https://acme.atlassian.net/").unwrap();
+        assert_eq!(endpoint(&base, &["browse", "OPS-1"]).as_str(), "https://acme.atlassian.net/browse/OPS-1");
+        let nested = Url::parse("https://proxy.example/jira").unwrap();
+        assert_eq!(endpoint(&nested, &["a b"]).as_str(), "https://proxy.example/jira/a%20b");
+    }
 }
