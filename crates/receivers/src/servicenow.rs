@@ -34,13 +34,22 @@ const WRITABLE: [&str; 14] = [
     "work_notes",
 ];
 const STATES: [&str; 8] = ["1", "2", "3", "6", "7", "8", "-5", "-6"];
-const CLOSE_CODES: [&str; 6] = [
-    "Solution provided",
-    "Workaround provided",
+/// The out-of-box `close_code` choices (current releases), and the pre-Utah ones.
+const CLOSE_CODES: [&str; 14] = [
+    "Duplicate",
+    "Known error",
+    "No resolution provided",
     "Resolved by caller",
     "Resolved by change",
+    "Resolved by problem",
+    "Resolved by request",
+    "Solution provided",
+    "Workaround provided",
+    "User error",
     "Solved (Permanently)",
     "Solved (Work Around)",
+    "Not Solved (Not Reproducible)",
+    "Closed/Resolved by Caller",
 ];
 
 #[derive(Debug, Clone)]

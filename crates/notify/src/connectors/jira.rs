@@ -11,7 +11,8 @@
 //! - **Close**: the transition named `close_transition`, then the closing comment. If that
 //!   transition is not offered because the issue is already done (a person closed it, or an
 //!   earlier attempt did), only the comment is added.
-//! - **Reopen**: the transition named `reopen_transition` plus a comment (`Outcome::Done`). If the
+//! - **Reopen**: the transition named `reopen_transition` plus a comment (`Outcome::Done`); an
+//!   issue that is no longer done (reopened by a person) only gets the comment. If the
 //!   workflow offers no such transition from the done status, a new issue is created and linked
 //!   to the old one with the `link_type` issue link (`Outcome::Ticket`); a retry finds that issue
 //!   by its label instead of creating another.
@@ -258,8 +259,9 @@ impl Jira {
         key: &str,
     ) -> Result<Outcome, DeliveryError> {
         let issue_key = ticket.external_id.as_str();
-        if self.transition(http, issue_key, &self.reopen_transition).await?
-            || self.status_category(http, issue_key).await? != "done"
+        // An issue a person (or an earlier attempt) already reopened only gets the note.
+        if self.status_category(http, issue_key).await? != "done"
+            || self.transition(http, issue_key, &self.reopen_transition).await?
         {
             self.comment(http, issue_key, &event.note_text()).await?;
             return Ok(Outcome::Done);

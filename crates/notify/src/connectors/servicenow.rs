@@ -25,8 +25,12 @@
 //!   the display values the instance accepts) of the group, caller and category of new incidents.
 //! - `config.resolved_state` (default 6 Resolved), `config.reopen_state` (default 2 In Progress;
 //!   some instances use 1 New): the incident `state` choice values.
-//! - `config.close_code` (default `Solution provided`; older releases use `Solved (Permanently)`)
-//!   : a value of the instance's `close_code` choice list, which is mandatory when resolving.
+//! - `config.close_code` (default `Solution provided`): a value of the instance's `close_code`
+//!   choice list ("Resolution code"), which the data policy makes mandatory when resolving.
+//!   Releases before Utah offer `Solved (Permanently)` and the like instead.
+//!
+//! Closed incidents can only be changed by admins, which is why a reopen after the instance's
+//! auto-close makes a child incident rather than asking the integration user for admin rights.
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};

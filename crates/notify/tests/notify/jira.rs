@@ -100,6 +100,23 @@ async fn closing_an_issue_a_person_already_closed_only_adds_the_note() {
 }
 
 #[tokio::test]
+async fn reopening_an_issue_a_person_already_reopened_only_adds_the_note() {
+    let (receiver, jira) = site().await;
+    let k = key(9);
+    let opened = event(EventType::FindingOpened, 9);
+    let ticket = ticket_of(jira.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    receiver.state.set_status(&ticket.external_id, "In Progress");
+    let reopened = event(EventType::FindingReopened, 9);
+    let outcome =
+        jira.perform(&http(), Action::Reopen { event: &reopened, ticket: &ticket, key: &k }).await.unwrap();
+    assert_eq!(outcome, Outcome::Done);
+    let issue = receiver.state.issue(&ticket.external_id).unwrap();
+    assert_eq!(issue.status, "In Progress", "left where the person put it");
+    assert_eq!(issue.comment_texts().len(), 1);
+    assert_eq!(receiver.state.issues().len(), 1);
+}
+
+#[tokio::test]
 async fn a_workflow_without_reopen_gets_a_new_linked_issue_once() {
     let receiver = Receiver::spawn(JiraState::new(EMAIL, TOKEN, "OPS").done_is_final()).await;
     let jira = jira::build(&settings(&receiver.url(), TOKEN)).unwrap();
