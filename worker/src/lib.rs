@@ -14,6 +14,7 @@
 //! transaction as the findings it changed), and an evaluation over unchanged facts changes
 //! nothing.
 
+pub mod delivery;
 pub mod evaluate;
 pub mod lifecycle;
 pub mod rule_config;

@@ -1,0 +1,4 @@
+//! Delivery of finding events to integrations.
+
+pub mod events;
+pub mod secrets;
