@@ -1,7 +1,442 @@
-//! Placeholder until the connector lands (replaced, not shipped).
+//! HaloPSA REST API: one ticket per problem.
+//!
+//! - **Token**: OAuth2 client credentials, `POST {auth_url}/token` (form-encoded
+//!   `grant_type=client_credentials`, `client_id`, `client_secret`, `scope`; hosted tenants add
+//!   `?tenant=`). The bearer token is cached until shortly before its `expires_in` and fetched
+//!   again when an API call answers 401 (revoked, or the clock disagreed); that call is then
+//!   repeated once with the new token.
+//! - **Create**: `POST {base}/api/Tickets` with a one-element array: `summary` (the ticket
+//!   title), `details` (the ticket body as HTML), `third_party_id_string` (the problem key, a
+//!   native ticket field the ticket list can filter on, so no custom field is needed) and the
+//!   configured customer, site, ticket type, team and priority. Halo answers the saved ticket.
+//! - **Find**: `GET {base}/api/Tickets?third_party_id_string=<key>` → `{"record_count",
+//!   "tickets"}`; tickets whose returned reference differs are ignored.
+//! - **Note**: `POST {base}/api/Actions` with `[{ticket_id, outcome, note_html,
+//!   hiddenfromuser}]`.
+//! - **Close** / **Reopen**: `POST {base}/api/Tickets` with `[{id, status_id}]` (Halo updates
+//!   a ticket posted with its id), then the note (`Outcome::Done` for reopen: Halo reopens a
+//!   closed ticket by giving it an open status). The status goes first so that a retry after a
+//!   lost answer repeats the status change, not the note.
+//!
+//! Settings (ids come from Configuration → Tickets in the MSP's Halo):
+//! - `url`: the Halo web address, e.g. `https://contoso.halopsa.com` (the API is `{url}/api`,
+//!   ticket links `{url}/ticket?id=<id>`).
+//! - `config.auth_url` (default `{url}/auth`): the authorisation server of API Details.
+//! - `config.tenant` (optional): the hosted-authentication tenant, when API Details shows one.
+//! - `config.scope` (default `all`): the application's OAuth scope.
+//! - `config.customer_id`, `config.site_id`, `config.tickettype_id`, `config.team_id`
+//!   (optional): where tickets are filed; Halo's defaults otherwise.
+//! - `config.priority_ids` (default `{"critical": 1, "high": 2, "medium": 3, "low": 4}`, Halo's
+//!   stock priorities): the priority per severity.
+//! - `config.closed_status_id` (default 9, "Closed"), `config.reopen_status_id` (default 1,
+//!   "New").
+//! - `config.note_outcome` (default `Private Note`): the action outcome our notes use; they are
+//!   hidden from the end user.
+//! - `credentials.client_id`, `credentials.client_secret`: the API application (Configuration →
+//!   Integrations → Halo API, authentication method "Client ID and Secret").
 
-use crate::connector::{ConfigError, Connector, ConnectorSettings};
+use std::time::{Duration, Instant};
 
-pub fn build(_settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
-    Err(vec![ConfigError::new("kind", "not available yet")])
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use url::Url;
+
+use super::Fields;
+use crate::connector::{
+    Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
+    Response, TicketRef,
+};
+use crate::event::{Event, truncate};
+
+/// Halo's ticket summary column.
+const SUMMARY_MAX: usize = 250;
+/// Halo's stock priorities run from 1 (critical) to 4 (low), as `Event::priority` does.
+const DEFAULT_PRIORITIES: [u64; 4] = [1, 2, 3, 4];
+/// A cached token is renewed this long before Halo says it expires (at most a tenth of its life).
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
+pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut config = Fields::new("config", &settings.config, &mut errors);
+    let auth_url = config.optional_str("auth_url");
+    let tenant = config.optional_str("tenant");
+    let scope = config.str_or("scope", "all");
+    let customer_id = config.optional_u64("customer_id");
+    let site_id = config.optional_u64("site_id");
+    let tickettype_id = config.optional_u64("tickettype_id");
+    let team_id = config.optional_u64("team_id");
+    let closed_status_id = config.u64_or("closed_status_id", 9);
+    let reopen_status_id = config.u64_or("reopen_status_id", 1);
+    let note_outcome = config.str_or("note_outcome", "Private Note");
+    let priority_ids = priority_ids(&settings.config, &mut errors);
+    let mut credentials = Fields::new("credentials", &settings.credentials, &mut errors);
+    let client_id = credentials.required_str("client_id");
+    let client_secret = credentials.required_str("client_secret");
+
+    let base = web_root(&settings.url, &mut errors);
+    let token_url =
+        base.as_ref().and_then(|base| token_url(base, auth_url.as_deref(), tenant.as_deref(), &mut errors));
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let (Some(base), Some(token_url)) = (base, token_url) else {
+        return Err(vec![ConfigError::new("url", "must be the Halo web address")]);
+    };
+    let api = base.join("api/").map_err(|_| vec![ConfigError::new("url", "must be the Halo web address")])?;
+    Ok(Box::new(HaloPsa {
+        api,
+        base,
+        token_url,
+        client_id,
+        client_secret,
+        scope,
+        customer_id,
+        site_id,
+        tickettype_id,
+        team_id,
+        priority_ids,
+        closed_status_id,
+        reopen_status_id,
+        note_outcome,
+        token: Mutex::new(None),
+    }))
+}
+
+/// `config.priority_ids`: one priority id per severity; unset ones keep Halo's stock ids.
+fn priority_ids(config: &Value, errors: &mut Vec<ConfigError>) -> [u64; 4] {
+    let mut ids = DEFAULT_PRIORITIES;
+    let Some(value) = config.get("priority_ids").filter(|v| !v.is_null()) else { return ids };
+    let Some(map) = value.as_object() else {
+        errors.push(ConfigError::new("config.priority_ids", "must be an object of severity → priority id"));
+        return ids;
+    };
+    for (slot, severity) in ids.iter_mut().zip(["critical", "high", "medium", "low"]) {
+        match map.get(severity) {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_u64() {
+                Some(id) => *slot = id,
+                None => errors.push(ConfigError::new(
+                    format!("config.priority_ids.{severity}"),
+                    "must be a whole number ≥ 0 (a priority id)",
+                )),
+            },
+        }
+    }
+    ids
+}
+
+/// The Halo web root with a trailing slash (an `/api` suffix is dropped).
+fn web_root(url: &Url, errors: &mut Vec<ConfigError>) -> Option<Url> {
+    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() || url.host().is_none() {
+        errors.push(ConfigError::new("url", "must be the Halo web address (https://…)"));
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        errors.push(ConfigError::new("url", "must be the Halo web address without query or fragment"));
+        return None;
+    }
+    let mut root = url.clone();
+    let path = root.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api").unwrap_or(path).to_owned();
+    root.set_path(&format!("{path}/"));
+    Some(root)
+}
+
+/// `{auth_url}/token`, with `?tenant=` for hosted authentication.
+fn token_url(
+    base: &Url,
+    auth_url: Option<&str>,
+    tenant: Option<&str>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Url> {
+    let auth = match auth_url {
+        None => base.join("auth").ok()?,
+        Some(text) => match Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") && !url.cannot_be_a_base() => url,
+            _ => {
+                errors.push(ConfigError::new(
+                    "config.auth_url",
+                    "must be the authorisation server's https:// address",
+                ));
+                return None;
+            }
+        },
+    };
+    let mut token = auth;
+    let path = token.path().trim_end_matches('/').to_owned();
+    let path = if path.ends_with("/token") { path } else { format!("{path}/token") };
+    token.set_path(&path);
+    if let Some(tenant) = tenant {
+        token.query_pairs_mut().append_pair("tenant", tenant);
+    }
+    Some(token)
+}
+
+/// A bearer token and when to stop using it.
+struct CachedToken {
+    value: String,
+    renew_at: Instant,
+}
+
+struct HaloPsa {
+    api: Url,
+    base: Url,
+    token_url: Url,
+    client_id: String,
+    /// A secret.
+    client_secret: String,
+    scope: String,
+    customer_id: Option<u64>,
+    site_id: Option<u64>,
+    tickettype_id: Option<u64>,
+    team_id: Option<u64>,
+    priority_ids: [u64; 4],
+    closed_status_id: u64,
+    reopen_status_id: u64,
+    note_outcome: String,
+    /// The current bearer token (a secret), shared by every action of this integration.
+    token: Mutex<Option<CachedToken>>,
+}
+
+impl HaloPsa {
+    /// The cached token, or a new one if there is none or it is about to expire.
+    async fn token(&self, http: &Http) -> Result<String, DeliveryError> {
+        // Held across the request: concurrent actions wait for one token instead of each
+        // fetching their own.
+        let mut cached = self.token.lock().await;
+        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
+            return Ok(token.value.clone());
+        }
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("client_secret", &self.client_secret)
+            .append_pair("scope", &self.scope)
+            .finish();
+        let request = http
+            .client()
+            .post(self.token_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(form);
+        let answer = http.send(request).await?.json()?;
+        let value = answer
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| DeliveryError::Protocol("the token answer has no access_token".into()))?
+            .to_owned();
+        let lifetime = Duration::from_secs(answer.get("expires_in").and_then(Value::as_u64).unwrap_or(3600));
+        let renew_at = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN.min(lifetime / 10));
+        *cached = Some(CachedToken { value: value.clone(), renew_at });
+        Ok(value)
+    }
+
+    /// Drops `rejected` from the cache (unless another action already replaced it).
+    async fn forget(&self, rejected: &str) {
+        let mut cached = self.token.lock().await;
+        if cached.as_ref().is_some_and(|t| t.value == rejected) {
+            *cached = None;
+        }
+    }
+
+    /// One API call with the bearer token; a 401 renews the token and repeats the call once.
+    async fn call(
+        &self,
+        http: &Http,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Response, DeliveryError> {
+        let request = |token: &str| {
+            let mut request = http
+                .client()
+                .request(method.clone(), url.clone())
+                .bearer_auth(token)
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            request
+        };
+        let token = self.token(http).await?;
+        match http.send(request(&token)).await {
+            Err(DeliveryError::Status { status: 401, .. }) => {
+                self.forget(&token).await;
+                let token = self.token(http).await?;
+                http.send(request(&token)).await
+            }
+            other => other,
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, DeliveryError> {
+        self.api.join(path).map_err(|e| DeliveryError::Protocol(format!("cannot build the API address: {e}")))
+    }
+
+    fn ticket(&self, id: u64) -> TicketRef {
+        let mut link = self.base.join("ticket").unwrap_or_else(|_| self.base.clone());
+        link.query_pairs_mut().append_pair("id", &id.to_string());
+        TicketRef { external_id: id.to_string(), url: Some(link.to_string()) }
+    }
+
+    async fn create(&self, http: &Http, event: &Event, key: &str) -> Result<Outcome, DeliveryError> {
+        check_key(key)?;
+        let mut ticket = json!({
+            "summary": truncate(&event.ticket_title(), SUMMARY_MAX),
+            "details": html(&event.ticket_body()),
+            "third_party_id_string": key,
+            "priority_id": self.priority_ids[usize::from(event.priority().clamp(1, 4)) - 1],
+        });
+        for (field, value) in [
+            ("client_id", self.customer_id),
+            ("site_id", self.site_id),
+            ("tickettype_id", self.tickettype_id),
+            ("team_id", self.team_id),
+        ] {
+            if let Some(value) = value {
+                ticket[field] = json!(value);
+            }
+        }
+        let answer = self
+            .call(http, reqwest::Method::POST, self.url("Tickets")?, Some(&json!([ticket])))
+            .await?
+            .json()?;
+        // One ticket posted: Halo answers it (some versions wrap it in an array).
+        let saved = match &answer {
+            Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let id = saved
+            .get("id")
+            .and_then(Value::as_u64)
+            .filter(|id| *id > 0)
+            .ok_or_else(|| DeliveryError::Protocol("the saved ticket has no id".into()))?;
+        Ok(Outcome::Ticket(self.ticket(id)))
+    }
+
+    async fn find(&self, http: &Http, key: &str) -> Result<Outcome, DeliveryError> {
+        check_key(key)?;
+        let mut url = self.url("Tickets")?;
+        url.query_pairs_mut().append_pair("third_party_id_string", key).append_pair("open_only", "false");
+        let answer = self.call(http, reqwest::Method::GET, url, None).await?.json()?;
+        let tickets = answer
+            .get("tickets")
+            .and_then(Value::as_array)
+            .ok_or_else(|| DeliveryError::Protocol("the ticket list has no tickets".into()))?;
+        let newest = tickets
+            .iter()
+            .filter(|t| t.get("third_party_id_string").and_then(Value::as_str).is_none_or(|r| r == key))
+            .filter_map(|t| t.get("id").and_then(Value::as_u64))
+            .max();
+        Ok(newest.map_or(Outcome::NotFound, |id| Outcome::Ticket(self.ticket(id))))
+    }
+
+    async fn add_note(&self, http: &Http, id: u64, event: &Event) -> Result<(), DeliveryError> {
+        let action = json!([{
+            "ticket_id": id,
+            "outcome": self.note_outcome,
+            "note_html": html(&event.note_text()),
+            "hiddenfromuser": true,
+        }]);
+        self.call(http, reqwest::Method::POST, self.url("Actions")?, Some(&action)).await?;
+        Ok(())
+    }
+
+    async fn set_status(&self, http: &Http, id: u64, status_id: u64) -> Result<(), DeliveryError> {
+        let update = json!([{ "id": id, "status_id": status_id }]);
+        self.call(http, reqwest::Method::POST, self.url("Tickets")?, Some(&update)).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Connector for HaloPsa {
+    fn kind(&self) -> IntegrationKind {
+        IntegrationKind::Halopsa
+    }
+
+    fn destinations(&self) -> Vec<Url> {
+        let mut auth = self.token_url.clone();
+        auth.set_query(None);
+        vec![self.api.clone(), auth]
+    }
+
+    async fn perform(&self, http: &Http, action: Action<'_>) -> Result<Outcome, DeliveryError> {
+        match action {
+            Action::Send { .. } => Ok(Outcome::Done),
+            Action::Create { event, key } => self.create(http, event, key).await,
+            Action::Find { key, .. } => self.find(http, key).await,
+            Action::Note { event, ticket } => {
+                self.add_note(http, ticket_id(ticket)?, event).await?;
+                Ok(Outcome::Done)
+            }
+            Action::Close { event, ticket } => {
+                let id = ticket_id(ticket)?;
+                self.set_status(http, id, self.closed_status_id).await?;
+                self.add_note(http, id, event).await?;
+                Ok(Outcome::Done)
+            }
+            Action::Reopen { event, ticket, .. } => {
+                let id = ticket_id(ticket)?;
+                self.set_status(http, id, self.reopen_status_id).await?;
+                self.add_note(http, id, event).await?;
+                Ok(Outcome::Done)
+            }
+        }
+    }
+}
+
+/// Halo keeps ticket details and notes as HTML: escape the text and keep its line breaks.
+fn html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\n' => out.push_str("<br>"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn ticket_id(ticket: &TicketRef) -> Result<u64, DeliveryError> {
+    ticket
+        .external_id
+        .parse()
+        .map_err(|_| DeliveryError::Protocol(format!("{:?} is not a Halo ticket id", ticket.external_id)))
+}
+
+/// The engine's keys are `[a-z0-9-]{1,40}`: nothing else goes into a search.
+fn check_key(key: &str) -> Result<(), DeliveryError> {
+    let valid = !key.is_empty()
+        && key.len() <= 40
+        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid { Ok(()) } else { Err(DeliveryError::Protocol(format!("invalid problem key {key:?}"))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_follow_the_halo_layout() {
+        let mut errors = Vec::new();
+        let base = web_root(&Url::parse("https://contoso.halopsa.com/api").unwrap(), &mut errors).unwrap();
+        assert_eq!(base.as_str(), "https://contoso.halopsa.com/");
+        let token = token_url(&base, None, Some("contoso"), &mut errors).unwrap();
+        assert_eq!(token.as_str(), "https://contoso.halopsa.com/auth/token?tenant=contoso");
+        let custom = token_url(&base, Some("https://auth.halopsa.com/auth/"), None, &mut errors).unwrap();
+        assert_eq!(custom.as_str(), "https://auth.halopsa.com/auth/token");
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn text_becomes_escaped_html() {
+        assert_eq!(html("a < b & c\nnext"), "a &lt; b &amp; c<br>next");
+    }
 }
