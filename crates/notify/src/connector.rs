@@ -323,6 +323,20 @@ impl Http {
 
     /// Sends `request` and returns a 2xx answer; anything else is an error (and recorded).
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, DeliveryError> {
+        self.exchange(request, false).await
+    }
+
+    /// Like [`Http::send`], for requests whose successful answer holds a credential (an OAuth
+    /// token): the log keeps its status and timing but not its body.
+    pub async fn send_sensitive(&self, request: reqwest::RequestBuilder) -> Result<Response, DeliveryError> {
+        self.exchange(request, true).await
+    }
+
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        sensitive: bool,
+    ) -> Result<Response, DeliveryError> {
         let request =
             request.build().map_err(|e| DeliveryError::Protocol(format!("cannot build request: {e}")))?;
         let label = format!("{} {}", request.method(), self.describe(request.url()));
@@ -348,7 +362,11 @@ impl Http {
                 let body = read_capped(response).await;
                 exchange.status = Some(status);
                 let excerpt = excerpt(&body);
-                exchange.response_excerpt = (!excerpt.is_empty()).then(|| excerpt.clone());
+                exchange.response_excerpt = if sensitive && (200..300).contains(&status) {
+                    Some("(withheld: the answer carries a credential)".to_owned())
+                } else {
+                    (!excerpt.is_empty()).then(|| excerpt.clone())
+                };
                 match body {
                     Err(e) => {
                         exchange.error = Some(e.to_string());

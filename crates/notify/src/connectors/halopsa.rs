@@ -220,7 +220,7 @@ impl HaloPsa {
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(reqwest::header::ACCEPT, "application/json")
             .body(form);
-        let answer = http.send(request).await?.json()?;
+        let answer = http.send_sensitive(request).await?.json()?;
         let value = answer
             .get("access_token")
             .and_then(Value::as_str)

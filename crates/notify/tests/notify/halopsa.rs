@@ -224,3 +224,18 @@ fn settings_name_every_missing_or_wrong_field() {
     assert_eq!(fields, ["config.auth_url", "config.closed_status_id", "config.priority_ids"]);
     assert!(!format!("{errors:?}").contains("keep-this-quiet"));
 }
+
+#[tokio::test]
+async fn the_access_token_never_reaches_the_attempt_log() {
+    let (receiver, halo) = halo().await;
+    let http = http();
+    let opened = event(EventType::FindingOpened, 7);
+    halo.perform(&http, Action::Create { event: &opened, key: &key(7) }).await.unwrap();
+    let exchanges = http.exchanges();
+    let token_answer =
+        receiver.requests().iter().position(|r| r.path.ends_with("/token")).expect("a token was fetched");
+    assert!(token_answer < exchanges.len());
+    let logged = serde_json::to_string(&exchanges).unwrap();
+    assert!(!logged.contains("access_token"), "the token answer was logged: {logged}");
+    assert!(logged.contains("withheld"), "{logged}");
+}
