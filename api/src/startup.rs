@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, TracingLogger};
 use utoipa_actix_web::AppExt as _;
+use wbd_notify::ssrf::NetworkPolicy;
 use wbd_platform::Settings;
 use wbd_queue::Queue;
 use wbd_store::Store;
@@ -49,11 +50,16 @@ impl Application {
         rand::rng().fill_bytes(&mut generated);
         let secret =
             store.get_or_create_secret(TOKEN_SECRET, generated).await.context("loading the token secret")?;
+        let sealer = wbd_worker::delivery::secrets::sealer_from_settings(&settings)?.map(Arc::new);
+        let network = NetworkPolicy::new(&settings.delivery.allow_networks, settings.delivery.https_only)
+            .map_err(|e| anyhow::anyhow!("delivery.allow_networks: {e}"))?;
         let state = web::Data::new(AppState {
             store: store.clone(),
             queue: queue.clone(),
             tokens: TokenIssuer::new(&secret, &settings.auth),
             settings: settings.clone(),
+            sealer,
+            network,
         });
         let openapi_json = web::Data::new(
             serde_json::to_string_pretty(&crate::openapi::document())
@@ -110,7 +116,7 @@ impl Application {
             });
         }
         if settings.worker_embedded() {
-            let mut worker = wbd_worker::spawn(store.clone(), queue, &settings, cancel.child_token());
+            let mut worker = wbd_worker::spawn(store.clone(), queue, &settings, cancel.child_token())?;
             background.spawn(async move { while worker.join_next().await.is_some() {} });
         }
         tracing::info!(

@@ -38,13 +38,15 @@ pub fn damping_defaults(settings: &Settings) -> DampingDefaults {
     DampingDefaults { open_after: settings.rules.open_after, resolve_after: settings.rules.resolve_after }
 }
 
-/// Starts the consumers and the silence sweep; they stop when `cancel` fires.
+/// Starts the consumers, the silence sweep and (unless `delivery.enabled` is off) the delivery
+/// of finding events to integrations; they stop when `cancel` fires. Fails on unusable delivery
+/// settings (the secrets key, the network allow-list).
 pub fn spawn(
     store: Arc<dyn Store>,
     queue: Queue,
     settings: &Settings,
     cancel: CancellationToken,
-) -> JoinSet<()> {
+) -> anyhow::Result<JoinSet<()>> {
     let mut tasks = JoinSet::new();
     let damping = damping_defaults(settings);
     for n in 0..settings.worker.concurrency {
@@ -53,9 +55,12 @@ pub fn spawn(
                 .instrument(tracing::info_span!("consumer", n)),
         );
     }
+    if settings.delivery.enabled {
+        delivery::engine::spawn(store.clone(), settings, cancel.clone(), &mut tasks)?;
+    }
     let every = Duration::from_secs(settings.worker.silence_sweep_secs);
     tasks.spawn(sweep_silent_collectors(store, damping, every, cancel));
-    tasks
+    Ok(tasks)
 }
 
 /// Runs one consumer until cancelled.

@@ -167,9 +167,18 @@ mod tests {
 
     #[test]
     fn collector_silence_has_event_types_of_its_own() {
-        assert_eq!(event_type_of(FindingEventKind::Opened, "collector-silent"), Some(EventType::CollectorSilent));
-        assert_eq!(event_type_of(FindingEventKind::Resolved, "collector-silent"), Some(EventType::CollectorBack));
-        assert_eq!(event_type_of(FindingEventKind::Opened, "endpoint-reachable"), Some(EventType::FindingOpened));
+        assert_eq!(
+            event_type_of(FindingEventKind::Opened, "collector-silent"),
+            Some(EventType::CollectorSilent)
+        );
+        assert_eq!(
+            event_type_of(FindingEventKind::Resolved, "collector-silent"),
+            Some(EventType::CollectorBack)
+        );
+        assert_eq!(
+            event_type_of(FindingEventKind::Opened, "endpoint-reachable"),
+            Some(EventType::FindingOpened)
+        );
         assert_eq!(
             event_type_of(FindingEventKind::SuppressionExpired, "endpoint-reachable"),
             Some(EventType::FindingReopened)

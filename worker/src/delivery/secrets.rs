@@ -63,7 +63,9 @@ pub enum SecretsError {
          base64 of 32 random bytes, the same in every process"
     )]
     NoKey,
-    #[error("the integration's secrets cannot be opened ({0}); was delivery.secrets_key changed without keeping the old key in delivery.previous_secrets_keys?")]
+    #[error(
+        "the integration's secrets cannot be opened ({0}); was delivery.secrets_key changed without keeping the old key in delivery.previous_secrets_keys?"
+    )]
     Open(String),
     #[error("stored integration is unusable: {0}")]
     Corrupt(String),
@@ -118,9 +120,10 @@ fn read_or_create_key(path: &Path) -> anyhow::Result<String> {
             Ok(key)
         }
         // Another process made it first.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_owned()),
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
 }
@@ -171,7 +174,10 @@ mod tests {
     #[test]
     fn the_key_file_sits_beside_the_sqlite_database() {
         assert_eq!(key_file_path("sqlite://wbd.db"), Some(PathBuf::from("wbd.db.secrets-key")));
-        assert_eq!(key_file_path("sqlite:///var/lib/wbd/wbd.db?mode=rwc"), Some(PathBuf::from("/var/lib/wbd/wbd.db.secrets-key")));
+        assert_eq!(
+            key_file_path("sqlite:///var/lib/wbd/wbd.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/wbd/wbd.db.secrets-key"))
+        );
         assert_eq!(key_file_path("sqlite::memory:"), None);
         assert_eq!(key_file_path("postgres://db/wbd"), None);
     }
@@ -199,8 +205,14 @@ mod tests {
             url: None,
             signing_secrets: vec![
                 StoredSigningSecret { secret: "whsec_new".into(), expires_at: None },
-                StoredSigningSecret { secret: "whsec_old".into(), expires_at: Some(now + chrono::Duration::hours(1)) },
-                StoredSigningSecret { secret: "whsec_older".into(), expires_at: Some(now - chrono::Duration::hours(1)) },
+                StoredSigningSecret {
+                    secret: "whsec_old".into(),
+                    expires_at: Some(now + chrono::Duration::hours(1)),
+                },
+                StoredSigningSecret {
+                    secret: "whsec_older".into(),
+                    expires_at: Some(now - chrono::Duration::hours(1)),
+                },
             ],
         };
         assert_eq!(secrets.valid_signing_secrets(now), ["whsec_new", "whsec_old"]);
