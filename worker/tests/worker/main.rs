@@ -3,6 +3,8 @@
 //! (Its evaluation behaviour is tested in the unit tests and, against real PostgreSQL and
 //! RabbitMQ, by the wbd-api distributed suite, which starts this binary.)
 
+mod delivery;
+
 use std::process::Command;
 
 fn worker() -> Command {

@@ -1,0 +1,564 @@
+//! The delivery engine against local stand-ins of the real APIs, on a real (SQLite) store:
+//! what the PSA or the webhook receiver ends up with after faults — receivers down for hours
+//! (time-compressed), slow, failing then recovering, answers lost, a worker dying mid-delivery,
+//! duplicate events — and what the MSP sees in the store (attempts, tickets, disabled
+//! integrations).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use wbd_notify::schedule::RetrySchedule;
+use wbd_notify::sealing::Sealer;
+use wbd_notify::ssrf::{Guard, NetworkPolicy};
+use wbd_notify::{Event, EventData, EventType, TenantRef};
+use wbd_receivers::connectwise::ConnectwiseState;
+use wbd_receivers::jira::JiraState;
+use wbd_receivers::servicenow::ServiceNowState;
+use wbd_receivers::webhook::WebhookReceiver;
+use wbd_receivers::{Faults, Receiver};
+use wbd_store::{
+    DeliveryFilter, DeliveryStatus, Finding, FindingId, FindingStatus, Integration, IntegrationFilter,
+    IntegrationWrite, OrgScope, Routing, Severity, Store, TenantId, TicketState,
+};
+use wbd_worker::delivery::engine::{Engine, EngineConfig, start};
+use wbd_worker::delivery::events::delivery_for;
+use wbd_worker::delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+struct Harness {
+    store: Arc<dyn Store>,
+    sealer: Arc<Sealer>,
+    org: OrgScope,
+    tenants: Vec<(TenantId, String)>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// Fast waits between attempts (the standard schedule's shape, compressed).
+fn quick_schedule() -> RetrySchedule {
+    RetrySchedule::from_delays(vec![Duration::from_millis(100); 9])
+}
+
+fn config(schedule: RetrySchedule) -> EngineConfig {
+    EngineConfig {
+        schedule,
+        attempt_timeout: Duration::from_secs(3),
+        disable_after: chrono::TimeDelta::days(5),
+        concurrency: 8,
+        poll_interval: Duration::from_millis(25),
+        public_url: Some("https://wbd.example".into()),
+    }
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = wbd_store::connect(&format!("sqlite://{}", dir.path().join("wbd.db").display()), 4)
+            .await
+            .unwrap();
+        let now = Utc::now();
+        let org = OrgScope { org_id: store.create_organization("Northwind MSP", now).await.unwrap().id };
+        let mut tenants = Vec::new();
+        for name in ["Contoso", "Fabrikam"] {
+            tenants.push((store.create_tenant(org, name, None, now).await.unwrap().id, name.to_owned()));
+        }
+        let sealer = Arc::new(Sealer::new(&Sealer::generate_key(), &[]).unwrap());
+        Harness {
+            store,
+            sealer,
+            org,
+            tenants,
+            cancel: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Starts an engine (call again for a second worker).
+    fn start(&mut self, config: EngineConfig) {
+        let policy = NetworkPolicy::new(&["127.0.0.1/32".to_owned()], false).unwrap();
+        let guard = Guard::new(policy, config.attempt_timeout);
+        let engine = Arc::new(Engine::new(self.store.clone(), Some(self.sealer.clone()), guard, config));
+        start(engine, self.cancel.clone(), &mut self.tasks);
+    }
+
+    async fn integrate(
+        &self,
+        kind: &str,
+        url: &str,
+        config: Value,
+        credentials: Value,
+        tune: impl FnOnce(&mut IntegrationWrite),
+    ) -> Integration {
+        let signing_secrets = if kind == "webhook" {
+            vec![StoredSigningSecret { secret: WHSEC.into(), expires_at: None }]
+        } else {
+            Vec::new()
+        };
+        let sealed = SealedSecrets { credentials, url: None, signing_secrets };
+        let mut write = IntegrationWrite {
+            name: format!("{kind} integration"),
+            kind: kind.into(),
+            url: Some(url.into()),
+            config,
+            secrets: secrets::seal(&self.sealer, self.org.org_id, &sealed),
+            filter: IntegrationFilter::default(),
+            routing: Routing::PerTenant,
+            max_in_flight: 4,
+            hourly_budget: None,
+            enabled: true,
+        };
+        tune(&mut write);
+        self.store.create_integration(self.org, &write, "test", Utc::now()).await.unwrap()
+    }
+
+    /// Queues an event about finding `n` of tenant `t` for `integration`, as the dispatcher would.
+    async fn emit(&self, integration: &Integration, event_type: EventType, t: usize, n: u128) -> Event {
+        let (_, finding, event) = self.event(event_type, t, n);
+        let delivery = delivery_for(integration, &event, Some(&finding));
+        self.store.enqueue_deliveries(&[delivery], Utc::now()).await.unwrap();
+        event
+    }
+
+    fn event(&self, event_type: EventType, t: usize, n: u128) -> (TenantId, Finding, Event) {
+        let (tenant, tenant_name) = self.tenants[t].clone();
+        let now = Utc::now();
+        let subject = format!("host{n}.servicebus.windows.net:443");
+        let finding = Finding {
+            id: FindingId(Uuid::from_u128(0xf000 + n * 10 + t as u128)),
+            org_id: self.org.org_id,
+            tenant_id: tenant,
+            fingerprint: format!("endpoint-reachable|{subject}"),
+            rule_id: "endpoint-reachable".into(),
+            subject: subject.clone(),
+            severity: Severity::High,
+            status: if event_type.is_recovery() { FindingStatus::Resolved } else { FindingStatus::Open },
+            title: "Password reset endpoint unreachable".into(),
+            summary: "The collector could not open TCP 443 to the Service Bus endpoint.".into(),
+            evidence: json!({}),
+            opened_at: now,
+            updated_at: now,
+            resolved_at: None,
+            reopen_count: 0,
+            version: 1,
+            collector_id: None,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            suppressed_until: None,
+            suppression_reason: None,
+            suppressed_by: None,
+            message: None,
+        };
+        let event = Event {
+            id: Uuid::now_v7(),
+            event_type,
+            timestamp: now,
+            data: EventData {
+                organization_id: self.org.org_id.0,
+                tenant: Some(TenantRef { id: tenant.0, name: tenant_name }),
+                finding: Some(wbd_worker::delivery::events::finding_data(
+                    &finding,
+                    Some("https://wbd.example"),
+                )),
+                actor: "system".into(),
+                note: None,
+                suppressed_until: None,
+                integration_id: None,
+                affected_tenants: Vec::new(),
+            },
+        };
+        (tenant, finding, event)
+    }
+
+    async fn deliveries(&self, integration: &Integration) -> Vec<wbd_store::Delivery> {
+        self.store
+            .list_deliveries(self.org, integration.id, &DeliveryFilter { limit: 200, ..Default::default() })
+            .await
+            .unwrap()
+    }
+
+    async fn settled(&self, integration: &Integration) -> Vec<wbd_store::Delivery> {
+        let deliveries = self.deliveries(integration).await;
+        deliveries.into_iter().filter(|d| d.status != DeliveryStatus::Pending).collect()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Waits (up to `secs`) until `check` holds.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn jira_config() -> (Value, Value) {
+    (json!({"email": "wbd@msp.example", "project_key": "OPS"}), json!({"api_token": "jira-token"}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_jira_issue_per_finding_noted_closed_and_reopened_and_shown_on_the_finding() {
+    let jira = Receiver::spawn(JiraState::new("wbd@msp.example", "jira-token", "OPS")).await;
+    let mut h = Harness::new().await;
+    let (config_json, credentials) = jira_config();
+    let integration = h.integrate("jira", &jira.url(), config_json, credentials, |_| {}).await;
+    h.start(config(quick_schedule()));
+
+    let opened = h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(10, "the issue exists", || async { jira.state.issues().len() == 1 }).await;
+    h.emit(&integration, EventType::FindingAcknowledged, 0, 1).await;
+    h.emit(&integration, EventType::FindingResolved, 0, 1).await;
+    eventually(10, "the issue is done", || async { jira.state.issues()[0].status == "Done" }).await;
+    h.emit(&integration, EventType::FindingReopened, 0, 1).await;
+    eventually(10, "four deliveries settled", || async { h.settled(&integration).await.len() == 4 }).await;
+
+    let issues = jira.state.issues();
+    assert_eq!(issues.len(), 1, "one issue for the finding, whatever happened to it");
+    let issue = &issues[0];
+    assert_eq!(issue.status, "To Do", "reopened with the finding");
+    let comments = issue.comment_texts().join("\n");
+    assert!(comments.contains("Acknowledged in Contoso"), "{comments}");
+    assert!(comments.contains("Resolved in Contoso"), "{comments}");
+    assert!(comments.contains("Failing again in Contoso"), "{comments}");
+    assert!(h.deliveries(&integration).await.iter().all(|d| d.status == DeliveryStatus::Succeeded));
+
+    let finding = FindingId(opened.data.finding.as_ref().unwrap().id);
+    let tickets = h.store.list_finding_tickets(h.org, &[finding]).await.unwrap();
+    assert_eq!(tickets.len(), 1);
+    assert_eq!(tickets[0].external_id.as_deref(), Some(issue.key.as_str()));
+    assert_eq!(tickets[0].state, TicketState::Open);
+    assert_eq!(tickets[0].kind, "jira");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_to_the_create_never_makes_a_second_incident() {
+    let snow = Receiver::spawn(ServiceNowState::new("wbd.integration", "snow-pass")).await;
+    snow.common().set_faults(Faults { lose_answer_next: 1, ..Default::default() });
+    let mut h = Harness::new().await;
+    let integration = h
+        .integrate(
+            "servicenow",
+            &snow.url(),
+            json!({"username": "wbd.integration"}),
+            json!({"password": "snow-pass"}),
+            |_| {},
+        )
+        .await;
+    h.start(config(quick_schedule()));
+
+    h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    h.emit(&integration, EventType::FindingResolved, 0, 1).await;
+    eventually(10, "both deliveries settled", || async { h.settled(&integration).await.len() == 2 }).await;
+
+    let incidents = snow.state.incidents();
+    assert_eq!(incidents.len(), 1, "the retry found the incident the lost answer had created");
+    assert_eq!(incidents[0].state(), "6", "resolved when the finding resolved");
+    let deliveries = h.deliveries(&integration).await;
+    let open = deliveries.iter().find(|d| d.event_type == "finding.opened").unwrap();
+    assert_eq!(open.status, DeliveryStatus::Succeeded);
+    assert_eq!(open.attempts, 2);
+    let (_, attempts) = h.store.get_delivery(h.org, open.id).await.unwrap().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert!(!attempts[0].succeeded);
+    assert_eq!(attempts[0].status, Some(500));
+    assert!(attempts[1].succeeded);
+    let second: Vec<String> = attempts[1]
+        .exchanges
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(second[0].starts_with("GET "), "the second attempt looked before creating: {second:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psa_down_for_hours_gets_every_ticket_in_order_when_it_is_back() {
+    let mut cw = Receiver::spawn(ConnectwiseState::new("northwind", "pub", "priv", "client-1")).await;
+    let mut h = Harness::new().await;
+    let integration = h
+        .integrate(
+            "connectwise",
+            &cw.url(),
+            json!({"login_company": "northwind", "board_id": 7, "company_identifier": "Contoso"}),
+            json!({"public_key": "pub", "private_key": "priv", "client_id": "client-1"}),
+            |_| {},
+        )
+        .await;
+    cw.stop().await;
+    // The standard schedule's ten attempts over ~75 h, compressed 100,000 times (≈ 2.7 s).
+    h.start(config(RetrySchedule::standard().scaled(1e-5)));
+    for n in 1..=3 {
+        h.emit(&integration, EventType::FindingOpened, 0, n).await;
+    }
+    h.emit(&integration, EventType::FindingResolved, 0, 2).await;
+    eventually(10, "attempts failed while the PSA is down", || async {
+        h.deliveries(&integration).await.iter().any(|d| d.attempts >= 3)
+    })
+    .await;
+    assert!(cw.state.tickets().is_empty());
+    cw.start().await;
+    eventually(20, "everything delivered", || async {
+        h.deliveries(&integration).await.iter().all(|d| d.status == DeliveryStatus::Succeeded)
+    })
+    .await;
+    let tickets = cw.state.tickets();
+    assert_eq!(tickets.len(), 3, "one ticket per finding");
+    let closed: Vec<_> = tickets.iter().filter(|t| t.status.closed).collect();
+    assert_eq!(closed.len(), 1, "the resolved finding's ticket is closed (after it was created)");
+    assert!(closed[0].external_x_ref.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_failing_then_recovering_is_delivered_once_signed_and_every_attempt_is_recorded() {
+    let hook = Receiver::spawn(WebhookReceiver::new()).await;
+    hook.common().set_faults(Faults { fail_next: 2, ..Default::default() });
+    let mut h = Harness::new().await;
+    let integration =
+        h.integrate("webhook", &format!("{}/hooks/wbd", hook.url()), json!({}), json!(null), |_| {}).await;
+    h.start(config(quick_schedule()));
+    let event = h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(10, "delivered", || async { h.settled(&integration).await.len() == 1 }).await;
+
+    let received = hook.requests();
+    assert_eq!(received.len(), 3, "two failures, then the success");
+    let last = received.last().unwrap();
+    let verifier = standardwebhooks::Webhook::new(WHSEC).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, last.header(name).unwrap().parse().unwrap());
+    }
+    verifier.verify(&last.body, &headers).expect("the signature verifies with the integration's secret");
+    assert_eq!(last.header("webhook-id"), Some(event.message_id().as_str()));
+    assert!(
+        received.iter().all(|r| r.header("webhook-id") == Some(event.message_id().as_str())),
+        "one id across retries"
+    );
+    assert_eq!(last.json()["type"], "finding.opened");
+
+    let delivery = &h.deliveries(&integration).await[0];
+    let (_, attempts) = h.store.get_delivery(h.org, delivery.id).await.unwrap().unwrap();
+    let statuses: Vec<_> = attempts.iter().map(|a| (a.succeeded, a.status)).collect();
+    assert_eq!(statuses, [(false, Some(500)), (false, Some(500)), (true, Some(204))]);
+    assert!(attempts[0].response_excerpt.as_deref().unwrap_or("").contains("injected failure"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let hook = Receiver::spawn(WebhookReceiver::new()).await;
+    hook.common().set_faults(Faults { rate_limit_next: 1, retry_after_secs: 2, ..Default::default() });
+    let mut h = Harness::new().await;
+    let integration = h.integrate("webhook", &hook.url(), json!({}), json!(null), |_| {}).await;
+    h.start(config(quick_schedule()));
+    h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(10, "delivered", || async { h.settled(&integration).await.len() == 1 }).await;
+    let received = hook.requests();
+    assert_eq!(received.len(), 2);
+    let waited = received[1].at - received[0].at;
+    assert!(
+        waited >= chrono::TimeDelta::milliseconds(1500),
+        "waited {waited} although the receiver asked for 2 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_does_not_hold_up_another_integration() {
+    let slow = Receiver::spawn(WebhookReceiver::new()).await;
+    slow.common().set_faults(Faults { delay: Some(Duration::from_millis(1500)), ..Default::default() });
+    let fast = Receiver::spawn(WebhookReceiver::new()).await;
+    let mut h = Harness::new().await;
+    let slow_integration =
+        h.integrate("webhook", &slow.url(), json!({}), json!(null), |w| w.max_in_flight = 2).await;
+    let fast_integration = h.integrate("webhook", &fast.url(), json!({}), json!(null), |_| {}).await;
+    for n in 1..=8 {
+        h.emit(&slow_integration, EventType::FindingOpened, 0, n).await;
+    }
+    for n in 1..=8 {
+        h.emit(&fast_integration, EventType::FindingOpened, 0, n).await;
+    }
+    h.start(config(quick_schedule()));
+    eventually(10, "the fast receiver has everything", || async { fast.state.deliveries().len() == 8 }).await;
+    assert!(
+        slow.state.deliveries().len() <= 4,
+        "the slow receiver is still working through its queue, two at a time"
+    );
+    eventually(20, "the slow one catches up", || async { h.settled(&slow_integration).await.len() == 8 })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_switches_the_integration_off_and_the_organisation_hears_of_it() {
+    let dead = Receiver::spawn(WebhookReceiver::new().with_answer_status(410)).await;
+    let other = Receiver::spawn(WebhookReceiver::new()).await;
+    let mut h = Harness::new().await;
+    let dead_integration = h.integrate("webhook", &dead.url(), json!({}), json!(null), |_| {}).await;
+    let _other = h.integrate("webhook", &other.url(), json!({}), json!(null), |_| {}).await;
+    h.start(config(quick_schedule()));
+    h.emit(&dead_integration, EventType::FindingOpened, 0, 1).await;
+    eventually(10, "the other integration is told", || async { !other.state.deliveries().is_empty() }).await;
+
+    let told = other.state.deliveries()[0].json();
+    assert_eq!(told["type"], "integration.disabled");
+    assert_eq!(told["data"]["integration_id"], json!(dead_integration.id));
+    assert!(told["data"]["note"].as_str().unwrap().contains("410"), "{told}");
+    let now_off = h.store.get_integration(h.org, dead_integration.id).await.unwrap().unwrap();
+    assert!(!now_off.enabled);
+    assert!(now_off.disabled_reason.unwrap().contains("410 Gone"));
+    assert_eq!(dead.state.deliveries().len(), 1, "no retry after 410");
+    let audit = h.store.list_audit_log(h.org, None, 50).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "integration.disable"), "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integration_failing_for_too_long_is_switched_off_and_nothing_waiting_for_it_is_lost() {
+    let mut hook = Receiver::spawn(WebhookReceiver::new()).await;
+    hook.stop().await;
+    let mut h = Harness::new().await;
+    let integration = h.integrate("webhook", &hook.url(), json!({}), json!(null), |_| {}).await;
+    let mut cfg = config(RetrySchedule::from_delays(vec![Duration::from_millis(300); 30]));
+    cfg.disable_after = chrono::TimeDelta::seconds(1);
+    h.start(cfg);
+    h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(10, "switched off", || async {
+        !h.store.get_integration(h.org, integration.id).await.unwrap().unwrap().enabled
+    })
+    .await;
+    h.emit(&integration, EventType::FindingOpened, 0, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        h.deliveries(&integration).await.iter().all(|d| d.status == DeliveryStatus::Pending),
+        "kept, waiting"
+    );
+
+    hook.start().await;
+    let mut on = h.store.get_integration(h.org, integration.id).await.unwrap().unwrap();
+    on.enabled = true;
+    let write = IntegrationWrite {
+        name: on.name.clone(),
+        kind: on.kind.clone(),
+        url: on.url.clone(),
+        config: on.config.clone(),
+        secrets: on.secrets.clone(),
+        filter: on.filter.clone(),
+        routing: on.routing,
+        max_in_flight: on.max_in_flight,
+        hourly_budget: on.hourly_budget,
+        enabled: true,
+    };
+    h.store.update_integration(h.org, integration.id, &write, "admin", Utc::now()).await.unwrap();
+    eventually(10, "both delivered once switched on", || async { hook.state.deliveries().len() == 2 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dying_after_the_create_leaves_one_ticket() {
+    let jira = Receiver::spawn(JiraState::new("wbd@msp.example", "jira-token", "OPS")).await;
+    let mut h = Harness::new().await;
+    let (config_json, credentials) = jira_config();
+    let integration = h.integrate("jira", &jira.url(), config_json, credentials, |_| {}).await;
+    h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+
+    // The first worker claims the delivery, records the create and sends it — and dies before it
+    // can write down the answer.
+    let lease = Duration::from_millis(500);
+    let claimed = h.store.claim_deliveries(1, lease, Utc::now()).await.unwrap().remove(0);
+    assert!(h.store.mark_ticket_creating(&claimed.delivery, claimed.lease_id, Utc::now()).await.unwrap());
+    let opened: Event = serde_json::from_value(claimed.delivery.payload.clone()).unwrap();
+    let sealed = secrets::open(&h.sealer, h.org.org_id, &claimed.integration.secrets).unwrap();
+    let settings = secrets::connector_settings(&claimed.integration, &sealed, Utc::now()).unwrap();
+    let connector = wbd_notify::connectors::build(&settings).unwrap();
+    let policy = NetworkPolicy::new(&["127.0.0.1/32".to_owned()], false).unwrap();
+    let http = wbd_notify::Http::new(&Guard::new(policy, Duration::from_secs(3)), false);
+    let key = claimed.delivery.ticket_key.clone().unwrap();
+    connector.perform(&http, wbd_notify::Action::Create { event: &opened, key: &key }).await.unwrap();
+    drop(claimed);
+    assert_eq!(jira.state.issues().len(), 1);
+
+    // Another worker takes over once the lease runs out.
+    h.start(config(quick_schedule()));
+    eventually(10, "delivered by the second worker", || async { h.settled(&integration).await.len() == 1 })
+        .await;
+    assert_eq!(jira.state.issues().len(), 1, "the second worker found the issue instead of creating another");
+    let finding = FindingId(opened.data.finding.as_ref().unwrap().id);
+    let tickets = h.store.list_finding_tickets(h.org, &[finding]).await.unwrap();
+    assert_eq!(tickets[0].external_id.as_deref(), Some("OPS-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_event_is_delivered_once() {
+    let hook = Receiver::spawn(WebhookReceiver::new()).await;
+    let mut h = Harness::new().await;
+    let integration = h.integrate("webhook", &hook.url(), json!({}), json!(null), |_| {}).await;
+    let (_, finding, event) = h.event(EventType::FindingOpened, 0, 1);
+    let delivery = delivery_for(&integration, &event, Some(&finding));
+    assert_eq!(
+        h.store.enqueue_deliveries(&[delivery.clone(), delivery.clone()], Utc::now()).await.unwrap(),
+        1
+    );
+    assert_eq!(h.store.enqueue_deliveries(&[delivery], Utc::now()).await.unwrap(), 0);
+    h.start(config(quick_schedule()));
+    h.start(config(quick_schedule()));
+    eventually(10, "delivered", || async { h.settled(&integration).await.len() == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hook.state.deliveries().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hourly_budget_holds_back_what_exceeds_it() {
+    let hook = Receiver::spawn(WebhookReceiver::new()).await;
+    let mut h = Harness::new().await;
+    let integration =
+        h.integrate("webhook", &hook.url(), json!({}), json!(null), |w| w.hourly_budget = Some(3)).await;
+    for n in 1..=5 {
+        h.emit(&integration, EventType::FindingOpened, 0, n).await;
+    }
+    h.start(config(quick_schedule()));
+    eventually(10, "the budget's worth delivered", || async { hook.state.deliveries().len() == 3 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.state.deliveries().len(), 3, "the rest waits for the next hour");
+    let pending =
+        h.deliveries(&integration).await.into_iter().filter(|d| d.status == DeliveryStatus::Pending).count();
+    assert_eq!(pending, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_routing_keeps_one_ticket_per_problem_across_tenants() {
+    let jira = Receiver::spawn(JiraState::new("wbd@msp.example", "jira-token", "OPS")).await;
+    let mut h = Harness::new().await;
+    let (config_json, credentials) = jira_config();
+    let integration =
+        h.integrate("jira", &jira.url(), config_json, credentials, |w| w.routing = Routing::Digest).await;
+    h.start(config(quick_schedule()));
+    h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(10, "the issue exists", || async { jira.state.issues().len() == 1 }).await;
+    h.emit(&integration, EventType::FindingOpened, 1, 1).await;
+    eventually(10, "noted", || async { h.settled(&integration).await.len() == 2 }).await;
+    h.emit(&integration, EventType::FindingResolved, 0, 1).await;
+    eventually(10, "noted", || async { h.settled(&integration).await.len() == 3 }).await;
+    let issue = jira.state.issues()[0].clone();
+    assert_eq!(jira.state.issues().len(), 1, "one issue for the problem in both tenants");
+    assert_ne!(issue.status, "Done", "Fabrikam still has the problem");
+    let comments = issue.comment_texts().join("\n");
+    assert!(comments.contains("Opened in Fabrikam"), "{comments}");
+    h.emit(&integration, EventType::FindingResolved, 1, 1).await;
+    eventually(10, "closed when the last tenant is fixed", || async {
+        jira.state.issues()[0].status == "Done"
+    })
+    .await;
+}
