@@ -58,6 +58,11 @@ error_codes! {
     RetestUnavailable => (CONFLICT, "retest_unavailable", "Nothing can re-test this finding now"),
     InvalidRuleSettings => (UNPROCESSABLE_ENTITY, "invalid_rule_settings", "The rule override is not acceptable"),
     InvalidCustomRule => (UNPROCESSABLE_ENTITY, "invalid_custom_rule", "The custom rule does not compile"),
+    DestinationRefused => (UNPROCESSABLE_ENTITY, "destination_refused", "Deliveries may not reach this destination"),
+    NotSigned => (CONFLICT, "integration_not_signed", "Only webhook integrations have a signing secret"),
+    IntegrationDisabled => (CONFLICT, "integration_disabled", "The integration is switched off"),
+    DeliveryPending => (CONFLICT, "delivery_pending", "The delivery is waiting to be sent already"),
+    SecretsKeyMissing => (SERVICE_UNAVAILABLE, "secrets_key_missing", "The server has no key to seal integration secrets (delivery.secrets_key)"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "The service is temporarily unavailable"),
     Internal => (INTERNAL_SERVER_ERROR, "internal_error", "An unexpected error occurred"),
 }

@@ -26,6 +26,8 @@ Errors are `application/problem+json` documents with a stable `code`. Authentica
         (name = "ingest", description = "Probe results from collectors"),
         (name = "findings", description = "What is wrong, with evidence; acknowledge, suppress, re-test"),
         (name = "rules", description = "The shipped rule pack"),
+        (name = "integrations", description = "Where findings go: signed webhooks, PSA tickets, PagerDuty, Slack and Teams"),
+        (name = "deliveries", description = "What was sent to an integration, every attempt, replays"),
     )
 )]
 struct ApiDoc;

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use wbd_notify::sealing::Sealer;
+use wbd_notify::ssrf::NetworkPolicy;
 use wbd_platform::Settings;
 use wbd_queue::Queue;
 use wbd_store::Store;
@@ -13,4 +15,9 @@ pub struct AppState {
     pub queue: Queue,
     pub tokens: TokenIssuer,
     pub settings: Settings,
+    /// Seals integration secrets; `None` when no key is configured (integrations cannot be
+    /// saved then).
+    pub sealer: Option<Arc<Sealer>>,
+    /// What integration destinations may be (checked when they are saved).
+    pub network: NetworkPolicy,
 }

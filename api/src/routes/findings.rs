@@ -25,6 +25,7 @@ use wbd_worker::lifecycle::is_stale;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::routes::integrations::{TicketView, tickets_of};
 use crate::routes::rules::LangQuery;
 use crate::routes::{DEFAULT_PAGE, MAX_PAGE, request_lang};
 use crate::state::AppState;
@@ -69,6 +70,8 @@ pub struct FindingView {
     pub suppressed_by: Option<String>,
     /// Changes with every transition; send it with an action to act only on what you saw.
     pub version: i64,
+    /// The tickets (or alerts) integrations keep for it.
+    pub tickets: Vec<TicketView>,
 }
 
 impl FindingView {
@@ -106,6 +109,7 @@ impl FindingView {
             suppression_reason: f.suppression_reason,
             suppressed_by: f.suppressed_by,
             version: f.version,
+            tickets: Vec::new(),
         }
     }
 }
@@ -247,11 +251,14 @@ pub async fn list(
     let now = Utc::now();
     let next_cursor =
         (findings.len() == limit as usize).then(|| findings.last().map(|f| f.id.to_string())).flatten();
+    let ids: Vec<FindingId> = findings.iter().map(|f| f.id).collect();
+    let mut tickets = tickets_of(&state, &who, &ids).await?;
     let items = findings
         .into_iter()
         .map(|f| {
             let of_tenant = collectors.get(&f.tenant_id).map_or(&[][..], Vec::as_slice);
-            FindingView::new(f, of_tenant, now, lang)
+            let tickets = tickets.remove(&f.id.0).unwrap_or_default();
+            FindingView { tickets, ..FindingView::new(f, of_tenant, now, lang) }
         })
         .collect();
     Ok(HttpResponse::Ok().json(FindingPage { items, next_cursor }))
@@ -282,11 +289,12 @@ async fn find(state: &AppState, who: &Principal, id: FindingId) -> ApiResult<Fin
 async fn detail(state: &AppState, who: &Principal, finding: Finding, lang: Lang) -> ApiResult<HttpResponse> {
     let events = state.store.list_finding_events(who.org, finding.id).await?;
     let collectors = state.store.list_collectors(who.org, Some(finding.tenant_id)).await?;
+    let tickets = tickets_of(state, who, &[finding.id]).await?.remove(&finding.id.0).unwrap_or_default();
     let info = wbd_rules::rule_info(&finding.rule_id, lang);
     Ok(HttpResponse::Ok().json(FindingDetail {
         description: info.map(|i| i.description),
         remediation_steps: info.map(|i| i.remediation_steps.to_vec()).unwrap_or_default(),
-        finding: FindingView::new(finding, &collectors, Utc::now(), lang),
+        finding: FindingView { tickets, ..FindingView::new(finding, &collectors, Utc::now(), lang) },
         events: events.into_iter().map(Into::into).collect(),
     }))
 }
@@ -341,7 +349,7 @@ fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime
 
 /// Reads an optional JSON body: nothing (or only whitespace) is `T::default()`; anything else
 /// must be JSON that fits `T`.
-fn optional_json<T: DeserializeOwned + Default>(req: &HttpRequest, body: &[u8]) -> ApiResult<T> {
+pub(crate) fn optional_json<T: DeserializeOwned + Default>(req: &HttpRequest, body: &[u8]) -> ApiResult<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

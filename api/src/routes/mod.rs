@@ -7,6 +7,7 @@ pub mod collectors;
 pub mod findings;
 pub mod health;
 pub mod ingest;
+pub mod integrations;
 pub mod overview;
 pub mod rule_config;
 pub mod rules;
@@ -45,7 +46,18 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(rule_config::put_custom)
         .service(rule_config::delete_custom)
         .service(rule_config::audit_log)
-        .service(rule_config::dry_run);
+        .service(rule_config::dry_run)
+        .service(integrations::create)
+        .service(integrations::list)
+        .service(integrations::get)
+        .service(integrations::update)
+        .service(integrations::remove)
+        .service(integrations::rotate_secret)
+        .service(integrations::test)
+        .service(integrations::replay_failed)
+        .service(integrations::list_deliveries)
+        .service(integrations::get_delivery)
+        .service(integrations::replay_delivery);
 }
 
 /// `limit` query values: default and ceiling.

@@ -1,0 +1,1233 @@
+//! Integrations, where findings go (signed webhooks, PSA tickets, PagerDuty, chat), and the
+//! deliveries made to them: what was sent, every attempt, replays.
+//!
+//! An integration is checked in full when it is saved, and every problem is listed at once: its
+//! kind's settings (through the kind's connector), the filter against the organisation's
+//! tenants and rules, and each destination against the network policy (private, loopback and
+//! metadata addresses are refused unless the operator allow-lists them; names are checked again
+//! when the delivery engine connects). Secrets (credentials, chat webhook URLs, webhook signing
+//! secrets) are sealed at rest and never answered, except a webhook's signing secret once, in the
+//! answer that made it. Org admins change integrations; every role of the organisation reads them.
+
+use std::collections::{BTreeMap, HashSet};
+
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value, json};
+use url::Url;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use wbd_notify::sealing::Sealer;
+use wbd_notify::signing::SigningSecret;
+use wbd_notify::{ConnectorSettings, EventType, IntegrationKind, connectors};
+use wbd_store::{
+    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, Integration, IntegrationFilter,
+    IntegrationWrite, Routing, Severity, TenantId,
+};
+use wbd_worker::delivery::events;
+use wbd_worker::delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::routes::findings::optional_json;
+use crate::routes::{DEFAULT_PAGE, MAX_PAGE};
+use crate::state::AppState;
+
+const MAX_NAME_CHARS: usize = 100;
+const MAX_IN_FLIGHT: i64 = 64;
+/// How long a rotated-out signing secret stays valid, unless the request says.
+const DEFAULT_PREVIOUS_VALID_SECS: u64 = 24 * 3600;
+const MAX_PREVIOUS_VALID_SECS: u64 = 7 * 24 * 3600;
+/// Signing secrets kept at once (the newest and those still valid after rotations): each adds a
+/// signature to every request.
+const MAX_SIGNING_SECRETS: usize = 3;
+/// PagerDuty has one events endpoint; an integration need not name it.
+const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+// ---- documents --------------------------------------------------------------------------------
+
+/// Which events an integration receives. Every list narrows; an empty (or absent) list means all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterDoc {
+    /// Tenants of your organisation.
+    #[serde(default)]
+    pub tenant_ids: Vec<Uuid>,
+    /// `critical`, `high`, `medium`, `low`, `info`.
+    #[serde(default)]
+    pub severities: Vec<String>,
+    /// Shipped rule ids (`GET /v1/rules`) or your custom rules' ids.
+    #[serde(default)]
+    pub rule_ids: Vec<String>,
+    /// `finding.opened`, `finding.acknowledged`, `finding.suppressed`, `finding.resolved`,
+    /// `finding.reopened`, `collector.silent`, `collector.back`, `integration.disabled`,
+    /// `integration.test`.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+impl From<&IntegrationFilter> for FilterDoc {
+    fn from(f: &IntegrationFilter) -> Self {
+        FilterDoc {
+            tenant_ids: f.tenant_ids.iter().map(|t| t.0).collect(),
+            severities: f.severities.iter().map(|s| s.as_str().to_owned()).collect(),
+            rule_ids: f.rule_ids.clone(),
+            event_types: f.event_types.clone(),
+        }
+    }
+}
+
+/// `POST /v1/integrations` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIntegration {
+    /// 1 to 100 characters (required).
+    #[serde(default)]
+    pub name: String,
+    /// `webhook`, `connectwise`, `autotask`, `halopsa`, `jira`, `servicenow`, `pagerduty`,
+    /// `slack` or `teams` (required).
+    #[serde(default)]
+    pub kind: String,
+    /// The destination: the webhook endpoint, the PSA's base URL, the Slack or Teams webhook URL
+    /// (kept secret). PagerDuty's events endpoint when absent.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The kind's non-secret settings (board, queue, project, status names …).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    /// The kind's secrets (API keys, passwords, routing keys …): sealed, never shown again.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub credentials: Option<Value>,
+    #[serde(default)]
+    pub filter: Option<FilterDoc>,
+    /// `per_tenant` (default: a ticket per finding) or `digest` (a ticket per problem across
+    /// the tenants it affects).
+    #[serde(default)]
+    pub routing: Option<String>,
+    /// Requests in flight at once, 1 to 64 (default by kind).
+    #[serde(default)]
+    pub max_in_flight: Option<i64>,
+    /// Deliveries per rolling hour, at least 1 (default by kind; none for most kinds).
+    #[serde(default)]
+    pub hourly_budget: Option<i64>,
+    /// Default true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// `PATCH /v1/integrations/{id}` body: what is absent stays as it is.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIntegration {
+    pub name: Option<String>,
+    /// Cannot change; accepted when it is the integration's kind.
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    /// Replaces the whole config.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    /// Each key given replaces that credential; `null` removes it. Keys not given stay.
+    #[schema(value_type = Option<Object>)]
+    pub credentials: Option<Map<String, Value>>,
+    /// Replaces the whole filter.
+    pub filter: Option<FilterDoc>,
+    pub routing: Option<String>,
+    pub max_in_flight: Option<i64>,
+    /// `null`: back to the kind's default.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub hourly_budget: Option<Option<i64>>,
+    /// `true` switches a disabled integration back on and forgets its failure streak.
+    pub enabled: Option<bool>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IntegrationView {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: String,
+    /// The destination. Slack and Teams webhook URLs are secrets: only their origin is shown
+    /// (`https://hooks.slack.com/…`).
+    pub url: Option<String>,
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// The names of the credentials that are set; their values are never shown.
+    pub credentials_set: Vec<String>,
+    pub filter: FilterDoc,
+    /// `per_tenant` or `digest`.
+    pub routing: &'static str,
+    pub max_in_flight: u32,
+    /// Deliveries per rolling hour; absent: no limit.
+    pub hourly_budget: Option<u32>,
+    pub enabled: bool,
+    /// Why the engine switched it off (it failed for too long, or the destination answered 410).
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Since when every attempt has failed.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+    /// Webhooks: the signing secrets valid now (two during a rotation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_secret_count: Option<usize>,
+}
+
+impl IntegrationView {
+    /// `secrets` is `None` when they cannot be opened: the view then shows what the row holds.
+    fn new(i: Integration, secrets: Option<&SealedSecrets>, now: DateTime<Utc>) -> Self {
+        let kind = IntegrationKind::parse(&i.kind);
+        let url = match (kind, secrets) {
+            (Some(k), Some(s)) if k.url_is_secret() => s.url.as_deref().map(redacted_url),
+            (Some(k), None) if k.url_is_secret() => None,
+            _ => i.url.clone(),
+        };
+        IntegrationView {
+            id: i.id,
+            filter: FilterDoc::from(&i.filter),
+            name: i.name,
+            kind: i.kind,
+            url,
+            config: i.config,
+            credentials_set: secrets.map(SealedSecrets::credential_names).unwrap_or_default(),
+            routing: i.routing.as_str(),
+            max_in_flight: i.max_in_flight,
+            hourly_budget: i.hourly_budget,
+            enabled: i.enabled,
+            disabled_reason: i.disabled_reason,
+            disabled_at: i.disabled_at,
+            failing_since: i.failing_since,
+            last_success_at: i.last_success_at,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+            version: i.version,
+            signing_secret_count: (kind == Some(IntegrationKind::Webhook))
+                .then(|| secrets.map_or(0, |s| s.valid_signing_secrets(now).len())),
+        }
+    }
+}
+
+/// `https://hooks.slack.com/services/T0/B0/xyz` → `https://hooks.slack.com/…`.
+fn redacted_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => format!("{}/…", u.origin().ascii_serialization()),
+        Err(_) => "…".to_owned(),
+    }
+}
+
+/// An integration with the signing secret just made (create of a webhook, rotation).
+#[derive(Serialize, ToSchema)]
+pub struct IntegrationWithSecret {
+    #[serde(flatten)]
+    pub integration: IntegrationView,
+    /// The webhook's new signing secret (`whsec_…`): shown this once, store it now. Receivers
+    /// check the `webhook-signature` header with it (Standard Webhooks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+}
+
+// ---- checking what is saved -------------------------------------------------------------------
+
+/// One refused field, as listed in the problem's `errors`.
+#[derive(PartialEq, Eq)]
+struct FieldProblem {
+    field: String,
+    detail: String,
+}
+
+/// Every problem of a request: invalid values, and destinations the network policy refuses.
+#[derive(Default)]
+struct Problems {
+    invalid: Vec<FieldProblem>,
+    refused: Vec<FieldProblem>,
+}
+
+impl Problems {
+    fn invalid(&mut self, field: impl Into<String>, detail: impl Into<String>) {
+        let p = FieldProblem { field: field.into(), detail: detail.into() };
+        if !self.invalid.contains(&p) {
+            self.invalid.push(p);
+        }
+    }
+
+    fn refused(&mut self, field: impl Into<String>, detail: impl Into<String>) {
+        let p = FieldProblem { field: field.into(), detail: detail.into() };
+        if !self.refused.contains(&p) {
+            self.refused.push(p);
+        }
+    }
+
+    /// `destination_refused` when a refused destination is the only problem, else
+    /// `validation_failed` listing them all.
+    fn into_result(self) -> ApiResult<()> {
+        let code = match (self.invalid.is_empty(), self.refused.is_empty()) {
+            (true, true) => return Ok(()),
+            (true, false) => ErrorCode::DestinationRefused,
+            (false, _) => ErrorCode::Validation,
+        };
+        let all: Vec<FieldProblem> = self.invalid.into_iter().chain(self.refused).collect();
+        let detail = all.iter().map(|p| format!("{} {}", p.field, p.detail)).collect::<Vec<_>>().join("; ");
+        let items = all.iter().map(|p| json!({ "field": p.field, "detail": p.detail })).collect();
+        Err(ApiError::new(code, detail).with_errors(Value::Array(items)))
+    }
+}
+
+/// What an integration is to be, before it is checked (a create, or an update applied to the
+/// stored one).
+struct Draft {
+    name: String,
+    kind: String,
+    url: Option<String>,
+    config: Value,
+    credentials: Value,
+    filter: FilterDoc,
+    routing: Option<String>,
+    /// `None`: the kind's default.
+    max_in_flight: Option<i64>,
+    /// `None`: the kind's default.
+    hourly_budget: Option<i64>,
+    enabled: bool,
+    signing_secrets: Vec<StoredSigningSecret>,
+}
+
+/// Checks a draft in full and, if nothing is wrong, makes the row to store (secrets sealed).
+async fn check(
+    state: &AppState,
+    who: &Principal,
+    sealer: &Sealer,
+    draft: Draft,
+    now: DateTime<Utc>,
+) -> ApiResult<IntegrationWrite> {
+    let mut problems = Problems::default();
+    let name = draft.name.trim().to_owned();
+    if name.is_empty() {
+        problems.invalid("name", "is required");
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        problems.invalid("name", format!("may be at most {MAX_NAME_CHARS} characters"));
+    }
+    let kind = IntegrationKind::parse(draft.kind.trim());
+    if kind.is_none() {
+        let known = IntegrationKind::ALL.map(IntegrationKind::as_str).join(", ");
+        if draft.kind.trim().is_empty() {
+            problems.invalid("kind", format!("is required (one of: {known})"));
+        } else {
+            problems
+                .invalid("kind", format!("{:?} is not a kind we deliver to (one of: {known})", draft.kind));
+        }
+    }
+    let url_text = draft.url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let url_text = url_text.or((kind == Some(IntegrationKind::Pagerduty)).then_some(PAGERDUTY_EVENTS_URL));
+    let url = match url_text {
+        None => {
+            problems.invalid("url", "is required");
+            None
+        }
+        Some(text) => match Url::parse(text) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => Some(u),
+            Ok(_) => {
+                problems.invalid("url", "must be an https:// address");
+                None
+            }
+            Err(e) => {
+                problems.invalid("url", format!("is not a URL ({e})"));
+                None
+            }
+        },
+    };
+    if !draft.config.is_object() {
+        problems.invalid("config", "must be an object");
+    }
+    if !draft.credentials.is_object() {
+        problems.invalid("credentials", "must be an object");
+    }
+    if let Some(u) = &url {
+        check_destination(state, u, &mut problems);
+    }
+    if let Some(kind) = kind {
+        let settings = ConnectorSettings {
+            kind,
+            // A stand-in lets the kind's other settings be checked although the URL is wrong.
+            url: url.clone().unwrap_or_else(|| Url::parse("https://url.invalid/").expect("a URL")),
+            config: draft.config.clone(),
+            credentials: draft.credentials.clone(),
+            signing_secrets: draft
+                .signing_secrets
+                .iter()
+                .filter(|s| s.expires_at.is_none_or(|at| at > now))
+                .map(|s| s.secret.clone())
+                .collect(),
+        };
+        match connectors::build(&settings) {
+            Ok(connector) => {
+                if url.is_some() {
+                    for destination in connector.destinations() {
+                        check_destination(state, &destination, &mut problems);
+                    }
+                }
+            }
+            Err(errors) => {
+                // A section that is not an object was named already; its fields would only
+                // repeat that.
+                let not_object = |section: &str| {
+                    let value = if section == "config" { &draft.config } else { &draft.credentials };
+                    !value.is_object()
+                };
+                for e in errors {
+                    let section = e.field.split('.').next().unwrap_or("");
+                    let stand_in = e.field == "url" && url.is_none();
+                    let repeated = e.field.contains('.')
+                        && matches!(section, "config" | "credentials")
+                        && not_object(section);
+                    if !stand_in && !repeated {
+                        problems.invalid(e.field, e.message);
+                    }
+                }
+            }
+        }
+    }
+    let filter = check_filter(state, who, &draft.filter, &mut problems).await?;
+    let routing = match draft.routing.as_deref().map(str::trim) {
+        None | Some("") => Routing::PerTenant,
+        Some(text) => text.parse::<Routing>().unwrap_or_else(|_| {
+            problems.invalid("routing", "must be `per_tenant` or `digest`");
+            Routing::PerTenant
+        }),
+    };
+    let max_in_flight = match draft.max_in_flight {
+        None => kind.map_or(1, IntegrationKind::default_max_in_flight),
+        Some(n @ 1..=MAX_IN_FLIGHT) => u32::try_from(n).unwrap_or(1),
+        Some(_) => {
+            problems.invalid("max_in_flight", format!("must be from 1 to {MAX_IN_FLIGHT}"));
+            1
+        }
+    };
+    let hourly_budget = match draft.hourly_budget {
+        None => kind.and_then(IntegrationKind::default_hourly_budget),
+        Some(n) => match u32::try_from(n) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                problems.invalid("hourly_budget", format!("must be a whole number from 1 to {}", u32::MAX));
+                None
+            }
+        },
+    };
+    problems.into_result()?;
+    let (Some(kind), Some(url)) = (kind, url) else {
+        return Err(ApiError::internal(anyhow::anyhow!("a checked integration lacks its kind or URL")));
+    };
+    let sealed = SealedSecrets {
+        credentials: draft.credentials,
+        url: kind.url_is_secret().then(|| url.to_string()),
+        signing_secrets: draft.signing_secrets,
+    };
+    Ok(IntegrationWrite {
+        name,
+        kind: kind.as_str().to_owned(),
+        url: (!kind.url_is_secret()).then(|| url.to_string()),
+        config: draft.config,
+        secrets: secrets::seal(sealer, who.org.org_id, &sealed),
+        filter,
+        routing,
+        max_in_flight,
+        hourly_budget,
+        enabled: draft.enabled,
+    })
+}
+
+/// What the network policy says about one destination (scheme, and the address if the host is
+/// an IP literal; names are checked when the engine resolves them).
+fn check_destination(state: &AppState, url: &Url, problems: &mut Problems) {
+    if let Err(blocked) = state.network.check_url(url) {
+        // Only what the user typed is named (an IP literal is in the reason already); nothing
+        // is resolved here, so no internal address can leak.
+        let why = blocked.to_string();
+        match url.host() {
+            Some(url::Host::Domain(host)) if !why.contains(host) => {
+                problems.refused("url", format!("{host}: {why}"))
+            }
+            _ => problems.refused("url", why),
+        }
+    }
+}
+
+async fn check_filter(
+    state: &AppState,
+    who: &Principal,
+    doc: &FilterDoc,
+    problems: &mut Problems,
+) -> ApiResult<IntegrationFilter> {
+    let mut filter = IntegrationFilter::default();
+    for (i, id) in doc.tenant_ids.iter().enumerate() {
+        let tenant = TenantId(*id);
+        if filter.tenant_ids.contains(&tenant) {
+            continue;
+        }
+        match state.store.get_tenant(who.org, tenant).await? {
+            Some(_) => filter.tenant_ids.push(tenant),
+            None => problems.invalid(
+                format!("filter.tenant_ids[{i}]"),
+                format!("names no tenant of your organisation ({id})"),
+            ),
+        }
+    }
+    for (i, text) in doc.severities.iter().enumerate() {
+        match text.trim().parse::<Severity>() {
+            Ok(s) if !filter.severities.contains(&s) => filter.severities.push(s),
+            Ok(_) => {}
+            Err(_) => problems.invalid(
+                format!("filter.severities[{i}]"),
+                format!("{text:?} is not a severity (critical, high, medium, low, info)"),
+            ),
+        }
+    }
+    let shipped: HashSet<&str> = wbd_rules::rules().iter().map(|r| r.id).collect();
+    let mut custom: Option<HashSet<String>> = None;
+    for (i, id) in doc.rule_ids.iter().enumerate() {
+        let id = id.trim();
+        if filter.rule_ids.iter().any(|r| r == id) {
+            continue;
+        }
+        let known = shipped.contains(id) || {
+            if custom.is_none() {
+                custom = Some(custom_rule_ids(state, who).await?);
+            }
+            custom.as_ref().is_some_and(|c| c.contains(id))
+        };
+        if known {
+            filter.rule_ids.push(id.to_owned());
+        } else {
+            problems.invalid(
+                format!("filter.rule_ids[{i}]"),
+                format!("{id:?} is neither a shipped rule (GET /v1/rules) nor one of your custom rules"),
+            );
+        }
+    }
+    for (i, text) in doc.event_types.iter().enumerate() {
+        match EventType::parse(text.trim()) {
+            Some(t) if !filter.event_types.iter().any(|x| x == t.as_str()) => {
+                filter.event_types.push(t.as_str().to_owned());
+            }
+            Some(_) => {}
+            None => {
+                let known = EventType::ALL.map(EventType::as_str).join(", ");
+                problems.invalid(
+                    format!("filter.event_types[{i}]"),
+                    format!("{text:?} is not an event type ({known})"),
+                );
+            }
+        }
+    }
+    Ok(filter)
+}
+
+/// The ids of the organisation's custom rules, at organisation and tenant level.
+async fn custom_rule_ids(state: &AppState, who: &Principal) -> ApiResult<HashSet<String>> {
+    let mut ids: HashSet<String> =
+        state.store.list_custom_rules(who.org, None).await?.into_iter().map(|r| r.rule_id).collect();
+    for summary in state.store.list_tenant_summaries(who.org, Utc::now()).await? {
+        let rules = state.store.list_custom_rules(who.org, Some(summary.tenant.id)).await?;
+        ids.extend(rules.into_iter().map(|r| r.rule_id));
+    }
+    Ok(ids)
+}
+
+/// Drops credentials given as `null` (absent, as far as the kind is concerned).
+fn credentials_object(value: Option<Value>) -> Value {
+    match value {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(Value::Object(map)) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        Some(other) => other,
+    }
+}
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+fn sealer(state: &AppState) -> ApiResult<&Sealer> {
+    state.sealer.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SecretsKeyMissing,
+            "integration secrets cannot be sealed: the operator must set delivery.secrets_key \
+             (WBD_DELIVERY__SECRETS_KEY) to the base64 of 32 random bytes, the same in every process",
+        )
+    })
+}
+
+fn open_secrets(sealer: &Sealer, integration: &Integration) -> ApiResult<SealedSecrets> {
+    secrets::open(sealer, integration.org_id, &integration.secrets).map_err(ApiError::internal)
+}
+
+/// The secrets as far as a view needs them; a view still answers when they cannot be opened.
+fn readable_secrets(state: &AppState, integration: &Integration) -> Option<SealedSecrets> {
+    let sealer = state.sealer.as_deref()?;
+    match secrets::open(sealer, integration.org_id, &integration.secrets) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(integration_id = %integration.id, error = %e, "integration secrets cannot be opened");
+            None
+        }
+    }
+}
+
+fn view(state: &AppState, integration: Integration, now: DateTime<Utc>) -> IntegrationView {
+    let secrets = readable_secrets(state, &integration);
+    IntegrationView::new(integration, secrets.as_ref(), now)
+}
+
+async fn find(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<Integration> {
+    state.store.get_integration(who.org, id).await?.ok_or_else(|| ApiError::not_found("integration"))
+}
+
+/// The stored integration as a write, with other secrets.
+fn rewrite(i: &Integration, secrets: Vec<u8>) -> IntegrationWrite {
+    IntegrationWrite {
+        name: i.name.clone(),
+        kind: i.kind.clone(),
+        url: i.url.clone(),
+        config: i.config.clone(),
+        secrets,
+        filter: i.filter.clone(),
+        routing: i.routing,
+        max_in_flight: i.max_in_flight,
+        hourly_budget: i.hourly_budget,
+        enabled: i.enabled,
+    }
+}
+
+// ---- integrations -----------------------------------------------------------------------------
+
+/// Add an integration (org admins). Everything is checked first and every problem listed
+/// (`errors`: `[{field, detail}]`); a destination the network policy refuses (private,
+/// loopback, cloud metadata addresses, plain http where https is required) answers
+/// `destination_refused`. A webhook's answer carries its signing secret, the only time it is
+/// shown.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])), request_body = CreateIntegration, responses(
+    (status = 201, body = IntegrationWithSecret),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed` or `destination_refused`; `errors` lists each field", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`secrets_key_missing`: the server cannot seal secrets", body = Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/integrations")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id))]
+pub async fn create(
+    state: web::Data<AppState>,
+    who: Principal,
+    body: web::Json<CreateIntegration>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let sealer = sealer(&state)?;
+    let body = body.into_inner();
+    let now = Utc::now();
+    let signing_secret = (IntegrationKind::parse(body.kind.trim()) == Some(IntegrationKind::Webhook))
+        .then(|| SigningSecret::generate().to_whsec());
+    let draft = Draft {
+        name: body.name,
+        kind: body.kind,
+        url: body.url,
+        config: body.config.unwrap_or_else(|| json!({})),
+        credentials: credentials_object(body.credentials),
+        filter: body.filter.unwrap_or_default(),
+        routing: body.routing,
+        max_in_flight: body.max_in_flight,
+        hourly_budget: body.hourly_budget,
+        enabled: body.enabled.unwrap_or(true),
+        signing_secrets: signing_secret
+            .iter()
+            .map(|s| StoredSigningSecret { secret: s.clone(), expires_at: None })
+            .collect(),
+    };
+    let write = check(&state, &who, sealer, draft, now).await?;
+    let created = state.store.create_integration(who.org, &write, &who.actor(), now).await?;
+    tracing::info!(integration_id = %created.id, kind = %created.kind, "integration created");
+    Ok(HttpResponse::Created()
+        .json(IntegrationWithSecret { integration: view(&state, created, now), signing_secret }))
+}
+
+/// The organisation's integrations.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])), responses(
+    (status = 200, body = Vec<IntegrationView>),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/integrations")]
+pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpResponse> {
+    let now = Utc::now();
+    let views: Vec<IntegrationView> =
+        state.store.list_integrations(who.org).await?.into_iter().map(|i| view(&state, i, now)).collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// One integration.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 200, body = IntegrationView),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/integrations/{id}")]
+pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {
+    let integration = find(&state, &who, id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(view(&state, integration, Utc::now())))
+}
+
+/// Change an integration (org admins): any field of the create; the result is checked in full
+/// like a create. `enabled: true` switches a disabled integration back on.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body = UpdateIntegration, responses(
+    (status = 200, body = IntegrationView),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed` or `destination_refused`; `errors` lists each field", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`secrets_key_missing`", body = Problem, content_type = "application/problem+json"),
+))]
+#[patch("/v1/integrations/{id}")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
+pub async fn update(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    body: web::Json<UpdateIntegration>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let sealer = sealer(&state)?;
+    let current = find(&state, &who, *id).await?;
+    let stored = open_secrets(sealer, &current)?;
+    let body = body.into_inner();
+    if body.kind.as_deref().is_some_and(|k| k.trim() != current.kind) {
+        let mut problems = Problems::default();
+        problems
+            .invalid("kind", "cannot be changed; add an integration of the other kind and delete this one");
+        problems.into_result()?;
+    }
+    let mut credentials = match stored.credentials {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    for (key, value) in body.credentials.unwrap_or_default() {
+        if value.is_null() {
+            credentials.remove(&key);
+        } else {
+            credentials.insert(key, value);
+        }
+    }
+    let draft = Draft {
+        name: body.name.unwrap_or_else(|| current.name.clone()),
+        kind: current.kind.clone(),
+        url: body.url.or_else(|| stored.url.clone()).or_else(|| current.url.clone()),
+        config: body.config.unwrap_or_else(|| current.config.clone()),
+        credentials: Value::Object(credentials),
+        filter: body.filter.unwrap_or_else(|| FilterDoc::from(&current.filter)),
+        routing: Some(body.routing.unwrap_or_else(|| current.routing.as_str().to_owned())),
+        max_in_flight: Some(body.max_in_flight.unwrap_or(i64::from(current.max_in_flight))),
+        hourly_budget: match body.hourly_budget {
+            Some(given) => given,
+            None => current.hourly_budget.map(i64::from),
+        },
+        enabled: body.enabled.unwrap_or(current.enabled),
+        signing_secrets: stored.signing_secrets,
+    };
+    let now = Utc::now();
+    let write = check(&state, &who, sealer, draft, now).await?;
+    let updated = state
+        .store
+        .update_integration(who.org, current.id, &write, &who.actor(), now)
+        .await?
+        .ok_or_else(|| ApiError::not_found("integration"))?;
+    tracing::info!(enabled = updated.enabled, "integration updated");
+    Ok(HttpResponse::Ok().json(view(&state, updated, now)))
+}
+
+/// Delete an integration with its deliveries (org admins). Tickets it made stay in the PSA.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 204, description = "Deleted"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[delete("/v1/integrations/{id}")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
+pub async fn remove(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    if !state.store.delete_integration(who.org, *id, &who.actor(), Utc::now()).await? {
+        return Err(ApiError::not_found("integration"));
+    }
+    tracing::info!("integration deleted");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /v1/integrations/{id}/rotate-secret` body (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecretRequest {
+    /// How long the current secret stays valid beside the new one, in seconds: 0 to 604800
+    /// (7 days), default 86400. Receivers have this long to switch.
+    #[serde(default)]
+    pub previous_valid_for_secs: Option<u64>,
+}
+
+/// Make a new signing secret for a webhook (org admins). Requests are signed with the new and
+/// the previous secret until the previous one expires, so receivers can switch without losing
+/// a message. The new secret is in the answer, the only time it is shown.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body(content = Option<RotateSecretRequest>, content_type = "application/json", description = "Optional."),
+    responses(
+    (status = 200, body = IntegrationWithSecret),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`integration_not_signed`: not a webhook", body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`secrets_key_missing`", body = Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/integrations/{id}/rotate-secret")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
+pub async fn rotate_secret(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let sealer = sealer(&state)?;
+    let request: RotateSecretRequest = optional_json(&req, &body)?;
+    let valid_for = request.previous_valid_for_secs.unwrap_or(DEFAULT_PREVIOUS_VALID_SECS);
+    if valid_for > MAX_PREVIOUS_VALID_SECS {
+        let mut problems = Problems::default();
+        problems
+            .invalid("previous_valid_for_secs", format!("may be at most {MAX_PREVIOUS_VALID_SECS} (7 days)"));
+        problems.into_result()?;
+    }
+    let current = find(&state, &who, *id).await?;
+    if IntegrationKind::parse(&current.kind) != Some(IntegrationKind::Webhook) {
+        return Err(ApiError::new(
+            ErrorCode::NotSigned,
+            format!("a {} integration has no signing secret; only webhooks are signed", current.kind),
+        ));
+    }
+    let mut stored = open_secrets(sealer, &current)?;
+    let now = Utc::now();
+    let expires = now + Duration::seconds(i64::try_from(valid_for).unwrap_or(i64::MAX));
+    let new_secret = SigningSecret::generate().to_whsec();
+    let mut kept = vec![StoredSigningSecret { secret: new_secret.clone(), expires_at: None }];
+    kept.extend(
+        stored
+            .signing_secrets
+            .into_iter()
+            .map(|s| StoredSigningSecret {
+                expires_at: Some(s.expires_at.map_or(expires, |at| at.min(expires))),
+                secret: s.secret,
+            })
+            .filter(|s| s.expires_at.is_some_and(|at| at > now)),
+    );
+    kept.truncate(MAX_SIGNING_SECRETS);
+    stored.signing_secrets = kept;
+    let write = rewrite(&current, secrets::seal(sealer, who.org.org_id, &stored));
+    let updated = state
+        .store
+        .update_integration(who.org, current.id, &write, &who.actor(), now)
+        .await?
+        .ok_or_else(|| ApiError::not_found("integration"))?;
+    tracing::info!(valid_for, "webhook signing secret rotated");
+    Ok(HttpResponse::Ok().json(IntegrationWithSecret {
+        integration: view(&state, updated, now),
+        signing_secret: Some(new_secret),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestQueued {
+    /// The `integration.test` event.
+    pub event_id: Uuid,
+    /// Follow it with `GET /v1/deliveries/{id}`.
+    pub delivery_id: Option<Uuid>,
+}
+
+/// Send an `integration.test` event (org admins): it is queued and delivered like any event
+/// (it opens no ticket); follow it with `GET /v1/deliveries/{delivery_id}`.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 202, body = TestQueued),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`integration_disabled`: switch it on first", body = Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/integrations/{id}/test")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
+pub async fn test(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let integration = find(&state, &who, *id).await?;
+    if !integration.enabled {
+        return Err(ApiError::new(
+            ErrorCode::IntegrationDisabled,
+            "the integration is switched off; switch it on (PATCH enabled: true) to test it",
+        ));
+    }
+    let now = Utc::now();
+    let event = events::test_event(who.org.org_id, integration.id, &who.actor(), now);
+    let delivery = events::delivery_for(&integration, &event, None);
+    state.store.enqueue_deliveries(&[delivery], now).await?;
+    let recent = DeliveryFilter { limit: 20, ..DeliveryFilter::default() };
+    let delivery_id = state
+        .store
+        .list_deliveries(who.org, integration.id, &recent)
+        .await?
+        .into_iter()
+        .find(|d| d.event_id == event.id)
+        .map(|d| d.id);
+    tracing::info!(event_id = %event.id, "integration test queued");
+    Ok(HttpResponse::Accepted().json(TestQueued { event_id: event.id, delivery_id }))
+}
+
+// ---- deliveries -------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub event_id: Uuid,
+    /// `finding.opened` …
+    pub event_type: String,
+    pub tenant_id: Option<Uuid>,
+    pub finding_id: Option<Uuid>,
+    /// `pending` (waiting or in flight), `succeeded` or `failed` (attempts exhausted).
+    pub status: &'static str,
+    /// Attempts made in the current round (a replay starts a new one).
+    pub attempt_count: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// The HTTP status of the last answer.
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    /// When the event happened.
+    pub occurred_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Delivery> for DeliveryView {
+    fn from(d: &Delivery) -> Self {
+        DeliveryView {
+            id: d.id,
+            integration_id: d.integration_id,
+            event_id: d.event_id,
+            event_type: d.event_type.clone(),
+            tenant_id: d.tenant_id.map(|t| t.0),
+            finding_id: d.finding_id.map(|f| f.0),
+            status: d.status.as_str(),
+            attempt_count: d.attempts,
+            next_attempt_at: d.next_attempt_at,
+            last_attempt_at: d.last_attempt_at,
+            last_status: d.last_status,
+            last_error: d.last_error.clone(),
+            occurred_at: d.occurred_at,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttemptView {
+    /// 1 for the first attempt of a round.
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub succeeded: bool,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    /// The start of the last answer's body.
+    pub response_excerpt: Option<String>,
+    /// Every request the attempt made (`request`, `status`, `latency_ms`, `response_excerpt`,
+    /// `error`); paths of secret URLs are redacted.
+    #[schema(value_type = Vec<Object>)]
+    pub exchanges: Value,
+}
+
+impl From<DeliveryAttempt> for AttemptView {
+    fn from(a: DeliveryAttempt) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            at: a.at,
+            succeeded: a.succeeded,
+            status: a.status,
+            latency_ms: a.latency_ms,
+            error: a.error,
+            response_excerpt: a.response_excerpt,
+            exchanges: a.exchanges,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: DeliveryView,
+    /// The event as sent (the Standard Webhooks payload).
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub items: Vec<DeliveryView>,
+    /// Pass as `before` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    /// `pending`, `succeeded` or `failed`.
+    pub status: Option<String>,
+    /// Only deliveries of events at or after this RFC 3339 instant.
+    pub since: Option<DateTime<Utc>>,
+    /// From `next_cursor` of the previous page.
+    pub before: Option<Uuid>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// An integration's deliveries, newest first.
+#[utoipa::path(tag = "deliveries", security(("bearer" = [])), params(("id" = Uuid, Path), DeliveryQuery), responses(
+    (status = 200, body = DeliveryPage),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/integrations/{id}/deliveries")]
+pub async fn list_deliveries(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    q: web::Query<DeliveryQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<DeliveryStatus>().map_err(|_| {
+                ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    "`status` must be one of: pending, succeeded, failed",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let integration = find(&state, &who, id.into_inner()).await?;
+    let filter = DeliveryFilter { status, since: q.since, before: q.before, limit };
+    let deliveries = state.store.list_deliveries(who.org, integration.id, &filter).await?;
+    let next_cursor =
+        (deliveries.len() == limit as usize).then(|| deliveries.last().map(|d| d.id.to_string())).flatten();
+    Ok(HttpResponse::Ok()
+        .json(DeliveryPage { items: deliveries.iter().map(DeliveryView::from).collect(), next_cursor }))
+}
+
+/// One delivery with the event sent and every attempt.
+#[utoipa::path(tag = "deliveries", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 200, body = DeliveryDetail),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/deliveries/{id}")]
+pub async fn get_delivery(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let (delivery, attempts) =
+        state.store.get_delivery(who.org, *id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+    Ok(HttpResponse::Ok().json(DeliveryDetail {
+        delivery: DeliveryView::from(&delivery),
+        payload: delivery.payload,
+        attempts: attempts.into_iter().map(Into::into).collect(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Replayed {
+    /// How many deliveries were queued again.
+    pub replayed: u64,
+}
+
+/// Send a delivery again from a fresh schedule (org admins), whatever became of it; the
+/// receiver sees the same event id.
+#[utoipa::path(tag = "deliveries", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 202, body = Replayed),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`delivery_pending`: it is waiting to be sent already", body = Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/deliveries/{id}/replay")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, delivery_id = %id))]
+pub async fn replay_delivery(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let (delivery, _) =
+        state.store.get_delivery(who.org, *id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+    let pending = || ApiError::new(ErrorCode::DeliveryPending, "the delivery is waiting to be sent already");
+    if delivery.status == DeliveryStatus::Pending {
+        return Err(pending());
+    }
+    let replayed = state
+        .store
+        .replay_deliveries(
+            who.org,
+            delivery.integration_id,
+            Some(delivery.id),
+            None,
+            &who.actor(),
+            Utc::now(),
+        )
+        .await?;
+    if replayed == 0 {
+        // It turned pending meanwhile (another replay).
+        return Err(pending());
+    }
+    tracing::info!("delivery replayed");
+    Ok(HttpResponse::Accepted().json(Replayed { replayed }))
+}
+
+/// `POST /v1/integrations/{id}/replay` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySince {
+    /// RFC 3339: every failed delivery of an event at or after this instant is sent again.
+    pub since: DateTime<Utc>,
+}
+
+/// Send again every failed delivery of events since a moment (org admins), e.g. after the
+/// receiver was down for longer than the retry schedule.
+#[utoipa::path(tag = "deliveries", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body = ReplaySince, responses(
+    (status = 202, body = Replayed),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/integrations/{id}/replay")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
+pub async fn replay_failed(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    body: web::Json<ReplaySince>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let integration = find(&state, &who, *id).await?;
+    let replayed = state
+        .store
+        .replay_deliveries(who.org, integration.id, None, Some(body.since), &who.actor(), Utc::now())
+        .await?;
+    tracing::info!(replayed, since = %body.since, "failed deliveries replayed");
+    Ok(HttpResponse::Accepted().json(Replayed { replayed }))
+}
+
+// ---- tickets on findings ----------------------------------------------------------------------
+
+/// A ticket (or alert) an integration keeps for a finding.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TicketView {
+    pub integration_id: Uuid,
+    pub integration_name: String,
+    pub kind: String,
+    /// The destination's id (ticket number, issue key …); absent while being created.
+    pub external_id: Option<String>,
+    /// A link to open it, when the destination has one.
+    pub url: Option<String>,
+    /// `creating`, `open` or `closed`.
+    pub state: &'static str,
+}
+
+/// The tickets of `findings`, by finding.
+pub async fn tickets_of(
+    state: &AppState,
+    who: &Principal,
+    findings: &[wbd_store::FindingId],
+) -> ApiResult<BTreeMap<Uuid, Vec<TicketView>>> {
+    let mut by_finding: BTreeMap<Uuid, Vec<TicketView>> = BTreeMap::new();
+    if findings.is_empty() {
+        return Ok(by_finding);
+    }
+    for t in state.store.list_finding_tickets(who.org, findings).await? {
+        by_finding.entry(t.finding_id.0).or_default().push(TicketView {
+            integration_id: t.integration_id,
+            integration_name: t.integration_name,
+            kind: t.kind,
+            external_id: t.external_id,
+            url: t.url,
+            state: t.state.as_str(),
+        });
+    }
+    Ok(by_finding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_url_shows_only_its_origin() {
+        assert_eq!(redacted_url("https://hooks.slack.com/services/T0/B0/xyz"), "https://hooks.slack.com/…");
+        assert_eq!(redacted_url("https://x.example:8443/a?b=c"), "https://x.example:8443/…");
+        assert_eq!(redacted_url("not a url"), "…");
+    }
+
+    #[test]
+    fn a_refused_destination_alone_is_its_own_code_and_with_others_a_validation_failure() {
+        let mut only_refused = Problems::default();
+        only_refused.refused("url", "10.0.0.5 is a private address");
+        let e = only_refused.into_result().expect_err("refused");
+        assert_eq!(e.code, ErrorCode::DestinationRefused);
+
+        let mut both = Problems::default();
+        both.refused("url", "10.0.0.5 is a private address");
+        both.invalid("name", "is required");
+        both.invalid("name", "is required");
+        let e = both.into_result().expect_err("invalid");
+        assert_eq!(e.code, ErrorCode::Validation);
+        assert_eq!(e.errors.expect("errors").as_array().map(Vec::len), Some(2));
+        assert!(Problems::default().into_result().is_ok());
+    }
+
+    #[test]
+    fn null_credentials_are_absent() {
+        assert_eq!(credentials_object(None), json!({}));
+        assert_eq!(credentials_object(Some(json!({"a": "x", "b": null}))), json!({"a": "x"}));
+        assert_eq!(credentials_object(Some(json!("text"))), json!("text"));
+    }
+}
