@@ -35,6 +35,8 @@ CREATE TABLE integrations (
     -- Since when every attempt failed (NULL after a success): drives the automatic disable.
     failing_since   TIMESTAMPTZ,
     last_success_at TIMESTAMPTZ,
+    -- Whether an `integration-disabled` finding is open for it (resolved by the next success).
+    alerted         BOOLEAN NOT NULL DEFAULT FALSE,
     created_at      TIMESTAMPTZ NOT NULL,
     updated_at      TIMESTAMPTZ NOT NULL,
     version         BIGINT NOT NULL,

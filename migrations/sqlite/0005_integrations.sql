@@ -35,6 +35,8 @@ CREATE TABLE integrations (
     -- Since when every attempt failed (NULL after a success): drives the automatic disable.
     failing_since   TEXT,
     last_success_at TEXT,
+    -- Whether an `integration-disabled` finding is open for it (resolved by the next success).
+    alerted         INTEGER NOT NULL DEFAULT FALSE,
     created_at      TEXT NOT NULL,
     updated_at      TEXT NOT NULL,
     version         INTEGER NOT NULL,

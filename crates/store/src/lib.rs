@@ -24,6 +24,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use delivery_model::*;
+
+/// The rule id of the finding that says an integration was switched off (raised by the
+/// delivery engine, not by the rule pack; the evaluator leaves it alone).
+pub const INTEGRATION_DISABLED_RULE: &str = "integration-disabled";
 pub use model::*;
 
 /// Storage errors. Callers map `NotFound`-like results through `Option`, not through errors.
@@ -81,8 +85,13 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<Option<Integration>>;
 
     /// Deletes an integration with its deliveries and tickets; `false` if there is none.
-    async fn delete_integration(&self, org: OrgScope, id: Uuid, actor: &str, now: DateTime<Utc>)
-    -> Result<bool>;
+    async fn delete_integration(
+        &self,
+        org: OrgScope,
+        id: Uuid,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 
     // ---- deliveries (API) -------------------------------------------------------------------
 
@@ -95,7 +104,8 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<Vec<Delivery>>;
 
     /// A delivery with every attempt, oldest first.
-    async fn get_delivery(&self, org: OrgScope, id: Uuid) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>>;
+    async fn get_delivery(&self, org: OrgScope, id: Uuid)
+    -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>>;
 
     /// Sends deliveries again from a fresh schedule: one (`delivery_id`, unless it is pending),
     /// or every failed one of events since `failed_since`. Returns how many.
@@ -113,7 +123,11 @@ pub trait DeliveryStore: Send + Sync {
     async fn enqueue_deliveries(&self, deliveries: &[NewDelivery], now: DateTime<Utc>) -> Result<u64>;
 
     /// The tickets of these findings.
-    async fn list_finding_tickets(&self, org: OrgScope, finding_ids: &[FindingId]) -> Result<Vec<FindingTicket>>;
+    async fn list_finding_tickets(
+        &self,
+        org: OrgScope,
+        finding_ids: &[FindingId],
+    ) -> Result<Vec<FindingTicket>>;
 
     // ---- dispatcher -------------------------------------------------------------------------
 
@@ -139,12 +153,21 @@ pub trait DeliveryStore: Send + Sync {
 
     /// Due deliveries, held for `lease`: at most each integration's free in-flight slots and
     /// what is left of its hourly budget, and per ticket only the oldest pending one.
-    async fn claim_deliveries(&self, limit: u32, lease: Duration, now: DateTime<Utc>)
-    -> Result<Vec<ClaimedDelivery>>;
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedDelivery>>;
 
     /// Records that a ticket create is about to be sent (state `creating`), so that a retry
     /// looks for the ticket before creating another. `false` if the lease is lost.
-    async fn mark_ticket_creating(&self, delivery: &Delivery, lease_id: Uuid, now: DateTime<Utc>) -> Result<bool>;
+    async fn mark_ticket_creating(
+        &self,
+        delivery: &Delivery,
+        lease_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 
     /// Writes an attempt and its consequences (delivery state, integration health, ticket);
     /// `false` (nothing written) if the lease was lost.

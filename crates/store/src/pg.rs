@@ -1821,4 +1821,10 @@ impl Store for PgStore {
     }
 }
 
-delivery_store_impl!(PgStore, PgRow, lock_deliveries = " FOR UPDATE OF d SKIP LOCKED", lock_rows = " FOR UPDATE", lock_events = " FOR UPDATE OF e SKIP LOCKED");
+delivery_store_impl!(
+    PgStore,
+    PgRow,
+    lock_deliveries = " FOR UPDATE OF d SKIP LOCKED",
+    lock_rows = " FOR UPDATE",
+    lock_events = " FOR UPDATE OF e SKIP LOCKED"
+);

@@ -447,6 +447,18 @@ async fn an_integration_failing_for_too_long_is_switched_off_and_nothing_waiting
         "kept, waiting"
     );
 
+    // The tenant whose events wait has a finding saying so.
+    let alert = h
+        .store
+        .list_findings(h.org, &wbd_store::FindingFilter { limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    let alert: Vec<_> = alert.iter().filter(|f| f.rule_id == wbd_store::INTEGRATION_DISABLED_RULE).collect();
+    assert_eq!(alert.len(), 1, "{alert:?}");
+    assert_eq!(alert[0].tenant_id, h.tenants[0].0);
+    assert_eq!(alert[0].status, FindingStatus::Open);
+    assert!(alert[0].summary.contains("was switched off"), "{}", alert[0].summary);
+
     hook.start().await;
     let mut on = h.store.get_integration(h.org, integration.id).await.unwrap().unwrap();
     on.enabled = true;
@@ -463,7 +475,18 @@ async fn an_integration_failing_for_too_long_is_switched_off_and_nothing_waiting
         enabled: true,
     };
     h.store.update_integration(h.org, integration.id, &write, "admin", Utc::now()).await.unwrap();
-    eventually(10, "both delivered once switched on", || async { hook.state.deliveries().len() == 2 }).await;
+    eventually(10, "both delivered once switched on", || async { hook.state.deliveries().len() >= 2 }).await;
+    eventually(10, "the finding resolves with the first success", || async {
+        let findings = h
+            .store
+            .list_findings(h.org, &wbd_store::FindingFilter { limit: 100, ..Default::default() })
+            .await
+            .unwrap();
+        findings
+            .iter()
+            .any(|f| f.rule_id == wbd_store::INTEGRATION_DISABLED_RULE && f.status == FindingStatus::Resolved)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
