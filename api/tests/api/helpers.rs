@@ -123,6 +123,14 @@ impl TestApp {
         self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("POST")
     }
 
+    pub async fn patch(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client.patch(self.url(path)).bearer_auth(token).json(body).send().await.expect("PATCH")
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("DELETE")
+    }
+
     pub async fn create_tenant(&self, org: &Org, name: &str) -> Uuid {
         let res = self.post(&org.token, "/v1/tenants", &json!({ "name": name })).await;
         assert_eq!(res.status(), StatusCode::CREATED);

@@ -11,6 +11,7 @@ mod auth;
 mod distributed;
 mod e2e;
 mod ingest;
+mod integrations;
 mod lifecycle;
 mod openapi;
 mod rule_config;
