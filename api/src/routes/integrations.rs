@@ -703,6 +703,7 @@ pub async fn update(
     let current = find(&state, &who, *id).await?;
     let stored = open_secrets(sealer, &current)?;
     let body = body.into_inner();
+    let now = Utc::now();
     if body.kind.as_deref().is_some_and(|k| k.trim() != current.kind) {
         let mut problems = Problems::default();
         problems
@@ -734,9 +735,13 @@ pub async fn update(
             None => current.hourly_budget.map(i64::from),
         },
         enabled: body.enabled.unwrap_or(current.enabled),
-        signing_secrets: stored.signing_secrets,
+        // Secrets rotated out and expired since are dropped.
+        signing_secrets: stored
+            .signing_secrets
+            .into_iter()
+            .filter(|s| s.expires_at.is_none_or(|at| at > now))
+            .collect(),
     };
-    let now = Utc::now();
     let write = check(&state, &who, sealer, draft, now).await?;
     let updated = state
         .store

@@ -74,6 +74,32 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// The product on a database with no key file beside it and no `delivery.secrets_key` (as on
+/// PostgreSQL before the operator sets one): integration secrets cannot be sealed. The delivery
+/// engine is off.
+pub async fn spawn_app_without_secrets_key() -> TestApp {
+    wbd_platform::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(dir.path());
+    settings.delivery.enabled = false;
+    let (store, queue) = wbd_platform::open_backends(&settings).await.expect("backends");
+    settings.database.url = "postgres://db.invalid/wbd".into();
+    let app = wbd_api::Application::build_with(settings, store, queue).await.expect("server builds");
+    let (port, store) = (app.port(), app.store());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+        store,
+        _dir: dir,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
 impl TestApp {
     /// Stops the server and waits until it has shut down.
     pub async fn shutdown(mut self) {

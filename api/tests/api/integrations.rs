@@ -162,6 +162,17 @@ async fn webhook_slack_and_jira_are_saved_and_never_show_a_secret_again() {
         let text = app.get(&org.token, &path).await.text().await.unwrap();
         no_secret(&text, &path);
     }
+    // At rest, the secrets are sealed; a secret URL is not in the row.
+    let org_scope = OrgScope { org_id: OrgId(org.id) };
+    for row in app.store.list_integrations(org_scope).await.unwrap() {
+        let sealed = String::from_utf8_lossy(&row.secrets).into_owned();
+        no_secret(&sealed, "the sealed secrets");
+        no_secret(&row.config.to_string(), "the config");
+    }
+    let chat_row =
+        app.store.get_integration(org_scope, id_of(&chat).parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(chat_row.url, None);
+
     let audit: Value = app.get(&org.token, "/v1/audit-log").await.json().await.unwrap();
     let actions: Vec<&str> =
         audit["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
@@ -379,6 +390,17 @@ async fn a_bad_network_allow_list_stops_the_server_naming_the_entry() {
     settings.delivery.secrets_key = "not base64 of 32 bytes".into();
     let err = wbd_api::Application::build(settings).await.err().expect("refused");
     assert!(format!("{err:#}").contains("delivery.secrets_key"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secrets_key_integrations_cannot_be_saved() {
+    let app = spawn_app_without_secrets_key().await;
+    let org = app.bootstrap_org("MSP").await;
+    let res = app.post(&org.token, "/v1/integrations", &jira()).await;
+    let p = problem(res, StatusCode::SERVICE_UNAVAILABLE, "secrets_key_missing").await;
+    assert!(p["detail"].as_str().unwrap().contains("delivery.secrets_key"), "{p:#}");
+    assert!(app.integrations(&org.token).await.is_empty());
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
