@@ -13,6 +13,7 @@ mod e2e;
 mod ingest;
 mod integrations;
 mod lifecycle;
+mod notifications;
 mod openapi;
 mod rule_config;
 mod tenancy;

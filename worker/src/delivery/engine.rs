@@ -77,7 +77,7 @@ impl EngineConfig {
     /// How long a claimed delivery is held: an attempt is a few requests (look up, create,
     /// note), each bounded by the attempt timeout.
     fn lease(&self) -> Duration {
-        self.attempt_timeout * 4 + Duration::from_secs(30)
+        self.attempt_timeout * 4 + Duration::from_secs(5)
     }
 }
 

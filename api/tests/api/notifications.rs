@@ -1,0 +1,156 @@
+//! Findings reach the MSP's tools, end to end on the embedded product: a collector's push opens a
+//! finding, the delivery engine running in the server signs it to a webhook and opens a Jira
+//! issue; a person's acknowledgement is noted on the issue; the fix closes it; the finding shows
+//! its ticket and every delivery its attempts.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wbd_receivers::jira::JiraState;
+use wbd_receivers::webhook::WebhookReceiver;
+use wbd_receivers::{Faults, Receiver};
+
+use crate::helpers::*;
+
+async fn spawn_delivering_app() -> TestApp {
+    spawn_app_with(|s| {
+        s.delivery.https_only = false;
+        s.delivery.allow_networks = vec!["127.0.0.1/32".into()];
+        s.delivery.retry_schedule_secs = vec![0.2; 9];
+        s.delivery.poll_interval_ms = 50;
+        s.delivery.public_url = "https://wbd.example".into();
+    })
+    .await
+}
+
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn webhook_events(hook: &Receiver<WebhookReceiver>) -> Vec<Value> {
+    hook.state.deliveries().iter().map(|d| d.json()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_reaches_a_signed_webhook_and_one_jira_issue_that_closes_when_it_is_fixed() {
+    let app = spawn_delivering_app().await;
+    let org = app.bootstrap_org("Northwind MSP").await;
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let hook = Receiver::spawn(WebhookReceiver::new()).await;
+    // The first delivery to the webhook fails: it is retried, and the attempt is on record.
+    hook.common().set_faults(Faults { fail_next: 1, ..Default::default() });
+    let jira = Receiver::spawn(JiraState::new("bot@northwind.example", "jira-token", "OPS")).await;
+
+    let res = app
+        .post(
+            &org.token,
+            "/v1/integrations",
+            &json!({"name": "SIEM", "kind": "webhook", "url": format!("{}/wbd", hook.url())}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let secret = created["signing_secret"].as_str().unwrap().to_owned();
+    let hook_id = created["id"].as_str().unwrap().to_owned();
+    let res = app
+        .post(
+            &org.token,
+            "/v1/integrations",
+            &json!({
+                "name": "Service desk",
+                "kind": "jira",
+                "url": jira.url(),
+                "config": {"email": "bot@northwind.example", "project_key": "OPS"},
+                "credentials": {"api_token": "jira-token"},
+                "filter": {"event_types": ["finding.opened", "finding.reopened", "finding.acknowledged", "finding.resolved"]},
+            }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap_or_default());
+
+    // The collector finds the Service Bus endpoint refused.
+    let host = "ssprdedicatedsbprodscu.servicebus.windows.net";
+    assert_eq!(
+        collector.push(&app, &batch(vec![refused_endpoint(host, 443)])).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let findings = app
+        .wait_for_findings(&org.token, &format!("tenant_id={tenant}&status=open"), |f| !f.is_empty())
+        .await;
+    let finding_id = findings[0]["id"].as_str().unwrap().to_owned();
+    until("the Jira issue exists", || async { jira.state.issues().len() == 1 }).await;
+    until("the webhook has the event", || async { !webhook_events(&hook).is_empty() }).await;
+
+    let opened = &hook.state.deliveries()[0];
+    let mut headers = reqwest::header::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, opened.header(name).unwrap().parse().unwrap());
+    }
+    standardwebhooks::Webhook::new(&secret)
+        .unwrap()
+        .verify(&opened.body, &headers)
+        .expect("signed with the secret we were given");
+    let body = opened.json();
+    assert_eq!(body["type"], "finding.opened");
+    assert_eq!(body["data"]["finding"]["id"], finding_id.as_str());
+    assert_eq!(body["data"]["tenant"]["name"], "Contoso");
+    assert_eq!(body["data"]["finding"]["url"], format!("https://wbd.example/v1/findings/{finding_id}"));
+
+    let issue = jira.state.issues()[0].clone();
+    assert!(issue.summary.starts_with("[Writeback Doctor] Contoso: "), "{}", issue.summary);
+    let until_ticket = || async {
+        let f = app.finding(&org.token, &finding_id).await;
+        f["tickets"].as_array().is_some_and(|t| t.iter().any(|t| t["external_id"] == "OPS-1"))
+    };
+    until("the finding shows its ticket", until_ticket).await;
+
+    // A technician acknowledges: the issue gets the note.
+    let res = app
+        .act_on_finding(
+            &org.token,
+            &finding_id,
+            "acknowledge",
+            Some(json!({"note": "Firewall change CHG-42 booked"})),
+        )
+        .await;
+    assert!(res.status().is_success(), "{}", res.status());
+    until("the acknowledgement is on the issue", || async {
+        jira.state.issues()[0].comment_texts().iter().any(|c| c.contains("CHG-42"))
+    })
+    .await;
+
+    // Fixed: the issue closes and the webhook hears of it.
+    assert_eq!(
+        collector.push(&app, &batch(vec![healthy_endpoint(host, 443)])).await.status(),
+        StatusCode::ACCEPTED
+    );
+    until("the issue is done", || async { jira.state.issues()[0].status == "Done" }).await;
+    until("the webhook has the resolution", || async {
+        webhook_events(&hook).iter().any(|e| e["type"] == "finding.resolved")
+    })
+    .await;
+    assert_eq!(jira.state.issues().len(), 1, "one issue for the finding");
+
+    // The delivery log: the webhook's first delivery needed two attempts.
+    let res = app.get(&org.token, &format!("/v1/integrations/{hook_id}/deliveries")).await;
+    let page: Value = res.json().await.unwrap();
+    let items = page["items"].as_array().unwrap();
+    let first = items.iter().find(|d| d["event_type"] == "finding.opened").expect("the opened delivery");
+    assert_eq!(first["status"], "succeeded");
+    let detail = app.get(&org.token, &format!("/v1/deliveries/{}", first["id"].as_str().unwrap())).await;
+    let detail: Value = detail.json().await.unwrap();
+    let attempts = detail["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{detail:#}");
+    assert_eq!(attempts[0]["succeeded"], false);
+    assert_eq!(attempts[0]["status"], 500);
+    assert_eq!(attempts[1]["succeeded"], true);
+}
