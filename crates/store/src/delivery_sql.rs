@@ -20,6 +20,15 @@ macro_rules! delivery_store_impl {
             pub(super) const TICKET_COLS: &str =
                 "id, integration_id, ticket_key, external_id, url, state, created_at, updated_at";
 
+            /// An INTEGER column: INT4 on PostgreSQL, which does not decode as `i64`.
+            pub(super) fn int(row: &$row, column: &str) -> Result<i64> {
+                Ok(i64::from(row.try_get::<i32, _>(column)?))
+            }
+
+            pub(super) fn opt_int(row: &$row, column: &str) -> Result<Option<i64>> {
+                Ok(row.try_get::<Option<i32>, _>(column)?.map(i64::from))
+            }
+
             pub(super) fn integration(row: &$row) -> Result<Integration> {
                 let filter: Json<serde_json::Value> = row.try_get("filter")?;
                 Ok(Integration {
@@ -33,9 +42,8 @@ macro_rules! delivery_store_impl {
                     filter: serde_json::from_value(filter.0)
                         .map_err(|e| StoreError::Corrupt(format!("integrations.filter: {e}")))?,
                     routing: parse_enum(row.try_get("routing")?, "integrations.routing")?,
-                    max_in_flight: to_u32(row.try_get("max_in_flight")?, "integrations.max_in_flight")?,
-                    hourly_budget: row
-                        .try_get::<Option<i64>, _>("hourly_budget")?
+                    max_in_flight: to_u32(int(row, "max_in_flight")?, "integrations.max_in_flight")?,
+                    hourly_budget: opt_int(row, "hourly_budget")?
                         .map(|b| to_u32(b, "integrations.hourly_budget"))
                         .transpose()?,
                     enabled: row.try_get("enabled")?,
@@ -62,11 +70,10 @@ macro_rules! delivery_store_impl {
                     payload: row.try_get::<Json<serde_json::Value>, _>("payload")?.0,
                     occurred_at: row.try_get("occurred_at")?,
                     status: parse_enum(row.try_get("status")?, "deliveries.status")?,
-                    attempts: to_u32(row.try_get("attempts")?, "deliveries.attempts")?,
+                    attempts: to_u32(int(row, "attempts")?, "deliveries.attempts")?,
                     next_attempt_at: row.try_get("next_attempt_at")?,
                     last_attempt_at: row.try_get("last_attempt_at")?,
-                    last_status: row
-                        .try_get::<Option<i64>, _>("last_status")?
+                    last_status: opt_int(row, "last_status")?
                         .map(|s| to_u32(s, "deliveries.last_status").map(|s| s as u16))
                         .transpose()?,
                     last_error: row.try_get("last_error")?,
@@ -79,11 +86,10 @@ macro_rules! delivery_store_impl {
                 Ok(DeliveryAttempt {
                     id: row.try_get("id")?,
                     delivery_id: row.try_get("delivery_id")?,
-                    attempt: to_u32(row.try_get("attempt")?, "delivery_attempts.attempt")?,
+                    attempt: to_u32(int(row, "attempt")?, "delivery_attempts.attempt")?,
                     at: row.try_get("at")?,
                     succeeded: row.try_get("succeeded")?,
-                    status: row
-                        .try_get::<Option<i64>, _>("status")?
+                    status: opt_int(row, "status")?
                         .map(|s| to_u32(s, "delivery_attempts.status").map(|s| s as u16))
                         .transpose()?,
                     latency_ms: to_u64(row.try_get("latency_ms")?, "delivery_attempts.latency_ms")?,
@@ -333,12 +339,13 @@ macro_rules! delivery_store_impl {
                          lease_id = NULL, lease_until = NULL, updated_at = $5
                      WHERE org_id = $1 AND integration_id = $2
                        AND (($3 IS NOT NULL AND id = $3 AND status <> 'pending')
-                         OR ($3 IS NULL AND status = 'failed' AND occurred_at >= $4))",
+                         OR ($3 IS NULL AND status = 'failed' AND ($4 IS NULL OR occurred_at >= $4)))",
                 )
                 .bind(org.org_id.0)
                 .bind(integration_id)
                 .bind(delivery_id)
-                .bind(failed_since.map(micros).unwrap_or(DateTime::<Utc>::MIN_UTC))
+                // No lower bound rather than `DateTime::MIN_UTC`, which PostgreSQL cannot represent.
+                .bind(failed_since.map(micros))
                 .bind(now)
                 .execute(&mut *tx)
                 .await?
@@ -515,12 +522,21 @@ macro_rules! delivery_store_impl {
                 let now = micros(now);
                 let mut tx = self.write_tx().await?;
                 // Due, not held, of an enabled integration, and the oldest pending one of its ticket
-                // (a ticket's events go in order: never close before the create went through).
+                // (a ticket's events go in order: never close before the create went through). An
+                // integration without a free slot or budget left is skipped here already: else its
+                // backlog could fill the candidates and hold up every other integration's deliveries.
                 let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT {cols} FROM deliveries d
                      WHERE d.status = 'pending' AND d.next_attempt_at <= $1
                        AND (d.lease_until IS NULL OR d.lease_until <= $1)
-                       AND EXISTS (SELECT 1 FROM integrations i WHERE i.id = d.integration_id AND i.enabled)
+                       AND EXISTS (
+                            SELECT 1 FROM integrations i
+                            WHERE i.id = d.integration_id AND i.enabled
+                              AND (i.hourly_budget IS NULL OR i.budget_window_start IS NULL
+                                   OR i.budget_window_start <= $3 OR i.budget_used < i.hourly_budget)
+                              AND (SELECT COUNT(*) FROM deliveries f
+                                   WHERE f.integration_id = i.id AND f.status = 'pending' AND f.lease_until > $1)
+                                  < i.max_in_flight)
                        AND (d.ticket_key IS NULL OR NOT EXISTS (
                             SELECT 1 FROM deliveries e
                             WHERE e.integration_id = d.integration_id AND e.ticket_key = d.ticket_key
@@ -533,6 +549,7 @@ macro_rules! delivery_store_impl {
                 )))
                 .bind(now)
                 .bind(i64::from(limit.saturating_mul(4).max(limit)))
+                .bind(now - chrono::TimeDelta::hours(1))
                 .fetch_all(&mut *tx)
                 .await?;
                 let candidates = rows.iter().map(delivery_rows::delivery).collect::<Result<Vec<_>>>()?;
@@ -564,15 +581,13 @@ macro_rules! delivery_store_impl {
                         .await?;
                         let free = integration.max_in_flight.saturating_sub(in_flight.max(0) as u32);
                         // The hourly budget counts deliveries started in the current one-hour window.
-                        let budget_left = integration.hourly_budget.map(|budget| {
-                            let window: Option<DateTime<Utc>> = row.try_get("budget_window_start").ok().flatten();
-                            let used: i64 = row.try_get("budget_used").unwrap_or(0);
-                            match window {
-                                Some(start) if now - start < chrono::TimeDelta::hours(1) => {
-                                    budget.saturating_sub(used.max(0) as u32)
-                                }
-                                _ => budget,
+                        let window: Option<DateTime<Utc>> = row.try_get("budget_window_start")?;
+                        let used = delivery_rows::int(&row, "budget_used")?;
+                        let budget_left = integration.hourly_budget.map(|budget| match window {
+                            Some(start) if now - start < chrono::TimeDelta::hours(1) => {
+                                budget.saturating_sub(used.max(0) as u32)
                             }
+                            _ => budget,
                         });
                         integrations.insert(delivery.integration_id, (integration, free, budget_left));
                     }

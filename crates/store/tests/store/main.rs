@@ -5,6 +5,7 @@ mod harness;
 
 mod fixtures;
 
+mod deliveries;
 mod enrollment;
 mod evaluation;
 mod ingest;
