@@ -7,6 +7,8 @@
 ALTER TABLE finding_events ADD COLUMN dispatched_at TEXT;
 ALTER TABLE finding_events ADD COLUMN dispatch_lease_until TEXT;
 UPDATE finding_events SET dispatched_at = at;
+-- The trace of the change (W3C traceparent), continued by the deliveries it makes.
+ALTER TABLE finding_events ADD COLUMN traceparent TEXT;
 CREATE INDEX finding_events_undispatched_idx ON finding_events (at, id) WHERE dispatched_at IS NULL;
 
 CREATE TABLE integrations (
@@ -58,6 +60,7 @@ CREATE TABLE deliveries (
     -- in event order, one at a time.
     ticket_key      TEXT,
     payload         TEXT NOT NULL,
+    traceparent     TEXT,
     occurred_at     TEXT NOT NULL,
     -- `pending` (waiting or in flight), `succeeded`, `failed` (attempts exhausted or disabled).
     status          TEXT NOT NULL,

@@ -265,6 +265,7 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
         let damping = DampingTable::for_tenant(&rules.pack, damping);
         let mut changes = plan_changes(&snapshot, &evaluations, &damping, now);
         attach_messages(&mut changes, &snapshot, &evaluations);
+        changes.traceparent = wbd_platform::telemetry::traceparent_of(&tracing::Span::current());
         let counts = ChangeCounts::of(&changes.findings);
         match store.apply(scope, message_id, snapshot.facts_version, &changes, now).await? {
             ApplyOutcome::Applied => {

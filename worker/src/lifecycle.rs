@@ -276,6 +276,8 @@ pub fn plan_changes(
         unknown_rules: (unknown_rules != snapshot.unknown_rules).then_some(unknown_rules),
         // Filled in by the evaluator from the rules' messages (`evaluate::attach_messages`).
         messages: BTreeMap::new(),
+        // Filled in by the evaluator from its span.
+        traceparent: None,
     }
 }
 

@@ -925,6 +925,9 @@ pub struct DeliveryView {
     pub last_error: Option<String>,
     /// When the event happened.
     pub occurred_at: DateTime<Utc>,
+    /// The OpenTelemetry trace of the event (the collector's push, its evaluation, and every
+    /// attempt of this delivery), when it has one.
+    pub trace_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -945,6 +948,11 @@ impl From<&Delivery> for DeliveryView {
             last_status: d.last_status,
             last_error: d.last_error.clone(),
             occurred_at: d.occurred_at,
+            trace_id: d
+                .traceparent
+                .as_deref()
+                .and_then(wbd_platform::telemetry::trace_id_of)
+                .map(str::to_owned),
             created_at: d.created_at,
             updated_at: d.updated_at,
         }

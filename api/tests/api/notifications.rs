@@ -77,12 +77,19 @@ async fn a_finding_reaches_a_signed_webhook_and_one_jira_issue_that_closes_when_
         .await;
     assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap_or_default());
 
-    // The collector finds the Service Bus endpoint refused.
+    // The collector finds the Service Bus endpoint refused; its push starts a trace.
     let host = "ssprdedicatedsbprodscu.servicebus.windows.net";
-    assert_eq!(
-        collector.push(&app, &batch(vec![refused_endpoint(host, 443)])).await.status(),
-        StatusCode::ACCEPTED
-    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let res = app
+        .client
+        .post(app.url("/v1/ingest"))
+        .bearer_auth(collector.token())
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&batch(vec![refused_endpoint(host, 443)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
     let findings = app
         .wait_for_findings(&org.token, &format!("tenant_id={tenant}&status=open"), |f| !f.is_empty())
         .await;
@@ -146,6 +153,7 @@ async fn a_finding_reaches_a_signed_webhook_and_one_jira_issue_that_closes_when_
     let items = page["items"].as_array().unwrap();
     let first = items.iter().find(|d| d["event_type"] == "finding.opened").expect("the opened delivery");
     assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["trace_id"], trace_id, "one trace from the collector's push to the delivery");
     let detail = app.get(&org.token, &format!("/v1/deliveries/{}", first["id"].as_str().unwrap())).await;
     let detail: Value = detail.json().await.unwrap();
     let attempts = detail["attempts"].as_array().unwrap();

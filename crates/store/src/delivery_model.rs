@@ -146,6 +146,9 @@ pub struct Delivery {
     pub ticket_key: Option<String>,
     pub payload: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
+    /// The trace the event happened in (W3C `traceparent`, from its finding event), continued
+    /// by every attempt.
+    pub traceparent: Option<String>,
     pub status: DeliveryStatus,
     /// Attempts made in the current round (a replay starts a new round).
     pub attempts: u32,

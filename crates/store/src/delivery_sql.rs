@@ -15,7 +15,7 @@ macro_rules! delivery_store_impl {
                  max_in_flight, hourly_budget, budget_window_start, budget_used, enabled, disabled_reason, \
                  disabled_at, failing_since, last_success_at, created_at, updated_at, version";
             pub(super) const DELIVERY_COLS: &str = "id, org_id, integration_id, event_id, event_type, tenant_id, \
-                 finding_id, ticket_key, payload, occurred_at, status, attempts, next_attempt_at, lease_id, \
+                 finding_id, ticket_key, payload, occurred_at, traceparent, status, attempts, next_attempt_at, lease_id, \
                  lease_until, last_attempt_at, last_status, last_error, created_at, updated_at";
             pub(super) const TICKET_COLS: &str =
                 "id, integration_id, ticket_key, external_id, url, state, created_at, updated_at";
@@ -69,6 +69,7 @@ macro_rules! delivery_store_impl {
                     ticket_key: row.try_get("ticket_key")?,
                     payload: row.try_get::<Json<serde_json::Value>, _>("payload")?.0,
                     occurred_at: row.try_get("occurred_at")?,
+                    traceparent: row.try_get("traceparent")?,
                     status: parse_enum(row.try_get("status")?, "deliveries.status")?,
                     attempts: to_u32(int(row, "attempts")?, "deliveries.attempts")?,
                     next_attempt_at: row.try_get("next_attempt_at")?,
@@ -255,6 +256,8 @@ macro_rules! delivery_store_impl {
                 let Some(before) = before.as_ref().map(delivery_rows::integration).transpose()? else {
                     return Ok(false);
                 };
+                // Its `integration-disabled` findings have nothing left to wait for.
+                resolve_integration_findings(&mut tx, org.org_id, id, now).await?;
                 // Deliveries, attempts and tickets go with it (ON DELETE CASCADE).
                 sqlx::query("DELETE FROM integrations WHERE org_id = $1 AND id = $2")
                     .bind(org.org_id.0)
@@ -869,8 +872,10 @@ macro_rules! delivery_store_impl {
         ) -> Result<u64> {
             Ok(sqlx::query(
                 "INSERT INTO deliveries (id, org_id, integration_id, event_id, event_type, tenant_id, finding_id,
-                     ticket_key, payload, occurred_at, status, attempts, next_attempt_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $11, $11, $11)
+                     ticket_key, payload, occurred_at, traceparent, status, attempts, next_attempt_at, created_at,
+                     updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                         (SELECT traceparent FROM finding_events WHERE id = $4), 'pending', 0, $11, $11, $11)
                  ON CONFLICT (integration_id, event_id) DO NOTHING",
             )
             .bind(Uuid::now_v7())
@@ -1042,6 +1047,7 @@ macro_rules! delivery_store_impl {
                     summary: &summary,
                     note: None,
                     suppressed_until: None,
+                    traceparent: None,
                 };
                 insert_event(tx, scope, finding_id, &event, now).await?;
             }
@@ -1081,6 +1087,7 @@ macro_rules! delivery_store_impl {
                     summary: "The integration delivers again.",
                     note: None,
                     suppressed_until: None,
+                    traceparent: None,
                 };
                 insert_event(tx, TenantScope { org_id: org, tenant_id: TenantId(tenant) }, id, &event, now).await?;
             }

@@ -600,6 +600,9 @@ pub struct EvaluationChanges {
     /// findings this evaluation opens or changes: the API renders summaries from it in the
     /// caller's language.
     pub messages: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The W3C `traceparent` of the evaluation, kept on the finding events it writes so their
+    /// deliveries continue the trace (collector → ingest → evaluation → ticket).
+    pub traceparent: Option<String>,
 }
 
 /// What the rules concluded about one finding, computed by the worker from a snapshot.

@@ -334,6 +334,7 @@ async fn apply_change(
     scope: TenantScope,
     change: &FindingChange,
     now: DateTime<Utc>,
+    traceparent: Option<&str>,
 ) -> Result<bool> {
     let (finding_id, kind, severity, summary): (Uuid, FindingEventKind, Severity, &str) = match change {
         FindingChange::Open {
@@ -461,7 +462,15 @@ async fn apply_change(
             (id.0, FindingEventKind::Resolved, parse_enum(&severity, "findings.severity")?, summary.as_str())
         }
     };
-    let event = NewEvent { kind, actor: "system", severity, summary, note: None, suppressed_until: None };
+    let event = NewEvent {
+        kind,
+        actor: "system",
+        severity,
+        summary,
+        note: None,
+        suppressed_until: None,
+        traceparent,
+    };
     insert_event(tx, scope, finding_id, &event, now).await?;
     Ok(true)
 }
@@ -474,6 +483,9 @@ struct NewEvent<'a> {
     summary: &'a str,
     note: Option<&'a str>,
     suppressed_until: Option<DateTime<Utc>>,
+    /// The trace the change happened in (an evaluation's, continued from the ingest), carried
+    /// on to the deliveries the event makes.
+    traceparent: Option<&'a str>,
 }
 
 async fn insert_event(
@@ -485,8 +497,8 @@ async fn insert_event(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO finding_events (id, finding_id, org_id, tenant_id, kind, actor, at, severity, summary,
-                                     note, suppressed_until)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                     note, suppressed_until, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(Uuid::now_v7())
     .bind(finding_id)
@@ -499,6 +511,7 @@ async fn insert_event(
     .bind(event.summary)
     .bind(event.note)
     .bind(event.suppressed_until.map(micros))
+    .bind(event.traceparent)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -1230,7 +1243,7 @@ impl Store for SqliteStore {
         }
 
         for change in &changes.findings {
-            if !apply_change(&mut tx, scope, change, now).await? {
+            if !apply_change(&mut tx, scope, change, now, changes.traceparent.as_deref()).await? {
                 tx.rollback().await?;
                 return Ok(ApplyOutcome::Conflict);
             }
@@ -1432,6 +1445,7 @@ impl Store for SqliteStore {
             summary: &updated.summary,
             note,
             suppressed_until: until,
+            traceparent: None,
         };
         insert_event(&mut tx, scope, id.0, &event, now).await?;
         tx.commit().await?;
@@ -1509,6 +1523,7 @@ impl Store for SqliteStore {
             summary: &summary,
             note: Some(note),
             suppressed_until: None,
+            traceparent: None,
         };
         insert_event(&mut tx, scope, finding.0, &event, now).await?;
         tx.commit().await?;
@@ -1766,6 +1781,7 @@ impl Store for SqliteStore {
                         summary: &summary,
                         note: None,
                         suppressed_until: None,
+                        traceparent: None,
                     };
                     insert_event(&mut tx, scope, row.try_get("id")?, &event, now).await?;
                 }

@@ -203,6 +203,11 @@ impl Engine {
             event_type = %delivery.event_type,
             attempt = delivery.attempts + 1,
         );
+        // One trace from the collector's push to the ticket: the attempt continues the trace of
+        // the evaluation that wrote the event.
+        if let Some(tp) = &delivery.traceparent {
+            wbd_platform::telemetry::continue_trace(&span, tp);
+        }
         self.execute_in(delivery, lease_id, integration, ticket).instrument(span).await;
     }
 

@@ -261,6 +261,7 @@ async fn streaks_are_read_with_the_snapshot_and_guarded_like_findings() {
                 streaks: vec![stale.clone()],
                 unknown_rules: None,
                 messages: Default::default(),
+                traceparent: None,
             };
             assert_eq!(
                 store.apply_evaluation(site.scope, None, 1, &changes, at(40)).await?,
