@@ -28,6 +28,8 @@ struct Cluster {
     prefix: String,
     dir: tempfile::TempDir,
     client: reqwest::Client,
+    /// The key every process seals and opens integration secrets with.
+    secrets_key: String,
 }
 
 impl Cluster {
@@ -62,6 +64,7 @@ impl Cluster {
             prefix: format!("wbdtest.{}", uuid::Uuid::new_v4().simple()),
             dir: tempfile::tempdir().unwrap(),
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            secrets_key: wbd_notify::sealing::Sealer::generate_key(),
         })
     }
 
@@ -76,6 +79,13 @@ impl Cluster {
             .env("WBD_RULES__OPEN_AFTER", "1")
             .env("WBD_RULES__RESOLVE_AFTER", "1")
             .env("WBD_SERVER__WORKERS", "1")
+            // Deliveries reach the local receivers, quickly retried.
+            .env("WBD_DELIVERY__SECRETS_KEY", &self.secrets_key)
+            .env("WBD_DELIVERY__HTTPS_ONLY", "false")
+            .env("WBD_DELIVERY__ALLOW_NETWORKS", r#"["127.0.0.1/32"]"#)
+            .env("WBD_DELIVERY__ATTEMPT_TIMEOUT_SECS", "2")
+            .env("WBD_DELIVERY__RETRY_SCHEDULE_SECS", "[0.3, 0.3, 0.5, 0.5, 1, 1, 1, 1, 1]")
+            .env("WBD_DELIVERY__POLL_INTERVAL_MS", "100")
             .env("RUST_LOG", "info")
             .env("WBD_TELEMETRY__LOG_FORMAT", "json")
             .env_remove("WBD_CONFIG")
@@ -449,4 +459,117 @@ async fn restarting_rabbitmq_mid_run_loses_nothing_and_duplicates_nothing() {
     let store = cluster.store().await;
     assert_eq!(store.count_outbox().await.unwrap(), 0);
     cluster.teardown().await;
+}
+
+/// Tickets in the distributed deployment: two workers deliver to a (slow) ConnectWise; one is
+/// killed hard in the middle. Afterwards every finding has exactly one ticket, and every
+/// ticket closes when its finding resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_delivery_leaves_one_ticket_per_finding_closed_on_resolve() {
+    use wbd_receivers::connectwise::ConnectwiseState;
+    use wbd_receivers::{Faults, Receiver};
+
+    let Some(cluster) = Cluster::new().await else { return };
+    let _serial = SERIAL.lock().await;
+    let psa = Receiver::spawn(ConnectwiseState::new("northwind", "pub", "priv", "client-1")).await;
+    psa.common().set_faults(Faults { delay: Some(Duration::from_millis(700)), ..Default::default() });
+    let (_api, base) = cluster.api("api").await;
+    let (_, token) = cluster.bootstrap(&base).await;
+    let mut collectors = Vec::new();
+    for i in 0..2 {
+        collectors.push(cluster.tenant_with_collector(&base, &token, &format!("Tenant {i}")).await);
+    }
+    let store = cluster.store().await;
+    let tenant: uuid::Uuid = collectors[0].0.parse().unwrap();
+    let org = wbd_store::OrgScope { org_id: org_of(&cluster, tenant).await };
+    let sealer = wbd_notify::sealing::Sealer::new(&cluster.secrets_key, &[]).unwrap();
+    let sealed = wbd_worker::delivery::secrets::SealedSecrets {
+        credentials: serde_json::json!({"public_key": "pub", "private_key": "priv", "client_id": "client-1"}),
+        ..Default::default()
+    };
+    let write = wbd_store::IntegrationWrite {
+        name: "ConnectWise".into(),
+        kind: "connectwise".into(),
+        url: Some(psa.url()),
+        config: serde_json::json!({"login_company": "northwind", "board_id": 7, "company_identifier": "Contoso"}),
+        secrets: wbd_worker::delivery::secrets::seal(&sealer, org.org_id, &sealed),
+        filter: wbd_store::IntegrationFilter::default(),
+        routing: wbd_store::Routing::PerTenant,
+        max_in_flight: 2,
+        hourly_budget: None,
+        enabled: true,
+    };
+    let integration = store.create_integration(org, &write, "test", chrono::Utc::now()).await.unwrap();
+
+    let mut worker = cluster.worker("worker1").await;
+    let expected = push_failures(&cluster, &base, &collectors, 0, 3).await;
+    // Killed once the first tickets exist: others are in flight (each request takes 0.7 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while psa.state.tickets().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no ticket arrived:\n{}", cluster.log("worker1"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.start_kill().unwrap();
+    worker.wait().await.unwrap();
+    let _worker2 = cluster.worker("worker2").await;
+
+    let settled = |status: &'static str| {
+        let store = store.clone();
+        async move {
+            let deliveries = store
+                .list_deliveries(
+                    org,
+                    integration.id,
+                    &wbd_store::DeliveryFilter { limit: 200, ..Default::default() },
+                )
+                .await
+                .unwrap();
+            (deliveries.len(), deliveries.iter().filter(|d| d.status.as_str() == status).count())
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (all, done) = settled("succeeded").await;
+        if all == expected && done == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {expected} deliveries succeeded ({all} made)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tickets = psa.state.tickets();
+    let mut keys: Vec<_> = tickets.iter().map(|t| t.external_x_ref.clone().unwrap()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(tickets.len(), expected, "one ticket per finding, no duplicate after the kill");
+    assert_eq!(keys.len(), expected);
+
+    // Everything is fixed: every ticket closes.
+    for (_, c) in &collectors {
+        let results =
+            (0..3).map(|i| healthy_endpoint(&format!("r0-{i}.servicebus.windows.net"), 443)).collect();
+        assert_eq!(
+            push_at(&cluster.client, &base, &c.token(), &batch(results)).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while !psa.state.tickets().iter().all(|t| t.status.closed) {
+        assert!(tokio::time::Instant::now() < deadline, "tickets still open:\n{}", cluster.log("worker2"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(psa.state.tickets().len(), expected);
+    cluster.teardown().await;
+}
+
+async fn org_of(cluster: &Cluster, tenant: uuid::Uuid) -> wbd_store::OrgId {
+    let mut conn = sqlx::PgConnection::connect(&cluster.db_url).await.unwrap();
+    let org: uuid::Uuid = sqlx::query_scalar("SELECT org_id FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    wbd_store::OrgId(org)
 }
