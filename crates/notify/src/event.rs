@@ -72,10 +72,7 @@ impl EventType {
 
     /// Whether the problem is there (open ticket / trigger) after this event.
     pub fn is_problem(self) -> bool {
-        matches!(
-            self,
-            EventType::FindingOpened | EventType::FindingReopened | EventType::CollectorSilent
-        )
+        matches!(self, EventType::FindingOpened | EventType::FindingReopened | EventType::CollectorSilent)
     }
 
     /// Whether the problem went away (close ticket / resolve) with this event.
@@ -290,7 +287,8 @@ pub(crate) mod tests {
                 finding: Some(FindingData {
                     id: Uuid::from_u128(3),
                     rule_id: "endpoint-reachable".into(),
-                    fingerprint: "endpoint-reachable|ssprdedicatedsbprodscu.servicebus.windows.net:443".into(),
+                    fingerprint: "endpoint-reachable|ssprdedicatedsbprodscu.servicebus.windows.net:443"
+                        .into(),
                     subject: "ssprdedicatedsbprodscu.servicebus.windows.net:443".into(),
                     severity: "high".into(),
                     status: "open".into(),
@@ -341,12 +339,18 @@ pub(crate) mod tests {
             TenantRef { id: Uuid::from_u128(2), name: "Contoso".into() },
             TenantRef { id: Uuid::from_u128(4), name: "Fabrikam".into() },
         ];
-        assert_eq!(digest.ticket_title(), "[Writeback Doctor] Password reset endpoint unreachable (2 tenants)");
+        assert_eq!(
+            digest.ticket_title(),
+            "[Writeback Doctor] Password reset endpoint unreachable (2 tenants)"
+        );
         assert!(digest.ticket_body().contains("Affected tenants: Contoso, Fabrikam"));
         let mut ack = sample(EventType::FindingAcknowledged);
         ack.data.actor = "alice".into();
         ack.data.note = Some("Firewall change scheduled".into());
-        assert!(ack.note_text().starts_with("Acknowledged in Contoso: Password reset endpoint unreachable (by alice)."));
+        assert!(
+            ack.note_text()
+                .starts_with("Acknowledged in Contoso: Password reset endpoint unreachable (by alice).")
+        );
         assert!(ack.note_text().contains("Firewall change scheduled"));
     }
 }

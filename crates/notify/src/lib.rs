@@ -21,7 +21,7 @@ pub mod signing;
 pub mod ssrf;
 
 pub use connector::{
-    Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Exchange, Http, IntegrationKind, Outcome,
-    TicketRef,
+    Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Exchange, Http, IntegrationKind,
+    Outcome, TicketRef,
 };
 pub use event::{Event, EventData, EventType, FindingData, TenantRef};

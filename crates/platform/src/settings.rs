@@ -290,7 +290,10 @@ impl Settings {
         if d.disable_after_secs == 0 {
             return invalid("delivery.disable_after_secs", "must be at least 1");
         }
-        if !(d.public_url.is_empty() || d.public_url.starts_with("https://") || d.public_url.starts_with("http://")) {
+        if !(d.public_url.is_empty()
+            || d.public_url.starts_with("https://")
+            || d.public_url.starts_with("http://"))
+        {
             return invalid("delivery.public_url", "must be empty or an http(s) URL");
         }
         let damping_range = format!("must be between 1 and {MAX_DAMPING} when set");

@@ -157,7 +157,8 @@ pub struct Receiver<S: Api> {
 impl<S: Api> Receiver<S> {
     /// Starts a receiver with `state` on a free port of 127.0.0.1.
     pub async fn spawn(state: S) -> Receiver<S> {
-        let mut receiver = Receiver { state: Arc::new(state), addr: "127.0.0.1:0".parse().unwrap(), handle: None };
+        let mut receiver =
+            Receiver { state: Arc::new(state), addr: "127.0.0.1:0".parse().unwrap(), handle: None };
         receiver.start().await;
         receiver
     }
@@ -188,11 +189,12 @@ impl<S: Api> Receiver<S> {
         let mut tries = 0;
         let server = loop {
             let data = data.clone();
-            let bound = HttpServer::new(move || actix_web::App::new().app_data(data.clone()).configure(S::configure))
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(0)
-                .bind(self.addr);
+            let bound =
+                HttpServer::new(move || actix_web::App::new().app_data(data.clone()).configure(S::configure))
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(0)
+                    .bind(self.addr);
             match bound {
                 Ok(server) => break server,
                 // The old socket may linger for a moment after a stop.
