@@ -44,7 +44,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::Fields;
+use super::{Fields, base_url_ok, check_key, priority_ids, ticket_id};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     TicketRef,
@@ -57,6 +57,8 @@ const NOTE_TITLE_MAX: usize = 250;
 const NOTE_DESCRIPTION_MAX: usize = 32_000;
 /// Autotask's stock priority picklist: High 1, Medium 2, Low 3, Critical 4.
 const DEFAULT_PRIORITIES: [u64; 4] = [4, 1, 2, 3];
+/// What our ticket references are, for [`ticket_id`].
+const TICKET_ID: &str = "an Autotask ticket id";
 
 pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -73,7 +75,14 @@ pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<Con
     let note_type = config.u64_or("note_type", 1);
     let note_publish = config.u64_or("note_publish", 1);
     let web_url = config.optional_str("web_url");
-    let priority_ids = priority_ids(&settings.config, &mut errors);
+    let priority_ids = priority_ids(
+        &settings.config,
+        &mut errors,
+        Some(DEFAULT_PRIORITIES),
+        "priority value",
+        "priority picklist value",
+    )
+    .unwrap_or(DEFAULT_PRIORITIES);
     let mut credentials = Fields::new("credentials", &settings.credentials, &mut errors);
     let username = credentials.required_str("username");
     let secret = credentials.required_str("secret");
@@ -116,38 +125,14 @@ pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<Con
     }))
 }
 
-/// `config.priority_ids`: one picklist value per severity; unset ones keep the stock values.
-fn priority_ids(config: &Value, errors: &mut Vec<ConfigError>) -> [u64; 4] {
-    let mut ids = DEFAULT_PRIORITIES;
-    let Some(value) = config.get("priority_ids").filter(|v| !v.is_null()) else { return ids };
-    let Some(map) = value.as_object() else {
-        errors
-            .push(ConfigError::new("config.priority_ids", "must be an object of severity → priority value"));
-        return ids;
-    };
-    for (slot, severity) in ids.iter_mut().zip(["critical", "high", "medium", "low"]) {
-        match map.get(severity) {
-            None | Some(Value::Null) => {}
-            Some(v) => match v.as_u64() {
-                Some(id) => *slot = id,
-                None => errors.push(ConfigError::new(
-                    format!("config.priority_ids.{severity}"),
-                    "must be a whole number ≥ 0 (a priority picklist value)",
-                )),
-            },
-        }
-    }
-    ids
-}
-
 /// `{zone}/ATServicesRest/V1.0/`, or the URL itself when it already names the REST root.
 fn api_root(url: &Url, errors: &mut Vec<ConfigError>) -> Option<Url> {
-    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() || url.host().is_none() {
-        errors.push(ConfigError::new("url", "must be the Autotask zone's API address (https://…)"));
-        return None;
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        errors.push(ConfigError::new("url", "must be the zone's API address without query or fragment"));
+    if !base_url_ok(
+        url,
+        errors,
+        "must be the Autotask zone's API address (https://…)",
+        "must be the zone's API address without query or fragment",
+    ) {
         return None;
     }
     let mut root = url.clone();
@@ -315,37 +300,23 @@ impl Connector for Autotask {
             Action::Create { event, key } => self.create(http, event, key).await,
             Action::Find { key, .. } => self.find(http, key).await,
             Action::Note { event, ticket } => {
-                self.add_note(http, ticket_id(ticket)?, event).await?;
+                self.add_note(http, ticket_id(ticket, TICKET_ID)?, event).await?;
                 Ok(Outcome::Done)
             }
             Action::Close { event, ticket } => {
-                let id = ticket_id(ticket)?;
+                let id = ticket_id(ticket, TICKET_ID)?;
                 self.set_status(http, id, self.complete_status).await?;
                 self.add_note(http, id, event).await?;
                 Ok(Outcome::Done)
             }
             Action::Reopen { event, ticket, .. } => {
-                let id = ticket_id(ticket)?;
+                let id = ticket_id(ticket, TICKET_ID)?;
                 self.set_status(http, id, self.reopen_status).await?;
                 self.add_note(http, id, event).await?;
                 Ok(Outcome::Done)
             }
         }
     }
-}
-
-fn ticket_id(ticket: &TicketRef) -> Result<u64, DeliveryError> {
-    ticket.external_id.parse().map_err(|_| {
-        DeliveryError::Protocol(format!("{:?} is not an Autotask ticket id", ticket.external_id))
-    })
-}
-
-/// The engine's keys are `[a-z0-9-]{1,40}`, which fits `externalID` (50 characters).
-fn check_key(key: &str) -> Result<(), DeliveryError> {
-    let valid = !key.is_empty()
-        && key.len() <= 40
-        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if valid { Ok(()) } else { Err(DeliveryError::Protocol(format!("invalid problem key {key:?}"))) }
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::Fields;
+use super::{Fields, base_url_ok, check_key, priority_ids, ticket_id};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     TicketRef,
@@ -52,6 +52,8 @@ use crate::event::{Event, truncate};
 
 /// ConnectWise rejects longer summaries (`MaxLengthField`).
 const SUMMARY_MAX: usize = 100;
+/// ConnectWise ticket numbers are whole numbers; anything else was not stored by us.
+const TICKET_ID: &str = "a ConnectWise ticket number";
 
 pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -78,7 +80,7 @@ pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<Con
             Value::Null
         }
     };
-    let priority_ids = priority_ids(&settings.config, &mut errors);
+    let priority_ids = priority_ids(&settings.config, &mut errors, None, "priority id", "priority record id");
     let mut credentials = Fields::new("credentials", &settings.credentials, &mut errors);
     let public_key = credentials.required_str("public_key");
     let private_key = credentials.required_str("private_key");
@@ -124,37 +126,14 @@ fn status_setting(config: &mut Fields<'_>, name: &str, default: &str) -> Value {
     }
 }
 
-/// `config.priority_ids`: one id per severity, or nothing (the board's default priority).
-fn priority_ids(config: &Value, errors: &mut Vec<ConfigError>) -> Option<[u64; 4]> {
-    let value = config.get("priority_ids")?;
-    if value.is_null() {
-        return None;
-    }
-    let Some(map) = value.as_object() else {
-        errors.push(ConfigError::new("config.priority_ids", "must be an object of severity → priority id"));
-        return None;
-    };
-    let mut ids = [0; 4];
-    for (slot, severity) in ids.iter_mut().zip(["critical", "high", "medium", "low"]) {
-        match map.get(severity).and_then(Value::as_u64) {
-            Some(id) => *slot = id,
-            None => errors.push(ConfigError::new(
-                format!("config.priority_ids.{severity}"),
-                "is required (a priority record id) when priority_ids is set",
-            )),
-        }
-    }
-    Some(ids)
-}
-
 /// `{url}/{codebase}/apis/3.0/`, or `url` itself when it already is an API root.
 fn api_root(url: &Url, codebase: &str, errors: &mut Vec<ConfigError>) -> Option<Url> {
-    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() || url.host().is_none() {
-        errors.push(ConfigError::new("url", "must be the ConnectWise API address (https://…)"));
-        return None;
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        errors.push(ConfigError::new("url", "must be the ConnectWise API address without query or fragment"));
+    if !base_url_ok(
+        url,
+        errors,
+        "must be the ConnectWise API address (https://…)",
+        "must be the ConnectWise API address without query or fragment",
+    ) {
         return None;
     }
     let mut root = url.clone();
@@ -308,38 +287,24 @@ impl Connector for ConnectWise {
             Action::Create { event, key } => self.create(http, event, key).await,
             Action::Find { key, .. } => self.find(http, key).await,
             Action::Note { event, ticket } => {
-                self.add_note(http, ticket_id(ticket)?, event.note_text(), "internalAnalysisFlag").await?;
+                self.add_note(http, ticket_id(ticket, TICKET_ID)?, event.note_text(), "internalAnalysisFlag")
+                    .await?;
                 Ok(Outcome::Done)
             }
             Action::Close { event, ticket } => {
-                let id = ticket_id(ticket)?;
+                let id = ticket_id(ticket, TICKET_ID)?;
                 self.set_status(http, id, &self.closed_status).await?;
                 self.add_note(http, id, event.note_text(), "resolutionFlag").await?;
                 Ok(Outcome::Done)
             }
             Action::Reopen { event, ticket, .. } => {
-                let id = ticket_id(ticket)?;
+                let id = ticket_id(ticket, TICKET_ID)?;
                 self.set_status(http, id, &self.reopen_status).await?;
                 self.add_note(http, id, event.note_text(), "internalAnalysisFlag").await?;
                 Ok(Outcome::Done)
             }
         }
     }
-}
-
-/// ConnectWise ticket numbers are whole numbers; anything else was not stored by us.
-fn ticket_id(ticket: &TicketRef) -> Result<u64, DeliveryError> {
-    ticket.external_id.parse().map_err(|_| {
-        DeliveryError::Protocol(format!("{:?} is not a ConnectWise ticket number", ticket.external_id))
-    })
-}
-
-/// The engine's keys are `[a-z0-9-]{1,40}`: anything else must not reach a search condition.
-fn check_key(key: &str) -> Result<(), DeliveryError> {
-    let valid = !key.is_empty()
-        && key.len() <= 40
-        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if valid { Ok(()) } else { Err(DeliveryError::Protocol(format!("invalid problem key {key:?}"))) }
 }
 
 #[cfg(test)]

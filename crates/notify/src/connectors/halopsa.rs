@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::Fields;
+use super::{Fields, base_url_ok, check_key, priority_ids, ticket_id};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     Response, TicketRef,
@@ -53,6 +53,8 @@ use crate::event::{Event, truncate};
 const SUMMARY_MAX: usize = 250;
 /// Halo's stock priorities run from 1 (critical) to 4 (low), as `Event::priority` does.
 const DEFAULT_PRIORITIES: [u64; 4] = [1, 2, 3, 4];
+/// What our ticket references are, for [`ticket_id`].
+const TICKET_ID: &str = "a Halo ticket id";
 /// A cached token is renewed this long before Halo says it expires (at most a tenth of its life).
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
@@ -69,7 +71,9 @@ pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<Con
     let closed_status_id = config.u64_or("closed_status_id", 9);
     let reopen_status_id = config.u64_or("reopen_status_id", 1);
     let note_outcome = config.str_or("note_outcome", "Private Note");
-    let priority_ids = priority_ids(&settings.config, &mut errors);
+    let priority_ids =
+        priority_ids(&settings.config, &mut errors, Some(DEFAULT_PRIORITIES), "priority id", "priority id")
+            .unwrap_or(DEFAULT_PRIORITIES);
     let mut credentials = Fields::new("credentials", &settings.credentials, &mut errors);
     let client_id = credentials.required_str("client_id");
     let client_secret = credentials.required_str("client_secret");
@@ -103,37 +107,14 @@ pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<Con
     }))
 }
 
-/// `config.priority_ids`: one priority id per severity; unset ones keep Halo's stock ids.
-fn priority_ids(config: &Value, errors: &mut Vec<ConfigError>) -> [u64; 4] {
-    let mut ids = DEFAULT_PRIORITIES;
-    let Some(value) = config.get("priority_ids").filter(|v| !v.is_null()) else { return ids };
-    let Some(map) = value.as_object() else {
-        errors.push(ConfigError::new("config.priority_ids", "must be an object of severity → priority id"));
-        return ids;
-    };
-    for (slot, severity) in ids.iter_mut().zip(["critical", "high", "medium", "low"]) {
-        match map.get(severity) {
-            None | Some(Value::Null) => {}
-            Some(v) => match v.as_u64() {
-                Some(id) => *slot = id,
-                None => errors.push(ConfigError::new(
-                    format!("config.priority_ids.{severity}"),
-                    "must be a whole number ≥ 0 (a priority id)",
-                )),
-            },
-        }
-    }
-    ids
-}
-
 /// The Halo web root with a trailing slash (an `/api` suffix is dropped).
 fn web_root(url: &Url, errors: &mut Vec<ConfigError>) -> Option<Url> {
-    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() || url.host().is_none() {
-        errors.push(ConfigError::new("url", "must be the Halo web address (https://…)"));
-        return None;
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        errors.push(ConfigError::new("url", "must be the Halo web address without query or fragment"));
+    if !base_url_ok(
+        url,
+        errors,
+        "must be the Halo web address (https://…)",
+        "must be the Halo web address without query or fragment",
+    ) {
         return None;
     }
     let mut root = url.clone();
@@ -369,17 +350,17 @@ impl Connector for HaloPsa {
             Action::Create { event, key } => self.create(http, event, key).await,
             Action::Find { key, .. } => self.find(http, key).await,
             Action::Note { event, ticket } => {
-                self.add_note(http, ticket_id(ticket)?, event).await?;
+                self.add_note(http, ticket_id(ticket, TICKET_ID)?, event).await?;
                 Ok(Outcome::Done)
             }
             Action::Close { event, ticket } => {
-                let id = ticket_id(ticket)?;
+                let id = ticket_id(ticket, TICKET_ID)?;
                 self.set_status(http, id, self.closed_status_id).await?;
                 self.add_note(http, id, event).await?;
                 Ok(Outcome::Done)
             }
             Action::Reopen { event, ticket, .. } => {
-                let id = ticket_id(ticket)?;
+                let id = ticket_id(ticket, TICKET_ID)?;
                 self.set_status(http, id, self.reopen_status_id).await?;
                 self.add_note(http, id, event).await?;
                 Ok(Outcome::Done)
@@ -402,21 +383,6 @@ fn html(text: &str) -> String {
         }
     }
     out
-}
-
-fn ticket_id(ticket: &TicketRef) -> Result<u64, DeliveryError> {
-    ticket
-        .external_id
-        .parse()
-        .map_err(|_| DeliveryError::Protocol(format!("{:?} is not a Halo ticket id", ticket.external_id)))
-}
-
-/// The engine's keys are `[a-z0-9-]{1,40}`: nothing else goes into a search.
-fn check_key(key: &str) -> Result<(), DeliveryError> {
-    let valid = !key.is_empty()
-        && key.len() <= 40
-        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if valid { Ok(()) } else { Err(DeliveryError::Protocol(format!("invalid problem key {key:?}"))) }
 }
 
 #[cfg(test)]

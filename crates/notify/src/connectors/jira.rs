@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::Fields;
+use super::{Fields, check_base_url, endpoint};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     TicketRef,
@@ -71,23 +71,6 @@ pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<Con
         reopen_transition,
         link_type,
     }))
-}
-
-pub(crate) fn check_base_url(url: &Url, errors: &mut Vec<ConfigError>) {
-    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() || url.host().is_none() {
-        errors.push(ConfigError::new("url", "must be the site's https:// address"));
-    } else if url.query().is_some() || url.fragment().is_some() {
-        errors.push(ConfigError::new("url", "must be the site's address without query or fragment"));
-    }
-}
-
-/// `base` + path segments (each escaped).
-pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
-    let mut url = base.clone();
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.pop_if_empty().extend(segments);
-    }
-    url
 }
 
 struct Jira {
@@ -357,13 +340,5 @@ mod tests {
         assert_eq!(paragraphs.len(), 3);
         assert_eq!(paragraphs[0]["content"][1]["type"], "hardBreak");
         assert_eq!(paragraphs[2]["content"][0]["marks"][0]["attrs"]["href"], "https://wbd.example/f/1");
-    }
-
-    #[test]
-    fn endpoints_escape_segments_and_keep_a_base_path() {
-        let base = Url::parse("https://acme.atlassian.net/").unwrap();
-        assert_eq!(endpoint(&base, &["browse", "OPS-1"]).as_str(), "https://acme.atlassian.net/browse/OPS-1");
-        let nested = Url::parse("https://proxy.example/jira").unwrap();
-        assert_eq!(endpoint(&nested, &["a b"]).as_str(), "https://proxy.example/jira/a%20b");
     }
 }

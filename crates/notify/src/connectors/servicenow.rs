@@ -36,8 +36,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::Fields;
-use super::jira::{check_base_url, endpoint};
+use super::{Fields, check_base_url, endpoint};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     TicketRef,
