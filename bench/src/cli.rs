@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::stats::parse_duration;
 
 /// Measures Writeback Doctor against this machine's limit: the floor (PostgreSQL COPY,
-/// RabbitMQ confirms), the product distributed and embedded, the rules, and the collector.
+/// RabbitMQ confirms), the product distributed and embedded, the rules, the collector, and the
+/// delivery of finding events to webhooks.
 /// With no phase named, every phase runs (the same as --all).
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "wbd-bench", version)]
@@ -32,6 +33,9 @@ pub struct Args {
     /// Phase: the collector's binary size, CPU per probe cycle and idle memory.
     #[arg(long)]
     pub collector: bool,
+    /// Phase: the delivery engine sending signed webhooks, in process, on SQLite and PostgreSQL.
+    #[arg(long)]
+    pub delivery: bool,
 
     /// Smoke run: about 10 s per load window, shorter floor and idle windows.
     #[arg(long)]
@@ -83,6 +87,22 @@ pub struct Args {
     /// load (e.g. --pg-sql "ALTER TABLE facts SET (fillfactor = 50)"). Repeatable.
     #[arg(long = "pg-sql", value_name = "STATEMENT")]
     pub pg_sql: Vec<String>,
+    /// Deliveries in the delivery phase's throughput run [default: 20000, or 2000 with --quick].
+    #[arg(long)]
+    pub deliveries: Option<usize>,
+    /// The delivery engine's deliveries in flight at once (`delivery.concurrency`).
+    #[arg(long, default_value_t = 32)]
+    pub delivery_concurrency: usize,
+    /// Each benchmark integration's `max_in_flight`.
+    #[arg(long, default_value_t = 64)]
+    pub delivery_max_in_flight: u32,
+    /// Events per second in the delivery latency and isolation runs.
+    #[arg(long, default_value_t = 200.0)]
+    pub delivery_rate: f64,
+    /// The delivery engine's poll interval in milliseconds (`delivery.poll_interval_ms`; the
+    /// product's default is 500).
+    #[arg(long, default_value_t = 500)]
+    pub delivery_poll_ms: u64,
     /// RUST_LOG of the product processes (their logs stay in a temporary directory).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -128,11 +148,17 @@ pub struct Phases {
     pub embedded: bool,
     pub rules: bool,
     pub collector: bool,
+    pub delivery: bool,
 }
 
 impl Args {
     pub fn phases(&self) -> Phases {
-        let none = !(self.floor || self.distributed || self.embedded || self.rules || self.collector);
+        let none = !(self.floor
+            || self.distributed
+            || self.embedded
+            || self.rules
+            || self.collector
+            || self.delivery);
         let all = self.all || none;
         Phases {
             floor: all || self.floor,
@@ -140,6 +166,7 @@ impl Args {
             embedded: all || self.embedded,
             rules: all || self.rules,
             collector: all || self.collector,
+            delivery: all || self.delivery,
         }
     }
 
@@ -157,6 +184,10 @@ impl Args {
         } else {
             Duration::from_secs(10)
         })
+    }
+
+    pub fn delivery_count(&self) -> usize {
+        self.deliveries.unwrap_or(if self.quick { 2_000 } else { 20_000 })
     }
 
     /// `--set` pairs, checked.
@@ -181,11 +212,23 @@ mod tests {
 
     #[test]
     fn no_phase_named_means_all() {
-        let all = Phases { floor: true, distributed: true, embedded: true, rules: true, collector: true };
+        let all = Phases {
+            floor: true,
+            distributed: true,
+            embedded: true,
+            rules: true,
+            collector: true,
+            delivery: true,
+        };
         assert_eq!(parse(&[]).phases(), all);
         assert_eq!(parse(&["--all", "--quick"]).phases(), all);
         let only = parse(&["--rules", "--collector"]).phases();
         assert!(only.rules && only.collector && !only.floor && !only.distributed && !only.embedded);
+        assert!(!only.delivery);
+        let delivery = parse(&["--delivery", "--quick"]);
+        let phases = delivery.phases();
+        assert!(phases.delivery && !phases.floor && !phases.distributed && !phases.embedded && !phases.rules);
+        assert_eq!(delivery.delivery_count(), 2_000);
     }
 
     #[test]

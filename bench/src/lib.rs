@@ -3,12 +3,14 @@
 //! One run measures, in turn: the floor (PostgreSQL COPY and RabbitMQ publisher confirms with
 //! no product in the way), the product distributed (`wbd-api` + `wbd-worker` processes on
 //! PostgreSQL and RabbitMQ) and embedded (one `wbd-api` on SQLite), the rule pack's evaluation
-//! speed, and the collector's footprint. It prints a table and writes every figure, with its
-//! unit and the conditions it was measured under, as JSON. It reports against the targets of
+//! speed, the collector's footprint, and the delivery engine's webhook throughput and latency
+//! (in process, on SQLite and on PostgreSQL). It prints a table and writes every figure, with
+//! its unit and the conditions it was measured under, as JSON. It reports against the targets of
 //! issue 6; it never asserts a timing. `BENCHMARKS.md` at the workspace root explains each
 //! figure and keeps the latest results.
 
 pub mod cli;
+pub mod delivery;
 pub mod deploy;
 pub mod floor;
 pub mod footprint;

@@ -71,6 +71,21 @@ pub fn process_cpu_secs(pid: u32, ticks: u64) -> Option<f64> {
     Some((times.0 + times.1) as f64 / ticks as f64)
 }
 
+/// User + system CPU seconds of this process's threads whose name starts with `prefix` (e.g.
+/// the threads of an in-process server), from `/proc/self/task`.
+pub fn threads_cpu_secs(prefix: &str, ticks: u64) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let total: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (comm, (utime, stime)) = stat_fields(&stat)?;
+            comm.starts_with(prefix).then_some(utime + stime)
+        })
+        .sum();
+    total as f64 / ticks as f64
+}
+
 /// CPU seconds of this process's children that have been waited for (`cutime + cstime`): the
 /// way to read the CPU of a short-lived child after it exited.
 pub fn reaped_children_cpu_secs(ticks: u64) -> f64 {

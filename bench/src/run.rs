@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::cli::Args;
+use crate::delivery::{self, Backend, DeliveryLoad, TestBed};
 use crate::deploy::{self, Binaries, Deployment, PgDatabase};
 use crate::floor;
 use crate::footprint;
@@ -106,6 +107,12 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
     if phases.collector {
         eprintln!("[wbd-bench] collector: footprint of wbd-collector");
         reports.push(collector_phase(&args, &bins, ticks).await);
+    }
+    if phases.delivery {
+        eprintln!("[wbd-bench] delivery (SQLite): the delivery engine in process, signed webhooks");
+        reports.push(delivery_phase(&args, Backend::Sqlite, ticks).await);
+        eprintln!("[wbd-bench] delivery (PostgreSQL): the delivery engine in process, signed webhooks");
+        reports.push(delivery_phase(&args, Backend::Postgres { admin_url: &args.database_url }, ticks).await);
     }
 
     let window = args.window();
@@ -513,6 +520,289 @@ async fn product_runs(
     }
     phase.cpu.push(NamedCpuUse { window: "the latency run".into(), usage: l.cpu });
     Ok(())
+}
+
+/// A poll interval short enough that the engine's own work shows, not the wait for its next look.
+const SHORT_POLL: Duration = Duration::from_millis(25);
+
+async fn delivery_phase(args: &Args, backend: Backend<'_>, ticks: u64) -> PhaseReport {
+    // The product's default pool size (`database.max_connections`).
+    let connections = 10;
+    let (id, title) = match backend {
+        Backend::Sqlite => ("delivery_sqlite", "Delivery, embedded store (SQLite): signed webhooks"),
+        Backend::Postgres { .. } => {
+            ("delivery_postgres", "Delivery, distributed store (PostgreSQL): signed webhooks")
+        }
+    };
+    let mut phase = PhaseReport::new(id, title);
+    let load = DeliveryLoad {
+        deliveries: args.delivery_count(),
+        concurrency: args.delivery_concurrency,
+        max_in_flight: args.delivery_max_in_flight,
+        rate_per_s: args.delivery_rate,
+        window: args.window(),
+        poll_interval: Duration::from_millis(args.delivery_poll_ms.max(1)),
+        slow_delay: Duration::from_secs(2),
+        slow_max_in_flight: 2,
+    };
+    match backend {
+        Backend::Sqlite => phase.condition(format!(
+            "store: SQLite (WAL) in a temporary directory, pool of {connections} connections, as the embedded product opens it"
+        )),
+        Backend::Postgres { admin_url } => phase.condition(format!(
+            "store: fresh PostgreSQL database, pool of {connections} connections; {}",
+            tls_of(admin_url)
+        )),
+    }
+    phase.condition(format!(
+        "engine in this process (wbd_worker::delivery::engine: dispatcher + deliverer), concurrency {}, poll interval {} ms, attempt timeout 15 s, standard retry schedule; webhook connector with a sealed signing secret (Standard Webhooks HMAC-SHA256 on every request), network policy allowing 127.0.0.1/32 over http",
+        load.concurrency,
+        load.poll_interval.as_millis()
+    ));
+    phase.condition(
+        "receivers: wbd_receivers::webhook::WebhookReceiver (actix-web, one worker thread, answers 204, records every request with its arrival time) on 127.0.0.1; events: finding.opened of new endpoint-reachable findings (about 2 KB of JSON with remediation steps)",
+    );
+    if let Err(e) = delivery_runs(backend, connections, &load, &mut phase, ticks).await {
+        phase.error = Some(format!("{e:#}"));
+    }
+    phase
+}
+
+/// A fresh store for each run, so that what one run leaves pending cannot slow the next.
+async fn fresh_bed(backend: Backend<'_>, connections: u32) -> anyhow::Result<TestBed> {
+    TestBed::new(backend, connections).await
+}
+
+async fn delivery_runs(
+    backend: Backend<'_>,
+    connections: u32,
+    load: &DeliveryLoad,
+    phase: &mut PhaseReport,
+    ticks: u64,
+) -> anyhow::Result<()> {
+    // Throughput.
+    phase.condition(format!(
+        "throughput: {} deliveries to one integration (max_in_flight {}) queued in batches of 500 before the engine starts; timed from its start until none is pending",
+        load.deliveries, load.max_in_flight
+    ));
+    eprintln!("[wbd-bench]   throughput run ({} deliveries)", load.deliveries);
+    let bed = fresh_bed(backend, connections).await?;
+    let t = delivery::throughput(&bed, load, ticks).await;
+    bed.teardown().await;
+    let t = t?;
+    phase.figure(
+        "enqueued_per_s",
+        "queueing (enqueue_deliveries, 500 per call)",
+        delivery_rate(t.queued, t.enqueue),
+        "deliveries/s",
+    );
+    match t.per_second() {
+        Some(rate) => {
+            phase.figure(
+                "deliveries_per_s",
+                "delivered, sustained (queued → all succeeded)",
+                rate,
+                "deliveries/s",
+            );
+        }
+        None => phase.missing(
+            "deliveries_per_s",
+            "delivered, sustained (queued → all succeeded)",
+            "deliveries/s",
+            format!("{} of {} succeeded within {:.0} s", t.succeeded, t.queued, t.waited.as_secs_f64()),
+        ),
+    }
+    if let Some((first, second)) = t.halves_per_second() {
+        phase.figure("first_half_per_s", "delivered while the first half went", first, "deliveries/s");
+        phase.figure("second_half_per_s", "delivered while the second half went", second, "deliveries/s");
+    }
+    if t.elapsed.is_none() {
+        phase.figure(
+            "partial_deliveries_per_s",
+            "delivered per second until the timeout (not all)",
+            delivery_rate(t.succeeded.max(0) as usize, t.waited),
+            "deliveries/s",
+        );
+    }
+    phase.figure("succeeded", "deliveries succeeded", t.succeeded as f64, "deliveries");
+    phase.figure(
+        "throughput_run_s",
+        "time to deliver them all (or the timeout)",
+        t.waited.as_secs_f64(),
+        "s",
+    );
+    phase.figure("failed_attempts", "failed attempts", t.failed_attempts as f64, "attempts");
+    if t.succeeded > 0 {
+        let per_1k = |secs: f64| secs * 1e6 / t.succeeded as f64;
+        phase.figure(
+            "cpu_ms_per_1k_engine",
+            "CPU per 1,000 deliveries: engine + store client (this process, receiver excluded)",
+            per_1k(t.process_cpu_secs - t.receiver_cpu_secs),
+            "ms",
+        );
+        phase.figure(
+            "cpu_ms_per_1k_receiver",
+            "CPU per 1,000 deliveries: webhook receiver (actix threads)",
+            per_1k(t.receiver_cpu_secs),
+            "ms",
+        );
+        // On SQLite the PostgreSQL group is only the server's background work.
+        if let Backend::Postgres { .. } = backend
+            && let Some(pg) = t.cpu.by_group.iter().find(|g| g.group == "PostgreSQL")
+        {
+            phase.figure(
+                "cpu_ms_per_1k_postgres",
+                "CPU per 1,000 deliveries: PostgreSQL",
+                per_1k(pg.cpu_secs),
+                "ms",
+            );
+        }
+    }
+    phase.cpu.push(NamedCpuUse { window: "the delivery throughput run".into(), usage: t.cpu.clone() });
+    phase.note(
+        "in this phase the group \"load generator (wbd-bench)\" is the engine, the store client and the receivers, all in the benchmark's process",
+    );
+
+    // Latency at a steady rate, with the product's poll interval and then a short one.
+    let polls: Vec<Duration> = if load.poll_interval > SHORT_POLL {
+        vec![load.poll_interval, SHORT_POLL]
+    } else {
+        vec![load.poll_interval]
+    };
+    phase.condition(format!(
+        "latency: {} events/s for {} s, each enqueued in its own transaction to one integration; from the enqueue's commit (its return) to the receiver reading the request; with poll intervals of {}",
+        load.rate_per_s,
+        load.window.as_secs(),
+        polls.iter().map(|p| format!("{} ms", p.as_millis())).collect::<Vec<_>>().join(" and ")
+    ));
+    for (i, poll) in polls.iter().enumerate() {
+        let key = if i == 0 { String::new() } else { format!("_poll{}ms", poll.as_millis()) };
+        let label = format!("poll {} ms", poll.as_millis());
+        eprintln!("[wbd-bench]   latency run ({} s, {label})", load.window.as_secs());
+        let bed = fresh_bed(backend, connections).await?;
+        let r = delivery::at_rate(&bed, load, *poll, false, ticks).await;
+        bed.teardown().await;
+        let r = r?;
+        at_rate_figures(phase, &r, &key, &label, "latency");
+        phase.cpu.push(NamedCpuUse { window: format!("the delivery latency run ({label})"), usage: r.cpu });
+    }
+
+    // Isolation: one slow receiver must not hold up another integration.
+    phase.condition(format!(
+        "isolation: {} events/s for {} s, each to two integrations: one whose receiver answers after {} s (max_in_flight {}), one fast (max_in_flight {}); poll interval {} ms; latency of the fast one",
+        load.rate_per_s,
+        load.window.as_secs(),
+        load.slow_delay.as_secs(),
+        load.slow_max_in_flight,
+        load.max_in_flight,
+        load.poll_interval.as_millis()
+    ));
+    eprintln!("[wbd-bench]   isolation run ({} s)", load.window.as_secs());
+    let bed = fresh_bed(backend, connections).await?;
+    let r = delivery::at_rate(&bed, load, load.poll_interval, true, ticks).await;
+    bed.teardown().await;
+    let r = r?;
+    at_rate_figures(phase, &r, "_beside_slow", "beside a slow receiver", "isolation");
+    if let Some((received, pending)) = r.slow {
+        phase.figure(
+            "slow_received",
+            "isolation: requests the slow receiver got",
+            received as f64,
+            "requests",
+        );
+        phase.figure(
+            "slow_pending_at_end",
+            "isolation: slow integration's deliveries still pending",
+            pending as f64,
+            "deliveries",
+        );
+    }
+    phase.cpu.push(NamedCpuUse { window: "the delivery isolation run".into(), usage: r.cpu });
+    Ok(())
+}
+
+fn delivery_rate(n: usize, elapsed: Duration) -> f64 {
+    crate::stats::per_second(n as f64, elapsed)
+}
+
+fn at_rate_figures(phase: &mut PhaseReport, r: &delivery::AtRate, key: &str, label: &str, run: &str) {
+    phase.figure(
+        &format!("rate{key}"),
+        &format!("{run} ({label}): events queued"),
+        r.achieved_per_s,
+        "events/s",
+    );
+    match r.latency {
+        Some(s) => {
+            phase.figure(
+                &format!("latency_p50_ms{key}"),
+                &format!("commit → receiver p50 ({label})"),
+                s.p50_ms,
+                "ms",
+            );
+            phase.figure(
+                &format!("latency_p99_ms{key}"),
+                &format!("commit → receiver p99 ({label})"),
+                s.p99_ms,
+                "ms",
+            );
+            phase.figure(
+                &format!("latency_max_ms{key}"),
+                &format!("commit → receiver max ({label})"),
+                s.max_ms,
+                "ms",
+            );
+            phase.figure(
+                &format!("latency_samples{key}"),
+                &format!("deliveries timed ({label})"),
+                s.count as f64,
+                "deliveries",
+            );
+        }
+        None => phase.missing(
+            &format!("latency_p99_ms{key}"),
+            &format!("commit → receiver p99 ({label})"),
+            "ms",
+            "no delivery reached the receiver",
+        ),
+    }
+    if let Some(s) = r.enqueue {
+        phase.figure(
+            &format!("enqueue_p99_ms{key}"),
+            &format!("enqueue of one event p99 ({label})"),
+            s.p99_ms,
+            "ms",
+        );
+    }
+    if r.unseen > 0 {
+        phase.note(format!(
+            "{run} ({label}): {} of {} events never reached the receiver within 60 s of the load's end",
+            r.unseen, r.offered
+        ));
+    }
+    if r.enqueue_errors > 0 {
+        phase.figure(
+            &format!("enqueue_errors{key}"),
+            &format!("enqueues that failed ({label})"),
+            r.enqueue_errors as f64,
+            "events",
+        );
+        phase.note(format!(
+            "{run} ({label}): {} enqueues failed; first: {}",
+            r.enqueue_errors,
+            r.first_enqueue_error.as_deref().unwrap_or("")
+        ));
+    }
+    if r.late_starts > 0 {
+        phase
+            .note(format!("{run} ({label}): {} enqueues started over 50 ms after their slot", r.late_starts));
+    }
+    if r.before_commit_returned > 0 {
+        phase.note(format!(
+            "{run} ({label}): {} requests reached the receiver before the enqueue returned (counted as 0 ms)",
+            r.before_commit_returned
+        ));
+    }
 }
 
 async fn rules_phase(args: &Args) -> PhaseReport {
