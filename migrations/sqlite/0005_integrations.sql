@@ -78,6 +78,8 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due_idx ON deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_ticket_idx ON deliveries (integration_id, ticket_key, occurred_at) WHERE status = 'pending';
 CREATE INDEX deliveries_integration_idx ON deliveries (integration_id, id);
+-- Deliveries in flight (leased): counted per integration by every claim.
+CREATE INDEX deliveries_leased_idx ON deliveries (lease_until, integration_id) WHERE status = 'pending';
 
 CREATE TABLE delivery_attempts (
     id          BLOB PRIMARY KEY,

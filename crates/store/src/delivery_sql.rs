@@ -524,37 +524,61 @@ macro_rules! delivery_store_impl {
             ) -> Result<Vec<crate::ClaimedDelivery>> {
                 let now = micros(now);
                 let mut tx = self.write_tx().await?;
-                // Due, not held, of an enabled integration, and the oldest pending one of its ticket
-                // (a ticket's events go in order: never close before the create went through). An
-                // integration without a free slot or budget left is skipped here already: else its
-                // backlog could fill the candidates and hold up every other integration's deliveries.
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {cols} FROM deliveries d
-                     WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
-                       AND EXISTS (
-                            SELECT 1 FROM integrations i
-                            WHERE i.id = d.integration_id AND i.enabled
-                              AND (i.hourly_budget IS NULL OR i.budget_window_start IS NULL
-                                   OR i.budget_window_start <= $3 OR i.budget_used < i.hourly_budget)
-                              AND (SELECT COUNT(*) FROM deliveries f
-                                   WHERE f.integration_id = i.id AND f.status = 'pending' AND f.lease_until > $1)
-                                  < i.max_in_flight)
-                       AND (d.ticket_key IS NULL OR NOT EXISTS (
-                            SELECT 1 FROM deliveries e
-                            WHERE e.integration_id = d.integration_id AND e.ticket_key = d.ticket_key
-                              AND e.status = 'pending'
-                              AND (e.occurred_at < d.occurred_at OR (e.occurred_at = d.occurred_at AND e.id < d.id))))
-                     ORDER BY d.next_attempt_at, d.id
-                     LIMIT $2{lock}",
-                    cols = delivery_rows::DELIVERY_COLS,
-                    lock = $lock_d
-                )))
+                // Due, not held, of an enabled integration with a free slot and budget left, and the
+                // oldest pending one of its ticket (a ticket's events go in order: never close before
+                // the create went through). At most as many per integration as it has free slots, so
+                // one integration's backlog never crowds out another's deliveries, and the in-flight
+                // counts are taken once per integration (from the small set of leased rows), not once
+                // per candidate: a claim costs what the due rows cost, whatever the backlog.
+                let ids: Vec<Uuid> = sqlx::query_scalar(
+                    "WITH busy AS (
+                         SELECT integration_id, COUNT(*) AS n FROM deliveries
+                         WHERE status = 'pending' AND lease_until > $1
+                         GROUP BY integration_id
+                     ),
+                     open AS (
+                         SELECT i.id, i.max_in_flight - COALESCE(b.n, 0) AS free
+                         FROM integrations i LEFT JOIN busy b ON b.integration_id = i.id
+                         WHERE i.enabled AND COALESCE(b.n, 0) < i.max_in_flight
+                           AND (i.hourly_budget IS NULL OR i.budget_window_start IS NULL
+                                OR i.budget_window_start <= $3 OR i.budget_used < i.hourly_budget)
+                     ),
+                     due AS (
+                         SELECT d.id, d.next_attempt_at, o.free,
+                                ROW_NUMBER() OVER (PARTITION BY d.integration_id ORDER BY d.next_attempt_at, d.id)
+                                    AS place
+                         FROM deliveries d JOIN open o ON o.id = d.integration_id
+                         WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+                           AND (d.lease_until IS NULL OR d.lease_until <= $1)
+                           AND (d.ticket_key IS NULL OR NOT EXISTS (
+                                SELECT 1 FROM deliveries e
+                                WHERE e.integration_id = d.integration_id AND e.ticket_key = d.ticket_key
+                                  AND e.status = 'pending'
+                                  AND (e.occurred_at < d.occurred_at
+                                       OR (e.occurred_at = d.occurred_at AND e.id < d.id))))
+                     )
+                     SELECT id FROM due WHERE place <= free ORDER BY next_attempt_at, id LIMIT $2",
+                )
                 .bind(now)
-                .bind(i64::from(limit.saturating_mul(4).max(limit)))
+                .bind(i64::from(limit))
                 .bind(now - chrono::TimeDelta::hours(1))
                 .fetch_all(&mut *tx)
                 .await?;
+                // Take each one, unless another claimer got it first (PostgreSQL: skip its lock).
+                let mut rows = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {cols} FROM deliveries d
+                         WHERE d.id = $1 AND d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until <= $2){lock}",
+                        cols = delivery_rows::DELIVERY_COLS,
+                        lock = $lock_d
+                    )))
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    rows.extend(row);
+                }
                 let candidates = rows.iter().map(delivery_rows::delivery).collect::<Result<Vec<_>>>()?;
 
                 let mut integrations: std::collections::HashMap<Uuid, (crate::Integration, u32, Option<u32>)> =
