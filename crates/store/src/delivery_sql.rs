@@ -3,6 +3,10 @@
 //! which PostgreSQL needs (`FOR UPDATE … SKIP LOCKED`, many claimers at once) and SQLite does
 //! not have (its `BEGIN IMMEDIATE` write transactions already run one at a time).
 //!
+//! Integration rows are locked `FOR NO KEY UPDATE` on PostgreSQL: enough to serialise claims of
+//! one integration's slots and budget, and no conflict with the `KEY SHARE` lock that inserting a
+//! delivery (its foreign key) takes — so enqueues never wait for claims, nor deadlock with them.
+//!
 //! The invoking module provides `write_tx()`, `finding_from_row`, `event_from_row` and the
 //! `finding_cols!`/`event_cols!` column lists.
 

@@ -1841,6 +1841,6 @@ delivery_store_impl!(
     PgStore,
     PgRow,
     lock_deliveries = " FOR UPDATE OF d SKIP LOCKED",
-    lock_rows = " FOR UPDATE",
+    lock_rows = " FOR NO KEY UPDATE",
     lock_events = " FOR UPDATE OF e SKIP LOCKED"
 );
