@@ -174,6 +174,10 @@ pub struct IntegrationView {
     /// Since when every attempt has failed.
     pub failing_since: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
+    /// The destination asked us to slow down (`429`, or `503` with `Retry-After`): nothing is
+    /// sent to it before this instant. Absent when it is not throttled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
@@ -207,6 +211,7 @@ impl IntegrationView {
             disabled_at: i.disabled_at,
             failing_since: i.failing_since,
             last_success_at: i.last_success_at,
+            throttled_until: i.throttled_until.filter(|until| *until > now),
             created_at: i.created_at,
             updated_at: i.updated_at,
             version: i.version,

@@ -96,6 +96,7 @@ impl TestApp {
                 retry_at: None,
                 ticket: None,
                 finding_open: None,
+                throttle_until: None,
             };
             assert!(self.store.complete_attempt(&c.delivery, &record).await.unwrap());
         }
@@ -690,6 +691,7 @@ async fn a_finding_shows_the_tickets_integrations_keep_for_it() {
             state: TicketState::Open,
         }),
         finding_open: Some(true),
+        throttle_until: None,
     };
     assert!(app.store.complete_attempt(&claimed[0].delivery, &record).await.unwrap());
 

@@ -180,8 +180,12 @@ pub enum Action<'a> {
     Note { event: &'a Event, ticket: &'a TicketRef },
     /// The problem is gone: close the ticket with a note saying so.
     Close { event: &'a Event, ticket: &'a TicketRef },
-    /// The problem is back: reopen `ticket` with a note if the destination can (returns
-    /// `Outcome::Done`), otherwise open a new ticket linked to it (returns `Outcome::Ticket`).
+    /// The problem is (still or again) there: make sure `ticket` is open, with a note. A
+    /// closed ticket is reopened if the destination can (returns `Outcome::Done`), otherwise a
+    /// new ticket linked to it is opened (returns `Outcome::Ticket`). A ticket that is open
+    /// already — never closed, or a person reopened it and moved it on — only gets the note: its
+    /// status is left as it is. The engine sends this for every problem event on a ticket it
+    /// knows, because a person may have closed the ticket in the destination meanwhile.
     Reopen { event: &'a Event, ticket: &'a TicketRef, key: &'a str },
 }
 
@@ -236,6 +240,12 @@ pub enum DeliveryError {
     /// A 2xx answer we could not use (no ticket id in it …).
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// The stored ticket no longer exists in the destination (a person deleted or merged it):
+    /// return it only when the destination says so of that very ticket (a `404` for its id),
+    /// never for a failure that might pass. The engine then opens a new ticket for a problem
+    /// event and treats a recovery as done, instead of retrying for days.
+    #[error("the ticket {0} no longer exists in the destination")]
+    TicketGone(String),
 }
 
 impl DeliveryError {
@@ -243,6 +253,16 @@ impl DeliveryError {
         match self {
             DeliveryError::Status { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// Whether the destination asked us to slow down — `429`, or a `502`/`503`/`504` with
+    /// `Retry-After` — which pauses the whole integration, not just this delivery.
+    pub fn throttles(&self) -> bool {
+        match self {
+            DeliveryError::Status { status: 429, .. } => true,
+            DeliveryError::Status { status: 502..=504, retry_after, .. } => retry_after.is_some(),
+            _ => false,
         }
     }
 
@@ -469,6 +489,19 @@ pub trait Connector: Send + Sync {
     fn destinations(&self) -> Vec<Url>;
 
     async fn perform(&self, http: &Http, action: Action<'_>) -> Result<Outcome, DeliveryError>;
+
+    /// How long a new ticket may take to show in the search [`Action::Find`] uses (Jira's
+    /// search is eventually consistent). Until a create is this old, a `Find` that sees
+    /// nothing does not prove the create failed: the engine waits rather than create again.
+    fn search_lag(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Whether the ticket's external id is the key itself (PagerDuty's `dedup_key`): a ticket
+    /// whose create is uncertain can then be acted on without finding it first.
+    fn key_is_ticket_id(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -482,6 +515,21 @@ mod tests {
         assert_eq!(parse_retry_after("Fri, 20 Nov 2026 10:01:30 GMT", now), Some(Duration::from_secs(90)));
         assert_eq!(parse_retry_after("Fri, 20 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn too_many_requests_and_an_overloaded_server_that_says_when_throttle() {
+        let status = |status, retry_after: Option<u64>| DeliveryError::Status {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+            excerpt: String::new(),
+        };
+        assert!(status(429, None).throttles());
+        assert!(status(429, Some(30)).throttles());
+        assert!(status(503, Some(30)).throttles());
+        assert!(!status(503, None).throttles(), "a plain outage is a failure, not a throttle");
+        assert!(!status(500, Some(30)).throttles());
+        assert!(!DeliveryError::Transport("reset".into()).throttles());
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! Each wait is jittered by ±20 % so deliveries that failed together (one outage, many events)
 //! do not all come back at the same second. A destination that says `Retry-After` gets at
 //! least that long, up to a day: a longer request would silently run out the schedule.
+//!
+//! A `429 Too Many Requests` (or a `502`/`503`/`504` that says `Retry-After`) is about the
+//! destination, not one delivery: the whole integration pauses ([`RetrySchedule::throttle`]),
+//! for as long as it asked, or — when it did not say — for a wait that doubles with each
+//! throttling answer in a row (5 s, 10 s, 20 s … up to 15 min, jittered), as Atlassian and the
+//! Standard Webhooks spec advise. Hammering on would only get an Autotask database's API
+//! suspended for every tool of the MSP.
 
 use std::time::Duration;
 
@@ -15,6 +22,10 @@ const HOUR: u64 = 60 * MINUTE;
 const JITTER: f64 = 0.2;
 /// The longest `Retry-After` honoured in the standard schedule.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(24 * HOUR);
+/// The first pause of a throttled integration that did not say how long to wait.
+const THROTTLE_BASE: Duration = Duration::from_secs(5);
+/// The longest pause we choose ourselves (a `Retry-After` may ask for more, up to the cap).
+const THROTTLE_CAP: Duration = Duration::from_secs(15 * MINUTE);
 
 /// The waits between attempts of one delivery.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +33,8 @@ pub struct RetrySchedule {
     /// `delays[i]` is the wait before attempt `i + 2` (the first attempt is immediate).
     delays: Vec<Duration>,
     retry_after_cap: Duration,
+    throttle_base: Duration,
+    throttle_cap: Duration,
 }
 
 impl RetrySchedule {
@@ -38,10 +51,16 @@ impl RetrySchedule {
 
     /// `delays[i]` is the wait before attempt `i + 2`; there are `delays.len() + 1` attempts.
     pub fn from_delays(delays: Vec<Duration>) -> RetrySchedule {
-        RetrySchedule { delays, retry_after_cap: RETRY_AFTER_CAP }
+        RetrySchedule {
+            delays,
+            retry_after_cap: RETRY_AFTER_CAP,
+            throttle_base: THROTTLE_BASE,
+            throttle_cap: THROTTLE_CAP,
+        }
     }
 
-    /// The same schedule with every wait (and the `Retry-After` cap) multiplied by `factor`,
+    /// The same schedule with every wait (and the `Retry-After` cap, and the throttle's pauses)
+    /// multiplied by `factor`,
     /// for tests that run a whole schedule in seconds.
     ///
     /// # Panics
@@ -53,6 +72,8 @@ impl RetrySchedule {
         RetrySchedule {
             delays: self.delays.iter().map(scale).collect(),
             retry_after_cap: scale(&self.retry_after_cap),
+            throttle_base: scale(&self.throttle_base),
+            throttle_cap: scale(&self.throttle_cap),
         }
     }
 
@@ -79,6 +100,19 @@ impl RetrySchedule {
         };
         let asked = retry_after.map_or(Duration::ZERO, |wait| wait.min(self.retry_after_cap));
         Some(scheduled.max(asked))
+    }
+
+    /// How long a whole integration pauses after a throttling answer: what it asked for in
+    /// `Retry-After` (up to the cap), or else a wait that doubles with each throttling answer
+    /// in a row (`streak` before this one: 0, 1, 2 …), jittered, up to 15 minutes.
+    pub fn throttle(&self, retry_after: Option<Duration>, streak: u32) -> Duration {
+        match retry_after {
+            Some(asked) => asked.min(self.retry_after_cap),
+            None => {
+                let doubled = self.throttle_base.saturating_mul(2u32.saturating_pow(streak.min(16)));
+                jittered(doubled.min(self.throttle_cap))
+            }
+        }
     }
 }
 
@@ -137,6 +171,25 @@ mod tests {
         // Scaled schedules scale the cap.
         let fast = s.scaled(0.001);
         assert_eq!(fast.next_delay(1, Some(week)), Some(RETRY_AFTER_CAP.mul_f64(0.001)));
+    }
+
+    #[test]
+    fn a_throttled_integration_waits_as_asked_or_ever_longer_up_to_a_cap() {
+        let s = RetrySchedule::standard();
+        assert_eq!(s.throttle(Some(Duration::from_secs(90)), 0), Duration::from_secs(90));
+        assert_eq!(s.throttle(Some(Duration::from_secs(90)), 7), Duration::from_secs(90), "asked wins");
+        assert_eq!(s.throttle(Some(Duration::from_secs(7 * 24 * HOUR)), 0), RETRY_AFTER_CAP);
+        for (streak, base) in [(0, 5.0), (1, 10.0), (2, 20.0), (3, 40.0)] {
+            let d = s.throttle(None, streak).as_secs_f64();
+            assert!((base * 0.8..=base * 1.2).contains(&d), "streak {streak}: {d} s");
+        }
+        for streak in [8, 20, u32::MAX] {
+            let d = s.throttle(None, streak);
+            assert!(d <= THROTTLE_CAP.mul_f64(1.2) && d >= THROTTLE_CAP.mul_f64(0.8), "{d:?}");
+        }
+        let fast = s.scaled(0.001);
+        let d = fast.throttle(None, 0).as_secs_f64();
+        assert!((0.004..=0.006).contains(&d), "{d}");
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub struct Integration {
     pub disabled_at: Option<DateTime<Utc>>,
     pub failing_since: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
+    /// The destination asked us to slow down: nothing new is sent to it before this instant.
+    pub throttled_until: Option<DateTime<Utc>>,
+    /// Throttling answers in a row (0 after an answer that was not one): how long the next
+    /// pause is when the destination does not say.
+    pub throttle_streak: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
@@ -246,6 +251,9 @@ pub struct AttemptRecord {
     /// Link the delivery's finding to the ticket as open (`true`) or no longer open (`false`):
     /// what a finding shows as its tickets, and what keeps a digest ticket open.
     pub finding_open: Option<bool>,
+    /// The destination asked us to slow down (`429` …): pause the whole integration until
+    /// then. A later pause never shortens an earlier one.
+    pub throttle_until: Option<DateTime<Utc>>,
 }
 
 /// A page of deliveries of an integration.

@@ -17,7 +17,8 @@ macro_rules! delivery_store_impl {
 
             pub(super) const INTEGRATION_COLS: &str = "id, org_id, name, kind, url, config, secrets, filter, routing, \
                  max_in_flight, hourly_budget, budget_window_start, budget_used, enabled, disabled_reason, \
-                 disabled_at, failing_since, last_success_at, created_at, updated_at, version";
+                 disabled_at, failing_since, last_success_at, throttled_until, throttle_streak, created_at, updated_at, \
+                 version";
             pub(super) const DELIVERY_COLS: &str = "id, org_id, integration_id, event_id, event_type, tenant_id, \
                  finding_id, ticket_key, payload, occurred_at, traceparent, status, attempts, next_attempt_at, lease_id, \
                  lease_until, last_attempt_at, last_status, last_error, created_at, updated_at";
@@ -55,6 +56,8 @@ macro_rules! delivery_store_impl {
                     disabled_at: row.try_get("disabled_at")?,
                     failing_since: row.try_get("failing_since")?,
                     last_success_at: row.try_get("last_success_at")?,
+                    throttled_until: row.try_get("throttled_until")?,
+                    throttle_streak: to_u32(int(row, "throttle_streak")?, "integrations.throttle_streak")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                     version: row.try_get("version")?,
@@ -544,6 +547,7 @@ macro_rules! delivery_store_impl {
                          SELECT i.id, i.max_in_flight - COALESCE(b.n, 0) AS free
                          FROM integrations i LEFT JOIN busy b ON b.integration_id = i.id
                          WHERE i.enabled AND COALESCE(b.n, 0) < i.max_in_flight
+                           AND (i.throttled_until IS NULL OR i.throttled_until <= $1)
                            AND (i.hourly_budget IS NULL OR i.budget_window_start IS NULL
                                 OR i.budget_window_start <= $3 OR i.budget_used < i.hourly_budget)
                      ),
@@ -557,9 +561,10 @@ macro_rules! delivery_store_impl {
                            AND (d.ticket_key IS NULL OR NOT EXISTS (
                                 SELECT 1 FROM deliveries e
                                 WHERE e.integration_id = d.integration_id AND e.ticket_key = d.ticket_key
-                                  AND e.status = 'pending'
+                                  AND e.status = 'pending' AND e.id <> d.id
                                   AND (e.occurred_at < d.occurred_at
-                                       OR (e.occurred_at = d.occurred_at AND e.id < d.id))))
+                                       OR (e.occurred_at = d.occurred_at AND e.id < d.id)
+                                       OR e.lease_until > $1)))
                      )
                      SELECT id FROM due WHERE place <= free ORDER BY next_attempt_at, id LIMIT $2",
                 )
@@ -602,6 +607,8 @@ macro_rules! delivery_store_impl {
                         .fetch_one(&mut *tx)
                         .await?;
                         let integration = delivery_rows::integration(&row)?;
+                        // Throttled since the candidates were chosen (an attempt just heard a 429).
+                        let throttled = integration.throttled_until.is_some_and(|until| until > now);
                         let in_flight: i64 = sqlx::query_scalar(
                             "SELECT COUNT(*) FROM deliveries
                              WHERE integration_id = $1 AND status = 'pending' AND lease_until > $2",
@@ -610,7 +617,11 @@ macro_rules! delivery_store_impl {
                         .bind(now)
                         .fetch_one(&mut *tx)
                         .await?;
-                        let free = integration.max_in_flight.saturating_sub(in_flight.max(0) as u32);
+                        let free = if throttled {
+                            0
+                        } else {
+                            integration.max_in_flight.saturating_sub(in_flight.max(0) as u32)
+                        };
                         // The hourly budget counts deliveries started in the current one-hour window.
                         let window: Option<DateTime<Utc>> = row.try_get("budget_window_start")?;
                         let used = delivery_rows::int(&row, "budget_used")?;
@@ -692,7 +703,9 @@ macro_rules! delivery_store_impl {
                     "INSERT INTO tickets (id, org_id, integration_id, ticket_key, external_id, url, state,
                                           created_at, updated_at)
                      VALUES ($1, $2, $3, $4, NULL, NULL, 'creating', $5, $5)
-                     ON CONFLICT (integration_id, ticket_key) DO NOTHING",
+                     ON CONFLICT (integration_id, ticket_key) DO UPDATE SET
+                         external_id = NULL, url = NULL, state = 'creating', updated_at = excluded.updated_at
+                     WHERE tickets.external_id IS NOT NULL",
                 )
                 .bind(Uuid::now_v7())
                 .bind(delivery.org_id.0)
@@ -763,7 +776,8 @@ macro_rules! delivery_store_impl {
                         .fetch_one(&mut *tx)
                         .await?;
                     sqlx::query(
-                        "UPDATE integrations SET failing_since = NULL, last_success_at = $2, alerted = FALSE
+                        "UPDATE integrations SET failing_since = NULL, last_success_at = $2, alerted = FALSE,
+                             throttle_streak = 0
                          WHERE id = $1",
                     )
                     .bind(delivery.integration_id)
@@ -774,11 +788,20 @@ macro_rules! delivery_store_impl {
                         resolve_integration_findings(&mut tx, delivery.org_id, delivery.integration_id, at).await?;
                     }
                 } else {
+                    // A throttling answer pauses the integration (never shortening a pause another
+                    // attempt set) and lengthens the next pause; any other answer ends the streak.
+                    let throttle_until = record.throttle_until.map(micros);
                     sqlx::query(
-                        "UPDATE integrations SET failing_since = COALESCE(failing_since, $2) WHERE id = $1",
+                        "UPDATE integrations SET failing_since = COALESCE(failing_since, $2),
+                             throttled_until = CASE WHEN $3 IS NOT NULL
+                                                     AND (throttled_until IS NULL OR throttled_until < $3)
+                                                    THEN $3 ELSE throttled_until END,
+                             throttle_streak = CASE WHEN $3 IS NULL THEN 0 ELSE throttle_streak + 1 END
+                         WHERE id = $1",
                     )
                     .bind(delivery.integration_id)
                     .bind(at)
+                    .bind(throttle_until)
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -152,7 +152,9 @@ pub trait DeliveryStore: Send + Sync {
     // ---- delivery engine --------------------------------------------------------------------
 
     /// Due deliveries, held for `lease`: at most each integration's free in-flight slots and
-    /// what is left of its hourly budget, and per ticket only the oldest pending one.
+    /// what is left of its hourly budget, none of an integration throttled until later, and
+    /// per ticket only the oldest pending one, and none while another of the ticket's
+    /// deliveries is in flight (a replay of an older event).
     async fn claim_deliveries(
         &self,
         limit: u32,
@@ -160,8 +162,10 @@ pub trait DeliveryStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedDelivery>>;
 
-    /// Records that a ticket create is about to be sent (state `creating`), so that a retry
-    /// looks for the ticket before creating another. `false` if the lease is lost.
+    /// Records that a ticket create is about to be sent (state `creating`, since `now`), so
+    /// that a retry looks for the ticket before creating another. A ticket already `creating`
+    /// keeps its time; one with an external id (deleted in the destination, being replaced)
+    /// forgets it. `false` if the lease is lost.
     async fn mark_ticket_creating(
         &self,
         delivery: &Delivery,

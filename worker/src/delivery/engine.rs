@@ -9,8 +9,9 @@
 //!   in-flight slots and hourly budget, one at a time per ticket, in event order) and carries
 //!   each out in its own task, so a slow receiver holds only its own slots. Every attempt is
 //!   recorded with its requests. A failure is retried on the schedule (≥ 10 attempts over
-//!   ≥ 72 h, jitter, `Retry-After`); `410 Gone` or failing for `disable_after` switches the
-//!   integration off and tells the organisation's other integrations.
+//!   ≥ 72 h, jitter, `Retry-After`); a `429` (or a `502`–`504` with `Retry-After`) pauses
+//!   the whole integration for as long as it asks; `410 Gone` or failing for `disable_after`
+//!   switches the integration off and tells the organisation's other integrations.
 //! - **Exactly one ticket.** Before a create is sent the ticket is recorded as `creating`; a
 //!   later attempt that finds it so looks the ticket up by its key (stored on the ticket in the
 //!   PSA) before creating, so a lost answer or a killed worker never makes a second ticket.
@@ -74,10 +75,16 @@ impl EngineConfig {
         }
     }
 
-    /// How long a claimed delivery is held: an attempt is a few requests (look up, create,
-    /// note), each bounded by the attempt timeout.
+    /// How long one attempt may take in all: it is a few requests (look up, check the status,
+    /// create or reopen, link, note, a token renewal), each bounded by the attempt timeout.
+    fn attempt_budget(&self) -> Duration {
+        self.attempt_timeout * 7
+    }
+
+    /// How long a claimed delivery is held: longer than an attempt can take, so no other
+    /// worker takes the delivery over while its attempt still runs.
     fn lease(&self) -> Duration {
-        self.attempt_timeout * 4 + Duration::from_secs(5)
+        self.attempt_budget() + self.attempt_timeout + Duration::from_secs(5)
     }
 }
 
@@ -113,8 +120,13 @@ pub struct Engine {
     connectors: Mutex<HashMap<Uuid, CachedConnector>>,
 }
 
-/// A connector and the integration version it was built from.
-type CachedConnector = (i64, Arc<dyn Connector>);
+/// A connector, the integration version it was built from, and when it must be built again
+/// (a rotated-out signing secret it signs with expires).
+struct CachedConnector {
+    version: i64,
+    connector: Arc<dyn Connector>,
+    rebuild_at: Option<DateTime<Utc>>,
+}
 
 /// What a finished attempt leaves for the record.
 struct Done {
@@ -166,14 +178,14 @@ impl Engine {
     }
 
     fn connector(&self, integration: &Integration, now: DateTime<Utc>) -> Result<Arc<dyn Connector>, String> {
-        if let Some((_, connector)) = self
+        if let Some(cached) = self
             .connectors
             .lock()
             .expect("connector cache")
             .get(&integration.id)
-            .filter(|(version, _)| *version == integration.version)
+            .filter(|c| c.version == integration.version && c.rebuild_at.is_none_or(|at| at > now))
         {
-            return Ok(connector.clone());
+            return Ok(cached.connector.clone());
         }
         let sealer = self.sealer.as_ref().ok_or_else(|| SecretsError::NoKey.to_string())?;
         let opened =
@@ -185,10 +197,12 @@ impl Engine {
                     errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
                 format!("the integration's settings are not usable: {}", list.join("; "))
             })?);
-        self.connectors
-            .lock()
-            .expect("connector cache")
-            .insert(integration.id, (integration.version, connector.clone()));
+        let rebuild_at =
+            opened.signing_secrets.iter().filter_map(|s| s.expires_at).filter(|at| *at > now).min();
+        self.connectors.lock().expect("connector cache").insert(
+            integration.id,
+            CachedConnector { version: integration.version, connector: connector.clone(), rebuild_at },
+        );
         Ok(connector)
     }
 
@@ -223,7 +237,19 @@ impl Engine {
             IntegrationKind::parse(&integration.kind).is_some_and(IntegrationKind::url_is_secret),
         );
         let started = std::time::Instant::now();
-        let result = self.attempt(&http, &delivery, lease_id, &integration, ticket.as_ref()).await;
+        let budget = self.config.attempt_budget();
+        let result = tokio::time::timeout(
+            budget,
+            self.attempt(&http, &delivery, lease_id, &integration, ticket.as_ref()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(DeliveryError::Transport(format!(
+                "the attempt took longer than {} s in all and was stopped",
+                budget.as_secs()
+            ))
+            .into())
+        });
         let latency_ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
         let exchanges = http.exchanges();
         let at = Utc::now();
@@ -240,6 +266,7 @@ impl Engine {
             retry_at: None,
             ticket: None,
             finding_open: None,
+            throttle_until: None,
         };
         let mut gone = false;
         match result {
@@ -265,7 +292,18 @@ impl Engine {
                         .and_then(|d| chrono::TimeDelta::from_std(d).ok())
                         .map(|d| at + d);
                 }
-                tracing::warn!(error = %error, retry_at = ?record.retry_at, "delivery attempt failed");
+                if error.throttles() {
+                    // Slow down for every delivery to this destination, not only this one.
+                    let pause =
+                        self.config.schedule.throttle(error.retry_after(), integration.throttle_streak);
+                    record.throttle_until = chrono::TimeDelta::from_std(pause).ok().map(|d| at + d);
+                }
+                tracing::warn!(
+                    error = %error,
+                    retry_at = ?record.retry_at,
+                    throttled_until = ?record.throttle_until,
+                    "delivery attempt failed"
+                );
             }
         }
         match self.store.complete_attempt(&delivery, &record).await {
@@ -359,50 +397,49 @@ impl Engine {
 
         if event_type.is_problem() || event_type == EventType::IntegrationDisabled {
             let finding_open = delivery.finding_id.map(|_| true);
-            let done = match stored {
-                Some((t, TicketState::Open)) => {
-                    connector.perform(http, Action::Note { event: &event, ticket: &t }).await?;
-                    Done { ticket: Some(TicketUpdate::State(TicketState::Open)), finding_open }
+            // A known ticket is made sure to be open (reopened, or a linked one opened, if a
+            // person closed it meanwhile) with a note; one deleted in the destination is
+            // replaced by a new ticket.
+            if let Some((t, state)) = &stored
+                && *state != TicketState::Creating
+            {
+                match connector.perform(http, Action::Reopen { event: &event, ticket: t, key }).await {
+                    Ok(Outcome::Ticket(new)) => {
+                        return Ok(Some(Done { ticket: Some(set(new, TicketState::Open)), finding_open }));
+                    }
+                    Ok(_) => {
+                        return Ok(Some(Done {
+                            ticket: Some(TicketUpdate::State(TicketState::Open)),
+                            finding_open,
+                        }));
+                    }
+                    Err(DeliveryError::TicketGone(gone)) => {
+                        tracing::warn!(ticket = %gone, "the ticket was deleted in the destination; opening a new one");
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Some((t, TicketState::Closed)) => {
-                    match connector.perform(http, Action::Reopen { event: &event, ticket: &t, key }).await? {
-                        Outcome::Ticket(new) => {
-                            Done { ticket: Some(set(new, TicketState::Open)), finding_open }
-                        }
-                        _ => Done { ticket: Some(TicketUpdate::State(TicketState::Open)), finding_open },
-                    }
+            }
+            if let Some(found) = self.find_if_uncertain(http, &*connector, &event, key, ticket).await? {
+                return Ok(Some(Done { ticket: Some(set(found, TicketState::Open)), finding_open }));
+            }
+            // Recorded before it is sent: if the answer is lost, the next attempt looks first.
+            match self.store.mark_ticket_creating(delivery, lease_id, now).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    return Err(
+                        DeliveryError::Transport(format!("cannot record the ticket create: {e}")).into()
+                    );
                 }
-                _ => {
-                    if let Some(found) =
-                        self.find_if_uncertain(http, &*connector, &event, key, creating).await?
-                    {
-                        return Ok(Some(Done { ticket: Some(set(found, TicketState::Open)), finding_open }));
-                    }
-                    match self.store.mark_ticket_creating(delivery, lease_id, now).await {
-                        Ok(true) => {}
-                        Ok(false) => return Ok(None),
-                        Err(e) => {
-                            return Err(DeliveryError::Transport(format!(
-                                "cannot record the ticket create: {e}"
-                            ))
-                            .into());
-                        }
-                    }
-                    match connector.perform(http, Action::Create { event: &event, key }).await {
-                        Ok(Outcome::Ticket(new)) => {
-                            Done { ticket: Some(set(new, TicketState::Open)), finding_open }
-                        }
-                        Ok(_) => {
-                            return Err(
-                                DeliveryError::Protocol("the create returned no ticket".into()).into()
-                            );
-                        }
-                        // The ticket stays `creating`: the next attempt looks before it creates.
-                        Err(e) => return Err(e.into()),
-                    }
+            }
+            return match connector.perform(http, Action::Create { event: &event, key }).await {
+                Ok(Outcome::Ticket(new)) => {
+                    Ok(Some(Done { ticket: Some(set(new, TicketState::Open)), finding_open }))
                 }
+                Ok(_) => Err(DeliveryError::Protocol("the create returned no ticket".into()).into()),
+                // The ticket stays `creating`: the next attempt looks before it creates.
+                Err(e) => Err(e.into()),
             };
-            return Ok(Some(done));
         }
 
         if event_type.is_recovery() {
@@ -410,51 +447,85 @@ impl Engine {
             let open_ticket = match stored {
                 Some((t, TicketState::Open)) => Some(t),
                 Some((_, _)) => None,
-                None if creating => self.find_if_uncertain(http, &*connector, &event, key, true).await?,
-                None => None,
+                None => match self.find_if_uncertain(http, &*connector, &event, key, ticket).await? {
+                    Some(found) => Some(found),
+                    // Acting on the key needs no look-up (PagerDuty resolves by dedup key, and a
+                    // resolve of an alert that never opened does nothing).
+                    None if creating && connector.key_is_ticket_id() => {
+                        Some(TicketRef { external_id: key.to_owned(), url: None })
+                    }
+                    None => None,
+                },
             };
             let Some(t) = open_ticket else {
                 // No ticket was ever opened (or it is closed already): nothing to close.
                 return Ok(Some(Done { ticket: None, finding_open }));
             };
             let found = ticket.is_some_and(|s| s.external_id.is_none());
-            if others_open {
-                connector.perform(http, Action::Note { event: &event, ticket: &t }).await?;
-                let update =
-                    if found { set(t, TicketState::Open) } else { TicketUpdate::State(TicketState::Open) };
-                return Ok(Some(Done { ticket: Some(update), finding_open }));
-            }
-            connector.perform(http, Action::Close { event: &event, ticket: &t }).await?;
-            let update =
-                if found { set(t, TicketState::Closed) } else { TicketUpdate::State(TicketState::Closed) };
+            let (action, state) = if others_open {
+                (Action::Note { event: &event, ticket: &t }, TicketState::Open)
+            } else {
+                (Action::Close { event: &event, ticket: &t }, TicketState::Closed)
+            };
+            let update = match connector.perform(http, action).await {
+                Ok(_) if found => set(t, state),
+                Ok(_) => TicketUpdate::State(state),
+                // Deleted in the destination: nothing left to note or close. The next problem
+                // event finds it gone and opens a new one.
+                Err(DeliveryError::TicketGone(_)) => TicketUpdate::State(TicketState::Closed),
+                Err(e) => return Err(e.into()),
+            };
             return Ok(Some(Done { ticket: Some(update), finding_open }));
         }
 
         // Acknowledged, suppressed: a note on the open ticket, if there is one.
         match stored {
             Some((t, TicketState::Open)) => {
-                connector.perform(http, Action::Note { event: &event, ticket: &t }).await?;
-                Ok(Some(Done { ticket: None, finding_open: None }))
+                match connector.perform(http, Action::Note { event: &event, ticket: &t }).await {
+                    Ok(_) => Ok(Some(Done { ticket: None, finding_open: None })),
+                    Err(DeliveryError::TicketGone(_)) => Ok(Some(Done {
+                        ticket: Some(TicketUpdate::State(TicketState::Closed)),
+                        finding_open: None,
+                    })),
+                    Err(e) => Err(e.into()),
+                }
             }
             _ => Ok(Some(Done { ticket: None, finding_open: None })),
         }
     }
 
-    /// After a create whose outcome is unknown, the ticket it may have made.
+    /// The ticket an earlier create may have made, if its outcome is unknown (`ticket` is
+    /// `creating`). A destination whose search lags behind its creates (Jira) proves nothing by
+    /// finding nothing while the create is recent: the attempt fails and looks again later,
+    /// rather than create a second ticket.
     async fn find_if_uncertain(
         &self,
         http: &Http,
         connector: &dyn Connector,
         event: &Event,
         key: &str,
-        uncertain: bool,
+        ticket: Option<&Ticket>,
     ) -> Result<Option<TicketRef>, AttemptError> {
-        if !uncertain {
+        let Some(since) = ticket.filter(|t| t.state == TicketState::Creating).map(|t| t.updated_at) else {
             return Ok(None);
-        }
+        };
         match connector.perform(http, Action::Find { event, key }).await? {
             Outcome::Ticket(t) => Ok(Some(t)),
-            _ => Ok(None),
+            _ => {
+                let lag =
+                    chrono::TimeDelta::from_std(connector.search_lag()).unwrap_or(chrono::TimeDelta::MAX);
+                let age = Utc::now() - since;
+                if age < lag {
+                    return Err(DeliveryError::Transport(format!(
+                        "an earlier create may not show in the destination's search yet ({} s ago; it can \
+                         take {} s): looking again later instead of creating a second ticket",
+                        age.num_seconds(),
+                        lag.num_seconds()
+                    ))
+                    .into());
+                }
+                Ok(None)
+            }
         }
     }
 

@@ -585,3 +585,36 @@ async fn digest_routing_keeps_one_ticket_per_problem_across_tenants() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_pauses_every_delivery_to_that_receiver_and_no_other() {
+    let limited = Receiver::spawn(WebhookReceiver::new()).await;
+    limited.common().set_faults(Faults { rate_limit_next: 1, retry_after_secs: 2, ..Default::default() });
+    let other = Receiver::spawn(WebhookReceiver::new()).await;
+    let mut h = Harness::new().await;
+    let psa = h.integrate("webhook", &limited.url(), json!({}), json!(null), |w| w.max_in_flight = 1).await;
+    let calm = h.integrate("webhook", &other.url(), json!({}), json!(null), |_| {}).await;
+    for n in 1..=4 {
+        h.emit(&psa, EventType::FindingOpened, 0, n).await;
+    }
+    h.start(config(quick_schedule()));
+    eventually(10, "the receiver said 429", || async { !limited.requests().is_empty() }).await;
+    let paused = h.store.get_integration(h.org, psa.id).await.unwrap().unwrap();
+    assert!(paused.throttled_until.is_some_and(|until| until > Utc::now()), "{paused:?}");
+
+    // While it is paused another receiver gets its events at once.
+    h.emit(&calm, EventType::FindingOpened, 1, 9).await;
+    eventually(10, "the other receiver is served", || async { other.state.deliveries().len() == 1 }).await;
+    assert_eq!(limited.requests().len(), 1, "nothing more was sent to the receiver that said 429");
+
+    eventually(20, "everything delivered after the pause", || async {
+        limited.state.deliveries().len() == 4
+    })
+    .await;
+    let received = limited.requests();
+    assert_eq!(received.len(), 5, "the throttled delivery once more, the others once each");
+    let asked = received[0].at + chrono::TimeDelta::milliseconds(1900);
+    assert!(received[1..].iter().all(|r| r.at >= asked), "a request came before the 2 s it asked for");
+    let after = h.store.get_integration(h.org, psa.id).await.unwrap().unwrap();
+    assert_eq!(after.throttle_streak, 0, "a success ends the streak");
+}

@@ -110,6 +110,7 @@ fn succeeded(lease_id: Uuid, secs: i64) -> AttemptRecord {
         retry_at: None,
         ticket: None,
         finding_open: None,
+        throttle_until: None,
     }
 }
 
@@ -1084,6 +1085,124 @@ async fn switching_an_integration_off_raises_a_finding_that_its_next_success_res
         assert_eq!(
             reopened.iter().map(|e| (e.tenant_id, e.event.kind)).collect::<Vec<_>>(),
             [(fabrikam.tenant_id, FindingEventKind::Reopened)]
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// A 429 that pauses the whole integration until `until_secs`.
+fn throttled(lease_id: Uuid, secs: i64, retry_secs: i64, until_secs: i64) -> AttemptRecord {
+    AttemptRecord {
+        status: Some(429),
+        error: Some("HTTP 429".into()),
+        throttle_until: Some(at(until_secs)),
+        ..failed(lease_id, secs, Some(retry_secs))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_integration_gets_nothing_until_its_pause_ends_and_others_go_on() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let psa =
+            integration(store, acme, IntegrationWrite { max_in_flight: 2, ..webhook("Autotask") }).await?;
+        let other = integration(store, acme, webhook("Ops hook")).await?;
+        let queued = [event(&psa, None, 10), event(&psa, None, 11), event(&psa, None, 12)];
+        store.enqueue_deliveries(&queued, at(100)).await?;
+
+        // Two in flight at once both hear a 429: the longer pause holds, whatever the order.
+        let both = claim(store, 100).await?;
+        let [a, b] = &both[..] else { anyhow::bail!("claimed {both:?}") };
+        complete(store, a, throttled(a.lease_id, 101, 105, 160)).await?;
+        complete(store, b, throttled(b.lease_id, 102, 105, 130)).await?;
+        let paused = current(store, acme, psa.id).await?;
+        assert_eq!((paused.throttled_until, paused.throttle_streak), (Some(at(160)), 2));
+
+        // Nothing of it is claimed while it is paused, not even the delivery that never heard
+        // the 429; another integration's deliveries are.
+        store.enqueue_deliveries(&[event(&other, None, 20)], at(110)).await?;
+        let meanwhile = claim(store, 110).await?;
+        assert_eq!(meanwhile.iter().map(|c| c.delivery.integration_id).collect::<Vec<_>>(), [other.id]);
+        complete(store, &meanwhile[0], succeeded(meanwhile[0].lease_id, 111)).await?;
+        assert!(claim(store, 159).await?.is_empty());
+
+        // Once it is over, everything due goes; an answer that is not a throttle ends the streak.
+        let resumed = claim(store, 160).await?;
+        // The one due longest (since 100) first, then one of the two retried at 105.
+        assert_eq!(resumed.len(), 2, "max_in_flight at a time");
+        assert!(occurred(&resumed).contains(&at(12)), "{:?}", occurred(&resumed));
+        for c in &resumed {
+            complete(store, c, succeeded(c.lease_id, 161)).await?;
+        }
+        let calm = current(store, acme, psa.id).await?;
+        assert_eq!((calm.throttled_until, calm.throttle_streak), (Some(at(160)), 0));
+        assert_eq!(claim(store, 162).await?.len(), 1, "the last one follows");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_delivery_waits_while_a_later_one_of_its_ticket_is_in_flight() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let psa = integration(store, acme, jira("Jira")).await?;
+        store.enqueue_deliveries(&[event(&psa, Some("relay"), 10)], at(100)).await?;
+        let opened = claim(store, 100).await?.remove(0);
+        complete(store, &opened, failed(opened.lease_id, 101, None)).await?;
+        store.enqueue_deliveries(&[event(&psa, Some("relay"), 20)], at(102)).await?;
+        let resolved = claim(store, 102).await?.remove(0);
+        assert_eq!(resolved.delivery.occurred_at, at(20));
+
+        // The older event is replayed while the newer one is being sent: it waits.
+        assert_eq!(
+            store.replay_deliveries(acme, psa.id, Some(opened.delivery.id), None, ACTOR, at(103)).await?,
+            1
+        );
+        assert!(claim(store, 104).await?.is_empty(), "never two of one ticket at once");
+        complete(store, &resolved, succeeded(resolved.lease_id, 105)).await?;
+        let replayed = claim(store, 106).await?;
+        assert_eq!(occurred(&replayed), [at(10)]);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_deleted_in_the_destination_is_created_anew_with_a_fresh_creating_time() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let psa = integration(store, acme, jira("Jira")).await?;
+        let queued = [event(&psa, Some("relay"), 10), event(&psa, Some("relay"), 20)];
+        store.enqueue_deliveries(&queued, at(100)).await?;
+
+        let first = claim(store, 100).await?.remove(0);
+        assert!(store.mark_ticket_creating(&first.delivery, first.lease_id, at(101)).await?);
+        // Marking again (a retry after a lost answer) keeps the first create's time.
+        assert!(store.mark_ticket_creating(&first.delivery, first.lease_id, at(102)).await?);
+        let created = AttemptRecord {
+            ticket: Some(TicketUpdate::Set {
+                external_id: "OPS-1".into(),
+                url: None,
+                state: TicketState::Open,
+            }),
+            ..succeeded(first.lease_id, 103)
+        };
+        complete(store, &first, created).await?;
+
+        // The next event finds OPS-1 deleted and creates a replacement: the ticket is being
+        // created again, since now, and has forgotten OPS-1.
+        let second = claim(store, 104).await?.remove(0);
+        let known = second.ticket.clone().expect("ticket");
+        assert_eq!((known.external_id.as_deref(), known.state), (Some("OPS-1"), TicketState::Open));
+        assert!(store.mark_ticket_creating(&second.delivery, second.lease_id, at(105)).await?);
+        complete(store, &second, failed(second.lease_id, 106, Some(110))).await?;
+        let retry = claim(store, 110).await?.remove(0);
+        let creating = retry.ticket.expect("ticket");
+        assert_eq!(
+            (creating.external_id, creating.state, creating.updated_at),
+            (None, TicketState::Creating, at(105))
         );
         Ok(())
     })
