@@ -188,10 +188,11 @@ macro_rules! delivery_store_impl {
                 &self,
                 org: OrgScope,
                 id: Uuid,
+                expected_version: i64,
                 write: &crate::IntegrationWrite,
                 actor: &str,
                 now: DateTime<Utc>,
-            ) -> Result<Option<crate::Integration>> {
+            ) -> Result<crate::IntegrationUpdate> {
                 let now = micros(now);
                 let mut tx = self.write_tx().await?;
                 let before = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -204,8 +205,13 @@ macro_rules! delivery_store_impl {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(before) = before.as_ref().map(delivery_rows::integration).transpose()? else {
-                    return Ok(None);
+                    return Ok(crate::IntegrationUpdate::NotFound);
                 };
+                // The write was made from what the caller read: if the row changed since (the
+                // engine switched it off, another request rotated its secret), it would undo that.
+                if before.version != expected_version {
+                    return Ok(crate::IntegrationUpdate::Changed { current_version: before.version });
+                }
                 // Switching an integration (back) on forgets its failure streak: it starts over.
                 let reenabled = write.enabled && !before.enabled;
                 let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -215,7 +221,7 @@ macro_rules! delivery_store_impl {
                          disabled_at = CASE WHEN $12 THEN NULL ELSE disabled_at END,
                          failing_since = CASE WHEN $13 THEN NULL ELSE failing_since END,
                          updated_at = $14, version = version + 1
-                     WHERE org_id = $1 AND id = $2
+                     WHERE org_id = $1 AND id = $2 AND version = $15
                      RETURNING {}",
                     delivery_rows::INTEGRATION_COLS
                 )))
@@ -233,13 +239,19 @@ macro_rules! delivery_store_impl {
                 .bind(write.enabled)
                 .bind(reenabled)
                 .bind(now)
-                .fetch_one(&mut *tx)
+                .bind(expected_version)
+                .fetch_optional(&mut *tx)
                 .await?;
+                // The row is locked (PostgreSQL) or the transaction alone (SQLite): it cannot have
+                // changed since it was read, but a lost race must never become a blind write.
+                let Some(row) = row else {
+                    return Ok(crate::IntegrationUpdate::Changed { current_version: before.version });
+                };
                 let after = delivery_rows::integration(&row)?;
                 audit_integration(&mut tx, org, actor, "integration.update", id, Some(&before), Some(&after), now)
                     .await?;
                 tx.commit().await?;
-                Ok(Some(after))
+                Ok(crate::IntegrationUpdate::Updated(Box::new(after)))
             }
 
             async fn delete_integration(
@@ -343,23 +355,28 @@ macro_rules! delivery_store_impl {
                 let now = micros(now);
                 let mut tx = self.write_tx().await?;
                 // One delivery is replayed whatever its state (a succeeded one is sent again, same
-                // event id); "all failed since T" takes the failed ones only.
-                let done = sqlx::query(
-                    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $5,
-                         lease_id = NULL, lease_until = NULL, updated_at = $5
-                     WHERE org_id = $1 AND integration_id = $2
-                       AND (($3 IS NOT NULL AND id = $3 AND status <> 'pending')
-                         OR ($3 IS NULL AND status = 'failed' AND ($4 IS NULL OR occurred_at >= $4)))",
-                )
-                .bind(org.org_id.0)
-                .bind(integration_id)
-                .bind(delivery_id)
-                // No lower bound rather than `DateTime::MIN_UTC`, which PostgreSQL cannot represent.
-                .bind(failed_since.map(micros))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                // event id); "all failed since T" takes the failed ones only. Nothing is replayed
+                // for a switched-off integration (its deliveries would only wait), nor for one
+                // deleted meanwhile. Each shape is its own statement, so that `status = 'failed'`
+                // and the time bound reach the planner as they are (partial index
+                // `deliveries_failed_idx`), and no bound is bound as `DateTime::MIN_UTC`, which
+                // PostgreSQL cannot represent.
+                const ENABLED: &str = "EXISTS (SELECT 1 FROM integrations i
+                                               WHERE i.org_id = $1 AND i.id = $2 AND i.enabled)";
+                let replay = |which: &str| {
+                    let sql = format!(
+                        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3,
+                             lease_id = NULL, lease_until = NULL, updated_at = $3
+                         WHERE org_id = $1 AND integration_id = $2 AND {which} AND {ENABLED}"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.org_id.0).bind(integration_id).bind(now)
+                };
+                let query = match (delivery_id, failed_since) {
+                    (Some(id), _) => replay("id = $4 AND status <> 'pending'").bind(id),
+                    (None, Some(since)) => replay("status = 'failed' AND occurred_at >= $4").bind(micros(since)),
+                    (None, None) => replay("status = 'failed'"),
+                };
+                let done = query.execute(&mut *tx).await?.rows_affected();
                 if done > 0 {
                     let target = delivery_id.unwrap_or(integration_id).to_string();
                     let after = serde_json::json!({
@@ -401,21 +418,33 @@ macro_rules! delivery_store_impl {
                 org: OrgScope,
                 finding_ids: &[FindingId],
             ) -> Result<Vec<crate::FindingTicket>> {
+                // One query for a page of findings (`IN ($2, $3, …)`, the same SQL on both
+                // backends); a very long list goes in chunks, below either backend's limit of
+                // bound values.
+                const CHUNK: usize = 500;
+                let mut wanted: Vec<Uuid> = Vec::with_capacity(finding_ids.len());
+                for f in finding_ids {
+                    if !wanted.contains(&f.0) {
+                        wanted.push(f.0);
+                    }
+                }
                 let mut out = Vec::new();
-                for finding in finding_ids {
-                    let rows = sqlx::query(
+                for chunk in wanted.chunks(CHUNK) {
+                    let placeholders =
+                        (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+                    let sql = format!(
                         "SELECT tf.finding_id, t.integration_id, i.name, i.kind, t.external_id, t.url, t.state
                          FROM ticket_findings tf
                          JOIN tickets t ON t.id = tf.ticket_id
                          JOIN integrations i ON i.id = t.integration_id
-                         WHERE tf.org_id = $1 AND tf.finding_id = $2
-                         ORDER BY t.created_at, t.id",
-                    )
-                    .bind(org.org_id.0)
-                    .bind(finding.0)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    for row in &rows {
+                         WHERE tf.org_id = $1 AND tf.finding_id IN ({placeholders})
+                         ORDER BY t.created_at, t.id"
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.org_id.0);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    for row in &query.fetch_all(&self.pool).await? {
                         out.push(crate::FindingTicket {
                             finding_id: FindingId(row.try_get("finding_id")?),
                             integration_id: row.try_get("integration_id")?,
@@ -427,6 +456,8 @@ macro_rules! delivery_store_impl {
                         });
                     }
                 }
+                // The findings in the order asked, each one's tickets oldest first (stable sort).
+                out.sort_by_key(|t| wanted.iter().position(|w| *w == t.finding_id.0));
                 Ok(out)
             }
 

@@ -54,6 +54,17 @@ pub enum Backend {
     Sqlite,
 }
 
+/// What became of [`DeliveryStore::update_integration`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum IntegrationUpdate {
+    /// Stored; the integration as it is now.
+    Updated(Box<Integration>),
+    /// The organisation has no such integration.
+    NotFound,
+    /// Its version is no longer the one the write was made from; nothing changed.
+    Changed { current_version: i64 },
+}
+
 /// Integrations, deliveries, attempts and tickets (issue: findings reach the MSP's ticketing
 /// system). Part of every [`Store`].
 #[async_trait]
@@ -73,16 +84,19 @@ pub trait DeliveryStore: Send + Sync {
 
     async fn get_integration(&self, org: OrgScope, id: Uuid) -> Result<Option<Integration>>;
 
-    /// Replaces an integration's settings (`None`: no such integration in the organisation).
-    /// Switching it on again clears its failure streak and disable reason.
+    /// Replaces an integration's settings if it still has `expected_version` (the version the
+    /// write was made from), else nothing changes (`Changed`): a write made from an older read
+    /// would undo what happened since (the engine switching it off, a rotated secret). Bumps the
+    /// version. Switching it on again clears its failure streak and disable reason.
     async fn update_integration(
         &self,
         org: OrgScope,
         id: Uuid,
+        expected_version: i64,
         write: &IntegrationWrite,
         actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<Integration>>;
+    ) -> Result<IntegrationUpdate>;
 
     /// Deletes an integration with its deliveries and tickets; `false` if there is none.
     async fn delete_integration(
@@ -108,7 +122,8 @@ pub trait DeliveryStore: Send + Sync {
     -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>>;
 
     /// Sends deliveries again from a fresh schedule: one (`delivery_id`, unless it is pending),
-    /// or every failed one of events since `failed_since`. Returns how many.
+    /// or every failed one of events since `failed_since`. Returns how many: none when the
+    /// integration is switched off or no longer exists.
     async fn replay_deliveries(
         &self,
         org: OrgScope,
@@ -122,7 +137,8 @@ pub trait DeliveryStore: Send + Sync {
     /// Queues deliveries (a duplicate of an (integration, event) pair is ignored).
     async fn enqueue_deliveries(&self, deliveries: &[NewDelivery], now: DateTime<Utc>) -> Result<u64>;
 
-    /// The tickets of these findings.
+    /// The tickets of these findings, in the order of `finding_ids`, each one's oldest first;
+    /// one query for a page of findings.
     async fn list_finding_tickets(
         &self,
         org: OrgScope,

@@ -474,7 +474,7 @@ async fn an_integration_failing_for_too_long_is_switched_off_and_nothing_waiting
         hourly_budget: on.hourly_budget,
         enabled: true,
     };
-    h.store.update_integration(h.org, integration.id, &write, "admin", Utc::now()).await.unwrap();
+    h.store.update_integration(h.org, integration.id, on.version, &write, "admin", Utc::now()).await.unwrap();
     eventually(10, "both delivered once switched on", || async { hook.state.deliveries().len() >= 2 }).await;
     eventually(10, "the finding resolves with the first success", || async {
         let findings = h

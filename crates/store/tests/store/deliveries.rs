@@ -54,6 +54,14 @@ async fn current(store: &TestStore, org: OrgScope, id: Uuid) -> anyhow::Result<I
     store.get_integration(org, id).await?.ok_or_else(|| anyhow::anyhow!("integration {id} missing"))
 }
 
+/// The integration an update stored; any other outcome fails the test.
+fn stored(update: IntegrationUpdate) -> anyhow::Result<Integration> {
+    match update {
+        IntegrationUpdate::Updated(integration) => Ok(*integration),
+        other => anyhow::bail!("the update was not stored: {other:?}"),
+    }
+}
+
 /// An organisation-wide event (no tenant, no finding) for `integration` that happened at
 /// `occurred_secs`.
 fn event(integration: &Integration, ticket_key: Option<&str>, occurred_secs: i64) -> NewDelivery {
@@ -193,8 +201,9 @@ async fn an_integration_round_trips_and_an_update_replaces_it_with_a_new_version
             enabled: false,
             ..write.clone()
         };
-        let updated =
-            store.update_integration(acme, created.id, &changed, ACTOR, at(6)).await?.expect("it exists");
+        let updated = stored(
+            store.update_integration(acme, created.id, created.version, &changed, ACTOR, at(6)).await?,
+        )?;
         assert_eq!(
             (updated.name.as_str(), updated.url.as_deref(), &updated.filter, updated.routing),
             ("Jira (ops)", None, &IntegrationFilter::default(), Routing::PerTenant)
@@ -207,7 +216,10 @@ async fn an_integration_round_trips_and_an_update_replaces_it_with_a_new_version
         assert_eq!(store.get_integration(acme, created.id).await?, Some(updated.clone()));
         assert_eq!(store.list_integrations(acme).await?, vec![updated]);
         assert!(store.enabled_integrations(acme).await?.is_empty(), "switched off");
-        assert_eq!(store.update_integration(acme, Uuid::now_v7(), &changed, ACTOR, at(7)).await?, None);
+        assert_eq!(
+            store.update_integration(acme, Uuid::now_v7(), 1, &changed, ACTOR, at(7)).await?,
+            IntegrationUpdate::NotFound
+        );
         Ok(())
     })
     .await;
@@ -233,7 +245,7 @@ async fn switching_an_integration_on_again_forgets_why_it_was_off_and_its_failur
         // Changing settings while it stays off keeps the reason.
         let renamed = IntegrationWrite { enabled: false, ..webhook("Ops hook (new URL)") };
         let still_off =
-            store.update_integration(acme, hook.id, &renamed, ACTOR, at(13)).await?.expect("exists");
+            stored(store.update_integration(acme, hook.id, off.version, &renamed, ACTOR, at(13)).await?)?;
         assert_eq!(
             (
                 still_off.enabled,
@@ -244,10 +256,18 @@ async fn switching_an_integration_on_again_forgets_why_it_was_off_and_its_failur
             (false, Some("410 Gone"), Some(at(11)), 3)
         );
 
-        let on = store
-            .update_integration(acme, hook.id, &webhook("Ops hook (new URL)"), ACTOR, at(14))
-            .await?
-            .expect("exists");
+        let on = stored(
+            store
+                .update_integration(
+                    acme,
+                    hook.id,
+                    still_off.version,
+                    &webhook("Ops hook (new URL)"),
+                    ACTOR,
+                    at(14),
+                )
+                .await?,
+        )?;
         assert_eq!(
             (on.enabled, on.disabled_reason.as_deref(), on.disabled_at, on.failing_since, on.version),
             (true, None, None, None, 4)
@@ -301,8 +321,10 @@ async fn another_organisation_can_neither_see_nor_change_an_integration() {
         assert!(store.list_integrations(globex).await?.is_empty());
         assert!(store.enabled_integrations(globex).await?.is_empty());
         assert_eq!(
-            store.update_integration(globex, hook.id, &webhook("Mine now"), ACTOR, at(20)).await?,
-            None
+            store
+                .update_integration(globex, hook.id, hook.version, &webhook("Mine now"), ACTOR, at(20))
+                .await?,
+            IntegrationUpdate::NotFound
         );
         assert!(!store.delete_integration(globex, hook.id, ACTOR, at(21)).await?);
         assert!(store.list_deliveries(globex, hook.id, &every_delivery()).await?.is_empty());
@@ -328,7 +350,7 @@ async fn integration_changes_are_audited_without_their_secrets() {
         let acme = org(store, "Acme MSP").await?;
         let hook = store.create_integration(acme, &webhook("Ops hook"), ACTOR, at(1)).await?;
         let renamed = IntegrationWrite { secrets: vec![1, 2, 3, 4], ..webhook("Ops hook v2") };
-        store.update_integration(acme, hook.id, &renamed, "api_key:k2", at(2)).await?.expect("exists");
+        stored(store.update_integration(acme, hook.id, hook.version, &renamed, "api_key:k2", at(2)).await?)?;
         assert!(store.delete_integration(acme, hook.id, ACTOR, at(3)).await?);
 
         let log = store.list_audit_log(acme, None, 50).await?;
@@ -481,7 +503,7 @@ async fn only_due_deliveries_of_enabled_integrations_are_claimed() {
         );
 
         // Switched on, its waiting delivery goes out.
-        store.update_integration(acme, off.id, &webhook("Off"), ACTOR, at(201)).await?.expect("exists");
+        stored(store.update_integration(acme, off.id, off.version, &webhook("Off"), ACTOR, at(201)).await?)?;
         let resumed = claim(store, 201).await?;
         assert_eq!(resumed.iter().map(|c| c.integration.id).collect::<Vec<_>>(), [off.id]);
         Ok(())
@@ -1049,7 +1071,8 @@ async fn switching_an_integration_off_raises_a_finding_that_its_next_success_res
         let told = claim(store, 32).await?;
         assert_eq!(told.iter().map(|t| t.integration.id).collect::<Vec<_>>(), [chat.id]);
         complete(store, &told[0], succeeded(told[0].lease_id, 33)).await?;
-        store.update_integration(acme, psa.id, &jira("Jira"), ACTOR, at(999)).await?.expect("exists");
+        let version = current(store, acme, psa.id).await?.version;
+        stored(store.update_integration(acme, psa.id, version, &jira("Jira"), ACTOR, at(999)).await?)?;
         let still_raised = store.list_findings(acme, &raised_filter).await?;
         assert!(still_raised.iter().all(|f| f.status == FindingStatus::Open));
 
@@ -1204,6 +1227,161 @@ async fn a_ticket_deleted_in_the_destination_is_created_anew_with_a_fresh_creati
             (creating.external_id, creating.state, creating.updated_at),
             (None, TicketState::Creating, at(105))
         );
+        Ok(())
+    })
+    .await;
+}
+
+// ---- writes made from an older read, replays of a switched-off integration, tickets of a page --
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_made_from_an_older_version_changes_nothing() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let hook = integration(store, acme, webhook("Ops hook")).await?;
+        assert_eq!(hook.version, 1);
+
+        // The engine switches it off after an API request read it: the request's write, made
+        // from version 1, would switch it back on and forget why it is off.
+        assert!(store.disable_integration(acme, hook.id, "410 Gone", &[], at(10)).await?);
+        let off = current(store, acme, hook.id).await?;
+        assert_eq!(off.version, 2, "switching off is a new version");
+        let renamed = webhook("Ops hook (renamed)");
+        assert_eq!(
+            store.update_integration(acme, hook.id, hook.version, &renamed, ACTOR, at(11)).await?,
+            IntegrationUpdate::Changed { current_version: 2 }
+        );
+        assert_eq!(current(store, acme, hook.id).await?, off, "untouched");
+        let log = store.list_audit_log(acme, None, 50).await?;
+        assert!(log.iter().all(|e| e.action != "integration.update"), "nothing audited: {log:?}");
+
+        // Made from what is there now, it is stored; a second write from the same version is not
+        // (two rotations at once: the second would drop the first one's new secret).
+        let keep_off = IntegrationWrite { enabled: false, secrets: vec![7], ..renamed.clone() };
+        let first = stored(store.update_integration(acme, hook.id, 2, &keep_off, ACTOR, at(12)).await?)?;
+        assert_eq!(
+            (first.version, first.enabled, first.disabled_reason.as_deref()),
+            (3, false, Some("410 Gone"))
+        );
+        let second = IntegrationWrite { secrets: vec![8], ..keep_off.clone() };
+        assert_eq!(
+            store.update_integration(acme, hook.id, 2, &second, ACTOR, at(13)).await?,
+            IntegrationUpdate::Changed { current_version: 3 }
+        );
+        assert_eq!(current(store, acme, hook.id).await?.secrets, [7]);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switched_off_or_deleted_integration_replays_nothing() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let hook = integration(store, acme, webhook("Ops hook")).await?;
+        store.enqueue_deliveries(&[event(&hook, None, 10), event(&hook, None, 20)], at(100)).await?;
+        for c in claim(store, 100).await? {
+            complete(store, &c, failed(c.lease_id, 101, None)).await?;
+        }
+        let ids: Vec<Uuid> =
+            store.list_deliveries(acme, hook.id, &every_delivery()).await?.iter().map(|d| d.id).collect();
+        assert_eq!(ids.len(), 2);
+
+        assert!(store.disable_integration(acme, hook.id, "every attempt failed", &[], at(102)).await?);
+        assert_eq!(store.replay_deliveries(acme, hook.id, Some(ids[0]), None, ACTOR, at(103)).await?, 0);
+        assert_eq!(store.replay_deliveries(acme, hook.id, None, Some(at(0)), ACTOR, at(104)).await?, 0);
+        assert_eq!(store.replay_deliveries(acme, hook.id, None, None, ACTOR, at(105)).await?, 0);
+        for id in &ids {
+            assert_eq!(delivery(store, acme, *id).await?.0.status, DeliveryStatus::Failed);
+        }
+        let log = store.list_audit_log(acme, None, 50).await?;
+        assert!(log.iter().all(|e| e.action != "delivery.replay"), "nothing replayed: {log:?}");
+
+        // Switched on, they can be.
+        let off = current(store, acme, hook.id).await?;
+        stored(
+            store
+                .update_integration(acme, hook.id, off.version, &webhook("Ops hook"), ACTOR, at(106))
+                .await?,
+        )?;
+        assert_eq!(store.replay_deliveries(acme, hook.id, Some(ids[0]), None, ACTOR, at(107)).await?, 1);
+        assert_eq!(store.replay_deliveries(acme, hook.id, None, Some(at(0)), ACTOR, at(108)).await?, 1);
+
+        // Deleted, nothing is left to replay.
+        assert!(store.delete_integration(acme, hook.id, ACTOR, at(109)).await?);
+        assert_eq!(store.replay_deliveries(acme, hook.id, Some(ids[1]), None, ACTOR, at(110)).await?, 0);
+        assert_eq!(store.replay_deliveries(acme, hook.id, None, None, ACTOR, at(111)).await?, 0);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tickets_of_many_findings_come_in_the_order_asked() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let contoso = tenant(store, acme, "Contoso").await?;
+        let findings =
+            open_findings(store, contoso, &[("relay:tcp", Severity::High), ("mx:25", Severity::Low)], at(10))
+                .await?;
+        let (a, b) = (&findings[0], &findings[1]);
+        let psa = integration(store, acme, jira("Jira")).await?;
+        let desk = integration(store, acme, jira("Desk")).await?;
+        // `b` gets a ticket in each integration, `a` one in the second.
+        let queued = [
+            finding_event(&psa, b, "b", 10),
+            finding_event(&desk, b, "b", 11),
+            finding_event(&desk, a, "a", 12),
+        ];
+        store.enqueue_deliveries(&queued, at(20)).await?;
+        let mut claimed = claim(store, 20).await?;
+        assert_eq!(claimed.len(), 3);
+        for (i, c) in claimed.drain(..).enumerate() {
+            let record = AttemptRecord {
+                ticket: Some(TicketUpdate::Set {
+                    external_id: format!("OPS-{i}"),
+                    url: None,
+                    state: TicketState::Open,
+                }),
+                finding_open: Some(true),
+                ..succeeded(c.lease_id, 21 + i as i64)
+            };
+            complete(store, &c, record).await?;
+        }
+        let shown = |ids: &[FindingId]| {
+            let ids = ids.to_vec();
+            async move {
+                let tickets = store.list_finding_tickets(acme, &ids).await?;
+                anyhow::Ok(
+                    tickets
+                        .into_iter()
+                        .map(|t| (t.finding_id, t.integration_name, t.external_id))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let b_tickets = [
+            (b.id, "Jira".to_owned(), Some("OPS-0".to_owned())),
+            (b.id, "Desk".to_owned(), Some("OPS-1".to_owned())),
+        ];
+        let a_ticket = (a.id, "Desk".to_owned(), Some("OPS-2".to_owned()));
+        let mut expected = b_tickets.to_vec();
+        expected.push(a_ticket.clone());
+        assert_eq!(shown(&[b.id, a.id]).await?, expected);
+        let mut expected = vec![a_ticket];
+        expected.extend(b_tickets.iter().cloned());
+        assert_eq!(shown(&[a.id, b.id]).await?, expected);
+
+        // More ids than one query binds (and repeated ones) change nothing.
+        let mut many: Vec<FindingId> = (0..1_200).map(|_| FindingId(Uuid::now_v7())).collect();
+        many.insert(700, a.id);
+        many.insert(10, b.id);
+        many.push(a.id);
+        assert_eq!(shown(&many).await?, {
+            let mut e = b_tickets.to_vec();
+            e.push((a.id, "Desk".to_owned(), Some("OPS-2".to_owned())));
+            e
+        });
         Ok(())
     })
     .await;
