@@ -61,6 +61,7 @@ error_codes! {
     DestinationRefused => (UNPROCESSABLE_ENTITY, "destination_refused", "Deliveries may not reach this destination"),
     NotSigned => (CONFLICT, "integration_not_signed", "Only webhook integrations have a signing secret"),
     IntegrationDisabled => (CONFLICT, "integration_disabled", "The integration is switched off"),
+    IntegrationChanged => (CONFLICT, "integration_changed", "The integration changed meanwhile; reload it and try again"),
     DeliveryPending => (CONFLICT, "delivery_pending", "The delivery is waiting to be sent already"),
     SecretsKeyMissing => (SERVICE_UNAVAILABLE, "secrets_key_missing", "The server has no key to seal integration secrets (delivery.secrets_key)"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "The service is temporarily unavailable"),

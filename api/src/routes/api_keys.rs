@@ -96,7 +96,7 @@ pub fn validate_name(field: &str, name: &str) -> ApiResult<String> {
 }
 
 /// Create an API key.
-#[utoipa::path(tag = "api-keys", request_body = CreateApiKey, security(("bearer" = [])), responses(
+#[utoipa::path(tag = "api-keys", operation_id = "create_api_key", request_body = CreateApiKey, security(("bearer" = [])), responses(
     (status = 201, body = CreatedApiKey),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -120,7 +120,7 @@ pub async fn create(
 }
 
 /// List the organisation's API keys.
-#[utoipa::path(tag = "api-keys", security(("bearer" = [])), responses(
+#[utoipa::path(tag = "api-keys", operation_id = "list_api_keys", security(("bearer" = [])), responses(
     (status = 200, body = Vec<ApiKeyView>),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -134,7 +134,7 @@ pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpR
 }
 
 /// Revoke an API key; access tokens issued for it stop working at once.
-#[utoipa::path(tag = "api-keys", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "api-keys", operation_id = "revoke_api_key", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = ApiKeyView),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),

@@ -80,7 +80,7 @@ pub struct CreatedCollector {
 }
 
 /// Create a collector for a tenant and get its one-time enrollment token.
-#[utoipa::path(tag = "collectors", request_body = CreateCollector, security(("bearer" = [])), params(("tenant_id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "collectors", operation_id = "create_collector", request_body = CreateCollector, security(("bearer" = [])), params(("tenant_id" = Uuid, Path)), responses(
     (status = 201, body = CreatedCollector),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -192,7 +192,7 @@ pub struct ListQuery {
 }
 
 /// Collectors with last-seen time and version.
-#[utoipa::path(tag = "collectors", security(("bearer" = [])), params(ListQuery), responses(
+#[utoipa::path(tag = "collectors", operation_id = "list_collectors", security(("bearer" = [])), params(ListQuery), responses(
     (status = 200, body = Vec<CollectorView>),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -215,7 +215,7 @@ pub async fn list(
 }
 
 /// One collector.
-#[utoipa::path(tag = "collectors", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "collectors", operation_id = "get_collector", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = CollectorView),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -231,7 +231,7 @@ pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>
 }
 
 /// Revoke a collector: its pushes are refused from now on.
-#[utoipa::path(tag = "collectors", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "collectors", operation_id = "revoke_collector", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = CollectorView),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),

@@ -178,6 +178,7 @@ pub struct FindingQuery {
     /// From `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `en`, `pl` or `uk` for rule titles; overrides `Accept-Language`.
     pub lang: Option<String>,
@@ -201,7 +202,7 @@ async fn collectors_by_tenant(
 }
 
 /// Findings, newest first, filtered by tenant, status, severity and rule.
-#[utoipa::path(tag = "findings", security(("bearer" = [])), params(FindingQuery), responses(
+#[utoipa::path(tag = "findings", operation_id = "list_findings", security(("bearer" = [])), params(FindingQuery), responses(
     (status = 200, body = FindingPage),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -265,7 +266,7 @@ pub async fn list(
 }
 
 /// One finding with its evidence and history.
-#[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path), LangQuery), responses(
+#[utoipa::path(tag = "findings", operation_id = "get_finding", security(("bearer" = [])), params(("id" = Uuid, Path), LangQuery), responses(
     (status = 200, body = FindingDetail),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),

@@ -23,7 +23,7 @@ use wbd_notify::signing::SigningSecret;
 use wbd_notify::{ConnectorSettings, EventType, IntegrationKind, connectors};
 use wbd_store::{
     Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, Integration, IntegrationFilter,
-    IntegrationWrite, Routing, Severity, TenantId,
+    IntegrationUpdate, IntegrationWrite, Routing, Severity, TenantId,
 };
 use wbd_worker::delivery::events;
 use wbd_worker::delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
@@ -36,6 +36,9 @@ use crate::state::AppState;
 
 const MAX_NAME_CHARS: usize = 100;
 const MAX_IN_FLIGHT: i64 = 64;
+/// The largest hourly budget: the column is an INTEGER, and a million deliveries an hour is no
+/// limit in practice.
+const MAX_HOURLY_BUDGET: i64 = 1_000_000;
 /// How long a rotated-out signing secret stays valid, unless the request says.
 const DEFAULT_PREVIOUS_VALID_SECS: u64 = 24 * 3600;
 const MAX_PREVIOUS_VALID_SECS: u64 = 7 * 24 * 3600;
@@ -82,7 +85,7 @@ impl From<&IntegrationFilter> for FilterDoc {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIntegration {
-    /// 1 to 100 characters (required).
+    /// 1 to 100 characters, no control characters (required).
     #[serde(default)]
     pub name: String,
     /// `webhook`, `connectwise`, `autotask`, `halopsa`, `jira`, `servicenow`, `pagerduty`,
@@ -93,7 +96,8 @@ pub struct CreateIntegration {
     /// (kept secret). PagerDuty's events endpoint when absent.
     #[serde(default)]
     pub url: Option<String>,
-    /// The kind's non-secret settings (board, queue, project, status names …).
+    /// The kind's non-secret settings (board, queue, project, status names …). No string in it
+    /// may contain a NUL character.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
@@ -109,9 +113,11 @@ pub struct CreateIntegration {
     pub routing: Option<String>,
     /// Requests in flight at once, 1 to 64 (default by kind).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
     pub max_in_flight: Option<i64>,
-    /// Deliveries per rolling hour, at least 1 (default by kind; none for most kinds).
+    /// Deliveries per rolling hour, 1 to 1000000 (default by kind; none for most kinds).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub hourly_budget: Option<i64>,
     /// Default true.
     #[serde(default)]
@@ -125,23 +131,34 @@ pub struct UpdateIntegration {
     pub name: Option<String>,
     /// Cannot change; accepted when it is the integration's kind.
     pub kind: Option<String>,
+    /// A new destination. For Slack and Teams, the redacted URL the API shows
+    /// (`https://hooks.slack.com/…`) means "unchanged". When the destination's origin (scheme,
+    /// host, port) changes for a kind with credentials, the credentials must be given again:
+    /// stored ones are never sent to a new destination.
     pub url: Option<String>,
     /// Replaces the whole config.
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
-    /// Each key given replaces that credential; `null` removes it. Keys not given stay.
+    /// Each key given replaces that credential; `null` removes it. Keys not given stay, unless
+    /// the destination moves to another origin: then only the credentials given are kept.
     #[schema(value_type = Option<Object>)]
     pub credentials: Option<Map<String, Value>>,
-    /// Replaces the whole filter.
+    /// Replaces the whole filter (checked again only when given).
     pub filter: Option<FilterDoc>,
     pub routing: Option<String>,
+    #[schema(minimum = 1, maximum = 64)]
     pub max_in_flight: Option<i64>,
-    /// `null`: back to the kind's default.
+    /// 1 to 1000000; `null`: back to the kind's default.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000000)]
     pub hourly_budget: Option<Option<i64>>,
-    /// `true` switches a disabled integration back on and forgets its failure streak.
+    /// `true` switches a disabled integration back on and forgets its failure streak; absent,
+    /// it stays as it is.
     pub enabled: Option<bool>,
+    /// The version you saw; if the integration changed since (the engine switched it off, a
+    /// secret was rotated), nothing changes (409 `integration_changed`). Absent: the version
+    /// this request reads.
+    pub version: Option<i64>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -229,6 +246,67 @@ fn redacted_url(url: &str) -> String {
     }
 }
 
+/// Whether a URL is a redacted one as [`redacted_url`] makes them: its path is only `…`
+/// (percent-encoded once parsed).
+fn is_redacted(url: &Url) -> bool {
+    url.path() == "/%E2%80%A6"
+}
+
+/// Whether `given` is what the API shows for the secret URL `stored`: a client sending back the
+/// integration it read means to keep the URL, not to replace it with its redacted form.
+fn is_redacted_form_of(given: &str, stored: &str) -> bool {
+    let shown = redacted_url(stored);
+    given.trim() == shown
+        || matches!((Url::parse(given.trim()), Url::parse(&shown)), (Ok(a), Ok(b)) if a == b)
+}
+
+/// The fields (`config.a.b[0]`) of every string in `value`, key or value, with a NUL in it.
+fn nul_strings(path: &str, value: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    match value {
+        Value::String(text) if text.contains('\0') => found.push(path.to_owned()),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                found.extend(nul_strings(&format!("{path}[{i}]"), item));
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let field = format!("{path}.{}", key.replace('\0', "\\u0000"));
+                if key.contains('\0') {
+                    found.push(field.clone());
+                }
+                found.extend(nul_strings(&field, item));
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
+/// The origins (scheme, host, port) an integration's requests, credentials included, go to:
+/// its connector's destinations (a PSA's API, an authorisation server named in the config), or
+/// its URL's when the settings do not make a connector.
+fn destination_origins(
+    kind: IntegrationKind,
+    url: Option<&str>,
+    config: &Value,
+    credentials: &Value,
+) -> HashSet<String> {
+    let url = url.map(str::trim).filter(|u| !u.is_empty());
+    let url = url.or((kind == IntegrationKind::Pagerduty).then_some(PAGERDUTY_EVENTS_URL));
+    let Some(url) = url.and_then(|u| Url::parse(u).ok()) else { return HashSet::new() };
+    let settings = ConnectorSettings {
+        kind,
+        url: url.clone(),
+        config: config.clone(),
+        credentials: credentials.clone(),
+        signing_secrets: Vec::new(),
+    };
+    let destinations = connectors::build(&settings).map(|c| c.destinations()).unwrap_or_else(|_| vec![url]);
+    destinations.iter().map(|u| u.origin().ascii_serialization()).collect()
+}
+
 /// An integration with the signing secret just made (create of a webhook, rotation).
 #[derive(Serialize, ToSchema)]
 pub struct IntegrationWithSecret {
@@ -286,6 +364,14 @@ impl Problems {
     }
 }
 
+/// A setting as the request gives it (checked), or as it is stored (an update that does not
+/// name it keeps it unchecked: what was valid when it was saved stays, even if a rule it names
+/// was deleted since or a limit is stricter now).
+enum Setting<G, K> {
+    Given(G),
+    Kept(K),
+}
+
 /// What an integration is to be, before it is checked (a create, or an update applied to the
 /// stored one).
 struct Draft {
@@ -294,30 +380,33 @@ struct Draft {
     url: Option<String>,
     config: Value,
     credentials: Value,
-    filter: FilterDoc,
+    filter: Setting<FilterDoc, IntegrationFilter>,
     routing: Option<String>,
     /// `None`: the kind's default.
     max_in_flight: Option<i64>,
-    /// `None`: the kind's default.
-    hourly_budget: Option<i64>,
+    /// `Given(None)`: the kind's default.
+    hourly_budget: Setting<Option<i64>, Option<u32>>,
     enabled: bool,
     signing_secrets: Vec<StoredSigningSecret>,
 }
 
-/// Checks a draft in full and, if nothing is wrong, makes the row to store (secrets sealed).
+/// Checks a draft in full and, if nothing is wrong (neither here nor in the `problems` the
+/// caller found already), makes the row to store (secrets sealed).
 async fn check(
     state: &AppState,
     who: &Principal,
     sealer: &Sealer,
     draft: Draft,
+    mut problems: Problems,
     now: DateTime<Utc>,
 ) -> ApiResult<IntegrationWrite> {
-    let mut problems = Problems::default();
     let name = draft.name.trim().to_owned();
     if name.is_empty() {
         problems.invalid("name", "is required");
     } else if name.chars().count() > MAX_NAME_CHARS {
         problems.invalid("name", format!("may be at most {MAX_NAME_CHARS} characters"));
+    } else if name.chars().any(char::is_control) {
+        problems.invalid("name", "must not contain control characters");
     }
     let kind = IntegrationKind::parse(draft.kind.trim());
     if kind.is_none() {
@@ -337,6 +426,14 @@ async fn check(
             None
         }
         Some(text) => match Url::parse(text) {
+            Ok(u) if kind.is_some_and(IntegrationKind::url_is_secret) && is_redacted(&u) => {
+                problems.invalid(
+                    "url",
+                    "is the redacted form the API shows, not a webhook URL; send the whole URL, or leave \
+                     `url` out to keep the one stored",
+                );
+                None
+            }
             Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => Some(u),
             Ok(_) => {
                 problems.invalid("url", "must be an https:// address");
@@ -351,8 +448,22 @@ async fn check(
     if !draft.config.is_object() {
         problems.invalid("config", "must be an object");
     }
+    // PostgreSQL cannot store a NUL in text or JSON; nothing needs one.
+    for field in nul_strings("config", &draft.config) {
+        problems.invalid(field, "must not contain a NUL character (\\u0000)");
+    }
     if !draft.credentials.is_object() {
         problems.invalid("credentials", "must be an object");
+    }
+    // A credential is never shown again: a paste with a line break or tab inside would only
+    // show as failed deliveries (header values cannot carry them). Ends are trimmed anyway.
+    for (key, value) in draft.credentials.as_object().into_iter().flatten() {
+        if value.as_str().is_some_and(|text| text.trim().chars().any(char::is_control)) {
+            problems.invalid(
+                format!("credentials.{}", key.escape_default()),
+                "must not contain control characters",
+            );
+        }
     }
     if let Some(u) = &url {
         check_destination(state, u, &mut problems);
@@ -399,7 +510,10 @@ async fn check(
             }
         }
     }
-    let filter = check_filter(state, who, &draft.filter, &mut problems).await?;
+    let filter = match draft.filter {
+        Setting::Given(doc) => check_filter(state, who, &doc, &mut problems).await?,
+        Setting::Kept(filter) => filter,
+    };
     let routing = match draft.routing.as_deref().map(str::trim) {
         None | Some("") => Routing::PerTenant,
         Some(text) => text.parse::<Routing>().unwrap_or_else(|_| {
@@ -416,14 +530,14 @@ async fn check(
         }
     };
     let hourly_budget = match draft.hourly_budget {
-        None => kind.and_then(IntegrationKind::default_hourly_budget),
-        Some(n) => match u32::try_from(n) {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                problems.invalid("hourly_budget", format!("must be a whole number from 1 to {}", u32::MAX));
-                None
-            }
-        },
+        Setting::Kept(budget) => budget,
+        Setting::Given(None) => kind.and_then(IntegrationKind::default_hourly_budget),
+        Setting::Given(Some(n @ 1..=MAX_HOURLY_BUDGET)) => u32::try_from(n).ok(),
+        Setting::Given(Some(_)) => {
+            problems
+                .invalid("hourly_budget", format!("must be a whole number from 1 to {MAX_HOURLY_BUDGET}"));
+            None
+        }
     };
     problems.into_result()?;
     let (Some(kind), Some(url)) = (kind, url) else {
@@ -587,8 +701,36 @@ fn view(state: &AppState, integration: Integration, now: DateTime<Utc>) -> Integ
     IntegrationView::new(integration, secrets.as_ref(), now)
 }
 
+/// The organisation's integration, whatever the caller's role: another organisation's answers
+/// 404 before a role is checked (a 403 would tell that it exists).
 async fn find(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<Integration> {
     state.store.get_integration(who.org, id).await?.ok_or_else(|| ApiError::not_found("integration"))
+}
+
+/// A guarded write's outcome: the integration stored, or why not.
+fn written(outcome: IntegrationUpdate, expected: i64) -> ApiResult<Integration> {
+    match outcome {
+        IntegrationUpdate::Updated(integration) => Ok(*integration),
+        IntegrationUpdate::NotFound => Err(ApiError::not_found("integration")),
+        IntegrationUpdate::Changed { current_version } => Err(changed(current_version, expected)),
+    }
+}
+
+fn changed(current_version: i64, expected: i64) -> ApiError {
+    ApiError::new(
+        ErrorCode::IntegrationChanged,
+        format!(
+            "the integration changed meanwhile (it is at version {current_version}, the change was made \
+             from version {expected}); reload it and try again"
+        ),
+    )
+}
+
+fn switched_off() -> ApiError {
+    ApiError::new(
+        ErrorCode::IntegrationDisabled,
+        "the integration is switched off; switch it on (PATCH enabled: true) first",
+    )
 }
 
 /// The stored integration as a write, with other secrets.
@@ -614,7 +756,8 @@ fn rewrite(i: &Integration, secrets: Vec<u8>) -> IntegrationWrite {
 /// loopback, cloud metadata addresses, plain http where https is required) answers
 /// `destination_refused`. A webhook's answer carries its signing secret, the only time it is
 /// shown.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])), request_body = CreateIntegration, responses(
+#[utoipa::path(tag = "integrations", operation_id = "create_integration", security(("bearer" = [])),
+    request_body = CreateIntegration, responses(
     (status = 201, body = IntegrationWithSecret),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -641,17 +784,17 @@ pub async fn create(
         url: body.url,
         config: body.config.unwrap_or_else(|| json!({})),
         credentials: credentials_object(body.credentials),
-        filter: body.filter.unwrap_or_default(),
+        filter: Setting::Given(body.filter.unwrap_or_default()),
         routing: body.routing,
         max_in_flight: body.max_in_flight,
-        hourly_budget: body.hourly_budget,
+        hourly_budget: Setting::Given(body.hourly_budget),
         enabled: body.enabled.unwrap_or(true),
         signing_secrets: signing_secret
             .iter()
             .map(|s| StoredSigningSecret { secret: s.clone(), expires_at: None })
             .collect(),
     };
-    let write = check(&state, &who, sealer, draft, now).await?;
+    let write = check(&state, &who, sealer, draft, Problems::default(), now).await?;
     let created = state.store.create_integration(who.org, &write, &who.actor(), now).await?;
     tracing::info!(integration_id = %created.id, kind = %created.kind, "integration created");
     Ok(HttpResponse::Created()
@@ -659,7 +802,7 @@ pub async fn create(
 }
 
 /// The organisation's integrations.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])), responses(
+#[utoipa::path(tag = "integrations", operation_id = "list_integrations", security(("bearer" = [])), responses(
     (status = 200, body = Vec<IntegrationView>),
     (status = 401, body = Problem, content_type = "application/problem+json"),
 ))]
@@ -672,7 +815,8 @@ pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpR
 }
 
 /// One integration.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "integrations", operation_id = "get_integration", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses(
     (status = 200, body = IntegrationView),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -684,14 +828,17 @@ pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>
 }
 
 /// Change an integration (org admins): any field of the create; the result is checked in full
-/// like a create. `enabled: true` switches a disabled integration back on.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)),
+/// like a create (a filter only when it is given). `enabled: true` switches a disabled
+/// integration back on. Moving the destination to another origin needs the credentials again.
+#[utoipa::path(tag = "integrations", operation_id = "update_integration", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
     request_body = UpdateIntegration, responses(
     (status = 200, body = IntegrationView),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`integration_changed`: it changed since the version the change was made from", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`validation_failed` or `destination_refused`; `errors` lists each field", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "`secrets_key_missing`", body = Problem, content_type = "application/problem+json"),
 ))]
@@ -703,11 +850,15 @@ pub async fn update(
     id: web::Path<Uuid>,
     body: web::Json<UpdateIntegration>,
 ) -> ApiResult<HttpResponse> {
+    let current = find(&state, &who, *id).await?;
     who.require_admin()?;
     let sealer = sealer(&state)?;
-    let current = find(&state, &who, *id).await?;
-    let stored = open_secrets(sealer, &current)?;
     let body = body.into_inner();
+    let expected = body.version.unwrap_or(current.version);
+    if expected != current.version {
+        return Err(changed(current.version, expected));
+    }
+    let stored_secrets = open_secrets(sealer, &current)?;
     let now = Utc::now();
     if body.kind.as_deref().is_some_and(|k| k.trim() != current.kind) {
         let mut problems = Problems::default();
@@ -715,10 +866,44 @@ pub async fn update(
             .invalid("kind", "cannot be changed; add an integration of the other kind and delete this one");
         problems.into_result()?;
     }
-    let mut credentials = match stored.credentials {
-        Value::Object(map) => map,
+    let mut problems = Problems::default();
+    let kind = IntegrationKind::parse(&current.kind);
+    let current_url = stored_secrets.url.clone().or_else(|| current.url.clone());
+    let url = match (body.url, &stored_secrets.url) {
+        // The secret URL as the API showed it: the one stored stays.
+        (Some(given), Some(secret)) if is_redacted_form_of(&given, secret) => Some(secret.clone()),
+        (Some(given), _) => Some(given),
+        (None, _) => current_url.clone(),
+    };
+    let config = body.config.unwrap_or_else(|| current.config.clone());
+
+    // Credentials go only where they went when they were entered: a destination on another
+    // origin (a new URL, an authorisation server named in the config) gets only credentials
+    // this request gives.
+    let mut credentials = match &stored_secrets.credentials {
+        Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
+    if let Some(kind) = kind.filter(|_| !credentials.is_empty()) {
+        let stored_creds = &stored_secrets.credentials;
+        let before = destination_origins(kind, current_url.as_deref(), &current.config, stored_creds);
+        let after = destination_origins(kind, url.as_deref(), &config, stored_creds);
+        let new_origins: Vec<&String> = after.iter().filter(|o| !before.contains(*o)).collect();
+        if !new_origins.is_empty() {
+            if body.credentials.is_none() {
+                let names = new_origins.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ");
+                problems.invalid(
+                    "credentials",
+                    format!(
+                        "must be entered again for a new destination ({names}): stored credentials are \
+                         never sent anywhere they were not entered for"
+                    ),
+                );
+            } else {
+                credentials.clear();
+            }
+        }
+    }
     for (key, value) in body.credentials.unwrap_or_default() {
         if value.is_null() {
             credentials.remove(&key);
@@ -729,36 +914,38 @@ pub async fn update(
     let draft = Draft {
         name: body.name.unwrap_or_else(|| current.name.clone()),
         kind: current.kind.clone(),
-        url: body.url.or_else(|| stored.url.clone()).or_else(|| current.url.clone()),
-        config: body.config.unwrap_or_else(|| current.config.clone()),
+        url,
+        config,
         credentials: Value::Object(credentials),
-        filter: body.filter.unwrap_or_else(|| FilterDoc::from(&current.filter)),
+        filter: match body.filter {
+            Some(doc) => Setting::Given(doc),
+            None => Setting::Kept(current.filter.clone()),
+        },
         routing: Some(body.routing.unwrap_or_else(|| current.routing.as_str().to_owned())),
         max_in_flight: Some(body.max_in_flight.unwrap_or(i64::from(current.max_in_flight))),
         hourly_budget: match body.hourly_budget {
-            Some(given) => given,
-            None => current.hourly_budget.map(i64::from),
+            Some(given) => Setting::Given(given),
+            None => Setting::Kept(current.hourly_budget),
         },
         enabled: body.enabled.unwrap_or(current.enabled),
         // Secrets rotated out and expired since are dropped.
-        signing_secrets: stored
+        signing_secrets: stored_secrets
             .signing_secrets
             .into_iter()
             .filter(|s| s.expires_at.is_none_or(|at| at > now))
             .collect(),
     };
-    let write = check(&state, &who, sealer, draft, now).await?;
-    let updated = state
-        .store
-        .update_integration(who.org, current.id, &write, &who.actor(), now)
-        .await?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
-    tracing::info!(enabled = updated.enabled, "integration updated");
+    let write = check(&state, &who, sealer, draft, problems, now).await?;
+    let outcome =
+        state.store.update_integration(who.org, current.id, expected, &write, &who.actor(), now).await?;
+    let updated = written(outcome, expected)?;
+    tracing::info!(enabled = updated.enabled, version = updated.version, "integration updated");
     Ok(HttpResponse::Ok().json(view(&state, updated, now)))
 }
 
 /// Delete an integration with its deliveries (org admins). Tickets it made stay in the PSA.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "integrations", operation_id = "delete_integration", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses(
     (status = 204, description = "Deleted"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -771,8 +958,9 @@ pub async fn remove(
     who: Principal,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
+    let integration = find(&state, &who, *id).await?;
     who.require_admin()?;
-    if !state.store.delete_integration(who.org, *id, &who.actor(), Utc::now()).await? {
+    if !state.store.delete_integration(who.org, integration.id, &who.actor(), Utc::now()).await? {
         return Err(ApiError::not_found("integration"));
     }
     tracing::info!("integration deleted");
@@ -792,7 +980,8 @@ pub struct RotateSecretRequest {
 /// Make a new signing secret for a webhook (org admins). Requests are signed with the new and
 /// the previous secret until the previous one expires, so receivers can switch without losing
 /// a message. The new secret is in the answer, the only time it is shown.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(tag = "integrations", operation_id = "rotate_integration_secret", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
     request_body(content = Option<RotateSecretRequest>, content_type = "application/json", description = "Optional."),
     responses(
     (status = 200, body = IntegrationWithSecret),
@@ -800,7 +989,7 @@ pub struct RotateSecretRequest {
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "`integration_not_signed`: not a webhook", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`integration_not_signed`: not a webhook; `integration_changed`: it changed while the secret was made (another rotation), try again", body = Problem, content_type = "application/problem+json"),
     (status = 422, body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "`secrets_key_missing`", body = Problem, content_type = "application/problem+json"),
 ))]
@@ -813,6 +1002,7 @@ pub async fn rotate_secret(
     req: HttpRequest,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    let current = find(&state, &who, *id).await?;
     who.require_admin()?;
     let sealer = sealer(&state)?;
     let request: RotateSecretRequest = optional_json(&req, &body)?;
@@ -823,7 +1013,6 @@ pub async fn rotate_secret(
             .invalid("previous_valid_for_secs", format!("may be at most {MAX_PREVIOUS_VALID_SECS} (7 days)"));
         problems.into_result()?;
     }
-    let current = find(&state, &who, *id).await?;
     if IntegrationKind::parse(&current.kind) != Some(IntegrationKind::Webhook) {
         return Err(ApiError::new(
             ErrorCode::NotSigned,
@@ -848,11 +1037,12 @@ pub async fn rotate_secret(
     kept.truncate(MAX_SIGNING_SECRETS);
     stored.signing_secrets = kept;
     let write = rewrite(&current, secrets::seal(sealer, who.org.org_id, &stored));
-    let updated = state
+    // Made from the secrets read above: a rotation (or anything) stored meanwhile is not undone.
+    let outcome = state
         .store
-        .update_integration(who.org, current.id, &write, &who.actor(), now)
-        .await?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
+        .update_integration(who.org, current.id, current.version, &write, &who.actor(), now)
+        .await?;
+    let updated = written(outcome, current.version)?;
     tracing::info!(valid_for, "webhook signing secret rotated");
     Ok(HttpResponse::Ok().json(IntegrationWithSecret {
         integration: view(&state, updated, now),
@@ -870,7 +1060,8 @@ pub struct TestQueued {
 
 /// Send an `integration.test` event (org admins): it is queued and delivered like any event
 /// (it opens no ticket); follow it with `GET /v1/deliveries/{delivery_id}`.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "integrations", operation_id = "test_integration", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses(
     (status = 202, body = TestQueued),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -884,13 +1075,10 @@ pub async fn test(
     who: Principal,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    who.require_admin()?;
     let integration = find(&state, &who, *id).await?;
+    who.require_admin()?;
     if !integration.enabled {
-        return Err(ApiError::new(
-            ErrorCode::IntegrationDisabled,
-            "the integration is switched off; switch it on (PATCH enabled: true) to test it",
-        ));
+        return Err(switched_off());
     }
     let now = Utc::now();
     let event = events::test_event(who.org.org_id, integration.id, &who.actor(), now);
@@ -1024,11 +1212,13 @@ pub struct DeliveryQuery {
     /// From `next_cursor` of the previous page.
     pub before: Option<Uuid>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
 /// An integration's deliveries, newest first.
-#[utoipa::path(tag = "deliveries", security(("bearer" = [])), params(("id" = Uuid, Path), DeliveryQuery), responses(
+#[utoipa::path(tag = "deliveries", operation_id = "list_deliveries", security(("bearer" = [])),
+    params(("id" = Uuid, Path), DeliveryQuery), responses(
     (status = 200, body = DeliveryPage),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -1071,7 +1261,8 @@ pub async fn list_deliveries(
 }
 
 /// One delivery with the event sent and every attempt.
-#[utoipa::path(tag = "deliveries", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "deliveries", operation_id = "get_delivery", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses(
     (status = 200, body = DeliveryDetail),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -1098,13 +1289,14 @@ pub struct Replayed {
 }
 
 /// Send a delivery again from a fresh schedule (org admins), whatever became of it; the
-/// receiver sees the same event id.
-#[utoipa::path(tag = "deliveries", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+/// receiver sees the same event id. Its integration must be switched on.
+#[utoipa::path(tag = "deliveries", operation_id = "replay_delivery", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses(
     (status = 202, body = Replayed),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "`delivery_pending`: it is waiting to be sent already", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`delivery_pending`: it is waiting to be sent already; `integration_disabled`: switch the integration on first", body = Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/deliveries/{id}/replay")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, delivery_id = %id))]
@@ -1113,12 +1305,20 @@ pub async fn replay_delivery(
     who: Principal,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    who.require_admin()?;
     let (delivery, _) =
         state.store.get_delivery(who.org, *id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+    who.require_admin()?;
     let pending = || ApiError::new(ErrorCode::DeliveryPending, "the delivery is waiting to be sent already");
     if delivery.status == DeliveryStatus::Pending {
         return Err(pending());
+    }
+    let integration = state
+        .store
+        .get_integration(who.org, delivery.integration_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    if !integration.enabled {
+        return Err(switched_off());
     }
     let replayed = state
         .store
@@ -1132,8 +1332,14 @@ pub async fn replay_delivery(
         )
         .await?;
     if replayed == 0 {
-        // It turned pending meanwhile (another replay).
-        return Err(pending());
+        // Something happened meanwhile: say what.
+        return Err(match state.store.get_integration(who.org, delivery.integration_id).await? {
+            // Deleted, with its deliveries.
+            None => ApiError::not_found("delivery"),
+            Some(i) if !i.enabled => switched_off(),
+            // It turned pending (another replay).
+            Some(_) => pending(),
+        });
     }
     tracing::info!("delivery replayed");
     Ok(HttpResponse::Accepted().json(Replayed { replayed }))
@@ -1149,13 +1355,15 @@ pub struct ReplaySince {
 
 /// Send again every failed delivery of events since a moment (org admins), e.g. after the
 /// receiver was down for longer than the retry schedule.
-#[utoipa::path(tag = "deliveries", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(tag = "deliveries", operation_id = "replay_failed_deliveries", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
     request_body = ReplaySince, responses(
     (status = 202, body = Replayed),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`integration_disabled`: switch it on first", body = Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/integrations/{id}/replay")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
@@ -1165,12 +1373,23 @@ pub async fn replay_failed(
     id: web::Path<Uuid>,
     body: web::Json<ReplaySince>,
 ) -> ApiResult<HttpResponse> {
-    who.require_admin()?;
     let integration = find(&state, &who, *id).await?;
+    who.require_admin()?;
+    if !integration.enabled {
+        return Err(switched_off());
+    }
     let replayed = state
         .store
         .replay_deliveries(who.org, integration.id, None, Some(body.since), &who.actor(), Utc::now())
         .await?;
+    if replayed == 0 {
+        // Nothing to replay, or switched off or deleted meanwhile.
+        match state.store.get_integration(who.org, integration.id).await? {
+            None => return Err(ApiError::not_found("integration")),
+            Some(i) if !i.enabled => return Err(switched_off()),
+            Some(_) => {}
+        }
+    }
     tracing::info!(replayed, since = %body.since, "failed deliveries replayed");
     Ok(HttpResponse::Accepted().json(Replayed { replayed }))
 }
@@ -1240,6 +1459,29 @@ mod tests {
         assert_eq!(e.code, ErrorCode::Validation);
         assert_eq!(e.errors.expect("errors").as_array().map(Vec::len), Some(2));
         assert!(Problems::default().into_result().is_ok());
+    }
+
+    #[test]
+    fn the_redacted_form_of_a_secret_url_is_recognised() {
+        let secret = "https://hooks.slack.com/services/T0/B0/xyz";
+        for shown in
+            ["https://hooks.slack.com/…", " https://hooks.slack.com/%E2%80%A6 ", "HTTPS://HOOKS.SLACK.COM/…"]
+        {
+            assert!(is_redacted_form_of(shown, secret), "{shown}");
+        }
+        assert!(!is_redacted_form_of("https://hooks.example.com/…", secret));
+        assert!(!is_redacted_form_of(secret, secret), "the URL itself is no redaction");
+        assert!(is_redacted(&Url::parse("https://hooks.example.com/…").unwrap()));
+        assert!(!is_redacted(&Url::parse("https://hooks.example.com/…/x").unwrap()));
+    }
+
+    #[test]
+    fn every_string_with_a_nul_is_named_by_its_path() {
+        let config = json!({ "a": "ok", "b": ["x", "y\u{0}"], "c": { "d\u{0}": "z", "e": "\u{0}" } });
+        let mut found = nul_strings("config", &config);
+        found.sort();
+        assert_eq!(found, ["config.b[1]", "config.c.d\\u0000", "config.c.e"]);
+        assert!(nul_strings("config", &json!({ "a": ["b", 1, null] })).is_empty());
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub struct LangQuery {
 
 /// The rules every tenant is evaluated against, in the language of `?lang=` or
 /// `Accept-Language` (English when neither names a shipped language).
-#[utoipa::path(tag = "rules", security(("bearer" = [])), params(LangQuery), responses(
+#[utoipa::path(tag = "rules", operation_id = "list_rules", security(("bearer" = [])), params(LangQuery), responses(
     (status = 200, body = Vec<RuleView>),
     (status = 401, body = Problem, content_type = "application/problem+json"),
 ))]

@@ -99,7 +99,7 @@ impl From<TenantSummary> for TenantView {
 }
 
 /// Create a tenant.
-#[utoipa::path(tag = "tenants", request_body = CreateTenant, security(("bearer" = [])), responses(
+#[utoipa::path(tag = "tenants", operation_id = "create_tenant", request_body = CreateTenant, security(("bearer" = [])), responses(
     (status = 201, body = TenantView),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -131,7 +131,7 @@ pub async fn create(
 }
 
 /// All tenants with their health, worst first (lowest score first).
-#[utoipa::path(tag = "tenants", security(("bearer" = [])), responses(
+#[utoipa::path(tag = "tenants", operation_id = "list_tenants", security(("bearer" = [])), responses(
     (status = 200, body = Vec<TenantView>),
     (status = 401, body = Problem, content_type = "application/problem+json"),
 ))]
@@ -143,7 +143,7 @@ pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpR
 }
 
 /// One tenant with its health.
-#[utoipa::path(tag = "tenants", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "tenants", operation_id = "get_tenant", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = TenantView),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),

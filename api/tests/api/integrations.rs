@@ -509,7 +509,13 @@ async fn an_integration_is_changed_switched_off_and_on_and_deleted() {
     let res = app.patch(&org.token, &path, &json!({ "kind": "webhook" })).await;
     let p = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(fields(&p), ["kind"]);
-    let res = app.patch(&org.token, &path, &json!({ "url": "https://169.254.169.254" })).await;
+    let res = app
+        .patch(
+            &org.token,
+            &path,
+            &json!({ "url": "https://169.254.169.254", "credentials": { "api_token": "x" } }),
+        )
+        .await;
     problem(res, StatusCode::UNPROCESSABLE_ENTITY, "destination_refused").await;
     assert_eq!(app.integration(&org.token, &id).await["version"], changed["version"]);
 
@@ -702,5 +708,403 @@ async fn a_finding_shows_the_tickets_integrations_keep_for_it() {
     assert_eq!(app.finding(&org.token, &finding_id.to_string()).await["tickets"], expected);
     let listed = app.findings(&org.token, &format!("tenant_id={tenant}&rule_id=endpoint-reachable")).await;
     assert_eq!(listed[0]["tickets"], expected);
+    app.shutdown().await;
+}
+
+// ---- defects found in review: each bad request is a problem and changes nothing --------------
+
+fn halo() -> Value {
+    json!({
+        "name": "Halo",
+        "kind": "halopsa",
+        "url": "https://contoso.halopsa.com",
+        "credentials": { "client_id": "halo-client", "client_secret": "halo-s3cret" },
+    })
+}
+
+/// What the store holds for an integration, for "nothing changed".
+async fn stored_row(app: &TestApp, org: &Org, id: &str) -> wbd_store::Integration {
+    let scope = OrgScope { org_id: OrgId(org.id) };
+    app.store.get_integration(scope, id.parse().unwrap()).await.unwrap().expect("stored")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_credentials_never_follow_the_destination_to_another_origin() {
+    let app = spawn_quiet_app(|_| {}).await;
+    let org = app.bootstrap_org("MSP").await;
+    let desk = app.add_integration(&org.token, &jira()).await;
+    let path = format!("/v1/integrations/{}", id_of(&desk));
+    let before = stored_row(&app, &org, &id_of(&desk)).await;
+
+    // Another host, or another port: the stored API token would go there.
+    for url in ["https://attacker.example", "https://contoso.atlassian.net:8443"] {
+        let res = app.patch(&org.token, &path, &json!({ "url": url })).await;
+        let p = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(fields(&p), ["credentials"], "{url}: {p:#}");
+        assert!(p["errors"][0]["detail"].as_str().unwrap().contains("entered again"), "{p:#}");
+    }
+    assert_eq!(stored_row(&app, &org, &id_of(&desk)).await, before, "nothing changed");
+
+    // The same origin keeps them; a new one with the credentials given is fine.
+    let res = app.patch(&org.token, &path, &json!({ "url": "https://contoso.atlassian.net/" })).await;
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    let res = app
+        .patch(
+            &org.token,
+            &path,
+            &json!({ "url": "https://desk.contoso.example", "credentials": { "api_token": "new-token" } }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    assert_eq!(res.json::<Value>().await.unwrap()["url"], "https://desk.contoso.example/");
+
+    // HaloPSA sends its client secret to the authorisation server the config names.
+    let halo = app.add_integration(&org.token, &halo()).await;
+    let halo_path = format!("/v1/integrations/{}", id_of(&halo));
+    let halo_before = stored_row(&app, &org, &id_of(&halo)).await;
+    let res = app
+        .patch(&org.token, &halo_path, &json!({ "config": { "auth_url": "https://attacker.example/auth" } }))
+        .await;
+    let p = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&p), ["credentials"], "{p:#}");
+    // Credentials given for a new origin replace the stored ones: the rest are not carried over.
+    let res = app
+        .patch(
+            &org.token,
+            &halo_path,
+            &json!({ "url": "https://halo.contoso.example", "credentials": { "client_secret": "new" } }),
+        )
+        .await;
+    let p = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&p), ["credentials.client_id"], "{p:#}");
+    assert_eq!(stored_row(&app, &org, &id_of(&halo)).await, halo_before, "nothing changed");
+
+    // A webhook has no credentials to follow it.
+    let hook = app.add_integration(&org.token, &webhook()).await;
+    let res = app
+        .patch(
+            &org.token,
+            &format!("/v1/integrations/{}", id_of(&hook)),
+            &json!({ "url": "https://elsewhere.example/in" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_from_an_older_version_is_refused_and_undoes_nothing() {
+    let app = spawn_quiet_app(|_| {}).await;
+    let org = app.bootstrap_org("MSP").await;
+    let hook = app.add_integration(&org.token, &webhook()).await;
+    let id = id_of(&hook);
+    let path = format!("/v1/integrations/{id}");
+    let seen = hook["version"].as_i64().unwrap();
+
+    // The engine switches it off after the client read it.
+    let scope = OrgScope { org_id: OrgId(org.id) };
+    let reason = "every attempt failed for 5 days";
+    assert!(
+        app.store.disable_integration(scope, id.parse().unwrap(), reason, &[], Utc::now()).await.unwrap()
+    );
+    let off = stored_row(&app, &org, &id).await;
+    assert_eq!(off.version, seen + 1);
+    let res = app.patch(&org.token, &path, &json!({ "name": "Renamed", "version": seen })).await;
+    let p = problem(res, StatusCode::CONFLICT, "integration_changed").await;
+    assert!(p["detail"].as_str().unwrap().contains(&format!("version {}", seen + 1)), "{p:#}");
+    assert_eq!(stored_row(&app, &org, &id).await, off, "still off, with its reason");
+
+    // A rename from what is there now renames it, and leaves it off.
+    let res = app.patch(&org.token, &path, &json!({ "name": "Renamed" })).await;
+    let renamed: Value = res.json().await.unwrap();
+    assert_eq!((renamed["name"].clone(), renamed["enabled"].clone()), (json!("Renamed"), json!(false)));
+    assert_eq!(renamed["disabled_reason"], reason);
+
+    // Two rotations at once: none of the secrets answered is lost.
+    let (rotate_path, empty) = (format!("{path}/rotate-secret"), json!({}));
+    let rotate = || app.post(&org.token, &rotate_path, &empty);
+    let (a, b) = tokio::join!(rotate(), rotate());
+    let mut rotated = 0;
+    for res in [a, b] {
+        match res.status() {
+            StatusCode::OK => rotated += 1,
+            _ => {
+                problem(res, StatusCode::CONFLICT, "integration_changed").await;
+            }
+        }
+    }
+    assert!(rotated >= 1);
+    assert_eq!(
+        app.integration(&org.token, &id).await["signing_secret_count"],
+        json!(1 + rotated),
+        "the first secret and each new one sign"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_webhook_sent_back_as_shown_keeps_its_secret_url() {
+    let key = wbd_notify::sealing::Sealer::generate_key();
+    let sealer = wbd_notify::sealing::Sealer::new(&key, &[]).unwrap();
+    let app = spawn_quiet_app(|s| s.delivery.secrets_key = key.clone()).await;
+    let org = app.bootstrap_org("MSP").await;
+    let chat = app.add_integration(&org.token, &slack()).await;
+    let id = id_of(&chat);
+    let path = format!("/v1/integrations/{id}");
+    let secret_url = async || {
+        let row = stored_row(&app, &org, &id).await;
+        wbd_worker::delivery::secrets::open(&sealer, row.org_id, &row.secrets).unwrap().url
+    };
+
+    // The client saves what it read, with a new name.
+    let shown = app.integration(&org.token, &id).await;
+    let mut back = json!({});
+    for field in [
+        "name",
+        "kind",
+        "url",
+        "config",
+        "filter",
+        "routing",
+        "max_in_flight",
+        "hourly_budget",
+        "enabled",
+        "version",
+    ] {
+        back[field] = shown[field].clone();
+    }
+    back["name"] = json!("#ops");
+    let res = app.patch(&org.token, &path, &back).await;
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    assert_eq!(secret_url().await.as_deref(), Some(SLACK_URL));
+    let res = app.patch(&org.token, &path, &json!({ "url": "https://hooks.slack.com/%E2%80%A6" })).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(secret_url().await.as_deref(), Some(SLACK_URL));
+
+    // A redacted URL of another origin is no webhook URL, nor is one on create.
+    let before = stored_row(&app, &org, &id).await;
+    let res = app.patch(&org.token, &path, &json!({ "url": "https://hooks.example.com/…" })).await;
+    let p = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&p), ["url"]);
+    assert!(p["errors"][0]["detail"].as_str().unwrap().contains("redacted"), "{p:#}");
+    assert_eq!(stored_row(&app, &org, &id).await, before);
+    let mut redacted = slack();
+    redacted["url"] = json!("https://hooks.slack.com/…");
+    let p = problem(
+        app.post(&org.token, "/v1/integrations", &redacted).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(fields(&p), ["url"]);
+    assert_eq!(app.integrations(&org.token).await.len(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integer_settings_beyond_their_range_are_refused() {
+    let app = spawn_quiet_app(|_| {}).await;
+    let org = app.bootstrap_org("MSP").await;
+    for budget in [json!(2_147_483_648_i64), json!(4_294_967_296_i64), json!(1_000_001), json!(-1)] {
+        let mut body = webhook();
+        body["hourly_budget"] = budget.clone();
+        let res = app.post(&org.token, "/v1/integrations", &body).await;
+        let p = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(fields(&p), ["hourly_budget"], "{budget}: {p:#}");
+        assert!(p["errors"][0]["detail"].as_str().unwrap().contains("1000000"), "{p:#}");
+    }
+    assert!(app.integrations(&org.token).await.is_empty());
+
+    let mut body = webhook();
+    body["hourly_budget"] = json!(1_000_000);
+    let hook = app.add_integration(&org.token, &body).await;
+    assert_eq!(hook["hourly_budget"], 1_000_000);
+    let path = format!("/v1/integrations/{}", id_of(&hook));
+    for change in
+        [json!({ "hourly_budget": 2_147_483_648_i64 }), json!({ "max_in_flight": 1_099_511_627_776_i64 })]
+    {
+        let p = problem(
+            app.patch(&org.token, &path, &change).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(fields(&p).len(), 1, "{p:#}");
+    }
+    assert_eq!(app.integration(&org.token, &id_of(&hook)).await["version"], hook["version"]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_names_and_nul_in_config_are_refused() {
+    let app = spawn_quiet_app(|_| {}).await;
+    let org = app.bootstrap_org("MSP").await;
+    for name in ["Our\u{0}hook", "Our\nhook", "Bell\u{7}"] {
+        let mut body = webhook();
+        body["name"] = json!(name);
+        let p = problem(
+            app.post(&org.token, "/v1/integrations", &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(fields(&p), ["name"], "{name:?}: {p:#}");
+    }
+    let mut desk = jira();
+    desk["config"] = json!({
+        "email": "bot@contoso.example",
+        "project_key": "W\u{0}BD",
+        "labels": ["ok", "b\u{0}"],
+        "k\u{0}": 1,
+    });
+    let p = problem(
+        app.post(&org.token, "/v1/integrations", &desk).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let mut refused = fields(&p);
+    refused.sort();
+    assert_eq!(refused, ["config.k\\u0000", "config.labels[1]", "config.project_key"], "{p:#}");
+    assert!(app.integrations(&org.token).await.is_empty());
+
+    let hook = app.add_integration(&org.token, &webhook()).await;
+    let path = format!("/v1/integrations/{}", id_of(&hook));
+    let before = stored_row(&app, &org, &id_of(&hook)).await;
+    for change in [json!({ "name": "x\u{0}" }), json!({ "config": { "format": "a\u{0}" } })] {
+        let p = problem(
+            app.patch(&org.token, &path, &change).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(fields(&p).len(), 1, "{p:#}");
+    }
+    assert_eq!(stored_row(&app, &org, &id_of(&hook)).await, before);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switched_off_integration_replays_nothing() {
+    let app = spawn_quiet_app(|_| {}).await;
+    let org = app.bootstrap_org("MSP").await;
+    let hook = app.add_integration(&org.token, &webhook()).await;
+    let id = id_of(&hook);
+    let delivery = app.test_integration(&org.token, &id).await["delivery_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.fail_due_deliveries().await, 1);
+    let scope = OrgScope { org_id: OrgId(org.id) };
+    assert!(
+        app.store.disable_integration(scope, id.parse().unwrap(), "410 Gone", &[], Utc::now()).await.unwrap()
+    );
+
+    let since = json!({ "since": (Utc::now() - chrono::Duration::hours(1)).to_rfc3339() });
+    let res = app.post(&org.token, &format!("/v1/deliveries/{delivery}/replay"), &json!({})).await;
+    problem(res, StatusCode::CONFLICT, "integration_disabled").await;
+    let res = app.post(&org.token, &format!("/v1/integrations/{id}/replay"), &since).await;
+    problem(res, StatusCode::CONFLICT, "integration_disabled").await;
+    assert_eq!(app.delivery(&org.token, &delivery).await["status"], "failed", "not replayed");
+
+    // Switched on, it is.
+    let res = app.patch(&org.token, &format!("/v1/integrations/{id}"), &json!({ "enabled": true })).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.post(&org.token, &format!("/v1/integrations/{id}/replay"), &since).await;
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({ "replayed": 1 }));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_organisations_integration_is_not_found_whatever_the_role() {
+    let app = spawn_quiet_app(|_| {}).await;
+    let org = app.bootstrap_org("MSP").await;
+    let other = app.bootstrap_org("Other MSP").await;
+    let hook = app.add_integration(&org.token, &webhook()).await;
+    let id = id_of(&hook);
+    let delivery = app.test_integration(&org.token, &id).await["delivery_id"].as_str().unwrap().to_owned();
+
+    for role in ["read_only", "technician"] {
+        let t = app.login_as(&other, role).await;
+        let answers = [
+            app.get(&t, &format!("/v1/integrations/{id}")).await,
+            app.patch(&t, &format!("/v1/integrations/{id}"), &json!({ "enabled": false })).await,
+            app.post(&t, &format!("/v1/integrations/{id}/test"), &json!({})).await,
+            app.post(&t, &format!("/v1/integrations/{id}/rotate-secret"), &json!({})).await,
+            app.post(
+                &t,
+                &format!("/v1/integrations/{id}/replay"),
+                &json!({ "since": "2026-01-01T00:00:00Z" }),
+            )
+            .await,
+            app.get(&t, &format!("/v1/integrations/{id}/deliveries")).await,
+            app.get(&t, &format!("/v1/deliveries/{delivery}")).await,
+            app.post(&t, &format!("/v1/deliveries/{delivery}/replay"), &json!({})).await,
+            app.delete(&t, &format!("/v1/integrations/{id}")).await,
+        ];
+        for res in answers {
+            problem(res, StatusCode::NOT_FOUND, "not_found").await;
+        }
+    }
+    let still = app.integration(&org.token, &id).await;
+    assert_eq!((still["enabled"].clone(), still["version"].clone()), (json!(true), hook["version"].clone()));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_rule_deleted_since_it_was_filtered_on_does_not_block_other_changes() {
+    let app = spawn_quiet_app(|_| {}).await;
+    let org = app.bootstrap_org("MSP").await;
+    let rule = json!({ "title": "Non-standard port", "severity": "medium", "condition": "facts.endpoint.exists(e, e.port != 443)" });
+    let rule_path = app.url("/v1/custom-rules/non-standard-port");
+    let res = app.client.put(&rule_path).bearer_auth(&org.token).json(&rule).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    let mut body = webhook();
+    body["filter"] = json!({ "rule_ids": ["non-standard-port"] });
+    let hook = app.add_integration(&org.token, &body).await;
+    let path = format!("/v1/integrations/{}", id_of(&hook));
+    let res = app.client.delete(&rule_path).bearer_auth(&org.token).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    // The filter is kept as it was saved (dropping the rule would widen it to every rule).
+    let res = app.patch(&org.token, &path, &json!({ "enabled": false })).await;
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    let off: Value = res.json().await.unwrap();
+    assert_eq!(
+        (off["enabled"].clone(), off["filter"]["rule_ids"].clone()),
+        (json!(false), json!(["non-standard-port"]))
+    );
+    // A filter that is given is checked.
+    let res = app.patch(&org.token, &path, &json!({ "filter": { "rule_ids": ["non-standard-port"] } })).await;
+    let p = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&p), ["filter.rule_ids[0]"]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_with_a_control_character_inside_is_refused() {
+    let app = spawn_quiet_app(|_| {}).await;
+    let org = app.bootstrap_org("MSP").await;
+    let mut desk = jira();
+    desk["credentials"] = json!({ "api_token": "jira-tok\nen" });
+    let p = problem(
+        app.post(&org.token, "/v1/integrations", &desk).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(fields(&p), ["credentials.api_token"], "{p:#}");
+    assert!(!p.to_string().contains("jira-tok"), "a credential is never shown: {p:#}");
+    assert!(app.integrations(&org.token).await.is_empty());
+
+    // A pasted line break at the end is trimmed, as before.
+    desk["credentials"] = json!({ "api_token": "jira-token\n" });
+    let saved = app.add_integration(&org.token, &desk).await;
+    let res = app
+        .patch(
+            &org.token,
+            &format!("/v1/integrations/{}", id_of(&saved)),
+            &json!({ "credentials": { "api_token": "a\tb" } }),
+        )
+        .await;
+    let p = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&p), ["credentials.api_token"], "{p:#}");
     app.shutdown().await;
 }

@@ -41,3 +41,33 @@ async fn every_documented_route_is_served() {
     }
     app.shutdown().await;
 }
+
+#[test]
+fn every_operation_has_its_own_id() {
+    let doc = serde_json::to_value(wbd_api::openapi::document()).unwrap();
+    let mut seen: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id =
+                op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            let here = format!("{method} {path}");
+            if let Some(before) = seen.insert(id.to_owned(), here.clone()) {
+                panic!("operationId {id:?} is used by {before} and {here}");
+            }
+        }
+    }
+}
+
+#[test]
+fn page_sizes_are_documented_with_their_range() {
+    let doc = serde_json::to_value(wbd_api::openapi::document()).unwrap();
+    for path in ["/v1/integrations/{id}/deliveries", "/v1/findings"] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let limit = params.iter().find(|p| p["name"] == "limit").expect("a limit parameter");
+        assert_eq!(
+            (limit["schema"]["minimum"].as_f64(), limit["schema"]["maximum"].as_f64()),
+            (Some(1.0), Some(200.0)),
+            "{path}: {limit}"
+        );
+    }
+}
