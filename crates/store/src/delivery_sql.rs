@@ -294,23 +294,36 @@ macro_rules! delivery_store_impl {
                 integration_id: Uuid,
                 filter: &crate::DeliveryFilter,
             ) -> Result<Vec<crate::Delivery>> {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {} FROM deliveries
-                     WHERE org_id = $1 AND integration_id = $2
-                       AND ($3 IS NULL OR status = $3)
-                       AND ($4 IS NULL OR occurred_at >= $4)
-                       AND ($5 IS NULL OR id < $5)
-                     ORDER BY id DESC LIMIT $6",
+                // Only the conditions asked for, so each shape of the query can use its index
+                // (`($n IS NULL OR status = $n)` keeps SQLite's planner off them).
+                let mut conditions = String::new();
+                let mut next = 3;
+                for (given, condition) in [
+                    (filter.status.is_some(), "status ="),
+                    (filter.since.is_some(), "occurred_at >="),
+                    (filter.before.is_some(), "id <"),
+                ] {
+                    if given {
+                        conditions.push_str(&format!(" AND {condition} ${next}"));
+                        next += 1;
+                    }
+                }
+                let sql = format!(
+                    "SELECT {} FROM deliveries WHERE org_id = $1 AND integration_id = $2{conditions}
+                     ORDER BY id DESC LIMIT ${next}",
                     delivery_rows::DELIVERY_COLS
-                )))
-                .bind(org.org_id.0)
-                .bind(integration_id)
-                .bind(filter.status.map(|s| s.as_str()))
-                .bind(filter.since.map(micros))
-                .bind(filter.before)
-                .bind(i64::from(filter.limit.max(1)))
-                .fetch_all(&self.pool)
-                .await?;
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.org_id.0).bind(integration_id);
+                if let Some(status) = filter.status {
+                    query = query.bind(status.as_str());
+                }
+                if let Some(since) = filter.since {
+                    query = query.bind(micros(since));
+                }
+                if let Some(before) = filter.before {
+                    query = query.bind(before);
+                }
+                let rows = query.bind(i64::from(filter.limit.max(1))).fetch_all(&self.pool).await?;
                 rows.iter().map(delivery_rows::delivery).collect()
             }
 
