@@ -199,6 +199,15 @@ pub(crate) fn ticket_id(ticket: &TicketRef, what: &str) -> Result<u64, DeliveryE
         .map_err(|_| DeliveryError::Protocol(format!("{:?} is not {what}", ticket.external_id)))
 }
 
+/// `result`, with a `404` turned into [`DeliveryError::TicketGone`]: for requests on the stored
+/// ticket's own address, where a 404 means the destination no longer has that ticket.
+pub(crate) fn gone_on_404<T>(result: Result<T, DeliveryError>, ticket: &str) -> Result<T, DeliveryError> {
+    match result {
+        Err(DeliveryError::Status { status: 404, .. }) => Err(DeliveryError::TicketGone(ticket.to_owned())),
+        other => other,
+    }
+}
+
 /// The engine's problem keys are `[a-z0-9-]{1,40}`: they fit every destination's reference field
 /// and nothing else reaches a search.
 pub(crate) fn check_key(key: &str) -> Result<(), DeliveryError> {
@@ -269,6 +278,16 @@ mod tests {
         assert_eq!(ticket_id(&ticket("42"), "a Halo ticket id").unwrap(), 42);
         let error = ticket_id(&ticket("OPS-1"), "a Halo ticket id").unwrap_err();
         assert!(error.to_string().contains("\"OPS-1\" is not a Halo ticket id"), "{error}");
+    }
+
+    #[test]
+    fn only_a_404_means_the_ticket_is_gone() {
+        let status = |status| DeliveryError::Status { status, retry_after: None, excerpt: String::new() };
+        assert_eq!(gone_on_404::<()>(Err(status(404)), "42"), Err(DeliveryError::TicketGone("42".into())));
+        for passing in [status(500), status(401), status(429), DeliveryError::Transport("reset".into())] {
+            assert_eq!(gone_on_404::<()>(Err(passing.clone()), "42"), Err(passing));
+        }
+        assert_eq!(gone_on_404(Ok(7), "42"), Ok(7));
     }
 
     #[test]
