@@ -5,12 +5,18 @@
 //! - **Create** → `trigger` with the key as `dedup_key`; the ticket is the dedup key.
 //! - **Find** → `Outcome::NotFound` without a request: the Events API cannot look alerts up, and
 //!   needs not, because a `trigger` whose `dedup_key` matches an open alert is folded into that
-//!   alert. The engine's `Create` after a lost answer therefore never makes a second alert.
+//!   alert. The engine's `Create` after a lost answer therefore never makes a second alert (and
+//!   [`Connector::key_is_ticket_id`] says the dedup key is the ticket).
+//! - **Find for `integration.test`** → an error, without a request. The Events API is
+//!   asynchronous (a `202` only says the event was queued, not that the key routes anywhere) and
+//!   has no read-only call, so the only proof a routing key works is a `trigger`, which pages the
+//!   on-call person. We say so rather than report a test that checked nothing.
 //! - **Note** → `trigger` again for problem events (PagerDuty appends the event to the open
 //!   alert's log), `acknowledge` for acknowledgements and suppressions (someone owns it: stop
-//!   escalating), `resolve` for recoveries; other events have no Events API counterpart and are
-//!   not sent.
-//! - **Close** → `resolve`.
+//!   escalating). A recovery note is not sent: the engine notes a recovery when the alert stays
+//!   open for other tenants (digest routing), and a `resolve` would close the shared alert. Other
+//!   events have no Events API counterpart and are not sent either.
+//! - **Close** → `resolve`, the only action that resolves.
 //! - **Reopen** → `trigger`: for a resolved dedup key PagerDuty opens a new incident under the
 //!   same key, so there is nothing to link and the ticket stays the same (`Outcome::Done`).
 //!
@@ -35,6 +41,11 @@ use crate::connector::{
     TicketRef,
 };
 use crate::event::{Event, EventType, truncate};
+
+/// Why "test this integration" cannot work for PagerDuty.
+const UNTESTABLE: &str = "PagerDuty cannot be tested without opening an alert: the Events API has no \
+     call that checks a routing key without paging the on-call person. Check the Integration Key on \
+     the service's Integrations tab; the first finding will open an alert";
 
 pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -179,6 +190,10 @@ impl Connector for PagerDuty {
         vec![self.endpoint.clone()]
     }
 
+    fn key_is_ticket_id(&self) -> bool {
+        true
+    }
+
     #[tracing::instrument(skip_all, fields(action = action.name()))]
     async fn perform(&self, http: &Http, action: Action<'_>) -> Result<Outcome, DeliveryError> {
         match action {
@@ -186,13 +201,16 @@ impl Connector for PagerDuty {
                 let dedup_key = self.send(http, EventAction::Trigger, event, key).await?;
                 Ok(Outcome::Ticket(TicketRef { external_id: dedup_key, url: None }))
             }
+            Action::Find { event, .. } if event.event_type == EventType::IntegrationTest => {
+                Err(DeliveryError::Protocol(UNTESTABLE.into()))
+            }
             // Triggers are idempotent per dedup key: the engine's next Create is safe.
             Action::Find { .. } => Ok(Outcome::NotFound),
             Action::Note { event, ticket } => {
                 let action = match event.event_type {
                     t if t.is_problem() => EventAction::Trigger,
-                    t if t.is_recovery() => EventAction::Resolve,
                     EventType::FindingAcknowledged | EventType::FindingSuppressed => EventAction::Acknowledge,
+                    // Recoveries included: the alert is shared by tenants still failing.
                     _ => return Ok(Outcome::Done),
                 };
                 self.send(http, action, event, &ticket.external_id).await?;

@@ -104,6 +104,47 @@ async fn a_retried_trigger_after_a_lost_answer_leaves_one_alert() {
 }
 
 #[tokio::test]
+async fn a_recovery_note_leaves_the_alert_other_tenants_share_open() {
+    let (receiver, pd) = service().await;
+    let k = key(6);
+    let opened = event(EventType::FindingOpened, 6);
+    pd.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap();
+    let ticket = TicketRef { external_id: k.clone(), url: None };
+
+    // Digest routing: one tenant recovered, others still fail, so the engine notes the recovery.
+    for recovery in [EventType::FindingResolved, EventType::CollectorBack] {
+        let recovered = event(recovery, 6);
+        let outcome = pd.perform(&http(), Action::Note { event: &recovered, ticket: &ticket }).await.unwrap();
+        assert_eq!(outcome, Outcome::Done);
+    }
+    let alerts = receiver.state.alerts_for(&k);
+    assert_eq!(alerts[0].status, AlertStatus::Triggered, "only Close resolves");
+    assert_eq!(alerts[0].actions(), ["trigger"]);
+    assert_eq!(receiver.requests().len(), 1, "a recovery note sends nothing");
+
+    let resolved = event(EventType::FindingResolved, 6);
+    pd.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await.unwrap();
+    assert_eq!(receiver.state.alerts_for(&k)[0].status, AlertStatus::Resolved);
+}
+
+#[tokio::test]
+async fn the_integration_test_says_pagerduty_cannot_be_tested_without_paging() {
+    let (receiver, pd) = service().await;
+    let mut test = event(EventType::IntegrationTest, 7);
+    test.data.finding = None;
+    test.data.tenant = None;
+    let err = pd.perform(&http(), Action::Find { event: &test, key: &key(7) }).await.unwrap_err();
+    match &err {
+        DeliveryError::Protocol(message) => {
+            assert!(message.contains("cannot be tested without opening an alert"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(receiver.requests().is_empty(), "nobody was paged");
+    assert!(pd.key_is_ticket_id(), "the dedup key is the alert");
+}
+
+#[tokio::test]
 async fn rate_limits_keep_their_retry_after() {
     let (receiver, pd) = service().await;
     receiver.common().set_faults(Faults { rate_limit_next: 1, retry_after_secs: 60, ..Faults::default() });
