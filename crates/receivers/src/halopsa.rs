@@ -2,10 +2,19 @@
 //!
 //! Routes: `POST /auth/token` (client credentials, form-encoded; answers `access_token`,
 //! `token_type`, `expires_in`), `POST/GET /api/Tickets` (a posted array creates tickets, or
-//! updates those that carry an `id`; the list filters on `third_party_id_string`, `search`,
-//! `client_id` and `open_only` and answers `{"record_count", "tickets"}`), `GET
-//! /api/Tickets/{id}`, `POST/GET /api/Actions` (notes; an action's `new_status` changes the
-//! ticket's status as Halo does).
+//! updates those that carry an `id`), `GET /api/Tickets/{id}`, `POST/GET /api/Actions` (notes; an
+//! action's `new_status` changes the ticket's status as Halo does).
+//!
+//! The ticket list is no more helpful than Halo's: it knows `third_party_id_string`, `search`
+//! (in the summary), `client_id`, `open_only`, `closed_only`, `order` (`id`) with `orderdesc`,
+//! `count`, and `pageinate` with `page_size` and `page_no`; any other parameter is ignored, not
+//! refused, so a filter that does not exist filters nothing. Without `orderdesc` the oldest come
+//! first; without `pageinate` or `count`, everything comes. Rows carry the list's default columns
+//! (id, summary, status, client, site, type, team, priority), not `details` or
+//! `third_party_id_string`: `GET /api/Tickets/{id}` has every field.
+//! [`HaloState::ignoring_reference_filter`] makes the list ignore `third_party_id_string` too, for
+//! an instance that does not honour it. A deleted ticket ([`HaloState::delete_ticket`]) answers
+//! 404 by id, and actions for it are refused like those for any unknown ticket.
 //!
 //! As Halo does: a wrong client id or secret gets 400 `{"error": "invalid_client"}` (RFC 6749
 //! §5.2); API calls need `Authorization: Bearer` with a live token (401 otherwise); tokens
@@ -49,6 +58,16 @@ impl HaloTicket {
     /// The notes of the ticket's actions, as sent (HTML).
     pub fn note_texts(&self) -> Vec<String> {
         self.actions.iter().map(|a| a.note.clone()).collect()
+    }
+
+    /// The list's default columns.
+    fn row(&self, statuses: &[(u64, &str, bool)]) -> Value {
+        let mut row = self.to_json(statuses);
+        if let Some(columns) = row.as_object_mut() {
+            columns.remove("details");
+            columns.remove("third_party_id_string");
+        }
+        row
     }
 
     fn to_json(&self, statuses: &[(u64, &str, bool)]) -> Value {
@@ -99,7 +118,10 @@ pub struct HaloState {
     token_lifetime: Mutex<Duration>,
     tokens: Mutex<Vec<(String, Instant)>>,
     tickets: Mutex<Vec<HaloTicket>>,
+    /// Tickets ever created: ids are never reused after a delete.
+    created: Mutex<u64>,
     next_action: Mutex<u64>,
+    reference_filter: bool,
 }
 
 impl HaloState {
@@ -112,8 +134,60 @@ impl HaloState {
             token_lifetime: Mutex::new(Duration::from_secs(3600)),
             tokens: Mutex::new(Vec::new()),
             tickets: Mutex::new(Vec::new()),
+            created: Mutex::new(0),
             next_action: Mutex::new(1),
+            reference_filter: true,
         }
+    }
+
+    /// The ticket list ignores `third_party_id_string`, as an instance that does not know it would.
+    pub fn ignoring_reference_filter(mut self) -> HaloState {
+        self.reference_filter = false;
+        self
+    }
+
+    /// Gives a ticket the status `status_id` as a person would in Halo.
+    pub fn set_status(&self, id: u64, status_id: u64) {
+        assert!(status_known(status_id), "a stock status");
+        if let Some(ticket) = self.tickets.lock().unwrap().iter_mut().find(|t| t.id == id) {
+            ticket.status_id = status_id;
+        }
+    }
+
+    /// Closes a ticket as a person would (status 9, Closed).
+    pub fn close_by_person(&self, id: u64) {
+        self.set_status(id, 9);
+    }
+
+    /// Deletes a ticket as a person would.
+    pub fn delete_ticket(&self, id: u64) {
+        self.tickets.lock().unwrap().retain(|t| t.id != id);
+    }
+
+    /// A ticket logged outside Writeback Doctor (by a person, or by a tool that sets a reference).
+    pub fn add_ticket(&self, summary: &str, third_party_id_string: Option<&str>) -> u64 {
+        let mut tickets = self.tickets.lock().unwrap();
+        let id = self.next_ticket_id();
+        tickets.push(HaloTicket {
+            id,
+            summary: summary.to_owned(),
+            details: String::new(),
+            status_id: 1,
+            priority_id: None,
+            client_id: None,
+            site_id: None,
+            tickettype_id: None,
+            team_id: None,
+            third_party_id_string: third_party_id_string.map(str::to_owned),
+            actions: Vec::new(),
+        });
+        id
+    }
+
+    fn next_ticket_id(&self) -> u64 {
+        let mut created = self.created.lock().unwrap();
+        *created += 1;
+        5000 + *created
     }
 
     /// Tokens issued from now on live this long (`expires_in` says so, in whole seconds).
@@ -263,7 +337,7 @@ async fn post_tickets(req: HttpRequest, body: web::Bytes, state: web::Data<HaloS
             ticket.clone()
         } else {
             let ticket = HaloTicket {
-                id: 5000 + tickets.len() as u64 + 1,
+                id: state.next_ticket_id(),
                 summary: str_of("summary").unwrap_or_default(),
                 details: str_of("details").unwrap_or_default(),
                 status_id: u64_of("status_id").unwrap_or(1),
@@ -286,11 +360,14 @@ async fn post_tickets(req: HttpRequest, body: web::Bytes, state: web::Data<HaloS
 async fn list_tickets(req: HttpRequest, body: web::Bytes, state: web::Data<HaloState>) -> HttpResponse {
     let lose_answer = observe!(state, req, body);
     let query = pairs(req.query_string());
-    let reference = param(&query, "third_party_id_string");
+    let flag = |name: &str| param(&query, name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let number = |name: &str| param(&query, name).and_then(|v| v.parse::<usize>().ok());
+    let reference = param(&query, "third_party_id_string").filter(|_| state.reference_filter);
     let search = param(&query, "search").map(str::to_ascii_lowercase);
     let client = param(&query, "client_id").and_then(|c| c.parse::<u64>().ok());
-    let open_only = param(&query, "open_only").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let found: Vec<Value> = state
+    let (open_only, closed_only) = (flag("open_only"), flag("closed_only"));
+    let closed = |t: &HaloTicket| STATUSES.iter().any(|s| s.0 == t.status_id && s.2);
+    let mut found: Vec<Value> = state
         .tickets
         .lock()
         .unwrap()
@@ -298,13 +375,25 @@ async fn list_tickets(req: HttpRequest, body: web::Bytes, state: web::Data<HaloS
         .filter(|t| reference.is_none_or(|r| t.third_party_id_string.as_deref() == Some(r)))
         .filter(|t| search.as_ref().is_none_or(|s| t.summary.to_ascii_lowercase().contains(s.as_str())))
         .filter(|t| client.is_none_or(|c| t.client_id == Some(c)))
-        .filter(|t| !open_only || !STATUSES.iter().any(|s| s.0 == t.status_id && s.2))
-        .map(|t| t.to_json(&STATUSES))
+        .filter(|t| !open_only || !closed(t))
+        .filter(|t| !closed_only || closed(t))
+        .map(|t| t.row(&STATUSES))
         .collect();
-    Common::answer(
-        lose_answer,
-        HttpResponse::Ok().json(json!({ "record_count": found.len(), "tickets": found })),
-    )
+    // Tickets are kept in id order; `order` knows `id` only here.
+    if flag("orderdesc") && param(&query, "order").is_none_or(|o| o.eq_ignore_ascii_case("id")) {
+        found.reverse();
+    }
+    let record_count = found.len();
+    let answer = if flag("pageinate") {
+        let size = number("page_size").unwrap_or(50).max(1);
+        let page = number("page_no").unwrap_or(1).max(1);
+        let rows: Vec<Value> = found.into_iter().skip((page - 1) * size).take(size).collect();
+        json!({ "page_no": page, "page_size": size, "record_count": record_count, "tickets": rows })
+    } else {
+        let rows: Vec<Value> = found.into_iter().take(number("count").unwrap_or(usize::MAX)).collect();
+        json!({ "record_count": record_count, "tickets": rows })
+    };
+    Common::answer(lose_answer, HttpResponse::Ok().json(answer))
 }
 
 async fn get_ticket(req: HttpRequest, body: web::Bytes, state: web::Data<HaloState>) -> HttpResponse {

@@ -7,16 +7,34 @@
 //!   repeated once with the new token.
 //! - **Create**: `POST {base}/api/Tickets` with a one-element array: `summary` (the ticket
 //!   title), `details` (the ticket body as HTML), `third_party_id_string` (the problem key, a
-//!   native ticket field the ticket list can filter on, so no custom field is needed) and the
-//!   configured customer, site, ticket type, team and priority. Halo answers the saved ticket.
-//! - **Find**: `GET {base}/api/Tickets?third_party_id_string=<key>` → `{"record_count",
-//!   "tickets"}`; tickets whose returned reference differs are ignored.
+//!   native ticket field, so no custom field is needed) and the configured customer, site, ticket
+//!   type, team and priority. Halo answers the saved ticket.
+//! - **Find**: `GET {base}/api/Tickets?third_party_id_string=<key>&order=id&orderdesc=true
+//!   &pageinate=true&page_size=50&page_no=N` → `{"record_count", "tickets"}`, newest first, at
+//!   most 4 pages. A ticket is ours only if its `third_party_id_string` is exactly
+//!   the key; when a list row leaves that column out, `GET {base}/api/Tickets/{id}` tells
+//!   (for at most 10 rows whose summary is one of ours).
+//!
+//!   Why the filter is not trusted: no Halo documentation we could check says what the list does
+//!   with it. A client generated from Halo's API reference (an n8n node) passes
+//!   `third_party_id_string` and `third_party_id` as list filters; runZero's Halo integration
+//!   relies on it but tells users to confirm on a pilot ticket that their instance honours it
+//!   exactly, and to read the ticket when list rows omit the field. The paging (`pageinate`,
+//!   `page_size`, `page_no`) and ordering (`order`, `orderdesc`) parameters are the ones those
+//!   clients and the HaloAPI PowerShell module share. So the filter only narrows the list where
+//!   Halo applies it, the exact match is ours, and a lost create, being among the newest tickets,
+//!   is found by a bounded look at the newest ones even where the filter is ignored.
 //! - **Note**: `POST {base}/api/Actions` with `[{ticket_id, outcome, note_html,
 //!   hiddenfromuser}]`.
-//! - **Close** / **Reopen**: `POST {base}/api/Tickets` with `[{id, status_id}]` (Halo updates
-//!   a ticket posted with its id), then the note (`Outcome::Done` for reopen: Halo reopens a
-//!   closed ticket by giving it an open status). The status goes first so that a retry after a
-//!   lost answer repeats the status change, not the note.
+//! - **Close** / **Reopen**: `GET {base}/api/Tickets/{id}` for its status, then, unless it is
+//!   already closed (close) or open (reopen: an open ticket keeps its status, "In Progress" or
+//!   any other), `POST {base}/api/Tickets` with `[{id, status_id}]` (Halo updates a ticket posted
+//!   with its id), then the note (`Outcome::Done` for reopen: Halo reopens a closed ticket by
+//!   giving it an open status). The status goes first so that a retry after a lost answer sees
+//!   the new status and only adds the note.
+//!
+//! A `404` for `GET {base}/api/Tickets/{id}` is [`DeliveryError::TicketGone`]; a refused note is
+//! checked that way.
 //!
 //! Settings (ids come from Configuration → Tickets in the MSP's Halo):
 //! - `url`: the Halo web address, e.g. `https://contoso.halopsa.com` (the API is `{url}/api`,
@@ -28,8 +46,8 @@
 //!   (optional): where tickets are filed; Halo's defaults otherwise.
 //! - `config.priority_ids` (default `{"critical": 1, "high": 2, "medium": 3, "low": 4}`, Halo's
 //!   stock priorities): the priority per severity.
-//! - `config.closed_status_id` (default 9, "Closed"), `config.reopen_status_id` (default 1,
-//!   "New").
+//! - `config.closed_status_id` (default 9, "Closed"): the status we close with and take for
+//!   closed; `config.reopen_status_id` (default 1, "New").
 //! - `config.note_outcome` (default `Private Note`): the action outcome our notes use; they are
 //!   hidden from the end user.
 //! - `credentials.client_id`, `credentials.client_secret`: the API application (Configuration →
@@ -42,7 +60,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::{Fields, base_url_ok, check_key, priority_ids, ticket_id};
+use super::{Fields, base_url_ok, check_key, gone_on_404, priority_ids, ticket_id};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     Response, TicketRef,
@@ -57,6 +75,14 @@ const DEFAULT_PRIORITIES: [u64; 4] = [1, 2, 3, 4];
 const TICKET_ID: &str = "a Halo ticket id";
 /// A cached token is renewed this long before Halo says it expires (at most a tenth of its life).
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// Find reads the newest tickets in pages of this many…
+const FIND_PAGE_SIZE: usize = 50;
+/// …and at most this many pages: a lost create is among the newest tickets.
+const FIND_PAGES: u32 = 4;
+/// Rows without the reference column whose ticket Find reads to check it, at most.
+const FIND_CHECKS: usize = 10;
+/// How our ticket summaries start ([`Event::ticket_title`]).
+const OUR_SUMMARY: &str = "[Writeback Doctor]";
 
 pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -299,19 +325,75 @@ impl HaloPsa {
 
     async fn find(&self, http: &Http, key: &str) -> Result<Outcome, DeliveryError> {
         check_key(key)?;
-        let mut url = self.url("Tickets")?;
-        url.query_pairs_mut().append_pair("third_party_id_string", key).append_pair("open_only", "false");
-        let answer = self.call(http, reqwest::Method::GET, url, None).await?.json()?;
-        let tickets = answer
-            .get("tickets")
-            .and_then(Value::as_array)
-            .ok_or_else(|| DeliveryError::Protocol("the ticket list has no tickets".into()))?;
-        let newest = tickets
-            .iter()
-            .filter(|t| t.get("third_party_id_string").and_then(Value::as_str).is_none_or(|r| r == key))
-            .filter_map(|t| t.get("id").and_then(Value::as_u64))
-            .max();
-        Ok(newest.map_or(Outcome::NotFound, |id| Outcome::Ticket(self.ticket(id))))
+        let mut checks = 0;
+        for page in 1..=FIND_PAGES {
+            let mut url = self.url("Tickets")?;
+            url.query_pairs_mut()
+                .append_pair("third_party_id_string", key)
+                .append_pair("order", "id")
+                .append_pair("orderdesc", "true")
+                .append_pair("pageinate", "true")
+                .append_pair("page_size", &FIND_PAGE_SIZE.to_string())
+                .append_pair("page_no", &page.to_string());
+            let answer = self.call(http, reqwest::Method::GET, url, None).await?.json()?;
+            let rows = answer
+                .get("tickets")
+                .and_then(Value::as_array)
+                .ok_or_else(|| DeliveryError::Protocol("the ticket list has no tickets".into()))?;
+            for row in rows {
+                let Some(id) = row.get("id").and_then(Value::as_u64) else { continue };
+                let reference = match row.get("third_party_id_string") {
+                    Some(reference) => reference.clone(),
+                    None if row
+                        .get("summary")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| !s.starts_with(OUR_SUMMARY)) =>
+                    {
+                        continue;
+                    }
+                    // The list left the column out: the ticket itself has it.
+                    None if checks < FIND_CHECKS => {
+                        checks += 1;
+                        match self.fetch(http, id).await {
+                            Ok(ticket) => ticket.get("third_party_id_string").cloned().unwrap_or(Value::Null),
+                            // Deleted since it was listed.
+                            Err(DeliveryError::TicketGone(_)) => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    None => {
+                        tracing::warn!(
+                            key,
+                            "too many tickets to check for the problem key; taking it as not found"
+                        );
+                        return Ok(Outcome::NotFound);
+                    }
+                };
+                if reference.as_str() == Some(key) {
+                    return Ok(Outcome::Ticket(self.ticket(id)));
+                }
+            }
+            if rows.len() < FIND_PAGE_SIZE {
+                break;
+            }
+        }
+        Ok(Outcome::NotFound)
+    }
+
+    /// `GET /api/Tickets/{id}`: the whole ticket, or `TicketGone`.
+    async fn fetch(&self, http: &Http, id: u64) -> Result<Value, DeliveryError> {
+        let url = self.url(&format!("Tickets/{id}"))?;
+        gone_on_404(self.call(http, reqwest::Method::GET, url, None).await, &id.to_string())?.json()
+    }
+
+    /// Whether the ticket has the closed status now (a person may have closed or reopened it).
+    async fn is_closed(&self, http: &Http, id: u64) -> Result<bool, DeliveryError> {
+        let ticket = self.fetch(http, id).await?;
+        let status = ticket
+            .get("status_id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| DeliveryError::Protocol(format!("ticket {id} has no status_id")))?;
+        Ok(status == self.closed_status_id)
     }
 
     async fn add_note(&self, http: &Http, id: u64, event: &Event) -> Result<(), DeliveryError> {
@@ -321,8 +403,14 @@ impl HaloPsa {
             "note_html": html(&event.note_text()),
             "hiddenfromuser": true,
         }]);
-        self.call(http, reqwest::Method::POST, self.url("Actions")?, Some(&action)).await?;
-        Ok(())
+        match self.call(http, reqwest::Method::POST, self.url("Actions")?, Some(&action)).await {
+            // Halo refuses an action for a missing ticket; the ticket itself says if it is gone.
+            Err(e @ DeliveryError::Status { status: 400 | 404, .. }) => {
+                self.fetch(http, id).await?;
+                Err(e)
+            }
+            other => other.map(drop),
+        }
     }
 
     async fn set_status(&self, http: &Http, id: u64, status_id: u64) -> Result<(), DeliveryError> {
@@ -355,13 +443,17 @@ impl Connector for HaloPsa {
             }
             Action::Close { event, ticket } => {
                 let id = ticket_id(ticket, TICKET_ID)?;
-                self.set_status(http, id, self.closed_status_id).await?;
+                if !self.is_closed(http, id).await? {
+                    self.set_status(http, id, self.closed_status_id).await?;
+                }
                 self.add_note(http, id, event).await?;
                 Ok(Outcome::Done)
             }
             Action::Reopen { event, ticket, .. } => {
                 let id = ticket_id(ticket, TICKET_ID)?;
-                self.set_status(http, id, self.reopen_status_id).await?;
+                if self.is_closed(http, id).await? {
+                    self.set_status(http, id, self.reopen_status_id).await?;
+                }
                 self.add_note(http, id, event).await?;
                 Ok(Outcome::Done)
             }

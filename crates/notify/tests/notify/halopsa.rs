@@ -239,3 +239,116 @@ async fn the_access_token_never_reaches_the_attempt_log() {
     assert!(!logged.contains("access_token"), "the token answer was logged: {logged}");
     assert!(logged.contains("withheld"), "{logged}");
 }
+
+#[tokio::test]
+async fn find_takes_only_an_exact_reference_even_where_the_list_ignores_the_filter() {
+    let receiver =
+        Receiver::spawn(HaloState::new(CLIENT_ID, CLIENT_SECRET).ignoring_reference_filter()).await;
+    let halo = halopsa::build(&settings(&receiver.url(), CLIENT_SECRET)).unwrap();
+    let (k, other) = (key(10), key(11));
+    let opened = event(EventType::FindingOpened, 10);
+    let ours = ticket_of(halo.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    // Newer tickets: another problem's, one a tool filed with a reference of its own, and one a
+    // person logged without any reference.
+    let others = event(EventType::FindingOpened, 11);
+    halo.perform(&http(), Action::Create { event: &others, key: &other }).await.unwrap();
+    receiver.state.add_ticket("[Writeback Doctor] imported by hand", Some(&format!("{k}-copy")));
+    receiver.state.add_ticket("Printer on fire", None);
+
+    let found = ticket_of(halo.perform(&http(), Action::Find { event: &opened, key: &k }).await.unwrap());
+    assert_eq!(found, ours);
+    assert_eq!(
+        halo.perform(&http(), Action::Find { event: &opened, key: &key(12) }).await.unwrap(),
+        Outcome::NotFound,
+        "tickets without our reference are not ours"
+    );
+
+    let lists: Vec<_> =
+        receiver.requests().into_iter().filter(|r| r.method == "GET" && r.path == "/api/Tickets").collect();
+    assert!(!lists.is_empty());
+    for list in lists {
+        assert!(
+            list.query.contains("pageinate=true") && list.query.contains("page_size=50"),
+            "{}",
+            list.query
+        );
+        assert!(list.query.contains("order=id&orderdesc=true"), "newest first: {}", list.query);
+    }
+}
+
+#[tokio::test]
+async fn find_reads_a_bounded_number_of_the_newest_tickets() {
+    let receiver =
+        Receiver::spawn(HaloState::new(CLIENT_ID, CLIENT_SECRET).ignoring_reference_filter()).await;
+    let halo = halopsa::build(&settings(&receiver.url(), CLIENT_SECRET)).unwrap();
+    for n in 0..300 {
+        receiver.state.add_ticket(&format!("Password reset for user {n}"), None);
+    }
+    let opened = event(EventType::FindingOpened, 13);
+    assert_eq!(
+        halo.perform(&http(), Action::Find { event: &opened, key: &key(13) }).await.unwrap(),
+        Outcome::NotFound
+    );
+    let api: Vec<_> = receiver.requests().into_iter().filter(|r| r.path.starts_with("/api/")).collect();
+    assert_eq!(api.len(), 4, "four pages of 50, no ticket read: none is ours by its summary");
+}
+
+#[tokio::test]
+async fn reopen_and_close_leave_the_status_a_person_set_and_only_add_the_note() {
+    let (receiver, halo) = halo().await;
+    let k = key(14);
+    let opened = event(EventType::FindingOpened, 14);
+    let ticket = ticket_of(halo.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    let id: u64 = ticket.external_id.parse().unwrap();
+
+    receiver.state.set_status(id, 2);
+    let again = event(EventType::FindingReopened, 14);
+    let outcome =
+        halo.perform(&http(), Action::Reopen { event: &again, ticket: &ticket, key: &k }).await.unwrap();
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(receiver.state.ticket(id).unwrap().status_id, 2, "In Progress stays In Progress");
+
+    receiver.state.close_by_person(id);
+    let resolved = event(EventType::FindingResolved, 14);
+    halo.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await.unwrap();
+    assert_eq!(receiver.state.ticket(id).unwrap().status_id, 9);
+    let updates =
+        receiver.requests().iter().filter(|r| r.method == "POST" && r.path == "/api/Tickets").count();
+    assert_eq!(updates, 1, "only the create: no status was posted");
+
+    let reopened = event(EventType::FindingReopened, 14);
+    halo.perform(&http(), Action::Reopen { event: &reopened, ticket: &ticket, key: &k }).await.unwrap();
+    let ticket_now = receiver.state.ticket(id).unwrap();
+    assert_eq!(ticket_now.status_id, 1, "a closed ticket is reopened");
+    assert_eq!(ticket_now.note_texts().len(), 3);
+}
+
+#[tokio::test]
+async fn a_deleted_ticket_is_gone_for_notes_closes_and_reopens() {
+    let (receiver, halo) = halo().await;
+    let k = key(15);
+    let opened = event(EventType::FindingOpened, 15);
+    let ticket = ticket_of(halo.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    receiver.state.delete_ticket(ticket.external_id.parse().unwrap());
+    let gone = DeliveryError::TicketGone(ticket.external_id.clone());
+
+    let ack = event(EventType::FindingAcknowledged, 15);
+    assert_eq!(halo.perform(&http(), Action::Note { event: &ack, ticket: &ticket }).await, Err(gone.clone()));
+    let resolved = event(EventType::FindingResolved, 15);
+    assert_eq!(
+        halo.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await,
+        Err(gone.clone())
+    );
+    let again = event(EventType::FindingReopened, 15);
+    assert_eq!(
+        halo.perform(&http(), Action::Reopen { event: &again, ticket: &ticket, key: &k }).await,
+        Err(gone)
+    );
+    assert!(receiver.state.tickets().is_empty(), "nothing was posted to a ticket that is not there");
+
+    // A refusal that is not about the ticket stays what it is.
+    let ticket = ticket_of(halo.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    receiver.common().set_faults(Faults { fail_next: 1, fail_status: Some(400), ..Faults::default() });
+    let err = halo.perform(&http(), Action::Note { event: &ack, ticket: &ticket }).await.unwrap_err();
+    assert!(matches!(err, DeliveryError::Status { status: 400, .. }), "{err:?}");
+}
