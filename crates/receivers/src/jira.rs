@@ -8,8 +8,13 @@
 //! [`JiraState::done_is_final`] nothing leaves `Done` (a company-managed workflow without a
 //! reopen transition). Search understands `labels = "x"` with an optional
 //! `ORDER BY created ASC|DESC`, and refuses any other JQL with Jira's parse error.
+//!
+//! Like Jira Cloud's `/search/jql`, search can lag behind creates
+//! ([`JiraState::with_search_lag`]; none by default), while reads by key are current. Issues a
+//! person deleted ([`JiraState::delete_issue`]) answer 404 everywhere.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
@@ -35,6 +40,8 @@ pub struct JiraIssue {
     pub status: String,
     /// Comments, ADF bodies as sent.
     pub comments: Vec<Value>,
+    /// When it was created (search shows it once `search_lag` has passed).
+    pub created: Instant,
 }
 
 impl JiraIssue {
@@ -59,7 +66,10 @@ pub struct JiraState {
     api_token: String,
     project: String,
     done_is_final: bool,
+    search_lag: Duration,
     issues: Mutex<Vec<JiraIssue>>,
+    /// Issues ever created: keys are never reused after a delete.
+    created: Mutex<usize>,
     links: Mutex<Vec<JiraLink>>,
 }
 
@@ -72,7 +82,9 @@ impl JiraState {
             api_token: api_token.to_owned(),
             project: project.to_owned(),
             done_is_final: false,
+            search_lag: Duration::ZERO,
             issues: Mutex::new(Vec::new()),
+            created: Mutex::new(0),
             links: Mutex::new(Vec::new()),
         }
     }
@@ -81,6 +93,18 @@ impl JiraState {
     pub fn done_is_final(mut self) -> JiraState {
         self.done_is_final = true;
         self
+    }
+
+    /// Search shows an issue only once it is this old, as Jira Cloud's eventually consistent
+    /// `/search/jql` may.
+    pub fn with_search_lag(mut self, lag: Duration) -> JiraState {
+        self.search_lag = lag;
+        self
+    }
+
+    /// Deletes an issue as a person would: its key answers 404 from now on.
+    pub fn delete_issue(&self, key: &str) {
+        self.issues.lock().unwrap().retain(|i| i.key != key);
     }
 
     pub fn issues(&self) -> Vec<JiraIssue> {
@@ -299,7 +323,11 @@ async fn create_issue(req: HttpRequest, body: web::Bytes, state: web::Data<JiraS
     }
     let issue = {
         let mut issues = state.issues.lock().unwrap();
-        let n = issues.len() + 1;
+        let n = {
+            let mut created = state.created.lock().unwrap();
+            *created += 1;
+            *created
+        };
         let issue = JiraIssue {
             id: (10_000 + n).to_string(),
             key: format!("{}-{n}", state.project),
@@ -310,6 +338,7 @@ async fn create_issue(req: HttpRequest, body: web::Bytes, state: web::Data<JiraS
             labels,
             status: "To Do".into(),
             comments: Vec::new(),
+            created: Instant::now(),
         };
         issues.push(issue.clone());
         issue
@@ -415,8 +444,11 @@ async fn search(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>)
         return bad(&[&message], json!({}));
     };
     let max = input.get("maxResults").and_then(Value::as_u64).unwrap_or(50).clamp(1, 5000) as usize;
-    let mut found: Vec<JiraIssue> =
-        state.issues().into_iter().filter(|i| i.labels.contains(&label)).collect();
+    let mut found: Vec<JiraIssue> = state
+        .issues()
+        .into_iter()
+        .filter(|i| i.labels.contains(&label) && i.created.elapsed() >= state.search_lag)
+        .collect();
     if newest_first {
         found.reverse();
     }

@@ -5,8 +5,9 @@
 //!   the labels `writeback-doctor` and the problem key. Labels are searchable and need no custom
 //!   field, so the key lives there.
 //! - **Find**: `POST /rest/api/3/search/jql` (the enhanced search that replaced the removed
-//!   `/rest/api/3/search`) with `labels = "<key>" ORDER BY created DESC`. Jira's search index can
-//!   lag a few seconds behind a create; the engine only calls `Find` on a later attempt.
+//!   `/rest/api/3/search`) with `labels = "<key>" ORDER BY created DESC`. That search is not
+//!   read-after-write consistent (a new issue can take minutes to show): the engine does not take
+//!   "not found" for proof while a create is younger than [`Connector::search_lag`].
 //! - **Note**: `POST /rest/api/3/issue/{key}/comment` (ADF body).
 //! - **Close**: the transition named `close_transition`, then the closing comment. If that
 //!   transition is not offered because the issue is already done (a person closed it, or an
@@ -15,7 +16,12 @@
 //!   issue that is no longer done (reopened by a person) only gets the comment. If the
 //!   workflow offers no such transition from the done status, a new issue is created and linked
 //!   to the old one with the `link_type` issue link (`Outcome::Ticket`); a retry finds that issue
-//!   by its label instead of creating another.
+//!   by its label instead of creating another, once the search shows it (a retry within the
+//!   search lag of a lost create answer may still link a second issue).
+//!
+//! A `404` for the stored issue (deleted, or moved out of the account's reach) is
+//! [`DeliveryError::TicketGone`]: Jira answers "Issue does not exist or you do not have
+//! permission to see it".
 //!
 //! Transitions are matched by their name or by the name of the status they lead to, ignoring
 //! case, because team-managed projects name transitions after statuses and company-managed
@@ -32,11 +38,13 @@
 //! - `config.link_type` (default `Relates`): the issue link type between a reopened problem's new
 //!   issue and the old one.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Fields, check_base_url, endpoint};
+use super::{Fields, check_base_url, endpoint, gone_on_404};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     TicketRef,
@@ -45,6 +53,13 @@ use crate::event::Event;
 
 /// The label every issue we create carries, next to its problem key.
 const PRODUCT_LABEL: &str = "writeback-doctor";
+
+/// How long a new issue may take to show in `/rest/api/3/search/jql`, which is not
+/// read-after-write consistent: Atlassian's "Search after write with search and reconcile" says
+/// the delay "might vary from a few seconds to minutes". Its `reconcileIssues` cure needs the
+/// issue ids, which a lost create answer never gave us. Three minutes of waiting only delays
+/// recreating an issue whose create truly failed.
+const SEARCH_LAG: Duration = Duration::from_secs(180);
 
 pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -165,16 +180,14 @@ impl Jira {
 
     async fn comment(&self, http: &Http, issue_key: &str, text: &str) -> Result<(), DeliveryError> {
         let body = json!({"body": adf_document(text, None)});
-        http.send(self.request(http, reqwest::Method::POST, &["issue", issue_key, "comment"]).json(&body))
-            .await?;
+        let request = self.request(http, reqwest::Method::POST, &["issue", issue_key, "comment"]).json(&body);
+        gone_on_404(http.send(request).await, issue_key)?;
         Ok(())
     }
 
     async fn transitions(&self, http: &Http, issue_key: &str) -> Result<Vec<Transition>, DeliveryError> {
-        let answer = http
-            .send(self.request(http, reqwest::Method::GET, &["issue", issue_key, "transitions"]))
-            .await?
-            .json()?;
+        let request = self.request(http, reqwest::Method::GET, &["issue", issue_key, "transitions"]);
+        let answer = gone_on_404(http.send(request).await, issue_key)?.json()?;
         let Some(list) = answer.get("transitions").and_then(Value::as_array) else {
             return Err(DeliveryError::Protocol("Jira's transitions answer has no transition list".into()));
         };
@@ -201,10 +214,9 @@ impl Jira {
             return Ok(false);
         };
         let body = json!({"transition": {"id": chosen.id}});
-        http.send(
-            self.request(http, reqwest::Method::POST, &["issue", issue_key, "transitions"]).json(&body),
-        )
-        .await?;
+        let request =
+            self.request(http, reqwest::Method::POST, &["issue", issue_key, "transitions"]).json(&body);
+        gone_on_404(http.send(request).await, issue_key)?;
         Ok(true)
     }
 
@@ -212,7 +224,9 @@ impl Jira {
     async fn status_category(&self, http: &Http, issue_key: &str) -> Result<String, DeliveryError> {
         let mut url = self.api_url(&["issue", issue_key]);
         url.query_pairs_mut().append_pair("fields", "status");
-        let answer = http.send(self.request_to(http, reqwest::Method::GET, url)).await?.json()?;
+        let answer =
+            gone_on_404(http.send(self.request_to(http, reqwest::Method::GET, url)).await, issue_key)?
+                .json()?;
         answer
             .pointer("/fields/status/statusCategory/key")
             .and_then(Value::as_str)
@@ -275,6 +289,11 @@ impl Connector for Jira {
 
     fn destinations(&self) -> Vec<Url> {
         vec![self.base.clone()]
+    }
+
+    /// `Find` searches an index that lags behind creates (see `SEARCH_LAG`).
+    fn search_lag(&self) -> Duration {
+        SEARCH_LAG
     }
 
     #[tracing::instrument(skip_all, fields(action = action.name(), project = %self.project_key))]

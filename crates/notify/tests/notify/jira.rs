@@ -1,6 +1,8 @@
 //! Jira Cloud against its local receiver: the ticket lifecycle, lost answers, rate limits,
 //! credentials and settings.
 
+use std::time::Duration;
+
 use serde_json::json;
 use url::Url;
 use wbd_notify::connectors::jira;
@@ -215,4 +217,58 @@ fn empty_settings_name_every_missing_field() {
     let errors = jira::build(&s).err().expect("invalid");
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["config.email", "config.project_key", "credentials.api_token"]);
+}
+
+#[tokio::test]
+async fn a_search_that_lags_behind_creates_hides_a_lost_create_for_the_connectors_search_lag() {
+    let lag = Duration::from_millis(400);
+    let receiver = Receiver::spawn(JiraState::new(EMAIL, TOKEN, "OPS").with_search_lag(lag)).await;
+    let jira = jira::build(&settings(&receiver.url(), TOKEN)).unwrap();
+    let k = key(10);
+    let opened = event(EventType::FindingOpened, 10);
+    receiver.common().set_faults(Faults { lose_answer_next: 1, ..Faults::default() });
+    let lost = jira.perform(&http(), Action::Create { event: &opened, key: &k }).await;
+    assert!(matches!(lost, Err(DeliveryError::Status { status: 500, .. })), "{lost:?}");
+
+    // The issue exists, but the search does not show it yet: "not found" proves nothing…
+    assert_eq!(receiver.state.issues().len(), 1);
+    assert_eq!(
+        jira.perform(&http(), Action::Find { event: &opened, key: &k }).await.unwrap(),
+        Outcome::NotFound
+    );
+    // …for as long as the connector says, so the engine waits instead of creating a second one.
+    assert_eq!(jira.search_lag(), Duration::from_secs(180));
+    assert!(jira.search_lag() >= lag);
+
+    tokio::time::sleep(lag).await;
+    let found = ticket_of(jira.perform(&http(), Action::Find { event: &opened, key: &k }).await.unwrap());
+    assert_eq!(found.external_id, "OPS-1");
+}
+
+#[tokio::test]
+async fn a_deleted_issue_is_gone_for_notes_closes_and_reopens() {
+    let (receiver, jira) = site().await;
+    let k = key(11);
+    let opened = event(EventType::FindingOpened, 11);
+    let ticket = ticket_of(jira.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    receiver.state.delete_issue(&ticket.external_id);
+    let gone = DeliveryError::TicketGone(ticket.external_id.clone());
+
+    let ack = event(EventType::FindingAcknowledged, 11);
+    assert_eq!(jira.perform(&http(), Action::Note { event: &ack, ticket: &ticket }).await, Err(gone.clone()));
+    let resolved = event(EventType::FindingResolved, 11);
+    assert_eq!(
+        jira.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await,
+        Err(gone.clone())
+    );
+    let again = event(EventType::FindingReopened, 11);
+    assert_eq!(
+        jira.perform(&http(), Action::Reopen { event: &again, ticket: &ticket, key: &k }).await,
+        Err(gone)
+    );
+    assert!(receiver.state.issues().is_empty(), "no linked issue for an issue that is gone");
+
+    // A key is never handed out twice, so a new issue is not mistaken for the deleted one.
+    let next = ticket_of(jira.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    assert_eq!(next.external_id, "OPS-2");
 }
