@@ -3,8 +3,11 @@
 //! Records are answered as `{"result": {...}}` (lists as `{"result": [...]}`) with string field
 //! values, errors as `{"error": {"message", "detail"}, "status": "failure"}`. `work_notes` is a
 //! journal field: every write adds an entry and the field reads back empty. Resolving (state 6)
-//! requires `close_code` and `close_notes`, as the default data policy does; state 7 (Closed)
-//! cannot be left. `sysparm_query` understands `field=value` terms joined by `^` and a trailing
+//! requires `close_code` and `close_notes`, as the default data policy does. A Closed (7)
+//! incident refuses every write, work notes included, as the out-of-box write ACLs do for a
+//! non-admin: `403 {"error": {"message": "Operation Failed", "detail": "ACL Exception Update
+//! Failed due to security constraints"}}`. A deleted incident ([`ServiceNowState::delete_incident`])
+//! answers 404 like one that never was. `sysparm_query` understands `field=value` terms joined by `^` and a trailing
 //! `ORDERBYfield` / `ORDERBYDESCfield`; `sysparm_limit` and `sysparm_fields` apply.
 
 use std::sync::Mutex;
@@ -88,6 +91,8 @@ pub struct ServiceNowState {
     username: String,
     password: String,
     incidents: Mutex<Vec<Incident>>,
+    /// Incidents ever created: sys_ids and numbers are never reused after a delete.
+    created: Mutex<usize>,
 }
 
 impl ServiceNowState {
@@ -97,7 +102,18 @@ impl ServiceNowState {
             username: username.to_owned(),
             password: password.to_owned(),
             incidents: Mutex::new(Vec::new()),
+            created: Mutex::new(0),
         }
+    }
+
+    /// Closes an incident as a person (or the auto-close rule) would: state 7, read-only after.
+    pub fn close_by_person(&self, sys_id: &str) {
+        self.set_field(sys_id, "state", "7");
+    }
+
+    /// Deletes an incident as an admin would: its sys_id answers 404 from now on.
+    pub fn delete_incident(&self, sys_id: &str) {
+        self.incidents.lock().unwrap().retain(|i| i.sys_id != sys_id);
     }
 
     pub fn incidents(&self) -> Vec<Incident> {
@@ -175,6 +191,13 @@ fn as_field_string(value: &Value) -> Option<String> {
 /// Applies writable fields of `input` to `incident`, checking states and resolution fields.
 fn apply(incident: &mut Incident, input: &Map<String, Value>) -> Result<(), Box<HttpResponse>> {
     let previous_state = incident.state().to_owned();
+    if previous_state == "7" {
+        return Err(Box::new(failure(
+            StatusCode::FORBIDDEN,
+            "Operation Failed",
+            "ACL Exception Update Failed due to security constraints",
+        )));
+    }
     for (name, value) in input {
         if !WRITABLE.contains(&name.as_str()) {
             continue;
@@ -200,13 +223,6 @@ fn apply(incident: &mut Incident, input: &Map<String, Value>) -> Result<(), Box<
             StatusCode::BAD_REQUEST,
             "Invalid state",
             &format!("State {state} is not a choice"),
-        )));
-    }
-    if previous_state == "7" && state != "7" {
-        return Err(Box::new(failure(
-            StatusCode::FORBIDDEN,
-            "Operation Failed",
-            "Data Policy Exception: a closed incident cannot be modified",
         )));
     }
     if state == "6" && previous_state != "6" {
@@ -272,7 +288,11 @@ async fn create(req: HttpRequest, body: web::Bytes, state: web::Data<ServiceNowS
     };
     let record = {
         let mut incidents = state.incidents.lock().unwrap();
-        let n = incidents.len() + 1;
+        let n = {
+            let mut created = state.created.lock().unwrap();
+            *created += 1;
+            *created
+        };
         let mut incident = Incident {
             sys_id: format!("{:032x}", 0x5e7_0000_u128 + n as u128),
             number: format!("INC{:07}", 10_000 + n),

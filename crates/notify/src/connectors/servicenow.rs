@@ -9,13 +9,21 @@
 //! - **Find**: `GET /api/now/table/incident?sysparm_query=correlation_id=<key>^ORDERBYDESCsys_created_on
 //!   &sysparm_limit=1`.
 //! - **Note**: `PATCH /api/now/table/incident/{sys_id}` with `work_notes` (journal field: each
-//!   write adds an entry).
-//! - **Close**: one `PATCH` with `state` = `resolved_state`, `close_code`, `close_notes` and a
-//!   work note.
-//! - **Reopen**: `PATCH` with `state` = `reopen_state` and a work note (`Outcome::Done`). A
-//!   `Closed` (7) or `Canceled` (8) incident cannot be reopened: a new incident is created with
-//!   `parent_incident` pointing to the old one (`Outcome::Ticket`); a retry finds that incident
-//!   by its correlation id instead of creating another.
+//!   write adds an entry). A `Closed` (7) or `Canceled` (8) incident refuses every write to a
+//!   non-admin (403, ACL); the note is then dropped (`Outcome::Done`): a closed incident is a
+//!   finished record, and an acknowledgement or another tenant's recovery is no reason to open a
+//!   child incident. The next problem event makes that child (see Reopen).
+//! - **Close**: reads the incident first. An open one gets one `PATCH` with `state` =
+//!   `resolved_state`, `close_code`, `close_notes` and a work note; one already resolved (a person,
+//!   or an earlier attempt, did) only gets the work note, keeping its resolution; a closed or
+//!   canceled one is left alone (`Outcome::Done`).
+//! - **Reopen**: reads the incident first. A resolved one (6) gets `state` = `reopen_state` and
+//!   a work note (`Outcome::Done`); an open one (New, In Progress, On Hold …) only the work note,
+//!   keeping its state. A closed or canceled one cannot be reopened: a new incident is created
+//!   with `parent_incident` pointing to the old one (`Outcome::Ticket`); a retry finds that
+//!   incident by its correlation id instead of creating another.
+//!
+//! A `404` for the stored sys_id ("No Record found") is [`DeliveryError::TicketGone`].
 //!
 //! Settings:
 //! - `url`: the instance, `https://<instance>.service-now.com`.
@@ -30,21 +38,24 @@
 //!   Releases before Utah offer `Solved (Permanently)` and the like instead.
 //!
 //! Closed incidents can only be changed by admins, which is why a reopen after the instance's
-//! auto-close makes a child incident rather than asking the integration user for admin rights.
+//! auto-close makes a child incident, and a note to a closed incident is dropped, rather than
+//! asking the integration user for admin rights.
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Fields, check_base_url, endpoint};
+use super::{Fields, check_base_url, endpoint, gone_on_404};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     TicketRef,
 };
 use crate::event::{Event, truncate};
 
-/// States from which an incident cannot be reopened: Closed, Canceled.
+/// States from which an incident cannot be reopened, nor written to: Closed, Canceled.
 const FINAL_STATES: [&str; 2] = ["7", "8"];
+/// The out-of-box Resolved state.
+const RESOLVED: &str = "6";
 
 pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -214,7 +225,55 @@ impl ServiceNow {
 
     async fn update(&self, http: &Http, sys_id: &str, fields: Value) -> Result<Incident, DeliveryError> {
         let request = self.request(http, reqwest::Method::PATCH, self.table_url(Some(sys_id))).json(&fields);
-        self.send_for_record(http, request).await
+        gone_on_404(self.send_for_record(http, request).await, sys_id)
+    }
+
+    /// Resolved: the out-of-box state or the one configured for resolving.
+    fn is_resolved(&self, state: &str) -> bool {
+        state == RESOLVED || state == self.resolved_state.to_string()
+    }
+
+    /// The stored incident as it is now.
+    async fn current(&self, http: &Http, sys_id: &str) -> Result<Incident, DeliveryError> {
+        let request = self.request(http, reqwest::Method::GET, self.table_url(Some(sys_id)));
+        gone_on_404(self.send_for_record(http, request).await, sys_id)
+    }
+
+    async fn note(&self, http: &Http, event: &Event, ticket: &TicketRef) -> Result<Outcome, DeliveryError> {
+        let sys_id = ticket.external_id.as_str();
+        match self.update(http, sys_id, json!({"work_notes": event.note_text()})).await {
+            // Refused: closed meanwhile (the ACL), or something to fix (roles, data policy).
+            Err(e @ DeliveryError::Status { status: 403, .. }) => {
+                if FINAL_STATES.contains(&self.current(http, sys_id).await?.state.as_str()) {
+                    tracing::info!(incident = sys_id, "the incident is closed; the note is not added");
+                    Ok(Outcome::Done)
+                } else {
+                    Err(e)
+                }
+            }
+            other => other.map(|_| Outcome::Done),
+        }
+    }
+
+    async fn close(&self, http: &Http, event: &Event, ticket: &TicketRef) -> Result<Outcome, DeliveryError> {
+        let sys_id = ticket.external_id.as_str();
+        let state = self.current(http, sys_id).await?.state;
+        if FINAL_STATES.contains(&state.as_str()) {
+            return Ok(Outcome::Done);
+        }
+        let note = event.note_text();
+        let fields = if self.is_resolved(&state) {
+            json!({"work_notes": note})
+        } else {
+            json!({
+                "state": self.resolved_state.to_string(),
+                "close_code": self.close_code,
+                "close_notes": note,
+                "work_notes": note,
+            })
+        };
+        self.update(http, sys_id, fields).await?;
+        Ok(Outcome::Done)
     }
 
     async fn reopen(
@@ -224,10 +283,14 @@ impl ServiceNow {
         ticket: &TicketRef,
         key: &str,
     ) -> Result<Outcome, DeliveryError> {
-        let request = self.request(http, reqwest::Method::GET, self.table_url(Some(&ticket.external_id)));
-        let current = self.send_for_record(http, request).await?;
+        let current = self.current(http, &ticket.external_id).await?;
         if !FINAL_STATES.contains(&current.state.as_str()) {
-            let fields = json!({"state": self.reopen_state.to_string(), "work_notes": event.note_text()});
+            // Only a resolved incident is reopened; an open one keeps its state (On Hold …).
+            let fields = if self.is_resolved(&current.state) {
+                json!({"state": self.reopen_state.to_string(), "work_notes": event.note_text()})
+            } else {
+                json!({"work_notes": event.note_text()})
+            };
             self.update(http, &ticket.external_id, fields).await?;
             return Ok(Outcome::Done);
         }
@@ -260,21 +323,8 @@ impl Connector for ServiceNow {
                 Some(incident) => Outcome::Ticket(self.ticket(&incident.sys_id)),
                 None => Outcome::NotFound,
             }),
-            Action::Note { event, ticket } => {
-                self.update(http, &ticket.external_id, json!({"work_notes": event.note_text()})).await?;
-                Ok(Outcome::Done)
-            }
-            Action::Close { event, ticket } => {
-                let note = event.note_text();
-                let fields = json!({
-                    "state": self.resolved_state.to_string(),
-                    "close_code": self.close_code,
-                    "close_notes": note,
-                    "work_notes": note,
-                });
-                self.update(http, &ticket.external_id, fields).await?;
-                Ok(Outcome::Done)
-            }
+            Action::Note { event, ticket } => self.note(http, event, ticket).await,
+            Action::Close { event, ticket } => self.close(http, event, ticket).await,
             Action::Reopen { event, ticket, key } => self.reopen(http, event, ticket, key).await,
             Action::Send { event } => Err(DeliveryError::Protocol(format!(
                 "ServiceNow keeps incidents; the engine sent a message action for {}",

@@ -195,3 +195,93 @@ fn empty_settings_name_every_missing_field() {
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["config.username", "config.resolved_state", "credentials.password"]);
 }
+
+#[tokio::test]
+async fn a_closed_incident_takes_no_writes_so_notes_are_dropped_and_a_close_is_done() {
+    let (receiver, snow) = instance().await;
+    let opened = event(EventType::FindingOpened, 7);
+    let ticket =
+        ticket_of(snow.perform(&http(), Action::Create { event: &opened, key: &key(7) }).await.unwrap());
+    receiver.state.close_by_person(&ticket.external_id);
+
+    // The instance refuses any write to it, work notes included, as its ACLs do.
+    let url = format!("{}/api/now/table/incident/{}", receiver.url(), ticket.external_id);
+    let refused = reqwest::Client::new()
+        .patch(url)
+        .basic_auth(USER, Some(PASSWORD))
+        .json(&json!({"work_notes": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("ACL Exception Update Failed"));
+
+    let ack = event(EventType::FindingAcknowledged, 7);
+    assert_eq!(snow.perform(&http(), Action::Note { event: &ack, ticket: &ticket }).await, Ok(Outcome::Done));
+    let resolved = event(EventType::FindingResolved, 7);
+    assert_eq!(
+        snow.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await,
+        Ok(Outcome::Done)
+    );
+    let incident = receiver.state.incident(&ticket.external_id).unwrap();
+    assert_eq!(incident.state(), "7");
+    assert!(incident.work_notes.is_empty());
+    assert_eq!(receiver.state.incidents().len(), 1, "no child incident for a note");
+}
+
+#[tokio::test]
+async fn reopen_and_close_keep_what_a_person_set() {
+    let (receiver, snow) = instance().await;
+    let k = key(8);
+    let opened = event(EventType::FindingOpened, 8);
+    let ticket = ticket_of(snow.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    let sys_id = ticket.external_id.as_str();
+
+    receiver.state.set_field(sys_id, "state", "3");
+    let again = event(EventType::FindingReopened, 8);
+    assert_eq!(
+        snow.perform(&http(), Action::Reopen { event: &again, ticket: &ticket, key: &k }).await,
+        Ok(Outcome::Done)
+    );
+    assert_eq!(receiver.state.incident(sys_id).unwrap().state(), "3", "On Hold stays On Hold");
+
+    for (field, value) in
+        [("state", "6"), ("close_code", "Workaround provided"), ("close_notes", "Fixed by hand")]
+    {
+        receiver.state.set_field(sys_id, field, value);
+    }
+    let resolved = event(EventType::FindingResolved, 8);
+    snow.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await.unwrap();
+    let incident = receiver.state.incident(sys_id).unwrap();
+    assert_eq!(
+        (incident.field("close_code"), incident.field("close_notes")),
+        ("Workaround provided", "Fixed by hand"),
+        "the person's resolution is kept"
+    );
+    assert_eq!(incident.work_notes.len(), 2);
+    assert!(incident.work_notes[1].contains(&resolved.headline()));
+}
+
+#[tokio::test]
+async fn a_deleted_incident_is_gone_for_notes_closes_and_reopens() {
+    let (receiver, snow) = instance().await;
+    let k = key(9);
+    let opened = event(EventType::FindingOpened, 9);
+    let ticket = ticket_of(snow.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    receiver.state.delete_incident(&ticket.external_id);
+    let gone = DeliveryError::TicketGone(ticket.external_id.clone());
+
+    let ack = event(EventType::FindingAcknowledged, 9);
+    assert_eq!(snow.perform(&http(), Action::Note { event: &ack, ticket: &ticket }).await, Err(gone.clone()));
+    let resolved = event(EventType::FindingResolved, 9);
+    assert_eq!(
+        snow.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await,
+        Err(gone.clone())
+    );
+    let again = event(EventType::FindingReopened, 9);
+    assert_eq!(
+        snow.perform(&http(), Action::Reopen { event: &again, ticket: &ticket, key: &k }).await,
+        Err(gone)
+    );
+    assert!(receiver.state.incidents().is_empty(), "no child of an incident that is gone");
+}
