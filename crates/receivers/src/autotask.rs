@@ -9,7 +9,9 @@
 //! As Autotask does: every call needs the `UserName`, `Secret` and `ApiIntegrationCode`
 //! headers (401 otherwise); errors are `{"errors": ["…"]}`; a ticket needs `companyID`,
 //! `title`, `status` and `priority` from the picklists; `externalID` holds at most 50
-//! characters; notes need `title`, `description`, `noteType` and `publish`.
+//! characters; notes need `title`, `description`, `noteType` and `publish`. A ticket a person
+//! deleted ([`AutotaskState::delete_ticket`]) is answered like one that never was: `{"item":
+//! null}` by id, 404 for updates and notes.
 
 use std::sync::Mutex;
 
@@ -93,6 +95,8 @@ pub struct AutotaskState {
     complete: u64,
     priorities: Vec<u64>,
     tickets: Mutex<Vec<AtTicket>>,
+    /// Tickets ever created: ids are never reused after a delete.
+    created: Mutex<u64>,
     next_note: Mutex<u64>,
 }
 
@@ -109,8 +113,28 @@ impl AutotaskState {
             complete: 5,
             priorities: vec![1, 2, 3, 4],
             tickets: Mutex::new(Vec::new()),
+            created: Mutex::new(0),
             next_note: Mutex::new(1),
         }
+    }
+
+    /// Gives a ticket the status picklist value `status` as a person would in Autotask.
+    pub fn set_status(&self, id: u64, status: u64) {
+        assert!(self.statuses.contains(&status), "a status of the picklist");
+        if let Some(ticket) = self.tickets.lock().unwrap().iter_mut().find(|t| t.id == id) {
+            ticket.completed_date = (status == self.complete).then(Utc::now);
+            ticket.status = status;
+        }
+    }
+
+    /// Completes a ticket as a person would.
+    pub fn close_by_person(&self, id: u64) {
+        self.set_status(id, self.complete);
+    }
+
+    /// Deletes a ticket as a person would.
+    pub fn delete_ticket(&self, id: u64) {
+        self.tickets.lock().unwrap().retain(|t| t.id != id);
     }
 
     pub fn tickets(&self) -> Vec<AtTicket> {
@@ -224,8 +248,12 @@ async fn create_ticket(req: HttpRequest, body: web::Bytes, state: web::Data<Auto
     }
     let id = {
         let mut tickets = state.tickets.lock().unwrap();
-        let sequence = tickets.len() + 1;
-        let id = 29_680_000 + sequence as u64;
+        let sequence = {
+            let mut created = state.created.lock().unwrap();
+            *created += 1;
+            *created
+        };
+        let id = 29_680_000 + sequence;
         tickets.push(AtTicket {
             id,
             ticket_number: format!("T20261120.{sequence:04}"),

@@ -9,6 +9,8 @@
 //! header (401 otherwise); `initialDescription` becomes the ticket's first note (with
 //! `detailDescriptionFlag`); summaries over 100 characters, unknown board statuses and notes
 //! without one of the three flags are refused with 400 `InvalidObject` and an `errors` list.
+//! A ticket a person deleted ([`ConnectwiseState::delete_ticket`]) answers 404 `NotFound`, as
+//! one that never was.
 
 use std::sync::Mutex;
 
@@ -91,6 +93,8 @@ pub struct ConnectwiseState {
     client_id: String,
     statuses: Vec<BoardStatus>,
     tickets: Mutex<Vec<CwTicket>>,
+    /// Tickets ever created: numbers are never reused after a delete.
+    created: Mutex<u64>,
     next_note: Mutex<u64>,
 }
 
@@ -118,8 +122,27 @@ impl ConnectwiseState {
                 status(6, "Re-opened", false),
             ],
             tickets: Mutex::new(Vec::new()),
+            created: Mutex::new(0),
             next_note: Mutex::new(1),
         }
+    }
+
+    /// Moves a ticket to the board status `name` as a person would in Manage.
+    pub fn set_status(&self, id: u64, name: &str) {
+        let status = self.status(&json!({ "name": name })).expect("a status of the board");
+        if let Some(ticket) = self.tickets.lock().unwrap().iter_mut().find(|t| t.id == id) {
+            ticket.status = status;
+        }
+    }
+
+    /// Closes a ticket as a person would (`>Closed`).
+    pub fn close_by_person(&self, id: u64) {
+        self.set_status(id, ">Closed");
+    }
+
+    /// Deletes a ticket as a person would: its number answers 404 from now on.
+    pub fn delete_ticket(&self, id: u64) {
+        self.tickets.lock().unwrap().retain(|t| t.id != id);
     }
 
     pub fn tickets(&self) -> Vec<CwTicket> {
@@ -261,8 +284,10 @@ async fn create_ticket(
     }
     let ticket = {
         let mut tickets = state.tickets.lock().unwrap();
+        let mut created = state.created.lock().unwrap();
+        *created += 1;
         let ticket = CwTicket {
-            id: 1000 + tickets.len() as u64 + 1,
+            id: 1000 + *created,
             summary,
             board_id,
             status,

@@ -9,18 +9,24 @@
 //!   "value": "<key>"}]}`; the answer's `items` are the tickets.
 //! - **Note**: `POST …/Tickets/{id}/Notes` (the TicketNotes child collection) with title,
 //!   description, note type and publish setting.
-//! - **Close**: `PATCH …/Tickets` with `{"id", "status": <complete>}`, then a note.
-//! - **Reopen**: `PATCH …/Tickets` with the reopen status, then a note (`Outcome::Done`):
-//!   Autotask reopens a completed ticket when it gets an open status.
+//! - **Close**: `GET …/Tickets/{id}`; unless a person completed it already, `PATCH …/Tickets`
+//!   with `{"id", "status": <complete>}`; then a note.
+//! - **Reopen**: `GET …/Tickets/{id}`; if it is complete, `PATCH …/Tickets` with the reopen
+//!   status (Autotask reopens a completed ticket when it gets an open status); then a note
+//!   (`Outcome::Done`). An open ticket keeps its status (In Progress, Waiting Customer …).
 //!
-//! The status is changed before the note: a retry after a lost answer re-sends the same status
-//! (harmless) instead of adding the note twice.
+//! The status is changed before the note: a retry after a lost answer sees the new status and
+//! adds the note, instead of adding the note twice.
+//!
+//! A ticket is gone ([`DeliveryError::TicketGone`]) when `GET …/Tickets/{id}` answers no item
+//! (Autotask answers `200 {"item": null}` for an id it does not have) or 404; a 404 on its notes
+//! is checked that way.
 //!
 //! Authentication is three headers on every call: `UserName` and `Secret` of an API-only user
 //! and `ApiIntegrationCode` (the tracking identifier of the integration).
 //!
 //! Autotask has a 10,000 requests/hour budget per database shared by every integration of the
-//! MSP (see [`IntegrationKind::default_hourly_budget`]); one delivery here is one or two calls.
+//! MSP (see [`IntegrationKind::default_hourly_budget`]); one delivery here is one to three calls.
 //!
 //! Settings (picklist values are per Autotask database: read them from
 //! `GET /Tickets/entityInformation/fields` and `GET /TicketNotes/entityInformation/fields`):
@@ -44,7 +50,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Fields, base_url_ok, check_key, priority_ids, ticket_id};
+use super::{Fields, base_url_ok, check_key, gone_on_404, priority_ids, ticket_id};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     TicketRef,
@@ -262,7 +268,14 @@ impl Autotask {
             "publish": self.note_publish,
         });
         let url = self.url(&format!("Tickets/{id}/Notes"))?;
-        let answer = http.send(self.request(http, reqwest::Method::POST, url).json(&body)).await?.json()?;
+        let answer = match http.send(self.request(http, reqwest::Method::POST, url).json(&body)).await {
+            // The parent is missing, or the address is wrong: the ticket itself says which.
+            Err(e @ DeliveryError::Status { status: 404, .. }) => {
+                self.is_complete(http, id).await?;
+                return Err(e);
+            }
+            other => other?.json()?,
+        };
         item_id(&answer, "the created note")?;
         Ok(())
     }
@@ -273,6 +286,21 @@ impl Autotask {
         let answer = http.send(self.request(http, reqwest::Method::PATCH, url).json(&body)).await?.json()?;
         item_id(&answer, "the updated ticket")?;
         Ok(())
+    }
+
+    /// Whether the ticket is complete now (a person may have completed or reopened it).
+    async fn is_complete(&self, http: &Http, id: u64) -> Result<bool, DeliveryError> {
+        let url = self.url(&format!("Tickets/{id}"))?;
+        let answer =
+            gone_on_404(http.send(self.request(http, reqwest::Method::GET, url)).await, &id.to_string())?
+                .json()?;
+        match answer.get("item") {
+            Some(item) if item.is_object() => Ok(item.get("status").and_then(Value::as_u64)
+                == Some(self.complete_status)
+                || item.get("completedDate").is_some_and(|d| !d.is_null())),
+            Some(Value::Null) => Err(DeliveryError::TicketGone(id.to_string())),
+            _ => Err(DeliveryError::Protocol(format!("the answer for ticket {id} has no item"))),
+        }
     }
 }
 
@@ -305,13 +333,17 @@ impl Connector for Autotask {
             }
             Action::Close { event, ticket } => {
                 let id = ticket_id(ticket, TICKET_ID)?;
-                self.set_status(http, id, self.complete_status).await?;
+                if !self.is_complete(http, id).await? {
+                    self.set_status(http, id, self.complete_status).await?;
+                }
                 self.add_note(http, id, event).await?;
                 Ok(Outcome::Done)
             }
             Action::Reopen { event, ticket, .. } => {
                 let id = ticket_id(ticket, TICKET_ID)?;
-                self.set_status(http, id, self.reopen_status).await?;
+                if self.is_complete(http, id).await? {
+                    self.set_status(http, id, self.reopen_status).await?;
+                }
                 self.add_note(http, id, event).await?;
                 Ok(Outcome::Done)
             }

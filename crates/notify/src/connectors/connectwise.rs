@@ -8,13 +8,18 @@
 //! - **Find**: `GET {api}/service/tickets?conditions=externalXRef="<key>"&orderBy=id desc`.
 //! - **Note**: `POST {api}/service/tickets/{id}/notes` with `internalAnalysisFlag` (an internal
 //!   note: the customer's contact is not emailed).
-//! - **Close**: a JSON Patch of `status` to the closed status, then a note with
-//!   `resolutionFlag` (it shows as the ticket's resolution).
-//! - **Reopen**: a JSON Patch of `status` to the reopen status, then an internal note
-//!   (`Outcome::Done`): ConnectWise reopens a closed ticket by giving it an open status.
+//! - **Close**: `GET {api}/service/tickets/{id}`; unless its `closedFlag` says a person closed it
+//!   already (their closed status is kept), a JSON Patch of `status` to the closed status; then a
+//!   note with `resolutionFlag` (it shows as the ticket's resolution).
+//! - **Reopen**: `GET` the ticket; if it is closed (`closedFlag`), a JSON Patch of `status` to the
+//!   reopen status (ConnectWise reopens a closed ticket by giving it an open status); then an
+//!   internal note (`Outcome::Done`). An open ticket keeps its status, whichever it is.
 //!
 //! The status is changed before the note is added: if the answer to the status change is lost,
-//! the retry patches the same status again (harmless) instead of adding the note twice.
+//! the retry sees the new status and adds the note, instead of adding the note twice.
+//!
+//! A `404` for the stored ticket (`/service/tickets/{id}`, its notes) is
+//! [`DeliveryError::TicketGone`]: a person deleted or merged it.
 //!
 //! Authentication is HTTP Basic with `<login company>+<public key>` as user and the private key
 //! as password, plus the `clientId` header every ConnectWise API call needs.
@@ -43,7 +48,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Fields, base_url_ok, check_key, priority_ids, ticket_id};
+use super::{Fields, base_url_ok, check_key, gone_on_404, priority_ids, ticket_id};
 use crate::connector::{
     Action, ConfigError, Connector, ConnectorSettings, DeliveryError, Http, IntegrationKind, Outcome,
     TicketRef,
@@ -259,15 +264,33 @@ impl ConnectWise {
         let mut body = json!({ "text": text });
         body[flag] = Value::Bool(true);
         let url = self.url(&format!("service/tickets/{id}/notes"))?;
-        http.send(self.request(http, reqwest::Method::POST, url).json(&body)).await?;
+        gone_on_404(
+            http.send(self.request(http, reqwest::Method::POST, url).json(&body)).await,
+            &id.to_string(),
+        )?;
         Ok(())
     }
 
     async fn set_status(&self, http: &Http, id: u64, status: &Value) -> Result<(), DeliveryError> {
         let patch = json!([{ "op": "replace", "path": "status", "value": status }]);
         let url = self.url(&format!("service/tickets/{id}"))?;
-        http.send(self.request(http, reqwest::Method::PATCH, url).json(&patch)).await?;
+        gone_on_404(
+            http.send(self.request(http, reqwest::Method::PATCH, url).json(&patch)).await,
+            &id.to_string(),
+        )?;
         Ok(())
+    }
+
+    /// Whether the ticket is closed now (a person may have closed or reopened it).
+    async fn is_closed(&self, http: &Http, id: u64) -> Result<bool, DeliveryError> {
+        let url = self.url(&format!("service/tickets/{id}"))?;
+        let answer =
+            gone_on_404(http.send(self.request(http, reqwest::Method::GET, url)).await, &id.to_string())?
+                .json()?;
+        answer
+            .get("closedFlag")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| DeliveryError::Protocol(format!("ticket {id} has no closedFlag")))
     }
 }
 
@@ -293,13 +316,17 @@ impl Connector for ConnectWise {
             }
             Action::Close { event, ticket } => {
                 let id = ticket_id(ticket, TICKET_ID)?;
-                self.set_status(http, id, &self.closed_status).await?;
+                if !self.is_closed(http, id).await? {
+                    self.set_status(http, id, &self.closed_status).await?;
+                }
                 self.add_note(http, id, event.note_text(), "resolutionFlag").await?;
                 Ok(Outcome::Done)
             }
             Action::Reopen { event, ticket, .. } => {
                 let id = ticket_id(ticket, TICKET_ID)?;
-                self.set_status(http, id, &self.reopen_status).await?;
+                if self.is_closed(http, id).await? {
+                    self.set_status(http, id, &self.reopen_status).await?;
+                }
                 self.add_note(http, id, event.note_text(), "internalAnalysisFlag").await?;
                 Ok(Outcome::Done)
             }

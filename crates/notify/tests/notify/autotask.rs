@@ -214,3 +214,61 @@ fn empty_settings_name_every_missing_field() {
     assert_eq!(fields, ["config.company_id", "config.priority_ids.low"]);
     assert!(!format!("{errors:?}").contains("do-not-echo"));
 }
+
+#[tokio::test]
+async fn reopen_and_close_leave_the_status_a_person_set_and_only_add_the_note() {
+    let (receiver, at) = psa().await;
+    let k = key(7);
+    let opened = event(EventType::FindingOpened, 7);
+    let ticket = ticket_of(at.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    let id: u64 = ticket.external_id.parse().unwrap();
+
+    receiver.state.set_status(id, 8);
+    let again = event(EventType::FindingReopened, 7);
+    let outcome =
+        at.perform(&http(), Action::Reopen { event: &again, ticket: &ticket, key: &k }).await.unwrap();
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(receiver.state.ticket(id).unwrap().status, 8, "In Progress stays In Progress");
+
+    receiver.state.close_by_person(id);
+    let resolved = event(EventType::FindingResolved, 7);
+    at.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await.unwrap();
+    let reopened = event(EventType::FindingReopened, 7);
+    at.perform(&http(), Action::Reopen { event: &reopened, ticket: &ticket, key: &k }).await.unwrap();
+
+    let now = receiver.state.ticket(id).unwrap();
+    assert_eq!(now.status, 1, "a completed ticket is reopened");
+    assert!(now.completed_date.is_none());
+    let patches = receiver.requests().iter().filter(|r| r.method == "PATCH").count();
+    assert_eq!(patches, 1, "only the reopen of the completed ticket changed a status");
+    assert_eq!(now.note_texts().len(), 3);
+}
+
+#[tokio::test]
+async fn a_deleted_ticket_is_gone_for_notes_closes_and_reopens() {
+    let (receiver, at) = psa().await;
+    let k = key(8);
+    let opened = event(EventType::FindingOpened, 8);
+    let ticket = ticket_of(at.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    receiver.state.delete_ticket(ticket.external_id.parse().unwrap());
+    let gone = DeliveryError::TicketGone(ticket.external_id.clone());
+
+    let ack = event(EventType::FindingAcknowledged, 8);
+    assert_eq!(at.perform(&http(), Action::Note { event: &ack, ticket: &ticket }).await, Err(gone.clone()));
+    let resolved = event(EventType::FindingResolved, 8);
+    assert_eq!(
+        at.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await,
+        Err(gone.clone())
+    );
+    let again = event(EventType::FindingReopened, 8);
+    assert_eq!(
+        at.perform(&http(), Action::Reopen { event: &again, ticket: &ticket, key: &k }).await,
+        Err(gone)
+    );
+    assert!(receiver.state.tickets().is_empty());
+
+    // An outage is not a deleted ticket.
+    receiver.common().set_faults(Faults { fail_next: 1, fail_status: Some(500), ..Faults::default() });
+    let err = at.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await.unwrap_err();
+    assert!(matches!(err, DeliveryError::Status { status: 500, .. }), "{err:?}");
+}

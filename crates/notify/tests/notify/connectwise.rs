@@ -217,3 +217,65 @@ fn empty_settings_name_every_missing_field() {
     );
     assert!(!format!("{errors:?}").contains("secret-value"));
 }
+
+#[tokio::test]
+async fn reopen_and_close_leave_the_status_a_person_set_and_only_add_the_note() {
+    let (receiver, cw) = manage().await;
+    let k = key(7);
+    let opened = event(EventType::FindingOpened, 7);
+    let ticket = ticket_of(cw.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    let id: u64 = ticket.external_id.parse().unwrap();
+
+    receiver.state.set_status(id, "In Progress");
+    let again = event(EventType::FindingReopened, 7);
+    let outcome =
+        cw.perform(&http(), Action::Reopen { event: &again, ticket: &ticket, key: &k }).await.unwrap();
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(
+        receiver.state.ticket(id).unwrap().status.name,
+        "In Progress",
+        "an open ticket keeps its status"
+    );
+
+    receiver.state.close_by_person(id);
+    let resolved = event(EventType::FindingResolved, 7);
+    cw.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await.unwrap();
+    let reopened = event(EventType::FindingReopened, 7);
+    cw.perform(&http(), Action::Reopen { event: &reopened, ticket: &ticket, key: &k }).await.unwrap();
+
+    let now = receiver.state.ticket(id).unwrap();
+    assert_eq!(now.status.name, "New", "a closed ticket is reopened");
+    let patches = receiver.requests().iter().filter(|r| r.method == "PATCH").count();
+    assert_eq!(patches, 1, "only the reopen of the closed ticket changed a status");
+    let notes = now.note_texts();
+    assert_eq!(notes.len(), 4, "{notes:?}");
+    assert!(now.notes[2].resolution && notes[2].contains(&resolved.headline()), "{notes:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_ticket_is_gone_for_notes_closes_and_reopens() {
+    let (receiver, cw) = manage().await;
+    let k = key(8);
+    let opened = event(EventType::FindingOpened, 8);
+    let ticket = ticket_of(cw.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
+    receiver.state.delete_ticket(ticket.external_id.parse().unwrap());
+    let gone = DeliveryError::TicketGone(ticket.external_id.clone());
+
+    let ack = event(EventType::FindingAcknowledged, 8);
+    assert_eq!(cw.perform(&http(), Action::Note { event: &ack, ticket: &ticket }).await, Err(gone.clone()));
+    let resolved = event(EventType::FindingResolved, 8);
+    assert_eq!(
+        cw.perform(&http(), Action::Close { event: &resolved, ticket: &ticket }).await,
+        Err(gone.clone())
+    );
+    let again = event(EventType::FindingReopened, 8);
+    assert_eq!(
+        cw.perform(&http(), Action::Reopen { event: &again, ticket: &ticket, key: &k }).await,
+        Err(gone)
+    );
+
+    // An outage is not a deleted ticket.
+    receiver.common().set_faults(Faults { fail_next: 1, fail_status: Some(503), ..Faults::default() });
+    let err = cw.perform(&http(), Action::Note { event: &ack, ticket: &ticket }).await.unwrap_err();
+    assert!(matches!(err, DeliveryError::Status { status: 503, .. }), "{err:?}");
+}
