@@ -59,8 +59,43 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// Cuts escaped mrkdwn to `max` characters (Slack counts them as sent) like [`truncate`], but
+/// never inside an entity: a cut `&amp;` would show as `&am`.
+fn cut(escaped: &str, max: usize) -> String {
+    if escaped.chars().count() <= max {
+        return escaped.to_owned();
+    }
+    let mut kept: String = escaped.chars().take(max.saturating_sub(1)).collect();
+    // Every `&` of escaped text starts an entity; one without its `;` was cut.
+    if let Some(at) = kept.rfind('&')
+        && !kept[at..].contains(';')
+    {
+        kept.truncate(at);
+    }
+    kept.push('…');
+    kept
+}
+
+/// `text` escaped and cut to `max`, as a mrkdwn text object.
 fn mrkdwn(text: &str, max: usize) -> Value {
-    json!({"type": "mrkdwn", "text": truncate(&escape(text), max)})
+    escaped_mrkdwn(&escape(text), max)
+}
+
+fn escaped_mrkdwn(escaped: &str, max: usize) -> Value {
+    json!({"type": "mrkdwn", "text": cut(escaped, max)})
+}
+
+/// A person's note as a mrkdwn block quote: Slack quotes lines starting with a literal `>`, so
+/// only the note itself is escaped, and every line gets its marker.
+fn quote(note: &str, by: &str) -> String {
+    let mut quoted: Vec<String> = note.lines().map(|line| format!("> {}", escape(line))).collect();
+    if quoted.is_empty() {
+        quoted.push(">".to_owned());
+    }
+    if let Some(last) = quoted.last_mut() {
+        last.push_str(&escape(by));
+    }
+    quoted.join("\n")
 }
 
 /// The Block Kit message for `event`.
@@ -76,7 +111,7 @@ pub(crate) fn message(event: &Event) -> Value {
         intro.push('\n');
         intro.push_str(&escape(&f.summary));
     }
-    blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&intro, 3000)}}));
+    blocks.push(json!({"type": "section", "text": escaped_mrkdwn(&intro, 3000)}));
     let mut fields = vec![mrkdwn(&format!("*Tenant*\n{tenant}"), 2000)];
     if let Some(f) = finding {
         fields.push(mrkdwn(&format!("*Severity*\n{}", f.severity), 2000));
@@ -100,7 +135,7 @@ pub(crate) fn message(event: &Event) -> Value {
     if let Some(note) = &event.data.note {
         let by =
             if event.data.actor == "system" { String::new() } else { format!(" ({})", event.data.actor) };
-        blocks.push(json!({"type": "section", "text": mrkdwn(&format!("> {note}{by}"), 3000)}));
+        blocks.push(json!({"type": "section", "text": escaped_mrkdwn(&quote(note, &by), 3000)}));
     }
     blocks.push(json!({
         "type": "context",
@@ -122,7 +157,8 @@ pub(crate) fn message(event: &Event) -> Value {
         fallback.push_str(&format!(", severity {}", f.severity));
     }
     fallback.push(')');
-    json!({"text": truncate(&fallback, 3000), "blocks": blocks})
+    // `text` is mrkdwn too: unescaped, a `<!channel>` in a title would notify the channel.
+    json!({"text": cut(&escape(&fallback), 3000), "blocks": blocks})
 }
 
 #[async_trait]
@@ -165,5 +201,13 @@ mod tests {
         }
         let body = message(&e).to_string();
         assert!(body.contains("a &lt;b&gt; &amp; c"), "{body}");
+    }
+
+    #[test]
+    fn cuts_never_split_an_entity() {
+        assert_eq!(cut("a&amp;b", 10), "a&amp;b");
+        assert_eq!(cut("abc&amp;def", 6), "abc…");
+        assert_eq!(cut("abc&amp;def", 9), "abc&amp;…");
+        assert_eq!(cut("&lt;&lt;", 5), "&lt;…");
     }
 }

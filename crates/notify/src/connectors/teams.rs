@@ -61,7 +61,13 @@ impl std::fmt::Debug for Teams {
 }
 
 fn text_block(text: &str) -> Value {
-    json!({"type": "TextBlock", "text": truncate(text, 4000), "wrap": true})
+    json!({"type": "TextBlock", "text": truncate(&line_breaks(text), 4000), "wrap": true})
+}
+
+/// Teams keeps a TextBlock's single `\n` as a space outside lists; a break elsewhere takes
+/// `\n\n` ("Format cards in Teams", Adaptive Card line breaks).
+fn line_breaks(text: &str) -> String {
+    text.lines().collect::<Vec<_>>().join("\n\n")
 }
 
 /// The Adaptive Card for `event`.
@@ -94,14 +100,22 @@ pub(crate) fn card(event: &Event) -> Value {
     body.push(json!({"type": "FactSet", "facts": facts}));
     if let Some(f) = finding.filter(|f| !f.remediation.is_empty() && event.event_type.is_problem()) {
         body.push(json!({"type": "TextBlock", "text": "What to do", "weight": "Bolder", "wrap": true}));
-        let steps: Vec<String> =
-            f.remediation.iter().enumerate().map(|(i, s)| format!("{}. {s}", i + 1)).collect();
-        body.push(text_block(&steps.join("\r")));
+        // A Markdown numbered list: items are separated by `\r` (or `\n`), as both the Adaptive
+        // Cards and the Teams formatting docs write lists; `\n\n` would indent the next item, and
+        // a step's own line breaks would end the list, so they become spaces.
+        let steps: Vec<String> = f
+            .remediation
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{}. {}", i + 1, s.split_whitespace().collect::<Vec<_>>().join(" ")))
+            .collect();
+        body.push(json!({"type": "TextBlock", "text": truncate(&steps.join("\r"), 4000), "wrap": true}));
     }
     if let Some(note) = &event.data.note {
         let by =
             if event.data.actor == "system" { String::new() } else { format!(" ({})", event.data.actor) };
-        body.push(json!({"type": "TextBlock", "text": truncate(&format!("{note}{by}"), 4000), "wrap": true, "isSubtle": true}));
+        let text = truncate(&line_breaks(&format!("{note}{by}")), 4000);
+        body.push(json!({"type": "TextBlock", "text": text, "wrap": true, "isSubtle": true}));
     }
     body.push(json!({
         "type": "TextBlock",

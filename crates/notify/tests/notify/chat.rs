@@ -199,3 +199,57 @@ fn chat_settings_need_a_webhook_url() {
         assert_eq!(fields, ["config", "url"], "{kind}");
     }
 }
+
+#[tokio::test]
+async fn slack_quotes_a_persons_note_and_escapes_only_what_they_wrote() {
+    let (receiver, slack) = slack_channel().await;
+    let mut ack = event(EventType::FindingAcknowledged, 8);
+    ack.data.actor = "alice".into();
+    ack.data.note = Some("Firewall change <CHG-42>\nscheduled for Friday".into());
+    slack.perform(&http(), Action::Send { event: &ack }).await.unwrap();
+    let blocks = &receiver.state.messages()[0].blocks;
+    let quoted: Vec<&str> = blocks.iter().filter_map(|b| b["text"]["text"].as_str()).collect();
+    assert!(
+        quoted.contains(&"> Firewall change &lt;CHG-42&gt;\n> scheduled for Friday (alice)"),
+        "{quoted:?}"
+    );
+}
+
+#[tokio::test]
+async fn slack_cuts_long_texts_between_entities() {
+    let (receiver, slack) = slack_channel().await;
+    let mut opened = event(EventType::FindingOpened, 9);
+    if let Some(f) = opened.data.finding.as_mut() {
+        f.summary = "&".repeat(1000);
+        f.title = "<!channel> R&D".into();
+    }
+    slack.perform(&http(), Action::Send { event: &opened }).await.unwrap();
+    let message = &receiver.state.messages()[0];
+    let intro = message.blocks[1]["text"]["text"].as_str().unwrap();
+    assert!(intro.chars().count() <= 3000);
+    let kept = intro.strip_suffix('…').expect("cut");
+    assert!(kept.ends_with("&amp;"), "an entity was split: …{}", &kept[kept.len() - 8..]);
+    let fallback = message.text.clone().unwrap();
+    assert!(fallback.contains("&lt;!channel&gt; R&amp;D"), "the fallback is mrkdwn too: {fallback}");
+}
+
+#[tokio::test]
+async fn teams_breaks_a_notes_lines_and_lists_the_steps() {
+    let (receiver, teams) = teams_channel().await;
+    let mut opened = event(EventType::FindingOpened, 10);
+    opened.data.actor = "alice".into();
+    opened.data.note = Some("Firewall change\nscheduled for Friday".into());
+    teams.perform(&http(), Action::Send { event: &opened }).await.unwrap();
+    let card = &receiver.state.posted()[0];
+    let texts: Vec<&str> =
+        card["body"].as_array().unwrap().iter().filter_map(|e| e["text"].as_str()).collect();
+    // Teams shows a single `\n` outside a list as a space: a line break takes `\n\n`.
+    assert!(texts.contains(&"Firewall change\n\nscheduled for Friday (alice)"), "{texts:?}");
+    // Items of a Markdown list are separated by `\r`, as Microsoft's card docs write lists.
+    assert!(
+        texts.contains(
+            &"1. Allow outbound TCP 443 to *.servicebus.windows.net.\r2. Re-test from the finding."
+        ),
+        "{texts:?}"
+    );
+}
