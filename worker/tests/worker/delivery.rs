@@ -618,3 +618,97 @@ async fn a_429_pauses_every_delivery_to_that_receiver_and_no_other() {
     let after = h.store.get_integration(h.org, psa.id).await.unwrap().unwrap();
     assert_eq!(after.throttle_streak, 0, "a success ends the streak");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_create_answer_is_not_repeated_while_jira_s_search_lags_behind() {
+    let jira = Receiver::spawn(
+        JiraState::new("wbd@msp.example", "jira-token", "OPS").with_search_lag(Duration::from_millis(400)),
+    )
+    .await;
+    jira.common().set_faults(Faults { lose_answer_next: 1, ..Default::default() });
+    let mut h = Harness::new().await;
+    let (config_json, credentials) = jira_config();
+    let integration = h.integrate("jira", &jira.url(), config_json, credentials, |_| {}).await;
+    h.start(config(quick_schedule()));
+    h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(10, "delivered", || async { h.settled(&integration).await.len() == 1 }).await;
+
+    assert_eq!(jira.state.issues().len(), 1, "the retries waited for the search instead of creating again");
+    let delivery = &h.deliveries(&integration).await[0];
+    assert_eq!(delivery.status, DeliveryStatus::Succeeded);
+    let (_, attempts) = h.store.get_delivery(h.org, delivery.id).await.unwrap().unwrap();
+    assert!(
+        attempts.len() >= 3,
+        "the lost answer, at least one look that saw nothing, the find: {attempts:?}"
+    );
+    assert!(
+        attempts[1].error.as_deref().is_some_and(|e| e.contains("may not show")),
+        "{:?}",
+        attempts[1].error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issue_deleted_in_jira_is_replaced_when_the_problem_comes_back() {
+    let jira = Receiver::spawn(JiraState::new("wbd@msp.example", "jira-token", "OPS")).await;
+    let mut h = Harness::new().await;
+    let (config_json, credentials) = jira_config();
+    let integration = h.integrate("jira", &jira.url(), config_json, credentials, |_| {}).await;
+    h.start(config(quick_schedule()));
+    let opened = h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(10, "the issue exists", || async { jira.state.issues().len() == 1 }).await;
+    let first = jira.state.issues()[0].key.clone();
+
+    // A person deletes the issue; the problem stays, and comes back after a suppression.
+    jira.state.delete_issue(&first);
+    h.emit(&integration, EventType::FindingSuppressed, 0, 1).await;
+    h.emit(&integration, EventType::FindingReopened, 0, 1).await;
+    eventually(10, "all delivered", || async { h.settled(&integration).await.len() == 3 }).await;
+
+    assert!(h.deliveries(&integration).await.iter().all(|d| d.status == DeliveryStatus::Succeeded));
+    let issues = jira.state.issues();
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_ne!(issues[0].key, first, "a new issue");
+    assert_eq!(issues[0].status, "To Do");
+    let finding = FindingId(opened.data.finding.as_ref().unwrap().id);
+    let tickets = h.store.list_finding_tickets(h.org, &[finding]).await.unwrap();
+    assert_eq!(
+        tickets[0].external_id.as_deref(),
+        Some(issues[0].key.as_str()),
+        "the finding shows the new one"
+    );
+
+    h.emit(&integration, EventType::FindingResolved, 0, 1).await;
+    eventually(10, "the new issue is closed", || async { jira.state.issues()[0].status == "Done" }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_a_person_closed_while_the_problem_stayed_is_reopened_when_it_is_announced_again() {
+    let cw = Receiver::spawn(ConnectwiseState::new("northwind", "pub", "priv", "client-1")).await;
+    let mut h = Harness::new().await;
+    let integration = h
+        .integrate(
+            "connectwise",
+            &cw.url(),
+            json!({"login_company": "northwind", "board_id": 7, "company_identifier": "Contoso"}),
+            json!({"public_key": "pub", "private_key": "priv", "client_id": "client-1"}),
+            |_| {},
+        )
+        .await;
+    h.start(config(quick_schedule()));
+    h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(10, "the ticket exists", || async { cw.state.tickets().len() == 1 }).await;
+    let id = cw.state.tickets()[0].id;
+
+    // Suppressed, the ticket closed by hand; the suppression runs out with the problem still there.
+    h.emit(&integration, EventType::FindingSuppressed, 0, 1).await;
+    eventually(10, "noted", || async { h.settled(&integration).await.len() == 2 }).await;
+    cw.state.close_by_person(id);
+    h.emit(&integration, EventType::FindingReopened, 0, 1).await;
+    eventually(10, "delivered", || async { h.settled(&integration).await.len() == 3 }).await;
+
+    let tickets = cw.state.tickets();
+    assert_eq!(tickets.len(), 1, "the same ticket");
+    assert!(!tickets[0].status.closed, "open again: {:?}", tickets[0].status);
+    assert!(tickets[0].note_texts().join("\n").contains("Failing again"), "{:?}", tickets[0].note_texts());
+}
