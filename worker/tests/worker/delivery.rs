@@ -209,6 +209,18 @@ where
     }
 }
 
+/// A ConnectWise integration for `cw`, the local Manage.
+async fn connectwise(h: &Harness, cw: &Receiver<ConnectwiseState>) -> Integration {
+    h.integrate(
+        "connectwise",
+        &cw.url(),
+        json!({"login_company": "northwind", "board_id": 7, "company_identifier": "Contoso"}),
+        json!({"public_key": "pub", "private_key": "priv", "client_id": "client-1"}),
+        |_| {},
+    )
+    .await
+}
+
 fn jira_config() -> (Value, Value) {
     (json!({"email": "wbd@msp.example", "project_key": "OPS"}), json!({"api_token": "jira-token"}))
 }
@@ -293,15 +305,7 @@ async fn a_lost_answer_to_the_create_never_makes_a_second_incident() {
 async fn a_psa_down_for_hours_gets_every_ticket_in_order_when_it_is_back() {
     let mut cw = Receiver::spawn(ConnectwiseState::new("northwind", "pub", "priv", "client-1")).await;
     let mut h = Harness::new().await;
-    let integration = h
-        .integrate(
-            "connectwise",
-            &cw.url(),
-            json!({"login_company": "northwind", "board_id": 7, "company_identifier": "Contoso"}),
-            json!({"public_key": "pub", "private_key": "priv", "client_id": "client-1"}),
-            |_| {},
-        )
-        .await;
+    let integration = connectwise(&h, &cw).await;
     cw.stop().await;
     // The standard schedule's ten attempts over ~75 h, compressed 100,000 times (≈ 2.7 s).
     h.start(config(RetrySchedule::standard().scaled(1e-5)));
@@ -686,15 +690,7 @@ async fn an_issue_deleted_in_jira_is_replaced_when_the_problem_comes_back() {
 async fn a_ticket_a_person_closed_while_the_problem_stayed_is_reopened_when_it_is_announced_again() {
     let cw = Receiver::spawn(ConnectwiseState::new("northwind", "pub", "priv", "client-1")).await;
     let mut h = Harness::new().await;
-    let integration = h
-        .integrate(
-            "connectwise",
-            &cw.url(),
-            json!({"login_company": "northwind", "board_id": 7, "company_identifier": "Contoso"}),
-            json!({"public_key": "pub", "private_key": "priv", "client_id": "client-1"}),
-            |_| {},
-        )
-        .await;
+    let integration = connectwise(&h, &cw).await;
     h.start(config(quick_schedule()));
     h.emit(&integration, EventType::FindingOpened, 0, 1).await;
     eventually(10, "the ticket exists", || async { cw.state.tickets().len() == 1 }).await;
