@@ -11,7 +11,24 @@
 //!
 //! Like Jira Cloud's `/search/jql`, search can lag behind creates
 //! ([`JiraState::with_search_lag`]; none by default), while reads by key are current. Issues a
-//! person deleted ([`JiraState::delete_issue`]) answer 404 everywhere.
+//! person deleted ([`JiraState::delete_issue`]) answer 404 everywhere, and their links go with
+//! them.
+//!
+//! Issue links are made with `POST /issueLink` or, as Jira allows, in the create itself:
+//! `"update": {"issuelinks": [{"add": {"type": {"name": ..}, "outwardIssue": {"key": ..}}}]}`
+//! links the new issue as the inward issue (`inwardIssue` of the issueLink form) to the given
+//! one; `inwardIssue` instead makes the new issue the outward one. The link type and the other
+//! issue are checked before anything is created (a `400` with the `issuelinks` error otherwise),
+//! so an issue is never left without its link. Other `update` fields are refused, as a create
+//! screen without them would.
+//!
+//! `GET /issue/{key}` returns the issue's fields whatever `fields` asks for, except
+//! `issuelinks`, which comes only when asked (`fields` absent, or naming `issuelinks`, `*all` or
+//! `*navigable`, and not `-issuelinks`); search returns it only when its `fields` ask for it.
+//! Each link has Jira's shape: `id`, `self`, `type` (`id`, `name`, `inward`, `outward`) and the
+//! *other* issue as `inwardIssue` or `outwardIssue` (`id`, `key`, `self`, `fields.summary`,
+//! `fields.status`, `fields.issuetype`): on an issue that is a link's outward issue, the
+//! inward one appears as `inwardIssue`, and the other way round.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,12 +36,18 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use crate::{Api, Common, Observed, basic_auth};
+use crate::{Api, Common, Faults, Observed, basic_auth};
 
 /// The statuses of the workflow: (transition id, name, status category key).
 const STATUSES: [(&str, &str, &str); 3] =
     [("11", "To Do", "new"), ("21", "In Progress", "indeterminate"), ("31", "Done", "done")];
-const LINK_TYPES: [&str; 4] = ["Relates", "Blocks", "Duplicate", "Cloners"];
+/// The site's issue link types: (id, name, inward description, outward description).
+const LINK_TYPES: [(&str, &str, &str, &str); 4] = [
+    ("10000", "Blocks", "is blocked by", "blocks"),
+    ("10001", "Cloners", "is cloned by", "clones"),
+    ("10002", "Duplicate", "is duplicated by", "duplicates"),
+    ("10003", "Relates", "relates to", "relates to"),
+];
 const ISSUE_TYPES: [&str; 4] = ["Task", "Bug", "Story", "Incident"];
 
 #[derive(Debug, Clone)]
@@ -59,6 +82,16 @@ impl JiraIssue {
 /// An issue link: `(type, inward issue key, outward issue key)`.
 pub type JiraLink = (String, String, String);
 
+/// A stored issue link.
+#[derive(Debug, Clone)]
+struct StoredLink {
+    id: String,
+    /// The link type's name, as in [`LINK_TYPES`].
+    link_type: &'static str,
+    inward: String,
+    outward: String,
+}
+
 #[derive(Debug)]
 pub struct JiraState {
     common: Common,
@@ -70,7 +103,9 @@ pub struct JiraState {
     issues: Mutex<Vec<JiraIssue>>,
     /// Issues ever created: keys are never reused after a delete.
     created: Mutex<usize>,
-    links: Mutex<Vec<JiraLink>>,
+    links: Mutex<Vec<StoredLink>>,
+    /// Faults to arm when the next create arrives (see [`JiraState::set_faults_at_next_create`]).
+    faults_at_next_create: Mutex<Option<Faults>>,
 }
 
 impl JiraState {
@@ -86,6 +121,7 @@ impl JiraState {
             issues: Mutex::new(Vec::new()),
             created: Mutex::new(0),
             links: Mutex::new(Vec::new()),
+            faults_at_next_create: Mutex::new(None),
         }
     }
 
@@ -102,9 +138,18 @@ impl JiraState {
         self
     }
 
-    /// Deletes an issue as a person would: its key answers 404 from now on.
+    /// Deletes an issue as a person would: its key answers 404 from now on, and its links are
+    /// gone.
     pub fn delete_issue(&self, key: &str) {
         self.issues.lock().unwrap().retain(|i| i.key != key);
+        self.links.lock().unwrap().retain(|l| l.inward != key && l.outward != key);
+    }
+
+    /// Sets `faults` (as [`Common::set_faults`]) when the next `POST /issue` arrives, just before
+    /// it is observed: the faults hit that create whatever requests come before it (a reopen's
+    /// reads, say). `Faults { lose_answer_next: 1, .. }` loses the create's answer only.
+    pub fn set_faults_at_next_create(&self, faults: Faults) {
+        *self.faults_at_next_create.lock().unwrap() = Some(faults);
     }
 
     pub fn issues(&self) -> Vec<JiraIssue> {
@@ -116,7 +161,31 @@ impl JiraState {
     }
 
     pub fn links(&self) -> Vec<JiraLink> {
-        self.links.lock().unwrap().clone()
+        self.links
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| (l.link_type.to_owned(), l.inward.clone(), l.outward.clone()))
+            .collect()
+    }
+
+    /// Stores a link between two existing issues (checked by the caller).
+    fn add_link(&self, link_type: &'static str, inward: &str, outward: &str) {
+        let mut links = self.links.lock().unwrap();
+        let id = (10_000 + links.len() + 1).to_string();
+        links.push(StoredLink { id, link_type, inward: inward.to_owned(), outward: outward.to_owned() });
+    }
+
+    /// The issue with this key or id.
+    fn issue_by_key_or_id(&self, issue: &Value) -> Option<JiraIssue> {
+        let key = issue.get("key").and_then(Value::as_str);
+        let id = issue.get("id").and_then(Value::as_str);
+        self.issues
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|i| key.is_some_and(|k| k == i.key) || id.is_some_and(|d| d == i.id))
+            .cloned()
     }
 
     /// Moves an issue to `status` as a person would in the UI.
@@ -137,10 +206,9 @@ impl JiraState {
         STATUSES.into_iter().filter(|(_, name, _)| *name != status).collect()
     }
 
-    fn issue_json(&self, req: &HttpRequest, issue: &JiraIssue) -> Value {
-        let category =
-            STATUSES.iter().find(|(_, n, _)| *n == issue.status).map(|(_, _, c)| *c).unwrap_or("new");
-        json!({
+    /// The issue as `GET /issue/{key}` shows it; `issuelinks` only if `with_links`.
+    fn issue_json(&self, req: &HttpRequest, issue: &JiraIssue, with_links: bool) -> Value {
+        let mut answer = json!({
             "id": issue.id,
             "key": issue.key,
             "self": format!("{}/rest/api/3/issue/{}", origin(req), issue.id),
@@ -149,10 +217,80 @@ impl JiraState {
                 "labels": issue.labels,
                 "issuetype": {"name": issue.issue_type},
                 "project": {"key": issue.project},
-                "status": {"name": issue.status, "statusCategory": {"key": category}},
+                "status": status_json(&issue.status),
             },
-        })
+        });
+        if with_links {
+            answer["fields"]["issuelinks"] = Value::Array(self.links_json(req, &issue.key));
+        }
+        answer
     }
+
+    /// The `issuelinks` field of issue `key`: each link with the other issue.
+    fn links_json(&self, req: &HttpRequest, key: &str) -> Vec<Value> {
+        let links = self.links.lock().unwrap().clone();
+        let mut shown = Vec::new();
+        for link in links.iter().filter(|l| l.inward == key || l.outward == key) {
+            let (role, other) = if link.outward == key {
+                ("inwardIssue", &link.inward)
+            } else {
+                ("outwardIssue", &link.outward)
+            };
+            let Some(other) = self.issue(other) else {
+                continue;
+            };
+            let Some((type_id, name, inward, outward)) =
+                LINK_TYPES.iter().find(|(_, name, _, _)| *name == link.link_type)
+            else {
+                continue;
+            };
+            let mut entry = json!({
+                "id": link.id,
+                "self": format!("{}/rest/api/3/issueLink/{}", origin(req), link.id),
+                "type": {
+                    "id": type_id,
+                    "name": name,
+                    "inward": inward,
+                    "outward": outward,
+                    "self": format!("{}/rest/api/3/issueLinkType/{type_id}", origin(req)),
+                },
+            });
+            entry[role] = json!({
+                "id": other.id,
+                "key": other.key,
+                "self": format!("{}/rest/api/3/issue/{}", origin(req), other.id),
+                "fields": {
+                    "summary": other.summary,
+                    "status": status_json(&other.status),
+                    "issuetype": {"name": other.issue_type},
+                },
+            });
+            shown.push(entry);
+        }
+        shown
+    }
+}
+
+fn status_json(status: &str) -> Value {
+    let category = STATUSES.iter().find(|(_, n, _)| *n == status).map(|(_, _, c)| *c).unwrap_or("new");
+    json!({"name": status, "statusCategory": {"key": category}})
+}
+
+/// Whether a `fields` list (`GET /issue` query or search body) asks for `issuelinks`; `None`
+/// (no `fields`) means `default`.
+fn wants_links<'a>(fields: Option<impl Iterator<Item = &'a str>>, default: bool) -> bool {
+    let Some(fields) = fields else {
+        return default;
+    };
+    let mut wanted = false;
+    for field in fields.map(str::trim) {
+        match field {
+            "-issuelinks" => return false,
+            "issuelinks" | "*all" | "*navigable" => wanted = true,
+            _ => {}
+        }
+    }
+    wanted
 }
 
 fn origin(req: &HttpRequest) -> String {
@@ -269,7 +407,95 @@ macro_rules! observe {
     };
 }
 
+/// A link to make with a new issue: its type and the other issue's key; `new_is_inward` when the
+/// request named the other issue `outwardIssue`.
+struct NewLink {
+    link_type: &'static str,
+    other: String,
+    new_is_inward: bool,
+}
+
+/// The links a create's `update.issuelinks` asks for, checked as Jira does; a problem goes to
+/// `problems` under the field's name.
+fn links_to_create(
+    state: &JiraState,
+    update: &Value,
+    problems: &mut serde_json::Map<String, Value>,
+) -> Vec<NewLink> {
+    let mut links = Vec::new();
+    let Some(update) = update.as_object() else {
+        if !update.is_null() {
+            problems.insert("update".into(), json!("The update must be an object of field operations."));
+        }
+        return links;
+    };
+    for (field, operations) in update {
+        if field != "issuelinks" {
+            problems.insert(
+                field.clone(),
+                json!(format!(
+                    "Field '{field}' cannot be set. It is not on the appropriate screen, or unknown."
+                )),
+            );
+            continue;
+        }
+        let Some(operations) = operations.as_array() else {
+            problems.insert("issuelinks".into(), json!("Field issuelinks must be an array of operations."));
+            continue;
+        };
+        for operation in operations {
+            let Some(add) =
+                operation.get("add").filter(|_| operation.as_object().is_some_and(|o| o.len() == 1))
+            else {
+                problems.insert(
+                    "issuelinks".into(),
+                    json!("Field 'issuelinks' only supports the 'add' operation."),
+                );
+                continue;
+            };
+            let type_name = add.pointer("/type/name").and_then(Value::as_str);
+            let type_id = add.pointer("/type/id").and_then(Value::as_str);
+            let Some((_, link_type, _, _)) = LINK_TYPES.iter().find(|(id, name, _, _)| {
+                type_name.is_some_and(|n| n == *name) || type_id.is_some_and(|i| i == *id)
+            }) else {
+                let named = type_name.or(type_id).unwrap_or("");
+                problems.insert(
+                    "issuelinks".into(),
+                    json!(format!("No issue link type with name '{named}' found.")),
+                );
+                continue;
+            };
+            let (other, new_is_inward) = match (add.get("outwardIssue"), add.get("inwardIssue")) {
+                (Some(outward), None) => (outward, true),
+                (None, Some(inward)) => (inward, false),
+                _ => {
+                    problems.insert(
+                        "issuelinks".into(),
+                        json!("Specify either an inwardIssue or an outwardIssue for the issue link."),
+                    );
+                    continue;
+                }
+            };
+            let Some(other) = state.issue_by_key_or_id(other) else {
+                let named =
+                    other.get("key").or_else(|| other.get("id")).and_then(Value::as_str).unwrap_or("");
+                problems.insert(
+                    "issuelinks".into(),
+                    json!(format!("Issue '{named}' does not exist or you do not have permission to see it.")),
+                );
+                continue;
+            };
+            links.push(NewLink { link_type, other: other.key, new_is_inward });
+        }
+    }
+    links
+}
+
 async fn create_issue(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>) -> HttpResponse {
+    let armed = state.faults_at_next_create.lock().unwrap().take();
+    if let Some(faults) = armed {
+        state.common().set_faults(faults);
+    }
     let lose_answer = observe!(state, req, body);
     let Ok(input) = serde_json::from_slice::<Value>(&body) else {
         return bad(
@@ -318,6 +544,7 @@ async fn create_issue(req: HttpRequest, body: web::Bytes, state: web::Data<JiraS
             problems.insert("labels".into(), json!("Field labels must be an array of strings."));
         }
     }
+    let links = links_to_create(&state, &input["update"], &mut problems);
     if !problems.is_empty() {
         return bad(&[], Value::Object(problems));
     }
@@ -340,6 +567,15 @@ async fn create_issue(req: HttpRequest, body: web::Bytes, state: web::Data<JiraS
             comments: Vec::new(),
             created: Instant::now(),
         };
+        // Checked above, and stored under the same lock as the issue: no read sees the issue
+        // without its links.
+        for link in &links {
+            if link.new_is_inward {
+                state.add_link(link.link_type, &issue.key, &link.other);
+            } else {
+                state.add_link(link.link_type, &link.other, &issue.key);
+            }
+        }
         issues.push(issue.clone());
         issue
     };
@@ -357,7 +593,14 @@ async fn get_issue(req: HttpRequest, body: web::Bytes, state: web::Data<JiraStat
     let Some(issue) = state.issue(key) else {
         return not_found();
     };
-    Common::answer(lose_answer, HttpResponse::Ok().json(state.issue_json(&req, &issue)))
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    let fields: Vec<&str> =
+        query.iter().filter(|(name, _)| name == "fields").flat_map(|(_, value)| value.split(',')).collect();
+    let asked = query.iter().any(|(name, _)| name == "fields");
+    let with_links = wants_links(asked.then(|| fields.iter().copied()), true);
+    Common::answer(lose_answer, HttpResponse::Ok().json(state.issue_json(&req, &issue, with_links)))
 }
 
 async fn add_comment(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>) -> HttpResponse {
@@ -452,7 +695,11 @@ async fn search(req: HttpRequest, body: web::Bytes, state: web::Data<JiraState>)
     if newest_first {
         found.reverse();
     }
-    let issues: Vec<Value> = found.iter().take(max).map(|i| state.issue_json(&req, i)).collect();
+    let with_links = wants_links(
+        input.get("fields").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str)),
+        false,
+    );
+    let issues: Vec<Value> = found.iter().take(max).map(|i| state.issue_json(&req, i, with_links)).collect();
     Common::answer(
         lose_answer,
         HttpResponse::Ok().json(json!({"issues": issues, "isLast": found.len() <= max})),
@@ -468,16 +715,16 @@ async fn link_issues(req: HttpRequest, body: web::Bytes, state: web::Data<JiraSt
         );
     };
     let link_type = input.pointer("/type/name").and_then(Value::as_str).unwrap_or("");
-    if !LINK_TYPES.contains(&link_type) {
+    let Some((_, link_type, _, _)) = LINK_TYPES.iter().find(|(_, name, _, _)| *name == link_type) else {
         let message = format!("No issue link type with name '{link_type}' found.");
         return errors(actix_web::http::StatusCode::NOT_FOUND, &[&message], json!({}));
-    }
+    };
     let inward = input.pointer("/inwardIssue/key").and_then(Value::as_str).unwrap_or("");
     let outward = input.pointer("/outwardIssue/key").and_then(Value::as_str).unwrap_or("");
     if state.issue(inward).is_none() || state.issue(outward).is_none() {
         return not_found();
     }
-    state.links.lock().unwrap().push((link_type.to_owned(), inward.to_owned(), outward.to_owned()));
+    state.add_link(link_type, inward, outward);
     Common::answer(lose_answer, HttpResponse::Created().finish())
 }
 

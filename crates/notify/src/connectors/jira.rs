@@ -14,10 +14,16 @@
 //!   earlier attempt did), only the comment is added.
 //! - **Reopen**: the transition named `reopen_transition` plus a comment (`Outcome::Done`); an
 //!   issue that is no longer done (reopened by a person) only gets the comment. If the
-//!   workflow offers no such transition from the done status, a new issue is created and linked
-//!   to the old one with the `link_type` issue link (`Outcome::Ticket`); a retry finds that issue
-//!   by its label instead of creating another, once the search shows it (a retry within the
-//!   search lag of a lost create answer may still link a second issue).
+//!   workflow offers no such transition from the done status, a new issue replaces it
+//!   (`Outcome::Ticket`): one `POST /rest/api/3/issue` that also adds the `link_type` issue link
+//!   (`update.issuelinks`, the old issue as `outwardIssue`, so the new one is the link's inward
+//!   issue), so there is never a replacement without its link. Before creating, an earlier
+//!   attempt's replacement (whose answer was lost) is looked for with reads by key, which are
+//!   current, never with the lagging search: `GET /rest/api/3/issue/{old}?fields=issuelinks`,
+//!   then, for the issues linked to it with `link_type` as the inward issue (newest first, at
+//!   most `REPLACEMENT_READS`), `GET /rest/api/3/issue/{linked}?fields=labels`; the first that
+//!   carries `writeback-doctor` and the problem key is the replacement, returned instead of
+//!   creating another. A retry at once after a lost create answer thus finds it.
 //!
 //! A `404` for the stored issue (deleted, or moved out of the account's reach) is
 //! [`DeliveryError::TicketGone`]: Jira answers "Issue does not exist or you do not have
@@ -36,7 +42,9 @@
 //! - `config.close_transition` (default `Done`), `config.reopen_transition` (default `To Do`):
 //!   the workflow's names, which differ between projects.
 //! - `config.link_type` (default `Relates`): the issue link type between a reopened problem's new
-//!   issue and the old one.
+//!   issue and the old one. The link is set in the create, so the project's create screen must
+//!   offer the Linked Issues field (Jira refuses the create with a `400` naming `issuelinks`
+//!   otherwise).
 
 use std::time::Duration;
 
@@ -60,6 +68,11 @@ const PRODUCT_LABEL: &str = "writeback-doctor";
 /// issue ids, which a lost create answer never gave us. Three minutes of waiting only delays
 /// recreating an issue whose create truly failed.
 const SEARCH_LAG: Duration = Duration::from_secs(180);
+
+/// How many issues linked to a done issue a reopen reads, newest first, looking for an earlier
+/// attempt's replacement: ours is the newest such link unless people linked more in the seconds
+/// between a lost answer and its retry.
+const REPLACEMENT_READS: usize = 5;
 
 pub fn build(settings: &ConnectorSettings) -> Result<Box<dyn Connector>, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -142,9 +155,18 @@ impl Jira {
         }
     }
 
-    async fn create(&self, http: &Http, event: &Event, key: &str) -> Result<TicketRef, DeliveryError> {
+    /// Creates the problem's issue; with `replacing`, linked to that issue in the same request
+    /// (the new issue inward, `replacing` outward, as `POST /issueLink` would with
+    /// `inwardIssue` = new, `outwardIssue` = old).
+    async fn create(
+        &self,
+        http: &Http,
+        event: &Event,
+        key: &str,
+        replacing: Option<&str>,
+    ) -> Result<TicketRef, DeliveryError> {
         let finding_url = event.data.finding.as_ref().and_then(|f| f.url.as_deref());
-        let body = json!({
+        let mut body = json!({
             "fields": {
                 "project": {"key": self.project_key},
                 "issuetype": {"name": self.issue_type},
@@ -153,6 +175,13 @@ impl Jira {
                 "labels": [PRODUCT_LABEL, key],
             }
         });
+        if let Some(old) = replacing {
+            body["update"] = json!({
+                "issuelinks": [{
+                    "add": {"type": {"name": self.link_type}, "outwardIssue": {"key": old}},
+                }],
+            });
+        }
         let answer =
             http.send(self.request(http, reqwest::Method::POST, &["issue"]).json(&body)).await?.json()?;
         match answer.get("key").and_then(Value::as_str) {
@@ -176,6 +205,63 @@ impl Jira {
             return Err(DeliveryError::Protocol("Jira's search answer has no issue list".into()));
         };
         Ok(issues.first().and_then(|i| i.get("key")).and_then(Value::as_str).map(|k| self.ticket(k)))
+    }
+
+    /// An earlier attempt's replacement for the done issue `issue_key`: an issue linked to it
+    /// with `link_type` as the link's inward issue (as [`Jira::create`] links it) that carries our
+    /// labels. Reads by key only, which Jira answers from current data (unlike search).
+    async fn replacement(
+        &self,
+        http: &Http,
+        issue_key: &str,
+        key: &str,
+    ) -> Result<Option<TicketRef>, DeliveryError> {
+        let mut url = self.api_url(&["issue", issue_key]);
+        url.query_pairs_mut().append_pair("fields", "issuelinks");
+        let answer =
+            gone_on_404(http.send(self.request_to(http, reqwest::Method::GET, url)).await, issue_key)?
+                .json()?;
+        let Some(links) = answer.pointer("/fields/issuelinks").and_then(Value::as_array) else {
+            return Err(DeliveryError::Protocol(format!(
+                "Jira's answer for {issue_key} has no issue links (is issue linking enabled?)"
+            )));
+        };
+        // On the old issue our replacement shows as the link's inward issue. The other way
+        // round is the issue the old one replaced itself (labelled alike): never a candidate.
+        let mut candidates: Vec<(u64, &str)> = links
+            .iter()
+            .filter(|l| {
+                l.pointer("/type/name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&self.link_type))
+            })
+            .filter_map(|l| {
+                let linked = l.get("inwardIssue")?;
+                let linked_key = linked.get("key")?.as_str().filter(|k| !k.is_empty() && *k != issue_key)?;
+                Some((issue_number(linked, linked_key), linked_key))
+            })
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        candidates.dedup_by(|a, b| a.1 == b.1);
+        for (_, linked_key) in candidates.into_iter().take(REPLACEMENT_READS) {
+            let mut url = self.api_url(&["issue", linked_key]);
+            url.query_pairs_mut().append_pair("fields", "labels");
+            let linked = match http.send(self.request_to(http, reqwest::Method::GET, url)).await {
+                Ok(response) => response.json()?,
+                // Deleted since, or out of our reach: not ours to take.
+                Err(DeliveryError::Status { status: 404, .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let labels: Vec<&str> = linked
+                .pointer("/fields/labels")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if labels.contains(&key) && labels.contains(&PRODUCT_LABEL) {
+                return Ok(Some(self.ticket(linked_key)));
+            }
+        }
+        Ok(None)
     }
 
     async fn comment(&self, http: &Http, issue_key: &str, text: &str) -> Result<(), DeliveryError> {
@@ -263,21 +349,13 @@ impl Jira {
             self.comment(http, issue_key, &event.note_text()).await?;
             return Ok(Outcome::Done);
         }
-        // The workflow cannot reopen a done issue: a new one, linked. An earlier attempt may
-        // have made it already (its answer lost): the newest issue with our key is it.
-        if let Some(newest) = self.find(http, key).await?
-            && newest.external_id != ticket.external_id
-        {
-            return Ok(Outcome::Ticket(newest));
+        // The workflow cannot reopen a done issue: a new one, linked in its create. An earlier
+        // attempt may have made it already (its answer lost); its link says so at once, where
+        // the search may not show it for minutes.
+        if let Some(earlier) = self.replacement(http, issue_key, key).await? {
+            return Ok(Outcome::Ticket(earlier));
         }
-        let created = self.create(http, event, key).await?;
-        let link = json!({
-            "type": {"name": self.link_type},
-            "inwardIssue": {"key": created.external_id},
-            "outwardIssue": {"key": issue_key},
-        });
-        http.send(self.request(http, reqwest::Method::POST, &["issueLink"]).json(&link)).await?;
-        Ok(Outcome::Ticket(created))
+        Ok(Outcome::Ticket(self.create(http, event, key, Some(issue_key)).await?))
     }
 }
 
@@ -299,7 +377,7 @@ impl Connector for Jira {
     #[tracing::instrument(skip_all, fields(action = action.name(), project = %self.project_key))]
     async fn perform(&self, http: &Http, action: Action<'_>) -> Result<Outcome, DeliveryError> {
         match action {
-            Action::Create { event, key } => Ok(Outcome::Ticket(self.create(http, event, key).await?)),
+            Action::Create { event, key } => Ok(Outcome::Ticket(self.create(http, event, key, None).await?)),
             Action::Find { key, .. } => {
                 Ok(self.find(http, key).await?.map_or(Outcome::NotFound, Outcome::Ticket))
             }
@@ -315,6 +393,16 @@ impl Connector for Jira {
             ))),
         }
     }
+}
+
+/// How new a linked issue is: its id (site-wide, increasing), else the number in its key.
+fn issue_number(issue: &Value, issue_key: &str) -> u64 {
+    issue
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse().ok())
+        .or_else(|| issue_key.rsplit_once('-').and_then(|(_, n)| n.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// Plain text as an Atlassian Document Format document: a paragraph per block of lines

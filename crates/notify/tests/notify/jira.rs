@@ -272,3 +272,222 @@ async fn a_deleted_issue_is_gone_for_notes_closes_and_reopens() {
     let next = ticket_of(jira.perform(&http(), Action::Create { event: &opened, key: &k }).await.unwrap());
     assert_eq!(next.external_id, "OPS-2");
 }
+
+/// A site whose workflow cannot reopen a done issue, with `OPS-1` made for finding `n` and
+/// closed; search lags a minute behind creates, as Jira Cloud's may.
+async fn final_site_with_a_closed_issue(n: u128) -> (Receiver<JiraState>, Box<dyn Connector>, TicketRef) {
+    let state = JiraState::new(EMAIL, TOKEN, "OPS").done_is_final().with_search_lag(Duration::from_secs(60));
+    let receiver = Receiver::spawn(state).await;
+    let jira = jira::build(&settings(&receiver.url(), TOKEN)).unwrap();
+    let opened = event(EventType::FindingOpened, n);
+    let first =
+        ticket_of(jira.perform(&http(), Action::Create { event: &opened, key: &key(n) }).await.unwrap());
+    let resolved = event(EventType::FindingResolved, n);
+    jira.perform(&http(), Action::Close { event: &resolved, ticket: &first }).await.unwrap();
+    assert_eq!(receiver.state.issue(&first.external_id).unwrap().status, "Done");
+    (receiver, jira, first)
+}
+
+/// A request to the receiver as a person's browser or script would make it.
+async fn raw(
+    receiver: &Receiver<JiraState>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", receiver.url()))
+        .basic_auth(EMAIL, Some(TOKEN))
+        .header("accept", "application/json");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+fn replacement_body(summary: &str, link: serde_json::Value) -> serde_json::Value {
+    json!({
+        "fields": {
+            "project": {"key": "OPS"},
+            "issuetype": {"name": "Task"},
+            "summary": summary,
+            "labels": ["by-hand"],
+        },
+        "update": {"issuelinks": [{"add": link}]},
+    })
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_the_replacement_create_is_found_through_the_old_issue_within_the_search_lag() {
+    let (receiver, jira, first) = final_site_with_a_closed_issue(12).await;
+    let k = key(12);
+    let reopened = event(EventType::FindingReopened, 12);
+
+    // The replacement is made, but its answer is lost (a timeout, a worker crash)…
+    receiver.state.set_faults_at_next_create(Faults { lose_answer_next: 1, ..Faults::default() });
+    let lost = jira.perform(&http(), Action::Reopen { event: &reopened, ticket: &first, key: &k }).await;
+    assert!(matches!(lost, Err(DeliveryError::Status { status: 500, .. })), "{lost:?}");
+    assert_eq!(receiver.state.issues().len(), 2, "the create took effect");
+    // …and the search does not show it yet.
+    assert_eq!(
+        jira.perform(&http(), Action::Find { event: &reopened, key: &k }).await.unwrap(),
+        Outcome::NotFound
+    );
+
+    // The engine retries at once: the retry reads the old issue's links and finds it.
+    let retried = ticket_of(
+        jira.perform(&http(), Action::Reopen { event: &reopened, ticket: &first, key: &k }).await.unwrap(),
+    );
+    assert_eq!(retried.external_id, "OPS-2");
+    assert_eq!(retried.url.as_deref(), Some(format!("{}/browse/OPS-2", receiver.url()).as_str()));
+
+    assert_eq!(receiver.state.issues().len(), 2, "one replacement issue");
+    assert_eq!(receiver.state.links(), vec![("Relates".to_owned(), "OPS-2".to_owned(), "OPS-1".to_owned())]);
+    let replacement = receiver.state.issue("OPS-2").unwrap();
+    assert!(replacement.labels.contains(&k), "{:?}", replacement.labels);
+    assert_eq!(replacement.status, "To Do");
+    assert_eq!(receiver.state.issue("OPS-1").unwrap().status, "Done");
+    let creates =
+        receiver.requests().iter().filter(|r| r.method == "POST" && r.path == "/rest/api/3/issue").count();
+    assert_eq!(creates, 2, "the first issue and one replacement");
+}
+
+#[tokio::test]
+async fn a_replacement_issue_is_created_with_its_link_in_one_request() {
+    let (receiver, jira, first) = final_site_with_a_closed_issue(13).await;
+    let k = key(13);
+    let before = receiver.requests().len();
+    let reopened = event(EventType::FindingReopened, 13);
+    let second = ticket_of(
+        jira.perform(&http(), Action::Reopen { event: &reopened, ticket: &first, key: &k }).await.unwrap(),
+    );
+    assert_eq!(second.external_id, "OPS-2");
+
+    let requests = receiver.requests().split_off(before);
+    let writes: Vec<_> = requests.iter().filter(|r| r.method != "GET").collect();
+    assert_eq!(writes.len(), 1, "{:?}", requests.iter().map(|r| (&r.method, &r.path)).collect::<Vec<_>>());
+    assert_eq!(writes[0].path, "/rest/api/3/issue");
+    assert!(requests.iter().all(|r| r.path != "/rest/api/3/issueLink"));
+    assert!(requests.iter().all(|r| !r.path.starts_with("/rest/api/3/search")), "consistent reads only");
+    let body = writes[0].json();
+    assert_eq!(
+        body["update"],
+        json!({"issuelinks": [{"add": {"type": {"name": "Relates"}, "outwardIssue": {"key": "OPS-1"}}}]})
+    );
+    assert_eq!(body["fields"]["labels"], json!(["writeback-doctor", k]));
+    assert_eq!(receiver.state.links(), vec![("Relates".to_owned(), "OPS-2".to_owned(), "OPS-1".to_owned())]);
+}
+
+#[tokio::test]
+async fn the_old_issue_shows_its_replacement_as_the_inward_issue_as_jira_does() {
+    let (receiver, jira, first) = final_site_with_a_closed_issue(14).await;
+    let reopened = event(EventType::FindingReopened, 14);
+    jira.perform(&http(), Action::Reopen { event: &reopened, ticket: &first, key: &key(14) }).await.unwrap();
+
+    let (status, old) =
+        raw(&receiver, reqwest::Method::GET, "/rest/api/3/issue/OPS-1?fields=issuelinks", None).await;
+    assert_eq!(status, 200);
+    let links = old["fields"]["issuelinks"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "{old}");
+    assert!(links[0]["id"].is_string(), "{old}");
+    assert_eq!(links[0]["type"]["name"], "Relates");
+    assert_eq!(links[0]["type"]["inward"], "relates to");
+    assert_eq!(links[0]["type"]["outward"], "relates to");
+    assert!(links[0].get("outwardIssue").is_none(), "{old}");
+    let inward = &links[0]["inwardIssue"];
+    assert_eq!(inward["key"], "OPS-2");
+    assert!(inward["id"].is_string());
+    assert_eq!(inward["fields"]["status"]["name"], "To Do");
+    assert!(inward["fields"]["summary"].as_str().unwrap().contains("Password reset endpoint"));
+
+    let (_, new) = raw(&receiver, reqwest::Method::GET, "/rest/api/3/issue/OPS-2", None).await;
+    let links = new["fields"]["issuelinks"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "{new}");
+    assert_eq!(links[0]["outwardIssue"]["key"], "OPS-1");
+    assert_eq!(links[0]["outwardIssue"]["fields"]["status"]["statusCategory"]["key"], "done");
+
+    let (_, plain) =
+        raw(&receiver, reqwest::Method::GET, "/rest/api/3/issue/OPS-1?fields=status", None).await;
+    assert!(plain["fields"].get("issuelinks").is_none(), "only when asked: {plain}");
+}
+
+#[tokio::test]
+async fn a_create_whose_link_cannot_be_made_is_refused_whole() {
+    let (receiver, _jira, _first) = final_site_with_a_closed_issue(15).await;
+    let unknown_type = replacement_body(
+        "no such link type",
+        json!({"type": {"name": "Mentions"}, "outwardIssue": {"key": "OPS-1"}}),
+    );
+    let (status, answer) =
+        raw(&receiver, reqwest::Method::POST, "/rest/api/3/issue", Some(unknown_type)).await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["errorMessages"], json!([]));
+    assert!(answer["errors"]["issuelinks"].as_str().unwrap().contains("Mentions"), "{answer}");
+
+    let missing_issue = replacement_body(
+        "no such issue",
+        json!({"type": {"name": "Relates"}, "outwardIssue": {"key": "OPS-99"}}),
+    );
+    let (status, answer) =
+        raw(&receiver, reqwest::Method::POST, "/rest/api/3/issue", Some(missing_issue)).await;
+    assert_eq!(status, 400);
+    assert!(answer["errors"]["issuelinks"].as_str().unwrap().contains("OPS-99"), "{answer}");
+
+    assert_eq!(receiver.state.issues().len(), 1, "no issue without its link");
+    assert!(receiver.state.links().is_empty());
+
+    // The connector's own create meets the same check: a link type the site lacks is a 400.
+    let mut s = settings(&receiver.url(), TOKEN);
+    s.config["link_type"] = json!("Mentions");
+    let jira = jira::build(&s).unwrap();
+    let first = TicketRef { external_id: "OPS-1".into(), url: None };
+    let reopened = event(EventType::FindingReopened, 15);
+    let err = jira
+        .perform(&http(), Action::Reopen { event: &reopened, ticket: &first, key: &key(15) })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeliveryError::Status { status: 400, .. }), "{err:?}");
+    assert_eq!(receiver.state.issues().len(), 1);
+}
+
+#[tokio::test]
+async fn a_replacement_is_told_from_other_linked_issues_by_its_labels_and_direction() {
+    let (receiver, jira, first) = final_site_with_a_closed_issue(16).await;
+    let k = key(16);
+    let reopened = event(EventType::FindingReopened, 16);
+    let second = ticket_of(
+        jira.perform(&http(), Action::Reopen { event: &reopened, ticket: &first, key: &k }).await.unwrap(),
+    );
+    assert_eq!(second.external_id, "OPS-2");
+    // A person links a newer issue of their own to the old one, the same way round.
+    let theirs = replacement_body(
+        "a person's issue",
+        json!({"type": {"name": "Relates"}, "outwardIssue": {"key": "OPS-1"}}),
+    );
+    let (status, _) = raw(&receiver, reqwest::Method::POST, "/rest/api/3/issue", Some(theirs)).await;
+    assert_eq!(status, 201);
+    let retried = ticket_of(
+        jira.perform(&http(), Action::Reopen { event: &reopened, ticket: &first, key: &k }).await.unwrap(),
+    );
+    assert_eq!(retried, second, "the person's OPS-3 has no problem label");
+
+    // The problem comes back once more after OPS-2 is closed: OPS-2 links to OPS-1 (labelled
+    // too) the other way round, so a new issue is made rather than OPS-1 taken.
+    let resolved = event(EventType::FindingResolved, 16);
+    jira.perform(&http(), Action::Close { event: &resolved, ticket: &second }).await.unwrap();
+    let third = ticket_of(
+        jira.perform(&http(), Action::Reopen { event: &reopened, ticket: &second, key: &k }).await.unwrap(),
+    );
+    assert_eq!(third.external_id, "OPS-4");
+    let links = receiver.state.links();
+    assert!(links.contains(&("Relates".to_owned(), "OPS-4".to_owned(), "OPS-2".to_owned())), "{links:?}");
+    assert_eq!(links.len(), 3, "{links:?}");
+    let again = ticket_of(
+        jira.perform(&http(), Action::Reopen { event: &reopened, ticket: &second, key: &k }).await.unwrap(),
+    );
+    assert_eq!(again, third);
+    assert_eq!(receiver.state.issues().len(), 4);
+}
