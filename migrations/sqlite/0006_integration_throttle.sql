@@ -5,9 +5,7 @@
 ALTER TABLE integrations ADD COLUMN throttled_until TEXT;
 ALTER TABLE integrations ADD COLUMN throttle_streak INTEGER NOT NULL DEFAULT 0;
 
--- An integration's deliveries of one status, newest first: the `?status=` listing (failed ones
--- are few among many succeeded) reads only its page.
-CREATE INDEX deliveries_status_idx ON deliveries (integration_id, status, id);
--- Failed deliveries by when their event happened: "replay every failed one since T" reads only
--- those, not every delivery of the integration.
-CREATE INDEX deliveries_failed_idx ON deliveries (integration_id, occurred_at) WHERE status = 'failed';
+-- An integration's failed deliveries, newest first: the `?status=failed` listing and "replay every
+-- failed one since T" read only those (few among many succeeded). Partial, so the updates every
+-- delivery goes through (claim, attempt) do not maintain it unless the delivery failed.
+CREATE INDEX deliveries_failed_idx ON deliveries (integration_id, id) WHERE status = 'failed';
