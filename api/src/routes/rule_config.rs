@@ -400,6 +400,7 @@ pub struct AuditPage {
 pub struct AuditQuery {
     pub cursor: Option<Uuid>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
