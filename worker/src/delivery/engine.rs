@@ -400,9 +400,7 @@ impl Engine {
             // A known ticket is made sure to be open (reopened, or a linked one opened, if a
             // person closed it meanwhile) with a note; one deleted in the destination is
             // replaced by a new ticket.
-            if let Some((t, state)) = &stored
-                && *state != TicketState::Creating
-            {
+            if let Some((t, _)) = &stored {
                 match connector.perform(http, Action::Reopen { event: &event, ticket: t, key }).await {
                     Ok(Outcome::Ticket(new)) => {
                         return Ok(Some(Done { ticket: Some(set(new, TicketState::Open)), finding_open }));
