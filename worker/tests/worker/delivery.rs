@@ -221,6 +221,12 @@ async fn connectwise(h: &Harness, cw: &Receiver<ConnectwiseState>) -> Integratio
     .await
 }
 
+/// A Jira integration (per tenant) for `jira`, the local Jira Cloud.
+async fn jira_integration(h: &Harness, jira: &Receiver<JiraState>) -> Integration {
+    let (config_json, credentials) = jira_config();
+    h.integrate("jira", &jira.url(), config_json, credentials, |_| {}).await
+}
+
 fn jira_config() -> (Value, Value) {
     (json!({"email": "wbd@msp.example", "project_key": "OPS"}), json!({"api_token": "jira-token"}))
 }
@@ -229,8 +235,7 @@ fn jira_config() -> (Value, Value) {
 async fn one_jira_issue_per_finding_noted_closed_and_reopened_and_shown_on_the_finding() {
     let jira = Receiver::spawn(JiraState::new("wbd@msp.example", "jira-token", "OPS")).await;
     let mut h = Harness::new().await;
-    let (config_json, credentials) = jira_config();
-    let integration = h.integrate("jira", &jira.url(), config_json, credentials, |_| {}).await;
+    let integration = jira_integration(&h, &jira).await;
     h.start(config(quick_schedule()));
 
     let opened = h.emit(&integration, EventType::FindingOpened, 0, 1).await;
@@ -497,8 +502,7 @@ async fn an_integration_failing_for_too_long_is_switched_off_and_nothing_waiting
 async fn a_worker_dying_after_the_create_leaves_one_ticket() {
     let jira = Receiver::spawn(JiraState::new("wbd@msp.example", "jira-token", "OPS")).await;
     let mut h = Harness::new().await;
-    let (config_json, credentials) = jira_config();
-    let integration = h.integrate("jira", &jira.url(), config_json, credentials, |_| {}).await;
+    let integration = jira_integration(&h, &jira).await;
     h.emit(&integration, EventType::FindingOpened, 0, 1).await;
 
     // The first worker claims the delivery, records the create and sends it — and dies before it
@@ -631,8 +635,7 @@ async fn a_lost_create_answer_is_not_repeated_while_jira_s_search_lags_behind() 
     .await;
     jira.common().set_faults(Faults { lose_answer_next: 1, ..Default::default() });
     let mut h = Harness::new().await;
-    let (config_json, credentials) = jira_config();
-    let integration = h.integrate("jira", &jira.url(), config_json, credentials, |_| {}).await;
+    let integration = jira_integration(&h, &jira).await;
     h.start(config(quick_schedule()));
     h.emit(&integration, EventType::FindingOpened, 0, 1).await;
     eventually(10, "delivered", || async { h.settled(&integration).await.len() == 1 }).await;
@@ -656,8 +659,7 @@ async fn a_lost_create_answer_is_not_repeated_while_jira_s_search_lags_behind() 
 async fn an_issue_deleted_in_jira_is_replaced_when_the_problem_comes_back() {
     let jira = Receiver::spawn(JiraState::new("wbd@msp.example", "jira-token", "OPS")).await;
     let mut h = Harness::new().await;
-    let (config_json, credentials) = jira_config();
-    let integration = h.integrate("jira", &jira.url(), config_json, credentials, |_| {}).await;
+    let integration = jira_integration(&h, &jira).await;
     h.start(config(quick_schedule()));
     let opened = h.emit(&integration, EventType::FindingOpened, 0, 1).await;
     eventually(10, "the issue exists", || async { jira.state.issues().len() == 1 }).await;
