@@ -50,7 +50,8 @@ impl Application {
         rand::rng().fill_bytes(&mut generated);
         let secret =
             store.get_or_create_secret(TOKEN_SECRET, generated).await.context("loading the token secret")?;
-        let sealer = wbd_worker::delivery::secrets::sealer_from_settings(&settings)?.map(Arc::new);
+        let sealer = wbd_delivery::secrets::sealer_from_settings(&settings.delivery, &settings.database.url)?
+            .map(Arc::new);
         let network = NetworkPolicy::new(&settings.delivery.allow_networks, settings.delivery.https_only)
             .map_err(|e| anyhow::anyhow!("delivery.allow_networks: {e}"))?;
         let state = web::Data::new(AppState {
@@ -116,7 +117,8 @@ impl Application {
             });
         }
         if settings.worker_embedded() {
-            let mut worker = wbd_worker::spawn(store.clone(), queue, &settings, cancel.child_token())?;
+            let mut worker =
+                wbd_platform::background::spawn(store.clone(), queue, &settings, cancel.child_token())?;
             background.spawn(async move { while worker.join_next().await.is_some() {} });
         }
         tracing::info!(

@@ -1,5 +1,5 @@
 //! The delivery phase: how fast and how promptly the delivery engine
-//! (`wbd_worker::delivery::engine`) carries `finding.opened` events to signed webhooks, on SQLite
+//! (`wbd_delivery::engine`) carries `finding.opened` events to signed webhooks, on SQLite
 //! and on PostgreSQL.
 //!
 //! The engine runs in this process, wired as the worker wires it (sealed signing secret, network
@@ -27,6 +27,9 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use wbd_delivery::events::{delivery_for, finding_data};
+use wbd_delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
+use wbd_delivery::{Engine, EngineConfig, start};
 use wbd_notify::schedule::RetrySchedule;
 use wbd_notify::sealing::Sealer;
 use wbd_notify::ssrf::{Guard, NetworkPolicy};
@@ -37,9 +40,6 @@ use wbd_store::{
     Finding, FindingId, FindingStatus, Integration, IntegrationFilter, IntegrationWrite, NewDelivery,
     OrgScope, Routing, Severity, Store, TenantId,
 };
-use wbd_worker::delivery::engine::{Engine, EngineConfig, start};
-use wbd_worker::delivery::events::{delivery_for, finding_data};
-use wbd_worker::delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
 
 use crate::deploy::PgDatabase;
 use crate::machine::{CpuSnapshot, CpuUse, process_cpu_secs, threads_cpu_secs};

@@ -555,7 +555,7 @@ async fn delivery_phase(args: &Args, backend: Backend<'_>, ticks: u64) -> PhaseR
         )),
     }
     phase.condition(format!(
-        "engine in this process (wbd_worker::delivery::engine: dispatcher + deliverer), concurrency {}, poll interval {} ms, attempt timeout 15 s, standard retry schedule; webhook connector with a sealed signing secret (Standard Webhooks HMAC-SHA256 on every request), network policy allowing 127.0.0.1/32 over http",
+        "engine in this process (wbd_delivery::engine: dispatcher + deliverer), concurrency {}, poll interval {} ms, attempt timeout 15 s, standard retry schedule; webhook connector with a sealed signing secret (Standard Webhooks HMAC-SHA256 on every request), network policy allowing 127.0.0.1/32 over http",
         load.concurrency,
         load.poll_interval.as_millis()
     ));

@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let (store, queue) = wbd_platform::open_backends(&settings).await?;
     let cancel = CancellationToken::new();
-    let mut tasks = wbd_worker::spawn(store, queue, &settings, cancel.clone())?;
+    let mut tasks = wbd_platform::background::spawn(store, queue, &settings, cancel.clone())?;
     tracing::info!(concurrency = settings.worker.concurrency, "wbd-worker running");
     wbd_platform::shutdown_signal().await;
     tracing::info!("shutting down: finishing evaluations in progress");

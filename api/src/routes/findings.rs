@@ -15,13 +15,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use wbd_findings::lifecycle::is_stale;
 use wbd_rules::Lang;
 use wbd_store::{
     ActionOutcome, Collector, CollectorStatus, CommandWrite, Finding, FindingAction, FindingEvent,
     FindingFilter, FindingId, FindingStatus, Severity, TenantId, TenantScope,
 };
 use wbd_wire::{CommandAction, ProbeKind};
-use wbd_worker::lifecycle::is_stale;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};

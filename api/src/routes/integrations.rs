@@ -18,6 +18,8 @@ use serde_json::{Map, Value, json};
 use url::Url;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use wbd_delivery::events;
+use wbd_delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
 use wbd_notify::sealing::Sealer;
 use wbd_notify::signing::SigningSecret;
 use wbd_notify::{ConnectorSettings, EventType, IntegrationKind, connectors};
@@ -25,8 +27,6 @@ use wbd_store::{
     Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, Integration, IntegrationFilter,
     IntegrationUpdate, IntegrationWrite, Routing, Severity, TenantId,
 };
-use wbd_worker::delivery::events;
-use wbd_worker::delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};

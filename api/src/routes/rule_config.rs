@@ -497,13 +497,12 @@ pub async fn dry_run(
     let now = Utc::now();
     let snapshot =
         state.store.load_tenant_snapshot(scope).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
-    let config = wbd_worker::evaluate::load_tenant_rules(state.store.as_ref(), scope).await?;
-    let evaluations =
-        wbd_worker::evaluate::run_rules(&snapshot, &config.with(extra_settings, extra_rule), now);
+    let config = wbd_findings::load_tenant_rules(state.store.as_ref(), scope).await?;
+    let evaluations = wbd_findings::run_rules(&snapshot, &config.with(extra_settings, extra_rule), now);
     let mut result =
         DryRunResult { would_open: vec![], would_resolve: vec![], still_failing: vec![], unknown: vec![] };
     let open = |rule_id: &str, subject: &str| {
-        let fingerprint = wbd_worker::evaluate::fingerprint(rule_id, subject);
+        let fingerprint = wbd_findings::fingerprint(rule_id, subject);
         snapshot.findings.iter().find(|f| f.fingerprint == fingerprint && f.status != FindingStatus::Resolved)
     };
     for e in &evaluations {

@@ -483,7 +483,7 @@ async fn a_worker_killed_mid_delivery_leaves_one_ticket_per_finding_closed_on_re
     let tenant: uuid::Uuid = collectors[0].0.parse().unwrap();
     let org = wbd_store::OrgScope { org_id: org_of(&cluster, tenant).await };
     let sealer = wbd_notify::sealing::Sealer::new(&cluster.secrets_key, &[]).unwrap();
-    let sealed = wbd_worker::delivery::secrets::SealedSecrets {
+    let sealed = wbd_delivery::secrets::SealedSecrets {
         credentials: serde_json::json!({"public_key": "pub", "private_key": "priv", "client_id": "client-1"}),
         ..Default::default()
     };
@@ -492,7 +492,7 @@ async fn a_worker_killed_mid_delivery_leaves_one_ticket_per_finding_closed_on_re
         kind: "connectwise".into(),
         url: Some(psa.url()),
         config: serde_json::json!({"login_company": "northwind", "board_id": 7, "company_identifier": "Contoso"}),
-        secrets: wbd_worker::delivery::secrets::seal(&sealer, org.org_id, &sealed),
+        secrets: wbd_delivery::secrets::seal(&sealer, org.org_id, &sealed),
         filter: wbd_store::IntegrationFilter::default(),
         routing: wbd_store::Routing::PerTenant,
         max_in_flight: 2,

@@ -853,7 +853,7 @@ async fn a_chat_webhook_sent_back_as_shown_keeps_its_secret_url() {
     let path = format!("/v1/integrations/{id}");
     let secret_url = async || {
         let row = stored_row(&app, &org, &id).await;
-        wbd_worker::delivery::secrets::open(&sealer, row.org_id, &row.secrets).unwrap().url
+        wbd_delivery::secrets::open(&sealer, row.org_id, &row.secrets).unwrap().url
     };
 
     // The client saves what it read, with a new name.

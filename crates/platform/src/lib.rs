@@ -1,6 +1,8 @@
-//! What `wbd-api` and `wbd-worker` share at start-up: the typed settings tree, telemetry, and
-//! opening the store and the queue the settings name.
+//! What `wbd-api` and `wbd-worker` share at start-up: the typed settings tree, telemetry,
+//! opening the store and the queue the settings name, and the background work a worker host
+//! runs ([`background`]).
 
+pub mod background;
 pub mod settings;
 pub mod telemetry;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+pub use wbd_delivery::DeliverySettings;
 
 const DEFAULTS: &str = include_str!("../config.default.toml");
 const SECTIONS: &[&str] =
@@ -27,36 +28,6 @@ pub struct Settings {
     pub rules: RulesSettings,
     pub delivery: DeliverySettings,
     pub telemetry: TelemetrySettings,
-}
-
-/// Delivery of finding events to integrations (webhooks, PSA tickets, chat).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DeliverySettings {
-    /// Run the dispatcher and the deliverer in this process's worker.
-    pub enabled: bool,
-    /// Base64 of the 32-byte key sealing integration credentials. Empty: on SQLite a key file
-    /// beside the database is made and used; on PostgreSQL integrations cannot be saved.
-    pub secrets_key: String,
-    /// Earlier keys, still opened after a rotation (new seals use `secrets_key`).
-    #[serde(default)]
-    pub previous_secrets_keys: Vec<String>,
-    /// Internal networks deliveries may reach (CIDRs), for an on-prem PSA.
-    #[serde(default)]
-    pub allow_networks: Vec<String>,
-    /// Refuse `http://` destinations.
-    pub https_only: bool,
-    pub attempt_timeout_secs: u64,
-    /// Waits between attempts in seconds; empty: the standard schedule (10 attempts, ~75 h).
-    #[serde(default)]
-    pub retry_schedule_secs: Vec<f64>,
-    /// An integration whose every attempt failed for this long is switched off.
-    pub disable_after_secs: u64,
-    /// Deliveries in flight at once per process.
-    pub concurrency: usize,
-    pub poll_interval_ms: u64,
-    /// Where people open the API (links in tickets), e.g. `https://wbd.example.com`; empty: none.
-    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

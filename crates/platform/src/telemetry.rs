@@ -1,20 +1,19 @@
 //! Logs and traces: `tracing` everywhere, formatted to stderr (pretty or JSON), and an
 //! OpenTelemetry layer so every span has a trace id. Spans are exported over OTLP/HTTP only
 //! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. The W3C `traceparent` of a span is what travels
-//! with a batch through the outbox and the queue ([`traceparent_of`], [`continue_trace`]).
+//! with a batch through the outbox and the queue (`wbd_trace`, re-exported here).
 
-use std::collections::HashMap;
 use std::sync::Once;
 
-use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
+
+pub use wbd_trace::{continue_trace, trace_id_of, traceparent_of};
 
 use crate::settings::{LogFormat, TelemetrySettings};
 
@@ -98,27 +97,4 @@ fn tracer_provider(service_name: &str, component: &str) -> anyhow::Result<SdkTra
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .build()?;
     Ok(builder.with_batch_exporter(exporter).build())
-}
-
-/// The W3C `traceparent` of `span`, if it belongs to a sampled trace.
-pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
-    let cx = span.context();
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove("traceparent")
-}
-
-/// Makes `span` a child of the trace named by `traceparent` (from a batch or a message).
-pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
-    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    // A malformed traceparent leaves the span as the root of a new trace.
-    let _ = span.set_parent(cx);
-}
-
-/// The trace id (32 hex digits) of a `traceparent` value.
-pub fn trace_id_of(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.split('-');
-    let (_version, trace_id) = (parts.next()?, parts.next()?);
-    (trace_id.len() == 32).then_some(trace_id)
 }

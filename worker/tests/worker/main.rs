@@ -1,9 +1,8 @@
 //! The `wbd-worker` binary as an operator meets it: it refuses bad settings and unreachable
 //! backends with a message that says what is wrong, instead of starting half-configured.
-//! (Its evaluation behaviour is tested in the unit tests and, against real PostgreSQL and
-//! RabbitMQ, by the wbd-api distributed suite, which starts this binary.)
-
-mod delivery;
+//! (What it hosts is tested where it lives — evaluation in `wbd-findings`, delivery in
+//! `wbd-delivery` — and, against real PostgreSQL and RabbitMQ, by the wbd-api distributed suite,
+//! which starts this binary.)
 
 use std::process::Command;
 

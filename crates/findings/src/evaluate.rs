@@ -1,7 +1,8 @@
 //! Evaluation of one tenant: load its snapshot, run the rule pack, turn the verdicts into
 //! finding changes, and apply them in one transaction.
 //!
-//! - [`facts_from_snapshot`] turns the stored snapshot into the rules' [`TenantFacts`].
+//! - [`facts_from_snapshot`](crate::facts::facts_from_snapshot) turns the stored snapshot into
+//!   the rules' view of the tenant.
 //! - [`plan_changes`](crate::lifecycle::plan_changes) compares the rules' verdicts with the
 //!   tenant's findings and flap-damping streaks and returns only the changes (a finding whose
 //!   state did not change is not written); see [`crate::lifecycle`].
@@ -14,17 +15,12 @@
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use wbd_rules::{CollectorState, FactInput, TenantFacts};
-
-pub use crate::rule_config::{TenantRules, load_tenant_rules, run_rules};
 use wbd_store::{
-    ApplyOutcome, CollectorStatus, EvaluationChanges, FindingChange, Store, StoreError, TenantScope,
-    TenantSnapshot,
+    ApplyOutcome, EvaluationChanges, FindingChange, Store, StoreError, TenantScope, TenantSnapshot,
 };
-use wbd_wire::ProbeOutput;
 
-pub use crate::lifecycle::fingerprint;
-use crate::lifecycle::{DampingDefaults, DampingTable, plan_changes};
+use crate::lifecycle::{DampingDefaults, DampingTable, fingerprint, plan_changes};
+use crate::rule_config::{TenantRules, load_tenant_rules, run_rules};
 
 /// How many times an evaluation is re-read and re-planned after the store reported a conflict.
 pub const MAX_APPLY_ATTEMPTS: u32 = 5;
@@ -74,60 +70,6 @@ impl ChangeCounts {
     pub fn total(&self) -> u32 {
         self.opened + self.reopened + self.reannounced + self.updated + self.resolved
     }
-}
-
-/// The rules' view of a stored snapshot at `now`.
-///
-/// A fact whose payload is not a [`ProbeOutput`] this build understands is skipped with a
-/// warning: one bad row must not stop the tenant's other rules.
-pub fn facts_from_snapshot(snapshot: &TenantSnapshot, now: DateTime<Utc>) -> TenantFacts {
-    let collectors = snapshot
-        .collectors
-        .iter()
-        .map(|c| CollectorState {
-            id: c.id.0,
-            name: c.name.clone(),
-            active: c.status == CollectorStatus::Active,
-            last_seen_at: c.last_seen_at,
-            silent_after: c.silent_after,
-            push_interval_secs: c.push_interval_secs,
-        })
-        .collect();
-    let facts = snapshot
-        .facts
-        .iter()
-        .filter_map(|fact| match serde_json::from_value::<ProbeOutput>(fact.payload.clone()) {
-            Ok(output) => {
-                if output.kind().as_str() != fact.probe {
-                    // The payload is the typed record; the column is only an index.
-                    tracing::warn!(
-                        collector_id = %fact.collector_id,
-                        subject = %fact.subject,
-                        probe = %fact.probe,
-                        payload_probe = output.kind().as_str(),
-                        "fact's probe column disagrees with its payload; using the payload"
-                    );
-                }
-                Some(FactInput {
-                    collector_id: fact.collector_id.0,
-                    subject: fact.subject.clone(),
-                    observed_at: fact.observed_at,
-                    output,
-                })
-            }
-            Err(error) => {
-                tracing::warn!(
-                    collector_id = %fact.collector_id,
-                    subject = %fact.subject,
-                    probe = %fact.probe,
-                    %error,
-                    "skipping a fact whose payload is not a probe output this build can read"
-                );
-                None
-            }
-        })
-        .collect();
-    TenantFacts { now, collectors, facts }
 }
 
 /// Evaluates one tenant and commits the resulting finding changes.
@@ -265,7 +207,7 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
         let damping = DampingTable::for_tenant(&rules.pack, damping);
         let mut changes = plan_changes(&snapshot, &evaluations, &damping, now);
         attach_messages(&mut changes, &snapshot, &evaluations);
-        changes.traceparent = wbd_platform::telemetry::traceparent_of(&tracing::Span::current());
+        changes.traceparent = wbd_trace::traceparent_of(&tracing::Span::current());
         let counts = ChangeCounts::of(&changes.findings);
         match store.apply(scope, message_id, snapshot.facts_version, &changes, now).await? {
             ApplyOutcome::Applied => {
@@ -317,7 +259,11 @@ mod tests {
     };
     use wbd_wire::{EndpointReport, EndpointRole, ProbeStep, StepFailure, TlsReport};
 
+    use wbd_store::CollectorStatus;
+    use wbd_wire::ProbeOutput;
+
     use super::*;
+    use crate::facts::facts_from_snapshot;
     use crate::lifecycle::store_severity;
 
     fn now() -> DateTime<Utc> {

@@ -1,23 +1,18 @@
-//! wbd-worker: consumes evaluation messages and keeps each tenant's findings current.
+//! The background work of a worker host: `wbd-worker` runs it alone, `wbd-api` runs it in
+//! process in the embedded deployment.
 //!
 //! - [`consume`] takes messages from the queue (RabbitMQ or the local outbox queue), evaluates
-//!   the tenant they name and acknowledges only after the evaluation is committed. Each
-//!   message carries the `traceparent` of the ingest that produced it, so one trace shows
-//!   ingest and evaluation.
+//!   the tenant they name ([`wbd_findings::evaluate_tenant`]) and acknowledges only after the
+//!   evaluation is committed. Each message carries the `traceparent` of the ingest that produced
+//!   it, so one trace shows ingest and evaluation.
 //! - [`sweep_silent_collectors`] periodically evaluates tenants whose collectors missed their
 //!   pushes, and tenants with a suppression that ran out: neither produces a message, so time
 //!   has to.
-//! - [`lifecycle`] decides what an evaluation changes: flap damping, stale findings of silent
-//!   collectors, undecided rules, suppressions that ran out.
+//! - The delivery engine ([`wbd_delivery::engine`]) carries finding events to integrations.
 //!
-//! Both are idempotent: a redelivered message is recognised by its id (recorded in the same
+//! Evaluation is idempotent: a redelivered message is recognised by its id (recorded in the same
 //! transaction as the findings it changed), and an evaluation over unchanged facts changes
 //! nothing.
-
-pub mod delivery;
-pub mod evaluate;
-pub mod lifecycle;
-pub mod rule_config;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +21,11 @@ use chrono::Utc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use wbd_platform::Settings;
+use wbd_findings::{DampingDefaults, EvaluationOutcome, evaluate_tenant};
 use wbd_queue::{Delivery, Queue};
 use wbd_store::{MessageKind, Store};
 
-use crate::evaluate::{EvaluationOutcome, evaluate_tenant};
-use crate::lifecycle::DampingDefaults;
+use crate::Settings;
 
 /// The server-wide flap-damping defaults of `settings` (`[rules]`).
 pub fn damping_defaults(settings: &Settings) -> DampingDefaults {
@@ -56,7 +50,13 @@ pub fn spawn(
         );
     }
     if settings.delivery.enabled {
-        delivery::engine::spawn(store.clone(), settings, cancel.clone(), &mut tasks)?;
+        wbd_delivery::engine::spawn(
+            store.clone(),
+            &settings.delivery,
+            &settings.database.url,
+            cancel.clone(),
+            &mut tasks,
+        )?;
     }
     let every = Duration::from_secs(settings.worker.silence_sweep_secs);
     tasks.spawn(sweep_silent_collectors(store, damping, every, cancel));
@@ -100,7 +100,7 @@ async fn handle(store: &dyn Store, damping: DampingDefaults, delivery: Delivery,
         redelivered = delivery.redelivered,
     );
     if let Some(tp) = &message.traceparent {
-        wbd_platform::telemetry::continue_trace(&span, tp);
+        wbd_trace::continue_trace(&span, tp);
     }
     async {
         match &message.kind {

@@ -26,77 +26,30 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
-use wbd_notify::schedule::RetrySchedule;
 use wbd_notify::sealing::Sealer;
 use wbd_notify::ssrf::{Guard, NetworkPolicy};
 use wbd_notify::{
     Action, Connector, DeliveryError, Event, EventType, Http, IntegrationKind, Outcome, TenantRef, TicketRef,
 };
-use wbd_platform::Settings;
 use wbd_store::{
     AttemptRecord, ClaimedDelivery, Delivery, Integration, OrgScope, Routing, Store, Ticket, TicketState,
     TicketUpdate,
 };
 
-use super::events;
-use super::secrets::{self, SecretsError};
-
-/// How the engine runs (from `[delivery]`).
-#[derive(Clone)]
-pub struct EngineConfig {
-    pub schedule: RetrySchedule,
-    pub attempt_timeout: Duration,
-    /// An integration failing for this long is switched off.
-    pub disable_after: chrono::TimeDelta,
-    pub concurrency: usize,
-    pub poll_interval: Duration,
-    pub public_url: Option<String>,
-}
-
-impl EngineConfig {
-    pub fn from_settings(settings: &Settings) -> EngineConfig {
-        let d = &settings.delivery;
-        let schedule = if d.retry_schedule_secs.is_empty() {
-            RetrySchedule::standard()
-        } else {
-            RetrySchedule::from_delays(
-                d.retry_schedule_secs.iter().map(|s| Duration::from_secs_f64(*s)).collect(),
-            )
-        };
-        EngineConfig {
-            schedule,
-            attempt_timeout: Duration::from_secs(d.attempt_timeout_secs),
-            disable_after: chrono::TimeDelta::seconds(
-                i64::try_from(d.disable_after_secs).unwrap_or(i64::MAX / 1000),
-            ),
-            concurrency: d.concurrency,
-            poll_interval: Duration::from_millis(d.poll_interval_ms),
-            public_url: (!d.public_url.is_empty()).then(|| d.public_url.trim_end_matches('/').to_owned()),
-        }
-    }
-
-    /// How long one attempt may take in all: it is a few requests (look up, check the status,
-    /// create or reopen, link, note, a token renewal), each bounded by the attempt timeout.
-    fn attempt_budget(&self) -> Duration {
-        self.attempt_timeout * 7
-    }
-
-    /// How long a claimed delivery is held: longer than an attempt can take, so no other
-    /// worker takes the delivery over while its attempt still runs.
-    fn lease(&self) -> Duration {
-        self.attempt_budget() + self.attempt_timeout + Duration::from_secs(5)
-    }
-}
+use crate::events;
+use crate::secrets::{self, SecretsError};
+use crate::settings::{DeliverySettings, EngineConfig};
 
 /// Starts the dispatcher and the deliverer; they stop when `cancel` fires.
 pub fn spawn(
     store: Arc<dyn Store>,
-    settings: &Settings,
+    settings: &DeliverySettings,
+    database_url: &str,
     cancel: CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
-    let sealer = secrets::sealer_from_settings(settings)?.map(Arc::new);
-    let policy = NetworkPolicy::new(&settings.delivery.allow_networks, settings.delivery.https_only)
+    let sealer = secrets::sealer_from_settings(settings, database_url)?.map(Arc::new);
+    let policy = NetworkPolicy::new(&settings.allow_networks, settings.https_only)
         .map_err(|e| anyhow::anyhow!("delivery.allow_networks: {e}"))?;
     let config = EngineConfig::from_settings(settings);
     let engine = Arc::new(Engine::new(store, sealer, Guard::new(policy, config.attempt_timeout), config));
@@ -220,7 +173,7 @@ impl Engine {
         // One trace from the collector's push to the ticket: the attempt continues the trace of
         // the evaluation that wrote the event.
         if let Some(tp) = &delivery.traceparent {
-            wbd_platform::telemetry::continue_trace(&span, tp);
+            wbd_trace::continue_trace(&span, tp);
         }
         self.execute_in(delivery, lease_id, integration, ticket).instrument(span).await;
     }

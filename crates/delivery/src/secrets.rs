@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use wbd_notify::sealing::Sealer;
 use wbd_notify::{ConnectorSettings, IntegrationKind};
-use wbd_platform::Settings;
 use wbd_store::{Integration, OrgId};
+
+use crate::settings::DeliverySettings;
 
 /// A webhook signing secret; a rotated-out one stays valid until `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,16 +72,16 @@ pub enum SecretsError {
     Corrupt(String),
 }
 
-/// The sealer of `settings`: `delivery.secrets_key` if set; else, on SQLite, a key file beside
-/// the database (made on first use, mode 0600); else none (integrations cannot be saved).
-pub fn sealer_from_settings(settings: &Settings) -> anyhow::Result<Option<Sealer>> {
-    let d = &settings.delivery;
+/// The sealer of `d`: `delivery.secrets_key` if set; else, on SQLite, a key file beside the
+/// database `database_url` names (made on first use, mode 0600); else none (integrations cannot
+/// be saved).
+pub fn sealer_from_settings(d: &DeliverySettings, database_url: &str) -> anyhow::Result<Option<Sealer>> {
     if !d.secrets_key.is_empty() {
         let sealer = Sealer::new(&d.secrets_key, &d.previous_secrets_keys)
             .map_err(|e| anyhow::anyhow!("delivery.secrets_key: {e}"))?;
         return Ok(Some(sealer));
     }
-    let Some(path) = key_file_path(&settings.database.url) else { return Ok(None) };
+    let Some(path) = key_file_path(database_url) else { return Ok(None) };
     let key = read_or_create_key(&path)?;
     let sealer = Sealer::new(&key, &d.previous_secrets_keys)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

@@ -10,7 +10,7 @@ use wbd_rules::custom::{self, CompiledRule, CustomRule};
 use wbd_rules::{Evaluation, PackSettings, RuleSettings};
 use wbd_store::{Store, StoreError, TenantScope, TenantSnapshot};
 
-use crate::evaluate::facts_from_snapshot;
+use crate::facts::facts_from_snapshot;
 
 /// What the evaluator runs for one tenant.
 #[derive(Debug, Clone, Default)]

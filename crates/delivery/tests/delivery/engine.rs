@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use wbd_delivery::events::delivery_for;
+use wbd_delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
+use wbd_delivery::{Engine, EngineConfig, start};
 use wbd_notify::schedule::RetrySchedule;
 use wbd_notify::sealing::Sealer;
 use wbd_notify::ssrf::{Guard, NetworkPolicy};
@@ -25,9 +28,6 @@ use wbd_store::{
     DeliveryFilter, DeliveryStatus, Finding, FindingId, FindingStatus, Integration, IntegrationFilter,
     IntegrationWrite, OrgScope, Routing, Severity, Store, TenantId, TicketState,
 };
-use wbd_worker::delivery::engine::{Engine, EngineConfig, start};
-use wbd_worker::delivery::events::delivery_for;
-use wbd_worker::delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -163,10 +163,7 @@ impl Harness {
             data: EventData {
                 organization_id: self.org.org_id.0,
                 tenant: Some(TenantRef { id: tenant.0, name: tenant_name }),
-                finding: Some(wbd_worker::delivery::events::finding_data(
-                    &finding,
-                    Some("https://wbd.example"),
-                )),
+                finding: Some(wbd_delivery::events::finding_data(&finding, Some("https://wbd.example"))),
                 actor: "system".into(),
                 note: None,
                 suppressed_until: None,
