@@ -56,11 +56,23 @@ pub struct Faults {
     pub lose_answer_next: u32,
 }
 
-/// What every receiver has: the request log and the faults.
-#[derive(Debug, Default)]
+/// What every receiver has: the request log, the faults, and a gate that can hold requests.
+#[derive(Debug)]
 pub struct Common {
     requests: Mutex<Vec<Recorded>>,
     faults: Mutex<Faults>,
+    /// `true` while requests pass; see [`Common::hold`].
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            requests: Mutex::default(),
+            faults: Mutex::default(),
+            open: tokio::sync::watch::Sender::new(true),
+        }
+    }
 }
 
 /// What [`Common::observe`] decided.
@@ -115,7 +127,21 @@ impl Common {
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
+        // A held request waits, recorded, until the test releases the receiver: a receiver that
+        // is slow for as long as the test needs, whatever the machine's speed.
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
         decision
+    }
+
+    /// From now on, requests are recorded and then wait, unanswered, until [`Common::release`].
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets held and later requests through.
+    pub fn release(&self) {
+        self.open.send_replace(true);
     }
 
     /// The answer to send after handling: `handled`, or a 500 if the answer is to be lost.

@@ -386,8 +386,9 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_receiver_does_not_hold_up_another_integration() {
+    // The slow receiver holds every request until the test lets go: as slow as it takes.
     let slow = Receiver::spawn(WebhookReceiver::new()).await;
-    slow.common().set_faults(Faults { delay: Some(Duration::from_millis(1500)), ..Default::default() });
+    slow.common().hold();
     let fast = Receiver::spawn(WebhookReceiver::new()).await;
     let mut h = Harness::new().await;
     let slow_integration =
@@ -400,13 +401,84 @@ async fn a_slow_receiver_does_not_hold_up_another_integration() {
         h.emit(&fast_integration, EventType::FindingOpened, 0, n).await;
     }
     h.start(config(quick_schedule()));
-    eventually(10, "the fast receiver has everything", || async { fast.state.deliveries().len() == 8 }).await;
-    assert!(
-        slow.state.deliveries().len() <= 4,
-        "the slow receiver is still working through its queue, two at a time"
-    );
-    eventually(20, "the slow one catches up", || async { h.settled(&slow_integration).await.len() == 8 })
+    eventually(20, "the fast receiver has everything", || async {
+        h.settled(&fast_integration).await.len() == 8
+    })
+    .await;
+    eventually(20, "the slow receiver holds its two in flight", || async { slow.requests().len() == 2 })
         .await;
+    assert!(h.settled(&slow_integration).await.is_empty(), "nothing of the slow one is done yet");
+    assert_eq!(slow.requests().len(), 2, "no more than its in-flight slots at once");
+
+    slow.common().release();
+    eventually(30, "the slow one catches up", || async { h.settled(&slow_integration).await.len() == 8 })
+        .await;
+    let delivered = h.settled(&slow_integration).await;
+    assert!(delivered.iter().all(|d| d.status == DeliveryStatus::Succeeded), "{delivered:?}");
+    assert_eq!(slow.state.deliveries().len(), 8, "each delivered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_exhausts_its_retries_ends_failed_and_is_not_tried_again() {
+    let hook = Receiver::spawn(WebhookReceiver::new().with_answer_status(503)).await;
+    let mut h = Harness::new().await;
+    let integration = h.integrate("webhook", &hook.url(), json!({}), json!(null), |_| {}).await;
+    // Four attempts in all: the first and three retries.
+    let schedule = RetrySchedule::from_delays(vec![Duration::from_millis(50); 3]);
+    h.start(config(schedule));
+    h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(20, "the delivery gave up", || async { h.settled(&integration).await.len() == 1 }).await;
+
+    let delivery = h.settled(&integration).await.remove(0);
+    assert_eq!(delivery.status, DeliveryStatus::Failed);
+    assert_eq!(delivery.attempts, 4);
+    assert_eq!(delivery.last_status, Some(503));
+    let (_, attempts) = h.store.get_delivery(h.org, delivery.id).await.unwrap().unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| (a.attempt, a.succeeded)).collect::<Vec<_>>(),
+        [(1, false), (2, false), (3, false), (4, false)]
+    );
+    // Nothing more is sent once it failed (the engine keeps polling meanwhile).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.requests().len(), 4, "one request per attempt, none after the last");
+    let failed = DeliveryFilter { status: Some(DeliveryStatus::Failed), limit: 10, ..Default::default() };
+    let listed = h.store.list_deliveries(h.org, integration.id, &failed).await.unwrap();
+    assert_eq!(listed.len(), 1, "listed as failed, ready to be replayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_now_resolves_to_a_refused_address_is_never_contacted() {
+    // Saved as a name; at delivery time the name resolves to loopback, which this engine's
+    // network policy refuses (no allow-listed networks).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut h = Harness::new().await;
+    let url = format!("http://localhost:{port}/hook");
+    let integration = h.integrate("webhook", &url, json!({}), json!(null), |_| {}).await;
+    let cfg = config(RetrySchedule::from_delays(vec![Duration::from_millis(50); 2]));
+    let guard = Guard::new(NetworkPolicy::new(&[], false).unwrap(), cfg.attempt_timeout);
+    let engine = Arc::new(Engine::new(h.store.clone(), Some(h.sealer.clone()), guard, cfg));
+    start(engine, h.cancel.clone(), &mut h.tasks);
+    h.emit(&integration, EventType::FindingOpened, 0, 1).await;
+    eventually(20, "the delivery gave up", || async { h.settled(&integration).await.len() == 1 }).await;
+
+    let delivery = h.settled(&integration).await.remove(0);
+    assert_eq!(delivery.status, DeliveryStatus::Failed);
+    assert_eq!(delivery.attempts, 3, "retried on the schedule like any failure");
+    let (_, attempts) = h.store.get_delivery(h.org, delivery.id).await.unwrap().unwrap();
+    for attempt in &attempts {
+        let error = attempt.error.as_deref().unwrap_or("");
+        assert!(error.contains("destination refused"), "a clear reason: {error}");
+        assert_eq!(attempt.status, None, "no HTTP answer: nothing was sent");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection was ever made");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

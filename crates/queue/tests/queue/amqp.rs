@@ -128,6 +128,58 @@ async fn consumer_gets_each_message_with_its_traceparent_and_ack_removes_it() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_share_the_work() -> anyhow::Result<()> {
+    let Some(url) = amqp_url("consumers_share_the_work") else { return Ok(()) };
+    let _shared = BROKER_LOCK.read().await;
+    const CONSUMERS: usize = 3;
+    let broker = TestBroker::new(&url).await;
+    let store = sqlite_store().await;
+    let site = Site::enroll(store.store.as_ref()).await?;
+    // One unacknowledged message per consumer at a time: while a consumer holds its first, the
+    // broker must hand the next messages to the others.
+    let queue = open(&broker, QueueSettings { prefetch: 1, ..broker.settings() }, &store.store).await;
+    let cancel = CancellationToken::new();
+    let everyone_has_one = Arc::new(tokio::sync::Barrier::new(CONSUMERS));
+    let mut workers = Vec::new();
+    for _ in 0..CONSUMERS {
+        let mut consumer = queue.consumer(cancel.clone()).await?;
+        let barrier = everyone_has_one.clone();
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // Patient for the first message (the relay starts after the consumers), then done
+            // once the queue stays empty.
+            let mut within = PATIENCE;
+            while let Some(delivery) = receive(&mut consumer, within).await {
+                within = Duration::from_secs(3);
+                if seen.is_empty() {
+                    tokio::time::timeout(PATIENCE, barrier.wait()).await?;
+                }
+                seen.push(batch_id(&delivery.message));
+                delivery.ack().await?;
+            }
+            anyhow::Ok(seen)
+        }));
+    }
+    let pushed = site.push_many(store.store.as_ref(), 30).await?;
+    let _relay = queue.spawn_relay(broker.cancel.clone());
+    queue.notify();
+
+    let mut seen = Vec::new();
+    for worker in workers {
+        let got = worker.await??;
+        assert!(!got.is_empty(), "every consumer got some of the work");
+        seen.extend(got);
+    }
+    seen.sort();
+    let mut expected = pushed;
+    expected.sort();
+    assert_eq!(seen, expected, "every message exactly once");
+    broker.wait_count(&broker.work_queue(), 0).await?;
+    cancel.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_message_is_redelivered_after_its_consumer_is_dropped() -> anyhow::Result<()> {
     let Some(url) = amqp_url("unacked_message_is_redelivered_after_its_consumer_is_dropped") else {
         return Ok(());

@@ -140,14 +140,26 @@ async fn notify_wakes_an_idle_consumer() -> anyhow::Result<()> {
     let (store, queue, site) = local_queue(settings).await?;
     let cancel = CancellationToken::new();
     let mut consumer = queue.consumer(cancel.clone()).await?;
-    let waiting = tokio::spawn(async move { receive(&mut consumer, PATIENCE).await.map(|d| d.message) });
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(delivery) = consumer.next().await {
+            let _ = tx.send(batch_id(&delivery.message)).await;
+            let _ = delivery.ack().await;
+        }
+    });
     // Let it find the queue empty and go to sleep.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // Pushed without a notification: a sleeping consumer does not see it. (Had the consumer not
+    // slept yet, it would pick the batch up here and the test would fail, never pass by luck.)
     let batch = site.push(store.store.as_ref(), None).await?;
+    let early = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+    assert!(early.is_err(), "the consumer was asleep and did not poll: {early:?}");
+
     queue.notify();
-    let message = waiting.await?.expect("woken by notify, well before the poll interval");
-    assert_eq!(batch_id(&message), batch);
+    let woken = tokio::time::timeout(PATIENCE, rx.recv()).await?;
+    assert_eq!(woken, Some(batch), "woken by the notification, an hour before its next poll");
+    cancel.cancel();
     Ok(())
 }
 
@@ -166,18 +178,26 @@ async fn cancel_ends_a_waiting_consumer() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_share_the_work_without_overlap() -> anyhow::Result<()> {
-    // Long lease: in normal operation no message may reach two consumers.
-    let settings = QueueSettings { lease: Duration::from_secs(60), prefetch: 4, ..local_settings() };
+    // Long lease: in normal operation no message may reach two consumers. Each consumer holds
+    // its first message until every consumer has one: if one of them took all the work, the
+    // others would never get theirs and the barrier would not open.
+    const CONSUMERS: usize = 3;
+    let settings = QueueSettings { lease: Duration::from_secs(60), prefetch: 1, ..local_settings() };
     let (store, queue, site) = local_queue(settings).await?;
     let pushed = site.push_many(store.store.as_ref(), 40).await?;
 
     let cancel = CancellationToken::new();
+    let everyone_has_one = Arc::new(tokio::sync::Barrier::new(CONSUMERS));
     let mut workers = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..CONSUMERS {
         let mut consumer = queue.consumer(cancel.clone()).await?;
+        let barrier = everyone_has_one.clone();
         workers.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             while let Some(delivery) = receive(&mut consumer, Duration::from_secs(2)).await {
+                if seen.is_empty() {
+                    tokio::time::timeout(PATIENCE, barrier.wait()).await?;
+                }
                 seen.push(batch_id(&delivery.message));
                 delivery.ack().await?;
             }
@@ -186,7 +206,9 @@ async fn consumers_share_the_work_without_overlap() -> anyhow::Result<()> {
     }
     let mut seen = Vec::new();
     for worker in workers {
-        seen.extend(worker.await??);
+        let got = worker.await??;
+        assert!(!got.is_empty(), "every consumer got some of the work");
+        seen.extend(got);
     }
     seen.sort();
     let mut expected = pushed.clone();
