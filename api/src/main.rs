@@ -29,6 +29,12 @@ enum Command {
     },
     /// Print the OpenAPI document (YAML).
     Openapi,
+    /// Apply the database migrations and exit (every process also applies them at start-up,
+    /// one at a time under a lock; this runs them once, e.g. as a release job).
+    Migrate,
+    /// Ask this host's API (at `server.listen`) whether it is alive: exit 0 if so, 1 if not. For a
+    /// container HEALTHCHECK or an exec probe; needs no shell or other tool.
+    Healthcheck,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +44,14 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load(cli.config.as_deref())?;
+    if let Some(Command::Healthcheck) = cli.command {
+        let tls = !settings.server.tls_cert_file.is_empty();
+        let url = wbd_platform::health::local_url(settings.server.listen.parse()?, tls, "/healthz");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(wbd_platform::health::check(&url, std::time::Duration::from_secs(5)))?;
+        println!("healthy: {url}");
+        return Ok(());
+    }
     let _telemetry = wbd_platform::telemetry::init(&settings.telemetry, "wbd-api")?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
@@ -56,7 +70,14 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", done.secret);
                 Ok(())
             }
-            Some(Command::Openapi) => Ok(()),
+            Some(Command::Migrate) => {
+                wbd_store::connect(&settings.database.url, 1)
+                    .await
+                    .with_context(|| format!("migrating {}", settings.database.redacted_url()))?;
+                println!("migrations applied: {}", settings.database.redacted_url());
+                Ok(())
+            }
+            Some(Command::Openapi | Command::Healthcheck) => Ok(()),
         }
     });
     if let Err(e) = &result {

@@ -8,6 +8,7 @@ mod helpers;
 mod tls;
 
 mod auth;
+mod cli;
 mod distributed;
 mod e2e;
 mod ingest;

@@ -63,6 +63,30 @@ pub fn spawn(
     Ok(tasks)
 }
 
+/// Consumers of this process that are connected and taking messages (a worker's readiness).
+static ACTIVE_CONSUMERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many of this process's consumers are connected and taking messages.
+pub fn active_consumers() -> usize {
+    ACTIVE_CONSUMERS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a consumer as active while it lives.
+struct ActiveConsumer;
+
+impl ActiveConsumer {
+    fn new() -> Self {
+        ACTIVE_CONSUMERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ActiveConsumer
+    }
+}
+
+impl Drop for ActiveConsumer {
+    fn drop(&mut self) {
+        ACTIVE_CONSUMERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Runs one consumer until cancelled.
 pub async fn consume(
     store: Arc<dyn Store>,
@@ -82,6 +106,7 @@ pub async fn consume(
             }
         }
     };
+    let _active = ActiveConsumer::new();
     while let Some(delivery) = consumer.next().await {
         handle(store.as_ref(), damping, delivery, &cancel).await;
     }

@@ -3,6 +3,7 @@
 //! runs ([`background`]).
 
 pub mod background;
+pub mod health;
 pub mod settings;
 pub mod telemetry;
 

@@ -80,6 +80,9 @@ pub struct WorkerSettings {
     pub embedded: Option<bool>,
     pub concurrency: usize,
     pub silence_sweep_secs: u64,
+    /// Where a `wbd-worker` process serves its health endpoints; empty: nowhere.
+    #[serde(default)]
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -232,6 +235,9 @@ impl Settings {
         }
         if self.worker.silence_sweep_secs == 0 {
             return invalid("worker.silence_sweep_secs", "must be at least 1");
+        }
+        if !self.worker.listen.is_empty() && self.worker.listen.parse::<SocketAddr>().is_err() {
+            return invalid("worker.listen", "must be empty or an address such as 0.0.0.0:8090");
         }
         if self.auth.token_ttl_secs == 0 || self.auth.token_ttl_secs > 24 * 3600 {
             return invalid("auth.token_ttl_secs", "must be between 1 and 86400");
