@@ -6,10 +6,10 @@
 //! first; the few unscoped lookups exist to *establish* a scope (authentication, enrollment)
 //! or to serve the background machinery (outbox, silence sweep).
 
+#[macro_use]
+mod columns;
 mod convert;
 mod delivery_model;
-#[macro_use]
-mod delivery_sql;
 mod ingest_plan;
 pub mod model;
 pub mod pg;

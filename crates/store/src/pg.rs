@@ -116,10 +116,6 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    async fn write_tx(&self) -> Result<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
-    }
-
     /// Connects and applies the PostgreSQL migrations (sqlx serialises concurrent migrators with
     /// an advisory lock, so many processes may start at once).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
@@ -1837,10 +1833,37 @@ impl Store for PgStore {
     }
 }
 
-delivery_store_impl!(
-    PgStore,
-    PgRow,
-    lock_deliveries = " FOR UPDATE OF d SKIP LOCKED",
-    lock_rows = " FOR NO KEY UPDATE",
-    lock_events = " FOR UPDATE OF e SKIP LOCKED"
-);
+// ---- the dialect: what `sql/` takes from this backend --------------------------------------------
+
+type Db = Postgres;
+type BackendStore = PgStore;
+
+/// Writers lock the rows they change as they go, so a write transaction begins plainly.
+const BEGIN_WRITE: &str = "BEGIN";
+
+/// The clause that locks the rows a `SELECT` reads:
+/// - `for_update`: for the transaction's change;
+/// - `for_share`: against changes until the transaction ends;
+/// - `for_no_key_update`: against other writers of the row (an integration's slots and budget, a
+///   delivery's lease), without conflicting with the `KEY SHARE` lock that a referencing insert
+///   takes, so enqueuing a delivery never waits for a claim, nor deadlocks with one;
+/// - `skip_locked "t"`: for the change, skipping rows of `t` (a table or alias in the query)
+///   another transaction holds, so concurrent claimers take disjoint rows instead of waiting.
+macro_rules! row_lock {
+    (for_update) => {
+        " FOR UPDATE"
+    };
+    (for_share) => {
+        " FOR SHARE"
+    };
+    (for_no_key_update) => {
+        " FOR NO KEY UPDATE"
+    };
+    (skip_locked $table:literal) => {
+        concat!(" FOR UPDATE OF ", $table, " SKIP LOCKED")
+    };
+}
+
+#[path = "sql/mod.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend, by design: see sql/mod.rs")]
+mod sql;

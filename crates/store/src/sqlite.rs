@@ -141,7 +141,7 @@ impl SqliteStore {
 
     /// A write transaction holding the database's write lock from its first statement.
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.pool.begin_with(BEGIN_WRITE).await?)
     }
 
     async fn tenant_summaries(
@@ -1848,4 +1848,21 @@ impl Store for SqliteStore {
     }
 }
 
-delivery_store_impl!(SqliteStore, SqliteRow, lock_deliveries = "", lock_rows = "", lock_events = "");
+// ---- the dialect: what `sql/` takes from this backend --------------------------------------------
+
+type Db = Sqlite;
+type BackendStore = SqliteStore;
+
+/// Takes the write lock from the first statement on (see the module documentation).
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// No row locks: a write transaction holds the whole database (see the module documentation).
+macro_rules! row_lock {
+    ($($clause:tt)+) => {
+        ""
+    };
+}
+
+#[path = "sql/mod.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend, by design: see sql/mod.rs")]
+mod sql;
