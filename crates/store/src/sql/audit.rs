@@ -1,5 +1,5 @@
 //! The audit log: written in the transaction of each change a person (or the delivery engine)
-//! makes to configuration.
+//! makes to configuration, read newest first.
 
 use super::prelude::*;
 
@@ -32,4 +32,22 @@ pub(super) async fn insert_audit(tx: &mut Tx, entry: NewAuditEntry<'_>) -> Resul
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+pub(super) async fn list_audit_log(
+    pool: &DbPool,
+    org: OrgScope,
+    before: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<AuditEntry>> {
+    let rows = sqlx::query(
+        "SELECT id, tenant_id, actor, action, target, before, after, at FROM audit_log
+         WHERE org_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+    )
+    .bind(org.org_id.0)
+    .bind(before)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::audit_entry).collect()
 }

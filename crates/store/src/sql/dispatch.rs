@@ -54,8 +54,8 @@ pub(super) async fn claim_undispatched_events(
             org_id: OrgId(org_id),
             tenant_id: TenantId(tenant_id),
             tenant_name,
-            event: dialect::event_from_row(&event)?,
-            finding: dialect::finding_from_row(&finding)?,
+            event: rows::event(&event)?,
+            finding: rows::finding(&finding)?,
         });
     }
     tx.commit().await?;

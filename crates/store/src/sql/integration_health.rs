@@ -157,7 +157,7 @@ async fn raise_integration_findings(
                 (id, FindingEventKind::Reopened)
             }
         };
-        insert_event(tx, scope, finding_id, &system_event(kind, Severity::High, &summary), now).await?;
+        insert_event(tx, scope, finding_id, &NewEvent::system(kind, Severity::High, &summary), now).await?;
     }
     Ok(())
 }
@@ -189,21 +189,8 @@ pub(super) async fn resolve_integration_findings(
         .execute(&mut **tx)
         .await?;
         let event =
-            system_event(FindingEventKind::Resolved, Severity::High, "The integration delivers again.");
+            NewEvent::system(FindingEventKind::Resolved, Severity::High, "The integration delivers again.");
         insert_event(tx, TenantScope { org_id: org, tenant_id: TenantId(tenant) }, id, &event, now).await?;
     }
     Ok(())
-}
-
-/// An event the system writes (no note, no suppression, no trace).
-fn system_event(kind: FindingEventKind, severity: Severity, summary: &str) -> NewEvent<'_> {
-    NewEvent {
-        kind,
-        actor: "system",
-        severity,
-        summary,
-        note: None,
-        suppressed_until: None,
-        traceparent: None,
-    }
 }

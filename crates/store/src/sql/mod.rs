@@ -1,29 +1,39 @@
-//! The delivery store's queries, written once for both backends, one module per aggregate.
+//! The store's queries, written once for both backends, one module per aggregate.
 //!
 //! This module is compiled twice: `pg.rs` and `sqlite.rs` each include it (`#[path]`), and each
 //! copy takes from its backend, named `dialect` here, what the two dialects say differently:
 //!
-//! - `Db` and `BackendStore`: the sqlx database and the store type;
-//! - `BEGIN_WRITE`: how a write transaction begins;
+//! - `Db`, `BackendStore` and `BACKEND`: the sqlx database, the store type and its name;
+//! - `BEGIN_WRITE` and `BEGIN_SNAPSHOT`: how a write transaction and a consistent read begin;
 //! - `row_lock!(for_update | for_share | for_no_key_update | skip_locked "table")`: the clause
 //!   that locks the rows a `SELECT` reads (PostgreSQL's; empty on SQLite, whose write
 //!   transactions run one at a time);
-//! - the finding rows and events the deliveries act on (`finding_from_row`, `event_from_row`,
-//!   `NewEvent`, `insert_event`).
+//! - the few operations whose SQL has a different shape per dialect: the set-based reads and
+//!   writes of an ingest (`stored_fact_rows`, `write_plan`), `delete_outbox`,
+//!   `dead_letter_outbox` and `deliver_collector_commands`.
 //!
-//! Everything else is one text, and JSON columns decode through `Json` from PostgreSQL's `jsonb`
-//! and SQLite's TEXT alike. The `DeliveryStore` implementation at the bottom hands each method
-//! to the aggregate module that owns it.
+//! Everything else is one text: sqlx declares the type of every bound value to PostgreSQL (so
+//! `$1 IS NULL` needs no cast), and JSON columns decode through `Json` from PostgreSQL's `jsonb`
+//! and SQLite's TEXT alike. The `Store` and `DeliveryStore` implementations at the bottom hand
+//! each method to the aggregate module that owns it.
 
 use super::{self as dialect};
 
+mod accounts;
 mod audit;
+mod collectors;
 mod deliveries;
 mod delivery_engine;
 mod dispatch;
+mod evaluation;
+mod findings;
+mod ingest;
 mod integration_health;
 mod integrations;
+mod outbox;
 mod rows;
+mod rule_config;
+mod tenants;
 
 type DbPool = sqlx::Pool<dialect::Db>;
 type DbRow = <dialect::Db as sqlx::Database>::Row;
@@ -39,9 +49,11 @@ mod prelude {
     pub(super) use uuid::Uuid;
 
     pub(super) use super::audit::{NewAuditEntry, insert_audit};
-    pub(super) use super::dialect::{NewEvent, insert_event};
-    pub(super) use super::{DbPool, DbRow, Tx, dialect, rows, write_tx};
-    pub(super) use crate::convert::{lease_until, micros, parse_enum, saturating_i64, to_u32, to_u64};
+    pub(super) use super::findings::{NewEvent, insert_event};
+    pub(super) use super::{DbPool, DbRow, Tx, dialect, read_snapshot, rows, write_tx};
+    pub(super) use crate::convert::{
+        count_to_i64, lease_until, micros, parse_enum, saturating_i64, to_u32, to_u64,
+    };
     pub(super) use crate::*;
 }
 
@@ -50,6 +62,11 @@ use prelude::*;
 /// A transaction that writes: on SQLite it holds the write lock from its first statement.
 async fn write_tx(pool: &DbPool) -> Result<Tx> {
     Ok(pool.begin_with(dialect::BEGIN_WRITE).await?)
+}
+
+/// A read-only transaction whose reads all see one snapshot.
+async fn read_snapshot(pool: &DbPool) -> Result<Tx> {
+    Ok(pool.begin_with(dialect::BEGIN_SNAPSHOT).await?)
 }
 
 /// Implements a storage trait for this backend's store: `$item`s as written, and each
@@ -69,6 +86,60 @@ macro_rules! forward {
         }
     };
 }
+
+forward! { impl Store {
+    fn backend(&self) -> Backend {
+        dialect::BACKEND
+    }
+} to {
+    accounts::ping() -> ();
+    accounts::get_or_create_secret(name: &str, generated: Vec<u8>) -> Vec<u8>;
+    accounts::create_organization(name: &str, now: DateTime<Utc>) -> Organization;
+    accounts::create_api_key(org: OrgScope, name: &str, role: Role, prefix: &str, key_hash: &str, now: DateTime<Utc>) -> ApiKey;
+    accounts::find_api_key_by_hash(key_hash: &str) -> Option<ApiKey>;
+    accounts::list_api_keys(org: OrgScope) -> Vec<ApiKey>;
+    accounts::get_api_key(org: OrgScope, id: ApiKeyId) -> Option<ApiKey>;
+    accounts::revoke_api_key(org: OrgScope, id: ApiKeyId, now: DateTime<Utc>) -> Option<ApiKey>;
+
+    tenants::create_tenant(org: OrgScope, name: &str, entra_tenant_id: Option<&str>, now: DateTime<Utc>) -> Tenant;
+    tenants::get_tenant(org: OrgScope, id: TenantId) -> Option<Tenant>;
+    tenants::list_tenant_summaries(org: OrgScope, now: DateTime<Utc>) -> Vec<TenantSummary>;
+    tenants::get_tenant_summary(scope: TenantScope, now: DateTime<Utc>) -> Option<TenantSummary>;
+
+    collectors::create_collector(scope: TenantScope, name: &str, enrollment_token_hash: &str, enrollment_expires_at: DateTime<Utc>, push_interval_secs: u32, now: DateTime<Utc>) -> Collector;
+    collectors::enroll_collector(enrollment: &Enrollment) -> Result<Collector, EnrollError>;
+    collectors::find_collector_for_auth(id: CollectorId) -> Option<Collector>;
+    collectors::get_collector(org: OrgScope, id: CollectorId) -> Option<Collector>;
+    collectors::list_collectors(org: OrgScope, tenant: Option<TenantId>) -> Vec<Collector>;
+    collectors::revoke_collector(org: OrgScope, id: CollectorId, now: DateTime<Utc>) -> Option<Collector>;
+
+    ingest::ingest_batch(scope: TenantScope, batch: &BatchWrite) -> IngestOutcome;
+    ingest::list_facts(scope: TenantScope) -> Vec<Fact>;
+
+    outbox::claim_outbox(limit: u32, lease: Duration, now: DateTime<Utc>) -> Vec<OutboxMessage>;
+    dialect::delete_outbox(ids: &[Uuid]) -> ();
+    dialect::dead_letter_outbox(id: Uuid, reason: &str, now: DateTime<Utc>) -> ();
+    outbox::count_outbox() -> u64;
+    outbox::count_dead_letters() -> u64;
+
+    evaluation::load_tenant_snapshot(scope: TenantScope) -> Option<TenantSnapshot>;
+    evaluation::apply_evaluation(scope: TenantScope, message_id: Option<Uuid>, facts_version: i64, changes: &EvaluationChanges, now: DateTime<Utc>) -> ApplyOutcome;
+    evaluation::tenants_with_silent_collectors(now: DateTime<Utc>) -> Vec<TenantScope>;
+    evaluation::tenants_with_expired_suppressions(now: DateTime<Utc>) -> Vec<TenantScope>;
+
+    findings::list_findings(org: OrgScope, filter: &FindingFilter) -> Vec<Finding>;
+    findings::get_finding(org: OrgScope, id: FindingId) -> Option<Finding>;
+    findings::list_finding_events(org: OrgScope, id: FindingId) -> Vec<FindingEvent>;
+    findings::act_on_finding(org: OrgScope, id: FindingId, expected_version: i64, action: &FindingAction, actor: &str, now: DateTime<Utc>) -> ActionOutcome;
+    findings::request_retest(scope: TenantScope, finding: FindingId, commands: &[CommandWrite], actor: &str, note: &str, now: DateTime<Utc>) -> Option<Vec<CollectorCommandRecord>>;
+    findings::deliver_collector_commands(scope: TenantScope, collector: CollectorId, batch_id: Uuid, now: DateTime<Utc>) -> Vec<CollectorCommandRecord>;
+
+    rule_config::list_rule_settings(org: OrgScope, tenant: Option<TenantId>) -> Vec<StoredRuleSetting>;
+    rule_config::list_custom_rules(org: OrgScope, tenant: Option<TenantId>) -> Vec<StoredCustomRule>;
+    rule_config::write_rule_config(org: OrgScope, scope: RuleScope, kind: RuleConfigKind, rule_id: &str, document: Option<&serde_json::Value>, actor: &str, now: DateTime<Utc>) -> RuleConfigWrite;
+
+    audit::list_audit_log(org: OrgScope, before: Option<Uuid>, limit: u32) -> Vec<AuditEntry>;
+}}
 
 forward! { impl DeliveryStore {} to {
     integrations::create_integration(org: OrgScope, write: &IntegrationWrite, actor: &str, now: DateTime<Utc>) -> Integration;
