@@ -153,8 +153,9 @@ async fn lock_integration(
     .fetch_one(&mut **tx)
     .await?;
     let integration = rows::integration(&row)?;
-    // Throttled since the candidates were chosen (an attempt just heard a 429).
-    let throttled = integration.throttled_until.is_some_and(|until| until > now);
+    // Switched off or throttled (an attempt just heard a 429) since the candidates were chosen:
+    // on PostgreSQL the candidate query does not lock, and this lock may have waited for that.
+    let paused = !integration.enabled || integration.throttled_until.is_some_and(|until| until > now);
     let in_flight: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM deliveries WHERE integration_id = $1 AND status = 'pending' AND lease_until > $2",
     )
@@ -162,7 +163,7 @@ async fn lock_integration(
     .bind(now)
     .fetch_one(&mut **tx)
     .await?;
-    let free = if throttled { 0 } else { integration.max_in_flight.saturating_sub(in_flight.max(0) as u32) };
+    let free = if paused { 0 } else { integration.max_in_flight.saturating_sub(in_flight.max(0) as u32) };
     // The hourly budget counts deliveries started in the current one-hour window.
     let window: Option<DateTime<Utc>> = row.try_get("budget_window_start")?;
     let used = rows::int(&row, "budget_used")?;

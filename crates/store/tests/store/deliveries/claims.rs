@@ -44,6 +44,32 @@ async fn only_due_deliveries_of_enabled_integrations_are_claimed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_takes_nothing_of_an_integration_switched_off_while_it_runs() {
+    each_backend(async |store| {
+        let acme = org(store, "Acme MSP").await?;
+        let hook = integration(store, acme, webhook("Hook")).await?;
+        store.enqueue_deliveries(&[event(&hook, None, 10)], at(100)).await?;
+
+        // Another process switches it off while the claim runs: on PostgreSQL the claim has
+        // chosen its candidates by then, and waits for the integration's row.
+        let switch_off = "UPDATE integrations SET enabled = FALSE, version = version + 1 WHERE id = $1";
+        let claimed = store
+            .while_another_writes(switch_off, hook.id, Duration::from_millis(300), claim(store, 100))
+            .await??;
+        assert!(claimed.is_empty(), "a switched-off integration's delivery waits: {claimed:?}");
+
+        // Switched on again, it goes out.
+        let off = current(store, acme, hook.id).await?;
+        stored(
+            store.update_integration(acme, hook.id, off.version, &webhook("Hook"), ACTOR, at(101)).await?,
+        )?;
+        assert_eq!(claim(store, 101).await?.len(), 1);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_integration_never_has_more_than_max_in_flight_deliveries_leased() {
     each_backend(async |store| {
         let acme = org(store, "Acme MSP").await?;
