@@ -57,12 +57,6 @@ pub(crate) fn unique_violation(err: sqlx::Error, what: &'static str, field: &'st
     }
 }
 
-/// Parses a JSON column SQLite stores as TEXT; text that is not JSON is corruption, not a
-/// driver error.
-pub(crate) fn json_text(text: &str, column: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
 /// Decodes the outbox `kind` column, stored as the serde JSON of [`crate::MessageKind`].
 pub(crate) fn message_kind(value: serde_json::Value) -> Result<crate::MessageKind> {
     serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("outbox.kind: {e}")))

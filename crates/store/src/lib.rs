@@ -1,15 +1,18 @@
 //! The data-access layer: one [`Store`] trait with a PostgreSQL and a SQLite implementation.
 //!
+//! Each query is written once, in the module of its aggregate under `sql/`, which each backend
+//! (`pg`, `sqlite`) compiles with what its dialect says differently (see `sql/mod.rs`).
+//!
 //! The backend is chosen from the URL scheme ([`connect`]). Each backend applies its own
 //! migrations (`migrations/postgres`, `migrations/sqlite` at the workspace root) when it
 //! connects. Every method that touches an organisation's or a tenant's data takes the scope
 //! first; the few unscoped lookups exist to *establish* a scope (authentication, enrollment)
 //! or to serve the background machinery (outbox, silence sweep).
 
+#[macro_use]
+mod columns;
 mod convert;
 mod delivery_model;
-#[macro_use]
-mod delivery_sql;
 mod ingest_plan;
 pub mod model;
 pub mod pg;

@@ -90,6 +90,33 @@ impl TestStore {
             }
         })
     }
+    /// Runs `during` while another connection holds `sql` (one id bound) in an open write
+    /// transaction, which commits after `pause`: a store call racing another process's write.
+    pub async fn while_another_writes<T>(
+        &self,
+        sql: &'static str,
+        id: uuid::Uuid,
+        pause: Duration,
+        during: impl Future<Output = T>,
+    ) -> anyhow::Result<T> {
+        macro_rules! race {
+            ($conn:expr, $begin:literal) => {{
+                let mut conn = $conn;
+                let mut tx = conn.begin_with($begin).await?;
+                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+                let (out, committed) = tokio::join!(during, async {
+                    tokio::time::sleep(pause).await;
+                    tx.commit().await
+                });
+                committed?;
+                out
+            }};
+        }
+        Ok(match self.store.backend() {
+            Backend::Postgres => race!(PgConnection::connect(&self.url).await?, "BEGIN"),
+            Backend::Sqlite => race!(SqliteConnection::connect(&self.url).await?, "BEGIN IMMEDIATE"),
+        })
+    }
 }
 
 enum Cleanup {

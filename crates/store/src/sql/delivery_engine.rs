@@ -1,0 +1,382 @@
+//! The delivery engine's side: claiming due deliveries within each integration's slots, budget
+//! and ticket order; recording a ticket create before it is sent; writing an attempt and all it
+//! changes. Every write after a claim checks the lease first, so a worker whose lease ran out
+//! writes nothing.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use super::integration_health::resolve_integration_findings;
+use super::prelude::*;
+
+pub(super) async fn claim_deliveries(
+    pool: &DbPool,
+    limit: u32,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClaimedDelivery>> {
+    let now = micros(now);
+    let mut tx = write_tx(pool).await?;
+    // Due, not held, of an enabled integration with a free slot and budget left, and the oldest
+    // pending one of its ticket (a ticket's events go in order: never close before the create
+    // went through). At most as many per integration as it has free slots, so one integration's
+    // backlog never crowds out another's deliveries, and the in-flight counts are taken once per
+    // integration (from the small set of leased rows), not once per candidate: a claim costs what
+    // the due rows cost, whatever the backlog.
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "WITH busy AS (
+             SELECT integration_id, COUNT(*) AS n FROM deliveries
+             WHERE status = 'pending' AND lease_until > $1
+             GROUP BY integration_id
+         ),
+         open AS (
+             SELECT i.id, i.max_in_flight - COALESCE(b.n, 0) AS free
+             FROM integrations i LEFT JOIN busy b ON b.integration_id = i.id
+             WHERE i.enabled AND COALESCE(b.n, 0) < i.max_in_flight
+               AND (i.throttled_until IS NULL OR i.throttled_until <= $1)
+               AND (i.hourly_budget IS NULL OR i.budget_window_start IS NULL
+                    OR i.budget_window_start <= $3 OR i.budget_used < i.hourly_budget)
+         ),
+         due AS (
+             SELECT d.id, d.next_attempt_at, o.free,
+                    ROW_NUMBER() OVER (PARTITION BY d.integration_id ORDER BY d.next_attempt_at, d.id) AS place
+             FROM deliveries d JOIN open o ON o.id = d.integration_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+               AND (d.lease_until IS NULL OR d.lease_until <= $1)
+               AND (d.ticket_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM deliveries e
+                    WHERE e.integration_id = d.integration_id AND e.ticket_key = d.ticket_key
+                      AND e.status = 'pending' AND e.id <> d.id
+                      AND (e.occurred_at < d.occurred_at
+                           OR (e.occurred_at = d.occurred_at AND e.id < d.id)
+                           OR e.lease_until > $1)))
+         )
+         SELECT id FROM due WHERE place <= free ORDER BY next_attempt_at, id LIMIT $2",
+    )
+    .bind(now)
+    .bind(i64::from(limit))
+    .bind(now - chrono::TimeDelta::hours(1))
+    .fetch_all(&mut *tx)
+    .await?;
+    // Take each one, unless another claimer got it first (PostgreSQL: skip its lock).
+    let mut candidates = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            delivery_cols!(),
+            " FROM deliveries d
+             WHERE d.id = $1 AND d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until <= $2)",
+            row_lock!(skip_locked "d")
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        candidates.extend(row.as_ref().map(rows::delivery).transpose()?);
+    }
+
+    // Each integration's free slots and budget left, as this claim takes them.
+    let mut integrations: HashMap<Uuid, (Integration, u32, Option<u32>)> = HashMap::new();
+    let mut claimed = Vec::new();
+    for delivery in candidates {
+        if claimed.len() as u32 >= limit {
+            break;
+        }
+        let (integration, free, budget_left) = match integrations.entry(delivery.integration_id) {
+            Entry::Occupied(held) => held.into_mut(),
+            Entry::Vacant(slot) => {
+                slot.insert(lock_integration(&mut tx, delivery.integration_id, now).await?)
+            }
+        };
+        if *free == 0 || *budget_left == Some(0) {
+            continue;
+        }
+        *free -= 1;
+        if let Some(left) = budget_left.as_mut() {
+            *left -= 1;
+            sqlx::query(
+                "UPDATE integrations SET
+                     budget_used = CASE WHEN budget_window_start IS NULL OR budget_window_start <= $2
+                                        THEN 1 ELSE budget_used + 1 END,
+                     budget_window_start = CASE WHEN budget_window_start IS NULL OR budget_window_start <= $2
+                                        THEN $3 ELSE budget_window_start END
+                 WHERE id = $1",
+            )
+            .bind(integration.id)
+            .bind(now - chrono::TimeDelta::hours(1))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let lease_id = Uuid::now_v7();
+        sqlx::query("UPDATE deliveries SET lease_id = $2, lease_until = $3 WHERE id = $1")
+            .bind(delivery.id)
+            .bind(lease_id)
+            .bind(lease_until(now, lease))
+            .execute(&mut *tx)
+            .await?;
+        let ticket = match &delivery.ticket_key {
+            None => None,
+            Some(key) => {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    ticket_cols!(),
+                    " FROM tickets WHERE integration_id = $1 AND ticket_key = $2"
+                ))
+                .bind(delivery.integration_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                row.as_ref().map(rows::ticket).transpose()?
+            }
+        };
+        claimed.push(ClaimedDelivery { delivery, lease_id, integration: integration.clone(), ticket });
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Locks a claimed delivery's integration (PostgreSQL) and reads what it has free: in-flight
+/// slots and what is left of its hourly budget (`None`: no budget).
+async fn lock_integration(
+    tx: &mut Tx,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(Integration, u32, Option<u32>)> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        integration_cols!(),
+        " FROM integrations WHERE id = $1",
+        row_lock!(for_no_key_update)
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let integration = rows::integration(&row)?;
+    // Switched off or throttled (an attempt just heard a 429) since the candidates were chosen:
+    // on PostgreSQL the candidate query does not lock, and this lock may have waited for that.
+    let paused = !integration.enabled || integration.throttled_until.is_some_and(|until| until > now);
+    let in_flight: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries WHERE integration_id = $1 AND status = 'pending' AND lease_until > $2",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    let free = if paused { 0 } else { integration.max_in_flight.saturating_sub(in_flight.max(0) as u32) };
+    // The hourly budget counts deliveries started in the current one-hour window.
+    let window: Option<DateTime<Utc>> = row.try_get("budget_window_start")?;
+    let used = rows::int(&row, "budget_used")?;
+    let budget_left = integration.hourly_budget.map(|budget| match window {
+        Some(start) if now - start < chrono::TimeDelta::hours(1) => budget.saturating_sub(used.max(0) as u32),
+        _ => budget,
+    });
+    Ok((integration, free, budget_left))
+}
+
+/// Whether `lease_id` still holds the delivery, locking it (PostgreSQL) for the writes that follow.
+async fn holds_lease(tx: &mut Tx, delivery_id: Uuid, lease_id: Uuid) -> Result<bool> {
+    let held: Option<Uuid> = sqlx::query_scalar(concat!(
+        "SELECT lease_id FROM deliveries WHERE id = $1 AND status = 'pending'",
+        row_lock!(for_no_key_update)
+    ))
+    .bind(delivery_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .flatten();
+    Ok(held == Some(lease_id))
+}
+
+pub(super) async fn mark_ticket_creating(
+    pool: &DbPool,
+    delivery: &Delivery,
+    lease_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let now = micros(now);
+    let Some(key) = &delivery.ticket_key else { return Ok(false) };
+    let mut tx = write_tx(pool).await?;
+    if !holds_lease(&mut tx, delivery.id, lease_id).await? {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO tickets (id, org_id, integration_id, ticket_key, external_id, url, state, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, NULL, NULL, 'creating', $5, $5)
+         ON CONFLICT (integration_id, ticket_key) DO UPDATE SET
+             external_id = NULL, url = NULL, state = 'creating', updated_at = excluded.updated_at
+         WHERE tickets.external_id IS NOT NULL",
+    )
+    .bind(Uuid::now_v7())
+    .bind(delivery.org_id.0)
+    .bind(delivery.integration_id)
+    .bind(key)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn complete_attempt(
+    pool: &DbPool,
+    delivery: &Delivery,
+    record: &AttemptRecord,
+) -> Result<bool> {
+    let at = micros(record.at);
+    let mut tx = write_tx(pool).await?;
+    if !holds_lease(&mut tx, delivery.id, record.lease_id).await? {
+        // The lease ran out and someone else has the delivery now: their word counts.
+        return Ok(false);
+    }
+    let attempt = i64::from(delivery.attempts) + 1;
+    sqlx::query(
+        "INSERT INTO delivery_attempts (id, delivery_id, org_id, attempt, at, succeeded, status, latency_ms, error,
+             response_excerpt, exchanges)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(delivery.id)
+    .bind(delivery.org_id.0)
+    .bind(attempt)
+    .bind(at)
+    .bind(record.succeeded)
+    .bind(record.status.map(i64::from))
+    .bind(saturating_i64(record.latency_ms))
+    .bind(&record.error)
+    .bind(&record.response_excerpt)
+    .bind(Json(&record.exchanges))
+    .execute(&mut *tx)
+    .await?;
+    let (status, next) = match (record.succeeded, record.retry_at) {
+        (true, _) => (DeliveryStatus::Succeeded, None),
+        (false, Some(retry)) => (DeliveryStatus::Pending, Some(micros(retry))),
+        (false, None) => (DeliveryStatus::Failed, None),
+    };
+    sqlx::query(
+        "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, lease_id = NULL,
+             lease_until = NULL, last_attempt_at = $5, last_status = $6, last_error = $7, updated_at = $5
+         WHERE id = $1",
+    )
+    .bind(delivery.id)
+    .bind(status.as_str())
+    .bind(attempt)
+    .bind(next)
+    .bind(at)
+    .bind(record.status.map(i64::from))
+    .bind(&record.error)
+    .execute(&mut *tx)
+    .await?;
+    if record.succeeded {
+        let alerted: bool = sqlx::query_scalar("SELECT alerted FROM integrations WHERE id = $1")
+            .bind(delivery.integration_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE integrations SET failing_since = NULL, last_success_at = $2, alerted = FALSE, throttle_streak = 0
+             WHERE id = $1",
+        )
+        .bind(delivery.integration_id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        if alerted {
+            resolve_integration_findings(&mut tx, delivery.org_id, delivery.integration_id, at).await?;
+        }
+    } else {
+        // A throttling answer pauses the integration (never shortening a pause another attempt
+        // set) and lengthens the next pause; any other answer ends the streak.
+        sqlx::query(
+            "UPDATE integrations SET failing_since = COALESCE(failing_since, $2),
+                 throttled_until = CASE WHEN $3 IS NOT NULL AND (throttled_until IS NULL OR throttled_until < $3)
+                                        THEN $3 ELSE throttled_until END,
+                 throttle_streak = CASE WHEN $3 IS NULL THEN 0 ELSE throttle_streak + 1 END
+             WHERE id = $1",
+        )
+        .bind(delivery.integration_id)
+        .bind(at)
+        .bind(record.throttle_until.map(micros))
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let (Some(key), Some(update)) = (&delivery.ticket_key, &record.ticket) {
+        let (external_id, url, state) = match update {
+            TicketUpdate::Set { external_id, url, state } => {
+                (Some(external_id.as_str()), url.as_deref(), *state)
+            }
+            TicketUpdate::State(state) => (None, None, *state),
+        };
+        sqlx::query(
+            "INSERT INTO tickets (id, org_id, integration_id, ticket_key, external_id, url, state, created_at,
+                                  updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+             ON CONFLICT (integration_id, ticket_key) DO UPDATE SET
+                 external_id = COALESCE(excluded.external_id, tickets.external_id),
+                 url = CASE WHEN excluded.external_id IS NULL THEN tickets.url ELSE excluded.url END,
+                 state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(Uuid::now_v7())
+        .bind(delivery.org_id.0)
+        .bind(delivery.integration_id)
+        .bind(key)
+        .bind(external_id)
+        .bind(url)
+        .bind(state.as_str())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let (Some(key), Some(open), Some(finding), Some(tenant)) =
+        (&delivery.ticket_key, record.finding_open, delivery.finding_id, delivery.tenant_id)
+    {
+        let ticket_id: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM tickets WHERE integration_id = $1 AND ticket_key = $2")
+                .bind(delivery.integration_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(ticket_id) = ticket_id {
+            sqlx::query(
+                "INSERT INTO ticket_findings (ticket_id, finding_id, org_id, tenant_id, open)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (ticket_id, finding_id) DO UPDATE SET open = excluded.open",
+            )
+            .bind(ticket_id)
+            .bind(finding.0)
+            .bind(delivery.org_id.0)
+            .bind(tenant.0)
+            .bind(open)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn ticket_open_findings(
+    pool: &DbPool,
+    integration_id: Uuid,
+    ticket_key: &str,
+) -> Result<Vec<(FindingId, TenantId, String)>> {
+    let rows = sqlx::query(
+        "SELECT tf.finding_id, tf.tenant_id, tn.name
+         FROM tickets t
+         JOIN ticket_findings tf ON tf.ticket_id = t.id
+         JOIN tenants tn ON tn.id = tf.tenant_id
+         WHERE t.integration_id = $1 AND t.ticket_key = $2 AND tf.open
+         ORDER BY tn.name, tf.tenant_id",
+    )
+    .bind(integration_id)
+    .bind(ticket_key)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                FindingId(row.try_get("finding_id")?),
+                TenantId(row.try_get("tenant_id")?),
+                row.try_get("name")?,
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,346 @@
+//! Evaluation: the consistent snapshot of a tenant the rules read, and applying what they
+//! concluded, all or nothing, guarded by `facts_version` and each finding's version and streak;
+//! and the sweeps that find tenants to evaluate although nothing was pushed.
+
+use super::prelude::*;
+
+pub(super) async fn load_tenant_snapshot(
+    pool: &DbPool,
+    scope: TenantScope,
+) -> Result<Option<TenantSnapshot>> {
+    // One snapshot for all the reads, so facts_version matches the facts and findings read.
+    let mut tx = read_snapshot(pool).await?;
+    let versions = sqlx::query(
+        "SELECT facts_version, evaluated_facts_version, unknown_rules FROM tenants WHERE id = $1 AND org_id = $2",
+    )
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(versions) = versions else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let of_tenant = |sql: &'static str| sqlx::query(sql).bind(scope.tenant_id.0).bind(scope.org_id.0);
+    let collectors = of_tenant(concat!(
+        "SELECT ",
+        collector_cols!(),
+        " FROM collectors WHERE tenant_id = $1 AND org_id = $2 ORDER BY created_at, id"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    let facts = of_tenant(concat!(
+        "SELECT ",
+        fact_cols!(),
+        " FROM facts WHERE tenant_id = $1 AND org_id = $2 ORDER BY collector_id, probe, subject"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    let findings = of_tenant(concat!(
+        "SELECT ",
+        finding_cols!(),
+        " FROM findings WHERE tenant_id = $1 AND org_id = $2 ORDER BY id"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    let streaks = of_tenant(
+        "SELECT fingerprint, fails, passes, updated_at FROM finding_streaks
+         WHERE tenant_id = $1 AND org_id = $2 ORDER BY fingerprint",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    Ok(Some(TenantSnapshot {
+        scope,
+        facts_version: versions.try_get("facts_version")?,
+        evaluated_facts_version: versions.try_get("evaluated_facts_version")?,
+        collectors: collectors.iter().map(rows::collector).collect::<Result<_>>()?,
+        facts: facts.iter().map(rows::fact).collect::<Result<_>>()?,
+        findings: findings.iter().map(rows::finding).collect::<Result<_>>()?,
+        streaks: streaks.iter().map(rows::streak).collect::<Result<_>>()?,
+        unknown_rules: to_u32(versions.try_get("unknown_rules")?, "tenants.unknown_rules")?,
+    }))
+}
+
+pub(super) async fn apply_evaluation(
+    pool: &DbPool,
+    scope: TenantScope,
+    message_id: Option<Uuid>,
+    facts_version: i64,
+    changes: &EvaluationChanges,
+    now: DateTime<Utc>,
+) -> Result<ApplyOutcome> {
+    let now = micros(now);
+    let mut tx = write_tx(pool).await?;
+
+    if let Some(message_id) = message_id {
+        // A concurrent worker with the same message waits here until the first one finishes.
+        let recorded = sqlx::query(
+            "INSERT INTO processed_messages (message_id, processed_at) VALUES ($1, $2)
+             ON CONFLICT (message_id) DO NOTHING",
+        )
+        .bind(message_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(ApplyOutcome::AlreadyProcessed);
+        }
+    }
+
+    // Locks the tenant row (PostgreSQL): an ingest committing meanwhile either happened before
+    // (and the version no longer matches) or waits until this evaluation is in.
+    let current = sqlx::query(
+        "UPDATE tenants SET evaluated_facts_version = $3, unknown_rules = COALESCE($4, unknown_rules)
+         WHERE id = $1 AND org_id = $2 AND facts_version = $3",
+    )
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .bind(facts_version)
+    .bind(changes.unknown_rules.map(i64::from))
+    .execute(&mut *tx)
+    .await?;
+    if current.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Ok(ApplyOutcome::Conflict);
+    }
+
+    for change in &changes.findings {
+        if !apply_change(&mut tx, scope, change, now, changes.traceparent.as_deref()).await? {
+            tx.rollback().await?;
+            return Ok(ApplyOutcome::Conflict);
+        }
+    }
+    for change in &changes.streaks {
+        if !apply_streak(&mut tx, scope, change, now).await? {
+            tx.rollback().await?;
+            return Ok(ApplyOutcome::Conflict);
+        }
+    }
+    for (fingerprint, message) in &changes.messages {
+        sqlx::query(
+            "UPDATE findings SET message = $4 WHERE org_id = $1 AND tenant_id = $2 AND fingerprint = $3",
+        )
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .bind(fingerprint)
+        .bind(Json(message))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ApplyOutcome::Applied)
+}
+
+/// Applies one change inside the evaluation transaction; `false` means a guard failed (the
+/// finding moved since the snapshot, or an `Open` found the fingerprint taken).
+async fn apply_change(
+    tx: &mut Tx,
+    scope: TenantScope,
+    change: &FindingChange,
+    now: DateTime<Utc>,
+    traceparent: Option<&str>,
+) -> Result<bool> {
+    let (finding_id, kind, severity, summary): (Uuid, FindingEventKind, Severity, &str) = match change {
+        FindingChange::Open {
+            fingerprint,
+            rule_id,
+            subject,
+            collector_id,
+            severity,
+            title,
+            summary,
+            evidence,
+        } => {
+            let id = FindingId::new();
+            let inserted = sqlx::query(
+                "INSERT INTO findings (id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status,
+                                       title, summary, evidence, opened_at, updated_at, resolved_at,
+                                       reopen_count, version, collector_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11, $11, NULL, 0, 1, $12)
+                 ON CONFLICT (tenant_id, fingerprint) DO NOTHING",
+            )
+            .bind(id.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(fingerprint)
+            .bind(rule_id)
+            .bind(subject)
+            .bind(severity.as_str())
+            .bind(title)
+            .bind(summary)
+            .bind(evidence)
+            .bind(now)
+            .bind(collector_id.map(|c| c.0))
+            .execute(&mut **tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Ok(false);
+            }
+            (id.0, FindingEventKind::Opened, *severity, summary.as_str())
+        }
+        // These three bind the same values; they differ in the status they expect and in what
+        // else they reset.
+        FindingChange::Reopen { id, expected_version, severity, summary, evidence }
+        | FindingChange::Reannounce { id, expected_version, severity, summary, evidence }
+        | FindingChange::Update { id, expected_version, severity, summary, evidence } => {
+            let (sql, kind) = match change {
+                FindingChange::Reopen { .. } => (
+                    "UPDATE findings
+                     SET status = 'open', severity = $5, summary = $6, evidence = $7, updated_at = $8,
+                         resolved_at = NULL, reopen_count = reopen_count + 1, version = version + 1
+                     WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'resolved'",
+                    FindingEventKind::Reopened,
+                ),
+                FindingChange::Reannounce { .. } => (
+                    "UPDATE findings
+                     SET status = 'open', severity = $5, summary = $6, evidence = $7, updated_at = $8,
+                         suppressed_until = NULL, suppression_reason = NULL, suppressed_by = NULL,
+                         acknowledged_at = NULL, acknowledged_by = NULL, version = version + 1
+                     WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'suppressed'",
+                    FindingEventKind::SuppressionExpired,
+                ),
+                _ => (
+                    "UPDATE findings
+                     SET severity = $5, summary = $6, evidence = $7, updated_at = $8, version = version + 1
+                     WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status <> 'resolved'",
+                    FindingEventKind::Updated,
+                ),
+            };
+            let updated = sqlx::query(sql)
+                .bind(id.0)
+                .bind(scope.org_id.0)
+                .bind(scope.tenant_id.0)
+                .bind(expected_version)
+                .bind(severity.as_str())
+                .bind(summary)
+                .bind(evidence)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            if updated.rows_affected() == 0 {
+                return Ok(false);
+            }
+            (id.0, kind, *severity, summary.as_str())
+        }
+        FindingChange::Resolve { id, expected_version, summary } => {
+            // Resolving ends any acknowledgement or suppression: if it fails again, it is news.
+            let severity: Option<String> = sqlx::query_scalar(
+                "UPDATE findings
+                 SET status = 'resolved', summary = $5, resolved_at = $6, updated_at = $6,
+                     acknowledged_at = NULL, acknowledged_by = NULL, suppressed_until = NULL,
+                     suppression_reason = NULL, suppressed_by = NULL, version = version + 1
+                 WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status <> 'resolved'
+                 RETURNING severity",
+            )
+            .bind(id.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(expected_version)
+            .bind(summary)
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(severity) = severity else { return Ok(false) };
+            (id.0, FindingEventKind::Resolved, parse_enum(&severity, "findings.severity")?, summary.as_str())
+        }
+    };
+    let event = NewEvent {
+        kind,
+        actor: "system",
+        severity,
+        summary,
+        note: None,
+        suppressed_until: None,
+        traceparent,
+    };
+    insert_event(tx, scope, finding_id, &event, now).await?;
+    Ok(true)
+}
+
+/// Applies one streak change; `false` means the streak is no longer what the snapshot held.
+async fn apply_streak(
+    tx: &mut Tx,
+    scope: TenantScope,
+    change: &StreakChange,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let done = match change {
+        StreakChange::Set { fingerprint, expected: None, fails, passes } => sqlx::query(
+            "INSERT INTO finding_streaks (tenant_id, fingerprint, org_id, fails, passes, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant_id, fingerprint) DO NOTHING",
+        )
+        .bind(scope.tenant_id.0)
+        .bind(fingerprint)
+        .bind(scope.org_id.0)
+        .bind(i64::from(*fails))
+        .bind(i64::from(*passes))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+        StreakChange::Set { fingerprint, expected: Some((old_fails, old_passes)), fails, passes } => {
+            sqlx::query(
+                "UPDATE finding_streaks SET fails = $6, passes = $7, updated_at = $8
+             WHERE tenant_id = $1 AND org_id = $2 AND fingerprint = $3 AND fails = $4 AND passes = $5",
+            )
+            .bind(scope.tenant_id.0)
+            .bind(scope.org_id.0)
+            .bind(fingerprint)
+            .bind(i64::from(*old_fails))
+            .bind(i64::from(*old_passes))
+            .bind(i64::from(*fails))
+            .bind(i64::from(*passes))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+        }
+        StreakChange::Clear { fingerprint, expected: (old_fails, old_passes) } => sqlx::query(
+            "DELETE FROM finding_streaks
+             WHERE tenant_id = $1 AND org_id = $2 AND fingerprint = $3 AND fails = $4 AND passes = $5",
+        )
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .bind(fingerprint)
+        .bind(i64::from(*old_fails))
+        .bind(i64::from(*old_passes))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+    };
+    Ok(done == 1)
+}
+
+pub(super) async fn tenants_with_silent_collectors(
+    pool: &DbPool,
+    now: DateTime<Utc>,
+) -> Result<Vec<TenantScope>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT org_id, tenant_id FROM collectors
+         WHERE status = 'active' AND silent_after < $1
+         ORDER BY org_id, tenant_id",
+    )
+    .bind(micros(now))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::tenant_scope).collect()
+}
+
+pub(super) async fn tenants_with_expired_suppressions(
+    pool: &DbPool,
+    now: DateTime<Utc>,
+) -> Result<Vec<TenantScope>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT org_id, tenant_id FROM findings
+         WHERE status = 'suppressed' AND suppressed_until <= $1
+         ORDER BY org_id, tenant_id",
+    )
+    .bind(micros(now))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::tenant_scope).collect()
+}

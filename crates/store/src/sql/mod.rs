@@ -1,0 +1,167 @@
+//! The store's queries, written once for both backends, one module per aggregate.
+//!
+//! This module is compiled twice: `pg.rs` and `sqlite.rs` each include it (`#[path]`), and each
+//! copy takes from its backend, named `dialect` here, what the two dialects say differently:
+//!
+//! - `Db`, `BackendStore` and `BACKEND`: the sqlx database, the store type and its name;
+//! - `BEGIN_WRITE` and `BEGIN_SNAPSHOT`: how a write transaction and a consistent read begin;
+//! - `row_lock!(for_update | for_share | for_no_key_update | skip_locked "table")`: the clause
+//!   that locks the rows a `SELECT` reads (PostgreSQL's; empty on SQLite, whose write
+//!   transactions run one at a time);
+//! - the few operations whose SQL has a different shape per dialect: the set-based reads and
+//!   writes of an ingest (`stored_fact_rows`, `write_plan`), `delete_outbox`,
+//!   `dead_letter_outbox` and `deliver_collector_commands`.
+//!
+//! Everything else is one text: sqlx declares the type of every bound value to PostgreSQL (so
+//! `$1 IS NULL` needs no cast), and JSON columns decode through `Json` from PostgreSQL's `jsonb`
+//! and SQLite's TEXT alike. The `Store` and `DeliveryStore` implementations at the bottom hand
+//! each method to the aggregate module that owns it.
+
+use super::{self as dialect};
+
+mod accounts;
+mod audit;
+mod collectors;
+mod deliveries;
+mod delivery_engine;
+mod dispatch;
+mod evaluation;
+mod findings;
+mod ingest;
+mod integration_health;
+mod integrations;
+mod outbox;
+mod rows;
+mod rule_config;
+mod tenants;
+
+type DbPool = sqlx::Pool<dialect::Db>;
+type DbRow = <dialect::Db as sqlx::Database>::Row;
+type Tx = sqlx::Transaction<'static, dialect::Db>;
+
+/// What the aggregate modules share: the model, the conversions and this backend's types.
+mod prelude {
+    pub(super) use std::time::Duration;
+
+    pub(super) use chrono::{DateTime, Utc};
+    pub(super) use sqlx::Row;
+    pub(super) use sqlx::types::Json;
+    pub(super) use uuid::Uuid;
+
+    pub(super) use super::audit::{NewAuditEntry, insert_audit};
+    pub(super) use super::findings::{NewEvent, insert_event};
+    pub(super) use super::{DbPool, DbRow, Tx, dialect, read_snapshot, rows, write_tx};
+    pub(super) use crate::convert::{
+        count_to_i64, lease_until, micros, parse_enum, saturating_i64, to_u32, to_u64,
+    };
+    pub(super) use crate::*;
+}
+
+use prelude::*;
+
+/// A transaction that writes: on SQLite it holds the write lock from its first statement.
+async fn write_tx(pool: &DbPool) -> Result<Tx> {
+    Ok(pool.begin_with(dialect::BEGIN_WRITE).await?)
+}
+
+/// A read-only transaction whose reads all see one snapshot.
+async fn read_snapshot(pool: &DbPool) -> Result<Tx> {
+    Ok(pool.begin_with(dialect::BEGIN_SNAPSHOT).await?)
+}
+
+/// Implements a storage trait for this backend's store: `$item`s as written, and each
+/// `module::method(args) -> T;` as `async fn method(&self, args) -> Result<T>` that calls
+/// `module::method(&self.pool, args)`. The signatures are the trait's (lib.rs); the compiler
+/// checks both sides.
+macro_rules! forward {
+    (impl $trait:ident { $($item:item)* } to {
+        $($module:ident::$method:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*
+    }) => {
+        #[async_trait::async_trait]
+        impl crate::$trait for dialect::BackendStore {
+            $($item)*
+            $(async fn $method(&self, $($arg: $ty),*) -> Result<$ret> {
+                $module::$method(&self.pool, $($arg),*).await
+            })*
+        }
+    };
+}
+
+forward! { impl Store {
+    fn backend(&self) -> Backend {
+        dialect::BACKEND
+    }
+} to {
+    accounts::ping() -> ();
+    accounts::get_or_create_secret(name: &str, generated: Vec<u8>) -> Vec<u8>;
+    accounts::create_organization(name: &str, now: DateTime<Utc>) -> Organization;
+    accounts::create_api_key(org: OrgScope, name: &str, role: Role, prefix: &str, key_hash: &str, now: DateTime<Utc>) -> ApiKey;
+    accounts::find_api_key_by_hash(key_hash: &str) -> Option<ApiKey>;
+    accounts::list_api_keys(org: OrgScope) -> Vec<ApiKey>;
+    accounts::get_api_key(org: OrgScope, id: ApiKeyId) -> Option<ApiKey>;
+    accounts::revoke_api_key(org: OrgScope, id: ApiKeyId, now: DateTime<Utc>) -> Option<ApiKey>;
+
+    tenants::create_tenant(org: OrgScope, name: &str, entra_tenant_id: Option<&str>, now: DateTime<Utc>) -> Tenant;
+    tenants::get_tenant(org: OrgScope, id: TenantId) -> Option<Tenant>;
+    tenants::list_tenant_summaries(org: OrgScope, now: DateTime<Utc>) -> Vec<TenantSummary>;
+    tenants::get_tenant_summary(scope: TenantScope, now: DateTime<Utc>) -> Option<TenantSummary>;
+
+    collectors::create_collector(scope: TenantScope, name: &str, enrollment_token_hash: &str, enrollment_expires_at: DateTime<Utc>, push_interval_secs: u32, now: DateTime<Utc>) -> Collector;
+    collectors::enroll_collector(enrollment: &Enrollment) -> Result<Collector, EnrollError>;
+    collectors::find_collector_for_auth(id: CollectorId) -> Option<Collector>;
+    collectors::get_collector(org: OrgScope, id: CollectorId) -> Option<Collector>;
+    collectors::list_collectors(org: OrgScope, tenant: Option<TenantId>) -> Vec<Collector>;
+    collectors::revoke_collector(org: OrgScope, id: CollectorId, now: DateTime<Utc>) -> Option<Collector>;
+
+    ingest::ingest_batch(scope: TenantScope, batch: &BatchWrite) -> IngestOutcome;
+    ingest::list_facts(scope: TenantScope) -> Vec<Fact>;
+
+    outbox::claim_outbox(limit: u32, lease: Duration, now: DateTime<Utc>) -> Vec<OutboxMessage>;
+    dialect::delete_outbox(ids: &[Uuid]) -> ();
+    dialect::dead_letter_outbox(id: Uuid, reason: &str, now: DateTime<Utc>) -> ();
+    outbox::count_outbox() -> u64;
+    outbox::count_dead_letters() -> u64;
+
+    evaluation::load_tenant_snapshot(scope: TenantScope) -> Option<TenantSnapshot>;
+    evaluation::apply_evaluation(scope: TenantScope, message_id: Option<Uuid>, facts_version: i64, changes: &EvaluationChanges, now: DateTime<Utc>) -> ApplyOutcome;
+    evaluation::tenants_with_silent_collectors(now: DateTime<Utc>) -> Vec<TenantScope>;
+    evaluation::tenants_with_expired_suppressions(now: DateTime<Utc>) -> Vec<TenantScope>;
+
+    findings::list_findings(org: OrgScope, filter: &FindingFilter) -> Vec<Finding>;
+    findings::get_finding(org: OrgScope, id: FindingId) -> Option<Finding>;
+    findings::list_finding_events(org: OrgScope, id: FindingId) -> Vec<FindingEvent>;
+    findings::act_on_finding(org: OrgScope, id: FindingId, expected_version: i64, action: &FindingAction, actor: &str, now: DateTime<Utc>) -> ActionOutcome;
+    findings::request_retest(scope: TenantScope, finding: FindingId, commands: &[CommandWrite], actor: &str, note: &str, now: DateTime<Utc>) -> Option<Vec<CollectorCommandRecord>>;
+    findings::deliver_collector_commands(scope: TenantScope, collector: CollectorId, batch_id: Uuid, now: DateTime<Utc>) -> Vec<CollectorCommandRecord>;
+
+    rule_config::list_rule_settings(org: OrgScope, tenant: Option<TenantId>) -> Vec<StoredRuleSetting>;
+    rule_config::list_custom_rules(org: OrgScope, tenant: Option<TenantId>) -> Vec<StoredCustomRule>;
+    rule_config::write_rule_config(org: OrgScope, scope: RuleScope, kind: RuleConfigKind, rule_id: &str, document: Option<&serde_json::Value>, actor: &str, now: DateTime<Utc>) -> RuleConfigWrite;
+
+    audit::list_audit_log(org: OrgScope, before: Option<Uuid>, limit: u32) -> Vec<AuditEntry>;
+}}
+
+forward! { impl DeliveryStore {} to {
+    integrations::create_integration(org: OrgScope, write: &IntegrationWrite, actor: &str, now: DateTime<Utc>) -> Integration;
+    integrations::list_integrations(org: OrgScope) -> Vec<Integration>;
+    integrations::get_integration(org: OrgScope, id: Uuid) -> Option<Integration>;
+    integrations::update_integration(org: OrgScope, id: Uuid, expected_version: i64, write: &IntegrationWrite, actor: &str, now: DateTime<Utc>) -> IntegrationUpdate;
+    integrations::delete_integration(org: OrgScope, id: Uuid, actor: &str, now: DateTime<Utc>) -> bool;
+    integrations::enabled_integrations(org: OrgScope) -> Vec<Integration>;
+    integration_health::disable_integration(org: OrgScope, integration_id: Uuid, reason: &str, notify: &[NewDelivery], now: DateTime<Utc>) -> bool;
+
+    deliveries::list_deliveries(org: OrgScope, integration_id: Uuid, filter: &DeliveryFilter) -> Vec<Delivery>;
+    deliveries::get_delivery(org: OrgScope, id: Uuid) -> Option<(Delivery, Vec<DeliveryAttempt>)>;
+    deliveries::replay_deliveries(org: OrgScope, integration_id: Uuid, delivery_id: Option<Uuid>, failed_since: Option<DateTime<Utc>>, actor: &str, now: DateTime<Utc>) -> u64;
+    deliveries::enqueue_deliveries(deliveries: &[NewDelivery], now: DateTime<Utc>) -> u64;
+    deliveries::list_finding_tickets(org: OrgScope, finding_ids: &[FindingId]) -> Vec<FindingTicket>;
+    deliveries::count_pending_deliveries() -> u64;
+
+    dispatch::claim_undispatched_events(limit: u32, lease: Duration, now: DateTime<Utc>) -> Vec<UndispatchedEvent>;
+    dispatch::record_dispatch(event_ids: &[Uuid], deliveries: &[NewDelivery], now: DateTime<Utc>) -> u64;
+
+    delivery_engine::claim_deliveries(limit: u32, lease: Duration, now: DateTime<Utc>) -> Vec<ClaimedDelivery>;
+    delivery_engine::mark_ticket_creating(delivery: &Delivery, lease_id: Uuid, now: DateTime<Utc>) -> bool;
+    delivery_engine::complete_attempt(delivery: &Delivery, record: &AttemptRecord) -> bool;
+    delivery_engine::ticket_open_findings(integration_id: Uuid, ticket_key: &str) -> Vec<(FindingId, TenantId, String)>;
+}}
