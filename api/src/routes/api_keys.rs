@@ -7,8 +7,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use wbd_store::{ApiKey, ApiKeyId, Role};
 
-use crate::auth::{Principal, new_api_key};
-use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::auth::Principal;
+use crate::credentials::new_api_key;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::input::display_name;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -81,20 +83,6 @@ pub struct CreatedApiKey {
     pub key: String,
 }
 
-pub fn validate_name(field: &str, name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::new(ErrorCode::Validation, format!("`{field}` must be 1 to 200 characters")));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            ErrorCode::Validation,
-            format!("`{field}` must not contain control characters"),
-        ));
-    }
-    Ok(name.to_owned())
-}
-
 /// Create an API key.
 #[utoipa::path(tag = "api-keys", operation_id = "create_api_key", request_body = CreateApiKey, security(("bearer" = [])), responses(
     (status = 201, body = CreatedApiKey),
@@ -110,7 +98,7 @@ pub async fn create(
     body: web::Json<CreateApiKey>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
-    let name = validate_name("name", &body.name)?;
+    let name = display_name("name", &body.name)?;
     let minted = new_api_key();
     let key = state
         .store

@@ -5,7 +5,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::hash_secret;
+use crate::credentials::hash_secret;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::state::AppState;
 

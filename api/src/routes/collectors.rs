@@ -11,9 +11,10 @@ use uuid::Uuid;
 use wbd_store::{Collector, CollectorId, CollectorStatus, EnrollError, Enrollment, TenantId, TenantScope};
 use wbd_wire::{EnrollRequest, EnrollResponse};
 
-use crate::auth::{Principal, hash_secret, new_enrollment_token};
+use crate::auth::Principal;
+use crate::credentials::{hash_secret, new_enrollment_token};
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::api_keys::validate_name;
+use crate::input::display_name;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -96,7 +97,7 @@ pub async fn create(
     body: web::Json<CreateCollector>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
-    let name = validate_name("name", &body.name)?;
+    let name = display_name("name", &body.name)?;
     let interval = body.push_interval_secs.unwrap_or(state.settings.collectors.push_interval_secs);
     if !(1..=86_400).contains(&interval) {
         return Err(ApiError::new(ErrorCode::Validation, "`push_interval_secs` must be between 1 and 86400"));
@@ -132,8 +133,8 @@ pub async fn enroll(state: web::Data<AppState>, body: web::Json<EnrollRequest>) 
                 "`public_key` must be a raw Ed25519 key (32 bytes), base64url",
             )
         })?;
-    let hostname = validate_name("hostname", &body.hostname)?;
-    let version = validate_name("version", &body.version)?;
+    let hostname = display_name("hostname", &body.hostname)?;
+    let version = display_name("version", &body.version)?;
     let now = Utc::now();
     // The first push is due within one interval; until we know the interval, use the default.
     let silence = state.settings.collectors.silence_after(state.settings.collectors.push_interval_secs);

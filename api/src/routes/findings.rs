@@ -1,17 +1,16 @@
-//! Findings: filtered, cursor-paginated lists, one finding with its evidence and history, and what
-//! people do with them — acknowledge, suppress until a date, unsuppress, re-test now.
+//! Findings: filtered, cursor-paginated lists, one finding with its evidence, its history and the
+//! tickets integrations keep for it, and what people do with them — acknowledge, suppress until
+//! a date, unsuppress, re-test now.
 //!
 //! Every action is an event on the finding with its actor (`api_key:<id>`) and time. Actions are
 //! guarded by the finding's `version`: send the version you saw (optional) and a finding that
 //! changed meanwhile answers 409 `finding_changed` instead of acting on something you did not
 //! see. Org admins and technicians may act; read-only keys may only read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Duration, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -25,9 +24,8 @@ use wbd_wire::{CommandAction, ProbeKind};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::integrations::{TicketView, tickets_of};
-use crate::routes::rules::LangQuery;
-use crate::routes::{DEFAULT_PAGE, MAX_PAGE, request_lang};
+use crate::input::optional_json;
+use crate::params::{DEFAULT_PAGE, LangQuery, MAX_PAGE, request_lang};
 use crate::state::AppState;
 
 /// The longest suppression: past it, a problem must be looked at again.
@@ -348,20 +346,6 @@ fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime
     })
 }
 
-/// Reads an optional JSON body: nothing (or only whitespace) is `T::default()`; anything else
-/// must be JSON that fits `T`.
-pub(crate) fn optional_json<T: DeserializeOwned + Default>(req: &HttpRequest, body: &[u8]) -> ApiResult<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::new(ErrorCode::UnsupportedMediaType, "send Content-Type: application/json"));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))
-}
-
 fn validation(detail: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Validation, detail)
 }
@@ -598,26 +582,41 @@ pub async fn retest(
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use actix_web::test::TestRequest;
+// ---- the tickets integrations keep for findings ----------------------------------------------
 
-    use super::*;
+/// A ticket (or alert) an integration keeps for a finding.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TicketView {
+    pub integration_id: Uuid,
+    pub integration_name: String,
+    pub kind: String,
+    /// The destination's id (ticket number, issue key …); absent while being created.
+    pub external_id: Option<String>,
+    /// A link to open it, when the destination has one.
+    pub url: Option<String>,
+    /// `creating`, `open` or `closed`.
+    pub state: &'static str,
+}
 
-    #[test]
-    fn an_empty_optional_body_is_the_default_and_anything_else_must_be_json() {
-        let req = TestRequest::default().to_http_request();
-        let empty: AcknowledgeRequest = optional_json(&req, b"  ").expect("empty is fine");
-        assert!(empty.note.is_none() && empty.version.is_none());
-        let not_json = optional_json::<AcknowledgeRequest>(&req, b"{}").expect_err("no content type");
-        assert_eq!(not_json.code, ErrorCode::UnsupportedMediaType);
-        let req =
-            TestRequest::default().insert_header(("content-type", "application/json")).to_http_request();
-        let parsed: AcknowledgeRequest =
-            optional_json(&req, br#"{"note":"on it","version":3}"#).expect("json");
-        assert_eq!((parsed.note.as_deref(), parsed.version), (Some("on it"), Some(3)));
-        let unknown =
-            optional_json::<AcknowledgeRequest>(&req, br#"{"notes":"x"}"#).expect_err("unknown field");
-        assert_eq!(unknown.code, ErrorCode::MalformedJson);
+/// The tickets of `findings`, by finding.
+pub async fn tickets_of(
+    state: &AppState,
+    who: &Principal,
+    findings: &[wbd_store::FindingId],
+) -> ApiResult<BTreeMap<Uuid, Vec<TicketView>>> {
+    let mut by_finding: BTreeMap<Uuid, Vec<TicketView>> = BTreeMap::new();
+    if findings.is_empty() {
+        return Ok(by_finding);
     }
+    for t in state.store.list_finding_tickets(who.org, findings).await? {
+        by_finding.entry(t.finding_id.0).or_default().push(TicketView {
+            integration_id: t.integration_id,
+            integration_name: t.integration_name,
+            kind: t.kind,
+            external_id: t.external_id,
+            url: t.url,
+            state: t.state.as_str(),
+        });
+    }
+    Ok(by_finding)
 }

@@ -9,7 +9,7 @@
 //! secrets) are sealed at rest and never answered, except a webhook's signing secret once, in the
 //! answer that made it. Org admins change integrations; every role of the organisation reads them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Duration, Utc};
@@ -30,8 +30,8 @@ use wbd_store::{
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::findings::optional_json;
-use crate::routes::{DEFAULT_PAGE, MAX_PAGE};
+use crate::input::optional_json;
+use crate::params::{DEFAULT_PAGE, MAX_PAGE};
 use crate::state::AppState;
 
 const MAX_NAME_CHARS: usize = 100;
@@ -1392,45 +1392,6 @@ pub async fn replay_failed(
     }
     tracing::info!(replayed, since = %body.since, "failed deliveries replayed");
     Ok(HttpResponse::Accepted().json(Replayed { replayed }))
-}
-
-// ---- tickets on findings ----------------------------------------------------------------------
-
-/// A ticket (or alert) an integration keeps for a finding.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TicketView {
-    pub integration_id: Uuid,
-    pub integration_name: String,
-    pub kind: String,
-    /// The destination's id (ticket number, issue key …); absent while being created.
-    pub external_id: Option<String>,
-    /// A link to open it, when the destination has one.
-    pub url: Option<String>,
-    /// `creating`, `open` or `closed`.
-    pub state: &'static str,
-}
-
-/// The tickets of `findings`, by finding.
-pub async fn tickets_of(
-    state: &AppState,
-    who: &Principal,
-    findings: &[wbd_store::FindingId],
-) -> ApiResult<BTreeMap<Uuid, Vec<TicketView>>> {
-    let mut by_finding: BTreeMap<Uuid, Vec<TicketView>> = BTreeMap::new();
-    if findings.is_empty() {
-        return Ok(by_finding);
-    }
-    for t in state.store.list_finding_tickets(who.org, findings).await? {
-        by_finding.entry(t.finding_id.0).or_default().push(TicketView {
-            integration_id: t.integration_id,
-            integration_name: t.integration_name,
-            kind: t.kind,
-            external_id: t.external_id,
-            url: t.url,
-            state: t.state.as_str(),
-        });
-    }
-    Ok(by_finding)
 }
 
 #[cfg(test)]

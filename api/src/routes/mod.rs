@@ -59,19 +59,3 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(integrations::get_delivery)
         .service(integrations::replay_delivery);
 }
-
-/// `limit` query values: default and ceiling.
-pub const DEFAULT_PAGE: u32 = 50;
-pub const MAX_PAGE: u32 = 200;
-
-/// The language of a response: `?lang=` when it names a shipped language, else the best match
-/// of `Accept-Language`, else English.
-pub fn request_lang(req: &actix_web::HttpRequest, lang: Option<&str>) -> wbd_rules::Lang {
-    if let Some(lang) = lang.and_then(wbd_rules::Lang::from_tag) {
-        return lang;
-    }
-    req.headers()
-        .get(actix_web::http::header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-        .map_or(wbd_rules::Lang::En, wbd_rules::Lang::negotiate)
-}

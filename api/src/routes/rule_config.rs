@@ -17,7 +17,7 @@ use wbd_store::{
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::{DEFAULT_PAGE, MAX_PAGE};
+use crate::params::{DEFAULT_PAGE, MAX_PAGE};
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]

@@ -1,12 +1,12 @@
 //! The shipped rule pack, as documentation an MSP can read, in its language.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::Principal;
 use crate::error::Problem;
-use crate::routes::request_lang;
+use crate::params::{LangQuery, request_lang};
 
 #[derive(Serialize, ToSchema)]
 pub struct RuleView {
@@ -41,13 +41,6 @@ pub struct ParamView {
     #[schema(value_type = Object)]
     pub default: serde_json::Value,
     pub description: &'static str,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct LangQuery {
-    /// `en`, `pl` or `uk`; overrides `Accept-Language`.
-    pub lang: Option<String>,
 }
 
 /// The rules every tenant is evaluated against, in the language of `?lang=` or

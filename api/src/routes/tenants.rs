@@ -9,7 +9,7 @@ use wbd_store::{TenantId, TenantScope, TenantSummary};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::api_keys::validate_name;
+use crate::input::display_name;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -113,7 +113,7 @@ pub async fn create(
     body: web::Json<CreateTenant>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
-    let name = validate_name("name", &body.name)?;
+    let name = display_name("name", &body.name)?;
     let entra = match body.entra_tenant_id.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(id) => Some(
