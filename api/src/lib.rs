@@ -12,6 +12,7 @@ pub mod error;
 pub mod input;
 pub mod openapi;
 pub mod params;
+pub mod responses;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -9,8 +9,9 @@ use wbd_store::{ApiKey, ApiKeyId, Role};
 
 use crate::auth::Principal;
 use crate::credentials::new_api_key;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult};
 use crate::input::display_name;
+use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -86,10 +87,7 @@ pub struct CreatedApiKey {
 /// Create an API key.
 #[utoipa::path(tag = "api-keys", operation_id = "create_api_key", request_body = CreateApiKey, security(("bearer" = [])), responses(
     (status = 201, body = CreatedApiKey),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, Unprocessable,
 ))]
 #[post("/v1/api-keys")]
 pub async fn create(
@@ -110,8 +108,7 @@ pub async fn create(
 /// List the organisation's API keys.
 #[utoipa::path(tag = "api-keys", operation_id = "list_api_keys", security(("bearer" = [])), responses(
     (status = 200, body = Vec<ApiKeyView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden,
 ))]
 #[get("/v1/api-keys")]
 pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpResponse> {
@@ -124,9 +121,7 @@ pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpR
 /// Revoke an API key; access tokens issued for it stop working at once.
 #[utoipa::path(tag = "api-keys", operation_id = "revoke_api_key", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = ApiKeyView),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[post("/v1/api-keys/{id}/revoke")]
 pub async fn revoke(

@@ -15,6 +15,7 @@ use crate::auth::Principal;
 use crate::credentials::{hash_secret, new_enrollment_token};
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::input::display_name;
+use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -83,11 +84,7 @@ pub struct CreatedCollector {
 /// Create a collector for a tenant and get its one-time enrollment token.
 #[utoipa::path(tag = "collectors", operation_id = "create_collector", request_body = CreateCollector, security(("bearer" = [])), params(("tenant_id" = Uuid, Path)), responses(
     (status = 201, body = CreatedCollector),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, NotFound, Unprocessable,
 ))]
 #[post("/v1/tenants/{tenant_id}/collectors")]
 pub async fn create(
@@ -119,10 +116,10 @@ pub async fn create(
 /// Enroll: a collector registers its public key with its one-time token.
 #[utoipa::path(tag = "collectors", request_body = EnrollRequestDoc, responses(
     (status = 201, body = EnrollResponseDoc),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
+    BadRequest,
     (status = 401, description = "Unknown or expired token", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Token already used", body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    Unprocessable,
 ))]
 #[post("/v1/collectors/enroll")]
 pub async fn enroll(state: web::Data<AppState>, body: web::Json<EnrollRequest>) -> ApiResult<HttpResponse> {
@@ -195,8 +192,7 @@ pub struct ListQuery {
 /// Collectors with last-seen time and version.
 #[utoipa::path(tag = "collectors", operation_id = "list_collectors", security(("bearer" = [])), params(ListQuery), responses(
     (status = 200, body = Vec<CollectorView>),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated,
 ))]
 #[get("/v1/collectors")]
 pub async fn list(
@@ -218,8 +214,7 @@ pub async fn list(
 /// One collector.
 #[utoipa::path(tag = "collectors", operation_id = "get_collector", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = CollectorView),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/collectors/{id}")]
 pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {
@@ -234,9 +229,7 @@ pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>
 /// Revoke a collector: its pushes are refused from now on.
 #[utoipa::path(tag = "collectors", operation_id = "revoke_collector", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = CollectorView),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[post("/v1/collectors/{id}/revoke")]
 pub async fn revoke(

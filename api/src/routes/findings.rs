@@ -26,6 +26,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::input::optional_json;
 use crate::params::{DEFAULT_PAGE, LangQuery, MAX_PAGE, request_lang};
+use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 /// The longest suppression: past it, a problem must be looked at again.
@@ -202,8 +203,7 @@ async fn collectors_by_tenant(
 /// Findings, newest first, filtered by tenant, status, severity and rule.
 #[utoipa::path(tag = "findings", operation_id = "list_findings", security(("bearer" = [])), params(FindingQuery), responses(
     (status = 200, body = FindingPage),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated,
 ))]
 #[get("/v1/findings")]
 pub async fn list(
@@ -266,8 +266,7 @@ pub async fn list(
 /// One finding with its evidence and history.
 #[utoipa::path(tag = "findings", operation_id = "get_finding", security(("bearer" = [])), params(("id" = Uuid, Path), LangQuery), responses(
     (status = 200, body = FindingDetail),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/findings/{id}")]
 pub async fn get(
@@ -385,12 +384,9 @@ async fn act(
     request_body(content = Option<AcknowledgeRequest>, content_type = "application/json", description = "Optional."),
     responses(
         (status = 200, body = FindingDetail),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        BadRequest, Unauthenticated, Forbidden, NotFound,
         (status = 409, description = "`invalid_transition` (not open) or `finding_changed`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        Unprocessable,
     ))]
 #[post("/v1/findings/{id}/acknowledge")]
 pub async fn acknowledge(
@@ -417,10 +413,7 @@ pub async fn acknowledge(
     request_body = SuppressRequest,
     responses(
         (status = 200, body = FindingDetail),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        BadRequest, Unauthenticated, Forbidden, NotFound,
         (status = 409, description = "`invalid_transition` (resolved) or `finding_changed`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Blank reason, or `until` not in the next 90 days", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -459,10 +452,7 @@ pub async fn suppress(
     request_body(content = Option<UnsuppressRequest>, content_type = "application/json", description = "Optional."),
     responses(
         (status = 200, body = FindingDetail),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        BadRequest, Unauthenticated, Forbidden, NotFound,
         (status = 409, description = "`invalid_transition` (not suppressed) or `finding_changed`", body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/findings/{id}/unsuppress")]
@@ -510,9 +500,7 @@ pub struct RetestCommandView {
 /// queue it twice.
 #[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 202, body = RetestAccepted),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
     (status = 409, description = "`retest_unavailable`: the finding rests on no probe, or no active collector is behind it", body = Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/findings/{id}/retest")]

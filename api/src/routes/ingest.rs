@@ -23,6 +23,7 @@ use wbd_wire::{
 
 use crate::auth::authenticate_collector;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::responses::{PayloadTooLarge, UnsupportedMediaType};
 use crate::state::AppState;
 
 const MAX_SUBJECT_CHARS: usize = 512;
@@ -34,12 +35,11 @@ const MAX_CLOCK_SKEW_SECS: i64 = 3_600;
     request_body(content = IngestBatchDoc, content_type = "application/json", description = "An `IngestBatch` (schema version 1); may be sent with `Content-Encoding: gzip`."),
     responses(
         (status = 202, body = IngestAcceptedDoc, description = "Stored; a retry of the same batch gets the same answer"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_json` (not a batch, or a corrupt gzip body) or `unsupported_schema_version`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`, `invalid_token`, `token_expired`, `invalid_credentials` (no such collector, or not enrolled) or `collector_revoked`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The batch id was used for a different batch", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        PayloadTooLarge, UnsupportedMediaType,
+        (status = 422, description = "`too_many_results`, or `validation_failed` (a result's subject or time)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Try again after Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/ingest")]

@@ -32,6 +32,10 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::input::optional_json;
 use crate::params::{DEFAULT_PAGE, MAX_PAGE};
+use crate::responses::{
+    BadRequest, Forbidden, IntegrationSwitchedOff, NotFound, SecretsKeyMissing, Unauthenticated,
+    Unprocessable,
+};
 use crate::state::AppState;
 
 const MAX_NAME_CHARS: usize = 100;
@@ -759,11 +763,9 @@ fn rewrite(i: &Integration, secrets: Vec<u8>) -> IntegrationWrite {
 #[utoipa::path(tag = "integrations", operation_id = "create_integration", security(("bearer" = [])),
     request_body = CreateIntegration, responses(
     (status = 201, body = IntegrationWithSecret),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden,
     (status = 422, description = "`validation_failed` or `destination_refused`; `errors` lists each field", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "`secrets_key_missing`: the server cannot seal secrets", body = Problem, content_type = "application/problem+json"),
+    SecretsKeyMissing,
 ))]
 #[post("/v1/integrations")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id))]
@@ -804,7 +806,7 @@ pub async fn create(
 /// The organisation's integrations.
 #[utoipa::path(tag = "integrations", operation_id = "list_integrations", security(("bearer" = [])), responses(
     (status = 200, body = Vec<IntegrationView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated,
 ))]
 #[get("/v1/integrations")]
 pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpResponse> {
@@ -818,8 +820,7 @@ pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpR
 #[utoipa::path(tag = "integrations", operation_id = "get_integration", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses(
     (status = 200, body = IntegrationView),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/integrations/{id}")]
 pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {
@@ -834,13 +835,10 @@ pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>
     params(("id" = Uuid, Path)),
     request_body = UpdateIntegration, responses(
     (status = 200, body = IntegrationView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, NotFound,
     (status = 409, description = "`integration_changed`: it changed since the version the change was made from", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`validation_failed` or `destination_refused`; `errors` lists each field", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "`secrets_key_missing`", body = Problem, content_type = "application/problem+json"),
+    SecretsKeyMissing,
 ))]
 #[patch("/v1/integrations/{id}")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
@@ -947,9 +945,7 @@ pub async fn update(
 #[utoipa::path(tag = "integrations", operation_id = "delete_integration", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses(
     (status = 204, description = "Deleted"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[delete("/v1/integrations/{id}")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
@@ -985,13 +981,9 @@ pub struct RotateSecretRequest {
     request_body(content = Option<RotateSecretRequest>, content_type = "application/json", description = "Optional."),
     responses(
     (status = 200, body = IntegrationWithSecret),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, NotFound,
     (status = 409, description = "`integration_not_signed`: not a webhook; `integration_changed`: it changed while the secret was made (another rotation), try again", body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "`secrets_key_missing`", body = Problem, content_type = "application/problem+json"),
+    Unprocessable, SecretsKeyMissing,
 ))]
 #[post("/v1/integrations/{id}/rotate-secret")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
@@ -1063,10 +1055,7 @@ pub struct TestQueued {
 #[utoipa::path(tag = "integrations", operation_id = "test_integration", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses(
     (status = 202, body = TestQueued),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "`integration_disabled`: switch it on first", body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound, IntegrationSwitchedOff,
 ))]
 #[post("/v1/integrations/{id}/test")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
@@ -1220,9 +1209,7 @@ pub struct DeliveryQuery {
 #[utoipa::path(tag = "deliveries", operation_id = "list_deliveries", security(("bearer" = [])),
     params(("id" = Uuid, Path), DeliveryQuery), responses(
     (status = 200, body = DeliveryPage),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, NotFound,
 ))]
 #[get("/v1/integrations/{id}/deliveries")]
 pub async fn list_deliveries(
@@ -1264,8 +1251,7 @@ pub async fn list_deliveries(
 #[utoipa::path(tag = "deliveries", operation_id = "get_delivery", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses(
     (status = 200, body = DeliveryDetail),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/deliveries/{id}")]
 pub async fn get_delivery(
@@ -1293,9 +1279,7 @@ pub struct Replayed {
 #[utoipa::path(tag = "deliveries", operation_id = "replay_delivery", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses(
     (status = 202, body = Replayed),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
     (status = 409, description = "`delivery_pending`: it is waiting to be sent already; `integration_disabled`: switch the integration on first", body = Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/deliveries/{id}/replay")]
@@ -1359,11 +1343,7 @@ pub struct ReplaySince {
     params(("id" = Uuid, Path)),
     request_body = ReplaySince, responses(
     (status = 202, body = Replayed),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "`integration_disabled`: switch it on first", body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, NotFound, IntegrationSwitchedOff,
 ))]
 #[post("/v1/integrations/{id}/replay")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]

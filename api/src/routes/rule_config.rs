@@ -18,6 +18,7 @@ use wbd_store::{
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::params::{DEFAULT_PAGE, MAX_PAGE};
+use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
@@ -105,8 +106,7 @@ fn parse_settings(rule_id: &str, body: Value) -> ApiResult<RuleSettings> {
 /// Overrides of shipped rules: the organisation's, or those that apply to one tenant.
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(ScopeQuery), responses(
     (status = 200, body = Vec<RuleSettingView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/rule-settings")]
 pub async fn list_settings(
@@ -130,9 +130,7 @@ pub async fn list_settings(
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery),
     request_body = RuleSettingsDoc, responses(
     (status = 200, body = RuleSettingView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden,
     (status = 404, description = "Unknown rule or tenant", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "A field is refused; `errors` points at each", body = Problem, content_type = "application/problem+json"),
 ))]
@@ -162,9 +160,7 @@ pub async fn put_setting(
 /// Remove an override; the level below applies again (org admins).
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery), responses(
     (status = 204, description = "Removed"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[delete("/v1/rule-settings/{rule_id}")]
 pub async fn delete_setting(
@@ -272,8 +268,7 @@ fn compile_error(e: &custom::RuleError) -> ApiError {
 /// Custom rules: the organisation's, or those of one tenant.
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(ScopeQuery), responses(
     (status = 200, body = Vec<CustomRuleView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/custom-rules")]
 pub async fn list_custom(
@@ -293,10 +288,7 @@ pub async fn list_custom(
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery),
     request_body = CustomRuleBody, responses(
     (status = 200, body = CustomRuleView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, NotFound,
     (status = 422, description = "The rule is refused; `errors` gives the field and position", body = Problem, content_type = "application/problem+json"),
 ))]
 #[put("/v1/custom-rules/{rule_id}")]
@@ -344,9 +336,7 @@ pub async fn put_custom(
 /// Delete a custom rule; its open findings resolve at the next evaluation (org admins).
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery), responses(
     (status = 204, description = "Removed"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[delete("/v1/custom-rules/{rule_id}")]
 pub async fn delete_custom(
@@ -407,8 +397,7 @@ pub struct AuditQuery {
 /// Who changed the organisation's rule configuration, what and when; newest first.
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(AuditQuery), responses(
     (status = 200, body = AuditPage),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated,
 ))]
 #[get("/v1/audit-log")]
 pub async fn audit_log(
@@ -471,10 +460,7 @@ pub struct DryRunResult {
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("tenant_id" = Uuid, Path)),
     request_body = DryRunRequest, responses(
     (status = 200, body = DryRunResult),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, NotFound, Unprocessable,
 ))]
 #[post("/v1/tenants/{tenant_id}/dry-run")]
 pub async fn dry_run(

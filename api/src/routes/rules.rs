@@ -5,8 +5,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::Principal;
-use crate::error::Problem;
 use crate::params::{LangQuery, request_lang};
+use crate::responses::Unauthenticated;
 
 #[derive(Serialize, ToSchema)]
 pub struct RuleView {
@@ -47,7 +47,7 @@ pub struct ParamView {
 /// `Accept-Language` (English when neither names a shipped language).
 #[utoipa::path(tag = "rules", operation_id = "list_rules", security(("bearer" = [])), params(LangQuery), responses(
     (status = 200, body = Vec<RuleView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated,
 ))]
 #[get("/v1/rules")]
 pub async fn list(_who: Principal, req: HttpRequest, q: web::Query<LangQuery>) -> HttpResponse {
