@@ -2,8 +2,8 @@
 //! evaluation worker, so one process is the whole product.
 //!
 //! Handlers (`routes`, one module per resource) depend on what they share — who is calling
-//! (`auth`), the state (`state`), request input (`input`, `params`) and the error type (`error`)
-//! — and never on each other's internals.
+//! (`auth`), the state (`state`), request input (`input`, `params`, `paging`), the answers they
+//! document (`responses`) and the error type (`error`) — and never on each other's internals.
 
 pub mod auth;
 pub mod bootstrap;
@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod error;
 pub mod input;
 pub mod openapi;
+pub mod paging;
 pub mod params;
 pub mod responses;
 pub mod routes;

@@ -15,6 +15,7 @@ use crate::auth::Principal;
 use crate::credentials::{hash_secret, new_enrollment_token};
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::input::display_name;
+use crate::params::TenantFilter;
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
@@ -186,7 +187,8 @@ pub struct EnrollResponseDoc {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this tenant's collectors.
-    pub tenant_id: Option<Uuid>,
+    #[param(value_type = Option<Uuid>)]
+    pub tenant_id: Option<TenantFilter>,
 }
 
 /// Collectors with last-seen time and version.
@@ -203,7 +205,7 @@ pub async fn list(
     let now = Utc::now();
     let collectors: Vec<CollectorView> = state
         .store
-        .list_collectors(who.org, query.tenant_id.map(TenantId))
+        .list_collectors(who.org, query.tenant_id.map(|t| t.0))
         .await?
         .into_iter()
         .map(|c| CollectorView::new(c, now))

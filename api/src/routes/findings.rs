@@ -25,7 +25,8 @@ use wbd_wire::{CommandAction, ProbeKind};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::input::optional_json;
-use crate::params::{DEFAULT_PAGE, LangQuery, MAX_PAGE, request_lang};
+use crate::paging::{Listed, Page, PageCursor, PageSize};
+use crate::params::{LangQuery, LangTag, TenantFilter, query_value, request_lang};
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
@@ -158,33 +159,48 @@ pub struct FindingDetail {
     pub events: Vec<FindingEventView>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct FindingPage {
-    pub items: Vec<FindingView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
+/// A page of findings.
+pub type FindingPage = Page<FindingView>;
+
+impl Listed for FindingView {
+    const PAGE_SCHEMA: &'static str = "FindingPage";
 }
+
+query_value!(
+    /// `status` of findings.
+    FindingStatusFilter(FindingStatus),
+    |text| text.parse().ok(),
+    "`status` must be one of: open, acknowledged, suppressed, resolved",
+);
+
+query_value!(
+    /// `severity` of findings.
+    SeverityFilter(Severity),
+    |text| text.parse().ok(),
+    "`severity` must be one of: critical, high, medium, low, info",
+);
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct FindingQuery {
-    pub tenant_id: Option<Uuid>,
+    #[param(value_type = Option<Uuid>)]
+    pub tenant_id: Option<TenantFilter>,
     /// `open`, `acknowledged`, `suppressed` or `resolved`.
-    pub status: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub status: Option<FindingStatusFilter>,
     /// `critical`, `high`, `medium`, `low` or `info`.
-    pub severity: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub severity: Option<SeverityFilter>,
     pub rule_id: Option<String>,
     /// From `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<PageCursor>,
     /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<PageSize>,
     /// `en`, `pl` or `uk` for rule titles; overrides `Accept-Language`.
-    pub lang: Option<String>,
-}
-
-fn invalid(name: &str, allowed: &str) -> ApiError {
-    ApiError::new(ErrorCode::InvalidParameter, format!("`{name}` must be one of: {allowed}"))
+    #[param(value_type = Option<String>)]
+    pub lang: Option<LangTag>,
 }
 
 /// The collectors of each tenant in `tenants`, to decide which findings are stale.
@@ -213,54 +229,33 @@ pub async fn list(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
-    let lang = request_lang(&req, q.lang.as_deref());
-    let status = q
-        .status
-        .as_deref()
-        .map(|s| {
-            s.parse::<FindingStatus>()
-                .map_err(|_| invalid("status", "open, acknowledged, suppressed, resolved"))
-        })
-        .transpose()?;
-    let severity = q
-        .severity
-        .as_deref()
-        .map(|s| s.parse::<Severity>().map_err(|_| invalid("severity", "critical, high, medium, low, info")))
-        .transpose()?;
-    let before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c).map(FindingId).map_err(|_| {
-                ApiError::new(ErrorCode::InvalidParameter, "`cursor` must be a value from next_cursor")
-            })
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let tenant = q.tenant_id.map(TenantId);
-    let filter = FindingFilter { tenant_id: tenant, status, severity, rule_id: q.rule_id, before, limit };
+    let lang = request_lang(&req, q.lang);
+    let limit = q.limit.unwrap_or_default();
+    let tenant = q.tenant_id.map(|t| t.0);
+    let filter = FindingFilter {
+        tenant_id: tenant,
+        status: q.status.map(|s| s.0),
+        severity: q.severity.map(|s| s.0),
+        rule_id: q.rule_id,
+        before: q.cursor.map(|c| FindingId(c.0)),
+        limit: limit.get(),
+    };
     let findings = state.store.list_findings(who.org, &filter).await?;
     let collectors = collectors_by_tenant(&state, &who, tenant).await?;
     let now = Utc::now();
-    let next_cursor =
-        (findings.len() == limit as usize).then(|| findings.last().map(|f| f.id.to_string())).flatten();
     let ids: Vec<FindingId> = findings.iter().map(|f| f.id).collect();
     let mut tickets = tickets_of(&state, &who, &ids).await?;
-    let items = findings
-        .into_iter()
-        .map(|f| {
+    let page = FindingPage::of(
+        findings,
+        limit,
+        |f| f.id.0,
+        |f| {
             let of_tenant = collectors.get(&f.tenant_id).map_or(&[][..], Vec::as_slice);
             let tickets = tickets.remove(&f.id.0).unwrap_or_default();
             FindingView { tickets, ..FindingView::new(f, of_tenant, now, lang) }
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(FindingPage { items, next_cursor }))
+        },
+    );
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// One finding with its evidence and history.
@@ -277,7 +272,7 @@ pub async fn get(
     q: web::Query<LangQuery>,
 ) -> ApiResult<HttpResponse> {
     let finding = find(&state, &who, FindingId(id.into_inner())).await?;
-    detail(&state, &who, finding, request_lang(&req, q.lang.as_deref())).await
+    detail(&state, &who, finding, request_lang(&req, q.lang)).await
 }
 
 async fn find(state: &AppState, who: &Principal, id: FindingId) -> ApiResult<Finding> {

@@ -31,7 +31,8 @@ use wbd_store::{
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::input::optional_json;
-use crate::params::{DEFAULT_PAGE, MAX_PAGE};
+use crate::paging::{LegacyBefore, Listed, Page, PageCursor, PageSize};
+use crate::params::query_value;
 use crate::responses::{
     BadRequest, Forbidden, IntegrationSwitchedOff, NotFound, SecretsKeyMissing, Unauthenticated,
     Unprocessable,
@@ -1184,25 +1185,60 @@ pub struct DeliveryDetail {
     pub attempts: Vec<AttemptView>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct DeliveryPage {
-    pub items: Vec<DeliveryView>,
-    /// Pass as `before` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
+/// A page of deliveries.
+pub type DeliveryPage = Page<DeliveryView>;
+
+impl Listed for DeliveryView {
+    const PAGE_SCHEMA: &'static str = "DeliveryPage";
 }
+
+query_value!(
+    /// `status` of deliveries.
+    DeliveryStatusFilter(DeliveryStatus),
+    |text| text.parse().ok(),
+    "`status` must be one of: pending, succeeded, failed",
+);
+
+query_value!(
+    /// `since`: an instant.
+    SinceFilter(DateTime<Utc>),
+    |text| text.parse().ok(),
+    "`since` must be an RFC 3339 instant such as 2026-01-31T17:00:00Z",
+);
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// `pending`, `succeeded` or `failed`.
-    pub status: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub status: Option<DeliveryStatusFilter>,
     /// Only deliveries of events at or after this RFC 3339 instant.
-    pub since: Option<DateTime<Utc>>,
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub since: Option<SinceFilter>,
     /// From `next_cursor` of the previous page.
-    pub before: Option<Uuid>,
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<PageCursor>,
+    /// Deprecated: the name this listing gave `cursor` before every listing paged the same way.
+    #[deprecated = "send `cursor`"]
+    #[param(value_type = Option<String>)]
+    pub before: Option<LegacyBefore>,
     /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<PageSize>,
+}
+
+impl DeliveryQuery {
+    /// Where the page starts: `cursor`, or the deprecated `before`; not both.
+    #[allow(deprecated)]
+    fn cursor(&self) -> ApiResult<Option<Uuid>> {
+        match (self.cursor, self.before) {
+            (Some(_), Some(_)) => Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                "`before` is the deprecated name of `cursor`; send only `cursor`",
+            )),
+            (cursor, before) => Ok(cursor.map(|c| c.0).or(before.map(|b| b.0))),
+        }
+    }
 }
 
 /// An integration's deliveries, newest first.
@@ -1219,32 +1255,16 @@ pub async fn list_deliveries(
     q: web::Query<DeliveryQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = q.into_inner();
-    let status = q
-        .status
-        .as_deref()
-        .map(|s| {
-            s.parse::<DeliveryStatus>().map_err(|_| {
-                ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    "`status` must be one of: pending, succeeded, failed",
-                )
-            })
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = q.limit.unwrap_or_default();
+    let filter = DeliveryFilter {
+        status: q.status.map(|s| s.0),
+        since: q.since.map(|s| s.0),
+        before: q.cursor()?,
+        limit: limit.get(),
+    };
     let integration = find(&state, &who, id.into_inner()).await?;
-    let filter = DeliveryFilter { status, since: q.since, before: q.before, limit };
     let deliveries = state.store.list_deliveries(who.org, integration.id, &filter).await?;
-    let next_cursor =
-        (deliveries.len() == limit as usize).then(|| deliveries.last().map(|d| d.id.to_string())).flatten();
-    Ok(HttpResponse::Ok()
-        .json(DeliveryPage { items: deliveries.iter().map(DeliveryView::from).collect(), next_cursor }))
+    Ok(HttpResponse::Ok().json(DeliveryPage::of(deliveries, limit, |d| d.id, |d| DeliveryView::from(&d))))
 }
 
 /// One delivery with the event sent and every attempt.

@@ -17,7 +17,8 @@ use wbd_store::{
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::params::{DEFAULT_PAGE, MAX_PAGE};
+use crate::paging::{Listed, Page, PageCursor, PageSize};
+use crate::params::TenantFilter;
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
@@ -25,12 +26,13 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct ScopeQuery {
     /// The tenant the setting applies to; absent: the whole organisation.
-    pub tenant_id: Option<Uuid>,
+    #[param(value_type = Option<Uuid>)]
+    pub tenant_id: Option<TenantFilter>,
 }
 
 impl ScopeQuery {
     fn scope(&self) -> RuleScope {
-        self.tenant_id.map_or(RuleScope::Org, |t| RuleScope::Tenant(TenantId(t)))
+        self.tenant_id.map_or(RuleScope::Org, |t| RuleScope::Tenant(t.0))
     }
 }
 
@@ -379,19 +381,22 @@ impl From<AuditEntry> for AuditEntryView {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct AuditPage {
-    pub items: Vec<AuditEntryView>,
-    pub next_cursor: Option<String>,
+/// A page of the audit log.
+pub type AuditPage = Page<AuditEntryView>;
+
+impl Listed for AuditEntryView {
+    const PAGE_SCHEMA: &'static str = "AuditPage";
 }
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    pub cursor: Option<Uuid>,
-    /// 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
+    /// From `next_cursor` of the previous page.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<PageCursor>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<PageSize>,
 }
 
 /// Who changed the organisation's rule configuration, what and when; newest first.
@@ -405,18 +410,9 @@ pub async fn audit_log(
     who: Principal,
     q: web::Query<AuditQuery>,
 ) -> ApiResult<HttpResponse> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let entries = state.store.list_audit_log(who.org, q.cursor, limit).await?;
-    let next_cursor =
-        (entries.len() == limit as usize).then(|| entries.last().map(|e| e.id.to_string())).flatten();
-    Ok(HttpResponse::Ok()
-        .json(AuditPage { items: entries.into_iter().map(Into::into).collect(), next_cursor }))
+    let limit = q.limit.unwrap_or_default();
+    let entries = state.store.list_audit_log(who.org, q.cursor.map(|c| c.0), limit.get()).await?;
+    Ok(HttpResponse::Ok().json(AuditPage::of(entries, limit, |e| e.id, AuditEntryView::from)))
 }
 
 /// What to try in a dry run, on top of the tenant's stored configuration.

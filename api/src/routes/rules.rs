@@ -51,7 +51,7 @@ pub struct ParamView {
 ))]
 #[get("/v1/rules")]
 pub async fn list(_who: Principal, req: HttpRequest, q: web::Query<LangQuery>) -> HttpResponse {
-    let lang = request_lang(&req, q.lang.as_deref());
+    let lang = request_lang(&req, q.lang);
     let rules: Vec<RuleView> = wbd_rules::rules_in(lang)
         .iter()
         .map(|r| RuleView {

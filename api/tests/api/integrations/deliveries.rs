@@ -8,6 +8,7 @@ use wbd_store::{OrgId, OrgScope};
 
 use super::*;
 use crate::helpers::*;
+use crate::parameters::page_ids;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_is_queued_and_failed_deliveries_are_replayed() {
@@ -115,5 +116,33 @@ async fn a_switched_off_integration_replays_nothing() {
     assert_eq!(res.status(), StatusCode::OK);
     let res = app.post(&org.token, &format!("/v1/integrations/{id}/replay"), &since).await;
     assert_eq!(res.json::<Value>().await.unwrap(), json!({ "replayed": 1 }));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_pages_with_cursor_and_still_with_the_deprecated_before() {
+    let app = spawn_quiet_app(|_| {}).await;
+    let org = app.bootstrap_org("MSP").await;
+    let id = id_of(&app.add_integration(&org.token, &webhook()).await);
+    for _ in 0..3 {
+        app.test_integration(&org.token, &id).await;
+    }
+    let path = format!("/v1/integrations/{id}/deliveries");
+    let all = page_ids(&app.page(&org.token, &path, "").await);
+    assert_eq!(all.len(), 3);
+
+    // A page at a time, with `cursor` as every listing, or `before` as this one did.
+    for name in ["cursor", "before"] {
+        let pages = app.page_through(&org.token, &path, name, 1).await;
+        assert_eq!(pages.iter().flat_map(page_ids).collect::<Vec<_>>(), all, "paging with {name}");
+        assert!(pages.iter().all(|p| p["items"].as_array().unwrap().len() <= 1));
+    }
+
+    // Not both at once.
+    let first = app.page(&org.token, &path, "limit=1").await;
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let res = app.get(&org.token, &format!("{path}?cursor={cursor}&before={cursor}")).await;
+    let p = problem(res, StatusCode::BAD_REQUEST, "invalid_parameter").await;
+    assert!(p["detail"].as_str().unwrap().contains("`before`"), "{p}");
     app.shutdown().await;
 }
