@@ -1,6 +1,7 @@
 //! Rule configuration per organisation and per tenant: overrides of shipped rules (disable,
-//! severity, parameters, flap damping), custom rules in CEL checked when saved, the audit log of
-//! who changed what, and a dry run that shows what the rules would conclude for a tenant now.
+//! severity, parameters, flap damping), custom rules in CEL checked when saved, and a dry run that
+//! shows what the rules would conclude for a tenant now. Every change is in the audit log
+//! (`routes::audit_log`).
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use chrono::{DateTime, Utc};
@@ -11,13 +12,12 @@ use uuid::Uuid;
 use wbd_rules::custom::{self, CustomRule};
 use wbd_rules::{RuleSettings, Severity};
 use wbd_store::{
-    AuditEntry, FindingStatus, RuleConfigKind, RuleConfigWrite, RuleScope, StoredCustomRule,
-    StoredRuleSetting, TenantId, TenantScope,
+    FindingStatus, RuleConfigKind, RuleConfigWrite, RuleScope, StoredCustomRule, StoredRuleSetting, TenantId,
+    TenantScope,
 };
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::paging::{Listed, Page, PageCursor, PageSize};
 use crate::params::TenantFilter;
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
@@ -349,70 +349,6 @@ pub async fn delete_custom(
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     remove(&state, &who, q.scope(), RuleConfigKind::Custom, &rule_id, "custom rule").await
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuditEntryView {
-    pub id: Uuid,
-    pub tenant_id: Option<Uuid>,
-    pub actor: String,
-    /// `rule_setting.put`, `rule_setting.delete`, `custom_rule.put`, `custom_rule.delete`.
-    pub action: String,
-    pub target: String,
-    #[schema(value_type = Option<Object>)]
-    pub before: Option<Value>,
-    #[schema(value_type = Option<Object>)]
-    pub after: Option<Value>,
-    pub at: DateTime<Utc>,
-}
-
-impl From<AuditEntry> for AuditEntryView {
-    fn from(e: AuditEntry) -> Self {
-        AuditEntryView {
-            id: e.id,
-            tenant_id: e.tenant_id.map(|t| t.0),
-            actor: e.actor,
-            action: e.action,
-            target: e.target,
-            before: e.before,
-            after: e.after,
-            at: e.at,
-        }
-    }
-}
-
-/// A page of the audit log.
-pub type AuditPage = Page<AuditEntryView>;
-
-impl Listed for AuditEntryView {
-    const PAGE_SCHEMA: &'static str = "AuditPage";
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    /// From `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
-    pub cursor: Option<PageCursor>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    pub limit: Option<PageSize>,
-}
-
-/// Who changed the organisation's rule configuration, what and when; newest first.
-#[utoipa::path(tag = "rules", security(("bearer" = [])), params(AuditQuery), responses(
-    (status = 200, body = AuditPage),
-    BadRequest, Unauthenticated,
-))]
-#[get("/v1/audit-log")]
-pub async fn audit_log(
-    state: web::Data<AppState>,
-    who: Principal,
-    q: web::Query<AuditQuery>,
-) -> ApiResult<HttpResponse> {
-    let limit = q.limit.unwrap_or_default();
-    let entries = state.store.list_audit_log(who.org, q.cursor.map(|c| c.0), limit.get()).await?;
-    Ok(HttpResponse::Ok().json(AuditPage::of(entries, limit, |e| e.id, AuditEntryView::from)))
 }
 
 /// What to try in a dry run, on top of the tenant's stored configuration.
