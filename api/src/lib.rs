@@ -1,9 +1,12 @@
 //! wbd-api: the Writeback Doctor REST API (actix-web). In embedded mode it also runs the
 //! evaluation worker, so one process is the whole product.
 //!
-//! Handlers (`routes`, one module per resource) depend on what they share — who is calling
-//! (`auth`), the state (`state`), request input (`input`, `params`, `paging`), the answers they
-//! document (`responses`) and the error type (`error`) — and never on each other's internals.
+//! Dependencies point one way, with no circle between files: handlers (`routes`, one module per
+//! resource) depend on what they share — who is calling (`auth`), the state (`state`), request
+//! input (`input`, `params`, `paging`), the answers they document (`responses`) and the error
+//! type (`error`) — and on another resource's module only for what it owns (deliveries find
+//! their integration through `routes::integrations`; the overview shows `routes::tenants`'
+//! views). The domain (integration checks, findings, delivery) is in the library crates.
 
 pub mod auth;
 pub mod bootstrap;
