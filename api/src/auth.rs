@@ -1,5 +1,5 @@
-//! Who is calling: API keys (stored as SHA-256 hashes) exchanged for short-lived HS256 access
-//! tokens, and collectors that sign each push with their own Ed25519 key.
+//! Who is calling: an API caller ([`Principal`], from an access token of a key that is not
+//! revoked) or a collector that signs each push with its own Ed25519 key.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,124 +9,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore as _;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use uuid::Uuid;
 use wbd_store::{ApiKeyId, Collector, CollectorId, CollectorStatus, OrgId, OrgScope, Role};
 use wbd_wire::{COLLECTOR_TOKEN_AUDIENCE, COLLECTOR_TOKEN_MAX_TTL_SECS, CollectorTokenClaims};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::state::AppState;
-
-const API_KEY_PREFIX: &str = "wbdk_";
-const ENROLLMENT_TOKEN_PREFIX: &str = "wbde_";
-
-/// A new random secret with a recognisable prefix (secret scanners can match it).
-fn new_secret(prefix: &str) -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// SHA-256, hex. Keys and tokens are 256-bit random, so a plain hash is enough: there is
-/// nothing to brute-force that a slow hash would protect.
-pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// A freshly minted API key: the secret (shown once) and what is stored.
-pub struct NewApiKey {
-    pub secret: String,
-    pub prefix: String,
-    pub hash: String,
-}
-
-pub fn new_api_key() -> NewApiKey {
-    let secret = new_secret(API_KEY_PREFIX);
-    let prefix = secret.chars().take(API_KEY_PREFIX.len() + 6).collect();
-    let hash = hash_secret(&secret);
-    NewApiKey { secret, prefix, hash }
-}
-
-pub fn new_enrollment_token() -> (String, String) {
-    let token = new_secret(ENROLLMENT_TOKEN_PREFIX);
-    let hash = hash_secret(&token);
-    (token, hash)
-}
-
-/// Claims of the access tokens this server issues.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AccessClaims {
-    pub iss: String,
-    pub aud: String,
-    /// The API key the token was exchanged for.
-    pub sub: Uuid,
-    pub org: Uuid,
-    pub role: Role,
-    pub iat: i64,
-    pub exp: i64,
-    pub jti: Uuid,
-}
-
-/// Signs and checks access tokens with the server secret shared through the database.
-pub struct TokenIssuer {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    issuer: String,
-    audience: String,
-    ttl_secs: i64,
-    leeway_secs: u64,
-}
-
-impl TokenIssuer {
-    pub fn new(secret: &[u8], settings: &wbd_platform::settings::AuthSettings) -> Self {
-        TokenIssuer {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
-            ttl_secs: i64::try_from(settings.token_ttl_secs).unwrap_or(900),
-            leeway_secs: settings.leeway_secs,
-        }
-    }
-
-    pub fn ttl_secs(&self) -> i64 {
-        self.ttl_secs
-    }
-
-    pub fn issue(&self, key_id: ApiKeyId, org: OrgId, role: Role, now: DateTime<Utc>) -> ApiResult<String> {
-        let claims = AccessClaims {
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-            sub: key_id.0,
-            org: org.0,
-            role,
-            iat: now.timestamp(),
-            exp: now.timestamp() + self.ttl_secs,
-            jti: Uuid::new_v4(),
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(ApiError::internal)
-    }
-
-    pub fn verify(&self, token: &str) -> ApiResult<AccessClaims> {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = self.leeway_secs;
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => {
-                    ApiError::new(ErrorCode::TokenExpired, "get a new token from POST /v1/auth/token")
-                }
-                _ => ApiError::new(ErrorCode::InvalidToken, e.to_string()),
-            })
-    }
-}
 
 /// An authenticated API caller, scoped to its organisation.
 #[derive(Debug, Clone, Copy)]
@@ -270,20 +159,4 @@ pub async fn authenticate_collector(
         return Err(invalid("the token was issued in the future; check the collector's clock"));
     }
     Ok(collector)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_prefixed_random_and_hash_stably() {
-        let a = new_api_key();
-        let b = new_api_key();
-        assert!(a.secret.starts_with("wbdk_"));
-        assert_ne!(a.secret, b.secret);
-        assert!(a.secret.starts_with(&a.prefix));
-        assert_eq!(a.hash, hash_secret(&a.secret));
-        assert_eq!(a.hash.len(), 64);
-    }
 }

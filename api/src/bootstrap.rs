@@ -3,7 +3,7 @@
 use chrono::Utc;
 use wbd_store::{ApiKey, OrgScope, Organization, Role, Store};
 
-use crate::auth::new_api_key;
+use crate::credentials::new_api_key;
 
 pub struct Bootstrapped {
     pub organization: Organization,

@@ -228,7 +228,16 @@ pub fn query_error(
     err: actix_web::error::QueryPayloadError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    ApiError::new(ErrorCode::InvalidParameter, err.to_string()).into()
+    ApiError::new(ErrorCode::InvalidParameter, query_detail(&err)).into()
+}
+
+/// What was wrong with a query: the refusal of a typed parameter (which names it) as it is,
+/// without actix's "Query deserialize error: " in front.
+pub fn query_detail(err: &actix_web::error::QueryPayloadError) -> String {
+    match err {
+        actix_web::error::QueryPayloadError::Deserialize(e) => e.to_string(),
+        other => other.to_string(),
+    }
 }
 
 pub fn path_error(err: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {

@@ -2,9 +2,13 @@
 //! (`routes::configure`), so the two cannot drift. `openapi.yaml` at the repository root is
 //! this document, committed; a test fails when they differ (`wbd-api openapi > openapi.yaml`).
 
+use actix_web::http::StatusCode;
+use utoipa::openapi::RefOr;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt as _;
+
+use crate::error::Problem;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +19,7 @@ Errors are `application/problem+json` documents with a stable `code`. Authentica
 `POST /v1/auth/token` and send `Authorization: Bearer <token>`; objects of another organisation answer 404.",
         license(name = "Apache-2.0"),
     ),
+    components(schemas(Problem)),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness"),
@@ -62,6 +67,32 @@ impl Modify for Security {
     }
 }
 
+/// Every answer has a description (OpenAPI requires one): a success answer that says nothing
+/// more is described by its status's reason phrase; problem answers carry their own
+/// (`crate::responses`).
+struct Descriptions;
+
+impl Modify for Descriptions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let operations = openapi.paths.paths.values_mut().flat_map(|item| {
+            [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+                .into_iter()
+                .flatten()
+        });
+        for operation in operations {
+            for (status, response) in &mut operation.responses.responses {
+                if let RefOr::T(response) = response
+                    && response.description.is_empty()
+                {
+                    let reason = status.parse::<u16>().ok().and_then(|s| StatusCode::from_u16(s).ok());
+                    response.description =
+                        reason.and_then(|s| s.canonical_reason()).unwrap_or("Answer").to_owned();
+                }
+            }
+        }
+    }
+}
+
 /// The whole document.
 pub fn document() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = actix_web::App::new()
@@ -69,6 +100,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .openapi(ApiDoc::openapi())
         .configure(crate::routes::configure)
         .split_for_parts();
+    // After the routes are in: `ApiDoc`'s own modifiers run before there are any.
+    Descriptions.modify(&mut doc);
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }

@@ -18,9 +18,9 @@ use wbd_platform::Settings;
 use wbd_queue::Queue;
 use wbd_store::Store;
 
-use crate::auth::TokenIssuer;
 use crate::error::{self, ApiError, ErrorCode, REQUEST_ID};
 use crate::state::AppState;
+use crate::tokens::TokenIssuer;
 
 /// Name of the server secret that signs access tokens (shared by all API processes through the
 /// database).

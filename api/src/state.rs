@@ -8,7 +8,7 @@ use wbd_platform::Settings;
 use wbd_queue::Queue;
 use wbd_store::Store;
 
-use crate::auth::TokenIssuer;
+use crate::tokens::TokenIssuer;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,

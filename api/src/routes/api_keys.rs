@@ -7,8 +7,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use wbd_store::{ApiKey, ApiKeyId, Role};
 
-use crate::auth::{Principal, new_api_key};
-use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::auth::Principal;
+use crate::credentials::new_api_key;
+use crate::error::{ApiError, ApiResult};
+use crate::input::display_name;
+use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -81,27 +84,10 @@ pub struct CreatedApiKey {
     pub key: String,
 }
 
-pub fn validate_name(field: &str, name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::new(ErrorCode::Validation, format!("`{field}` must be 1 to 200 characters")));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            ErrorCode::Validation,
-            format!("`{field}` must not contain control characters"),
-        ));
-    }
-    Ok(name.to_owned())
-}
-
 /// Create an API key.
 #[utoipa::path(tag = "api-keys", operation_id = "create_api_key", request_body = CreateApiKey, security(("bearer" = [])), responses(
     (status = 201, body = CreatedApiKey),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, Unprocessable,
 ))]
 #[post("/v1/api-keys")]
 pub async fn create(
@@ -110,7 +96,7 @@ pub async fn create(
     body: web::Json<CreateApiKey>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
-    let name = validate_name("name", &body.name)?;
+    let name = display_name("name", &body.name)?;
     let minted = new_api_key();
     let key = state
         .store
@@ -122,8 +108,7 @@ pub async fn create(
 /// List the organisation's API keys.
 #[utoipa::path(tag = "api-keys", operation_id = "list_api_keys", security(("bearer" = [])), responses(
     (status = 200, body = Vec<ApiKeyView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden,
 ))]
 #[get("/v1/api-keys")]
 pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpResponse> {
@@ -136,9 +121,7 @@ pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpR
 /// Revoke an API key; access tokens issued for it stop working at once.
 #[utoipa::path(tag = "api-keys", operation_id = "revoke_api_key", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = ApiKeyView),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[post("/v1/api-keys/{id}/revoke")]
 pub async fn revoke(

@@ -5,8 +5,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::hash_secret;
+use crate::credentials::hash_secret;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::responses::BadRequest;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -28,7 +29,7 @@ pub struct TokenResponse {
 /// Exchange an API key for an access token.
 #[utoipa::path(tag = "auth", request_body = TokenRequest, responses(
     (status = 200, body = TokenResponse),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
+    BadRequest,
     (status = 401, description = "Unknown or revoked key", body = Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/auth/token")]

@@ -11,9 +11,12 @@ use uuid::Uuid;
 use wbd_store::{Collector, CollectorId, CollectorStatus, EnrollError, Enrollment, TenantId, TenantScope};
 use wbd_wire::{EnrollRequest, EnrollResponse};
 
-use crate::auth::{Principal, hash_secret, new_enrollment_token};
+use crate::auth::Principal;
+use crate::credentials::{hash_secret, new_enrollment_token};
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::api_keys::validate_name;
+use crate::input::display_name;
+use crate::params::TenantFilter;
+use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -82,11 +85,7 @@ pub struct CreatedCollector {
 /// Create a collector for a tenant and get its one-time enrollment token.
 #[utoipa::path(tag = "collectors", operation_id = "create_collector", request_body = CreateCollector, security(("bearer" = [])), params(("tenant_id" = Uuid, Path)), responses(
     (status = 201, body = CreatedCollector),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, NotFound, Unprocessable,
 ))]
 #[post("/v1/tenants/{tenant_id}/collectors")]
 pub async fn create(
@@ -96,7 +95,7 @@ pub async fn create(
     body: web::Json<CreateCollector>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
-    let name = validate_name("name", &body.name)?;
+    let name = display_name("name", &body.name)?;
     let interval = body.push_interval_secs.unwrap_or(state.settings.collectors.push_interval_secs);
     if !(1..=86_400).contains(&interval) {
         return Err(ApiError::new(ErrorCode::Validation, "`push_interval_secs` must be between 1 and 86400"));
@@ -118,10 +117,10 @@ pub async fn create(
 /// Enroll: a collector registers its public key with its one-time token.
 #[utoipa::path(tag = "collectors", request_body = EnrollRequestDoc, responses(
     (status = 201, body = EnrollResponseDoc),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
+    BadRequest,
     (status = 401, description = "Unknown or expired token", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Token already used", body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    Unprocessable,
 ))]
 #[post("/v1/collectors/enroll")]
 pub async fn enroll(state: web::Data<AppState>, body: web::Json<EnrollRequest>) -> ApiResult<HttpResponse> {
@@ -132,8 +131,8 @@ pub async fn enroll(state: web::Data<AppState>, body: web::Json<EnrollRequest>) 
                 "`public_key` must be a raw Ed25519 key (32 bytes), base64url",
             )
         })?;
-    let hostname = validate_name("hostname", &body.hostname)?;
-    let version = validate_name("version", &body.version)?;
+    let hostname = display_name("hostname", &body.hostname)?;
+    let version = display_name("version", &body.version)?;
     let now = Utc::now();
     // The first push is due within one interval; until we know the interval, use the default.
     let silence = state.settings.collectors.silence_after(state.settings.collectors.push_interval_secs);
@@ -188,14 +187,14 @@ pub struct EnrollResponseDoc {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this tenant's collectors.
-    pub tenant_id: Option<Uuid>,
+    #[param(value_type = Option<Uuid>)]
+    pub tenant_id: Option<TenantFilter>,
 }
 
 /// Collectors with last-seen time and version.
 #[utoipa::path(tag = "collectors", operation_id = "list_collectors", security(("bearer" = [])), params(ListQuery), responses(
     (status = 200, body = Vec<CollectorView>),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated,
 ))]
 #[get("/v1/collectors")]
 pub async fn list(
@@ -206,7 +205,7 @@ pub async fn list(
     let now = Utc::now();
     let collectors: Vec<CollectorView> = state
         .store
-        .list_collectors(who.org, query.tenant_id.map(TenantId))
+        .list_collectors(who.org, query.tenant_id.map(|t| t.0))
         .await?
         .into_iter()
         .map(|c| CollectorView::new(c, now))
@@ -217,8 +216,7 @@ pub async fn list(
 /// One collector.
 #[utoipa::path(tag = "collectors", operation_id = "get_collector", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = CollectorView),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/collectors/{id}")]
 pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {
@@ -233,9 +231,7 @@ pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>
 /// Revoke a collector: its pushes are refused from now on.
 #[utoipa::path(tag = "collectors", operation_id = "revoke_collector", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = CollectorView),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[post("/v1/collectors/{id}/revoke")]
 pub async fn revoke(

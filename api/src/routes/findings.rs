@@ -1,17 +1,16 @@
-//! Findings: filtered, cursor-paginated lists, one finding with its evidence and history, and what
-//! people do with them — acknowledge, suppress until a date, unsuppress, re-test now.
+//! Findings: filtered, cursor-paginated lists, one finding with its evidence, its history and the
+//! tickets integrations keep for it, and what people do with them — acknowledge, suppress until
+//! a date, unsuppress, re-test now.
 //!
 //! Every action is an event on the finding with its actor (`api_key:<id>`) and time. Actions are
 //! guarded by the finding's `version`: send the version you saw (optional) and a finding that
 //! changed meanwhile answers 409 `finding_changed` instead of acting on something you did not
 //! see. Org admins and technicians may act; read-only keys may only read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Duration, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -25,9 +24,10 @@ use wbd_wire::{CommandAction, ProbeKind};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::integrations::{TicketView, tickets_of};
-use crate::routes::rules::LangQuery;
-use crate::routes::{DEFAULT_PAGE, MAX_PAGE, request_lang};
+use crate::input::optional_json;
+use crate::paging::{Listed, Page, PageCursor, PageSize};
+use crate::params::{LangQuery, LangTag, TenantFilter, query_value, request_lang};
+use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 /// The longest suppression: past it, a problem must be looked at again.
@@ -159,33 +159,48 @@ pub struct FindingDetail {
     pub events: Vec<FindingEventView>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct FindingPage {
-    pub items: Vec<FindingView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
+/// A page of findings.
+pub type FindingPage = Page<FindingView>;
+
+impl Listed for FindingView {
+    const PAGE_SCHEMA: &'static str = "FindingPage";
 }
+
+query_value!(
+    /// `status` of findings.
+    FindingStatusFilter(FindingStatus),
+    |text| text.parse().ok(),
+    "`status` must be one of: open, acknowledged, suppressed, resolved",
+);
+
+query_value!(
+    /// `severity` of findings.
+    SeverityFilter(Severity),
+    |text| text.parse().ok(),
+    "`severity` must be one of: critical, high, medium, low, info",
+);
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct FindingQuery {
-    pub tenant_id: Option<Uuid>,
+    #[param(value_type = Option<Uuid>)]
+    pub tenant_id: Option<TenantFilter>,
     /// `open`, `acknowledged`, `suppressed` or `resolved`.
-    pub status: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub status: Option<FindingStatusFilter>,
     /// `critical`, `high`, `medium`, `low` or `info`.
-    pub severity: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub severity: Option<SeverityFilter>,
     pub rule_id: Option<String>,
     /// From `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<PageCursor>,
     /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<PageSize>,
     /// `en`, `pl` or `uk` for rule titles; overrides `Accept-Language`.
-    pub lang: Option<String>,
-}
-
-fn invalid(name: &str, allowed: &str) -> ApiError {
-    ApiError::new(ErrorCode::InvalidParameter, format!("`{name}` must be one of: {allowed}"))
+    #[param(value_type = Option<String>)]
+    pub lang: Option<LangTag>,
 }
 
 /// The collectors of each tenant in `tenants`, to decide which findings are stale.
@@ -204,8 +219,7 @@ async fn collectors_by_tenant(
 /// Findings, newest first, filtered by tenant, status, severity and rule.
 #[utoipa::path(tag = "findings", operation_id = "list_findings", security(("bearer" = [])), params(FindingQuery), responses(
     (status = 200, body = FindingPage),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated,
 ))]
 #[get("/v1/findings")]
 pub async fn list(
@@ -215,61 +229,39 @@ pub async fn list(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
-    let lang = request_lang(&req, q.lang.as_deref());
-    let status = q
-        .status
-        .as_deref()
-        .map(|s| {
-            s.parse::<FindingStatus>()
-                .map_err(|_| invalid("status", "open, acknowledged, suppressed, resolved"))
-        })
-        .transpose()?;
-    let severity = q
-        .severity
-        .as_deref()
-        .map(|s| s.parse::<Severity>().map_err(|_| invalid("severity", "critical, high, medium, low, info")))
-        .transpose()?;
-    let before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c).map(FindingId).map_err(|_| {
-                ApiError::new(ErrorCode::InvalidParameter, "`cursor` must be a value from next_cursor")
-            })
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let tenant = q.tenant_id.map(TenantId);
-    let filter = FindingFilter { tenant_id: tenant, status, severity, rule_id: q.rule_id, before, limit };
+    let lang = request_lang(&req, q.lang);
+    let limit = q.limit.unwrap_or_default();
+    let tenant = q.tenant_id.map(|t| t.0);
+    let filter = FindingFilter {
+        tenant_id: tenant,
+        status: q.status.map(|s| s.0),
+        severity: q.severity.map(|s| s.0),
+        rule_id: q.rule_id,
+        before: q.cursor.map(|c| FindingId(c.0)),
+        limit: limit.get(),
+    };
     let findings = state.store.list_findings(who.org, &filter).await?;
     let collectors = collectors_by_tenant(&state, &who, tenant).await?;
     let now = Utc::now();
-    let next_cursor =
-        (findings.len() == limit as usize).then(|| findings.last().map(|f| f.id.to_string())).flatten();
     let ids: Vec<FindingId> = findings.iter().map(|f| f.id).collect();
     let mut tickets = tickets_of(&state, &who, &ids).await?;
-    let items = findings
-        .into_iter()
-        .map(|f| {
+    let page = FindingPage::of(
+        findings,
+        limit,
+        |f| f.id.0,
+        |f| {
             let of_tenant = collectors.get(&f.tenant_id).map_or(&[][..], Vec::as_slice);
             let tickets = tickets.remove(&f.id.0).unwrap_or_default();
             FindingView { tickets, ..FindingView::new(f, of_tenant, now, lang) }
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(FindingPage { items, next_cursor }))
+        },
+    );
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// One finding with its evidence and history.
 #[utoipa::path(tag = "findings", operation_id = "get_finding", security(("bearer" = [])), params(("id" = Uuid, Path), LangQuery), responses(
     (status = 200, body = FindingDetail),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/findings/{id}")]
 pub async fn get(
@@ -280,7 +272,7 @@ pub async fn get(
     q: web::Query<LangQuery>,
 ) -> ApiResult<HttpResponse> {
     let finding = find(&state, &who, FindingId(id.into_inner())).await?;
-    detail(&state, &who, finding, request_lang(&req, q.lang.as_deref())).await
+    detail(&state, &who, finding, request_lang(&req, q.lang)).await
 }
 
 async fn find(state: &AppState, who: &Principal, id: FindingId) -> ApiResult<Finding> {
@@ -348,20 +340,6 @@ fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime
     })
 }
 
-/// Reads an optional JSON body: nothing (or only whitespace) is `T::default()`; anything else
-/// must be JSON that fits `T`.
-pub(crate) fn optional_json<T: DeserializeOwned + Default>(req: &HttpRequest, body: &[u8]) -> ApiResult<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::new(ErrorCode::UnsupportedMediaType, "send Content-Type: application/json"));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))
-}
-
 fn validation(detail: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Validation, detail)
 }
@@ -401,12 +379,9 @@ async fn act(
     request_body(content = Option<AcknowledgeRequest>, content_type = "application/json", description = "Optional."),
     responses(
         (status = 200, body = FindingDetail),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        BadRequest, Unauthenticated, Forbidden, NotFound,
         (status = 409, description = "`invalid_transition` (not open) or `finding_changed`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        Unprocessable,
     ))]
 #[post("/v1/findings/{id}/acknowledge")]
 pub async fn acknowledge(
@@ -433,10 +408,7 @@ pub async fn acknowledge(
     request_body = SuppressRequest,
     responses(
         (status = 200, body = FindingDetail),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        BadRequest, Unauthenticated, Forbidden, NotFound,
         (status = 409, description = "`invalid_transition` (resolved) or `finding_changed`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Blank reason, or `until` not in the next 90 days", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -475,10 +447,7 @@ pub async fn suppress(
     request_body(content = Option<UnsuppressRequest>, content_type = "application/json", description = "Optional."),
     responses(
         (status = 200, body = FindingDetail),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        BadRequest, Unauthenticated, Forbidden, NotFound,
         (status = 409, description = "`invalid_transition` (not suppressed) or `finding_changed`", body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/findings/{id}/unsuppress")]
@@ -526,9 +495,7 @@ pub struct RetestCommandView {
 /// queue it twice.
 #[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 202, body = RetestAccepted),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
     (status = 409, description = "`retest_unavailable`: the finding rests on no probe, or no active collector is behind it", body = Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/findings/{id}/retest")]
@@ -598,26 +565,41 @@ pub async fn retest(
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use actix_web::test::TestRequest;
+// ---- the tickets integrations keep for findings ----------------------------------------------
 
-    use super::*;
+/// A ticket (or alert) an integration keeps for a finding.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TicketView {
+    pub integration_id: Uuid,
+    pub integration_name: String,
+    pub kind: String,
+    /// The destination's id (ticket number, issue key …); absent while being created.
+    pub external_id: Option<String>,
+    /// A link to open it, when the destination has one.
+    pub url: Option<String>,
+    /// `creating`, `open` or `closed`.
+    pub state: &'static str,
+}
 
-    #[test]
-    fn an_empty_optional_body_is_the_default_and_anything_else_must_be_json() {
-        let req = TestRequest::default().to_http_request();
-        let empty: AcknowledgeRequest = optional_json(&req, b"  ").expect("empty is fine");
-        assert!(empty.note.is_none() && empty.version.is_none());
-        let not_json = optional_json::<AcknowledgeRequest>(&req, b"{}").expect_err("no content type");
-        assert_eq!(not_json.code, ErrorCode::UnsupportedMediaType);
-        let req =
-            TestRequest::default().insert_header(("content-type", "application/json")).to_http_request();
-        let parsed: AcknowledgeRequest =
-            optional_json(&req, br#"{"note":"on it","version":3}"#).expect("json");
-        assert_eq!((parsed.note.as_deref(), parsed.version), (Some("on it"), Some(3)));
-        let unknown =
-            optional_json::<AcknowledgeRequest>(&req, br#"{"notes":"x"}"#).expect_err("unknown field");
-        assert_eq!(unknown.code, ErrorCode::MalformedJson);
+/// The tickets of `findings`, by finding.
+pub async fn tickets_of(
+    state: &AppState,
+    who: &Principal,
+    findings: &[wbd_store::FindingId],
+) -> ApiResult<BTreeMap<Uuid, Vec<TicketView>>> {
+    let mut by_finding: BTreeMap<Uuid, Vec<TicketView>> = BTreeMap::new();
+    if findings.is_empty() {
+        return Ok(by_finding);
     }
+    for t in state.store.list_finding_tickets(who.org, findings).await? {
+        by_finding.entry(t.finding_id.0).or_default().push(TicketView {
+            integration_id: t.integration_id,
+            integration_name: t.integration_name,
+            kind: t.kind,
+            external_id: t.external_id,
+            url: t.url,
+            state: t.state.as_str(),
+        });
+    }
+    Ok(by_finding)
 }

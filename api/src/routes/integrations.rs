@@ -1,52 +1,37 @@
-//! Integrations, where findings go (signed webhooks, PSA tickets, PagerDuty, chat), and the
-//! deliveries made to them: what was sent, every attempt, replays.
+//! Integrations, where findings go (signed webhooks, PSA tickets, PagerDuty, chat): add, read,
+//! change, delete, rotate a webhook's signing secret, send a test event. What was delivered to
+//! them is `routes::deliveries`.
 //!
-//! An integration is checked in full when it is saved, and every problem is listed at once: its
-//! kind's settings (through the kind's connector), the filter against the organisation's
-//! tenants and rules, and each destination against the network policy (private, loopback and
-//! metadata addresses are refused unless the operator allow-lists them; names are checked again
-//! when the delivery engine connects). Secrets (credentials, chat webhook URLs, webhook signing
-//! secrets) are sealed at rest and never answered, except a webhook's signing secret once, in the
-//! answer that made it. Org admins change integrations; every role of the organisation reads them.
-
-use std::collections::{BTreeMap, HashSet};
+//! An integration is checked in full when it is saved and every problem is listed at once:
+//! `wbd_delivery::integration` checks, this module answers `validation_failed` (or
+//! `destination_refused` when refused destinations are the only problems). Secrets (credentials,
+//! chat webhook URLs, webhook signing secrets) are sealed at rest and never answered, except a
+//! webhook's signing secret once, in the answer that made it. Org admins change integrations;
+//! every role of the organisation reads them.
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
-use url::Url;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 use wbd_delivery::events;
-use wbd_delivery::secrets::{self, SealedSecrets, StoredSigningSecret};
-use wbd_notify::sealing::Sealer;
-use wbd_notify::signing::SigningSecret;
-use wbd_notify::{ConnectorSettings, EventType, IntegrationKind, connectors};
-use wbd_store::{
-    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, Integration, IntegrationFilter,
-    IntegrationUpdate, IntegrationWrite, Routing, Severity, TenantId,
+use wbd_delivery::integration::{
+    self, CheckError, Checker, Draft, FilterDraft, IntegrationChange, NewIntegration, Problems,
 };
+use wbd_delivery::secrets::{self, SealedSecrets};
+use wbd_notify::IntegrationKind;
+use wbd_notify::sealing::Sealer;
+use wbd_store::{DeliveryFilter, Integration, IntegrationFilter, IntegrationUpdate, IntegrationWrite};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::findings::optional_json;
-use crate::routes::{DEFAULT_PAGE, MAX_PAGE};
+use crate::input::optional_json;
+use crate::responses::{
+    BadRequest, Forbidden, IntegrationSwitchedOff, NotFound, SecretsKeyMissing, Unauthenticated,
+    Unprocessable,
+};
 use crate::state::AppState;
-
-const MAX_NAME_CHARS: usize = 100;
-const MAX_IN_FLIGHT: i64 = 64;
-/// The largest hourly budget: the column is an INTEGER, and a million deliveries an hour is no
-/// limit in practice.
-const MAX_HOURLY_BUDGET: i64 = 1_000_000;
-/// How long a rotated-out signing secret stays valid, unless the request says.
-const DEFAULT_PREVIOUS_VALID_SECS: u64 = 24 * 3600;
-const MAX_PREVIOUS_VALID_SECS: u64 = 7 * 24 * 3600;
-/// Signing secrets kept at once (the newest and those still valid after rotations): each adds a
-/// signature to every request.
-const MAX_SIGNING_SECRETS: usize = 3;
-/// PagerDuty has one events endpoint; an integration need not name it.
-const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 // ---- documents --------------------------------------------------------------------------------
 
@@ -68,6 +53,17 @@ pub struct FilterDoc {
     /// `integration.test`.
     #[serde(default)]
     pub event_types: Vec<String>,
+}
+
+impl From<FilterDoc> for FilterDraft {
+    fn from(f: FilterDoc) -> Self {
+        FilterDraft {
+            tenant_ids: f.tenant_ids,
+            severities: f.severities,
+            rule_ids: f.rule_ids,
+            event_types: f.event_types,
+        }
+    }
 }
 
 impl From<&IntegrationFilter> for FilterDoc {
@@ -208,7 +204,7 @@ impl IntegrationView {
     fn new(i: Integration, secrets: Option<&SealedSecrets>, now: DateTime<Utc>) -> Self {
         let kind = IntegrationKind::parse(&i.kind);
         let url = match (kind, secrets) {
-            (Some(k), Some(s)) if k.url_is_secret() => s.url.as_deref().map(redacted_url),
+            (Some(k), Some(s)) if k.url_is_secret() => s.url.as_deref().map(integration::redacted_url),
             (Some(k), None) if k.url_is_secret() => None,
             _ => i.url.clone(),
         };
@@ -238,75 +234,6 @@ impl IntegrationView {
     }
 }
 
-/// `https://hooks.slack.com/services/T0/B0/xyz` → `https://hooks.slack.com/…`.
-fn redacted_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(u) => format!("{}/…", u.origin().ascii_serialization()),
-        Err(_) => "…".to_owned(),
-    }
-}
-
-/// Whether a URL is a redacted one as [`redacted_url`] makes them: its path is only `…`
-/// (percent-encoded once parsed).
-fn is_redacted(url: &Url) -> bool {
-    url.path() == "/%E2%80%A6"
-}
-
-/// Whether `given` is what the API shows for the secret URL `stored`: a client sending back the
-/// integration it read means to keep the URL, not to replace it with its redacted form.
-fn is_redacted_form_of(given: &str, stored: &str) -> bool {
-    let shown = redacted_url(stored);
-    given.trim() == shown
-        || matches!((Url::parse(given.trim()), Url::parse(&shown)), (Ok(a), Ok(b)) if a == b)
-}
-
-/// The fields (`config.a.b[0]`) of every string in `value`, key or value, with a NUL in it.
-fn nul_strings(path: &str, value: &Value) -> Vec<String> {
-    let mut found = Vec::new();
-    match value {
-        Value::String(text) if text.contains('\0') => found.push(path.to_owned()),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                found.extend(nul_strings(&format!("{path}[{i}]"), item));
-            }
-        }
-        Value::Object(map) => {
-            for (key, item) in map {
-                let field = format!("{path}.{}", key.replace('\0', "\\u0000"));
-                if key.contains('\0') {
-                    found.push(field.clone());
-                }
-                found.extend(nul_strings(&field, item));
-            }
-        }
-        _ => {}
-    }
-    found
-}
-
-/// The origins (scheme, host, port) an integration's requests, credentials included, go to:
-/// its connector's destinations (a PSA's API, an authorisation server named in the config), or
-/// its URL's when the settings do not make a connector.
-fn destination_origins(
-    kind: IntegrationKind,
-    url: Option<&str>,
-    config: &Value,
-    credentials: &Value,
-) -> HashSet<String> {
-    let url = url.map(str::trim).filter(|u| !u.is_empty());
-    let url = url.or((kind == IntegrationKind::Pagerduty).then_some(PAGERDUTY_EVENTS_URL));
-    let Some(url) = url.and_then(|u| Url::parse(u).ok()) else { return HashSet::new() };
-    let settings = ConnectorSettings {
-        kind,
-        url: url.clone(),
-        config: config.clone(),
-        credentials: credentials.clone(),
-        signing_secrets: Vec::new(),
-    };
-    let destinations = connectors::build(&settings).map(|c| c.destinations()).unwrap_or_else(|_| vec![url]);
-    destinations.iter().map(|u| u.origin().ascii_serialization()).collect()
-}
-
 /// An integration with the signing secret just made (create of a webhook, rotation).
 #[derive(Serialize, ToSchema)]
 pub struct IntegrationWithSecret {
@@ -318,357 +245,30 @@ pub struct IntegrationWithSecret {
     pub signing_secret: Option<String>,
 }
 
-// ---- checking what is saved -------------------------------------------------------------------
-
-/// One refused field, as listed in the problem's `errors`.
-#[derive(PartialEq, Eq)]
-struct FieldProblem {
-    field: String,
-    detail: String,
-}
-
-/// Every problem of a request: invalid values, and destinations the network policy refuses.
-#[derive(Default)]
-struct Problems {
-    invalid: Vec<FieldProblem>,
-    refused: Vec<FieldProblem>,
-}
-
-impl Problems {
-    fn invalid(&mut self, field: impl Into<String>, detail: impl Into<String>) {
-        let p = FieldProblem { field: field.into(), detail: detail.into() };
-        if !self.invalid.contains(&p) {
-            self.invalid.push(p);
-        }
-    }
-
-    fn refused(&mut self, field: impl Into<String>, detail: impl Into<String>) {
-        let p = FieldProblem { field: field.into(), detail: detail.into() };
-        if !self.refused.contains(&p) {
-            self.refused.push(p);
-        }
-    }
-
-    /// `destination_refused` when a refused destination is the only problem, else
-    /// `validation_failed` listing them all.
-    fn into_result(self) -> ApiResult<()> {
-        let code = match (self.invalid.is_empty(), self.refused.is_empty()) {
-            (true, true) => return Ok(()),
-            (true, false) => ErrorCode::DestinationRefused,
-            (false, _) => ErrorCode::Validation,
-        };
-        let all: Vec<FieldProblem> = self.invalid.into_iter().chain(self.refused).collect();
-        let detail = all.iter().map(|p| format!("{} {}", p.field, p.detail)).collect::<Vec<_>>().join("; ");
-        let items = all.iter().map(|p| json!({ "field": p.field, "detail": p.detail })).collect();
-        Err(ApiError::new(code, detail).with_errors(Value::Array(items)))
-    }
-}
-
-/// A setting as the request gives it (checked), or as it is stored (an update that does not
-/// name it keeps it unchecked: what was valid when it was saved stays, even if a rule it names
-/// was deleted since or a limit is stricter now).
-enum Setting<G, K> {
-    Given(G),
-    Kept(K),
-}
-
-/// What an integration is to be, before it is checked (a create, or an update applied to the
-/// stored one).
-struct Draft {
-    name: String,
-    kind: String,
-    url: Option<String>,
-    config: Value,
-    credentials: Value,
-    filter: Setting<FilterDoc, IntegrationFilter>,
-    routing: Option<String>,
-    /// `None`: the kind's default.
-    max_in_flight: Option<i64>,
-    /// `Given(None)`: the kind's default.
-    hourly_budget: Setting<Option<i64>, Option<u32>>,
-    enabled: bool,
-    signing_secrets: Vec<StoredSigningSecret>,
-}
-
-/// Checks a draft in full and, if nothing is wrong (neither here nor in the `problems` the
-/// caller found already), makes the row to store (secrets sealed).
-async fn check(
-    state: &AppState,
-    who: &Principal,
-    sealer: &Sealer,
-    draft: Draft,
-    mut problems: Problems,
-    now: DateTime<Utc>,
-) -> ApiResult<IntegrationWrite> {
-    let name = draft.name.trim().to_owned();
-    if name.is_empty() {
-        problems.invalid("name", "is required");
-    } else if name.chars().count() > MAX_NAME_CHARS {
-        problems.invalid("name", format!("may be at most {MAX_NAME_CHARS} characters"));
-    } else if name.chars().any(char::is_control) {
-        problems.invalid("name", "must not contain control characters");
-    }
-    let kind = IntegrationKind::parse(draft.kind.trim());
-    if kind.is_none() {
-        let known = IntegrationKind::ALL.map(IntegrationKind::as_str).join(", ");
-        if draft.kind.trim().is_empty() {
-            problems.invalid("kind", format!("is required (one of: {known})"));
-        } else {
-            problems
-                .invalid("kind", format!("{:?} is not a kind we deliver to (one of: {known})", draft.kind));
-        }
-    }
-    let url_text = draft.url.as_deref().map(str::trim).filter(|u| !u.is_empty());
-    let url_text = url_text.or((kind == Some(IntegrationKind::Pagerduty)).then_some(PAGERDUTY_EVENTS_URL));
-    let url = match url_text {
-        None => {
-            problems.invalid("url", "is required");
-            None
-        }
-        Some(text) => match Url::parse(text) {
-            Ok(u) if kind.is_some_and(IntegrationKind::url_is_secret) && is_redacted(&u) => {
-                problems.invalid(
-                    "url",
-                    "is the redacted form the API shows, not a webhook URL; send the whole URL, or leave \
-                     `url` out to keep the one stored",
-                );
-                None
-            }
-            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => Some(u),
-            Ok(_) => {
-                problems.invalid("url", "must be an https:// address");
-                None
-            }
-            Err(e) => {
-                problems.invalid("url", format!("is not a URL ({e})"));
-                None
-            }
-        },
-    };
-    if !draft.config.is_object() {
-        problems.invalid("config", "must be an object");
-    }
-    // PostgreSQL cannot store a NUL in text or JSON; nothing needs one.
-    for field in nul_strings("config", &draft.config) {
-        problems.invalid(field, "must not contain a NUL character (\\u0000)");
-    }
-    if !draft.credentials.is_object() {
-        problems.invalid("credentials", "must be an object");
-    }
-    // A credential is never shown again: a paste with a line break or tab inside would only
-    // show as failed deliveries (header values cannot carry them). Ends are trimmed anyway.
-    for (key, value) in draft.credentials.as_object().into_iter().flatten() {
-        if value.as_str().is_some_and(|text| text.trim().chars().any(char::is_control)) {
-            problems.invalid(
-                format!("credentials.{}", key.escape_default()),
-                "must not contain control characters",
-            );
-        }
-    }
-    if let Some(u) = &url {
-        check_destination(state, u, &mut problems);
-    }
-    if let Some(kind) = kind {
-        let settings = ConnectorSettings {
-            kind,
-            // A stand-in lets the kind's other settings be checked although the URL is wrong.
-            url: url.clone().unwrap_or_else(|| Url::parse("https://url.invalid/").expect("a URL")),
-            config: draft.config.clone(),
-            credentials: draft.credentials.clone(),
-            signing_secrets: draft
-                .signing_secrets
-                .iter()
-                .filter(|s| s.expires_at.is_none_or(|at| at > now))
-                .map(|s| s.secret.clone())
-                .collect(),
-        };
-        match connectors::build(&settings) {
-            Ok(connector) => {
-                if url.is_some() {
-                    for destination in connector.destinations() {
-                        check_destination(state, &destination, &mut problems);
-                    }
-                }
-            }
-            Err(errors) => {
-                // A section that is not an object was named already; its fields would only
-                // repeat that.
-                let not_object = |section: &str| {
-                    let value = if section == "config" { &draft.config } else { &draft.credentials };
-                    !value.is_object()
-                };
-                for e in errors {
-                    let section = e.field.split('.').next().unwrap_or("");
-                    let stand_in = e.field == "url" && url.is_none();
-                    let repeated = e.field.contains('.')
-                        && matches!(section, "config" | "credentials")
-                        && not_object(section);
-                    if !stand_in && !repeated {
-                        problems.invalid(e.field, e.message);
-                    }
-                }
-            }
-        }
-    }
-    let filter = match draft.filter {
-        Setting::Given(doc) => check_filter(state, who, &doc, &mut problems).await?,
-        Setting::Kept(filter) => filter,
-    };
-    let routing = match draft.routing.as_deref().map(str::trim) {
-        None | Some("") => Routing::PerTenant,
-        Some(text) => text.parse::<Routing>().unwrap_or_else(|_| {
-            problems.invalid("routing", "must be `per_tenant` or `digest`");
-            Routing::PerTenant
-        }),
-    };
-    let max_in_flight = match draft.max_in_flight {
-        None => kind.map_or(1, IntegrationKind::default_max_in_flight),
-        Some(n @ 1..=MAX_IN_FLIGHT) => u32::try_from(n).unwrap_or(1),
-        Some(_) => {
-            problems.invalid("max_in_flight", format!("must be from 1 to {MAX_IN_FLIGHT}"));
-            1
-        }
-    };
-    let hourly_budget = match draft.hourly_budget {
-        Setting::Kept(budget) => budget,
-        Setting::Given(None) => kind.and_then(IntegrationKind::default_hourly_budget),
-        Setting::Given(Some(n @ 1..=MAX_HOURLY_BUDGET)) => u32::try_from(n).ok(),
-        Setting::Given(Some(_)) => {
-            problems
-                .invalid("hourly_budget", format!("must be a whole number from 1 to {MAX_HOURLY_BUDGET}"));
-            None
-        }
-    };
-    problems.into_result()?;
-    let (Some(kind), Some(url)) = (kind, url) else {
-        return Err(ApiError::internal(anyhow::anyhow!("a checked integration lacks its kind or URL")));
-    };
-    let sealed = SealedSecrets {
-        credentials: draft.credentials,
-        url: kind.url_is_secret().then(|| url.to_string()),
-        signing_secrets: draft.signing_secrets,
-    };
-    Ok(IntegrationWrite {
-        name,
-        kind: kind.as_str().to_owned(),
-        url: (!kind.url_is_secret()).then(|| url.to_string()),
-        config: draft.config,
-        secrets: secrets::seal(sealer, who.org.org_id, &sealed),
-        filter,
-        routing,
-        max_in_flight,
-        hourly_budget,
-        enabled: draft.enabled,
-    })
-}
-
-/// What the network policy says about one destination (scheme, and the address if the host is
-/// an IP literal; names are checked when the engine resolves them).
-fn check_destination(state: &AppState, url: &Url, problems: &mut Problems) {
-    if let Err(blocked) = state.network.check_url(url) {
-        // Only what the user typed is named (an IP literal is in the reason already); nothing
-        // is resolved here, so no internal address can leak.
-        let why = blocked.to_string();
-        match url.host() {
-            Some(url::Host::Domain(host)) if !why.contains(host) => {
-                problems.refused("url", format!("{host}: {why}"))
-            }
-            _ => problems.refused("url", why),
-        }
-    }
-}
-
-async fn check_filter(
-    state: &AppState,
-    who: &Principal,
-    doc: &FilterDoc,
-    problems: &mut Problems,
-) -> ApiResult<IntegrationFilter> {
-    let mut filter = IntegrationFilter::default();
-    for (i, id) in doc.tenant_ids.iter().enumerate() {
-        let tenant = TenantId(*id);
-        if filter.tenant_ids.contains(&tenant) {
-            continue;
-        }
-        match state.store.get_tenant(who.org, tenant).await? {
-            Some(_) => filter.tenant_ids.push(tenant),
-            None => problems.invalid(
-                format!("filter.tenant_ids[{i}]"),
-                format!("names no tenant of your organisation ({id})"),
-            ),
-        }
-    }
-    for (i, text) in doc.severities.iter().enumerate() {
-        match text.trim().parse::<Severity>() {
-            Ok(s) if !filter.severities.contains(&s) => filter.severities.push(s),
-            Ok(_) => {}
-            Err(_) => problems.invalid(
-                format!("filter.severities[{i}]"),
-                format!("{text:?} is not a severity (critical, high, medium, low, info)"),
-            ),
-        }
-    }
-    let shipped: HashSet<&str> = wbd_rules::rules().iter().map(|r| r.id).collect();
-    let mut custom: Option<HashSet<String>> = None;
-    for (i, id) in doc.rule_ids.iter().enumerate() {
-        let id = id.trim();
-        if filter.rule_ids.iter().any(|r| r == id) {
-            continue;
-        }
-        let known = shipped.contains(id) || {
-            if custom.is_none() {
-                custom = Some(custom_rule_ids(state, who).await?);
-            }
-            custom.as_ref().is_some_and(|c| c.contains(id))
-        };
-        if known {
-            filter.rule_ids.push(id.to_owned());
-        } else {
-            problems.invalid(
-                format!("filter.rule_ids[{i}]"),
-                format!("{id:?} is neither a shipped rule (GET /v1/rules) nor one of your custom rules"),
-            );
-        }
-    }
-    for (i, text) in doc.event_types.iter().enumerate() {
-        match EventType::parse(text.trim()) {
-            Some(t) if !filter.event_types.iter().any(|x| x == t.as_str()) => {
-                filter.event_types.push(t.as_str().to_owned());
-            }
-            Some(_) => {}
-            None => {
-                let known = EventType::ALL.map(EventType::as_str).join(", ");
-                problems.invalid(
-                    format!("filter.event_types[{i}]"),
-                    format!("{text:?} is not an event type ({known})"),
-                );
-            }
-        }
-    }
-    Ok(filter)
-}
-
-/// The ids of the organisation's custom rules, at organisation and tenant level.
-async fn custom_rule_ids(state: &AppState, who: &Principal) -> ApiResult<HashSet<String>> {
-    let mut ids: HashSet<String> =
-        state.store.list_custom_rules(who.org, None).await?.into_iter().map(|r| r.rule_id).collect();
-    for summary in state.store.list_tenant_summaries(who.org, Utc::now()).await? {
-        let rules = state.store.list_custom_rules(who.org, Some(summary.tenant.id)).await?;
-        ids.extend(rules.into_iter().map(|r| r.rule_id));
-    }
-    Ok(ids)
-}
-
-/// Drops credentials given as `null` (absent, as far as the kind is concerned).
-fn credentials_object(value: Option<Value>) -> Value {
-    match value {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(Value::Object(map)) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect()),
-        Some(other) => other,
-    }
-}
-
 // ---- helpers ----------------------------------------------------------------------------------
+
+/// A refused integration as a problem: `destination_refused` when destinations the network
+/// policy refuses are the only problems, else `validation_failed`; `errors` lists each field.
+fn refusal(problems: &Problems) -> ApiError {
+    let code = if problems.only_destinations_refused() {
+        ErrorCode::DestinationRefused
+    } else {
+        ErrorCode::Validation
+    };
+    let items = problems.iter().map(|p| json!({ "field": p.field, "detail": p.detail })).collect();
+    ApiError::new(code, problems.to_string()).with_errors(Value::Array(items))
+}
+
+fn check_error(e: CheckError) -> ApiError {
+    match e {
+        CheckError::Refused(problems) => refusal(&problems),
+        CheckError::Store(e) => ApiError::internal(e),
+    }
+}
+
+fn checker<'a>(state: &'a AppState, who: &Principal, sealer: &'a Sealer) -> Checker<'a> {
+    Checker { store: state.store.as_ref(), org: who.org, network: &state.network, sealer }
+}
 
 fn sealer(state: &AppState) -> ApiResult<&Sealer> {
     state.sealer.as_deref().ok_or_else(|| {
@@ -703,7 +303,7 @@ fn view(state: &AppState, integration: Integration, now: DateTime<Utc>) -> Integ
 
 /// The organisation's integration, whatever the caller's role: another organisation's answers
 /// 404 before a role is checked (a 403 would tell that it exists).
-async fn find(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<Integration> {
+pub(crate) async fn find(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<Integration> {
     state.store.get_integration(who.org, id).await?.ok_or_else(|| ApiError::not_found("integration"))
 }
 
@@ -726,7 +326,7 @@ fn changed(current_version: i64, expected: i64) -> ApiError {
     )
 }
 
-fn switched_off() -> ApiError {
+pub(crate) fn switched_off() -> ApiError {
     ApiError::new(
         ErrorCode::IntegrationDisabled,
         "the integration is switched off; switch it on (PATCH enabled: true) first",
@@ -759,11 +359,9 @@ fn rewrite(i: &Integration, secrets: Vec<u8>) -> IntegrationWrite {
 #[utoipa::path(tag = "integrations", operation_id = "create_integration", security(("bearer" = [])),
     request_body = CreateIntegration, responses(
     (status = 201, body = IntegrationWithSecret),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden,
     (status = 422, description = "`validation_failed` or `destination_refused`; `errors` lists each field", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "`secrets_key_missing`: the server cannot seal secrets", body = Problem, content_type = "application/problem+json"),
+    SecretsKeyMissing,
 ))]
 #[post("/v1/integrations")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id))]
@@ -776,25 +374,19 @@ pub async fn create(
     let sealer = sealer(&state)?;
     let body = body.into_inner();
     let now = Utc::now();
-    let signing_secret = (IntegrationKind::parse(body.kind.trim()) == Some(IntegrationKind::Webhook))
-        .then(|| SigningSecret::generate().to_whsec());
-    let draft = Draft {
+    let (draft, signing_secret) = Draft::new(NewIntegration {
         name: body.name,
         kind: body.kind,
         url: body.url,
-        config: body.config.unwrap_or_else(|| json!({})),
-        credentials: credentials_object(body.credentials),
-        filter: Setting::Given(body.filter.unwrap_or_default()),
+        config: body.config,
+        credentials: body.credentials,
+        filter: body.filter.map(Into::into),
         routing: body.routing,
         max_in_flight: body.max_in_flight,
-        hourly_budget: Setting::Given(body.hourly_budget),
-        enabled: body.enabled.unwrap_or(true),
-        signing_secrets: signing_secret
-            .iter()
-            .map(|s| StoredSigningSecret { secret: s.clone(), expires_at: None })
-            .collect(),
-    };
-    let write = check(&state, &who, sealer, draft, Problems::default(), now).await?;
+        hourly_budget: body.hourly_budget,
+        enabled: body.enabled,
+    });
+    let write = checker(&state, &who, sealer).check(draft, now).await.map_err(check_error)?;
     let created = state.store.create_integration(who.org, &write, &who.actor(), now).await?;
     tracing::info!(integration_id = %created.id, kind = %created.kind, "integration created");
     Ok(HttpResponse::Created()
@@ -804,7 +396,7 @@ pub async fn create(
 /// The organisation's integrations.
 #[utoipa::path(tag = "integrations", operation_id = "list_integrations", security(("bearer" = [])), responses(
     (status = 200, body = Vec<IntegrationView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated,
 ))]
 #[get("/v1/integrations")]
 pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpResponse> {
@@ -818,8 +410,7 @@ pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpR
 #[utoipa::path(tag = "integrations", operation_id = "get_integration", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses(
     (status = 200, body = IntegrationView),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/integrations/{id}")]
 pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {
@@ -834,13 +425,10 @@ pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>
     params(("id" = Uuid, Path)),
     request_body = UpdateIntegration, responses(
     (status = 200, body = IntegrationView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, NotFound,
     (status = 409, description = "`integration_changed`: it changed since the version the change was made from", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`validation_failed` or `destination_refused`; `errors` lists each field", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "`secrets_key_missing`", body = Problem, content_type = "application/problem+json"),
+    SecretsKeyMissing,
 ))]
 #[patch("/v1/integrations/{id}")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
@@ -860,82 +448,20 @@ pub async fn update(
     }
     let stored_secrets = open_secrets(sealer, &current)?;
     let now = Utc::now();
-    if body.kind.as_deref().is_some_and(|k| k.trim() != current.kind) {
-        let mut problems = Problems::default();
-        problems
-            .invalid("kind", "cannot be changed; add an integration of the other kind and delete this one");
-        problems.into_result()?;
-    }
-    let mut problems = Problems::default();
-    let kind = IntegrationKind::parse(&current.kind);
-    let current_url = stored_secrets.url.clone().or_else(|| current.url.clone());
-    let url = match (body.url, &stored_secrets.url) {
-        // The secret URL as the API showed it: the one stored stays.
-        (Some(given), Some(secret)) if is_redacted_form_of(&given, secret) => Some(secret.clone()),
-        (Some(given), _) => Some(given),
-        (None, _) => current_url.clone(),
+    let change = IntegrationChange {
+        name: body.name,
+        kind: body.kind,
+        url: body.url,
+        config: body.config,
+        credentials: body.credentials,
+        filter: body.filter.map(Into::into),
+        routing: body.routing,
+        max_in_flight: body.max_in_flight,
+        hourly_budget: body.hourly_budget,
+        enabled: body.enabled,
     };
-    let config = body.config.unwrap_or_else(|| current.config.clone());
-
-    // Credentials go only where they went when they were entered: a destination on another
-    // origin (a new URL, an authorisation server named in the config) gets only credentials
-    // this request gives.
-    let mut credentials = match &stored_secrets.credentials {
-        Value::Object(map) => map.clone(),
-        _ => Map::new(),
-    };
-    if let Some(kind) = kind.filter(|_| !credentials.is_empty()) {
-        let stored_creds = &stored_secrets.credentials;
-        let before = destination_origins(kind, current_url.as_deref(), &current.config, stored_creds);
-        let after = destination_origins(kind, url.as_deref(), &config, stored_creds);
-        let new_origins: Vec<&String> = after.iter().filter(|o| !before.contains(*o)).collect();
-        if !new_origins.is_empty() {
-            if body.credentials.is_none() {
-                let names = new_origins.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ");
-                problems.invalid(
-                    "credentials",
-                    format!(
-                        "must be entered again for a new destination ({names}): stored credentials are \
-                         never sent anywhere they were not entered for"
-                    ),
-                );
-            } else {
-                credentials.clear();
-            }
-        }
-    }
-    for (key, value) in body.credentials.unwrap_or_default() {
-        if value.is_null() {
-            credentials.remove(&key);
-        } else {
-            credentials.insert(key, value);
-        }
-    }
-    let draft = Draft {
-        name: body.name.unwrap_or_else(|| current.name.clone()),
-        kind: current.kind.clone(),
-        url,
-        config,
-        credentials: Value::Object(credentials),
-        filter: match body.filter {
-            Some(doc) => Setting::Given(doc),
-            None => Setting::Kept(current.filter.clone()),
-        },
-        routing: Some(body.routing.unwrap_or_else(|| current.routing.as_str().to_owned())),
-        max_in_flight: Some(body.max_in_flight.unwrap_or(i64::from(current.max_in_flight))),
-        hourly_budget: match body.hourly_budget {
-            Some(given) => Setting::Given(given),
-            None => Setting::Kept(current.hourly_budget),
-        },
-        enabled: body.enabled.unwrap_or(current.enabled),
-        // Secrets rotated out and expired since are dropped.
-        signing_secrets: stored_secrets
-            .signing_secrets
-            .into_iter()
-            .filter(|s| s.expires_at.is_none_or(|at| at > now))
-            .collect(),
-    };
-    let write = check(&state, &who, sealer, draft, problems, now).await?;
+    let draft = Draft::changed(&current, stored_secrets, change, now).map_err(|p| refusal(&p))?;
+    let write = checker(&state, &who, sealer).check(draft, now).await.map_err(check_error)?;
     let outcome =
         state.store.update_integration(who.org, current.id, expected, &write, &who.actor(), now).await?;
     let updated = written(outcome, expected)?;
@@ -947,9 +473,7 @@ pub async fn update(
 #[utoipa::path(tag = "integrations", operation_id = "delete_integration", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses(
     (status = 204, description = "Deleted"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[delete("/v1/integrations/{id}")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
@@ -985,13 +509,9 @@ pub struct RotateSecretRequest {
     request_body(content = Option<RotateSecretRequest>, content_type = "application/json", description = "Optional."),
     responses(
     (status = 200, body = IntegrationWithSecret),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, NotFound,
     (status = 409, description = "`integration_not_signed`: not a webhook; `integration_changed`: it changed while the secret was made (another rotation), try again", body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "`secrets_key_missing`", body = Problem, content_type = "application/problem+json"),
+    Unprocessable, SecretsKeyMissing,
 ))]
 #[post("/v1/integrations/{id}/rotate-secret")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
@@ -1006,13 +526,8 @@ pub async fn rotate_secret(
     who.require_admin()?;
     let sealer = sealer(&state)?;
     let request: RotateSecretRequest = optional_json(&req, &body)?;
-    let valid_for = request.previous_valid_for_secs.unwrap_or(DEFAULT_PREVIOUS_VALID_SECS);
-    if valid_for > MAX_PREVIOUS_VALID_SECS {
-        let mut problems = Problems::default();
-        problems
-            .invalid("previous_valid_for_secs", format!("may be at most {MAX_PREVIOUS_VALID_SECS} (7 days)"));
-        problems.into_result()?;
-    }
+    let valid_for =
+        integration::previous_secret_validity(request.previous_valid_for_secs).map_err(|p| refusal(&p))?;
     if IntegrationKind::parse(&current.kind) != Some(IntegrationKind::Webhook) {
         return Err(ApiError::new(
             ErrorCode::NotSigned,
@@ -1021,21 +536,7 @@ pub async fn rotate_secret(
     }
     let mut stored = open_secrets(sealer, &current)?;
     let now = Utc::now();
-    let expires = now + Duration::seconds(i64::try_from(valid_for).unwrap_or(i64::MAX));
-    let new_secret = SigningSecret::generate().to_whsec();
-    let mut kept = vec![StoredSigningSecret { secret: new_secret.clone(), expires_at: None }];
-    kept.extend(
-        stored
-            .signing_secrets
-            .into_iter()
-            .map(|s| StoredSigningSecret {
-                expires_at: Some(s.expires_at.map_or(expires, |at| at.min(expires))),
-                secret: s.secret,
-            })
-            .filter(|s| s.expires_at.is_some_and(|at| at > now)),
-    );
-    kept.truncate(MAX_SIGNING_SECRETS);
-    stored.signing_secrets = kept;
+    let new_secret = integration::rotate_signing_secret(&mut stored, valid_for, now);
     let write = rewrite(&current, secrets::seal(sealer, who.org.org_id, &stored));
     // Made from the secrets read above: a rotation (or anything) stored meanwhile is not undone.
     let outcome = state
@@ -1063,10 +564,7 @@ pub struct TestQueued {
 #[utoipa::path(tag = "integrations", operation_id = "test_integration", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses(
     (status = 202, body = TestQueued),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "`integration_disabled`: switch it on first", body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound, IntegrationSwitchedOff,
 ))]
 #[post("/v1/integrations/{id}/test")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
@@ -1096,398 +594,23 @@ pub async fn test(
     Ok(HttpResponse::Accepted().json(TestQueued { event_id: event.id, delivery_id }))
 }
 
-// ---- deliveries -------------------------------------------------------------------------------
-
-#[derive(Serialize, ToSchema)]
-pub struct DeliveryView {
-    pub id: Uuid,
-    pub integration_id: Uuid,
-    pub event_id: Uuid,
-    /// `finding.opened` …
-    pub event_type: String,
-    pub tenant_id: Option<Uuid>,
-    pub finding_id: Option<Uuid>,
-    /// `pending` (waiting or in flight), `succeeded` or `failed` (attempts exhausted).
-    pub status: &'static str,
-    /// Attempts made in the current round (a replay starts a new one).
-    pub attempt_count: u32,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub last_attempt_at: Option<DateTime<Utc>>,
-    /// The HTTP status of the last answer.
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-    /// When the event happened.
-    pub occurred_at: DateTime<Utc>,
-    /// The OpenTelemetry trace of the event (the collector's push, its evaluation, and every
-    /// attempt of this delivery), when it has one.
-    pub trace_id: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<&Delivery> for DeliveryView {
-    fn from(d: &Delivery) -> Self {
-        DeliveryView {
-            id: d.id,
-            integration_id: d.integration_id,
-            event_id: d.event_id,
-            event_type: d.event_type.clone(),
-            tenant_id: d.tenant_id.map(|t| t.0),
-            finding_id: d.finding_id.map(|f| f.0),
-            status: d.status.as_str(),
-            attempt_count: d.attempts,
-            next_attempt_at: d.next_attempt_at,
-            last_attempt_at: d.last_attempt_at,
-            last_status: d.last_status,
-            last_error: d.last_error.clone(),
-            occurred_at: d.occurred_at,
-            trace_id: d
-                .traceparent
-                .as_deref()
-                .and_then(wbd_platform::telemetry::trace_id_of)
-                .map(str::to_owned),
-            created_at: d.created_at,
-            updated_at: d.updated_at,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AttemptView {
-    /// 1 for the first attempt of a round.
-    pub attempt: u32,
-    pub at: DateTime<Utc>,
-    pub succeeded: bool,
-    pub status: Option<u16>,
-    pub latency_ms: u64,
-    pub error: Option<String>,
-    /// The start of the last answer's body.
-    pub response_excerpt: Option<String>,
-    /// Every request the attempt made (`request`, `status`, `latency_ms`, `response_excerpt`,
-    /// `error`); paths of secret URLs are redacted.
-    #[schema(value_type = Vec<Object>)]
-    pub exchanges: Value,
-}
-
-impl From<DeliveryAttempt> for AttemptView {
-    fn from(a: DeliveryAttempt) -> Self {
-        AttemptView {
-            attempt: a.attempt,
-            at: a.at,
-            succeeded: a.succeeded,
-            status: a.status,
-            latency_ms: a.latency_ms,
-            error: a.error,
-            response_excerpt: a.response_excerpt,
-            exchanges: a.exchanges,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DeliveryDetail {
-    #[serde(flatten)]
-    pub delivery: DeliveryView,
-    /// The event as sent (the Standard Webhooks payload).
-    #[schema(value_type = Object)]
-    pub payload: Value,
-    /// Every attempt, oldest first.
-    pub attempts: Vec<AttemptView>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DeliveryPage {
-    pub items: Vec<DeliveryView>,
-    /// Pass as `before` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveryQuery {
-    /// `pending`, `succeeded` or `failed`.
-    pub status: Option<String>,
-    /// Only deliveries of events at or after this RFC 3339 instant.
-    pub since: Option<DateTime<Utc>>,
-    /// From `next_cursor` of the previous page.
-    pub before: Option<Uuid>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-}
-
-/// An integration's deliveries, newest first.
-#[utoipa::path(tag = "deliveries", operation_id = "list_deliveries", security(("bearer" = [])),
-    params(("id" = Uuid, Path), DeliveryQuery), responses(
-    (status = 200, body = DeliveryPage),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-))]
-#[get("/v1/integrations/{id}/deliveries")]
-pub async fn list_deliveries(
-    state: web::Data<AppState>,
-    who: Principal,
-    id: web::Path<Uuid>,
-    q: web::Query<DeliveryQuery>,
-) -> ApiResult<HttpResponse> {
-    let q = q.into_inner();
-    let status = q
-        .status
-        .as_deref()
-        .map(|s| {
-            s.parse::<DeliveryStatus>().map_err(|_| {
-                ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    "`status` must be one of: pending, succeeded, failed",
-                )
-            })
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let integration = find(&state, &who, id.into_inner()).await?;
-    let filter = DeliveryFilter { status, since: q.since, before: q.before, limit };
-    let deliveries = state.store.list_deliveries(who.org, integration.id, &filter).await?;
-    let next_cursor =
-        (deliveries.len() == limit as usize).then(|| deliveries.last().map(|d| d.id.to_string())).flatten();
-    Ok(HttpResponse::Ok()
-        .json(DeliveryPage { items: deliveries.iter().map(DeliveryView::from).collect(), next_cursor }))
-}
-
-/// One delivery with the event sent and every attempt.
-#[utoipa::path(tag = "deliveries", operation_id = "get_delivery", security(("bearer" = [])),
-    params(("id" = Uuid, Path)), responses(
-    (status = 200, body = DeliveryDetail),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-))]
-#[get("/v1/deliveries/{id}")]
-pub async fn get_delivery(
-    state: web::Data<AppState>,
-    who: Principal,
-    id: web::Path<Uuid>,
-) -> ApiResult<HttpResponse> {
-    let (delivery, attempts) =
-        state.store.get_delivery(who.org, *id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
-    Ok(HttpResponse::Ok().json(DeliveryDetail {
-        delivery: DeliveryView::from(&delivery),
-        payload: delivery.payload,
-        attempts: attempts.into_iter().map(Into::into).collect(),
-    }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Replayed {
-    /// How many deliveries were queued again.
-    pub replayed: u64,
-}
-
-/// Send a delivery again from a fresh schedule (org admins), whatever became of it; the
-/// receiver sees the same event id. Its integration must be switched on.
-#[utoipa::path(tag = "deliveries", operation_id = "replay_delivery", security(("bearer" = [])),
-    params(("id" = Uuid, Path)), responses(
-    (status = 202, body = Replayed),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "`delivery_pending`: it is waiting to be sent already; `integration_disabled`: switch the integration on first", body = Problem, content_type = "application/problem+json"),
-))]
-#[post("/v1/deliveries/{id}/replay")]
-#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, delivery_id = %id))]
-pub async fn replay_delivery(
-    state: web::Data<AppState>,
-    who: Principal,
-    id: web::Path<Uuid>,
-) -> ApiResult<HttpResponse> {
-    let (delivery, _) =
-        state.store.get_delivery(who.org, *id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
-    who.require_admin()?;
-    let pending = || ApiError::new(ErrorCode::DeliveryPending, "the delivery is waiting to be sent already");
-    if delivery.status == DeliveryStatus::Pending {
-        return Err(pending());
-    }
-    let integration = state
-        .store
-        .get_integration(who.org, delivery.integration_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
-    if !integration.enabled {
-        return Err(switched_off());
-    }
-    let replayed = state
-        .store
-        .replay_deliveries(
-            who.org,
-            delivery.integration_id,
-            Some(delivery.id),
-            None,
-            &who.actor(),
-            Utc::now(),
-        )
-        .await?;
-    if replayed == 0 {
-        // Something happened meanwhile: say what.
-        return Err(match state.store.get_integration(who.org, delivery.integration_id).await? {
-            // Deleted, with its deliveries.
-            None => ApiError::not_found("delivery"),
-            Some(i) if !i.enabled => switched_off(),
-            // It turned pending (another replay).
-            Some(_) => pending(),
-        });
-    }
-    tracing::info!("delivery replayed");
-    Ok(HttpResponse::Accepted().json(Replayed { replayed }))
-}
-
-/// `POST /v1/integrations/{id}/replay` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReplaySince {
-    /// RFC 3339: every failed delivery of an event at or after this instant is sent again.
-    pub since: DateTime<Utc>,
-}
-
-/// Send again every failed delivery of events since a moment (org admins), e.g. after the
-/// receiver was down for longer than the retry schedule.
-#[utoipa::path(tag = "deliveries", operation_id = "replay_failed_deliveries", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
-    request_body = ReplaySince, responses(
-    (status = 202, body = Replayed),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "`integration_disabled`: switch it on first", body = Problem, content_type = "application/problem+json"),
-))]
-#[post("/v1/integrations/{id}/replay")]
-#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, integration_id = %id))]
-pub async fn replay_failed(
-    state: web::Data<AppState>,
-    who: Principal,
-    id: web::Path<Uuid>,
-    body: web::Json<ReplaySince>,
-) -> ApiResult<HttpResponse> {
-    let integration = find(&state, &who, *id).await?;
-    who.require_admin()?;
-    if !integration.enabled {
-        return Err(switched_off());
-    }
-    let replayed = state
-        .store
-        .replay_deliveries(who.org, integration.id, None, Some(body.since), &who.actor(), Utc::now())
-        .await?;
-    if replayed == 0 {
-        // Nothing to replay, or switched off or deleted meanwhile.
-        match state.store.get_integration(who.org, integration.id).await? {
-            None => return Err(ApiError::not_found("integration")),
-            Some(i) if !i.enabled => return Err(switched_off()),
-            Some(_) => {}
-        }
-    }
-    tracing::info!(replayed, since = %body.since, "failed deliveries replayed");
-    Ok(HttpResponse::Accepted().json(Replayed { replayed }))
-}
-
-// ---- tickets on findings ----------------------------------------------------------------------
-
-/// A ticket (or alert) an integration keeps for a finding.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TicketView {
-    pub integration_id: Uuid,
-    pub integration_name: String,
-    pub kind: String,
-    /// The destination's id (ticket number, issue key …); absent while being created.
-    pub external_id: Option<String>,
-    /// A link to open it, when the destination has one.
-    pub url: Option<String>,
-    /// `creating`, `open` or `closed`.
-    pub state: &'static str,
-}
-
-/// The tickets of `findings`, by finding.
-pub async fn tickets_of(
-    state: &AppState,
-    who: &Principal,
-    findings: &[wbd_store::FindingId],
-) -> ApiResult<BTreeMap<Uuid, Vec<TicketView>>> {
-    let mut by_finding: BTreeMap<Uuid, Vec<TicketView>> = BTreeMap::new();
-    if findings.is_empty() {
-        return Ok(by_finding);
-    }
-    for t in state.store.list_finding_tickets(who.org, findings).await? {
-        by_finding.entry(t.finding_id.0).or_default().push(TicketView {
-            integration_id: t.integration_id,
-            integration_name: t.integration_name,
-            kind: t.kind,
-            external_id: t.external_id,
-            url: t.url,
-            state: t.state.as_str(),
-        });
-    }
-    Ok(by_finding)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_secret_url_shows_only_its_origin() {
-        assert_eq!(redacted_url("https://hooks.slack.com/services/T0/B0/xyz"), "https://hooks.slack.com/…");
-        assert_eq!(redacted_url("https://x.example:8443/a?b=c"), "https://x.example:8443/…");
-        assert_eq!(redacted_url("not a url"), "…");
-    }
-
-    #[test]
     fn a_refused_destination_alone_is_its_own_code_and_with_others_a_validation_failure() {
         let mut only_refused = Problems::default();
         only_refused.refused("url", "10.0.0.5 is a private address");
-        let e = only_refused.into_result().expect_err("refused");
-        assert_eq!(e.code, ErrorCode::DestinationRefused);
+        assert_eq!(refusal(&only_refused).code, ErrorCode::DestinationRefused);
 
         let mut both = Problems::default();
         both.refused("url", "10.0.0.5 is a private address");
         both.invalid("name", "is required");
         both.invalid("name", "is required");
-        let e = both.into_result().expect_err("invalid");
+        let e = refusal(&both);
         assert_eq!(e.code, ErrorCode::Validation);
+        assert_eq!(e.detail.as_deref(), Some("name is required; url 10.0.0.5 is a private address"));
         assert_eq!(e.errors.expect("errors").as_array().map(Vec::len), Some(2));
-        assert!(Problems::default().into_result().is_ok());
-    }
-
-    #[test]
-    fn the_redacted_form_of_a_secret_url_is_recognised() {
-        let secret = "https://hooks.slack.com/services/T0/B0/xyz";
-        for shown in
-            ["https://hooks.slack.com/…", " https://hooks.slack.com/%E2%80%A6 ", "HTTPS://HOOKS.SLACK.COM/…"]
-        {
-            assert!(is_redacted_form_of(shown, secret), "{shown}");
-        }
-        assert!(!is_redacted_form_of("https://hooks.example.com/…", secret));
-        assert!(!is_redacted_form_of(secret, secret), "the URL itself is no redaction");
-        assert!(is_redacted(&Url::parse("https://hooks.example.com/…").unwrap()));
-        assert!(!is_redacted(&Url::parse("https://hooks.example.com/…/x").unwrap()));
-    }
-
-    #[test]
-    fn every_string_with_a_nul_is_named_by_its_path() {
-        let config = json!({ "a": "ok", "b": ["x", "y\u{0}"], "c": { "d\u{0}": "z", "e": "\u{0}" } });
-        let mut found = nul_strings("config", &config);
-        found.sort();
-        assert_eq!(found, ["config.b[1]", "config.c.d\\u0000", "config.c.e"]);
-        assert!(nul_strings("config", &json!({ "a": ["b", 1, null] })).is_empty());
-    }
-
-    #[test]
-    fn null_credentials_are_absent() {
-        assert_eq!(credentials_object(None), json!({}));
-        assert_eq!(credentials_object(Some(json!({"a": "x", "b": null}))), json!({"a": "x"}));
-        assert_eq!(credentials_object(Some(json!("text"))), json!("text"));
     }
 }

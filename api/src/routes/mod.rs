@@ -2,8 +2,10 @@
 //! `utoipa_actix_web`, so the served routes and the OpenAPI document come from one list.
 
 pub mod api_keys;
+pub mod audit_log;
 pub mod auth;
 pub mod collectors;
+pub mod deliveries;
 pub mod findings;
 pub mod health;
 pub mod ingest;
@@ -45,7 +47,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(rule_config::list_custom)
         .service(rule_config::put_custom)
         .service(rule_config::delete_custom)
-        .service(rule_config::audit_log)
+        .service(audit_log::list)
         .service(rule_config::dry_run)
         .service(integrations::create)
         .service(integrations::list)
@@ -54,24 +56,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(integrations::remove)
         .service(integrations::rotate_secret)
         .service(integrations::test)
-        .service(integrations::replay_failed)
-        .service(integrations::list_deliveries)
-        .service(integrations::get_delivery)
-        .service(integrations::replay_delivery);
-}
-
-/// `limit` query values: default and ceiling.
-pub const DEFAULT_PAGE: u32 = 50;
-pub const MAX_PAGE: u32 = 200;
-
-/// The language of a response: `?lang=` when it names a shipped language, else the best match
-/// of `Accept-Language`, else English.
-pub fn request_lang(req: &actix_web::HttpRequest, lang: Option<&str>) -> wbd_rules::Lang {
-    if let Some(lang) = lang.and_then(wbd_rules::Lang::from_tag) {
-        return lang;
-    }
-    req.headers()
-        .get(actix_web::http::header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-        .map_or(wbd_rules::Lang::En, wbd_rules::Lang::negotiate)
+        .service(deliveries::replay_failed)
+        .service(deliveries::list_deliveries)
+        .service(deliveries::get_delivery)
+        .service(deliveries::replay_delivery);
 }

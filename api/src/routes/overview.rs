@@ -6,7 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::Principal;
-use crate::error::{ApiResult, Problem};
+use crate::error::ApiResult;
+use crate::responses::Unauthenticated;
 use crate::routes::tenants::{SeverityCounts, TenantView};
 use crate::state::AppState;
 
@@ -42,7 +43,7 @@ pub struct OverviewTotals {
 /// and the organisation's totals.
 #[utoipa::path(tag = "overview", security(("bearer" = [])), responses(
     (status = 200, body = Overview),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated,
 ))]
 #[get("/v1/overview")]
 pub async fn overview(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpResponse> {

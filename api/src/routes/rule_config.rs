@@ -1,6 +1,7 @@
 //! Rule configuration per organisation and per tenant: overrides of shipped rules (disable,
-//! severity, parameters, flap damping), custom rules in CEL checked when saved, the audit log of
-//! who changed what, and a dry run that shows what the rules would conclude for a tenant now.
+//! severity, parameters, flap damping), custom rules in CEL checked when saved, and a dry run that
+//! shows what the rules would conclude for a tenant now. Every change is in the audit log
+//! (`routes::audit_log`).
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use chrono::{DateTime, Utc};
@@ -11,25 +12,27 @@ use uuid::Uuid;
 use wbd_rules::custom::{self, CustomRule};
 use wbd_rules::{RuleSettings, Severity};
 use wbd_store::{
-    AuditEntry, FindingStatus, RuleConfigKind, RuleConfigWrite, RuleScope, StoredCustomRule,
-    StoredRuleSetting, TenantId, TenantScope,
+    FindingStatus, RuleConfigKind, RuleConfigWrite, RuleScope, StoredCustomRule, StoredRuleSetting, TenantId,
+    TenantScope,
 };
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::{DEFAULT_PAGE, MAX_PAGE};
+use crate::params::TenantFilter;
+use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeQuery {
     /// The tenant the setting applies to; absent: the whole organisation.
-    pub tenant_id: Option<Uuid>,
+    #[param(value_type = Option<Uuid>)]
+    pub tenant_id: Option<TenantFilter>,
 }
 
 impl ScopeQuery {
     fn scope(&self) -> RuleScope {
-        self.tenant_id.map_or(RuleScope::Org, |t| RuleScope::Tenant(TenantId(t)))
+        self.tenant_id.map_or(RuleScope::Org, |t| RuleScope::Tenant(t.0))
     }
 }
 
@@ -105,8 +108,7 @@ fn parse_settings(rule_id: &str, body: Value) -> ApiResult<RuleSettings> {
 /// Overrides of shipped rules: the organisation's, or those that apply to one tenant.
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(ScopeQuery), responses(
     (status = 200, body = Vec<RuleSettingView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/rule-settings")]
 pub async fn list_settings(
@@ -130,9 +132,7 @@ pub async fn list_settings(
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery),
     request_body = RuleSettingsDoc, responses(
     (status = 200, body = RuleSettingView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden,
     (status = 404, description = "Unknown rule or tenant", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "A field is refused; `errors` points at each", body = Problem, content_type = "application/problem+json"),
 ))]
@@ -162,9 +162,7 @@ pub async fn put_setting(
 /// Remove an override; the level below applies again (org admins).
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery), responses(
     (status = 204, description = "Removed"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[delete("/v1/rule-settings/{rule_id}")]
 pub async fn delete_setting(
@@ -272,8 +270,7 @@ fn compile_error(e: &custom::RuleError) -> ApiError {
 /// Custom rules: the organisation's, or those of one tenant.
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(ScopeQuery), responses(
     (status = 200, body = Vec<CustomRuleView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/custom-rules")]
 pub async fn list_custom(
@@ -293,10 +290,7 @@ pub async fn list_custom(
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery),
     request_body = CustomRuleBody, responses(
     (status = 200, body = CustomRuleView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, NotFound,
     (status = 422, description = "The rule is refused; `errors` gives the field and position", body = Problem, content_type = "application/problem+json"),
 ))]
 #[put("/v1/custom-rules/{rule_id}")]
@@ -344,9 +338,7 @@ pub async fn put_custom(
 /// Delete a custom rule; its open findings resolve at the next evaluation (org admins).
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("rule_id" = String, Path), ScopeQuery), responses(
     (status = 204, description = "Removed"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, Forbidden, NotFound,
 ))]
 #[delete("/v1/custom-rules/{rule_id}")]
 pub async fn delete_custom(
@@ -357,77 +349,6 @@ pub async fn delete_custom(
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     remove(&state, &who, q.scope(), RuleConfigKind::Custom, &rule_id, "custom rule").await
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuditEntryView {
-    pub id: Uuid,
-    pub tenant_id: Option<Uuid>,
-    pub actor: String,
-    /// `rule_setting.put`, `rule_setting.delete`, `custom_rule.put`, `custom_rule.delete`.
-    pub action: String,
-    pub target: String,
-    #[schema(value_type = Option<Object>)]
-    pub before: Option<Value>,
-    #[schema(value_type = Option<Object>)]
-    pub after: Option<Value>,
-    pub at: DateTime<Utc>,
-}
-
-impl From<AuditEntry> for AuditEntryView {
-    fn from(e: AuditEntry) -> Self {
-        AuditEntryView {
-            id: e.id,
-            tenant_id: e.tenant_id.map(|t| t.0),
-            actor: e.actor,
-            action: e.action,
-            target: e.target,
-            before: e.before,
-            after: e.after,
-            at: e.at,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuditPage {
-    pub items: Vec<AuditEntryView>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    pub cursor: Option<Uuid>,
-    /// 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-}
-
-/// Who changed the organisation's rule configuration, what and when; newest first.
-#[utoipa::path(tag = "rules", security(("bearer" = [])), params(AuditQuery), responses(
-    (status = 200, body = AuditPage),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-))]
-#[get("/v1/audit-log")]
-pub async fn audit_log(
-    state: web::Data<AppState>,
-    who: Principal,
-    q: web::Query<AuditQuery>,
-) -> ApiResult<HttpResponse> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let entries = state.store.list_audit_log(who.org, q.cursor, limit).await?;
-    let next_cursor =
-        (entries.len() == limit as usize).then(|| entries.last().map(|e| e.id.to_string())).flatten();
-    Ok(HttpResponse::Ok()
-        .json(AuditPage { items: entries.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
 /// What to try in a dry run, on top of the tenant's stored configuration.
@@ -471,10 +392,7 @@ pub struct DryRunResult {
 #[utoipa::path(tag = "rules", security(("bearer" = [])), params(("tenant_id" = Uuid, Path)),
     request_body = DryRunRequest, responses(
     (status = 200, body = DryRunResult),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, NotFound, Unprocessable,
 ))]
 #[post("/v1/tenants/{tenant_id}/dry-run")]
 pub async fn dry_run(

@@ -1,12 +1,12 @@
 //! The shipped rule pack, as documentation an MSP can read, in its language.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::Principal;
-use crate::error::Problem;
-use crate::routes::request_lang;
+use crate::params::{LangQuery, request_lang};
+use crate::responses::Unauthenticated;
 
 #[derive(Serialize, ToSchema)]
 pub struct RuleView {
@@ -43,22 +43,15 @@ pub struct ParamView {
     pub description: &'static str,
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct LangQuery {
-    /// `en`, `pl` or `uk`; overrides `Accept-Language`.
-    pub lang: Option<String>,
-}
-
 /// The rules every tenant is evaluated against, in the language of `?lang=` or
 /// `Accept-Language` (English when neither names a shipped language).
 #[utoipa::path(tag = "rules", operation_id = "list_rules", security(("bearer" = [])), params(LangQuery), responses(
     (status = 200, body = Vec<RuleView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated,
 ))]
 #[get("/v1/rules")]
 pub async fn list(_who: Principal, req: HttpRequest, q: web::Query<LangQuery>) -> HttpResponse {
-    let lang = request_lang(&req, q.lang.as_deref());
+    let lang = request_lang(&req, q.lang);
     let rules: Vec<RuleView> = wbd_rules::rules_in(lang)
         .iter()
         .map(|r| RuleView {

@@ -8,8 +8,9 @@ use uuid::Uuid;
 use wbd_store::{TenantId, TenantScope, TenantSummary};
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::routes::api_keys::validate_name;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::input::display_name;
+use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -101,10 +102,7 @@ impl From<TenantSummary> for TenantView {
 /// Create a tenant.
 #[utoipa::path(tag = "tenants", operation_id = "create_tenant", request_body = CreateTenant, security(("bearer" = [])), responses(
     (status = 201, body = TenantView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    BadRequest, Unauthenticated, Forbidden, Unprocessable,
 ))]
 #[post("/v1/tenants")]
 pub async fn create(
@@ -113,7 +111,7 @@ pub async fn create(
     body: web::Json<CreateTenant>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
-    let name = validate_name("name", &body.name)?;
+    let name = display_name("name", &body.name)?;
     let entra = match body.entra_tenant_id.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(id) => Some(
@@ -133,7 +131,7 @@ pub async fn create(
 /// All tenants with their health, worst first (lowest score first).
 #[utoipa::path(tag = "tenants", operation_id = "list_tenants", security(("bearer" = [])), responses(
     (status = 200, body = Vec<TenantView>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated,
 ))]
 #[get("/v1/tenants")]
 pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpResponse> {
@@ -145,8 +143,7 @@ pub async fn list(state: web::Data<AppState>, who: Principal) -> ApiResult<HttpR
 /// One tenant with its health.
 #[utoipa::path(tag = "tenants", operation_id = "get_tenant", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = TenantView),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    Unauthenticated, NotFound,
 ))]
 #[get("/v1/tenants/{id}")]
 pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {

@@ -149,6 +149,10 @@ impl TestApp {
         self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("POST")
     }
 
+    pub async fn put(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client.put(self.url(path)).bearer_auth(token).json(body).send().await.expect("PUT")
+    }
+
     pub async fn patch(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
         self.client.patch(self.url(path)).bearer_auth(token).json(body).send().await.expect("PATCH")
     }

@@ -16,5 +16,6 @@ mod integrations;
 mod lifecycle;
 mod notifications;
 mod openapi;
+mod parameters;
 mod rule_config;
 mod tenancy;

@@ -1,0 +1,83 @@
+//! The short-lived HS256 access tokens an API key is exchanged for: issued and checked with the
+//! server secret every API process shares through the database.
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use wbd_store::{ApiKeyId, OrgId, Role};
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+
+/// Claims of the access tokens this server issues.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The API key the token was exchanged for.
+    pub sub: Uuid,
+    pub org: Uuid,
+    pub role: Role,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
+/// Signs and checks access tokens with the server secret shared through the database.
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    issuer: String,
+    audience: String,
+    ttl_secs: i64,
+    leeway_secs: u64,
+}
+
+impl TokenIssuer {
+    pub fn new(secret: &[u8], settings: &wbd_platform::settings::AuthSettings) -> Self {
+        TokenIssuer {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            ttl_secs: i64::try_from(settings.token_ttl_secs).unwrap_or(900),
+            leeway_secs: settings.leeway_secs,
+        }
+    }
+
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
+    }
+
+    pub fn issue(&self, key_id: ApiKeyId, org: OrgId, role: Role, now: DateTime<Utc>) -> ApiResult<String> {
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: key_id.0,
+            org: org.0,
+            role,
+            iat: now.timestamp(),
+            exp: now.timestamp() + self.ttl_secs,
+            jti: Uuid::new_v4(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    pub fn verify(&self, token: &str) -> ApiResult<AccessClaims> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = self.leeway_secs;
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    ApiError::new(ErrorCode::TokenExpired, "get a new token from POST /v1/auth/token")
+                }
+                _ => ApiError::new(ErrorCode::InvalidToken, e.to_string()),
+            })
+    }
+}
