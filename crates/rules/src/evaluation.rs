@@ -76,6 +76,14 @@ pub enum Outcome {
         reason: String,
         message: Message,
     },
+    /// The check does not apply to this site, and the facts say so (no proxy is in use, no
+    /// cloud sync agent is installed). Unlike [`Outcome::Unknown`] nothing is missing: for
+    /// findings it counts like a pass, and it never counts as an undecided rule.
+    NotApplicable {
+        /// The English rendering of `message`.
+        reason: String,
+        message: Message,
+    },
 }
 
 impl Outcome {
@@ -87,6 +95,11 @@ impl Outcome {
     /// An undecided outcome whose reason is the English rendering of `message`.
     pub fn unknown(message: Message) -> Self {
         Outcome::Unknown { reason: message.english(), message }
+    }
+
+    /// A check that does not apply here, with why (`message`).
+    pub fn not_applicable(message: Message) -> Self {
+        Outcome::NotApplicable { reason: message.english(), message }
     }
 
     /// "Not evaluated: no data from the `probe` probe."
@@ -102,15 +115,25 @@ impl Outcome {
         matches!(self, Outcome::Pass)
     }
 
-    /// The message of a failure or an unknown outcome.
+    pub fn is_not_applicable(&self) -> bool {
+        matches!(self, Outcome::NotApplicable { .. })
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Outcome::Unknown { .. })
+    }
+
+    /// The message of a failure, an unknown or a not-applicable outcome.
     pub fn message(&self) -> Option<&Message> {
         match self {
             Outcome::Pass => None,
-            Outcome::Fail { message, .. } | Outcome::Unknown { message, .. } => Some(message),
+            Outcome::Fail { message, .. }
+            | Outcome::Unknown { message, .. }
+            | Outcome::NotApplicable { message, .. } => Some(message),
         }
     }
 
-    /// The summary (failure) or reason (unknown) in `lang`; `None` for a pass.
+    /// The summary (failure) or reason (unknown, not applicable) in `lang`; `None` for a pass.
     pub fn text(&self, lang: Lang) -> Option<String> {
         self.message().map(|m| render(m, lang))
     }

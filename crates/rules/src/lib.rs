@@ -39,7 +39,10 @@
 //! # Outcomes and messages
 //!
 //! [`Outcome::Fail`] carries a [`Message`] (a text key and typed arguments) and its English
-//! rendering (`summary`); [`Outcome::Unknown`] likewise (`reason`). A rule whose probe has not
+//! rendering (`summary`); [`Outcome::Unknown`] and [`Outcome::NotApplicable`] likewise
+//! (`reason`). Unknown means the facts do not let the rule decide; not applicable means the facts
+//! say the check has nothing to judge at this site (no proxy in use): the worker treats it like a
+//! pass and never counts it as undecided, so a healthy site scores 100. A rule whose probe has not
 //! reported says so ("not evaluated: no data from the X probe"), with the subject `tenant`.
 //! [`render`] renders a message in any [`Lang`] at response time, falling back to English.
 //!
@@ -287,6 +290,10 @@ mod tests {
                     Expect::Unknown => assert!(
                         verdicts.iter().all(|v| matches!(v.outcome, Outcome::Unknown { .. })),
                         "expected unknowns: {what}"
+                    ),
+                    Expect::NotApplicable => assert!(
+                        verdicts.iter().all(|v| v.outcome.is_not_applicable()),
+                        "expected not applicable: {what}"
                     ),
                 }
                 for verdict in &verdicts {

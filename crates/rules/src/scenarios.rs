@@ -78,6 +78,23 @@ fn a_healthy_tenant_has_no_finding() {
     assert_findings(&tenant_with(|_| {}), &[]);
 }
 
+/// A healthy site that reaches Microsoft directly: nothing fails and nothing is left undecided
+/// (the proxy checks do not apply), so its health score is 100.
+#[test]
+fn a_healthy_site_without_a_proxy_scores_100() {
+    let facts = tenant_with(|t| t.proxy = proxy::tests::no_proxy());
+    let evaluations = evaluate(&facts);
+    let undecided: Vec<_> =
+        evaluations.iter().filter(|e| e.outcome.is_fail() || e.outcome.is_unknown()).collect();
+    assert!(undecided.is_empty(), "{undecided:#?}");
+    for rule in [proxy::ALLOWS, proxy::NO_INSPECTION] {
+        let verdict = evaluations.iter().find(|e| e.rule_id == rule).expect("evaluated");
+        assert!(verdict.outcome.is_not_applicable(), "{rule}: {:?}", verdict.outcome);
+        let text = verdict.outcome.text(Lang::En).unwrap_or_default();
+        assert!(text.contains("no proxy"), "{rule}: {text}");
+    }
+}
+
 /// 1. Licensing: writeback is premium; the tenant has only Office 365 plans.
 #[test]
 fn seed_1_no_premium_licence() {

@@ -485,7 +485,10 @@ pub(crate) mod tests {
                     full_rights("OU=Staff,DC=corp,DC=example"),
                 ],
             }),
-            protected_accounts: None,
+            protected_accounts: Some(ProtectedAccounts {
+                scope: vec!["OU=Staff,DC=corp,DC=example".to_owned()],
+                accounts: SampledCount { count: 0, sample: vec![], truncated: false },
+            }),
             errors: vec![],
             failure: None,
         }
@@ -678,7 +681,7 @@ pub(crate) mod tests {
         vec![
             Fixture::new("admins in the synced OU", one(with_count(2)), Expect::Fail(Severity::Low)),
             Fixture::new("none", one(with_count(0)), Expect::Pass),
-            Fixture::new("not searched", one(healthy()), Expect::Unknown),
+            Fixture::new("not searched", one(with(|r| r.protected_accounts = None)), Expect::Unknown),
         ]
     }
 

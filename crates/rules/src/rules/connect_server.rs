@@ -14,8 +14,8 @@
 //! | `connect-host-os-supported` | PWB-HOST-01 | the OS build is not in `supported_os_builds` (WS2016, 2019, 2022) |
 //! | `restrict-remote-sam` | PWB-HOST-06 | `RestrictRemoteSam` is set and does not name the connector account's SID (from the AD probe) |
 //! | `ldap-sign-and-seal` | PWB-SVC-15 | an AD connector does not sign and encrypt LDAP traffic |
-//! | `cloud-sync-agent-version` | PWB-CS-01 | an installed cloud sync agent is older than `min_version` (default 1.1.977.0) |
-//! | `cloud-sync-agent-running` | PWB-CS-02 | an installed cloud sync agent's service is not `Running` |
+//! | `cloud-sync-agent-version` | PWB-CS-01 | an installed cloud sync agent is older than `min_version` (default 1.1.977.0); not applicable without an agent |
+//! | `cloud-sync-agent-running` | PWB-CS-02 | an installed cloud sync agent's service is not `Running`; not applicable without an agent |
 //!
 //! Subject: `<probe subject>@<collector id>`, except where noted. A fact the report does not
 //! carry (`None`: not read) gives "unknown", never a failure.
@@ -434,7 +434,9 @@ fn check_cloud_sync(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
     per_server(facts, |o| {
         let Some(agent) = &o.report.cloud_sync_agent else { return missing("cloud_sync_agent") };
         if !agent.installed {
-            return Outcome::Pass;
+            return Outcome::not_applicable(
+                Message::new("cloud-sync-agent-version.not-installed").arg("server", server_name(o)),
+            );
         }
         let Some(version) = agent.version.as_deref().and_then(DottedVersion::parse) else {
             return missing("cloud_sync_agent.version");
@@ -456,7 +458,9 @@ fn check_cloud_sync_running(facts: &TenantFacts, _params: &Params) -> Vec<Verdic
     per_server(facts, |o| {
         let Some(agent) = &o.report.cloud_sync_agent else { return missing("cloud_sync_agent") };
         if !agent.installed {
-            return Outcome::Pass;
+            return Outcome::not_applicable(
+                Message::new("cloud-sync-agent-running.not-installed").arg("server", server_name(o)),
+            );
         }
         let Some(service) = &agent.service else { return missing("cloud_sync_agent.service") };
         if service.status.eq_ignore_ascii_case("running") {
@@ -550,8 +554,8 @@ pub(crate) mod tests {
                 schannel_client_disabled_by_default: set(0),
             }),
             dotnet_release: set(533320),
-            restrict_remote_sam: None,
-            cloud_sync_agent: None,
+            restrict_remote_sam: Some(RegistryString::Absent),
+            cloud_sync_agent: Some(CloudSyncAgent { installed: false, version: None, service: None }),
             errors: vec![],
         }
     }
@@ -859,8 +863,8 @@ pub(crate) mod tests {
         vec![
             Fixture::new("old agent", one(agent("1.1.587.0")), Expect::Fail(Severity::High)),
             Fixture::new("current agent", one(agent("1.1.1107.0")), Expect::Pass),
-            Fixture::new("no agent", one(absent), Expect::Pass),
-            Fixture::new("not looked at", one(healthy()), Expect::Unknown),
+            Fixture::new("no agent", one(absent), Expect::NotApplicable),
+            Fixture::new("not looked at", one(with(|r| r.cloud_sync_agent = None)), Expect::Unknown),
         ]
     }
 
@@ -878,7 +882,8 @@ pub(crate) mod tests {
         vec![
             Fixture::new("stopped", one(agent("Stopped")), Expect::Fail(Severity::High)),
             Fixture::new("running", one(agent("Running")), Expect::Pass),
-            Fixture::new("not looked at", one(healthy()), Expect::Unknown),
+            Fixture::new("no agent", one(healthy()), Expect::NotApplicable),
+            Fixture::new("not looked at", one(with(|r| r.cloud_sync_agent = None)), Expect::Unknown),
         ]
     }
 }

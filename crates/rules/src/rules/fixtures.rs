@@ -30,6 +30,8 @@ pub(crate) enum Expect {
     Pass,
     /// Every verdict is unknown (and there is at least one).
     Unknown,
+    /// Every verdict is "not applicable" (and there is at least one).
+    NotApplicable,
 }
 
 impl Fixture {
