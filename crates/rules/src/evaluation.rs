@@ -185,6 +185,11 @@ pub struct RuleInfo {
     pub params: &'static [ParamSpec],
     /// Default flap damping.
     pub flap: FlapDamping,
+    /// Ids of the rules whose failure explains a failure of this one: its root causes (e.g.
+    /// `test-user-sspr-capable` is explained by `sspr-enabled`). When one of them fails too, show
+    /// that one first; this rule's texts never contradict it. Declared in the pack's data
+    /// (`explained_by` in `pack.toml`) and checked to name other rules of the pack, without cycles.
+    pub explained_by: &'static [&'static str],
     /// Ids of the research catalogue rules (`PWB-…`) this rule implements.
     pub catalogue_ids: &'static [&'static str],
     /// Points (1–9) of Microsoft's "password writeback is not working" checklist it covers.

@@ -121,10 +121,26 @@ fn seed_3_connect_does_not_prefer_the_pdc_emulator() {
     assert!(text.contains("dc01.corp.example"), "{text}");
 }
 
-/// 4. SSPR must be enabled for the users; it is off for the test user.
+/// 4. SSPR must be enabled for the users; it is off for the test user, who did register
+/// methods. The test user therefore cannot reset either, but that finding points at the root
+/// cause instead of asking for more methods.
 #[test]
 fn seed_4_sspr_disabled() {
-    assert_findings(&tenant_with(|t| t.graph = graph::tests::sspr_off()), &["sspr-enabled"]);
+    let failed = assert_findings(
+        &tenant_with(|t| t.graph = graph::tests::sspr_off()),
+        &["sspr-enabled", "test-user-sspr-capable"],
+    );
+    for lang in Lang::ALL {
+        let text = failed[1].outcome.text(lang).unwrap_or_default();
+        assert!(text.contains("mobilePhone"), "{lang}: names the registered methods: {text}");
+        assert!(!text.contains("aka.ms/ssprsetup"), "{lang}: must not send the user to register: {text}");
+    }
+    let english = failed[1].outcome.text(Lang::En).unwrap_or_default();
+    assert!(english.contains("not enabled"), "{english}");
+    // The pack says which failure is the root cause.
+    let info = crate::rule_info("test-user-sspr-capable", Lang::En).expect("rule");
+    assert_eq!(info.explained_by, ["sspr-enabled"]);
+    assert!(!english.contains("register enough"), "{english}");
 }
 
 /// 5. Writeback must be enabled with a cloud administrator; every admin is synced.

@@ -10,7 +10,7 @@
 //! | `cloud-admin-available` | PWB-ADM-01, seed 5 | no cloud-only user holds Global Administrator or Hybrid Identity Administrator |
 //! | `tenant-sync-recent` | PWB-TEN-01 | the tenant is not syncing, or the last sync is older than `max_sync_age_mins` |
 //! | `sspr-for-administrators` | PWB-POL-05 | `authorizationPolicy.allowedToUseSSPR` is false |
-//! | `test-user-sspr-capable` | PWB-POL-06 | the test user has not registered enough methods (`isSsprCapable` false) |
+//! | `test-user-sspr-capable` | PWB-POL-06 | the test user cannot reset (`isSsprCapable` false); when SSPR is off for them the text points at that root cause (`explained_by = ["sspr-enabled"]`) instead of asking for methods |
 
 use chrono::Duration;
 use serde_json::json;
@@ -250,12 +250,25 @@ fn check_sspr_capable(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
                 } else {
                     json!(user.methods_registered)
                 };
+                let registered = user.is_sspr_registered == Some(true) || !user.methods_registered.is_empty();
+                // Capable needs SSPR enabled *and* enough methods. With SSPR off the root cause is
+                // `sspr-enabled` (this rule's explained_by): never ask for methods already there.
+                let key = match (user.is_sspr_enabled, registered) {
+                    (Some(false), true) => "test-user-sspr-capable.sspr-off",
+                    (Some(false), false) => "test-user-sspr-capable.sspr-off-unregistered",
+                    _ => "test-user-sspr-capable.not-capable",
+                };
                 Outcome::fail(
                     Severity::Medium,
-                    Message::new("test-user-sspr-capable.not-capable")
+                    Message::new(key)
                         .arg("user", user.user_principal_name.as_str())
                         .arg("methods", methods.clone()),
-                    json!({ "user": user.user_principal_name, "methods_registered": methods }),
+                    json!({
+                        "user": user.user_principal_name,
+                        "methods_registered": methods,
+                        "is_sspr_enabled": user.is_sspr_enabled,
+                        "is_sspr_registered": user.is_sspr_registered,
+                    }),
                 )
             }
         }
@@ -406,10 +419,13 @@ pub(crate) mod tests {
         ]
     }
 
+    /// SSPR is off for the test user, who registered methods: Graph then reports the user as
+    /// registered but not capable (capable needs enabled and registered).
     pub(crate) fn sspr_off() -> ProbeOutput {
         with(|r| {
             if let Some(user) = r.test_user.as_mut() {
                 user.is_sspr_enabled = Some(false);
+                user.is_sspr_capable = Some(false);
             }
         })
     }
@@ -483,7 +499,21 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn sspr_capable_fixtures() -> Vec<Fixture> {
+        let sspr_off_unregistered = with(|r| {
+            if let Some(user) = r.test_user.as_mut() {
+                user.is_sspr_enabled = Some(false);
+                user.is_sspr_capable = Some(false);
+                user.is_sspr_registered = Some(false);
+                user.methods_registered.clear();
+            }
+        });
         vec![
+            Fixture::new("SSPR off, methods registered", one(sspr_off()), Expect::Fail(Severity::Medium)),
+            Fixture::new(
+                "SSPR off, nothing registered",
+                one(sspr_off_unregistered),
+                Expect::Fail(Severity::Medium),
+            ),
             Fixture::new(
                 "no methods",
                 one(with(|r| {
