@@ -3,7 +3,8 @@
 //! - `packs/writeback/pack.toml`: one `[[rule]]` per rule, in evaluation order, with what does
 //!   not depend on the language: id, default severity, probe kinds read, parameters (type,
 //!   bounds, default), flap damping, catalogue ids, seed checklist points, documentation links.
-//! - `packs/writeback/{en,pl,uk}.toml`: per language, each rule's title, description,
+//! - `packs/writeback/{en,pl,uk}.toml`: per language, each rule's title (the check), problem
+//!   (what a failure is called: a finding's title), description,
 //!   remediation steps, parameter descriptions and message templates, and the shared
 //!   `[messages]`.
 //!
@@ -83,7 +84,11 @@ pub(crate) struct LangFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RuleTexts {
+    /// Names the check: what should hold ("Writeback endpoint is reachable").
     pub title: String,
+    /// Names the problem a failure reports ("Writeback endpoint is unreachable"): the title of
+    /// a finding.
+    pub problem: String,
     pub description: String,
     pub remediation: Vec<String>,
     #[serde(default)]
@@ -233,6 +238,7 @@ fn build() -> Result<Catalog, String> {
                 id: leak(meta.id.clone()),
                 lang,
                 title: leak(texts.title.clone()),
+                problem: leak(texts.problem.clone()),
                 severity: meta.severity,
                 reads: leak_slice(meta.reads.clone()),
                 description: leak(texts.description.trim().to_owned()),
@@ -289,6 +295,11 @@ mod tests {
                 let english = &en.rules[&meta.id];
                 let where_ = format!("{lang}.toml [rules.{}]", meta.id);
                 assert!(!ours.title.trim().is_empty(), "{where_}: title");
+                assert!(!ours.problem.trim().is_empty(), "{where_}: problem");
+                assert_ne!(
+                    ours.problem, ours.title,
+                    "{where_}: the problem names the failure, not the check"
+                );
                 assert!(!ours.description.trim().is_empty(), "{where_}: description");
                 assert!(!ours.remediation.is_empty(), "{where_}: remediation");
                 assert!(ours.remediation.iter().all(|s| !s.trim().is_empty()), "{where_}: empty step");
@@ -317,6 +328,7 @@ mod tests {
             let file = parse_lang(lang).expect("lang");
             for (id, texts) in &file.rules {
                 assert_ne!(texts.title, en.rules[id].title, "{lang}: title of {id} is untranslated");
+                assert_ne!(texts.problem, en.rules[id].problem, "{lang}: problem of {id} is untranslated");
                 assert_ne!(texts.description, en.rules[id].description, "{lang}: description of {id}");
             }
         }

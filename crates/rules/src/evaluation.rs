@@ -146,7 +146,9 @@ pub struct Evaluation {
     pub rule_id: Cow<'static, str>,
     /// What the rule judged, stable across runs (see the crate docs for each rule's form).
     pub subject: String,
-    /// The rule's English title.
+    /// In English: for a failure, the problem it reports (the rule's `problem`, "Writeback
+    /// endpoint is unreachable"), which is what a finding is called; otherwise the check
+    /// (`title`, "Writeback endpoint is reachable").
     pub title: Cow<'static, str>,
     pub outcome: Outcome,
 }
@@ -170,6 +172,9 @@ pub struct RuleInfo {
     pub lang: Lang,
     /// Names the check (what should hold), not the failure.
     pub title: &'static str,
+    /// Names the problem a failure reports ("Writeback endpoint is unreachable"): the title of a
+    /// finding of this rule.
+    pub problem: &'static str,
     /// The severity of a failure (a rule may report a lower one for some subjects; see its docs).
     pub severity: Severity,
     /// The probe kinds whose facts the rule reads (empty when it reads only collector state).
