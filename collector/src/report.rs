@@ -504,6 +504,7 @@ mod tests {
                 cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
                 chain_trusted: false,
                 trust_error: Some("unknown issuer".into()),
+                trust_failure: Some(wbd_wire::TrustFailure::UntrustedIssuer),
                 subject: Some("CN=passwordreset.example".into()),
                 issuer: Some("CN=Contoso Inspection CA".into()),
                 not_before: Some(now - chrono::Duration::days(10)),

@@ -456,6 +456,7 @@ fn tls_report(trusted: bool) -> TlsReport {
         cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
         chain_trusted: trusted,
         trust_error: (!trusted).then(|| "invalid peer certificate: UnknownIssuer".into()),
+        trust_failure: (!trusted).then_some(wbd_wire::TrustFailure::UntrustedIssuer),
         subject: Some("CN=passwordreset.microsoftonline.com".into()),
         issuer: Some(if trusted { "CN=Public Root CA" } else { "CN=Contoso Proxy CA" }.into()),
         not_before: Some(Utc::now() - chrono::Duration::days(10)),

@@ -200,3 +200,77 @@ async fn sigterm_stops_the_service_cleanly() {
     assert!(stderr.contains("shutdown requested"), "{stderr}");
     assert!(stderr.contains("collector stopped"), "{stderr}");
 }
+
+/// Writes a probe-only config for these endpoints (`(port, server name)`, all password reset
+/// endpoints) that trusts `ca`, with the slow probes off.
+fn endpoints_config(dir: &std::path::Path, ca: &TestCa, endpoints: &[(u16, &str)]) -> std::path::PathBuf {
+    let ca_file = ca.write_pem(dir);
+    let mut text = format!(
+        "extra_trusted_ca_files = [{ca_file:?}]\n[probes.idle_connection]\nenabled = false\n[probes.proxy]\nenabled = false\n"
+    );
+    for (port, name) in endpoints {
+        text.push_str(&format!(
+            "[[endpoints]]\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"password_reset\"\nserver_name = \"{name}\"\n"
+        ));
+    }
+    let config = dir.join("tls.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The verdict block of one subject in `probe --once` output: its FAIL line and the text below.
+fn verdict_of<'a>(stdout: &'a str, subject: &str) -> &'a str {
+    let start = stdout
+        .lines()
+        .position(|l| l.contains("FAIL") && l.contains(subject))
+        .unwrap_or_else(|| panic!("no failing verdict for {subject}:\n{stdout}"));
+    let lines: Vec<&str> = stdout.lines().collect();
+    let end = (start + 1..lines.len()).find(|i| !lines[*i].starts_with("           ")).unwrap_or(lines.len());
+    let from = stdout.find(lines[start]).unwrap_or(0);
+    let to = if end < lines.len() {
+        stdout[from..].find(lines[end]).map_or(stdout.len(), |i| from + i)
+    } else {
+        stdout.len()
+    };
+    &stdout[from..to]
+}
+
+#[tokio::test]
+async fn tls_verdicts_say_what_is_wrong_and_keep_inspection_for_re_signed_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("WBD Public-like Root CA");
+    // Issued by the trusted CA, but expired.
+    let expired = spawn_tls_server(ca.expired_leaf("passwordreset.test")).await;
+    // Issued by the trusted CA for localhost, asked for under another name.
+    let wrong_name = spawn_tls_server(ca.leaf("localhost")).await;
+    // Re-signed by a CA the collector does not trust: what an inspecting device does.
+    let re_signed = spawn_tls_server(TestCa::new("Contoso Inspection CA").leaf("localhost")).await;
+    let config = endpoints_config(
+        dir.path(),
+        &ca,
+        &[
+            (expired.port(), "localhost"),
+            (wrong_name.port(), "passwordreset.example"),
+            (re_signed.port(), "localhost"),
+        ],
+    );
+
+    let mut cmd = collector();
+    cmd.args(["probe", "--once", "--config"]).arg(&config);
+    let out = output(cmd).await;
+    let stdout = text(&out.stdout);
+
+    let expired = verdict_of(&stdout, &format!("127.0.0.1:{}", expired.port()));
+    assert!(expired.contains("expired on 2021-01-01"), "{expired}");
+    assert!(
+        !expired.to_lowercase().contains("inspect"),
+        "an expired certificate is not inspection: {expired}"
+    );
+    let wrong = verdict_of(&stdout, &format!("127.0.0.1:{}", wrong_name.port()));
+    assert!(wrong.contains("is not valid for the name asked for"), "{wrong}");
+    assert!(wrong.contains("\"passwordreset.example\""), "names the name: {wrong}");
+    assert!(!wrong.to_lowercase().contains("inspect"), "a wrong name is not inspection: {wrong}");
+    let inspected = verdict_of(&stdout, &format!("127.0.0.1:{}", re_signed.port()));
+    assert!(inspected.contains("Contoso Inspection CA"), "{inspected}");
+    assert!(inspected.contains("TLS inspection"), "a re-signed chain is inspection: {inspected}");
+}

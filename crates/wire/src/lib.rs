@@ -324,6 +324,11 @@ pub struct TlsReport {
     pub chain_trusted: bool,
     /// Why validation failed, when it did.
     pub trust_error: Option<String>,
+    /// What kind of failure that was, so that an expired certificate is not mistaken for a
+    /// re-signed (inspected) one. `None` when the chain is trusted, or from collectors that
+    /// predate the field.
+    #[serde(default)]
+    pub trust_failure: Option<TrustFailure>,
     /// Leaf certificate details.
     pub subject: Option<String>,
     pub issuer: Option<String>,
@@ -333,6 +338,23 @@ pub struct TlsReport {
     /// own CA).
     pub chain_top_issuer: Option<String>,
     pub chain_len: u32,
+}
+
+/// Why a certificate chain was not trusted.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustFailure {
+    /// The chain does not lead to a trusted root: a device that re-signs the traffic (TLS
+    /// inspection), or a private CA.
+    UntrustedIssuer,
+    /// The chain leads to a trusted root, but the certificate has expired.
+    Expired,
+    /// The certificate is not valid yet (or this machine's clock is behind).
+    NotYetValid,
+    /// The certificate is not valid for the name that was asked for.
+    WrongName,
+    /// Anything else (revoked, wrong key usage, …): see `trust_error`.
+    Other,
 }
 
 impl TlsReport {
@@ -382,6 +404,7 @@ mod tests {
             cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
             chain_trusted: false,
             trust_error: Some("unknown issuer".into()),
+            trust_failure: Some(TrustFailure::UntrustedIssuer),
             subject: Some("CN=passwordreset.microsoftonline.com".into()),
             issuer: Some("CN=Contoso Inspection CA".into()),
             not_before: Some(at(0)),

@@ -65,7 +65,7 @@ fn summary(collector: &str, report: &EndpointReport, failure: &StepFailure) -> M
         (ProbeStep::Tcp, EndpointRole::Other) => "endpoint-reachable.tcp-other",
         (ProbeStep::Tls, EndpointRole::Other) => "endpoint-reachable.tls-other",
         (ProbeStep::Tls, _) if lacks_modern_tls(&failure.error) => "endpoint-reachable.tls-version",
-        (ProbeStep::Tls, _) => "endpoint-reachable.tls-inspection",
+        (ProbeStep::Tls, _) => "endpoint-reachable.tls-interrupted",
     };
     let mut message = Message::new(key)
         .arg("collector", collector)
@@ -241,12 +241,13 @@ mod tests {
     }
 
     #[test]
-    fn other_tls_failure_points_at_inspection() {
+    fn an_interrupted_handshake_is_not_called_inspection() {
         let report =
             failed_at(RELAY_HOST, EndpointRole::ServiceBusRelay, ProbeStep::Tls, "connection reset by peer");
         let (_, outcome) = run(report);
         let text = fail_summary(&outcome);
-        assert!(text.contains("exempt *.servicebus.windows.net from TLS inspection"), "{text}");
+        assert!(text.contains("let *.servicebus.windows.net through it"), "{text}");
+        assert!(!text.contains("inspect"), "only a re-signed chain is inspection: {text}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;
-use wbd_wire::{EndpointReport, EndpointRole, ProbeOutput, ProbeStep, StepFailure, TlsReport};
+use wbd_wire::{EndpointReport, EndpointRole, ProbeOutput, ProbeStep, StepFailure, TlsReport, TrustFailure};
 
 pub(crate) use super::run_rule;
 use crate::{CollectorState, FactInput, Outcome, Severity, TenantFacts};
@@ -119,6 +119,7 @@ fn trusted_tls(protocol: &str) -> TlsReport {
         cipher_suite: "TLS13_AES_256_GCM_SHA384".to_owned(),
         chain_trusted: true,
         trust_error: None,
+        trust_failure: None,
         subject: Some("CN=*.servicebus.windows.net".to_owned()),
         issuer: Some("CN=Microsoft Azure RSA TLS Issuing CA 03, O=Microsoft Corporation, C=US".to_owned()),
         not_before: Some(now() - Duration::days(90)),
@@ -196,6 +197,7 @@ pub(crate) fn relay_intercepted() -> EndpointReport {
     let mut tls = trusted_tls("TLSv1_2");
     tls.chain_trusted = false;
     tls.trust_error = Some("invalid peer certificate: UnknownIssuer".to_owned());
+    tls.trust_failure = Some(TrustFailure::UntrustedIssuer);
     tls.issuer = Some("CN=Contoso Edge Inspection CA, O=Contoso".to_owned());
     tls.chain_top_issuer = Some("CN=Contoso Edge Inspection CA, O=Contoso".to_owned());
     tls.chain_len = 1;
