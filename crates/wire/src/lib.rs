@@ -599,6 +599,7 @@ mod tests {
                     provisioned: true,
                     enabled_units: 25,
                     assigned_units: 20,
+                    non_user_skus: vec!["Microsoft_Teams_Rooms_Pro".into()],
                 }]),
                 organization: Some(OrganizationSync {
                     id: "org".into(),

@@ -4,7 +4,7 @@
 //!
 //! | id | catalogue | fails when |
 //! |---|---|---|
-//! | `tenant-writeback-licence` | PWB-LIC-01, seed 1 | no enabled Entra ID P1/P2 service plan, or none of its licences assigned |
+//! | `tenant-writeback-licence` | PWB-LIC-01/03, seed 1 | no enabled Entra ID P1/P2 service plan in a user SKU (device and room SKUs that carry one are named, not counted), or none of its licences assigned |
 //! | `licensed-admin-and-test-user` | PWB-LIC-02/04, seed 2 | fewer than two P1/P2 licences are assigned, so an administrator and a test user cannot both hold one (the Graph probe reports no per-user licences, so two or more assigned passes without naming who holds them) |
 //! | `sspr-enabled` | PWB-POL-01, seed 4 | the test user's `isSsprEnabled` is false |
 //! | `cloud-admin-available` | PWB-ADM-01, seed 5 | no cloud-only user holds Global Administrator or Hybrid Identity Administrator |
@@ -80,15 +80,15 @@ fn missing(field: &str) -> Outcome {
     field_missing(ProbeKind::Graph, field)
 }
 
+fn is_writeback_plan(plan: &ServicePlanLicences) -> bool {
+    WRITEBACK_PLANS.iter().any(|id| plan.service_plan_id.eq_ignore_ascii_case(id))
+        || matches!(plan.service_plan_name.as_str(), "AAD_PREMIUM" | "AAD_PREMIUM_P2")
+}
+
+/// The P1/P2 plans with user licences (the collector counts only user SKUs, see
+/// [`ServicePlanLicences`]).
 fn writeback_plans(plans: &[ServicePlanLicences]) -> Vec<&ServicePlanLicences> {
-    plans
-        .iter()
-        .filter(|p| {
-            WRITEBACK_PLANS.iter().any(|id| p.service_plan_id.eq_ignore_ascii_case(id))
-                || matches!(p.service_plan_name.as_str(), "AAD_PREMIUM" | "AAD_PREMIUM_P2")
-        })
-        .filter(|p| p.provisioned && p.enabled_units > 0)
-        .collect()
+    plans.iter().filter(|p| is_writeback_plan(p)).filter(|p| p.provisioned && p.enabled_units > 0).collect()
 }
 
 /// Licences assigned that carry writeback rights: every P2 SKU also carries the P1 plan, so the
@@ -102,6 +102,23 @@ fn check_licence(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
         let Some(plans) = &report.service_plans else { return missing("service_plans") };
         let usable = writeback_plans(plans);
         if usable.is_empty() {
+            // P1/P2 only in device or room SKUs: not a user licence, and the text says why.
+            let mut devices: Vec<&str> = plans
+                .iter()
+                .filter(|p| is_writeback_plan(p))
+                .flat_map(|p| p.non_user_skus.iter().map(String::as_str))
+                .collect();
+            devices.sort_unstable();
+            devices.dedup();
+            if !devices.is_empty() {
+                return Outcome::fail(
+                    Severity::Critical,
+                    Message::new("tenant-writeback-licence.device-only")
+                        .arg("tenant", report.tenant.as_str())
+                        .arg("skus", json!(devices)),
+                    json!({ "non_user_skus": devices }),
+                );
+            }
             let names: Vec<&str> = plans.iter().map(|p| p.service_plan_name.as_str()).collect();
             return Outcome::fail(
                 Severity::Critical,
@@ -290,6 +307,7 @@ pub(crate) mod tests {
             provisioned: true,
             enabled_units: enabled,
             assigned_units: assigned,
+            non_user_skus: vec![],
         }
     }
 
@@ -397,12 +415,19 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn licence_fixtures() -> Vec<Fixture> {
+        let rooms_only = with(|r| {
+            let mut p1 = plan(WRITEBACK_PLANS[0], "AAD_PREMIUM", &[], 0, 0);
+            p1.provisioned = false;
+            p1.non_user_skus = vec!["Microsoft_Teams_Rooms_Pro".to_owned()];
+            r.service_plans = Some(vec![p1]);
+        });
         let unassigned = with(|r| {
             r.service_plans =
                 Some(vec![plan(WRITEBACK_PLANS[1], "AAD_PREMIUM_P2", &["AAD_PREMIUM_P2"], 10, 0)])
         });
         vec![
             Fixture::new("no P1/P2", one(no_premium()), Expect::Fail(Severity::Critical)),
+            Fixture::new("P1 only in a room SKU", one(rooms_only), Expect::Fail(Severity::Critical)),
             Fixture::new("P2 bought, none assigned", one(unassigned), Expect::Fail(Severity::Critical)),
             Fixture::new("Business Premium", one(healthy()), Expect::Pass),
             Fixture::new("licences not read", one(with(|r| r.service_plans = None)), Expect::Unknown),
