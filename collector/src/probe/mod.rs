@@ -99,10 +99,14 @@ impl ProbeSet {
                 p.proxy.schedule,
             ),
             active_directory,
-            connect_server: p
-                .connect_server
-                .as_ref()
-                .map(|c| (ConnectServerProber::new(c.clone(), work_dir), c.schedule)),
+            connect_server: p.connect_server.as_ref().map(|c| {
+                let prober = ConnectServerProber::new(c.clone(), work_dir);
+                let prober = match &probes_dir {
+                    Some(dir) => prober.remembering_in(dir.join("connect_server.json")),
+                    None => prober,
+                };
+                (prober, c.schedule)
+            }),
             event_log: p.event_log.as_ref().map(|e| {
                 (
                     EventLogProber::new(e.clone(), probes_dir.as_ref().map(|d| d.join("event_log.json"))),

@@ -535,6 +535,20 @@ mod tests {
                     }),
                     last_full_sync: None,
                     last_run: None,
+                    partitions: vec![SyncedPartition {
+                        dn: "DC=corp,DC=example".into(),
+                        inclusions: vec!["OU=Staff,DC=corp,DC=example".into()],
+                        exclusions: vec!["DC=corp,DC=example".into()],
+                    }],
+                    runs_in_history: Some(50),
+                    remembered_full_import: Some(RunSummary {
+                        run_profile: "Full Import".into(),
+                        result: "success".into(),
+                        started_at: Some(at(-90_000)),
+                        ended_at: Some(at(-89_000)),
+                    }),
+                    remembered_full_sync: None,
+                    statistics: Some(ConnectorStatistics { total_connectors: Some(1_834) }),
                 }],
                 scheduler: Some(SchedulerState {
                     sync_cycle_enabled: Some(true),
