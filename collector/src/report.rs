@@ -221,8 +221,47 @@ fn render_ad(out: &mut String, result: &ProbeResult, r: &ActiveDirectoryReport) 
     if let Some(p) = &r.password_policy {
         let _ = writeln!(out, "  minPwdAge     {} s", known(p.min_pwd_age_secs));
     }
+    for pso in r.fine_grained_policies.iter().flatten() {
+        let age = pso.min_pwd_age_secs.map_or_else(|| "not readable".to_owned(), |s| format!("{s} s"));
+        let users = pso.synced_users.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+        let _ = writeln!(out, "  PSO           {}: minimum age {age}, synced users {users}", pso.name);
+    }
+    match &r.sync_scope {
+        Some(scope) => {
+            let _ = writeln!(out, "  synced        {}", scope.included.join("; "));
+            if !scope.excluded.is_empty() {
+                let _ = writeln!(out, "  not synced    {}", scope.excluded.join("; "));
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  synced        unknown (set probes.active_directory.synced_ous)");
+        }
+    }
     if let Some(c) = &r.connector_account {
         let _ = writeln!(out, "  connector     {} → {}", c.configured, known(c.dn.as_ref()));
+        if let Some(state) = &c.state {
+            let flags: Vec<&str> = [
+                (state.not_found, "NOT FOUND"),
+                (state.disabled, "DISABLED"),
+                (state.account_expired, "EXPIRED"),
+                (state.locked_out, "LOCKED OUT"),
+                (state.password_expired, "PASSWORD EXPIRED"),
+                (state.must_change_password, "MUST CHANGE PASSWORD"),
+                (state.logon_restricted, "LOGON RESTRICTED"),
+                (state.wrong_password, "WRONG BIND PASSWORD"),
+            ]
+            .iter()
+            .filter(|(v, _)| *v == Some(true))
+            .map(|(_, name)| *name)
+            .collect();
+            let code = state
+                .bind_refusal_code
+                .as_deref()
+                .map(|c| format!(" (bind refused: data {c})"))
+                .unwrap_or_default();
+            let shown = if flags.is_empty() { "can sign in".to_owned() } else { flags.join(", ") };
+            let _ = writeln!(out, "    state       {shown}{code}");
+        }
         for ou in &c.containers {
             if let Some(e) = &ou.error {
                 let _ = writeln!(out, "    {}: unknown ({e})", ou.dn);
@@ -230,18 +269,26 @@ fn render_ad(out: &mut String, result: &ProbeResult, r: &ActiveDirectoryReport) 
             }
             let _ = writeln!(
                 out,
-                "    {}: reset {}, change {}, write lockoutTime {}, write pwdLastSet {}, inheritance blocked {}{}",
+                "    {}: reset {}, change {}, write lockoutTime {}, write pwdLastSet {}, inheritance blocked {}",
                 ou.dn,
                 access(ou.reset_password),
                 access(ou.change_password),
                 access(ou.write_lockout_time),
                 access(ou.write_pwd_last_set),
-                yes_no(ou.inheritance_blocked),
-                ou.descendants_inheritance_blocked
-                    .as_ref()
-                    .filter(|d| d.count > 0)
-                    .map(|d| format!(", {} object(s) below with inheritance blocked", d.count))
-                    .unwrap_or_default()
+                yes_no(ou.inheritance_blocked)
+            );
+        }
+        if let Some(blocked) = &c.inheritance_blocked {
+            let _ = writeln!(
+                out,
+                "    inheritance blocked on {} object(s) below; without the rights there: {}{}",
+                blocked.blocked,
+                blocked.without_rights.count,
+                if blocked.without_rights.sample.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", blocked.without_rights.sample.join("; "))
+                }
             );
         }
     }

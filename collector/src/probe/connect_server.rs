@@ -536,27 +536,35 @@ impl ConnectServerProber {
         }
     }
 
+    fn source(&self) -> ConnectStateSource {
+        match &self.settings.source {
+            WindowsSource::Export(path) => ConnectStateSource::Export { path: path.display().to_string() },
+            WindowsSource::Live => ConnectStateSource::Live,
+        }
+    }
+
+    /// Reads the Connect server state (the export file, or live on Windows) without remembering
+    /// anything; the Active Directory probe reads the synced containers this way.
+    pub async fn read_state(&self) -> Result<ConnectServerReport, String> {
+        let read = match &self.settings.source {
+            WindowsSource::Export(path) => read_export_file(path).await,
+            WindowsSource::Live => read_live(&self.work_dir, self.settings.timeout).await,
+        };
+        read.and_then(|text| parse_export(&text, self.source()))
+    }
+
     #[tracing::instrument(skip_all)]
     pub async fn probe(&self) -> ProbeResult {
         let observed_at = Utc::now();
         let started = Instant::now();
-        let (source, read) = match &self.settings.source {
-            WindowsSource::Export(path) => (
-                ConnectStateSource::Export { path: path.display().to_string() },
-                read_export_file(path).await,
-            ),
-            WindowsSource::Live => {
-                (ConnectStateSource::Live, read_live(&self.work_dir, self.settings.timeout).await)
-            }
-        };
-        let report = match read.and_then(|text| parse_export(&text, source.clone())) {
+        let report = match self.read_state().await {
             Ok(mut report) => {
                 self.remember(&mut report);
                 report
             }
             Err(error) => {
                 tracing::info!(%error, "Connect server probe failed");
-                unknown_report(source, error)
+                unknown_report(self.source(), error)
             }
         };
         let subject =

@@ -64,8 +64,19 @@ impl ProbeSet {
         let p = &settings.probes;
         let idle_proxy = if p.idle_connection.via_proxy { site_proxy.clone() } else { None };
         let probes_dir = state_dir.map(|d| d.join("probes"));
+        let work_dir = probes_dir.clone().unwrap_or_else(std::env::temp_dir);
         let active_directory = match &p.active_directory {
-            Some(ad) => Some((ActiveDirectoryProber::new(ad.clone())?, ad.schedule)),
+            Some(ad) => {
+                let prober = ActiveDirectoryProber::new(ad.clone())?;
+                // The AD connectors' container filter tells which containers Connect syncs.
+                let prober = match &p.connect_server {
+                    Some(c) => {
+                        prober.with_connect_state(ConnectServerProber::new(c.clone(), work_dir.clone()))
+                    }
+                    None => prober,
+                };
+                Some((prober, ad.schedule))
+            }
             None => None,
         };
         let graph =
@@ -80,7 +91,6 @@ impl ProbeSet {
                 }
                 None => None,
             };
-        let work_dir = probes_dir.clone().unwrap_or_else(std::env::temp_dir);
         Ok(ProbeSet {
             endpoints: settings.endpoints.clone(),
             endpoint: Arc::new(EndpointProber::with_checker(Arc::clone(&tls), settings.connect_timeout)),
