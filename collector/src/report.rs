@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use wbd_rules::{Evaluation, Lang, Outcome};
 use wbd_wire::{
     AccessState, ActiveDirectoryReport, ConnectServerReport, EndpointReport, EventLogReport, GraphReport,
-    IdleConnectionReport, IdleOutcome, ProbeOutput, ProbeResult, ProbeStep, ProxyReport, RegistryDword,
-    RegistryString, ScriptReport,
+    IdleConnectionReport, IdleOutcome, ProbeKind, ProbeOutput, ProbeResult, ProbeStep, ProxyReport,
+    RegistryDword, RegistryString, ScriptReport,
 };
 
 /// Whether a result shows a problem the probe itself can tell (a failed step, an untrusted
@@ -58,8 +58,38 @@ pub fn render(results: &[ProbeResult], now: DateTime<Utc>) -> String {
     out
 }
 
-/// Renders the rule pack's verdicts: failures first (worst first), then what could not be
-/// decided, then how many checks passed.
+/// The collector id of a one-off run (`probe --once` evaluates its results as a one-collector
+/// tenant with this id); it is not shown in subjects.
+const ON_SITE_SUFFIX: &str = "@00000000-0000-0000-0000-000000000000";
+
+/// A verdict's subject as the person at the site reads it: without the collector id.
+fn on_site_subject(subject: &str) -> &str {
+    subject.strip_suffix(ON_SITE_SUFFIX).unwrap_or(subject)
+}
+
+/// A verdict's text for the person at the site: "no data from probe X" becomes "not checked
+/// here", since there is no other collector to enable it on.
+fn on_site_text(e: &Evaluation, lang: Lang) -> String {
+    match e.outcome.message() {
+        Some(m) if m.key == wbd_rules::keys::NO_DATA => {
+            let probe = m.args.get("probe").and_then(|p| p.as_str()).unwrap_or("?");
+            texts::not_run_here(lang, probe)
+        }
+        _ => e.outcome.text(lang).unwrap_or_default(),
+    }
+}
+
+/// A rule's name in `lang`: the problem for a failure, else the check.
+fn on_site_title(e: &Evaluation, lang: Lang) -> String {
+    match wbd_rules::rule_info(&e.rule_id, lang) {
+        Some(info) if e.outcome.is_fail() => info.problem.to_owned(),
+        Some(info) => info.title.to_owned(),
+        None => e.title.to_string(),
+    }
+}
+
+/// Renders the rule pack's verdicts in `lang`: failures first (worst first), then what could
+/// not be decided, then how many checks passed or do not apply here.
 pub fn render_verdicts(evaluations: &[Evaluation], lang: Lang) -> String {
     let mut out = String::new();
     let mut fails: Vec<&Evaluation> = evaluations.iter().filter(|e| e.outcome.is_fail()).collect();
@@ -68,35 +98,189 @@ pub fn render_verdicts(evaluations: &[Evaluation], lang: Lang) -> String {
         _ => std::cmp::Reverse(wbd_rules::Severity::Info),
     });
     let passes = evaluations.iter().filter(|e| e.outcome.is_pass()).count();
-    let unknown: Vec<&Evaluation> =
-        evaluations.iter().filter(|e| matches!(e.outcome, Outcome::Unknown { .. })).collect();
-    let _ = writeln!(out, "Verdicts (the rules the server applies):");
+    let not_applicable = evaluations.iter().filter(|e| e.outcome.is_not_applicable()).count();
+    let unknown: Vec<&Evaluation> = evaluations.iter().filter(|e| e.outcome.is_unknown()).collect();
+    let _ = writeln!(out, "{}", texts::verdicts_heading(lang));
     for e in &fails {
         if let Outcome::Fail { severity, .. } = &e.outcome {
-            let text = e.outcome.text(lang).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  FAIL {:<8} {}  [{}]  {}",
-                severity.as_str().to_uppercase(),
-                e.title,
+                "  {} {:<8} {}  [{}]  {}",
+                texts::fail(lang),
+                texts::severity(lang, *severity),
+                on_site_title(e, lang),
                 e.rule_id,
-                e.subject
+                on_site_subject(&e.subject)
             );
-            for line in text.lines() {
+            for line in on_site_text(e, lang).lines() {
                 let _ = writeln!(out, "           {line}");
             }
         }
     }
     if !unknown.is_empty() {
-        let _ = writeln!(out, "  not decided ({}):", unknown.len());
+        let _ = writeln!(out, "  {}", texts::not_decided(lang, unknown.len()));
         for e in &unknown {
-            let text = e.outcome.text(lang).unwrap_or_default();
-            let _ = writeln!(out, "    {}  [{}]: {}", e.title, e.rule_id, text.lines().next().unwrap_or(""));
+            let text = on_site_text(e, lang);
+            let _ = writeln!(
+                out,
+                "    {}  [{}]: {}",
+                on_site_title(e, lang),
+                e.rule_id,
+                text.lines().next().unwrap_or("")
+            );
         }
     }
-    let _ =
-        writeln!(out, "  {} check(s) passed, {} failed, {} not decided.", passes, fails.len(), unknown.len());
+    let _ = writeln!(out, "  {}", texts::summary(lang, passes, fails.len(), unknown.len(), not_applicable));
     out
+}
+
+/// Probes that could not read what they check at all (no connection, refused credentials, an
+/// unreadable export, a script that did not run): `(probe, subject, why)`. Their checks are then
+/// undecided, which `probe --once` must not report as success.
+pub fn could_not_read(results: &[ProbeResult]) -> Vec<(ProbeKind, String, String)> {
+    results
+        .iter()
+        .filter_map(|r| {
+            let why = match &r.output {
+                ProbeOutput::ActiveDirectory(ad) => {
+                    ad.failure.as_ref().map(|f| format!("{:?}: {}", f.step, f.error))
+                }
+                ProbeOutput::Graph(g) => g.failure.clone(),
+                ProbeOutput::EventLog(e) => e.failure.clone(),
+                ProbeOutput::ConnectServer(c) => {
+                    let nothing = c.connect_version.is_none()
+                        && c.connectors.is_empty()
+                        && c.adsync_service.is_none()
+                        && c.os_build.is_none();
+                    (nothing && !c.errors.is_empty()).then(|| c.errors.join("; "))
+                }
+                ProbeOutput::Script(s) if s.value.is_none() => s.error.clone(),
+                _ => None,
+            }?;
+            Some((r.output.kind(), on_site_subject(&r.subject).to_owned(), why))
+        })
+        .collect()
+}
+
+/// Renders [`could_not_read`] for the person at the site.
+pub fn render_could_not_read(unread: &[(ProbeKind, String, String)], lang: Lang) -> String {
+    let mut out = String::new();
+    if unread.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "{}", texts::could_not_read(lang));
+    for (kind, subject, why) in unread {
+        let _ = writeln!(out, "  {kind} {subject}: {why}");
+    }
+    out
+}
+
+/// The on-site texts of `probe --once` around the verdicts, in each shipped language.
+pub mod texts {
+    use wbd_rules::{Lang, Severity};
+
+    pub fn verdicts_heading(lang: Lang) -> &'static str {
+        match lang {
+            Lang::En => "Verdicts (the rules the server applies):",
+            Lang::Pl => "Werdykty (reguły, które stosuje serwer):",
+            Lang::Uk => "Вердикти (правила, які застосовує сервер):",
+        }
+    }
+
+    pub fn fail(lang: Lang) -> &'static str {
+        match lang {
+            Lang::En => "FAIL",
+            Lang::Pl => "PROBLEM",
+            Lang::Uk => "ПРОБЛЕМА",
+        }
+    }
+
+    pub fn severity(lang: Lang, severity: Severity) -> &'static str {
+        match (lang, severity) {
+            (Lang::En, Severity::Critical) => "CRITICAL",
+            (Lang::En, Severity::High) => "HIGH",
+            (Lang::En, Severity::Medium) => "MEDIUM",
+            (Lang::En, Severity::Low) => "LOW",
+            (Lang::En, Severity::Info) => "INFO",
+            (Lang::Pl, Severity::Critical) => "KRYTYCZNY",
+            (Lang::Pl, Severity::High) => "WYSOKI",
+            (Lang::Pl, Severity::Medium) => "ŚREDNI",
+            (Lang::Pl, Severity::Low) => "NISKI",
+            (Lang::Pl, Severity::Info) => "INFO",
+            (Lang::Uk, Severity::Critical) => "КРИТИЧНИЙ",
+            (Lang::Uk, Severity::High) => "ВИСОКИЙ",
+            (Lang::Uk, Severity::Medium) => "СЕРЕДНІЙ",
+            (Lang::Uk, Severity::Low) => "НИЗЬКИЙ",
+            (Lang::Uk, Severity::Info) => "ІНФО",
+        }
+    }
+
+    pub fn not_decided(lang: Lang, count: usize) -> String {
+        match lang {
+            Lang::En => format!("not decided ({count}):"),
+            Lang::Pl => format!("nierozstrzygnięte ({count}):"),
+            Lang::Uk => format!("не вирішено ({count}):"),
+        }
+    }
+
+    pub fn summary(
+        lang: Lang,
+        passed: usize,
+        failed: usize,
+        undecided: usize,
+        not_applicable: usize,
+    ) -> String {
+        match lang {
+            Lang::En => format!(
+                "{passed} check(s) passed, {failed} failed, {undecided} not decided, {not_applicable} not applicable here."
+            ),
+            Lang::Pl => format!(
+                "Sprawdzenia: zaliczone {passed}, niezaliczone {failed}, nierozstrzygnięte {undecided}, niedotyczące tej lokalizacji {not_applicable}."
+            ),
+            Lang::Uk => format!(
+                "Перевірки: пройдено {passed}, не пройдено {failed}, не вирішено {undecided}, не стосуються цього місця {not_applicable}."
+            ),
+        }
+    }
+
+    /// What a rule whose probe did not run here says to the person at the site.
+    pub fn not_run_here(lang: Lang, probe: &str) -> String {
+        let section =
+            if probe == "script" { "[[probes.script]]".to_owned() } else { format!("[probes.{probe}]") };
+        match lang {
+            Lang::En => format!(
+                "Not checked here: the {probe} probe did not run on this machine. To check it, configure {section} in the collector's configuration file and run the probe again."
+            ),
+            Lang::Pl => format!(
+                "Nie sprawdzono tutaj: sonda {probe} nie działała na tej maszynie. Aby to sprawdzić, skonfiguruj {section} w pliku konfiguracyjnym kolektora i uruchom sondę ponownie."
+            ),
+            Lang::Uk => format!(
+                "Тут не перевірено: зонд {probe} не запускався на цій машині. Щоб це перевірити, налаштуйте {section} у файлі конфігурації колектора і запустіть зонд знову."
+            ),
+        }
+    }
+
+    pub fn holding_idle(lang: Lang, secs: u64) -> String {
+        match lang {
+            Lang::En => {
+                format!("Holding idle connections for up to {secs} s (skip with --skip idle_connection)…")
+            }
+            Lang::Pl => {
+                format!("Utrzymuję bezczynne połączenia do {secs} s (pomiń: --skip idle_connection)…")
+            }
+            Lang::Uk => {
+                format!("Утримую неактивні з’єднання до {secs} с (пропустити: --skip idle_connection)…")
+            }
+        }
+    }
+
+    pub fn could_not_read(lang: Lang) -> &'static str {
+        match lang {
+            Lang::En => "Could not check: these probes could not read what they check here.",
+            Lang::Pl => "Nie udało się sprawdzić: te sondy nie mogły tutaj odczytać tego, co sprawdzają.",
+            Lang::Uk => "Не вдалося перевірити: ці зонди не змогли тут прочитати те, що перевіряють.",
+        }
+    }
 }
 
 fn known<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -675,7 +859,8 @@ mod tests {
         let text = render_verdicts(&evaluations, Lang::En);
         let first_line = text.lines().nth(1).unwrap_or_default();
         assert!(first_line.starts_with("  FAIL"), "{text}");
-        assert!(text.contains("passwordreset.example:443@"), "{text}");
+        assert!(text.contains("passwordreset.example:443"), "{text}");
+        assert!(!text.contains("@0000"), "no collector id on site: {text}");
         assert!(text.contains("failed") && text.contains("not decided"), "{text}");
     }
 }

@@ -47,6 +47,8 @@ pub struct ProbeSet {
     endpoint: Arc<EndpointProber>,
     endpoint_schedule: Schedule,
     idle: (IdleConnectionProber, Schedule),
+    /// Notified when the idle-connection probe starts holding a connection.
+    idle_holding: Arc<tokio::sync::Notify>,
     proxy: (ProxyProber, Schedule),
     active_directory: Option<(ActiveDirectoryProber, Schedule)>,
     connect_server: Option<(ConnectServerProber, Schedule)>,
@@ -65,6 +67,7 @@ impl ProbeSet {
         let idle_proxy = if p.idle_connection.via_proxy { site_proxy.clone() } else { None };
         let probes_dir = state_dir.map(|d| d.join("probes"));
         let work_dir = probes_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let idle_holding = Arc::new(tokio::sync::Notify::new());
         let active_directory = match &p.active_directory {
             Some(ad) => {
                 let prober = ActiveDirectoryProber::new(ad.clone())?;
@@ -101,9 +104,11 @@ impl ProbeSet {
                     idle_proxy,
                     p.idle_connection.holds.clone(),
                     settings.connect_timeout,
-                ),
+                )
+                .notify_holds(Arc::clone(&idle_holding)),
                 p.idle_connection.schedule,
             ),
+            idle_holding,
             proxy: (
                 ProxyProber::new(site_proxy, Arc::clone(&tls), settings.connect_timeout),
                 p.proxy.schedule,
@@ -126,6 +131,12 @@ impl ProbeSet {
             graph,
             scripts: p.scripts.clone(),
         })
+    }
+
+    /// Notified each time the idle-connection probe starts holding a connection idle (nothing is
+    /// held when no connection opens).
+    pub fn idle_holds(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.idle_holding)
     }
 
     /// Every job with its schedule, in the order of [`ProbeKind::ALL`].

@@ -274,3 +274,79 @@ async fn tls_verdicts_say_what_is_wrong_and_keep_inspection_for_re_signed_chains
     assert!(inspected.contains("Contoso Inspection CA"), "{inspected}");
     assert!(inspected.contains("TLS inspection"), "a re-signed chain is inspection: {inspected}");
 }
+
+#[tokio::test]
+async fn probe_once_does_not_pass_when_a_probe_could_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port().await;
+    let config = dir.path().join("ad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[probes.active_directory]\nurl = \"ldaps://127.0.0.1:{port}\"\nconnector_account = \"MSOL_x\"\n"
+        ),
+    )
+    .unwrap();
+
+    let mut cmd = collector();
+    cmd.args(["probe", "--once", "--only", "active_directory", "--config"]).arg(&config);
+    let out = output(cmd).await;
+
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "nothing failed, but AD could not be read\n{stdout}");
+    assert!(stdout.contains("Could not check"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("active_directory ldap:ldaps://127.0.0.1:{port}: Connect:")),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn probe_once_speaks_to_the_person_at_the_site_in_their_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = closed_port().await;
+    let config = dir.path().join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[probes.idle_connection]\nholds_secs = [1]\n[probes.proxy]\nenabled = false\n\
+             [[endpoints]]\nhost = \"127.0.0.1\"\nport = {closed}\nrole = \"password_reset\"\n"
+        ),
+    )
+    .unwrap();
+
+    let mut cmd = collector();
+    cmd.args(["probe", "--once", "--lang", "pl", "--config"]).arg(&config);
+    let out = output(cmd).await;
+
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // Rule titles in Polish, a failure named by its problem.
+    assert!(stdout.contains("Punkt końcowy zapisu zwrotnego jest nieosiągalny"), "{stdout}");
+    assert!(stdout.contains("Werdykty"), "{stdout}");
+    // No collector id on subjects.
+    assert!(stdout.contains(&format!("127.0.0.1:{closed}")) && !stdout.contains("@0000"), "{stdout}");
+    // Probes that did not run here are not "to be enabled on a collector of this tenant".
+    assert!(stdout.contains("Nie sprawdzono tutaj: sonda active_directory"), "{stdout}");
+    assert!(!stdout.contains("kolektorze tej dzierżawy"), "{stdout}");
+    // No connection opened, so nothing was held idle, and no waiting was announced.
+    assert!(!stderr.contains("Utrzymuję") && !stderr.contains("Holding"), "{stderr}");
+
+    // Where a connection is held, the wait is announced.
+    let ca = TestCa::new("WBD CLI Test CA");
+    let server = crate::peers::spawn_https_responder(ca.leaf("relay.test")).await;
+    let ca_file = ca.write_pem(dir.path());
+    std::fs::write(
+        &config,
+        format!(
+            "extra_trusted_ca_files = [{ca_file:?}]\n[probes.idle_connection]\nholds_secs = [1]\n[probes.proxy]\nenabled = false\n\
+             [[endpoints]]\nhost = \"127.0.0.1\"\nport = {}\nrole = \"service_bus_relay\"\nserver_name = \"localhost\"\n",
+            server.port()
+        ),
+    )
+    .unwrap();
+    let mut cmd = collector();
+    cmd.args(["probe", "--once", "--config"]).arg(&config);
+    let out = output(cmd).await;
+    assert!(text(&out.stderr).contains("Holding idle connections for up to 1 s"), "{}", text(&out.stderr));
+}
