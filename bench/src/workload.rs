@@ -224,6 +224,7 @@ fn endpoint_result(
         tcp_connect_ms: Some(tcp_ms),
         tls: Some(tls(rng, &endpoint.host, true, not_before)),
         failure: None,
+        via_proxy: None,
     };
     if endpoint.failing {
         match endpoint.failure {

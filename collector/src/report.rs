@@ -9,14 +9,18 @@ use wbd_rules::{Evaluation, Lang, Outcome};
 use wbd_wire::{
     AccessState, ActiveDirectoryReport, ConnectServerReport, EndpointReport, EventLogReport, GraphReport,
     IdleConnectionReport, IdleOutcome, ProbeKind, ProbeOutput, ProbeResult, ProbeStep, ProxyReport,
-    RegistryDword, RegistryString, ScriptReport,
+    ProxyStep, RegistryDword, RegistryString, ScriptReport, TlsReport,
 };
 
 /// Whether a result shows a problem the probe itself can tell (a failed step, an untrusted
 /// chain, a cut connection, a failed read); the rules judge the rest.
 pub fn has_problem(result: &ProbeResult) -> bool {
     match &result.output {
-        ProbeOutput::Endpoint(r) => r.failure.is_some() || r.tls.as_ref().is_some_and(|t| !t.chain_trusted),
+        // Judged on the path writeback takes: through the proxy when there is one.
+        ProbeOutput::Endpoint(r) => match &r.via_proxy {
+            Some(p) => p.failure.is_some() || p.tls.as_ref().is_some_and(|t| !t.chain_trusted),
+            None => r.failure.is_some() || r.tls.as_ref().is_some_and(|t| !t.chain_trusted),
+        },
         ProbeOutput::IdleConnection(r) => r.holds.iter().any(|h| h.outcome != IdleOutcome::Survived),
         ProbeOutput::Proxy(r) => {
             r.targets.iter().any(|t| t.failure.is_some() || t.tls_inspection == Some(true))
@@ -626,10 +630,24 @@ fn render_script(out: &mut String, result: &ProbeResult, r: &ScriptReport) {
 }
 
 fn render_endpoint(out: &mut String, result: &ProbeResult, r: &EndpointReport, now: DateTime<Utc>) {
-    let verdict = match (&r.failure, &r.tls) {
+    let direct_verdict = match (&r.failure, &r.tls) {
         (Some(f), _) => format!("FAILED at {}", f.step.as_str()),
         (None, Some(tls)) if !tls.chain_trusted => "REACHABLE, CERTIFICATE NOT TRUSTED".to_owned(),
         _ => "OK".to_owned(),
+    };
+    // With a proxy, the path writeback takes is the proxied one: lead with it.
+    let verdict = match &r.via_proxy {
+        None => direct_verdict,
+        Some(p) => {
+            let proxied = match (&p.failure, &p.tls) {
+                (Some(f), _) => format!("FAILED through the proxy at {}", proxy_step_name(f.step)),
+                (None, Some(tls)) if !tls.chain_trusted => {
+                    "REACHABLE THROUGH THE PROXY, CERTIFICATE NOT TRUSTED".to_owned()
+                }
+                _ => "OK through the proxy".to_owned(),
+            };
+            format!("{proxied}  (direct: {direct_verdict})")
+        }
     };
     let role =
         serde_json::to_value(r.role).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
@@ -648,6 +666,9 @@ fn render_endpoint(out: &mut String, result: &ProbeResult, r: &EndpointReport, n
         }
     };
 
+    if r.via_proxy.is_some() {
+        let _ = writeln!(out, "  direct, without the proxy:");
+    }
     let resolved = r.resolved.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     step_line(out, ProbeStep::Dns, r.dns_ms, format!("→ {resolved}"));
     let connected = r.connected_to.map(|ip| format!("→ {ip}")).unwrap_or_default();
@@ -655,31 +676,86 @@ fn render_endpoint(out: &mut String, result: &ProbeResult, r: &EndpointReport, n
     let tls_text = r.tls.as_ref().map(|t| format!("{} {}", t.protocol, t.cipher_suite)).unwrap_or_default();
     step_line(out, ProbeStep::Tls, r.tls.as_ref().map(|t| t.handshake_ms), tls_text);
 
-    if let Some(tls) = &r.tls {
-        if tls.chain_trusted {
-            let _ = writeln!(out, "  chain    trusted (public roots or a configured CA)");
-        } else {
-            let reason = tls.trust_error.as_deref().unwrap_or("no reason given");
-            let _ = writeln!(out, "  chain    NOT TRUSTED: {reason}");
-        }
-        if let Some(subject) = &tls.subject {
-            let _ = writeln!(out, "  leaf     {subject}");
-        }
-        if let Some(issuer) = &tls.issuer {
-            let _ = writeln!(out, "  issuer   {issuer}");
-        }
-        if let Some(top) = &tls.chain_top_issuer {
-            let _ = writeln!(out, "  top      {top}  ({} certificate(s) presented)", tls.chain_len);
-        }
-        if let Some(not_after) = tls.not_after {
-            let days = (not_after - now).num_days();
-            let when = if not_after < now {
-                format!("EXPIRED {} day(s) ago", -days)
-            } else {
-                format!("expires in {days} day(s)")
+    let judged = match &r.via_proxy {
+        Some(p) => {
+            let source = serde_json::to_value(p.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  through the proxy {} ({source}):", p.proxy);
+            let failed = p.failure.as_ref();
+            let line = |out: &mut String, step: ProxyStep, ok_text: &str| {
+                let name = proxy_step_name(step);
+                match failed {
+                    Some(f) if f.step == step => {
+                        let _ = writeln!(out, "  {name:<7} FAILED  {}", f.error);
+                    }
+                    Some(f) if proxy_step_order(f.step) < proxy_step_order(step) => {
+                        let _ = writeln!(out, "  {name:<7} not run");
+                    }
+                    _ => {
+                        let _ = writeln!(out, "  {name:<7} ok      {ok_text}");
+                    }
+                }
             };
-            let _ = writeln!(out, "  expiry   {}  ({when})", not_after.format("%Y-%m-%d %H:%M UTC"));
+            let status = p.connect_status.map(|s| format!("HTTP {s}")).unwrap_or_default();
+            line(out, ProxyStep::ProxyConnect, "");
+            line(out, ProxyStep::ProxyAuth, "");
+            line(out, ProxyStep::Tunnel, &status);
+            let tls_text =
+                p.tls.as_ref().map(|t| format!("{} {}", t.protocol, t.cipher_suite)).unwrap_or_default();
+            line(out, ProxyStep::Tls, &tls_text);
+            p.tls.as_ref()
         }
+        None => r.tls.as_ref(),
+    };
+    if let Some(tls) = judged {
+        render_chain(out, tls, now);
+    }
+}
+
+fn proxy_step_order(step: ProxyStep) -> u8 {
+    match step {
+        ProxyStep::ProxyConnect => 0,
+        ProxyStep::ProxyAuth => 1,
+        ProxyStep::Tunnel => 2,
+        ProxyStep::Tls => 3,
+    }
+}
+
+fn proxy_step_name(step: ProxyStep) -> &'static str {
+    match step {
+        ProxyStep::ProxyConnect => "proxy",
+        ProxyStep::ProxyAuth => "auth",
+        ProxyStep::Tunnel => "tunnel",
+        ProxyStep::Tls => "tls",
+    }
+}
+
+fn render_chain(out: &mut String, tls: &TlsReport, now: DateTime<Utc>) {
+    if tls.chain_trusted {
+        let _ = writeln!(out, "  chain    trusted (public roots or a configured CA)");
+    } else {
+        let reason = tls.trust_error.as_deref().unwrap_or("no reason given");
+        let _ = writeln!(out, "  chain    NOT TRUSTED: {reason}");
+    }
+    if let Some(subject) = &tls.subject {
+        let _ = writeln!(out, "  leaf     {subject}");
+    }
+    if let Some(issuer) = &tls.issuer {
+        let _ = writeln!(out, "  issuer   {issuer}");
+    }
+    if let Some(top) = &tls.chain_top_issuer {
+        let _ = writeln!(out, "  top      {top}  ({} certificate(s) presented)", tls.chain_len);
+    }
+    if let Some(not_after) = tls.not_after {
+        let days = (not_after - now).num_days();
+        let when = if not_after < now {
+            format!("EXPIRED {} day(s) ago", -days)
+        } else {
+            format!("expires in {days} day(s)")
+        };
+        let _ = writeln!(out, "  expiry   {}  ({when})", not_after.format("%Y-%m-%d %H:%M UTC"));
     }
 }
 
@@ -709,6 +785,7 @@ mod tests {
             tcp_connect_ms: None,
             tls: None,
             failure: Some(StepFailure { step: ProbeStep::Tcp, error: "refused".into() }),
+            via_proxy: None,
         });
         let text = render(&[r], Utc::now());
         assert!(text.contains("relay.example:443  (service_bus_relay)  FAILED at tcp"), "{text}");
@@ -744,6 +821,7 @@ mod tests {
                 chain_len: 1,
             }),
             failure: None,
+            via_proxy: None,
         });
         assert!(has_problem(&r));
         let text = render(&[r], now);
@@ -835,6 +913,7 @@ mod tests {
             tcp_connect_ms: None,
             tls: None,
             failure: Some(StepFailure { step: ProbeStep::Dns, error: "no such host".into() }),
+            via_proxy: None,
         });
         report.observed_at = now;
         let facts = wbd_rules::TenantFacts {

@@ -375,6 +375,7 @@ mod tests {
                 chain_len: 2,
             }),
             failure: failure.map(|step| StepFailure { step, error: "connection timed out".to_owned() }),
+            via_proxy: None,
         }
     }
 

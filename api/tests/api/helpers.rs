@@ -425,6 +425,7 @@ fn endpoint(
         tcp_connect_ms: Some(1),
         tls: None,
         failure: None,
+        via_proxy: None,
     };
     report(&mut r);
     ProbeResult {

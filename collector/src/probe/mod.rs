@@ -96,7 +96,10 @@ impl ProbeSet {
             };
         Ok(ProbeSet {
             endpoints: settings.endpoints.clone(),
-            endpoint: Arc::new(EndpointProber::with_checker(Arc::clone(&tls), settings.connect_timeout)),
+            endpoint: Arc::new(
+                EndpointProber::with_checker(Arc::clone(&tls), settings.connect_timeout)
+                    .through(if p.endpoint_via_proxy { site_proxy.clone() } else { None }),
+            ),
             endpoint_schedule: p.endpoint,
             idle: (
                 IdleConnectionProber::new(

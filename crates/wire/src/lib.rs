@@ -175,6 +175,10 @@ impl ProbeOutput {
                 dns_ms: None,
                 tcp_connect_ms: None,
                 tls: report.tls.as_ref().map(TlsReport::without_timings),
+                via_proxy: report.via_proxy.as_ref().map(|p| ProxiedConnection {
+                    tls: p.tls.as_ref().map(TlsReport::without_timings),
+                    ..p.clone()
+                }),
                 ..report.clone()
             }),
             ProbeOutput::IdleConnection(report) => ProbeOutput::IdleConnection(IdleConnectionReport {
@@ -285,9 +289,33 @@ pub struct EndpointReport {
     pub tls: Option<TlsReport>,
     /// The first step that failed, if any; later steps did not run.
     pub failure: Option<StepFailure>,
+    /// The same endpoint through the site's proxy, when the site has one: then that is the path
+    /// writeback uses, and reachability is judged on it (the fields above are the direct attempt,
+    /// which a proxy-only site blocks on purpose).
+    #[serde(default)]
+    pub via_proxy: Option<ProxiedConnection>,
 }
 
-/// The steps of an endpoint probe, in order.
+/// One endpoint reached through the site's proxy: CONNECT, then TLS inside the tunnel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxiedConnection {
+    /// `host:port` of the proxy (never credentials).
+    pub proxy: String,
+    pub source: ProxySource,
+    /// The proxy's answer to CONNECT, if it answered.
+    #[serde(default)]
+    pub connect_status: Option<u16>,
+    /// The TLS handshake inside the tunnel, if it completed.
+    #[serde(default)]
+    pub tls: Option<TlsReport>,
+    /// The first step that failed, if any.
+    #[serde(default)]
+    pub failure: Option<ProxyFailure>,
+    /// The authentication schemes the proxy asked for (lower case), if it asked.
+    #[serde(default)]
+    pub offered_auth_schemes: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeStep {
@@ -384,6 +412,14 @@ mod tests {
                 tcp_connect_ms: None,
                 tls: None,
                 failure: Some(StepFailure { step: ProbeStep::Dns, error: "no such host".into() }),
+                via_proxy: Some(ProxiedConnection {
+                    proxy: "proxy.corp.example:3128".into(),
+                    source: ProxySource::Configured,
+                    connect_status: Some(200),
+                    tls: Some(tls_report()),
+                    failure: None,
+                    offered_auth_schemes: Vec::new(),
+                }),
             }),
         };
         let v = serde_json::to_value(&r).unwrap();

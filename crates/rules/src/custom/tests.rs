@@ -106,7 +106,7 @@ fn build_sample() -> TenantFacts {
             fact(
                 &a,
                 "ssprdedicatedsbprodscu.servicebus.windows.net:443",
-                ProbeOutput::Endpoint(healthy_relay()),
+                ProbeOutput::Endpoint(through_proxy(healthy_relay(), None)),
             ),
             fact(
                 &a,

@@ -2,7 +2,8 @@
 //! customer's network are the real ones: a chain to a public root, a leaf that is currently
 //! valid, and TLS 1.2 or newer (catalogue PWB-NET-01/02; TLS 1.2 enforcement for Connect).
 //!
-//! Subject: `<host:port>@<collector id>`, like `endpoint-reachable`. Unknown when the handshake
+//! Subject: `<host:port>@<collector id>`, like `endpoint-reachable`; like it, judges the handshake
+//! made through the site's proxy when there is one (`via_proxy`). Unknown when the handshake
 //! did not complete (that failure is `endpoint-reachable`'s finding). Severity: critical for the
 //! password reset service and the relay, high for other endpoints.
 //!
@@ -10,7 +11,8 @@
 //! re-signs the traffic (TLS inspection); an expired certificate, one for another name, or one
 //! refused for another reason says exactly that.
 //!
-//! Evidence: `collector_id`, `collector_name`, `host`, `port`, `role`, `problems` (any of
+//! Evidence: `collector_id`, `collector_name`, `host`, `port`, `role`, `path` (`direct` or
+//! `proxy`), `problems` (any of
 //! `untrusted_issuer`, `wrong_name`, `untrusted`, `expired`, `not_yet_valid`,
 //! `protocol_below_tls12`), `protocol`,
 //! `chain_trusted`, `trust_error`, `certificate_subject`, `issuer`, `chain_top_issuer`, `not_after`. No
@@ -22,6 +24,7 @@ use serde_json::json;
 use wbd_wire::{EndpointReport, EndpointRole, ProbeKind, TlsReport, TrustFailure};
 
 use super::endpoint::{allow_list_entry, base_evidence};
+use super::proxy::step_name;
 use super::{RuleDef, Verdict};
 use crate::facts::EndpointObservation;
 use crate::message::keys;
@@ -63,11 +66,14 @@ enum Problem {
 
 fn judge(observation: &EndpointObservation<'_>, now: DateTime<Utc>) -> Outcome {
     let report = observation.report;
-    let Some(tls) = &report.tls else {
-        let message = match &report.failure {
-            Some(failure) => {
-                Message::new("endpoint-tls-trusted.no-handshake").arg("step", failure.step.as_str())
-            }
+    // Through the site's proxy when there is one: the path writeback takes.
+    let (tls, failed_step) = match &report.via_proxy {
+        Some(proxied) => (proxied.tls.as_ref(), proxied.failure.as_ref().map(|f| step_name(f.step))),
+        None => (report.tls.as_ref(), report.failure.as_ref().map(|f| f.step.as_str())),
+    };
+    let Some(tls) = tls else {
+        let message = match failed_step {
+            Some(step) => Message::new("endpoint-tls-trusted.no-handshake").arg("step", step),
             None => Message::new(keys::FIELD_MISSING)
                 .arg("probe", ProbeKind::Endpoint.as_str())
                 .arg("field", "tls"),
@@ -83,6 +89,7 @@ fn judge(observation: &EndpointObservation<'_>, now: DateTime<Utc>) -> Outcome {
         EndpointRole::Other => Severity::High,
     };
     let mut evidence = base_evidence(observation);
+    evidence.insert("path".into(), json!(if report.via_proxy.is_some() { "proxy" } else { "direct" }));
     evidence.insert("problems".into(), json!(problems));
     evidence.insert("protocol".into(), json!(tls.protocol));
     evidence.insert("chain_trusted".into(), json!(tls.chain_trusted));
@@ -212,7 +219,7 @@ fn protocol_below_tls12(protocol: &str) -> Option<bool> {
 mod tests {
     use chrono::Duration;
     use serde_json::json;
-    use wbd_wire::{EndpointRole, ProbeStep};
+    use wbd_wire::{EndpointRole, ProbeStep, ProxyStep};
 
     use super::*;
     use crate::rules::fixtures::*;
@@ -251,8 +258,40 @@ mod tests {
             Fixture::new("certificate refused otherwise", one(refused), Expect::Fail(Severity::Critical)),
             Fixture::new("trusted", one(healthy_relay()), Expect::Pass),
             Fixture::new("no handshake", one(relay_tcp_blocked()), Expect::Unknown),
+            Fixture::new(
+                "trusted through the proxy",
+                one(through_proxy(relay_tcp_blocked(), None)),
+                Expect::Pass,
+            ),
+            Fixture::new(
+                "re-signed by the proxy",
+                one(resigned_by_proxy()),
+                Expect::Fail(Severity::Critical),
+            ),
             Fixture::new("no endpoint probe yet", tenant(vec![site.clone()], vec![]), Expect::Unknown),
         ]
+    }
+
+    /// Direct egress is blocked; the proxy writeback goes through re-signs the relay's chain.
+    fn resigned_by_proxy() -> EndpointReport {
+        let mut report = through_proxy(relay_tcp_blocked(), None);
+        if let Some(proxied) = report.via_proxy.as_mut() {
+            proxied.tls = relay_intercepted().tls;
+        }
+        report
+    }
+
+    #[test]
+    fn the_handshake_through_the_proxy_is_the_one_judged() {
+        let outcome = run(resigned_by_proxy());
+        let text = fail_summary(&outcome);
+        assert!(text.contains("re-signs this traffic (TLS inspection)"), "{text}");
+        assert_eq!(fail_evidence(&outcome)["path"], "proxy");
+        // A direct path that meets an inspecting firewall is not what writeback uses here.
+        assert_eq!(run(through_proxy(relay_intercepted(), None)), Outcome::Pass);
+        let refused = through_proxy(healthy_relay(), Some((ProxyStep::Tunnel, Some(403), "403 Forbidden")));
+        let Outcome::Unknown { reason, .. } = run(refused) else { panic!("expected unknown") };
+        assert!(reason.contains("stopped at the tunnel step"), "{reason}");
     }
 
     fn run(report: EndpointReport) -> Outcome {

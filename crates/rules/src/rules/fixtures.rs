@@ -5,7 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;
-use wbd_wire::{EndpointReport, EndpointRole, ProbeOutput, ProbeStep, StepFailure, TlsReport, TrustFailure};
+use wbd_wire::{
+    EndpointReport, EndpointRole, ProbeOutput, ProbeStep, ProxiedConnection, ProxyFailure, ProxySource,
+    ProxyStep, StepFailure, TlsReport, TrustFailure,
+};
 
 pub(crate) use super::run_rule;
 use crate::{CollectorState, FactInput, Outcome, Severity, TenantFacts};
@@ -143,6 +146,7 @@ fn reached(host: &str, role: EndpointRole, tls: TlsReport) -> EndpointReport {
         tcp_connect_ms: Some(18),
         tls: Some(tls),
         failure: None,
+        via_proxy: None,
     }
 }
 
@@ -166,6 +170,7 @@ pub(crate) fn failed_at(host: &str, role: EndpointRole, step: ProbeStep, error: 
         tcp_connect_ms: if step == ProbeStep::Tls { Some(20) } else { None },
         tls: None,
         failure: Some(StepFailure { step, error: error.to_owned() }),
+        via_proxy: None,
     }
 }
 
@@ -207,6 +212,27 @@ pub(crate) fn relay_intercepted() -> EndpointReport {
 /// A middlebox that still negotiates TLS 1.0 in front of the password reset service.
 pub(crate) fn legacy_tls() -> EndpointReport {
     reached(PASSWORD_RESET_HOST, EndpointRole::PasswordReset, trusted_tls("TLSv1.0"))
+}
+
+/// `report` as seen directly, plus the same endpoint reached through the site's proxy with
+/// `failure` (none: the handshake through the tunnel completed with a trusted chain).
+pub(crate) fn through_proxy(
+    mut report: EndpointReport,
+    failure: Option<(ProxyStep, Option<u16>, &str)>,
+) -> EndpointReport {
+    let proxied = ProxiedConnection {
+        proxy: "proxy.contoso.local:3128".to_owned(),
+        source: ProxySource::MachineConfig,
+        connect_status: match failure {
+            Some((_, status, _)) => status,
+            None => Some(200),
+        },
+        tls: failure.is_none().then(|| trusted_tls("TLSv1_3")),
+        failure: failure.map(|(step, _, error)| ProxyFailure { step, error: error.to_owned() }),
+        offered_auth_schemes: Vec::new(),
+    };
+    report.via_proxy = Some(proxied);
+    report
 }
 
 /// Sets every timing a collector reports to `ms`.

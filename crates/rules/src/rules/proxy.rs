@@ -61,16 +61,17 @@ fn check_inspection(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     run(facts, judge_inspection)
 }
 
-fn source_name(source: ProxySource) -> &'static str {
+pub(crate) fn source_name(source: ProxySource) -> &'static str {
     match source {
         ProxySource::Configured => "configured",
         ProxySource::Environment => "environment",
+        ProxySource::MachineConfig => "machine_config",
         ProxySource::System => "system",
         ProxySource::None => "none",
     }
 }
 
-fn step_name(step: ProxyStep) -> &'static str {
+pub(crate) fn step_name(step: ProxyStep) -> &'static str {
     match step {
         ProxyStep::ProxyConnect => "proxy_connect",
         ProxyStep::ProxyAuth => "proxy_auth",
