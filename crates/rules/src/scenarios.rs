@@ -121,9 +121,9 @@ fn seed_3_connect_does_not_prefer_the_pdc_emulator() {
     assert!(text.contains("dc01.corp.example"), "{text}");
 }
 
-/// 4. SSPR must be enabled for the users; it is off for the test user, who did register
-/// methods. The test user therefore cannot reset either, but that finding points at the root
-/// cause instead of asking for more methods.
+/// Seed point 4: SSPR must be enabled for the users; it is off for the test user, who did
+/// register methods. The test user therefore cannot reset either, but that finding points at
+/// the root cause instead of asking for more methods.
 #[test]
 fn seed_4_sspr_disabled() {
     let failed = assert_findings(
