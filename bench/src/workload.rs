@@ -224,6 +224,7 @@ fn endpoint_result(
         tcp_connect_ms: Some(tcp_ms),
         tls: Some(tls(rng, &endpoint.host, true, not_before)),
         failure: None,
+        via_proxy: None,
     };
     if endpoint.failing {
         match endpoint.failure {
@@ -275,6 +276,7 @@ fn tls(rng: &mut StdRng, host: &str, trusted: bool, not_before: DateTime<Utc>) -
         cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
         chain_trusted: trusted,
         trust_error: (!trusted).then(|| "invalid peer certificate: UnknownIssuer".into()),
+        trust_failure: (!trusted).then_some(wbd_wire::TrustFailure::UntrustedIssuer),
         subject: Some(format!("CN={host}")),
         issuer: Some(issuer.into()),
         not_before: Some(not_before),

@@ -2,7 +2,8 @@
 //! signal handling. Everything else lives in the library modules this one calls.
 //!
 //! Exit codes: 0 success; 1 the work could not be done (enrollment refused, batches left
-//! undelivered, an endpoint with a problem); 2 bad configuration or arguments.
+//! undelivered, a failing verdict); 2 bad configuration or arguments; 3 (`probe`) nothing failed
+//! but a probe could not read what it checks, so the verdicts are incomplete.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -324,15 +325,25 @@ async fn probe_command(args: ProbeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let enabled = probes.enabled_jobs();
-    if enabled.iter().any(|j| j.kind == ProbeKind::IdleConnection) {
-        let longest = settings.probes.idle_connection.holds.iter().max().map_or(0, |d| d.as_secs());
-        eprintln!("Holding idle connections for up to {longest} s (skip with --skip idle_connection)…");
-    }
+    // Say that we wait only once a connection is actually held idle.
+    let longest = settings.probes.idle_connection.holds.iter().max().map_or(0, |d| d.as_secs());
+    let holds = probes.idle_holds();
+    let lang = args.lang;
+    let notice = tokio::spawn(async move {
+        holds.notified().await;
+        eprintln!("{}", report::texts::holding_idle(lang, longest));
+    });
     let results = probes.run_all().await;
+    notice.abort();
     let evaluations = wbd_rules::evaluate(&local_facts(&settings, &results));
+    let unread = report::could_not_read(&results);
     if args.json {
-        let doc = serde_json::json!({ "results": results, "verdicts": evaluations });
+        let unread_json: Vec<_> = unread
+            .iter()
+            .map(|(probe, subject, error)| serde_json::json!({"probe": probe, "subject": subject, "error": error}))
+            .collect();
+        let doc =
+            serde_json::json!({ "results": results, "verdicts": evaluations, "could_not_read": unread_json });
         match serde_json::to_string_pretty(&doc) {
             Ok(json) => println!("{json}"),
             Err(e) => {
@@ -344,9 +355,25 @@ async fn probe_command(args: ProbeArgs) -> ExitCode {
         print!("{}", report::render(&results, chrono::Utc::now()));
         println!();
         print!("{}", report::render_verdicts(&evaluations, args.lang));
+        let unread_text = report::render_could_not_read(&unread, args.lang);
+        if !unread_text.is_empty() {
+            println!();
+            print!("{unread_text}");
+        }
     }
-    if evaluations.iter().any(|e| e.outcome.is_fail()) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if evaluations.iter().any(|e| e.outcome.is_fail()) {
+        ExitCode::FAILURE
+    } else if !unread.is_empty() {
+        // Nothing failed, but something could not be checked: not a success.
+        ExitCode::from(EXIT_COULD_NOT_READ)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
+
+/// `probe --once`: no verdict failed, but a probe could not read what it checks (no connection,
+/// refused credentials, an unreadable export, a script that did not run).
+pub const EXIT_COULD_NOT_READ: u8 = 3;
 
 /// Applies `--only` / `--skip` to the probe schedules.
 fn restrict_probes(settings: &mut Settings, only: &[ProbeKind], skip: &[ProbeKind]) {

@@ -408,6 +408,9 @@ mod tests {
             (&s.probes.endpoint, &s.probes.idle_connection, &s.probes.proxy),
             (&d.probes.endpoint, &d.probes.idle_connection, &d.probes.proxy)
         );
+        assert!(s.probes.endpoint_via_proxy && d.probes.endpoint_via_proxy);
+        let direct_only = Settings::from_toml_str("[probes.endpoint]\nvia_proxy = false", None).unwrap();
+        assert!(!direct_only.probes.endpoint_via_proxy);
         assert_eq!(
             (s.probe_interval, s.connect_timeout, s.spool_max_bytes, s.retry_base, s.retry_cap),
             (d.probe_interval, d.connect_timeout, d.spool_max_bytes, d.retry_base, d.retry_cap)

@@ -8,15 +8,19 @@ use chrono::{DateTime, Utc};
 use wbd_rules::{Evaluation, Lang, Outcome};
 use wbd_wire::{
     AccessState, ActiveDirectoryReport, ConnectServerReport, EndpointReport, EventLogReport, GraphReport,
-    IdleConnectionReport, IdleOutcome, ProbeOutput, ProbeResult, ProbeStep, ProxyReport, RegistryDword,
-    RegistryString, ScriptReport,
+    IdleConnectionReport, IdleOutcome, ProbeKind, ProbeOutput, ProbeResult, ProbeStep, ProxyReport,
+    ProxyStep, RegistryDword, RegistryString, ScriptReport, TlsReport,
 };
 
 /// Whether a result shows a problem the probe itself can tell (a failed step, an untrusted
 /// chain, a cut connection, a failed read); the rules judge the rest.
 pub fn has_problem(result: &ProbeResult) -> bool {
     match &result.output {
-        ProbeOutput::Endpoint(r) => r.failure.is_some() || r.tls.as_ref().is_some_and(|t| !t.chain_trusted),
+        // Judged on the path writeback takes: through the proxy when there is one.
+        ProbeOutput::Endpoint(r) => match &r.via_proxy {
+            Some(p) => p.failure.is_some() || p.tls.as_ref().is_some_and(|t| !t.chain_trusted),
+            None => r.failure.is_some() || r.tls.as_ref().is_some_and(|t| !t.chain_trusted),
+        },
         ProbeOutput::IdleConnection(r) => r.holds.iter().any(|h| h.outcome != IdleOutcome::Survived),
         ProbeOutput::Proxy(r) => {
             r.targets.iter().any(|t| t.failure.is_some() || t.tls_inspection == Some(true))
@@ -58,8 +62,38 @@ pub fn render(results: &[ProbeResult], now: DateTime<Utc>) -> String {
     out
 }
 
-/// Renders the rule pack's verdicts: failures first (worst first), then what could not be
-/// decided, then how many checks passed.
+/// The collector id of a one-off run (`probe --once` evaluates its results as a one-collector
+/// tenant with this id); it is not shown in subjects.
+const ON_SITE_SUFFIX: &str = "@00000000-0000-0000-0000-000000000000";
+
+/// A verdict's subject as the person at the site reads it: without the collector id.
+fn on_site_subject(subject: &str) -> &str {
+    subject.strip_suffix(ON_SITE_SUFFIX).unwrap_or(subject)
+}
+
+/// A verdict's text for the person at the site: "no data from probe X" becomes "not checked
+/// here", since there is no other collector to enable it on.
+fn on_site_text(e: &Evaluation, lang: Lang) -> String {
+    match e.outcome.message() {
+        Some(m) if m.key == wbd_rules::keys::NO_DATA => {
+            let probe = m.args.get("probe").and_then(|p| p.as_str()).unwrap_or("?");
+            texts::not_run_here(lang, probe)
+        }
+        _ => e.outcome.text(lang).unwrap_or_default(),
+    }
+}
+
+/// A rule's name in `lang`: the problem for a failure, else the check.
+fn on_site_title(e: &Evaluation, lang: Lang) -> String {
+    match wbd_rules::rule_info(&e.rule_id, lang) {
+        Some(info) if e.outcome.is_fail() => info.problem.to_owned(),
+        Some(info) => info.title.to_owned(),
+        None => e.title.to_string(),
+    }
+}
+
+/// Renders the rule pack's verdicts in `lang`: failures first (worst first), then what could
+/// not be decided, then how many checks passed or do not apply here.
 pub fn render_verdicts(evaluations: &[Evaluation], lang: Lang) -> String {
     let mut out = String::new();
     let mut fails: Vec<&Evaluation> = evaluations.iter().filter(|e| e.outcome.is_fail()).collect();
@@ -68,35 +102,189 @@ pub fn render_verdicts(evaluations: &[Evaluation], lang: Lang) -> String {
         _ => std::cmp::Reverse(wbd_rules::Severity::Info),
     });
     let passes = evaluations.iter().filter(|e| e.outcome.is_pass()).count();
-    let unknown: Vec<&Evaluation> =
-        evaluations.iter().filter(|e| matches!(e.outcome, Outcome::Unknown { .. })).collect();
-    let _ = writeln!(out, "Verdicts (the rules the server applies):");
+    let not_applicable = evaluations.iter().filter(|e| e.outcome.is_not_applicable()).count();
+    let unknown: Vec<&Evaluation> = evaluations.iter().filter(|e| e.outcome.is_unknown()).collect();
+    let _ = writeln!(out, "{}", texts::verdicts_heading(lang));
     for e in &fails {
         if let Outcome::Fail { severity, .. } = &e.outcome {
-            let text = e.outcome.text(lang).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  FAIL {:<8} {}  [{}]  {}",
-                severity.as_str().to_uppercase(),
-                e.title,
+                "  {} {:<8} {}  [{}]  {}",
+                texts::fail(lang),
+                texts::severity(lang, *severity),
+                on_site_title(e, lang),
                 e.rule_id,
-                e.subject
+                on_site_subject(&e.subject)
             );
-            for line in text.lines() {
+            for line in on_site_text(e, lang).lines() {
                 let _ = writeln!(out, "           {line}");
             }
         }
     }
     if !unknown.is_empty() {
-        let _ = writeln!(out, "  not decided ({}):", unknown.len());
+        let _ = writeln!(out, "  {}", texts::not_decided(lang, unknown.len()));
         for e in &unknown {
-            let text = e.outcome.text(lang).unwrap_or_default();
-            let _ = writeln!(out, "    {}  [{}]: {}", e.title, e.rule_id, text.lines().next().unwrap_or(""));
+            let text = on_site_text(e, lang);
+            let _ = writeln!(
+                out,
+                "    {}  [{}]: {}",
+                on_site_title(e, lang),
+                e.rule_id,
+                text.lines().next().unwrap_or("")
+            );
         }
     }
-    let _ =
-        writeln!(out, "  {} check(s) passed, {} failed, {} not decided.", passes, fails.len(), unknown.len());
+    let _ = writeln!(out, "  {}", texts::summary(lang, passes, fails.len(), unknown.len(), not_applicable));
     out
+}
+
+/// Probes that could not read what they check at all (no connection, refused credentials, an
+/// unreadable export, a script that did not run): `(probe, subject, why)`. Their checks are then
+/// undecided, which `probe --once` must not report as success.
+pub fn could_not_read(results: &[ProbeResult]) -> Vec<(ProbeKind, String, String)> {
+    results
+        .iter()
+        .filter_map(|r| {
+            let why = match &r.output {
+                ProbeOutput::ActiveDirectory(ad) => {
+                    ad.failure.as_ref().map(|f| format!("{:?}: {}", f.step, f.error))
+                }
+                ProbeOutput::Graph(g) => g.failure.clone(),
+                ProbeOutput::EventLog(e) => e.failure.clone(),
+                ProbeOutput::ConnectServer(c) => {
+                    let nothing = c.connect_version.is_none()
+                        && c.connectors.is_empty()
+                        && c.adsync_service.is_none()
+                        && c.os_build.is_none();
+                    (nothing && !c.errors.is_empty()).then(|| c.errors.join("; "))
+                }
+                ProbeOutput::Script(s) if s.value.is_none() => s.error.clone(),
+                _ => None,
+            }?;
+            Some((r.output.kind(), on_site_subject(&r.subject).to_owned(), why))
+        })
+        .collect()
+}
+
+/// Renders [`could_not_read`] for the person at the site.
+pub fn render_could_not_read(unread: &[(ProbeKind, String, String)], lang: Lang) -> String {
+    let mut out = String::new();
+    if unread.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "{}", texts::could_not_read(lang));
+    for (kind, subject, why) in unread {
+        let _ = writeln!(out, "  {kind} {subject}: {why}");
+    }
+    out
+}
+
+/// The on-site texts of `probe --once` around the verdicts, in each shipped language.
+pub mod texts {
+    use wbd_rules::{Lang, Severity};
+
+    pub fn verdicts_heading(lang: Lang) -> &'static str {
+        match lang {
+            Lang::En => "Verdicts (the rules the server applies):",
+            Lang::Pl => "Werdykty (reguły, które stosuje serwer):",
+            Lang::Uk => "Вердикти (правила, які застосовує сервер):",
+        }
+    }
+
+    pub fn fail(lang: Lang) -> &'static str {
+        match lang {
+            Lang::En => "FAIL",
+            Lang::Pl => "PROBLEM",
+            Lang::Uk => "ПРОБЛЕМА",
+        }
+    }
+
+    pub fn severity(lang: Lang, severity: Severity) -> &'static str {
+        match (lang, severity) {
+            (Lang::En, Severity::Critical) => "CRITICAL",
+            (Lang::En, Severity::High) => "HIGH",
+            (Lang::En, Severity::Medium) => "MEDIUM",
+            (Lang::En, Severity::Low) => "LOW",
+            (Lang::En, Severity::Info) => "INFO",
+            (Lang::Pl, Severity::Critical) => "KRYTYCZNY",
+            (Lang::Pl, Severity::High) => "WYSOKI",
+            (Lang::Pl, Severity::Medium) => "ŚREDNI",
+            (Lang::Pl, Severity::Low) => "NISKI",
+            (Lang::Pl, Severity::Info) => "INFO",
+            (Lang::Uk, Severity::Critical) => "КРИТИЧНИЙ",
+            (Lang::Uk, Severity::High) => "ВИСОКИЙ",
+            (Lang::Uk, Severity::Medium) => "СЕРЕДНІЙ",
+            (Lang::Uk, Severity::Low) => "НИЗЬКИЙ",
+            (Lang::Uk, Severity::Info) => "ІНФО",
+        }
+    }
+
+    pub fn not_decided(lang: Lang, count: usize) -> String {
+        match lang {
+            Lang::En => format!("not decided ({count}):"),
+            Lang::Pl => format!("nierozstrzygnięte ({count}):"),
+            Lang::Uk => format!("не вирішено ({count}):"),
+        }
+    }
+
+    pub fn summary(
+        lang: Lang,
+        passed: usize,
+        failed: usize,
+        undecided: usize,
+        not_applicable: usize,
+    ) -> String {
+        match lang {
+            Lang::En => format!(
+                "{passed} check(s) passed, {failed} failed, {undecided} not decided, {not_applicable} not applicable here."
+            ),
+            Lang::Pl => format!(
+                "Sprawdzenia: zaliczone {passed}, niezaliczone {failed}, nierozstrzygnięte {undecided}, niedotyczące tej lokalizacji {not_applicable}."
+            ),
+            Lang::Uk => format!(
+                "Перевірки: пройдено {passed}, не пройдено {failed}, не вирішено {undecided}, не стосуються цього місця {not_applicable}."
+            ),
+        }
+    }
+
+    /// What a rule whose probe did not run here says to the person at the site.
+    pub fn not_run_here(lang: Lang, probe: &str) -> String {
+        let section =
+            if probe == "script" { "[[probes.script]]".to_owned() } else { format!("[probes.{probe}]") };
+        match lang {
+            Lang::En => format!(
+                "Not checked here: the {probe} probe did not run on this machine. To check it, configure {section} in the collector's configuration file and run the probe again."
+            ),
+            Lang::Pl => format!(
+                "Nie sprawdzono tutaj: sonda {probe} nie działała na tej maszynie. Aby to sprawdzić, skonfiguruj {section} w pliku konfiguracyjnym kolektora i uruchom sondę ponownie."
+            ),
+            Lang::Uk => format!(
+                "Тут не перевірено: зонд {probe} не запускався на цій машині. Щоб це перевірити, налаштуйте {section} у файлі конфігурації колектора і запустіть зонд знову."
+            ),
+        }
+    }
+
+    pub fn holding_idle(lang: Lang, secs: u64) -> String {
+        match lang {
+            Lang::En => {
+                format!("Holding idle connections for up to {secs} s (skip with --skip idle_connection)…")
+            }
+            Lang::Pl => {
+                format!("Utrzymuję bezczynne połączenia do {secs} s (pomiń: --skip idle_connection)…")
+            }
+            Lang::Uk => {
+                format!("Утримую неактивні з’єднання до {secs} с (пропустити: --skip idle_connection)…")
+            }
+        }
+    }
+
+    pub fn could_not_read(lang: Lang) -> &'static str {
+        match lang {
+            Lang::En => "Could not check: these probes could not read what they check here.",
+            Lang::Pl => "Nie udało się sprawdzić: te sondy nie mogły tutaj odczytać tego, co sprawdzają.",
+            Lang::Uk => "Не вдалося перевірити: ці зонди не змогли тут прочитати те, що перевіряють.",
+        }
+    }
 }
 
 fn known<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -221,8 +409,47 @@ fn render_ad(out: &mut String, result: &ProbeResult, r: &ActiveDirectoryReport) 
     if let Some(p) = &r.password_policy {
         let _ = writeln!(out, "  minPwdAge     {} s", known(p.min_pwd_age_secs));
     }
+    for pso in r.fine_grained_policies.iter().flatten() {
+        let age = pso.min_pwd_age_secs.map_or_else(|| "not readable".to_owned(), |s| format!("{s} s"));
+        let users = pso.synced_users.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+        let _ = writeln!(out, "  PSO           {}: minimum age {age}, synced users {users}", pso.name);
+    }
+    match &r.sync_scope {
+        Some(scope) => {
+            let _ = writeln!(out, "  synced        {}", scope.included.join("; "));
+            if !scope.excluded.is_empty() {
+                let _ = writeln!(out, "  not synced    {}", scope.excluded.join("; "));
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  synced        unknown (set probes.active_directory.synced_ous)");
+        }
+    }
     if let Some(c) = &r.connector_account {
         let _ = writeln!(out, "  connector     {} → {}", c.configured, known(c.dn.as_ref()));
+        if let Some(state) = &c.state {
+            let flags: Vec<&str> = [
+                (state.not_found, "NOT FOUND"),
+                (state.disabled, "DISABLED"),
+                (state.account_expired, "EXPIRED"),
+                (state.locked_out, "LOCKED OUT"),
+                (state.password_expired, "PASSWORD EXPIRED"),
+                (state.must_change_password, "MUST CHANGE PASSWORD"),
+                (state.logon_restricted, "LOGON RESTRICTED"),
+                (state.wrong_password, "WRONG BIND PASSWORD"),
+            ]
+            .iter()
+            .filter(|(v, _)| *v == Some(true))
+            .map(|(_, name)| *name)
+            .collect();
+            let code = state
+                .bind_refusal_code
+                .as_deref()
+                .map(|c| format!(" (bind refused: data {c})"))
+                .unwrap_or_default();
+            let shown = if flags.is_empty() { "can sign in".to_owned() } else { flags.join(", ") };
+            let _ = writeln!(out, "    state       {shown}{code}");
+        }
         for ou in &c.containers {
             if let Some(e) = &ou.error {
                 let _ = writeln!(out, "    {}: unknown ({e})", ou.dn);
@@ -230,18 +457,26 @@ fn render_ad(out: &mut String, result: &ProbeResult, r: &ActiveDirectoryReport) 
             }
             let _ = writeln!(
                 out,
-                "    {}: reset {}, change {}, write lockoutTime {}, write pwdLastSet {}, inheritance blocked {}{}",
+                "    {}: reset {}, change {}, write lockoutTime {}, write pwdLastSet {}, inheritance blocked {}",
                 ou.dn,
                 access(ou.reset_password),
                 access(ou.change_password),
                 access(ou.write_lockout_time),
                 access(ou.write_pwd_last_set),
-                yes_no(ou.inheritance_blocked),
-                ou.descendants_inheritance_blocked
-                    .as_ref()
-                    .filter(|d| d.count > 0)
-                    .map(|d| format!(", {} object(s) below with inheritance blocked", d.count))
-                    .unwrap_or_default()
+                yes_no(ou.inheritance_blocked)
+            );
+        }
+        if let Some(blocked) = &c.inheritance_blocked {
+            let _ = writeln!(
+                out,
+                "    inheritance blocked on {} object(s) below; without the rights there: {}{}",
+                blocked.blocked,
+                blocked.without_rights.count,
+                if blocked.without_rights.sample.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", blocked.without_rights.sample.join("; "))
+                }
             );
         }
     }
@@ -395,10 +630,24 @@ fn render_script(out: &mut String, result: &ProbeResult, r: &ScriptReport) {
 }
 
 fn render_endpoint(out: &mut String, result: &ProbeResult, r: &EndpointReport, now: DateTime<Utc>) {
-    let verdict = match (&r.failure, &r.tls) {
+    let direct_verdict = match (&r.failure, &r.tls) {
         (Some(f), _) => format!("FAILED at {}", f.step.as_str()),
         (None, Some(tls)) if !tls.chain_trusted => "REACHABLE, CERTIFICATE NOT TRUSTED".to_owned(),
         _ => "OK".to_owned(),
+    };
+    // With a proxy, the path writeback takes is the proxied one: lead with it.
+    let verdict = match &r.via_proxy {
+        None => direct_verdict,
+        Some(p) => {
+            let proxied = match (&p.failure, &p.tls) {
+                (Some(f), _) => format!("FAILED through the proxy at {}", proxy_step_name(f.step)),
+                (None, Some(tls)) if !tls.chain_trusted => {
+                    "REACHABLE THROUGH THE PROXY, CERTIFICATE NOT TRUSTED".to_owned()
+                }
+                _ => "OK through the proxy".to_owned(),
+            };
+            format!("{proxied}  (direct: {direct_verdict})")
+        }
     };
     let role =
         serde_json::to_value(r.role).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
@@ -417,6 +666,9 @@ fn render_endpoint(out: &mut String, result: &ProbeResult, r: &EndpointReport, n
         }
     };
 
+    if r.via_proxy.is_some() {
+        let _ = writeln!(out, "  direct, without the proxy:");
+    }
     let resolved = r.resolved.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     step_line(out, ProbeStep::Dns, r.dns_ms, format!("→ {resolved}"));
     let connected = r.connected_to.map(|ip| format!("→ {ip}")).unwrap_or_default();
@@ -424,31 +676,86 @@ fn render_endpoint(out: &mut String, result: &ProbeResult, r: &EndpointReport, n
     let tls_text = r.tls.as_ref().map(|t| format!("{} {}", t.protocol, t.cipher_suite)).unwrap_or_default();
     step_line(out, ProbeStep::Tls, r.tls.as_ref().map(|t| t.handshake_ms), tls_text);
 
-    if let Some(tls) = &r.tls {
-        if tls.chain_trusted {
-            let _ = writeln!(out, "  chain    trusted (public roots or a configured CA)");
-        } else {
-            let reason = tls.trust_error.as_deref().unwrap_or("no reason given");
-            let _ = writeln!(out, "  chain    NOT TRUSTED: {reason}");
-        }
-        if let Some(subject) = &tls.subject {
-            let _ = writeln!(out, "  leaf     {subject}");
-        }
-        if let Some(issuer) = &tls.issuer {
-            let _ = writeln!(out, "  issuer   {issuer}");
-        }
-        if let Some(top) = &tls.chain_top_issuer {
-            let _ = writeln!(out, "  top      {top}  ({} certificate(s) presented)", tls.chain_len);
-        }
-        if let Some(not_after) = tls.not_after {
-            let days = (not_after - now).num_days();
-            let when = if not_after < now {
-                format!("EXPIRED {} day(s) ago", -days)
-            } else {
-                format!("expires in {days} day(s)")
+    let judged = match &r.via_proxy {
+        Some(p) => {
+            let source = serde_json::to_value(p.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  through the proxy {} ({source}):", p.proxy);
+            let failed = p.failure.as_ref();
+            let line = |out: &mut String, step: ProxyStep, ok_text: &str| {
+                let name = proxy_step_name(step);
+                match failed {
+                    Some(f) if f.step == step => {
+                        let _ = writeln!(out, "  {name:<7} FAILED  {}", f.error);
+                    }
+                    Some(f) if proxy_step_order(f.step) < proxy_step_order(step) => {
+                        let _ = writeln!(out, "  {name:<7} not run");
+                    }
+                    _ => {
+                        let _ = writeln!(out, "  {name:<7} ok      {ok_text}");
+                    }
+                }
             };
-            let _ = writeln!(out, "  expiry   {}  ({when})", not_after.format("%Y-%m-%d %H:%M UTC"));
+            let status = p.connect_status.map(|s| format!("HTTP {s}")).unwrap_or_default();
+            line(out, ProxyStep::ProxyConnect, "");
+            line(out, ProxyStep::ProxyAuth, "");
+            line(out, ProxyStep::Tunnel, &status);
+            let tls_text =
+                p.tls.as_ref().map(|t| format!("{} {}", t.protocol, t.cipher_suite)).unwrap_or_default();
+            line(out, ProxyStep::Tls, &tls_text);
+            p.tls.as_ref()
         }
+        None => r.tls.as_ref(),
+    };
+    if let Some(tls) = judged {
+        render_chain(out, tls, now);
+    }
+}
+
+fn proxy_step_order(step: ProxyStep) -> u8 {
+    match step {
+        ProxyStep::ProxyConnect => 0,
+        ProxyStep::ProxyAuth => 1,
+        ProxyStep::Tunnel => 2,
+        ProxyStep::Tls => 3,
+    }
+}
+
+fn proxy_step_name(step: ProxyStep) -> &'static str {
+    match step {
+        ProxyStep::ProxyConnect => "proxy",
+        ProxyStep::ProxyAuth => "auth",
+        ProxyStep::Tunnel => "tunnel",
+        ProxyStep::Tls => "tls",
+    }
+}
+
+fn render_chain(out: &mut String, tls: &TlsReport, now: DateTime<Utc>) {
+    if tls.chain_trusted {
+        let _ = writeln!(out, "  chain    trusted (public roots or a configured CA)");
+    } else {
+        let reason = tls.trust_error.as_deref().unwrap_or("no reason given");
+        let _ = writeln!(out, "  chain    NOT TRUSTED: {reason}");
+    }
+    if let Some(subject) = &tls.subject {
+        let _ = writeln!(out, "  leaf     {subject}");
+    }
+    if let Some(issuer) = &tls.issuer {
+        let _ = writeln!(out, "  issuer   {issuer}");
+    }
+    if let Some(top) = &tls.chain_top_issuer {
+        let _ = writeln!(out, "  top      {top}  ({} certificate(s) presented)", tls.chain_len);
+    }
+    if let Some(not_after) = tls.not_after {
+        let days = (not_after - now).num_days();
+        let when = if not_after < now {
+            format!("EXPIRED {} day(s) ago", -days)
+        } else {
+            format!("expires in {days} day(s)")
+        };
+        let _ = writeln!(out, "  expiry   {}  ({when})", not_after.format("%Y-%m-%d %H:%M UTC"));
     }
 }
 
@@ -478,6 +785,7 @@ mod tests {
             tcp_connect_ms: None,
             tls: None,
             failure: Some(StepFailure { step: ProbeStep::Tcp, error: "refused".into() }),
+            via_proxy: None,
         });
         let text = render(&[r], Utc::now());
         assert!(text.contains("relay.example:443  (service_bus_relay)  FAILED at tcp"), "{text}");
@@ -504,6 +812,7 @@ mod tests {
                 cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
                 chain_trusted: false,
                 trust_error: Some("unknown issuer".into()),
+                trust_failure: Some(wbd_wire::TrustFailure::UntrustedIssuer),
                 subject: Some("CN=passwordreset.example".into()),
                 issuer: Some("CN=Contoso Inspection CA".into()),
                 not_before: Some(now - chrono::Duration::days(10)),
@@ -512,6 +821,7 @@ mod tests {
                 chain_len: 1,
             }),
             failure: None,
+            via_proxy: None,
         });
         assert!(has_problem(&r));
         let text = render(&[r], now);
@@ -603,6 +913,7 @@ mod tests {
             tcp_connect_ms: None,
             tls: None,
             failure: Some(StepFailure { step: ProbeStep::Dns, error: "no such host".into() }),
+            via_proxy: None,
         });
         report.observed_at = now;
         let facts = wbd_rules::TenantFacts {
@@ -627,7 +938,8 @@ mod tests {
         let text = render_verdicts(&evaluations, Lang::En);
         let first_line = text.lines().nth(1).unwrap_or_default();
         assert!(first_line.starts_with("  FAIL"), "{text}");
-        assert!(text.contains("passwordreset.example:443@"), "{text}");
+        assert!(text.contains("passwordreset.example:443"), "{text}");
+        assert!(!text.contains("@0000"), "no collector id on site: {text}");
         assert!(text.contains("failed") && text.contains("not decided"), "{text}");
     }
 }

@@ -17,8 +17,10 @@
     The collector on the Connect server itself runs this same script (it is built into the
     binary) and needs no export.
 
-    The script only reads: Get-* cmdlets of the ADSync module, Get-ADSyncServerConfiguration
-    into a temporary folder (deleted afterwards), the registry and the service manager. It never
+    The script only reads: Get-* cmdlets of the ADSync module (connectors, run history,
+    connector statistics, scheduler, global settings), Get-ADSyncServerConfiguration into a
+    temporary folder (deleted afterwards; each AD connector's partition configuration is passed
+    on), the registry and the service manager. It never
     prompts; a cmdlet that fails or does not exist in this Connect version is recorded in
     "errors" and the rest of the export goes on. Without -Path the JSON is written to stdout.
 
@@ -142,7 +144,12 @@ if ($adsync) {
 
     $state.autoUpgrade = Invoke-Step 'Get-ADSyncAutoUpgrade' { [string] (Get-ADSyncAutoUpgrade) }
 
-    # The exported server configuration holds the AD connectors' preferred DCs and LDAP options.
+    # The exported server configuration holds each AD connector's partition configuration: the
+    # selected partitions with their container filter (inclusions, exclusions), preferred DCs,
+    # "Only use preferred domain controllers" (dc-failover = 0), the DC last used and LDAP
+    # options. The <ma-partition-data> element is passed on (maPartitionData, without the DirSync
+    # cookies) and read by the collector; preferredDcs, lastDc and signAndSeal are still written
+    # for collectors that predate it.
     $partitionData = @{}
     Invoke-Step 'Get-ADSyncServerConfiguration' {
         $tmp = Join-Path ([IO.Path]::GetTempPath()) ("wbd-connect-" + [guid]::NewGuid())
@@ -160,7 +167,16 @@ if ($adsync) {
                     $node = $part.SelectSingleNode('custom-data/adma-partition-data/last-dc'); if ($node) { $last = $node.InnerText }
                     $node = $part.SelectSingleNode('custom-data/adma-partition-data/sign-and-seal'); if ($node) { $seal = ($node.InnerText -eq '1') }
                 }
-                $partitionData[$name] = @{ preferredDcs = @($dcs); lastDc = $last; signAndSeal = $seal }
+                $raw = $ma.SelectSingleNode('ma-partition-data')
+                if ($raw) {
+                    # The DirSync watermarks (cookie) are large and say nothing the collector reads.
+                    $raw = $raw.CloneNode($true)
+                    foreach ($cookie in @($raw.SelectNodes('.//cookie'))) { [void] $cookie.ParentNode.RemoveChild($cookie) }
+                }
+                $partitionData[$name] = @{
+                    preferredDcs    = @($dcs); lastDc = $last; signAndSeal = $seal
+                    maPartitionData = if ($raw) { $raw.OuterXml } else { $null }
+                }
             }
         } finally {
             Remove-Item -LiteralPath $tmp -Recurse -Force -ErrorAction SilentlyContinue
@@ -186,6 +202,13 @@ if ($adsync) {
             $entry.preferredDcs = $partitionData[$c.Name].preferredDcs
             $entry.lastDc = $partitionData[$c.Name].lastDc
             $entry.signAndSeal = $partitionData[$c.Name].signAndSeal
+            $entry.maPartitionData = $partitionData[$c.Name].maPartitionData
+        }
+        # Objects joined in the connector space: proof of an import and a synchronisation once
+        # the run history no longer shows the full runs (it keeps the last runs only).
+        $entry.statistics = Invoke-Step "Get-ADSyncConnectorStatistics $($c.Name)" {
+            $stats = Get-ADSyncConnectorStatistics -ConnectorName $c.Name
+            [ordered] @{ totalConnectors = Get-Prop $stats 'TotalConnectors' }
         }
         $entry.runs = @(Invoke-Step "Get-ADSyncRunProfileResult $($c.Name)" {
             Get-ADSyncRunProfileResult -ConnectorId $c.Identifier -NumberRequested $RunHistory | ForEach-Object {

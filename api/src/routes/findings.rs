@@ -78,7 +78,7 @@ impl FindingView {
     /// `collectors` are the finding's tenant's (they decide `stale`).
     fn new(f: Finding, collectors: &[Collector], now: DateTime<Utc>, lang: Lang) -> Self {
         // Shipped rules have their title in every language; a custom rule's is the MSP's own.
-        let title = wbd_rules::rule_info(&f.rule_id, lang).map_or(f.title, |info| info.title.to_owned());
+        let title = wbd_rules::rule_info(&f.rule_id, lang).map_or(f.title, |info| info.problem.to_owned());
         // The summary as stored is English; render the rule's message in another language.
         let summary = match (&f.message, lang) {
             (Some(message), l) if l != Lang::En => {

@@ -437,7 +437,7 @@ pub async fn dry_run(
                 Some(_) => result.still_failing.push(verdict(Some(*severity), summary.clone())),
                 None => result.would_open.push(verdict(Some(*severity), summary.clone())),
             },
-            wbd_rules::Outcome::Pass => {
+            wbd_rules::Outcome::Pass | wbd_rules::Outcome::NotApplicable { .. } => {
                 if finding.is_some() {
                     result.would_resolve.push(verdict(None, "passes now".to_owned()));
                 }

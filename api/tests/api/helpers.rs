@@ -429,6 +429,7 @@ fn endpoint(
         tcp_connect_ms: Some(1),
         tls: None,
         failure: None,
+        via_proxy: None,
     };
     report(&mut r);
     ProbeResult {
@@ -460,6 +461,7 @@ fn tls_report(trusted: bool) -> TlsReport {
         cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
         chain_trusted: trusted,
         trust_error: (!trusted).then(|| "invalid peer certificate: UnknownIssuer".into()),
+        trust_failure: (!trusted).then_some(wbd_wire::TrustFailure::UntrustedIssuer),
         subject: Some("CN=passwordreset.microsoftonline.com".into()),
         issuer: Some(if trusted { "CN=Public Root CA" } else { "CN=Contoso Proxy CA" }.into()),
         not_before: Some(Utc::now() - chrono::Duration::days(10)),

@@ -226,6 +226,9 @@ pub struct ScriptSettings {
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
     pub endpoint: Schedule,
+    /// Also reach each endpoint through the site's proxy, when there is one (the path writeback
+    /// takes); `probes.endpoint.via_proxy`, default true.
+    pub endpoint_via_proxy: bool,
     pub idle_connection: IdleSettings,
     pub proxy: ProxyProbeSettings,
     pub active_directory: Option<AdSettings>,
@@ -263,6 +266,7 @@ pub(super) struct RawProbes {
 struct RawEndpointProbe {
     enabled: Option<bool>,
     jitter_percent: Option<u8>,
+    via_proxy: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -634,6 +638,7 @@ pub(super) fn probes(
 
     Ok(ProbeSettings {
         endpoint,
+        endpoint_via_proxy: ep.via_proxy.unwrap_or(true),
         idle_connection,
         proxy,
         active_directory,

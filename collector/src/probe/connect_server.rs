@@ -13,19 +13,23 @@
 //! as `"00:30:00"` or a TimeSpan object. Anything it cannot read becomes an entry in `errors` and
 //! leaves that fact unknown (`None`), never `false`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wbd_wire::{
-    CloudSyncAgent, ConnectServerReport, ConnectStateSource, ConnectorKind, ConnectorState, ProbeOutput,
-    ProbeResult, RegistryDword, RegistryString, RunSummary, SchedulerState, ServiceState, Tls12Settings,
+    CloudSyncAgent, ConnectServerReport, ConnectStateSource, ConnectorKind, ConnectorState,
+    ConnectorStatistics, ProbeOutput, ProbeResult, RegistryDword, RegistryString, RunSummary, SchedulerState,
+    ServiceState, SyncedPartition, Tls12Settings,
 };
 
 use super::event_log::decode_text;
 use super::tls::millis;
 use crate::config::{ConnectSettings, WindowsSource};
+use crate::fsutil::{self, FileAccess};
 
 /// The export format this build reads.
 pub const EXPORT_SCHEMA: &str = "wbd-connect-state/1";
@@ -98,13 +102,35 @@ pub fn parse_export(text: &str, source: ConnectStateSource) -> Result<ConnectSer
         let newest = |pred: &dyn Fn(&RunSummary) -> bool| {
             runs.iter().filter(|r| pred(r)).max_by_key(|r| r.ended_at.or(r.started_at)).cloned()
         };
+        // The connector's own partition configuration, as Get-ADSyncServerConfiguration exports it.
+        let configured = match c.get("maPartitionData").and_then(Value::as_str) {
+            Some(xml) => match parse_partition_data(xml) {
+                Ok(data) => Some(data),
+                Err(e) => {
+                    errors.push(format!("connectors[{i}].maPartitionData: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
         let only_use_preferred = c.get("onlyUsePreferredDcs");
-        let only_use_preferred_dcs = flex_bool(only_use_preferred);
-        if only_use_preferred_dcs.is_none()
+        let only_use_preferred_dcs = flex_bool(only_use_preferred)
+            .or_else(|| configured.as_ref().and_then(|d| d.only_use_preferred_dcs));
+        if flex_bool(only_use_preferred).is_none()
             && let Some(v) = only_use_preferred.filter(|v| !v.is_null())
         {
             errors.push(format!("connectors[{i}].onlyUsePreferredDcs: unreadable value {v}"));
         }
+        let listed: Vec<String> =
+            one_or_many(c.get("preferredDcs")).iter().filter_map(|v| text_of(v)).collect();
+        let preferred_dcs = match &configured {
+            Some(data) if listed.is_empty() => data.preferred_dcs.clone(),
+            _ => listed,
+        };
+        let runs_in_history = match c.get("runs") {
+            Some(Value::Null) | None => None,
+            Some(_) => u32::try_from(runs.len()).ok(),
+        };
         connectors.push(ConnectorState {
             name,
             kind,
@@ -112,15 +138,27 @@ pub fn parse_export(text: &str, source: ConnectStateSource) -> Result<ConnectSer
             created_at: flex_time(c.get("creationTime")),
             writeback_enabled: flex_bool(c.get("passwordResetEnabled")),
             only_use_preferred_dcs,
-            preferred_dcs: one_or_many(c.get("preferredDcs")).iter().filter_map(|v| text_of(v)).collect(),
-            last_dc: c.get("lastDc").and_then(text_of),
-            sign_and_seal: flex_bool(c.get("signAndSeal")),
-            last_full_import: newest(&|r| r.run_profile.eq_ignore_ascii_case("Full Import")),
-            last_full_sync: newest(&|r| {
-                r.run_profile.eq_ignore_ascii_case("Full Synchronization")
-                    || r.run_profile.eq_ignore_ascii_case("Full Sync")
-            }),
+            preferred_dcs,
+            last_dc: c
+                .get("lastDc")
+                .and_then(text_of)
+                .or_else(|| configured.as_ref().and_then(|d| d.last_dc.clone())),
+            sign_and_seal: flex_bool(c.get("signAndSeal"))
+                .or_else(|| configured.as_ref().and_then(|d| d.sign_and_seal)),
+            partitions: configured.map(|d| d.partitions).unwrap_or_default(),
+            last_full_import: newest(&|r| is_full_import(r)),
+            last_full_sync: newest(&|r| is_full_sync(r)),
             last_run: newest(&|_| true),
+            runs_in_history,
+            // What this history shows; the prober adds what earlier runs showed.
+            remembered_full_import: newest_success(&runs, is_full_import),
+            remembered_full_sync: newest_success(&runs, is_full_sync),
+            statistics: c.get("statistics").filter(|v| !v.is_null()).map(|v| ConnectorStatistics {
+                total_connectors: v
+                    .get("totalConnectors")
+                    .or_else(|| v.get("TotalConnectors"))
+                    .and_then(|n| n.as_u64().or_else(|| n.as_str().and_then(|s| s.trim().parse().ok()))),
+            }),
         });
     }
     // Writeback is a property of the Entra connector; unknown unless one said so.
@@ -183,6 +221,149 @@ pub fn parse_export(text: &str, source: ConnectStateSource) -> Result<ConnectSer
         }),
         errors,
     })
+}
+
+/// What an AD connector's `<ma-partition-data>` says (the connector XML that
+/// `Get-ADSyncServerConfiguration` writes, which the export script passes on as it is).
+#[derive(Debug, Default, PartialEq)]
+pub struct PartitionData {
+    /// The selected partitions and their container filters.
+    pub partitions: Vec<SyncedPartition>,
+    /// `dc-failover` of the domain partition: `0` when "Only use preferred domain controllers"
+    /// is ticked (`1`: Connect may fail over to other DCs).
+    pub only_use_preferred_dcs: Option<bool>,
+    pub preferred_dcs: Vec<String>,
+    pub last_dc: Option<String>,
+    pub sign_and_seal: Option<bool>,
+}
+
+/// Reads `<ma-partition-data>`: for each selected partition its DN (`custom-data/
+/// adma-partition-data/dn`, else `name`), `filter/containers/inclusions|exclusions`, and from the
+/// domain partition (`is-domain` 1, else the first selected one) `preferred-dcs`, `dc-failover`,
+/// `last-dc` and `sign-and-seal`.
+pub fn parse_partition_data(xml: &str) -> Result<PartitionData, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("not XML: {e}"))?;
+    let root = doc.root_element();
+    let holder = if root.has_tag_name("ma-partition-data") {
+        root
+    } else {
+        root.descendants()
+            .find(|n| n.has_tag_name("ma-partition-data"))
+            .ok_or("no <ma-partition-data> element")?
+    };
+    let mut data = PartitionData::default();
+    let mut domain: Option<roxmltree::Node<'_, '_>> = None;
+    for partition in holder.children().filter(|n| n.has_tag_name("partition")) {
+        if text_at(partition, &["selected"]).as_deref() != Some("1") {
+            continue;
+        }
+        let adma = |path: &[&str]| {
+            let mut full = vec!["custom-data", "adma-partition-data"];
+            full.extend_from_slice(path);
+            text_at(partition, &full)
+        };
+        let Some(dn) = adma(&["dn"]).or_else(|| text_at(partition, &["name"])) else { continue };
+        let containers = |kind: &str| {
+            child(partition, "filter").and_then(|f| child(f, "containers")).and_then(|c| child(c, kind))
+        };
+        data.partitions.push(SyncedPartition {
+            dn,
+            inclusions: texts_of(containers("inclusions"), "inclusion"),
+            exclusions: texts_of(containers("exclusions"), "exclusion"),
+        });
+        if domain.is_none() || adma(&["is-domain"]).as_deref() == Some("1") {
+            domain = Some(partition);
+        }
+    }
+    if let Some(partition) = domain {
+        let adma = |name: &str| text_at(partition, &["custom-data", "adma-partition-data", name]);
+        data.only_use_preferred_dcs = adma("dc-failover").map(|v| v == "0");
+        data.last_dc = adma("last-dc");
+        data.sign_and_seal = adma("sign-and-seal").map(|v| v == "1");
+        let preferred = child(partition, "custom-data")
+            .and_then(|c| child(c, "adma-partition-data"))
+            .and_then(|a| child(a, "preferred-dcs"));
+        data.preferred_dcs = texts_of(preferred, "preferred-dc");
+    }
+    Ok(data)
+}
+
+fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    node.children().find(|c| c.has_tag_name(name))
+}
+
+/// The trimmed, non-empty text at `path` below `node`.
+fn text_at(node: roxmltree::Node<'_, '_>, path: &[&str]) -> Option<String> {
+    let mut at = Some(node);
+    for step in path {
+        at = at.and_then(|a| child(a, step));
+    }
+    at.and_then(|a| a.text()).map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
+/// The texts of the `item` children of `list`.
+fn texts_of(list: Option<roxmltree::Node<'_, '_>>, item: &str) -> Vec<String> {
+    list.into_iter()
+        .flat_map(|l| l.children().filter(|n| n.has_tag_name(item)).collect::<Vec<_>>())
+        .filter_map(|n| n.text().map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned))
+        .collect()
+}
+
+fn is_full_import(run: &RunSummary) -> bool {
+    run.run_profile.eq_ignore_ascii_case("Full Import")
+}
+
+fn is_full_sync(run: &RunSummary) -> bool {
+    run.run_profile.eq_ignore_ascii_case("Full Synchronization")
+        || run.run_profile.eq_ignore_ascii_case("Full Sync")
+}
+
+fn run_time(run: &RunSummary) -> Option<DateTime<Utc>> {
+    run.ended_at.or(run.started_at)
+}
+
+fn newest_success(runs: &[RunSummary], kind: fn(&RunSummary) -> bool) -> Option<RunSummary> {
+    runs.iter().filter(|r| kind(r) && r.succeeded()).max_by_key(|r| run_time(r)).cloned()
+}
+
+/// The newest successful full runs seen per connector, kept across runs in the state directory
+/// (`<state_dir>/probes/connect_server.json`): the export's history holds only the last runs,
+/// and the sync engine purges older ones, so on a server that has run for a while the full
+/// import and full sync of its set-up are gone from it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct FullRunMemory {
+    /// By connector identifier (else name), lower case.
+    #[serde(default)]
+    connectors: BTreeMap<String, RememberedRuns>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct RememberedRuns {
+    #[serde(default)]
+    full_import: Option<RunSummary>,
+    #[serde(default)]
+    full_sync: Option<RunSummary>,
+}
+
+fn newer(a: Option<RunSummary>, b: Option<RunSummary>) -> Option<RunSummary> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if run_time(&b) > run_time(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+impl FullRunMemory {
+    /// Adds what `report` shows and fills its connectors' `remembered_*` with what is known.
+    fn merge(&mut self, report: &mut ConnectServerReport) {
+        for c in &mut report.connectors {
+            let key = c.identifier.clone().unwrap_or_else(|| c.name.clone()).to_ascii_lowercase();
+            let kept = self.connectors.entry(key).or_default();
+            kept.full_import = newer(kept.full_import.take(), c.remembered_full_import.take());
+            kept.full_sync = newer(kept.full_sync.take(), c.remembered_full_sync.take());
+            c.remembered_full_import = kept.full_import.clone();
+            c.remembered_full_sync = kept.full_sync.clone();
+        }
+    }
 }
 
 /// A list, a bare object standing for a one-element list (PowerShell 5.1), or nothing.
@@ -313,31 +494,77 @@ pub struct ConnectServerProber {
     settings: ConnectSettings,
     /// Where the live mode writes the script before running it (Windows).
     work_dir: std::path::PathBuf,
+    /// Where the full runs seen so far are kept (`None`: nothing is remembered, as in
+    /// `probe --once`).
+    memory_path: Option<std::path::PathBuf>,
 }
 
 impl ConnectServerProber {
     pub fn new(settings: ConnectSettings, work_dir: std::path::PathBuf) -> Self {
-        ConnectServerProber { settings, work_dir }
+        ConnectServerProber { settings, work_dir, memory_path: None }
+    }
+
+    /// Keeps the newest full import and full sync seen per connector in `path`, so that they
+    /// are still known after the sync engine purged them from its run history.
+    pub fn remembering_in(mut self, path: std::path::PathBuf) -> Self {
+        self.memory_path = Some(path);
+        self
+    }
+
+    fn remember(&self, report: &mut ConnectServerReport) {
+        let Some(path) = &self.memory_path else { return };
+        let mut memory: FullRunMemory = match fsutil::read_optional(path) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "the Connect full-run memory is unreadable; starting over");
+                FullRunMemory::default()
+            }),
+            Ok(None) => FullRunMemory::default(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the Connect full-run memory");
+                FullRunMemory::default()
+            }
+        };
+        memory.merge(report);
+        let written = serde_json::to_vec_pretty(&memory).map_err(std::io::Error::other).and_then(|bytes| {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            fsutil::write_atomic(path, &bytes, FileAccess::Default)
+        });
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot save the Connect full-run memory");
+        }
+    }
+
+    fn source(&self) -> ConnectStateSource {
+        match &self.settings.source {
+            WindowsSource::Export(path) => ConnectStateSource::Export { path: path.display().to_string() },
+            WindowsSource::Live => ConnectStateSource::Live,
+        }
+    }
+
+    /// Reads the Connect server state (the export file, or live on Windows) without remembering
+    /// anything; the Active Directory probe reads the synced containers this way.
+    pub async fn read_state(&self) -> Result<ConnectServerReport, String> {
+        let read = match &self.settings.source {
+            WindowsSource::Export(path) => read_export_file(path).await,
+            WindowsSource::Live => read_live(&self.work_dir, self.settings.timeout).await,
+        };
+        read.and_then(|text| parse_export(&text, self.source()))
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn probe(&self) -> ProbeResult {
         let observed_at = Utc::now();
         let started = Instant::now();
-        let (source, read) = match &self.settings.source {
-            WindowsSource::Export(path) => (
-                ConnectStateSource::Export { path: path.display().to_string() },
-                read_export_file(path).await,
-            ),
-            WindowsSource::Live => {
-                (ConnectStateSource::Live, read_live(&self.work_dir, self.settings.timeout).await)
+        let report = match self.read_state().await {
+            Ok(mut report) => {
+                self.remember(&mut report);
+                report
             }
-        };
-        let report = match read.and_then(|text| parse_export(&text, source.clone())) {
-            Ok(report) => report,
             Err(error) => {
                 tracing::info!(%error, "Connect server probe failed");
-                unknown_report(source, error)
+                unknown_report(self.source(), error)
             }
         };
         let subject =
@@ -470,5 +697,37 @@ mod tests {
     #[test]
     fn the_shipped_script_writes_the_schema_this_parser_reads() {
         assert!(EXPORT_SCRIPT.contains(&format!("schema       = '{EXPORT_SCHEMA}'")));
+        // The keys this parser reads for the partition configuration and the statistics.
+        for key in [
+            "$entry.maPartitionData",
+            "$entry.statistics",
+            "totalConnectors",
+            "Get-ADSyncConnectorStatistics",
+        ] {
+            assert!(EXPORT_SCRIPT.contains(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn partition_data_gives_the_synced_containers_and_the_dc_choice() {
+        let xml = "<ma-partition-data>\
+            <partition><name>DC=a,DC=example</name><selected>1</selected>\
+              <filter><containers><exclusions/><inclusions><inclusion>DC=a,DC=example</inclusion></inclusions></containers></filter>\
+              <custom-data><adma-partition-data><dn>DC=a,DC=example</dn><is-domain>1</is-domain>\
+                <sign-and-seal>0</sign-and-seal><dc-failover>1</dc-failover><last-dc>dc9.a.example</last-dc>\
+              </adma-partition-data></custom-data></partition>\
+            <partition><name>DC=DomainDnsZones,DC=a,DC=example</name><selected>0</selected></partition>\
+          </ma-partition-data>";
+        let data = parse_partition_data(xml).unwrap();
+        assert_eq!(data.partitions.len(), 1, "unselected partitions are not synced");
+        assert_eq!(data.partitions[0].inclusions, vec!["DC=a,DC=example"]);
+        assert!(data.partitions[0].exclusions.is_empty());
+        assert_eq!(data.only_use_preferred_dcs, Some(false), "dc-failover 1: other DCs may be used");
+        assert_eq!((data.sign_and_seal, data.last_dc.as_deref()), (Some(false), Some("dc9.a.example")));
+        assert!(data.preferred_dcs.is_empty());
+        // Inside a whole exported connector file, too; and not XML at all says so.
+        let wrapped = format!("<ma-data><name>x</name>{xml}</ma-data>");
+        assert_eq!(parse_partition_data(&wrapped).unwrap(), data);
+        assert!(parse_partition_data("{").unwrap_err().contains("not XML"));
     }
 }

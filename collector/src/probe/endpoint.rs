@@ -5,6 +5,11 @@
 //! (each resolved address in turn until one answers), and a TLS handshake offering TLS 1.2 and
 //! 1.3 (see [`super::tls`] for how trust is judged). No application data is ever sent; the
 //! connection is closed right after the handshake.
+//!
+//! When the site has a proxy (configured, `HTTPS_PROXY`, the .NET `machine.config` Entra Connect
+//! uses, or WinHTTP) the endpoint is also reached through it (CONNECT, then TLS): that is the
+//! path writeback takes, so the report carries both and the rules judge the proxied one. A site
+//! that lets the Connect server out only through its proxy blocks the direct attempt on purpose.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use wbd_wire::{EndpointReport, ProbeOutput, ProbeResult, ProbeStep, StepFailure};
 
+use super::proxy::{SiteProxy, through_proxy};
 use super::tls::{TlsChecker, describe_connect_error, millis};
 use crate::config::EndpointTarget;
 pub use crate::probe::tls::ProbeSetupError;
@@ -26,6 +32,8 @@ pub use crate::probe::tls::ProbeSetupError;
 pub struct EndpointProber {
     tls: Arc<TlsChecker>,
     connect_timeout: Duration,
+    /// The proxy writeback goes through, if the site has one.
+    proxy: Option<SiteProxy>,
 }
 
 impl EndpointProber {
@@ -43,7 +51,13 @@ impl EndpointProber {
 
     /// Shares an existing TLS checker (and its trust anchors) with other probes.
     pub fn with_checker(tls: Arc<TlsChecker>, connect_timeout: Duration) -> Self {
-        EndpointProber { tls, connect_timeout }
+        EndpointProber { tls, connect_timeout, proxy: None }
+    }
+
+    /// Also reaches each endpoint through `proxy`, the path writeback takes at this site.
+    pub fn through(mut self, proxy: Option<SiteProxy>) -> Self {
+        self.proxy = proxy;
+        self
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -65,11 +79,21 @@ impl EndpointProber {
             tcp_connect_ms: None,
             tls: None,
             failure: None,
+            via_proxy: None,
         };
-        if let Err(failure) = self.run_steps(target, &mut report).await {
-            tracing::info!(step = failure.step.as_str(), error = %failure.error, "endpoint probe failed");
+        let direct = self.run_steps(target, &mut report);
+        let proxied = async {
+            match &self.proxy {
+                Some(proxy) => Some(through_proxy(proxy, &self.tls, target, self.connect_timeout).await),
+                None => None,
+            }
+        };
+        let (direct, proxied) = tokio::join!(direct, proxied);
+        if let Err(failure) = direct {
+            tracing::info!(step = failure.step.as_str(), error = %failure.error, "direct endpoint probe failed");
             report.failure = Some(failure);
         }
+        report.via_proxy = proxied;
         ProbeResult {
             subject: target.subject(),
             observed_at,

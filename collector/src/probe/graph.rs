@@ -378,8 +378,13 @@ impl GraphProber {
     }
 }
 
-/// Sums licences per service plan over the SKUs that are enabled (or in their grace period).
+/// Sums licences per service plan over the SKUs that are enabled (or in their grace period) and
+/// apply to users, counting a SKU's units for a plan only where that plan is enabled in it
+/// (provisioning status `Success`). SKUs for devices and rooms (`appliesTo` other than `User`, on
+/// the SKU or the plan) carry P1/P2 plans too but license no user: they are only named.
 pub fn aggregate_service_plans(skus: &[Value]) -> Vec<ServicePlanLicences> {
+    let applies_to_users =
+        |v: &Value| v.get("appliesTo").and_then(Value::as_str).is_none_or(|a| a.eq_ignore_ascii_case("User"));
     let mut plans: BTreeMap<String, ServicePlanLicences> = BTreeMap::new();
     for sku in skus {
         let capability = sku.get("capabilityStatus").and_then(Value::as_str).unwrap_or("");
@@ -399,12 +404,19 @@ pub fn aggregate_service_plans(skus: &[Value]) -> Vec<ServicePlanLicences> {
                 provisioned: false,
                 enabled_units: 0,
                 assigned_units: 0,
+                non_user_skus: Vec::new(),
             });
+            if !(applies_to_users(sku) && applies_to_users(plan)) {
+                if !entry.non_user_skus.contains(&part) {
+                    entry.non_user_skus.push(part.clone());
+                }
+                continue;
+            }
             if !entry.skus.contains(&part) {
                 entry.skus.push(part.clone());
             }
-            if usable {
-                entry.provisioned |= success;
+            if usable && success {
+                entry.provisioned = true;
                 entry.enabled_units += enabled_units;
                 entry.assigned_units += consumed;
             }
@@ -477,5 +489,6 @@ mod tests {
         assert_eq!(p1.skus, vec!["SPB", "EMS"]);
         assert!(p1.provisioned);
         assert_eq!((p1.enabled_units, p1.assigned_units), (20, 18));
+        assert!(p1.non_user_skus.is_empty());
     }
 }

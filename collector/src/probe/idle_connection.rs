@@ -30,6 +30,8 @@ pub struct IdleConnectionProber {
     holds: Vec<Duration>,
     /// Bound of connecting, the handshake, and waiting for the answer after a hold.
     timeout: Duration,
+    /// Told when a connection is actually held idle (for `probe --once` to say it is waiting).
+    holding: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl IdleConnectionProber {
@@ -39,7 +41,13 @@ impl IdleConnectionProber {
         holds: Vec<Duration>,
         timeout: Duration,
     ) -> Self {
-        IdleConnectionProber { tls, proxy, holds, timeout }
+        IdleConnectionProber { tls, proxy, holds, timeout, holding: None }
+    }
+
+    /// Notifies `holding` whenever a hold starts (a connection is open and now sits idle).
+    pub fn notify_holds(mut self, holding: Arc<tokio::sync::Notify>) -> Self {
+        self.holding = Some(holding);
+        self
     }
 
     /// Probes one endpoint with every hold; the result's subject is the endpoint's.
@@ -99,6 +107,9 @@ impl IdleConnectionProber {
             Ok((stream, _)) => stream,
             Err(e) => return not_connected(e),
         };
+        if let Some(holding) = &self.holding {
+            holding.notify_one();
+        }
         hold_and_use(stream, &target.server_name, hold, self.timeout, hold_secs).await
     }
 }

@@ -47,6 +47,8 @@ pub struct ProbeSet {
     endpoint: Arc<EndpointProber>,
     endpoint_schedule: Schedule,
     idle: (IdleConnectionProber, Schedule),
+    /// Notified when the idle-connection probe starts holding a connection.
+    idle_holding: Arc<tokio::sync::Notify>,
     proxy: (ProxyProber, Schedule),
     active_directory: Option<(ActiveDirectoryProber, Schedule)>,
     connect_server: Option<(ConnectServerProber, Schedule)>,
@@ -64,8 +66,20 @@ impl ProbeSet {
         let p = &settings.probes;
         let idle_proxy = if p.idle_connection.via_proxy { site_proxy.clone() } else { None };
         let probes_dir = state_dir.map(|d| d.join("probes"));
+        let work_dir = probes_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let idle_holding = Arc::new(tokio::sync::Notify::new());
         let active_directory = match &p.active_directory {
-            Some(ad) => Some((ActiveDirectoryProber::new(ad.clone())?, ad.schedule)),
+            Some(ad) => {
+                let prober = ActiveDirectoryProber::new(ad.clone())?;
+                // The AD connectors' container filter tells which containers Connect syncs.
+                let prober = match &p.connect_server {
+                    Some(c) => {
+                        prober.with_connect_state(ConnectServerProber::new(c.clone(), work_dir.clone()))
+                    }
+                    None => prober,
+                };
+                Some((prober, ad.schedule))
+            }
             None => None,
         };
         let graph =
@@ -80,10 +94,12 @@ impl ProbeSet {
                 }
                 None => None,
             };
-        let work_dir = probes_dir.clone().unwrap_or_else(std::env::temp_dir);
         Ok(ProbeSet {
             endpoints: settings.endpoints.clone(),
-            endpoint: Arc::new(EndpointProber::with_checker(Arc::clone(&tls), settings.connect_timeout)),
+            endpoint: Arc::new(
+                EndpointProber::with_checker(Arc::clone(&tls), settings.connect_timeout)
+                    .through(if p.endpoint_via_proxy { site_proxy.clone() } else { None }),
+            ),
             endpoint_schedule: p.endpoint,
             idle: (
                 IdleConnectionProber::new(
@@ -91,18 +107,24 @@ impl ProbeSet {
                     idle_proxy,
                     p.idle_connection.holds.clone(),
                     settings.connect_timeout,
-                ),
+                )
+                .notify_holds(Arc::clone(&idle_holding)),
                 p.idle_connection.schedule,
             ),
+            idle_holding,
             proxy: (
                 ProxyProber::new(site_proxy, Arc::clone(&tls), settings.connect_timeout),
                 p.proxy.schedule,
             ),
             active_directory,
-            connect_server: p
-                .connect_server
-                .as_ref()
-                .map(|c| (ConnectServerProber::new(c.clone(), work_dir), c.schedule)),
+            connect_server: p.connect_server.as_ref().map(|c| {
+                let prober = ConnectServerProber::new(c.clone(), work_dir);
+                let prober = match &probes_dir {
+                    Some(dir) => prober.remembering_in(dir.join("connect_server.json")),
+                    None => prober,
+                };
+                (prober, c.schedule)
+            }),
             event_log: p.event_log.as_ref().map(|e| {
                 (
                     EventLogProber::new(e.clone(), probes_dir.as_ref().map(|d| d.join("event_log.json"))),
@@ -112,6 +134,12 @@ impl ProbeSet {
             graph,
             scripts: p.scripts.clone(),
         })
+    }
+
+    /// Notified each time the idle-connection probe starts holding a connection idle (nothing is
+    /// held when no connection opens).
+    pub fn idle_holds(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.idle_holding)
     }
 
     /// Every job with its schedule, in the order of [`ProbeKind::ALL`].

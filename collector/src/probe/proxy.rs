@@ -20,8 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use wbd_wire::{
-    ProbeOutput, ProbeResult, ProxyAuthScheme, ProxyFailure, ProxyReport, ProxySource, ProxyStep,
-    ProxyTargetReport,
+    ProbeOutput, ProbeResult, ProxiedConnection, ProxyAuthScheme, ProxyFailure, ProxyReport, ProxySource,
+    ProxyStep, ProxyTargetReport, TrustFailure,
 };
 
 use super::endpoint::connect_host;
@@ -39,7 +39,8 @@ pub struct SiteProxy {
 }
 
 impl SiteProxy {
-    /// The configured proxy, else the environment's, else (Windows) the WinHTTP one.
+    /// The configured proxy, else the environment's, else (Windows) the one in the .NET
+    /// `machine.config` (what Entra Connect uses), else the WinHTTP one.
     pub fn discover(configured: Option<&ProxySettings>) -> Option<SiteProxy> {
         if let Some(settings) = configured {
             return Some(SiteProxy { settings: settings.clone(), source: ProxySource::Configured });
@@ -54,8 +55,80 @@ impl SiteProxy {
                 }
             }
         }
+        if let Some(settings) = machine_config_proxy() {
+            return Some(SiteProxy { settings, source: ProxySource::MachineConfig });
+        }
         system_proxy().map(|settings| SiteProxy { settings, source: ProxySource::System })
     }
+}
+
+/// The proxy the 64-bit .NET Framework's `machine.config` sets for every .NET program, Entra
+/// Connect's sync engine included.
+#[cfg(windows)]
+fn machine_config_proxy() -> Option<ProxySettings> {
+    let windir = std::env::var_os("WINDIR")?;
+    let path =
+        std::path::Path::new(&windir).join(r"Microsoft.NET\Framework64\v4.0.30319\Config\machine.config");
+    let text = std::fs::read_to_string(path).ok()?;
+    parse_machine_config_proxy(&text)
+}
+
+#[cfg(not(windows))]
+fn machine_config_proxy() -> Option<ProxySettings> {
+    None
+}
+
+/// Reads `<system.net><defaultProxy><proxy proxyaddress="http://proxy:8080" …/>` out of a
+/// `machine.config`; `None` when there is none, or when it is switched off
+/// (`defaultProxy enabled="false"`) or defers to the system setting without an address.
+pub fn parse_machine_config_proxy(text: &str) -> Option<ProxySettings> {
+    let doc = roxmltree::Document::parse(text.trim_start_matches('\u{feff}')).ok()?;
+    let default_proxy = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("defaultProxy"))
+        .find(|n| n.parent().is_some_and(|p| p.has_tag_name("system.net")))?;
+    if default_proxy.attribute("enabled").is_some_and(|v| v.eq_ignore_ascii_case("false")) {
+        return None;
+    }
+    let proxy = default_proxy.children().find(|n| n.has_tag_name("proxy"))?;
+    let address = proxy.attribute("proxyaddress").map(str::trim).filter(|a| !a.is_empty())?;
+    ProxySettings::parse_url("machine.config proxyaddress", address).ok()
+}
+
+/// Reaches `target` through `proxy` as writeback would: CONNECT (with Basic credentials when
+/// configured), then a TLS handshake inside the tunnel.
+pub async fn through_proxy(
+    proxy: &SiteProxy,
+    tls: &TlsChecker,
+    target: &EndpointTarget,
+    limit: Duration,
+) -> ProxiedConnection {
+    let mut seen = ProxiedConnection {
+        proxy: proxy.settings.address(),
+        source: proxy.source,
+        connect_status: None,
+        tls: None,
+        failure: None,
+        offered_auth_schemes: Vec::new(),
+    };
+    let tunnel = match open_tunnel(&proxy.settings, &target.host, target.port, limit).await {
+        Ok(tunnel) => tunnel,
+        Err(e) => {
+            seen.connect_status = e.status;
+            seen.failure = Some(ProxyFailure { step: e.step, error: e.message });
+            seen.offered_auth_schemes = e.offered;
+            return seen;
+        }
+    };
+    seen.connect_status = Some(tunnel.status);
+    match tls.handshake(&target.server_name, tunnel.stream).await {
+        Ok((mut stream, observed)) => {
+            let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+            seen.tls = Some(observed.report);
+        }
+        Err(error) => seen.failure = Some(ProxyFailure { step: ProxyStep::Tls, error }),
+    }
+    seen
 }
 
 #[cfg(windows)]
@@ -272,8 +345,8 @@ impl ProxyProber {
             let mut tasks = tokio::task::JoinSet::new();
             for (index, target) in targets.iter().cloned().enumerate() {
                 let this = self.clone();
-                let settings = proxy.settings.clone();
-                tasks.spawn(async move { (index, this.probe_target(&settings, &target).await) });
+                let proxy = proxy.clone();
+                tasks.spawn(async move { (index, this.probe_target(&proxy, &target).await) });
             }
             let mut done = Vec::with_capacity(targets.len());
             while let Some(joined) = tasks.join_next().await {
@@ -309,38 +382,24 @@ impl ProxyProber {
 
     async fn probe_target(
         &self,
-        proxy: &ProxySettings,
+        proxy: &SiteProxy,
         target: &EndpointTarget,
     ) -> (ProxyTargetReport, Vec<String>) {
-        let mut report = ProxyTargetReport {
+        let seen = through_proxy(proxy, &self.tls, target, self.timeout).await;
+        let offered = seen.offered_auth_schemes;
+        let tls_inspection =
+            seen.tls.as_ref().map(|tls| tls.trust_failure == Some(TrustFailure::UntrustedIssuer));
+        let report = ProxyTargetReport {
             host: target.host.clone(),
             port: target.port,
             role: target.role,
-            connect_status: None,
-            tunnel_established: false,
-            tls: None,
-            tls_inspection: None,
-            failure: None,
+            connect_status: seen.connect_status,
+            tunnel_established: seen.connect_status.is_some_and(|s| (200..300).contains(&s)),
+            tls: seen.tls,
+            tls_inspection,
+            failure: seen.failure,
         };
-        let tunnel = match open_tunnel(proxy, &target.host, target.port, self.timeout).await {
-            Ok(tunnel) => tunnel,
-            Err(e) => {
-                report.connect_status = e.status;
-                report.failure = Some(ProxyFailure { step: e.step, error: e.message });
-                return (report, e.offered);
-            }
-        };
-        report.connect_status = Some(tunnel.status);
-        report.tunnel_established = true;
-        match self.tls.handshake(&target.server_name, tunnel.stream).await {
-            Ok((mut stream, seen)) => {
-                let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
-                report.tls_inspection = Some(seen.unknown_issuer);
-                report.tls = Some(seen.report);
-            }
-            Err(error) => report.failure = Some(ProxyFailure { step: ProxyStep::Tls, error }),
-        }
-        (report, Vec::new())
+        (report, offered)
     }
 }
 
@@ -358,6 +417,25 @@ mod tests {
         let per_scheme = "    Proxy Server(s) :  http=web:80;https=secure.corp:8443\n";
         let p = parse_winhttp_proxy(per_scheme).unwrap();
         assert_eq!((p.host.as_str(), p.port), ("secure.corp", 8443));
+    }
+
+    #[test]
+    fn machine_config_gives_the_proxy_dotnet_programs_use() {
+        let config = r#"<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <system.net>
+    <defaultProxy useDefaultCredentials="true">
+      <proxy usesystemdefault="true" proxyaddress="http://proxy.corp.example:8080" bypassonlocal="true" />
+    </defaultProxy>
+  </system.net>
+</configuration>"#;
+        let p = parse_machine_config_proxy(config).unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("proxy.corp.example", 8080));
+        let off = config.replace("<defaultProxy ", "<defaultProxy enabled=\"false\" ");
+        assert_eq!(parse_machine_config_proxy(&off), None);
+        let system_only = config.replace(" proxyaddress=\"http://proxy.corp.example:8080\"", "");
+        assert_eq!(parse_machine_config_proxy(&system_only), None);
+        assert_eq!(parse_machine_config_proxy("<configuration/>"), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use wbd_wire::TlsReport;
+use wbd_wire::{TlsReport, TrustFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeSetupError {
@@ -139,19 +139,16 @@ impl TlsChecker {
             .unwrap_or_default();
 
         let recorded = verdict.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        let (chain_trusted, trust_error, unknown_issuer) = match recorded {
-            Some(Ok(())) => (true, None, false),
-            Some(Err(e)) => {
-                let unknown = matches!(
-                    e,
-                    rustls::Error::InvalidCertificate(
-                        CertificateError::UnknownIssuer | CertificateError::BadSignature
-                    )
-                );
-                (false, Some(describe_trust_error(&e)), unknown)
-            }
-            None => (false, Some("the server's certificate was never checked".to_owned()), false),
+        let (chain_trusted, trust_error, trust_failure) = match recorded {
+            Some(Ok(())) => (true, None, None),
+            Some(Err(e)) => (false, Some(describe_trust_error(&e)), Some(trust_failure_of(&e))),
+            None => (
+                false,
+                Some("the server's certificate was never checked".to_owned()),
+                Some(TrustFailure::Other),
+            ),
         };
+        let unknown_issuer = trust_failure == Some(TrustFailure::UntrustedIssuer);
         let leaf = chain.first().and_then(|der| CertSummary::parse(der));
         let top = chain.last().and_then(|der| CertSummary::parse(der));
         let report = TlsReport {
@@ -160,6 +157,7 @@ impl TlsChecker {
             cipher_suite,
             chain_trusted,
             trust_error,
+            trust_failure,
             subject: leaf.as_ref().map(|c| c.subject.clone()),
             issuer: leaf.as_ref().map(|c| c.issuer.clone()),
             not_before: leaf.as_ref().and_then(|c| c.not_before),
@@ -244,6 +242,26 @@ impl CertSummary {
 
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The kind of a certificate verdict: only a chain that leads to no trusted root is what a
+/// re-signing (inspecting) device looks like.
+pub(crate) fn trust_failure_of(e: &rustls::Error) -> TrustFailure {
+    match e {
+        rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => TrustFailure::UntrustedIssuer,
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => TrustFailure::Expired,
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => TrustFailure::NotYetValid,
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => TrustFailure::WrongName,
+        _ => TrustFailure::Other,
+    }
 }
 
 /// Turns the certificate verdict into a sentence a technician can act on.

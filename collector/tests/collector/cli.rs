@@ -200,3 +200,153 @@ async fn sigterm_stops_the_service_cleanly() {
     assert!(stderr.contains("shutdown requested"), "{stderr}");
     assert!(stderr.contains("collector stopped"), "{stderr}");
 }
+
+/// Writes a probe-only config for these endpoints (`(port, server name)`, all password reset
+/// endpoints) that trusts `ca`, with the slow probes off.
+fn endpoints_config(dir: &std::path::Path, ca: &TestCa, endpoints: &[(u16, &str)]) -> std::path::PathBuf {
+    let ca_file = ca.write_pem(dir);
+    let mut text = format!(
+        "extra_trusted_ca_files = [{ca_file:?}]\n[probes.idle_connection]\nenabled = false\n[probes.proxy]\nenabled = false\n"
+    );
+    for (port, name) in endpoints {
+        text.push_str(&format!(
+            "[[endpoints]]\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"password_reset\"\nserver_name = \"{name}\"\n"
+        ));
+    }
+    let config = dir.join("tls.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The verdict block of one subject in `probe --once` output: its FAIL line and the text below.
+fn verdict_of<'a>(stdout: &'a str, subject: &str) -> &'a str {
+    let start = stdout
+        .lines()
+        .position(|l| l.contains("FAIL") && l.contains(subject))
+        .unwrap_or_else(|| panic!("no failing verdict for {subject}:\n{stdout}"));
+    let lines: Vec<&str> = stdout.lines().collect();
+    let end = (start + 1..lines.len()).find(|i| !lines[*i].starts_with("           ")).unwrap_or(lines.len());
+    let from = stdout.find(lines[start]).unwrap_or(0);
+    let to = if end < lines.len() {
+        stdout[from..].find(lines[end]).map_or(stdout.len(), |i| from + i)
+    } else {
+        stdout.len()
+    };
+    &stdout[from..to]
+}
+
+#[tokio::test]
+async fn tls_verdicts_say_what_is_wrong_and_keep_inspection_for_re_signed_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("WBD Public-like Root CA");
+    // Issued by the trusted CA, but expired.
+    let expired = spawn_tls_server(ca.expired_leaf("passwordreset.test")).await;
+    // Issued by the trusted CA for localhost, asked for under another name.
+    let wrong_name = spawn_tls_server(ca.leaf("localhost")).await;
+    // Re-signed by a CA the collector does not trust: what an inspecting device does.
+    let re_signed = spawn_tls_server(TestCa::new("Contoso Inspection CA").leaf("localhost")).await;
+    let config = endpoints_config(
+        dir.path(),
+        &ca,
+        &[
+            (expired.port(), "localhost"),
+            (wrong_name.port(), "passwordreset.example"),
+            (re_signed.port(), "localhost"),
+        ],
+    );
+
+    let mut cmd = collector();
+    cmd.args(["probe", "--once", "--config"]).arg(&config);
+    let out = output(cmd).await;
+    let stdout = text(&out.stdout);
+
+    let expired = verdict_of(&stdout, &format!("127.0.0.1:{}", expired.port()));
+    assert!(expired.contains("expired on 2021-01-01"), "{expired}");
+    assert!(
+        !expired.to_lowercase().contains("inspect"),
+        "an expired certificate is not inspection: {expired}"
+    );
+    let wrong = verdict_of(&stdout, &format!("127.0.0.1:{}", wrong_name.port()));
+    assert!(wrong.contains("is not valid for the name asked for"), "{wrong}");
+    assert!(wrong.contains("\"passwordreset.example\""), "names the name: {wrong}");
+    assert!(!wrong.to_lowercase().contains("inspect"), "a wrong name is not inspection: {wrong}");
+    let inspected = verdict_of(&stdout, &format!("127.0.0.1:{}", re_signed.port()));
+    assert!(inspected.contains("Contoso Inspection CA"), "{inspected}");
+    assert!(inspected.contains("TLS inspection"), "a re-signed chain is inspection: {inspected}");
+}
+
+#[tokio::test]
+async fn probe_once_does_not_pass_when_a_probe_could_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port().await;
+    let config = dir.path().join("ad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[probes.active_directory]\nurl = \"ldaps://127.0.0.1:{port}\"\nconnector_account = \"MSOL_x\"\n"
+        ),
+    )
+    .unwrap();
+
+    let mut cmd = collector();
+    cmd.args(["probe", "--once", "--only", "active_directory", "--config"]).arg(&config);
+    let out = output(cmd).await;
+
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "nothing failed, but AD could not be read\n{stdout}");
+    assert!(stdout.contains("Could not check"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("active_directory ldap:ldaps://127.0.0.1:{port}: Connect:")),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn probe_once_speaks_to_the_person_at_the_site_in_their_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = closed_port().await;
+    let config = dir.path().join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[probes.idle_connection]\nholds_secs = [1]\n[probes.proxy]\nenabled = false\n\
+             [[endpoints]]\nhost = \"127.0.0.1\"\nport = {closed}\nrole = \"password_reset\"\n"
+        ),
+    )
+    .unwrap();
+
+    let mut cmd = collector();
+    cmd.args(["probe", "--once", "--lang", "pl", "--config"]).arg(&config);
+    let out = output(cmd).await;
+
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // Rule titles in Polish, a failure named by its problem.
+    assert!(stdout.contains("Punkt końcowy zapisu zwrotnego jest nieosiągalny"), "{stdout}");
+    assert!(stdout.contains("Werdykty"), "{stdout}");
+    // No collector id on subjects.
+    assert!(stdout.contains(&format!("127.0.0.1:{closed}")) && !stdout.contains("@0000"), "{stdout}");
+    // Probes that did not run here are not "to be enabled on a collector of this tenant".
+    assert!(stdout.contains("Nie sprawdzono tutaj: sonda active_directory"), "{stdout}");
+    assert!(!stdout.contains("kolektorze tej dzierżawy"), "{stdout}");
+    // No connection opened, so nothing was held idle, and no waiting was announced.
+    assert!(!stderr.contains("Utrzymuję") && !stderr.contains("Holding"), "{stderr}");
+
+    // Where a connection is held, the wait is announced.
+    let ca = TestCa::new("WBD CLI Test CA");
+    let server = crate::peers::spawn_https_responder(ca.leaf("relay.test")).await;
+    let ca_file = ca.write_pem(dir.path());
+    std::fs::write(
+        &config,
+        format!(
+            "extra_trusted_ca_files = [{ca_file:?}]\n[probes.idle_connection]\nholds_secs = [1]\n[probes.proxy]\nenabled = false\n\
+             [[endpoints]]\nhost = \"127.0.0.1\"\nport = {}\nrole = \"service_bus_relay\"\nserver_name = \"localhost\"\n",
+            server.port()
+        ),
+    )
+    .unwrap();
+    let mut cmd = collector();
+    cmd.args(["probe", "--once", "--config"]).arg(&config);
+    let out = output(cmd).await;
+    assert!(text(&out.stderr).contains("Holding idle connections for up to 1 s"), "{}", text(&out.stderr));
+}

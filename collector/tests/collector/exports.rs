@@ -215,3 +215,122 @@ async fn an_unreadable_export_is_a_failure_that_names_the_setting() {
     let r = events(&EventLogProber::new(event_settings(dir.path().join("missing.xml"), 10), None)).await;
     assert!(r.failure.as_deref().unwrap().contains("cannot read"), "{r:?}");
 }
+
+/// The rule pack's verdict of `rule` on these facts of one site (the Connect server report, and
+/// the AD report `ad_json` when given).
+fn connect_verdict(
+    report: ConnectServerReport,
+    ad_json: Option<serde_json::Value>,
+    rule: &str,
+) -> wbd_rules::Outcome {
+    let now = at("2027-02-11T08:40:00Z");
+    let site = uuid::Uuid::nil();
+    let fact = |subject: &str, output| wbd_rules::FactInput {
+        collector_id: site,
+        subject: subject.to_owned(),
+        observed_at: now,
+        output,
+    };
+    let mut facts = vec![fact("connect-server:AADC01", ProbeOutput::ConnectServer(report))];
+    if let Some(ad) = ad_json {
+        facts.push(fact(
+            "ldap:ldaps://dc01",
+            ProbeOutput::ActiveDirectory(serde_json::from_value(ad).unwrap()),
+        ));
+    }
+    let tenant = wbd_rules::TenantFacts {
+        now,
+        collectors: vec![wbd_rules::CollectorState {
+            id: site,
+            name: "AADC01".into(),
+            active: true,
+            last_seen_at: Some(now),
+            silent_after: Some(now + chrono::Duration::minutes(15)),
+            push_interval_secs: 300,
+        }],
+        facts,
+    };
+    wbd_rules::evaluate(&tenant).into_iter().find(|e| e.rule_id == rule).expect("evaluated").outcome
+}
+
+#[tokio::test]
+async fn a_long_running_server_with_its_connector_configuration() {
+    let (_, r) = connect(fixture("connect/long-running-ps7.json")).await;
+
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let ad = &r.connectors[0];
+    // "Only use preferred domain controllers" and the list, from the connector's own configuration.
+    assert_eq!(ad.only_use_preferred_dcs, Some(true));
+    assert_eq!(ad.preferred_dcs, vec!["DC02.corp.contoso.com", "DC03.corp.contoso.com"]);
+    assert_eq!((ad.last_dc.as_deref(), ad.sign_and_seal), (Some("DC02.corp.contoso.com"), Some(true)));
+    // The containers Connect synchronises: only the selected partition, with its filter.
+    assert_eq!(ad.partitions.len(), 1);
+    let p = &ad.partitions[0];
+    assert_eq!(p.dn, "DC=corp,DC=contoso,DC=com");
+    assert_eq!(
+        p.inclusions,
+        vec!["OU=Synced Users,DC=corp,DC=contoso,DC=com", "OU=Service Desk,DC=corp,DC=contoso,DC=com"]
+    );
+    assert_eq!(p.exclusions[0], "DC=corp,DC=contoso,DC=com");
+    // Months of delta cycles: the last 50 runs hold no full run, but objects are joined.
+    assert_eq!((ad.runs_in_history, ad.last_full_import.as_ref()), (Some(50), None));
+    assert_eq!(ad.statistics.as_ref().and_then(|s| s.total_connectors), Some(1_834));
+
+    // Full import and full sync: the joined objects prove them.
+    let full = connect_verdict(r.clone(), None, "full-sync-completed");
+    assert!(full.is_pass(), "{full:?}");
+    // The PDC emulator (DC01) is not the first preferred DC: decided, and it must stay reachable.
+    let ad_report = serde_json::json!({"server": "ldaps://dc01.corp.contoso.com", "pdc_emulator": "DC01.corp.contoso.com"});
+    let pdc = connect_verdict(r, Some(ad_report), "preferred-dc-pdc-emulator");
+    let text = pdc.text(wbd_rules::Lang::En).unwrap_or_default();
+    assert!(pdc.is_fail(), "{pdc:?}");
+    assert!(
+        text.contains("DC02.corp.contoso.com") && text.contains("keep DC01.corp.contoso.com reachable"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn full_runs_seen_once_are_remembered_after_the_history_dropped_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("connect-state.json");
+    let memory = dir.path().join("probes/connect_server.json");
+    let settings = ConnectSettings {
+        schedule: schedule(),
+        source: WindowsSource::Export(export.clone()),
+        timeout: Duration::from_secs(5),
+    };
+    let probe = |prober: ConnectServerProber| async move {
+        match prober.probe().await.output {
+            ProbeOutput::ConnectServer(report) => report,
+            other => panic!("connect server result expected, got {other:?}"),
+        }
+    };
+    // Soon after set-up: the history still shows the full runs.
+    std::fs::copy(fixture("connect/healthy-ps7.json"), &export).unwrap();
+    let prober =
+        ConnectServerProber::new(settings.clone(), dir.path().to_owned()).remembering_in(memory.clone());
+    let first = probe(prober.clone()).await;
+    assert!(first.connectors[0].remembered_full_import.is_some());
+    assert!(memory.exists());
+    // Months later: only delta runs in the history, and no statistics in this export.
+    let mut later: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("connect/long-running-ps7.json")).unwrap())
+            .unwrap();
+    for c in later["connectors"].as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("statistics");
+    }
+    std::fs::write(&export, later.to_string()).unwrap();
+
+    let remembered = probe(prober).await;
+    let ad = &remembered.connectors[0];
+    assert_eq!(ad.last_full_import, None);
+    let import = ad.remembered_full_import.as_ref().expect("remembered");
+    assert_eq!(import.ended_at, Some(at("2026-11-02T03:14:21Z")));
+    assert!(connect_verdict(remembered, None, "full-sync-completed").is_pass());
+
+    // Without the memory, the short history alone decides nothing (before: a false failure).
+    let forgetful = probe(ConnectServerProber::new(settings, dir.path().to_owned())).await;
+    let verdict = connect_verdict(forgetful, None, "full-sync-completed");
+    assert!(matches!(verdict, wbd_rules::Outcome::Unknown { .. }), "{verdict:?}");
+}

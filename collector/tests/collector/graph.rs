@@ -36,10 +36,16 @@ struct GraphStandIn {
     throttle_once: Arc<Mutex<HashMap<String, bool>>>,
     /// Paths answered 403 Authorization_RequestDenied.
     denied: Arc<Vec<&'static str>>,
+    /// The tenant's subscribed SKUs on one page, instead of the two default pages.
+    skus: Arc<Option<Vec<serde_json::Value>>>,
 }
 
 impl GraphStandIn {
     async fn start(denied: Vec<&'static str>) -> GraphStandIn {
+        Self::start_with(denied, None).await
+    }
+
+    async fn start_with(denied: Vec<&'static str>, skus: Option<Vec<serde_json::Value>>) -> GraphStandIn {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let stand_in = GraphStandIn {
@@ -50,6 +56,7 @@ impl GraphStandIn {
                 true,
             )]))),
             denied: Arc::new(denied),
+            skus: Arc::new(skus),
         };
         let handle = stand_in.clone();
         tokio::spawn(async move {
@@ -128,6 +135,7 @@ impl GraphStandIn {
             );
         }
         let v = match path {
+            "/subscribedSkus" if self.skus.is_some() => serde_json::json!({ "value": *self.skus }),
             "/subscribedSkus" if query.get("page").map(String::as_str) == Some("2") => serde_json::json!({
                 "value": [sku("SPB", "cbdc14ab-d96c-4c30-b9f4-6ada7cdc1d46", "Enabled", 25, 22,
                     &[("41781fb2-bc02-4b7c-bd55-b576c07bb09d", "AAD_PREMIUM", "Success"), ("de377cbc-0019-4ec2-b77c-3f223947e102", "AAD_SMB", "Success")])]
@@ -205,6 +213,25 @@ fn sku(
             {"servicePlanId": pid, "servicePlanName": name, "provisioningStatus": status, "appliesTo": "User"})).collect::<Vec<_>>()
     })
 }
+
+/// A SKU as Graph lists it, applying to `applies_to` (`User`, or `Company` for device and room
+/// SKUs), SKU and plans alike.
+fn sku_for(
+    applies_to: &str,
+    part: &str,
+    enabled: u64,
+    consumed: u64,
+    plans: &[(&str, &str, &str)],
+) -> serde_json::Value {
+    let mut sku = sku(part, "6070a4c8-34c6-4937-8dfb-39bbc6397a60", "Enabled", enabled, consumed, plans);
+    sku["appliesTo"] = applies_to.into();
+    for plan in sku["servicePlans"].as_array_mut().into_iter().flatten() {
+        plan["appliesTo"] = applies_to.into();
+    }
+    sku
+}
+
+const P1: (&str, &str, &str) = ("41781fb2-bc02-4b7c-bd55-b576c07bb09d", "AAD_PREMIUM", "Success");
 
 fn settings(stand_in: &GraphStandIn, secret: &str) -> GraphSettings {
     GraphSettings {
@@ -315,4 +342,72 @@ async fn a_wrong_secret_fails_the_report_with_the_token_endpoint_s_reason() {
     assert!(failure.contains("probes.graph.client_id / client_secret"), "{failure}");
     assert!(r.service_plans.is_none() && r.organization.is_none());
     assert!(stand_in.seen().iter().all(|s| s.method == "POST"), "no Graph call without a token");
+}
+
+/// The rule pack's verdict of `rule` on one Graph report.
+fn verdict(report: GraphReport, rule: &str) -> wbd_rules::Outcome {
+    let now = chrono::Utc::now();
+    let facts = wbd_rules::TenantFacts {
+        now,
+        collectors: vec![wbd_rules::CollectorState {
+            id: uuid::Uuid::nil(),
+            name: "site".into(),
+            active: true,
+            last_seen_at: Some(now),
+            silent_after: Some(now + chrono::Duration::minutes(15)),
+            push_interval_secs: 300,
+        }],
+        facts: vec![wbd_rules::FactInput {
+            collector_id: uuid::Uuid::nil(),
+            subject: format!("graph:{}", report.tenant),
+            observed_at: now,
+            output: ProbeOutput::Graph(report),
+        }],
+    };
+    wbd_rules::evaluate(&facts).into_iter().find(|e| e.rule_id == rule).expect("evaluated").outcome
+}
+
+#[tokio::test]
+async fn room_and_device_skus_are_not_counted_as_user_licences() {
+    // Entra ID P1 only through Teams Rooms Pro, a room SKU that does not apply to users.
+    let rooms_only = vec![
+        sku_for(
+            "User",
+            "O365_BUSINESS_ESSENTIALS",
+            40,
+            38,
+            &[("5e62787c-c316-451f-b873-1d05acd4d12c", "BPOS_S_TODO_1", "Success")],
+        ),
+        sku_for("Company", "Microsoft_Teams_Rooms_Pro", 10, 4, &[P1]),
+    ];
+    let stand_in = GraphStandIn::start_with(vec![], Some(rooms_only)).await;
+    let r = probe(&GraphProber::new(settings(&stand_in, "app-secret"), client())).await;
+
+    let p1 = r.service_plans.as_ref().unwrap().iter().find(|p| p.service_plan_name == "AAD_PREMIUM").unwrap();
+    assert_eq!((p1.enabled_units, p1.assigned_units, p1.provisioned), (0, 0, false), "{p1:?}");
+    assert_eq!(p1.non_user_skus, vec!["Microsoft_Teams_Rooms_Pro"]);
+    let outcome = verdict(r, "tenant-writeback-licence");
+    let text = outcome.text(wbd_rules::Lang::En).unwrap_or_default();
+    assert!(outcome.is_fail(), "rooms licences do not license writeback: {outcome:?}");
+    assert!(text.contains("Microsoft_Teams_Rooms_Pro") && text.contains("not user licences"), "{text}");
+
+    // One user licence, and room licences beside it: one licence is too few for an administrator
+    // and a test user, whatever the rooms hold. A plan disabled in a user SKU does not count either.
+    let mixed = vec![
+        sku_for("User", "AAD_PREMIUM", 1, 1, &[P1]),
+        sku_for(
+            "User",
+            "SPE_E3",
+            30,
+            25,
+            &[("41781fb2-bc02-4b7c-bd55-b576c07bb09d", "AAD_PREMIUM", "Disabled")],
+        ),
+        sku_for("Company", "Microsoft_Teams_Rooms_Pro", 10, 10, &[P1]),
+    ];
+    let stand_in = GraphStandIn::start_with(vec![], Some(mixed)).await;
+    let r = probe(&GraphProber::new(settings(&stand_in, "app-secret"), client())).await;
+    let p1 = r.service_plans.as_ref().unwrap().iter().find(|p| p.service_plan_name == "AAD_PREMIUM").unwrap();
+    assert_eq!((p1.enabled_units, p1.assigned_units), (1, 1), "{p1:?}");
+    assert!(verdict(r.clone(), "tenant-writeback-licence").is_pass());
+    assert!(verdict(r, "licensed-admin-and-test-user").is_fail());
 }

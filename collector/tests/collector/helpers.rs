@@ -198,6 +198,7 @@ pub fn sample_result(subject: &str) -> ProbeResult {
             tcp_connect_ms: Some(2),
             tls: None,
             failure: None,
+            via_proxy: None,
         }),
     }
 }

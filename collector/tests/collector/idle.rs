@@ -118,3 +118,53 @@ async fn a_proxy_that_cuts_idle_tunnels_and_an_unreachable_endpoint() {
     assert_eq!(hold.outcome, IdleOutcome::ConnectFailed, "{report:#?}");
     assert!(hold.error.as_deref().unwrap_or_default().contains("refused"), "{hold:?}");
 }
+
+/// The rule pack's verdict on one idle-connection report, as the server would give it.
+fn idle_verdict(report: IdleConnectionReport) -> wbd_rules::Outcome {
+    let now = chrono::Utc::now();
+    let site = wbd_rules::CollectorState {
+        id: uuid::Uuid::nil(),
+        name: "site".into(),
+        active: true,
+        last_seen_at: Some(now),
+        silent_after: Some(now + chrono::Duration::minutes(15)),
+        push_interval_secs: 300,
+    };
+    let facts = wbd_rules::TenantFacts {
+        now,
+        collectors: vec![site],
+        facts: vec![wbd_rules::FactInput {
+            collector_id: uuid::Uuid::nil(),
+            subject: format!("{}:{}", report.host, report.port),
+            observed_at: now,
+            output: ProbeOutput::IdleConnection(report),
+        }],
+    };
+    wbd_rules::evaluate(&facts)
+        .into_iter()
+        .find(|e| e.rule_id == "idle-connection-survives")
+        .expect("the idle rule ran")
+        .outcome
+}
+
+#[tokio::test]
+async fn the_verdict_says_when_the_connection_was_cut_not_which_hold_failed() {
+    let ca = TestCa::new("WBD Idle CA");
+    let server = spawn_https_responder(ca.leaf("relay.test")).await;
+    let firewall = TestProxy::start(ProxyBehaviour {
+        transparent_to: Some(server),
+        idle_cut: Some(Duration::from_millis(1500)),
+        ..Default::default()
+    })
+    .await;
+
+    let report = probe(&prober(&ca, None, &[1, 3]), firewall.addr.port()).await;
+    let cut = report.holds.iter().find(|h| h.outcome == IdleOutcome::CutWhileIdle).expect("a cut hold");
+    let cut_secs = cut.cut_after_ms.expect("when it was cut") / 1000;
+    let outcome = idle_verdict(report.clone());
+
+    assert!(outcome.is_fail(), "{outcome:?}");
+    let text = outcome.text(wbd_rules::Lang::En).unwrap_or_default();
+    assert!(text.contains(&format!("cut after {cut_secs} s idle")), "the measured cut time: {text}");
+    assert!(!text.contains("a hold of 3 s failed"), "not the configured hold: {text}");
+}

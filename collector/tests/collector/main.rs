@@ -3,6 +3,7 @@
 //! Logs are silent unless TEST_LOG is set.
 
 mod cli;
+mod egress;
 mod enroll;
 mod exports;
 mod graph;

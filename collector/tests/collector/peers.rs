@@ -17,8 +17,13 @@ use crate::helpers::*;
 
 /// An HTTPS server that answers each request head with `200 OK` and keeps the connection open.
 pub async fn spawn_https_responder(cert: ServerCert) -> SocketAddr {
+    spawn_https_responder_on(cert, std::net::Ipv4Addr::LOCALHOST).await
+}
+
+/// [`spawn_https_responder`] listening on `ip` (a free port).
+pub async fn spawn_https_responder_on(cert: ServerCert, ip: std::net::Ipv4Addr) -> SocketAddr {
     let acceptor = tls_acceptor(cert);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

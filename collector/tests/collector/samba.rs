@@ -20,15 +20,20 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use wbd_collector::config::{AdSettings, ConnectSettings, WindowsSource};
 use wbd_collector::config::{Schedule, Secret, Settings};
 use wbd_collector::probe::ActiveDirectoryProber;
-use wbd_wire::{AccessState, ActiveDirectoryReport, AdStep, ProbeOutput};
+use wbd_collector::probe::ConnectServerProber;
+use wbd_wire::{AccessState, ActiveDirectoryReport, AdStep, ProbeOutput, SyncScopeSource};
 
 const REALM: &str = "WBDTEST.EXAMPLE";
 const DOMAIN_DN: &str = "DC=wbdtest,DC=example";
 const ADMIN_PASSWORD: &str = "Adm1n-Pass-2026!";
 const READER_PASSWORD: &str = "Read3r-Pass-2026!";
 const CONNECTOR: &str = "MSOL_0a1b2c3d4e5f";
+const CONNECTOR_PASSWORD: &str = "Conn3ctor-Pass-2026!";
+const PSO_READER_PASSWORD: &str = "Ps0-Read3r-Pass-2026!";
+const USER_PASSWORD: &str = "Us3r-Pass-2026!";
 const RESET_PASSWORD: &str = "00299570-246d-11d0-a768-00aa006e0529";
 const LOCKOUT_TIME: &str = "28630ebf-41d5-11d1-a9c1-0000f80367c1";
 const USER_ACCOUNT_RESTRICTIONS: &str = "4c164200-20c0-11d0-a768-00aa006e0529";
@@ -151,11 +156,48 @@ fn provision() -> Result<SambaDc, String> {
     let tool = |what: &str, args: &[&str]| -> Result<String, String> {
         run(what, Command::new(&samba_tool).args(args).arg("-H").arg(&ldb).arg("-s").arg(&conf))
     };
-    for ou in ["OU=Staff", "OU=Locked,OU=Staff", "OU=Contractors"] {
+    for ou in ["OU=Staff", "OU=Locked,OU=Staff", "OU=Granted,OU=Staff", "OU=Contractors", "OU=Synced"] {
         tool("ou add", &["ou", "add", ou])?;
     }
+    // No minimum password age for the domain (so that only the fine-grained policy below has
+    // one), and a lockout threshold, so that an account can be locked out.
+    tool(
+        "passwordsettings",
+        &["domain", "passwordsettings", "set", "--min-pwd-age=0", "--account-lockout-threshold=3"],
+    )?;
     tool("user create reader", &["user", "create", "wbd-reader", READER_PASSWORD])?;
-    tool("user create connector", &["user", "create", CONNECTOR, "Conn3ctor-Pass-2026!"])?;
+    tool("user create pso reader", &["user", "create", "wbd-pso-reader", PSO_READER_PASSWORD])?;
+    tool("user create connector", &["user", "create", CONNECTOR, CONNECTOR_PASSWORD])?;
+    tool("user create synced", &["user", "create", "syn.user", USER_PASSWORD, "--userou=OU=Synced"])?;
+    tool(
+        "user create granted",
+        &["user", "create", "gr.user", USER_PASSWORD, "--userou=OU=Granted,OU=Staff"],
+    )?;
+    tool("user create in Users", &["user", "create", "cn.user", USER_PASSWORD])?;
+    // Connector accounts that cannot sign in, one reason each.
+    for name in ["conn-disabled", "conn-expired", "conn-mustchange", "conn-locked"] {
+        tool("user create account", &["user", "create", name, CONNECTOR_PASSWORD])?;
+    }
+    tool("user disable", &["user", "disable", "conn-disabled"])?;
+    tool("user setexpiry", &["user", "setexpiry", "conn-expired", "--days=0"])?;
+    tool(
+        "user must change",
+        &[
+            "user",
+            "setpassword",
+            "conn-mustchange",
+            &format!("--newpassword={CONNECTOR_PASSWORD}"),
+            "--must-change-at-next-login",
+        ],
+    )?;
+    // A fine-grained password policy with a two-day minimum age, for a group of synced users.
+    tool("group add synced users", &["group", "add", "WBD-Synced-Users"])?;
+    tool("group addmembers synced", &["group", "addmembers", "WBD-Synced-Users", "syn.user"])?;
+    tool(
+        "pso create",
+        &["domain", "passwordsettings", "pso", "create", "wbd-two-days", "10", "--min-pwd-age=2"],
+    )?;
+    tool("pso apply", &["domain", "passwordsettings", "pso", "apply", "wbd-two-days", "WBD-Synced-Users"])?;
     tool("user create staff", &["user", "create", "sam.staff", "Us3r-Pass-2026!", "--userou=OU=Staff"])?;
     tool("user create admin", &["user", "create", "adm.staff", "Us3r-Pass-2026!", "--userou=OU=Staff"])?;
     tool(
@@ -176,8 +218,8 @@ fn provision() -> Result<SambaDc, String> {
     let connector_sid = sid_of(CONNECTOR)?;
     let group_sid = sid_of("WBD-Writeback")?;
 
-    // What SDProp would do for a protected account, and inheritance disabled on one OU (before
-    // the grants on its parent, so none of them reaches it).
+    // What SDProp would do for a protected account, and inheritance disabled on two OUs (before
+    // the grants on their parent, so none of them reaches them).
     let script = format!(
         r#"
 import ldb
@@ -191,13 +233,13 @@ db = SamDB("{ldb}", session_info=system_session(), lp=lp)
 m = ldb.Message(); m.dn = ldb.Dn(db, "CN=adm.staff,OU=Staff,{DOMAIN_DN}")
 m["adminCount"] = ldb.MessageElement("1", ldb.FLAG_MOD_REPLACE, "adminCount")
 db.modify(m)
-dn = "OU=Locked,OU=Staff,{DOMAIN_DN}"
-res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"])
-sd = ndr_unpack(security.descriptor, res[0]["nTSecurityDescriptor"][0])
-sd.type |= security.SEC_DESC_DACL_PROTECTED
-m = ldb.Message(); m.dn = ldb.Dn(db, dn)
-m["nTSecurityDescriptor"] = ldb.MessageElement(ndr_pack(sd), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
-db.modify(m, controls=["sd_flags:1:4"])
+for dn in ["OU=Locked,OU=Staff,{DOMAIN_DN}", "OU=Granted,OU=Staff,{DOMAIN_DN}"]:
+    res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"])
+    sd = ndr_unpack(security.descriptor, res[0]["nTSecurityDescriptor"][0])
+    sd.type |= security.SEC_DESC_DACL_PROTECTED
+    m = ldb.Message(); m.dn = ldb.Dn(db, dn)
+    m["nTSecurityDescriptor"] = ldb.MessageElement(ndr_pack(sd), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
+    db.modify(m, controls=["sd_flags:1:4"])
 "#,
         conf = conf.display(),
         ldb = ldb.display()
@@ -229,6 +271,30 @@ db.modify(m, controls=["sd_flags:1:4"])
         "dsacl set Contractors deny",
         &["dsacl", "set", &format!("--objectdn={contractors}"), &format!("--sddl={deny}")],
     )?;
+    // OU=Synced: what Set-ADSyncPasswordWritebackPermissions -ADobjectDN grants on one OU; the
+    // domain root denies Reset Password to the connector's group (inherited by the OU, where
+    // the explicit grant comes first).
+    let synced = format!("OU=Synced,{DOMAIN_DN}");
+    tool(
+        "dsacl set Synced",
+        &["dsacl", "set", &format!("--objectdn={synced}"), &format!("--sddl={grants}")],
+    )?;
+    // OU=Granted does not inherit, but holds the grants itself.
+    let granted = format!("OU=Granted,OU=Staff,{DOMAIN_DN}");
+    tool(
+        "dsacl set Granted",
+        &["dsacl", "set", &format!("--objectdn={granted}"), &format!("--sddl={grants}")],
+    )?;
+    let head_deny = format!("(OD;CI;CR;{RESET_PASSWORD};{USER_CLASS};{group_sid})");
+    tool(
+        "dsacl set head deny",
+        &["dsacl", "set", &format!("--objectdn={DOMAIN_DN}"), &format!("--sddl={head_deny}")],
+    )?;
+    // A second reader that may read the fine-grained password policies' settings.
+    let pso_reader_sid = sid_of("wbd-pso-reader")?;
+    let psc = format!("CN=Password Settings Container,CN=System,{DOMAIN_DN}");
+    let read = format!("(A;CI;RPLCLORC;;;{pso_reader_sid})");
+    tool("dsacl set PSC read", &["dsacl", "set", &format!("--objectdn={psc}"), &format!("--sddl={read}")])?;
 
     let log = std::fs::File::create(dir.join("samba.out")).map_err(|e| e.to_string())?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
@@ -320,6 +386,8 @@ async fn the_domain_its_dc_and_the_connector_account_rights_are_read() {
 
     assert_eq!(r.failure, None, "{r:#?}");
     assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    // No fine-grained policy applies to a user in these OUs (and the reader may not search them).
+    assert_eq!(r.fine_grained_policies, Some(vec![]));
     assert_eq!(r.bound_as.as_deref(), Some(dc.reader_dn().as_str()));
     assert_eq!(r.domain_dn.as_deref(), Some(DOMAIN_DN));
     assert_eq!(r.domain_dns_name.as_deref(), Some("wbdtest.example"));
@@ -336,7 +404,7 @@ async fn the_domain_its_dc_and_the_connector_account_rights_are_read() {
     assert_eq!(only.operating_system.as_deref(), Some("Samba"));
     assert_eq!((only.read_only, only.is_pdc_emulator), (Some(false), true));
     let policy = r.password_policy.as_ref().unwrap();
-    assert_eq!(policy.min_pwd_age_secs, Some(86_400), "Samba's default minimum age is one day");
+    assert_eq!(policy.min_pwd_age_secs, Some(0), "set to 0 for the domain; a PSO has two days");
     assert_eq!(policy.pwd_history_length, Some(24));
 
     let c = r.connector_account.as_ref().unwrap();
@@ -348,7 +416,7 @@ async fn the_domain_its_dc_and_the_connector_account_rights_are_read() {
     let ou = |prefix: &str| c.containers.iter().find(|o| o.dn.starts_with(prefix)).unwrap();
 
     let head = ou("DC=");
-    assert_eq!(head.reset_password, Some(AccessState::NotGranted));
+    assert_eq!(head.reset_password, Some(AccessState::Denied), "denied to the connector's group");
     assert_eq!(head.inheritance_blocked, Some(false));
 
     let staff = ou("OU=Staff");
@@ -365,11 +433,26 @@ async fn the_domain_its_dc_and_the_connector_account_rights_are_read() {
         Some(AccessState::Allowed),
         "Everyone may change their own password by default"
     );
-    assert_eq!(staff.inheritance_blocked, Some(false));
-    let below = staff.descendants_inheritance_blocked.as_ref().unwrap();
+    assert_eq!(staff.inheritance_blocked, Some(false), "{staff:?}");
+    // Below the synced OUs, only OU=Granted blocks inheritance (OU=Locked is a synced OU, judged
+    // with its own rights), and it grants the rights itself.
+    let blocked = c.inheritance_blocked.as_ref().unwrap();
+    assert_eq!((blocked.blocked, blocked.without_rights.count), (1, 0), "{blocked:?}");
+    let state = c.state.as_ref().unwrap();
     assert_eq!(
-        (below.count, below.sample.as_slice()),
-        (1, [format!("OU=Locked,OU=Staff,{DOMAIN_DN}")].as_slice())
+        (
+            state.disabled,
+            state.locked_out,
+            state.password_expired,
+            state.must_change_password,
+            state.account_expired
+        ),
+        (Some(false), Some(false), Some(false), Some(false), Some(false))
+    );
+    let scope = r.sync_scope.as_ref().unwrap();
+    assert_eq!(
+        (scope.included.len(), scope.sources.as_slice()),
+        (3, [SyncScopeSource::Configuration].as_slice())
     );
 
     let locked = ou("OU=Locked");
@@ -444,9 +527,226 @@ async fn failures_say_which_step_failed() {
     assert!(c.containers.iter().all(|o| o.error.as_deref().unwrap().contains("not found")), "{c:?}");
 }
 
-async fn probe_with(ad: wbd_collector::config::AdSettings) -> ActiveDirectoryReport {
+async fn probe_with(ad: AdSettings) -> ActiveDirectoryReport {
     match ActiveDirectoryProber::new(ad).unwrap().probe().await.output {
         ProbeOutput::ActiveDirectory(report) => report,
         other => panic!("AD result expected, got {other:?}"),
     }
+}
+
+/// The reader's AD settings, synchronising these OUs (none: no `synced_ous`).
+fn ad_settings(dc: &SambaDc, synced_ous: &[&str]) -> AdSettings {
+    let ous: Vec<String> = synced_ous.iter().map(|ou| format!("\"{ou},{DOMAIN_DN}\"")).collect();
+    let toml = config(dc, "")
+        .lines()
+        .map(|l| {
+            if l.starts_with("synced_ous") {
+                format!("synced_ous = [{}]", ous.join(", "))
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    settings(&toml).probes.active_directory.expect("the AD probe is configured")
+}
+
+/// The rule pack's verdict of `rule` on one AD report, as the server would give it.
+fn verdict(report: &ActiveDirectoryReport, rule: &str) -> wbd_rules::Outcome {
+    let now = chrono::Utc::now();
+    let site = uuid::Uuid::nil();
+    let facts = wbd_rules::TenantFacts {
+        now,
+        collectors: vec![wbd_rules::CollectorState {
+            id: site,
+            name: "site".into(),
+            active: true,
+            last_seen_at: Some(now),
+            silent_after: Some(now + chrono::Duration::minutes(15)),
+            push_interval_secs: 300,
+        }],
+        facts: vec![wbd_rules::FactInput {
+            collector_id: site,
+            subject: format!("ldap:{}", report.server),
+            observed_at: now,
+            output: ProbeOutput::ActiveDirectory(report.clone()),
+        }],
+    };
+    wbd_rules::evaluate(&facts).into_iter().find(|e| e.rule_id == rule).expect("evaluated").outcome
+}
+
+fn text(outcome: &wbd_rules::Outcome) -> String {
+    outcome.text(wbd_rules::Lang::En).unwrap_or_default()
+}
+
+/// An LDAPS session with the DC bound as `dn`; the error is the DC's answer.
+async fn bind_as(dc: &SambaDc, dn: &str, password: &str) -> Result<ldap3::Ldap, String> {
+    let settings = ldap3::LdapConnSettings::new().set_no_tls_verify(true);
+    let (conn, mut ldap) =
+        ldap3::LdapConnAsync::with_settings(settings, &dc.ldaps_url()).await.map_err(|e| e.to_string())?;
+    ldap3::drive!(conn);
+    ldap.simple_bind(dn, password).await.and_then(|r| r.success()).map_err(|e| e.to_string())?;
+    Ok(ldap)
+}
+
+/// Ground truth: the connector account resets `target`'s password itself, as writeback would.
+async fn connector_resets(dc: &SambaDc, target: &str) -> Result<(), String> {
+    let mut ldap = bind_as(dc, &format!("CN={CONNECTOR},CN=Users,{DOMAIN_DN}"), CONNECTOR_PASSWORD).await?;
+    let quoted: Vec<u8> = "\"Wr1teback-Reset-2026!\"".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let change = ldap3::Mod::Replace(b"unicodePwd".to_vec(), std::collections::HashSet::from([quoted]));
+    let result = ldap
+        .modify(target, vec![change])
+        .await
+        .and_then(|r| r.success())
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let _ = ldap.unbind().await;
+    result
+}
+
+#[tokio::test]
+async fn rights_granted_on_the_synced_ou_only_are_enough() {
+    let Some(dc) = samba_dc() else { return };
+    // What Set-ADSyncPasswordWritebackPermissions -ADobjectDN leaves: rights on OU=Synced, none
+    // (here: a deny for the connector's group) on the domain root.
+    let r = probe_with(ad_settings(dc, &["OU=Synced"])).await;
+
+    let c = r.connector_account.as_ref().unwrap();
+    let at = |dn: &str| c.containers.iter().find(|o| o.dn.eq_ignore_ascii_case(dn)).unwrap();
+    assert_eq!(at(DOMAIN_DN).reset_password, Some(AccessState::Denied));
+    let synced = at(&format!("OU=Synced,{DOMAIN_DN}"));
+    assert_eq!(
+        (synced.reset_password, synced.write_lockout_time, synced.write_pwd_last_set),
+        (Some(AccessState::Allowed), Some(AccessState::Allowed), Some(AccessState::Allowed)),
+        "the explicit grant on the OU comes before the deny it inherits"
+    );
+    let outcome = verdict(&r, "connector-account-permissions");
+    assert!(outcome.is_pass(), "judged on the synced OU, not the domain root: {outcome:?}");
+    // Ground truth: the connector account resets a synced user, and not one under the root's deny.
+    assert_eq!(connector_resets(dc, &format!("CN=syn.user,OU=Synced,{DOMAIN_DN}")).await, Ok(()));
+    let refused = connector_resets(dc, &format!("CN=cn.user,CN=Users,{DOMAIN_DN}")).await;
+    assert!(refused.is_err(), "the deny at the root holds where nothing overrides it");
+
+    // The same scope read from the Connect server's connector configuration instead.
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("connect-state.json");
+    let partitions = format!(
+        "<ma-partition-data><partition><name>{DOMAIN_DN}</name><selected>1</selected><filter><containers>\
+         <exclusions><exclusion>{DOMAIN_DN}</exclusion></exclusions>\
+         <inclusions><inclusion>OU=Synced,{DOMAIN_DN}</inclusion></inclusions></containers></filter>\
+         <custom-data><adma-partition-data><dn>{DOMAIN_DN}</dn><is-domain>1</is-domain></adma-partition-data></custom-data>\
+         </partition></ma-partition-data>"
+    );
+    let state = serde_json::json!({
+        "schema": "wbd-connect-state/1", "computerName": "AADC01",
+        "connectors": [{"name": "wbdtest.example", "connectorTypeName": "AD", "maPartitionData": partitions, "runs": []}]
+    });
+    std::fs::write(&export, state.to_string()).unwrap();
+    let connect = ConnectServerProber::new(
+        ConnectSettings {
+            schedule: Schedule { enabled: true, interval: Duration::from_secs(900), jitter_percent: 0 },
+            source: WindowsSource::Export(export),
+            timeout: Duration::from_secs(5),
+        },
+        dir.path().to_owned(),
+    );
+    let prober = ActiveDirectoryProber::new(ad_settings(dc, &[])).unwrap().with_connect_state(connect);
+    let ProbeOutput::ActiveDirectory(r) = prober.probe().await.output else { panic!("AD result expected") };
+    let scope = r.sync_scope.as_ref().unwrap();
+    assert_eq!(
+        (scope.included.as_slice(), scope.sources.as_slice()),
+        ([format!("OU=Synced,{DOMAIN_DN}")].as_slice(), [SyncScopeSource::Connect].as_slice())
+    );
+    assert!(verdict(&r, "connector-account-permissions").is_pass());
+}
+
+#[tokio::test]
+async fn blocked_inheritance_is_reported_once_and_only_where_the_rights_are_missing() {
+    let Some(dc) = samba_dc() else { return };
+    let r = probe_with(ad_settings(dc, &["OU=Staff"])).await;
+
+    let blocked = r.connector_account.as_ref().unwrap().inheritance_blocked.as_ref().unwrap();
+    // OU=Locked and OU=Granted do not inherit; OU=Granted holds the grants itself.
+    assert_eq!(blocked.blocked, 2, "{blocked:?}");
+    assert_eq!(blocked.without_rights.sample, [format!("OU=Locked,OU=Staff,{DOMAIN_DN}")]);
+    let outcome = verdict(&r, "inheritance-not-blocked");
+    let said = text(&outcome);
+    assert!(outcome.is_fail(), "{outcome:?}");
+    assert!(said.contains("(1 in all)"), "counted once: {said}");
+    assert!(said.contains("OU=Locked") && !said.contains("OU=Granted"), "{said}");
+    // Ground truth: the connector account resets the user behind OU=Granted, not the one behind
+    // OU=Locked.
+    assert_eq!(connector_resets(dc, &format!("CN=gr.user,OU=Granted,OU=Staff,{DOMAIN_DN}")).await, Ok(()));
+    assert!(connector_resets(dc, &format!("CN=pat.locked,OU=Locked,OU=Staff,{DOMAIN_DN}")).await.is_err());
+}
+
+#[tokio::test]
+async fn fine_grained_password_policies_are_read_where_the_account_may() {
+    let Some(dc) = samba_dc() else { return };
+    // The plain reader sees that a policy applies to the synced user, not its settings.
+    let r = probe_with(ad_settings(dc, &["OU=Synced"])).await;
+    let policies = r.fine_grained_policies.as_ref().unwrap();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    assert_eq!(
+        (policies[0].name.as_str(), policies[0].min_pwd_age_secs, policies[0].synced_users),
+        ("wbd-two-days", None, Some(1))
+    );
+    let outcome = verdict(&r, "min-password-age-zero");
+    assert!(matches!(outcome, wbd_rules::Outcome::Unknown { .. }), "not a pass it cannot know: {outcome:?}");
+    assert!(text(&outcome).contains("wbd-two-days"), "{}", text(&outcome));
+
+    // An account allowed to read the Password Settings Container reads it all.
+    let mut ad = ad_settings(dc, &["OU=Synced"]);
+    ad.bind_dn = Some(format!("CN=wbd-pso-reader,CN=Users,{DOMAIN_DN}"));
+    ad.bind_password = Some(Secret::new(PSO_READER_PASSWORD));
+    let r = probe_with(ad).await;
+    let pso = &r.fine_grained_policies.as_ref().unwrap()[0];
+    assert_eq!(
+        (pso.min_pwd_age_secs, pso.synced_users, pso.precedence),
+        (Some(2 * 86_400), Some(1), Some(10))
+    );
+    assert_eq!(pso.applies_to, [format!("CN=WBD-Synced-Users,CN=Users,{DOMAIN_DN}")]);
+    let outcome = verdict(&r, "min-password-age-zero");
+    let said = text(&outcome);
+    assert!(outcome.is_fail(), "{outcome:?}");
+    assert!(said.contains("wbd-two-days") && said.contains("48 hours"), "{said}");
+}
+
+#[tokio::test]
+async fn the_connector_account_state_is_read_and_a_refused_bind_decoded() {
+    let Some(dc) = samba_dc() else { return };
+    // Three wrong passwords lock conn-locked out (the domain's threshold).
+    let locked = format!("CN=conn-locked,CN=Users,{DOMAIN_DN}");
+    for _ in 0..3 {
+        let _ = bind_as(dc, &locked, "not-its-password").await;
+    }
+    for (account, cause) in [
+        ("conn-disabled", "It is disabled"),
+        ("conn-expired", "The account expired on"),
+        ("conn-mustchange", "must change its password"),
+        ("conn-locked", "It is locked out"),
+    ] {
+        // Read by the reader.
+        let mut ad = ad_settings(dc, &["OU=Synced"]);
+        ad.connector_account = Some(account.to_owned());
+        let r = probe_with(ad.clone()).await;
+        let outcome = verdict(&r, "connector-account-usable");
+        assert!(outcome.is_fail() && text(&outcome).contains(cause), "{account}: {}", text(&outcome));
+
+        // The probe binding as that account: the DC's refusal says the same.
+        ad.bind_dn = Some(format!("CN={account},CN=Users,{DOMAIN_DN}"));
+        ad.bind_password = Some(Secret::new(CONNECTOR_PASSWORD));
+        let r = probe_with(ad).await;
+        assert_eq!(r.failure.as_ref().map(|f| f.step), Some(AdStep::Bind), "{account}: {r:?}");
+        let state = r.connector_account.as_ref().and_then(|c| c.state.as_ref()).expect("decoded");
+        assert!(state.bind_refusal_code.is_some(), "{account}: {state:?}");
+        let outcome = verdict(&r, "connector-account-usable");
+        assert!(
+            outcome.is_fail() && text(&outcome).contains(cause),
+            "{account}, bound as itself: {outcome:?}"
+        );
+    }
+    // The real connector account can sign in.
+    let r = probe_with(ad_settings(dc, &["OU=Synced"])).await;
+    assert!(verdict(&r, "connector-account-usable").is_pass());
 }

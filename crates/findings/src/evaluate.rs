@@ -312,6 +312,7 @@ mod tests {
                 cipher_suite: "TLS13_AES_256_GCM_SHA384".to_owned(),
                 chain_trusted: true,
                 trust_error: None,
+                trust_failure: None,
                 subject: Some(format!("CN={host}")),
                 issuer: Some("CN=Microsoft Azure RSA TLS Issuing CA 03".to_owned()),
                 not_before: Some(now() - Duration::days(30)),
@@ -320,6 +321,7 @@ mod tests {
                 chain_len: 2,
             }),
             failure: failure.map(|step| StepFailure { step, error: "connection timed out".to_owned() }),
+            via_proxy: None,
         }
     }
 

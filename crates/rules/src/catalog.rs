@@ -3,7 +3,8 @@
 //! - `packs/writeback/pack.toml`: one `[[rule]]` per rule, in evaluation order, with what does
 //!   not depend on the language: id, default severity, probe kinds read, parameters (type,
 //!   bounds, default), flap damping, catalogue ids, seed checklist points, documentation links.
-//! - `packs/writeback/{en,pl,uk}.toml`: per language, each rule's title, description,
+//! - `packs/writeback/{en,pl,uk}.toml`: per language, each rule's title (the check), problem
+//!   (what a failure is called: a finding's title), description,
 //!   remediation steps, parameter descriptions and message templates, and the shared
 //!   `[messages]`.
 //!
@@ -57,6 +58,9 @@ pub(crate) struct RuleMeta {
     pub seed_points: Vec<u8>,
     pub references: Vec<String>,
     pub flap: FlapDamping,
+    /// Rules whose failure explains this one's (its root causes).
+    #[serde(default)]
+    pub explained_by: Vec<String>,
     #[serde(default)]
     pub params: Vec<ParamMeta>,
 }
@@ -80,7 +84,11 @@ pub(crate) struct LangFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RuleTexts {
+    /// Names the check: what should hold ("Writeback endpoint is reachable").
     pub title: String,
+    /// Names the problem a failure reports ("Writeback endpoint is unreachable"): the title of
+    /// a finding.
+    pub problem: String,
     pub description: String,
     pub remediation: Vec<String>,
     #[serde(default)]
@@ -136,7 +144,53 @@ fn leak_slice<T>(items: Vec<T>) -> &'static [T] {
 }
 
 pub(crate) fn parse_pack() -> Result<PackFile, String> {
-    toml::from_str(PACK_TOML).map_err(|e| format!("pack.toml: {e}"))
+    parse_pack_text(PACK_TOML)
+}
+
+/// Parses and checks a pack file's text (the shipped one, or one a test writes).
+pub(crate) fn parse_pack_text(text: &str) -> Result<PackFile, String> {
+    let pack: PackFile = toml::from_str(text).map_err(|e| format!("pack.toml: {e}"))?;
+    validate_pack(&pack)?;
+    Ok(pack)
+}
+
+/// Refuses what the TOML types cannot: a rule id used twice, and an `explained_by` that names
+/// an unknown rule, the rule itself, or makes a cycle (two rules each explaining the other would
+/// leave no root cause to show).
+pub(crate) fn validate_pack(pack: &PackFile) -> Result<(), String> {
+    let mut ids = std::collections::BTreeSet::new();
+    for meta in &pack.rule {
+        if !ids.insert(meta.id.as_str()) {
+            return Err(format!("pack.toml: rule {} is declared twice", meta.id));
+        }
+    }
+    let explained: HashMap<&str, &[String]> =
+        pack.rule.iter().map(|meta| (meta.id.as_str(), meta.explained_by.as_slice())).collect();
+    for meta in &pack.rule {
+        for cause in &meta.explained_by {
+            if cause == &meta.id {
+                return Err(format!("pack.toml: rule {} lists itself in explained_by", meta.id));
+            }
+            if !ids.contains(cause.as_str()) {
+                return Err(format!("pack.toml: rule {} is explained_by unknown rule {cause}", meta.id));
+            }
+        }
+        // Depth-first from this rule's causes: meeting the rule again is a cycle.
+        let mut stack: Vec<&str> = meta.explained_by.iter().map(String::as_str).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(cause) = stack.pop() {
+            if cause == meta.id {
+                return Err(format!(
+                    "pack.toml: explained_by of rule {} leads back to it (a cycle)",
+                    meta.id
+                ));
+            }
+            if seen.insert(cause) {
+                stack.extend(explained.get(cause).into_iter().flat_map(|c| c.iter().map(String::as_str)));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_lang(lang: Lang) -> Result<LangFile, String> {
@@ -184,6 +238,7 @@ fn build() -> Result<Catalog, String> {
                 id: leak(meta.id.clone()),
                 lang,
                 title: leak(texts.title.clone()),
+                problem: leak(texts.problem.clone()),
                 severity: meta.severity,
                 reads: leak_slice(meta.reads.clone()),
                 description: leak(texts.description.trim().to_owned()),
@@ -192,6 +247,7 @@ fn build() -> Result<Catalog, String> {
                 references: leak_slice(meta.references.iter().cloned().map(leak).collect()),
                 params: leak_slice(params),
                 flap: meta.flap,
+                explained_by: leak_slice(meta.explained_by.iter().cloned().map(leak).collect()),
                 catalogue_ids: leak_slice(meta.catalogue.iter().cloned().map(leak).collect()),
                 seed_points: leak_slice(meta.seed_points.clone()),
             });
@@ -239,6 +295,11 @@ mod tests {
                 let english = &en.rules[&meta.id];
                 let where_ = format!("{lang}.toml [rules.{}]", meta.id);
                 assert!(!ours.title.trim().is_empty(), "{where_}: title");
+                assert!(!ours.problem.trim().is_empty(), "{where_}: problem");
+                assert_ne!(
+                    ours.problem, ours.title,
+                    "{where_}: the problem names the failure, not the check"
+                );
                 assert!(!ours.description.trim().is_empty(), "{where_}: description");
                 assert!(!ours.remediation.is_empty(), "{where_}: remediation");
                 assert!(ours.remediation.iter().all(|s| !s.trim().is_empty()), "{where_}: empty step");
@@ -267,6 +328,7 @@ mod tests {
             let file = parse_lang(lang).expect("lang");
             for (id, texts) in &file.rules {
                 assert_ne!(texts.title, en.rules[id].title, "{lang}: title of {id} is untranslated");
+                assert_ne!(texts.problem, en.rules[id].problem, "{lang}: problem of {id} is untranslated");
                 assert_ne!(texts.description, en.rules[id].description, "{lang}: description of {id}");
             }
         }
@@ -295,6 +357,32 @@ mod tests {
             }
             assert!(!meta.references.is_empty(), "{}: references", meta.id);
         }
+    }
+
+    #[test]
+    fn explained_by_names_other_rules_of_the_pack() {
+        let rule = |id: &str, explained_by: &str| {
+            format!(
+                "[[rule]]\nid = \"{id}\"\nseverity = \"high\"\nreferences = [\"https://x\"]\n\
+                 flap = {{ open_after = 1, resolve_after = 1 }}\nexplained_by = [{explained_by}]\n"
+            )
+        };
+        let ok = rule("a", "") + &rule("b", "\"a\"");
+        assert!(parse_pack_text(&ok).is_ok());
+        let unknown = rule("a", "") + &rule("b", "\"sspr-enabeld\"");
+        let error = parse_pack_text(&unknown).err().unwrap_or_default();
+        assert!(error.contains("rule b is explained_by unknown rule sspr-enabeld"), "{error}");
+        let itself = rule("a", "\"a\"");
+        assert!(parse_pack_text(&itself).err().unwrap_or_default().contains("lists itself"));
+        let cycle = rule("a", "\"b\"") + &rule("b", "\"c\"") + &rule("c", "\"a\"");
+        assert!(parse_pack_text(&cycle).err().unwrap_or_default().contains("cycle"));
+        let twice = rule("a", "") + &rule("a", "");
+        assert!(parse_pack_text(&twice).err().unwrap_or_default().contains("declared twice"));
+        // The shipped pack: every rule it names exists, and the accessor exposes them.
+        let shipped = parse_pack().expect("the shipped pack is valid");
+        assert!(shipped.rule.iter().any(|r| !r.explained_by.is_empty()));
+        let info = crate::rule_info("test-user-sspr-capable", Lang::Pl).expect("rule");
+        assert_eq!(info.explained_by, ["sspr-enabled"]);
     }
 
     #[test]

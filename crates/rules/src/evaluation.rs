@@ -76,6 +76,14 @@ pub enum Outcome {
         reason: String,
         message: Message,
     },
+    /// The check does not apply to this site, and the facts say so (no proxy is in use, no
+    /// cloud sync agent is installed). Unlike [`Outcome::Unknown`] nothing is missing: for
+    /// findings it counts like a pass, and it never counts as an undecided rule.
+    NotApplicable {
+        /// The English rendering of `message`.
+        reason: String,
+        message: Message,
+    },
 }
 
 impl Outcome {
@@ -87,6 +95,11 @@ impl Outcome {
     /// An undecided outcome whose reason is the English rendering of `message`.
     pub fn unknown(message: Message) -> Self {
         Outcome::Unknown { reason: message.english(), message }
+    }
+
+    /// A check that does not apply here, with why (`message`).
+    pub fn not_applicable(message: Message) -> Self {
+        Outcome::NotApplicable { reason: message.english(), message }
     }
 
     /// "Not evaluated: no data from the `probe` probe."
@@ -102,15 +115,25 @@ impl Outcome {
         matches!(self, Outcome::Pass)
     }
 
-    /// The message of a failure or an unknown outcome.
+    pub fn is_not_applicable(&self) -> bool {
+        matches!(self, Outcome::NotApplicable { .. })
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Outcome::Unknown { .. })
+    }
+
+    /// The message of a failure, an unknown or a not-applicable outcome.
     pub fn message(&self) -> Option<&Message> {
         match self {
             Outcome::Pass => None,
-            Outcome::Fail { message, .. } | Outcome::Unknown { message, .. } => Some(message),
+            Outcome::Fail { message, .. }
+            | Outcome::Unknown { message, .. }
+            | Outcome::NotApplicable { message, .. } => Some(message),
         }
     }
 
-    /// The summary (failure) or reason (unknown) in `lang`; `None` for a pass.
+    /// The summary (failure) or reason (unknown, not applicable) in `lang`; `None` for a pass.
     pub fn text(&self, lang: Lang) -> Option<String> {
         self.message().map(|m| render(m, lang))
     }
@@ -123,7 +146,9 @@ pub struct Evaluation {
     pub rule_id: Cow<'static, str>,
     /// What the rule judged, stable across runs (see the crate docs for each rule's form).
     pub subject: String,
-    /// The rule's English title.
+    /// In English: for a failure, the problem it reports (the rule's `problem`, "Writeback
+    /// endpoint is unreachable"), which is what a finding is called; otherwise the check
+    /// (`title`, "Writeback endpoint is reachable").
     pub title: Cow<'static, str>,
     pub outcome: Outcome,
 }
@@ -147,6 +172,9 @@ pub struct RuleInfo {
     pub lang: Lang,
     /// Names the check (what should hold), not the failure.
     pub title: &'static str,
+    /// Names the problem a failure reports ("Writeback endpoint is unreachable"): the title of a
+    /// finding of this rule.
+    pub problem: &'static str,
     /// The severity of a failure (a rule may report a lower one for some subjects; see its docs).
     pub severity: Severity,
     /// The probe kinds whose facts the rule reads (empty when it reads only collector state).
@@ -162,6 +190,11 @@ pub struct RuleInfo {
     pub params: &'static [ParamSpec],
     /// Default flap damping.
     pub flap: FlapDamping,
+    /// Ids of the rules whose failure explains a failure of this one: its root causes (e.g.
+    /// `test-user-sspr-capable` is explained by `sspr-enabled`). When one of them fails too, show
+    /// that one first; this rule's texts never contradict it. Declared in the pack's data
+    /// (`explained_by` in `pack.toml`) and checked to name other rules of the pack, without cycles.
+    pub explained_by: &'static [&'static str],
     /// Ids of the research catalogue rules (`PWB-…`) this rule implements.
     pub catalogue_ids: &'static [&'static str],
     /// Points (1–9) of Microsoft's "password writeback is not working" checklist it covers.

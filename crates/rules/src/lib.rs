@@ -39,7 +39,10 @@
 //! # Outcomes and messages
 //!
 //! [`Outcome::Fail`] carries a [`Message`] (a text key and typed arguments) and its English
-//! rendering (`summary`); [`Outcome::Unknown`] likewise (`reason`). A rule whose probe has not
+//! rendering (`summary`); [`Outcome::Unknown`] and [`Outcome::NotApplicable`] likewise
+//! (`reason`). Unknown means the facts do not let the rule decide; not applicable means the facts
+//! say the check has nothing to judge at this site (no proxy in use): the worker treats it like a
+//! pass and never counts it as undecided, so a healthy site scores 100. A rule whose probe has not
 //! reported says so ("not evaluated: no data from the X probe"), with the subject `tenant`.
 //! [`render`] renders a message in any [`Lang`] at response time, falling back to English.
 //!
@@ -146,12 +149,9 @@ pub fn evaluate_with(facts: &TenantFacts, settings: &PackSettings) -> Vec<Evalua
             {
                 *severity = forced;
             }
-            Evaluation {
-                rule_id: info.id.into(),
-                subject: verdict.subject,
-                title: info.title.into(),
-                outcome,
-            }
+            // A finding is named after its problem; anything else after the check.
+            let title = if outcome.is_fail() { info.problem } else { info.title };
+            Evaluation { rule_id: info.id.into(), subject: verdict.subject, title: title.into(), outcome }
         }));
     }
     evaluations
@@ -204,6 +204,7 @@ mod tests {
             for info in rules_in(lang) {
                 assert_eq!(info.lang, lang);
                 assert!(!info.title.is_empty(), "{}", info.id);
+                assert!(!info.problem.is_empty(), "{}", info.id);
                 assert!(!info.description.is_empty(), "{}", info.id);
                 assert!(!info.remediation.is_empty(), "{}", info.id);
                 assert!(!info.references.is_empty(), "{}", info.id);
@@ -287,6 +288,10 @@ mod tests {
                     Expect::Unknown => assert!(
                         verdicts.iter().all(|v| matches!(v.outcome, Outcome::Unknown { .. })),
                         "expected unknowns: {what}"
+                    ),
+                    Expect::NotApplicable => assert!(
+                        verdicts.iter().all(|v| v.outcome.is_not_applicable()),
+                        "expected not applicable: {what}"
                     ),
                 }
                 for verdict in &verdicts {
@@ -386,6 +391,25 @@ mod tests {
         let a = evaluate(&tenant(vec![site.clone()], vec![endpoint_fact(&site, slow)]));
         let b = evaluate(&tenant(vec![site.clone()], vec![endpoint_fact(&site, fast)]));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_failure_is_titled_by_its_problem_and_a_pass_by_its_check() {
+        let site = collector("site-a");
+        let facts = tenant(
+            vec![site.clone()],
+            vec![endpoint_fact(&site, relay_tcp_blocked()), endpoint_fact(&site, healthy_password_reset())],
+        );
+        let reachable: Vec<_> =
+            evaluate(&facts).into_iter().filter(|e| e.rule_id == "endpoint-reachable").collect();
+        let failed = reachable.iter().find(|e| e.outcome.is_fail()).expect("the relay fails");
+        assert_eq!(failed.title, "Writeback endpoint is unreachable");
+        let passed = reachable.iter().find(|e| e.outcome.is_pass()).expect("the service passes");
+        assert_eq!(passed.title, "Writeback endpoint is reachable");
+        assert_eq!(
+            rule_info("endpoint-reachable", Lang::Pl).map(|i| i.problem),
+            Some("Punkt końcowy zapisu zwrotnego jest nieosiągalny")
+        );
     }
 
     #[test]

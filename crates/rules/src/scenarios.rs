@@ -78,6 +78,23 @@ fn a_healthy_tenant_has_no_finding() {
     assert_findings(&tenant_with(|_| {}), &[]);
 }
 
+/// A healthy site that reaches Microsoft directly: nothing fails and nothing is left undecided
+/// (the proxy checks do not apply), so its health score is 100.
+#[test]
+fn a_healthy_site_without_a_proxy_scores_100() {
+    let facts = tenant_with(|t| t.proxy = proxy::tests::no_proxy());
+    let evaluations = evaluate(&facts);
+    let undecided: Vec<_> =
+        evaluations.iter().filter(|e| e.outcome.is_fail() || e.outcome.is_unknown()).collect();
+    assert!(undecided.is_empty(), "{undecided:#?}");
+    for rule in [proxy::ALLOWS, proxy::NO_INSPECTION] {
+        let verdict = evaluations.iter().find(|e| e.rule_id == rule).expect("evaluated");
+        assert!(verdict.outcome.is_not_applicable(), "{rule}: {:?}", verdict.outcome);
+        let text = verdict.outcome.text(Lang::En).unwrap_or_default();
+        assert!(text.contains("no proxy"), "{rule}: {text}");
+    }
+}
+
 /// 1. Licensing: writeback is premium; the tenant has only Office 365 plans.
 #[test]
 fn seed_1_no_premium_licence() {
@@ -104,10 +121,26 @@ fn seed_3_connect_does_not_prefer_the_pdc_emulator() {
     assert!(text.contains("dc01.corp.example"), "{text}");
 }
 
-/// 4. SSPR must be enabled for the users; it is off for the test user.
+/// Seed point 4: SSPR must be enabled for the users; it is off for the test user, who did
+/// register methods. The test user therefore cannot reset either, but that finding points at
+/// the root cause instead of asking for more methods.
 #[test]
 fn seed_4_sspr_disabled() {
-    assert_findings(&tenant_with(|t| t.graph = graph::tests::sspr_off()), &["sspr-enabled"]);
+    let failed = assert_findings(
+        &tenant_with(|t| t.graph = graph::tests::sspr_off()),
+        &["sspr-enabled", "test-user-sspr-capable"],
+    );
+    for lang in Lang::ALL {
+        let text = failed[1].outcome.text(lang).unwrap_or_default();
+        assert!(text.contains("mobilePhone"), "{lang}: names the registered methods: {text}");
+        assert!(!text.contains("aka.ms/ssprsetup"), "{lang}: must not send the user to register: {text}");
+    }
+    let english = failed[1].outcome.text(Lang::En).unwrap_or_default();
+    assert!(english.contains("not enabled"), "{english}");
+    // The pack says which failure is the root cause.
+    let info = crate::rule_info("test-user-sspr-capable", Lang::En).expect("rule");
+    assert_eq!(info.explained_by, ["sspr-enabled"]);
+    assert!(!english.contains("register enough"), "{english}");
 }
 
 /// 5. Writeback must be enabled with a cloud administrator; every admin is synced.

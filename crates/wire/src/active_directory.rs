@@ -48,6 +48,14 @@ pub struct ActiveDirectoryReport {
     pub domain_controllers: Vec<DomainController>,
     #[serde(default)]
     pub password_policy: Option<DomainPasswordPolicy>,
+    /// Fine-grained password policies (PSOs) of the domain, with how many synced users each
+    /// applies to. `None` when the probe could not search for them (see `errors`).
+    #[serde(default)]
+    pub fine_grained_policies: Option<Vec<FineGrainedPolicy>>,
+    /// The containers Entra Connect synchronises in this domain, as the probe learned them.
+    /// `None`: neither the collector's configuration nor a Connect export says.
+    #[serde(default)]
+    pub sync_scope: Option<SyncScope>,
     #[serde(default)]
     pub connector_account: Option<ConnectorAccountRights>,
     /// Accounts with `adminCount=1` in the searched scope (writeback cannot reset them).
@@ -97,6 +105,49 @@ pub struct DomainPasswordPolicy {
     pub lockout_threshold: Option<u32>,
 }
 
+/// A fine-grained password policy (`msDS-PasswordSettings` object).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FineGrainedPolicy {
+    pub dn: String,
+    pub name: String,
+    /// `msDS-PasswordSettingsPrecedence` (lower wins).
+    #[serde(default)]
+    pub precedence: Option<u32>,
+    /// `msDS-MinimumPasswordAge` in seconds; `None` when the probe's account may not read the
+    /// policy's settings.
+    #[serde(default)]
+    pub min_pwd_age_secs: Option<u64>,
+    /// `msDS-PSOAppliesTo`: the users and groups it is linked to (empty when unreadable).
+    #[serde(default)]
+    pub applies_to: Vec<String>,
+    /// Users in the synced scope whose resultant policy (`msDS-ResultantPSO`) this is.
+    #[serde(default)]
+    pub synced_users: Option<u32>,
+}
+
+/// The containers Entra Connect synchronises in one domain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncScope {
+    /// Included containers: their subtrees are synced.
+    pub included: Vec<String>,
+    /// Containers excluded inside the included ones.
+    #[serde(default)]
+    pub excluded: Vec<String>,
+    /// Where the scope came from.
+    #[serde(default)]
+    pub sources: Vec<SyncScopeSource>,
+}
+
+/// Where a synced scope was learned.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncScopeSource {
+    /// `probes.active_directory.synced_ous` in the collector's configuration.
+    Configuration,
+    /// The AD connector's partition and container filter, from the Connect server state.
+    Connect,
+}
+
 /// The AD DS connector account and what it may do to users under each synced OU.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConnectorAccountRights {
@@ -115,9 +166,66 @@ pub struct ConnectorAccountRights {
     /// `userAccountControl` of the account (disabled, locked, …).
     #[serde(default)]
     pub user_account_control: Option<u32>,
-    /// One entry per container checked: the domain head first, then each configured OU.
+    /// Whether the account can sign in at all, and if not why.
+    #[serde(default)]
+    pub state: Option<ConnectorAccountState>,
+    /// One entry per container checked: the domain head first, then each synced container.
     #[serde(default)]
     pub containers: Vec<ContainerRights>,
+    /// Objects in the synced scope whose DACL does not inherit, with the account's effective
+    /// rights at each. `None` when not scanned.
+    #[serde(default)]
+    pub inheritance_blocked: Option<BlockedInheritance>,
+}
+
+/// Whether the connector account can sign in: each fact `None` when unknown.
+///
+/// Read from `userAccountControl` (disabled), `accountExpires`, `pwdLastSet` (0: must change),
+/// and `msDS-User-Account-Control-Computed` (locked out, password expired), which the DC
+/// computes (the stored `userAccountControl` never carries those two). When the probe binds as
+/// the connector account and the DC refuses, the refusal's data code says the same.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectorAccountState {
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    /// `accountExpires`; `None` when it never expires (or was not read).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub account_expired: Option<bool>,
+    #[serde(default)]
+    pub password_expired: Option<bool>,
+    #[serde(default)]
+    pub locked_out: Option<bool>,
+    #[serde(default)]
+    pub must_change_password: Option<bool>,
+    /// Logon hours or workstation restrictions refused the sign-in (data 530, 531).
+    #[serde(default)]
+    pub logon_restricted: Option<bool>,
+    /// The account does not exist (data 525).
+    #[serde(default)]
+    pub not_found: Option<bool>,
+    /// The DC refused the password the collector was given for the account (data 52e).
+    #[serde(default)]
+    pub wrong_password: Option<bool>,
+    /// The data code of the DC's refusal when the probe bound as this account (`775`, …).
+    #[serde(default)]
+    pub bind_refusal_code: Option<String>,
+}
+
+/// Objects whose DACL is protected (inheritance disabled) in the synced scope, each counted once.
+/// The synced containers themselves (judged by their own rights), the domain head and accounts
+/// with `adminCount=1` (protected by design) are not counted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockedInheritance {
+    /// OUs and users found with a protected DACL.
+    pub blocked: u32,
+    /// Of those, the ones where the connector account lacks Reset Password, write `lockoutTime`
+    /// or write `pwdLastSet` (for an OU: on the users below it): writeback cannot reset them.
+    pub without_rights: SampledCount,
+    /// The scan stopped at its limit, so the counts are lower bounds.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// Effective rights of the connector account on user objects below one container, computed
@@ -140,9 +248,6 @@ pub struct ContainerRights {
     /// The container's own DACL is protected (SE_DACL_PROTECTED): rights from above stop here.
     #[serde(default)]
     pub inheritance_blocked: Option<bool>,
-    /// Objects below the container whose DACL is protected (up to the probe's scan limit).
-    #[serde(default)]
-    pub descendants_inheritance_blocked: Option<SampledCount>,
     /// Why the rights are unknown, if they are.
     #[serde(default)]
     pub error: Option<String>,

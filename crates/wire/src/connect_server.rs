@@ -81,7 +81,8 @@ pub struct ConnectorState {
     /// Entra connector only: password writeback enabled on it.
     #[serde(default)]
     pub writeback_enabled: Option<bool>,
-    /// AD connectors: "Only use preferred domain controllers".
+    /// AD connectors: "Only use preferred domain controllers" (the domain partition's
+    /// `dc-failover` is `0` in the connector's configuration).
     #[serde(default)]
     pub only_use_preferred_dcs: Option<bool>,
     /// AD connectors: the preferred DC list, in order.
@@ -93,13 +94,56 @@ pub struct ConnectorState {
     /// AD connectors: LDAP sign and seal.
     #[serde(default)]
     pub sign_and_seal: Option<bool>,
+    /// AD connectors: the selected directory partitions and the containers synced in each.
+    #[serde(default)]
+    pub partitions: Vec<SyncedPartition>,
+    /// The newest Full Import in the run history the export holds.
     #[serde(default)]
     pub last_full_import: Option<RunSummary>,
+    /// The newest Full Synchronization in that history.
     #[serde(default)]
     pub last_full_sync: Option<RunSummary>,
     /// The newest run of any profile.
     #[serde(default)]
     pub last_run: Option<RunSummary>,
+    /// How many runs that history holds. The export asks for the last 50, and the sync engine
+    /// purges older runs (after 7 days by default), so on a server that has run for a while the
+    /// full runs are no longer in it.
+    #[serde(default)]
+    pub runs_in_history: Option<u32>,
+    /// The newest successful Full Import seen for the connector: in this history, or in an
+    /// earlier one (a collector with a state directory keeps what it has seen across runs).
+    #[serde(default)]
+    pub remembered_full_import: Option<RunSummary>,
+    /// Likewise for Full Synchronization.
+    #[serde(default)]
+    pub remembered_full_sync: Option<RunSummary>,
+    /// The connector's own statistics (`Get-ADSyncConnectorStatistics`).
+    #[serde(default)]
+    pub statistics: Option<ConnectorStatistics>,
+}
+
+/// One directory partition an AD connector synchronises, with its container filter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncedPartition {
+    /// The partition's DN, e.g. `DC=corp,DC=example`.
+    pub dn: String,
+    /// Containers included (their subtrees are synced), e.g. `OU=Staff,DC=corp,DC=example`.
+    #[serde(default)]
+    pub inclusions: Vec<String>,
+    /// Containers excluded inside the included ones. The most specific rule wins: excluding the
+    /// partition's head and including an OU syncs only that OU.
+    #[serde(default)]
+    pub exclusions: Vec<String>,
+}
+
+/// `Get-ADSyncConnectorStatistics` of one connector.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectorStatistics {
+    /// Objects in the connector space joined to the metaverse (`TotalConnectors`): more than
+    /// zero only after the connector was imported and synchronised.
+    #[serde(default)]
+    pub total_connectors: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]

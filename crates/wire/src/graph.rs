@@ -32,20 +32,27 @@ pub struct GraphReport {
     pub failure: Option<String>,
 }
 
-/// One service plan (e.g. `AAD_PREMIUM`) and the SKUs that carry it.
+/// One service plan (e.g. `AAD_PREMIUM`) and the user-assignable SKUs that carry it.
+///
+/// Only SKUs that apply to users (`appliesTo: User`, SKU and plan) count: device and room SKUs
+/// (Teams Rooms, shared devices) also carry Entra ID P1/P2 plans but license no user.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServicePlanLicences {
     pub service_plan_id: String,
     pub service_plan_name: String,
-    /// `skuPartNumber`s carrying the plan.
+    /// `skuPartNumber`s of the user SKUs carrying the plan.
     #[serde(default)]
     pub skus: Vec<String>,
-    /// The plan's provisioning status in at least one enabled SKU is `Success`.
+    /// The plan's provisioning status is `Success` in at least one enabled user SKU.
     pub provisioned: bool,
-    /// Sum of `prepaidUnits.enabled` of those SKUs.
+    /// Sum of `prepaidUnits.enabled` of the enabled user SKUs where the plan is enabled.
     pub enabled_units: u64,
     /// Sum of `consumedUnits` (assigned licences) of those SKUs.
     pub assigned_units: u64,
+    /// `skuPartNumber`s of SKUs that carry the plan but do not apply to users (device and room
+    /// SKUs); their units are not counted above.
+    #[serde(default)]
+    pub non_user_skus: Vec<String>,
 }
 
 /// `GET /organization`.

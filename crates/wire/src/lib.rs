@@ -175,6 +175,10 @@ impl ProbeOutput {
                 dns_ms: None,
                 tcp_connect_ms: None,
                 tls: report.tls.as_ref().map(TlsReport::without_timings),
+                via_proxy: report.via_proxy.as_ref().map(|p| ProxiedConnection {
+                    tls: p.tls.as_ref().map(TlsReport::without_timings),
+                    ..p.clone()
+                }),
                 ..report.clone()
             }),
             ProbeOutput::IdleConnection(report) => ProbeOutput::IdleConnection(IdleConnectionReport {
@@ -285,9 +289,33 @@ pub struct EndpointReport {
     pub tls: Option<TlsReport>,
     /// The first step that failed, if any; later steps did not run.
     pub failure: Option<StepFailure>,
+    /// The same endpoint through the site's proxy, when the site has one: then that is the path
+    /// writeback uses, and reachability is judged on it (the fields above are the direct attempt,
+    /// which a proxy-only site blocks on purpose).
+    #[serde(default)]
+    pub via_proxy: Option<ProxiedConnection>,
 }
 
-/// The steps of an endpoint probe, in order.
+/// One endpoint reached through the site's proxy: CONNECT, then TLS inside the tunnel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxiedConnection {
+    /// `host:port` of the proxy (never credentials).
+    pub proxy: String,
+    pub source: ProxySource,
+    /// The proxy's answer to CONNECT, if it answered.
+    #[serde(default)]
+    pub connect_status: Option<u16>,
+    /// The TLS handshake inside the tunnel, if it completed.
+    #[serde(default)]
+    pub tls: Option<TlsReport>,
+    /// The first step that failed, if any.
+    #[serde(default)]
+    pub failure: Option<ProxyFailure>,
+    /// The authentication schemes the proxy asked for (lower case), if it asked.
+    #[serde(default)]
+    pub offered_auth_schemes: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeStep {
@@ -324,6 +352,11 @@ pub struct TlsReport {
     pub chain_trusted: bool,
     /// Why validation failed, when it did.
     pub trust_error: Option<String>,
+    /// What kind of failure that was, so that an expired certificate is not mistaken for a
+    /// re-signed (inspected) one. `None` when the chain is trusted, or from collectors that
+    /// predate the field.
+    #[serde(default)]
+    pub trust_failure: Option<TrustFailure>,
     /// Leaf certificate details.
     pub subject: Option<String>,
     pub issuer: Option<String>,
@@ -333,6 +366,23 @@ pub struct TlsReport {
     /// own CA).
     pub chain_top_issuer: Option<String>,
     pub chain_len: u32,
+}
+
+/// Why a certificate chain was not trusted.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustFailure {
+    /// The chain does not lead to a trusted root: a device that re-signs the traffic (TLS
+    /// inspection), or a private CA.
+    UntrustedIssuer,
+    /// The chain leads to a trusted root, but the certificate has expired.
+    Expired,
+    /// The certificate is not valid yet (or this machine's clock is behind).
+    NotYetValid,
+    /// The certificate is not valid for the name that was asked for.
+    WrongName,
+    /// Anything else (revoked, wrong key usage, …): see `trust_error`.
+    Other,
 }
 
 impl TlsReport {
@@ -362,6 +412,14 @@ mod tests {
                 tcp_connect_ms: None,
                 tls: None,
                 failure: Some(StepFailure { step: ProbeStep::Dns, error: "no such host".into() }),
+                via_proxy: Some(ProxiedConnection {
+                    proxy: "proxy.corp.example:3128".into(),
+                    source: ProxySource::Configured,
+                    connect_status: Some(200),
+                    tls: Some(tls_report()),
+                    failure: None,
+                    offered_auth_schemes: Vec::new(),
+                }),
             }),
         };
         let v = serde_json::to_value(&r).unwrap();
@@ -382,6 +440,7 @@ mod tests {
             cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
             chain_trusted: false,
             trust_error: Some("unknown issuer".into()),
+            trust_failure: Some(TrustFailure::UntrustedIssuer),
             subject: Some("CN=passwordreset.microsoftonline.com".into()),
             issuer: Some("CN=Contoso Inspection CA".into()),
             not_before: Some(at(0)),
@@ -459,12 +518,37 @@ mod tests {
                     pwd_properties: Some(1),
                     lockout_threshold: Some(0),
                 }),
+                fine_grained_policies: Some(vec![FineGrainedPolicy {
+                    dn: "CN=Staff,CN=Password Settings Container,CN=System,DC=corp,DC=example".into(),
+                    name: "Staff".into(),
+                    precedence: Some(10),
+                    min_pwd_age_secs: Some(172_800),
+                    applies_to: vec!["CN=Staff,OU=Groups,DC=corp,DC=example".into()],
+                    synced_users: Some(42),
+                }]),
+                sync_scope: Some(SyncScope {
+                    included: vec!["OU=Staff,DC=corp,DC=example".into()],
+                    excluded: vec!["OU=Disabled,OU=Staff,DC=corp,DC=example".into()],
+                    sources: vec![SyncScopeSource::Configuration, SyncScopeSource::Connect],
+                }),
                 connector_account: Some(ConnectorAccountRights {
                     configured: "MSOL_0123456789ab".into(),
                     dn: Some("CN=MSOL_0123456789ab,CN=Users,DC=corp,DC=example".into()),
                     sid: Some("S-1-5-21-1-2-3-1105".into()),
                     group_sid_count: Some(2),
                     user_account_control: Some(66_048),
+                    state: Some(ConnectorAccountState {
+                        disabled: Some(false),
+                        expires_at: Some(at(86_400)),
+                        account_expired: Some(false),
+                        password_expired: Some(false),
+                        locked_out: Some(true),
+                        must_change_password: Some(false),
+                        logon_restricted: None,
+                        not_found: None,
+                        wrong_password: None,
+                        bind_refusal_code: Some("775".into()),
+                    }),
                     containers: vec![ContainerRights {
                         dn: "OU=Staff,DC=corp,DC=example".into(),
                         reset_password: Some(AccessState::Allowed),
@@ -472,13 +556,17 @@ mod tests {
                         write_lockout_time: Some(AccessState::Denied),
                         write_pwd_last_set: None,
                         inheritance_blocked: Some(true),
-                        descendants_inheritance_blocked: Some(SampledCount {
+                        error: None,
+                    }],
+                    inheritance_blocked: Some(BlockedInheritance {
+                        blocked: 2,
+                        without_rights: SampledCount {
                             count: 1,
                             sample: vec!["CN=Pat,OU=Staff,DC=corp,DC=example".into()],
                             truncated: false,
-                        }),
-                        error: None,
-                    }],
+                        },
+                        truncated: false,
+                    }),
                 }),
                 protected_accounts: Some(ProtectedAccounts {
                     scope: vec!["OU=Staff,DC=corp,DC=example".into()],
@@ -512,6 +600,20 @@ mod tests {
                     }),
                     last_full_sync: None,
                     last_run: None,
+                    partitions: vec![SyncedPartition {
+                        dn: "DC=corp,DC=example".into(),
+                        inclusions: vec!["OU=Staff,DC=corp,DC=example".into()],
+                        exclusions: vec!["DC=corp,DC=example".into()],
+                    }],
+                    runs_in_history: Some(50),
+                    remembered_full_import: Some(RunSummary {
+                        run_profile: "Full Import".into(),
+                        result: "success".into(),
+                        started_at: Some(at(-90_000)),
+                        ended_at: Some(at(-89_000)),
+                    }),
+                    remembered_full_sync: None,
+                    statistics: Some(ConnectorStatistics { total_connectors: Some(1_834) }),
                 }],
                 scheduler: Some(SchedulerState {
                     sync_cycle_enabled: Some(true),
@@ -576,6 +678,7 @@ mod tests {
                     provisioned: true,
                     enabled_units: 25,
                     assigned_units: 20,
+                    non_user_skus: vec!["Microsoft_Teams_Rooms_Pro".into()],
                 }]),
                 organization: Some(OrganizationSync {
                     id: "org".into(),

@@ -37,6 +37,9 @@ pub enum ProxySource {
     Environment,
     /// The Windows system (WinINet/WinHTTP) setting.
     System,
+    /// The .NET `machine.config` (`<system.net><defaultProxy><proxy proxyaddress=…>`), which is
+    /// what Entra Connect uses.
+    MachineConfig,
     /// No proxy found: targets were tried directly.
     None,
 }

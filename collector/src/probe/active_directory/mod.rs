@@ -25,6 +25,7 @@
 
 pub mod security;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,11 +38,14 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use wbd_wire::{
-    ActiveDirectoryReport, AdFailure, AdQueryError, AdStep, ConnectorAccountRights, ContainerRights,
-    DomainController, DomainPasswordPolicy, ProbeOutput, ProbeResult, ProtectedAccounts, SampledCount,
+    AccessState, ActiveDirectoryReport, AdFailure, AdQueryError, AdStep, BlockedInheritance,
+    ConnectorAccountRights, ConnectorAccountState, ConnectorKind, ContainerRights, DomainController,
+    DomainPasswordPolicy, FineGrainedPolicy, ProbeOutput, ProbeResult, ProtectedAccounts, SampledCount,
+    SyncScope, SyncScopeSource, SyncedPartition,
 };
 
 use self::security::{Guid, Right, Sid};
+use super::connect_server::ConnectServerProber;
 use super::endpoint::connect_host;
 use super::tls::{ProbeSetupError, millis};
 use crate::config::AdSettings;
@@ -72,6 +76,8 @@ struct SchemaFacts {
 pub struct ActiveDirectoryProber {
     settings: AdSettings,
     tls: Arc<ClientConfig>,
+    /// Where Entra Connect's own configuration is read, for the containers it synchronises.
+    connect: Option<ConnectServerProber>,
 }
 
 /// A query that failed, before it is recorded.
@@ -80,7 +86,32 @@ type QueryResult<T> = Result<T, String>;
 impl ActiveDirectoryProber {
     pub fn new(settings: AdSettings) -> Result<Self, ProbeSetupError> {
         let tls = Arc::new(dc_tls_config(&settings)?);
-        Ok(ActiveDirectoryProber { settings, tls })
+        Ok(ActiveDirectoryProber { settings, tls, connect: None })
+    }
+
+    /// Also reads the Connect server state (live on Windows, or its export file) at each run,
+    /// for the containers the AD connectors synchronise: their partitions' container filter.
+    pub fn with_connect_state(mut self, connect: ConnectServerProber) -> Self {
+        self.connect = Some(connect);
+        self
+    }
+
+    /// Whether the probe binds as the connector account itself (by DN, `DOMAIN\name`, UPN or
+    /// name): then a refused bind says something about that account.
+    fn binds_as_connector(&self) -> bool {
+        let (Some(bind), Some(account)) = (&self.settings.bind_dn, &self.settings.connector_account) else {
+            return false;
+        };
+        let key = |name: &str| {
+            let name = name.trim();
+            let name = if name.contains('=') {
+                name.split(',').next().and_then(|rdn| rdn.split_once('=')).map_or(name, |(_, v)| v)
+            } else {
+                name.rsplit('\\').next().unwrap_or(name).split('@').next().unwrap_or(name)
+            };
+            name.trim().to_ascii_lowercase()
+        };
+        bind.eq_ignore_ascii_case(account) || key(bind) == key(account)
     }
 
     fn subject(&self) -> String {
@@ -105,12 +136,30 @@ impl ActiveDirectoryProber {
             dc_current_time: None,
             domain_controllers: Vec::new(),
             password_policy: None,
+            fine_grained_policies: None,
+            sync_scope: None,
             connector_account: None,
             protected_accounts: None,
             errors: Vec::new(),
             failure: None,
         };
-        match tokio::time::timeout(self.settings.timeout * 4, self.session(&mut report)).await {
+        // The AD connectors' partitions and container filters, from the Connect server state.
+        let partitions = match &self.connect {
+            Some(connect) => match connect.read_state().await {
+                Ok(state) => state
+                    .connectors
+                    .into_iter()
+                    .filter(|c| c.kind == ConnectorKind::ActiveDirectory)
+                    .flat_map(|c| c.partitions)
+                    .collect(),
+                Err(error) => {
+                    report.errors.push(AdQueryError { query: "connect_state".to_owned(), error });
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        match tokio::time::timeout(self.settings.timeout * 4, self.session(&mut report, &partitions)).await {
             Ok(Ok(())) => {}
             Ok(Err(failure)) => {
                 tracing::info!(step = ?failure.step, error = %failure.error, "Active Directory probe failed");
@@ -132,7 +181,11 @@ impl ActiveDirectoryProber {
         }
     }
 
-    async fn session(&self, report: &mut ActiveDirectoryReport) -> Result<(), AdFailure> {
+    async fn session(
+        &self,
+        report: &mut ActiveDirectoryReport,
+        partitions: &[SyncedPartition],
+    ) -> Result<(), AdFailure> {
         let fail = |step, error| AdFailure { step, error };
         let url = reqwest::Url::parse(&self.settings.url)
             .map_err(|e| fail(AdStep::Connect, format!("probes.active_directory.url: {e}")))?;
@@ -161,7 +214,7 @@ impl ActiveDirectoryProber {
         });
         ldap.with_timeout(self.settings.timeout);
 
-        let outcome = self.read_everything(&mut ldap, report).await;
+        let outcome = self.read_everything(&mut ldap, report, partitions).await;
         let _ = ldap.unbind().await;
         driver.abort();
         outcome
@@ -171,12 +224,29 @@ impl ActiveDirectoryProber {
         &self,
         ldap: &mut Ldap,
         report: &mut ActiveDirectoryReport,
+        partitions: &[SyncedPartition],
     ) -> Result<(), AdFailure> {
         if let (Some(dn), Some(password)) = (&self.settings.bind_dn, &self.settings.bind_password) {
             let bound = ldap.simple_bind(dn, password.expose()).await.map_err(|e| describe_ldap_error(&e));
             match bound.and_then(|r| r.success().map_err(|e| describe_ldap_error(&e))) {
                 Ok(_) => report.bound_as = Some(dn.clone()),
                 Err(e) => {
+                    // Binding as the connector account: the refusal says what is wrong with it.
+                    if self.binds_as_connector()
+                        && let Some(state) = refusal_code(&e).and_then(|code| refused_state(&code))
+                        && let Some(account) = &self.settings.connector_account
+                    {
+                        report.connector_account = Some(ConnectorAccountRights {
+                            configured: account.clone(),
+                            dn: dn.contains('=').then(|| dn.clone()),
+                            sid: None,
+                            group_sid_count: None,
+                            user_account_control: None,
+                            state: Some(state),
+                            containers: Vec::new(),
+                            inheritance_blocked: None,
+                        });
+                    }
                     return Err(AdFailure {
                         step: AdStep::Bind,
                         error: format!(
@@ -257,6 +327,34 @@ impl ActiveDirectoryProber {
                 Err(e) => record("pdc_emulator", e),
             }
         }
+
+        // What Entra Connect synchronises: the configured OUs and the Connect connector's
+        // container filter for this domain. The checks below look at these containers.
+        let mut scope = SyncScope { included: Vec::new(), excluded: Vec::new(), sources: Vec::new() };
+        if !self.settings.synced_ous.is_empty() {
+            scope.included.extend(self.settings.synced_ous.iter().cloned());
+            scope.sources.push(SyncScopeSource::Configuration);
+        }
+        let domain_partitions: Vec<&SyncedPartition> =
+            partitions.iter().filter(|p| same_dn(&p.dn, &domain_dn)).collect();
+        if !domain_partitions.is_empty() {
+            for partition in domain_partitions {
+                scope.included.extend(partition.inclusions.iter().cloned());
+                scope.excluded.extend(partition.exclusions.iter().cloned());
+            }
+            scope.sources.push(SyncScopeSource::Connect);
+        }
+        dedup_dns(&mut scope.included);
+        dedup_dns(&mut scope.excluded);
+        // Searches over the synced users: the included containers, else the whole domain.
+        let bases: Vec<String> =
+            if scope.included.is_empty() { vec![domain_dn.clone()] } else { scope.included.clone() };
+        let excluded = scope.excluded.clone();
+        report.sync_scope = (!scope.included.is_empty()).then_some(scope);
+
+        // Fine-grained password policies, and which synced users each applies to.
+        report.fine_grained_policies =
+            self.fine_grained_policies(ldap, &domain_dn, &bases, &excluded, &mut record).await;
 
         // DNS and NetBIOS names from the domain's crossRef.
         if let Some(config_dn) = &config_dn {
@@ -362,21 +460,31 @@ impl ActiveDirectoryProber {
             }
         }
 
-        let containers: Vec<String> =
-            std::iter::once(domain_dn.clone()).chain(self.settings.synced_ous.iter().cloned()).collect();
+        // The domain head (for what it grants everyone below) and each synced container.
+        let mut containers: Vec<String> = vec![domain_dn.clone()];
+        containers.extend(report.sync_scope.iter().flat_map(|s| s.included.iter().cloned()));
+        dedup_dns(&mut containers);
 
         if let Some(account) = &self.settings.connector_account {
+            let scan = Scan { bases: &bases, excluded: &excluded, judged: &containers };
+            let now = report.dc_current_time.unwrap_or_else(Utc::now);
             report.connector_account = Some(
-                self.connector_rights(ldap, &domain_dn, account, &containers, &schema, &mut record).await,
+                self.connector_rights(
+                    ldap,
+                    &domain_dn,
+                    account,
+                    &containers,
+                    &schema,
+                    &scan,
+                    now,
+                    &mut record,
+                )
+                .await,
             );
         }
 
-        // Protected accounts in scope (the synced OUs, else the whole domain).
-        let scope: Vec<String> = if self.settings.synced_ous.is_empty() {
-            vec![domain_dn.clone()]
-        } else {
-            self.settings.synced_ous.clone()
-        };
+        // Protected accounts in scope (the synced containers, else the whole domain).
+        let scope: Vec<String> = bases.clone();
         let mut names = Vec::new();
         let mut truncated = false;
         let mut ok = true;
@@ -416,6 +524,7 @@ impl ActiveDirectoryProber {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn connector_rights(
         &self,
         ldap: &mut Ldap,
@@ -423,6 +532,8 @@ impl ActiveDirectoryProber {
         account: &str,
         containers: &[String],
         schema: &SchemaFacts,
+        scan: &Scan<'_>,
+        now: DateTime<Utc>,
         record: &mut impl FnMut(&str, String),
     ) -> ConnectorAccountRights {
         let mut rights = ConnectorAccountRights {
@@ -431,7 +542,9 @@ impl ActiveDirectoryProber {
             sid: None,
             group_sid_count: None,
             user_account_control: None,
+            state: None,
             containers: Vec::new(),
+            inheritance_blocked: None,
         };
         let unknown = |dn: &str, error: String| ContainerRights {
             dn: dn.to_owned(),
@@ -440,7 +553,6 @@ impl ActiveDirectoryProber {
             write_lockout_time: None,
             write_pwd_last_set: None,
             inheritance_blocked: None,
-            descendants_inheritance_blocked: None,
             error: Some(error),
         };
 
@@ -463,6 +575,7 @@ impl ActiveDirectoryProber {
                 let error = format!(
                     "the connector account `{account}` was not found (probes.active_directory.connector_account)"
                 );
+                rights.state = Some(ConnectorAccountState { not_found: Some(true), ..Default::default() });
                 rights.containers = containers.iter().map(|dn| unknown(dn, error.clone())).collect();
                 return rights;
             }
@@ -474,6 +587,14 @@ impl ActiveDirectoryProber {
         };
         rights.dn = Some(entry.dn.clone());
         rights.user_account_control = first(&entry, "userAccountControl").and_then(|v| v.parse().ok());
+        // Whether it can sign in at all. msDS-User-Account-Control-Computed is constructed: the
+        // DC computes lockout and password expiry there (userAccountControl never carries them).
+        let state_attrs =
+            ["userAccountControl", "msDS-User-Account-Control-Computed", "accountExpires", "pwdLastSet"];
+        match base_entry(ldap, &entry.dn, &state_attrs).await {
+            Ok(e) => rights.state = Some(account_state(&e, now)),
+            Err(e) => record("connector_account_state", e),
+        }
         let sid = binary(&entry, "objectSid").first().and_then(|b| Sid::from_bytes(b)).map(|(s, _)| s);
         rights.sid = sid.as_ref().map(ToString::to_string);
         let domain_sid = sid.as_ref().and_then(Sid::domain);
@@ -504,13 +625,16 @@ impl ActiveDirectoryProber {
                 Vec::new()
             }
         };
-        let reset = Right::Extended(security::RESET_PASSWORD);
-        let change = Right::Extended(security::CHANGE_PASSWORD);
-        let lockout = Right::WriteProperty { attribute: security::LOCKOUT_TIME, property_set: None };
-        let pwd =
-            Right::WriteProperty { attribute: security::PWD_LAST_SET, property_set: schema.pwd_last_set_set };
-        let check = |dacl: &[security::Ace], right| {
-            Some(security::access_on_child_users(&class_default, dacl, &trustees, right))
+        let checker = RightsCheck {
+            class_default,
+            trustees,
+            reset: Right::Extended(security::RESET_PASSWORD),
+            change: Right::Extended(security::CHANGE_PASSWORD),
+            lockout: Right::WriteProperty { attribute: security::LOCKOUT_TIME, property_set: None },
+            pwd: Right::WriteProperty {
+                attribute: security::PWD_LAST_SET,
+                property_set: schema.pwd_last_set_set,
+            },
         };
         for dn in containers {
             let sd = match read_security_descriptor(ldap, dn).await {
@@ -527,49 +651,298 @@ impl ActiveDirectoryProber {
                 ));
                 continue;
             };
-            let descendants = self.protected_descendants(ldap, dn).await;
-            if let Err(e) = &descendants {
-                record(&format!("inheritance:{dn}"), e.clone());
-            }
+            let on_users = |right| {
+                Some(security::access_on_child_users(&checker.class_default, dacl, &checker.trustees, right))
+            };
             rights.containers.push(ContainerRights {
                 dn: dn.clone(),
-                reset_password: check(dacl, reset),
-                change_password: check(dacl, change),
-                write_lockout_time: check(dacl, lockout),
-                write_pwd_last_set: check(dacl, pwd),
+                reset_password: on_users(checker.reset),
+                change_password: on_users(checker.change),
+                write_lockout_time: on_users(checker.lockout),
+                write_pwd_last_set: on_users(checker.pwd),
                 inheritance_blocked: Some(sd.dacl_protected()),
-                descendants_inheritance_blocked: descendants.ok(),
                 error: None,
             });
+        }
+        match self.blocked_inheritance(ldap, scan, &checker).await {
+            Ok(blocked) => rights.inheritance_blocked = Some(blocked),
+            Err(e) => record("inheritance", e),
         }
         rights
     }
 
-    /// OUs and users below `dn` whose DACL is protected.
-    async fn protected_descendants(&self, ldap: &mut Ldap, dn: &str) -> QueryResult<SampledCount> {
-        let filter = "(|(objectClass=organizationalUnit)(&(objectCategory=person)(objectClass=user)))";
-        let (entries, truncated) = search(
-            ldap,
-            dn,
-            Scope::Subtree,
-            filter,
-            &["nTSecurityDescriptor"],
-            Some(sd_flags_control()),
-            self.settings.scan_limit,
-        )
-        .await?;
-        let mut names = Vec::new();
-        for e in entries.iter().filter(|e| !e.dn.eq_ignore_ascii_case(dn)) {
-            if let Some(bytes) = binary(e, "nTSecurityDescriptor").first()
-                && let Ok(sd) = security::parse_security_descriptor(bytes)
-                && sd.dacl_protected()
-            {
-                names.push(e.dn.clone());
+    /// OUs and users in the synced scope whose DACL is protected, each once, with the connector
+    /// account's effective writeback rights at each: for an OU, on the users below it; for a
+    /// user, on itself. The synced containers themselves (judged with their own rights), what
+    /// Connect excludes and `adminCount=1` accounts (protected by design) are left out.
+    async fn blocked_inheritance(
+        &self,
+        ldap: &mut Ldap,
+        scan: &Scan<'_>,
+        checker: &RightsCheck,
+    ) -> QueryResult<BlockedInheritance> {
+        let filter = "(&(|(objectClass=organizationalUnit)(&(objectCategory=person)(objectClass=user)))(!(adminCount=1)))";
+        let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut blocked = 0u32;
+        let mut without = Vec::new();
+        let mut truncated = false;
+        for base in scan.bases {
+            let (entries, cut) = search(
+                ldap,
+                base,
+                Scope::Subtree,
+                filter,
+                &["nTSecurityDescriptor", "objectClass"],
+                Some(sd_flags_control()),
+                self.settings.scan_limit,
+            )
+            .await?;
+            truncated |= cut;
+            for e in entries {
+                if scan.judged.iter().any(|c| same_dn(c, &e.dn))
+                    || scan.excluded.iter().any(|x| is_within(&e.dn, x))
+                    || !seen.insert(e.dn.to_ascii_lowercase())
+                {
+                    continue;
+                }
+                let Some(sd) = binary(&e, "nTSecurityDescriptor")
+                    .first()
+                    .and_then(|bytes| security::parse_security_descriptor(bytes).ok())
+                else {
+                    continue;
+                };
+                if !sd.dacl_protected() {
+                    continue;
+                }
+                blocked += 1;
+                let dacl = sd.dacl.unwrap_or_default();
+                let ou =
+                    values(&e, "objectClass").iter().any(|c| c.eq_ignore_ascii_case("organizationalUnit"));
+                let allowed = |right| {
+                    let state = if ou {
+                        security::access_on_child_users(
+                            &checker.class_default,
+                            &dacl,
+                            &checker.trustees,
+                            right,
+                        )
+                    } else {
+                        security::access_on_object(&dacl, &checker.trustees, right)
+                    };
+                    state == AccessState::Allowed
+                };
+                if !(allowed(checker.reset) && allowed(checker.lockout) && allowed(checker.pwd)) {
+                    without.push(e.dn.clone());
+                }
             }
         }
-        names.sort();
-        Ok(sampled(names, truncated))
+        without.sort();
+        Ok(BlockedInheritance { blocked, without_rights: sampled(without, truncated), truncated })
     }
+
+    /// The domain's fine-grained password policies, and for each how many users in `bases`
+    /// have it as their resultant policy (`msDS-ResultantPSO`). A policy the account may see
+    /// but not read keeps its settings `None`, and says so in `errors`.
+    async fn fine_grained_policies(
+        &self,
+        ldap: &mut Ldap,
+        domain_dn: &str,
+        bases: &[String],
+        excluded: &[String],
+        record: &mut impl FnMut(&str, String),
+    ) -> Option<Vec<FineGrainedPolicy>> {
+        let container = format!("CN=Password Settings Container,CN=System,{domain_dn}");
+        let attrs = ["cn", "msDS-MinimumPasswordAge", "msDS-PasswordSettingsPrecedence", "msDS-PSOAppliesTo"];
+        let found = search(
+            ldap,
+            &container,
+            Scope::OneLevel,
+            "(objectClass=msDS-PasswordSettings)",
+            &attrs,
+            None,
+            self.settings.scan_limit,
+        )
+        .await;
+        let mut policies: Vec<FineGrainedPolicy> = match found {
+            Ok((entries, _)) => entries
+                .iter()
+                .map(|e| FineGrainedPolicy {
+                    dn: e.dn.clone(),
+                    name: first(e, "cn").unwrap_or_else(|| first_rdn(&e.dn)),
+                    precedence: first(e, "msDS-PasswordSettingsPrecedence").and_then(|v| v.parse().ok()),
+                    min_pwd_age_secs: first(e, "msDS-MinimumPasswordAge").and_then(|v| interval_secs(&v)),
+                    applies_to: values(e, "msDS-PSOAppliesTo"),
+                    synced_users: None,
+                })
+                .collect(),
+            Err(e) => {
+                record("fine_grained_policies", e);
+                return None;
+            }
+        };
+        // Which policy is each synced user's resultant one.
+        let mut counts: BTreeMap<String, (String, u32)> = BTreeMap::new();
+        let mut counted = true;
+        for base in bases {
+            match search(
+                ldap,
+                base,
+                Scope::Subtree,
+                "(&(objectCategory=person)(objectClass=user))",
+                &["msDS-ResultantPSO"],
+                None,
+                self.settings.scan_limit,
+            )
+            .await
+            {
+                Ok((users, _)) => {
+                    for user in users.iter().filter(|u| !excluded.iter().any(|x| is_within(&u.dn, x))) {
+                        if let Some(pso) = first(user, "msDS-ResultantPSO") {
+                            counts.entry(pso.to_ascii_lowercase()).or_insert_with(|| (pso, 0)).1 += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    counted = false;
+                    record(&format!("resultant_pso:{base}"), e);
+                }
+            }
+        }
+        for (key, (dn, _)) in &counts {
+            // A resultant policy the search did not show (the account may not see it).
+            if !policies.iter().any(|p| p.dn.eq_ignore_ascii_case(key)) {
+                policies.push(FineGrainedPolicy {
+                    dn: dn.clone(),
+                    name: first_rdn(dn),
+                    precedence: None,
+                    min_pwd_age_secs: None,
+                    applies_to: Vec::new(),
+                    synced_users: None,
+                });
+            }
+        }
+        for policy in &mut policies {
+            if counted {
+                policy.synced_users =
+                    Some(counts.get(&policy.dn.to_ascii_lowercase()).map_or(0, |(_, n)| *n));
+            }
+            if policy.min_pwd_age_secs.is_none() {
+                record(
+                    &format!("fine_grained_policy:{}", policy.name),
+                    format!(
+                        "the probe's account may not read the settings of this fine-grained password policy; \
+                         give it read access to {container}"
+                    ),
+                );
+            }
+        }
+        policies.sort_by(|a, b| a.precedence.cmp(&b.precedence).then_with(|| a.dn.cmp(&b.dn)));
+        Some(policies)
+    }
+}
+
+/// Where the connector account's inheritance scan looks.
+struct Scan<'a> {
+    /// Searched below.
+    bases: &'a [String],
+    /// Left out, with everything below (what Connect excludes).
+    excluded: &'a [String],
+    /// Judged with their own rights, so not counted again.
+    judged: &'a [String],
+}
+
+/// The account's trustees and the rights checked, with the `user` class's default ACEs.
+struct RightsCheck {
+    class_default: Vec<security::Ace>,
+    trustees: Vec<Sid>,
+    reset: Right,
+    change: Right,
+    lockout: Right,
+    pwd: Right,
+}
+
+/// `userAccountControl` bits.
+const UAC_ACCOUNTDISABLE: u32 = 0x2;
+const UF_LOCKOUT: u32 = 0x10;
+const UF_PASSWORD_EXPIRED: u32 = 0x80_0000;
+
+/// The account's state from its attributes (`now`: the DC's clock, for the expiry).
+fn account_state(e: &SearchEntry, now: DateTime<Utc>) -> ConnectorAccountState {
+    let uac: Option<u32> = first(e, "userAccountControl").and_then(|v| v.parse().ok());
+    let computed: Option<u32> = first(e, "msDS-User-Account-Control-Computed").and_then(|v| v.parse().ok());
+    let expires = first(e, "accountExpires").and_then(|v| v.trim().parse::<i64>().ok());
+    // 0 and the largest value both mean "never".
+    let expires_at = expires.filter(|v| *v != 0 && *v != i64::MAX).and_then(filetime);
+    let must_change = first(e, "pwdLastSet").map(|v| v.trim() == "0");
+    ConnectorAccountState {
+        disabled: uac.map(|u| u & UAC_ACCOUNTDISABLE != 0),
+        expires_at,
+        account_expired: expires.map(|_| expires_at.is_some_and(|at| at <= now)),
+        // "Must change" also sets the computed expiry bit; it is reported as what it is.
+        password_expired: computed.map(|c| c & UF_PASSWORD_EXPIRED != 0 && must_change != Some(true)),
+        locked_out: computed.map(|c| c & UF_LOCKOUT != 0),
+        must_change_password: must_change,
+        ..ConnectorAccountState::default()
+    }
+}
+
+/// A FILETIME (100 ns since 1601-01-01) as a time.
+fn filetime(v: i64) -> Option<DateTime<Utc>> {
+    const SECS_1601_TO_1970: i64 = 11_644_473_600;
+    DateTime::from_timestamp(v / 10_000_000 - SECS_1601_TO_1970, 0)
+}
+
+/// The reason code of a refused simple bind (`… AcceptSecurityContext error, data 775, v4563`).
+pub fn refusal_code(error: &str) -> Option<String> {
+    let at = error.find("data ")? + 5;
+    let code: String = error[at..].chars().take_while(char::is_ascii_hexdigit).collect();
+    (!code.is_empty()).then(|| code.to_ascii_lowercase())
+}
+
+/// What a bind refusal code says about the account that tried to bind; `None` for codes that say
+/// nothing about it.
+pub fn refused_state(code: &str) -> Option<ConnectorAccountState> {
+    let mut state = ConnectorAccountState { bind_refusal_code: Some(code.to_owned()), ..Default::default() };
+    match code {
+        "525" => state.not_found = Some(true),
+        "52e" => state.wrong_password = Some(true),
+        "530" | "531" => state.logon_restricted = Some(true),
+        "532" => state.password_expired = Some(true),
+        "533" => state.disabled = Some(true),
+        "701" => state.account_expired = Some(true),
+        "773" => state.must_change_password = Some(true),
+        "775" => state.locked_out = Some(true),
+        _ => return None,
+    }
+    Some(state)
+}
+
+/// Compares DNs ignoring case and spaces after commas.
+fn same_dn(a: &str, b: &str) -> bool {
+    let squash = |dn: &str| dn.split(',').map(|rdn| rdn.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+    squash(a) == squash(b)
+}
+
+/// Whether `dn` is `container` or below it.
+fn is_within(dn: &str, container: &str) -> bool {
+    let parts = |d: &str| d.split(',').map(|rdn| rdn.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+    let (dn, container) = (parts(dn), parts(container));
+    dn.len() >= container.len() && dn[dn.len() - container.len()..] == container[..]
+}
+
+fn dedup_dns(dns: &mut Vec<String>) {
+    let mut kept: Vec<String> = Vec::new();
+    for dn in dns.drain(..) {
+        if !kept.iter().any(|k| same_dn(k, &dn)) {
+            kept.push(dn);
+        }
+    }
+    *dns = kept;
+}
+
+/// The value of the first RDN (`CN=Staff,CN=…` → `Staff`).
+fn first_rdn(dn: &str) -> String {
+    dn.split(',').next().and_then(|rdn| rdn.split_once('=')).map_or(dn, |(_, v)| v).trim().to_owned()
 }
 
 fn sampled(names: Vec<String>, truncated: bool) -> SampledCount {
@@ -842,5 +1215,37 @@ mod tests {
             Some("CN=DC1,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=x".to_owned())
         );
         assert_eq!(parent_dn("CN=a\\,b,DC=x"), Some("DC=x".to_owned()));
+    }
+
+    #[test]
+    fn bind_refusals_are_decoded_into_the_account_state() {
+        let error = "LDAP result 49 (invalid credentials): 80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, data 775, v4563";
+        assert_eq!(refusal_code(error).as_deref(), Some("775"));
+        assert_eq!(refusal_code("LDAP result 49: invalid credentials"), None);
+        let state = |code: &str| refused_state(code).expect(code);
+        assert_eq!(state("775").locked_out, Some(true));
+        assert_eq!(state("533").disabled, Some(true));
+        assert_eq!(state("532").password_expired, Some(true));
+        assert_eq!(state("701").account_expired, Some(true));
+        assert_eq!(state("773").must_change_password, Some(true));
+        assert_eq!(state("530").logon_restricted, Some(true));
+        assert_eq!(state("531").logon_restricted, Some(true));
+        assert_eq!(state("525").not_found, Some(true));
+        assert_eq!(state("52e").wrong_password, Some(true));
+        assert_eq!(refusal_code("… data 52E, v4563").as_deref(), Some("52e"), "codes are read lower case");
+        assert!(refused_state("52f").is_none(), "a code we do not know says nothing");
+    }
+
+    #[test]
+    fn dns_and_times_in_ad_units() {
+        assert!(is_within("CN=u,OU=Staff,DC=x,DC=y", "ou=staff, dc=x,dc=y"));
+        assert!(!is_within("CN=u,OU=Other,DC=x,DC=y", "OU=Staff,DC=x,DC=y"));
+        assert!(same_dn("OU=A, DC=x", "ou=a,dc=X"));
+        assert_eq!(
+            first_rdn("CN=wbd-two-days,CN=Password Settings Container,CN=System,DC=x"),
+            "wbd-two-days"
+        );
+        // 2026-01-01T00:00:00Z as a FILETIME.
+        assert_eq!(filetime(134_116_992_000_000_000), DateTime::from_timestamp(1_767_225_600, 0));
     }
 }

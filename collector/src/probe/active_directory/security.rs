@@ -23,6 +23,7 @@ const ACCESS_DENIED_OBJECT: u8 = 0x06;
 
 // ACE flags.
 const CONTAINER_INHERIT: u8 = 0x02;
+const INHERIT_ONLY: u8 = 0x08;
 
 // Object ACE flags.
 const OBJECT_TYPE_PRESENT: u32 = 0x1;
@@ -447,6 +448,13 @@ pub fn access_on_child_users(
     first_decision(class_default.iter().chain(inherited), trustees, right)
 }
 
+/// Whether `trustees` may exercise `right` on the object whose DACL is `dacl` itself (every ACE
+/// but the inherit-only ones applies to it, in the stored order). Used for an object whose DACL
+/// does not inherit: only what it holds itself counts there.
+pub fn access_on_object(dacl: &[Ace], trustees: &[Sid], right: Right) -> AccessState {
+    first_decision(dacl.iter().filter(|ace| ace.flags & INHERIT_ONLY == 0), trustees, right)
+}
+
 fn first_decision<'a>(aces: impl Iterator<Item = &'a Ace>, trustees: &[Sid], right: Right) -> AccessState {
     let bit = right.bit();
     for ace in aces {
@@ -551,6 +559,20 @@ mod tests {
         // Write property on another attribute does not count.
         let dacl = vec![ace(true, ci, 0x20, Some(LOCKOUT_TIME), None, &me)];
         assert_eq!(access_on_child_users(&[], &dacl, &trustees, pwd), AccessState::NotGranted);
+    }
+
+    #[test]
+    fn rights_on_the_object_itself_skip_inherit_only_aces() {
+        let me = Sid::parse("S-1-5-21-1-2-3-1102").unwrap();
+        let reset = Right::Extended(RESET_PASSWORD);
+        let trustees = [me.clone()];
+        // Granted for children only: not on the object.
+        let children_only =
+            vec![ace(true, CONTAINER_INHERIT | INHERIT_ONLY, 0x100, Some(RESET_PASSWORD), None, &me)];
+        assert_eq!(access_on_object(&children_only, &trustees, reset), AccessState::NotGranted);
+        // Granted on the object (whether or not it is also inherited).
+        let here = vec![ace(true, CONTAINER_INHERIT, 0x100, Some(RESET_PASSWORD), Some(USER_CLASS), &me)];
+        assert_eq!(access_on_object(&here, &trustees, reset), AccessState::Allowed);
     }
 
     #[test]

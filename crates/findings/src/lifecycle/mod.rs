@@ -359,8 +359,10 @@ impl Step<'_> {
                     },
                 })
             }
-            (Outcome::Pass, Some(finding)) if !self.counts => self.reannounce_if_expired(finding, None),
-            (Outcome::Pass, Some(finding)) => {
+            (Outcome::Pass | Outcome::NotApplicable { .. }, Some(finding)) if !self.counts => {
+                self.reannounce_if_expired(finding, None)
+            }
+            (Outcome::Pass | Outcome::NotApplicable { .. }, Some(finding)) => {
                 let passes = self.streak.map_or(0, |s| s.passes) + 1;
                 if passes < self.damping.resolve_after {
                     self.set_streak(plan, Some((0, passes)));
@@ -374,7 +376,7 @@ impl Step<'_> {
                     })
                 }
             }
-            (Outcome::Pass, None) => {
+            (Outcome::Pass | Outcome::NotApplicable { .. }, None) => {
                 // A pass breaks a run of failures towards opening.
                 if self.counts {
                     self.set_streak(plan, None);

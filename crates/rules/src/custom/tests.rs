@@ -106,7 +106,7 @@ fn build_sample() -> TenantFacts {
             fact(
                 &a,
                 "ssprdedicatedsbprodscu.servicebus.windows.net:443",
-                ProbeOutput::Endpoint(healthy_relay()),
+                ProbeOutput::Endpoint(through_proxy(healthy_relay(), None)),
             ),
             fact(
                 &a,
@@ -182,7 +182,7 @@ fn the_schema_reaches_deep_into_every_probe() {
         "facts.connect_server[].cloud_sync_agent.service.status",
         "facts.event_log[].entries[].message",
         "facts.event_log[].last_seen[].newest",
-        "facts.active_directory[].connector_account.containers[].descendants_inheritance_blocked.sample",
+        "facts.active_directory[].connector_account.inheritance_blocked.without_rights.sample",
         "facts.active_directory[].protected_accounts.accounts.count",
         "facts.active_directory[].failure.step",
         "facts.graph[].service_plans[].assigned_units",

@@ -3,15 +3,15 @@
 //!
 //! | id | catalogue | fails when |
 //! |---|---|---|
-//! | `connector-account-permissions` | PWB-AD-01 | Reset Password, write `lockoutTime` or write `pwdLastSet` is not allowed on a checked container |
-//! | `inheritance-not-blocked` | PWB-AD-02 | a checked container, or objects below it, block inherited permissions |
-//! | `min-password-age-zero` | PWB-AD-06 | the domain's minimum password age is above `max_min_pwd_age_hours` (default 0) |
+//! | `connector-account-permissions` | PWB-AD-01 | Reset Password, write `lockoutTime` or write `pwdLastSet` is not allowed on a container Entra Connect synchronises (from the AD report's sync scope and the tenant's Connect reports; the domain root is judged only when it is synced, or when nothing says what is) |
+//! | `inheritance-not-blocked` | PWB-AD-02 | objects in the synced scope block inherited permissions *and* do not grant the rights themselves (each counted once) |
+//! | `min-password-age-zero` | PWB-AD-06 | the domain's minimum password age, or that of a fine-grained policy applying to synced users, is above `max_min_pwd_age_hours` (default 0) |
 //! | `dc-password-policy-control` | PWB-AD-08 | the answering DC lacks the LDAP password-policy hints control |
 //! | `dc-os-supported` | seed 6 (re-checked, §3) | a DC's OS build is below `min_os_build` (default 14393, Windows Server 2016) |
 //! | `preferred-dc-pdc-emulator` | seed 3, PWB-SVC-14/AD-09 | an AD connector does not use "only preferred DCs" with the PDC emulator first |
 //! | `preferred-dc-writable` | PWB-AD-10 | a preferred or last-used DC is read-only |
 //! | `protected-accounts-in-scope` | PWB-AD-03 | accounts with `adminCount=1` are in the synced scope (writeback cannot reset them, by design) |
-//! | `connector-account-usable` | PWB-SVC-12 | the connector account is disabled or its password expired |
+//! | `connector-account-usable` | PWB-SVC-12 | the connector account is disabled, expired, locked out, its password expired or must change, or it may not sign in now (also decided when the probe's own bind as that account was refused) |
 //! | `forest-functional-level` | PWB-AD-11 | the forest functional level is below Windows Server 2003 |
 //!
 //! Subject: `<probe subject>@<collector id>` of the AD report (for the two preferred-DC rules,
@@ -101,31 +101,96 @@ fn evidence(o: &AdObservation<'_>) -> serde_json::Map<String, serde_json::Value>
     evidence
 }
 
+/// The writeback rights an access state lacks: `None` when not read.
+fn lacking(container: &wbd_wire::ContainerRights) -> Option<Vec<&'static str>> {
+    let rights = [
+        ("Reset Password", container.reset_password),
+        ("Write lockoutTime", container.write_lockout_time),
+        ("Write pwdLastSet", container.write_pwd_last_set),
+    ];
+    if container.error.is_some() || rights.iter().any(|(_, state)| state.is_none()) {
+        return None;
+    }
+    Some(
+        rights
+            .iter()
+            .filter(|(_, state)| *state != Some(AccessState::Allowed))
+            .map(|(name, _)| *name)
+            .collect(),
+    )
+}
+
+fn same_dn(a: &str, b: &str) -> bool {
+    let squash =
+        |dn: &str| dn.split(',').map(|rdn| rdn.trim().to_ascii_lowercase()).collect::<Vec<_>>().join(",");
+    squash(a) == squash(b)
+}
+
+/// The containers Entra Connect synchronises in the report's domain: as the AD probe learned
+/// them (configuration, Connect state on its machine), and from any Connect report of the tenant.
+fn synced_containers(facts: &TenantFacts, o: &AdObservation<'_>) -> Vec<String> {
+    let mut scope: Vec<String> = o.report.sync_scope.as_ref().map(|s| s.included.clone()).unwrap_or_default();
+    if let (Some(domain), Ok(connect)) = (o.report.domain_dn.as_deref(), connect_observations(facts)) {
+        for report in connect.iter().map(|c| c.report) {
+            let partitions = report.connectors.iter().flat_map(|c| c.partitions.iter());
+            for partition in partitions.filter(|p| same_dn(&p.dn, domain)) {
+                scope.extend(partition.inclusions.iter().cloned());
+            }
+        }
+    }
+    let mut unique: Vec<String> = Vec::new();
+    for dn in scope {
+        if !unique.iter().any(|u| same_dn(u, &dn)) {
+            unique.push(dn);
+        }
+    }
+    unique
+}
+
 fn check_permissions(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     per_domain(facts, |o| {
         let Some(account) = &o.report.connector_account else { return missing("connector_account") };
-        let judged: Vec<_> = account.containers.iter().filter(|c| c.error.is_none()).collect();
-        if judged.is_empty() {
-            return missing("connector_account.containers");
+        if account.containers.iter().all(|c| c.error.is_some()) {
+            return match account.containers.iter().find_map(|c| c.error.as_deref()) {
+                Some(error) => probe_error(ProbeKind::ActiveDirectory, error),
+                None => missing("connector_account.containers"),
+            };
+        }
+        let scope = synced_containers(facts, o);
+        let rights_at = |dn: &str| account.containers.iter().find(|c| same_dn(&c.dn, dn));
+        if scope.is_empty() {
+            // Nobody said which containers are synced. Rights granted at the domain head reach
+            // every container that inherits; rights granted lower down (what
+            // Set-ADSyncPasswordWritebackPermissions -ADobjectDN does) cannot be judged here.
+            let head = o.report.domain_dn.as_deref().and_then(rights_at).and_then(lacking);
+            return match head {
+                Some(missing_rights) if missing_rights.is_empty() => Outcome::Pass,
+                Some(_) => Outcome::unknown(
+                    Message::new("connector-account-permissions.scope-unknown")
+                        .arg("account", account.configured.as_str())
+                        .arg("domain", domain_name(o)),
+                ),
+                None => missing("connector_account.containers"),
+            };
         }
         let mut gaps = Vec::new();
-        for container in &judged {
-            let rights = [
-                ("Reset Password", container.reset_password),
-                ("Write lockoutTime", container.write_lockout_time),
-                ("Write pwdLastSet", container.write_pwd_last_set),
-            ];
-            let lacking: Vec<&str> = rights
-                .iter()
-                .filter(|(_, state)| matches!(state, Some(AccessState::Denied | AccessState::NotGranted)))
-                .map(|(name, _)| *name)
-                .collect();
-            if !lacking.is_empty() {
-                gaps.push(json!({ "container": container.dn, "missing": lacking }));
+        let mut not_read = Vec::new();
+        for dn in &scope {
+            match rights_at(dn).and_then(lacking) {
+                None => not_read.push(dn.as_str()),
+                Some(missing_rights) if missing_rights.is_empty() => {}
+                Some(missing_rights) => gaps.push(json!({ "container": dn, "missing": missing_rights })),
             }
         }
         if gaps.is_empty() {
-            return Outcome::Pass;
+            if not_read.is_empty() {
+                return Outcome::Pass;
+            }
+            return Outcome::unknown(
+                Message::new("connector-account-permissions.not-read")
+                    .arg("domain", domain_name(o))
+                    .arg("containers", json!(not_read)),
+            );
         }
         let containers: Vec<&str> = gaps.iter().filter_map(|g| g["container"].as_str()).collect();
         let mut ev = evidence(o);
@@ -142,54 +207,86 @@ fn check_permissions(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
 fn check_inheritance(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     per_domain(facts, |o| {
         let Some(account) = &o.report.connector_account else { return missing("connector_account") };
-        let containers = &account.containers;
-        if containers
-            .iter()
-            .all(|c| c.inheritance_blocked.is_none() && c.descendants_inheritance_blocked.is_none())
-        {
-            return missing("inheritance_blocked");
-        }
-        let mut blocked: Vec<String> =
-            containers.iter().filter(|c| c.inheritance_blocked == Some(true)).map(|c| c.dn.clone()).collect();
-        let mut count = blocked.len() as u64;
-        for c in containers {
-            if let Some(below) = &c.descendants_inheritance_blocked {
-                count += u64::from(below.count);
-                blocked.extend(below.sample.iter().cloned());
-            }
-        }
-        if count == 0 {
+        let Some(blocked) = &account.inheritance_blocked else {
+            return missing("connector_account.inheritance_blocked");
+        };
+        let without = &blocked.without_rights;
+        if without.count == 0 {
             return Outcome::Pass;
         }
-        blocked.sort();
-        blocked.dedup();
         let mut ev = evidence(o);
-        ev.insert("objects".into(), json!(blocked));
-        ev.insert("count".into(), json!(count));
+        ev.insert("objects".into(), json!(without.sample));
+        ev.insert("count".into(), json!(without.count));
         let message = Message::new("inheritance-not-blocked.blocked")
             .arg("domain", domain_name(o))
-            .arg("count", count)
-            .arg("objects", json!(blocked));
+            .arg("count", without.count)
+            .arg("objects", json!(without.sample));
         Outcome::fail(Severity::High, message, ev.into())
     })
 }
 
 fn check_min_age(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
     let max_hours = params.int("max_min_pwd_age_hours");
+    let limit = u64::try_from(max_hours).unwrap_or_default() * 3600;
     per_domain(facts, |o| {
         let Some(age) = o.report.password_policy.as_ref().and_then(|p| p.min_pwd_age_secs) else {
             return missing("password_policy.min_pwd_age_secs");
         };
-        let limit = u64::try_from(max_hours).unwrap_or_default() * 3600;
-        if age <= limit {
-            return Outcome::Pass;
+        let domain = domain_name(o);
+        let mut parts = Vec::new();
+        let mut evidence_policies = Vec::new();
+        if age > limit {
+            parts.push(
+                Message::new("min-password-age-zero.too-long")
+                    .arg("domain", domain)
+                    .arg("hours", age.div_ceil(3600))
+                    .nested(),
+            );
+            evidence_policies.push(json!({ "policy": "domain", "min_pwd_age_secs": age }));
         }
-        let hours = age.div_ceil(3600);
-        let mut ev = evidence(o);
-        ev.insert("min_pwd_age_secs".into(), json!(age));
-        let message =
-            Message::new("min-password-age-zero.too-long").arg("domain", domain_name(o)).arg("hours", hours);
-        Outcome::fail(Severity::Medium, message, ev.into())
+        // Fine-grained policies that are the resultant policy of synced users.
+        let applying: Vec<_> = o
+            .report
+            .fine_grained_policies
+            .iter()
+            .flatten()
+            .filter(|p| p.synced_users.is_some_and(|n| n > 0))
+            .collect();
+        let mut unreadable = Vec::new();
+        for pso in &applying {
+            match pso.min_pwd_age_secs {
+                Some(pso_age) if pso_age > limit => {
+                    parts.push(
+                        Message::new("min-password-age-zero.pso-too-long")
+                            .arg("domain", domain)
+                            .arg("pso", pso.name.as_str())
+                            .arg("users", pso.synced_users.unwrap_or_default())
+                            .arg("hours", pso_age.div_ceil(3600))
+                            .nested(),
+                    );
+                    evidence_policies.push(json!({ "policy": pso.dn, "min_pwd_age_secs": pso_age }));
+                }
+                Some(_) => {}
+                None => unreadable.push(pso.name.as_str()),
+            }
+        }
+        if !parts.is_empty() {
+            let mut ev = evidence(o);
+            ev.insert("policies".into(), json!(evidence_policies));
+            let message = Message::new("min-password-age-zero.summary").arg("parts", parts);
+            return Outcome::fail(Severity::Medium, message, ev.into());
+        }
+        if !unreadable.is_empty() {
+            return Outcome::unknown(
+                Message::new("min-password-age-zero.pso-unreadable")
+                    .arg("domain", domain)
+                    .arg("policies", json!(unreadable)),
+            );
+        }
+        if o.report.fine_grained_policies.is_none() {
+            return missing("fine_grained_policies");
+        }
+        Outcome::Pass
     })
 }
 
@@ -361,32 +458,92 @@ fn check_protected(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     })
 }
 
-/// `userAccountControl` bits: ACCOUNTDISABLE and PASSWORD_EXPIRED.
+/// `userAccountControl` bit ACCOUNTDISABLE (for reports that carry no `state`).
 const UAC_DISABLED: u32 = 0x2;
-const UAC_PASSWORD_EXPIRED: u32 = 0x80_0000;
 
 fn check_account_usable(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
-    per_domain(facts, |o| {
-        let Some(account) = &o.report.connector_account else { return missing("connector_account") };
-        let Some(uac) = account.user_account_control else {
-            return missing("connector_account.user_account_control");
+    let now = facts.now;
+    let judge = |o: &AdObservation<'_>| {
+        let Some(account) = &o.report.connector_account else {
+            return match &o.report.failure {
+                Some(failure) => probe_error(ProbeKind::ActiveDirectory, &failure.error),
+                None => missing("connector_account"),
+            };
         };
-        let key = if uac & UAC_DISABLED != 0 {
-            "connector-account-usable.disabled"
-        } else if uac & UAC_PASSWORD_EXPIRED != 0 {
-            "connector-account-usable.expired"
-        } else {
+        // A report that predates `state` carries only the stored userAccountControl.
+        let fallback;
+        let state = match &account.state {
+            Some(state) => state,
+            None => {
+                let Some(uac) = account.user_account_control else {
+                    return match &o.report.failure {
+                        Some(failure) => probe_error(ProbeKind::ActiveDirectory, &failure.error),
+                        None => missing("connector_account.state"),
+                    };
+                };
+                fallback = wbd_wire::ConnectorAccountState {
+                    disabled: Some(uac & UAC_DISABLED != 0),
+                    ..Default::default()
+                };
+                &fallback
+            }
+        };
+        let account_name = account.configured.as_str();
+        let yes = |fact: Option<bool>| fact == Some(true);
+        let expired = yes(state.account_expired) || state.expires_at.is_some_and(|at| at <= now);
+        let mut causes = Vec::new();
+        if yes(state.not_found) {
+            causes.push(Message::new("connector-account-usable.cause-not-found"));
+        }
+        if yes(state.disabled) {
+            causes.push(Message::new("connector-account-usable.cause-disabled"));
+        }
+        if expired {
+            let date =
+                state.expires_at.map_or_else(|| "-".to_owned(), |at| at.format("%Y-%m-%d").to_string());
+            causes.push(Message::new("connector-account-usable.cause-expired").arg("date", date));
+        }
+        if yes(state.locked_out) {
+            causes.push(Message::new("connector-account-usable.cause-locked"));
+        }
+        if yes(state.must_change_password) {
+            causes.push(Message::new("connector-account-usable.cause-must-change"));
+        } else if yes(state.password_expired) {
+            causes.push(Message::new("connector-account-usable.cause-password-expired"));
+        }
+        if yes(state.logon_restricted) {
+            causes.push(Message::new("connector-account-usable.cause-logon-restricted"));
+        }
+        if causes.is_empty() {
+            if yes(state.wrong_password) {
+                return Outcome::unknown(
+                    Message::new("connector-account-usable.wrong-password").arg("account", account_name),
+                );
+            }
+            let known =
+                [state.disabled, state.locked_out, state.password_expired, state.must_change_password];
+            if known.iter().all(Option::is_none) && state.account_expired.is_none() {
+                return missing("connector_account.state");
+            }
             return Outcome::Pass;
-        };
+        }
+        let keys: Vec<String> =
+            causes.iter().map(|c| c.key.rsplit('.').next().unwrap_or_default().to_owned()).collect();
         let mut ev = evidence(o);
         ev.insert("account".into(), json!(account.configured));
-        ev.insert("user_account_control".into(), json!(uac));
-        Outcome::fail(
-            Severity::High,
-            Message::new(key).arg("account", account.configured.as_str()),
-            ev.into(),
-        )
-    })
+        ev.insert("causes".into(), json!(keys));
+        ev.insert("bind_refusal_code".into(), json!(state.bind_refusal_code));
+        let message = Message::new("connector-account-usable.unusable")
+            .arg("account", account_name)
+            .arg("causes", causes.into_iter().map(Message::nested).collect::<Vec<_>>());
+        Outcome::fail(Severity::High, message, ev.into())
+    };
+    match ad_observations(facts) {
+        Ok(observations) => {
+            observations.iter().map(|o| Verdict { subject: o.subject(), outcome: judge(o) }).collect()
+        }
+        Err(no_data) => no_data,
+    }
 }
 
 /// `msDS-Behavior-Version` of Windows Server 2003.
@@ -410,9 +567,11 @@ fn check_forest_level(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use chrono::Duration;
     use wbd_wire::{
-        AdFailure, AdStep, ConnectorAccountRights, ContainerRights, DomainController, DomainPasswordPolicy,
-        ProtectedAccounts, SampledCount,
+        AdFailure, AdStep, BlockedInheritance, ConnectorAccountRights, ConnectorAccountState,
+        ContainerRights, DomainController, DomainPasswordPolicy, FineGrainedPolicy, ProtectedAccounts,
+        SampledCount, SyncScope, SyncScopeSource, SyncedPartition,
     };
 
     use super::*;
@@ -438,12 +597,19 @@ pub(crate) mod tests {
             write_lockout_time: Some(AccessState::Allowed),
             write_pwd_last_set: Some(AccessState::Allowed),
             inheritance_blocked: Some(false),
-            descendants_inheritance_blocked: Some(SampledCount {
-                count: 0,
-                sample: vec![],
-                truncated: false,
-            }),
             error: None,
+        }
+    }
+
+    fn usable() -> ConnectorAccountState {
+        ConnectorAccountState {
+            disabled: Some(false),
+            expires_at: None,
+            account_expired: Some(false),
+            password_expired: Some(false),
+            locked_out: Some(false),
+            must_change_password: Some(false),
+            ..ConnectorAccountState::default()
         }
     }
 
@@ -480,12 +646,27 @@ pub(crate) mod tests {
                 sid: Some("S-1-5-21-1004336348-1177238915-682003330-1107".to_owned()),
                 group_sid_count: Some(3),
                 user_account_control: Some(66048),
+                state: Some(usable()),
                 containers: vec![
                     full_rights("DC=corp,DC=example"),
                     full_rights("OU=Staff,DC=corp,DC=example"),
                 ],
+                inheritance_blocked: Some(BlockedInheritance {
+                    blocked: 0,
+                    without_rights: SampledCount { count: 0, sample: vec![], truncated: false },
+                    truncated: false,
+                }),
             }),
-            protected_accounts: None,
+            fine_grained_policies: Some(vec![]),
+            sync_scope: Some(SyncScope {
+                included: vec!["OU=Staff,DC=corp,DC=example".to_owned()],
+                excluded: vec![],
+                sources: vec![SyncScopeSource::Configuration],
+            }),
+            protected_accounts: Some(ProtectedAccounts {
+                scope: vec!["OU=Staff,DC=corp,DC=example".to_owned()],
+                accounts: SampledCount { count: 0, sample: vec![], truncated: false },
+            }),
             errors: vec![],
             failure: None,
         }
@@ -525,10 +706,75 @@ pub(crate) mod tests {
         })
     }
 
+    /// What Set-ADSyncPasswordWritebackPermissions -ADobjectDN leaves: the rights on the synced
+    /// OU only, none at the domain root (here even denied there, inherited by the OU, whose
+    /// explicit grant comes first).
+    fn rights_on_the_synced_ou_only() -> ProbeOutput {
+        with(|r| {
+            if let Some(account) = r.connector_account.as_mut() {
+                account.containers[0].reset_password = Some(AccessState::Denied);
+                account.containers[0].write_lockout_time = Some(AccessState::NotGranted);
+                account.containers[0].write_pwd_last_set = Some(AccessState::NotGranted);
+            }
+        })
+    }
+
     pub(crate) fn permissions_fixtures() -> Vec<Fixture> {
+        let scope_unknown = || {
+            with(|r| {
+                r.sync_scope = None;
+                if let Some(account) = r.connector_account.as_mut() {
+                    account.containers[0].reset_password = Some(AccessState::NotGranted);
+                }
+            })
+        };
+        let synced_not_read = with(|r| {
+            if let Some(scope) = r.sync_scope.as_mut() {
+                scope.included.push("OU=Branch,DC=corp,DC=example".to_owned());
+            }
+        });
+        // The scope comes from the Connect server's connector configuration only.
+        let from_connect = |ad: ProbeOutput| {
+            let connect = crate::rules::connect_server::tests::with(|c| {
+                c.connectors[0].partitions = vec![SyncedPartition {
+                    dn: "DC=corp,DC=example".to_owned(),
+                    inclusions: vec!["OU=Staff,DC=corp,DC=example".to_owned()],
+                    exclusions: vec!["DC=corp,DC=example".to_owned()],
+                }];
+            });
+            connect_and_ad(connect, ad)
+        };
+        let unscoped = |change: fn(&mut ActiveDirectoryReport)| {
+            with(move |r| {
+                r.sync_scope = None;
+                change(r);
+            })
+        };
         vec![
             Fixture::new("reset right missing", one(no_reset_right()), Expect::Fail(Severity::Critical)),
             Fixture::new("granted", one(healthy()), Expect::Pass),
+            Fixture::new("granted on the synced OU only", one(rights_on_the_synced_ou_only()), Expect::Pass),
+            Fixture::new(
+                "synced OU from Connect lacks rights",
+                from_connect(unscoped(|r| {
+                    if let Some(account) = r.connector_account.as_mut() {
+                        account.containers[1].write_lockout_time = Some(AccessState::NotGranted);
+                    }
+                })),
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new(
+                "synced OU from Connect granted, root denied",
+                from_connect(unscoped(|r| {
+                    if let Some(account) = r.connector_account.as_mut() {
+                        account.containers[0].reset_password = Some(AccessState::Denied);
+                    }
+                })),
+                Expect::Pass,
+            ),
+            Fixture::new("scope unknown, root lacks rights", one(scope_unknown()), Expect::Unknown),
+            Fixture::new("scope unknown, root grants", one(unscoped(|_| {})), Expect::Pass),
+            Fixture::new("a synced OU not read", one(synced_not_read), Expect::Unknown),
             Fixture::new("not read", one(with(|r| r.connector_account = None)), Expect::Unknown),
             unreachable(),
             no_probe(),
@@ -536,23 +782,53 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn inheritance_fixtures() -> Vec<Fixture> {
-        let blocked = with(|r| {
-            if let Some(account) = r.connector_account.as_mut() {
-                account.containers[1].descendants_inheritance_blocked = Some(SampledCount {
-                    count: 2,
-                    sample: vec![
-                        "CN=CFO,OU=Staff,DC=corp,DC=example".to_owned(),
-                        "OU=Board,OU=Staff,DC=corp,DC=example".to_owned(),
-                    ],
-                    truncated: false,
-                });
-            }
-        });
+        let blocked = |without: u32| {
+            with(move |r| {
+                if let Some(account) = r.connector_account.as_mut() {
+                    account.inheritance_blocked = Some(BlockedInheritance {
+                        blocked: 3,
+                        without_rights: SampledCount {
+                            count: without,
+                            sample: [
+                                "CN=CFO,OU=Staff,DC=corp,DC=example",
+                                "OU=Board,OU=Staff,DC=corp,DC=example",
+                            ][..without as usize]
+                                .iter()
+                                .map(|s| (*s).to_owned())
+                                .collect(),
+                            truncated: false,
+                        },
+                        truncated: false,
+                    });
+                }
+            })
+        };
         vec![
-            Fixture::new("protected objects", one(blocked), Expect::Fail(Severity::High)),
+            Fixture::new("blocked without rights", one(blocked(2)), Expect::Fail(Severity::High)),
+            Fixture::new("blocked but granted there", one(blocked(0)), Expect::Pass),
             Fixture::new("inherits", one(healthy()), Expect::Pass),
+            Fixture::new(
+                "not scanned",
+                one(with(|r| {
+                    if let Some(account) = r.connector_account.as_mut() {
+                        account.inheritance_blocked = None;
+                    }
+                })),
+                Expect::Unknown,
+            ),
             unreachable(),
         ]
+    }
+
+    fn pso(min_age_secs: Option<u64>, synced_users: u32) -> FineGrainedPolicy {
+        FineGrainedPolicy {
+            dn: "CN=Staff PSO,CN=Password Settings Container,CN=System,DC=corp,DC=example".to_owned(),
+            name: "Staff PSO".to_owned(),
+            precedence: Some(10),
+            min_pwd_age_secs: min_age_secs,
+            applies_to: vec!["CN=Staff,OU=Groups,DC=corp,DC=example".to_owned()],
+            synced_users: Some(synced_users),
+        }
     }
 
     pub(crate) fn min_age_fixtures() -> Vec<Fixture> {
@@ -563,12 +839,29 @@ pub(crate) mod tests {
                 }
             })
         };
+        let with_pso = |p: FineGrainedPolicy| with(move |r| r.fine_grained_policies = Some(vec![p]));
+        let both = with(|r| {
+            if let Some(policy) = r.password_policy.as_mut() {
+                policy.min_pwd_age_secs = Some(3600);
+            }
+            r.fine_grained_policies = Some(vec![pso(Some(2 * 86400), 40)]);
+        });
         vec![
             Fixture::new("one day", one(one_day()), Expect::Fail(Severity::Medium)),
             Fixture::new("zero", one(healthy()), Expect::Pass),
             Fixture::new("one day allowed", one(one_day()), Expect::Pass)
                 .with_param("max_min_pwd_age_hours", json!(24)),
             Fixture::new("not read", one(with(|r| r.password_policy = None)), Expect::Unknown),
+            Fixture::new(
+                "a PSO of synced users",
+                one(with_pso(pso(Some(2 * 86400), 12))),
+                Expect::Fail(Severity::Medium),
+            ),
+            Fixture::new("domain and PSO", one(both), Expect::Fail(Severity::Medium)),
+            Fixture::new("a PSO of nobody synced", one(with_pso(pso(Some(2 * 86400), 0))), Expect::Pass),
+            Fixture::new("a PSO at zero", one(with_pso(pso(Some(0), 12))), Expect::Pass),
+            Fixture::new("a PSO not readable", one(with_pso(pso(None, 12))), Expect::Unknown),
+            Fixture::new("PSOs not searched", one(with(|r| r.fine_grained_policies = None)), Expect::Unknown),
         ]
     }
 
@@ -678,26 +971,96 @@ pub(crate) mod tests {
         vec![
             Fixture::new("admins in the synced OU", one(with_count(2)), Expect::Fail(Severity::Low)),
             Fixture::new("none", one(with_count(0)), Expect::Pass),
-            Fixture::new("not searched", one(healthy()), Expect::Unknown),
+            Fixture::new("not searched", one(with(|r| r.protected_accounts = None)), Expect::Unknown),
         ]
     }
 
     pub(crate) fn account_usable_fixtures() -> Vec<Fixture> {
-        let uac = |value: u32| {
+        let state = |change: fn(&mut ConnectorAccountState)| {
             with(move |r| {
                 if let Some(account) = r.connector_account.as_mut() {
-                    account.user_account_control = Some(value);
+                    let mut state = usable();
+                    change(&mut state);
+                    account.state = Some(state);
+                }
+            })
+        };
+        // The probe bound as the connector account and the DC refused it (data 775).
+        let refused = with(|r| {
+            r.failure = Some(AdFailure {
+                step: AdStep::Bind,
+                error: "LDAP result 49: … data 775, v4563".to_owned(),
+            });
+            if let Some(account) = r.connector_account.as_mut() {
+                account.containers.clear();
+                account.state = Some(ConnectorAccountState {
+                    locked_out: Some(true),
+                    bind_refusal_code: Some("775".to_owned()),
+                    ..ConnectorAccountState::default()
+                });
+            }
+        });
+        let old_report = |uac: u32| {
+            with(move |r| {
+                if let Some(account) = r.connector_account.as_mut() {
+                    account.state = None;
+                    account.user_account_control = Some(uac);
                 }
             })
         };
         vec![
-            Fixture::new("disabled", one(uac(0x202)), Expect::Fail(Severity::High)),
-            Fixture::new("password expired", one(uac(0x80_0200)), Expect::Fail(Severity::High)),
+            Fixture::new("disabled", one(state(|s| s.disabled = Some(true))), Expect::Fail(Severity::High)),
+            Fixture::new(
+                "expired yesterday",
+                one(state(|s| s.expires_at = Some(now() - Duration::days(1)))),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "locked out",
+                one(state(|s| s.locked_out = Some(true))),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "password expired",
+                one(state(|s| s.password_expired = Some(true))),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "must change",
+                one(state(|s| {
+                    s.must_change_password = Some(true);
+                    s.password_expired = Some(true);
+                })),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "logon hours",
+                one(state(|s| s.logon_restricted = Some(true))),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "no such account",
+                one(state(|s| s.not_found = Some(true))),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new("bind refused: locked out", one(refused), Expect::Fail(Severity::High)),
+            Fixture::new("older report: disabled", one(old_report(0x202)), Expect::Fail(Severity::High)),
             Fixture::new("normal", one(healthy()), Expect::Pass),
+            Fixture::new(
+                "expires next year",
+                one(state(|s| s.expires_at = Some(now() + Duration::days(365)))),
+                Expect::Pass,
+            ),
+            Fixture::new(
+                "wrong bind password",
+                one(state(|s| s.wrong_password = Some(true))),
+                Expect::Unknown,
+            ),
             Fixture::new(
                 "not read",
                 one(with(|r| {
                     if let Some(account) = r.connector_account.as_mut() {
+                        account.state = None;
                         account.user_account_control = None;
                     }
                 })),

@@ -7,15 +7,15 @@
 //! | `staging-mode-off` | PWB-SVC-03 | the server is in staging mode and no other server of the tenant is active |
 //! | `single-active-writeback-server` | PWB-SVC-04 | two or more servers are active with writeback on (subject `tenant`) |
 //! | `connect-version-supported` | PWB-VER-01/02, seed 8 | the version is below `min_version` (default 2.5.79.0) |
-//! | `full-sync-completed` | PWB-SVC-10, seed 7 | an AD or Entra connector lacks a successful full import or full sync |
+//! | `full-sync-completed` | PWB-SVC-10, seed 7 | an AD or Entra connector's newest full import or full sync failed, or it was never imported and synchronised (no successful full run in the history or the collector's memory, and no object joined in its connector space); unknown when the history holds only newer runs and nothing else tells |
 //! | `tls12-enabled` | PWB-HOST-03 | a TLS 1.2 registry value is absent or wrong |
 //! | `dotnet-version` | PWB-HOST-02 | .NET Framework release is below `min_release` (default 461808, 4.7.2) |
 //! | `sync-scheduler-enabled` | PWB-SVC-11 | the sync cycle is disabled or the scheduler suspended |
 //! | `connect-host-os-supported` | PWB-HOST-01 | the OS build is not in `supported_os_builds` (WS2016, 2019, 2022) |
 //! | `restrict-remote-sam` | PWB-HOST-06 | `RestrictRemoteSam` is set and does not name the connector account's SID (from the AD probe) |
 //! | `ldap-sign-and-seal` | PWB-SVC-15 | an AD connector does not sign and encrypt LDAP traffic |
-//! | `cloud-sync-agent-version` | PWB-CS-01 | an installed cloud sync agent is older than `min_version` (default 1.1.977.0) |
-//! | `cloud-sync-agent-running` | PWB-CS-02 | an installed cloud sync agent's service is not `Running` |
+//! | `cloud-sync-agent-version` | PWB-CS-01 | an installed cloud sync agent is older than `min_version` (default 1.1.977.0); not applicable without an agent |
+//! | `cloud-sync-agent-running` | PWB-CS-02 | an installed cloud sync agent's service is not `Running`; not applicable without an agent |
 //!
 //! Subject: `<probe subject>@<collector id>`, except where noted. A fact the report does not
 //! carry (`None`: not read) gives "unknown", never a failure.
@@ -241,8 +241,50 @@ fn check_version(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
     })
 }
 
-fn run_ok(run: Option<&RunSummary>) -> bool {
-    run.is_some_and(RunSummary::succeeded)
+/// What the facts say about one connector's full import and full sync.
+enum FullRuns {
+    /// Both completed (seen in the history or remembered), or the connector space holds joined
+    /// objects, which only a completed import and synchronisation put there.
+    Done,
+    /// The newest full run in the history failed, and no later one succeeded.
+    Failed,
+    /// Never: nothing joined, or no run at all.
+    Never,
+    /// The history holds only newer runs, and nothing else tells.
+    Undecided,
+}
+
+fn newest_success<'a>(
+    history: Option<&'a RunSummary>,
+    remembered: Option<&'a RunSummary>,
+) -> Option<&'a RunSummary> {
+    let when = |r: &RunSummary| r.ended_at.or(r.started_at);
+    [history.filter(|r| r.succeeded()), remembered.filter(|r| r.succeeded())]
+        .into_iter()
+        .flatten()
+        .max_by_key(|r| when(r))
+}
+
+fn full_runs(c: &wbd_wire::ConnectorState) -> FullRuns {
+    let when = |r: &RunSummary| r.ended_at.or(r.started_at);
+    let import = newest_success(c.last_full_import.as_ref(), c.remembered_full_import.as_ref());
+    let sync = newest_success(c.last_full_sync.as_ref(), c.remembered_full_sync.as_ref());
+    // A failed full run that is newer than every success of its kind.
+    let failed = |newest: Option<&RunSummary>, success: Option<&RunSummary>| {
+        newest.is_some_and(|r| !r.succeeded() && success.is_none_or(|s| when(r) > when(s)))
+    };
+    if failed(c.last_full_import.as_ref(), import) || failed(c.last_full_sync.as_ref(), sync) {
+        return FullRuns::Failed;
+    }
+    if import.is_some() && sync.is_some() {
+        return FullRuns::Done;
+    }
+    match c.statistics.as_ref().and_then(|s| s.total_connectors) {
+        Some(joined) if joined > 0 => FullRuns::Done,
+        Some(_) => FullRuns::Never,
+        None if c.runs_in_history.is_some_and(|n| n > 0) || c.last_run.is_some() => FullRuns::Undecided,
+        None => FullRuns::Never,
+    }
 }
 
 fn check_full_sync(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
@@ -252,30 +294,43 @@ fn check_full_sync(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
         if connectors.is_empty() {
             return missing("connectors");
         }
-        let lacking: Vec<_> = connectors
-            .iter()
-            .filter(|c| !run_ok(c.last_full_import.as_ref()) || !run_ok(c.last_full_sync.as_ref()))
-            .collect();
-        if lacking.is_empty() {
-            return Outcome::Pass;
+        let judged: Vec<_> = connectors.iter().map(|c| (*c, full_runs(c))).collect();
+        let named = |pick: fn(&FullRuns) -> bool| -> Vec<&str> {
+            judged.iter().filter(|(_, r)| pick(r)).map(|(c, _)| c.name.as_str()).collect()
+        };
+        let failed = named(|r| matches!(r, FullRuns::Failed));
+        let never = named(|r| matches!(r, FullRuns::Never));
+        let undecided = named(|r| matches!(r, FullRuns::Undecided));
+        if failed.is_empty() && never.is_empty() {
+            if undecided.is_empty() {
+                return Outcome::Pass;
+            }
+            return Outcome::unknown(
+                Message::new("full-sync-completed.history-short")
+                    .arg("server", server_name(o))
+                    .arg("connectors", json!(undecided)),
+            );
         }
-        let names: Vec<&str> = lacking.iter().map(|c| c.name.as_str()).collect();
         let mut ev = evidence(o);
-        let detail: Vec<_> = lacking
+        let detail: Vec<_> = judged
             .iter()
-            .map(|c| {
+            .filter(|(_, r)| matches!(r, FullRuns::Failed | FullRuns::Never))
+            .map(|(c, _)| {
                 json!({
                     "connector": c.name,
                     "full_import": c.last_full_import.as_ref().map(|r| &r.result),
                     "full_sync": c.last_full_sync.as_ref().map(|r| &r.result),
+                    "joined_objects": c.statistics.as_ref().and_then(|s| s.total_connectors),
                 })
             })
             .collect();
         ev.insert("connectors".into(), json!(detail));
-        let message = Message::new("full-sync-completed.missing")
-            .arg("server", server_name(o))
-            .arg("connectors", json!(names));
-        Outcome::fail(Severity::Medium, message, ev.into())
+        let message = if failed.is_empty() {
+            Message::new("full-sync-completed.missing").arg("connectors", json!(never))
+        } else {
+            Message::new("full-sync-completed.failed").arg("connectors", json!(failed))
+        };
+        Outcome::fail(Severity::Medium, message.arg("server", server_name(o)), ev.into())
     })
 }
 
@@ -434,7 +489,9 @@ fn check_cloud_sync(facts: &TenantFacts, params: &Params) -> Vec<Verdict> {
     per_server(facts, |o| {
         let Some(agent) = &o.report.cloud_sync_agent else { return missing("cloud_sync_agent") };
         if !agent.installed {
-            return Outcome::Pass;
+            return Outcome::not_applicable(
+                Message::new("cloud-sync-agent-version.not-installed").arg("server", server_name(o)),
+            );
         }
         let Some(version) = agent.version.as_deref().and_then(DottedVersion::parse) else {
             return missing("cloud_sync_agent.version");
@@ -456,7 +513,9 @@ fn check_cloud_sync_running(facts: &TenantFacts, _params: &Params) -> Vec<Verdic
     per_server(facts, |o| {
         let Some(agent) = &o.report.cloud_sync_agent else { return missing("cloud_sync_agent") };
         if !agent.installed {
-            return Outcome::Pass;
+            return Outcome::not_applicable(
+                Message::new("cloud-sync-agent-running.not-installed").arg("server", server_name(o)),
+            );
         }
         let Some(service) = &agent.service else { return missing("cloud_sync_agent.service") };
         if service.status.eq_ignore_ascii_case("running") {
@@ -475,7 +534,8 @@ fn check_cloud_sync_running(facts: &TenantFacts, _params: &Params) -> Vec<Verdic
 pub(crate) mod tests {
     use chrono::Duration;
     use wbd_wire::{
-        CloudSyncAgent, ConnectStateSource, ConnectorState, SchedulerState, ServiceState, Tls12Settings,
+        CloudSyncAgent, ConnectStateSource, ConnectorState, ConnectorStatistics, SchedulerState,
+        ServiceState, SyncedPartition, Tls12Settings,
     };
 
     use super::*;
@@ -505,6 +565,19 @@ pub(crate) mod tests {
             last_full_import: Some(run_summary("Full Import", "success")),
             last_full_sync: Some(run_summary("Full Synchronization", "success")),
             last_run: Some(run_summary("Delta Synchronization", "success")),
+            partitions: if ad {
+                vec![SyncedPartition {
+                    dn: "DC=corp,DC=example".to_owned(),
+                    inclusions: vec!["OU=Staff,DC=corp,DC=example".to_owned()],
+                    exclusions: vec!["DC=corp,DC=example".to_owned()],
+                }]
+            } else {
+                vec![]
+            },
+            runs_in_history: Some(12),
+            remembered_full_import: None,
+            remembered_full_sync: None,
+            statistics: Some(ConnectorStatistics { total_connectors: Some(1_200) }),
         }
     }
 
@@ -550,8 +623,8 @@ pub(crate) mod tests {
                 schannel_client_disabled_by_default: set(0),
             }),
             dotnet_release: set(533320),
-            restrict_remote_sam: None,
-            cloud_sync_agent: None,
+            restrict_remote_sam: Some(RegistryString::Absent),
+            cloud_sync_agent: Some(CloudSyncAgent { installed: false, version: None, service: None }),
             errors: vec![],
         }
     }
@@ -708,11 +781,25 @@ pub(crate) mod tests {
         ]
     }
 
+    /// A fresh install: no full run, nothing joined in either connector space.
     pub(crate) fn never_fully_synced() -> ProbeOutput {
         with(|r| {
             for c in &mut r.connectors {
                 c.last_full_import = None;
                 c.last_full_sync = None;
+                c.statistics = Some(ConnectorStatistics { total_connectors: Some(0) });
+            }
+        })
+    }
+
+    /// A server that has run for months: the history holds only the last delta runs.
+    fn long_running(change: impl Fn(&mut ConnectorState)) -> ProbeOutput {
+        with(|r| {
+            for c in &mut r.connectors {
+                c.last_full_import = None;
+                c.last_full_sync = None;
+                c.runs_in_history = Some(50);
+                change(c);
             }
         })
     }
@@ -721,10 +808,22 @@ pub(crate) mod tests {
         let failed = with(|r| {
             r.connectors[0].last_full_sync = Some(run_summary("Full Synchronization", "stopped-server-down"))
         });
+        let remembered = long_running(|c| {
+            c.statistics = None;
+            c.remembered_full_import = Some(run_summary("Full Import", "success"));
+            c.remembered_full_sync = Some(run_summary("Full Synchronization", "completed-sync-errors"));
+        });
         vec![
             Fixture::new("never fully synced", one(never_fully_synced()), Expect::Fail(Severity::Medium)),
             Fixture::new("full sync failed", one(failed), Expect::Fail(Severity::Medium)),
             Fixture::new("done", one(healthy()), Expect::Pass),
+            Fixture::new("long-running, objects joined", one(long_running(|_| {})), Expect::Pass),
+            Fixture::new("long-running, full runs remembered", one(remembered), Expect::Pass),
+            Fixture::new(
+                "long-running, nothing else known",
+                one(long_running(|c| c.statistics = None)),
+                Expect::Unknown,
+            ),
             unread(),
             no_probe(),
         ]
@@ -859,8 +958,8 @@ pub(crate) mod tests {
         vec![
             Fixture::new("old agent", one(agent("1.1.587.0")), Expect::Fail(Severity::High)),
             Fixture::new("current agent", one(agent("1.1.1107.0")), Expect::Pass),
-            Fixture::new("no agent", one(absent), Expect::Pass),
-            Fixture::new("not looked at", one(healthy()), Expect::Unknown),
+            Fixture::new("no agent", one(absent), Expect::NotApplicable),
+            Fixture::new("not looked at", one(with(|r| r.cloud_sync_agent = None)), Expect::Unknown),
         ]
     }
 
@@ -878,7 +977,8 @@ pub(crate) mod tests {
         vec![
             Fixture::new("stopped", one(agent("Stopped")), Expect::Fail(Severity::High)),
             Fixture::new("running", one(agent("Running")), Expect::Pass),
-            Fixture::new("not looked at", one(healthy()), Expect::Unknown),
+            Fixture::new("no agent", one(healthy()), Expect::NotApplicable),
+            Fixture::new("not looked at", one(with(|r| r.cloud_sync_agent = None)), Expect::Unknown),
         ]
     }
 }

@@ -2,18 +2,29 @@
 //! each writeback endpoint it probes (catalogue PWB-NET-01 relay, PWB-NET-02 password reset
 //! service; seed checklist point 8).
 //!
-//! Subject: `<host:port>@<collector id>`. Fails when the DNS, TCP or TLS step failed; passes
-//! when no step failed. Severity: critical for the password reset service and the relay, high
-//! for other endpoints the MSP asked us to probe (we cannot tell what they serve).
+//! Subject: `<host:port>@<collector id>`. Judges the path writeback takes: through the site's
+//! proxy when the collector found one (`via_proxy`: configured, machine.config, WinHTTP), else
+//! directly. Fails when a step of that path failed (DNS, TCP, TLS; or reaching the proxy, its
+//! authentication, the tunnel, TLS inside it); passes when none failed, whatever the other path
+//! did (a site that lets the Connect server out only through its proxy blocks direct egress on
+//! purpose). Unknown when the proxy asks only for Windows-integrated authentication, which the
+//! collector does not perform. Severity: critical for the password reset service and the relay,
+//! high for other endpoints the MSP asked us to probe (we cannot tell what they serve).
 //!
-//! Evidence: `collector_id`, `collector_name`, `host`, `port`, `role`, `failed_step`, `error`,
-//! `resolved` (sorted, deduplicated). Not `connected_to` and no timings: both vary from run to
-//! run without the problem changing.
+//! Evidence: `collector_id`, `collector_name`, `host`, `port`, `role`, `path` (`direct` or
+//! `proxy`), `failed_step`, `error`, `resolved` (sorted, deduplicated); through a proxy also
+//! `proxy`, `source`, `status` (the answer to CONNECT) and `direct_failed_step` (`null` when the
+//! direct attempt worked). Not `connected_to` and no timings: both vary from run to run without
+//! the problem changing.
 
 use serde_json::json;
-use wbd_wire::{EndpointReport, EndpointRole, ProbeKind, ProbeStep, StepFailure};
+use wbd_wire::{
+    EndpointReport, EndpointRole, ProbeKind, ProbeStep, ProxiedConnection, ProxyFailure, ProxyStep,
+    StepFailure,
+};
 
 use super::endpoint::{allow_list_entry, base_evidence, relay_typo_hint};
+use super::proxy::{source_name, step_name};
 use super::{RuleDef, Verdict};
 use crate::facts::EndpointObservation;
 use crate::{Message, Outcome, Params, Severity, TenantFacts};
@@ -40,19 +51,89 @@ fn check(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
 
 fn judge(observation: &EndpointObservation<'_>) -> Outcome {
     let report = observation.report;
+    if let Some(proxied) = &report.via_proxy {
+        return judge_proxied(observation, proxied);
+    }
     let Some(failure) = &report.failure else { return Outcome::Pass };
-    let severity = match report.role {
+    let mut evidence = base_evidence(observation);
+    evidence.insert("path".into(), json!("direct"));
+    evidence.insert("failed_step".into(), json!(failure.step.as_str()));
+    evidence.insert("error".into(), json!(failure.error));
+    evidence.insert("resolved".into(), json!(sorted_addresses(report)));
+    Outcome::fail(severity_of(report), summary(&observation.collector.name, report, failure), evidence.into())
+}
+
+fn severity_of(report: &EndpointReport) -> Severity {
+    match report.role {
         EndpointRole::PasswordReset | EndpointRole::ServiceBusRelay => Severity::Critical,
         EndpointRole::Other => Severity::High,
-    };
+    }
+}
+
+fn sorted_addresses(report: &EndpointReport) -> Vec<std::net::IpAddr> {
     let mut resolved = report.resolved.clone();
     resolved.sort();
     resolved.dedup();
+    resolved
+}
+
+/// The endpoint as reached through the site's proxy, the path writeback takes there.
+fn judge_proxied(observation: &EndpointObservation<'_>, proxied: &ProxiedConnection) -> Outcome {
+    let report = observation.report;
+    let Some(failure) = &proxied.failure else { return Outcome::Pass };
+    let offered = &proxied.offered_auth_schemes;
+    let integrated_only =
+        offered.iter().any(|s| s == "ntlm" || s == "negotiate") && !offered.iter().any(|s| s == "basic");
+    if failure.step == ProxyStep::ProxyAuth && integrated_only {
+        return Outcome::unknown(
+            Message::new("endpoint-reachable.proxy-integrated-auth")
+                .arg("proxy", proxied.proxy.as_str())
+                .arg("host", report.host.as_str())
+                .arg("schemes", json!(offered)),
+        );
+    }
     let mut evidence = base_evidence(observation);
-    evidence.insert("failed_step".into(), json!(failure.step.as_str()));
+    evidence.insert("path".into(), json!("proxy"));
+    evidence.insert("proxy".into(), json!(proxied.proxy));
+    evidence.insert("source".into(), json!(source_name(proxied.source)));
+    evidence.insert("failed_step".into(), json!(step_name(failure.step)));
+    evidence.insert("status".into(), json!(proxied.connect_status));
     evidence.insert("error".into(), json!(failure.error));
-    evidence.insert("resolved".into(), json!(resolved));
-    Outcome::fail(severity, summary(&observation.collector.name, report, failure), evidence.into())
+    evidence.insert("direct_failed_step".into(), json!(report.failure.as_ref().map(|f| f.step.as_str())));
+    evidence.insert("resolved".into(), json!(sorted_addresses(report)));
+    Outcome::fail(
+        severity_of(report),
+        proxied_summary(&observation.collector.name, report, proxied, failure),
+        evidence.into(),
+    )
+}
+
+fn proxied_summary(
+    collector: &str,
+    report: &EndpointReport,
+    proxied: &ProxiedConnection,
+    failure: &ProxyFailure,
+) -> Message {
+    let key = match failure.step {
+        ProxyStep::ProxyConnect => "endpoint-reachable.proxy-unreachable",
+        ProxyStep::ProxyAuth => "endpoint-reachable.proxy-auth",
+        ProxyStep::Tunnel => "endpoint-reachable.proxy-tunnel",
+        ProxyStep::Tls if lacks_modern_tls(&failure.error) => "endpoint-reachable.proxy-tls-version",
+        ProxyStep::Tls => "endpoint-reachable.proxy-tls",
+    };
+    let direct = match &report.failure {
+        None => Message::new("endpoint-reachable.direct-works").arg("proxy", proxied.proxy.as_str()),
+        Some(direct) => Message::new("endpoint-reachable.direct-fails").arg("step", direct.step.as_str()),
+    };
+    Message::new(key)
+        .arg("collector", collector)
+        .arg("proxy", proxied.proxy.as_str())
+        .arg("host", report.host.as_str())
+        .arg("port", report.port)
+        .arg("status", proxied.connect_status.map_or(json!("-"), |s| json!(s)))
+        .arg("error", failure.error.as_str())
+        .arg("allow", allow_list_entry(report.role, &report.host))
+        .arg("direct", direct.nested())
 }
 
 fn summary(collector: &str, report: &EndpointReport, failure: &StepFailure) -> Message {
@@ -65,7 +146,7 @@ fn summary(collector: &str, report: &EndpointReport, failure: &StepFailure) -> M
         (ProbeStep::Tcp, EndpointRole::Other) => "endpoint-reachable.tcp-other",
         (ProbeStep::Tls, EndpointRole::Other) => "endpoint-reachable.tls-other",
         (ProbeStep::Tls, _) if lacks_modern_tls(&failure.error) => "endpoint-reachable.tls-version",
-        (ProbeStep::Tls, _) => "endpoint-reachable.tls-inspection",
+        (ProbeStep::Tls, _) => "endpoint-reachable.tls-interrupted",
     };
     let mut message = Message::new(key)
         .arg("collector", collector)
@@ -100,7 +181,7 @@ fn lacks_modern_tls(error: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use wbd_wire::{EndpointRole, ProbeStep};
+    use wbd_wire::{EndpointRole, ProbeStep, ProxyStep};
 
     use super::*;
     use crate::rules::fixtures::*;
@@ -153,8 +234,120 @@ mod tests {
                 ),
                 Expect::Pass,
             ),
+            Fixture::new(
+                "out only through the proxy",
+                one(through_proxy(relay_tcp_blocked(), None)),
+                Expect::Pass,
+            ),
+            Fixture::new(
+                "proxy refuses the tunnel",
+                one(through_proxy(healthy_relay(), Some((ProxyStep::Tunnel, Some(403), "403 Forbidden")))),
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new(
+                "proxy down, direct blocked",
+                one(through_proxy(
+                    relay_tcp_blocked(),
+                    Some((ProxyStep::ProxyConnect, None, "connection refused")),
+                )),
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new(
+                "proxy refuses the credentials",
+                one(through_proxy(
+                    relay_tcp_blocked(),
+                    Some((ProxyStep::ProxyAuth, Some(407), "407: wrong password")),
+                )),
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new(
+                "TLS cut inside the tunnel",
+                one(through_proxy(
+                    relay_tcp_blocked(),
+                    Some((ProxyStep::Tls, Some(200), "connection reset")),
+                )),
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new(
+                "old TLS inside the tunnel",
+                one(through_proxy(
+                    password_reset_tls_failed(),
+                    Some((ProxyStep::Tls, Some(200), "received fatal alert: ProtocolVersion")),
+                )),
+                Expect::Fail(Severity::Critical),
+            ),
+            Fixture::new(
+                "proxy wants Windows-integrated authentication",
+                one(integrated_only()),
+                Expect::Unknown,
+            ),
             Fixture::new("no endpoint probe yet", tenant(vec![site.clone()], vec![]), Expect::Unknown),
         ]
+    }
+
+    fn integrated_only() -> EndpointReport {
+        let mut report = through_proxy(
+            relay_tcp_blocked(),
+            Some((
+                ProxyStep::ProxyAuth,
+                Some(407),
+                "407: the proxy accepts only Windows integrated authentication",
+            )),
+        );
+        if let Some(proxied) = report.via_proxy.as_mut() {
+            proxied.offered_auth_schemes = vec!["negotiate".to_owned(), "ntlm".to_owned()];
+        }
+        report
+    }
+
+    #[test]
+    fn a_site_that_goes_out_only_through_its_proxy_is_reachable() {
+        // Direct egress dropped on purpose, the proxy path works: what writeback uses is fine.
+        assert_eq!(run(through_proxy(relay_tcp_blocked(), None)).1, Outcome::Pass);
+        assert_eq!(run(through_proxy(password_reset_tls_failed(), None)).1, Outcome::Pass);
+    }
+
+    #[test]
+    fn a_refused_tunnel_is_reported_on_the_proxy_path() {
+        let report =
+            through_proxy(relay_tcp_blocked(), Some((ProxyStep::Tunnel, Some(403), "403 Forbidden")));
+        let (_, outcome) = run(report);
+        let text = fail_summary(&outcome);
+        assert!(text.contains("proxy proxy.contoso.local:3128"), "{text}");
+        assert!(
+            text.contains("refused to open a tunnel to ssprdedicatedsbprodscu.servicebus.windows.net:443"),
+            "{text}"
+        );
+        assert!(text.contains("Allow CONNECT to *.servicebus.windows.net on port 443"), "{text}");
+        assert!(text.contains("A direct connection fails too (at the tcp step)"), "{text}");
+        let evidence = fail_evidence(&outcome);
+        assert_eq!(evidence["path"], "proxy");
+        assert_eq!(evidence["source"], "machine_config");
+        assert_eq!(evidence["failed_step"], "tunnel");
+        assert_eq!(evidence["status"], 403);
+        assert_eq!(evidence["direct_failed_step"], "tcp");
+        assert_no_timing_fields(evidence);
+    }
+
+    #[test]
+    fn a_broken_proxy_fails_even_when_the_direct_path_works() {
+        let report = through_proxy(
+            healthy_password_reset(),
+            Some((ProxyStep::ProxyConnect, None, "connection refused")),
+        );
+        let (_, outcome) = run(report);
+        let Outcome::Fail { severity, summary, evidence, .. } = outcome else { panic!("expected a failure") };
+        assert_eq!(severity, Severity::Critical);
+        assert!(summary.contains("could not reach the proxy itself (connection refused)"), "{summary}");
+        assert!(summary.contains("A direct connection, bypassing the proxy, works"), "{summary}");
+        assert_eq!(evidence["direct_failed_step"], json!(null));
+    }
+
+    #[test]
+    fn windows_integrated_proxy_authentication_is_not_decided() {
+        let (_, outcome) = run(integrated_only());
+        let Outcome::Unknown { reason, .. } = outcome else { panic!("expected unknown, got {outcome:?}") };
+        assert!(reason.contains("Windows-integrated authentication"), "{reason}");
     }
 
     fn run(report: EndpointReport) -> (String, Outcome) {
@@ -241,12 +434,13 @@ mod tests {
     }
 
     #[test]
-    fn other_tls_failure_points_at_inspection() {
+    fn an_interrupted_handshake_is_not_called_inspection() {
         let report =
             failed_at(RELAY_HOST, EndpointRole::ServiceBusRelay, ProbeStep::Tls, "connection reset by peer");
         let (_, outcome) = run(report);
         let text = fail_summary(&outcome);
-        assert!(text.contains("exempt *.servicebus.windows.net from TLS inspection"), "{text}");
+        assert!(text.contains("let *.servicebus.windows.net through it"), "{text}");
+        assert!(!text.contains("inspect"), "only a re-signed chain is inspection: {text}");
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;
-use wbd_wire::{EndpointReport, EndpointRole, ProbeOutput, ProbeStep, StepFailure, TlsReport};
+use wbd_wire::{
+    EndpointReport, EndpointRole, ProbeOutput, ProbeStep, ProxiedConnection, ProxyFailure, ProxySource,
+    ProxyStep, StepFailure, TlsReport, TrustFailure,
+};
 
 pub(crate) use super::run_rule;
 use crate::{CollectorState, FactInput, Outcome, Severity, TenantFacts};
@@ -30,6 +33,8 @@ pub(crate) enum Expect {
     Pass,
     /// Every verdict is unknown (and there is at least one).
     Unknown,
+    /// Every verdict is "not applicable" (and there is at least one).
+    NotApplicable,
 }
 
 impl Fixture {
@@ -117,6 +122,7 @@ fn trusted_tls(protocol: &str) -> TlsReport {
         cipher_suite: "TLS13_AES_256_GCM_SHA384".to_owned(),
         chain_trusted: true,
         trust_error: None,
+        trust_failure: None,
         subject: Some("CN=*.servicebus.windows.net".to_owned()),
         issuer: Some("CN=Microsoft Azure RSA TLS Issuing CA 03, O=Microsoft Corporation, C=US".to_owned()),
         not_before: Some(now() - Duration::days(90)),
@@ -140,6 +146,7 @@ fn reached(host: &str, role: EndpointRole, tls: TlsReport) -> EndpointReport {
         tcp_connect_ms: Some(18),
         tls: Some(tls),
         failure: None,
+        via_proxy: None,
     }
 }
 
@@ -163,6 +170,7 @@ pub(crate) fn failed_at(host: &str, role: EndpointRole, step: ProbeStep, error: 
         tcp_connect_ms: if step == ProbeStep::Tls { Some(20) } else { None },
         tls: None,
         failure: Some(StepFailure { step, error: error.to_owned() }),
+        via_proxy: None,
     }
 }
 
@@ -194,6 +202,7 @@ pub(crate) fn relay_intercepted() -> EndpointReport {
     let mut tls = trusted_tls("TLSv1_2");
     tls.chain_trusted = false;
     tls.trust_error = Some("invalid peer certificate: UnknownIssuer".to_owned());
+    tls.trust_failure = Some(TrustFailure::UntrustedIssuer);
     tls.issuer = Some("CN=Contoso Edge Inspection CA, O=Contoso".to_owned());
     tls.chain_top_issuer = Some("CN=Contoso Edge Inspection CA, O=Contoso".to_owned());
     tls.chain_len = 1;
@@ -203,6 +212,27 @@ pub(crate) fn relay_intercepted() -> EndpointReport {
 /// A middlebox that still negotiates TLS 1.0 in front of the password reset service.
 pub(crate) fn legacy_tls() -> EndpointReport {
     reached(PASSWORD_RESET_HOST, EndpointRole::PasswordReset, trusted_tls("TLSv1.0"))
+}
+
+/// `report` as seen directly, plus the same endpoint reached through the site's proxy with
+/// `failure` (none: the handshake through the tunnel completed with a trusted chain).
+pub(crate) fn through_proxy(
+    mut report: EndpointReport,
+    failure: Option<(ProxyStep, Option<u16>, &str)>,
+) -> EndpointReport {
+    let proxied = ProxiedConnection {
+        proxy: "proxy.contoso.local:3128".to_owned(),
+        source: ProxySource::MachineConfig,
+        connect_status: match failure {
+            Some((_, status, _)) => status,
+            None => Some(200),
+        },
+        tls: failure.is_none().then(|| trusted_tls("TLSv1_3")),
+        failure: failure.map(|(step, _, error)| ProxyFailure { step, error: error.to_owned() }),
+        offered_auth_schemes: Vec::new(),
+    };
+    report.via_proxy = Some(proxied);
+    report
 }
 
 /// Sets every timing a collector reports to `ms`.

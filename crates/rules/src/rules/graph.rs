@@ -4,13 +4,13 @@
 //!
 //! | id | catalogue | fails when |
 //! |---|---|---|
-//! | `tenant-writeback-licence` | PWB-LIC-01, seed 1 | no enabled Entra ID P1/P2 service plan, or none of its licences assigned |
+//! | `tenant-writeback-licence` | PWB-LIC-01/03, seed 1 | no enabled Entra ID P1/P2 service plan in a user SKU (device and room SKUs that carry one are named, not counted), or none of its licences assigned |
 //! | `licensed-admin-and-test-user` | PWB-LIC-02/04, seed 2 | fewer than two P1/P2 licences are assigned, so an administrator and a test user cannot both hold one (the Graph probe reports no per-user licences, so two or more assigned passes without naming who holds them) |
 //! | `sspr-enabled` | PWB-POL-01, seed 4 | the test user's `isSsprEnabled` is false |
 //! | `cloud-admin-available` | PWB-ADM-01, seed 5 | no cloud-only user holds Global Administrator or Hybrid Identity Administrator |
 //! | `tenant-sync-recent` | PWB-TEN-01 | the tenant is not syncing, or the last sync is older than `max_sync_age_mins` |
 //! | `sspr-for-administrators` | PWB-POL-05 | `authorizationPolicy.allowedToUseSSPR` is false |
-//! | `test-user-sspr-capable` | PWB-POL-06 | the test user has not registered enough methods (`isSsprCapable` false) |
+//! | `test-user-sspr-capable` | PWB-POL-06 | the test user cannot reset (`isSsprCapable` false); when SSPR is off for them the text points at that root cause (`explained_by = ["sspr-enabled"]`) instead of asking for methods |
 
 use chrono::Duration;
 use serde_json::json;
@@ -80,15 +80,15 @@ fn missing(field: &str) -> Outcome {
     field_missing(ProbeKind::Graph, field)
 }
 
+fn is_writeback_plan(plan: &ServicePlanLicences) -> bool {
+    WRITEBACK_PLANS.iter().any(|id| plan.service_plan_id.eq_ignore_ascii_case(id))
+        || matches!(plan.service_plan_name.as_str(), "AAD_PREMIUM" | "AAD_PREMIUM_P2")
+}
+
+/// The P1/P2 plans with user licences (the collector counts only user SKUs, see
+/// [`ServicePlanLicences`]).
 fn writeback_plans(plans: &[ServicePlanLicences]) -> Vec<&ServicePlanLicences> {
-    plans
-        .iter()
-        .filter(|p| {
-            WRITEBACK_PLANS.iter().any(|id| p.service_plan_id.eq_ignore_ascii_case(id))
-                || matches!(p.service_plan_name.as_str(), "AAD_PREMIUM" | "AAD_PREMIUM_P2")
-        })
-        .filter(|p| p.provisioned && p.enabled_units > 0)
-        .collect()
+    plans.iter().filter(|p| is_writeback_plan(p)).filter(|p| p.provisioned && p.enabled_units > 0).collect()
 }
 
 /// Licences assigned that carry writeback rights: every P2 SKU also carries the P1 plan, so the
@@ -102,6 +102,23 @@ fn check_licence(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
         let Some(plans) = &report.service_plans else { return missing("service_plans") };
         let usable = writeback_plans(plans);
         if usable.is_empty() {
+            // P1/P2 only in device or room SKUs: not a user licence, and the text says why.
+            let mut devices: Vec<&str> = plans
+                .iter()
+                .filter(|p| is_writeback_plan(p))
+                .flat_map(|p| p.non_user_skus.iter().map(String::as_str))
+                .collect();
+            devices.sort_unstable();
+            devices.dedup();
+            if !devices.is_empty() {
+                return Outcome::fail(
+                    Severity::Critical,
+                    Message::new("tenant-writeback-licence.device-only")
+                        .arg("tenant", report.tenant.as_str())
+                        .arg("skus", json!(devices)),
+                    json!({ "non_user_skus": devices }),
+                );
+            }
             let names: Vec<&str> = plans.iter().map(|p| p.service_plan_name.as_str()).collect();
             return Outcome::fail(
                 Severity::Critical,
@@ -250,12 +267,25 @@ fn check_sspr_capable(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
                 } else {
                     json!(user.methods_registered)
                 };
+                let registered = user.is_sspr_registered == Some(true) || !user.methods_registered.is_empty();
+                // Capable needs SSPR enabled *and* enough methods. With SSPR off the root cause is
+                // `sspr-enabled` (this rule's explained_by): never ask for methods already there.
+                let key = match (user.is_sspr_enabled, registered) {
+                    (Some(false), true) => "test-user-sspr-capable.sspr-off",
+                    (Some(false), false) => "test-user-sspr-capable.sspr-off-unregistered",
+                    _ => "test-user-sspr-capable.not-capable",
+                };
                 Outcome::fail(
                     Severity::Medium,
-                    Message::new("test-user-sspr-capable.not-capable")
+                    Message::new(key)
                         .arg("user", user.user_principal_name.as_str())
                         .arg("methods", methods.clone()),
-                    json!({ "user": user.user_principal_name, "methods_registered": methods }),
+                    json!({
+                        "user": user.user_principal_name,
+                        "methods_registered": methods,
+                        "is_sspr_enabled": user.is_sspr_enabled,
+                        "is_sspr_registered": user.is_sspr_registered,
+                    }),
                 )
             }
         }
@@ -277,6 +307,7 @@ pub(crate) mod tests {
             provisioned: true,
             enabled_units: enabled,
             assigned_units: assigned,
+            non_user_skus: vec![],
         }
     }
 
@@ -384,12 +415,19 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn licence_fixtures() -> Vec<Fixture> {
+        let rooms_only = with(|r| {
+            let mut p1 = plan(WRITEBACK_PLANS[0], "AAD_PREMIUM", &[], 0, 0);
+            p1.provisioned = false;
+            p1.non_user_skus = vec!["Microsoft_Teams_Rooms_Pro".to_owned()];
+            r.service_plans = Some(vec![p1]);
+        });
         let unassigned = with(|r| {
             r.service_plans =
                 Some(vec![plan(WRITEBACK_PLANS[1], "AAD_PREMIUM_P2", &["AAD_PREMIUM_P2"], 10, 0)])
         });
         vec![
             Fixture::new("no P1/P2", one(no_premium()), Expect::Fail(Severity::Critical)),
+            Fixture::new("P1 only in a room SKU", one(rooms_only), Expect::Fail(Severity::Critical)),
             Fixture::new("P2 bought, none assigned", one(unassigned), Expect::Fail(Severity::Critical)),
             Fixture::new("Business Premium", one(healthy()), Expect::Pass),
             Fixture::new("licences not read", one(with(|r| r.service_plans = None)), Expect::Unknown),
@@ -406,10 +444,13 @@ pub(crate) mod tests {
         ]
     }
 
+    /// SSPR is off for the test user, who registered methods: Graph then reports the user as
+    /// registered but not capable (capable needs enabled and registered).
     pub(crate) fn sspr_off() -> ProbeOutput {
         with(|r| {
             if let Some(user) = r.test_user.as_mut() {
                 user.is_sspr_enabled = Some(false);
+                user.is_sspr_capable = Some(false);
             }
         })
     }
@@ -483,7 +524,21 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn sspr_capable_fixtures() -> Vec<Fixture> {
+        let sspr_off_unregistered = with(|r| {
+            if let Some(user) = r.test_user.as_mut() {
+                user.is_sspr_enabled = Some(false);
+                user.is_sspr_capable = Some(false);
+                user.is_sspr_registered = Some(false);
+                user.methods_registered.clear();
+            }
+        });
         vec![
+            Fixture::new("SSPR off, methods registered", one(sspr_off()), Expect::Fail(Severity::Medium)),
+            Fixture::new(
+                "SSPR off, nothing registered",
+                one(sspr_off_unregistered),
+                Expect::Fail(Severity::Medium),
+            ),
             Fixture::new(
                 "no methods",
                 one(with(|r| {

@@ -2,11 +2,14 @@
 //!
 //! - `proxy-allows-writeback`: when the site uses a proxy, it opens a tunnel to each writeback
 //!   endpoint. Fails naming the step (reaching the proxy, its authentication, the CONNECT) for
-//!   the password reset service and the relay; passes when every writeback target was tunnelled
-//!   or no proxy is in use; unknown when the proxy asks for Windows-integrated authentication,
-//!   which the collector does not do (the Connect server's machine account may well pass).
+//!   the password reset service and the relay; passes when every writeback target was tunnelled;
+//!   unknown when the proxy asks for Windows-integrated authentication, which the collector does
+//!   not do (the Connect server's machine account may well pass).
 //! - `proxy-no-tls-inspection`: the certificate seen through the proxy is the real one. Fails
 //!   when the probe detected re-signing for a writeback target; unknown when no handshake ran.
+//!
+//! Both are *not applicable* where no proxy is configured or found: the site connects directly
+//! and `endpoint-reachable` judges that path.
 //!
 //! Subject: `<probe subject>@<collector id>`. Evidence: `collector_id`, `collector_name`,
 //! `proxy`, `source`, and per affected target `host`, `port`, `step`/`issuer`, `status`.
@@ -58,16 +61,17 @@ fn check_inspection(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     run(facts, judge_inspection)
 }
 
-fn source_name(source: ProxySource) -> &'static str {
+pub(crate) fn source_name(source: ProxySource) -> &'static str {
     match source {
         ProxySource::Configured => "configured",
         ProxySource::Environment => "environment",
+        ProxySource::MachineConfig => "machine_config",
         ProxySource::System => "system",
         ProxySource::None => "none",
     }
 }
 
-fn step_name(step: ProxyStep) -> &'static str {
+pub(crate) fn step_name(step: ProxyStep) -> &'static str {
     match step {
         ProxyStep::ProxyConnect => "proxy_connect",
         ProxyStep::ProxyAuth => "proxy_auth",
@@ -83,9 +87,18 @@ fn evidence_of(observation: &ProxyObservation<'_>) -> serde_json::Map<String, se
     evidence
 }
 
+/// "Not applicable: no proxy here" in the words of `rule`.
+fn no_proxy(rule: &'static str, observation: &ProxyObservation<'_>) -> Outcome {
+    let key = match rule {
+        ALLOWS => "proxy-allows-writeback.no-proxy",
+        _ => "proxy-no-tls-inspection.no-proxy",
+    };
+    Outcome::not_applicable(Message::new(key).arg("collector", observation.collector.name.as_str()))
+}
+
 fn judge_allows(observation: &ProxyObservation<'_>) -> Outcome {
     let report = observation.report;
-    let Some(proxy) = report.proxy.as_deref() else { return Outcome::Pass };
+    let Some(proxy) = report.proxy.as_deref() else { return no_proxy(ALLOWS, observation) };
     let blocked: Vec<_> = report
         .targets
         .iter()
@@ -123,6 +136,9 @@ fn judge_allows(observation: &ProxyObservation<'_>) -> Outcome {
 
 fn judge_inspection(observation: &ProxyObservation<'_>) -> Outcome {
     let report = observation.report;
+    if report.proxy.is_none() {
+        return no_proxy(NO_INSPECTION, observation);
+    }
     let writeback: Vec<_> = report.targets.iter().filter(|t| t.role != EndpointRole::Other).collect();
     let inspected: Vec<_> = writeback.iter().filter(|t| t.tls_inspection == Some(true)).collect();
     if let Some(first) = inspected.first() {
@@ -210,14 +226,15 @@ pub(crate) mod tests {
         ])
     }
 
-    fn no_proxy() -> ProbeOutput {
+    /// What the collector reports where no proxy is configured or found: nothing to tunnel.
+    pub(crate) fn no_proxy() -> ProbeOutput {
         ProbeOutput::Proxy(ProxyReport {
             source: ProxySource::None,
             proxy: None,
             auth_used: ProxyAuthScheme::None,
             offered_auth_schemes: vec![],
             integrated_auth_required: None,
-            targets: vec![target(RELAY_HOST, EndpointRole::ServiceBusRelay, Some(false), None)],
+            targets: vec![],
         })
     }
 
@@ -259,7 +276,7 @@ pub(crate) mod tests {
             Fixture::new("credentials refused", one(auth), Expect::Fail(Severity::Critical)),
             Fixture::new("proxy unreachable", one(down), Expect::Fail(Severity::Critical)),
             Fixture::new("tunnels open", one(healthy()), Expect::Pass),
-            Fixture::new("no proxy in use", one(no_proxy()), Expect::Pass),
+            Fixture::new("no proxy in use", one(no_proxy()), Expect::NotApplicable),
             Fixture::new("NTLM only", one(ntlm), Expect::Unknown),
             Fixture::new("no probe", site_with(vec![]), Expect::Unknown),
         ]
@@ -276,6 +293,7 @@ pub(crate) mod tests {
             Fixture::new("re-signed", one(inspecting()), Expect::Fail(Severity::High)),
             Fixture::new("genuine certificates", one(healthy()), Expect::Pass),
             Fixture::new("no handshake", one(blocked), Expect::Unknown),
+            Fixture::new("no proxy in use", one(no_proxy()), Expect::NotApplicable),
             Fixture::new("no probe", site_with(vec![]), Expect::Unknown),
         ]
     }
