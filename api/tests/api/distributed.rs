@@ -1,7 +1,8 @@
 //! The distributed deployment: PostgreSQL + RabbitMQ, `wbd-api` and `wbd-worker` as separate
-//! processes. Runs when `WBD_TEST_DATABASE_URL` and `WBD_TEST_AMQP_URL` are set; fails when
-//! they are set and the services cannot be reached. The broker-restart test also needs
-//! `WBD_TEST_RABBITMQ_RESTART=1` (it stops and starts this machine's RabbitMQ).
+//! processes. These tests show as ignored unless the run asks for them (`-- --include-ignored`);
+//! asked for, they fail unless `WBD_TEST_DATABASE_URL` and `WBD_TEST_AMQP_URL` are both set and
+//! both services answer. The broker-restart test also needs `WBD_TEST_RABBITMQ_RESTART=1` (it
+//! stops and starts this machine's RabbitMQ).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -33,16 +34,14 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// A fresh database and queue prefix; `None` (with a note) when the suite is switched off.
-    async fn new() -> Option<Cluster> {
-        let (Ok(admin_url), Ok(amqp_url)) =
-            (std::env::var("WBD_TEST_DATABASE_URL"), std::env::var("WBD_TEST_AMQP_URL"))
-        else {
-            eprintln!(
-                "note: distributed tests skipped: set WBD_TEST_DATABASE_URL and WBD_TEST_AMQP_URL to run them"
-            );
-            return None;
+    /// A fresh database and queue prefix. Fails the test when either service is not named: a
+    /// run that asked for the distributed tests must not pass having run nothing.
+    async fn new() -> Cluster {
+        let required = |name: &str| match std::env::var(name) {
+            Ok(value) if !value.trim().is_empty() => value.trim().to_owned(),
+            _ => panic!("{name} is not set: the distributed tests need PostgreSQL and RabbitMQ"),
         };
+        let (admin_url, amqp_url) = (required("WBD_TEST_DATABASE_URL"), required("WBD_TEST_AMQP_URL"));
         wbd_platform::telemetry::init_for_tests();
         let db_name = format!("wbd_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&admin_url)
@@ -56,7 +55,7 @@ impl Cluster {
             Some((base, _)) => format!("{base}/{db_name}"),
             None => panic!("WBD_TEST_DATABASE_URL must name a database"),
         };
-        Some(Cluster {
+        Cluster {
             db_url,
             admin_url,
             db_name,
@@ -65,7 +64,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             secrets_key: wbd_notify::sealing::Sealer::generate_key(),
-        })
+        }
     }
 
     fn command(&self, bin: PathBuf, log: &str) -> Command {
@@ -235,8 +234,9 @@ impl Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and RabbitMQ: set WBD_TEST_DATABASE_URL and WBD_TEST_AMQP_URL, run with -- --include-ignored"]
 async fn separate_api_and_worker_processes_on_postgres_and_rabbitmq() {
-    let Some(cluster) = Cluster::new().await else { return };
+    let cluster = Cluster::new().await;
     let _serial = SERIAL.lock().await;
     // Two API processes and two workers share the database and the queue.
     let (_api1, base1) = cluster.api("api1").await;
@@ -365,8 +365,9 @@ async fn all_findings(cluster: &Cluster, base: &str, token: &str, expected: usiz
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and RabbitMQ: set WBD_TEST_DATABASE_URL and WBD_TEST_AMQP_URL, run with -- --include-ignored"]
 async fn killing_the_worker_loses_nothing_and_duplicates_nothing() {
-    let Some(cluster) = Cluster::new().await else { return };
+    let cluster = Cluster::new().await;
     let _serial = SERIAL.lock().await;
     let (_api, base) = cluster.api("api").await;
     let (_, token) = cluster.bootstrap(&base).await;
@@ -427,14 +428,14 @@ async fn rabbitmqctl(arg: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops this machine's RabbitMQ: needs WBD_TEST_RABBITMQ_RESTART=1 and both URLs, run with -- --include-ignored"]
 async fn restarting_rabbitmq_mid_run_loses_nothing_and_duplicates_nothing() {
-    if std::env::var("WBD_TEST_RABBITMQ_RESTART").as_deref() != Ok("1") {
-        eprintln!(
-            "note: broker restart test skipped: set WBD_TEST_RABBITMQ_RESTART=1 (it restarts this machine's RabbitMQ)"
-        );
-        return;
-    }
-    let Some(cluster) = Cluster::new().await else { return };
+    assert_eq!(
+        std::env::var("WBD_TEST_RABBITMQ_RESTART").as_deref(),
+        Ok("1"),
+        "WBD_TEST_RABBITMQ_RESTART is not 1: this test restarts the machine's RabbitMQ and runs only when allowed to"
+    );
+    let cluster = Cluster::new().await;
     let _serial = SERIAL.lock().await;
     let (_api, base) = cluster.api("api").await;
     let _worker = cluster.worker("worker").await;
@@ -465,11 +466,12 @@ async fn restarting_rabbitmq_mid_run_loses_nothing_and_duplicates_nothing() {
 /// killed hard in the middle. Afterwards every finding has exactly one ticket, and every
 /// ticket closes when its finding resolves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and RabbitMQ: set WBD_TEST_DATABASE_URL and WBD_TEST_AMQP_URL, run with -- --include-ignored"]
 async fn a_worker_killed_mid_delivery_leaves_one_ticket_per_finding_closed_on_resolve() {
     use wbd_receivers::connectwise::ConnectwiseState;
     use wbd_receivers::{Faults, Receiver};
 
-    let Some(cluster) = Cluster::new().await else { return };
+    let cluster = Cluster::new().await;
     let _serial = SERIAL.lock().await;
     let psa = Receiver::spawn(ConnectwiseState::new("northwind", "pub", "priv", "client-1")).await;
     psa.common().set_faults(Faults { delay: Some(Duration::from_millis(700)), ..Default::default() });

@@ -1,8 +1,8 @@
 //! wbd-api integration tests: one binary (faster linking), a module per area.
 //!
-//! SQLite + the local queue always run. The PostgreSQL + RabbitMQ suites run when
-//! `WBD_TEST_DATABASE_URL` and `WBD_TEST_AMQP_URL` are set, and fail (not skip) when those
-//! services are unreachable. Logs are silent unless `TEST_LOG` is set.
+//! SQLite + the local queue always run. The PostgreSQL + RabbitMQ suite (`distributed`) shows as
+//! ignored unless asked for with `-- --include-ignored`, and then fails (never skips) when
+//! `WBD_TEST_DATABASE_URL` or `WBD_TEST_AMQP_URL` is unset or its service unreachable. Logs are silent unless `TEST_LOG` is set.
 
 mod helpers;
 mod tls;

@@ -210,24 +210,3 @@ fn seed_9_errors_that_need_writeback_re_enabled() {
         &["writeback-reonboard-needed"],
     );
 }
-
-/// A rough speed check, not a benchmark (the benchmark crate measures): run with
-/// `cargo test --release -p wbd-rules -- --ignored --nocapture evaluation_speed`.
-#[test]
-#[ignore = "timing; run by hand in release mode"]
-fn evaluation_speed() {
-    let facts = tenant_with(|t| t.idle = idle_connection::tests::cut_at_90());
-    let runs = 20_000u32;
-    let started = std::time::Instant::now();
-    let mut evaluations = 0usize;
-    for _ in 0..runs {
-        evaluations += std::hint::black_box(evaluate(std::hint::black_box(&facts))).len();
-    }
-    let elapsed = started.elapsed();
-    println!(
-        "{runs} tenant evaluations ({} rule evaluations each) in {elapsed:?}: {:.0} tenants/s, {:.0} rule evaluations/s",
-        evaluations / runs as usize,
-        f64::from(runs) / elapsed.as_secs_f64(),
-        evaluations as f64 / elapsed.as_secs_f64()
-    );
-}

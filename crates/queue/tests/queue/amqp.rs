@@ -45,10 +45,11 @@ fn death_reason(properties: &lapin::BasicProperties) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ and PostgreSQL: set WBD_TEST_AMQP_URL and WBD_TEST_DATABASE_URL, run with -- --include-ignored"]
 async fn relay_publishes_every_outbox_row_then_deletes_it() -> anyhow::Result<()> {
-    let Some(url) = amqp_url("relay_publishes_every_outbox_row_then_deletes_it") else { return Ok(()) };
+    let url = amqp_url();
     let _shared = BROKER_LOCK.read().await;
-    for store in all_stores("relay_publishes_every_outbox_row_then_deletes_it").await {
+    for store in all_stores().await {
         let broker = TestBroker::new(&url).await;
         let site = Site::enroll(store.store.as_ref()).await?;
         let mut pushed = Vec::new();
@@ -88,10 +89,9 @@ async fn relay_publishes_every_outbox_row_then_deletes_it() -> anyhow::Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ and PostgreSQL: set WBD_TEST_AMQP_URL and WBD_TEST_DATABASE_URL, run with -- --include-ignored"]
 async fn consumer_gets_each_message_with_its_traceparent_and_ack_removes_it() -> anyhow::Result<()> {
-    let Some(url) = amqp_url("consumer_gets_each_message_with_its_traceparent_and_ack_removes_it") else {
-        return Ok(());
-    };
+    let url = amqp_url();
     let _shared = BROKER_LOCK.read().await;
     let broker = TestBroker::new(&url).await;
     let store = sqlite_store().await;
@@ -128,8 +128,9 @@ async fn consumer_gets_each_message_with_its_traceparent_and_ack_removes_it() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ and PostgreSQL: set WBD_TEST_AMQP_URL and WBD_TEST_DATABASE_URL, run with -- --include-ignored"]
 async fn consumers_share_the_work() -> anyhow::Result<()> {
-    let Some(url) = amqp_url("consumers_share_the_work") else { return Ok(()) };
+    let url = amqp_url();
     let _shared = BROKER_LOCK.read().await;
     const CONSUMERS: usize = 3;
     let broker = TestBroker::new(&url).await;
@@ -180,10 +181,9 @@ async fn consumers_share_the_work() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ and PostgreSQL: set WBD_TEST_AMQP_URL and WBD_TEST_DATABASE_URL, run with -- --include-ignored"]
 async fn unacked_message_is_redelivered_after_its_consumer_is_dropped() -> anyhow::Result<()> {
-    let Some(url) = amqp_url("unacked_message_is_redelivered_after_its_consumer_is_dropped") else {
-        return Ok(());
-    };
+    let url = amqp_url();
     let _shared = BROKER_LOCK.read().await;
     let broker = TestBroker::new(&url).await;
     let store = sqlite_store().await;
@@ -219,8 +219,9 @@ async fn unacked_message_is_redelivered_after_its_consumer_is_dropped() -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ and PostgreSQL: set WBD_TEST_AMQP_URL and WBD_TEST_DATABASE_URL, run with -- --include-ignored"]
 async fn unparseable_body_is_dead_lettered() -> anyhow::Result<()> {
-    let Some(url) = amqp_url("unparseable_body_is_dead_lettered") else { return Ok(()) };
+    let url = amqp_url();
     let _shared = BROKER_LOCK.read().await;
     let broker = TestBroker::new(&url).await;
     let store = sqlite_store().await;
@@ -248,8 +249,9 @@ async fn unparseable_body_is_dead_lettered() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ and PostgreSQL: set WBD_TEST_AMQP_URL and WBD_TEST_DATABASE_URL, run with -- --include-ignored"]
 async fn message_past_the_delivery_limit_is_dead_lettered() -> anyhow::Result<()> {
-    let Some(url) = amqp_url("message_past_the_delivery_limit_is_dead_lettered") else { return Ok(()) };
+    let url = amqp_url();
     let _shared = BROKER_LOCK.read().await;
     let broker = TestBroker::new(&url).await;
     let store = sqlite_store().await;
@@ -278,8 +280,9 @@ async fn message_past_the_delivery_limit_is_dead_lettered() -> anyhow::Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ and PostgreSQL: set WBD_TEST_AMQP_URL and WBD_TEST_DATABASE_URL, run with -- --include-ignored"]
 async fn dead_letter_rejects_into_the_dead_queue() -> anyhow::Result<()> {
-    let Some(url) = amqp_url("dead_letter_rejects_into_the_dead_queue") else { return Ok(()) };
+    let url = amqp_url();
     let _shared = BROKER_LOCK.read().await;
     let broker = TestBroker::new(&url).await;
     let store = sqlite_store().await;
@@ -301,13 +304,14 @@ async fn dead_letter_rejects_into_the_dead_queue() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ and PostgreSQL: set WBD_TEST_AMQP_URL and WBD_TEST_DATABASE_URL, run with -- --include-ignored"]
 async fn concurrent_relays_publish_each_row_once() -> anyhow::Result<()> {
-    let Some(url) = amqp_url("concurrent_relays_publish_each_row_once") else { return Ok(()) };
+    let url = amqp_url();
     let _shared = BROKER_LOCK.read().await;
     // The case that matters is PostgreSQL (SKIP LOCKED across API processes); SQLite is
     // checked too since it costs little.
     let mut stores = vec![sqlite_store().await];
-    stores.extend(postgres_store("concurrent_relays_publish_each_row_once").await);
+    stores.push(postgres_store().await);
     for store in stores {
         let broker = TestBroker::new(&url).await;
         let site = Site::enroll(store.store.as_ref()).await?;

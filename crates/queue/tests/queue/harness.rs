@@ -3,8 +3,8 @@
 //! collector that pushes batches, and a view of the real RabbitMQ (when `WBD_TEST_AMQP_URL` is
 //! set) under a unique queue prefix that is deleted afterwards.
 //!
-//! A set but unreachable service fails the test; an unset variable skips only the tests that
-//! need it, with a note on stderr.
+//! Tests that need a service are `#[ignore]`d, so a plain run reports them as ignored; a run that
+//! asks for them (`-- --include-ignored`) fails when a variable is unset or a service unreachable.
 
 use std::future::Future;
 use std::io::Write;
@@ -29,8 +29,6 @@ use wbd_store::{
 
 pub const AMQP_ENV: &str = "WBD_TEST_AMQP_URL";
 pub const PG_ENV: &str = "WBD_TEST_DATABASE_URL";
-/// `1`: `rabbitmqctl` on this machine controls the test broker (to close our connections).
-pub const CTL_ENV: &str = "WBD_TEST_RABBITMQCTL";
 /// `1`: the broker may be stopped and started (`rabbitmqctl stop_app` / `start_app`).
 pub const RESTART_ENV: &str = "WBD_TEST_RABBITMQ_RESTART";
 
@@ -64,23 +62,18 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-/// The broker URL, or `None` (with a note) when the AMQP tests are not configured.
-pub fn amqp_url(test: &str) -> Option<String> {
+/// The broker URL. Only tests that need the broker call this, and they are ignored unless asked
+/// for: asked for without `WBD_TEST_AMQP_URL`, they fail rather than pass having run nothing.
+pub fn amqp_url() -> String {
     init_logs();
-    let url = env(AMQP_ENV);
-    if url.is_none() {
-        note(&format!("{AMQP_ENV} is not set; skipping {test}"));
-    }
-    url
+    env(AMQP_ENV).unwrap_or_else(|| panic!("{AMQP_ENV} is not set: this RabbitMQ test cannot run without it"))
 }
 
-/// `true` if the opt-in variable is `1`; otherwise a note.
-pub fn opted_in(var: &str, test: &str) -> bool {
-    let on = env(var).as_deref() == Some("1");
-    if !on {
-        note(&format!("{var} is not 1; skipping {test}"));
+/// Fails the test unless `var` is `1`: the switch for tests that disturb the machine's broker.
+pub fn require_opt_in(var: &str) {
+    if env(var).as_deref() != Some("1") {
+        panic!("{var} is not 1: this test stops the machine's RabbitMQ and runs only when allowed to");
     }
-    on
 }
 
 // ---- stores ---------------------------------------------------------------------------------
@@ -125,12 +118,11 @@ pub async fn sqlite_store() -> TestStore {
     TestStore { store, label: "sqlite", _cleanup: Cleanup::Sqlite { _dir: dir } }
 }
 
-/// A fresh PostgreSQL store, or `None` (with a note) when `WBD_TEST_DATABASE_URL` is unset.
-pub async fn postgres_store(test: &str) -> Option<TestStore> {
-    let Some(admin_url) = env(PG_ENV) else {
-        note(&format!("{PG_ENV} is not set; {test} runs without PostgreSQL"));
-        return None;
-    };
+/// A fresh PostgreSQL store; fails the test when `WBD_TEST_DATABASE_URL` is unset or unreachable.
+pub async fn postgres_store() -> TestStore {
+    init_logs();
+    let admin_url = env(PG_ENV)
+        .unwrap_or_else(|| panic!("{PG_ENV} is not set: this PostgreSQL test cannot run without it"));
     let database = format!("wbd_test_{}", Uuid::new_v4().simple());
     let mut admin = tokio::time::timeout(Duration::from_secs(15), PgConnection::connect(&admin_url))
         .await
@@ -145,14 +137,12 @@ pub async fn postgres_store(test: &str) -> Option<TestStore> {
     let url = with_database(&admin_url, &database);
     let store =
         wbd_store::connect(&url, 8).await.unwrap_or_else(|e| panic!("open the PostgreSQL store: {e}"));
-    Some(TestStore { store, label: "postgres", _cleanup: cleanup })
+    TestStore { store, label: "postgres", _cleanup: cleanup }
 }
 
-/// SQLite always, PostgreSQL too when configured.
-pub async fn all_stores(test: &str) -> Vec<TestStore> {
-    let mut stores = vec![sqlite_store().await];
-    stores.extend(postgres_store(test).await);
-    stores
+/// One store of each backend.
+pub async fn all_stores() -> Vec<TestStore> {
+    vec![sqlite_store().await, postgres_store().await]
 }
 
 /// `admin_url` with its database (path) replaced, keeping any query parameters.

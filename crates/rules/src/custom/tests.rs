@@ -163,6 +163,62 @@ fn the_sample_tenant_file_is_current() {
     assert_eq!(stored, &built, "packs/cel/sample-tenant.json is stale: run the tests with WBD_BLESS=1");
 }
 
+/// The committed sample read as data, as a reviewer would, not compared with its builder (the
+/// test above proves only that it is current): it must be a tenant real collectors could report.
+#[test]
+fn the_sample_tenant_file_is_a_tenant_real_sites_could_report() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packs/cel/sample-tenant.json");
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read the sample")).expect("JSON");
+    let sample = SAMPLE.as_ref().expect("the sample parses into the wire types");
+
+    let ids: Vec<_> = sample.collectors.iter().map(|c| c.id).collect();
+    assert_eq!(ids.len(), 2, "two sites");
+    assert_ne!(ids[0], ids[1], "each site has its own collector id");
+    for c in &sample.collectors {
+        assert!(c.active, "{}: an active collector", c.name);
+        let (seen, silent) =
+            (c.last_seen_at.expect("heard from"), c.silent_after.expect("a silence deadline"));
+        assert!(seen <= sample.now && sample.now < silent, "{}: heard from, not silent", c.name);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (fact, raw) in sample.facts.iter().zip(raw["facts"].as_array().expect("facts")) {
+        assert!(ids.contains(&fact.collector_id), "{}: from a collector of the tenant", fact.subject);
+        assert!(fact.observed_at <= sample.now, "{}: observed before the evaluation", fact.subject);
+        let probe = raw["output"]["probe"].as_str().expect("each output names its probe");
+        assert_eq!(probe, fact.output.kind().as_str());
+        assert!(seen.insert((fact.collector_id, probe, &fact.subject)), "one latest fact per subject");
+    }
+    for (site, id) in ["Contoso HQ", "Contoso Branch"].iter().zip(&ids) {
+        // Scripts are the MSP's own checks, configured per site: not every site has one.
+        for kind in wbd_wire::ProbeKind::ALL.into_iter().filter(|k| *k != wbd_wire::ProbeKind::Script) {
+            assert!(
+                sample.facts.iter().any(|f| f.collector_id == *id && f.output.kind() == kind),
+                "{site} reports no {} fact",
+                kind.as_str()
+            );
+        }
+    }
+
+    assert!(sample.facts.iter().any(|f| f.output.kind() == wbd_wire::ProbeKind::Script), "a script fact");
+
+    // The healthy site alone passes the built-in pack; the branch's failure shapes fail some of it.
+    let failing = |facts: &TenantFacts| -> Vec<String> {
+        crate::evaluate(facts)
+            .into_iter()
+            .filter(|e| matches!(e.outcome, crate::Outcome::Fail { .. }))
+            .map(|e| e.rule_id.to_string())
+            .collect()
+    };
+    let hq = TenantFacts {
+        collectors: sample.collectors[..1].to_vec(),
+        facts: sample.facts.iter().filter(|f| f.collector_id == ids[0]).cloned().collect(),
+        ..sample.clone()
+    };
+    assert_eq!(failing(&hq), Vec::<String>::new(), "the healthy site fails nothing");
+    assert!(!failing(sample).is_empty(), "the branch's failure shapes fail rules");
+}
+
 #[test]
 fn the_schema_reaches_deep_into_every_probe() {
     let paths = schema_paths();

@@ -3,11 +3,9 @@
 use wbd_store::*;
 
 use crate::fixtures::{at, enrollment, org, pending_collector, tenant};
-use crate::harness::each_backend;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_enrolls_once_then_reports_already_used() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_token_enrolls_once_then_reports_already_used(store) {
         let acme = org(store, "Acme MSP").await?;
         let scope = tenant(store, acme, "Contoso").await?;
         let pending = pending_collector(store, scope, "tok-1").await?;
@@ -29,13 +27,11 @@ async fn a_token_enrolls_once_then_reports_already_used() {
         );
         assert_eq!(store.get_collector(acme, pending.id).await?, Some(active));
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_and_unknown_tokens_are_refused() {
-    each_backend(async |store| {
+contract_test! {
+    async fn expired_and_unknown_tokens_are_refused(store) {
         let acme = org(store, "Acme MSP").await?;
         let scope = tenant(store, acme, "Contoso").await?;
         let pending = pending_collector(store, scope, "tok-late").await?;
@@ -63,13 +59,11 @@ async fn expired_and_unknown_tokens_are_refused() {
             Err(EnrollError::UnknownToken)
         );
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_enrollments_with_one_token_have_one_winner() {
-    each_backend(async |store| {
+contract_test! {
+    async fn concurrent_enrollments_with_one_token_have_one_winner(store) {
         let acme = org(store, "Acme MSP").await?;
         let scope = tenant(store, acme, "Contoso").await?;
         pending_collector(store, scope, "tok-race").await?;
@@ -95,6 +89,5 @@ async fn concurrent_enrollments_with_one_token_have_one_winner() {
         let stored = store.find_collector_for_auth(winners[0].id).await?.expect("collector");
         assert_eq!(stored.public_key, winners[0].public_key, "the winner's key is the one stored");
         Ok(())
-    })
-    .await;
+    }
 }

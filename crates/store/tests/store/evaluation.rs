@@ -8,7 +8,7 @@ use wbd_store::*;
 use crate::fixtures::{
     Site, at, batch, enrolled_site, facts_version, only_findings, open, open_findings, result,
 };
-use crate::harness::{TestStore, each_backend};
+use crate::harness::TestStore;
 
 /// A site with one ingested batch (facts_version 1).
 async fn site_with_facts(store: &TestStore) -> anyhow::Result<Site> {
@@ -23,9 +23,8 @@ async fn finding(store: &TestStore, site: &Site, id: FindingId) -> anyhow::Resul
     store.get_finding(site.org, id).await?.ok_or_else(|| anyhow::anyhow!("finding {id} missing"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_finding_opens_updates_resolves_and_reopens_with_events_in_order() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_finding_opens_updates_resolves_and_reopens_with_events_in_order(store) {
         let site = site_with_facts(store).await?;
         let scope = site.scope;
 
@@ -107,13 +106,11 @@ async fn a_finding_opens_updates_resolves_and_reopens_with_events_in_order() {
         );
         assert!(events.iter().all(|e| e.actor == "system" && e.finding_id == f.id));
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_message_is_already_processed_and_changes_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_repeated_message_is_already_processed_and_changes_nothing(store) {
         let site = site_with_facts(store).await?;
         let message = Uuid::now_v7();
         let first = store
@@ -144,13 +141,11 @@ async fn a_repeated_message_is_already_processed_and_changes_nothing() {
         assert_eq!(snapshot.findings.iter().map(|f| f.fingerprint.as_str()).collect::<Vec<_>>(), vec!["a:x"]);
         assert_eq!(snapshot.evaluated_facts_version, 1);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_facts_version_conflicts_and_changes_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_stale_facts_version_conflicts_and_changes_nothing(store) {
         let site = site_with_facts(store).await?;
         // The worker read version 1, then another batch arrived.
         store
@@ -183,13 +178,11 @@ async fn a_stale_facts_version_conflicts_and_changes_nothing() {
             .await?;
         assert_eq!(fresh, ApplyOutcome::Applied);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_finding_version_rolls_back_the_whole_evaluation() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_stale_finding_version_rolls_back_the_whole_evaluation(store) {
         let site = site_with_facts(store).await?;
         let existing = open_findings(store, site.scope, &[("a:x", Severity::High)], at(20)).await?.remove(0);
         let before = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
@@ -255,13 +248,11 @@ async fn a_stale_finding_version_rolls_back_the_whole_evaluation() {
             ApplyOutcome::Applied
         );
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_holds_everything_the_rules_read() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_snapshot_holds_everything_the_rules_read(store) {
         let site = site_with_facts(store).await?;
         let finding =
             open_findings(store, site.scope, &[("relay:tcp", Severity::High)], at(20)).await?.remove(0);
@@ -274,13 +265,11 @@ async fn a_snapshot_holds_everything_the_rules_read() {
         assert_eq!(snapshot.findings, vec![finding]);
         assert_eq!(facts_version(store, site.scope).await?, 1);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_findings_message_is_kept_for_rendering_in_other_languages() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_findings_message_is_kept_for_rendering_in_other_languages(store) {
         let acme = crate::fixtures::org(store, "Acme MSP").await?;
         let contoso = crate::fixtures::tenant(store, acme, "Contoso").await?;
         let message = serde_json::json!({ "key": "endpoint-reachable.tcp", "args": { "port": 443 } });
@@ -296,6 +285,5 @@ async fn a_findings_message_is_kept_for_rendering_in_other_languages() {
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].message.as_ref(), Some(&message));
         Ok(())
-    })
-    .await;
+    }
 }

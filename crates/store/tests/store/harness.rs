@@ -1,12 +1,12 @@
-//! Yields a fresh, migrated store per backend for each test: SQLite on a temporary file always,
-//! PostgreSQL in a throw-away database when `WBD_TEST_DATABASE_URL` names a server.
+//! Yields a fresh, migrated store per backend for each test: SQLite on a temporary file, and
+//! PostgreSQL in a throw-away database on the server `WBD_TEST_DATABASE_URL` names.
 //!
-//! A set but unreachable `WBD_TEST_DATABASE_URL` fails the test: a misconfigured CI must not
-//! turn into a green run that silently skipped PostgreSQL.
+//! A PostgreSQL test that is not asked for shows as *ignored* in the test output; one that is
+//! asked for (`-- --include-ignored`) fails when the variable is unset or the server unreachable:
+//! a misconfigured CI must not turn into a green run that silently skipped PostgreSQL.
 
-use std::io::Write;
 use std::ops::Deref;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,13 +15,43 @@ use wbd_store::{Backend, CollectorId, Store};
 
 const PG_ENV: &str = "WBD_TEST_DATABASE_URL";
 
-/// Runs `test` once against each backend, each time on a fresh store. A failure names the
-/// backend it happened on.
-pub async fn each_backend(test: impl AsyncFn(&TestStore) -> anyhow::Result<()>) {
-    for backend in backends().await {
-        if let Err(e) = test(&backend).await {
-            panic!("on {}: {e:?}", backend.label());
+/// Declares one contract test per backend: `NAME::sqlite`, which always runs, and
+/// `NAME::postgres`, which is reported as ignored unless the run includes ignored tests
+/// (`-- --include-ignored`), and then fails when `WBD_TEST_DATABASE_URL` is unset or PostgreSQL
+/// cannot be reached. Each runs on a fresh, migrated store; a failure names its backend.
+macro_rules! contract_test {
+    ($(#[$meta:meta])* async fn $name:ident($store:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::harness::run_on(
+                    $crate::harness::sqlite().await,
+                    async |$store: &$crate::harness::TestStore| -> anyhow::Result<()> { $body },
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs PostgreSQL: set WBD_TEST_DATABASE_URL and run with -- --include-ignored"]
+            async fn postgres() {
+                $crate::harness::run_on(
+                    $crate::harness::postgres().await,
+                    async |$store: &$crate::harness::TestStore| -> anyhow::Result<()> { $body },
+                )
+                .await;
+            }
         }
+    };
+}
+
+/// Runs `test` on `store`; a failure names the backend it happened on.
+pub async fn run_on(store: TestStore, test: impl AsyncFn(&TestStore) -> anyhow::Result<()>) {
+    if let Err(e) = test(&store).await {
+        panic!("on {}: {e:?}", store.label());
     }
 }
 
@@ -153,33 +183,22 @@ impl Drop for Cleanup {
     }
 }
 
-/// Every backend to run a test against, each freshly created and migrated.
-pub async fn backends() -> Vec<TestStore> {
-    let mut stores = vec![sqlite().await];
-    match std::env::var(PG_ENV) {
-        Ok(admin_url) if !admin_url.trim().is_empty() => stores.push(postgres(admin_url.trim()).await),
-        _ => {
-            static NOTE: Once = Once::new();
-            // Straight to stderr: libtest captures `eprintln!` of passing tests.
-            NOTE.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: {PG_ENV} is not set; the store contract tests run on SQLite only"
-                );
-            });
-        }
-    }
-    stores
-}
-
-async fn sqlite() -> TestStore {
+/// A fresh, migrated SQLite store in a temporary directory.
+pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("create a temporary directory for SQLite");
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
     let store = wbd_store::connect(&url, 4).await.expect("open the SQLite store");
     TestStore { store, url, _cleanup: Cleanup::Sqlite { _dir: dir } }
 }
 
-async fn postgres(admin_url: &str) -> TestStore {
+/// A fresh, migrated PostgreSQL store in a throw-away database on the server named by
+/// `WBD_TEST_DATABASE_URL`; panics when it is unset or unreachable (the test was asked to run).
+pub async fn postgres() -> TestStore {
+    let admin_url = match std::env::var(PG_ENV) {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
+        _ => panic!("{PG_ENV} is not set: this PostgreSQL contract test cannot run without it"),
+    };
+    let admin_url = admin_url.as_str();
     let database = format!("wbd_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = tokio::time::timeout(Duration::from_secs(15), PgConnection::connect(admin_url))
         .await

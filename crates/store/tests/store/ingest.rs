@@ -3,11 +3,9 @@
 use wbd_store::*;
 
 use crate::fixtures::{at, batch, enrolled_site, facts_version, result};
-use crate::harness::each_backend;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_accepted_batch_records_facts_heartbeat_version_and_one_message() {
-    each_backend(async |store| {
+contract_test! {
+    async fn an_accepted_batch_records_facts_heartbeat_version_and_one_message(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         assert_eq!(facts_version(store, site.scope).await?, 0);
         let push = batch(
@@ -55,13 +53,11 @@ async fn an_accepted_batch_records_facts_heartbeat_version_and_one_message() {
         assert_eq!(facts_version(store, site.scope).await?, 2);
         assert_eq!(store.count_outbox().await?, 2);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_batch_is_a_duplicate_and_changes_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_retried_batch_is_a_duplicate_and_changes_nothing(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         let push = batch(
             site.collector.id,
@@ -82,13 +78,11 @@ async fn a_retried_batch_is_a_duplicate_and_changes_nothing() {
         assert_eq!(store.list_facts(site.scope).await?, facts_before);
         assert_eq!(store.get_collector(site.org, site.collector.id).await?, collector_before);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_batch_id_with_another_body_conflicts_and_changes_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn the_same_batch_id_with_another_body_conflicts_and_changes_nothing(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         let push = batch(site.collector.id, vec![result("tcp", "relay", 10, "a")], 20);
         store.ingest_batch(site.scope, &push).await?;
@@ -104,13 +98,11 @@ async fn the_same_batch_id_with_another_body_conflicts_and_changes_nothing() {
         assert_eq!(store.list_facts(site.scope).await?, facts_before);
         assert_eq!(store.get_collector(site.org, site.collector.id).await?, collector_before);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_older_observation_never_overwrites_a_newer_one() {
-    each_backend(async |store| {
+contract_test! {
+    async fn an_older_observation_never_overwrites_a_newer_one(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         let newer = result("tcp", "relay", 100, "new");
         store.ingest_batch(site.scope, &batch(site.collector.id, vec![newer.clone()], 110)).await?;
@@ -134,13 +126,11 @@ async fn an_older_observation_never_overwrites_a_newer_one() {
         assert_eq!(runs, vec![("new".to_owned(), at(100), at(100), 1)], "a late result leaves history alone");
         assert_eq!(facts_version(store, site.scope).await?, 2, "the push itself still counts");
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_keeps_one_row_per_run_of_an_unchanged_result() {
-    each_backend(async |store| {
+contract_test! {
+    async fn history_keeps_one_row_per_run_of_an_unchanged_result(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         let c = site.collector.id;
         store.ingest_batch(site.scope, &batch(c, vec![result("tcp", "relay", 10, "ok")], 11)).await?;
@@ -174,13 +164,11 @@ async fn history_keeps_one_row_per_run_of_an_unchanged_result() {
         let fact = store.list_facts(site.scope).await?.remove(0);
         assert_eq!((fact.digest.as_str(), fact.first_seen_at, fact.repeat_count), ("ok", at(60), 1));
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_batch_with_repeated_subjects_is_stored_in_one_push() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_large_batch_with_repeated_subjects_is_stored_in_one_push(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         // 200 subjects observed 5 times each during an outage, pushed together, shuffled.
         let mut results = Vec::new();
@@ -207,13 +195,11 @@ async fn a_large_batch_with_repeated_subjects_is_stored_in_one_push() {
         );
         assert_eq!(store.history(site.collector.id, "tcp", "host-001").await?.len(), 5);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_collector_cannot_ingest() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_revoked_collector_cannot_ingest(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         store.revoke_collector(site.org, site.collector.id, at(5)).await?;
         let push = batch(site.collector.id, vec![result("tcp", "relay", 10, "a")], 20);
@@ -222,6 +208,5 @@ async fn a_revoked_collector_cannot_ingest() {
         assert_eq!(store.count_outbox().await?, 0);
         assert_eq!(facts_version(store, site.scope).await?, 0);
         Ok(())
-    })
-    .await;
+    }
 }

@@ -3,11 +3,9 @@
 use wbd_store::*;
 
 use crate::fixtures::{at, org, t0};
-use crate::harness::each_backend;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_secret_is_kept_forever() {
-    each_backend(async |store| {
+contract_test! {
+    async fn the_first_secret_is_kept_forever(store) {
         let first = store.get_or_create_secret("jwt", vec![1, 2, 3]).await?;
         assert_eq!(first, vec![1, 2, 3]);
         let again = store.get_or_create_secret("jwt", vec![9, 9, 9]).await?;
@@ -15,13 +13,11 @@ async fn the_first_secret_is_kept_forever() {
         let other = store.get_or_create_secret("webhook", vec![4]).await?;
         assert_eq!(other, vec![4]);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_keys_are_found_by_hash_listed_and_revoked() {
-    each_backend(async |store| {
+contract_test! {
+    async fn api_keys_are_found_by_hash_listed_and_revoked(store) {
         let acme = org(store, "Acme MSP").await?;
         let other = org(store, "Other MSP").await?;
         let admin = store.create_api_key(acme, "ci", Role::OrgAdmin, "wbd_ab12", "hash-1", at(1)).await?;
@@ -52,6 +48,5 @@ async fn api_keys_are_found_by_hash_listed_and_revoked() {
         let duplicate = store.create_api_key(acme, "copy", Role::ReadOnly, "wbd_ab12", "hash-1", t0()).await;
         assert!(matches!(duplicate, Err(StoreError::Duplicate { .. })), "{duplicate:?}");
         Ok(())
-    })
-    .await;
+    }
 }

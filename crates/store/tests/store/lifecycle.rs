@@ -7,7 +7,7 @@ use uuid::Uuid;
 use wbd_store::*;
 
 use crate::fixtures::{Site, at, batch, enrolled_site, only_findings, open_findings, org, result, tenant};
-use crate::harness::{TestStore, each_backend};
+use crate::harness::TestStore;
 
 /// A site with one ingested batch (facts_version 1) and one open finding.
 async fn site_with_finding(store: &TestStore) -> anyhow::Result<(Site, Finding)> {
@@ -37,9 +37,8 @@ fn suppress(reason: &str, until_secs: i64) -> FindingAction {
     FindingAction::Suppress { reason: reason.into(), until: at(until_secs) }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn people_acknowledge_suppress_and_unsuppress_with_an_event_each() {
-    each_backend(async |store| {
+contract_test! {
+    async fn people_acknowledge_suppress_and_unsuppress_with_an_event_each(store) {
         let (site, finding) = site_with_finding(store).await?;
 
         let acked =
@@ -97,13 +96,11 @@ async fn people_acknowledge_suppress_and_unsuppress_with_an_event_each() {
         assert_eq!((events[4].note.as_deref(), events[4].suppressed_until), (None, None));
         assert!(events.iter().all(|e| e.severity == Severity::High && e.summary == "relay:tcp is broken"));
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_version_a_refused_transition_or_another_organisation_changes_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_stale_version_a_refused_transition_or_another_organisation_changes_nothing(store) {
         let (site, finding) = site_with_finding(store).await?;
         let ack = FindingAction::Acknowledge { note: None };
 
@@ -155,13 +152,11 @@ async fn a_stale_version_a_refused_transition_or_another_organisation_changes_no
             assert!(matches!(outcome, ActionOutcome::Refused(_)), "{action:?}: {outcome:?}");
         }
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_suppression_is_found_and_announced_again_by_the_evaluator() {
-    each_backend(async |store| {
+contract_test! {
+    async fn an_expired_suppression_is_found_and_announced_again_by_the_evaluator(store) {
         let (site, finding) = site_with_finding(store).await?;
         let suppressed = act(store, &site, &finding, suppress("known", 100), 30).await?;
 
@@ -221,13 +216,11 @@ async fn an_expired_suppression_is_found_and_announced_again_by_the_evaluator() 
             (FindingStatus::Resolved, None, Some(at(120)))
         );
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaks_are_read_with_the_snapshot_and_guarded_like_findings() {
-    each_backend(async |store| {
+contract_test! {
+    async fn streaks_are_read_with_the_snapshot_and_guarded_like_findings(store) {
         let (site, finding) = site_with_finding(store).await?;
         let set = |expected, fails, passes| StreakChange::Set {
             fingerprint: "relay:udp".into(),
@@ -293,13 +286,11 @@ async fn streaks_are_read_with_the_snapshot_and_guarded_like_findings() {
         assert_eq!(store.apply_evaluation(other, None, 0, &theirs, at(70)).await?, ApplyOutcome::Applied);
         assert!(store.load_tenant_snapshot(site.scope).await?.expect("tenant").streaks.is_empty());
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn undecided_rules_are_stored_when_given_and_kept_otherwise() {
-    each_backend(async |store| {
+contract_test! {
+    async fn undecided_rules_are_stored_when_given_and_kept_otherwise(store) {
         let (site, _) = site_with_finding(store).await?;
         assert_eq!(store.load_tenant_snapshot(site.scope).await?.expect("tenant").unknown_rules, 0);
 
@@ -310,13 +301,11 @@ async fn undecided_rules_are_stored_when_given_and_kept_otherwise() {
         let summary = store.get_tenant_summary(site.scope, at(50)).await?.expect("summary");
         assert_eq!(summary.unknown_rules, 3);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn summaries_count_acknowledged_findings_as_open_and_suppressed_ones_apart() {
-    each_backend(async |store| {
+contract_test! {
+    async fn summaries_count_acknowledged_findings_as_open_and_suppressed_ones_apart(store) {
         let (site, finding) = site_with_finding(store).await?;
         let more = open_findings(
             store,
@@ -335,17 +324,15 @@ async fn summaries_count_acknowledged_findings_as_open_and_suppressed_ones_apart
         );
         assert_eq!(summary.health_score(), 100 - 20 - 3);
         Ok(())
-    })
-    .await;
+    }
 }
 
 fn run_probes(probes: &[&str]) -> serde_json::Value {
     json!({ "command": "run_probes", "probes": probes, "reason": "re-test" })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retest_commands_ride_on_one_batch_and_on_its_retries() {
-    each_backend(async |store| {
+contract_test! {
+    async fn retest_commands_ride_on_one_batch_and_on_its_retries(store) {
         let (site, finding) = site_with_finding(store).await?;
         let endpoint = CommandWrite { collector_id: site.collector.id, action: run_probes(&["endpoint"]) };
 
@@ -423,13 +410,11 @@ async fn retest_commands_ride_on_one_batch_and_on_its_retries() {
         let next = store.deliver_collector_commands(site.scope, site.collector.id, batch_3, at(70)).await?;
         assert_eq!(next.iter().map(|c| c.id).collect::<Vec<_>>(), [later[0].id]);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retest_of_another_scopes_finding_is_none_and_stores_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn retest_of_another_scopes_finding_is_none_and_stores_nothing(store) {
         let (site, finding) = site_with_finding(store).await?;
         let intruder = org(store, "Intruder MSP").await?;
         let forged = TenantScope { org_id: intruder.org_id, tenant_id: site.scope.tenant_id };
@@ -455,6 +440,5 @@ async fn retest_of_another_scopes_finding_is_none_and_stores_nothing() {
         );
         assert_eq!(store.list_finding_events(site.org, finding.id).await?.len(), 1);
         Ok(())
-    })
-    .await;
+    }
 }

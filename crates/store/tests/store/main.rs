@@ -1,6 +1,7 @@
 //! The storage contract: every test runs against each backend (SQLite always, PostgreSQL when
 //! `WBD_TEST_DATABASE_URL` is set), so both implementations of `Store` behave the same.
 
+#[macro_use]
 mod harness;
 
 mod fixtures;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::fixtures::{at, batch, enrolled_site, result};
-use crate::harness::{TestStore, each_backend};
+use crate::harness::TestStore;
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -22,9 +22,8 @@ async fn pushes(store: &TestStore, n: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_lease_oldest_first_count_attempts_and_expire() {
-    each_backend(async |store| {
+contract_test! {
+    async fn claims_lease_oldest_first_count_attempts_and_expire(store) {
         pushes(store, 3).await?;
 
         let first = store.claim_outbox(2, LEASE, at(200)).await?;
@@ -49,13 +48,11 @@ async fn claims_lease_oldest_first_count_attempts_and_expire() {
         assert!(retried.iter().all(|m| m.attempts == 2));
         assert_eq!(store.count_outbox().await?, 3, "claiming does not remove");
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn published_messages_are_deleted_and_failures_dead_lettered() {
-    each_backend(async |store| {
+contract_test! {
+    async fn published_messages_are_deleted_and_failures_dead_lettered(store) {
         pushes(store, 3).await?;
         let claimed = store.claim_outbox(10, LEASE, at(200)).await?;
         assert_eq!(claimed.len(), 3);
@@ -73,13 +70,11 @@ async fn published_messages_are_deleted_and_failures_dead_lettered() {
         store.delete_outbox(&[uuid::Uuid::now_v7()]).await?;
         assert_eq!(store.count_dead_letters().await?, 1);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_claimers_never_share_a_message() {
-    each_backend(async |store| {
+contract_test! {
+    async fn concurrent_claimers_never_share_a_message(store) {
         pushes(store, 40).await?;
         let claimers: Vec<_> = (0..4)
             .map(|_| {
@@ -106,6 +101,5 @@ async fn concurrent_claimers_never_share_a_message() {
         }
         assert_eq!((total, seen.len()), (40, 40));
         Ok(())
-    })
-    .await;
+    }
 }

@@ -7,11 +7,9 @@ use crate::fixtures::{
     at, batch, enrolled_site, enrollment, only_findings, open_findings, org, pending_collector, result,
     tenant,
 };
-use crate::harness::each_backend;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sweep_finds_tenants_with_silent_active_collectors() {
-    each_backend(async |store| {
+contract_test! {
+    async fn the_sweep_finds_tenants_with_silent_active_collectors(store) {
         // Enrolled at(1): silent after at(901) unless they push.
         let quiet = enrolled_site(store, "Acme MSP").await?;
         let busy = enrolled_site(store, "Other MSP").await?;
@@ -35,13 +33,11 @@ async fn the_sweep_finds_tenants_with_silent_active_collectors() {
         expected.sort_by_key(|s| s.tenant_id);
         assert_eq!(later, expected);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn summaries_count_open_findings_and_collectors_worst_first() {
-    each_backend(async |store| {
+contract_test! {
+    async fn summaries_count_open_findings_and_collectors_worst_first(store) {
         let acme = org(store, "Acme MSP").await?;
         let alpha = tenant(store, acme, "Alpha").await?;
         let bravo = tenant(store, acme, "Bravo").await?;
@@ -119,13 +115,11 @@ async fn summaries_count_open_findings_and_collectors_worst_first() {
         assert_eq!((alpha_later.collectors, alpha_later.silent_collectors), (2, 1));
         assert_eq!(alpha_later.tenant, a.tenant);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn findings_filter_and_page_newest_first() {
-    each_backend(async |store| {
+contract_test! {
+    async fn findings_filter_and_page_newest_first(store) {
         let acme = org(store, "Acme MSP").await?;
         let t1 = tenant(store, acme, "Contoso").await?;
         let t2 = tenant(store, acme, "Fabrikam").await?;
@@ -176,6 +170,5 @@ async fn findings_filter_and_page_newest_first() {
         }
         assert_eq!(pages, vec![vec![f4.id, f3.id], vec![f2.id, f1.id]]);
         Ok(())
-    })
-    .await;
+    }
 }

@@ -5,11 +5,9 @@ use serde_json::json;
 use wbd_store::*;
 
 use crate::fixtures::*;
-use crate::harness::each_backend;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overrides_are_stored_per_level_audited_and_trigger_evaluation() {
-    each_backend(async |store| {
+contract_test! {
+    async fn overrides_are_stored_per_level_audited_and_trigger_evaluation(store) {
         let acme = org(store, "Acme MSP").await?;
         let contoso = tenant(store, acme, "Contoso").await?;
         let fabrikam = tenant(store, acme, "Fabrikam").await?;
@@ -112,13 +110,11 @@ async fn overrides_are_stored_per_level_audited_and_trigger_evaluation() {
         let page = store.list_audit_log(acme, Some(audit[1].id), 10).await?;
         assert_eq!(page.len(), 2, "the cursor continues below the given entry");
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn custom_rules_and_audit_are_scoped_to_their_organisation() {
-    each_backend(async |store| {
+contract_test! {
+    async fn custom_rules_and_audit_are_scoped_to_their_organisation(store) {
         let acme = org(store, "Acme MSP").await?;
         let other = org(store, "Other MSP").await?;
         let contoso = tenant(store, acme, "Contoso").await?;
@@ -173,13 +169,11 @@ async fn custom_rules_and_audit_are_scoped_to_their_organisation() {
         assert_eq!(nothing, RuleConfigWrite::Written { before: None });
         assert_eq!(store.list_audit_log(acme, None, 10).await?.len(), 1);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_custom_rule_resolves_its_findings_unless_another_level_still_has_it() {
-    each_backend(async |store| {
+contract_test! {
+    async fn deleting_a_custom_rule_resolves_its_findings_unless_another_level_still_has_it(store) {
         let acme = org(store, "Acme MSP").await?;
         let contoso = tenant(store, acme, "Contoso").await?;
         let fabrikam = tenant(store, acme, "Fabrikam").await?;
@@ -230,6 +224,5 @@ async fn deleting_a_custom_rule_resolves_its_findings_unless_another_level_still
         // Fabrikam still has its own copy of the rule: its finding stays open.
         assert_eq!(store.get_finding(acme, f[0].id).await?.expect("finding").status, FindingStatus::Open);
         Ok(())
-    })
-    .await;
+    }
 }

@@ -3,11 +3,9 @@
 use wbd_store::*;
 
 use crate::fixtures::{at, batch, enrolled_site, only_findings, open_findings, org, result, tenant};
-use crate::harness::each_backend;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_organisation_sees_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn another_organisation_sees_nothing(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         store
             .ingest_batch(site.scope, &batch(site.collector.id, vec![result("tcp", "relay", 10, "a")], 10))
@@ -55,13 +53,11 @@ async fn another_organisation_sees_nothing() {
         assert_eq!(store.get_finding(site.org, finding.id).await?, Some(finding));
         assert_eq!(store.find_api_key_by_hash("acme-key").await?.and_then(|k| k.revoked_at), None);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_and_collectors_are_listed_within_the_organisation() {
-    each_backend(async |store| {
+contract_test! {
+    async fn tenants_and_collectors_are_listed_within_the_organisation(store) {
         let acme = org(store, "Acme MSP").await?;
         let tenant_row = store.create_tenant(acme, "Contoso", Some("8f0c-entra"), at(1)).await?;
         assert_eq!(tenant_row.entra_tenant_id.as_deref(), Some("8f0c-entra"));
@@ -85,13 +81,11 @@ async fn tenants_and_collectors_are_listed_within_the_organisation() {
         let revoked = store.revoke_collector(acme, c2.id, at(5)).await?.expect("own collector");
         assert_eq!((revoked.status, revoked.revoked_at), (CollectorStatus::Revoked, Some(at(5))));
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_stored_value_is_reported_not_guessed() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_corrupt_stored_value_is_reported_not_guessed(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         let changed = store
             .execute_raw("UPDATE collectors SET status = 'paused' WHERE id = $1", site.collector.id.0)
@@ -100,6 +94,5 @@ async fn a_corrupt_stored_value_is_reported_not_guessed() {
         let read = store.get_collector(site.org, site.collector.id).await;
         assert!(matches!(&read, Err(StoreError::Corrupt(msg)) if msg.contains("paused")), "{read:?}");
         Ok(())
-    })
-    .await;
+    }
 }

@@ -3,9 +3,8 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_attempt_succeeds_schedules_a_retry_or_gives_up() {
-    each_backend(async |store| {
+contract_test! {
+    async fn an_attempt_succeeds_schedules_a_retry_or_gives_up(store) {
         let acme = org(store, "Acme MSP").await?;
         let hook = integration(store, acme, webhook("Ops hook")).await?;
         let queued = [event(&hook, None, 10), event(&hook, None, 20), event(&hook, None, 30)];
@@ -67,13 +66,11 @@ async fn an_attempt_succeeds_schedules_a_retry_or_gives_up() {
         );
         assert_eq!(store.count_pending_deliveries().await?, 0);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ticket_is_kept_per_problem_and_shown_on_its_findings() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_ticket_is_kept_per_problem_and_shown_on_its_findings(store) {
         let acme = org(store, "Acme MSP").await?;
         let contoso = tenant(store, acme, "Contoso").await?;
         let fabrikam = tenant(store, acme, "Fabrikam").await?;
@@ -184,13 +181,11 @@ async fn a_ticket_is_kept_per_problem_and_shown_on_its_findings() {
         assert!(store.list_finding_tickets(globex, &[c.id, f.id]).await?.is_empty());
         assert!(store.list_finding_tickets(acme, &[]).await?.is_empty());
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ticket_deleted_in_the_destination_is_created_anew_with_a_fresh_creating_time() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_ticket_deleted_in_the_destination_is_created_anew_with_a_fresh_creating_time(store) {
         let acme = org(store, "Acme MSP").await?;
         let psa = integration(store, acme, jira("Jira")).await?;
         let queued = [event(&psa, Some("relay"), 10), event(&psa, Some("relay"), 20)];
@@ -224,13 +219,11 @@ async fn a_ticket_deleted_in_the_destination_is_created_anew_with_a_fresh_creati
             (None, TicketState::Creating, at(105))
         );
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tickets_of_many_findings_come_in_the_order_asked() {
-    each_backend(async |store| {
+contract_test! {
+    async fn the_tickets_of_many_findings_come_in_the_order_asked(store) {
         let acme = org(store, "Acme MSP").await?;
         let contoso = tenant(store, acme, "Contoso").await?;
         let findings =
@@ -295,6 +288,5 @@ async fn the_tickets_of_many_findings_come_in_the_order_asked() {
             e
         });
         Ok(())
-    })
-    .await;
+    }
 }

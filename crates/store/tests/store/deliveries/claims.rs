@@ -4,9 +4,8 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_due_deliveries_of_enabled_integrations_are_claimed() {
-    each_backend(async |store| {
+contract_test! {
+    async fn only_due_deliveries_of_enabled_integrations_are_claimed(store) {
         let acme = org(store, "Acme MSP").await?;
         let on = integration(store, acme, webhook("On")).await?;
         let off = integration(store, acme, IntegrationWrite { enabled: false, ..webhook("Off") }).await?;
@@ -39,13 +38,11 @@ async fn only_due_deliveries_of_enabled_integrations_are_claimed() {
         let resumed = claim(store, 201).await?;
         assert_eq!(resumed.iter().map(|c| c.integration.id).collect::<Vec<_>>(), [off.id]);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_takes_nothing_of_an_integration_switched_off_while_it_runs() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_claim_takes_nothing_of_an_integration_switched_off_while_it_runs(store) {
         let acme = org(store, "Acme MSP").await?;
         let hook = integration(store, acme, webhook("Hook")).await?;
         store.enqueue_deliveries(&[event(&hook, None, 10)], at(100)).await?;
@@ -65,13 +62,11 @@ async fn a_claim_takes_nothing_of_an_integration_switched_off_while_it_runs() {
         )?;
         assert_eq!(claim(store, 101).await?.len(), 1);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_integration_never_has_more_than_max_in_flight_deliveries_leased() {
-    each_backend(async |store| {
+contract_test! {
+    async fn an_integration_never_has_more_than_max_in_flight_deliveries_leased(store) {
         let acme = org(store, "Acme MSP").await?;
         let narrow =
             integration(store, acme, IntegrationWrite { max_in_flight: 2, ..webhook("Slow PSA") }).await?;
@@ -105,13 +100,11 @@ async fn an_integration_never_has_more_than_max_in_flight_deliveries_leased() {
         );
         assert_eq!(of(&third, &wide).len(), 1, "the wide integration's expired lease too");
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hourly_budget_caps_the_deliveries_started_in_an_hour() {
-    each_backend(async |store| {
+contract_test! {
+    async fn the_hourly_budget_caps_the_deliveries_started_in_an_hour(store) {
         let acme = org(store, "Acme MSP").await?;
         let psa =
             integration(store, acme, IntegrationWrite { hourly_budget: Some(3), ..webhook("PSA") }).await?;
@@ -129,13 +122,11 @@ async fn the_hourly_budget_caps_the_deliveries_started_in_an_hour() {
         let next_hour = claim(store, 100 + 3_600).await?;
         assert_eq!(occurred(&next_hour), [at(13), at(14)]);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_integration_at_its_limits_does_not_hold_up_the_others() {
-    each_backend(async |store| {
+contract_test! {
+    async fn an_integration_at_its_limits_does_not_hold_up_the_others(store) {
         let acme = org(store, "Acme MSP").await?;
         let capped =
             integration(store, acme, IntegrationWrite { hourly_budget: Some(1), ..webhook("PSA") }).await?;
@@ -158,13 +149,11 @@ async fn an_integration_at_its_limits_does_not_hold_up_the_others() {
         assert_eq!(per_integration, ["Fast hook", "PSA", "Slow"]);
         assert!(store.claim_deliveries(2, LEASE, at(104)).await?.is_empty());
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ticket_s_deliveries_go_one_at_a_time_in_event_order() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_ticket_s_deliveries_go_one_at_a_time_in_event_order(store) {
         let acme = org(store, "Acme MSP").await?;
         let psa = integration(store, acme, jira("Jira")).await?;
         // Queued out of order, as events of different dispatcher runs may be.
@@ -195,13 +184,11 @@ async fn a_ticket_s_deliveries_go_one_at_a_time_in_event_order() {
         complete(store, &second[0], succeeded(second[0].lease_id, 303)).await?;
         assert_eq!(occurred(&claim(store, 304).await?), [at(30)]);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_lease_hands_the_delivery_out_again_and_the_late_worker_writes_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn an_expired_lease_hands_the_delivery_out_again_and_the_late_worker_writes_nothing(store) {
         let acme = org(store, "Acme MSP").await?;
         let psa = integration(store, acme, jira("Jira")).await?;
         store.enqueue_deliveries(&[event(&psa, Some("relay"), 10)], at(100)).await?;
@@ -237,13 +224,11 @@ async fn an_expired_lease_hands_the_delivery_out_again_and_the_late_worker_write
         assert_eq!((d.status, d.attempts, attempts.len()), (DeliveryStatus::Succeeded, 1, 1));
         assert!(!store.mark_ticket_creating(&second.delivery, second.lease_id, at(134)).await?);
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_claimers_never_share_a_delivery_nor_exceed_the_slots() {
-    each_backend(async |store| {
+contract_test! {
+    async fn concurrent_claimers_never_share_a_delivery_nor_exceed_the_slots(store) {
         let acme = org(store, "Acme MSP").await?;
         let narrow =
             integration(store, acme, IntegrationWrite { max_in_flight: 3, ..webhook("Slow") }).await?;
@@ -278,13 +263,11 @@ async fn concurrent_claimers_never_share_a_delivery_nor_exceed_the_slots() {
         }
         assert_eq!((seen.len(), narrow_claimed), (33, 3));
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_throttled_integration_gets_nothing_until_its_pause_ends_and_others_go_on() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_throttled_integration_gets_nothing_until_its_pause_ends_and_others_go_on(store) {
         let acme = org(store, "Acme MSP").await?;
         let psa =
             integration(store, acme, IntegrationWrite { max_in_flight: 2, ..webhook("Autotask") }).await?;
@@ -320,13 +303,11 @@ async fn a_throttled_integration_gets_nothing_until_its_pause_ends_and_others_go
         assert_eq!((calm.throttled_until, calm.throttle_streak), (Some(at(160)), 0));
         assert_eq!(claim(store, 162).await?.len(), 1, "the last one follows");
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_delivery_waits_while_a_later_one_of_its_ticket_is_in_flight() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_replayed_delivery_waits_while_a_later_one_of_its_ticket_is_in_flight(store) {
         let acme = org(store, "Acme MSP").await?;
         let psa = integration(store, acme, jira("Jira")).await?;
         store.enqueue_deliveries(&[event(&psa, Some("relay"), 10)], at(100)).await?;
@@ -346,6 +327,5 @@ async fn a_replayed_delivery_waits_while_a_later_one_of_its_ticket_is_in_flight(
         let replayed = claim(store, 106).await?;
         assert_eq!(occurred(&replayed), [at(10)]);
         Ok(())
-    })
-    .await;
+    }
 }

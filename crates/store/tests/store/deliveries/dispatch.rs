@@ -2,9 +2,8 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finding_events_are_claimed_for_a_lease_and_stamped_once_dispatched() {
-    each_backend(async |store| {
+contract_test! {
+    async fn finding_events_are_claimed_for_a_lease_and_stamped_once_dispatched(store) {
         let acme = org(store, "Acme MSP").await?;
         let contoso = tenant(store, acme, "Contoso").await?;
         let hook = integration(store, acme, webhook("Ops hook")).await?;
@@ -84,6 +83,5 @@ async fn finding_events_are_claimed_for_a_lease_and_stamped_once_dispatched() {
         assert_eq!(store.enqueue_deliveries(&[deliveries[0].clone(), fresh], at(53)).await?, 1);
         assert_eq!(store.list_deliveries(acme, hook.id, &every_delivery()).await?.len(), 3);
         Ok(())
-    })
-    .await;
+    }
 }

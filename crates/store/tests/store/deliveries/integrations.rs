@@ -3,9 +3,8 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_integration_round_trips_and_an_update_replaces_it_with_a_new_version() {
-    each_backend(async |store| {
+contract_test! {
+    async fn an_integration_round_trips_and_an_update_replaces_it_with_a_new_version(store) {
         let acme = org(store, "Acme MSP").await?;
         let contoso = tenant(store, acme, "Contoso").await?;
         let write = IntegrationWrite {
@@ -69,13 +68,11 @@ async fn an_integration_round_trips_and_an_update_replaces_it_with_a_new_version
             IntegrationUpdate::NotFound
         );
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switching_an_integration_on_again_forgets_why_it_was_off_and_its_failures() {
-    each_backend(async |store| {
+contract_test! {
+    async fn switching_an_integration_on_again_forgets_why_it_was_off_and_its_failures(store) {
         let acme = org(store, "Acme MSP").await?;
         let hook = integration(store, acme, webhook("Ops hook")).await?;
         store.enqueue_deliveries(&[event(&hook, None, 10)], at(10)).await?;
@@ -122,13 +119,11 @@ async fn switching_an_integration_on_again_forgets_why_it_was_off_and_its_failur
         );
         assert_eq!(on.updated_at, at(14));
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_an_integration_takes_its_deliveries_with_it() {
-    each_backend(async |store| {
+contract_test! {
+    async fn deleting_an_integration_takes_its_deliveries_with_it(store) {
         let acme = org(store, "Acme MSP").await?;
         let hook = integration(store, acme, webhook("Ops hook")).await?;
         let other = integration(store, acme, webhook("Other hook")).await?;
@@ -150,13 +145,11 @@ async fn deleting_an_integration_takes_its_deliveries_with_it() {
         assert_eq!(store.count_pending_deliveries().await?, 1, "only the other integration's is left");
         assert!(!store.delete_integration(acme, hook.id, ACTOR, at(21)).await?, "already gone");
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_organisation_can_neither_see_nor_change_an_integration() {
-    each_backend(async |store| {
+contract_test! {
+    async fn another_organisation_can_neither_see_nor_change_an_integration(store) {
         let acme = org(store, "Acme MSP").await?;
         let globex = org(store, "Globex MSP").await?;
         let hook = integration(store, acme, webhook("Ops hook")).await?;
@@ -188,13 +181,11 @@ async fn another_organisation_can_neither_see_nor_change_an_integration() {
         let (kept, _) = delivery(store, acme, id).await?;
         assert_eq!((kept.status, kept.attempts), (DeliveryStatus::Failed, 1));
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn integration_changes_are_audited_without_their_secrets() {
-    each_backend(async |store| {
+contract_test! {
+    async fn integration_changes_are_audited_without_their_secrets(store) {
         let acme = org(store, "Acme MSP").await?;
         let hook = store.create_integration(acme, &webhook("Ops hook"), ACTOR, at(1)).await?;
         let renamed = IntegrationWrite { secrets: vec![1, 2, 3, 4], ..webhook("Ops hook v2") };
@@ -226,13 +217,11 @@ async fn integration_changes_are_audited_without_their_secrets() {
             assert!(!text.contains("[1,2,3"), "secret bytes in the audit log: {text}");
         }
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_update_made_from_an_older_version_changes_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn an_update_made_from_an_older_version_changes_nothing(store) {
         let acme = org(store, "Acme MSP").await?;
         let hook = integration(store, acme, webhook("Ops hook")).await?;
         assert_eq!(hook.version, 1);
@@ -266,6 +255,5 @@ async fn an_update_made_from_an_older_version_changes_nothing() {
         );
         assert_eq!(current(store, acme, hook.id).await?.secrets, [7]);
         Ok(())
-    })
-    .await;
+    }
 }

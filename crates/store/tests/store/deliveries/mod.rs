@@ -19,7 +19,7 @@ use uuid::Uuid;
 use wbd_store::*;
 
 use crate::fixtures::{at, open_findings, org, t0, tenant};
-use crate::harness::{TestStore, each_backend};
+use crate::harness::TestStore;
 
 const LEASE: Duration = Duration::from_secs(30);
 const ACTOR: &str = "api_key:k1";

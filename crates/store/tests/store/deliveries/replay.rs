@@ -3,9 +3,8 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_deliveries_are_replayed_one_or_every_one_since_a_time() {
-    each_backend(async |store| {
+contract_test! {
+    async fn failed_deliveries_are_replayed_one_or_every_one_since_a_time(store) {
         let acme = org(store, "Acme MSP").await?;
         let hook = integration(store, acme, webhook("Ops hook")).await?;
         let queued =
@@ -64,13 +63,11 @@ async fn failed_deliveries_are_replayed_one_or_every_one_since_a_time() {
         );
         assert!(replays.iter().all(|e| e.after.as_ref().is_some_and(|a| a["replayed"] == json!(1))));
         Ok(())
-    })
-    .await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_switched_off_or_deleted_integration_replays_nothing() {
-    each_backend(async |store| {
+contract_test! {
+    async fn a_switched_off_or_deleted_integration_replays_nothing(store) {
         let acme = org(store, "Acme MSP").await?;
         let hook = integration(store, acme, webhook("Ops hook")).await?;
         store.enqueue_deliveries(&[event(&hook, None, 10), event(&hook, None, 20)], at(100)).await?;
@@ -106,6 +103,5 @@ async fn a_switched_off_or_deleted_integration_replays_nothing() {
         assert_eq!(store.replay_deliveries(acme, hook.id, Some(ids[1]), None, ACTOR, at(110)).await?, 0);
         assert_eq!(store.replay_deliveries(acme, hook.id, None, None, ACTOR, at(111)).await?, 0);
         Ok(())
-    })
-    .await;
+    }
 }

@@ -3,9 +3,8 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switching_an_integration_off_raises_a_finding_that_its_next_success_resolves() {
-    each_backend(async |store| {
+contract_test! {
+    async fn switching_an_integration_off_raises_a_finding_that_its_next_success_resolves(store) {
         let acme = org(store, "Acme MSP").await?;
         let contoso = tenant(store, acme, "Contoso").await?;
         let fabrikam = tenant(store, acme, "Fabrikam").await?;
@@ -133,6 +132,5 @@ async fn switching_an_integration_off_raises_a_finding_that_its_next_success_res
             [(fabrikam.tenant_id, FindingEventKind::Reopened)]
         );
         Ok(())
-    })
-    .await;
+    }
 }
