@@ -137,6 +137,7 @@ pub async fn authenticate_collector(
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_audience(&[COLLECTOR_TOKEN_AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+    validation.validate_nbf = true;
     validation.leeway = state.settings.auth.leeway_secs;
     let claims = jsonwebtoken::decode::<CollectorTokenClaims>(token, &key, &validation)
         .map_err(|e| match e.kind() {
@@ -145,6 +146,9 @@ pub async fn authenticate_collector(
                 "the push token has expired; check the collector's clock",
             ),
             ErrorKind::InvalidSignature => invalid("the signature does not match this collector's key"),
+            ErrorKind::ImmatureSignature => {
+                invalid("the token is not valid yet (its nbf is in the future); check the collector's clock")
+            }
             _ => invalid(&e.to_string()),
         })?
         .claims;

@@ -70,6 +70,9 @@ impl TokenIssuer {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // jsonwebtoken leaves `nbf` unchecked unless asked; a token that says it is not valid
+        // yet is refused, with the same leeway as `exp`.
+        validation.validate_nbf = true;
         validation.leeway = self.leeway_secs;
         jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
@@ -77,7 +80,61 @@ impl TokenIssuer {
                 ErrorKind::ExpiredSignature => {
                     ApiError::new(ErrorCode::TokenExpired, "get a new token from POST /v1/auth/token")
                 }
+                ErrorKind::ImmatureSignature => ApiError::new(
+                    ErrorCode::InvalidToken,
+                    "the token is not valid yet (its nbf is in the future)",
+                ),
                 _ => ApiError::new(ErrorCode::InvalidToken, e.to_string()),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use wbd_platform::settings::AuthSettings;
+
+    const SECRET: &[u8] = b"a test secret of enough length for HS256";
+
+    fn issuer() -> TokenIssuer {
+        let settings = AuthSettings {
+            issuer: "wbd".into(),
+            audience: "wbd-api".into(),
+            token_ttl_secs: 900,
+            leeway_secs: 30,
+            enrollment_ttl_secs: 3600,
+        };
+        TokenIssuer::new(SECRET, &settings)
+    }
+
+    /// A token signed with the server secret, with `nbf` `ahead` seconds from now.
+    fn token_valid_from(ahead: i64) -> String {
+        let now = Utc::now().timestamp();
+        let claims = json!({
+            "iss": "wbd", "aud": "wbd-api", "sub": Uuid::new_v4(), "org": Uuid::new_v4(),
+            "role": "technician", "iat": now, "exp": now + 600, "nbf": now + ahead, "jti": Uuid::new_v4(),
+        });
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_beyond_the_leeway() {
+        let err = issuer().verify(&token_valid_from(300)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidToken);
+        assert!(err.to_string().contains("not valid yet"), "{err}");
+        // Within the leeway (a clock a little ahead of ours) it is accepted.
+        issuer().verify(&token_valid_from(10)).unwrap();
+        issuer().verify(&token_valid_from(-10)).unwrap();
+    }
+
+    #[test]
+    fn an_issued_token_verifies() {
+        let issuer = issuer();
+        let token = issuer
+            .issue(ApiKeyId(Uuid::new_v4()), OrgId(Uuid::new_v4()), Role::OrgAdmin, Utc::now())
+            .unwrap();
+        assert_eq!(issuer.verify(&token).unwrap().role, Role::OrgAdmin);
     }
 }

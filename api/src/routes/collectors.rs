@@ -194,7 +194,7 @@ pub struct ListQuery {
 /// Collectors with last-seen time and version.
 #[utoipa::path(tag = "collectors", operation_id = "list_collectors", security(("bearer" = [])), params(ListQuery), responses(
     (status = 200, body = Vec<CollectorView>),
-    BadRequest, Unauthenticated,
+    BadRequest, Unauthenticated, NotFound,
 ))]
 #[get("/v1/collectors")]
 pub async fn list(
@@ -202,10 +202,11 @@ pub async fn list(
     who: Principal,
     query: web::Query<ListQuery>,
 ) -> ApiResult<HttpResponse> {
+    let tenant = super::tenants::tenant_filter(&state, &who, query.into_inner().tenant_id).await?;
     let now = Utc::now();
     let collectors: Vec<CollectorView> = state
         .store
-        .list_collectors(who.org, query.tenant_id.map(|t| t.0))
+        .list_collectors(who.org, tenant)
         .await?
         .into_iter()
         .map(|c| CollectorView::new(c, now))

@@ -219,7 +219,7 @@ async fn collectors_by_tenant(
 /// Findings, newest first, filtered by tenant, status, severity and rule.
 #[utoipa::path(tag = "findings", operation_id = "list_findings", security(("bearer" = [])), params(FindingQuery), responses(
     (status = 200, body = FindingPage),
-    BadRequest, Unauthenticated,
+    BadRequest, Unauthenticated, NotFound,
 ))]
 #[get("/v1/findings")]
 pub async fn list(
@@ -231,7 +231,7 @@ pub async fn list(
     let q = query.into_inner();
     let lang = request_lang(&req, q.lang);
     let limit = q.limit.unwrap_or_default();
-    let tenant = q.tenant_id.map(|t| t.0);
+    let tenant = super::tenants::tenant_filter(&state, &who, q.tenant_id).await?;
     let filter = FindingFilter {
         tenant_id: tenant,
         status: q.status.map(|s| s.0),

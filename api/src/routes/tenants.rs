@@ -10,6 +10,7 @@ use wbd_store::{TenantId, TenantScope, TenantSummary};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::input::display_name;
+use crate::params::TenantFilter;
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
@@ -154,4 +155,17 @@ pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     Ok(HttpResponse::Ok().json(TenantView::from(summary)))
+}
+
+/// The tenant a listing is filtered to, once it is known to be one of the caller's: a tenant of
+/// another organisation (or none at all) is a 404 here as on every route that names a tenant,
+/// never an empty list that would tell the two apart from "no findings yet".
+pub(crate) async fn tenant_filter(
+    state: &AppState,
+    who: &Principal,
+    filter: Option<TenantFilter>,
+) -> ApiResult<Option<TenantId>> {
+    let Some(TenantFilter(tenant)) = filter else { return Ok(None) };
+    state.store.get_tenant(who.org, tenant).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+    Ok(Some(tenant))
 }

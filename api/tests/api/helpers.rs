@@ -361,6 +361,23 @@ impl TestCollector {
         jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(pkcs8)).unwrap()
     }
 
+    /// A push token otherwise valid that says it is valid only from `nbf` (the real collector
+    /// never sets `nbf`).
+    pub fn token_not_before(&self, nbf: i64) -> String {
+        let now = Utc::now().timestamp();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.id.to_string());
+        let claims = json!({
+            "sub": self.id,
+            "aud": wbd_wire::COLLECTOR_TOKEN_AUDIENCE,
+            "iat": now,
+            "exp": now + 120,
+            "nbf": nbf,
+            "jti": Uuid::new_v4(),
+        });
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
+    }
+
     pub async fn push(&self, app: &TestApp, batch: &IngestBatch) -> reqwest::Response {
         push_at(&app.client, &app.base, &self.token(), batch).await
     }

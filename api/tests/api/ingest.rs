@@ -179,6 +179,11 @@ async fn pushes_without_a_valid_collector_token_are_refused() {
     .await;
     problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
 
+    // Not valid yet: its nbf is beyond the leeway.
+    let res = push_at(&app.client, &app.base, &collector.token_not_before(now + 600), &b).await;
+    let body = problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    assert!(body["detail"].as_str().unwrap().contains("not valid yet"), "{body}");
+
     // Unknown collector.
     let unknown = TestCollector::unknown(&collector);
     let res = push_at(&app.client, &app.base, &unknown.token(), &b).await;
