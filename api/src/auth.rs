@@ -95,13 +95,44 @@ impl FromRequest for Principal {
     }
 }
 
+/// A collector whose push token checked out, and what the token says of its one use.
+pub struct PushCredential {
+    pub collector: Collector,
+    jti: Uuid,
+    expires_at: DateTime<Utc>,
+    body_sha256: Option<String>,
+}
+
+impl PushCredential {
+    /// The token's last checks, once the body is read: it was signed for this body (its
+    /// [`wbd_wire::body_sha256`]), and it is used for the first time, across every API process.
+    /// A replay is `401 token_replayed`; the collector signs a fresh token for every request,
+    /// retries included, so it never sends one.
+    pub async fn spend(&self, state: &AppState, body_sha256: &str, now: DateTime<Utc>) -> ApiResult<()> {
+        let invalid = |why: &str| ApiError::new(ErrorCode::InvalidToken, why.to_owned());
+        match self.body_sha256.as_deref() {
+            None => return Err(invalid("the push token names no body (body_sha256); update the collector")),
+            Some(signed) if signed != body_sha256 => {
+                return Err(invalid("the push token was signed for a different body"));
+            }
+            Some(_) => {}
+        }
+        if state.store.use_push_token(self.collector.id, self.jti, self.expires_at, now).await? {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorCode::TokenReplayed, "each push token is accepted once; sign a new one"))
+        }
+    }
+}
+
 /// Checks a collector's push token: signed with the key it enrolled, for this audience, short-
-/// lived, and the collector still active.
+/// lived, and the collector still active. What binds the token to one body and one use is
+/// checked by [`PushCredential::spend`] once the body is read.
 pub async fn authenticate_collector(
     state: &AppState,
     req: &HttpRequest,
     now: DateTime<Utc>,
-) -> ApiResult<Collector> {
+) -> ApiResult<PushCredential> {
     let token = bearer(req)?;
     let invalid = |why: &str| ApiError::new(ErrorCode::InvalidToken, why.to_owned());
     let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&format!("malformed token: {e}")))?;
@@ -162,5 +193,8 @@ pub async fn authenticate_collector(
     if claims.iat > now.timestamp() + leeway {
         return Err(invalid("the token was issued in the future; check the collector's clock"));
     }
-    Ok(collector)
+    // Remembered until the token can no longer pass the `exp` check.
+    let expires_at = DateTime::from_timestamp(claims.exp.saturating_add(leeway), 0)
+        .ok_or_else(|| invalid("the token's exp is out of range"))?;
+    Ok(PushCredential { collector, jti: claims.jti, expires_at, body_sha256: claims.body_sha256 })
 }

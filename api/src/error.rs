@@ -46,6 +46,7 @@ error_codes! {
     TokenExpired => (UNAUTHORIZED, "token_expired", "The access token has expired"),
     InvalidToken => (UNAUTHORIZED, "invalid_token", "The access token is not valid"),
     CollectorRevoked => (UNAUTHORIZED, "collector_revoked", "This collector has been revoked"),
+    TokenReplayed => (UNAUTHORIZED, "token_replayed", "This push token was already used"),
     EnrollmentTokenInvalid => (UNAUTHORIZED, "enrollment_token_invalid", "The enrollment token is not valid"),
     EnrollmentTokenExpired => (UNAUTHORIZED, "enrollment_token_expired", "The enrollment token has expired"),
     EnrollmentTokenUsed => (CONFLICT, "enrollment_token_used", "The enrollment token was already used"),

@@ -181,7 +181,7 @@ impl SimCollector {
     }
 
     /// A push token as the collector signs it: EdDSA, `kid` = collector id, two minutes.
-    pub fn token(&self) -> anyhow::Result<String> {
+    pub fn token(&self, body_sha256: &str) -> anyhow::Result<String> {
         let now = Utc::now().timestamp();
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.id.to_string());
@@ -191,13 +191,14 @@ impl SimCollector {
             iat: now,
             exp: now + 120,
             jti: Uuid::new_v4(),
+            body_sha256: Some(body_sha256.to_owned()),
         };
         jsonwebtoken::encode(&header, &claims, &self.key).context("signing the push token")
     }
 
     /// Seals the next probe cycle into a gzipped batch body; with `marker`, the batch carries
     /// its sequence number in the marker endpoint. Returns (body, results, sequence).
-    pub fn next_body(&mut self, marker: bool) -> anyhow::Result<(Vec<u8>, usize, u64)> {
+    pub fn next_body(&mut self, marker: bool) -> anyhow::Result<(workload::PushBody, usize, u64)> {
         let sequence = self.pushed + 1;
         let now = Utc::now();
         let results = if marker { self.site.cycle_with_marker(now, sequence) } else { self.site.cycle(now) };
@@ -211,17 +212,17 @@ impl SimCollector {
         &mut self,
         client: &reqwest::Client,
         base: &str,
-        body: Vec<u8>,
+        body: workload::PushBody,
         results: usize,
     ) -> anyhow::Result<PushOutcome> {
-        let token = self.token()?;
+        let token = self.token(&body.sha256)?;
         let started = Instant::now();
         let sent = client
             .post(format!("{base}{INGEST_PATH}"))
             .header(CONTENT_TYPE, "application/json")
             .header(CONTENT_ENCODING, "gzip")
             .header(AUTHORIZATION, format!("Bearer {token}"))
-            .body(body)
+            .body(body.gzipped)
             .send()
             .await;
         let status = match sent {

@@ -304,11 +304,17 @@ pub fn batch(results: Vec<ProbeResult>, hostname: &str) -> IngestBatch {
 }
 
 /// The request body the collector sends: the batch's JSON, gzip at the default level.
-pub fn gzip_json(batch: &IngestBatch) -> std::io::Result<Vec<u8>> {
+pub fn gzip_json(batch: &IngestBatch) -> std::io::Result<PushBody> {
     let json = serde_json::to_vec(batch)?;
     let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4 + 64), Compression::default());
     encoder.write_all(&json)?;
-    encoder.finish()
+    Ok(PushBody { gzipped: encoder.finish()?, sha256: wbd_wire::body_sha256(&json) })
+}
+
+/// A push's body as sent, and the digest of its JSON that the push token binds it with.
+pub struct PushBody {
+    pub gzipped: Vec<u8>,
+    pub sha256: String,
 }
 
 /// A tenant as the worker hands it to the rules: `sites` active collectors, each with the latest
@@ -400,7 +406,8 @@ mod tests {
         let batch = batch(site.cycle(Utc::now()), "AADC01");
         let body = gzip_json(&batch).unwrap();
         let mut json = Vec::new();
-        flate2::read::GzDecoder::new(body.as_slice()).read_to_end(&mut json).unwrap();
+        flate2::read::GzDecoder::new(body.gzipped.as_slice()).read_to_end(&mut json).unwrap();
+        assert_eq!(body.sha256, wbd_wire::body_sha256(&json));
         let back: IngestBatch = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, batch);
     }

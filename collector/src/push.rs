@@ -26,7 +26,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 use wbd_wire::{
     COLLECTOR_TOKEN_AUDIENCE, CollectorCommand, CollectorInfo, CollectorTokenClaims, INGEST_PATH,
-    IngestAccepted,
+    IngestAccepted, body_sha256,
 };
 
 use crate::http_client::{describe_error_response, error_chain};
@@ -137,8 +137,8 @@ impl Pusher {
         }
     }
 
-    /// A fresh token for one request.
-    pub fn token(&self) -> Result<String, jsonwebtoken::errors::Error> {
+    /// A fresh token for one request carrying `json` (the batch before compression).
+    pub fn token(&self, json: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
         let now = Utc::now().timestamp();
         let claims = CollectorTokenClaims {
             sub: self.collector_id,
@@ -146,6 +146,7 @@ impl Pusher {
             iat: now,
             exp: now + TOKEN_TTL_SECS,
             jti: Uuid::new_v4(),
+            body_sha256: Some(body_sha256(json)),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.collector_id.to_string());
@@ -160,7 +161,7 @@ impl Pusher {
     }
 
     async fn send(&self, batch: &SealedBatch, traceparent: &str) -> PushOutcome {
-        let token = match self.token() {
+        let token = match self.token(&batch.json) {
             Ok(token) => token,
             // Signing with a key that loaded fine cannot really fail; if it does, retrying
             // with backoff and logging is all we can do.

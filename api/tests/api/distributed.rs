@@ -296,6 +296,14 @@ async fn separate_api_and_worker_processes_on_postgres_and_rabbitmq() {
         f.len() == 2 && f.iter().all(|x| x["status"] == "resolved")
     })
     .await;
+
+    // A push token accepted by one API process is a replay at the other.
+    let (_, c) = cluster.tenant_with_collector(&base1, &token, "Fabrikam").await;
+    let b = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]);
+    let once = c.token(&b);
+    assert_eq!(push_at(&cluster.client, &base1, &once, &b).await.status(), StatusCode::ACCEPTED);
+    problem(push_at(&cluster.client, &base2, &once, &b).await, StatusCode::UNAUTHORIZED, "token_replayed")
+        .await;
     cluster.teardown().await;
 }
 
@@ -311,7 +319,8 @@ async fn push_failures(
         let results = (0..per_tenant)
             .map(|i| refused_endpoint(&format!("r{round}-{i}.servicebus.windows.net"), 443))
             .collect();
-        let res = push_at(&cluster.client, base, &c.token(), &batch(results)).await;
+        let b = batch(results);
+        let res = push_at(&cluster.client, base, &c.token(&b), &b).await;
         assert_eq!(res.status(), StatusCode::ACCEPTED);
     }
     collectors.len() * per_tenant
@@ -553,7 +562,10 @@ async fn a_worker_killed_mid_delivery_leaves_one_ticket_per_finding_closed_on_re
         let results =
             (0..3).map(|i| healthy_endpoint(&format!("r0-{i}.servicebus.windows.net"), 443)).collect();
         assert_eq!(
-            push_at(&cluster.client, &base, &c.token(), &batch(results)).await.status(),
+            {
+                let b = batch(results);
+                push_at(&cluster.client, &base, &c.token(&b), &b).await.status()
+            },
             StatusCode::ACCEPTED
         );
     }

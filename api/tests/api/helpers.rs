@@ -342,13 +342,26 @@ impl TestCollector {
         TestCollector { id: Uuid::new_v4(), tenant_id: other.tenant_id, pkcs8: other.pkcs8.clone() }
     }
 
-    /// A push token as the real collector makes it.
-    pub fn token(&self) -> String {
-        let now = Utc::now().timestamp();
-        self.token_with(now, now + 120, &self.pkcs8)
+    /// A push token as the real collector makes it for `batch` (sent with `.json(batch)`,
+    /// which serialises it as `serde_json::to_vec` does).
+    pub fn token(&self, batch: &IngestBatch) -> String {
+        self.token_for(&serde_json::to_vec(batch).unwrap())
     }
 
+    /// A push token as the real collector makes it for the JSON body `json` (before any
+    /// gzip).
+    pub fn token_for(&self, json: &[u8]) -> String {
+        let now = Utc::now().timestamp();
+        self.sign(now, now + 120, &self.pkcs8, Some(wbd_wire::body_sha256(json)))
+    }
+
+    /// A token naming no body: the checks before the body is read refuse it anyway.
     pub fn token_with(&self, iat: i64, exp: i64, pkcs8: &[u8]) -> String {
+        self.sign(iat, exp, pkcs8, None)
+    }
+
+    /// The exact claims of a push token, signed with `pkcs8`.
+    pub fn sign(&self, iat: i64, exp: i64, pkcs8: &[u8], body_sha256: Option<String>) -> String {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.id.to_string());
         let claims = CollectorTokenClaims {
@@ -357,6 +370,7 @@ impl TestCollector {
             iat,
             exp,
             jti: Uuid::new_v4(),
+            body_sha256,
         };
         jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(pkcs8)).unwrap()
     }
@@ -379,7 +393,7 @@ impl TestCollector {
     }
 
     pub async fn push(&self, app: &TestApp, batch: &IngestBatch) -> reqwest::Response {
-        push_at(&app.client, &app.base, &self.token(), batch).await
+        push_at(&app.client, &app.base, &self.token(batch), batch).await
     }
 
     /// Pushes, expects 202, and waits until the push is evaluated, so that each push is one

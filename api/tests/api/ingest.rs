@@ -51,12 +51,13 @@ async fn gzip_bodies_are_accepted() {
     let org = app.bootstrap_org("MSP").await;
     let (_, collector) = app.tenant_with_collector(&org).await;
     let b = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]);
+    let json = serde_json::to_vec(&b).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&serde_json::to_vec(&b).unwrap()).unwrap();
+    gz.write_all(&json).unwrap();
     let res = app
         .client
         .post(app.url("/v1/ingest"))
-        .bearer_auth(collector.token())
+        .bearer_auth(collector.token_for(&json))
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
         .body(gz.finish().unwrap())
@@ -75,7 +76,7 @@ async fn bad_batches_are_refused_with_a_problem_and_change_nothing() {
     let raw = |body: Vec<u8>| {
         app.client
             .post(app.url("/v1/ingest"))
-            .bearer_auth(collector.token())
+            .bearer_auth(collector.token_for(&body))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -110,7 +111,7 @@ async fn bad_batches_are_refused_with_a_problem_and_change_nothing() {
     let res = app
         .client
         .post(app.url("/v1/ingest"))
-        .bearer_auth(collector.token())
+        .bearer_auth(collector.token_for(b"hello"))
         .header("content-type", "text/plain")
         .body("hello")
         .send()
@@ -186,13 +187,13 @@ async fn pushes_without_a_valid_collector_token_are_refused() {
 
     // Unknown collector.
     let unknown = TestCollector::unknown(&collector);
-    let res = push_at(&app.client, &app.base, &unknown.token(), &b).await;
+    let res = push_at(&app.client, &app.base, &unknown.token(&b), &b).await;
     problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 
     nothing_stored(&app, &org, tenant, &collector).await;
 
     // Revoked: refused at once, with a token made before the revocation.
-    let token = collector.token();
+    let token = collector.token(&b);
     let res = app.post(&org.token, &format!("/v1/collectors/{}/revoke", collector.id), &json!({})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let res = push_at(&app.client, &app.base, &token, &b).await;
@@ -212,12 +213,13 @@ async fn the_collectors_trace_travels_with_the_batch_into_the_outbox() {
     let org = app.bootstrap_org("MSP").await;
     let (_, collector) = app.tenant_with_collector(&org).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let b = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]);
     let res = app
         .client
         .post(app.url("/v1/ingest"))
-        .bearer_auth(collector.token())
+        .bearer_auth(collector.token(&b))
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .json(&batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]))
+        .json(&b)
         .send()
         .await
         .unwrap();
@@ -231,5 +233,43 @@ async fn the_collectors_trace_travels_with_the_batch_into_the_outbox() {
         !traceparent.contains("00f067aa0ba902b7"),
         "the ingest span is a child, not the collector's span"
     );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_token_is_accepted_once_and_only_for_the_batch_it_was_signed_for() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("MSP").await;
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let signed_for = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]);
+    let invented = batch(vec![refused_endpoint("passwordreset.microsoftonline.com", 443)]);
+
+    // A token read off the wire carries no other batch, even before its own was sent.
+    let token = collector.token(&signed_for);
+    let res = push_at(&app.client, &app.base, &token, &invented).await;
+    let body = problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    assert!(body["detail"].as_str().unwrap().contains("different body"), "{body}");
+    // Nor does a token that names no body.
+    let now = chrono::Utc::now().timestamp();
+    let res =
+        push_at(&app.client, &app.base, &collector.token_with(now, now + 60, collector.key()), &invented)
+            .await;
+    problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    nothing_stored(&app, &org, tenant, &collector).await;
+
+    // Its own batch goes through, once.
+    let res = push_at(&app.client, &app.base, &token, &signed_for).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED, "{}", res.text().await.unwrap_or_default());
+    let res = push_at(&app.client, &app.base, &token, &signed_for).await;
+    let body = problem(res, StatusCode::UNAUTHORIZED, "token_replayed").await;
+    assert!(body["detail"].as_str().unwrap().contains("once"), "{body}");
+
+    // The collector's retry of the same batch signs a fresh token and gets the same answer.
+    let res = collector.push(&app, &signed_for).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let scope = TenantScope { org_id: OrgId(org.id), tenant_id: TenantId(tenant) };
+    let facts = app.store.list_facts(scope).await.unwrap();
+    assert_eq!(facts.len(), 1, "one result stored");
+    assert!(facts[0].payload["data"]["failure"].is_null(), "the invented failure was stored");
     app.shutdown().await;
 }

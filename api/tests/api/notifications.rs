@@ -80,12 +80,13 @@ async fn a_finding_reaches_a_signed_webhook_and_one_jira_issue_that_closes_when_
     // The collector finds the Service Bus endpoint refused; its push starts a trace.
     let host = "ssprdedicatedsbprodscu.servicebus.windows.net";
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let b = batch(vec![refused_endpoint(host, 443)]);
     let res = app
         .client
         .post(app.url("/v1/ingest"))
-        .bearer_auth(collector.token())
+        .bearer_auth(collector.token(&b))
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .json(&batch(vec![refused_endpoint(host, 443)]))
+        .json(&b)
         .send()
         .await
         .unwrap();

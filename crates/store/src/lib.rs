@@ -297,6 +297,17 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
     /// Authentication lookup of a pushing collector by its id (from its token).
     async fn find_collector_for_auth(&self, id: CollectorId) -> Result<Option<Collector>>;
 
+    /// Records that the collector presented the push token `jti` (valid until `expires_at`):
+    /// `true` the first time, `false` for every later use until it expires, from any API
+    /// process. Forgets the collector's tokens that expired before `now`.
+    async fn use_push_token(
+        &self,
+        id: CollectorId,
+        jti: Uuid,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
     async fn get_collector(&self, org: OrgScope, id: CollectorId) -> Result<Option<Collector>>;
 
     async fn list_collectors(&self, org: OrgScope, tenant: Option<TenantId>) -> Result<Vec<Collector>>;

@@ -57,8 +57,21 @@ pub struct CollectorTokenClaims {
     pub iat: i64,
     /// Expiry, seconds since the epoch; at most [`COLLECTOR_TOKEN_MAX_TTL_SECS`] after `iat`.
     pub exp: i64,
-    /// Unique token id.
+    /// Unique token id: the server accepts each once.
     pub jti: Uuid,
+    /// [`body_sha256`] of the batch the token was signed for. The server refuses a push whose
+    /// body does not match, so a token read off the wire cannot carry another batch. Optional
+    /// on the wire only to give a token without it a clear refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
+}
+
+/// The digest a push token binds its batch with: SHA-256 of the JSON body as it was serialised
+/// (before any `Content-Encoding`), base64url without padding.
+pub fn body_sha256(json: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(json))
 }
 
 /// `POST /v1/collectors/enroll` request: a one-time enrollment token and the collector's new

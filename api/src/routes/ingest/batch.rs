@@ -28,7 +28,11 @@ const MAX_SUBJECT_CHARS: usize = 512;
 const MAX_CLOCK_SKEW_SECS: i64 = 3_600;
 
 /// A batch that passed every step: it can be stored.
-pub struct CheckedBatch(IngestBatch);
+pub struct CheckedBatch {
+    batch: IngestBatch,
+    /// [`wbd_wire::body_sha256`] of the decoded body, which the push token must name.
+    body_sha256: String,
+}
 
 impl CheckedBatch {
     /// Takes a push's body through every step, in order. The batch's id and size are recorded
@@ -40,11 +44,16 @@ impl CheckedBatch {
         let span = tracing::Span::current();
         span.record("batch_id", tracing::field::display(batch.batch_id));
         span.record("results", batch.results.len());
-        check_bounds(batch, now)
+        let batch = check_bounds(batch, now)?;
+        Ok(CheckedBatch { batch, body_sha256: wbd_wire::body_sha256(&body) })
     }
 
     pub fn batch_id(&self) -> Uuid {
-        self.0.batch_id
+        self.batch.batch_id
+    }
+
+    pub fn body_sha256(&self) -> &str {
+        &self.body_sha256
     }
 
     /// The write that stores the batch for `collector`: the latest fact of each result (with
@@ -58,7 +67,7 @@ impl CheckedBatch {
         traceparent: Option<String>,
         now: DateTime<Utc>,
     ) -> ApiResult<BatchWrite> {
-        let batch = &self.0;
+        let batch = &self.batch;
         let facts = batch
             .results
             .iter()
@@ -163,7 +172,7 @@ fn unsupported_version(v: u32) -> ApiError {
 }
 
 /// Step 4: within the bounds.
-fn check_bounds(batch: IngestBatch, now: DateTime<Utc>) -> ApiResult<CheckedBatch> {
+fn check_bounds(batch: IngestBatch, now: DateTime<Utc>) -> ApiResult<IngestBatch> {
     if batch.results.len() > MAX_RESULTS_PER_BATCH {
         return Err(ApiError::new(
             ErrorCode::TooManyResults,
@@ -190,7 +199,7 @@ fn check_bounds(batch: IngestBatch, now: DateTime<Utc>) -> ApiResult<CheckedBatc
             ));
         }
     }
-    Ok(CheckedBatch(batch))
+    Ok(batch)
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -11,7 +11,8 @@
 //!
 //! A push goes: who is pushing (the collector's signed token, checked first and cheaply) → what
 //! it pushed (the body becomes a [`CheckedBatch`] step by step: headers, gzip decoding within
-//! the size limit, schema version, bounds; see `batch`) → store → answer.
+//! the size limit, schema version, bounds; see `batch`) → the token spent (signed for this
+//! body, used once) → store → answer.
 
 mod batch;
 
@@ -33,7 +34,7 @@ use crate::state::AppState;
     responses(
         (status = 202, body = IngestAcceptedDoc, description = "Stored; a retry of the same batch gets the same answer"),
         (status = 400, description = "`malformed_json` (not a batch, or a corrupt gzip body) or `unsupported_schema_version`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`, `invalid_token`, `token_expired`, `invalid_credentials` (no such collector, or not enrolled) or `collector_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`, `invalid_token`, `token_expired`, `invalid_credentials` (no such collector, or not enrolled), `collector_revoked`, or `token_replayed` (each push token is accepted once)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The batch id was used for a different batch", body = Problem, content_type = "application/problem+json"),
         PayloadTooLarge, UnsupportedMediaType,
         (status = 422, description = "`too_many_results`, or `validation_failed` (a result's subject or time)", body = Problem, content_type = "application/problem+json"),
@@ -47,15 +48,17 @@ pub async fn ingest(
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let now = Utc::now();
-    let collector = authenticate_collector(&state, &req, now).await?;
+    let credential = authenticate_collector(&state, &req, now).await?;
+    let collector = &credential.collector;
     let span = tracing::Span::current();
     span.record("org_id", tracing::field::display(collector.org_id));
     span.record("collector_id", tracing::field::display(collector.id));
     span.record("tenant_id", tracing::field::display(collector.tenant_id));
 
     let batch = CheckedBatch::receive(&req, payload, now).await?;
-    let accepted = store(&state, &collector, &batch, &span, now).await?;
-    let commands = waiting_commands(&state, &collector, &batch, now).await?;
+    credential.spend(&state, batch.body_sha256(), now).await?;
+    let accepted = store(&state, collector, &batch, &span, now).await?;
+    let commands = waiting_commands(&state, collector, &batch, now).await?;
     Ok(HttpResponse::Accepted().json(IngestAccepted { batch_id: batch.batch_id(), accepted, commands }))
 }
 

@@ -109,6 +109,7 @@ forward! { impl Store {
     collectors::create_collector(scope: TenantScope, name: &str, enrollment_token_hash: &str, enrollment_expires_at: DateTime<Utc>, push_interval_secs: u32, now: DateTime<Utc>) -> Collector;
     collectors::enroll_collector(enrollment: &Enrollment) -> Result<Collector, EnrollError>;
     collectors::find_collector_for_auth(id: CollectorId) -> Option<Collector>;
+    collectors::use_push_token(id: CollectorId, jti: Uuid, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool;
     collectors::get_collector(org: OrgScope, id: CollectorId) -> Option<Collector>;
     collectors::list_collectors(org: OrgScope, tenant: Option<TenantId>) -> Vec<Collector>;
     collectors::revoke_collector(org: OrgScope, id: CollectorId, now: DateTime<Utc>) -> Option<Collector>;

@@ -91,3 +91,29 @@ contract_test! {
         Ok(())
     }
 }
+
+contract_test! {
+    /// The once-only memory of push tokens behind replay protection, shared by every API
+    /// process through the store.
+    async fn a_push_token_is_used_once_until_it_expires(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let scope = tenant(store, acme, "Contoso").await?;
+        pending_collector(store, scope, "tok-a").await?;
+        pending_collector(store, scope, "tok-b").await?;
+        let a = store.enroll_collector(&enrollment("tok-a", at(10))).await?.expect("enrolls");
+        let b = store.enroll_collector(&enrollment("tok-b", at(10))).await?.expect("enrolls");
+        let jti = uuid::Uuid::new_v4();
+
+        assert!(store.use_push_token(a.id, jti, at(120), at(0)).await?, "first use");
+        assert!(!store.use_push_token(a.id, jti, at(120), at(1)).await?, "a replay");
+        assert!(!store.use_push_token(a.id, jti, at(120), at(119)).await?, "a replay until it expires");
+        // Another collector's token is its own, whatever its id.
+        assert!(store.use_push_token(b.id, jti, at(120), at(2)).await?);
+        // Once expired (the API refuses it by then) the token is forgotten as the collector
+        // pushes again.
+        assert!(store.use_push_token(a.id, uuid::Uuid::new_v4(), at(300), at(200)).await?);
+        assert!(store.use_push_token(a.id, jti, at(400), at(201)).await?, "forgotten after its expiry");
+        assert!(!store.use_push_token(b.id, jti, at(120), at(3)).await?, "b's is still remembered");
+        Ok(())
+    }
+}
