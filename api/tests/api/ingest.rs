@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 
+use chrono::SubsecRound as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wbd_store::{OrgId, TenantId, TenantScope};
@@ -46,25 +47,84 @@ async fn a_batch_is_accepted_once_and_a_retry_gets_the_same_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gzip_bodies_are_accepted() {
+async fn a_gzip_batch_is_stored_as_the_batch_it_decompresses_to() {
     let app = spawn_app().await;
     let org = app.bootstrap_org("MSP").await;
-    let (_, collector) = app.tenant_with_collector(&org).await;
-    let b = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443)]);
-    let json = serde_json::to_vec(&b).unwrap();
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let relay = "ssprdedicatedsbprodscu.servicebus.windows.net";
+    let mut refused = refused_endpoint(relay, 443);
+    if let wbd_wire::ProbeOutput::Endpoint(report) = &mut refused.output {
+        report.failure.as_mut().expect("a refused endpoint failed").error =
+            "connection refused by 198.51.100.7 (site firewall FW-EDGE-2)".into();
+    }
+    let mut b = batch(vec![healthy_endpoint("passwordreset.microsoftonline.com", 443), refused]);
+    b.collector.hostname = "AADC01.contoso.local".into();
+    b.collector.version = "1.4.2".into();
+    let json_body = serde_json::to_vec(&b).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&json).unwrap();
+    gz.write_all(&json_body).unwrap();
+    let gzipped = gz.finish().unwrap();
+    assert!(!gzipped.starts_with(b"{"), "the body on the wire is gzip, not JSON");
+
     let res = app
         .client
         .post(app.url("/v1/ingest"))
-        .bearer_auth(collector.token_for(&json))
+        .bearer_auth(collector.token_for(&json_body))
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
-        .body(gz.finish().unwrap())
+        .body(gzipped)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer, json!({ "batch_id": b.batch_id, "accepted": 2 }));
+
+    // Stored: one fact per result of the decompressed batch, each exactly as the collector sent it.
+    let scope = TenantScope { org_id: OrgId(org.id), tenant_id: TenantId(tenant) };
+    let mut facts = app.store.list_facts(scope).await.unwrap();
+    facts.sort_by(|a, b| a.subject.cmp(&b.subject));
+    let stored: Vec<_> = facts
+        .iter()
+        .map(|f| (f.collector_id.0, f.probe.clone(), f.subject.clone(), f.observed_at, f.payload.clone()))
+        .collect();
+    let mut sent: Vec<_> = b
+        .results
+        .iter()
+        .map(|r| {
+            let payload = serde_json::to_value(&r.output).unwrap();
+            // The database keeps times to the microsecond.
+            let observed_at = r.observed_at.trunc_subsecs(6);
+            (collector.id, r.output.kind().as_str().to_owned(), r.subject.clone(), observed_at, payload)
+        })
+        .collect();
+    sent.sort_by(|a, b| a.2.cmp(&b.2));
+    assert_eq!(stored, sent);
+    assert!(facts.iter().all(|f| f.repeat_count == 1), "{facts:#?}");
+
+    // What the MSP sees: the refused relay is a finding resting on the batch's result, and the
+    // collector's details are the batch's.
+    let findings = app
+        .wait_for_findings(&org.token, &format!("tenant_id={tenant}&status=open"), |f| !f.is_empty())
+        .await;
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let finding = &findings[0];
+    assert_eq!(finding["rule_id"], "endpoint-reachable");
+    assert_eq!(finding["evidence"]["host"], relay, "{finding:#}");
+    assert_eq!(finding["evidence"]["failed_step"], "tcp", "{finding:#}");
+    assert_eq!(finding["evidence"]["error"], "connection refused by 198.51.100.7 (site firewall FW-EDGE-2)");
+    let c: Value =
+        app.get(&org.token, &format!("/v1/collectors/{}", collector.id)).await.json().await.unwrap();
+    assert_eq!((&c["hostname"], &c["version"]), (&json!("AADC01.contoso.local"), &json!("1.4.2")), "{c:#}");
+
+    // The same batch sent uncompressed is the same batch: a retry (same answer, nothing stored
+    // again), not a conflicting body.
+    let again = collector.push(&app, &b).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(again.json::<Value>().await.unwrap(), answer);
+    let facts = app.store.list_facts(scope).await.unwrap();
+    assert_eq!(facts.len(), 2);
+    assert!(facts.iter().all(|f| f.repeat_count == 1), "the retry was stored again: {facts:#?}");
     app.shutdown().await;
 }
 

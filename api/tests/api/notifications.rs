@@ -163,3 +163,106 @@ async fn a_finding_reaches_a_signed_webhook_and_one_jira_issue_that_closes_when_
     assert_eq!(attempts[0]["status"], 500);
     assert_eq!(attempts[1]["succeeded"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppression_that_runs_out_while_the_fault_persists_announces_the_finding_again() {
+    let app = spawn_delivering_app().await;
+    let org = app.bootstrap_org("Northwind MSP").await;
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let hook = Receiver::spawn(WebhookReceiver::new()).await;
+    let jira = Receiver::spawn(JiraState::new("bot@northwind.example", "jira-token", "OPS")).await;
+    // Both hear every event (no filter).
+    for body in [
+        json!({"name": "SIEM", "kind": "webhook", "url": format!("{}/wbd", hook.url())}),
+        json!({
+            "name": "Service desk",
+            "kind": "jira",
+            "url": jira.url(),
+            "config": {"email": "bot@northwind.example", "project_key": "OPS"},
+            "credentials": {"api_token": "jira-token"},
+        }),
+    ] {
+        let res = app.post(&org.token, "/v1/integrations", &body).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap_or_default());
+    }
+
+    // The relay is refused: a finding, a webhook event, a Jira issue.
+    let host = "ssprdedicatedsbprodscu.servicebus.windows.net";
+    let res = collector.push(&app, &batch(vec![refused_endpoint(host, 443)])).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let findings = app
+        .wait_for_findings(&org.token, &format!("tenant_id={tenant}&status=open"), |f| !f.is_empty())
+        .await;
+    let finding_id = findings[0]["id"].as_str().unwrap().to_owned();
+    until("the Jira issue exists", || async { jira.state.issues().len() == 1 }).await;
+    let key = jira.state.issues()[0].key.clone();
+    until("the webhook has the opening", || async {
+        webhook_events(&hook).iter().any(|e| e["type"] == "finding.opened")
+    })
+    .await;
+
+    // Suppressed for a few seconds: the webhook hears of it, and the issue gets the reason as a
+    // note and is otherwise left as it is (open).
+    let suppressed_until = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let res = app
+        .act_on_finding(
+            &org.token,
+            &finding_id,
+            "suppress",
+            Some(json!({
+                "reason": "Firewall change CHG-77 waits for Saturday's maintenance window",
+                "until": suppressed_until.to_rfc3339(),
+            })),
+        )
+        .await;
+    let status = res.status();
+    assert!(status.is_success(), "{status}: {}", res.text().await.unwrap_or_default());
+    let issue_notes = || jira.state.issue(&key).expect("the issue").comment_texts();
+    until("the suppression is noted on the issue", || async {
+        issue_notes().iter().any(|c| c.contains("CHG-77"))
+    })
+    .await;
+    assert_eq!(jira.state.issue(&key).unwrap().status, "To Do", "a suppression does not close the issue");
+    until("the webhook has the suppression", || async {
+        webhook_events(&hook).iter().any(|e| e["type"] == "finding.suppressed")
+    })
+    .await;
+    // The service desk closes the issue meanwhile: the risk is accepted for now.
+    jira.state.set_status(&key, "Done");
+    assert_eq!(
+        app.finding(&org.token, &finding_id).await["status"],
+        "suppressed",
+        "the suppression ran out before the issue was closed; the rest of the test means nothing"
+    );
+
+    // Nothing is pushed: the fault persists. The suppression runs out and the finding is
+    // announced again: to the webhook, and on the issue, which is reopened.
+    until("the webhook hears the finding again", || async {
+        webhook_events(&hook).iter().any(|e| e["type"] == "finding.reopened")
+    })
+    .await;
+    until("the issue is reopened", || async { jira.state.issue(&key).unwrap().status == "To Do" }).await;
+
+    let events = webhook_events(&hook);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["finding.opened", "finding.suppressed", "finding.reopened"]);
+    let again = &events[2];
+    assert_eq!(again["data"]["finding"]["id"], finding_id.as_str());
+    assert_eq!(again["data"]["finding"]["status"], "open", "{again:#}");
+    assert_eq!(jira.state.issues().len(), 1, "the same issue is reopened, no second one");
+    let notes = issue_notes();
+    let suppressed_note = notes.iter().position(|c| c.contains("CHG-77")).unwrap();
+    let reopened_note = notes.iter().position(|c| c.contains("(finding.reopened)"));
+    assert!(
+        reopened_note.is_some_and(|i| i > suppressed_note),
+        "the issue says why it was reopened, after the suppression note: {notes:#?}"
+    );
+
+    let finding = app.finding(&org.token, &finding_id).await;
+    assert_eq!(finding["status"], "open", "{finding:#}");
+    assert_eq!(finding["suppressed_until"], Value::Null);
+    let kinds: Vec<&str> =
+        finding["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["opened", "suppressed", "suppression_expired"]);
+    app.shutdown().await;
+}

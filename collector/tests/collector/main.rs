@@ -9,6 +9,7 @@ mod exports;
 mod graph;
 mod helpers;
 mod idle;
+mod killed;
 mod outage;
 mod peers;
 mod probe;
