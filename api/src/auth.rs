@@ -78,17 +78,29 @@ impl FromRequest for Principal {
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("state missing")))?;
             let claims = state.tokens.verify(bearer(&req)?)?;
-            // Tokens are short-lived, but a revoked key stops working at once.
-            let key = state
-                .store
-                .get_api_key(OrgScope { org_id: OrgId(claims.org) }, ApiKeyId(claims.sub))
-                .await?
-                .filter(|k| k.revoked_at.is_none())
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::InvalidToken, "the API key behind this token was revoked")
-                })?;
-            let principal =
-                Principal { org: OrgScope { org_id: key.org_id }, role: key.role, key_id: key.id };
+            let (key_id, org_id) = (ApiKeyId(claims.sub), OrgId(claims.org));
+            // Tokens are short-lived, but a revoked key stops working at once here, and within
+            // `auth.key_cache_secs` in the other API processes.
+            let now = std::time::Instant::now();
+            let (org_id, role) = match state.api_keys.get(key_id, now).filter(|(org, _)| *org == org_id) {
+                Some(seen) => seen,
+                None => {
+                    let key = state
+                        .store
+                        .get_api_key(OrgScope { org_id }, key_id)
+                        .await?
+                        .filter(|k| k.revoked_at.is_none())
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                ErrorCode::InvalidToken,
+                                "the API key behind this token was revoked",
+                            )
+                        })?;
+                    state.api_keys.put(key.id, key.org_id, key.role, now);
+                    (key.org_id, key.role)
+                }
+            };
+            let principal = Principal { org: OrgScope { org_id }, role, key_id };
             tracing::Span::current().record("org_id", tracing::field::display(principal.org.org_id));
             Ok(principal)
         })

@@ -13,6 +13,7 @@ pub mod bootstrap;
 pub mod credentials;
 pub mod error;
 pub mod input;
+pub mod key_cache;
 pub mod openapi;
 pub mod paging;
 pub mod params;

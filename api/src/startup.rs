@@ -19,6 +19,7 @@ use wbd_queue::Queue;
 use wbd_store::Store;
 
 use crate::error::{self, ApiError, ErrorCode, REQUEST_ID};
+use crate::key_cache::ApiKeyCache;
 use crate::state::AppState;
 use crate::tokens::TokenIssuer;
 
@@ -58,6 +59,7 @@ impl Application {
             store: store.clone(),
             queue: queue.clone(),
             tokens: TokenIssuer::new(&secret, &settings.auth),
+            api_keys: ApiKeyCache::new(std::time::Duration::from_secs(settings.auth.key_cache_secs)),
             settings: settings.clone(),
             sealer,
             network,

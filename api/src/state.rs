@@ -8,12 +8,15 @@ use wbd_platform::Settings;
 use wbd_queue::Queue;
 use wbd_store::Store;
 
+use crate::key_cache::ApiKeyCache;
 use crate::tokens::TokenIssuer;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub queue: Queue,
     pub tokens: TokenIssuer,
+    /// API keys seen active recently (see `auth.key_cache_secs`).
+    pub api_keys: ApiKeyCache,
     pub settings: Settings,
     /// Seals integration secrets; `None` when no key is configured (integrations cannot be
     /// saved then).

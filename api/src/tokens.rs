@@ -104,6 +104,7 @@ mod tests {
             token_ttl_secs: 900,
             leeway_secs: 30,
             enrollment_ttl_secs: 3600,
+            key_cache_secs: 10,
         };
         TokenIssuer::new(SECRET, &settings)
     }

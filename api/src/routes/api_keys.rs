@@ -135,5 +135,6 @@ pub async fn revoke(
         .revoke_api_key(who.org, ApiKeyId(id.into_inner()), Utc::now())
         .await?
         .ok_or_else(|| ApiError::not_found("API key"))?;
+    state.api_keys.forget(key.id);
     Ok(HttpResponse::Ok().json(ApiKeyView::from(key)))
 }

@@ -93,6 +93,10 @@ pub struct AuthSettings {
     pub token_ttl_secs: u64,
     pub leeway_secs: u64,
     pub enrollment_ttl_secs: u64,
+    /// How long an API process trusts its last look at an active API key. A key revoked
+    /// through this process stops at once; through another, within this many seconds.
+    /// 0 looks the key up on every request.
+    pub key_cache_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
