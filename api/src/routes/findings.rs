@@ -24,10 +24,11 @@ use wbd_wire::{CommandAction, ProbeKind};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::input::optional_json;
+use crate::input::{JsonObject, optional_json};
 use crate::paging::{Listed, Page, PageCursor, PageSize};
 use crate::params::{LangQuery, LangTag, TenantFilter, query_value, request_lang};
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
+use crate::routes::rule_config::SeverityName;
 use crate::state::AppState;
 
 /// The longest suppression: past it, a problem must be looked at again.
@@ -166,6 +167,17 @@ impl Listed for FindingView {
     const PAGE_SCHEMA: &'static str = "FindingPage";
 }
 
+/// The status of a finding.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum FindingStatusName {
+    Open,
+    Acknowledged,
+    Suppressed,
+    Resolved,
+}
+
 query_value!(
     /// `status` of findings.
     FindingStatusFilter(FindingStatus),
@@ -185,15 +197,13 @@ query_value!(
 pub struct FindingQuery {
     #[param(value_type = Option<Uuid>)]
     pub tenant_id: Option<TenantFilter>,
-    /// `open`, `acknowledged`, `suppressed` or `resolved`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<FindingStatusName>)]
     pub status: Option<FindingStatusFilter>,
-    /// `critical`, `high`, `medium`, `low` or `info`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<SeverityName>)]
     pub severity: Option<SeverityFilter>,
     pub rule_id: Option<String>,
     /// From `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<PageCursor>,
     /// Page size, 1 to 200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
@@ -300,6 +310,7 @@ async fn detail(state: &AppState, who: &Principal, finding: Finding, lang: Lang)
 pub struct AcknowledgeRequest {
     /// What you are doing about it (at most 2000 characters).
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub note: Option<String>,
     /// The version you saw; if the finding changed since, nothing happens (409).
     #[serde(default)]
@@ -310,7 +321,8 @@ pub struct AcknowledgeRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuppressRequest {
-    /// Why the problem is accepted for now (1 to 500 characters).
+    /// Why the problem is accepted for now (1 to 500 characters, not only whitespace).
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub reason: String,
     /// RFC 3339 instant in the future, at most 90 days ahead. When it passes and the problem is
     /// still there, the finding is announced again.
@@ -418,7 +430,7 @@ pub async fn suppress(
     who: Principal,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Json<SuppressRequest>,
+    body: JsonObject<SuppressRequest>,
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
     let request = body.into_inner();

@@ -9,16 +9,20 @@ use wbd_store::{TenantId, TenantScope, TenantSummary};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::input::display_name;
+use crate::input::{DisplayName, JsonObject, display_name};
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(value_type = DisplayName)]
     pub name: String,
-    /// The customer's Entra tenant (directory) id, a GUID.
+    /// The customer's Entra tenant (directory) id, a GUID; empty or absent when not known.
     #[serde(default)]
+    #[schema(
+        pattern = r"^\s*([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?\s*$"
+    )]
     pub entra_tenant_id: Option<String>,
 }
 
@@ -108,7 +112,7 @@ impl From<TenantSummary> for TenantView {
 pub async fn create(
     state: web::Data<AppState>,
     who: Principal,
-    body: web::Json<CreateTenant>,
+    body: JsonObject<CreateTenant>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     let name = display_name("name", &body.name)?;
