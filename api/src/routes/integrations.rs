@@ -521,6 +521,7 @@ pub struct RotateSecretRequest {
     /// How long the current secret stays valid beside the new one, in seconds: 0 to 604800
     /// (7 days), default 86400. Receivers have this long to switch.
     #[serde(default)]
+    #[schema(maximum = 604800)]
     pub previous_valid_for_secs: Option<u64>,
 }
 
