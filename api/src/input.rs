@@ -108,8 +108,10 @@ pub const NAME_PATTERN: &str =
 /// control characters; refused as `validation_failed` naming `field`. Its schema is
 /// [`DisplayName`].
 pub fn display_name(field: &str, name: &str) -> ApiResult<String> {
+    // The length as sent (blanks around included), as the schema's maxLength counts it.
+    let too_long = name.chars().count() > MAX_DISPLAY_NAME_CHARS;
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_DISPLAY_NAME_CHARS {
+    if name.is_empty() || too_long {
         return Err(ApiError::new(
             ErrorCode::Validation,
             format!("`{field}` must be 1 to {MAX_DISPLAY_NAME_CHARS} characters"),

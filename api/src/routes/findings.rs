@@ -405,10 +405,11 @@ pub async fn acknowledge(
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
     let request: AcknowledgeRequest = optional_json(&req, &body)?;
-    let note = request.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
-    if note.is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
+    // Lengths are counted as sent (blanks around included), as the document's maxLength counts.
+    if request.note.as_deref().is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
         return Err(validation(format!("`note` may be at most {MAX_NOTE_CHARS} characters")));
     }
+    let note = request.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
     let action = FindingAction::Acknowledge { note: note.map(str::to_owned) };
     act(&state, &who, FindingId(id.into_inner()), request.version, action, request_lang(&req, None)).await
 }
@@ -434,12 +435,13 @@ pub async fn suppress(
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
     let request = body.into_inner();
+    // Counted as sent (blanks around included), as the document's maxLength counts.
+    if request.reason.chars().count() > MAX_REASON_CHARS {
+        return Err(validation(format!("`reason` may be at most {MAX_REASON_CHARS} characters")));
+    }
     let reason = request.reason.trim();
     if reason.is_empty() {
         return Err(validation("`reason` must say why the problem is accepted for now"));
-    }
-    if reason.chars().count() > MAX_REASON_CHARS {
-        return Err(validation(format!("`reason` may be at most {MAX_REASON_CHARS} characters")));
     }
     let now = Utc::now();
     if request.until <= now {

@@ -197,6 +197,9 @@ async fn bodies_are_read_as_json_schema_reads_them() {
     // Blank names are refused, and the document says which names are acceptable.
     let res = app.post(&org.token, "/v1/tenants", &json!({ "name": "  " })).await;
     problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    // The length counts as sent, as maxLength does: 200 characters and a blank are too many.
+    let res = app.post(&org.token, "/v1/tenants", &json!({ "name": format!(" {}", "x".repeat(200)) })).await;
+    problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     let name = &document()["components"]["schemas"]["DisplayName"];
     assert_eq!((name["minLength"].as_u64(), name["maxLength"].as_u64()), (Some(1), Some(200)), "{name}");
     app.shutdown().await;
