@@ -4,6 +4,7 @@
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -12,6 +13,35 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
+
+/// The largest JSON body, in bytes (the app's `JsonConfig`; [`OptionalBody`]).
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// The raw body of an operation whose JSON body is optional (read with [`optional_json`]), at
+/// most [`MAX_JSON_BYTES`]: larger is `413 payload_too_large`, a problem like every other answer
+/// (`web::Bytes` answers its own plain-text 413, and only past the 4 MiB of a batch).
+pub struct OptionalBody(pub web::Bytes);
+
+impl FromRequest for OptionalBody {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(_req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
+                if body.len() + chunk.len() > MAX_JSON_BYTES {
+                    let detail = format!("the body may be at most {MAX_JSON_BYTES} bytes");
+                    return Err(ApiError::new(ErrorCode::PayloadTooLarge, detail).into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(OptionalBody(body.freeze()))
+        })
+    }
+}
 
 /// A JSON body that must be an object, read into `T` the way the OpenAPI document (JSON Schema)
 /// describes it, which `web::Json<T>` alone does not:

@@ -81,7 +81,11 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(openapi_json.clone())
                 .app_data(known_routes.clone())
-                .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(error::json_error))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(crate::input::MAX_JSON_BYTES)
+                        .error_handler(error::json_error),
+                )
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .app_data(web::PayloadConfig::default().limit(wbd_wire::MAX_BATCH_BYTES))

@@ -24,7 +24,7 @@ use wbd_wire::{CommandAction, ProbeKind};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::input::{JsonObject, optional_json};
+use crate::input::{JsonObject, OptionalBody, optional_json};
 use crate::paging::{Listed, Page, PageCursor, PageSize};
 use crate::params::{LangQuery, LangTag, TenantFilter, query_value, request_lang};
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
@@ -401,10 +401,10 @@ pub async fn acknowledge(
     who: Principal,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: OptionalBody,
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
-    let request: AcknowledgeRequest = optional_json(&req, &body)?;
+    let request: AcknowledgeRequest = optional_json(&req, &body.0)?;
     // Lengths are counted as sent (blanks around included), as the document's maxLength counts.
     if request.note.as_deref().is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
         return Err(validation(format!("`note` may be at most {MAX_NOTE_CHARS} characters")));
@@ -470,10 +470,10 @@ pub async fn unsuppress(
     who: Principal,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: OptionalBody,
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
-    let request: UnsuppressRequest = optional_json(&req, &body)?;
+    let request: UnsuppressRequest = optional_json(&req, &body.0)?;
     act(
         &state,
         &who,

@@ -26,7 +26,7 @@ use wbd_store::{DeliveryFilter, Integration, IntegrationFilter, IntegrationUpdat
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::input::{JsonObject, optional_json};
+use crate::input::{JsonObject, OptionalBody, optional_json};
 use crate::responses::{
     BadRequest, Forbidden, IntegrationSwitchedOff, NotFound, SecretsKeyMissing, Unauthenticated,
     Unprocessable,
@@ -544,12 +544,12 @@ pub async fn rotate_secret(
     who: Principal,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: OptionalBody,
 ) -> ApiResult<HttpResponse> {
     let current = find(&state, &who, *id).await?;
     who.require_admin()?;
     let sealer = sealer(&state)?;
-    let request: RotateSecretRequest = optional_json(&req, &body)?;
+    let request: RotateSecretRequest = optional_json(&req, &body.0)?;
     let valid_for =
         integration::previous_secret_validity(request.previous_valid_for_secs).map_err(|p| refusal(&p))?;
     if IntegrationKind::parse(&current.kind) != Some(IntegrationKind::Webhook) {
