@@ -31,12 +31,23 @@ pub struct CreateCollector {
     pub push_interval_secs: Option<u32>,
 }
 
+/// The status of a collector.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum CollectorStatusName {
+    Pending,
+    Active,
+    Revoked,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct CollectorView {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub name: String,
     /// `pending` (waiting for enrollment), `active` or `revoked`.
+    #[schema(value_type = CollectorStatusName)]
     pub status: &'static str,
     /// Whether an active collector has missed its pushes.
     pub silent: bool,

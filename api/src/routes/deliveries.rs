@@ -29,6 +29,7 @@ pub struct DeliveryView {
     pub tenant_id: Option<Uuid>,
     pub finding_id: Option<Uuid>,
     /// `pending` (waiting or in flight), `succeeded` or `failed` (attempts exhausted).
+    #[schema(value_type = DeliveryStatusName)]
     pub status: &'static str,
     /// Attempts made in the current round (a replay starts a new one).
     pub attempt_count: u32,

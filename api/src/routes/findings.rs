@@ -44,9 +44,9 @@ pub struct FindingView {
     pub subject: String,
     /// The collector whose probe results the finding rests on; absent for a tenant-wide finding.
     pub collector_id: Option<Uuid>,
-    /// `critical`, `high`, `medium`, `low` or `info`.
+    #[schema(value_type = SeverityName)]
     pub severity: &'static str,
-    /// `open`, `acknowledged`, `suppressed` or `resolved`.
+    #[schema(value_type = FindingStatusName)]
     pub status: &'static str,
     /// The collector behind it is silent, so it rests on old results: it is held as it is
     /// (neither opened, resolved nor re-announced) until the collector reports again.
@@ -123,6 +123,7 @@ pub struct FindingEventView {
     /// `system` for the evaluator, `api_key:<id>` for a person or automation.
     pub actor: String,
     pub at: DateTime<Utc>,
+    #[schema(value_type = SeverityName)]
     pub severity: &'static str,
     pub summary: String,
     /// What the person wrote: the acknowledgement note or the suppression reason; for a re-test,

@@ -235,6 +235,7 @@ pub struct CustomRuleView {
     pub tenant_id: Option<Uuid>,
     pub id: String,
     pub title: String,
+    #[schema(value_type = SeverityName)]
     pub severity: String,
     /// CEL; `true` means there is a problem.
     pub condition: String,
@@ -407,6 +408,7 @@ pub struct DryRunRequest {
 pub struct DryRunVerdict {
     pub rule_id: String,
     pub subject: String,
+    #[schema(value_type = Option<SeverityName>)]
     pub severity: Option<String>,
     /// The finding it would open, update or resolve, if one exists.
     pub finding_id: Option<Uuid>,

@@ -15,6 +15,7 @@ pub struct RuleView {
     /// Language of the texts: `en`, `pl` or `uk`.
     pub lang: &'static str,
     pub title: &'static str,
+    #[schema(value_type = crate::routes::rule_config::SeverityName)]
     pub severity: &'static str,
     /// Probe kinds whose results the rule reads (and a re-test runs).
     pub reads: Vec<&'static str>,

@@ -35,6 +35,17 @@ pub struct TenantView {
     pub health: TenantHealth,
 }
 
+/// The health status of a tenant.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum TenantStatusName {
+    Critical,
+    Degraded,
+    Healthy,
+    Unknown,
+}
+
 /// Open findings by severity, how its collectors are doing, and one score for all of it.
 #[derive(Serialize, ToSchema)]
 pub struct TenantHealth {
@@ -44,6 +55,7 @@ pub struct TenantHealth {
     pub score: u8,
     /// `critical`, `degraded` (high or medium findings, or a silent collector), `healthy`, or
     /// `unknown` (no collector has reported yet).
+    #[schema(value_type = TenantStatusName)]
     pub status: &'static str,
     /// Open and acknowledged findings (present and not suppressed).
     pub open_findings: SeverityCounts,
