@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod credentials;
 pub mod error;
+pub mod fallback;
 pub mod input;
 pub mod key_cache;
 pub mod openapi;

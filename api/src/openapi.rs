@@ -4,11 +4,15 @@
 
 use actix_web::http::StatusCode;
 use utoipa::openapi::RefOr;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt as _;
 
 use crate::error::Problem;
+use crate::routes::deliveries::DeliveryStatusName;
+use crate::routes::findings::FindingStatusName;
+use crate::routes::rule_config::SeverityName;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +23,8 @@ Errors are `application/problem+json` documents with a stable `code`. Authentica
 `POST /v1/auth/token` and send `Authorization: Bearer <token>`; objects of another organisation answer 404.",
         license(name = "Apache-2.0"),
     ),
-    components(schemas(Problem)),
+    // Schemas that only query parameters name (`IntoParams` does not collect them).
+    components(schemas(Problem, FindingStatusName, SeverityName, DeliveryStatusName)),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness"),
@@ -74,12 +79,7 @@ struct Descriptions;
 
 impl Modify for Descriptions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let operations = openapi.paths.paths.values_mut().flat_map(|item| {
-            [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
-                .into_iter()
-                .flatten()
-        });
-        for operation in operations {
+        for operation in operations(openapi) {
             for (status, response) in &mut operation.responses.responses {
                 if let RefOr::T(response) = response
                     && response.description.is_empty()
@@ -93,6 +93,49 @@ impl Modify for Descriptions {
     }
 }
 
+/// What the shared extractors (`startup`'s `JsonConfig`, `QueryConfig`, `PathConfig`) answer for
+/// every operation, so that no handler can forget to say so: an operation with a body answers
+/// 400 (not JSON of its shape), 413 (larger than allowed) and 415 (not `application/json`); one
+/// with query parameters 400 (a parameter refused); one with path parameters 404 (an id that
+/// cannot name anything). A handler that says more about one of them keeps its own answer.
+struct SharedAnswers;
+
+impl Modify for SharedAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::IntoResponses as _;
+
+        use crate::responses::{BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType};
+
+        for operation in operations(openapi) {
+            let parameters = operation.parameters.as_deref().unwrap_or_default();
+            let is_in =
+                |at: ParameterIn| parameters.iter().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == at));
+            let mut shared = Vec::new();
+            if operation.request_body.is_some() {
+                shared.extend([BadRequest::responses(), PayloadTooLarge::responses()]);
+                shared.push(UnsupportedMediaType::responses());
+            }
+            if is_in(ParameterIn::Query) {
+                shared.push(BadRequest::responses());
+            }
+            if is_in(ParameterIn::Path) {
+                shared.push(NotFound::responses());
+            }
+            for (status, response) in shared.into_iter().flatten() {
+                operation.responses.responses.entry(status).or_insert(response);
+            }
+        }
+    }
+}
+
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+            .into_iter()
+            .flatten()
+    })
+}
+
 /// The whole document.
 pub fn document() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = actix_web::App::new()
@@ -101,6 +144,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .configure(crate::routes::configure)
         .split_for_parts();
     // After the routes are in: `ApiDoc`'s own modifiers run before there are any.
+    SharedAnswers.modify(&mut doc);
     Descriptions.modify(&mut doc);
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc

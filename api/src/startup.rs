@@ -8,6 +8,7 @@ use actix_web::dev::{Server, ServerHandle, Service as _};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{App, HttpMessage as _, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
+use futures_util::future::{Either, ready};
 use rand::RngCore as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,8 @@ use wbd_platform::Settings;
 use wbd_queue::Queue;
 use wbd_store::Store;
 
-use crate::error::{self, ApiError, ErrorCode, REQUEST_ID};
+use crate::error::{self, REQUEST_ID};
+use crate::fallback::KnownRoutes;
 use crate::key_cache::ApiKeyCache;
 use crate::state::AppState;
 use crate::tokens::TokenIssuer;
@@ -26,6 +28,9 @@ use crate::tokens::TokenIssuer;
 /// Name of the server secret that signs access tokens (shared by all API processes through the
 /// database).
 const TOKEN_SECRET: &str = "access-token-hs256";
+
+/// Where the OpenAPI document is served (as JSON), beside the routes it describes.
+const OPENAPI_JSON: &str = "/v1/openapi.json";
 
 pub struct Application {
     port: u16,
@@ -64,10 +69,11 @@ impl Application {
             sealer,
             network,
         });
+        let document = crate::openapi::document();
         let openapi_json = web::Data::new(
-            serde_json::to_string_pretty(&crate::openapi::document())
-                .context("rendering the OpenAPI document")?,
+            serde_json::to_string_pretty(&document).context("rendering the OpenAPI document")?,
         );
+        let known_routes = web::Data::new(KnownRoutes::new(&document, &[(OPENAPI_JSON, "GET")]));
 
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("binding server.listen = {}", settings.server.listen))?;
@@ -76,10 +82,24 @@ impl Application {
             let (app, _) = App::new()
                 .app_data(state.clone())
                 .app_data(openapi_json.clone())
-                .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(error::json_error))
+                .app_data(known_routes.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(crate::input::MAX_JSON_BYTES)
+                        .error_handler(error::json_error),
+                )
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .app_data(web::PayloadConfig::default().limit(wbd_wire::MAX_BATCH_BYTES))
+                .wrap_fn(|req, srv| {
+                    let refusal = req
+                        .app_data::<web::Data<KnownRoutes>>()
+                        .and_then(|known| crate::fallback::refused_at_fixed_path(req.request(), known));
+                    match refusal {
+                        Some(response) => Either::Left(ready(Ok(req.into_response(response)))),
+                        None => Either::Right(srv.call(req)),
+                    }
+                })
                 .wrap_fn(|req, srv| {
                     let request_id =
                         req.extensions().get::<RequestId>().map(ToString::to_string).unwrap_or_default();
@@ -96,7 +116,8 @@ impl Application {
                 .into_utoipa_app()
                 .configure(crate::routes::configure)
                 .split_for_parts();
-            app.route("/v1/openapi.json", web::get().to(openapi_document)).default_service(web::to(not_found))
+            app.route(OPENAPI_JSON, web::get().to(openapi_document))
+                .default_service(web::to(crate::fallback::unrouted))
         };
         let mut server = HttpServer::new(factory).disable_signals().shutdown_timeout(10);
         if settings.server.workers > 0 {
@@ -188,10 +209,6 @@ impl RootSpanBuilder for RootSpan {
 
 async fn openapi_document(doc: web::Data<String>) -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(doc.get_ref().clone())
-}
-
-async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(ErrorCode::NotFound, format!("no route {} {}", req.method(), req.path())))
 }
 
 fn load_tls(settings: &Settings) -> anyhow::Result<rustls::ServerConfig> {

@@ -10,7 +10,7 @@ use wbd_store::{ApiKey, ApiKeyId, Role};
 use crate::auth::Principal;
 use crate::credentials::new_api_key;
 use crate::error::{ApiError, ApiResult};
-use crate::input::display_name;
+use crate::input::{DisplayName, JsonObject, display_name};
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
@@ -18,8 +18,9 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// What the key is for, e.g. `PSA sync`.
+    #[schema(value_type = DisplayName)]
     pub name: String,
-    #[schema(value_type = String, example = "technician")]
+    #[schema(example = "technician")]
     pub role: RoleDto,
 }
 
@@ -93,7 +94,7 @@ pub struct CreatedApiKey {
 pub async fn create(
     state: web::Data<AppState>,
     who: Principal,
-    body: web::Json<CreateApiKey>,
+    body: JsonObject<CreateApiKey>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     let name = display_name("name", &body.name)?;

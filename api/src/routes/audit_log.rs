@@ -56,7 +56,7 @@ impl Listed for AuditEntryView {
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// From `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<PageCursor>,
     /// Page size, 1 to 200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]

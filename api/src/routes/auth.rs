@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use crate::credentials::hash_secret;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::input::JsonObject;
 use crate::responses::BadRequest;
 use crate::state::AppState;
 
@@ -35,7 +36,7 @@ pub struct TokenResponse {
 #[post("/v1/auth/token")]
 pub async fn issue_token(
     state: web::Data<AppState>,
-    body: web::Json<TokenRequest>,
+    body: JsonObject<TokenRequest>,
 ) -> ApiResult<HttpResponse> {
     let key = state
         .store

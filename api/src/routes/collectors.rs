@@ -14,7 +14,7 @@ use wbd_wire::{EnrollRequest, EnrollResponse};
 use crate::auth::Principal;
 use crate::credentials::{hash_secret, new_enrollment_token};
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::input::display_name;
+use crate::input::{DisplayName, JsonObject, display_name};
 use crate::params::TenantFilter;
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
@@ -23,10 +23,22 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateCollector {
     /// Where it runs, e.g. `Contoso — AADC01`.
+    #[schema(value_type = DisplayName)]
     pub name: String,
-    /// Seconds between pushes (default from the server settings).
+    /// Seconds between pushes, 1 to 86400 (default from the server settings).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub push_interval_secs: Option<u32>,
+}
+
+/// The status of a collector.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum CollectorStatusName {
+    Pending,
+    Active,
+    Revoked,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -35,6 +47,7 @@ pub struct CollectorView {
     pub tenant_id: Uuid,
     pub name: String,
     /// `pending` (waiting for enrollment), `active` or `revoked`.
+    #[schema(value_type = CollectorStatusName)]
     pub status: &'static str,
     /// Whether an active collector has missed its pushes.
     pub silent: bool,
@@ -92,7 +105,7 @@ pub async fn create(
     state: web::Data<AppState>,
     who: Principal,
     tenant_id: web::Path<Uuid>,
-    body: web::Json<CreateCollector>,
+    body: JsonObject<CreateCollector>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     let name = display_name("name", &body.name)?;
@@ -123,7 +136,7 @@ pub async fn create(
     Unprocessable,
 ))]
 #[post("/v1/collectors/enroll")]
-pub async fn enroll(state: web::Data<AppState>, body: web::Json<EnrollRequest>) -> ApiResult<HttpResponse> {
+pub async fn enroll(state: web::Data<AppState>, body: JsonObject<EnrollRequest>) -> ApiResult<HttpResponse> {
     let public_key =
         URL_SAFE_NO_PAD.decode(body.public_key.trim()).ok().filter(|k| k.len() == 32).ok_or_else(|| {
             ApiError::new(
@@ -169,8 +182,12 @@ pub async fn enroll(state: web::Data<AppState>, body: web::Json<EnrollRequest>) 
 pub struct EnrollRequestDoc {
     enrollment_token: String,
     /// Raw 32-byte Ed25519 public key, base64url without padding.
+    #[schema(pattern = r"^\s*[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]\s*$")]
     public_key: String,
+    #[schema(value_type = DisplayName)]
     hostname: String,
+    /// The collector's version.
+    #[schema(value_type = DisplayName)]
     version: String,
 }
 

@@ -12,6 +12,7 @@ use wbd_store::{Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::input::JsonObject;
 use crate::paging::{LegacyBefore, Listed, Page, PageCursor, PageSize};
 use crate::params::query_value;
 use crate::responses::{BadRequest, Forbidden, IntegrationSwitchedOff, NotFound, Unauthenticated};
@@ -28,6 +29,7 @@ pub struct DeliveryView {
     pub tenant_id: Option<Uuid>,
     pub finding_id: Option<Uuid>,
     /// `pending` (waiting or in flight), `succeeded` or `failed` (attempts exhausted).
+    #[schema(value_type = DeliveryStatusName)]
     pub status: &'static str,
     /// Attempts made in the current round (a replay starts a new one).
     pub attempt_count: u32,
@@ -122,6 +124,16 @@ impl Listed for DeliveryView {
     const PAGE_SCHEMA: &'static str = "DeliveryPage";
 }
 
+/// The status of a delivery.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum DeliveryStatusName {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
 query_value!(
     /// `status` of deliveries.
     DeliveryStatusFilter(DeliveryStatus),
@@ -139,18 +151,17 @@ query_value!(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
-    /// `pending`, `succeeded` or `failed`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<DeliveryStatusName>)]
     pub status: Option<DeliveryStatusFilter>,
     /// Only deliveries of events at or after this RFC 3339 instant.
     #[param(value_type = Option<DateTime<Utc>>)]
     pub since: Option<SinceFilter>,
     /// From `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<PageCursor>,
     /// Deprecated: the name this listing gave `cursor` before every listing paged the same way.
     #[deprecated = "send `cursor`"]
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Uuid>)]
     pub before: Option<LegacyBefore>,
     /// Page size, 1 to 200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
@@ -301,7 +312,7 @@ pub async fn replay_failed(
     state: web::Data<AppState>,
     who: Principal,
     id: web::Path<Uuid>,
-    body: web::Json<ReplaySince>,
+    body: JsonObject<ReplaySince>,
 ) -> ApiResult<HttpResponse> {
     let integration = find(&state, &who, *id).await?;
     who.require_admin()?;

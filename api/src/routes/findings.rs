@@ -24,10 +24,11 @@ use wbd_wire::{CommandAction, ProbeKind};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::input::optional_json;
+use crate::input::{JsonObject, OptionalBody, optional_json};
 use crate::paging::{Listed, Page, PageCursor, PageSize};
 use crate::params::{LangQuery, LangTag, TenantFilter, query_value, request_lang};
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
+use crate::routes::rule_config::SeverityName;
 use crate::state::AppState;
 
 /// The longest suppression: past it, a problem must be looked at again.
@@ -43,9 +44,9 @@ pub struct FindingView {
     pub subject: String,
     /// The collector whose probe results the finding rests on; absent for a tenant-wide finding.
     pub collector_id: Option<Uuid>,
-    /// `critical`, `high`, `medium`, `low` or `info`.
+    #[schema(value_type = SeverityName)]
     pub severity: &'static str,
-    /// `open`, `acknowledged`, `suppressed` or `resolved`.
+    #[schema(value_type = FindingStatusName)]
     pub status: &'static str,
     /// The collector behind it is silent, so it rests on old results: it is held as it is
     /// (neither opened, resolved nor re-announced) until the collector reports again.
@@ -122,6 +123,7 @@ pub struct FindingEventView {
     /// `system` for the evaluator, `api_key:<id>` for a person or automation.
     pub actor: String,
     pub at: DateTime<Utc>,
+    #[schema(value_type = SeverityName)]
     pub severity: &'static str,
     pub summary: String,
     /// What the person wrote: the acknowledgement note or the suppression reason; for a re-test,
@@ -166,6 +168,17 @@ impl Listed for FindingView {
     const PAGE_SCHEMA: &'static str = "FindingPage";
 }
 
+/// The status of a finding.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum FindingStatusName {
+    Open,
+    Acknowledged,
+    Suppressed,
+    Resolved,
+}
+
 query_value!(
     /// `status` of findings.
     FindingStatusFilter(FindingStatus),
@@ -185,15 +198,13 @@ query_value!(
 pub struct FindingQuery {
     #[param(value_type = Option<Uuid>)]
     pub tenant_id: Option<TenantFilter>,
-    /// `open`, `acknowledged`, `suppressed` or `resolved`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<FindingStatusName>)]
     pub status: Option<FindingStatusFilter>,
-    /// `critical`, `high`, `medium`, `low` or `info`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<SeverityName>)]
     pub severity: Option<SeverityFilter>,
     pub rule_id: Option<String>,
     /// From `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<PageCursor>,
     /// Page size, 1 to 200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
@@ -300,6 +311,7 @@ async fn detail(state: &AppState, who: &Principal, finding: Finding, lang: Lang)
 pub struct AcknowledgeRequest {
     /// What you are doing about it (at most 2000 characters).
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub note: Option<String>,
     /// The version you saw; if the finding changed since, nothing happens (409).
     #[serde(default)]
@@ -310,7 +322,8 @@ pub struct AcknowledgeRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuppressRequest {
-    /// Why the problem is accepted for now (1 to 500 characters).
+    /// Why the problem is accepted for now (1 to 500 characters, not only whitespace).
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub reason: String,
     /// RFC 3339 instant in the future, at most 90 days ahead. When it passes and the problem is
     /// still there, the finding is announced again.
@@ -389,14 +402,15 @@ pub async fn acknowledge(
     who: Principal,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: OptionalBody,
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
-    let request: AcknowledgeRequest = optional_json(&req, &body)?;
-    let note = request.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
-    if note.is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
+    let request: AcknowledgeRequest = optional_json(&req, &body.0)?;
+    // Lengths are counted as sent (blanks around included), as the document's maxLength counts.
+    if request.note.as_deref().is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
         return Err(validation(format!("`note` may be at most {MAX_NOTE_CHARS} characters")));
     }
+    let note = request.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
     let action = FindingAction::Acknowledge { note: note.map(str::to_owned) };
     act(&state, &who, FindingId(id.into_inner()), request.version, action, request_lang(&req, None)).await
 }
@@ -418,16 +432,17 @@ pub async fn suppress(
     who: Principal,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Json<SuppressRequest>,
+    body: JsonObject<SuppressRequest>,
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
     let request = body.into_inner();
+    // Counted as sent (blanks around included), as the document's maxLength counts.
+    if request.reason.chars().count() > MAX_REASON_CHARS {
+        return Err(validation(format!("`reason` may be at most {MAX_REASON_CHARS} characters")));
+    }
     let reason = request.reason.trim();
     if reason.is_empty() {
         return Err(validation("`reason` must say why the problem is accepted for now"));
-    }
-    if reason.chars().count() > MAX_REASON_CHARS {
-        return Err(validation(format!("`reason` may be at most {MAX_REASON_CHARS} characters")));
     }
     let now = Utc::now();
     if request.until <= now {
@@ -456,10 +471,10 @@ pub async fn unsuppress(
     who: Principal,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: OptionalBody,
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
-    let request: UnsuppressRequest = optional_json(&req, &body)?;
+    let request: UnsuppressRequest = optional_json(&req, &body.0)?;
     act(
         &state,
         &who,

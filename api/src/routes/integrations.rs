@@ -26,7 +26,7 @@ use wbd_store::{DeliveryFilter, Integration, IntegrationFilter, IntegrationUpdat
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::input::optional_json;
+use crate::input::{JsonObject, OptionalBody, optional_json};
 use crate::responses::{
     BadRequest, Forbidden, IntegrationSwitchedOff, NotFound, SecretsKeyMissing, Unauthenticated,
     Unprocessable,
@@ -83,10 +83,12 @@ impl From<&IntegrationFilter> for FilterDoc {
 pub struct CreateIntegration {
     /// 1 to 100 characters, no control characters (required).
     #[serde(default)]
+    #[schema(required = true, schema_with = integration_name)]
     pub name: String,
     /// `webhook`, `connectwise`, `autotask`, `halopsa`, `jira`, `servicenow`, `pagerduty`,
     /// `slack` or `teams` (required).
     #[serde(default)]
+    #[schema(required = true, value_type = IntegrationKindName)]
     pub kind: String,
     /// The destination: the webhook endpoint, the PSA's base URL, the Slack or Teams webhook URL
     /// (kept secret). PagerDuty's events endpoint when absent.
@@ -118,6 +120,27 @@ pub struct CreateIntegration {
     /// Default true.
     #[serde(default)]
     pub enabled: Option<bool>,
+}
+
+/// The name of an integration.
+fn integration_name() -> utoipa::openapi::schema::Object {
+    crate::input::name_schema(integration::MAX_NAME_CHARS)
+}
+
+/// The kinds of integration.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum IntegrationKindName {
+    Webhook,
+    Connectwise,
+    Autotask,
+    Halopsa,
+    Jira,
+    Servicenow,
+    Pagerduty,
+    Slack,
+    Teams,
 }
 
 /// `PATCH /v1/integrations/{id}` body: what is absent stays as it is.
@@ -368,7 +391,7 @@ fn rewrite(i: &Integration, secrets: Vec<u8>) -> IntegrationWrite {
 pub async fn create(
     state: web::Data<AppState>,
     who: Principal,
-    body: web::Json<CreateIntegration>,
+    body: JsonObject<CreateIntegration>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     let sealer = sealer(&state)?;
@@ -436,7 +459,7 @@ pub async fn update(
     state: web::Data<AppState>,
     who: Principal,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateIntegration>,
+    body: JsonObject<UpdateIntegration>,
 ) -> ApiResult<HttpResponse> {
     let current = find(&state, &who, *id).await?;
     who.require_admin()?;
@@ -498,6 +521,7 @@ pub struct RotateSecretRequest {
     /// How long the current secret stays valid beside the new one, in seconds: 0 to 604800
     /// (7 days), default 86400. Receivers have this long to switch.
     #[serde(default)]
+    #[schema(maximum = 604800)]
     pub previous_valid_for_secs: Option<u64>,
 }
 
@@ -520,12 +544,12 @@ pub async fn rotate_secret(
     who: Principal,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: OptionalBody,
 ) -> ApiResult<HttpResponse> {
     let current = find(&state, &who, *id).await?;
     who.require_admin()?;
     let sealer = sealer(&state)?;
-    let request: RotateSecretRequest = optional_json(&req, &body)?;
+    let request: RotateSecretRequest = optional_json(&req, &body.0)?;
     let valid_for =
         integration::previous_secret_validity(request.previous_valid_for_secs).map_err(|p| refusal(&p))?;
     if IntegrationKind::parse(&current.kind) != Some(IntegrationKind::Webhook) {

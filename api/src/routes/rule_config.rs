@@ -18,6 +18,7 @@ use wbd_store::{
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::input::JsonObject;
 use crate::params::TenantFilter;
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
@@ -61,20 +62,37 @@ impl From<StoredRuleSetting> for RuleSettingView {
     }
 }
 
-/// An override of a shipped rule. Every field is optional; what is absent keeps the level below
-/// (tenant over organisation over the pack's defaults).
+/// A severity, as rules and findings name it.
 #[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SeverityName {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+/// An override of a shipped rule. Every field is optional; what is absent keeps the level below
+/// (tenant over organisation over the pack's defaults). `{}` overrides nothing.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RuleSettingsDoc {
+    /// `true` disables the rule; `false` enables one the organisation disabled.
     disabled: Option<bool>,
-    /// `critical`, `high`, `medium`, `low` or `info`.
-    severity: Option<String>,
-    /// Parameter values by name (see `GET /v1/rules`).
+    #[schema(value_type = Option<SeverityName>)]
+    severity: Option<Severity>,
+    /// Parameter values by name; each must be one the rule declares, of its type (see
+    /// `GET /v1/rules`).
+    #[serde(default)]
     #[schema(value_type = Object)]
-    params: Option<Value>,
-    /// Open a finding only after this many consecutive failing evaluations.
+    params: serde_json::Map<String, Value>,
+    /// Open a finding only after this many consecutive failing evaluations (1 to 20).
+    #[schema(minimum = 1, maximum = 20)]
     open_after: Option<u32>,
-    /// Resolve only after this many consecutive passing evaluations.
+    /// Resolve only after this many consecutive passing evaluations (1 to 20).
+    #[schema(minimum = 1, maximum = 20)]
     resolve_after: Option<u32>,
 }
 
@@ -142,11 +160,11 @@ pub async fn put_setting(
     who: Principal,
     rule_id: web::Path<String>,
     q: web::Query<ScopeQuery>,
-    body: web::Json<Value>,
+    body: JsonObject<serde_json::Map<String, Value>>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     let rule_id = rule_id.into_inner();
-    let settings = parse_settings(&rule_id, body.into_inner())?;
+    let settings = parse_settings(&rule_id, Value::Object(body.into_inner()))?;
     let document = serde_json::to_value(&settings).map_err(ApiError::internal)?;
     write(&state, &who, q.scope(), RuleConfigKind::Setting, &rule_id, Some(&document)).await?;
     let row = state
@@ -217,6 +235,7 @@ pub struct CustomRuleView {
     pub tenant_id: Option<Uuid>,
     pub id: String,
     pub title: String,
+    #[schema(value_type = SeverityName)]
     pub severity: String,
     /// CEL; `true` means there is a problem.
     pub condition: String,
@@ -247,16 +266,36 @@ impl CustomRuleView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomRuleBody {
+    /// 1 to 200 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub title: String,
-    /// `critical`, `high`, `medium`, `low` or `info`.
-    #[schema(value_type = String)]
+    #[schema(value_type = SeverityName)]
     pub severity: Severity,
     /// CEL over the published fact schema; `true` means there is a problem, e.g.
-    /// `facts.endpoint.exists(e, e.port != 443)`.
+    /// `facts.endpoint.exists(e, e.port != 443)`. At most 4000 characters.
+    #[schema(min_length = 1, max_length = 4000)]
     pub condition: String,
-    /// CEL giving the finding's subject; `tenant` when absent.
+    /// CEL giving the finding's subject; `tenant` when absent. At most 4000 characters.
     #[serde(default)]
+    #[schema(max_length = 4000)]
     pub subject_expr: Option<String>,
+}
+
+/// A custom rule to try in a dry run: a [`CustomRuleBody`] with its id.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DryRunCustomRule {
+    /// 1 to 64 lower-case letters, digits and inner hyphens.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")]
+    id: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    title: String,
+    #[schema(value_type = SeverityName)]
+    severity: Severity,
+    #[schema(min_length = 1, max_length = 4000)]
+    condition: String,
+    #[schema(max_length = 4000)]
+    subject_expr: Option<String>,
 }
 
 fn compile_error(e: &custom::RuleError) -> ApiError {
@@ -299,7 +338,7 @@ pub async fn put_custom(
     who: Principal,
     rule_id: web::Path<String>,
     q: web::Query<ScopeQuery>,
-    body: web::Json<CustomRuleBody>,
+    body: JsonObject<CustomRuleBody>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     let scope = q.scope();
@@ -357,11 +396,11 @@ pub async fn delete_custom(
 pub struct DryRunRequest {
     /// A custom rule to try (saved or not), with its id.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<DryRunCustomRule>)]
     pub custom_rule: Option<CustomRule>,
     /// Overrides to try, by rule id, laid over the tenant's.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, RuleSettingsDoc>>)]
     pub settings: Option<std::collections::BTreeMap<String, Value>>,
 }
 
@@ -369,6 +408,7 @@ pub struct DryRunRequest {
 pub struct DryRunVerdict {
     pub rule_id: String,
     pub subject: String,
+    #[schema(value_type = Option<SeverityName>)]
     pub severity: Option<String>,
     /// The finding it would open, update or resolve, if one exists.
     pub finding_id: Option<Uuid>,
@@ -399,7 +439,7 @@ pub async fn dry_run(
     state: web::Data<AppState>,
     who: Principal,
     tenant_id: web::Path<Uuid>,
-    body: web::Json<DryRunRequest>,
+    body: JsonObject<DryRunRequest>,
 ) -> ApiResult<HttpResponse> {
     let scope = TenantScope { org_id: who.org.org_id, tenant_id: TenantId(tenant_id.into_inner()) };
     let body = body.into_inner();

@@ -3,6 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 
 use crate::auth::Principal;
 use crate::params::{LangQuery, request_lang};
@@ -14,6 +15,7 @@ pub struct RuleView {
     /// Language of the texts: `en`, `pl` or `uk`.
     pub lang: &'static str,
     pub title: &'static str,
+    #[schema(value_type = crate::routes::rule_config::SeverityName)]
     pub severity: &'static str,
     /// Probe kinds whose results the rule reads (and a re-test runs).
     pub reads: Vec<&'static str>,
@@ -36,11 +38,26 @@ pub struct RuleView {
 #[derive(Serialize, ToSchema)]
 pub struct ParamView {
     pub name: &'static str,
+    /// The type and its bounds: `{type: integer, min, max}`, `{type: boolean}`,
+    /// `{type: version}`, `{type: string, max_len}` or `{type: string_list, max_items, max_len}`.
     #[schema(value_type = Object)]
     pub kind: serde_json::Value,
-    #[schema(value_type = Object)]
+    /// A value of the parameter's type.
+    #[schema(schema_with = param_value)]
     pub default: serde_json::Value,
     pub description: &'static str,
+}
+
+/// A parameter value: an integer, a boolean, a string (text or a version) or a list of strings.
+fn param_value() -> Schema {
+    let of = |t: Type| ObjectBuilder::new().schema_type(t);
+    OneOfBuilder::new()
+        .item(of(Type::Integer))
+        .item(of(Type::Boolean))
+        .item(of(Type::String))
+        .item(ArrayBuilder::new().items(of(Type::String)))
+        .build()
+        .into()
 }
 
 /// The rules every tenant is evaluated against, in the language of `?lang=` or

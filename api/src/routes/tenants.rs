@@ -9,7 +9,7 @@ use wbd_store::{TenantId, TenantScope, TenantSummary};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::input::display_name;
+use crate::input::{DisplayName, JsonObject, display_name};
 use crate::params::TenantFilter;
 use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
@@ -17,9 +17,13 @@ use crate::state::AppState;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(value_type = DisplayName)]
     pub name: String,
-    /// The customer's Entra tenant (directory) id, a GUID.
+    /// The customer's Entra tenant (directory) id, a GUID; empty or absent when not known.
     #[serde(default)]
+    #[schema(
+        pattern = r"^\s*([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?\s*$"
+    )]
     pub entra_tenant_id: Option<String>,
 }
 
@@ -32,6 +36,17 @@ pub struct TenantView {
     pub health: TenantHealth,
 }
 
+/// The health status of a tenant.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum TenantStatusName {
+    Critical,
+    Degraded,
+    Healthy,
+    Unknown,
+}
+
 /// Open findings by severity, how its collectors are doing, and one score for all of it.
 #[derive(Serialize, ToSchema)]
 pub struct TenantHealth {
@@ -41,6 +56,7 @@ pub struct TenantHealth {
     pub score: u8,
     /// `critical`, `degraded` (high or medium findings, or a silent collector), `healthy`, or
     /// `unknown` (no collector has reported yet).
+    #[schema(value_type = TenantStatusName)]
     pub status: &'static str,
     /// Open and acknowledged findings (present and not suppressed).
     pub open_findings: SeverityCounts,
@@ -109,7 +125,7 @@ impl From<TenantSummary> for TenantView {
 pub async fn create(
     state: web::Data<AppState>,
     who: Principal,
-    body: web::Json<CreateTenant>,
+    body: JsonObject<CreateTenant>,
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     let name = display_name("name", &body.name)?;

@@ -9,6 +9,7 @@ mod tls;
 
 mod auth;
 mod cli;
+mod contract;
 mod distributed;
 mod e2e;
 mod ingest;

@@ -245,7 +245,8 @@ impl Checker<'_> {
         let name = draft.name.trim().to_owned();
         if name.is_empty() {
             problems.invalid("name", "is required");
-        } else if name.chars().count() > MAX_NAME_CHARS {
+        } else if draft.name.chars().count() > MAX_NAME_CHARS {
+            // Counted as sent (blanks around included), as the API document's maxLength counts.
             problems.invalid("name", format!("may be at most {MAX_NAME_CHARS} characters"));
         } else if name.chars().any(char::is_control) {
             problems.invalid("name", "must not contain control characters");

@@ -342,8 +342,8 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 /// tenant (see the module docs). The error points at the field and, where it can, the position.
 pub fn compile(rule: &CustomRule) -> Result<CompiledRule, RuleError> {
     check_id(&rule.id)?;
-    let title_len = rule.title.trim().chars().count();
-    if title_len == 0 || title_len > MAX_TITLE_LEN {
+    // Blank is empty; the length is counted as sent, as the API document's maxLength counts.
+    if rule.title.trim().is_empty() || rule.title.chars().count() > MAX_TITLE_LEN {
         return Err(RuleError::InvalidTitle { reason: format!("must be 1 to {MAX_TITLE_LEN} characters") });
     }
     let condition = compile_expression(RuleField::Condition, &rule.condition)?;
