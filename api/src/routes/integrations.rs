@@ -127,21 +127,22 @@ fn integration_name() -> utoipa::openapi::schema::Object {
     crate::input::name_schema(integration::MAX_NAME_CHARS)
 }
 
-/// The kinds of integration.
-#[derive(ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum IntegrationKindName {
-    Webhook,
-    Connectwise,
-    Autotask,
-    Halopsa,
-    Jira,
-    Servicenow,
-    Pagerduty,
-    Slack,
-    Teams,
+/// The kinds of integration, as the connectors name them (`IntegrationKind::ALL`), for the
+/// OpenAPI document.
+pub struct IntegrationKindName;
+
+impl utoipa::PartialSchema for IntegrationKindName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .description(Some("The kinds of integration."))
+            .enum_values(Some(IntegrationKind::ALL.map(IntegrationKind::as_str)))
+            .into()
+    }
 }
+
+impl ToSchema for IntegrationKindName {}
 
 /// `PATCH /v1/integrations/{id}` body: what is absent stays as it is.
 #[derive(Deserialize, ToSchema)]

@@ -120,43 +120,35 @@ async fn an_expired_enrollment_token_is_refused() {
 /// process does) stops working within `auth.key_cache_secs`, and no later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_elsewhere_stops_within_the_cache_bound() {
-    use wbd_store::{ApiKeyId, OrgId, OrgScope};
-
-    async fn reader_key(app: &TestApp, org: &Org) -> (ApiKeyId, String) {
+    /// An app with the given bound, and the token of a key it used once and that was then
+    /// revoked behind its back.
+    async fn revoked_elsewhere(key_cache_secs: u64) -> (TestApp, String) {
+        use wbd_store::{ApiKeyId, OrgId, OrgScope};
+        let app = spawn_app_with(|s| s.auth.key_cache_secs = key_cache_secs).await;
+        let org = app.bootstrap_org("MSP").await;
         let res = app.post(&org.token, "/v1/api-keys", &json!({ "name": "dash", "role": "read_only" })).await;
         let created: Value = res.json().await.unwrap();
         let id = ApiKeyId(created["id"].as_str().unwrap().parse().unwrap());
-        (id, app.login(created["key"].as_str().unwrap()).await)
+        let token = app.login(created["key"].as_str().unwrap()).await;
+        assert_eq!(app.get(&token, "/v1/tenants").await.status(), StatusCode::OK);
+        let scope = OrgScope { org_id: OrgId(org.id) };
+        app.store.revoke_api_key(scope, id, chrono::Utc::now()).await.unwrap().expect("revoked");
+        (app, token)
     }
 
     // With a long bound, the process keeps trusting what it saw: the cache is real.
-    let app = spawn_app_with(|s| s.auth.key_cache_secs = 3_600).await;
-    let org = app.bootstrap_org("MSP").await;
-    let (id, token) = reader_key(&app, &org).await;
-    assert_eq!(app.get(&token, "/v1/tenants").await.status(), StatusCode::OK);
-    let scope = OrgScope { org_id: OrgId(org.id) };
-    app.store.revoke_api_key(scope, id, chrono::Utc::now()).await.unwrap().expect("revoked");
+    let (app, token) = revoked_elsewhere(3_600).await;
     assert_eq!(app.get(&token, "/v1/tenants").await.status(), StatusCode::OK);
     app.shutdown().await;
 
     // With a bound of 1 s, it is refused once the bound has passed.
-    let app = spawn_app_with(|s| s.auth.key_cache_secs = 1).await;
-    let org = app.bootstrap_org("MSP").await;
-    let (id, token) = reader_key(&app, &org).await;
-    assert_eq!(app.get(&token, "/v1/tenants").await.status(), StatusCode::OK);
-    let scope = OrgScope { org_id: OrgId(org.id) };
-    app.store.revoke_api_key(scope, id, chrono::Utc::now()).await.unwrap().expect("revoked");
+    let (app, token) = revoked_elsewhere(1).await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let res = app.get(&token, "/v1/tenants").await;
-    problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    problem(app.get(&token, "/v1/tenants").await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    app.shutdown().await;
 
     // With 0, every request reads the key.
-    let app2 = spawn_app_with(|s| s.auth.key_cache_secs = 0).await;
-    let org = app2.bootstrap_org("MSP").await;
-    let (id, token) = reader_key(&app2, &org).await;
-    assert_eq!(app2.get(&token, "/v1/tenants").await.status(), StatusCode::OK);
-    app2.store.revoke_api_key(OrgScope { org_id: OrgId(org.id) }, id, chrono::Utc::now()).await.unwrap();
-    problem(app2.get(&token, "/v1/tenants").await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let (app, token) = revoked_elsewhere(0).await;
+    problem(app.get(&token, "/v1/tenants").await, StatusCode::UNAUTHORIZED, "invalid_token").await;
     app.shutdown().await;
-    app2.shutdown().await;
 }
