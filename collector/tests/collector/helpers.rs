@@ -166,9 +166,12 @@ pub async fn spawn_raw_server(reply: &'static [u8], read_first: bool) -> SocketA
 
 /// A loopback port with nothing listening on it.
 pub async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    // Bound but never listening: a connection is refused, and no other test can take the port
+    // meanwhile (a port merely freed could be). Kept for the rest of the test run.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    std::mem::forget(socket);
     port
 }
 
