@@ -15,6 +15,7 @@ use wbd_store::{ApiKeyId, Collector, CollectorId, CollectorStatus, OrgId, OrgSco
 use wbd_wire::{COLLECTOR_TOKEN_AUDIENCE, COLLECTOR_TOKEN_MAX_TTL_SECS, CollectorTokenClaims};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::rate_limit::Subject;
 use crate::state::AppState;
 
 /// An authenticated API caller, scoped to its organisation.
@@ -100,6 +101,7 @@ impl FromRequest for Principal {
                     (key.org_id, key.role)
                 }
             };
+            state.rate_limits.check(Subject::Organisation(org_id), Utc::now()).await?;
             let principal = Principal { org: OrgScope { org_id }, role, key_id };
             tracing::Span::current().record("org_id", tracing::field::display(principal.org.org_id));
             Ok(principal)

@@ -64,6 +64,7 @@ error_codes! {
     IntegrationDisabled => (CONFLICT, "integration_disabled", "The integration is switched off"),
     IntegrationChanged => (CONFLICT, "integration_changed", "The integration changed meanwhile; reload it and try again"),
     DeliveryPending => (CONFLICT, "delivery_pending", "The delivery is waiting to be sent already"),
+    RateLimited => (TOO_MANY_REQUESTS, "rate_limited", "Too many requests; wait as Retry-After says"),
     SecretsKeyMissing => (SERVICE_UNAVAILABLE, "secrets_key_missing", "The server has no key to seal integration secrets (delivery.secrets_key)"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "The service is temporarily unavailable"),
     Internal => (INTERNAL_SERVER_ERROR, "internal_error", "An unexpected error occurred"),
@@ -94,7 +95,7 @@ pub struct Problem {
 pub struct ApiError {
     pub code: ErrorCode,
     pub detail: Option<String>,
-    /// Seconds a client should wait before retrying (503).
+    /// Seconds a client should wait before retrying (429, 503).
     pub retry_after: Option<u64>,
     /// Per-field problems shown as the problem's `errors`.
     pub errors: Option<serde_json::Value>,
@@ -131,6 +132,10 @@ impl ApiError {
     pub fn with_errors(mut self, errors: serde_json::Value) -> Self {
         self.errors = Some(errors);
         self
+    }
+
+    pub fn rate_limited(detail: impl Into<String>, retry_after: u64) -> Self {
+        ApiError { retry_after: Some(retry_after), ..ApiError::new(ErrorCode::RateLimited, detail) }
     }
 
     pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {

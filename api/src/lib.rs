@@ -18,6 +18,7 @@ pub mod key_cache;
 pub mod openapi;
 pub mod paging;
 pub mod params;
+pub mod rate_limit;
 pub mod responses;
 pub mod routes;
 pub mod startup;

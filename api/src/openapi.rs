@@ -97,14 +97,18 @@ impl Modify for Descriptions {
 /// every operation, so that no handler can forget to say so: an operation with a body answers
 /// 400 (not JSON of its shape), 413 (larger than allowed) and 415 (not `application/json`); one
 /// with query parameters 400 (a parameter refused); one with path parameters 404 (an id that
-/// cannot name anything). A handler that says more about one of them keeps its own answer.
+/// cannot name anything). Every operation that takes a token (an access token, whose
+/// organisation is rate-limited, or a collector's push token) answers 429 too. A handler that
+/// says more about one of them keeps its own answer.
 struct SharedAnswers;
 
 impl Modify for SharedAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::IntoResponses as _;
 
-        use crate::responses::{BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType};
+        use crate::responses::{
+            BadRequest, NotFound, PayloadTooLarge, TooManyRequests, UnsupportedMediaType,
+        };
 
         for operation in operations(openapi) {
             let parameters = operation.parameters.as_deref().unwrap_or_default();
@@ -120,6 +124,9 @@ impl Modify for SharedAnswers {
             }
             if is_in(ParameterIn::Path) {
                 shared.push(NotFound::responses());
+            }
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                shared.push(TooManyRequests::responses());
             }
             for (status, response) in shared.into_iter().flatten() {
                 operation.responses.responses.entry(status).or_insert(response);

@@ -45,6 +45,29 @@ problem_responses! {
     SecretsKeyMissing => 503, "`secrets_key_missing`: the server cannot seal secrets";
 }
 
+/// 429: a rate limit (`rate_limits.*`) is reached; `Retry-After` says when to come back.
+pub struct TooManyRequests;
+
+impl utoipa::IntoResponses for TooManyRequests {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{HeaderBuilder, ResponseBuilder};
+
+        let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).build();
+        let retry_after = HeaderBuilder::new()
+            .schema(Some(seconds))
+            .description(Some("Seconds to wait before trying again"))
+            .build();
+        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+        let response = ResponseBuilder::new()
+            .description("`rate_limited`: too many requests (per client address and credential on token exchange and enrollment, per organisation on the API, per collector on pushes); wait `Retry-After` seconds")
+            .header("Retry-After", retry_after)
+            .content("application/problem+json", content)
+            .build();
+        BTreeMap::from([("429".to_owned(), RefOr::T(response))])
+    }
+}
+
 fn problem(description: &str) -> Response {
     let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
     ResponseBuilder::new().description(description).content("application/problem+json", content).build()

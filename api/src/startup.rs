@@ -22,6 +22,7 @@ use wbd_store::Store;
 use crate::error::{self, REQUEST_ID};
 use crate::fallback::KnownRoutes;
 use crate::key_cache::ApiKeyCache;
+use crate::rate_limit::RateLimiter;
 use crate::state::AppState;
 use crate::tokens::TokenIssuer;
 
@@ -60,11 +61,16 @@ impl Application {
             .map(Arc::new);
         let network = NetworkPolicy::new(&settings.delivery.allow_networks, settings.delivery.https_only)
             .map_err(|e| anyhow::anyhow!("delivery.allow_networks: {e}"))?;
+        let rate_limits = Arc::new(
+            RateLimiter::new(&settings.rate_limits, &settings.server.trusted_proxies, store.clone())
+                .map_err(|e| anyhow::anyhow!(e))?,
+        );
         let state = web::Data::new(AppState {
             store: store.clone(),
             queue: queue.clone(),
             tokens: TokenIssuer::new(&secret, &settings.auth),
             api_keys: ApiKeyCache::new(std::time::Duration::from_secs(settings.auth.key_cache_secs)),
+            rate_limits: rate_limits.clone(),
             settings: settings.clone(),
             sealer,
             network,
@@ -139,6 +145,7 @@ impl Application {
                 }
             });
         }
+        background.spawn(forget_rate_limits(rate_limits, cancel.child_token()));
         if settings.worker_embedded() {
             let mut worker =
                 wbd_platform::background::spawn(store.clone(), queue, &settings, cancel.child_token())?;
@@ -182,6 +189,23 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(wbd_platform::shutdown_signal()).await
+    }
+}
+
+/// Every minute, forgets the rate-limited things whose allowance is whole again (on PostgreSQL
+/// every API process does it; the statement is cheap and any of them may stop).
+async fn forget_rate_limits(limits: Arc<RateLimiter>, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match limits.forget_expired(chrono::Utc::now()).await {
+            Ok(forgotten) => tracing::debug!(forgotten, "rate limits forgotten"),
+            Err(e) => tracing::warn!(error = %e, "forgetting rate limits failed; retrying in a minute"),
+        }
     }
 }
 

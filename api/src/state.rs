@@ -9,6 +9,7 @@ use wbd_queue::Queue;
 use wbd_store::Store;
 
 use crate::key_cache::ApiKeyCache;
+use crate::rate_limit::RateLimiter;
 use crate::tokens::TokenIssuer;
 
 pub struct AppState {
@@ -17,6 +18,8 @@ pub struct AppState {
     pub tokens: TokenIssuer,
     /// API keys seen active recently (see `auth.key_cache_secs`).
     pub api_keys: ApiKeyCache,
+    /// `rate_limits.*`: shared through the database on PostgreSQL, in memory on SQLite.
+    pub rate_limits: Arc<RateLimiter>,
     pub settings: Settings,
     /// Seals integration secrets; `None` when no key is configured (integrations cannot be
     /// saved then).

@@ -347,6 +347,9 @@ impl Deployment {
             // The "listening" line tells the port; the rest at the chosen level.
             .env("RUST_LOG", format!("{},wbd_api::startup=info", self.env.log_level))
             .env("WBD_TELEMETRY__LOG_FORMAT", "json")
+            // Every simulated site enrolls from this one loopback address, in seconds; a real
+            // site enrolls once, from its own.
+            .env("WBD_RATE_LIMITS__AUTH_PER_ADDRESS", "0")
             .env_remove("WBD_CONFIG")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .current_dir(self.dir.path())

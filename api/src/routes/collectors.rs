@@ -1,7 +1,7 @@
 //! Collectors: creation with a one-time enrollment token, enrollment by the collector itself,
 //! listing with last-seen and version, revocation.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
@@ -16,7 +16,7 @@ use crate::credentials::{hash_secret, new_enrollment_token};
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
 use crate::input::{DisplayName, JsonObject, display_name};
 use crate::params::TenantFilter;
-use crate::responses::{BadRequest, Forbidden, NotFound, Unauthenticated, Unprocessable};
+use crate::responses::{BadRequest, Forbidden, NotFound, TooManyRequests, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -134,9 +134,17 @@ pub async fn create(
     (status = 401, description = "Unknown or expired token", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Token already used", body = Problem, content_type = "application/problem+json"),
     Unprocessable,
+    TooManyRequests,
 ))]
 #[post("/v1/collectors/enroll")]
-pub async fn enroll(state: web::Data<AppState>, body: JsonObject<EnrollRequest>) -> ApiResult<HttpResponse> {
+pub async fn enroll(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: JsonObject<EnrollRequest>,
+) -> ApiResult<HttpResponse> {
+    let now = Utc::now();
+    let token_hash = hash_secret(body.enrollment_token.trim());
+    state.rate_limits.check_secret_attempt(&req, &token_hash, now).await?;
     let public_key =
         URL_SAFE_NO_PAD.decode(body.public_key.trim()).ok().filter(|k| k.len() == 32).ok_or_else(|| {
             ApiError::new(
@@ -146,11 +154,10 @@ pub async fn enroll(state: web::Data<AppState>, body: JsonObject<EnrollRequest>)
         })?;
     let hostname = display_name("hostname", &body.hostname)?;
     let version = display_name("version", &body.version)?;
-    let now = Utc::now();
     // The first push is due within one interval; until we know the interval, use the default.
     let silence = state.settings.collectors.silence_after(state.settings.collectors.push_interval_secs);
     let enrollment = Enrollment {
-        enrollment_token_hash: hash_secret(body.enrollment_token.trim()),
+        enrollment_token_hash: token_hash,
         public_key,
         hostname,
         version,

@@ -18,5 +18,6 @@ mod lifecycle;
 mod notifications;
 mod openapi;
 mod parameters;
+mod rate_limits;
 mod rule_config;
 mod tenancy;

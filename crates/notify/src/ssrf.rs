@@ -165,15 +165,16 @@ fn normalize_host(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// An allow-list entry: an address and a prefix length.
+/// A network: an address and a prefix length (`10.20.0.0/16`, `fd00::/8`, or a bare address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IpNet {
+pub struct IpNet {
     addr: IpAddr,
     prefix: u8,
 }
 
 impl IpNet {
-    fn parse(entry: &str) -> Result<IpNet, String> {
+    /// Reads `10.20.0.0/16`, `fd00::/8` or a bare address; the error says what is wrong.
+    pub fn parse(entry: &str) -> Result<IpNet, String> {
         let entry = entry.trim();
         let (addr, prefix) = match entry.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
@@ -191,7 +192,7 @@ impl IpNet {
         Ok(IpNet { addr, prefix })
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => in_v4(ip, u32::from(net), self.prefix),
             (IpAddr::V6(net), IpAddr::V6(ip)) => in_v6(ip, u128::from(net), self.prefix),

@@ -12,8 +12,18 @@ use serde::{Deserialize, Serialize};
 pub use wbd_delivery::DeliverySettings;
 
 const DEFAULTS: &str = include_str!("../config.default.toml");
-const SECTIONS: &[&str] =
-    &["server", "database", "queue", "worker", "auth", "collectors", "rules", "delivery", "telemetry"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "database",
+    "queue",
+    "worker",
+    "auth",
+    "rate_limits",
+    "collectors",
+    "rules",
+    "delivery",
+    "telemetry",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +33,7 @@ pub struct Settings {
     pub queue: QueueSection,
     pub worker: WorkerSettings,
     pub auth: AuthSettings,
+    pub rate_limits: RateLimitSettings,
     pub collectors: CollectorSettings,
     #[serde(default)]
     pub rules: RulesSettings,
@@ -37,6 +48,10 @@ pub struct ServerSettings {
     pub tls_cert_file: String,
     pub tls_key_file: String,
     pub workers: usize,
+    /// Reverse proxies (CIDRs or addresses) whose `X-Forwarded-For` names the client; from any
+    /// other peer the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -97,6 +112,21 @@ pub struct AuthSettings {
     /// through this process stops at once; through another, within this many seconds.
     /// 0 looks the key up on every request.
     pub key_cache_secs: u64,
+}
+
+/// Requests per minute; 0 switches a limit off. A limit lets its whole minute's allowance through
+/// at once, then one request per 60/n seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Per client address, on exchanging an API key for a token and on enrolling a collector.
+    pub auth_per_address: u32,
+    /// Per presented API key or enrollment token, on the same two operations.
+    pub auth_per_credential: u32,
+    /// Per organisation, on every operation that takes an access token.
+    pub api_per_organisation: u32,
+    /// Per collector, on pushes.
+    pub ingest_per_collector: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

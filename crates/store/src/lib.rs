@@ -17,6 +17,7 @@ mod ingest_plan;
 pub mod model;
 pub mod pg;
 mod policy;
+mod rate_limit;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use delivery_model::*;
+pub use rate_limit::{RateDecision, RateLimit};
 
 /// The rule id of the finding that says an integration was switched off (raised by the
 /// delivery engine, not by the rule pack; the evaluator leaves it alone).
@@ -307,6 +309,19 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool>;
+
+    /// Takes one request of `limit` for `bucket` (e.g. `org:<id>`) at `now`: allowed, or refused
+    /// with how long to wait. Shared by every process on the same database; a refusal changes
+    /// nothing.
+    async fn take_rate_limit(
+        &self,
+        bucket: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+    ) -> Result<RateDecision>;
+
+    /// Forgets the rate-limited things whose allowance is whole again at `now`; answers how many.
+    async fn forget_rate_limits(&self, now: DateTime<Utc>) -> Result<u64>;
 
     async fn get_collector(&self, org: OrgScope, id: CollectorId) -> Result<Option<Collector>>;
 

@@ -25,6 +25,7 @@ use self::batch::CheckedBatch;
 
 use crate::auth::authenticate_collector;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
+use crate::rate_limit::Subject;
 use crate::responses::{PayloadTooLarge, UnsupportedMediaType};
 use crate::state::AppState;
 
@@ -57,6 +58,7 @@ pub async fn ingest(
 
     let batch = CheckedBatch::receive(&req, payload, now).await?;
     credential.spend(&state, batch.body_sha256(), now).await?;
+    state.rate_limits.check(Subject::Collector(collector.id), now).await?;
     let accepted = store(&state, collector, &batch, &span, now).await?;
     let commands = waiting_commands(&state, collector, &batch, now).await?;
     Ok(HttpResponse::Accepted().json(IngestAccepted { batch_id: batch.batch_id(), accepted, commands }))

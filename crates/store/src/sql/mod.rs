@@ -31,6 +31,7 @@ mod ingest;
 mod integration_health;
 mod integrations;
 mod outbox;
+mod rate_limits;
 mod rows;
 mod rule_config;
 mod tenants;
@@ -110,6 +111,8 @@ forward! { impl Store {
     collectors::enroll_collector(enrollment: &Enrollment) -> Result<Collector, EnrollError>;
     collectors::find_collector_for_auth(id: CollectorId) -> Option<Collector>;
     collectors::use_push_token(id: CollectorId, jti: Uuid, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool;
+    rate_limits::take_rate_limit(bucket: &str, limit: RateLimit, now: DateTime<Utc>) -> RateDecision;
+    rate_limits::forget_rate_limits(now: DateTime<Utc>) -> u64;
     collectors::get_collector(org: OrgScope, id: CollectorId) -> Option<Collector>;
     collectors::list_collectors(org: OrgScope, tenant: Option<TenantId>) -> Vec<Collector>;
     collectors::revoke_collector(org: OrgScope, id: CollectorId, now: DateTime<Utc>) -> Option<Collector>;
