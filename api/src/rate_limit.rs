@@ -56,6 +56,16 @@ impl Subject<'_> {
         })
     }
 
+    /// The limit's name in metrics (`wbd_rate_limited_total{limit}`).
+    fn name(&self) -> &'static str {
+        match self {
+            Subject::Address(_) => "address",
+            Subject::Credential(_) => "credential",
+            Subject::Organisation(_) => "organisation",
+            Subject::Collector(_) => "collector",
+        }
+    }
+
     fn refusal(&self) -> &'static str {
         match self {
             Subject::Address(_) => "too many sign-in and enrollment attempts from this address",
@@ -120,6 +130,7 @@ impl RateLimiter {
             RateDecision::Refused { retry_after } => {
                 let secs = retry_after_secs(retry_after);
                 tracing::warn!(bucket, retry_after_secs = secs, "rate limit reached");
+                metrics::counter!("wbd_rate_limited_total", "limit" => subject.name()).increment(1);
                 Err(ApiError::rate_limited(format!("{}; retry in {secs} s", subject.refusal()), secs))
             }
         }

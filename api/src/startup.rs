@@ -33,6 +33,9 @@ const TOKEN_SECRET: &str = "access-token-hs256";
 /// Where the OpenAPI document is served (as JSON), beside the routes it describes.
 const OPENAPI_JSON: &str = "/v1/openapi.json";
 
+/// Where Prometheus scrapes this process (`wbd_platform::metrics`).
+const METRICS: &str = "/metrics";
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -53,6 +56,7 @@ impl Application {
         store: Arc<dyn Store>,
         queue: Queue,
     ) -> anyhow::Result<Application> {
+        wbd_platform::metrics::install();
         let mut generated = vec![0u8; 32];
         rand::rng().fill_bytes(&mut generated);
         let secret =
@@ -79,7 +83,8 @@ impl Application {
         let openapi_json = web::Data::new(
             serde_json::to_string_pretty(&document).context("rendering the OpenAPI document")?,
         );
-        let known_routes = web::Data::new(KnownRoutes::new(&document, &[(OPENAPI_JSON, "GET")]));
+        let known_routes =
+            web::Data::new(KnownRoutes::new(&document, &[(OPENAPI_JSON, "GET"), (METRICS, "GET")]));
 
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("binding server.listen = {}", settings.server.listen))?;
@@ -119,10 +124,33 @@ impl Application {
                     })
                 })
                 .wrap(TracingLogger::<RootSpan>::new())
+                .wrap_fn(|req, srv| {
+                    // By the route's pattern (`/v1/findings/{id}`), never the path: ids would
+                    // make a series per object.
+                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+                    let method = metric_method(req.method());
+                    let started = std::time::Instant::now();
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await;
+                        let status = match &res {
+                            Ok(res) => res.status(),
+                            Err(e) => e.as_response_error().status_code(),
+                        };
+                        let labels = [("route", route), ("method", method.to_owned())];
+                        metrics::histogram!("wbd_http_request_duration_seconds", &labels)
+                            .record(started.elapsed().as_secs_f64());
+                        let status = status.as_u16().to_string();
+                        metrics::counter!("wbd_http_requests_total", "route" => labels[0].1.clone(), "method" => method, "status" => status)
+                            .increment(1);
+                        res
+                    }
+                })
                 .into_utoipa_app()
                 .configure(crate::routes::configure)
                 .split_for_parts();
             app.route(OPENAPI_JSON, web::get().to(openapi_document))
+                .route(METRICS, web::get().to(metrics_text))
                 .default_service(web::to(crate::fallback::unrouted))
         };
         let mut server = HttpServer::new(factory).disable_signals().shutdown_timeout(10);
@@ -190,6 +218,29 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(wbd_platform::shutdown_signal()).await
     }
+}
+
+/// A method as a metric label: the standard ones by name, anything else as `other`.
+fn metric_method(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// `GET /metrics`: this process's metrics in the Prometheus text format. In embedded mode the
+/// process runs the evaluation consumers too, and counts them.
+async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    let consumers = state.settings.worker_embedded().then(wbd_platform::background::active_consumers);
+    let body = wbd_platform::metrics::render(state.store.as_ref(), &state.queue, consumers).await;
+    HttpResponse::Ok().content_type(wbd_platform::metrics::CONTENT_TYPE).body(body)
 }
 
 /// Every minute, forgets the rate-limited things whose allowance is whole again (on PostgreSQL

@@ -4,6 +4,8 @@
 //!   the consumers are, without failing on them (restarting a worker does not bring a broker back).
 //! - `GET /readyz` (readiness): the database answers, the queue answers, and at least one
 //!   consumer is taking messages; `503` otherwise.
+//! - `GET /metrics`: the worker's metrics in the Prometheus text format (evaluations, findings,
+//!   deliveries, outbox, pool, queue, consumers; `wbd_platform::metrics`).
 
 use std::sync::Arc;
 
@@ -39,6 +41,12 @@ async fn healthz(backends: web::Data<Backends>) -> HttpResponse {
     HttpResponse::Ok().json(backends.status().await.1)
 }
 
+async fn metrics(backends: web::Data<Backends>) -> HttpResponse {
+    let consumers = Some(wbd_platform::background::active_consumers());
+    let body = wbd_platform::metrics::render(backends.store.as_ref(), &backends.queue, consumers).await;
+    HttpResponse::Ok().content_type(wbd_platform::metrics::CONTENT_TYPE).body(body)
+}
+
 async fn readyz(backends: web::Data<Backends>) -> HttpResponse {
     match backends.status().await {
         (true, body) => HttpResponse::Ok().json(body),
@@ -54,6 +62,7 @@ pub fn serve(listen: &str, store: Arc<dyn Store>, queue: Queue) -> anyhow::Resul
             .app_data(backends.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics))
     })
     .workers(1)
     .disable_signals()

@@ -49,6 +49,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    wbd_platform::metrics::install();
     let (store, queue) = wbd_platform::open_backends(&settings).await?;
     let cancel = CancellationToken::new();
     let health = match settings.worker.listen.as_str() {

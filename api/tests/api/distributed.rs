@@ -458,6 +458,16 @@ async fn restarting_rabbitmq_mid_run_loses_nothing_and_duplicates_nothing() {
     rabbitmqctl("stop_app").await;
     // Accepted while the broker is down: held in the outbox.
     let pushed = push_failures(&cluster, &base, &collectors, 1, 2).await;
+    // The API stays ready (a load balancer keeps sending it what it can serve); its liveness
+    // details and metrics say the queue is down.
+    let ready = cluster.client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "readiness must not follow the broker");
+    let health: Value =
+        cluster.client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((health["database"].as_str(), health["queue"].as_str()), (Some("ok"), Some("unavailable")));
+    let metrics = cluster.client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let queue_ready = metrics.lines().find_map(|l| l.strip_prefix("wbd_queue_ready "));
+    assert_eq!(queue_ready.and_then(|v| v.parse::<f64>().ok()), Some(0.0), "{metrics}");
     rabbitmqctl("start_app").await;
     rabbitmqctl("await_startup").await;
     expected += pushed;

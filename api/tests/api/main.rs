@@ -15,6 +15,7 @@ mod e2e;
 mod ingest;
 mod integrations;
 mod lifecycle;
+mod metrics;
 mod notifications;
 mod openapi;
 mod parameters;

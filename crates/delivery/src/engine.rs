@@ -260,7 +260,7 @@ impl Engine {
             }
         }
         match self.store.complete_attempt(&delivery, &record).await {
-            Ok(true) => {}
+            Ok(true) => count_attempt(&integration.kind, &record),
             Ok(false) => {
                 tracing::warn!("the delivery's lease ran out before the attempt was recorded");
                 return;
@@ -308,7 +308,11 @@ impl Engine {
             .map(|i| events::delivery_for(i, &event, None))
             .collect();
         match self.store.disable_integration(org, integration.id, reason, &notify, now).await {
-            Ok(true) => tracing::warn!(integration_id = %integration.id, reason, "integration switched off"),
+            Ok(true) => {
+                metrics::counter!("wbd_integrations_disabled_total", "kind" => integration.kind.clone())
+                    .increment(1);
+                tracing::warn!(integration_id = %integration.id, reason, "integration switched off");
+            }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cannot switch the failing integration off"),
         }
@@ -589,4 +593,20 @@ async fn deliver_loop(engine: Arc<Engine>, wake: Arc<Notify>, cancel: Cancellati
     }
     // Let attempts in flight finish and record (their leases would hold them otherwise).
     while running.join_next().await.is_some() {}
+}
+
+/// Delivery metrics of one recorded attempt: its outcome (`delivered`; `failed`, to be retried;
+/// `dead`, no attempt left) and time by integration kind, and whether the destination throttled.
+fn count_attempt(kind: &str, record: &AttemptRecord) {
+    let outcome = match (record.succeeded, record.retry_at) {
+        (true, _) => "delivered",
+        (false, Some(_)) => "failed",
+        (false, None) => "dead",
+    };
+    metrics::counter!("wbd_deliveries_total", "kind" => kind.to_owned(), "outcome" => outcome).increment(1);
+    metrics::histogram!("wbd_delivery_attempt_duration_seconds", "kind" => kind.to_owned())
+        .record(record.latency_ms as f64 / 1000.0);
+    if record.throttle_until.is_some() {
+        metrics::counter!("wbd_integrations_throttled_total", "kind" => kind.to_owned()).increment(1);
+    }
 }

@@ -16,7 +16,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use wbd_store::{
-    ApplyOutcome, EvaluationChanges, FindingChange, Store, StoreError, TenantScope, TenantSnapshot,
+    ApplyOutcome, EvaluationChanges, FindingChange, FindingId, Store, StoreError, TenantScope, TenantSnapshot,
 };
 
 use crate::lifecycle::{DampingDefaults, DampingTable, fingerprint, plan_changes};
@@ -49,6 +49,33 @@ pub struct ChangeCounts {
     pub reannounced: u32,
     pub updated: u32,
     pub resolved: u32,
+}
+
+/// Counts committed changes in the metrics: findings opened (reopened and re-announced ones too)
+/// and resolved, by rule and severity. A custom rule counts as `custom` (its id is a tenant's
+/// own choice; labels stay a bounded set).
+fn count_changes(snapshot: &TenantSnapshot, changes: &[FindingChange]) {
+    let label = |rule: &str| {
+        if wbd_rules::rules().iter().any(|r| r.id == rule) { rule.to_owned() } else { "custom".to_owned() }
+    };
+    let rule_of = |id: &FindingId| snapshot.findings.iter().find(|f| f.id == *id);
+    for change in changes {
+        let (name, rule, severity) = match change {
+            FindingChange::Open { rule_id, severity, .. } => {
+                ("wbd_findings_opened_total", label(rule_id), severity.as_str())
+            }
+            FindingChange::Reopen { id, severity, .. } | FindingChange::Reannounce { id, severity, .. } => {
+                let Some(finding) = rule_of(id) else { continue };
+                ("wbd_findings_opened_total", label(&finding.rule_id), severity.as_str())
+            }
+            FindingChange::Resolve { id, .. } => {
+                let Some(finding) = rule_of(id) else { continue };
+                ("wbd_findings_resolved_total", label(&finding.rule_id), finding.severity.as_str())
+            }
+            FindingChange::Update { .. } => continue,
+        };
+        metrics::counter!(name, "rule" => rule, "severity" => severity).increment(1);
+    }
 }
 
 impl ChangeCounts {
@@ -211,6 +238,7 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
         let counts = ChangeCounts::of(&changes.findings);
         match store.apply(scope, message_id, snapshot.facts_version, &changes, now).await? {
             ApplyOutcome::Applied => {
+                count_changes(&snapshot, &changes.findings);
                 tracing::debug!(
                     facts_version = snapshot.facts_version,
                     evaluations = evaluations.len(),

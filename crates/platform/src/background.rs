@@ -134,7 +134,10 @@ async fn handle(store: &dyn Store, damping: DampingDefaults, delivery: Delivery,
         }
         let mut backoff = Duration::from_millis(200);
         for attempt in 1.. {
-            match evaluate_tenant(store, damping, message.scope(), Some(message.id), Utc::now(), true).await {
+            let started = std::time::Instant::now();
+            let result = evaluate_tenant(store, damping, message.scope(), Some(message.id), Utc::now(), true).await;
+            count_evaluation(&result, started, message.created_at);
+            match result {
                 Ok(outcome) => {
                     log_outcome(&outcome);
                     if let Err(e) = delivery.ack().await {
@@ -171,6 +174,26 @@ async fn handle(store: &dyn Store, damping: DampingDefaults, delivery: Delivery,
 
 /// Store failures retried in process before a message goes back to the queue.
 const MAX_IN_PROCESS_ATTEMPTS: u32 = 8;
+
+/// Evaluation metrics: how long it took, how long after its batch was stored it was committed,
+/// and what came of it (`applied`, `unchanged` when nothing was left to do, `failed`).
+fn count_evaluation<E>(
+    result: &Result<EvaluationOutcome, E>,
+    started: std::time::Instant,
+    written_at: chrono::DateTime<Utc>,
+) {
+    let outcome = match result {
+        Ok(EvaluationOutcome::Applied { .. }) => {
+            metrics::histogram!("wbd_evaluation_duration_seconds").record(started.elapsed().as_secs_f64());
+            let lag = (Utc::now() - written_at).as_seconds_f64().max(0.0);
+            metrics::histogram!("wbd_evaluation_lag_seconds").record(lag);
+            "applied"
+        }
+        Ok(_) => "unchanged",
+        Err(_) => "failed",
+    };
+    metrics::counter!("wbd_evaluations_total", "outcome" => outcome).increment(1);
+}
 
 fn log_outcome(outcome: &EvaluationOutcome) {
     tracing::info!(?outcome, "evaluation done");

@@ -4,6 +4,7 @@
 
 pub mod background;
 pub mod health;
+pub mod metrics;
 pub mod settings;
 pub mod telemetry;
 

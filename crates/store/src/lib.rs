@@ -52,6 +52,15 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A store's connection pool at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open, idle or in use.
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// Which backend a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -371,6 +380,12 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
     async fn count_outbox(&self) -> Result<u64>;
 
     async fn count_dead_letters(&self) -> Result<u64>;
+
+    /// When the oldest message waiting in the outbox was written (`None`: it is empty).
+    async fn oldest_outbox_message(&self) -> Result<Option<DateTime<Utc>>>;
+
+    /// The connection pool's use now.
+    fn pool_stats(&self) -> PoolStats;
 
     // ---- evaluation -----------------------------------------------------------------------
 

@@ -100,6 +100,22 @@ fn the_worker_serves_its_health_and_healthcheck_reports_it() {
     assert_eq!(body["queue"], "ok");
     assert!(body["consumers"].as_u64().unwrap() >= 1, "{body}");
 
+    // Its metrics: the consumers it runs, the queue, the database pool, in the text format.
+    let (status, metrics) = get(&format!("http://{listen}/metrics")).expect("metrics answer");
+    assert_eq!(status, 200);
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(value("wbd_consumers_active") >= 1.0);
+    assert_eq!(value("wbd_queue_ready"), 1.0);
+    assert_eq!(value("wbd_db_up"), 1.0);
+    assert!(value("wbd_db_pool_max_connections") >= 1.0);
+    assert!(metrics.contains("# TYPE wbd_consumers_active gauge"), "{metrics}");
+
     let out = with_env(worker()).arg("healthcheck").output().expect("wbd-worker runs");
     assert!(out.status.success(), "{out:?}");
     drop(running);

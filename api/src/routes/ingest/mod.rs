@@ -48,19 +48,28 @@ pub async fn ingest(
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
+    let answer = receive(&state, &req, payload).await;
+    if let Err(e) = &answer {
+        metrics::counter!("wbd_ingest_batches_total", "outcome" => "refused", "reason" => e.code.code())
+            .increment(1);
+    }
+    answer
+}
+
+async fn receive(state: &AppState, req: &HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
     let now = Utc::now();
-    let credential = authenticate_collector(&state, &req, now).await?;
+    let credential = authenticate_collector(state, req, now).await?;
     let collector = &credential.collector;
     let span = tracing::Span::current();
     span.record("org_id", tracing::field::display(collector.org_id));
     span.record("collector_id", tracing::field::display(collector.id));
     span.record("tenant_id", tracing::field::display(collector.tenant_id));
 
-    let batch = CheckedBatch::receive(&req, payload, now).await?;
-    credential.spend(&state, batch.body_sha256(), now).await?;
+    let batch = CheckedBatch::receive(req, payload, now).await?;
+    credential.spend(state, batch.body_sha256(), now).await?;
     state.rate_limits.check(Subject::Collector(collector.id), now).await?;
-    let accepted = store(&state, collector, &batch, &span, now).await?;
-    let commands = waiting_commands(&state, collector, &batch, now).await?;
+    let accepted = store(state, collector, &batch, &span, now).await?;
+    let commands = waiting_commands(state, collector, &batch, now).await?;
     Ok(HttpResponse::Accepted().json(IngestAccepted { batch_id: batch.batch_id(), accepted, commands }))
 }
 
@@ -82,10 +91,15 @@ async fn store(
     match outcome {
         IngestOutcome::Accepted { accepted } => {
             state.queue.notify();
+            metrics::counter!("wbd_ingest_batches_total", "outcome" => "accepted", "reason" => "")
+                .increment(1);
+            metrics::counter!("wbd_ingest_results_total").increment(u64::from(accepted));
             tracing::info!(accepted, "batch accepted");
             Ok(accepted)
         }
         IngestOutcome::Duplicate { accepted } => {
+            metrics::counter!("wbd_ingest_batches_total", "outcome" => "duplicate", "reason" => "")
+                .increment(1);
             tracing::info!(accepted, "batch already stored; answering as before");
             Ok(accepted)
         }

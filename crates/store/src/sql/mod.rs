@@ -92,6 +92,14 @@ forward! { impl Store {
     fn backend(&self) -> Backend {
         dialect::BACKEND
     }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
 } to {
     accounts::ping() -> ();
     accounts::get_or_create_secret(name: &str, generated: Vec<u8>) -> Vec<u8>;
@@ -125,6 +133,7 @@ forward! { impl Store {
     dialect::dead_letter_outbox(id: Uuid, reason: &str, now: DateTime<Utc>) -> ();
     outbox::count_outbox() -> u64;
     outbox::count_dead_letters() -> u64;
+    outbox::oldest_outbox_message() -> Option<DateTime<Utc>>;
 
     evaluation::load_tenant_snapshot(scope: TenantScope) -> Option<TenantSnapshot>;
     evaluation::apply_evaluation(scope: TenantScope, message_id: Option<Uuid>, facts_version: i64, changes: &EvaluationChanges, now: DateTime<Utc>) -> ApplyOutcome;

@@ -65,6 +65,14 @@ pub(super) async fn count_outbox(pool: &DbPool) -> Result<u64> {
     to_u64(n, "count(outbox)")
 }
 
+/// When the oldest message waiting in the outbox was written (`None`: the outbox is empty).
+pub(super) async fn oldest_outbox_message(pool: &DbPool) -> Result<Option<DateTime<Utc>>> {
+    let row = sqlx::query("SELECT created_at FROM outbox ORDER BY created_at, id LIMIT 1")
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| r.try_get::<DateTime<Utc>, _>("created_at")).transpose()?)
+}
+
 pub(super) async fn count_dead_letters(pool: &DbPool) -> Result<u64> {
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(pool).await?;
     to_u64(n, "count(dead_letters)")

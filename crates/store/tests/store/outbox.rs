@@ -57,12 +57,15 @@ contract_test! {
         let claimed = store.claim_outbox(10, LEASE, at(200)).await?;
         assert_eq!(claimed.len(), 3);
 
+        assert_eq!(store.oldest_outbox_message().await?, Some(at(100)));
         store.delete_outbox(&[claimed[0].id, claimed[1].id]).await?;
         store.delete_outbox(&[]).await?;
         assert_eq!(store.count_outbox().await?, 1);
+        assert_eq!(store.oldest_outbox_message().await?, Some(at(102)), "the oldest still waiting");
 
         store.dead_letter_outbox(claimed[2].id, "evaluation failed 5 times", at(300)).await?;
         assert_eq!((store.count_outbox().await?, store.count_dead_letters().await?), (0, 1));
+        assert_eq!(store.oldest_outbox_message().await?, None);
         // A dead letter is never claimed again, even long after its lease.
         assert!(store.claim_outbox(10, LEASE, at(99_999)).await?.is_empty());
         // Unknown ids are a no-op, not an error.
