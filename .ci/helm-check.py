@@ -6,12 +6,17 @@ rendered manifest against the Kubernetes OpenAPI schemas of each version asked f
 (kubernetes-validate, strict: unknown fields are errors), and the chart's own promises (no
 secret value outside a Secret, non-root, read-only root filesystem, probes on the right ports).
 Then values that must be refused are refused. Rendered manifests are written to OUT for yamllint.
+With WBD_API_BIN set to a wbd-api binary, the environment each rendered container gets is handed
+to that binary's own settings loader (`wbd-api healthcheck` loads and validates the settings
+before it tries to connect), so the chart's way of writing settings is checked against the code.
 
     python .ci/helm-check.py CHART OUT KUBE_VERSIONS VALUES_FILE...
 """
 
 import copy
+import os
 import pathlib
+import subprocess
 import sys
 
 import helm_python as helm
@@ -130,6 +135,36 @@ def validate(label, docs, kube_versions):
     return checked, skipped
 
 
+def check_settings(label, docs, binary):
+    """Every container's environment, with made-up secrets, passes wbd-api's settings loader."""
+    made_up = {
+        "DATABASE_URL": "postgres://wbd@127.0.0.1:9/wbd",
+        "AMQP_URL": "amqp://wbd@127.0.0.1:9/%2f",
+        "WBD_DELIVERY__SECRETS_KEY": "qPq0u6k3n3Uu2dDq3l0m4n5o6p7q8r9s0t1u2v3w4x4=",
+        "WBD_DELIVERY__PREVIOUS_SECRETS_KEYS": '["qPq0u6k3n3Uu2dDq3l0m4n5o6p7q8r9s0t1u2v3w4x4="]',
+    }
+    checked = 0
+    for path, doc in docs:
+        spec = doc.get("spec", {}).get("template", {}).get("spec")
+        for container in (spec or {}).get("containers", []):
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            for var in container.get("env", []):
+                if "value" in var:
+                    env[var["name"]] = var["value"]
+                elif var["name"] in made_up:
+                    env[var["name"]] = made_up[var["name"]]
+            # Nothing listens on port 9 (discard): the health check fails to connect, after the
+            # settings were loaded and validated.
+            env["WBD_SERVER__LISTEN"] = "127.0.0.1:9"
+            env["WBD_WORKER__LISTEN"] = "127.0.0.1:9"
+            run = subprocess.run([binary, "healthcheck"], env=env, capture_output=True, text=True, timeout=60)
+            if "configuration" in run.stderr or "/healthz" not in run.stderr:
+                fail(f"{label}: {path}: {container['name']}: the settings loader refused the environment: "
+                     f"{run.stderr.strip()[:400]}")
+            checked += 1
+    return checked
+
+
 # Values that must be refused, each on top of ci/default-values.yaml.
 MUST_REFUSE = {
     "image.tag latest": {"image": {"tag": "latest"}},
@@ -167,6 +202,8 @@ def main():
         docs = list(documents(rendered))
         kinds = check_promises(label, docs, values)
         checked, skipped = validate(label, docs, kube_versions)
+        binary = os.environ.get("WBD_API_BIN")
+        loaded = check_settings(label, docs, binary) if binary else 0
         target = out / label.replace(".yaml", "")
         target.mkdir(exist_ok=True)
         for path, text in rendered.items():
@@ -174,7 +211,8 @@ def main():
                 (target / pathlib.Path(path).name).write_text(text)
         summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         print(f"ok   {label}: lint, schema, template ({summary}); {checked} manifests valid against "
-              f"Kubernetes {', '.join(kube_versions)} (strict); {skipped} CRD manifest(s) not schema-checked")
+              f"Kubernetes {', '.join(kube_versions)} (strict); {skipped} CRD manifest(s) not schema-checked; "
+              f"{loaded} container environments accepted by {binary or 'no'} wbd-api settings loader")
     for label, patch in MUST_REFUSE.items():
         values = merge(base, patch)
         try:
