@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod check_config;
 pub mod credentials;
 pub mod error;
 pub mod fallback;

@@ -32,6 +32,10 @@ enum Command {
     /// Apply the database migrations and exit (every process also applies them at start-up,
     /// one at a time under a lock; this runs them once, e.g. as a release job).
     Migrate,
+    /// Check the settings, the files and addresses they name, the database (migrations compared,
+    /// nothing applied) and the broker, without serving; print the settings with secrets hidden.
+    /// Exits 1 on any problem.
+    CheckConfig,
     /// Ask this host's API (at `server.listen`) whether it is alive: exit 0 if so, 1 if not. For a
     /// container HEALTHCHECK or an exec probe; needs no shell or other tool.
     Healthcheck,
@@ -50,6 +54,15 @@ fn main() -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(wbd_platform::health::check(&url, std::time::Duration::from_secs(5)))?;
         println!("healthy: {url}");
+        return Ok(());
+    }
+    if let Some(Command::CheckConfig) = cli.command {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let report = runtime.block_on(wbd_api::check_config::run(&settings));
+        print!("{}", report.text);
+        if !report.ok {
+            std::process::exit(1);
+        }
         return Ok(());
     }
     let _telemetry = wbd_platform::telemetry::init(&settings.telemetry, "wbd-api")?;
@@ -77,7 +90,7 @@ fn main() -> anyhow::Result<()> {
                 println!("migrations applied: {}", settings.database.redacted_url());
                 Ok(())
             }
-            Some(Command::Openapi | Command::Healthcheck) => Ok(()),
+            Some(Command::Openapi | Command::Healthcheck | Command::CheckConfig) => Ok(()),
         }
     });
     if let Err(e) = &result {

@@ -33,6 +33,12 @@ const TOKEN_SECRET: &str = "access-token-hs256";
 /// Where the OpenAPI document is served (as JSON), beside the routes it describes.
 const OPENAPI_JSON: &str = "/v1/openapi.json";
 
+/// …and as YAML (the same as `openapi.yaml` in the repository).
+const OPENAPI_YAML: &str = "/v1/openapi.yaml";
+
+/// Where people browse the API (Swagger UI, served from the binary; no CDN).
+const DOCS: &str = "/docs";
+
 /// Where Prometheus scrapes this process (`wbd_platform::metrics`).
 const METRICS: &str = "/metrics";
 
@@ -80,11 +86,14 @@ impl Application {
             network,
         });
         let document = crate::openapi::document();
-        let openapi_json = web::Data::new(
-            serde_json::to_string_pretty(&document).context("rendering the OpenAPI document")?,
-        );
-        let known_routes =
-            web::Data::new(KnownRoutes::new(&document, &[(OPENAPI_JSON, "GET"), (METRICS, "GET")]));
+        let openapi_text = web::Data::new(OpenApiText {
+            json: serde_json::to_string_pretty(&document).context("rendering the OpenAPI document")?,
+            yaml: crate::openapi::yaml().context("rendering the OpenAPI document as YAML")?,
+        });
+        let known_routes = web::Data::new(KnownRoutes::new(
+            &document,
+            &[(OPENAPI_JSON, "GET"), (OPENAPI_YAML, "GET"), (DOCS, "GET"), (METRICS, "GET")],
+        ));
 
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("binding server.listen = {}", settings.server.listen))?;
@@ -92,7 +101,7 @@ impl Application {
         let factory = move || {
             let (app, _) = App::new()
                 .app_data(state.clone())
-                .app_data(openapi_json.clone())
+                .app_data(openapi_text.clone())
                 .app_data(known_routes.clone())
                 .app_data(
                     web::JsonConfig::default()
@@ -149,7 +158,10 @@ impl Application {
                 .into_utoipa_app()
                 .configure(crate::routes::configure)
                 .split_for_parts();
-            app.route(OPENAPI_JSON, web::get().to(openapi_document))
+            app.route(OPENAPI_JSON, web::get().to(openapi_json))
+                .route(OPENAPI_YAML, web::get().to(openapi_yaml))
+                .route(DOCS, web::get().to(docs_folder))
+                .service(docs())
                 .route(METRICS, web::get().to(metrics_text))
                 .default_service(web::to(crate::fallback::unrouted))
         };
@@ -282,11 +294,33 @@ impl RootSpanBuilder for RootSpan {
     }
 }
 
-async fn openapi_document(doc: web::Data<String>) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(doc.get_ref().clone())
+/// The OpenAPI document, rendered once at start-up.
+struct OpenApiText {
+    json: String,
+    yaml: String,
 }
 
-fn load_tls(settings: &Settings) -> anyhow::Result<rustls::ServerConfig> {
+async fn openapi_json(doc: web::Data<OpenApiText>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(doc.json.clone())
+}
+
+async fn openapi_yaml(doc: web::Data<OpenApiText>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/yaml").body(doc.yaml.clone())
+}
+
+/// `/docs` is the folder `/docs/` (Swagger UI's files are addressed relative to it).
+async fn docs_folder() -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header(("location", "/docs/")).finish()
+}
+
+/// Swagger UI at `/docs/`, reading the document from `/v1/openapi.json`; its files are compiled
+/// into the binary.
+fn docs() -> utoipa_swagger_ui::SwaggerUi {
+    let config = utoipa_swagger_ui::Config::new([OPENAPI_JSON]).try_it_out_enabled(true);
+    utoipa_swagger_ui::SwaggerUi::new(format!("{DOCS}/{{_:.*}}")).config(config)
+}
+
+pub(crate) fn load_tls(settings: &Settings) -> anyhow::Result<rustls::ServerConfig> {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let cert_file = &settings.server.tls_cert_file;

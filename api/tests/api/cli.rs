@@ -70,3 +70,41 @@ fn healthcheck_answers_with_the_exit_code() {
     drop(running);
     assert!(!healthcheck().status.success(), "a stopped server is not healthy");
 }
+
+/// `check-config` says what the process would use and whether it can, changing nothing: the
+/// SQLite file is not created, migrations are compared and not applied, secrets never shown.
+#[test]
+fn check_config_reports_every_check_hides_secrets_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wbd.db");
+    let db = format!("sqlite://{}", file.display());
+    let key = "c2VjcmV0LWtleS0xMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+
+    let out = api(&db).arg("check-config").env("WBD_DELIVERY__SECRETS_KEY", key).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("no file yet") && stdout.ends_with("configuration ok\n"), "{stdout}");
+    assert!(!stdout.contains(key) && stdout.contains("(set, hidden)"), "{stdout}");
+    assert!(!file.exists(), "check-config created the database");
+
+    let out = api(&db).arg("migrate").output().expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let out = api(&db).arg("check-config").output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains(" 0 to apply"), "{stdout}");
+
+    // Each problem fails the run and is named; a password in a URL stays hidden.
+    let out = api("postgres://wbd:hunter2@127.0.0.1:1/wbd")
+        .arg("check-config")
+        .env("WBD_SERVER__TRUSTED_PROXIES", r#"["10.0.0.0/33"]"#)
+        .env("AMQP_URL", "amqp://wbd:hunter3@127.0.0.1:1/%2f")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    for failed in ["server.trusted_proxies", "delivery.secrets_key", "database", "queue"] {
+        assert!(stdout.contains(&format!("FAIL  {failed}:")), "{failed} not failed:\n{stdout}");
+    }
+    assert!(!stdout.contains("hunter2") && !stdout.contains("hunter3"), "{stdout}");
+}

@@ -71,3 +71,41 @@ fn page_sizes_are_documented_with_their_range() {
         );
     }
 }
+
+/// The browsable docs: Swagger UI at `/docs/`, every file it loads served by the API itself (no
+/// CDN: MSP networks often block them), reading the API's own document; the document as YAML
+/// beside the JSON, the same as `openapi.yaml`.
+#[tokio::test]
+async fn the_docs_are_served_from_the_binary_and_read_the_apis_own_document() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(res.headers()["location"], "/docs/");
+
+    let page = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = page.text().await.unwrap();
+    let assets: Vec<&str> = page
+        .split(['"', '\''])
+        .filter(|s| s.ends_with(".js") || s.ends_with(".css") || s.ends_with(".png"))
+        .collect();
+    assert!(assets.iter().any(|a| a.ends_with("swagger-ui-bundle.js")), "{page}");
+    for asset in &assets {
+        assert!(!asset.contains("://") && !asset.starts_with("//"), "{asset} is not served by the API");
+        let url = app.url(&format!("/docs/{}", asset.trim_start_matches("./")));
+        let res = app.client.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), reqwest::StatusCode::OK, "{url}");
+        assert!(!res.bytes().await.unwrap().is_empty(), "{url}");
+    }
+    let init =
+        app.client.get(app.url("/docs/swagger-initializer.js")).send().await.unwrap().text().await.unwrap();
+    assert!(init.contains("\"/v1/openapi.json\""), "{init}");
+
+    let yaml = app.client.get(app.url("/v1/openapi.yaml")).send().await.unwrap();
+    assert_eq!(yaml.headers()["content-type"], "application/yaml");
+    let committed = include_str!("../../../openapi.yaml");
+    assert_eq!(yaml.text().await.unwrap(), committed, "GET /v1/openapi.yaml is openapi.yaml");
+    app.shutdown().await;
+}

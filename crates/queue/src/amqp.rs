@@ -91,6 +91,26 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Connects once and closes, declaring nothing: whether `url` reaches a broker that lets us
+    /// in (`wbd-api check-config`).
+    pub(crate) async fn check(url: &str, settings: &QueueSettings) -> Result<(), QueueError> {
+        let display_url = redact_password(url);
+        let uri = parse_url(url, &display_url)?;
+        let broker = Broker {
+            inner: Arc::new(BrokerInner {
+                uri,
+                display_url,
+                names: Names::new(settings)?,
+                control: tokio::sync::Mutex::new(None),
+            }),
+        };
+        let connection = broker.connect(settings, "check", settings.connect_timeout).await?;
+        if let Err(error) = connection.close(200, "OK".into()).await {
+            tracing::debug!(error = %error, "closing the check connection failed");
+        }
+        Ok(())
+    }
+
     pub(crate) fn names(&self) -> &Names {
         &self.inner.names
     }

@@ -254,6 +254,13 @@ enum Transport {
     Amqp(amqp::Broker),
 }
 
+/// Checks that `url` reaches a message broker that lets us in, and closes the connection again;
+/// declares nothing (for `check-config`).
+pub async fn check_broker(url: &str, settings: &QueueSettings) -> Result<(), QueueError> {
+    settings.validate()?;
+    amqp::Broker::check(url, settings).await
+}
+
 impl Queue {
     /// Opens the queue. Amqp: parses the URL, connects and declares the topology, failing
     /// with [`QueueError::Connect`] / [`QueueError::ConnectTimeout`] if the broker is

@@ -507,6 +507,64 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
     ) -> Result<Vec<AuditEntry>>;
 }
 
+/// What `check` found of a database: reachable, and how its migrations stand against this
+/// build's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseCheck {
+    pub backend: Backend,
+    /// Migrations of this build the database has applied…
+    pub applied: usize,
+    /// …and not yet (applied at the next start, or by `wbd-api migrate`).
+    pub pending: usize,
+    /// Migrations the database has that this build does not know (a newer version ran on it:
+    /// this one would refuse to start).
+    pub unknown: usize,
+    /// A SQLite file that does not exist yet (it is created at the first start).
+    pub missing_file: bool,
+}
+
+/// Connects to the database named by `url` without changing anything (no migration, no file
+/// created) and compares its migrations with this build's.
+pub async fn check(url: &str) -> Result<DatabaseCheck> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        pg::check(url).await
+    } else if url.starts_with("sqlite:") {
+        sqlite::check(url).await
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// Compares the versions a database applied with `migrator`'s.
+fn compare_migrations(
+    backend: Backend,
+    applied: &[i64],
+    migrator: &sqlx::migrate::Migrator,
+) -> DatabaseCheck {
+    let known: Vec<i64> =
+        migrator.iter().filter(|m| !m.migration_type.is_down_migration()).map(|m| m.version).collect();
+    DatabaseCheck {
+        backend,
+        applied: known.iter().filter(|v| applied.contains(v)).count(),
+        pending: known.iter().filter(|v| !applied.contains(v)).count(),
+        unknown: applied.iter().filter(|v| !known.contains(v)).count(),
+        missing_file: false,
+    }
+}
+
+/// The versions recorded in sqlx's migration table: `query`'s result, where a missing table
+/// means none applied yet.
+fn applied_versions(query: std::result::Result<Vec<i64>, sqlx::Error>) -> Result<Vec<i64>> {
+    match query {
+        Ok(versions) => Ok(versions),
+        Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// sqlx's record of the migrations a database applied.
+const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+
 /// Connects to the store named by `url` (`postgres://…`, `postgresql://…` or `sqlite://…`;
 /// a SQLite file is created if missing and runs in WAL mode) and applies its migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>> {

@@ -25,6 +25,17 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// `crate::check` on PostgreSQL: one connection, one read.
+pub(crate) async fn check(url: &str) -> Result<crate::DatabaseCheck> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let applied = crate::applied_versions(
+        sqlx::query_scalar::<_, i64>(crate::APPLIED_MIGRATIONS).fetch_all(&mut conn).await,
+    )?;
+    let _ = conn.close().await;
+    Ok(crate::compare_migrations(Backend::Postgres, &applied, &MIGRATOR))
+}
+
 impl PgStore {
     /// Connects and applies the PostgreSQL migrations (sqlx serialises concurrent migrators with
     /// an advisory lock, so many processes may start at once).

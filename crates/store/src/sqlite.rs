@@ -35,6 +35,24 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// `crate::check` on SQLite: opens the file read-only if it exists; a missing file is reported,
+/// not created.
+pub(crate) async fn check(url: &str) -> Result<crate::DatabaseCheck> {
+    use sqlx::Connection as _;
+    let options = SqliteConnectOptions::from_str(url)?.read_only(true).create_if_missing(false);
+    if !options.get_filename().exists() {
+        let mut check = crate::compare_migrations(Backend::Sqlite, &[], &MIGRATOR);
+        check.missing_file = true;
+        return Ok(check);
+    }
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    let applied = crate::applied_versions(
+        sqlx::query_scalar::<_, i64>(crate::APPLIED_MIGRATIONS).fetch_all(&mut conn).await,
+    )?;
+    let _ = conn.close().await;
+    Ok(crate::compare_migrations(Backend::Sqlite, &applied, &MIGRATOR))
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database file in WAL mode and applies the SQLite
     /// migrations. `sqlite::memory:` is unsuitable with more than one connection: each would
