@@ -28,6 +28,23 @@ use crate::run::Collector;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
+/// Where the log goes and in what form (every command).
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// `text` (for people) or `json` (one JSON object per line, for a log collector).
+    #[arg(long, global = true, env = "WBD_COLLECTOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Write the log to files instead of stderr (a Windows service has no console): a new file
+    /// each day, named after this one with the date (`collector.log` → `collector.2026-12-06.log`).
+    #[arg(long, global = true, env = "WBD_COLLECTOR_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Daily log files kept beside the current one; older ones are deleted.
+    #[arg(long, global = true, env = "WBD_COLLECTOR_LOG_KEEP", default_value_t = 14, value_parser = clap::value_parser!(u16).range(1..=366))]
+    pub log_keep: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,10 +65,6 @@ pub struct ServiceArgs {
     /// The TOML configuration file.
     #[arg(long, env = "WBD_COLLECTOR_CONFIG")]
     pub config: PathBuf,
-    /// Where to write the log (a service has no console). Kept under 10 MiB: a longer file is
-    /// renamed to `<file>.old` at start.
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -125,47 +138,49 @@ fn parse_lang(s: &str) -> Result<Lang, String> {
     Lang::from_tag(s).ok_or_else(|| format!("`{s}` is not a shipped language (en, pl, uk)"))
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them. The default is `info`, except for `probe`,
-/// whose report already says everything the info lines would.
-pub fn init_logging(command: &Command) {
+/// Logs go to stderr, or to daily files with `--log-file`; `RUST_LOG` filters them. The default
+/// is `info`, except for `probe`, whose report already says everything the info lines would.
+pub fn init_logging(cli: &Cli) {
     use std::io::IsTerminal;
-    let default = if matches!(command, Command::Probe(_)) { "warn" } else { "info" };
+    let default = if matches!(cli.command, Command::Probe(_)) { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    if let Command::Service(ServiceArgs { log_file: Some(path), .. }) = command {
-        match open_log_file(path) {
-            Ok(file) => {
-                let _ = tracing_subscriber::fmt()
-                    .with_env_filter(filter)
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_ansi(false)
-                    .try_init();
+    let json = cli.logging.log_format == "json";
+    if let Some(path) = &cli.logging.log_file {
+        match daily_log_files(path, cli.logging.log_keep) {
+            Ok(files) => {
+                let builder =
+                    tracing_subscriber::fmt().with_env_filter(filter).with_writer(files).with_ansi(false);
+                let _ = if json { builder.json().try_init() } else { builder.try_init() };
                 return;
             }
             Err(e) => eprintln!("warning: --log-file {}: {e}; logging to stderr", path.display()),
         }
     }
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal; a service's log file should stay plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_ansi(!json && std::io::stderr().is_terminal());
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
-/// Largest log file kept as is at start; a longer one becomes `<file>.old`.
-const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
-
-fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
-        let mut old = path.as_os_str().to_owned();
-        old.push(".old");
-        std::fs::rename(path, old)?;
+/// Daily files beside `path`, named after it with the date (`collector.log` →
+/// `collector.2026-12-06.log`), keeping `keep` of them (tracing-appender rotates and prunes).
+fn daily_log_files(
+    path: &std::path::Path,
+    keep: u16,
+) -> Result<tracing_appender::rolling::RollingFileAppender, String> {
+    use tracing_appender::rolling::{Builder, Rotation};
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty()).unwrap_or("collector");
+    let mut builder =
+        Builder::new().rotation(Rotation::DAILY).filename_prefix(stem).max_log_files(usize::from(keep) + 1);
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        builder = builder.filename_suffix(ext);
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    builder.build(dir).map_err(|e| e.to_string())
 }
 
 /// Runs one command to completion.

@@ -350,3 +350,51 @@ async fn probe_once_speaks_to_the_person_at_the_site_in_their_language() {
     let out = output(cmd).await;
     assert!(text(&out.stderr).contains("Holding idle connections for up to 1 s"), "{}", text(&out.stderr));
 }
+
+/// `--log-file` writes daily files named after it, keeps `--log-keep` of them, and
+/// `--log-format json` makes each line one JSON object (for a log collector).
+#[tokio::test]
+async fn logs_go_to_daily_json_files_and_old_ones_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for day in 1..=4 {
+        std::fs::write(logs.join(format!("collector.2026-01-0{day}.log")), "old\n").unwrap();
+    }
+    std::fs::write(logs.join("collector.toml"), "# not a log\n").unwrap();
+    let config = dir.path().join("probe.toml");
+    let port = closed_port().await;
+    std::fs::write(
+        &config,
+        format!(
+            "[probes.idle_connection]\nenabled = false\n[probes.proxy]\nenabled = false\n\
+             [[endpoints]]\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"password_reset\"\n"
+        ),
+    )
+    .unwrap();
+
+    let mut cmd = collector();
+    cmd.env("RUST_LOG", "debug")
+        .args(["probe", "--once", "--config"])
+        .arg(&config)
+        .args(["--log-format", "json", "--log-keep", "2", "--log-file"])
+        .arg(logs.join("collector.log"));
+    let out = output(cmd).await;
+    assert!(text(&out.stderr).is_empty(), "the log went to stderr: {}", text(&out.stderr));
+
+    let today = logs.join(format!("collector.{}.log", chrono::Utc::now().format("%Y-%m-%d")));
+    let written = std::fs::read_to_string(&today).unwrap_or_else(|e| panic!("{}: {e}", today.display()));
+    assert!(!written.is_empty());
+    for line in written.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["level"].is_string() && entry["fields"].is_object(), "{line}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let kept = names.iter().filter(|n| n.starts_with("collector.") && n.ends_with(".log")).count();
+    assert_eq!(kept, 3, "today's file and the 2 kept: {names:?}");
+    assert!(names.contains(&"collector.toml".to_owned()), "only logs are pruned: {names:?}");
+}
