@@ -140,7 +140,9 @@ pub const NAME_PATTERN: &str =
 pub fn display_name(field: &str, name: &str) -> ApiResult<String> {
     // The length as sent (blanks around included), as the schema's maxLength counts it.
     let too_long = name.chars().count() > MAX_DISPLAY_NAME_CHARS;
-    let name = name.trim();
+    // Blank as the schema's pattern (`\s`, ECMAScript's) counts it: Unicode whitespace and the
+    // zero-width no-break space U+FEFF, which Rust's `trim` keeps.
+    let name = name.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
     if name.is_empty() || too_long {
         return Err(ApiError::new(
             ErrorCode::Validation,
@@ -186,6 +188,14 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn a_name_of_only_blanks_is_refused_whatever_the_blank() {
+        for blank in ["", "   ", "\u{feff}", " \u{feff}\u{3000} "] {
+            assert!(display_name("name", blank).is_err(), "{blank:?} was accepted");
+        }
+        assert_eq!(display_name("name", "\u{feff} Contoso ").ok().as_deref(), Some("Contoso"));
+    }
 
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
