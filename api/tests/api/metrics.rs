@@ -202,3 +202,102 @@ for f in parse(sys.stdin.read()):\n    print('family', f.name, f.type)\n    for 
     assert_eq!(queue_ready.and_then(|v| v.parse::<f64>().ok()), Some(1.0), "{worker}");
     app.shutdown().await;
 }
+
+/// What an OTLP/HTTP receiver got: each request's path and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A minimal OTLP/HTTP receiver (an OpenTelemetry Collector's part we need): takes every POST,
+/// keeps its path and body, answers 200.
+async fn otlp_receiver() -> (u16, Received) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received: Received = Default::default();
+    let store = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut request_line = String::new();
+                    if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                    let mut length = 0;
+                    loop {
+                        let mut header = String::new();
+                        if stream.read_line(&mut header).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if header.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    store.lock().unwrap().push((path, body));
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if stream.get_mut().write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+/// With an OTLP endpoint configured, `wbd-api` pushes its metrics there too (as it does its
+/// spans), while still serving `/metrics`.
+#[tokio::test]
+async fn with_an_otlp_endpoint_the_metrics_are_pushed_there_too() {
+    let (otlp_port, received) = otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = tokio::process::Command::new(workspace_bin("wbd-api"))
+        .env_remove("AMQP_URL")
+        .env_remove("WBD_CONFIG")
+        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("wbd.db").display()))
+        .env("WBD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{otlp_port}"))
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wbd-api starts");
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client.get(format!("{base}/healthz")).send().await.map(|r| r.status()).ok() != Some(StatusCode::OK)
+    {
+        assert!(std::time::Instant::now() < deadline, "wbd-api never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let res = client.get(format!("{base}/v1/tenants")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let scraped = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(scraped.contains("wbd_http_requests_total"), "/metrics is still served");
+
+    let pushed = |name: &str| {
+        received.lock().unwrap().iter().any(|(path, body)| {
+            path == "/v1/metrics" && body.windows(name.len()).any(|w| w == name.as_bytes())
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(pushed("wbd_http_requests_total") && pushed("/v1/tenants")) {
+        assert!(std::time::Instant::now() < deadline, "no OTLP metrics push named the request");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill().await.expect("wbd-api stops");
+}

@@ -7,9 +7,15 @@
 //! (outbox, dead letters, pending deliveries, the database pool, the queue, the consumers) and
 //! renders everything in the Prometheus text format.
 //!
+//! With an OTLP endpoint configured (`OTEL_EXPORTER_OTLP_ENDPOINT`, or
+//! `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`), the same metrics are also pushed over OTLP/HTTP, as
+//! the traces are (`otlp`, set up by `telemetry::init`).
+//!
 //! Labels are bounded sets: a route's pattern (never its ids), a method, a status, an outcome or
 //! error code, a rule id, a severity, an integration kind. No tenant, organisation or
 //! collector appears in a label.
+
+mod otlp;
 
 use std::sync::OnceLock;
 
@@ -27,6 +33,15 @@ const SECONDS_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// The OpenTelemetry meter to push through, when OTLP export is on (set before [`install`]).
+static OTLP_METER: OnceLock<opentelemetry::metrics::Meter> = OnceLock::new();
+
+/// Pushes every metric through `meter` as well (`telemetry::init` calls it when an OTLP endpoint
+/// is configured, before the recorder is installed).
+pub(crate) fn export_over_otlp(meter: opentelemetry::metrics::Meter) {
+    let _ = OTLP_METER.set(meter);
+}
+
 /// Installs the Prometheus recorder for this process (once; later calls, e.g. several servers
 /// in one test process, share it) and describes every metric.
 pub fn install() -> PrometheusHandle {
@@ -37,9 +52,19 @@ pub fn install() -> PrometheusHandle {
                 .expect("the buckets are not empty")
                 .build_recorder();
             let handle = recorder.handle();
+            let installed = match OTLP_METER.get() {
+                Some(meter) => metrics::set_global_recorder(
+                    metrics_util::layers::FanoutBuilder::default()
+                        .add_recorder(recorder)
+                        .add_recorder(otlp::OtelRecorder::new(meter.clone()))
+                        .build(),
+                )
+                .map_err(|_| ()),
+                None => metrics::set_global_recorder(recorder).map_err(|_| ()),
+            };
             // Another recorder may be in place already (a test harness's); ours then stays
             // unused and `/metrics` shows only the gauges it samples.
-            if metrics::set_global_recorder(recorder).is_err() {
+            if installed.is_err() {
                 tracing::warn!("a metrics recorder was installed before; /metrics shows sampled gauges only");
             }
             describe();

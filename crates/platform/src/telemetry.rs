@@ -1,11 +1,13 @@
 //! Logs and traces: `tracing` everywhere, formatted to stderr (pretty or JSON), and an
 //! OpenTelemetry layer so every span has a trace id. Spans are exported over OTLP/HTTP only
-//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. The W3C `traceparent` of a span is what travels
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; so are the metrics (`crate::metrics`). The W3C `traceparent` of a span is what travels
 //! with a batch through the outbox and the queue (`wbd_trace`, re-exported here).
 
 use std::sync::Once;
 
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::LevelFilter;
@@ -20,6 +22,7 @@ use crate::settings::{LogFormat, TelemetrySettings};
 /// Flushes and shuts the trace pipeline down when dropped: keep it alive for the process.
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
@@ -27,7 +30,19 @@ impl Drop for TelemetryGuard {
         if let Err(e) = self.provider.shutdown() {
             eprintln!("telemetry: shutting down the trace exporter failed: {e}");
         }
+        if let Some(meters) = &self.meters
+            && let Err(e) = meters.shutdown()
+        {
+            eprintln!("telemetry: shutting down the metrics exporter failed: {e}");
+        }
     }
+}
+
+/// Whether metrics are pushed over OTLP too (the standard OTLP endpoint variables).
+pub fn otlp_metrics_configured() -> bool {
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()))
 }
 
 /// Whether spans are exported (the standard OTLP endpoint variables).
@@ -59,7 +74,11 @@ pub fn init(settings: &TelemetrySettings, component: &str) -> anyhow::Result<Tel
         .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO))
         .try_init()?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    Ok(TelemetryGuard { provider })
+    let meters = meter_provider(&settings.service_name, component)?;
+    if let Some(meters) = &meters {
+        crate::metrics::export_over_otlp(meters.meter("writeback-doctor"));
+    }
+    Ok(TelemetryGuard { provider, meters })
 }
 
 /// For tests: silent unless `TEST_LOG` is set; trace ids work as in production.
@@ -82,12 +101,35 @@ pub fn init_for_tests() {
     });
 }
 
-fn tracer_provider(service_name: &str, component: &str) -> anyhow::Result<SdkTracerProvider> {
-    let resource = opentelemetry_sdk::Resource::builder()
+fn resource(service_name: &str, component: &str) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
         .with_service_name(service_name.to_owned())
         .with_attribute(opentelemetry::KeyValue::new("service.component", component.to_owned()))
-        .build();
-    let builder = SdkTracerProvider::builder().with_resource(resource);
+        .build()
+}
+
+/// The OTLP metrics pipeline when an endpoint is configured: a periodic reader (every
+/// `OTEL_METRIC_EXPORT_INTERVAL` ms, 60 s by default) on its own thread, as the span exporter.
+fn meter_provider(service_name: &str, component: &str) -> anyhow::Result<Option<SdkMeterProvider>> {
+    if !otlp_metrics_configured() {
+        return Ok(None);
+    }
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .build()?;
+    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build();
+    Ok(Some(
+        SdkMeterProvider::builder()
+            .with_resource(resource(service_name, component))
+            .with_reader(reader)
+            .build(),
+    ))
+}
+
+fn tracer_provider(service_name: &str, component: &str) -> anyhow::Result<SdkTracerProvider> {
+    let builder = SdkTracerProvider::builder().with_resource(resource(service_name, component));
     if !otlp_configured() {
         return Ok(builder.build());
     }
