@@ -416,13 +416,12 @@ fn flex_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| n.and_utc())
 }
 
-/// `"00:30:00"`, `"1.00:00:00"`, a TimeSpan object (`TotalSeconds`), or seconds.
+/// `"00:30:00"`, `"1.00:00:00"`, a TimeSpan object (`TotalSeconds`), or seconds; unknown when
+/// the export's numbers do not make a count of seconds (negative, or past `u64`).
 fn flex_duration_secs(v: Option<&Value>) -> Option<u64> {
     match v? {
         Value::Number(n) => n.as_u64(),
-        Value::Object(o) => {
-            o.get("TotalSeconds").and_then(Value::as_f64).filter(|s| *s >= 0.0).map(|s| s as u64)
-        }
+        Value::Object(o) => o.get("TotalSeconds").and_then(Value::as_f64).and_then(whole_secs),
         Value::String(s) => {
             let s = s.trim();
             let (days, rest) = match s.split_once('.') {
@@ -431,11 +430,20 @@ fn flex_duration_secs(v: Option<&Value>) -> Option<u64> {
             };
             let parts: Vec<&str> = rest.split(':').collect();
             let [h, m, sec] = parts.as_slice() else { return None };
-            let sec: f64 = sec.parse().ok()?;
-            Some(days * 86_400 + h.parse::<u64>().ok()? * 3_600 + m.parse::<u64>().ok()? * 60 + sec as u64)
+            let sec = whole_secs(sec.parse().ok()?)?;
+            days.checked_mul(86_400)?
+                .checked_add(h.parse::<u64>().ok()?.checked_mul(3_600)?)?
+                .checked_add(m.parse::<u64>().ok()?.checked_mul(60)?)?
+                .checked_add(sec)
         }
         _ => None,
     }
+}
+
+/// Whole seconds of a finite, non-negative number that fits in `u64`.
+fn whole_secs(secs: f64) -> Option<u64> {
+    // `u64::MAX as f64` is 2^64, one past the largest u64: below it, the cast is exact enough.
+    (secs.is_finite() && secs >= 0.0 && secs < u64::MAX as f64).then_some(secs as u64)
 }
 
 fn service(v: Option<&Value>) -> Option<ServiceState> {
@@ -651,6 +659,27 @@ async fn read_live(_work_dir: &Path, _limit: std::time::Duration) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_too_long_to_count_is_unknown_rather_than_a_crash() {
+        // Found by the fuzz target `connect_export`: each part fits, their sum in seconds does not.
+        for text in ["213503982334602.00:00:00", "0.5124095576030432:00:00", "00:307445734561825861:00"] {
+            assert_eq!(flex_duration_secs(Some(&Value::from(text))), None, "{text}");
+        }
+        assert_eq!(flex_duration_secs(Some(&Value::from("00:00:1e300"))), None);
+        assert_eq!(flex_duration_secs(Some(&Value::from("00:00:-5"))), None);
+        assert_eq!(flex_duration_secs(Some(&serde_json::json!({"TotalSeconds": 1e300}))), None);
+        assert_eq!(flex_duration_secs(Some(&Value::from("10675199.02:48:05"))), Some(922_337_203_685));
+        let export = r#"{"schema": "wbd-connect-state/1", "scheduler": {"syncCycleEnabled": true,
+            "currentlyEffectiveSyncCycleInterval": "213503982334602.00:00:00"}}"#;
+        let report =
+            parse_export(export, ConnectStateSource::Export { path: "x.json".into() }).expect("still read");
+        let scheduler = report.scheduler.expect("a scheduler");
+        assert_eq!(
+            (scheduler.sync_cycle_enabled, scheduler.effective_sync_interval_secs),
+            (Some(true), None)
+        );
+    }
 
     #[test]
     fn powershell_value_shapes_are_understood() {

@@ -52,6 +52,8 @@ const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(120);
 const MAX_PAGES: usize = 100;
 /// Role members looked up one by one, per role.
 const MAX_MEMBER_LOOKUPS: usize = 50;
+/// Longest a token is kept, whatever its `expires_in` says (Entra's live for about an hour).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3_600);
 
 #[derive(Debug, Clone)]
 struct CachedToken {
@@ -268,29 +270,9 @@ impl GraphProber {
             .await
             .map_err(|e| format!("token request to {url} failed: {}", error_chain(&e)))?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let code = body.get("error").and_then(Value::as_str).unwrap_or("unknown_error");
-            let description = body
-                .get("error_description")
-                .and_then(Value::as_str)
-                .map(|d| d.lines().next().unwrap_or(d).to_owned())
-                .unwrap_or_default();
-            return Err(format!(
-                "the token endpoint refused the app (probes.graph.client_id / client_secret): {} {code}: {description}",
-                status.as_u16()
-            ));
-        }
-        let token = body
-            .get("access_token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| "the token endpoint answered without an access_token".to_owned())?
-            .to_owned();
-        let lifetime = body.get("expires_in").and_then(Value::as_u64).unwrap_or(3_599);
-        *cached = Some(CachedToken {
-            token: token.clone(),
-            expires_at: Instant::now() + Duration::from_secs(lifetime),
-        });
+        let body = response.bytes().await.unwrap_or_default();
+        let (token, lifetime) = read_token_answer(status, &body)?;
+        *cached = Some(CachedToken { token: token.clone(), expires_at: Instant::now() + lifetime });
         Ok(token)
     }
 
@@ -378,6 +360,31 @@ impl GraphProber {
     }
 }
 
+/// The token endpoint's answer: the access token and how long it lives (at most
+/// [`MAX_TOKEN_LIFETIME`], so that adding it to a clock cannot overflow), or why there is none.
+pub fn read_token_answer(status: StatusCode, body: &[u8]) -> Result<(String, Duration), String> {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let code = body.get("error").and_then(Value::as_str).unwrap_or("unknown_error");
+        let description = body
+            .get("error_description")
+            .and_then(Value::as_str)
+            .map(|d| d.lines().next().unwrap_or(d).to_owned())
+            .unwrap_or_default();
+        return Err(format!(
+            "the token endpoint refused the app (probes.graph.client_id / client_secret): {} {code}: {description}",
+            status.as_u16()
+        ));
+    }
+    let token = body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "the token endpoint answered without an access_token".to_owned())?
+        .to_owned();
+    let lifetime = body.get("expires_in").and_then(Value::as_u64).unwrap_or(3_599);
+    Ok((token, Duration::from_secs(lifetime).min(MAX_TOKEN_LIFETIME)))
+}
+
 /// Sums licences per service plan over the SKUs that are enabled (or in their grace period) and
 /// apply to users, counting a SKU's units for a plan only where that plan is enabled in it
 /// (provisioning status `Success`). SKUs for devices and rooms (`appliesTo` other than `User`, on
@@ -417,8 +424,9 @@ pub fn aggregate_service_plans(skus: &[Value]) -> Vec<ServicePlanLicences> {
             }
             if usable && success {
                 entry.provisioned = true;
-                entry.enabled_units += enabled_units;
-                entry.assigned_units += consumed;
+                // Counts from the answer: a nonsense one must not overflow.
+                entry.enabled_units = entry.enabled_units.saturating_add(enabled_units);
+                entry.assigned_units = entry.assigned_units.saturating_add(consumed);
             }
         }
     }
@@ -490,5 +498,41 @@ mod tests {
         assert!(p1.provisioned);
         assert_eq!((p1.enabled_units, p1.assigned_units), (20, 18));
         assert!(p1.non_user_skus.is_empty());
+    }
+
+    #[test]
+    fn licence_counts_past_u64_saturate_rather_than_crash() {
+        let sku = |part: &str| {
+            serde_json::json!({"skuPartNumber": part, "capabilityStatus": "Enabled",
+                "consumedUnits": u64::MAX, "prepaidUnits": {"enabled": u64::MAX},
+                "servicePlans": [{"servicePlanId": "p", "provisioningStatus": "Success"}]})
+        };
+        let plans = aggregate_service_plans(&[sku("A"), sku("B")]);
+        assert_eq!((plans[0].enabled_units, plans[0].assigned_units), (u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn a_token_answer_is_read_with_a_bounded_lifetime() {
+        let answer = |body: serde_json::Value| read_token_answer(StatusCode::OK, body.to_string().as_bytes());
+        let (token, lifetime) =
+            answer(serde_json::json!({"access_token": "t", "expires_in": 3599})).expect("a token");
+        assert_eq!((token.as_str(), lifetime), ("t", Duration::from_secs(3599)));
+        // A lifetime no clock can add (it crashed the probe: `Instant + Duration` overflows).
+        let (_, lifetime) =
+            answer(serde_json::json!({"access_token": "t", "expires_in": u64::MAX})).expect("a token");
+        assert_eq!(lifetime, MAX_TOKEN_LIFETIME);
+        assert!(Instant::now().checked_add(lifetime).is_some());
+        assert!(
+            answer(serde_json::json!({"expires_in": 10})).unwrap_err().contains("without an access_token")
+        );
+        let refused = read_token_answer(
+            StatusCode::UNAUTHORIZED,
+            br#"{"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret.\r\nTrace ID: x"}"#,
+        )
+        .unwrap_err();
+        assert!(refused.ends_with("401 invalid_client: AADSTS7000215: Invalid client secret."), "{refused}");
+        assert!(
+            read_token_answer(StatusCode::OK, b"<html>").unwrap_err().contains("without an access_token")
+        );
     }
 }

@@ -275,14 +275,17 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
-struct Head {
-    status: u16,
-    reason: String,
-    headers: Vec<(String, String)>,
+/// The head of a proxy's answer to `CONNECT`.
+#[derive(Debug)]
+pub struct Head {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Head {
-    fn auth_schemes(&self) -> Vec<String> {
+    /// The authentication schemes the proxy offers (`Proxy-Authenticate`), lower case.
+    pub fn auth_schemes(&self) -> Vec<String> {
         let mut schemes: Vec<String> = self
             .headers
             .iter()
@@ -295,7 +298,8 @@ impl Head {
     }
 }
 
-fn parse_head(head: &[u8]) -> Option<Head> {
+/// Reads the head of a proxy's answer (status line and headers), as [`open_tunnel`] received it.
+pub fn parse_head(head: &[u8]) -> Option<Head> {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
     let status_line = lines.next()?;

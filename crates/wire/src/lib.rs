@@ -16,6 +16,7 @@ mod connect_server;
 mod event_log;
 mod graph;
 mod idle_connection;
+pub mod ingest;
 mod proxy;
 mod script;
 

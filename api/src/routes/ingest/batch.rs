@@ -3,10 +3,13 @@
 //! 1. [`check_content_headers`]: JSON, gzip or identity (`415 unsupported_media_type`);
 //! 2. [`read_decoded`]: the body, gzip-decoded as it is read, so that the size limit applies to
 //!    what it decodes to (`413 payload_too_large`; a corrupt gzip body is `400 malformed_json`);
-//! 3. [`parse`]: a batch of the schema version this server reads (`400
+//! 3. parse: a batch of the schema version this server reads (`400
 //!    unsupported_schema_version`, else `400 malformed_json`);
-//! 4. [`check_bounds`]: results per batch (`422 too_many_results`), a batch id, each result's
+//! 4. check bounds: results per batch (`422 too_many_results`), a batch id, each result's
 //!    subject and time (`422 validation_failed`).
+//!
+//! Steps 2 to 4 are `wbd_wire::ingest`, without I/O, so that the fuzz target `ingest` runs the
+//! very code that reads a push; [`refused`] gives each of its refusals its answer here.
 //!
 //! What comes out is a [`CheckedBatch`], which knows the write that stores it.
 
@@ -14,18 +17,14 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, web};
 use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt as _;
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 use wbd_platform::settings::CollectorSettings;
 use wbd_store::{BatchWrite, Collector, FactWrite};
-use wbd_wire::{IngestBatch, MAX_BATCH_BYTES, MAX_RESULTS_PER_BATCH, SCHEMA_VERSION};
+use wbd_wire::IngestBatch;
+use wbd_wire::ingest::{BatchBody, BatchRefusal, BodyEncoding};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
-
-const MAX_SUBJECT_CHARS: usize = 512;
-/// How far in the future a result's timestamp may be (collector clock skew).
-const MAX_CLOCK_SKEW_SECS: i64 = 3_600;
 
 /// A batch that passed every step: it can be stored.
 pub struct CheckedBatch {
@@ -40,11 +39,11 @@ impl CheckedBatch {
     pub async fn receive(req: &HttpRequest, payload: web::Payload, now: DateTime<Utc>) -> ApiResult<Self> {
         check_content_headers(req)?;
         let body = read_decoded(req, payload).await?;
-        let batch = parse(&body)?;
+        let batch = wbd_wire::ingest::parse_batch(&body).map_err(refused)?;
         let span = tracing::Span::current();
         span.record("batch_id", tracing::field::display(batch.batch_id));
         span.record("results", batch.results.len());
-        let batch = check_bounds(batch, now)?;
+        wbd_wire::ingest::check_bounds(&batch, now).map_err(refused)?;
         Ok(CheckedBatch { batch, body_sha256: wbd_wire::body_sha256(&body) })
     }
 
@@ -122,84 +121,33 @@ fn check_content_headers(req: &HttpRequest) -> ApiResult<()> {
     Ok(())
 }
 
-/// Step 2: the body, decoded as it is read, so the size bound applies to the decoded body.
-async fn read_decoded(req: &HttpRequest, payload: web::Payload) -> ApiResult<web::BytesMut> {
-    let mut payload = actix_web::dev::Decompress::from_headers(payload.into_inner(), req.headers());
-    let mut body = web::BytesMut::new();
+/// Step 2: the body, decoded as it is read (`wbd_wire::ingest::BatchBody`), so the size bound
+/// applies to the decoded body.
+async fn read_decoded(req: &HttpRequest, mut payload: web::Payload) -> ApiResult<Vec<u8>> {
+    let gzip = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let mut body = BatchBody::new(if gzip { BodyEncoding::Gzip } else { BodyEncoding::Identity });
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| match e {
-            actix_web::error::PayloadError::EncodingCorrupted => {
-                ApiError::new(ErrorCode::MalformedJson, "the gzip body is corrupt")
-            }
-            other => ApiError::new(ErrorCode::MalformedJson, format!("reading the body failed: {other}")),
-        })?;
-        if body.len() + chunk.len() > MAX_BATCH_BYTES {
-            return Err(ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!(
-                    "a batch may be at most {MAX_BATCH_BYTES} bytes (after gzip decoding); send smaller batches"
-                ),
-            ));
-        }
-        body.extend_from_slice(&chunk);
+        let chunk = chunk
+            .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("reading the body failed: {e}")))?;
+        body.push(&chunk).map_err(refused)?;
     }
-    Ok(body)
+    body.finish().map_err(refused)
 }
 
-#[derive(Deserialize)]
-struct VersionOnly {
-    schema_version: u32,
-}
-
-/// Step 3: a batch of the schema version this server reads.
-fn parse(body: &[u8]) -> ApiResult<IngestBatch> {
-    match serde_json::from_slice::<IngestBatch>(body) {
-        Ok(batch) if batch.schema_version == SCHEMA_VERSION => Ok(batch),
-        Ok(batch) => Err(unsupported_version(batch.schema_version)),
-        Err(e) => match serde_json::from_slice::<VersionOnly>(body) {
-            // Valid JSON with another version: say so, rather than naming a field we don't know.
-            Ok(v) if v.schema_version != SCHEMA_VERSION => Err(unsupported_version(v.schema_version)),
-            _ => Err(ApiError::new(ErrorCode::MalformedJson, format!("not a valid batch: {e}"))),
-        },
-    }
-}
-
-fn unsupported_version(v: u32) -> ApiError {
-    ApiError::new(
-        ErrorCode::UnsupportedSchemaVersion,
-        format!("schema_version {v} is not supported; this server reads version {SCHEMA_VERSION}"),
-    )
-}
-
-/// Step 4: within the bounds.
-fn check_bounds(batch: IngestBatch, now: DateTime<Utc>) -> ApiResult<IngestBatch> {
-    if batch.results.len() > MAX_RESULTS_PER_BATCH {
-        return Err(ApiError::new(
-            ErrorCode::TooManyResults,
-            format!(
-                "{} results in one batch; at most {MAX_RESULTS_PER_BATCH} are accepted",
-                batch.results.len()
-            ),
-        ));
-    }
-    if batch.batch_id.is_nil() {
-        return Err(ApiError::new(ErrorCode::Validation, "`batch_id` must not be the nil UUID"));
-    }
-    for (i, r) in batch.results.iter().enumerate() {
-        if r.subject.trim().is_empty() || r.subject.chars().count() > MAX_SUBJECT_CHARS {
-            return Err(ApiError::new(
-                ErrorCode::Validation,
-                format!("results[{i}].subject must be 1 to {MAX_SUBJECT_CHARS} characters"),
-            ));
-        }
-        if r.observed_at > now + Duration::seconds(MAX_CLOCK_SKEW_SECS) {
-            return Err(ApiError::new(
-                ErrorCode::Validation,
-                format!("results[{i}].observed_at is in the future; check the collector's clock"),
-            ));
-        }
-    }
-    Ok(batch)
+/// The answer to each reason a body is refused.
+fn refused(refusal: BatchRefusal) -> ApiError {
+    let code = match refusal {
+        BatchRefusal::TooLarge => ErrorCode::PayloadTooLarge,
+        BatchRefusal::CorruptGzip | BatchRefusal::Malformed(_) => ErrorCode::MalformedJson,
+        BatchRefusal::UnsupportedVersion(_) => ErrorCode::UnsupportedSchemaVersion,
+        BatchRefusal::TooManyResults(_) => ErrorCode::TooManyResults,
+        BatchRefusal::Invalid(_) => ErrorCode::Validation,
+    };
+    ApiError::new(code, refusal.to_string())
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -211,10 +159,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn another_schema_version_is_named_rather_than_a_field_it_lacks() {
-        let other = parse(br#"{"schema_version": 7, "something": "new"}"#).expect_err("refused");
+    fn each_refusal_has_its_code() {
+        let read = |body: &[u8]| wbd_wire::ingest::read_batch(body, Utc::now()).map_err(refused);
+        let other = read(br#"{"schema_version": 7, "something": "new"}"#).expect_err("refused");
         assert_eq!(other.code, ErrorCode::UnsupportedSchemaVersion);
-        assert_eq!(parse(br#"{"schema_version": 1}"#).expect_err("refused").code, ErrorCode::MalformedJson);
-        assert_eq!(parse(b"not json").expect_err("refused").code, ErrorCode::MalformedJson);
+        assert_eq!(read(br#"{"schema_version": 1}"#).expect_err("refused").code, ErrorCode::MalformedJson);
+        assert_eq!(read(b"not json").expect_err("refused").code, ErrorCode::MalformedJson);
+        assert_eq!(refused(BatchRefusal::TooLarge).code, ErrorCode::PayloadTooLarge);
+        assert_eq!(refused(BatchRefusal::CorruptGzip).code, ErrorCode::MalformedJson);
+        assert_eq!(refused(BatchRefusal::TooManyResults(1001)).code, ErrorCode::TooManyResults);
+        assert_eq!(refused(BatchRefusal::Invalid("x".into())).code, ErrorCode::Validation);
     }
 }

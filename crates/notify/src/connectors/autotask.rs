@@ -305,7 +305,7 @@ impl Autotask {
 }
 
 /// Autotask's answer to a create or update: `{"itemId": <id>}`.
-fn item_id(answer: &Value, what: &str) -> Result<u64, DeliveryError> {
+pub fn item_id(answer: &Value, what: &str) -> Result<u64, DeliveryError> {
     answer
         .get("itemId")
         .and_then(Value::as_u64)

@@ -75,6 +75,8 @@ const DEFAULT_PRIORITIES: [u64; 4] = [1, 2, 3, 4];
 const TICKET_ID: &str = "a Halo ticket id";
 /// A cached token is renewed this long before Halo says it expires (at most a tenth of its life).
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// Longest a token is kept, whatever its `expires_in` says (Halo's live for an hour by default).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3_600);
 /// Find reads the newest tickets in pages of this many…
 const FIND_PAGE_SIZE: usize = 50;
 /// …and at most this many pages: a lost create is among the newest tickets.
@@ -206,6 +208,34 @@ struct HaloPsa {
     token: Mutex<Option<CachedToken>>,
 }
 
+/// Halo's token answer: the bearer token, and how soon to fetch a new one — a little before it
+/// expires, and after a day at the latest, whatever `expires_in` says (a number too large to add
+/// to a clock panicked the delivery task).
+pub fn read_token_answer(answer: &Value) -> Result<(String, Duration), DeliveryError> {
+    let value = answer
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| DeliveryError::Protocol("the token answer has no access_token".into()))?
+        .to_owned();
+    let lifetime = Duration::from_secs(answer.get("expires_in").and_then(Value::as_u64).unwrap_or(3600))
+        .min(MAX_TOKEN_LIFETIME);
+    Ok((value, lifetime.saturating_sub(TOKEN_MARGIN.min(lifetime / 10))))
+}
+
+/// Halo's answer to a posted ticket: its id (some versions wrap the ticket in an array).
+pub fn read_saved_ticket(answer: &Value) -> Result<u64, DeliveryError> {
+    let saved = match answer {
+        Value::Array(items) => items.first().unwrap_or(&Value::Null),
+        other => other,
+    };
+    saved
+        .get("id")
+        .and_then(Value::as_u64)
+        .filter(|id| *id > 0)
+        .ok_or_else(|| DeliveryError::Protocol("the saved ticket has no id".into()))
+}
+
 impl HaloPsa {
     /// The cached token, or a new one if there is none or it is about to expire.
     async fn token(&self, http: &Http) -> Result<String, DeliveryError> {
@@ -228,15 +258,8 @@ impl HaloPsa {
             .header(reqwest::header::ACCEPT, "application/json")
             .body(form);
         let answer = http.send_sensitive(request).await?.json()?;
-        let value = answer
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| DeliveryError::Protocol("the token answer has no access_token".into()))?
-            .to_owned();
-        let lifetime = Duration::from_secs(answer.get("expires_in").and_then(Value::as_u64).unwrap_or(3600));
-        let renew_at = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN.min(lifetime / 10));
-        *cached = Some(CachedToken { value: value.clone(), renew_at });
+        let (value, renew_after) = read_token_answer(&answer)?;
+        *cached = Some(CachedToken { value: value.clone(), renew_at: Instant::now() + renew_after });
         Ok(value)
     }
 
@@ -310,17 +333,7 @@ impl HaloPsa {
             .call(http, reqwest::Method::POST, self.url("Tickets")?, Some(&json!([ticket])))
             .await?
             .json()?;
-        // One ticket posted: Halo answers it (some versions wrap it in an array).
-        let saved = match &answer {
-            Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
-            other => other.clone(),
-        };
-        let id = saved
-            .get("id")
-            .and_then(Value::as_u64)
-            .filter(|id| *id > 0)
-            .ok_or_else(|| DeliveryError::Protocol("the saved ticket has no id".into()))?;
-        Ok(Outcome::Ticket(self.ticket(id)))
+        Ok(Outcome::Ticket(self.ticket(read_saved_ticket(&answer)?)))
     }
 
     async fn find(&self, http: &Http, key: &str) -> Result<Outcome, DeliveryError> {
@@ -480,6 +493,33 @@ fn html(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_answer_is_renewed_before_it_expires_and_within_a_day() {
+        let read = |answer: Value| read_token_answer(&answer);
+        assert_eq!(
+            read(json!({"access_token": "t", "expires_in": 3600})),
+            Ok(("t".into(), Duration::from_secs(3540)))
+        );
+        assert_eq!(
+            read(json!({"access_token": "t", "expires_in": 300})),
+            Ok(("t".into(), Duration::from_secs(270)))
+        );
+        // `Instant::now() + expires_in` overflowed and panicked the delivery task.
+        let (_, renew_after) = read(json!({"access_token": "t", "expires_in": u64::MAX})).expect("a token");
+        assert_eq!(renew_after, MAX_TOKEN_LIFETIME - TOKEN_MARGIN);
+        assert!(Instant::now().checked_add(renew_after).is_some());
+        assert!(read(json!({"access_token": "", "expires_in": 10})).is_err());
+        assert!(read(Value::Null).is_err());
+    }
+
+    #[test]
+    fn a_saved_ticket_answer_gives_its_id() {
+        assert_eq!(read_saved_ticket(&json!({"id": 7})), Ok(7));
+        assert_eq!(read_saved_ticket(&json!([{"id": 7}])), Ok(7));
+        assert!(read_saved_ticket(&json!([])).is_err());
+        assert!(read_saved_ticket(&json!({"id": 0})).is_err());
+    }
 
     #[test]
     fn addresses_follow_the_halo_layout() {

@@ -124,10 +124,29 @@ impl std::fmt::Debug for Jira {
 }
 
 /// One workflow transition offered for an issue.
-struct Transition {
-    id: String,
-    name: String,
-    to: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub id: String,
+    pub name: String,
+    /// The status it leads to.
+    pub to: String,
+}
+
+/// Jira's answer listing the transitions offered for an issue.
+pub fn read_transitions(answer: &Value) -> Result<Vec<Transition>, DeliveryError> {
+    let Some(list) = answer.get("transitions").and_then(Value::as_array) else {
+        return Err(DeliveryError::Protocol("Jira's transitions answer has no transition list".into()));
+    };
+    Ok(list
+        .iter()
+        .filter_map(|t| {
+            Some(Transition {
+                id: t.get("id")?.as_str()?.to_owned(),
+                name: t.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                to: t.pointer("/to/name").and_then(Value::as_str).unwrap_or("").to_owned(),
+            })
+        })
+        .collect())
 }
 
 impl Jira {
@@ -273,20 +292,7 @@ impl Jira {
 
     async fn transitions(&self, http: &Http, issue_key: &str) -> Result<Vec<Transition>, DeliveryError> {
         let request = self.request(http, reqwest::Method::GET, &["issue", issue_key, "transitions"]);
-        let answer = gone_on_404(http.send(request).await, issue_key)?.json()?;
-        let Some(list) = answer.get("transitions").and_then(Value::as_array) else {
-            return Err(DeliveryError::Protocol("Jira's transitions answer has no transition list".into()));
-        };
-        Ok(list
-            .iter()
-            .filter_map(|t| {
-                Some(Transition {
-                    id: t.get("id")?.as_str()?.to_owned(),
-                    name: t.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
-                    to: t.pointer("/to/name").and_then(Value::as_str).unwrap_or("").to_owned(),
-                })
-            })
-            .collect())
+        read_transitions(&gone_on_404(http.send(request).await, issue_key)?.json()?)
     }
 
     /// Takes the transition called `wanted` (or leading to a status called so), if offered.

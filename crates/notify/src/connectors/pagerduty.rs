@@ -169,14 +169,18 @@ impl PagerDuty {
         dedup_key: &str,
     ) -> Result<String, DeliveryError> {
         let request = http.client().post(self.endpoint.clone()).json(&self.body(action, event, dedup_key));
-        let answer = http.send(request).await?.json()?;
-        if answer.get("status").and_then(Value::as_str) != Some("success") {
-            return Err(DeliveryError::Protocol("PagerDuty's answer does not say success".into()));
-        }
-        match answer.get("dedup_key").and_then(Value::as_str) {
-            Some(key) if !key.is_empty() => Ok(key.to_owned()),
-            _ => Err(DeliveryError::Protocol("PagerDuty's answer has no dedup_key".into())),
-        }
+        read_event_answer(&http.send(request).await?.json()?)
+    }
+}
+
+/// The Events API's answer: the alert's `dedup_key`, if it says success.
+pub fn read_event_answer(answer: &Value) -> Result<String, DeliveryError> {
+    if answer.get("status").and_then(Value::as_str) != Some("success") {
+        return Err(DeliveryError::Protocol("PagerDuty's answer does not say success".into()));
+    }
+    match answer.get("dedup_key").and_then(Value::as_str) {
+        Some(key) if !key.is_empty() => Ok(key.to_owned()),
+        _ => Err(DeliveryError::Protocol("PagerDuty's answer has no dedup_key".into())),
     }
 }
 

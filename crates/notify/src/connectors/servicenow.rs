@@ -119,12 +119,13 @@ fn urgency_impact(event: &Event) -> (u8, u8) {
 }
 
 /// The incident an answer describes: its sys_id and state.
-struct Incident {
-    sys_id: String,
-    state: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    pub sys_id: String,
+    pub state: String,
 }
 
-fn incident_of(record: &Value) -> Option<Incident> {
+pub fn incident_of(record: &Value) -> Option<Incident> {
     let sys_id = record.get("sys_id")?.as_str().filter(|s| !s.is_empty())?.to_owned();
     let state = match record.get("state") {
         Some(Value::String(s)) => s.clone(),

@@ -5,7 +5,9 @@
 //! optional `subject_expr` (a CEL expression giving the finding's subject as a string; default
 //! `tenant`). [`compile`] checks a rule the way the API must before saving it:
 //!
-//! 1. limits: id, title and expression lengths ([`MAX_EXPRESSION_LEN`]);
+//! 1. limits: id, title and expression lengths ([`MAX_EXPRESSION_LEN`]), and how deeply an
+//!    expression nests ([`MAX_NESTING`] brackets before it is parsed, [`MAX_DEPTH`] levels of its
+//!    syntax tree after);
 //! 2. it parses — a syntax error carries line, column and a caret under the source line;
 //! 3. every variable, field and function it names exists: the roots are `now`, `collectors` and
 //!    `facts`, fields are checked against the schema (also inside `exists`, `all`, `map`, `filter`
@@ -57,6 +59,17 @@ pub const MAX_EXPRESSION_LEN: usize = 4_000;
 /// Most custom rules evaluated for one tenant (organisation's and tenant's together); the API
 /// refuses to save more, and [`evaluate_custom`] reports any beyond it as unknown.
 pub const MAX_RULES_PER_TENANT: usize = 50;
+/// Deepest nesting of brackets — `(`, `[`, `{`, wherever they are, string literals included —
+/// accepted in an expression. The CEL parser recurses for each level, deeply (a debug build
+/// spends over 150 KiB of stack per level), so this is checked before parsing.
+pub const MAX_NESTING: usize = 24;
+/// Deepest syntax tree accepted (`a.b.c`, `x[0][0]`, `1 < 2 < 3` nest without brackets):
+/// checking and running an expression recurse once per level.
+pub const MAX_DEPTH: usize = 64;
+/// Stack of the thread that parses, checks and runs custom rules: room for the deepest accepted
+/// expression whatever thread the caller is on (a worker thread has 2 MiB). A debug build needs
+/// 8 MiB for the deepest (`custom::tests::deep_nesting_…`), a release build far less.
+const RULE_STACK_BYTES: usize = 32 * 1024 * 1024;
 /// Longest id and title.
 pub const MAX_ID_LEN: usize = 64;
 pub const MAX_TITLE_LEN: usize = 200;
@@ -222,6 +235,12 @@ pub enum RuleError {
         max: usize,
         len: usize,
     },
+    /// Brackets nested deeper than [`MAX_NESTING`], or a syntax tree deeper than [`MAX_DEPTH`].
+    TooDeep {
+        field: RuleField,
+        max: usize,
+        position: Option<Position>,
+    },
     Syntax {
         field: RuleField,
         message: String,
@@ -273,6 +292,7 @@ impl RuleError {
             RuleError::InvalidId { .. } => RuleField::Id,
             RuleError::InvalidTitle { .. } => RuleField::Title,
             RuleError::TooLong { field, .. }
+            | RuleError::TooDeep { field, .. }
             | RuleError::Syntax { field, .. }
             | RuleError::UnknownVariable { field, .. }
             | RuleError::UnknownField { field, .. }
@@ -286,6 +306,7 @@ impl RuleError {
     pub fn position(&self) -> Option<&Position> {
         match self {
             RuleError::Syntax { position, .. }
+            | RuleError::TooDeep { position, .. }
             | RuleError::UnknownVariable { position, .. }
             | RuleError::UnknownField { position, .. }
             | RuleError::FieldOfList { position, .. }
@@ -300,6 +321,11 @@ impl RuleError {
             RuleError::InvalidTitle { reason } => format!("invalid title: {reason}"),
             RuleError::TooLong { max, len, .. } => {
                 format!("expression is {len} characters long; at most {max}")
+            }
+            RuleError::TooDeep { max, .. } => {
+                format!(
+                    "expression is nested too deeply; at most {max} levels: split it, or use fewer brackets"
+                )
             }
             RuleError::Syntax { message, .. } => format!("syntax error: {message}"),
             RuleError::UnknownVariable { name, known, .. } => {
@@ -341,6 +367,10 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 /// Checks a custom rule: limits, syntax, names against the schema, and a dry run on the sample
 /// tenant (see the module docs). The error points at the field and, where it can, the position.
 pub fn compile(rule: &CustomRule) -> Result<CompiledRule, RuleError> {
+    on_rule_stack(|| compile_here(rule))
+}
+
+fn compile_here(rule: &CustomRule) -> Result<CompiledRule, RuleError> {
     check_id(&rule.id)?;
     // Blank is empty; the length is counted as sent, as the API document's maxLength counts.
     if rule.title.trim().is_empty() || rule.title.chars().count() > MAX_TITLE_LEN {
@@ -395,6 +425,7 @@ fn compile_expression(field: RuleField, source: &str) -> Result<Program, RuleErr
     if len > MAX_EXPRESSION_LEN {
         return Err(RuleError::TooLong { field, max: MAX_EXPRESSION_LEN, len });
     }
+    check_nesting(field, source)?;
     let program = ENV.compile(source).map_err(|errors| {
         let first = errors.errors.first();
         let position = first.and_then(|e| {
@@ -406,8 +437,82 @@ fn compile_expression(field: RuleField, source: &str) -> Result<Program, RuleErr
         RuleError::Syntax { field, message, position }
     })?;
     let checker = Checker { field, source, program: &program };
+    if let Some(id) = deeper_than(program.expression(), MAX_DEPTH) {
+        return Err(RuleError::TooDeep { field, max: MAX_DEPTH, position: checker.position(id) });
+    }
     checker.check(program.expression(), &mut Vec::new())?;
     Ok(program)
+}
+
+/// Runs `work` on a thread with [`RULE_STACK_BYTES`] of stack, and waits for it.
+fn on_rule_stack<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("custom-rules".to_owned())
+            .stack_size(RULE_STACK_BYTES)
+            .spawn_scoped(scope, work)
+            .expect("a thread for custom rules");
+        thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Refuses brackets nested deeper than [`MAX_NESTING`], before the parser recurses into them.
+/// Brackets inside string literals count too: telling them apart would take a second parser.
+fn check_nesting(field: RuleField, source: &str) -> Result<(), RuleError> {
+    let mut depth = 0usize;
+    let (mut line, mut column) = (1u32, 0u32);
+    for c in source.chars() {
+        if c == '\n' {
+            (line, column) = (line + 1, 0);
+            continue;
+        }
+        column += 1;
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => continue,
+        }
+        if depth > MAX_NESTING {
+            let position = Position { line, column, source_line: source_line(source, line) };
+            return Err(RuleError::TooDeep { field, max: MAX_NESTING, position: Some(position) });
+        }
+    }
+    Ok(())
+}
+
+/// The id of the first node found below `max` levels of `root`, if any; without recursing.
+fn deeper_than(root: &IdedExpr, max: usize) -> Option<u64> {
+    let mut pending = vec![(root, 1usize)];
+    while let Some((expr, depth)) = pending.pop() {
+        if depth > max {
+            return Some(expr.id);
+        }
+        let below = depth + 1;
+        match &expr.expr {
+            Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) => {}
+            Expr::Call(call) => {
+                pending.extend(call.target.iter().map(|t| (&**t, below)));
+                pending.extend(call.args.iter().map(|a| (a, below)));
+            }
+            Expr::Comprehension(c) => pending.extend(
+                [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result].map(|e| (e, below)),
+            ),
+            Expr::List(list) => pending.extend(list.elements.iter().map(|e| (e, below))),
+            Expr::Select(select) => pending.push((&select.operand, below)),
+            Expr::Map(map) => pending
+                .extend(map.entries.iter().flat_map(|entry| entry_children(&entry.expr)).map(|e| (e, below))),
+            Expr::Struct(st) => pending
+                .extend(st.entries.iter().flat_map(|entry| entry_children(&entry.expr)).map(|e| (e, below))),
+        }
+    }
+    None
+}
+
+fn entry_children(entry: &EntryExpr) -> Vec<&IdedExpr> {
+    match entry {
+        EntryExpr::StructField(field) => vec![&field.value],
+        EntryExpr::MapEntry(entry) => vec![&entry.key, &entry.value],
+    }
 }
 
 fn source_line(source: &str, line: u32) -> String {
@@ -699,10 +804,18 @@ pub struct CustomEvaluation {
 /// Condition `true` fails with the rule's severity; `false` passes; a run-time error or a
 /// non-bool result is unknown, with the error text. Rules beyond [`MAX_RULES_PER_TENANT`] are
 /// unknown too.
-pub fn evaluate_custom<R: Borrow<CompiledRule>>(rules: &[R], facts: &TenantFacts) -> Vec<CustomEvaluation> {
+pub fn evaluate_custom<R: Borrow<CompiledRule> + Sync>(
+    rules: &[R],
+    facts: &TenantFacts,
+) -> Vec<CustomEvaluation> {
     if rules.is_empty() {
         return Vec::new();
     }
+    // Running recurses once per level of a rule's syntax tree: see `RULE_STACK_BYTES`.
+    on_rule_stack(|| evaluate_here(rules, facts))
+}
+
+fn evaluate_here<R: Borrow<CompiledRule>>(rules: &[R], facts: &TenantFacts) -> Vec<CustomEvaluation> {
     let context = context_for(facts);
     rules
         .iter()

@@ -538,3 +538,54 @@ fn the_published_schema_file_is_current() {
     let stored = std::fs::read_to_string(file).unwrap_or_default();
     assert_eq!(stored, text, "packs/cel/schema-paths.txt is stale: run the tests with WBD_BLESS=1");
 }
+
+/// Runs `work` on a thread with the stack an API or worker thread has (2 MiB).
+fn on_small_stack<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let thread = std::thread::Builder::new().stack_size(2 * 1024 * 1024).spawn(work).expect("a thread");
+    thread.join().expect("no panic")
+}
+
+#[test]
+fn deep_nesting_is_refused_before_it_overflows_the_stack() {
+    // Before the bounds, twelve nested brackets overflowed a 2 MiB stack in the parser (a debug
+    // build), a hundred `[0]` in a row in checking and running; a stack overflow aborts the
+    // whole process, API or worker.
+    let nested = |open: &str, close: &str, n: usize| format!("{}true{}", open.repeat(n), close.repeat(n));
+    let too_deep = [
+        nested("(", ")", MAX_NESTING + 1),
+        nested("[", "][0]", 200),
+        nested("int(", ")", 100),
+        nested("[1].exists(x, ", ")", 100),
+        format!("[1]{} == 1", "[0]".repeat(1_300)),
+        format!("has(facts{})", ".a".repeat(1_990)),
+        format!("1{} ", " < 2".repeat(900)),
+        format!("1{} == 0", "+1".repeat(1_990)),
+    ];
+    for condition in too_deep {
+        let error = on_small_stack(move || compile(&rule(&condition)).expect_err("refused"));
+        assert!(matches!(error, RuleError::TooDeep { .. }), "{error}");
+        assert!(error.to_string().contains("nested too deeply"), "{error}");
+    }
+    let error = on_small_stack(|| {
+        compile(&rule("((((((((((((((((((((((((((true))))))))))))))))))))))))))")).unwrap_err()
+    });
+    let position = error.position().expect("where");
+    assert_eq!((position.line, position.column), (1, MAX_NESTING as u32 + 1), "{error}");
+
+    // Up to the limits, a rule compiles and runs, on the same stack.
+    let deepest = [
+        nested("(", ")", MAX_NESTING),
+        nested("[1].exists(x, ", ")", MAX_NESTING - 1),
+        nested("[", "][0]", MAX_NESTING),
+        format!("{} == 'true'", nested("string(", ")", MAX_NESTING)),
+        format!("1{} == {}", "+1".repeat(MAX_DEPTH - 2), MAX_DEPTH - 1),
+    ];
+    for condition in deepest {
+        let outcome = on_small_stack(move || {
+            let compiled = compile(&rule(&condition)).unwrap_or_else(|e| panic!("{condition}: {e}"));
+            let facts = SAMPLE.as_ref().expect("sample").clone();
+            evaluate_custom(&[compiled], &facts).remove(0).outcome
+        });
+        assert!(!matches!(outcome, Outcome::Unknown { .. }), "{outcome:?}");
+    }
+}

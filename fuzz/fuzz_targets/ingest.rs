@@ -1,0 +1,33 @@
+//! `POST /v1/ingest`'s body as the API reads it (`wbd_wire::ingest`): decoded chunk by chunk
+//! (gzip or identity, bounded), parsed as a batch and checked against the bounds; then what the
+//! API derives from an accepted batch to store it (the canonical JSON, each result's payload and
+//! its digest without timings).
+//!
+//! Input: one byte of mode (bit 0: gzip; the rest: chunk size), then the body.
+#![no_main]
+
+use chrono::{DateTime, Utc};
+use libfuzzer_sys::fuzz_target;
+use wbd_wire::ingest::{BatchBody, BodyEncoding, read_batch};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, body)) = data.split_first() else { return };
+    let encoding = if mode & 1 == 1 { BodyEncoding::Gzip } else { BodyEncoding::Identity };
+    let chunk = usize::from(mode >> 1).max(1) * 64;
+    let mut decoder = BatchBody::new(encoding);
+    for piece in body.chunks(chunk) {
+        if decoder.push(piece).is_err() {
+            return;
+        }
+    }
+    let Ok(decoded) = decoder.finish() else { return };
+    let now = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").expect("a time").with_timezone(&Utc);
+    let Ok(batch) = read_batch(&decoded, now) else { return };
+    let _ = wbd_wire::body_sha256(&decoded);
+    for result in &batch.results {
+        let _ = result.output.kind().as_str();
+        serde_json::to_value(&result.output).expect("an accepted result serialises");
+        serde_json::to_vec(&result.output.without_timings()).expect("and without its timings");
+    }
+    serde_json::to_vec(&batch).expect("an accepted batch serialises");
+});
