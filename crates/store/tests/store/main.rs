@@ -14,6 +14,7 @@ mod keys_and_secrets;
 mod lifecycle;
 mod outbox;
 mod overview;
+mod retention;
 mod rule_config;
 mod tenancy;
 
