@@ -21,7 +21,7 @@ pub struct TableSweep {
     pub rows: u64,
     /// Rows of dependent tables removed with them (a delivery's attempts).
     pub dependent_rows: u64,
-    /// Statements run (the last one found fewer rows than a batch).
+    /// Batches run (the last one found less than a full batch).
     pub batches: u32,
     /// The slowest single batch.
     pub longest_batch: Duration,
@@ -29,8 +29,8 @@ pub struct TableSweep {
     pub busy: Duration,
 }
 
-/// Sweeps `table` of every row older than `cutoff`, `batch_size` rows a statement, pausing
-/// `pause` between statements, until a batch comes back short or `cancel` fires.
+/// Sweeps `table` of every row older than `cutoff`, about `batch_size` rows a batch, pausing
+/// `pause` between batches, until a batch comes back short or `cancel` fires.
 pub async fn sweep_table(
     store: &dyn Store,
     table: RetentionTable,
@@ -49,7 +49,7 @@ pub async fn sweep_table(
         done.batches += 1;
         done.busy += took;
         done.longest_batch = done.longest_batch.max(took);
-        if batch.rows < u64::from(batch_size) || cancel.is_cancelled() {
+        if !batch.full || cancel.is_cancelled() {
             return Ok(done);
         }
         tokio::select! {

@@ -462,10 +462,10 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
 
     // ---- retention ------------------------------------------------------------------------
 
-    /// Removes one batch of at most `limit` rows of `table` older than `cutoff` (see
+    /// Removes one batch of about `limit` rows of `table` older than `cutoff` (see
     /// [`RetentionTable`] for what counts as old, and what is never removed), oldest first, in
-    /// one short write. Callers repeat until a batch comes back smaller than `limit`. Safe to
-    /// run from several processes at once: on PostgreSQL concurrent sweepers take disjoint rows.
+    /// one short write. Callers repeat while a batch comes back `full`. Safe to run from several
+    /// processes at once: on PostgreSQL concurrent sweepers take disjoint rows.
     async fn sweep_expired(
         &self,
         table: RetentionTable,

@@ -6,7 +6,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RetentionTable {
     /// Deliveries that succeeded or failed for good, by when they finished, with their attempts
-    /// (removed first). A pending delivery (waiting, in flight, or replayed) stays.
+    /// (removed first; see [`ATTEMPTS_PER_DELIVERY`]). A pending delivery (waiting, in flight,
+    /// or replayed) stays.
     Deliveries,
     /// Fact history runs that ended before the cutoff, except the run each subject's latest
     /// fact belongs to.
@@ -55,4 +56,11 @@ pub struct SweptBatch {
     pub rows: u64,
     /// Rows of dependent tables removed first (a delivery's attempts).
     pub dependent_rows: u64,
+    /// The batch was as large as allowed: there may be more to remove.
+    pub full: bool,
 }
+
+/// Attempts a delivery carries at most on the default retry schedule: a batch of deliveries is
+/// this many times smaller than the batch size, so that with their attempts it removes about as
+/// many rows as a batch of any other table.
+pub const ATTEMPTS_PER_DELIVERY: u32 = 10;

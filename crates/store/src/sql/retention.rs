@@ -57,20 +57,20 @@ pub(super) async fn sweep_expired(
     limit: u32,
 ) -> Result<SweptBatch> {
     let cutoff = micros(cutoff);
-    let limit = i64::from(limit);
     let single = |sql: &'static str| async move {
-        let rows = sqlx::query(sql).bind(cutoff).bind(limit).execute(pool).await?.rows_affected();
-        Ok::<_, StoreError>(SweptBatch { rows, dependent_rows: 0 })
+        let rows = sqlx::query(sql).bind(cutoff).bind(i64::from(limit)).execute(pool).await?.rows_affected();
+        Ok::<_, StoreError>(SweptBatch { rows, dependent_rows: 0, full: rows >= u64::from(limit) })
     };
     match table {
         RetentionTable::Deliveries => {
+            let limit = (limit / ATTEMPTS_PER_DELIVERY).max(1);
             let mut tx = write_tx(pool).await?;
             let attempts = sqlx::query(concat!(
                 "DELETE FROM delivery_attempts WHERE ",
                 in_batch!("delivery_id", finished_deliveries!())
             ))
             .bind(cutoff)
-            .bind(limit)
+            .bind(i64::from(limit))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -79,12 +79,16 @@ pub(super) async fn sweep_expired(
                 in_batch!("id", finished_deliveries!())
             ))
             .bind(cutoff)
-            .bind(limit)
+            .bind(i64::from(limit))
             .execute(&mut *tx)
             .await?
             .rows_affected();
             tx.commit().await?;
-            Ok(SweptBatch { rows: deliveries, dependent_rows: attempts })
+            Ok(SweptBatch {
+                rows: deliveries,
+                dependent_rows: attempts,
+                full: deliveries >= u64::from(limit),
+            })
         }
         // A run ends when the next one begins, so `first_seen_at` (indexed, never updated)
         // narrows the scan and `last_seen_at` decides. The run a latest fact belongs to stays,

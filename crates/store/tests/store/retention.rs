@@ -26,7 +26,7 @@ pub async fn sweep_all(
     loop {
         let swept = store.sweep_expired(table, at(cutoff_secs), limit).await?;
         batches.push(swept.rows);
-        if swept.rows < u64::from(limit) {
+        if !swept.full {
             return Ok(batches);
         }
         anyhow::ensure!(batches.len() < 1_000, "the sweep of {table:?} does not end");

@@ -27,7 +27,7 @@ contract_test! {
 
         // Everything happened long before the cutoff; only the finished ones go, attempts first.
         let swept = store.sweep_expired(RetentionTable::Deliveries, at(10_000), 100).await?;
-        assert_eq!(swept, SweptBatch { rows: 2, dependent_rows: 3 });
+        assert_eq!(swept, SweptBatch { rows: 2, dependent_rows: 3, full: false });
         assert!(store.get_delivery(acme, delivered.delivery.id).await?.is_none());
         assert!(store.get_delivery(acme, gave_up.delivery.id).await?.is_none());
         let (kept, attempts) = delivery(store, acme, retrying.delivery.id).await?;
@@ -36,9 +36,10 @@ contract_test! {
         // The in-flight delivery's lease still holds: it completes as if nothing happened.
         complete(store, held, succeeded(held.lease_id, 170)).await?;
 
-        // A cutoff at the moment it finished keeps it; a later one takes it, a batch at a time.
-        assert_eq!(sweep_all(store, RetentionTable::Deliveries, 170, 1).await?, [0]);
-        assert_eq!(sweep_all(store, RetentionTable::Deliveries, 171, 1).await?, [1, 0]);
+        // A cutoff at the moment it finished keeps it; a later one takes it, a batch at a time
+        // (a tenth of the batch size in deliveries, which carry up to ten attempts each).
+        assert_eq!(sweep_all(store, RetentionTable::Deliveries, 170, 10).await?, [0]);
+        assert_eq!(sweep_all(store, RetentionTable::Deliveries, 171, 10).await?, [1, 0]);
         let left = store.list_deliveries(acme, hook.id, &every_delivery()).await?;
         let mut left: Vec<Uuid> = left.iter().map(|d| d.id).collect();
         left.sort();
