@@ -557,7 +557,7 @@ async fn retention_phase(args: &Args, backend: Backend<'_>) -> PhaseReport {
         deliveries = load.rows / 10,
     ));
     phase.condition(format!(
-        "swept by wbd_platform::retention::sweep_table: {} rows per statement, {} ms pause between statements, cutoffs 90 days (history) and 30 days (deliveries); alone on the store",
+        "swept by wbd_platform::retention::sweep_table: batches of {} rows (deliveries: a tenth as many deliveries, with their ten attempts each), {} ms pause between batches, cutoffs 90 days (history) and 30 days (deliveries); alone on the store",
         load.batch_size,
         load.pause.as_millis()
     ));
