@@ -149,7 +149,8 @@ pub struct RulesSettings {
 pub struct RetentionSettings {
     /// Seconds between sweeps (each process waits this ±10 %).
     pub sweep_interval_secs: u64,
-    /// Rows removed by one statement.
+    /// Rows removed per batch (a batch of deliveries is a tenth as many deliveries, each with up
+    /// to ten attempts: `wbd_store::ATTEMPTS_PER_DELIVERY`).
     pub batch_size: u32,
     /// Pause between two batches, so other writers get their turn.
     pub batch_pause_ms: u64,
