@@ -240,6 +240,7 @@ mod tests {
             rules: true,
             collector: true,
             delivery: true,
+            retention: true,
         };
         assert_eq!(parse(&[]).phases(), all);
         assert_eq!(parse(&["--all", "--quick"]).phases(), all);
@@ -250,6 +251,11 @@ mod tests {
         let phases = delivery.phases();
         assert!(phases.delivery && !phases.floor && !phases.distributed && !phases.embedded && !phases.rules);
         assert_eq!(delivery.delivery_count(), 2_000);
+        let retention = parse(&["--retention"]);
+        let phases = retention.phases();
+        assert!(phases.retention && !phases.delivery && !phases.floor && !phases.embedded);
+        assert_eq!((retention.retention_row_count(), retention.retention_batch), (1_000_000, 5_000));
+        assert_eq!(parse(&["--retention", "--quick"]).retention_row_count(), 100_000);
     }
 
     #[test]
