@@ -263,3 +263,26 @@ contract_test! {
         Ok(())
     }
 }
+
+contract_test! {
+    async fn two_sweepers_at_once_share_the_work_and_leave_nothing_old(store) {
+        let site = enrolled_site(store, "Acme MSP").await?;
+        let mut old = Vec::new();
+        for n in 0..40 {
+            let pushed = batch(site.collector.id, vec![result("tcp", "relay", 100 + n, "a")], 100 + n);
+            store.ingest_batch(site.scope, &pushed).await?;
+            old.push(pushed);
+        }
+        // Two worker processes sweeping the same table at the same moment.
+        let (a, b) = tokio::join!(
+            sweep_all(store, RetentionTable::Batches, 400, 4),
+            sweep_all(store, RetentionTable::Batches, 400, 4)
+        );
+        let removed: u64 = a?.iter().chain(b?.iter()).sum();
+        assert_eq!(removed, 40, "every old row exactly once");
+        for pushed in &old {
+            assert!(matches!(store.ingest_batch(site.scope, pushed).await?, IngestOutcome::Accepted { .. }));
+        }
+        Ok(())
+    }
+}
