@@ -57,6 +57,7 @@ error_codes! {
     InvalidTransition => (CONFLICT, "invalid_transition", "The finding's status does not allow this action"),
     FindingChanged => (CONFLICT, "finding_changed", "The finding changed meanwhile; reload it and try again"),
     RetestUnavailable => (CONFLICT, "retest_unavailable", "Nothing can re-test this finding now"),
+    CommandNotPending => (CONFLICT, "command_not_pending", "The command was delivered, ran out or was cancelled already"),
     InvalidRuleSettings => (UNPROCESSABLE_ENTITY, "invalid_rule_settings", "The rule override is not acceptable"),
     InvalidCustomRule => (UNPROCESSABLE_ENTITY, "invalid_custom_rule", "The custom rule does not compile"),
     DestinationRefused => (UNPROCESSABLE_ENTITY, "destination_refused", "Deliveries may not reach this destination"),

@@ -36,6 +36,10 @@ pub struct Args {
     /// Phase: the delivery engine sending signed webhooks, in process, on SQLite and PostgreSQL.
     #[arg(long)]
     pub delivery: bool,
+    /// Phase: the retention sweep of large tables (fact history, deliveries with their attempts),
+    /// on SQLite and PostgreSQL.
+    #[arg(long)]
+    pub retention: bool,
 
     /// Smoke run: about 10 s per load window, shorter floor and idle windows.
     #[arg(long)]
@@ -103,6 +107,16 @@ pub struct Args {
     /// product's default is 500).
     #[arg(long, default_value_t = 500)]
     pub delivery_poll_ms: u64,
+    /// Old rows the retention phase sweeps per table: fact history runs, and delivery attempts
+    /// (ten per delivery) [default: 1,000,000, or 100,000 with --quick].
+    #[arg(long)]
+    pub retention_rows: Option<usize>,
+    /// Rows per delete statement in the retention phase (`retention.batch_size`).
+    #[arg(long, default_value_t = 5_000)]
+    pub retention_batch: u32,
+    /// Pause between batches in the retention phase, ms (`retention.batch_pause_ms`).
+    #[arg(long, default_value_t = 20)]
+    pub retention_pause_ms: u64,
     /// RUST_LOG of the product processes (their logs stay in a temporary directory).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -149,6 +163,7 @@ pub struct Phases {
     pub rules: bool,
     pub collector: bool,
     pub delivery: bool,
+    pub retention: bool,
 }
 
 impl Args {
@@ -158,7 +173,8 @@ impl Args {
             || self.embedded
             || self.rules
             || self.collector
-            || self.delivery);
+            || self.delivery
+            || self.retention);
         let all = self.all || none;
         Phases {
             floor: all || self.floor,
@@ -167,6 +183,7 @@ impl Args {
             rules: all || self.rules,
             collector: all || self.collector,
             delivery: all || self.delivery,
+            retention: all || self.retention,
         }
     }
 
@@ -184,6 +201,10 @@ impl Args {
         } else {
             Duration::from_secs(10)
         })
+    }
+
+    pub fn retention_row_count(&self) -> usize {
+        self.retention_rows.unwrap_or(if self.quick { 100_000 } else { 1_000_000 })
     }
 
     pub fn delivery_count(&self) -> usize {
@@ -219,6 +240,7 @@ mod tests {
             rules: true,
             collector: true,
             delivery: true,
+            retention: true,
         };
         assert_eq!(parse(&[]).phases(), all);
         assert_eq!(parse(&["--all", "--quick"]).phases(), all);
@@ -229,6 +251,11 @@ mod tests {
         let phases = delivery.phases();
         assert!(phases.delivery && !phases.floor && !phases.distributed && !phases.embedded && !phases.rules);
         assert_eq!(delivery.delivery_count(), 2_000);
+        let retention = parse(&["--retention"]);
+        let phases = retention.phases();
+        assert!(phases.retention && !phases.delivery && !phases.floor && !phases.embedded);
+        assert_eq!((retention.retention_row_count(), retention.retention_batch), (1_000_000, 5_000));
+        assert_eq!(parse(&["--retention", "--quick"]).retention_row_count(), 100_000);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::footprint;
 use crate::machine::{MachineInfo, loadavg};
 use crate::pipeline::{self, LatencyRun, ThroughputRun};
 use crate::report::{Bound, GitState, NamedCpuUse, PhaseReport, Report, RunConditions, Target};
+use crate::retention;
 use crate::rules;
 use crate::sim::{Admin, http_client};
 
@@ -113,6 +114,12 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
         reports.push(delivery_phase(&args, Backend::Sqlite, ticks).await);
         eprintln!("[wbd-bench] delivery (PostgreSQL): the delivery engine in process, signed webhooks");
         reports.push(delivery_phase(&args, Backend::Postgres { admin_url: &args.database_url }, ticks).await);
+    }
+    if phases.retention {
+        eprintln!("[wbd-bench] retention (SQLite): sweeping large tables");
+        reports.push(retention_phase(&args, Backend::Sqlite).await);
+        eprintln!("[wbd-bench] retention (PostgreSQL): sweeping large tables");
+        reports.push(retention_phase(&args, Backend::Postgres { admin_url: &args.database_url }).await);
     }
 
     let window = args.window();
@@ -520,6 +527,93 @@ async fn product_runs(
     }
     phase.cpu.push(NamedCpuUse { window: "the latency run".into(), usage: l.cpu });
     Ok(())
+}
+
+async fn retention_phase(args: &Args, backend: Backend<'_>) -> PhaseReport {
+    let (id, title, name) = match backend {
+        Backend::Sqlite => ("retention_sqlite", "Retention sweep, embedded store (SQLite)", "sqlite"),
+        Backend::Postgres { .. } => {
+            ("retention_postgres", "Retention sweep, distributed store (PostgreSQL)", "postgres")
+        }
+    };
+    let mut phase = PhaseReport::new(id, title);
+    let load = retention::SweepLoad {
+        rows: args.retention_row_count(),
+        batch_size: args.retention_batch,
+        pause: Duration::from_millis(args.retention_pause_ms),
+    };
+    match backend {
+        Backend::Sqlite => {
+            phase.condition("store: SQLite (WAL) in a temporary directory, as the embedded product opens it")
+        }
+        Backend::Postgres { admin_url } => phase.condition(format!(
+            "store: fresh PostgreSQL database, ANALYZEd after filling; {}",
+            tls_of(admin_url)
+        )),
+    }
+    phase.condition(format!(
+        "filled through SQL: {rows} fact history runs 200 days old over 1,000 subjects, each subject's latest fact on its oldest run (kept), a tenth as many recent runs (kept); {deliveries} succeeded deliveries 200 days old with ten attempts each, a hundredth as many recent and as many pending ones (kept)",
+        rows = load.rows,
+        deliveries = load.rows / 10,
+    ));
+    phase.condition(format!(
+        "swept by wbd_platform::retention::sweep_table: batches of {} rows (deliveries: a tenth as many deliveries, with their ten attempts each), {} ms pause between batches, cutoffs 90 days (history) and 30 days (deliveries); alone on the store",
+        load.batch_size,
+        load.pause.as_millis()
+    ));
+    match retention::measure(backend, load).await {
+        Ok(sweeps) => {
+            for s in sweeps {
+                let table = s.table.as_str();
+                let removed = s.sweep.rows + s.sweep.dependent_rows;
+                phase.figure(
+                    &format!("{name}_{table}_seeded"),
+                    &format!("{table}: rows filled (with dependents)"),
+                    s.seeded as f64,
+                    "rows",
+                );
+                phase.figure(
+                    &format!("{name}_{table}_removed"),
+                    &format!("{table}: rows removed (with dependents)"),
+                    removed as f64,
+                    "rows",
+                );
+                phase.figure(
+                    &format!("{name}_{table}_batches"),
+                    &format!("{table}: delete statements"),
+                    f64::from(s.sweep.batches),
+                    "batches",
+                );
+                phase.figure(
+                    &format!("{name}_{table}_rows_per_s"),
+                    &format!("{table}: removed per second, pauses included"),
+                    removed as f64 / s.wall.as_secs_f64(),
+                    "rows/s",
+                );
+                phase.figure(
+                    &format!("{name}_{table}_busy_rows_per_s"),
+                    &format!("{table}: removed per second of deleting"),
+                    removed as f64 / s.sweep.busy.as_secs_f64(),
+                    "rows/s",
+                );
+                phase.figure(
+                    &format!("{name}_{table}_longest_batch_ms"),
+                    &format!("{table}: slowest single batch"),
+                    s.sweep.longest_batch.as_secs_f64() * 1e3,
+                    "ms",
+                );
+                phase.figure(
+                    &format!("{name}_{table}_mean_batch_ms"),
+                    &format!("{table}: mean batch"),
+                    s.sweep.busy.as_secs_f64() * 1e3 / f64::from(s.sweep.batches.max(1)),
+                    "ms",
+                );
+                phase.note(format!("{table}: filled in {:.1} s", s.seed_time.as_secs_f64()));
+            }
+        }
+        Err(e) => phase.error = Some(format!("{e:#}")),
+    }
+    phase
 }
 
 /// A poll interval short enough that the engine's own work shows, not the wait for its next look.

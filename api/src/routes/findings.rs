@@ -502,12 +502,16 @@ pub struct RetestCommandView {
     /// The probe kinds it will run (empty: every probe it has configured).
     pub probes: Vec<&'static str>,
     pub requested_at: DateTime<Utc>,
+    /// Not picked up by then (`collectors.command_ttl_secs`), it never is; see
+    /// `GET /v1/collectors/{id}/commands`.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Re-test now: ask the collector(s) behind the finding to run the probes its rule reads, at
 /// their next contact. A per-collector finding asks its collector, a tenant-wide one every active
 /// collector of the tenant. Asking again before the collector picked the request up does not
-/// queue it twice.
+/// queue it twice (the waiting command's expiry moves on). A command not picked up within
+/// `collectors.command_ttl_secs` expires.
 #[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 202, body = RetestAccepted),
     Unauthenticated, Forbidden, NotFound,
@@ -560,9 +564,13 @@ pub async fn retest(
         if probe_names.is_empty() { "every probe".to_owned() } else { probe_names.join(", ") }
     );
     let scope = TenantScope { org_id: who.org.org_id, tenant_id: finding.tenant_id };
+    let now = Utc::now();
+    let ttl = chrono::Duration::seconds(
+        i64::try_from(state.settings.collectors.command_ttl_secs).unwrap_or(86_400),
+    );
     let stored = state
         .store
-        .request_retest(scope, finding.id, &commands, &who.actor(), &note, Utc::now())
+        .request_retest(scope, finding.id, &commands, &who.actor(), &note, now + ttl, now)
         .await?
         .ok_or_else(|| ApiError::not_found("finding"))?;
     tracing::info!(finding_id = %finding.id, collectors = stored.len(), "re-test requested");
@@ -575,6 +583,7 @@ pub async fn retest(
                 collector_id: c.collector_id.0,
                 probes: probe_names.clone(),
                 requested_at: c.created_at,
+                expires_at: c.expires_at,
             })
             .collect(),
     }))

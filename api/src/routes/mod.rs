@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit_log;
 pub mod auth;
+pub mod collector_commands;
 pub mod collectors;
 pub mod deliveries;
 pub mod findings;
@@ -32,6 +33,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(collectors::list)
         .service(collectors::get)
         .service(collectors::revoke)
+        .service(collector_commands::list)
+        .service(collector_commands::cancel)
         .service(ingest::ingest)
         .service(findings::list)
         .service(findings::get)

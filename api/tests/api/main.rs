@@ -9,6 +9,7 @@ mod tls;
 
 mod auth;
 mod cli;
+mod collector_commands;
 mod contract;
 mod distributed;
 mod e2e;

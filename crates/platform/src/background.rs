@@ -9,6 +9,7 @@
 //!   pushes, and tenants with a suppression that ran out: neither produces a message, so time
 //!   has to.
 //! - The delivery engine ([`wbd_delivery::engine`]) carries finding events to integrations.
+//! - The retention sweep ([`crate::retention`]) removes what is older than `[retention]` says.
 //!
 //! Evaluation is idempotent: a redelivered message is recognised by its id (recorded in the same
 //! transaction as the findings it changed), and an evaluation over unchanged facts changes
@@ -32,7 +33,7 @@ pub fn damping_defaults(settings: &Settings) -> DampingDefaults {
     DampingDefaults { open_after: settings.rules.open_after, resolve_after: settings.rules.resolve_after }
 }
 
-/// Starts the consumers, the silence sweep and (unless `delivery.enabled` is off) the delivery
+/// Starts the consumers, the silence and retention sweeps and (unless `delivery.enabled` is off) the delivery
 /// of finding events to integrations; they stop when `cancel` fires. Fails on unusable delivery
 /// settings (the secrets key, the network allow-list).
 pub fn spawn(
@@ -59,7 +60,8 @@ pub fn spawn(
         )?;
     }
     let every = Duration::from_secs(settings.worker.silence_sweep_secs);
-    tasks.spawn(sweep_silent_collectors(store, damping, every, cancel));
+    tasks.spawn(sweep_silent_collectors(store.clone(), damping, every, cancel.clone()));
+    tasks.spawn(crate::retention::run(store, settings.retention.clone(), cancel));
     Ok(tasks)
 }
 

@@ -1,10 +1,11 @@
 //! What `wbd-api` and `wbd-worker` share at start-up: the typed settings tree, telemetry,
 //! opening the store and the queue the settings name, and the background work a worker host
-//! runs ([`background`]).
+//! runs ([`background`], [`retention`]).
 
 pub mod background;
 pub mod health;
 pub mod metrics;
+pub mod retention;
 pub mod settings;
 pub mod telemetry;
 

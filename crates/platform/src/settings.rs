@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "rules",
     "delivery",
     "telemetry",
+    "retention",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,6 +40,7 @@ pub struct Settings {
     pub rules: RulesSettings,
     pub delivery: DeliverySettings,
     pub telemetry: TelemetrySettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,6 +137,9 @@ pub struct CollectorSettings {
     pub push_interval_secs: u32,
     pub silence_factor: u32,
     pub min_silence_secs: u64,
+    /// How long a command ("re-test now") waits for the collector's next push; not delivered
+    /// by then, it never is (`expired`).
+    pub command_ttl_secs: u64,
 }
 
 impl CollectorSettings {
@@ -157,6 +162,54 @@ pub struct RulesSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_after: Option<u32>,
 }
+
+/// How long what grows with use is kept, and how the sweep that removes it runs. A period of 0
+/// keeps forever. Nothing pending is ever removed (see `wbd_store::RetentionTable`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Seconds between sweeps (each process waits this ±10 %).
+    pub sweep_interval_secs: u64,
+    /// Rows removed per batch (a batch of deliveries is a tenth as many deliveries, each with up
+    /// to ten attempts: `wbd_store::ATTEMPTS_PER_DELIVERY`).
+    pub batch_size: u32,
+    /// Pause between two batches, so other writers get their turn.
+    pub batch_pause_ms: u64,
+    /// Deliveries that succeeded or failed for good, with their attempts, after they finished.
+    pub deliveries_days: u32,
+    /// Fact history runs after they ended (the run of a subject's latest fact is kept).
+    pub fact_history_days: u32,
+    pub audit_log_days: u32,
+    /// Ids of evaluated queue messages (a redelivery older than this is evaluated again, which
+    /// changes nothing when the facts did not).
+    pub processed_messages_days: u32,
+    /// Ingest batch ids (a retry older than this is stored again instead of answered as before).
+    pub batches_days: u32,
+    /// Dead-lettered outbox messages, after they died.
+    pub dead_letters_days: u32,
+    /// Collector commands, after they ran out.
+    pub collector_commands_days: u32,
+}
+
+impl RetentionSettings {
+    /// How long rows of `table` are kept; `None`: forever.
+    pub fn period(&self, table: wbd_store::RetentionTable) -> Option<Duration> {
+        use wbd_store::RetentionTable as T;
+        let days = match table {
+            T::Deliveries => self.deliveries_days,
+            T::FactHistory => self.fact_history_days,
+            T::AuditLog => self.audit_log_days,
+            T::ProcessedMessages => self.processed_messages_days,
+            T::Batches => self.batches_days,
+            T::DeadLetters => self.dead_letters_days,
+            T::CollectorCommands => self.collector_commands_days,
+        };
+        (days > 0).then(|| Duration::from_secs(u64::from(days) * 86_400))
+    }
+}
+
+/// Highest `retention.batch_size`.
+pub const MAX_RETENTION_BATCH: u32 = 100_000;
 
 /// Highest `rules.open_after` / `rules.resolve_after`.
 pub const MAX_DAMPING: u32 = 20;
@@ -285,6 +338,19 @@ impl Settings {
         if self.collectors.silence_factor == 0 {
             return invalid("collectors.silence_factor", "must be at least 1");
         }
+        if self.collectors.command_ttl_secs == 0 || self.collectors.command_ttl_secs > 30 * 86_400 {
+            return invalid("collectors.command_ttl_secs", "must be between 1 and 2592000 (30 days)");
+        }
+        let r = &self.retention;
+        if r.sweep_interval_secs == 0 {
+            return invalid("retention.sweep_interval_secs", "must be at least 1");
+        }
+        if !(1..=MAX_RETENTION_BATCH).contains(&r.batch_size) {
+            return invalid("retention.batch_size", &format!("must be between 1 and {MAX_RETENTION_BATCH}"));
+        }
+        if r.batch_pause_ms > 60_000 {
+            return invalid("retention.batch_pause_ms", "must be at most 60000");
+        }
         let d = &self.delivery;
         if d.attempt_timeout_secs == 0 || d.attempt_timeout_secs > 300 {
             return invalid("delivery.attempt_timeout_secs", "must be between 1 and 300");
@@ -394,8 +460,29 @@ mod tests {
     }
 
     #[test]
+    fn retention_defaults_keep_a_period_per_table_and_zero_keeps_forever() {
+        use wbd_store::RetentionTable as T;
+        let mut s = Settings::defaults();
+        let days = |d: u64| Some(Duration::from_secs(d * 86_400));
+        assert_eq!(s.retention.period(T::Deliveries), days(30));
+        assert_eq!(s.retention.period(T::FactHistory), days(90));
+        assert_eq!(s.retention.period(T::AuditLog), days(365));
+        assert_eq!(s.retention.period(T::ProcessedMessages), days(7));
+        assert_eq!(s.collectors.command_ttl_secs, 86_400);
+        s.retention.audit_log_days = 0;
+        assert_eq!(s.retention.period(T::AuditLog), None);
+        s.retention.batch_size = 0;
+        assert!(s.validate().unwrap_err().to_string().contains("retention.batch_size"));
+    }
+
+    #[test]
     fn silence_deadline_has_a_floor() {
-        let c = CollectorSettings { push_interval_secs: 300, silence_factor: 3, min_silence_secs: 120 };
+        let c = CollectorSettings {
+            push_interval_secs: 300,
+            silence_factor: 3,
+            min_silence_secs: 120,
+            command_ttl_secs: 86_400,
+        };
         assert_eq!(c.silence_after(300), Duration::from_secs(900));
         assert_eq!(c.silence_after(10), Duration::from_secs(120));
     }

@@ -47,7 +47,8 @@ macro_rules! event_cols {
 }
 macro_rules! command_cols {
     () => {
-        "id, collector_id, finding_id, action, requested_by, created_at, delivered_batch_id, delivered_at"
+        "id, collector_id, finding_id, action, requested_by, created_at, delivered_batch_id, delivered_at, \
+         expires_at, cancelled_at, cancelled_by"
     };
 }
 macro_rules! integration_cols {

@@ -439,11 +439,13 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
 
     // ---- collector commands ---------------------------------------------------------------
 
-    /// "Re-test now", in one transaction: stores `commands` for their collectors (a command
-    /// identical to one still waiting for the same collector is not stored twice: the waiting
-    /// one is returned instead) and records a `retest_requested` event on the finding with
-    /// `actor` and `note`. `None` if the tenant has no such finding. Every collector must be
-    /// one of the tenant's.
+    /// "Re-test now", in one transaction: stores `commands` for their collectors, each running
+    /// out at `expires_at` (a command identical to one still waiting for the same collector is
+    /// not stored twice: the waiting one is returned instead, running out no sooner than
+    /// `expires_at`) and records a `retest_requested` event on the finding with `actor` and
+    /// `note`. `None` if the tenant has no such finding. Every collector must be one of the
+    /// tenant's.
+    #[allow(clippy::too_many_arguments)]
     async fn request_retest(
         &self,
         scope: TenantScope,
@@ -451,12 +453,14 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
         commands: &[CommandWrite],
         actor: &str,
         note: &str,
+        expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<CollectorCommandRecord>>>;
 
     /// The commands to hand `collector` in the answer to `batch_id`: every command still waiting
-    /// is marked delivered with this batch, and every command delivered with this batch before
-    /// (a retry of the batch) is returned again. Oldest first.
+    /// (not cancelled, not run out by `now`) is marked delivered with this batch, and every
+    /// command delivered with this batch before (a retry of the batch) is returned again.
+    /// Oldest first.
     async fn deliver_collector_commands(
         &self,
         scope: TenantScope,
@@ -464,6 +468,40 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
         batch_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Vec<CollectorCommandRecord>>;
+
+    /// The organisation's collector's commands, newest first, at most `limit`, those with an id
+    /// below `before` when given (empty for another organisation's collector).
+    async fn list_collector_commands(
+        &self,
+        org: OrgScope,
+        collector: CollectorId,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<CollectorCommandRecord>>;
+
+    /// Cancels a command that is still pending at `now`, with an audit entry, in one
+    /// transaction; a command delivered meanwhile is not cancelled (`NotPending`).
+    async fn cancel_collector_command(
+        &self,
+        org: OrgScope,
+        collector: CollectorId,
+        id: Uuid,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<CommandCancel>;
+
+    // ---- retention ------------------------------------------------------------------------
+
+    /// Removes one batch of about `limit` rows of `table` older than `cutoff` (see
+    /// [`RetentionTable`] for what counts as old, and what is never removed), oldest first, in
+    /// one short write. Callers repeat while a batch comes back `full`. Safe to run from several
+    /// processes at once: on PostgreSQL concurrent sweepers take disjoint rows.
+    async fn sweep_expired(
+        &self,
+        table: RetentionTable,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<SweptBatch>;
 
     // ---- rule configuration ---------------------------------------------------------------
 

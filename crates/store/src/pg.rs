@@ -81,6 +81,22 @@ macro_rules! row_lock {
     };
 }
 
+/// `$column` among the values `$subquery` selects, as an array computed once (an InitPlan): the
+/// planner then fetches just those rows by tuple id or index. A plain `IN (subquery)` over a
+/// `LIMIT`ed batch is planned as a hash join over a sequential scan of the whole table.
+macro_rules! in_batch {
+    ($column:expr, $subquery:expr) => {
+        concat!($column, " = ANY(ARRAY(", $subquery, "))")
+    };
+}
+
+/// A row's physical address, for deleting exactly the rows a locking subquery chose.
+macro_rules! row_address {
+    () => {
+        "ctid"
+    };
+}
+
 #[path = "sql/mod.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend, by design: see sql/mod.rs")]
 mod sql;
@@ -215,9 +231,9 @@ async fn dead_letter_outbox(pool: &PgPool, id: Uuid, reason: &str, now: DateTime
     Ok(())
 }
 
-/// The commands for the answer to `batch_id`, in one statement: claim what waits, and add what
-/// an earlier attempt of this batch claimed (the second SELECT sees the table as it was before
-/// the UPDATE, so nothing twice).
+/// The commands for the answer to `batch_id`, in one statement: claim what waits (neither
+/// cancelled nor run out), and add what an earlier attempt of this batch claimed (the second
+/// SELECT sees the table as it was before the UPDATE, so nothing twice).
 async fn deliver_collector_commands(
     pool: &PgPool,
     scope: TenantScope,
@@ -229,6 +245,7 @@ async fn deliver_collector_commands(
         "WITH claimed AS (
              UPDATE collector_commands SET delivered_batch_id = $4, delivered_at = $5
              WHERE collector_id = $1 AND org_id = $2 AND tenant_id = $3 AND delivered_batch_id IS NULL
+               AND cancelled_at IS NULL AND expires_at > $5
              RETURNING ",
         command_cols!(),
         "

@@ -91,6 +91,21 @@ macro_rules! row_lock {
     };
 }
 
+/// `$column` among the values `$subquery` selects: SQLite runs the subquery once into a
+/// temporary index and looks each row up by key.
+macro_rules! in_batch {
+    ($column:expr, $subquery:expr) => {
+        concat!($column, " IN (", $subquery, ")")
+    };
+}
+
+/// A row's address, for deleting exactly the rows a subquery chose.
+macro_rules! row_address {
+    () => {
+        "rowid"
+    };
+}
+
 #[path = "sql/mod.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend, by design: see sql/mod.rs")]
 mod sql;
@@ -214,9 +229,9 @@ async fn dead_letter_outbox(pool: &SqlitePool, id: Uuid, reason: &str, now: Date
     Ok(())
 }
 
-/// The commands for the answer to `batch_id`: those waiting, now marked delivered with this
-/// batch, and those an earlier attempt of this batch marked. Almost every push finds nothing
-/// waiting: read first, and take the write lock only when there is something to hand out.
+/// The commands for the answer to `batch_id`: those waiting (neither cancelled nor run out), now
+/// marked delivered with this batch, and those an earlier attempt of this batch marked. Almost
+/// every push finds nothing waiting: read first, and take the write lock only when there is something to hand out.
 async fn deliver_collector_commands(
     pool: &SqlitePool,
     scope: TenantScope,
@@ -229,11 +244,17 @@ async fn deliver_collector_commands(
         command_cols!(),
         " FROM collector_commands
          WHERE collector_id = $1 AND org_id = $2 AND tenant_id = $3
-           AND (delivered_batch_id IS NULL OR delivered_batch_id = $4)
+           AND ((delivered_batch_id IS NULL AND cancelled_at IS NULL AND expires_at > $5)
+                OR delivered_batch_id = $4)
          ORDER BY created_at, id"
     );
     let for_batch = || {
-        sqlx::query(FOR_BATCH).bind(collector.0).bind(scope.org_id.0).bind(scope.tenant_id.0).bind(batch_id)
+        sqlx::query(FOR_BATCH)
+            .bind(collector.0)
+            .bind(scope.org_id.0)
+            .bind(scope.tenant_id.0)
+            .bind(batch_id)
+            .bind(now)
     };
     let rows = for_batch().fetch_all(pool).await?;
     let delivered =
@@ -244,7 +265,8 @@ async fn deliver_collector_commands(
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     sqlx::query(
         "UPDATE collector_commands SET delivered_batch_id = $4, delivered_at = $5
-         WHERE collector_id = $1 AND org_id = $2 AND tenant_id = $3 AND delivered_batch_id IS NULL",
+         WHERE collector_id = $1 AND org_id = $2 AND tenant_id = $3 AND delivered_batch_id IS NULL
+           AND cancelled_at IS NULL AND expires_at > $5",
     )
     .bind(collector.0)
     .bind(scope.org_id.0)

@@ -392,6 +392,62 @@ pub struct CollectorCommandRecord {
     /// The batch whose answer carried it; a retry of that batch carries it again.
     pub delivered_batch_id: Option<Uuid>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Not delivered by then, it never is.
+    pub expires_at: DateTime<Utc>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// Who cancelled it (`api_key:<id>`).
+    pub cancelled_by: Option<String>,
+}
+
+impl CollectorCommandRecord {
+    /// What became of the command as of `now`.
+    pub fn state(&self, now: DateTime<Utc>) -> CommandState {
+        if self.delivered_batch_id.is_some() {
+            CommandState::Delivered
+        } else if self.cancelled_at.is_some() {
+            CommandState::Cancelled
+        } else if self.expires_at <= now {
+            CommandState::Expired
+        } else {
+            CommandState::Pending
+        }
+    }
+}
+
+/// What became of a collector command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandState {
+    /// Waiting for the collector's next push.
+    Pending,
+    /// Handed out in the answer to a push.
+    Delivered,
+    /// Not delivered before it ran out; it never will be.
+    Expired,
+    /// Cancelled by a person before it was delivered.
+    Cancelled,
+}
+
+impl CommandState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandState::Pending => "pending",
+            CommandState::Delivered => "delivered",
+            CommandState::Expired => "expired",
+            CommandState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What became of [`crate::Store::cancel_collector_command`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandCancel {
+    /// Cancelled now; the command as it is.
+    Cancelled(Box<CollectorCommandRecord>),
+    /// It is no longer pending (delivered, expired or cancelled before); nothing changed.
+    NotPending(Box<CollectorCommandRecord>),
+    /// The organisation's collector has no such command.
+    NotFound,
 }
 
 /// Filters of `GET /v1/findings`.

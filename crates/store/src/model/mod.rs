@@ -9,11 +9,13 @@ use uuid::Uuid;
 
 mod findings;
 mod ingest;
+mod retention;
 mod rule_config;
 mod tenancy;
 
 pub use findings::*;
 pub use ingest::*;
+pub use retention::*;
 pub use rule_config::*;
 pub use tenancy::*;
 

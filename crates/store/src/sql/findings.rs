@@ -210,6 +210,7 @@ pub(super) async fn act_on_finding(
     Ok(ActionOutcome::Applied(Box::new(updated)))
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn request_retest(
     pool: &DbPool,
     scope: TenantScope,
@@ -217,9 +218,11 @@ pub(super) async fn request_retest(
     commands: &[CommandWrite],
     actor: &str,
     note: &str,
+    expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Option<Vec<CollectorCommandRecord>>> {
     let now = micros(now);
+    let expires_at = micros(expires_at);
     let mut tx = write_tx(pool).await?;
     let current = sqlx::query(concat!(
         "SELECT severity, summary FROM findings WHERE id = $1 AND org_id = $2 AND tenant_id = $3",
@@ -241,22 +244,35 @@ pub(super) async fn request_retest(
             command_cols!(),
             " FROM collector_commands
              WHERE collector_id = $1 AND org_id = $2 AND tenant_id = $3 AND delivered_batch_id IS NULL
-               AND action = $4
+               AND cancelled_at IS NULL AND expires_at > $5 AND action = $4
              ORDER BY created_at, id LIMIT 1"
         ))
         .bind(command.collector_id.0)
         .bind(scope.org_id.0)
         .bind(scope.tenant_id.0)
         .bind(&command.action)
+        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         let row = match waiting {
-            Some(row) => row,
+            // Asked again: the waiting command now runs out no sooner than a new one would.
+            Some(row) => {
+                let id: Uuid = row.try_get("id")?;
+                sqlx::query(concat!(
+                    "UPDATE collector_commands SET expires_at = $2 WHERE id = $1 AND expires_at < $2 RETURNING ",
+                    command_cols!()
+                ))
+                .bind(id)
+                .bind(expires_at)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(row)
+            }
             None => {
                 sqlx::query(concat!(
                     "INSERT INTO collector_commands (id, org_id, tenant_id, collector_id, finding_id, action,
-                                                     requested_by, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+                                                     requested_by, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
                     command_cols!()
                 ))
                 .bind(Uuid::now_v7())
@@ -267,6 +283,7 @@ pub(super) async fn request_retest(
                 .bind(&command.action)
                 .bind(actor)
                 .bind(now)
+                .bind(expires_at)
                 .fetch_one(&mut *tx)
                 .await?
             }

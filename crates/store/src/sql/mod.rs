@@ -8,6 +8,9 @@
 //! - `row_lock!(for_update | for_share | for_no_key_update | skip_locked "table")`: the clause
 //!   that locks the rows a `SELECT` reads (PostgreSQL's; empty on SQLite, whose write
 //!   transactions run one at a time);
+//! - `in_batch!(column, subquery)` and `row_address!()`: how a delete names the batch of rows a
+//!   subquery chose (PostgreSQL: `ctid = ANY(ARRAY(…))`, so the planner fetches just those rows;
+//!   SQLite: `rowid IN (…)`);
 //! - the few operations whose SQL has a different shape per dialect: the set-based reads and
 //!   writes of an ingest (`stored_fact_rows`, `write_plan`), `delete_outbox`,
 //!   `dead_letter_outbox` and `deliver_collector_commands`.
@@ -22,6 +25,7 @@ use super::{self as dialect};
 mod accounts;
 mod audit;
 mod collectors;
+mod commands;
 mod deliveries;
 mod delivery_engine;
 mod dispatch;
@@ -32,6 +36,7 @@ mod integration_health;
 mod integrations;
 mod outbox;
 mod rate_limits;
+mod retention;
 mod rows;
 mod rule_config;
 mod tenants;
@@ -144,8 +149,12 @@ forward! { impl Store {
     findings::get_finding(org: OrgScope, id: FindingId) -> Option<Finding>;
     findings::list_finding_events(org: OrgScope, id: FindingId) -> Vec<FindingEvent>;
     findings::act_on_finding(org: OrgScope, id: FindingId, expected_version: i64, action: &FindingAction, actor: &str, now: DateTime<Utc>) -> ActionOutcome;
-    findings::request_retest(scope: TenantScope, finding: FindingId, commands: &[CommandWrite], actor: &str, note: &str, now: DateTime<Utc>) -> Option<Vec<CollectorCommandRecord>>;
+    findings::request_retest(scope: TenantScope, finding: FindingId, commands: &[CommandWrite], actor: &str, note: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<Vec<CollectorCommandRecord>>;
     findings::deliver_collector_commands(scope: TenantScope, collector: CollectorId, batch_id: Uuid, now: DateTime<Utc>) -> Vec<CollectorCommandRecord>;
+    commands::list_collector_commands(org: OrgScope, collector: CollectorId, before: Option<Uuid>, limit: u32) -> Vec<CollectorCommandRecord>;
+    commands::cancel_collector_command(org: OrgScope, collector: CollectorId, id: Uuid, actor: &str, now: DateTime<Utc>) -> CommandCancel;
+
+    retention::sweep_expired(table: RetentionTable, cutoff: DateTime<Utc>, limit: u32) -> SweptBatch;
 
     rule_config::list_rule_settings(org: OrgScope, tenant: Option<TenantId>) -> Vec<StoredRuleSetting>;
     rule_config::list_custom_rules(org: OrgScope, tenant: Option<TenantId>) -> Vec<StoredCustomRule>;

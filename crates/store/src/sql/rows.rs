@@ -214,6 +214,9 @@ pub(super) fn command(row: &DbRow) -> Result<CollectorCommandRecord> {
         created_at: row.try_get("created_at")?,
         delivered_batch_id: row.try_get("delivered_batch_id")?,
         delivered_at: row.try_get("delivered_at")?,
+        expires_at: row.try_get("expires_at")?,
+        cancelled_at: row.try_get("cancelled_at")?,
+        cancelled_by: row.try_get("cancelled_by")?,
     })
 }
 

@@ -327,6 +327,9 @@ contract_test! {
     }
 }
 
+/// How long the tests' commands wait for a push.
+const DAY: i64 = 86_400;
+
 fn run_probes(probes: &[&str]) -> serde_json::Value {
     json!({ "command": "run_probes", "probes": probes, "reason": "re-test" })
 }
@@ -343,6 +346,7 @@ contract_test! {
                 std::slice::from_ref(&endpoint),
                 "api_key:k1",
                 "asked",
+                at(30 + DAY),
                 at(30),
             )
             .await?
@@ -361,6 +365,7 @@ contract_test! {
                 std::slice::from_ref(&endpoint),
                 "api_key:k2",
                 "asked",
+                at(31 + DAY),
                 at(31),
             )
             .await?
@@ -401,6 +406,7 @@ contract_test! {
                 std::slice::from_ref(&endpoint),
                 "api_key:k1",
                 "asked",
+                at(60 + DAY),
                 at(60),
             )
             .await?
@@ -422,7 +428,7 @@ contract_test! {
         let command = CommandWrite { collector_id: site.collector.id, action: run_probes(&[]) };
         for scope in [forged, sibling] {
             let outcome = store
-                .request_retest(scope, finding.id, std::slice::from_ref(&command), "api_key:k9", "x", at(30))
+                .request_retest(scope, finding.id, std::slice::from_ref(&command), "api_key:k9", "x", at(DAY), at(30))
                 .await?;
             assert_eq!(outcome, None);
         }

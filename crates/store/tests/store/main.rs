@@ -15,6 +15,7 @@ mod lifecycle;
 mod outbox;
 mod overview;
 mod rate_limits;
+mod retention;
 mod rule_config;
 mod tenancy;
 

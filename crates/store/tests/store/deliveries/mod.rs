@@ -8,6 +8,7 @@ mod claims;
 mod dispatch;
 mod integrations;
 mod replay;
+mod retention;
 mod switching_off;
 
 use std::collections::HashSet;
