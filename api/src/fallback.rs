@@ -1,6 +1,6 @@
 //! What a request that no handler takes is answered: `405 method_not_allowed` with `Allow` when
 //! its path is one of ours (e.g. `TRACE /v1/tenants`, `DELETE /v1/overview`), `404 not_found`
-//! otherwise. Which methods a path has comes from the OpenAPI document, the same route list the
+//! otherwise. `HEAD` is served wherever `GET` is ([`head_as_get`]). Which methods a path has comes from the OpenAPI document, the same route list the
 //! server registers.
 
 use actix_web::dev::ResourceDef;
@@ -66,6 +66,16 @@ pub async fn unrouted(req: HttpRequest, known: web::Data<KnownRoutes>) -> HttpRe
     })
 }
 
+/// `HEAD` where `GET` is served is answered as `GET` is, without the body (RFC 9110 §9.3.2):
+/// the request is routed as a `GET`, and the connection, which read the request as `HEAD`, sends
+/// the answer's head only, with the length the body would have had.
+pub fn head_as_get(req: &mut actix_web::dev::ServiceRequest, known: &KnownRoutes) {
+    use actix_web::http::Method;
+    if req.method() == Method::HEAD && known.allowed(req.path()).contains(&"GET") {
+        req.head_mut().method = Method::GET;
+    }
+}
+
 /// The 405 for a request to a fixed path (a route template without parameters) that does not
 /// answer its method, given before routing: a route with a parameter beside it would take the
 /// request otherwise (`GET /v1/collectors/enroll` would reach `GET /v1/collectors/{id}`).
@@ -83,6 +93,12 @@ fn method_not_allowed(req: &HttpRequest, known: &KnownRoutes) -> Option<HttpResp
     let allowed = known.allowed(req.path());
     if allowed.is_empty() || allowed.contains(&req.method().as_str()) {
         return None;
+    }
+    // Where GET is served, so is HEAD (`head_as_get`).
+    let mut allowed = allowed;
+    if allowed.contains(&"GET") {
+        allowed.push("HEAD");
+        allowed.sort_unstable();
     }
     let allow = allowed.join(", ");
     let mut response = ApiError::new(

@@ -111,10 +111,13 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .app_data(web::PayloadConfig::default().limit(wbd_wire::MAX_BATCH_BYTES))
-                .wrap_fn(|req, srv| {
-                    let refusal = req
-                        .app_data::<web::Data<KnownRoutes>>()
-                        .and_then(|known| crate::fallback::refused_at_fixed_path(req.request(), known));
+                .wrap_fn(|mut req, srv| {
+                    let known = req.app_data::<web::Data<KnownRoutes>>().cloned();
+                    if let Some(known) = &known {
+                        crate::fallback::head_as_get(&mut req, known);
+                    }
+                    let refusal =
+                        known.and_then(|known| crate::fallback::refused_at_fixed_path(req.request(), &known));
                     match refusal {
                         Some(response) => Either::Left(ready(Ok(req.into_response(response)))),
                         None => Either::Right(srv.call(req)),

@@ -19,13 +19,13 @@ async fn a_method_a_path_does_not_serve_is_405_with_allow() {
     let org = app.bootstrap_org("Northwind MSP").await;
     let trace = Method::from_bytes(b"TRACE").unwrap();
     let cases = [
-        (trace.clone(), "/v1/tenants", "GET, POST"),
-        (Method::DELETE, "/v1/overview", "GET"),
+        (trace.clone(), "/v1/tenants", "GET, HEAD, POST"),
+        (Method::DELETE, "/v1/overview", "GET, HEAD"),
         (Method::OPTIONS, "/v1/rule-settings/endpoint-reachable", "DELETE, PUT"),
-        (trace, "/healthz", "GET"),
+        (trace, "/healthz", "GET, HEAD"),
         // A fixed path beside a route with a parameter: not a collector id that cannot be read.
         (Method::GET, "/v1/collectors/enroll", "POST"),
-        (Method::PUT, "/v1/openapi.json", "GET"),
+        (Method::PUT, "/v1/openapi.json", "GET, HEAD"),
     ];
     for (method, path, allow) in cases {
         for token in [None, Some(&org.token)] {
@@ -225,4 +225,30 @@ fn every_reference_in_the_document_names_a_schema_it_has() {
             _ => {}
         }
     }
+}
+
+/// `HEAD` where `GET` is served: the same status and headers, the length the body would have,
+/// and no body (RFC 9110 §9.3.2); the same checks too (no token, no answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_as_get_without_the_body() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("Northwind MSP").await;
+    app.create_tenant(&org, "Contoso").await;
+    for path in ["/v1/tenants", "/healthz", "/v1/openapi.json"] {
+        let get = app.client.get(app.url(path)).bearer_auth(&org.token).send().await.unwrap();
+        assert_eq!(get.status(), StatusCode::OK, "GET {path}");
+        let length = get.bytes().await.unwrap().len();
+        let head = app.client.head(app.url(path)).bearer_auth(&org.token).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "HEAD {path}");
+        let announced = head.headers().get("content-length").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(announced, Some(length.to_string()), "HEAD {path}");
+        assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path} sent a body");
+    }
+    let res = app.client.head(app.url("/v1/tenants")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Where there is no GET, HEAD is not served either (the 405 has no body: it is a HEAD's).
+    let res = app.client.head(app.url("/v1/ingest")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "POST");
+    app.shutdown().await;
 }
