@@ -380,6 +380,7 @@ mod tests {
             findings,
             streaks: vec![],
             unknown_rules: 0,
+            probe_versions: wbd_wire::ProbeKind::ALL.iter().map(|p| (p.as_str().to_owned(), 7)).collect(),
         }
     }
 

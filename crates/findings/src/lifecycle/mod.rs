@@ -10,12 +10,15 @@
 //!   state and the transition (or the evaluation that agrees again), so an evaluation whose
 //!   outcomes match the findings still writes nothing. With the default 1/1 no streak is ever
 //!   written.
-//! - **What "consecutive" counts.** An evaluation counts once per new set of facts: only an
-//!   evaluation that saw facts no earlier evaluation saw (`facts_version` moved) advances a
-//!   streak, and a burst of batches coalesced into one evaluation counts once. Re-evaluations of
-//!   the same facts (the silence and suppression sweeps) do not count — except for rules that read
-//!   no probe results (such as `collector-silent`): they judge time and collector state, so every
-//!   evaluation is a new observation for them.
+//! - **What "consecutive" counts.** An evaluation counts for a rule once per new result of a
+//!   probe the rule reads: only an evaluation that saw such a result no earlier evaluation saw
+//!   (the probe reported at a `facts_version` after the last evaluated one) advances the rule's
+//!   streaks, and a burst of batches coalesced into one evaluation counts once. So a slow probe
+//!   (idle connections, every few hours) is not counted again at each five-minute push of the
+//!   endpoint probe. Re-evaluations of the same facts (the silence and suppression sweeps) do not
+//!   count — except for rules that read no probe results (such as `collector-silent`): they judge
+//!   time and collector state, so every evaluation is a new observation for them. A custom rule
+//!   (whose reads are not declared) counts any new facts of the tenant.
 //! - **Stale.** While the collector a finding rests on is silent (active and past its silence
 //!   deadline), its facts are old: evaluations over them neither open, reopen, update, resolve nor
 //!   re-announce the finding, nor move its streak ([`is_stale`]). The finding is held until the
@@ -142,6 +145,17 @@ pub fn collector_of(subject: &str) -> Option<CollectorId> {
 
 /// Whether the rule reads probe results (rather than only collector state and time). Rules
 /// outside the shipped pack (custom rules) read facts.
+/// Whether this evaluation gives `rule_id` a new observation (see the module docs).
+fn has_new_result(rule_id: &str, snapshot: &TenantSnapshot, fresh_facts: bool) -> bool {
+    match wbd_rules::rules().iter().find(|info| info.id == rule_id) {
+        None => fresh_facts,
+        Some(info) if info.reads.is_empty() => true,
+        Some(info) => info.reads.iter().any(|probe| {
+            snapshot.probe_versions.get(probe.as_str()).is_some_and(|v| *v > snapshot.evaluated_facts_version)
+        }),
+    }
+}
+
 pub fn reads_probes(rule_id: &str) -> bool {
     wbd_rules::rules().iter().find(|info| info.id == rule_id).is_none_or(|info| !info.reads.is_empty())
 }
@@ -230,7 +244,7 @@ pub fn plan_changes(
             finding,
             streak,
             damping: damping.get(&evaluation.rule_id),
-            counts: fresh_facts || !reads_probes(&evaluation.rule_id),
+            counts: has_new_result(&evaluation.rule_id, snapshot, fresh_facts),
             now,
         };
         step.plan(&mut plan);

@@ -61,6 +61,8 @@ fn snapshot(findings: Vec<Finding>, streaks: Vec<FindingStreak>) -> TenantSnapsh
         findings,
         streaks,
         unknown_rules: 0,
+        // Every probe reported in this version.
+        probe_versions: wbd_wire::ProbeKind::ALL.iter().map(|p| (p.as_str().to_owned(), 7)).collect(),
     }
 }
 
@@ -366,6 +368,25 @@ fn order_is_by_fingerprint_whatever_the_input_order() {
 }
 
 // ---- flap damping -------------------------------------------------------------------------
+
+#[test]
+fn a_streak_advances_only_on_a_new_result_of_a_probe_the_rule_reads() {
+    let subject = at_site(SITE);
+    let failing = [fail("endpoint-reachable", &subject, RuleSeverity::Critical, "blocked")];
+    let damping = Damping::new(2, 1);
+    let pending = vec![streak("endpoint-reachable", &subject, 1, 0)];
+
+    // The new facts are another probe's (a slow idle-connection run): the endpoint result the
+    // rule judges is the one it judged last time, so its streak stays where it is.
+    let mut other_probe = snapshot(vec![], pending.clone());
+    other_probe.probe_versions.insert("endpoint".to_owned(), 6);
+    assert_eq!(plan_damped(&other_probe, &failing, damping), EvaluationChanges::default());
+
+    // A new endpoint result: the second failure in a row opens the finding.
+    let own_probe = snapshot(vec![], pending);
+    let opened = plan_damped(&own_probe, &failing, damping);
+    assert!(matches!(opened.findings[..], [FindingChange::Open { .. }]), "{opened:?}");
+}
 
 #[test]
 fn a_finding_opens_only_after_open_after_consecutive_failures() {

@@ -211,6 +211,9 @@ pub struct TenantSnapshot {
     pub streaks: Vec<FindingStreak>,
     /// Rules the last applied evaluation could not decide.
     pub unknown_rules: u32,
+    /// The `facts_version` at which each probe (by name) last reported for the tenant, from any
+    /// collector: what tells whether a rule has a new result to judge.
+    pub probe_versions: std::collections::BTreeMap<String, i64>,
 }
 
 /// Consecutive evaluations of one fingerprint that disagree with its finding's state: `fails`

@@ -49,6 +49,10 @@ pub(super) async fn load_tenant_snapshot(
     )
     .fetch_all(&mut *tx)
     .await?;
+    let probe_versions =
+        of_tenant("SELECT probe, facts_version FROM probe_versions WHERE tenant_id = $1 AND org_id = $2")
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
 
     Ok(Some(TenantSnapshot {
@@ -60,6 +64,10 @@ pub(super) async fn load_tenant_snapshot(
         findings: findings.iter().map(rows::finding).collect::<Result<_>>()?,
         streaks: streaks.iter().map(rows::streak).collect::<Result<_>>()?,
         unknown_rules: to_u32(versions.try_get("unknown_rules")?, "tenants.unknown_rules")?,
+        probe_versions: probe_versions
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>("probe")?, row.try_get::<i64, _>("facts_version")?)))
+            .collect::<Result<_>>()?,
     }))
 }
 

@@ -87,11 +87,28 @@ pub(super) async fn ingest_batch(
         dialect::write_plan(&mut tx, scope, batch.collector_id, &plan).await?;
     }
 
-    sqlx::query("UPDATE tenants SET facts_version = facts_version + 1 WHERE id = $1 AND org_id = $2")
+    let facts_version: i64 = sqlx::query_scalar(
+        "UPDATE tenants SET facts_version = facts_version + 1 WHERE id = $1 AND org_id = $2
+         RETURNING facts_version",
+    )
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    // Which probes reported in this version (a handful per batch): flap damping reads it.
+    let probes: std::collections::BTreeSet<&str> = batch.results.iter().map(|r| r.probe.as_str()).collect();
+    for probe in probes {
+        sqlx::query(
+            "INSERT INTO probe_versions (tenant_id, probe, org_id, facts_version) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, probe) DO UPDATE SET facts_version = excluded.facts_version",
+        )
         .bind(scope.tenant_id.0)
+        .bind(probe)
         .bind(scope.org_id.0)
+        .bind(facts_version)
         .execute(&mut *tx)
         .await?;
+    }
     let kind = MessageKind::BatchIngested { collector_id: batch.collector_id, batch_id: batch.batch_id };
     insert_outbox(&mut tx, scope, &kind, batch.traceparent.as_deref(), received_at).await?;
 

@@ -287,3 +287,26 @@ contract_test! {
         Ok(())
     }
 }
+
+contract_test! {
+    async fn the_snapshot_says_at_which_facts_version_each_probe_last_reported(store) {
+        let site = enrolled_site(store, "Acme MSP").await?;
+        let push = |results: Vec<FactWrite>, at: i64| batch(site.collector.id, results, at);
+        store.ingest_batch(site.scope, &push(vec![result("endpoint", "a:443", 1, "x")], 10)).await?;
+        store
+            .ingest_batch(
+                site.scope,
+                &push(vec![result("endpoint", "a:443", 2, "x"), result("idle_connection", "a:443", 2, "y")], 20),
+            )
+            .await?;
+        store.ingest_batch(site.scope, &push(vec![result("endpoint", "b:443", 3, "z")], 30)).await?;
+        // A heartbeat with no results moves the version but no probe.
+        store.ingest_batch(site.scope, &push(vec![], 40)).await?;
+
+        let snapshot = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        assert_eq!(snapshot.facts_version, 4);
+        let versions: Vec<(&str, i64)> = snapshot.probe_versions.iter().map(|(p, v)| (p.as_str(), *v)).collect();
+        assert_eq!(versions, [("endpoint", 3), ("idle_connection", 2)]);
+        Ok(())
+    }
+}
