@@ -67,19 +67,24 @@ impl Names {
 const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Broker {
-    /// Parses the URL, connects and declares the topology; the connection stays open for
-    /// [`Broker::ready`].
-    pub(crate) async fn open(url: &str, settings: &QueueSettings) -> Result<Broker, QueueError> {
+    /// The URL parsed and the names checked; no connection yet.
+    fn unconnected(url: &str, settings: &QueueSettings) -> Result<Broker, QueueError> {
         let display_url = redact_password(url);
         let uri = parse_url(url, &display_url)?;
-        let broker = Broker {
+        Ok(Broker {
             inner: Arc::new(BrokerInner {
                 uri,
                 display_url,
                 names: Names::new(settings)?,
                 control: tokio::sync::Mutex::new(None),
             }),
-        };
+        })
+    }
+
+    /// Parses the URL, connects and declares the topology; the connection stays open for
+    /// [`Broker::ready`].
+    pub(crate) async fn open(url: &str, settings: &QueueSettings) -> Result<Broker, QueueError> {
+        let broker = Broker::unconnected(url, settings)?;
         let connection = broker.connect(settings, "control", settings.connect_timeout).await?;
         let channel = connection.create_channel().await.map_err(QueueError::Broker)?;
         declare_topology(&channel, broker.names(), settings).await?;
@@ -94,16 +99,7 @@ impl Broker {
     /// Connects once and closes, declaring nothing: whether `url` reaches a broker that lets us
     /// in (`wbd-api check-config`).
     pub(crate) async fn check(url: &str, settings: &QueueSettings) -> Result<(), QueueError> {
-        let display_url = redact_password(url);
-        let uri = parse_url(url, &display_url)?;
-        let broker = Broker {
-            inner: Arc::new(BrokerInner {
-                uri,
-                display_url,
-                names: Names::new(settings)?,
-                control: tokio::sync::Mutex::new(None),
-            }),
-        };
+        let broker = Broker::unconnected(url, settings)?;
         let connection = broker.connect(settings, "check", settings.connect_timeout).await?;
         if let Err(error) = connection.close(200, "OK".into()).await {
             tracing::debug!(error = %error, "closing the check connection failed");

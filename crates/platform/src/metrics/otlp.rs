@@ -43,11 +43,25 @@ impl OtelRecorder {
         lock(&self.descriptions).insert(key.as_str().to_owned(), (description.into_owned(), unit));
     }
 
-    fn description(&self, name: &str) -> (String, Option<&'static str>) {
-        match lock(&self.descriptions).get(name) {
-            Some((text, unit)) => (text.clone(), unit.map(ucum)),
-            None => (String::new(), None),
+    /// The instrument named `name` in `made`, made by `make(name, description, unit)` the first
+    /// time (the `metrics` macros register on every use: a hit allocates nothing).
+    fn instrument<T: Clone>(
+        &self,
+        made: &Mutex<HashMap<String, T>>,
+        name: &str,
+        make: impl FnOnce(String, String, &'static str) -> T,
+    ) -> T {
+        let mut made = lock(made);
+        if let Some(instrument) = made.get(name) {
+            return instrument.clone();
         }
+        let (description, unit) = match lock(&self.descriptions).get(name) {
+            Some((text, unit)) => (text.clone(), unit.map_or("", ucum)),
+            None => (String::new(), ""),
+        };
+        let instrument = make(name.to_owned(), description, unit);
+        made.insert(name.to_owned(), instrument.clone());
+        instrument
     }
 }
 
@@ -83,51 +97,24 @@ impl Recorder for OtelRecorder {
     }
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let name = key.name().to_owned();
-        let instrument = lock(&self.counters)
-            .entry(name.clone())
-            .or_insert_with(|| {
-                let (description, unit) = self.description(&name);
-                let builder = self.meter.u64_counter(name).with_description(description);
-                match unit {
-                    Some(unit) => builder.with_unit(unit).build(),
-                    None => builder.build(),
-                }
-            })
-            .clone();
+        let instrument = self.instrument(&self.counters, key.name(), |name, description, unit| {
+            self.meter.u64_counter(name).with_description(description).with_unit(unit).build()
+        });
         Counter::from_arc(Arc::new(OtelCounter { instrument, attributes: attributes(key) }))
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        let name = key.name().to_owned();
-        let instrument = lock(&self.gauges)
-            .entry(name.clone())
-            .or_insert_with(|| {
-                let (description, unit) = self.description(&name);
-                let builder = self.meter.f64_gauge(name).with_description(description);
-                match unit {
-                    Some(unit) => builder.with_unit(unit).build(),
-                    None => builder.build(),
-                }
-            })
-            .clone();
+        let instrument = self.instrument(&self.gauges, key.name(), |name, description, unit| {
+            self.meter.f64_gauge(name).with_description(description).with_unit(unit).build()
+        });
         let value = lock(&self.gauge_values).entry(key.clone()).or_default().clone();
         Gauge::from_arc(Arc::new(OtelGauge { instrument, attributes: attributes(key), value }))
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let name = key.name().to_owned();
-        let instrument = lock(&self.histograms)
-            .entry(name.clone())
-            .or_insert_with(|| {
-                let (description, unit) = self.description(&name);
-                let builder = self.meter.f64_histogram(name).with_description(description);
-                match unit {
-                    Some(unit) => builder.with_unit(unit).build(),
-                    None => builder.build(),
-                }
-            })
-            .clone();
+        let instrument = self.instrument(&self.histograms, key.name(), |name, description, unit| {
+            self.meter.f64_histogram(name).with_description(description).with_unit(unit).build()
+        });
         Histogram::from_arc(Arc::new(OtelHistogram { instrument, attributes: attributes(key) }))
     }
 }
