@@ -188,6 +188,8 @@ impl TestBed {
             suppression_reason: None,
             suppressed_by: None,
             message: None,
+            root_finding_id: None,
+            announced: true,
         };
         let event = Event {
             id: Uuid::now_v7(),

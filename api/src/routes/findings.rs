@@ -71,6 +71,11 @@ pub struct FindingView {
     pub suppressed_by: Option<String>,
     /// Changes with every transition; send it with an action to act only on what you saw.
     pub version: i64,
+    /// The active finding whose failure explains this one (the rule pack's `explained_by`):
+    /// this one is its consequence — fix the root cause first; it usually clears this one. A
+    /// consequence is not counted in the tenant's health score, and one that opened under its
+    /// root has no ticket of its own. On a resolved finding: its root when it resolved.
+    pub root_cause_id: Option<Uuid>,
     /// The tickets (or alerts) integrations keep for it.
     pub tickets: Vec<TicketView>,
 }
@@ -110,6 +115,7 @@ impl FindingView {
             suppression_reason: f.suppression_reason,
             suppressed_by: f.suppressed_by,
             version: f.version,
+            root_cause_id: f.root_finding_id.map(|id| id.0),
             tickets: Vec::new(),
         }
     }
@@ -118,7 +124,9 @@ impl FindingView {
 #[derive(Serialize, ToSchema)]
 pub struct FindingEventView {
     /// `opened`, `updated`, `resolved`, `reopened`, `acknowledged`, `suppressed`,
-    /// `unsuppressed`, `suppression_expired` or `retest_requested`.
+    /// `unsuppressed`, `suppression_expired`, `retest_requested` or `root_cause_resolved` (it
+    /// opened as the consequence of another finding, which resolved while this one still fails:
+    /// announced on its own from then on).
     pub kind: &'static str,
     /// `system` for the evaluator, `api_key:<id>` for a person or automation.
     pub actor: String,
@@ -133,6 +141,10 @@ pub struct FindingEventView {
     /// Until when a `suppressed` event suppresses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed_until: Option<DateTime<Utc>>,
+    /// The root cause the finding was grouped under when this happened, if it had no ticket of
+    /// its own: integrations were not told of this event (the root's ticket stands for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_cause_id: Option<Uuid>,
 }
 
 impl From<FindingEvent> for FindingEventView {
@@ -145,6 +157,7 @@ impl From<FindingEvent> for FindingEventView {
             summary: e.summary,
             note: e.note,
             suppressed_until: e.suppressed_until,
+            root_cause_id: e.root_finding_id.map(|id| id.0),
         }
     }
 }

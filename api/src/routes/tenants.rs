@@ -52,14 +52,18 @@ pub enum TenantStatusName {
 pub struct TenantHealth {
     /// 0 (worst) to 100: `100 − 40 × critical − 20 × high − 8 × medium − 3 × low − 15 × silent
     /// collectors − min(unknown rules, 10)`, at least 0, counting open and acknowledged findings
-    /// (not suppressed ones).
+    /// (not suppressed ones); a cascade counts once, as its root cause (consequences apart).
     pub score: u8,
     /// `critical`, `degraded` (high or medium findings, or a silent collector), `healthy`, or
     /// `unknown` (no collector has reported yet).
     #[schema(value_type = TenantStatusName)]
     pub status: &'static str,
-    /// Open and acknowledged findings (present and not suppressed).
+    /// Open and acknowledged findings (present and not suppressed) that stand alone or are a
+    /// root cause; consequences of another finding are counted apart.
     pub open_findings: SeverityCounts,
+    /// Open and acknowledged findings that another active finding explains (their
+    /// `root_cause_id`): fixing that root usually clears them.
+    pub consequences: u32,
     /// Findings someone suppressed until a date.
     pub suppressed_findings: u32,
     pub collectors: u32,
@@ -106,6 +110,7 @@ impl From<TenantSummary> for TenantView {
                     low: s.open_low,
                     info: s.open_info,
                 },
+                consequences: s.consequences,
                 suppressed_findings: s.suppressed,
                 collectors: s.collectors,
                 silent_collectors: s.silent_collectors,

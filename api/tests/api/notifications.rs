@@ -266,3 +266,144 @@ async fn a_suppression_that_runs_out_while_the_fault_persists_announces_the_find
     assert_eq!(kinds, ["opened", "suppressed", "suppression_expired"]);
     app.shutdown().await;
 }
+
+/// The Graph probe's report of a healthy tenant (P1 licences, a cloud-only Global Administrator,
+/// a recent sync), except for the test user: SSPR enabled for them or not, able to reset or not.
+fn graph_result(sspr_enabled: bool, capable: bool) -> wbd_wire::ProbeResult {
+    use wbd_wire::{
+        AdminRoleMembers, GraphReport, OrganizationSync, ProbeOutput, ProbeResult, RoleMember,
+        ServicePlanLicences, UserRegistration,
+    };
+    let now = chrono::Utc::now();
+    let report = GraphReport {
+        tenant: "contoso.onmicrosoft.com".into(),
+        graph_base_url: "https://graph.microsoft.com".into(),
+        service_plans: Some(vec![ServicePlanLicences {
+            service_plan_id: "41781fb2-bc02-4b7c-bd55-b576c07bb09d".into(),
+            service_plan_name: "AAD_PREMIUM".into(),
+            skus: vec!["SPB".into()],
+            provisioned: true,
+            enabled_units: 25,
+            assigned_units: 18,
+            non_user_skus: vec![],
+        }]),
+        organization: Some(OrganizationSync {
+            id: "7f3c0000-0000-0000-0000-000000000001".into(),
+            display_name: Some("Contoso".into()),
+            on_premises_sync_enabled: Some(true),
+            on_premises_last_sync: Some(now - chrono::Duration::minutes(12)),
+        }),
+        allowed_to_use_sspr: Some(true),
+        test_user: Some(UserRegistration {
+            user_principal_name: "wbd.test@contoso.com".into(),
+            found: true,
+            is_admin: Some(false),
+            is_sspr_enabled: Some(sspr_enabled),
+            is_sspr_registered: Some(true),
+            is_sspr_capable: Some(capable),
+            methods_registered: vec!["mobilePhone".into(), "email".into()],
+            last_updated: Some(now - chrono::Duration::days(3)),
+        }),
+        admin_roles: Some(vec![AdminRoleMembers {
+            role_template_id: "62e90394-69f5-4237-9190-012177145e10".into(),
+            role_name: "Global Administrator".into(),
+            members: vec![RoleMember {
+                id: "0b1e0000-0000-0000-0000-000000000001".into(),
+                principal_type: "user".into(),
+                display_name: Some("Cloud admin".into()),
+                user_principal_name: Some("admin@contoso.onmicrosoft.com".into()),
+                on_premises_sync_enabled: None,
+            }],
+        }]),
+        errors: vec![],
+        failure: None,
+    };
+    ProbeResult {
+        subject: "contoso.onmicrosoft.com".into(),
+        observed_at: now,
+        duration_ms: 900,
+        output: ProbeOutput::Graph(report),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_is_one_problem_with_one_ticket_and_one_score_penalty_until_its_root_is_fixed() {
+    let app = spawn_delivering_app().await;
+    let org = app.bootstrap_org("Northwind MSP").await;
+    let (tenant, collector) = app.tenant_with_collector(&org).await;
+    let hook = Receiver::spawn(WebhookReceiver::new()).await;
+    let res = app
+        .post(
+            &org.token,
+            "/v1/integrations",
+            &json!({"name": "SIEM", "kind": "webhook", "url": format!("{}/wbd", hook.url())}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    // SSPR is off for the test user, so they cannot reset either: the second follows from the first.
+    assert_eq!(
+        collector.push(&app, &batch(vec![graph_result(false, false)])).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let open =
+        app.wait_for_findings(&org.token, &format!("tenant_id={tenant}&status=open"), |f| f.len() == 2).await;
+    let by_rule = |rule: &str| {
+        open.iter().find(|f| f["rule_id"] == rule).cloned().unwrap_or_else(|| panic!("{rule}: {open:#?}"))
+    };
+    let (root, consequence) = (by_rule("sspr-enabled"), by_rule("test-user-sspr-capable"));
+    assert_eq!(root["root_cause_id"], Value::Null);
+    assert_eq!(consequence["root_cause_id"], root["id"], "grouped under its root cause");
+    let summary = consequence["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("need not register anything more"),
+        "never contradicts the root cause: {summary}"
+    );
+
+    // Counted once: the root's penalty (high, −20), not the consequence's as well (medium, −8).
+    let view: Value = app.get(&org.token, &format!("/v1/tenants/{tenant}")).await.json().await.unwrap();
+    let health = &view["health"];
+    assert_eq!(
+        (health["open_findings"]["high"].as_u64(), health["open_findings"]["medium"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(health["consequences"], 1);
+    let undecided = health["unknown_rules"].as_u64().unwrap().min(10);
+    assert_eq!(health["score"].as_u64().unwrap(), 100 - 20 - undecided);
+
+    // One ticket: the root's. The consequence's events say why they were not delivered.
+    until("the root's opening is delivered", || async {
+        webhook_events(&hook)
+            .iter()
+            .any(|e| e["type"] == "finding.opened" && e["data"]["finding"]["id"] == root["id"])
+    })
+    .await;
+    let detail = app.finding(&org.token, consequence["id"].as_str().unwrap()).await;
+    assert_eq!(detail["events"][0]["kind"], "opened");
+    assert_eq!(detail["events"][0]["root_cause_id"], root["id"]);
+
+    // SSPR is enabled, but the user still cannot reset: the root resolves, the consequence is a
+    // problem of its own now and is announced as one.
+    assert_eq!(
+        collector.push(&app, &batch(vec![graph_result(true, false)])).await.status(),
+        StatusCode::ACCEPTED
+    );
+    until("the former consequence is announced on its own", || async {
+        webhook_events(&hook)
+            .iter()
+            .any(|e| e["type"] == "finding.opened" && e["data"]["finding"]["id"] == consequence["id"])
+    })
+    .await;
+    let detail = app.finding(&org.token, consequence["id"].as_str().unwrap()).await;
+    assert_eq!(detail["root_cause_id"], Value::Null);
+    assert_eq!(detail["status"], "open");
+    let last = detail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "root_cause_resolved");
+    assert!(last.get("root_cause_id").is_none(), "{last}");
+    let view: Value = app.get(&org.token, &format!("/v1/tenants/{tenant}")).await.json().await.unwrap();
+    assert_eq!(view["health"]["open_findings"]["medium"], 1);
+    assert_eq!(view["health"]["consequences"], 0);
+    let consequence_events =
+        webhook_events(&hook).iter().filter(|e| e["data"]["finding"]["id"] == consequence["id"]).count();
+    assert_eq!(consequence_events, 1, "nothing about it was delivered while it was a consequence");
+}

@@ -107,6 +107,9 @@ impl Engine {
         let mut integrations: HashMap<wbd_store::OrgId, Vec<Integration>> = HashMap::new();
         let mut deliveries = Vec::new();
         for item in &items {
+            if !events::is_delivered(&item.event) {
+                continue;
+            }
             let Some(event_type) = events::event_type_of(item.event.kind, &item.finding.rule_id) else {
                 continue;
             };

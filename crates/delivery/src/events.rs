@@ -6,23 +6,30 @@ use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 use wbd_notify::{Event, EventData, EventType, FindingData, IntegrationKind, TenantRef};
 use wbd_store::{
-    Finding, FindingEventKind, Integration, NewDelivery, OrgId, Routing, TenantId, UndispatchedEvent,
+    Finding, FindingEvent, FindingEventKind, Integration, NewDelivery, OrgId, Routing, TenantId,
+    UndispatchedEvent,
 };
 
 /// The rule whose findings mean "a collector stopped pushing".
 const COLLECTOR_SILENT: &str = "collector-silent";
 
 /// What integrations hear of a stored finding event; `None` for changes they do not hear
-/// about (a severity or summary update, a re-test request, lifting a suppression by hand).
+/// about (a severity or summary update, a re-test request, lifting a suppression by hand). The
+/// events of a finding that is a consequence not announced on its own are not heard at all
+/// ([`is_delivered`]).
 pub fn event_type_of(kind: FindingEventKind, rule_id: &str) -> Option<EventType> {
     let collector = rule_id == COLLECTOR_SILENT;
     Some(match kind {
-        FindingEventKind::Opened | FindingEventKind::Reopened | FindingEventKind::SuppressionExpired
+        FindingEventKind::Opened
+        | FindingEventKind::Reopened
+        | FindingEventKind::SuppressionExpired
+        | FindingEventKind::RootCauseResolved
             if collector =>
         {
             EventType::CollectorSilent
         }
-        FindingEventKind::Opened => EventType::FindingOpened,
+        // A consequence whose root cause resolved while it still fails: news on its own now.
+        FindingEventKind::Opened | FindingEventKind::RootCauseResolved => EventType::FindingOpened,
         // A suppression that ran out while the problem is still there announces it again.
         FindingEventKind::Reopened | FindingEventKind::SuppressionExpired => EventType::FindingReopened,
         FindingEventKind::Resolved if collector => EventType::CollectorBack,
@@ -33,6 +40,12 @@ pub fn event_type_of(kind: FindingEventKind, rule_id: &str) -> Option<EventType>
             return None;
         }
     })
+}
+
+/// Whether integrations hear of the event at all: not while its finding is the consequence of
+/// another (the root's ticket stands for it; see `wbd_findings::lifecycle`, "Root causes").
+pub fn is_delivered(event: &FindingEvent) -> bool {
+    event.root_finding_id.is_none()
 }
 
 /// The finding as an event shows it. `public_url` (no trailing slash) makes the link.

@@ -409,6 +409,8 @@ mod tests {
             suppression_reason: None,
             suppressed_by: None,
             message: None,
+            root_finding_id: None,
+            announced: true,
         }
     }
 

@@ -37,12 +37,13 @@ macro_rules! finding_cols {
     () => {
         "id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status, title, summary, evidence, \
          opened_at, updated_at, resolved_at, reopen_count, version, collector_id, acknowledged_at, \
-         acknowledged_by, suppressed_until, suppression_reason, suppressed_by, message"
+         acknowledged_by, suppressed_until, suppression_reason, suppressed_by, message, root_finding_id, \
+         announced"
     };
 }
 macro_rules! event_cols {
     () => {
-        "id, finding_id, kind, actor, at, severity, summary, note, suppressed_until"
+        "id, finding_id, kind, actor, at, severity, summary, note, suppressed_until, root_finding_id"
     };
 }
 macro_rules! command_cols {

@@ -110,6 +110,7 @@ mod tests {
             open_low: counts[3],
             open_info: counts[4],
             suppressed: 0,
+            consequences: 0,
             collectors: 1,
             silent_collectors: silent,
             unknown_rules: unknown,

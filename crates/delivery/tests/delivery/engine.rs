@@ -155,6 +155,8 @@ impl Harness {
             suppression_reason: None,
             suppressed_by: None,
             message: None,
+            root_finding_id: None,
+            announced: true,
         };
         let event = Event {
             id: Uuid::now_v7(),

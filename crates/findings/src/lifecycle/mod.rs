@@ -31,6 +31,13 @@
 //!   sweep looking for expired suppressions comes to an end.
 //! - A finding of a shipped rule that no evaluation mentions any more (its collector was revoked)
 //!   resolves at once, as no longer observed.
+//! - **Root causes.** A rule of the pack may name the rules whose failure explains its own
+//!   (`explained_by`). An active finding of such a rule is grouped under an active finding of
+//!   the first of those rules that has one (for a rule with several, the first by subject): it
+//!   is that root's consequence. Every evaluation keeps the grouping of the tenant's active
+//!   findings current ([`GroupChange`], written only where it changes). A consequence is not
+//!   counted in the health score; one that opens under its root gets no ticket of its own (its
+//!   events are not delivered) until the root resolves while it still fails.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -38,8 +45,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use wbd_rules::{Evaluation, Outcome, PackSettings};
 use wbd_store::{
-    Collector, CollectorId, CollectorStatus, EvaluationChanges, Finding, FindingChange, FindingStatus,
-    FindingStreak, Severity, StreakChange, TenantSnapshot,
+    Collector, CollectorId, CollectorStatus, EvaluationChanges, Finding, FindingChange, FindingId,
+    FindingStatus, FindingStreak, GroupChange, Severity, StreakChange, TenantSnapshot,
 };
 
 /// Flap damping of one rule: open after `open_after` consecutive failing evaluations, resolve
@@ -283,16 +290,66 @@ pub fn plan_changes(
         }
     }
 
+    let groups = plan_groups(&findings, &plan.findings);
     let unknown_rules = u32::try_from(undecided.len()).unwrap_or(u32::MAX);
     EvaluationChanges {
         findings: plan.findings.into_values().collect(),
         streaks: plan.streaks.into_values().collect(),
         unknown_rules: (unknown_rules != snapshot.unknown_rules).then_some(unknown_rules),
+        groups,
         // Filled in by the evaluator from the rules' messages (`evaluate::attach_messages`).
         messages: BTreeMap::new(),
         // Filled in by the evaluator from its span.
         traceparent: None,
     }
+}
+
+/// The root causes of the findings active after `changes` (see the module docs, "Root
+/// causes"), where they differ from what is stored. `findings` are the tenant's, by fingerprint.
+fn plan_groups(
+    findings: &BTreeMap<&str, &Finding>,
+    changes: &BTreeMap<String, FindingChange>,
+) -> Vec<GroupChange> {
+    // Each active finding after this evaluation: (fingerprint, rule, stored id, stored root).
+    let mut active: Vec<(&str, &str, Option<FindingId>, Option<FindingId>)> = Vec::new();
+    for (key, finding) in findings {
+        let active_after = match changes.get(*key) {
+            Some(FindingChange::Resolve { .. }) => false,
+            Some(_) => true,
+            None => finding.status.is_active(),
+        };
+        if active_after {
+            active.push((key, finding.rule_id.as_str(), Some(finding.id), finding.root_finding_id));
+        }
+    }
+    for change in changes.values() {
+        if let FindingChange::Open { fingerprint, rule_id, .. } = change {
+            active.push((fingerprint, rule_id, None, None));
+        }
+    }
+    active.sort_unstable_by_key(|(key, ..)| *key);
+    let mut groups = Vec::new();
+    for (key, rule_id, _, stored_root) in &active {
+        let explained_by = wbd_rules::rules()
+            .iter()
+            .find(|info| info.id == *rule_id)
+            .map_or(&[][..], |info| info.explained_by);
+        // The first cause of the pack's list that is present; within a rule, the first subject.
+        let root = explained_by.iter().find_map(|cause| active.iter().find(|(_, rule, ..)| rule == cause));
+        let stored = stored_root.and_then(|id| active.iter().find(|(.., own, _)| *own == Some(id)));
+        let same = match (root, stored) {
+            (None, None) => stored_root.is_none(),
+            (Some(root), Some(stored)) => root.0 == stored.0,
+            _ => false,
+        };
+        if !same {
+            groups.push(GroupChange {
+                fingerprint: (*key).to_owned(),
+                root_fingerprint: root.map(|(root_key, ..)| (*root_key).to_owned()),
+            });
+        }
+    }
+    groups
 }
 
 #[derive(Default)]

@@ -97,6 +97,8 @@ fn finding(n: u128, rule_id: &str, subject: &str, status: FindingStatus) -> Find
         suppression_reason: None,
         suppressed_by: None,
         message: None,
+        root_finding_id: None,
+        announced: true,
     }
 }
 
@@ -604,4 +606,88 @@ fn an_expired_suppression_is_announced_again_while_the_problem_is_there() {
     let mut held = snap;
     held.collectors = vec![silent(SITE)];
     assert_eq!(plan(&held, &[failing]), EvaluationChanges::default());
+}
+
+// ---- root causes --------------------------------------------------------------------------
+
+const SSPR: &str = "sspr-enabled";
+const CAPABLE: &str = "test-user-sspr-capable";
+
+fn group(rule_id: &str, root: Option<&str>) -> GroupChange {
+    GroupChange {
+        fingerprint: fingerprint(rule_id, "tenant"),
+        root_fingerprint: root.map(|root| fingerprint(root, "tenant")),
+    }
+}
+
+#[test]
+fn a_consequence_that_opens_with_its_root_is_grouped_under_it() {
+    // SSPR is off for the test user, so the user also cannot reset: one root, one consequence.
+    let changes = plan(
+        &snapshot(vec![], vec![]),
+        &[
+            fail(SSPR, "tenant", RuleSeverity::High, "SSPR is off"),
+            fail(CAPABLE, "tenant", RuleSeverity::Medium, "cannot reset"),
+        ],
+    );
+    assert_eq!(changes.findings.len(), 2, "both open: {changes:?}");
+    assert_eq!(changes.groups, vec![group(CAPABLE, Some(SSPR))]);
+
+    // The consequence alone stands alone; the root alone has nothing under it.
+    let alone =
+        plan(&snapshot(vec![], vec![]), &[fail(CAPABLE, "tenant", RuleSeverity::Medium, "cannot reset")]);
+    assert_eq!(alone.findings.len(), 1);
+    assert!(alone.groups.is_empty(), "{alone:?}");
+    let root_only =
+        plan(&snapshot(vec![], vec![]), &[fail(SSPR, "tenant", RuleSeverity::High, "SSPR is off")]);
+    assert!(root_only.groups.is_empty(), "{root_only:?}");
+}
+
+#[test]
+fn grouping_is_written_only_when_it_changes_and_follows_the_root() {
+    let root = finding(1, SSPR, "tenant", FindingStatus::Open);
+    let grouped = Finding {
+        root_finding_id: Some(root.id),
+        announced: false,
+        ..finding(2, CAPABLE, "tenant", FindingStatus::Open)
+    };
+    let both_fail = [
+        fail(SSPR, "tenant", RuleSeverity::Critical, "blocked"),
+        fail(CAPABLE, "tenant", RuleSeverity::Critical, "blocked"),
+    ];
+    // Both still fail as stored: nothing to write, grouping included.
+    let steady = snapshot(vec![root.clone(), grouped], vec![]);
+    let changes = plan(&steady, &both_fail);
+    assert_eq!(changes, EvaluationChanges::default());
+
+    // The root is fixed, the consequence still fails: it stands alone from now on.
+    let changes = plan(&steady, &[pass(SSPR, "tenant"), both_fail[1].clone()]);
+    assert!(
+        matches!(changes.findings[..], [FindingChange::Resolve { id, .. }] if id == root.id),
+        "{changes:?}"
+    );
+    assert_eq!(changes.groups, vec![group(CAPABLE, None)]);
+
+    // A root that appears under an open finding that stood alone groups it.
+    let alone = finding(2, CAPABLE, "tenant", FindingStatus::Acknowledged);
+    let changes = plan(&snapshot(vec![alone], vec![]), &both_fail);
+    assert!(matches!(changes.findings[..], [FindingChange::Open { .. }]), "{changes:?}");
+    assert_eq!(changes.groups, vec![group(CAPABLE, Some(SSPR))]);
+
+    // Resolved findings are not grouped, whatever their root was.
+    let resolved =
+        Finding { root_finding_id: Some(root.id), ..finding(2, CAPABLE, "tenant", FindingStatus::Resolved) };
+    let changes = plan(
+        &snapshot(vec![root.clone(), resolved], vec![]),
+        &[both_fail[0].clone(), pass(CAPABLE, "tenant")],
+    );
+    assert!(changes.groups.is_empty(), "{changes:?}");
+
+    // A consequence that reopens while its root is open is grouped under it again.
+    let resolved =
+        Finding { root_finding_id: None, ..finding(2, CAPABLE, "tenant", FindingStatus::Resolved) };
+    let open_root = snapshot(vec![root.clone(), resolved], vec![]);
+    let changes = plan(&open_root, &both_fail);
+    assert!(matches!(changes.findings[..], [FindingChange::Reopen { .. }]), "{changes:?}");
+    assert_eq!(changes.groups, vec![group(CAPABLE, Some(SSPR))]);
 }

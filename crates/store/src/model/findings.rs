@@ -122,6 +122,13 @@ pub struct Finding {
     pub suppressed_by: Option<String>,
     /// The message behind `summary` (key and arguments), when the evaluator stored one.
     pub message: Option<serde_json::Value>,
+    /// The active finding whose failure explains this one (the rule pack's `explained_by`):
+    /// this one is its consequence, shown under it and not counted in the health score. Kept
+    /// current by every evaluation while the finding is active; as it was when it resolved.
+    pub root_finding_id: Option<FindingId>,
+    /// Whether integrations were told about this finding on its own. One that opened under a
+    /// root is not (no ticket of its own) until its root resolves while it still fails.
+    pub announced: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -138,10 +145,13 @@ pub enum FindingEventKind {
     SuppressionExpired,
     /// Someone asked the collector(s) behind the finding to run its probes now.
     RetestRequested,
+    /// It opened as the consequence of another finding; that root cause resolved while this one
+    /// still fails, so it is announced on its own now (integrations hear it as opened).
+    RootCauseResolved,
 }
 
 impl FindingEventKind {
-    pub const ALL: [FindingEventKind; 9] = [
+    pub const ALL: [FindingEventKind; 10] = [
         FindingEventKind::Opened,
         FindingEventKind::Updated,
         FindingEventKind::Resolved,
@@ -151,6 +161,7 @@ impl FindingEventKind {
         FindingEventKind::Unsuppressed,
         FindingEventKind::SuppressionExpired,
         FindingEventKind::RetestRequested,
+        FindingEventKind::RootCauseResolved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -164,6 +175,7 @@ impl FindingEventKind {
             FindingEventKind::Unsuppressed => "unsuppressed",
             FindingEventKind::SuppressionExpired => "suppression_expired",
             FindingEventKind::RetestRequested => "retest_requested",
+            FindingEventKind::RootCauseResolved => "root_cause_resolved",
         }
     }
 }
@@ -193,6 +205,9 @@ pub struct FindingEvent {
     pub note: Option<String>,
     /// Until when a `suppressed` event suppresses.
     pub suppressed_until: Option<DateTime<Utc>>,
+    /// The root cause the finding was grouped under, when it had not been announced on its own:
+    /// such an event is not delivered to integrations (the root's ticket stands for it).
+    pub root_finding_id: Option<FindingId>,
 }
 
 /// What the worker read to evaluate a tenant.
@@ -257,9 +272,24 @@ pub struct EvaluationChanges {
     /// findings this evaluation opens or changes: the API renders summaries from it in the
     /// caller's language.
     pub messages: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Root causes (the rule pack's `explained_by`) of the tenant's active findings, where this
+    /// evaluation changes them; applied after `findings`.
+    pub groups: Vec<GroupChange>,
     /// The W3C `traceparent` of the evaluation, kept on the finding events it writes so their
     /// deliveries continue the trace (collector → ingest → evaluation → ticket).
     pub traceparent: Option<String>,
+}
+
+/// The root cause an active finding is grouped under from this evaluation on, by fingerprints
+/// (a root that opens in the same evaluation has no id yet); `None` stands alone.
+///
+/// A finding that opens or reopens under a root is not announced to integrations; one whose
+/// root goes away while it is still open or acknowledged is announced then
+/// ([`FindingEventKind::RootCauseResolved`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChange {
+    pub fingerprint: String,
+    pub root_fingerprint: Option<String>,
 }
 
 /// What the rules concluded about one finding, computed by the worker from a snapshot.

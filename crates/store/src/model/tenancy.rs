@@ -74,7 +74,9 @@ pub struct Tenant {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantSummary {
     pub tenant: Tenant,
-    /// Findings that are open or acknowledged (present and not suppressed), by severity.
+    /// Findings that are open or acknowledged (present and not suppressed), by severity: root
+    /// causes and findings that stand alone (a consequence of another finding counts once, as
+    /// its root, in `consequences`).
     pub open_critical: u32,
     pub open_high: u32,
     pub open_medium: u32,
@@ -82,6 +84,8 @@ pub struct TenantSummary {
     pub open_info: u32,
     /// Findings suppressed by someone (present, but accepted for now).
     pub suppressed: u32,
+    /// Open or acknowledged findings that another active finding explains (grouped under it).
+    pub consequences: u32,
     pub collectors: u32,
     /// Active collectors past their silence deadline.
     pub silent_collectors: u32,
@@ -98,7 +102,8 @@ impl TenantSummary {
     /// − min(unknown rules, 10)`, at least 0.
     ///
     /// Only open and acknowledged findings count (a suppressed finding was accepted for now; an
-    /// info finding is context). A silent collector weighs like a high finding: nothing is known
+    /// info finding is context), and a cascade counts once: a consequence of another finding is
+    /// not counted beside its root cause. A silent collector weighs like a high finding: nothing is known
     /// about its site any more. An undecided rule costs a point, at most ten: missing data is
     /// worth looking at, but must not outweigh a real failure.
     pub fn health_score(&self) -> u8 {

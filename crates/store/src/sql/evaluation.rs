@@ -115,11 +115,43 @@ pub(super) async fn apply_evaluation(
         return Ok(ApplyOutcome::Conflict);
     }
 
+    // Events are written after the grouping, so that each says whether its finding stands alone.
+    let mut events = Vec::with_capacity(changes.findings.len());
     for change in &changes.findings {
-        if !apply_change(&mut tx, scope, change, now, changes.traceparent.as_deref()).await? {
-            tx.rollback().await?;
-            return Ok(ApplyOutcome::Conflict);
+        match apply_change(&mut tx, scope, change, now).await? {
+            Some(event) => events.push(event),
+            None => {
+                tx.rollback().await?;
+                return Ok(ApplyOutcome::Conflict);
+            }
         }
+    }
+    for group in &changes.groups {
+        if let Some(promoted) = apply_group(&mut tx, scope, group).await? {
+            events.push(promoted);
+        }
+    }
+    for (finding_id, kind, severity, summary) in &events {
+        if matches!(
+            kind,
+            FindingEventKind::Opened | FindingEventKind::Reopened | FindingEventKind::SuppressionExpired
+        ) {
+            // Announced on its own unless it (re)opens under a root cause.
+            sqlx::query("UPDATE findings SET announced = (root_finding_id IS NULL) WHERE id = $1")
+                .bind(finding_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let event = NewEvent {
+            kind: *kind,
+            actor: "system",
+            severity: *severity,
+            summary,
+            note: None,
+            suppressed_until: None,
+            traceparent: changes.traceparent.as_deref(),
+        };
+        insert_event(&mut tx, scope, *finding_id, &event, now).await?;
     }
     for change in &changes.streaks {
         if !apply_streak(&mut tx, scope, change, now).await? {
@@ -142,16 +174,19 @@ pub(super) async fn apply_evaluation(
     Ok(ApplyOutcome::Applied)
 }
 
-/// Applies one change inside the evaluation transaction; `false` means a guard failed (the
-/// finding moved since the snapshot, or an `Open` found the fingerprint taken).
-async fn apply_change(
+/// The event a change makes, written once the evaluation's grouping is applied.
+type PendingEvent<'a> = (Uuid, FindingEventKind, Severity, &'a str);
+
+/// Applies one change inside the evaluation transaction and returns the event it makes; `None`
+/// means a guard failed (the finding moved since the snapshot, or an `Open` found the
+/// fingerprint taken).
+async fn apply_change<'a>(
     tx: &mut Tx,
     scope: TenantScope,
-    change: &FindingChange,
+    change: &'a FindingChange,
     now: DateTime<Utc>,
-    traceparent: Option<&str>,
-) -> Result<bool> {
-    let (finding_id, kind, severity, summary): (Uuid, FindingEventKind, Severity, &str) = match change {
+) -> Result<Option<PendingEvent<'a>>> {
+    let event: PendingEvent<'a> = match change {
         FindingChange::Open {
             fingerprint,
             rule_id,
@@ -185,7 +220,7 @@ async fn apply_change(
             .execute(&mut **tx)
             .await?;
             if inserted.rows_affected() == 0 {
-                return Ok(false);
+                return Ok(None);
             }
             (id.0, FindingEventKind::Opened, *severity, summary.as_str())
         }
@@ -229,7 +264,7 @@ async fn apply_change(
                 .execute(&mut **tx)
                 .await?;
             if updated.rows_affected() == 0 {
-                return Ok(false);
+                return Ok(None);
             }
             (id.0, kind, *severity, summary.as_str())
         }
@@ -251,21 +286,54 @@ async fn apply_change(
             .bind(now)
             .fetch_optional(&mut **tx)
             .await?;
-            let Some(severity) = severity else { return Ok(false) };
+            let Some(severity) = severity else { return Ok(None) };
             (id.0, FindingEventKind::Resolved, parse_enum(&severity, "findings.severity")?, summary.as_str())
         }
     };
-    let event = NewEvent {
-        kind,
-        actor: "system",
+    Ok(Some(event))
+}
+
+/// Groups an active finding under its root cause (or lets it stand alone). A finding that had
+/// not been announced and loses its root while open or acknowledged is announced now: returns
+/// that event.
+async fn apply_group<'a>(
+    tx: &mut Tx,
+    scope: TenantScope,
+    group: &'a GroupChange,
+) -> Result<Option<PendingEvent<'a>>> {
+    let row = sqlx::query(
+        "UPDATE findings
+         SET root_finding_id = (SELECT r.id FROM findings r
+                                WHERE r.tenant_id = $3 AND r.org_id = $2 AND r.fingerprint = $4)
+         WHERE org_id = $2 AND tenant_id = $3 AND fingerprint = $1
+         RETURNING id, status, severity, announced, root_finding_id",
+    )
+    .bind(&group.fingerprint)
+    .bind(scope.org_id.0)
+    .bind(scope.tenant_id.0)
+    .bind(group.root_fingerprint.as_deref())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let id: Uuid = row.try_get("id")?;
+    let status: FindingStatus = parse_enum(row.try_get("status")?, "findings.status")?;
+    let announced: bool = row.try_get("announced")?;
+    let root: Option<Uuid> = row.try_get("root_finding_id")?;
+    if root.is_some() || announced || !status.is_active() {
+        return Ok(None);
+    }
+    sqlx::query("UPDATE findings SET announced = TRUE WHERE id = $1").bind(id).execute(&mut **tx).await?;
+    if status == FindingStatus::Suppressed {
+        // Accepted for now: announced when its suppression runs out, if it still fails.
+        return Ok(None);
+    }
+    let severity = parse_enum(row.try_get("severity")?, "findings.severity")?;
+    Ok(Some((
+        id,
+        FindingEventKind::RootCauseResolved,
         severity,
-        summary,
-        note: None,
-        suppressed_until: None,
-        traceparent,
-    };
-    insert_event(tx, scope, finding_id, &event, now).await?;
-    Ok(true)
+        "Its root cause was resolved, but this still fails: it needs fixing on its own.",
+    )))
 }
 
 /// Applies one streak change; `false` means the streak is no longer what the snapshot held.

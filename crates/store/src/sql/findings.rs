@@ -39,10 +39,14 @@ pub(super) async fn insert_event(
     event: &NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    // The root travels with the event of a finding not announced on its own: the dispatcher
+    // delivers nothing for it (the root's ticket stands for it).
     sqlx::query(
         "INSERT INTO finding_events (id, finding_id, org_id, tenant_id, kind, actor, at, severity, summary,
-                                     note, suppressed_until, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                     note, suppressed_until, traceparent, root_finding_id)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                CASE WHEN f.announced THEN NULL ELSE f.root_finding_id END
+         FROM findings f WHERE f.id = $2",
     )
     .bind(Uuid::now_v7())
     .bind(finding_id)

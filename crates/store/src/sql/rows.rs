@@ -85,6 +85,7 @@ pub(super) fn summary(row: &DbRow) -> Result<TenantSummary> {
         open_low: count("open_low")?,
         open_info: count("open_info")?,
         suppressed: count("suppressed")?,
+        consequences: count("consequences")?,
         collectors: count("collectors")?,
         silent_collectors: count("silent_collectors")?,
         unknown_rules: count("unknown_rules")?,
@@ -178,6 +179,8 @@ pub(super) fn finding(row: &DbRow) -> Result<Finding> {
         suppression_reason: row.try_get("suppression_reason")?,
         suppressed_by: row.try_get("suppressed_by")?,
         message: opt_json(row, "findings.message")?,
+        root_finding_id: row.try_get::<Option<Uuid>, _>("root_finding_id")?.map(FindingId),
+        announced: row.try_get("announced")?,
     })
 }
 
@@ -192,6 +195,7 @@ pub(super) fn event(row: &DbRow) -> Result<FindingEvent> {
         summary: row.try_get("summary")?,
         note: row.try_get("note")?,
         suppressed_until: row.try_get("suppressed_until")?,
+        root_finding_id: row.try_get::<Option<Uuid>, _>("root_finding_id")?.map(FindingId),
     })
 }
 

@@ -3,23 +3,26 @@
 use super::prelude::*;
 use crate::policy;
 
-/// Open (or acknowledged) findings per severity, suppressed findings, collectors, silence and
-/// undecided rules per tenant; `$3` optionally picks one.
+/// Open (or acknowledged) findings per severity — root causes and findings that stand alone;
+/// their consequences apart —, suppressed findings, collectors, silence and undecided rules per
+/// tenant; `$3` optionally picks one.
 const TENANT_SUMMARIES: &str = "
     SELECT t.id, t.org_id, t.name, t.entra_tenant_id, t.created_at,
            COALESCE(f.critical, 0) AS open_critical, COALESCE(f.high, 0) AS open_high,
            COALESCE(f.medium, 0) AS open_medium, COALESCE(f.low, 0) AS open_low,
            COALESCE(f.info, 0) AS open_info, COALESCE(f.suppressed, 0) AS suppressed,
+           COALESCE(f.consequences, 0) AS consequences,
            COALESCE(c.collectors, 0) AS collectors, COALESCE(c.silent, 0) AS silent_collectors,
            t.unknown_rules, c.last_seen_at
     FROM tenants t
     LEFT JOIN (
         SELECT tenant_id,
-               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'critical') AS critical,
-               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'high') AS high,
-               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'medium') AS medium,
-               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'low') AS low,
-               count(*) FILTER (WHERE status <> 'suppressed' AND severity = 'info') AS info,
+               count(*) FILTER (WHERE status <> 'suppressed' AND root_finding_id IS NULL AND severity = 'critical') AS critical,
+               count(*) FILTER (WHERE status <> 'suppressed' AND root_finding_id IS NULL AND severity = 'high') AS high,
+               count(*) FILTER (WHERE status <> 'suppressed' AND root_finding_id IS NULL AND severity = 'medium') AS medium,
+               count(*) FILTER (WHERE status <> 'suppressed' AND root_finding_id IS NULL AND severity = 'low') AS low,
+               count(*) FILTER (WHERE status <> 'suppressed' AND root_finding_id IS NULL AND severity = 'info') AS info,
+               count(*) FILTER (WHERE status <> 'suppressed' AND root_finding_id IS NOT NULL) AS consequences,
                count(*) FILTER (WHERE status = 'suppressed') AS suppressed
         FROM findings
         WHERE org_id = $1 AND status <> 'resolved' AND ($3 IS NULL OR tenant_id = $3)

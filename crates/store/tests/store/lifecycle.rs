@@ -6,7 +6,9 @@ use serde_json::json;
 use uuid::Uuid;
 use wbd_store::*;
 
-use crate::fixtures::{Site, at, batch, enrolled_site, only_findings, open_findings, org, result, tenant};
+use crate::fixtures::{
+    Site, at, batch, enrolled_site, facts_version, only_findings, open, open_findings, org, result, tenant,
+};
 use crate::harness::TestStore;
 
 /// A site with one ingested batch (facts_version 1) and one open finding.
@@ -254,6 +256,7 @@ contract_test! {
                 streaks: vec![stale.clone()],
                 unknown_rules: None,
                 messages: Default::default(),
+                groups: Vec::new(),
                 traceparent: None,
             };
             assert_eq!(
@@ -445,6 +448,70 @@ contract_test! {
                 .is_empty()
         );
         assert_eq!(store.list_finding_events(site.org, finding.id).await?.len(), 1);
+        Ok(())
+    }
+}
+
+fn group(fingerprint: &str, root: Option<&str>) -> GroupChange {
+    GroupChange { fingerprint: fingerprint.into(), root_fingerprint: root.map(Into::into) }
+}
+
+contract_test! {
+    async fn a_consequence_is_grouped_under_its_root_counted_once_and_announced_when_the_root_goes(store) {
+        let site = enrolled_site(store, "Acme MSP").await?;
+        store.ingest_batch(site.scope, &batch(site.collector.id, vec![result("graph", "tenant", 10, "a")], 10)).await?;
+        // One finding stood alone (and was announced) before its root appeared.
+        let early = open_findings(store, site.scope, &[("sync:tenant", Severity::High)], at(15)).await?.remove(0);
+
+        // The root and a consequence open together; the root also explains the early finding.
+        let changes = EvaluationChanges {
+            groups: vec![group("capable:tenant", Some("sspr:tenant")), group("sync:tenant", Some("sspr:tenant"))],
+            ..only_findings([open("sspr:tenant", Severity::High), open("capable:tenant", Severity::Medium)])
+        };
+        let version = facts_version(store, site.scope).await?;
+        assert_eq!(store.apply_evaluation(site.scope, None, version, &changes, at(20)).await?, ApplyOutcome::Applied);
+        let snapshot = store.load_tenant_snapshot(site.scope).await?.unwrap();
+        let find = |fp: &str| snapshot.findings.iter().find(|f| f.fingerprint == fp).cloned().unwrap();
+        let (root, consequence, early_now) = (find("sspr:tenant"), find("capable:tenant"), find("sync:tenant"));
+        assert_eq!((root.root_finding_id, root.announced), (None, true));
+        assert_eq!((consequence.root_finding_id, consequence.announced), (Some(root.id), false));
+        assert_eq!((early_now.root_finding_id, early_now.announced), (Some(root.id), true), "keeps its ticket");
+        assert_eq!(early_now.version, early.version, "grouping is not a transition");
+
+        // Its events carry the root (not delivered); the root's and the early finding's do not.
+        let events = store.list_finding_events(site.org, consequence.id).await?;
+        assert_eq!(events.iter().map(|e| (e.kind, e.root_finding_id)).collect::<Vec<_>>(), [(FindingEventKind::Opened, Some(root.id))]);
+        assert!(store.list_finding_events(site.org, root.id).await?.iter().all(|e| e.root_finding_id.is_none()));
+        let acked = act(store, &site, &consequence, FindingAction::Acknowledge { note: None }, 25).await?;
+        let early_acked = act(store, &site, &early_now, FindingAction::Acknowledge { note: None }, 25).await?;
+        assert_eq!(store.list_finding_events(site.org, acked.id).await?.last().unwrap().root_finding_id, Some(root.id));
+        assert_eq!(store.list_finding_events(site.org, early_acked.id).await?.last().unwrap().root_finding_id, None);
+        let claimed = store.claim_undispatched_events(100, std::time::Duration::from_secs(60), at(26)).await?;
+        let held: Vec<_> = claimed.iter().filter(|c| c.event.root_finding_id.is_some()).map(|c| c.finding.id).collect();
+        assert_eq!(held, [consequence.id, consequence.id], "the consequence's opened and acknowledged events");
+
+        // The health figures count the cascade once: the root; the other two apart.
+        let summary = store.get_tenant_summary(site.scope, at(30)).await?.unwrap();
+        assert_eq!((summary.open_high, summary.open_medium, summary.consequences), (1, 0, 2));
+
+        // The root is fixed; the consequence still fails: it stands alone and is announced now.
+        let changes = EvaluationChanges {
+            groups: vec![group("capable:tenant", None), group("sync:tenant", None)],
+            ..only_findings([FindingChange::Resolve { id: root.id, expected_version: root.version, summary: "fixed".into() }])
+        };
+        assert_eq!(store.apply_evaluation(site.scope, None, version, &changes, at(40)).await?, ApplyOutcome::Applied);
+        let alone = store.get_finding(site.org, consequence.id).await?.unwrap();
+        assert_eq!((alone.root_finding_id, alone.announced, alone.status), (None, true, FindingStatus::Acknowledged));
+        let events = store.list_finding_events(site.org, consequence.id).await?;
+        let last = events.last().unwrap();
+        assert_eq!((last.kind, last.root_finding_id, last.at), (FindingEventKind::RootCauseResolved, None, at(40)));
+        assert_eq!(
+            store.list_finding_events(site.org, early.id).await?.len(),
+            2,
+            "the early finding was announced all along: nothing to announce"
+        );
+        let summary = store.get_tenant_summary(site.scope, at(50)).await?.unwrap();
+        assert_eq!((summary.open_high, summary.open_medium, summary.consequences), (1, 1, 0));
         Ok(())
     }
 }
