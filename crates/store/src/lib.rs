@@ -285,7 +285,8 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
 
     /// Authentication lookup of a console session by the hash of its id: `None` when there is
     /// none, it expired by `now`, or its API key was revoked.
-    async fn find_console_session(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<ConsoleSession>>;
+    async fn find_console_session(&self, id_hash: &str, now: DateTime<Utc>)
+    -> Result<Option<ConsoleSession>>;
 
     /// Ends the organisation's session `id_hash` (sign-out); `false` if there was none.
     async fn end_console_session(&self, org: OrgScope, id_hash: &str) -> Result<bool>;
