@@ -26,6 +26,9 @@ impl FormBody for reqwest::RequestBuilder {
     }
 }
 
+/// Form fields or headers, as name and value.
+type Fields<'a> = &'a [(&'a str, &'a str)];
+
 /// A client that shows redirects instead of following them, and keeps no cookies of its own.
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
@@ -216,7 +219,7 @@ async fn a_write_without_the_token_or_from_another_origin_changes_nothing() {
     let csrf = csrf_of(&html);
     let path = format!("/findings/{finding}/acknowledge");
     let own_origin = app.base.clone();
-    let forged: [(&[(&str, &str)], &[(&str, &str)]); 5] = [
+    let forged: [(Fields<'_>, Fields<'_>); 5] = [
         (&[], &[]),
         (&[("csrf", "bm90IHRoZSB0b2tlbg")], &[]),
         (&[("csrf", csrf.as_str())], &[("origin", "https://evil.example")]),
