@@ -139,6 +139,14 @@ impl ApiError {
         ApiError { retry_after: Some(retry_after), ..ApiError::new(ErrorCode::RateLimited, detail) }
     }
 
+    /// Logs an unexpected error with its whole cause chain (as its problem answer would); for
+    /// the console, which answers with a page instead.
+    pub fn log_if_unexpected(&self) {
+        if let Some(source) = &self.source {
+            tracing::error!(error = ?source, "request failed unexpectedly");
+        }
+    }
+
     pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
         ApiError { retry_after: Some(retry_after), ..ApiError::new(ErrorCode::Unavailable, detail) }
     }

@@ -6,11 +6,13 @@
 //! input (`input`, `params`, `paging`), the answers they document (`responses`) and the error
 //! type (`error`) — and on another resource's module only for what it owns (deliveries find
 //! their integration through `routes::integrations`; the overview shows `routes::tenants`'
-//! views). The domain (integration checks, findings, delivery) is in the library crates.
+//! views). The domain (integration checks, findings, delivery) is in the library crates. The
+//! console (`console`, pages for people) sits beside the handlers and acts through them.
 
 pub mod auth;
 pub mod bootstrap;
 pub mod check_config;
+pub mod console;
 pub mod credentials;
 pub mod error;
 pub mod fallback;

@@ -90,10 +90,13 @@ impl Application {
             json: serde_json::to_string_pretty(&document).context("rendering the OpenAPI document")?,
             yaml: crate::openapi::yaml().context("rendering the OpenAPI document as YAML")?,
         });
-        let known_routes = web::Data::new(KnownRoutes::new(
-            &document,
-            &[(OPENAPI_JSON, "GET"), (OPENAPI_YAML, "GET"), (DOCS, "GET"), (METRICS, "GET")],
-        ));
+        let mut unlisted =
+            vec![(OPENAPI_JSON, "GET"), (OPENAPI_YAML, "GET"), (DOCS, "GET"), (METRICS, "GET")];
+        unlisted.extend_from_slice(crate::console::ROUTES);
+        let known_routes = web::Data::new(KnownRoutes::new(&document, &unlisted));
+        let console_keys = web::Data::new(
+            crate::console::ConsoleKeys::load(store.as_ref()).await.context("loading the console's keys")?,
+        );
 
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("binding server.listen = {}", settings.server.listen))?;
@@ -103,6 +106,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(openapi_text.clone())
                 .app_data(known_routes.clone())
+                .app_data(console_keys.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(crate::input::MAX_JSON_BYTES)
@@ -166,6 +170,8 @@ impl Application {
                 .route(DOCS, web::get().to(docs_folder))
                 .service(docs())
                 .route(METRICS, web::get().to(metrics_text))
+                // The console: pages for people, outside the OpenAPI document.
+                .configure(crate::console::configure)
                 .default_service(web::to(crate::fallback::unrouted))
         };
         let mut server = HttpServer::new(factory).disable_signals().shutdown_timeout(10);

@@ -105,6 +105,7 @@ mod tests {
             leeway_secs: 30,
             enrollment_ttl_secs: 3600,
             key_cache_secs: 10,
+            session_ttl_secs: 28_800,
         };
         TokenIssuer::new(SECRET, &settings)
     }

@@ -107,24 +107,38 @@ pub async fn create(
     tenant_id: web::Path<Uuid>,
     body: JsonObject<CreateCollector>,
 ) -> ApiResult<HttpResponse> {
+    let tenant = TenantId(tenant_id.into_inner());
+    let created = create_collector(&state, &who, tenant, &body.name, body.push_interval_secs).await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// A new collector of the tenant with its one-time enrollment token (the REST route and the
+/// console both create through this): org admins only; the token is stored as a hash.
+pub async fn create_collector(
+    state: &AppState,
+    who: &Principal,
+    tenant: TenantId,
+    name: &str,
+    push_interval_secs: Option<u32>,
+) -> ApiResult<CreatedCollector> {
     who.require_admin()?;
-    let name = display_name("name", &body.name)?;
-    let interval = body.push_interval_secs.unwrap_or(state.settings.collectors.push_interval_secs);
+    let name = display_name("name", name)?;
+    let interval = push_interval_secs.unwrap_or(state.settings.collectors.push_interval_secs);
     if !(1..=86_400).contains(&interval) {
         return Err(ApiError::new(ErrorCode::Validation, "`push_interval_secs` must be between 1 and 86400"));
     }
-    let scope = TenantScope { org_id: who.org.org_id, tenant_id: TenantId(tenant_id.into_inner()) };
+    let scope = TenantScope { org_id: who.org.org_id, tenant_id: tenant };
     state.store.get_tenant(who.org, scope.tenant_id).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
     let now = Utc::now();
     let expires =
         now + Duration::seconds(i64::try_from(state.settings.auth.enrollment_ttl_secs).unwrap_or(86_400));
     let (token, hash) = new_enrollment_token();
     let collector = state.store.create_collector(scope, &name, &hash, expires, interval, now).await?;
-    Ok(HttpResponse::Created().json(CreatedCollector {
+    Ok(CreatedCollector {
         collector: CollectorView::new(collector, now),
         enrollment_token: token,
         enrollment_expires_at: expires,
-    }))
+    })
 }
 
 /// Enroll: a collector registers its public key with its one-time token.

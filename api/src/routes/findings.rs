@@ -82,7 +82,7 @@ pub struct FindingView {
 
 impl FindingView {
     /// `collectors` are the finding's tenant's (they decide `stale`).
-    fn new(f: Finding, collectors: &[Collector], now: DateTime<Utc>, lang: Lang) -> Self {
+    pub fn new(f: Finding, collectors: &[Collector], now: DateTime<Utc>, lang: Lang) -> Self {
         // Shipped rules have their title in every language; a custom rule's is the MSP's own.
         let title = wbd_rules::rule_info(&f.rule_id, lang).map_or(f.title, |info| info.problem.to_owned());
         // The summary as stored is English; render the rule's message in another language.
@@ -379,6 +379,21 @@ async fn act(
     action: FindingAction,
     lang: Lang,
 ) -> ApiResult<HttpResponse> {
+    let finding = act_on(state, who, id, version, action).await?;
+    detail(state, who, finding, lang).await
+}
+
+/// A person's action on a finding (the REST routes and the console both act through this):
+/// checks the role, applies `action` to the version the person saw (`version`, else the
+/// current one) with an event naming them, and answers the finding as it is now.
+pub async fn act_on(
+    state: &AppState,
+    who: &Principal,
+    id: FindingId,
+    version: Option<i64>,
+    action: FindingAction,
+) -> ApiResult<Finding> {
+    who.require_finding_work()?;
     let finding = find(state, who, id).await?;
     let expected = version.unwrap_or(finding.version);
     let outcome =
@@ -386,7 +401,7 @@ async fn act(
     match outcome {
         ActionOutcome::Applied(finding) => {
             tracing::info!(finding_id = %id, kind = action.event_kind().as_str(), "finding action");
-            detail(state, who, *finding, lang).await
+            Ok(*finding)
         }
         ActionOutcome::NotFound => Err(ApiError::not_found("finding")),
         ActionOutcome::Changed { current_version } => Err(ApiError::new(
@@ -419,12 +434,7 @@ pub async fn acknowledge(
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
     let request: AcknowledgeRequest = optional_json(&req, &body.0)?;
-    // Lengths are counted as sent (blanks around included), as the document's maxLength counts.
-    if request.note.as_deref().is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
-        return Err(validation(format!("`note` may be at most {MAX_NOTE_CHARS} characters")));
-    }
-    let note = request.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
-    let action = FindingAction::Acknowledge { note: note.map(str::to_owned) };
+    let action = acknowledgement(request.note.as_deref())?;
     act(&state, &who, FindingId(id.into_inner()), request.version, action, request_lang(&req, None)).await
 }
 
@@ -449,25 +459,40 @@ pub async fn suppress(
 ) -> ApiResult<HttpResponse> {
     who.require_finding_work()?;
     let request = body.into_inner();
+    let action = suppression(&request.reason, request.until, Utc::now())?;
+    act(&state, &who, FindingId(id.into_inner()), request.version, action, request_lang(&req, None)).await
+}
+
+/// An acknowledgement with `note` (at most 2000 characters; blank is none).
+pub fn acknowledgement(note: Option<&str>) -> ApiResult<FindingAction> {
+    // Lengths are counted as sent (blanks around included), as the document's maxLength counts.
+    if note.is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
+        return Err(validation(format!("`note` may be at most {MAX_NOTE_CHARS} characters")));
+    }
+    let note = note.map(str::trim).filter(|n| !n.is_empty());
+    Ok(FindingAction::Acknowledge { note: note.map(str::to_owned) })
+}
+
+/// A suppression for `reason` until `until`: a reason that says something, and an end in the
+/// next 90 days.
+pub fn suppression(reason: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> ApiResult<FindingAction> {
     // Counted as sent (blanks around included), as the document's maxLength counts.
-    if request.reason.chars().count() > MAX_REASON_CHARS {
+    if reason.chars().count() > MAX_REASON_CHARS {
         return Err(validation(format!("`reason` may be at most {MAX_REASON_CHARS} characters")));
     }
-    let reason = request.reason.trim();
+    let reason = reason.trim();
     if reason.is_empty() {
         return Err(validation("`reason` must say why the problem is accepted for now"));
     }
-    let now = Utc::now();
-    if request.until <= now {
+    if until <= now {
         return Err(validation(format!("`until` must be in the future (it is {now} now)")));
     }
-    if request.until > now + Duration::days(MAX_SUPPRESSION_DAYS) {
+    if until > now + Duration::days(MAX_SUPPRESSION_DAYS) {
         return Err(validation(format!(
             "`until` may be at most {MAX_SUPPRESSION_DAYS} days ahead; suppress again later if needed"
         )));
     }
-    let action = FindingAction::Suppress { reason: reason.to_owned(), until: request.until };
-    act(&state, &who, FindingId(id.into_inner()), request.version, action, request_lang(&req, None)).await
+    Ok(FindingAction::Suppress { reason: reason.to_owned(), until })
 }
 
 /// End a suppression early (suppressed → open).
@@ -536,8 +561,15 @@ pub async fn retest(
     who: Principal,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
+    let accepted = request_retest(&state, &who, FindingId(id.into_inner())).await?;
+    Ok(HttpResponse::Accepted().json(accepted))
+}
+
+/// Re-test now (the REST route and the console both ask through this): stores a command for
+/// each collector behind the finding, with an event naming the person.
+pub async fn request_retest(state: &AppState, who: &Principal, id: FindingId) -> ApiResult<RetestAccepted> {
     who.require_finding_work()?;
-    let finding = find(&state, &who, FindingId(id.into_inner())).await?;
+    let finding = find(state, who, id).await?;
     let rule = wbd_rules::rules().iter().find(|info| info.id == finding.rule_id);
     // A rule outside the pack (a custom rule) reads facts without saying which: run everything.
     let probes: Vec<ProbeKind> = rule.map(|info| info.reads.to_vec()).unwrap_or_default();
@@ -587,7 +619,7 @@ pub async fn retest(
         .await?
         .ok_or_else(|| ApiError::not_found("finding"))?;
     tracing::info!(finding_id = %finding.id, collectors = stored.len(), "re-test requested");
-    Ok(HttpResponse::Accepted().json(RetestAccepted {
+    Ok(RetestAccepted {
         finding_id: finding.id.0,
         commands: stored
             .into_iter()
@@ -599,7 +631,7 @@ pub async fn retest(
                 expires_at: c.expires_at,
             })
             .collect(),
-    }))
+    })
 }
 
 // ---- the tickets integrations keep for findings ----------------------------------------------

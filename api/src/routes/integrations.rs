@@ -320,7 +320,7 @@ fn readable_secrets(state: &AppState, integration: &Integration) -> Option<Seale
     }
 }
 
-fn view(state: &AppState, integration: Integration, now: DateTime<Utc>) -> IntegrationView {
+pub(crate) fn view(state: &AppState, integration: Integration, now: DateTime<Utc>) -> IntegrationView {
     let secrets = readable_secrets(state, &integration);
     IntegrationView::new(integration, secrets.as_ref(), now)
 }
@@ -598,7 +598,14 @@ pub async fn test(
     who: Principal,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    let integration = find(&state, &who, *id).await?;
+    let queued = send_test(&state, &who, *id).await?;
+    Ok(HttpResponse::Accepted().json(queued))
+}
+
+/// Queues an `integration.test` event for the organisation's integration `id` (the REST route and
+/// the console both send tests through this): org admins only, not to a switched-off one.
+pub async fn send_test(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<TestQueued> {
+    let integration = find(state, who, id).await?;
     who.require_admin()?;
     if !integration.enabled {
         return Err(switched_off());
@@ -616,7 +623,7 @@ pub async fn test(
         .find(|d| d.event_id == event.id)
         .map(|d| d.id);
     tracing::info!(event_id = %event.id, "integration test queued");
-    Ok(HttpResponse::Accepted().json(TestQueued { event_id: event.id, delivery_id }))
+    Ok(TestQueued { event_id: event.id, delivery_id })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod tls;
 mod auth;
 mod cli;
 mod collector_commands;
+mod console;
 mod contract;
 mod distributed;
 mod e2e;

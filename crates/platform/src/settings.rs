@@ -114,6 +114,9 @@ pub struct AuthSettings {
     /// through this process stops at once; through another, within this many seconds.
     /// 0 looks the key up on every request.
     pub key_cache_secs: u64,
+    /// How long a console sign-in lasts (then the browser signs in again); sign-out and
+    /// revoking the API key end it sooner.
+    pub session_ttl_secs: u64,
 }
 
 /// Requests per minute; 0 switches a limit off. A limit lets its whole minute's allowance through
@@ -328,6 +331,9 @@ impl Settings {
         }
         if self.auth.token_ttl_secs == 0 || self.auth.token_ttl_secs > 24 * 3600 {
             return invalid("auth.token_ttl_secs", "must be between 1 and 86400");
+        }
+        if self.auth.session_ttl_secs < 60 || self.auth.session_ttl_secs > 7 * 86_400 {
+            return invalid("auth.session_ttl_secs", "must be between 60 and 604800 (7 days)");
         }
         if self.auth.enrollment_ttl_secs == 0 {
             return invalid("auth.enrollment_ttl_secs", "must be at least 1");

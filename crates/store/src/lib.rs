@@ -268,6 +268,29 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
     async fn revoke_api_key(&self, org: OrgScope, id: ApiKeyId, now: DateTime<Utc>)
     -> Result<Option<ApiKey>>;
 
+    // ---- console sessions -----------------------------------------------------------------
+
+    /// Opens a console session for the organisation's API key `key`, found later by `id_hash`
+    /// (the SHA-256 of the id the browser holds) until `expires_at`; `false` (nothing stored)
+    /// when the organisation has no such key or it is revoked. Forgets the sessions that
+    /// expired by `now`.
+    async fn create_console_session(
+        &self,
+        org: OrgScope,
+        key: ApiKeyId,
+        id_hash: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Authentication lookup of a console session by the hash of its id: `None` when there is
+    /// none, it expired by `now`, or its API key was revoked.
+    async fn find_console_session(&self, id_hash: &str, now: DateTime<Utc>)
+    -> Result<Option<ConsoleSession>>;
+
+    /// Ends the organisation's session `id_hash` (sign-out); `false` if there was none.
+    async fn end_console_session(&self, org: OrgScope, id_hash: &str) -> Result<bool>;
+
     // ---- tenants --------------------------------------------------------------------------
 
     async fn create_tenant(

@@ -26,6 +26,7 @@ mod accounts;
 mod audit;
 mod collectors;
 mod commands;
+mod console_sessions;
 mod deliveries;
 mod delivery_engine;
 mod dispatch;
@@ -114,6 +115,10 @@ forward! { impl Store {
     accounts::list_api_keys(org: OrgScope) -> Vec<ApiKey>;
     accounts::get_api_key(org: OrgScope, id: ApiKeyId) -> Option<ApiKey>;
     accounts::revoke_api_key(org: OrgScope, id: ApiKeyId, now: DateTime<Utc>) -> Option<ApiKey>;
+
+    console_sessions::create_console_session(org: OrgScope, key: ApiKeyId, id_hash: &str, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> bool;
+    console_sessions::find_console_session(id_hash: &str, now: DateTime<Utc>) -> Option<ConsoleSession>;
+    console_sessions::end_console_session(org: OrgScope, id_hash: &str) -> bool;
 
     tenants::create_tenant(org: OrgScope, name: &str, entra_tenant_id: Option<&str>, now: DateTime<Utc>) -> Tenant;
     tenants::get_tenant(org: OrgScope, id: TenantId) -> Option<Tenant>;

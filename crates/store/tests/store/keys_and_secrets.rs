@@ -50,3 +50,54 @@ contract_test! {
         Ok(())
     }
 }
+
+contract_test! {
+    async fn console_sessions_are_found_by_hash_until_they_expire_end_or_their_key_is_revoked(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let other = org(store, "Other MSP").await?;
+        let admin = store.create_api_key(acme, "me", Role::OrgAdmin, "wbdk_ab12", "key-1", t0()).await?;
+        let reader = store.create_api_key(acme, "you", Role::ReadOnly, "wbdk_cd34", "key-2", t0()).await?;
+
+        assert!(store.create_console_session(acme, admin.id, "session-1", at(1), at(100)).await?);
+        let found = store.find_console_session("session-1", at(2)).await?.expect("open session");
+        assert_eq!(
+            found,
+            ConsoleSession {
+                org_id: acme.org_id,
+                api_key_id: admin.id,
+                role: Role::OrgAdmin,
+                created_at: at(1),
+                expires_at: at(100),
+            }
+        );
+        assert_eq!(store.find_console_session("no-such-session", at(2)).await?, None);
+        // Valid strictly before its expiry.
+        assert!(store.find_console_session("session-1", at(99)).await?.is_some());
+        assert_eq!(store.find_console_session("session-1", at(100)).await?, None);
+
+        // Another organisation's key opens nothing; another organisation cannot end the session.
+        assert!(!store.create_console_session(other, admin.id, "session-x", at(1), at(100)).await?);
+        assert_eq!(store.find_console_session("session-x", at(2)).await?, None);
+        assert!(!store.end_console_session(other, "session-1").await?);
+        assert!(store.find_console_session("session-1", at(2)).await?.is_some());
+
+        // Sign-out ends it for good.
+        assert!(store.end_console_session(acme, "session-1").await?);
+        assert_eq!(store.find_console_session("session-1", at(2)).await?, None);
+        assert!(!store.end_console_session(acme, "session-1").await?);
+
+        // A revoked key ends its sessions at once, and opens no new one.
+        assert!(store.create_console_session(acme, reader.id, "session-2", at(1), at(100)).await?);
+        assert_eq!(store.find_console_session("session-2", at(2)).await?.map(|s| s.role), Some(Role::ReadOnly));
+        store.revoke_api_key(acme, reader.id, at(3)).await?;
+        assert_eq!(store.find_console_session("session-2", at(4)).await?, None);
+        assert!(!store.create_console_session(acme, reader.id, "session-3", at(5), at(100)).await?);
+
+        // Opening a session forgets the expired ones (a new one with an expired one's hash fits).
+        assert!(store.create_console_session(acme, admin.id, "session-4", at(1), at(10)).await?);
+        assert!(store.create_console_session(acme, admin.id, "session-5", at(20), at(100)).await?);
+        assert!(store.create_console_session(acme, admin.id, "session-4", at(21), at(100)).await?);
+        assert!(store.find_console_session("session-4", at(22)).await?.is_some());
+        Ok(())
+    }
+}
