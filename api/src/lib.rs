@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod check_config;
+pub mod consent_state;
 pub mod credentials;
 pub mod error;
 pub mod fallback;

@@ -13,6 +13,7 @@ mod collector_commands;
 mod contract;
 mod distributed;
 mod e2e;
+mod graph;
 mod ingest;
 mod integrations;
 mod lifecycle;
