@@ -273,6 +273,8 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<EntraState>)
     )
 }
 
+// The refusal is the answer itself, built once and sent as is.
+#[allow(clippy::result_large_err)]
 fn check_assertion(
     state: &EntraState,
     app: &EntraApp,
