@@ -31,6 +31,7 @@ pub fn redacted(settings: &Settings) -> serde_json::Value {
     shown.delivery.secrets_key = hide(&settings.delivery.secrets_key);
     shown.delivery.previous_secrets_keys =
         settings.delivery.previous_secrets_keys.iter().map(|k| hide(k)).collect();
+    shown.graph.client_secret = hide(&settings.graph.client_secret);
     serde_json::to_value(&shown).unwrap_or(serde_json::Value::Null)
 }
 
@@ -90,6 +91,30 @@ pub async fn run(settings: &Settings) -> Report {
         "delivery.secrets_key",
     );
 
+    line(
+        match settings.graph.app() {
+            Ok(None) => Ok("not configured: no central Microsoft Graph reads".to_owned()),
+            Ok(Some(app)) => Ok(match &app.credential {
+                wbd_graph::ClientCredential::Certificate(cert) => format!(
+                    "app {} in the {} cloud, certificate x5t#S256 {} ({}) valid until {}",
+                    app.client_id,
+                    settings.graph.cloud(),
+                    cert.thumbprint_s256(),
+                    cert.algorithm().as_str(),
+                    cert.not_after().map_or_else(|| "an unreadable date".to_owned(), |t| t.to_rfc3339()),
+                ),
+                wbd_graph::ClientCredential::Secret(_) => {
+                    format!(
+                        "app {} in the {} cloud, client secret (hidden)",
+                        app.client_id,
+                        settings.graph.cloud()
+                    )
+                }
+            }),
+            Err(e) => Err(e.to_string()),
+        },
+        "graph",
+    );
     let database = settings.database.redacted_url();
     line(
         match wbd_store::check(&settings.database.url).await {

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod check_config;
+pub mod consent_state;
 pub mod console;
 pub mod credentials;
 pub mod error;

@@ -32,6 +32,7 @@ Errors are `application/problem+json` documents with a stable `code`. Authentica
         (name = "api-keys", description = "API keys of your organisation"),
         (name = "overview", description = "All your tenants at a glance, worst first"),
         (name = "tenants", description = "Your customers, with their health"),
+        (name = "graph", description = "The central Microsoft Graph connector: a tenant's admin consent to the installation's app, its connection state"),
         (name = "collectors", description = "On-site collectors"),
         (name = "ingest", description = "Probe results from collectors"),
         (name = "findings", description = "What is wrong, with evidence; acknowledge, suppress, re-test"),

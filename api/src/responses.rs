@@ -41,6 +41,8 @@ problem_responses! {
     Unprocessable => 422, "`validation_failed`: a value is not acceptable; `detail` names it";
     /// 409 of operations that send through an integration.
     IntegrationSwitchedOff => 409, "`integration_disabled`: switch it on first";
+    /// 503 of the Graph connector's operations.
+    GraphNotConfigured => 503, "`graph_not_configured`: the server has no Microsoft Graph app (`graph.client_id`)";
     /// 503 of operations that seal integration secrets.
     SecretsKeyMissing => 503, "`secrets_key_missing`: the server cannot seal secrets";
 }

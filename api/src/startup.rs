@@ -84,6 +84,7 @@ impl Application {
             settings: settings.clone(),
             sealer,
             network,
+            consent_states: crate::consent_state::ConsentStateKey::derive(&secret),
         });
         let document = crate::openapi::document();
         let openapi_text = web::Data::new(OpenApiText {

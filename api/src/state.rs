@@ -8,6 +8,7 @@ use wbd_platform::Settings;
 use wbd_queue::Queue;
 use wbd_store::Store;
 
+use crate::consent_state::ConsentStateKey;
 use crate::key_cache::ApiKeyCache;
 use crate::rate_limit::RateLimiter;
 use crate::tokens::TokenIssuer;
@@ -26,4 +27,6 @@ pub struct AppState {
     pub sealer: Option<Arc<Sealer>>,
     /// What integration destinations may be (checked when they are saved).
     pub network: NetworkPolicy,
+    /// Signs and checks the `state` of the Graph admin-consent flow.
+    pub consent_states: ConsentStateKey,
 }

@@ -549,7 +549,8 @@ pub struct RetestCommandView {
 /// their next contact. A per-collector finding asks its collector, a tenant-wide one every active
 /// collector of the tenant. Asking again before the collector picked the request up does not
 /// queue it twice (the waiting command's expiry moves on). A command not picked up within
-/// `collectors.command_ttl_secs` expires.
+/// `collectors.command_ttl_secs` expires. A finding on facts of the central Graph reader has the
+/// tenant read again at once instead.
 #[utoipa::path(tag = "findings", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 202, body = RetestAccepted),
     Unauthenticated, Forbidden, NotFound,
@@ -582,11 +583,22 @@ pub async fn request_retest(state: &AppState, who: &Principal, id: FindingId) ->
     }
     let collectors = state.store.list_collectors(who.org, Some(finding.tenant_id)).await?;
     let active = |c: &&Collector| c.status == CollectorStatus::Active;
-    let targets: Vec<&Collector> = match finding.collector_id {
+    let mut targets: Vec<&Collector> = match finding.collector_id {
         Some(id) => collectors.iter().filter(|c| c.id == id).filter(active).collect(),
         None => collectors.iter().filter(active).collect(),
     };
-    if targets.is_empty() {
+    let scope = TenantScope { org_id: who.org.org_id, tenant_id: finding.tenant_id };
+    let now = Utc::now();
+    // The central Graph reader takes no commands: its next read falls due at once instead.
+    let graph_reader = state.store.get_graph_connection(scope).await?.and_then(|c| c.collector_id);
+    let reread = graph_reader.is_some_and(|id| {
+        (probes.is_empty() || probes.contains(&ProbeKind::Graph)) && targets.iter().any(|c| c.id == id)
+    });
+    targets.retain(|c| Some(c.id) != graph_reader);
+    if reread {
+        state.store.request_graph_read(scope, now).await?;
+    }
+    if targets.is_empty() && !reread {
         let detail = match finding.collector_id {
             Some(_) => "the collector behind this finding is no longer active (revoked?); enroll a new one",
             None => "the tenant has no active collector to run the probes",
@@ -602,14 +614,15 @@ pub async fn request_retest(state: &AppState, who: &Principal, id: FindingId) ->
     let commands: Vec<CommandWrite> =
         targets.iter().map(|c| CommandWrite { collector_id: c.id, action: action.clone() }).collect();
     let probe_names: Vec<&'static str> = probes.iter().map(|p| p.as_str()).collect();
-    let names: Vec<&str> = targets.iter().map(|c| c.name.as_str()).collect();
+    let mut names: Vec<&str> = targets.iter().map(|c| c.name.as_str()).collect();
+    if reread {
+        names.push(wbd_store::GRAPH_READER_COLLECTOR);
+    }
     let note = format!(
         "asked {} to run {}",
         names.join(", "),
         if probe_names.is_empty() { "every probe".to_owned() } else { probe_names.join(", ") }
     );
-    let scope = TenantScope { org_id: who.org.org_id, tenant_id: finding.tenant_id };
-    let now = Utc::now();
     let ttl = chrono::Duration::seconds(
         i64::try_from(state.settings.collectors.command_ttl_secs).unwrap_or(86_400),
     );

@@ -8,6 +8,7 @@ pub mod collector_commands;
 pub mod collectors;
 pub mod deliveries;
 pub mod findings;
+pub mod graph;
 pub mod health;
 pub mod ingest;
 pub mod integrations;
@@ -28,6 +29,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(tenants::create)
         .service(tenants::list)
         .service(tenants::get)
+        .service(graph::consent)
+        .service(graph::callback)
+        .service(graph::get)
+        .service(graph::disconnect)
         .service(collectors::create)
         .service(collectors::enroll)
         .service(collectors::list)

@@ -14,6 +14,7 @@ mod console;
 mod contract;
 mod distributed;
 mod e2e;
+mod graph;
 mod ingest;
 mod integrations;
 mod lifecycle;

@@ -1,538 +1,58 @@
-//! The Microsoft Graph probe: the tenant-side facts writeback depends on, read app-only.
+//! The Microsoft Graph probe: the tenant-side facts writeback depends on, read app-only by an
+//! app registration in the customer's own tenant (for `probe --once` on site, and for MSPs who
+//! will not consent to the installation's shared app; the server reads Graph centrally
+//! otherwise).
 //!
-//! Authentication is the OAuth 2.0 client-credentials grant of an app registration in the
-//! customer's tenant (`{authority}/{tenant}/oauth2/v2.0/token`, scope `{graph}/.default`); the
-//! authority and the Graph base URL are settings, so national clouds work. Application
-//! permissions needed: Organization.Read.All, Policy.Read.All, AuditLog.Read.All (registration
-//! details), RoleManagement.Read.Directory and User.Read.All.
-//!
-//! Reads (v1.0): `subscribedSkus` (licences, aggregated by service plan), `organization` (sync
-//! enabled, last sync), `policies/authorizationPolicy` (`allowedToUseSSPR`),
-//! `reports/authenticationMethods/userRegistrationDetails` for the test user, and the members of
-//! the admin roles that matter for writeback with whether each is synced from on-premises.
-//! Collections are followed through `@odata.nextLink` (only on the Graph host: the token is
-//! never sent elsewhere); a 429 or 503 is retried after its `Retry-After`.
-//!
+//! The reading itself is `wbd-graph`'s, the same the server's central reader uses: the OAuth 2.0
+//! client-credentials grant (`{authority}/{tenant}/oauth2/v2.0/token`, scope `{graph}/.default`;
+//! the authority and the Graph base URL are settings, so national clouds work), the reads and the
+//! permissions each needs (Organization.Read.All, Policy.Read.All, AuditLog.Read.All,
+//! RoleManagement.Read.Directory, User.Read.All), paging on the Graph host only, `Retry-After`.
 //! Each read that fails leaves its fact `None` and adds an entry to `errors`; a failed token
 //! request fails the whole report (`failure`).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use reqwest::{StatusCode, Url};
-use serde_json::Value;
-use tokio::sync::Mutex;
-use wbd_wire::{
-    AdminRoleMembers, GraphCallError, GraphReport, OrganizationSync, ProbeOutput, ProbeResult, RoleMember,
-    ServicePlanLicences, UserRegistration,
-};
+use chrono::Utc;
+use wbd_graph::{ClientCredential, GraphApp, GraphReader};
+use wbd_wire::{ProbeOutput, ProbeResult};
 
 use super::tls::millis;
 use crate::config::GraphSettings;
-use crate::http_client::error_chain;
-use crate::push::parse_retry_after;
 
-/// Built-in directory roles whose members matter for writeback (template ids).
-pub const ADMIN_ROLES: [(&str, &str); 6] = [
-    ("62e90394-69f5-4237-9190-012177145e10", "Global Administrator"),
-    ("8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2", "Hybrid Identity Administrator"),
-    ("966707d0-3269-4727-9be2-8c3a10f19b9d", "Password Administrator"),
-    ("729827e3-9c14-49f7-bb1b-9608f156bbb8", "Helpdesk Administrator"),
-    ("fe930be7-5e62-47db-91af-98c3a49a38b1", "User Administrator"),
-    ("c4e39bd9-1100-46d3-8c65-fb160da0071f", "Authentication Administrator"),
-];
-
-/// Retries of one request after 429/503 before giving up.
-const MAX_THROTTLE_RETRIES: u32 = 5;
-/// Longest single wait a `Retry-After` may impose on the probe.
-const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(120);
-/// Most pages followed for one collection.
-const MAX_PAGES: usize = 100;
-/// Role members looked up one by one, per role.
-const MAX_MEMBER_LOOKUPS: usize = 50;
-/// Longest a token is kept, whatever its `expires_in` says (Entra's live for about an hour).
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3_600);
-
-#[derive(Debug, Clone)]
-struct CachedToken {
-    token: String,
-    expires_at: Instant,
-}
+/// Names the settings in the token endpoint's refusals.
+const SETTINGS_HINT: &str = "probes.graph.client_id / client_secret";
 
 /// Runs the Graph probe; keeps its access token between runs until shortly before it expires.
 #[derive(Debug, Clone)]
 pub struct GraphProber {
     settings: GraphSettings,
-    client: reqwest::Client,
-    token: Arc<Mutex<Option<CachedToken>>>,
-}
-
-/// A failed call, before it is named.
-struct CallFailure {
-    status: Option<u16>,
-    code: Option<String>,
-    message: String,
+    reader: GraphReader,
 }
 
 impl GraphProber {
     pub fn new(settings: GraphSettings, client: reqwest::Client) -> Self {
-        GraphProber { settings, client, token: Arc::new(Mutex::new(None)) }
+        let app = GraphApp {
+            client_id: settings.client_id.clone(),
+            credential: ClientCredential::Secret(wbd_graph::Secret::new(settings.client_secret.expose())),
+            authority: settings.authority.clone(),
+            graph_base_url: settings.graph_base_url.clone(),
+            timeout: settings.timeout,
+            settings_hint: SETTINGS_HINT.to_owned(),
+        };
+        GraphProber { reader: GraphReader::new(app, client), settings }
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %self.settings.tenant))]
     pub async fn probe(&self) -> ProbeResult {
         let observed_at = Utc::now();
         let started = Instant::now();
-        let mut report = GraphReport {
-            tenant: self.settings.tenant.clone(),
-            graph_base_url: self.settings.graph_base_url.as_str().trim_end_matches('/').to_owned(),
-            service_plans: None,
-            organization: None,
-            allowed_to_use_sspr: None,
-            test_user: None,
-            admin_roles: None,
-            errors: Vec::new(),
-            failure: None,
-        };
-        match self.access_token().await {
-            Ok(token) => self.read_all(&token, &mut report).await,
-            Err(e) => {
-                tracing::info!(error = %e, "Graph token request failed");
-                report.failure = Some(e);
-            }
-        }
+        let report = self.reader.read(&self.settings.tenant, self.settings.test_user.as_deref()).await;
         ProbeResult {
             subject: format!("graph:{}", self.settings.tenant),
             observed_at,
             duration_ms: millis(started.elapsed()),
             output: ProbeOutput::Graph(report),
         }
-    }
-
-    async fn read_all(&self, token: &str, report: &mut GraphReport) {
-        let mut record = |call: &str, f: CallFailure| {
-            report.errors.push(GraphCallError {
-                call: call.to_owned(),
-                status: f.status,
-                code: f.code,
-                message: f.message,
-            })
-        };
-        let mut service_plans = None;
-        match self.get_collection(token, self.url("v1.0/subscribedSkus", &[])).await {
-            Ok(skus) => service_plans = Some(aggregate_service_plans(&skus)),
-            Err(f) => record("subscribedSkus", f),
-        }
-        let mut organization = None;
-        let org_url = self.url(
-            "v1.0/organization",
-            &[("$select", "id,displayName,onPremisesSyncEnabled,onPremisesLastSyncDateTime")],
-        );
-        match self.get_collection(token, org_url).await {
-            Ok(orgs) => organization = orgs.first().map(parse_organization),
-            Err(f) => record("organization", f),
-        }
-        let mut allowed = None;
-        match self.get_json(token, self.url("v1.0/policies/authorizationPolicy", &[])).await {
-            Ok(policy) => {
-                // v1.0 answers with the policy itself; older answers wrapped it in `value`.
-                let policy = policy.get("value").and_then(|v| v.get(0)).unwrap_or(&policy);
-                allowed = policy.get("allowedToUseSSPR").and_then(Value::as_bool);
-            }
-            Err(f) => record("authorizationPolicy", f),
-        }
-        let mut test_user = None;
-        if let Some(upn) = &self.settings.test_user {
-            let filter = format!("userPrincipalName eq '{}'", upn.replace('\'', "''"));
-            let url = self
-                .url("v1.0/reports/authenticationMethods/userRegistrationDetails", &[("$filter", &filter)]);
-            match self.get_collection(token, url).await {
-                Ok(rows) => test_user = Some(parse_registration(upn, rows.first())),
-                Err(f) => record("userRegistrationDetails", f),
-            }
-        }
-        let mut roles = Vec::new();
-        let mut roles_ok = true;
-        for (id, name) in ADMIN_ROLES {
-            match self.role_members(token, id).await {
-                Ok(members) => roles.push(AdminRoleMembers {
-                    role_template_id: id.to_owned(),
-                    role_name: name.to_owned(),
-                    members,
-                }),
-                Err(f) => {
-                    roles_ok = false;
-                    record(&format!("roleAssignments:{name}"), f);
-                    // The same permission is missing for every role; one error says it.
-                    break;
-                }
-            }
-        }
-        report.service_plans = service_plans;
-        report.organization = organization;
-        report.allowed_to_use_sspr = allowed;
-        report.test_user = test_user;
-        report.admin_roles = roles_ok.then_some(roles);
-    }
-
-    async fn role_members(&self, token: &str, role_id: &str) -> Result<Vec<RoleMember>, CallFailure> {
-        let filter = format!("roleDefinitionId eq '{role_id}'");
-        let url = self.url(
-            "v1.0/roleManagement/directory/roleAssignments",
-            &[("$filter", &filter), ("$expand", "principal")],
-        );
-        let assignments = self.get_collection(token, url).await?;
-        let mut members = Vec::new();
-        for (i, a) in assignments.iter().enumerate() {
-            let principal = a.get("principal");
-            let id = principal
-                .and_then(|p| p.get("id"))
-                .or_else(|| a.get("principalId"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let odata_type =
-                principal.and_then(|p| p.get("@odata.type")).and_then(Value::as_str).unwrap_or("");
-            let principal_type = odata_type.trim_start_matches("#microsoft.graph.").to_owned();
-            let mut member = RoleMember {
-                id: id.clone(),
-                principal_type: if principal_type.is_empty() { "unknown".to_owned() } else { principal_type },
-                display_name: principal
-                    .and_then(|p| p.get("displayName"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                user_principal_name: principal
-                    .and_then(|p| p.get("userPrincipalName"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                on_premises_sync_enabled: principal
-                    .and_then(|p| p.get("onPremisesSyncEnabled"))
-                    .and_then(Value::as_bool),
-            };
-            // `$expand=principal` returns a user's default properties only, which do not include
-            // onPremisesSyncEnabled: look the users up.
-            if member.principal_type == "user"
-                && member.on_premises_sync_enabled.is_none()
-                && i < MAX_MEMBER_LOOKUPS
-            {
-                let url = self.url(
-                    &format!("v1.0/users/{id}"),
-                    &[("$select", "id,displayName,userPrincipalName,onPremisesSyncEnabled")],
-                );
-                let user = self.get_json(token, url).await?;
-                member.on_premises_sync_enabled = user.get("onPremisesSyncEnabled").and_then(Value::as_bool);
-                if member.user_principal_name.is_none() {
-                    member.user_principal_name =
-                        user.get("userPrincipalName").and_then(Value::as_str).map(str::to_owned);
-                }
-            }
-            members.push(member);
-        }
-        Ok(members)
-    }
-
-    fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
-        let mut url = self.settings.graph_base_url.clone();
-        let base = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base}/{path}"));
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        url
-    }
-
-    /// A cached token, or a new one.
-    async fn access_token(&self) -> Result<String, String> {
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref()
-            && t.expires_at > Instant::now() + Duration::from_secs(300)
-        {
-            return Ok(t.token.clone());
-        }
-        let mut url = self.settings.authority.clone();
-        let base = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base}/{}/oauth2/v2.0/token", self.settings.tenant));
-        let scope = format!("{}/.default", self.settings.graph_base_url.as_str().trim_end_matches('/'));
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", self.settings.client_id.as_str()),
-            ("client_secret", self.settings.client_secret.expose()),
-            ("scope", scope.as_str()),
-        ];
-        let response = self
-            .client
-            .post(url.clone())
-            .form(&form)
-            .timeout(self.settings.timeout)
-            .send()
-            .await
-            .map_err(|e| format!("token request to {url} failed: {}", error_chain(&e)))?;
-        let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
-        let (token, lifetime) = read_token_answer(status, &body)?;
-        *cached = Some(CachedToken { token: token.clone(), expires_at: Instant::now() + lifetime });
-        Ok(token)
-    }
-
-    /// Every item of a collection, following `@odata.nextLink`.
-    async fn get_collection(&self, token: &str, first: Url) -> Result<Vec<Value>, CallFailure> {
-        let mut items = Vec::new();
-        let mut next = Some(first);
-        let mut pages = 0;
-        while let Some(url) = next.take() {
-            pages += 1;
-            if pages > MAX_PAGES {
-                return Err(CallFailure {
-                    status: None,
-                    code: None,
-                    message: format!("more than {MAX_PAGES} pages"),
-                });
-            }
-            let page = self.get_json(token, url).await?;
-            if let Some(values) = page.get("value").and_then(Value::as_array) {
-                items.extend(values.iter().cloned());
-            }
-            if let Some(link) = page.get("@odata.nextLink").and_then(Value::as_str) {
-                let link = Url::parse(link).map_err(|e| CallFailure {
-                    status: None,
-                    code: None,
-                    message: format!("unusable @odata.nextLink `{link}`: {e}"),
-                })?;
-                if link.origin() != self.settings.graph_base_url.origin() {
-                    return Err(CallFailure {
-                        status: None,
-                        code: None,
-                        message: format!("@odata.nextLink points away from the Graph host: {link}"),
-                    });
-                }
-                next = Some(link);
-            }
-        }
-        Ok(items)
-    }
-
-    /// One GET, retried after 429/503 as the server says.
-    async fn get_json(&self, token: &str, url: Url) -> Result<Value, CallFailure> {
-        let mut attempt = 0;
-        loop {
-            let response = self
-                .client
-                .get(url.clone())
-                .bearer_auth(token)
-                .header("Accept", "application/json")
-                .timeout(self.settings.timeout)
-                .send()
-                .await
-                .map_err(|e| CallFailure { status: None, code: None, message: error_chain(&e) })?;
-            let status = response.status();
-            if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
-                && attempt < MAX_THROTTLE_RETRIES
-            {
-                attempt += 1;
-                let wait = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, Utc::now()))
-                    .unwrap_or_else(|| Duration::from_secs(2u64.pow(attempt)))
-                    .min(MAX_THROTTLE_WAIT);
-                tracing::info!(%url, status = status.as_u16(), wait = ?wait, "Graph asked us to wait");
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            if status.is_success() {
-                return Ok(body);
-            }
-            let error = body.get("error");
-            return Err(CallFailure {
-                status: Some(status.as_u16()),
-                code: error.and_then(|e| e.get("code")).and_then(Value::as_str).map(str::to_owned),
-                message: error
-                    .and_then(|e| e.get("message"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
-            });
-        }
-    }
-}
-
-/// The token endpoint's answer: the access token and how long it lives (at most
-/// [`MAX_TOKEN_LIFETIME`], so that adding it to a clock cannot overflow), or why there is none.
-pub fn read_token_answer(status: StatusCode, body: &[u8]) -> Result<(String, Duration), String> {
-    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    if !status.is_success() {
-        let code = body.get("error").and_then(Value::as_str).unwrap_or("unknown_error");
-        let description = body
-            .get("error_description")
-            .and_then(Value::as_str)
-            .map(|d| d.lines().next().unwrap_or(d).to_owned())
-            .unwrap_or_default();
-        return Err(format!(
-            "the token endpoint refused the app (probes.graph.client_id / client_secret): {} {code}: {description}",
-            status.as_u16()
-        ));
-    }
-    let token = body
-        .get("access_token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| "the token endpoint answered without an access_token".to_owned())?
-        .to_owned();
-    let lifetime = body.get("expires_in").and_then(Value::as_u64).unwrap_or(3_599);
-    Ok((token, Duration::from_secs(lifetime).min(MAX_TOKEN_LIFETIME)))
-}
-
-/// Sums licences per service plan over the SKUs that are enabled (or in their grace period) and
-/// apply to users, counting a SKU's units for a plan only where that plan is enabled in it
-/// (provisioning status `Success`). SKUs for devices and rooms (`appliesTo` other than `User`, on
-/// the SKU or the plan) carry P1/P2 plans too but license no user: they are only named.
-pub fn aggregate_service_plans(skus: &[Value]) -> Vec<ServicePlanLicences> {
-    let applies_to_users =
-        |v: &Value| v.get("appliesTo").and_then(Value::as_str).is_none_or(|a| a.eq_ignore_ascii_case("User"));
-    let mut plans: BTreeMap<String, ServicePlanLicences> = BTreeMap::new();
-    for sku in skus {
-        let capability = sku.get("capabilityStatus").and_then(Value::as_str).unwrap_or("");
-        let usable = capability.eq_ignore_ascii_case("Enabled") || capability.eq_ignore_ascii_case("Warning");
-        let part = sku.get("skuPartNumber").and_then(Value::as_str).unwrap_or("unknown").to_owned();
-        let enabled_units =
-            sku.get("prepaidUnits").and_then(|p| p.get("enabled")).and_then(Value::as_u64).unwrap_or(0);
-        let consumed = sku.get("consumedUnits").and_then(Value::as_u64).unwrap_or(0);
-        for plan in sku.get("servicePlans").and_then(Value::as_array).into_iter().flatten() {
-            let Some(id) = plan.get("servicePlanId").and_then(Value::as_str) else { continue };
-            let name = plan.get("servicePlanName").and_then(Value::as_str).unwrap_or("unknown");
-            let success = plan.get("provisioningStatus").and_then(Value::as_str) == Some("Success");
-            let entry = plans.entry(id.to_ascii_lowercase()).or_insert_with(|| ServicePlanLicences {
-                service_plan_id: id.to_ascii_lowercase(),
-                service_plan_name: name.to_owned(),
-                skus: Vec::new(),
-                provisioned: false,
-                enabled_units: 0,
-                assigned_units: 0,
-                non_user_skus: Vec::new(),
-            });
-            if !(applies_to_users(sku) && applies_to_users(plan)) {
-                if !entry.non_user_skus.contains(&part) {
-                    entry.non_user_skus.push(part.clone());
-                }
-                continue;
-            }
-            if !entry.skus.contains(&part) {
-                entry.skus.push(part.clone());
-            }
-            if usable && success {
-                entry.provisioned = true;
-                // Counts from the answer: a nonsense one must not overflow.
-                entry.enabled_units = entry.enabled_units.saturating_add(enabled_units);
-                entry.assigned_units = entry.assigned_units.saturating_add(consumed);
-            }
-        }
-    }
-    plans.into_values().collect()
-}
-
-fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(v?.as_str()?).ok().map(|t| t.with_timezone(&Utc))
-}
-
-fn parse_organization(org: &Value) -> OrganizationSync {
-    OrganizationSync {
-        id: org.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        display_name: org.get("displayName").and_then(Value::as_str).map(str::to_owned),
-        on_premises_sync_enabled: org.get("onPremisesSyncEnabled").and_then(Value::as_bool),
-        on_premises_last_sync: parse_time(org.get("onPremisesLastSyncDateTime")),
-    }
-}
-
-fn parse_registration(upn: &str, row: Option<&Value>) -> UserRegistration {
-    let Some(row) = row else {
-        return UserRegistration {
-            user_principal_name: upn.to_owned(),
-            found: false,
-            is_admin: None,
-            is_sspr_enabled: None,
-            is_sspr_registered: None,
-            is_sspr_capable: None,
-            methods_registered: Vec::new(),
-            last_updated: None,
-        };
-    };
-    let flag = |name: &str| row.get(name).and_then(Value::as_bool);
-    UserRegistration {
-        user_principal_name: row.get("userPrincipalName").and_then(Value::as_str).unwrap_or(upn).to_owned(),
-        found: true,
-        is_admin: flag("isAdmin"),
-        is_sspr_enabled: flag("isSsprEnabled"),
-        is_sspr_registered: flag("isSsprRegistered"),
-        is_sspr_capable: flag("isSsprCapable"),
-        methods_registered: row
-            .get("methodsRegistered")
-            .and_then(Value::as_array)
-            .map(|m| m.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default(),
-        last_updated: parse_time(row.get("lastUpdatedDateTime")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn licences_add_up_per_service_plan_over_usable_skus() {
-        let skus = serde_json::json!([
-            {"skuPartNumber": "SPB", "capabilityStatus": "Enabled", "consumedUnits": 18,
-             "prepaidUnits": {"enabled": 20, "suspended": 0, "warning": 0},
-             "servicePlans": [{"servicePlanId": "41781FB2-BC02-4B7C-BD55-B576C07BB09D", "servicePlanName": "AAD_PREMIUM", "provisioningStatus": "Success", "appliesTo": "User"}]},
-            {"skuPartNumber": "EMS", "capabilityStatus": "Suspended", "consumedUnits": 5,
-             "prepaidUnits": {"enabled": 0, "suspended": 5, "warning": 0},
-             "servicePlans": [{"servicePlanId": "41781fb2-bc02-4b7c-bd55-b576c07bb09d", "servicePlanName": "AAD_PREMIUM", "provisioningStatus": "Success", "appliesTo": "User"}]}
-        ]);
-        let plans = aggregate_service_plans(skus.as_array().unwrap());
-        assert_eq!(plans.len(), 1);
-        let p1 = &plans[0];
-        assert_eq!(p1.service_plan_id, "41781fb2-bc02-4b7c-bd55-b576c07bb09d");
-        assert_eq!(p1.skus, vec!["SPB", "EMS"]);
-        assert!(p1.provisioned);
-        assert_eq!((p1.enabled_units, p1.assigned_units), (20, 18));
-        assert!(p1.non_user_skus.is_empty());
-    }
-
-    #[test]
-    fn licence_counts_past_u64_saturate_rather_than_crash() {
-        let sku = |part: &str| {
-            serde_json::json!({"skuPartNumber": part, "capabilityStatus": "Enabled",
-                "consumedUnits": u64::MAX, "prepaidUnits": {"enabled": u64::MAX},
-                "servicePlans": [{"servicePlanId": "p", "provisioningStatus": "Success"}]})
-        };
-        let plans = aggregate_service_plans(&[sku("A"), sku("B")]);
-        assert_eq!((plans[0].enabled_units, plans[0].assigned_units), (u64::MAX, u64::MAX));
-    }
-
-    #[test]
-    fn a_token_answer_is_read_with_a_bounded_lifetime() {
-        let answer = |body: serde_json::Value| read_token_answer(StatusCode::OK, body.to_string().as_bytes());
-        let (token, lifetime) =
-            answer(serde_json::json!({"access_token": "t", "expires_in": 3599})).expect("a token");
-        assert_eq!((token.as_str(), lifetime), ("t", Duration::from_secs(3599)));
-        // A lifetime no clock can add (it crashed the probe: `Instant + Duration` overflows).
-        let (_, lifetime) =
-            answer(serde_json::json!({"access_token": "t", "expires_in": u64::MAX})).expect("a token");
-        assert_eq!(lifetime, MAX_TOKEN_LIFETIME);
-        assert!(Instant::now().checked_add(lifetime).is_some());
-        assert!(
-            answer(serde_json::json!({"expires_in": 10})).unwrap_err().contains("without an access_token")
-        );
-        let refused = read_token_answer(
-            StatusCode::UNAUTHORIZED,
-            br#"{"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret.\r\nTrace ID: x"}"#,
-        )
-        .unwrap_err();
-        assert!(refused.ends_with("401 invalid_client: AADSTS7000215: Invalid client secret."), "{refused}");
-        assert!(
-            read_token_answer(StatusCode::OK, b"<html>").unwrap_err().contains("without an access_token")
-        );
     }
 }

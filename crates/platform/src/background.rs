@@ -10,6 +10,7 @@
 //!   has to.
 //! - The delivery engine ([`wbd_delivery::engine`]) carries finding events to integrations.
 //! - The retention sweep ([`crate::retention`]) removes what is older than `[retention]` says.
+//! - The central Graph reader ([`crate::graph_reader`]) reads connected tenants as they fall due.
 //!
 //! Evaluation is idempotent: a redelivered message is recognised by its id (recorded in the same
 //! transaction as the findings it changed), and an evaluation over unchanged facts changes
@@ -59,6 +60,7 @@ pub fn spawn(
             &mut tasks,
         )?;
     }
+    crate::graph_reader::spawn(store.clone(), settings, cancel.clone(), &mut tasks)?;
     let every = Duration::from_secs(settings.worker.silence_sweep_secs);
     tasks.spawn(sweep_silent_collectors(store.clone(), damping, every, cancel.clone()));
     tasks.spawn(crate::retention::run(store, settings.retention.clone(), cancel));

@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "delivery",
     "telemetry",
     "retention",
+    "graph",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,6 +42,8 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub telemetry: TelemetrySettings,
     pub retention: RetentionSettings,
+    #[serde(default)]
+    pub graph: GraphSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -208,6 +211,199 @@ impl RetentionSettings {
             T::CollectorCommands => self.collector_commands_days,
         };
         (days > 0).then(|| Duration::from_secs(u64::from(days) * 86_400))
+    }
+}
+
+/// The installation's multi-tenant Entra app (`[graph]`): the central Microsoft Graph reads.
+/// Unconfigured (no `client_id`), nothing reads Graph centrally. `Debug` hides the secret.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphSettings {
+    pub client_id: String,
+    /// PEM with the app's certificate (and its key, unless `key_file` is set).
+    pub certificate_file: String,
+    pub key_file: String,
+    /// `PS256` or `RS256`.
+    pub assertion_algorithm: String,
+    pub client_secret: String,
+    pub cloud: String,
+    /// The API's public base URL, for the consent redirect; empty: `delivery.public_url`.
+    pub redirect_base_url: String,
+    pub timeout_secs: u64,
+    /// Overrides of the cloud's identity platform and Graph host (tests).
+    pub authority: String,
+    pub graph_base_url: String,
+    /// Run the central reader in this process's worker host.
+    pub reader_enabled: bool,
+    /// Seconds between two reads of a tenant, and their jitter (± percent).
+    pub read_interval_secs: u64,
+    pub read_jitter_percent: u8,
+    /// Tenants read at once per process; how often due reads are looked for (seconds).
+    pub reader_concurrency: u32,
+    pub reader_poll_secs: u64,
+}
+
+impl Default for GraphSettings {
+    fn default() -> Self {
+        GraphSettings {
+            client_id: String::new(),
+            certificate_file: String::new(),
+            key_file: String::new(),
+            assertion_algorithm: "PS256".to_owned(),
+            client_secret: String::new(),
+            cloud: "global".to_owned(),
+            redirect_base_url: String::new(),
+            timeout_secs: 30,
+            authority: String::new(),
+            graph_base_url: String::new(),
+            reader_enabled: true,
+            read_interval_secs: 3600,
+            read_jitter_percent: 10,
+            reader_concurrency: 4,
+            reader_poll_secs: 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for GraphSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphSettings")
+            .field("client_id", &self.client_id)
+            .field("certificate_file", &self.certificate_file)
+            .field("key_file", &self.key_file)
+            .field("assertion_algorithm", &self.assertion_algorithm)
+            .field("client_secret", &if self.client_secret.is_empty() { "" } else { "***" })
+            .field("cloud", &self.cloud)
+            .field("redirect_base_url", &self.redirect_base_url)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("authority", &self.authority)
+            .field("graph_base_url", &self.graph_base_url)
+            .field("reader_enabled", &self.reader_enabled)
+            .field("read_interval_secs", &self.read_interval_secs)
+            .field("read_jitter_percent", &self.read_jitter_percent)
+            .field("reader_concurrency", &self.reader_concurrency)
+            .field("reader_poll_secs", &self.reader_poll_secs)
+            .finish()
+    }
+}
+
+impl GraphSettings {
+    /// Whether the central Graph reads are configured.
+    pub fn enabled(&self) -> bool {
+        !self.client_id.trim().is_empty()
+    }
+
+    /// The cloud (validated at start-up).
+    pub fn cloud(&self) -> wbd_graph::Cloud {
+        self.cloud.parse().unwrap_or_default()
+    }
+
+    /// The identity platform's base URL: the override, or the cloud's.
+    pub fn authority_url(&self) -> String {
+        let s = if self.authority.is_empty() { self.cloud().authority() } else { &self.authority };
+        s.trim_end_matches('/').to_owned()
+    }
+
+    /// Graph's base URL: the override, or the cloud's.
+    pub fn graph_url(&self) -> String {
+        let s =
+            if self.graph_base_url.is_empty() { self.cloud().graph_base_url() } else { &self.graph_base_url };
+        s.trim_end_matches('/').to_owned()
+    }
+
+    /// The redirect URI of the consent flow, given `delivery.public_url` as the fallback base.
+    pub fn redirect_uri(&self, public_url: &str) -> Option<String> {
+        let base = if self.redirect_base_url.is_empty() { public_url } else { &self.redirect_base_url };
+        (!base.is_empty()).then(|| format!("{}/v1/graph/consent/callback", base.trim_end_matches('/')))
+    }
+
+    /// The app as the Graph reader takes it: the credential is loaded (the certificate read and
+    /// checked against its key). `None` when unconfigured.
+    pub fn app(&self) -> Result<Option<wbd_graph::GraphApp>, SettingsError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let invalid = |key: &'static str, problem: String| SettingsError::Invalid { key, problem };
+        let credential = if !self.certificate_file.is_empty() {
+            let algorithm = self
+                .assertion_algorithm
+                .parse()
+                .map_err(|e: String| invalid("graph.assertion_algorithm", e))?;
+            let key_file = (!self.key_file.is_empty()).then(|| Path::new(&self.key_file));
+            let cert = wbd_graph::CertificateCredential::from_files(
+                Path::new(&self.certificate_file),
+                key_file,
+                algorithm,
+            )
+            .map_err(|e| invalid("graph.certificate_file", e.to_string()))?;
+            wbd_graph::ClientCredential::Certificate(std::sync::Arc::new(cert))
+        } else {
+            wbd_graph::ClientCredential::Secret(wbd_graph::Secret::new(self.client_secret.clone()))
+        };
+        let url = |key: &'static str, value: String| {
+            reqwest::Url::parse(&value).map_err(|e| invalid(key, format!("`{value}` is not a URL: {e}")))
+        };
+        Ok(Some(wbd_graph::GraphApp {
+            client_id: self.client_id.trim().to_owned(),
+            credential,
+            authority: url("graph.authority", self.authority_url())?,
+            graph_base_url: url("graph.graph_base_url", self.graph_url())?,
+            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+            settings_hint: "graph.client_id / graph.certificate_file or graph.client_secret".to_owned(),
+        }))
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &'static str, problem: &str| {
+            Err(SettingsError::Invalid { key, problem: problem.to_owned() })
+        };
+        if let Err(e) = self.cloud.parse::<wbd_graph::Cloud>() {
+            return invalid("graph.cloud", &e.to_string());
+        }
+        if let Err(e) = self.assertion_algorithm.parse::<wbd_graph::AssertionAlgorithm>() {
+            return invalid("graph.assertion_algorithm", &e);
+        }
+        if self.timeout_secs == 0 || self.timeout_secs > 300 {
+            return invalid("graph.timeout_secs", "must be between 1 and 300");
+        }
+        if !(60..=7 * 86_400).contains(&self.read_interval_secs) {
+            return invalid("graph.read_interval_secs", "must be between 60 and 604800 (7 days)");
+        }
+        if self.read_jitter_percent > 50 {
+            return invalid("graph.read_jitter_percent", "must be at most 50");
+        }
+        if !(1..=64).contains(&self.reader_concurrency) {
+            return invalid("graph.reader_concurrency", "must be between 1 and 64");
+        }
+        if !(1..=3600).contains(&self.reader_poll_secs) {
+            return invalid("graph.reader_poll_secs", "must be between 1 and 3600");
+        }
+        for (key, value) in [
+            ("graph.redirect_base_url", &self.redirect_base_url),
+            ("graph.authority", &self.authority),
+            ("graph.graph_base_url", &self.graph_base_url),
+        ] {
+            if !(value.is_empty() || value.starts_with("https://") || value.starts_with("http://")) {
+                return invalid(key, "must be empty or an http(s) URL");
+            }
+        }
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.certificate_file.is_empty() && self.client_secret.is_empty() {
+            return invalid(
+                "graph.certificate_file",
+                "or graph.client_secret is required with graph.client_id (a certificate is preferred)",
+            );
+        }
+        if !self.certificate_file.is_empty() && !self.client_secret.is_empty() {
+            return invalid(
+                "graph.client_secret",
+                "must be empty when graph.certificate_file is set (one credential)",
+            );
+        }
+        // The certificate is read and checked against its key now, not at the first read.
+        self.app().map(|_| ())
     }
 }
 
@@ -386,6 +582,13 @@ impl Settings {
         if self.rules.resolve_after.is_some_and(|n| !(1..=MAX_DAMPING).contains(&n)) {
             return invalid("rules.resolve_after", &damping_range);
         }
+        self.graph.validate()?;
+        if self.graph.enabled() && self.graph.redirect_uri(&self.delivery.public_url).is_none() {
+            return invalid(
+                "graph.redirect_base_url",
+                "is required with graph.client_id (or set delivery.public_url): Microsoft sends administrators back there after consent",
+            );
+        }
         Ok(())
     }
 
@@ -491,6 +694,40 @@ mod tests {
         };
         assert_eq!(c.silence_after(300), Duration::from_secs(900));
         assert_eq!(c.silence_after(10), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn graph_is_off_until_an_app_is_configured_and_its_secret_never_shows() {
+        let mut s = Settings::defaults();
+        assert!(!s.graph.enabled());
+        assert!(s.graph.app().unwrap().is_none());
+        s.graph.client_id = "5f0c1a2b-0000-4000-8000-00000000a11a".into();
+        assert!(s.validate().unwrap_err().to_string().contains("graph.certificate_file"));
+        s.graph.client_secret = "hush-hush".into();
+        assert!(s.validate().unwrap_err().to_string().contains("graph.redirect_base_url"));
+        s.delivery.public_url = "https://wbd.example.com".into();
+        s.validate().unwrap();
+        assert!(!format!("{s:?}").contains("hush-hush"), "Debug hides the secret");
+        let app = s.graph.app().unwrap().unwrap();
+        assert_eq!(app.authority.as_str(), "https://login.microsoftonline.com/");
+        assert_eq!(app.graph_base_url.as_str(), "https://graph.microsoft.com/");
+        assert!(!format!("{app:?}").contains("hush-hush"));
+
+        s.graph.cloud = "us_government".into();
+        assert_eq!(s.graph.app().unwrap().unwrap().graph_base_url.as_str(), "https://graph.microsoft.us/");
+        s.graph.cloud = "mars".into();
+        assert!(s.validate().unwrap_err().to_string().contains("graph.cloud"));
+        s.graph.cloud = "china".into();
+
+        assert_eq!(s.graph.redirect_uri(""), None);
+        assert_eq!(
+            s.graph.redirect_uri("https://wbd.example.com/").as_deref(),
+            Some("https://wbd.example.com/v1/graph/consent/callback")
+        );
+        s.graph.client_secret.clear();
+        s.graph.certificate_file = "/nonexistent/app.pem".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("graph.certificate_file") && err.contains("/nonexistent/app.pem"), "{err}");
     }
 
     #[test]

@@ -279,6 +279,7 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
 
 pub mod autotask;
 pub mod connectwise;
+pub mod entra;
 pub mod halopsa;
 pub mod jira;
 pub mod pagerduty;

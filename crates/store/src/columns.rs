@@ -76,3 +76,9 @@ macro_rules! ticket_cols {
         "id, integration_id, ticket_key, external_id, url, state, created_at, updated_at"
     };
 }
+macro_rules! graph_connection_cols {
+    () => {
+        "tenant_id, org_id, entra_tenant_id, state, consented_at, consented_by, missing_permissions, \
+         throttled_until, last_read_at, last_error, next_read_at, collector_id"
+    };
+}

@@ -566,6 +566,75 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
         before: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>>;
+
+    // ---- the central Graph connector ------------------------------------------------------
+
+    /// Records a consent asked for by `actor`: `nonce` may be spent once, before `expires_at`,
+    /// by the consent callback of this organisation and tenant.
+    async fn create_graph_consent_request(
+        &self,
+        scope: TenantScope,
+        nonce: Uuid,
+        actor: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// The latest consent asked for that can still be spent (a consent pending).
+    async fn pending_graph_consent(
+        &self,
+        scope: TenantScope,
+        now: DateTime<Utc>,
+    ) -> Result<Option<GraphConsentRequest>>;
+
+    /// The consent callback, in one transaction: spends `nonce` (only if it belongs to `scope`,
+    /// is unused and unexpired; otherwise nothing changes: `StateUnusable`); then, if Microsoft
+    /// named the Entra tenant that consented (`entra_tenant_id`), connects the tenant — a new
+    /// connection, or the same one again (its state and reader history start afresh) — with an
+    /// audit entry by the person who asked; without it, only the state is spent (`Declined`).
+    /// The first read is due at `now`.
+    async fn complete_graph_consent(
+        &self,
+        scope: TenantScope,
+        nonce: Uuid,
+        entra_tenant_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<GraphConsentOutcome>;
+
+    async fn get_graph_connection(&self, scope: TenantScope) -> Result<Option<GraphConnection>>;
+
+    /// Disconnects a tenant: removes its connection and any consent pending, with an audit
+    /// entry; `false` if it had neither.
+    async fn delete_graph_connection(
+        &self,
+        scope: TenantScope,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Leases up to `limit` connected tenants whose read is due (not throttled, not leased by
+    /// another reader), oldest due first, for `lease`. Any number of workers may claim at once:
+    /// each tenant goes to one of them, and comes back only when its lease runs out unfinished.
+    async fn claim_graph_reads(
+        &self,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<GraphReadClaim>>;
+
+    /// Records what the read under `lease_id` found and when the next one is due, ending the
+    /// lease; `false` (nothing written) if the lease is no longer this reader's.
+    async fn finish_graph_read(
+        &self,
+        scope: TenantScope,
+        lease_id: Uuid,
+        result: &GraphReadResult,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Re-test now: a connected tenant's next read becomes due at once; `false` if it is not
+    /// connected (or already due).
+    async fn request_graph_read(&self, scope: TenantScope, now: DateTime<Utc>) -> Result<bool>;
 }
 
 /// What `check` found of a database: reachable, and how its migrations stand against this

@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 mod findings;
+mod graph;
 mod ingest;
 mod retention;
 mod rule_config;
 mod tenancy;
 
 pub use findings::*;
+pub use graph::*;
 pub use ingest::*;
 pub use retention::*;
 pub use rule_config::*;

@@ -32,6 +32,7 @@ mod delivery_engine;
 mod dispatch;
 mod evaluation;
 mod findings;
+mod graph;
 mod ingest;
 mod integration_health;
 mod integrations;
@@ -166,6 +167,15 @@ forward! { impl Store {
     rule_config::write_rule_config(org: OrgScope, scope: RuleScope, kind: RuleConfigKind, rule_id: &str, document: Option<&serde_json::Value>, actor: &str, now: DateTime<Utc>) -> RuleConfigWrite;
 
     audit::list_audit_log(org: OrgScope, before: Option<Uuid>, limit: u32) -> Vec<AuditEntry>;
+
+    graph::create_graph_consent_request(scope: TenantScope, nonce: Uuid, actor: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> ();
+    graph::pending_graph_consent(scope: TenantScope, now: DateTime<Utc>) -> Option<GraphConsentRequest>;
+    graph::complete_graph_consent(scope: TenantScope, nonce: Uuid, entra_tenant_id: Option<&str>, now: DateTime<Utc>) -> GraphConsentOutcome;
+    graph::get_graph_connection(scope: TenantScope) -> Option<GraphConnection>;
+    graph::delete_graph_connection(scope: TenantScope, actor: &str, now: DateTime<Utc>) -> bool;
+    graph::claim_graph_reads(limit: u32, lease: Duration, now: DateTime<Utc>) -> Vec<GraphReadClaim>;
+    graph::finish_graph_read(scope: TenantScope, lease_id: Uuid, result: &GraphReadResult, now: DateTime<Utc>) -> bool;
+    graph::request_graph_read(scope: TenantScope, now: DateTime<Utc>) -> bool;
 }}
 
 forward! { impl DeliveryStore {} to {

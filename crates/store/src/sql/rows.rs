@@ -342,3 +342,20 @@ pub(super) fn ticket(row: &DbRow) -> Result<Ticket> {
         updated_at: row.try_get("updated_at")?,
     })
 }
+
+pub(super) fn graph_connection(row: &DbRow) -> Result<GraphConnection> {
+    Ok(GraphConnection {
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        entra_tenant_id: row.try_get("entra_tenant_id")?,
+        state: parse_enum(&row.try_get::<String, _>("state")?, "graph_connections.state")?,
+        consented_at: row.try_get("consented_at")?,
+        consented_by: row.try_get("consented_by")?,
+        missing_permissions: json(row, "graph_connections.missing_permissions")?,
+        throttled_until: row.try_get("throttled_until")?,
+        last_read_at: row.try_get("last_read_at")?,
+        last_error: row.try_get("last_error")?,
+        next_read_at: row.try_get("next_read_at")?,
+        collector_id: row.try_get::<Option<Uuid>, _>("collector_id")?.map(CollectorId),
+    })
+}

@@ -9,6 +9,7 @@ mod fixtures;
 mod deliveries;
 mod enrollment;
 mod evaluation;
+mod graph;
 mod ingest;
 mod keys_and_secrets;
 mod lifecycle;

@@ -1,0 +1,255 @@
+//! The central Graph connector's onboarding: the admin-consent URL, Microsoft's redirect with a
+//! signed single-use state, the connection's state, disconnecting; and every bad redirect
+//! changing nothing.
+
+use reqwest::{StatusCode, Url};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const CLIENT_ID: &str = "5f0c1a2b-0000-4000-8000-00000000a11a";
+const ENTRA: &str = "84b7c5e1-0000-4000-8000-000000000001";
+
+async fn spawn_with_graph() -> TestApp {
+    spawn_app_with(|s| {
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        // Onboarding only: nothing reads Graph (the app's hosts are not reachable from tests).
+        s.graph.reader_enabled = false;
+    })
+    .await
+}
+
+/// `POST /v1/tenants/{id}/graph/consent`: the answer and the `state` in its URL.
+async fn ask_consent(app: &TestApp, token: &str, tenant: Uuid) -> (Value, String) {
+    let res = app.post(token, &format!("/v1/tenants/{tenant}/graph/consent"), &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let url = Url::parse(body["consent_url"].as_str().unwrap()).unwrap();
+    let state = url.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()).expect("state");
+    (body, state)
+}
+
+/// Microsoft's redirect back, with `query` (no access token).
+async fn redirect(app: &TestApp, query: &[(&str, &str)]) -> reqwest::Response {
+    let mut url = Url::parse(&app.url("/v1/graph/consent/callback")).unwrap();
+    url.query_pairs_mut().extend_pairs(query);
+    app.client.get(url).send().await.unwrap()
+}
+
+async fn connection(app: &TestApp, token: &str, tenant: Uuid) -> Value {
+    let res = app.get(token, &format!("/v1/tenants/{tenant}/graph")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
+async fn audit_actions(app: &TestApp, org: &Org) -> Vec<String> {
+    let res = app.get(&org.token, "/v1/audit-log").await;
+    let page: Value = res.json().await.unwrap();
+    page["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn without_a_graph_app_the_connector_says_it_is_not_configured() {
+    let app = spawn_app().await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+
+    assert_eq!(connection(&app, &org.token, tenant).await["state"], "not_configured");
+    let res = app.post(&org.token, &format!("/v1/tenants/{tenant}/graph/consent"), &json!({})).await;
+    problem(res, StatusCode::SERVICE_UNAVAILABLE, "graph_not_configured").await;
+}
+
+#[tokio::test]
+async fn an_admin_onboards_a_tenant_through_microsoft_s_consent_redirect_and_disconnects_it() {
+    let app = spawn_with_graph().await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    assert_eq!(connection(&app, &org.token, tenant).await["state"], "not_connected");
+
+    let technician = app.login_as(&org, "technician").await;
+    let res = app.post(&technician, &format!("/v1/tenants/{tenant}/graph/consent"), &json!({})).await;
+    problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+
+    let (consent, state) = ask_consent(&app, &org.token, tenant).await;
+    let url = Url::parse(consent["consent_url"].as_str().unwrap()).unwrap();
+    assert_eq!(url.host_str(), Some("login.microsoftonline.com"));
+    assert_eq!(url.path(), "/organizations/v2.0/adminconsent", "no Entra tenant id known yet");
+    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(q["scope"], "https://graph.microsoft.com/.default");
+    assert_eq!(q["redirect_uri"], "https://wbd.example.com/v1/graph/consent/callback");
+    assert_eq!(consent["redirect_uri"], q["redirect_uri"].as_str());
+    assert!(consent["permissions"].as_array().unwrap().contains(&json!("Policy.Read.All")));
+    let pending = connection(&app, &org.token, tenant).await;
+    assert_eq!(pending["state"], "consent_pending");
+    assert_eq!(pending["consent_pending_until"], consent["expires_at"]);
+
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let connected: Value = res.json().await.unwrap();
+    assert_eq!(connected["state"], "connected");
+    assert_eq!(connected["entra_tenant_id"], ENTRA);
+
+    let shown = connection(&app, &org.token, tenant).await;
+    assert_eq!(shown["state"], "connected");
+    assert_eq!(shown["cloud"], "global");
+    assert!(shown["consented_by"].as_str().unwrap().starts_with("api_key:"), "{shown:#}");
+    assert!(shown["consented_at"].is_string() && shown["last_read_at"].is_null());
+    assert!(!shown.to_string().contains("app-secret"), "the credential is never shown");
+
+    // The same redirect again: the state was spent.
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    problem(res, StatusCode::BAD_REQUEST, "consent_state_invalid").await;
+
+    let res = app.delete(&technician, &format!("/v1/tenants/{tenant}/graph")).await;
+    problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    let res = app.delete(&org.token, &format!("/v1/tenants/{tenant}/graph")).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(connection(&app, &org.token, tenant).await["state"], "not_connected");
+    let res = app.delete(&org.token, &format!("/v1/tenants/{tenant}/graph")).await;
+    problem(res, StatusCode::NOT_FOUND, "graph_not_connected").await;
+
+    let actions = audit_actions(&app, &org).await;
+    assert_eq!(actions[..2], ["graph.disconnect".to_owned(), "graph.connect".to_owned()], "{actions:?}");
+}
+
+#[tokio::test]
+async fn forged_replayed_declined_and_foreign_redirects_change_nothing() {
+    let app = spawn_with_graph().await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let other = app.bootstrap_org("Other MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+
+    // Another organisation cannot see or onboard the tenant.
+    let res = app.get(&other.token, &format!("/v1/tenants/{tenant}/graph")).await;
+    problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = app.post(&other.token, &format!("/v1/tenants/{tenant}/graph/consent"), &json!({})).await;
+    problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = app.delete(&other.token, &format!("/v1/tenants/{tenant}/graph")).await;
+    problem(res, StatusCode::NOT_FOUND, "not_found").await;
+
+    // No state, a forged one, a tampered one.
+    let (_, state) = ask_consent(&app, &org.token, tenant).await;
+    let mut tampered = state.clone();
+    tampered.insert(state.len() / 2, 'A');
+    let forged = "eyJhbGciOiJIUzI1NiJ9.eyJub25jZSI6IngifQ.c2lnbmF0dXJl";
+    for state in [None, Some(forged), Some(tampered.as_str())] {
+        let mut query = vec![("admin_consent", "True"), ("tenant", ENTRA)];
+        query.extend(state.map(|s| ("state", s)));
+        let res = redirect(&app, &query).await;
+        problem(res, StatusCode::BAD_REQUEST, "consent_state_invalid").await;
+    }
+    // A redirect without consent nor error.
+    let res = redirect(&app, &[("state", &state)]).await;
+    problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(connection(&app, &org.token, tenant).await["state"], "consent_pending");
+
+    // The administrator declined: a clear error; the state is spent, the tenant not connected.
+    let res = redirect(
+        &app,
+        &[
+            ("error", "access_denied"),
+            ("error_description", "AADSTS65004: User declined to consent to access the app.\r\nTrace ID: x"),
+            ("state", &state),
+        ],
+    )
+    .await;
+    let p = problem(res, StatusCode::BAD_REQUEST, "consent_declined").await;
+    assert!(p["detail"].as_str().unwrap().contains("access_denied: AADSTS65004"), "{p:#}");
+    assert_eq!(connection(&app, &org.token, tenant).await["state"], "not_connected");
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    problem(res, StatusCode::BAD_REQUEST, "consent_state_invalid").await;
+
+    // A tenant whose Entra id is known: the URL names it, and consent from another directory is
+    // refused without spending the state.
+    let res =
+        app.post(&org.token, "/v1/tenants", &json!({"name": "Fabrikam", "entra_tenant_id": ENTRA})).await;
+    let fabrikam: Uuid = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let (consent, state) = ask_consent(&app, &org.token, fabrikam).await;
+    assert!(consent["consent_url"].as_str().unwrap().contains(&format!("/{ENTRA}/v2.0/adminconsent")));
+    let elsewhere = Uuid::new_v4().to_string();
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", &elsewhere), ("state", &state)]).await;
+    problem(res, StatusCode::CONFLICT, "graph_tenant_mismatch").await;
+    assert_eq!(connection(&app, &org.token, fabrikam).await["state"], "consent_pending");
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    assert_eq!(audit_actions(&app, &org).await, vec!["graph.connect"]);
+    assert!(audit_actions(&app, &other).await.is_empty());
+}
+
+/// With no collector at all: a tenant onboarded through the consent redirect is read by the
+/// central reader (against the identity-platform and Graph stand-in), its facts take the ingest
+/// path, a Graph rule opens a finding, and the finding resolves once the tenant is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_without_a_collector_gets_findings_from_the_central_reader() {
+    use wbd_receivers::Receiver;
+    use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+
+    let entra = Receiver::spawn(EntraState::new(EntraApp {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("app-secret".into()),
+        certificate: None,
+    }))
+    .await;
+    let mut contoso = EntraTenant::healthy(ENTRA, "contoso.com");
+    contoso.authorization_policy = json!({"id": "authorizationPolicy", "allowedToUseSSPR": false});
+    entra.state.add_tenant(ENTRA, contoso);
+    let stand_in = entra.url();
+    let app = spawn_app_with(|s| {
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        s.graph.authority = stand_in.clone();
+        s.graph.graph_base_url = format!("{stand_in}/graph");
+        s.graph.reader_poll_secs = 1;
+    })
+    .await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    let (_, state) = ask_consent(&app, &org.token, tenant).await;
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let query = format!("tenant_id={tenant}&rule_id=sspr-for-administrators");
+    let open = app.wait_for_findings(&org.token, &query, |f| f.iter().any(|f| f["status"] == "open")).await;
+    assert_eq!(open.len(), 1);
+    let shown = connection(&app, &org.token, tenant).await;
+    assert_eq!(shown["state"], "connected", "{shown:#}");
+    assert!(shown["last_read_at"].is_string() && shown["last_error"].is_null(), "{shown:#}");
+    assert!(shown["missing_permissions"].as_array().unwrap().is_empty());
+
+    // The facts say where they came from: the tenant's collector row for the central reader.
+    let res = app.get(&org.token, &format!("/v1/collectors?tenant_id={tenant}")).await;
+    let collectors: Value = res.json().await.unwrap();
+    let names: Vec<&str> = collectors.as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, vec!["Microsoft Graph (central reader)"]);
+
+    // Fixed in the tenant; re-read now: the finding resolves, with the same token.
+    entra.state.update_tenant(ENTRA, |t| t.authorization_policy["allowedToUseSSPR"] = json!(true));
+    let scope =
+        wbd_store::TenantScope { org_id: wbd_store::OrgId(org.id), tenant_id: wbd_store::TenantId(tenant) };
+    assert!(app.store.request_graph_read(scope, chrono::Utc::now()).await.unwrap());
+    app.wait_for_findings(&org.token, &query, |f| f.iter().all(|f| f["status"] == "resolved")).await;
+    assert_eq!(entra.state.token_requests(ENTRA), 1, "the tenant's token was kept between reads");
+
+    // A missing permission is named, and leaves its fact unknown rather than failing its rule.
+    entra.state.update_tenant(ENTRA, |t| {
+        t.denied.insert("/policies/authorizationPolicy".into());
+    });
+    assert!(app.store.request_graph_read(scope, chrono::Utc::now()).await.unwrap());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let shown = connection(&app, &org.token, tenant).await;
+        if shown["state"] == "permissions_missing" {
+            assert_eq!(shown["missing_permissions"], json!(["Policy.Read.All"]));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never saw the missing permission: {shown:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    app.shutdown().await;
+}

@@ -1,0 +1,196 @@
+//! The central Microsoft Graph reader, run by every worker host when the installation has a Graph
+//! app (`[graph]`).
+//!
+//! Reads are scheduled in the database: each poll claims connected tenants whose read is due,
+//! each with a lease ([`wbd_store::Store::claim_graph_reads`]), so any number of workers share the
+//! tenants and no tenant is read twice in a period. A read goes through `wbd-graph` (a token per
+//! tenant, cached to its expiry) and its `GraphReport` takes the very path a collector's push
+//! takes ([`wbd_store::Store::ingest_batch`]: latest facts, history, `facts_version`, an outbox
+//! message that has the tenant evaluated), for the tenant's collector row that stands for the
+//! central reader (so evidence names it). Then the read is finished: the next one due after
+//! `graph.read_interval_secs` (± `graph.read_jitter_percent`), the permissions Graph refused, the
+//! error if any. A token request the identity platform refuses for the tenant (consent revoked,
+//! app removed) marks the connection `consent_revoked`; reading stops until it reconnects, and
+//! no facts are written from that read (no false rule failures).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng as _;
+use sha2::{Digest as _, Sha256};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use wbd_graph::GraphReader;
+use wbd_store::{BatchWrite, FactWrite, GraphReadClaim, GraphReadResult, Store};
+use wbd_wire::{ProbeOutput, ProbeResult};
+
+use crate::Settings;
+
+/// How reads are scheduled.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    interval: Duration,
+    jitter_percent: u8,
+    concurrency: u32,
+    poll: Duration,
+    lease: Duration,
+}
+
+/// How long Graph is left alone after it kept answering 429/503.
+const THROTTLE_BACKOFF: TimeDelta = TimeDelta::minutes(5);
+
+/// Starts the reader if the installation has a Graph app and `graph.reader_enabled` is on.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    settings: &Settings,
+    cancel: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let g = &settings.graph;
+    let Some(app) = g.app()? else { return Ok(()) };
+    if !g.reader_enabled {
+        return Ok(());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(app.timeout)
+        .build()
+        .map_err(|e| anyhow::anyhow!("the Graph reader's HTTP client: {e}"))?;
+    let schedule = Schedule {
+        interval: Duration::from_secs(g.read_interval_secs),
+        jitter_percent: g.read_jitter_percent,
+        concurrency: g.reader_concurrency,
+        poll: Duration::from_secs(g.reader_poll_secs),
+        // A read of a tenant makes a dozen requests, each within the timeout, some after a
+        // Retry-After: the lease outlasts a slow read.
+        lease: (app.timeout * 20).max(Duration::from_secs(600)),
+    };
+    tracing::info!(client_id = %app.client_id, cloud = %g.cloud(), "central Graph reader on");
+    let reader = GraphReader::new(app, client);
+    tasks.spawn(run(store, reader, schedule, cancel).instrument(tracing::info_span!("graph_reader")));
+    Ok(())
+}
+
+async fn run(store: Arc<dyn Store>, reader: GraphReader, schedule: Schedule, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(schedule.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let claims = match store.claim_graph_reads(schedule.concurrency, schedule.lease, Utc::now()).await {
+            Ok(claims) => claims,
+            Err(e) => {
+                tracing::warn!(error = ?e, "claiming Graph reads failed");
+                continue;
+            }
+        };
+        // Bounded concurrency across tenants: one slow or throttled tenant holds one slot.
+        let mut reads = JoinSet::new();
+        for claim in claims {
+            let span = tracing::info_span!("graph_read", org_id = %claim.scope.org_id, tenant_id = %claim.scope.tenant_id);
+            reads.spawn(read_one(store.clone(), reader.clone(), claim, schedule).instrument(span));
+        }
+        while reads.join_next().await.is_some() {}
+    }
+}
+
+/// Reads one claimed tenant, stores what it found, and finishes the claim.
+async fn read_one(store: Arc<dyn Store>, reader: GraphReader, claim: GraphReadClaim, schedule: Schedule) {
+    let started_at = Utc::now();
+    let started = std::time::Instant::now();
+    let report = reader.read(&claim.entra_tenant_id, None).await;
+    let now = Utc::now();
+    let consent_gone = report.failure.as_deref().is_some_and(wbd_graph::failure_means_consent_gone);
+    let throttled = report.errors.iter().any(|e| matches!(e.status, Some(429 | 503)));
+    let missing: Vec<String> =
+        wbd_graph::permissions::missing_permissions(&report).into_iter().map(str::to_owned).collect();
+    let mut error = report.failure.clone().or_else(|| {
+        (!report.errors.is_empty()).then(|| {
+            report.errors.iter().map(|e| format!("{}: {}", e.call, e.message)).collect::<Vec<_>>().join("; ")
+        })
+    });
+    if consent_gone {
+        reader.forget_token(&claim.entra_tenant_id).await;
+        tracing::warn!(error = ?error, "the tenant no longer lets the app read it; reading stops until it reconnects");
+    } else {
+        let result = ProbeResult {
+            subject: format!("graph:{}", claim.entra_tenant_id),
+            observed_at: started_at,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            output: ProbeOutput::Graph(report),
+        };
+        match batch_write(&claim, &result, schedule, now) {
+            Ok(write) => {
+                if let Err(e) = store.ingest_batch(claim.scope, &write).await {
+                    tracing::warn!(error = ?e, "storing the Graph facts failed");
+                    error = Some(format!("storing the facts failed: {e}"));
+                }
+            }
+            Err(e) => error = Some(format!("the report cannot be stored: {e}")),
+        }
+    }
+    let throttled_until = throttled.then(|| now + THROTTLE_BACKOFF);
+    let next_read_at = throttled_until.unwrap_or_else(|| now + jittered(schedule));
+    let result = GraphReadResult {
+        missing_permissions: missing,
+        error,
+        throttled_until,
+        consent_revoked: consent_gone,
+        next_read_at,
+    };
+    match store.finish_graph_read(claim.scope, claim.lease_id, &result, now).await {
+        Ok(true) => tracing::info!(next_read_at = %next_read_at, "Graph read done"),
+        Ok(false) => {
+            tracing::warn!("the Graph read's lease ran out before it finished; another reader has the tenant")
+        }
+        Err(e) => tracing::warn!(error = ?e, "finishing the Graph read failed"),
+    }
+}
+
+/// The write that stores a read as a collector's push is stored: one result, for the collector
+/// row of the central reader, with the digest a push's result gets (timings left out).
+fn batch_write(
+    claim: &GraphReadClaim,
+    result: &ProbeResult,
+    schedule: Schedule,
+    now: DateTime<Utc>,
+) -> Result<BatchWrite, serde_json::Error> {
+    let payload = serde_json::to_value(&result.output)?;
+    let stable = serde_json::to_vec(&result.output.without_timings())?;
+    let body = serde_json::to_vec(result)?;
+    let interval = u32::try_from(schedule.interval.as_secs()).unwrap_or(u32::MAX);
+    // Silent after three missed reads: a reader that stopped (consent revoked, app gone) is
+    // itself a finding, as a collector that stops reporting is.
+    let silence = TimeDelta::from_std(schedule.interval * 3).unwrap_or(TimeDelta::days(1));
+    Ok(BatchWrite {
+        collector_id: claim.collector_id,
+        batch_id: uuid::Uuid::now_v7(),
+        body_hash: hex::encode(Sha256::digest(&body)),
+        results: vec![FactWrite {
+            probe: result.output.kind().as_str().to_owned(),
+            subject: result.subject.clone(),
+            observed_at: result.observed_at,
+            payload,
+            digest: hex::encode(Sha256::digest(&stable)),
+        }],
+        received_at: now,
+        collector_version: "central".to_owned(),
+        collector_hostname: "graph.microsoft.com".to_owned(),
+        collector_os: String::new(),
+        push_interval_secs: interval,
+        spool_dropped: 0,
+        silent_after: now + silence,
+        traceparent: None,
+    })
+}
+
+/// The interval ± its jitter, so tenants connected together drift apart.
+fn jittered(schedule: Schedule) -> TimeDelta {
+    let base = schedule.interval.as_secs_f64();
+    let spread = base * f64::from(schedule.jitter_percent) / 100.0;
+    let secs = if spread > 0.0 { base + rand::rng().random_range(-spread..=spread) } else { base };
+    TimeDelta::milliseconds((secs.max(1.0) * 1000.0) as i64)
+}

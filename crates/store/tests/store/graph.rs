@@ -1,0 +1,195 @@
+//! The central Graph connector: a consent is spent once, before it expires, by its own
+//! organisation and tenant; connecting, reconnecting and disconnecting are audited.
+
+use uuid::Uuid;
+use wbd_store::*;
+
+use crate::fixtures::{at, org, tenant};
+
+contract_test! {
+    async fn a_consent_state_is_spent_once_by_its_own_tenant_before_it_expires(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let contoso = tenant(store, acme, "Contoso").await?;
+        let fabrikam = tenant(store, acme, "Fabrikam").await?;
+        let other = org(store, "Other MSP").await?;
+        let theirs = tenant(store, other, "Theirs").await?;
+
+        let nonce = Uuid::new_v4();
+        store.create_graph_consent_request(contoso, nonce, "api_key:admin", at(600), at(0)).await?;
+        let pending = store.pending_graph_consent(contoso, at(1)).await?.expect("pending");
+        assert_eq!((pending.nonce, pending.created_by.as_str(), pending.expires_at), (nonce, "api_key:admin", at(600)));
+        assert_eq!(store.pending_graph_consent(contoso, at(600)).await?, None, "expired: no longer pending");
+        assert_eq!(store.pending_graph_consent(fabrikam, at(1)).await?, None);
+
+        // Another tenant, another organisation, an unknown nonce, too late: nothing changes.
+        for (scope, n, when) in [(fabrikam, nonce, at(5)), (theirs, nonce, at(5)), (contoso, Uuid::new_v4(), at(5)), (contoso, nonce, at(600))] {
+            assert_eq!(store.complete_graph_consent(scope, n, Some("entra-1"), when).await?, GraphConsentOutcome::StateUnusable);
+        }
+        assert_eq!(store.get_graph_connection(contoso).await?, None);
+
+        let GraphConsentOutcome::Connected(c) = store.complete_graph_consent(contoso, nonce, Some("entra-1"), at(10)).await? else {
+            panic!("connected expected");
+        };
+        assert_eq!((c.entra_tenant_id.as_str(), c.state, c.consented_by.as_str()), ("entra-1", GraphConnectionState::Connected, "api_key:admin"));
+        assert_eq!((c.consented_at, c.next_read_at, c.last_read_at), (at(10), at(10), None));
+        assert!(c.missing_permissions.is_empty());
+        assert_eq!(store.get_graph_connection(contoso).await?, Some(*c.clone()));
+        assert_eq!(store.get_graph_connection(fabrikam).await?, None);
+        assert_eq!(store.pending_graph_consent(contoso, at(11)).await?, None, "spent");
+
+        // Replayed: refused, nothing changes.
+        assert_eq!(store.complete_graph_consent(contoso, nonce, Some("entra-evil"), at(12)).await?, GraphConsentOutcome::StateUnusable);
+        assert_eq!(store.get_graph_connection(contoso).await?.unwrap().entra_tenant_id, "entra-1");
+
+        let audit = store.list_audit_log(acme, None, 10).await?;
+        assert_eq!(audit.len(), 1);
+        assert_eq!((audit[0].action.as_str(), audit[0].actor.as_str()), ("graph.connect", "api_key:admin"));
+        assert_eq!(audit[0].tenant_id, Some(contoso.tenant_id));
+        Ok(())
+    }
+}
+
+contract_test! {
+    async fn a_declined_consent_only_spends_the_state_and_a_tenant_reconnects_and_disconnects(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let contoso = tenant(store, acme, "Contoso").await?;
+
+        let declined = Uuid::new_v4();
+        store.create_graph_consent_request(contoso, declined, "api_key:tech", at(600), at(0)).await?;
+        assert_eq!(
+            store.complete_graph_consent(contoso, declined, None, at(5)).await?,
+            GraphConsentOutcome::Declined { requested_by: "api_key:tech".into() }
+        );
+        assert_eq!(store.get_graph_connection(contoso).await?, None);
+        assert!(store.list_audit_log(acme, None, 10).await?.is_empty());
+
+        for (i, entra) in ["entra-1", "entra-2"].into_iter().enumerate() {
+            let nonce = Uuid::new_v4();
+            let i = i64::try_from(i)?;
+            store.create_graph_consent_request(contoso, nonce, "api_key:admin", at(700 + i), at(100 + i)).await?;
+            assert!(matches!(
+                store.complete_graph_consent(contoso, nonce, Some(entra), at(200 + i)).await?,
+                GraphConsentOutcome::Connected(_)
+            ));
+        }
+        let connection = store.get_graph_connection(contoso).await?.unwrap();
+        assert_eq!(connection.entra_tenant_id, "entra-2");
+        // One collector row stands for the central reader, across reconnections.
+        let collectors = store.list_collectors(acme, Some(contoso.tenant_id)).await?;
+        assert_eq!(collectors.len(), 1);
+        assert_eq!((collectors[0].name.as_str(), collectors[0].status), (GRAPH_READER_COLLECTOR, CollectorStatus::Active));
+        assert_eq!(connection.collector_id, Some(collectors[0].id));
+        assert!(collectors[0].public_key.is_some(), "a key nobody holds: no push in its name");
+
+        // A consent pending besides the connection goes with it.
+        store.create_graph_consent_request(contoso, Uuid::new_v4(), "api_key:admin", at(900), at(300)).await?;
+        assert!(store.delete_graph_connection(contoso, "api_key:admin", at(301)).await?);
+        assert_eq!(store.get_graph_connection(contoso).await?, None);
+        assert_eq!(store.pending_graph_consent(contoso, at(302)).await?, None);
+        assert!(!store.delete_graph_connection(contoso, "api_key:admin", at(303)).await?, "nothing left");
+        let collectors = store.list_collectors(acme, Some(contoso.tenant_id)).await?;
+        assert_eq!(collectors[0].status, CollectorStatus::Revoked, "its facts no longer count");
+
+        let actions: Vec<String> = store.list_audit_log(acme, None, 10).await?.into_iter().map(|a| a.action).collect();
+        assert_eq!(actions, vec!["graph.disconnect", "graph.connect", "graph.connect"]);
+        Ok(())
+    }
+}
+
+/// Connects `name` of `org` to Graph at `when` (its first read is due then).
+async fn connected(
+    store: &crate::harness::TestStore,
+    org: OrgScope,
+    name: &str,
+    when: i64,
+) -> anyhow::Result<TenantScope> {
+    let scope = tenant(store, org, name).await?;
+    let nonce = Uuid::new_v4();
+    store.create_graph_consent_request(scope, nonce, "api_key:admin", at(when + 600), at(when)).await?;
+    let outcome =
+        store.complete_graph_consent(scope, nonce, Some(&format!("entra-{name}")), at(when)).await?;
+    anyhow::ensure!(matches!(outcome, GraphConsentOutcome::Connected(_)), "{outcome:?}");
+    Ok(scope)
+}
+
+contract_test! {
+    async fn each_due_tenant_is_leased_to_one_reader_and_read_once_a_period(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let a = connected(store, acme, "a", 0).await?;
+        let b = connected(store, acme, "b", 1).await?;
+        let c = connected(store, acme, "c", 2).await?;
+        let lease = std::time::Duration::from_secs(60);
+
+        // Two readers at once: every due tenant goes to exactly one.
+        let (first, second) = tokio::join!(store.claim_graph_reads(2, lease, at(10)), store.claim_graph_reads(2, lease, at(10)));
+        let mut claimed: Vec<TenantScope> = first?.into_iter().chain(second?).map(|c| c.scope).collect();
+        claimed.sort_by_key(|s| s.tenant_id);
+        let mut all = vec![a, b, c];
+        all.sort_by_key(|s| s.tenant_id);
+        assert_eq!(claimed, all);
+        assert!(store.claim_graph_reads(10, lease, at(20)).await?.is_empty(), "all leased");
+
+        // A lease that ran out unfinished is claimed again; the first holder can no longer finish.
+        let again = store.claim_graph_reads(10, lease, at(71)).await?;
+        assert_eq!(again.len(), 3);
+        let a_claim = again.iter().find(|c| c.scope == a).unwrap().clone();
+        assert_eq!((a_claim.entra_tenant_id.as_str(), a_claim.due_at), ("entra-a", at(0)));
+        let stale = GraphReadResult { next_read_at: at(3671), ..GraphReadResult::default() };
+        assert!(!store.finish_graph_read(a, Uuid::new_v4(), &stale, at(72)).await?, "not its lease");
+
+        // Finished: not due again until its next read.
+        let read = GraphReadResult {
+            missing_permissions: vec!["Policy.Read.All".into()],
+            error: Some("authorizationPolicy: 403".into()),
+            next_read_at: at(3672),
+            ..GraphReadResult::default()
+        };
+        assert!(store.finish_graph_read(a, a_claim.lease_id, &read, at(72)).await?);
+        let shown = store.get_graph_connection(a).await?.unwrap();
+        assert_eq!((shown.last_read_at, shown.next_read_at), (Some(at(72)), at(3672)));
+        assert_eq!(shown.missing_permissions, vec!["Policy.Read.All"]);
+        assert_eq!(shown.last_error.as_deref(), Some("authorizationPolicy: 403"));
+        assert!(store.claim_graph_reads(10, lease, at(3000)).await?.iter().all(|c| c.scope != a));
+
+        // Re-test now makes it due at once.
+        assert!(store.request_graph_read(a, at(3001)).await?);
+        assert!(store.claim_graph_reads(10, lease, at(3002)).await?.iter().any(|c| c.scope == a));
+        Ok(())
+    }
+}
+
+contract_test! {
+    async fn throttled_tenants_wait_and_revoked_ones_are_not_read_until_connected_again(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let a = connected(store, acme, "a", 0).await?;
+        let b = connected(store, acme, "b", 0).await?;
+        let lease = std::time::Duration::from_secs(60);
+        for claim in store.claim_graph_reads(10, lease, at(1)).await? {
+            let result = if claim.scope == a {
+                GraphReadResult { throttled_until: Some(at(100)), next_read_at: at(2), ..GraphReadResult::default() }
+            } else {
+                GraphReadResult {
+                    consent_revoked: true,
+                    error: Some("AADSTS700016".into()),
+                    next_read_at: at(2),
+                    ..GraphReadResult::default()
+                }
+            };
+            assert!(store.finish_graph_read(claim.scope, claim.lease_id, &result, at(1)).await?);
+        }
+        assert!(store.claim_graph_reads(10, lease, at(50)).await?.is_empty(), "a throttled, b revoked");
+        let revoked = store.get_graph_connection(b).await?.unwrap();
+        assert_eq!(revoked.state, GraphConnectionState::ConsentRevoked);
+        assert!(!store.request_graph_read(b, at(51)).await?);
+        let later: Vec<_> = store.claim_graph_reads(10, lease, at(100)).await?.into_iter().map(|c| c.scope).collect();
+        assert_eq!(later, vec![a]);
+
+        // Connected again: read at once.
+        let nonce = Uuid::new_v4();
+        store.create_graph_consent_request(b, nonce, "api_key:admin", at(800), at(200)).await?;
+        store.complete_graph_consent(b, nonce, Some("entra-b"), at(200)).await?;
+        let claims = store.claim_graph_reads(10, lease, at(201)).await?;
+        assert!(claims.iter().any(|c| c.scope == b));
+        Ok(())
+    }
+}
