@@ -295,13 +295,16 @@ pub(super) async fn claim_graph_reads(
     let now = micros(now);
     let until = lease_until(now, lease);
     let mut tx = write_tx(pool).await?;
-    let due: Vec<Uuid> = sqlx::query_scalar(
+    // PostgreSQL: rows another claimer holds are skipped, so concurrent claimers take disjoint
+    // tenants instead of the same first ones (of which the later would then get none).
+    let due: Vec<Uuid> = sqlx::query_scalar(concat!(
         "SELECT tenant_id FROM graph_connections
          WHERE state = 'connected' AND next_read_at <= $1
            AND (lease_until IS NULL OR lease_until <= $1)
            AND (throttled_until IS NULL OR throttled_until <= $1)
          ORDER BY next_read_at, tenant_id LIMIT $2",
-    )
+        row_lock!(skip_locked "graph_connections")
+    ))
     .bind(now)
     .bind(i64::from(limit))
     .fetch_all(&mut *tx)
