@@ -70,7 +70,7 @@ error_codes! {
     ConsentDeclined => (BAD_REQUEST, "consent_declined", "The administrator did not consent to the app"),
     GraphTenantMismatch => (CONFLICT, "graph_tenant_mismatch", "Consent came from another Entra tenant than the tenant's own"),
     GraphNotConnected => (NOT_FOUND, "graph_not_connected", "The tenant is not connected to Microsoft Graph"),
-    GraphNotConfigured => (SERVICE_UNAVAILABLE, "graph_not_configured", "The server has no Microsoft Graph app (graph.client_id)"),
+    GraphNotConfigured => (CONFLICT, "graph_not_configured", "The server has no Microsoft Graph app (graph.client_id)"),
     SecretsKeyMissing => (SERVICE_UNAVAILABLE, "secrets_key_missing", "The server has no key to seal integration secrets (delivery.secrets_key)"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "The service is temporarily unavailable"),
     Internal => (INTERNAL_SERVER_ERROR, "internal_error", "An unexpected error occurred"),

@@ -42,7 +42,7 @@ problem_responses! {
     /// 409 of operations that send through an integration.
     IntegrationSwitchedOff => 409, "`integration_disabled`: switch it on first";
     /// 503 of the Graph connector's operations.
-    GraphNotConfigured => 503, "`graph_not_configured`: the server has no Microsoft Graph app (`graph.client_id`)";
+    GraphNotConfigured => 409, "`graph_not_configured`: the server has no Microsoft Graph app (`graph.client_id`), so it cannot ask for consent";
     /// 503 of operations that seal integration secrets.
     SecretsKeyMissing => 503, "`secrets_key_missing`: the server cannot seal secrets";
 }

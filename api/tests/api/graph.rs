@@ -59,7 +59,7 @@ async fn without_a_graph_app_the_connector_says_it_is_not_configured() {
 
     assert_eq!(connection(&app, &org.token, tenant).await["state"], "not_configured");
     let res = app.post(&org.token, &format!("/v1/tenants/{tenant}/graph/consent"), &json!({})).await;
-    problem(res, StatusCode::SERVICE_UNAVAILABLE, "graph_not_configured").await;
+    problem(res, StatusCode::CONFLICT, "graph_not_configured").await;
 }
 
 #[tokio::test]
