@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = describe_error_response(status, body);
     let _ = serde_json::from_slice::<EnrollResponse>(body);
-    if let Ok((_, lifetime)) = read_token_answer(status, body) {
+    if let Ok((_, lifetime)) = read_token_answer(status, body, "[probes.graph]") {
         assert!(std::time::Instant::now().checked_add(lifetime).is_some());
     }
     if let Ok(serde_json::Value::Array(skus)) = serde_json::from_slice(body) {

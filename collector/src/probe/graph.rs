@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use wbd_graph::{ClientCredential, GraphApp, GraphReader};
+// Read by the fuzz target `collector_answers` (what the probe takes from Microsoft's answers).
+pub use wbd_graph::{aggregate_service_plans, read_token_answer};
 use wbd_wire::{ProbeOutput, ProbeResult};
 
 use super::tls::millis;
