@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ use crate::{Backend, CollectorId, Result, TenantScope};
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 
 pub struct PgStore {
-    pool: PgPool,
+    pool: sql::Pools,
 }
 
 /// `crate::check` on PostgreSQL: one connection, one read.
@@ -42,7 +42,8 @@ impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let pool = PgPoolOptions::new().max_connections(max_connections).connect(url).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        // Row locks let any number of writers share the pool: reads and writes take from one.
+        Ok(Self { pool: sql::Pools::shared(pool) })
     }
 }
 
@@ -202,15 +203,15 @@ async fn write_plan(
     Ok(())
 }
 
-async fn delete_outbox(pool: &PgPool, ids: &[Uuid]) -> Result<()> {
+async fn delete_outbox(pool: &sql::Pools, ids: &[Uuid]) -> Result<()> {
     if !ids.is_empty() {
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(pool).await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(pool.write()).await?;
     }
     Ok(())
 }
 
 /// Moves a message in one statement (a data-modifying CTE).
-async fn dead_letter_outbox(pool: &PgPool, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<()> {
+async fn dead_letter_outbox(pool: &sql::Pools, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<()> {
     sqlx::query(concat!(
         "WITH moved AS (DELETE FROM outbox WHERE id = $1 RETURNING ",
         outbox_cols!(),
@@ -226,7 +227,7 @@ async fn dead_letter_outbox(pool: &PgPool, id: Uuid, reason: &str, now: DateTime
     .bind(id)
     .bind(reason)
     .bind(micros(now))
-    .execute(pool)
+    .execute(pool.write())
     .await?;
     Ok(())
 }
@@ -235,7 +236,7 @@ async fn dead_letter_outbox(pool: &PgPool, id: Uuid, reason: &str, now: DateTime
 /// cancelled nor run out), and add what an earlier attempt of this batch claimed (the second
 /// SELECT sees the table as it was before the UPDATE, so nothing twice).
 async fn deliver_collector_commands(
-    pool: &PgPool,
+    pool: &sql::Pools,
     scope: TenantScope,
     collector: CollectorId,
     batch_id: Uuid,
@@ -265,6 +266,6 @@ async fn deliver_collector_commands(
     .bind(scope.tenant_id.0)
     .bind(batch_id)
     .bind(now)
-    .fetch_all(pool)
+    .fetch_all(pool.write())
     .await?)
 }

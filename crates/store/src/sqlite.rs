@@ -2,13 +2,15 @@
 //! opens its file, and what its dialect says differently from PostgreSQL's. The queries
 //! themselves are written once for both backends in `sql/`, which is compiled inside this module.
 //!
-//! SQLite allows one writer at a time. Every multi-statement write runs in a `BEGIN IMMEDIATE`
-//! transaction, which takes the write lock up front (waiting up to the busy timeout): a deferred
-//! transaction that reads first and upgrades later fails with "database is locked" instead of
-//! waiting when another writer got in between. Single-statement writes are atomic on their own
-//! and take the write lock at their start. WAL mode lets readers run alongside the writer, and a
-//! deferred read transaction sees one consistent snapshot. So the row-lock clauses the shared
-//! queries take are empty here.
+//! SQLite allows one writer at a time, so the store has one writer on purpose: every write (a
+//! statement or a transaction) runs on the write pool's single connection, and the process's
+//! writers (ingest, evaluation, the queue, deliveries) wait for it in the pool's queue, woken as
+//! soon as it is free. Left to collide on the file's lock they would wait in SQLite's busy
+//! handler, which sleeps in steps of up to 100 ms whatever happens meanwhile: that made every
+//! collision cost milliseconds. Reads run on read-only connections beside the writer (WAL), and
+//! a deferred read transaction sees one consistent snapshot. Every multi-statement write still
+//! begins `IMMEDIATE`, taking the file's lock up front, for another process writing the same
+//! file (an admin command). So the row-lock clauses the shared queries take are empty here.
 //!
 //! Timestamps are compared as text: sqlx writes every `DateTime<Utc>` as RFC 3339 with `+00:00`
 //! and only the fraction varies in length (0, 3 or 6 digits, shortest exact), which still sorts
@@ -20,7 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
@@ -32,7 +34,7 @@ use crate::{Backend, CollectorId, Result, TenantScope};
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pool: sql::Pools,
 }
 
 /// `crate::check` on SQLite: opens the file read-only if it exists; a missing file is reported,
@@ -55,8 +57,9 @@ pub(crate) async fn check(url: &str) -> Result<crate::DatabaseCheck> {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file in WAL mode and applies the SQLite
-    /// migrations. `sqlite::memory:` is unsuitable with more than one connection: each would
-    /// get its own empty database.
+    /// migrations: `max_connections` readers, opened read-only so a write can never slip onto
+    /// one, and the one writer (see the module documentation). `sqlite::memory:` is unsuitable:
+    /// each connection would get its own empty database.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -64,11 +67,25 @@ impl SqliteStore {
             // NORMAL is durable across process crashes in WAL mode; only an OS crash may lose the
             // last commits, which is the usual trade for an embedded server.
             .synchronous(SqliteSynchronous::Normal)
+            // Only another process (an admin command beside the server) can make a connection
+            // wait for the file's lock: this process's writes queue for its one writer.
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        // The writer is opened first and kept open: it creates the file, the WAL and its index,
+        // which read-only connections cannot create.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options.read_only(true).create_if_missing(false))
+            .await?;
+        Ok(Self { pool: sql::Pools::split(read, write) })
     }
 }
 
@@ -197,11 +214,11 @@ async fn write_plan(
 }
 
 /// A statement per id (SQLite has no arrays to bind), in one transaction.
-async fn delete_outbox(pool: &SqlitePool, ids: &[Uuid]) -> Result<()> {
+async fn delete_outbox(pool: &sql::Pools, ids: &[Uuid]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let mut tx = pool.write().begin_with(BEGIN_WRITE).await?;
     for id in ids {
         sqlx::query("DELETE FROM outbox WHERE id = $1").bind(id).execute(&mut *tx).await?;
     }
@@ -210,8 +227,8 @@ async fn delete_outbox(pool: &SqlitePool, ids: &[Uuid]) -> Result<()> {
 }
 
 /// Copies, then deletes (SQLite has no data-modifying CTEs), in one transaction.
-async fn dead_letter_outbox(pool: &SqlitePool, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<()> {
-    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+async fn dead_letter_outbox(pool: &sql::Pools, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<()> {
+    let mut tx = pool.write().begin_with(BEGIN_WRITE).await?;
     sqlx::query(concat!(
         "INSERT OR IGNORE INTO dead_letters (",
         outbox_cols!(),
@@ -233,7 +250,7 @@ async fn dead_letter_outbox(pool: &SqlitePool, id: Uuid, reason: &str, now: Date
 /// marked delivered with this batch, and those an earlier attempt of this batch marked. Almost
 /// every push finds nothing waiting: read first, and take the write lock only when there is something to hand out.
 async fn deliver_collector_commands(
-    pool: &SqlitePool,
+    pool: &sql::Pools,
     scope: TenantScope,
     collector: CollectorId,
     batch_id: Uuid,
@@ -256,13 +273,13 @@ async fn deliver_collector_commands(
             .bind(batch_id)
             .bind(now)
     };
-    let rows = for_batch().fetch_all(pool).await?;
+    let rows = for_batch().fetch_all(pool.read()).await?;
     let delivered =
         |row: &SqliteRow| row.try_get::<Option<Uuid>, _>("delivered_batch_id").is_ok_and(|b| b.is_some());
     if rows.iter().all(delivered) {
         return Ok(rows);
     }
-    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let mut tx = pool.write().begin_with(BEGIN_WRITE).await?;
     sqlx::query(
         "UPDATE collector_commands SET delivered_batch_id = $4, delivered_at = $5
          WHERE collector_id = $1 AND org_id = $2 AND tenant_id = $3 AND delivered_batch_id IS NULL

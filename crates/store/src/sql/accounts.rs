@@ -5,7 +5,7 @@ use super::prelude::*;
 use crate::convert::unique_violation;
 
 pub(super) async fn ping(pool: &DbPool) -> Result<()> {
-    sqlx::query("SELECT 1").execute(pool).await?;
+    sqlx::query("SELECT 1").execute(pool.read()).await?;
     Ok(())
 }
 
@@ -15,11 +15,11 @@ pub(super) async fn get_or_create_secret(pool: &DbPool, name: &str, generated: V
     sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
         .bind(name)
         .bind(generated)
-        .execute(pool)
+        .execute(pool.write())
         .await?;
     let value = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
         .bind(name)
-        .fetch_one(pool)
+        .fetch_one(pool.read())
         .await?;
     Ok(value)
 }
@@ -36,7 +36,7 @@ pub(super) async fn create_organization(
     .bind(OrgId::new().0)
     .bind(name)
     .bind(micros(now))
-    .fetch_one(pool)
+    .fetch_one(pool.write())
     .await?;
     rows::org(&row)
 }
@@ -62,7 +62,7 @@ pub(super) async fn create_api_key(
     .bind(prefix)
     .bind(key_hash)
     .bind(micros(now))
-    .fetch_one(pool)
+    .fetch_one(pool.write())
     .await
     .map_err(|e| unique_violation(e, "api key", "key hash"))?;
     rows::api_key(&row)
@@ -71,7 +71,7 @@ pub(super) async fn create_api_key(
 pub(super) async fn find_api_key_by_hash(pool: &DbPool, key_hash: &str) -> Result<Option<ApiKey>> {
     let row = sqlx::query(concat!("SELECT ", api_key_cols!(), " FROM api_keys WHERE key_hash = $1"))
         .bind(key_hash)
-        .fetch_optional(pool)
+        .fetch_optional(pool.read())
         .await?;
     row.as_ref().map(rows::api_key).transpose()
 }
@@ -83,7 +83,7 @@ pub(super) async fn list_api_keys(pool: &DbPool, org: OrgScope) -> Result<Vec<Ap
         " FROM api_keys WHERE org_id = $1 ORDER BY created_at, id"
     ))
     .bind(org.org_id.0)
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::api_key).collect()
 }
@@ -93,7 +93,7 @@ pub(super) async fn get_api_key(pool: &DbPool, org: OrgScope, id: ApiKeyId) -> R
         sqlx::query(concat!("SELECT ", api_key_cols!(), " FROM api_keys WHERE id = $1 AND org_id = $2"))
             .bind(id.0)
             .bind(org.org_id.0)
-            .fetch_optional(pool)
+            .fetch_optional(pool.read())
             .await?;
     row.as_ref().map(rows::api_key).transpose()
 }
@@ -113,7 +113,7 @@ pub(super) async fn revoke_api_key(
     .bind(id.0)
     .bind(org.org_id.0)
     .bind(micros(now))
-    .fetch_optional(pool)
+    .fetch_optional(pool.write())
     .await?;
     row.as_ref().map(rows::api_key).transpose()
 }

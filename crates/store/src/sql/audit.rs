@@ -47,7 +47,7 @@ pub(super) async fn list_audit_log(
     .bind(org.org_id.0)
     .bind(before)
     .bind(i64::from(limit))
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::audit_entry).collect()
 }

@@ -28,7 +28,7 @@ pub(super) async fn create_collector(
     .bind(micros(enrollment_expires_at))
     .bind(i64::from(push_interval_secs))
     .bind(micros(now))
-    .fetch_one(pool)
+    .fetch_one(pool.write())
     .await
     .map_err(|e| unique_violation(e, "collector", "enrollment token"))?;
     rows::collector(&row)
@@ -89,7 +89,7 @@ pub(super) async fn enroll_collector(
 pub(super) async fn find_collector_for_auth(pool: &DbPool, id: CollectorId) -> Result<Option<Collector>> {
     let row = sqlx::query(concat!("SELECT ", collector_cols!(), " FROM collectors WHERE id = $1"))
         .bind(id.0)
-        .fetch_optional(pool)
+        .fetch_optional(pool.read())
         .await?;
     row.as_ref().map(rows::collector).transpose()
 }
@@ -108,7 +108,7 @@ pub(super) async fn use_push_token(
     .bind(id.0)
     .bind(jti)
     .bind(micros(expires_at))
-    .execute(pool)
+    .execute(pool.write())
     .await?
     .rows_affected()
         == 1;
@@ -117,7 +117,7 @@ pub(super) async fn use_push_token(
     sqlx::query("DELETE FROM push_token_uses WHERE collector_id = $1 AND expires_at < $2")
         .bind(id.0)
         .bind(micros(now))
-        .execute(pool)
+        .execute(pool.write())
         .await?;
     Ok(first)
 }
@@ -131,7 +131,7 @@ pub(super) async fn get_collector(
         sqlx::query(concat!("SELECT ", collector_cols!(), " FROM collectors WHERE id = $1 AND org_id = $2"))
             .bind(id.0)
             .bind(org.org_id.0)
-            .fetch_optional(pool)
+            .fetch_optional(pool.read())
             .await?;
     row.as_ref().map(rows::collector).transpose()
 }
@@ -148,7 +148,7 @@ pub(super) async fn list_collectors(
     ))
     .bind(org.org_id.0)
     .bind(tenant.map(|t| t.0))
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::collector).collect()
 }
@@ -167,7 +167,7 @@ pub(super) async fn revoke_collector(
     .bind(id.0)
     .bind(org.org_id.0)
     .bind(micros(now))
-    .fetch_optional(pool)
+    .fetch_optional(pool.write())
     .await?;
     row.as_ref().map(rows::collector).transpose()
 }

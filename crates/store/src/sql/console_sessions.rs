@@ -49,7 +49,7 @@ pub(super) async fn find_console_session(
     )
     .bind(id_hash)
     .bind(micros(now))
-    .fetch_optional(pool)
+    .fetch_optional(pool.read())
     .await?;
     row.as_ref()
         .map(|row| -> Result<ConsoleSession> {
@@ -68,7 +68,7 @@ pub(super) async fn end_console_session(pool: &DbPool, org: OrgScope, id_hash: &
     let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1 AND org_id = $2")
         .bind(id_hash)
         .bind(org.org_id.0)
-        .execute(pool)
+        .execute(pool.write())
         .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -76,7 +76,7 @@ pub(super) async fn list_deliveries(
     if let Some(before) = filter.before {
         query = query.bind(before);
     }
-    let rows = query.bind(i64::from(filter.limit.max(1))).fetch_all(pool).await?;
+    let rows = query.bind(i64::from(filter.limit.max(1))).fetch_all(pool.read()).await?;
     rows.iter().map(rows::delivery).collect()
 }
 
@@ -89,7 +89,7 @@ pub(super) async fn get_delivery(
         sqlx::query(concat!("SELECT ", delivery_cols!(), " FROM deliveries WHERE org_id = $1 AND id = $2"))
             .bind(org.org_id.0)
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(pool.read())
             .await?;
     let Some(delivery) = row.as_ref().map(rows::delivery).transpose()? else {
         return Ok(None);
@@ -101,7 +101,7 @@ pub(super) async fn get_delivery(
     ))
     .bind(org.org_id.0)
     .bind(id)
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     let attempts = rows.iter().map(rows::attempt).collect::<Result<Vec<_>>>()?;
     Ok(Some((delivery, attempts)))
@@ -196,7 +196,7 @@ pub(super) async fn list_finding_tickets(
         for id in chunk {
             query = query.bind(*id);
         }
-        for row in &query.fetch_all(pool).await? {
+        for row in &query.fetch_all(pool.read()).await? {
             out.push(FindingTicket {
                 finding_id: FindingId(row.try_get("finding_id")?),
                 integration_id: row.try_get("integration_id")?,
@@ -215,7 +215,7 @@ pub(super) async fn list_finding_tickets(
 
 pub(super) async fn count_pending_deliveries(pool: &DbPool) -> Result<u64> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
-        .fetch_one(pool)
+        .fetch_one(pool.read())
         .await?;
     to_u64(n, "count")
 }

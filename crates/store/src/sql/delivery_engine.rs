@@ -368,7 +368,7 @@ pub(super) async fn ticket_open_findings(
     )
     .bind(integration_id)
     .bind(ticket_key)
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter()
         .map(|row| {

@@ -401,7 +401,7 @@ pub(super) async fn tenants_with_silent_collectors(
          ORDER BY org_id, tenant_id",
     )
     .bind(micros(now))
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::tenant_scope).collect()
 }
@@ -416,7 +416,7 @@ pub(super) async fn tenants_with_expired_suppressions(
          ORDER BY org_id, tenant_id",
     )
     .bind(micros(now))
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::tenant_scope).collect()
 }

@@ -90,7 +90,7 @@ pub(super) async fn list_findings(
     .bind(filter.rule_id.as_deref())
     .bind(filter.before.map(|f| f.0))
     .bind(i64::from(filter.limit))
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::finding).collect()
 }
@@ -100,7 +100,7 @@ pub(super) async fn get_finding(pool: &DbPool, org: OrgScope, id: FindingId) -> 
         sqlx::query(concat!("SELECT ", finding_cols!(), " FROM findings WHERE id = $1 AND org_id = $2"))
             .bind(id.0)
             .bind(org.org_id.0)
-            .fetch_optional(pool)
+            .fetch_optional(pool.read())
             .await?;
     row.as_ref().map(rows::finding).transpose()
 }
@@ -117,7 +117,7 @@ pub(super) async fn list_finding_events(
     ))
     .bind(id.0)
     .bind(org.org_id.0)
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::event).collect()
 }

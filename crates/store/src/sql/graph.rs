@@ -50,7 +50,7 @@ pub(super) async fn pending_graph_consent(
     .bind(scope.tenant_id.0)
     .bind(scope.org_id.0)
     .bind(micros(now))
-    .fetch_optional(pool)
+    .fetch_optional(pool.read())
     .await?;
     row.map(|r| {
         Ok(GraphConsentRequest {
@@ -219,7 +219,7 @@ pub(super) async fn get_graph_connection(
     ))
     .bind(scope.tenant_id.0)
     .bind(scope.org_id.0)
-    .fetch_optional(pool)
+    .fetch_optional(pool.read())
     .await?;
     row.as_ref().map(rows::graph_connection).transpose()
 }
@@ -369,7 +369,7 @@ pub(super) async fn finish_graph_read(
     .bind(result.throttled_until.map(micros))
     .bind(micros(result.next_read_at))
     .bind(result.consent_revoked)
-    .execute(pool)
+    .execute(pool.write())
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -386,7 +386,7 @@ pub(super) async fn request_graph_read(
     .bind(scope.tenant_id.0)
     .bind(scope.org_id.0)
     .bind(micros(now))
-    .execute(pool)
+    .execute(pool.write())
     .await?;
     Ok(done.rows_affected() == 1)
 }

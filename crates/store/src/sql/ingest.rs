@@ -124,7 +124,7 @@ pub(super) async fn list_facts(pool: &DbPool, scope: TenantScope) -> Result<Vec<
     ))
     .bind(scope.tenant_id.0)
     .bind(scope.org_id.0)
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::fact).collect()
 }

@@ -53,7 +53,7 @@ pub(super) async fn list_integrations(pool: &DbPool, org: OrgScope) -> Result<Ve
         " FROM integrations WHERE org_id = $1 ORDER BY id"
     ))
     .bind(org.org_id.0)
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::integration).collect()
 }
@@ -65,7 +65,7 @@ pub(super) async fn enabled_integrations(pool: &DbPool, org: OrgScope) -> Result
         " FROM integrations WHERE org_id = $1 AND enabled ORDER BY id"
     ))
     .bind(org.org_id.0)
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::integration).collect()
 }
@@ -78,7 +78,7 @@ pub(super) async fn get_integration(pool: &DbPool, org: OrgScope, id: Uuid) -> R
     ))
     .bind(org.org_id.0)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(pool.read())
     .await?;
     row.as_ref().map(rows::integration).transpose()
 }

@@ -43,7 +43,7 @@ mod rows;
 mod rule_config;
 mod tenants;
 
-type DbPool = sqlx::Pool<dialect::Db>;
+type DbPool = Pools;
 type DbRow = <dialect::Db as sqlx::Database>::Row;
 type Tx = sqlx::Transaction<'static, dialect::Db>;
 
@@ -67,14 +67,66 @@ mod prelude {
 
 use prelude::*;
 
+/// The store's connections: where a statement that only reads goes, and where every write goes.
+/// Each query says which it is (`pool.read()` / `pool.write()`). On PostgreSQL both are one pool
+/// (row locks let writers share it); on SQLite writes go through a pool of one connection, so
+/// the process's writers queue for it in memory, woken the moment it is free, instead of
+/// colliding on the file's lock and sleeping in SQLite's busy handler (see `sqlite.rs`).
+/// A function that holds a write transaction must never take a second write connection.
+pub(super) struct Pools {
+    read: sqlx::Pool<dialect::Db>,
+    /// `None`: writes share the read pool.
+    write: Option<sqlx::Pool<dialect::Db>>,
+}
+
+impl Pools {
+    /// One pool for reads and writes.
+    #[allow(dead_code, reason = "each backend's copy of this module uses one of the two")]
+    pub(super) fn shared(pool: sqlx::Pool<dialect::Db>) -> Self {
+        Self { read: pool, write: None }
+    }
+
+    /// Reads and writes from pools of their own.
+    #[allow(dead_code, reason = "each backend's copy of this module uses one of the two")]
+    pub(super) fn split(read: sqlx::Pool<dialect::Db>, write: sqlx::Pool<dialect::Db>) -> Self {
+        Self { read, write: Some(write) }
+    }
+
+    fn stats(&self) -> PoolStats {
+        let one = |pool: &sqlx::Pool<dialect::Db>| PoolStats {
+            open: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        };
+        let mut stats = one(&self.read);
+        if let Some(write) = &self.write {
+            let w = one(write);
+            stats = PoolStats {
+                open: stats.open.saturating_add(w.open),
+                idle: stats.idle.saturating_add(w.idle),
+                max: stats.max.saturating_add(w.max),
+            };
+        }
+        stats
+    }
+
+    pub(super) fn read(&self) -> &sqlx::Pool<dialect::Db> {
+        &self.read
+    }
+
+    pub(super) fn write(&self) -> &sqlx::Pool<dialect::Db> {
+        self.write.as_ref().unwrap_or(&self.read)
+    }
+}
+
 /// A transaction that writes: on SQLite it holds the write lock from its first statement.
 async fn write_tx(pool: &DbPool) -> Result<Tx> {
-    Ok(pool.begin_with(dialect::BEGIN_WRITE).await?)
+    Ok(pool.write().begin_with(dialect::BEGIN_WRITE).await?)
 }
 
 /// A read-only transaction whose reads all see one snapshot.
 async fn read_snapshot(pool: &DbPool) -> Result<Tx> {
-    Ok(pool.begin_with(dialect::BEGIN_SNAPSHOT).await?)
+    Ok(pool.read().begin_with(dialect::BEGIN_SNAPSHOT).await?)
 }
 
 /// Implements a storage trait for this backend's store: `$item`s as written, and each
@@ -101,11 +153,7 @@ forward! { impl Store {
     }
 
     fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            open: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
-        }
+        self.pool.stats()
     }
 } to {
     accounts::ping() -> ();

@@ -52,7 +52,7 @@ pub(super) async fn claim_outbox(
     .bind(micros(now))
     .bind(i64::from(limit))
     .bind(lease_until(now, lease))
-    .fetch_all(pool)
+    .fetch_all(pool.write())
     .await?;
     let mut messages = rows.iter().map(rows::outbox_message).collect::<Result<Vec<_>>>()?;
     // RETURNING has no order of its own.
@@ -61,19 +61,19 @@ pub(super) async fn claim_outbox(
 }
 
 pub(super) async fn count_outbox(pool: &DbPool) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool.read()).await?;
     to_u64(n, "count(outbox)")
 }
 
 /// When the oldest message waiting in the outbox was written (`None`: the outbox is empty).
 pub(super) async fn oldest_outbox_message(pool: &DbPool) -> Result<Option<DateTime<Utc>>> {
     let row = sqlx::query("SELECT created_at FROM outbox ORDER BY created_at, id LIMIT 1")
-        .fetch_optional(pool)
+        .fetch_optional(pool.read())
         .await?;
     Ok(row.map(|r| r.try_get::<DateTime<Utc>, _>("created_at")).transpose()?)
 }
 
 pub(super) async fn count_dead_letters(pool: &DbPool) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(pool).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(pool.read()).await?;
     to_u64(n, "count(dead_letters)")
 }

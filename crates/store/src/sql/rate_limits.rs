@@ -25,14 +25,14 @@ pub(super) async fn take_rate_limit(
     .bind(now)
     .bind(interval)
     .bind(period)
-    .fetch_optional(pool)
+    .fetch_optional(pool.write())
     .await?;
     if taken.is_some() {
         return Ok(RateDecision::Allowed);
     }
     let tat: Option<i64> = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE bucket = $1")
         .bind(bucket)
-        .fetch_optional(pool)
+        .fetch_optional(pool.read())
         .await?;
     Ok(match limit.take(tat, now) {
         // Time moved on between the two statements; the next request will find out.
@@ -46,7 +46,7 @@ pub(super) async fn take_rate_limit(
 pub(super) async fn forget_rate_limits(pool: &DbPool, now: DateTime<Utc>) -> Result<u64> {
     let done = sqlx::query("DELETE FROM rate_limits WHERE tat <= $1")
         .bind(now.timestamp_micros())
-        .execute(pool)
+        .execute(pool.write())
         .await?;
     Ok(done.rows_affected())
 }

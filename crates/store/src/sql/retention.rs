@@ -58,7 +58,8 @@ pub(super) async fn sweep_expired(
 ) -> Result<SweptBatch> {
     let cutoff = micros(cutoff);
     let single = |sql: &'static str| async move {
-        let rows = sqlx::query(sql).bind(cutoff).bind(i64::from(limit)).execute(pool).await?.rows_affected();
+        let rows =
+            sqlx::query(sql).bind(cutoff).bind(i64::from(limit)).execute(pool.write()).await?.rows_affected();
         Ok::<_, StoreError>(SweptBatch { rows, dependent_rows: 0, full: rows >= u64::from(limit) })
     };
     match table {

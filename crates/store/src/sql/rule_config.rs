@@ -17,7 +17,7 @@ pub(super) async fn list_rule_settings(
     )
     .bind(org.org_id.0)
     .bind(tenant.map(|t| t.0))
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::rule_setting).collect()
 }
@@ -34,7 +34,7 @@ pub(super) async fn list_custom_rules(
     )
     .bind(org.org_id.0)
     .bind(tenant.map(|t| t.0))
-    .fetch_all(pool)
+    .fetch_all(pool.read())
     .await?;
     rows.iter().map(rows::custom_rule).collect()
 }

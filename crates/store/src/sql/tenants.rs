@@ -56,7 +56,7 @@ pub(super) async fn create_tenant(
     .bind(name)
     .bind(entra_tenant_id)
     .bind(micros(now))
-    .fetch_one(pool)
+    .fetch_one(pool.write())
     .await?;
     rows::tenant(&row)
 }
@@ -65,7 +65,7 @@ pub(super) async fn get_tenant(pool: &DbPool, org: OrgScope, id: TenantId) -> Re
     let row = sqlx::query(concat!("SELECT ", tenant_cols!(), " FROM tenants WHERE id = $1 AND org_id = $2"))
         .bind(id.0)
         .bind(org.org_id.0)
-        .fetch_optional(pool)
+        .fetch_optional(pool.read())
         .await?;
     row.as_ref().map(rows::tenant).transpose()
 }
@@ -96,7 +96,7 @@ async fn tenant_summaries(
         .bind(org.org_id.0)
         .bind(micros(now))
         .bind(tenant.map(|t| t.0))
-        .fetch_all(pool)
+        .fetch_all(pool.read())
         .await?;
     let mut summaries = rows.iter().map(rows::summary).collect::<Result<Vec<_>>>()?;
     policy::sort_worst_first(&mut summaries);
