@@ -17,63 +17,67 @@ pub(super) async fn claim_deliveries(
 ) -> Result<Vec<ClaimedDelivery>> {
     let now = micros(now);
     let mut tx = write_tx(pool).await?;
-    // Due, not held, of an enabled integration with a free slot and budget left, and the oldest
-    // pending one of its ticket (a ticket's events go in order: never close before the create
-    // went through). At most as many per integration as it has free slots, so one integration's
-    // backlog never crowds out another's deliveries, and the in-flight counts are taken once per
-    // integration (from the small set of leased rows), not once per candidate: a claim costs what
-    // the due rows cost, whatever the backlog.
-    let ids: Vec<Uuid> = sqlx::query_scalar(
+    // The integrations that can take a delivery now: enabled, not throttled, budget left, a free
+    // slot (in-flight counts from the small set of leased rows), and something due — the ones
+    // whose oldest due delivery is oldest first, at most `limit` of them.
+    let open: Vec<(Uuid, i64)> = sqlx::query_as(
         "WITH busy AS (
              SELECT integration_id, COUNT(*) AS n FROM deliveries
              WHERE status = 'pending' AND lease_until > $1
              GROUP BY integration_id
          ),
          open AS (
-             SELECT i.id, i.max_in_flight - COALESCE(b.n, 0) AS free
+             SELECT i.id, i.max_in_flight - COALESCE(b.n, 0) AS free,
+                    (SELECT MIN(d.next_attempt_at) FROM deliveries d
+                     WHERE d.integration_id = i.id AND d.status = 'pending' AND d.next_attempt_at <= $1)
+                        AS oldest
              FROM integrations i LEFT JOIN busy b ON b.integration_id = i.id
              WHERE i.enabled AND COALESCE(b.n, 0) < i.max_in_flight
                AND (i.throttled_until IS NULL OR i.throttled_until <= $1)
                AND (i.hourly_budget IS NULL OR i.budget_window_start IS NULL
                     OR i.budget_window_start <= $3 OR i.budget_used < i.hourly_budget)
-         ),
-         due AS (
-             SELECT d.id, d.next_attempt_at, o.free,
-                    ROW_NUMBER() OVER (PARTITION BY d.integration_id ORDER BY d.next_attempt_at, d.id) AS place
-             FROM deliveries d JOIN open o ON o.id = d.integration_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-               AND (d.lease_until IS NULL OR d.lease_until <= $1)
-               AND (d.ticket_key IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM deliveries e
-                    WHERE e.integration_id = d.integration_id AND e.ticket_key = d.ticket_key
-                      AND e.status = 'pending' AND e.id <> d.id
-                      AND (e.occurred_at < d.occurred_at
-                           OR (e.occurred_at = d.occurred_at AND e.id < d.id)
-                           OR e.lease_until > $1)))
          )
-         SELECT id FROM due WHERE place <= free ORDER BY next_attempt_at, id LIMIT $2",
+         SELECT id, free FROM open WHERE oldest IS NOT NULL ORDER BY oldest, id LIMIT $2",
     )
     .bind(now)
     .bind(i64::from(limit))
     .bind(now - chrono::TimeDelta::hours(1))
     .fetch_all(&mut *tx)
     .await?;
-    // Take each one, unless another claimer got it first (PostgreSQL: skip its lock).
-    let mut candidates = Vec::with_capacity(ids.len());
-    for id in ids {
-        let row = sqlx::query(concat!(
+    // From each, its oldest due deliveries, no more than it has free slots: not held, and each
+    // the oldest pending one of its ticket (a ticket's events go in order: never close before the
+    // create went through). Read through the (integration, next attempt) index and stopped at the
+    // limit, so a claim costs what it takes, whatever the backlog; one integration's backlog never
+    // crowds out another's. PostgreSQL skips rows another claimer holds.
+    let mut candidates = Vec::new();
+    for (integration_id, free) in open {
+        let rows = sqlx::query(concat!(
             "SELECT ",
             delivery_cols!(),
             " FROM deliveries d
-             WHERE d.id = $1 AND d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until <= $2)",
+             WHERE d.integration_id = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
+               AND (d.lease_until IS NULL OR d.lease_until <= $2)
+               AND (d.ticket_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM deliveries e
+                    WHERE e.integration_id = d.integration_id AND e.ticket_key = d.ticket_key
+                      AND e.status = 'pending' AND e.id <> d.id
+                      AND (e.occurred_at < d.occurred_at
+                           OR (e.occurred_at = d.occurred_at AND e.id < d.id)
+                           OR e.lease_until > $2)))
+             ORDER BY d.next_attempt_at, d.id
+             LIMIT $3",
             row_lock!(skip_locked "d")
         ))
-        .bind(id)
+        .bind(integration_id)
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .bind(free.clamp(0, i64::from(limit)))
+        .fetch_all(&mut *tx)
         .await?;
-        candidates.extend(row.as_ref().map(rows::delivery).transpose()?);
+        for row in &rows {
+            candidates.push(rows::delivery(row)?);
+        }
     }
+    candidates.sort_by_key(|d| (d.next_attempt_at, d.id));
 
     // Each integration's free slots and budget left, as this claim takes them.
     let mut integrations: HashMap<Uuid, (Integration, u32, Option<u32>)> = HashMap::new();
