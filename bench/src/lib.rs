@@ -7,7 +7,7 @@
 //! process, on SQLite and on PostgreSQL), and the retention sweep of large tables. It prints a
 //! table and writes every figure, with its unit and the conditions it was measured under, as
 //! JSON. It reports against the targets of
-//! issue 6; it never asserts a timing. `BENCHMARKS.md` at the workspace root explains each
+//! issue 15; it never asserts a timing. `BENCHMARKS.md` at the workspace root explains each
 //! figure and keeps the latest results.
 
 pub mod cli;

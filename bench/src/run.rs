@@ -127,80 +127,190 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
         .then(|| format!("indicative only: measured over {} s, the target asks for 60 s", window.as_secs()));
     let latency_caveat = (args.latency_rate != 1000.0)
         .then(|| format!("measured at {} results/s, the target asks for 1,000", args.latency_rate));
-    let targets = [
+    // Issue 15's targets (they replace issue 6's).
+    let target =
+        |id, text, phase, figure, bound, value, unit| Target { id, text, phase, figure, bound, value, unit };
+    use Bound::{AtLeast, AtMost};
+    let mut targets = vec![
         (
-            Target {
-                id: "distributed-throughput",
-                text: "distributed ingest-and-evaluate, sustained",
-                phase: "distributed",
-                figure: "e2e_results_per_s",
-                bound: Bound::AtLeast,
-                value: 10_000.0,
-                unit: "results/s",
-            },
+            target(
+                "distributed-throughput",
+                "distributed ingest-and-evaluate, sustained",
+                "distributed",
+                "e2e_results_per_s",
+                AtLeast,
+                10_000.0,
+                "results/s",
+            ),
             short.clone(),
         ),
         (
-            Target {
-                id: "distributed-vs-floor",
-                text: "distributed ingest-and-evaluate as a share of the floor",
-                phase: "distributed",
-                figure: "ratio_to_floor_pct",
-                bound: Bound::AtLeast,
-                value: 50.0,
-                unit: "%",
-            },
+            target(
+                "distributed-vs-floor",
+                "distributed ingest-and-evaluate as a share of the floor",
+                "distributed",
+                "ratio_to_floor_pct",
+                AtLeast,
+                50.0,
+                "%",
+            ),
             short.clone(),
         ),
+    ];
+    for (id, process, key) in [
         (
-            Target {
-                id: "accept-to-finding-p99",
-                text: "accept-to-finding p99 at 1,000 results/s (distributed)",
-                phase: "distributed",
-                figure: "accept_to_finding_p99_ms",
-                bound: Bound::AtMost,
-                value: 500.0,
-                unit: "ms",
-            },
-            latency_caveat,
+            "distributed-cpu-postgres",
+            "distributed CPU per 1,000 results: PostgreSQL",
+            "cpu_ms_per_1k_results_postgres",
+        ),
+        ("distributed-cpu-api", "distributed CPU per 1,000 results: wbd-api", "cpu_ms_per_1k_results_api"),
+        (
+            "distributed-cpu-worker",
+            "distributed CPU per 1,000 results: wbd-worker",
+            "cpu_ms_per_1k_results_worker",
         ),
         (
-            Target {
-                id: "embedded-throughput",
-                text: "embedded ingest-and-evaluate, sustained",
-                phase: "embedded",
-                figure: "e2e_results_per_s",
-                bound: Bound::AtLeast,
-                value: 5_000.0,
-                unit: "results/s",
-            },
+            "distributed-cpu-rabbitmq",
+            "distributed CPU per 1,000 results: RabbitMQ",
+            "cpu_ms_per_1k_results_rabbitmq",
+        ),
+    ] {
+        targets.push((target(id, process, "distributed", key, AtMost, 60.0, "ms"), None));
+    }
+    targets.extend([
+        (
+            target(
+                "accept-to-finding-p99",
+                "accept-to-finding p99 at 1,000 results/s (distributed)",
+                "distributed",
+                "accept_to_finding_p99_ms",
+                AtMost,
+                50.0,
+                "ms",
+            ),
+            latency_caveat.clone(),
+        ),
+        (
+            target(
+                "embedded-throughput",
+                "embedded ingest-and-evaluate, sustained",
+                "embedded",
+                "e2e_results_per_s",
+                AtLeast,
+                8_000.0,
+                "results/s",
+            ),
             short,
         ),
         (
-            Target {
-                id: "collector-idle-memory",
-                text: "collector idle resident memory",
-                phase: "collector",
-                figure: "idle_rss_mib",
-                bound: Bound::AtMost,
-                value: 15.0,
-                unit: "MiB",
-            },
+            target(
+                "embedded-ingest-p99",
+                "embedded ingest latency p99 under full load",
+                "embedded",
+                "ingest_p99_ms",
+                AtMost,
+                200.0,
+                "ms",
+            ),
             None,
         ),
         (
-            Target {
-                id: "collector-binary",
-                text: "collector release binary",
-                phase: "collector",
-                figure: "binary_mib",
-                bound: Bound::AtMost,
-                value: 15.0,
-                unit: "MiB",
-            },
+            target(
+                "embedded-accept-to-finding-p99",
+                "accept-to-finding p99 at 1,000 results/s (embedded)",
+                "embedded",
+                "accept_to_finding_p99_ms",
+                AtMost,
+                50.0,
+                "ms",
+            ),
+            latency_caveat,
+        ),
+        (
+            target(
+                "delivery-sqlite-throughput",
+                "delivery to one integration, SQLite",
+                "delivery_sqlite",
+                "deliveries_per_s",
+                AtLeast,
+                1_000.0,
+                "deliveries/s",
+            ),
             None,
         ),
-    ];
+        (
+            target(
+                "delivery-sqlite-isolation-p99",
+                "delivery p99 of a fast integration beside a 2 s one, SQLite",
+                "delivery_sqlite",
+                "latency_p99_ms_beside_slow",
+                AtMost,
+                1_000.0,
+                "ms",
+            ),
+            None,
+        ),
+        (
+            target(
+                "delivery-sqlite-enqueue-errors",
+                "enqueues that failed beside a slow integration, SQLite",
+                "delivery_sqlite",
+                "enqueue_errors_beside_slow",
+                AtMost,
+                0.0,
+                "enqueues",
+            ),
+            None,
+        ),
+        (
+            target(
+                "delivery-postgres-throughput",
+                "delivery to one integration, PostgreSQL",
+                "delivery_postgres",
+                "deliveries_per_s",
+                AtLeast,
+                1_000.0,
+                "deliveries/s",
+            ),
+            None,
+        ),
+        (
+            target(
+                "delivery-postgres-cpu",
+                "delivery: PostgreSQL CPU per 1,000 deliveries",
+                "delivery_postgres",
+                "cpu_ms_per_1k_postgres",
+                AtMost,
+                500.0,
+                "ms",
+            ),
+            None,
+        ),
+        (
+            target(
+                "collector-idle-memory",
+                "collector idle resident memory",
+                "collector",
+                "idle_rss_mib",
+                AtMost,
+                15.0,
+                "MiB",
+            ),
+            None,
+        ),
+        (
+            target(
+                "collector-binary",
+                "collector release binary",
+                "collector",
+                "binary_mib",
+                AtMost,
+                15.0,
+                "MiB",
+            ),
+            None,
+        ),
+    ]);
     let targets = targets.into_iter().map(|(t, caveat)| t.check(&reports, caveat)).collect();
 
     Ok(Report {
@@ -874,13 +984,13 @@ fn at_rate_figures(phase: &mut PhaseReport, r: &delivery::AtRate, key: &str, lab
             r.unseen, r.offered
         ));
     }
+    phase.figure(
+        &format!("enqueue_errors{key}"),
+        &format!("enqueues that failed ({label})"),
+        r.enqueue_errors as f64,
+        "events",
+    );
     if r.enqueue_errors > 0 {
-        phase.figure(
-            &format!("enqueue_errors{key}"),
-            &format!("enqueues that failed ({label})"),
-            r.enqueue_errors as f64,
-            "events",
-        );
         phase.note(format!(
             "{run} ({label}): {} enqueues failed; first: {}",
             r.enqueue_errors,
