@@ -13,7 +13,7 @@ use wbd_store::TenantId;
 
 use super::error::ConsoleError;
 use super::page::{Chrome, builder, render};
-use super::session::{ConsoleUser, read_form};
+use super::session::ConsoleUser;
 use super::tenant::parse_id;
 use super::view::When;
 use crate::routes::collectors::create_collector;
@@ -21,8 +21,6 @@ use crate::state::AppState;
 
 #[derive(Deserialize)]
 struct NewCollectorForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     name: String,
 }
@@ -46,8 +44,7 @@ pub async fn create(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ConsoleError> {
-    let form: NewCollectorForm = read_form(&body)?;
-    user.check_write(&req, &form.csrf)?;
+    let form: NewCollectorForm = user.checked_form(&req, &body)?;
     let tenant = TenantId(parse_id(&id, "tenant")?);
     let created = create_collector(&state, &user.who, tenant, &form.name, None).await?;
     let tenant_name = state.store.get_tenant(user.who.org, tenant).await?.map(|t| t.name).unwrap_or_default();

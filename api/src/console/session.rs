@@ -123,6 +123,18 @@ impl ConsoleUser {
         }
         Ok(())
     }
+
+    /// A write's form, read once it passed the checks every write passes (`check_write`): the
+    /// console's write handlers all start here.
+    pub fn checked_form<T: serde::de::DeserializeOwned>(
+        &self,
+        req: &HttpRequest,
+        body: &[u8],
+    ) -> Result<T, ConsoleError> {
+        let token: TokenForm = read_form(body)?;
+        self.check_write(req, &token.csrf)?;
+        read_form(body)
+    }
 }
 
 fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ConsoleError> {
@@ -293,8 +305,7 @@ pub async fn sign_out(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse
         Err(ConsoleError::SignedOut) => return Ok(see_other("/sign-in").finish()),
         Err(e) => return Err(e),
     };
-    let form: TokenForm = read_form(&body)?;
-    user.check_write(&req, &form.csrf)?;
+    let _: TokenForm = user.checked_form(&req, &body)?;
     state.store.end_console_session(user.who.org, &hash_secret(&user.session_id)).await?;
     tracing::info!(org_id = %user.who.org.org_id, "console session ended");
     Ok(see_other("/sign-in").insert_header((header::SET_COOKIE, session_cookie(state, "", 0))).finish())
