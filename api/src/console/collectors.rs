@@ -8,11 +8,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
-use wbd_rules::Lang;
 use wbd_store::TenantId;
 
 use super::error::ConsoleError;
-use super::page::{Chrome, builder, render};
+use super::page::{Chrome, render};
 use super::session::ConsoleUser;
 use super::tenant::parse_id;
 use super::view::When;
@@ -51,7 +50,7 @@ pub async fn create(
     let server = server_url(&req, &state);
     let token = created.enrollment_token;
     let page = CreatedPage {
-        chrome: Chrome::new(&format!("/tenants/{}", tenant.0), Lang::En, Some(user.signed_in())),
+        chrome: Chrome::new(&format!("/tenants/{}", tenant.0), user.lang, Some(user.signed_in())),
         tenant_id: tenant.0.to_string(),
         tenant_name,
         name: created.collector.name,
@@ -62,7 +61,7 @@ pub async fn create(
         token,
     };
     tracing::info!(org_id = %user.who.org.org_id, tenant_id = %tenant, "collector created in the console");
-    render(builder(StatusCode::CREATED), &page)
+    render(user.builder(StatusCode::CREATED), &page)
 }
 
 /// Where collectors reach this server: `delivery.public_url` when set, else the address the

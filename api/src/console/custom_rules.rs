@@ -13,12 +13,12 @@ use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::Value;
+use wbd_rules::Severity;
 use wbd_rules::custom::CustomRule;
-use wbd_rules::{Lang, Severity};
 use wbd_store::{Role, RuleScope};
 
 use super::error::ConsoleError;
-use super::page::{Chrome, builder, render, see_other};
+use super::page::{Chrome, render, see_other};
 use super::session::ConsoleUser;
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::rule_config::{DryRunRequest, dry_run_tenant, save_custom_rule};
@@ -156,7 +156,7 @@ async fn page(
         Outcome::DryRun(run) => (StatusCode::OK, Vec::new(), None, Some(run), None),
     };
     let page = CustomRulesPage {
-        chrome: Chrome::new("/custom-rules", Lang::En, Some(user.signed_in())),
+        chrome: Chrome::new("/custom-rules", user.lang, Some(user.signed_in())),
         rules,
         editor: editor.unwrap_or_else(RuleEditor::example),
         severities: SEVERITIES,
@@ -167,7 +167,7 @@ async fn page(
         saved,
         dry_run,
     };
-    render(builder(status), &page)
+    render(user.builder(status), &page)
 }
 
 enum Outcome {

@@ -10,10 +10,9 @@ use askama::Template;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
-use wbd_rules::Lang;
 
 use super::error::ConsoleError;
-use super::page::{Chrome, builder, render, see_other};
+use super::page::{Chrome, render, see_other};
 use super::session::ConsoleUser;
 use super::tenant::parse_id;
 use super::view::When;
@@ -130,14 +129,14 @@ pub async fn consent(
         .map(|t| t.name)
         .unwrap_or_default();
     let page = ConsentPage {
-        chrome: Chrome::new(&format!("/tenants/{id}"), Lang::En, Some(user.signed_in())),
+        chrome: Chrome::new(&format!("/tenants/{id}"), user.lang, Some(user.signed_in())),
         tenant_id: id.to_string(),
         tenant_name,
         consent_url: made.consent_url,
         expires: When::new(made.expires_at, Utc::now()),
         permissions: made.permissions,
     };
-    render(builder(StatusCode::OK), &page)
+    render(user.builder(StatusCode::OK), &page)
 }
 
 /// `POST /tenants/{id}/graph/disconnect`

@@ -29,7 +29,7 @@ use wbd_notify::IntegrationKind;
 use wbd_store::{DeliveryFilter, DeliveryStatus, Role};
 
 use super::error::ConsoleError;
-use super::page::{Chrome, builder, page_builder, render, see_other};
+use super::page::{Chrome, render, see_other};
 use super::session::ConsoleUser;
 use super::tenant::parse_id;
 use super::view::When;
@@ -40,7 +40,6 @@ use crate::routes::integrations::{
     update_integration, view,
 };
 use crate::state::AppState;
-use wbd_rules::Lang;
 
 /// Deliveries on one page of an integration's log.
 const LOG_PAGE: u32 = 50;
@@ -129,12 +128,12 @@ pub async fn list(
     let tested =
         query.tested.as_deref().and_then(|id| rows.iter().find(|r| r.id == id)).map(|r| r.name.clone());
     let page = IntegrationsPage {
-        chrome: Chrome::new("/integrations", Lang::En, Some(user.signed_in())),
+        chrome: Chrome::new("/integrations", user.lang, Some(user.signed_in())),
         admin_csrf: admin_csrf(&user),
         rows,
         tested,
     };
-    render(page_builder(None), &page)
+    render(user.builder(StatusCode::OK), &page)
 }
 
 // ---- the form ---------------------------------------------------------------------------------
@@ -353,12 +352,12 @@ fn new_page(
     status: StatusCode,
 ) -> Result<HttpResponse, ConsoleError> {
     let page = NewIntegrationPage {
-        chrome: Chrome::new("/integrations/new", Lang::En, Some(user.signed_in())),
+        chrome: Chrome::new("/integrations/new", user.lang, Some(user.signed_in())),
         kinds: IntegrationKind::ALL.iter().map(|k| (k.as_str(), Some(*k) == kind)).collect(),
         form,
         csrf: user.csrf.clone(),
     };
-    render(builder(status), &page)
+    render(user.builder(status), &page)
 }
 
 /// `GET /integrations/new?kind=`: the kind picker, then that kind's form (org admins).
@@ -414,12 +413,12 @@ pub async fn create(
             match created.signing_secret {
                 Some(signing_secret) => {
                     let page = CreatedPage {
-                        chrome: Chrome::new("/integrations", Lang::En, Some(user.signed_in())),
+                        chrome: Chrome::new("/integrations", user.lang, Some(user.signed_in())),
                         id: id.to_string(),
                         name: created.integration.name,
                         signing_secret,
                     };
-                    render(builder(StatusCode::CREATED), &page)
+                    render(user.builder(StatusCode::CREATED), &page)
                 }
                 None => Ok(see_other(&format!("/integrations/{id}?done=created")).finish()),
             }
@@ -534,7 +533,7 @@ async fn integration_page(
         (true, None, Some(kind)) => Some(IntegrationForm::of(&v, kind)),
     };
     let page = IntegrationPage {
-        chrome: Chrome::new(&format!("/integrations/{id}"), Lang::En, Some(user.signed_in())),
+        chrome: Chrome::new(&format!("/integrations/{id}"), user.lang, Some(user.signed_in())),
         credentials_set: if v.credentials_set.is_empty() {
             "none".to_owned()
         } else {
@@ -552,7 +551,7 @@ async fn integration_page(
         integration: IntegrationRow::of(v, now),
     };
     let status = if has_refused { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    render(builder(status), &page)
+    render(user.builder(status), &page)
 }
 
 /// `GET /integrations/{id}`
@@ -722,7 +721,7 @@ pub async fn delivery(
     let now = Utc::now();
     let v = DeliveryView::from(&delivery);
     let page = DeliveryPage {
-        chrome: Chrome::new(&format!("/deliveries/{id}"), Lang::En, Some(user.signed_in())),
+        chrome: Chrome::new(&format!("/deliveries/{id}"), user.lang, Some(user.signed_in())),
         delivery: DeliveryRow::of(&v, now),
         integration_id: delivery.integration_id.to_string(),
         integration_name,
@@ -745,7 +744,7 @@ pub async fn delivery(
         csrf: admin_csrf(&user),
         replayed: query.replayed.is_some(),
     };
-    render(page_builder(None), &page)
+    render(user.builder(StatusCode::OK), &page)
 }
 
 /// `POST /deliveries/{id}/replay`: this delivery, sent again.

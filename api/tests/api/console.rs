@@ -1267,3 +1267,51 @@ async fn an_admin_gets_the_consent_link_sees_the_connection_and_disconnects() {
     assert!(actions[0].0.starts_with("graph"), "{actions:?}");
     app.shutdown().await;
 }
+
+// ---- the layout in English, Polish and Ukrainian -------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layout_speaks_the_language_picked_on_every_page() {
+    let app = spawn_app().await;
+    let (_, key) = org_with_key(&app, "Northwind MSP").await;
+    let res =
+        browser().get(app.url("/sign-in")).header("accept-language", "uk-UA,uk;q=0.9").send().await.unwrap();
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("Перейти до вмісту") && html.contains(r#"<footer class="site" lang="uk">"#),
+        "{html}"
+    );
+    let cookie = sign_in(&app, &key).await;
+    let polish = browser()
+        .get(app.url("/"))
+        .header("cookie", &cookie)
+        .header("accept-language", "pl-PL,pl;q=0.9,en;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    let html = polish.text().await.unwrap();
+    assert!(
+        html.contains(r#"<header class="site" lang="pl">"#)
+            && html.contains("Wyloguj")
+            && html.contains("Przegląd"),
+        "{html}"
+    );
+    // Picked on a page that shows no rule text: remembered, and every page follows.
+    let res = page(&app, &cookie, "/integrations?lang=uk").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let remembered = res.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(remembered, "wbd_lang=uk");
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Вийти") && html.contains("Інтеграції"), "{html}");
+    let both = format!("{cookie}; {remembered}");
+    for path in ["/", "/custom-rules", "/integrations"] {
+        let html = page_text(&app, &both, path).await;
+        assert!(
+            html.contains("Вийти") && html.contains(r#"<option value="uk" lang="uk" selected>"#),
+            "{path}: {html}"
+        );
+    }
+    let html = page_text(&app, &cookie, "/custom-rules?lang=en").await;
+    assert!(html.contains("Sign out") && html.contains("Skip to content"), "{html}");
+    app.shutdown().await;
+}
