@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::cli::Args;
+use crate::console;
 use crate::delivery::{self, Backend, DeliveryLoad, TestBed};
 use crate::deploy::{self, Binaries, Deployment, PgDatabase};
 use crate::floor;
@@ -29,7 +30,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
     if phases.distributed {
         needed.extend([bins.api.as_path(), bins.worker.as_path()]);
     }
-    if phases.embedded {
+    if phases.embedded || phases.console {
         needed.push(bins.api.as_path());
     }
     if phases.collector {
@@ -120,6 +121,10 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
         reports.push(retention_phase(&args, Backend::Sqlite).await);
         eprintln!("[wbd-bench] retention (PostgreSQL): sweeping large tables");
         reports.push(retention_phase(&args, Backend::Postgres { admin_url: &args.database_url }).await);
+    }
+    if phases.console {
+        eprintln!("[wbd-bench] console: the overview's pages at 1,000 tenants and 20,000 findings");
+        reports.push(console_phase(&args, &bins, extra.clone()).await);
     }
 
     let window = args.window();
@@ -613,6 +618,57 @@ async fn retention_phase(args: &Args, backend: Backend<'_>) -> PhaseReport {
         }
         Err(e) => phase.error = Some(format!("{e:#}")),
     }
+    phase
+}
+
+async fn console_phase(args: &Args, bins: &Binaries, extra: Vec<(String, String)>) -> PhaseReport {
+    let mut phase = PhaseReport::new("console_sqlite", "Console overview, embedded store (SQLite)");
+    let load = console::OverviewLoad {
+        tenants: 1_000,
+        findings_per_tenant: 20,
+        requests: args.console_request_count(),
+    };
+    phase.condition(
+        "1 wbd-api process (embedded: SQLite (WAL) in a temporary directory, worker inside), idle otherwise",
+    );
+    phase.condition(format!(
+        "filled through SQL after bootstrap: {} tenants, {} open findings each (all severities); signed in through the console's form",
+        load.tenants, load.findings_per_tenant
+    ));
+    phase.condition(format!(
+        "{} GETs of /?page=N (50 tenants a page, every page in turn), one after another from one client on loopback; each time is the server's plus a loopback round trip",
+        load.requests
+    ));
+    let deployment = match Deployment::embedded(bins, &args.log_level, extra).await {
+        Ok(d) => d,
+        Err(e) => {
+            phase.error = Some(format!("{e:#}"));
+            return phase;
+        }
+    };
+    match console::measure(&deployment, load).await {
+        Ok(t) => {
+            let p = &t.pages;
+            phase.figure("console_overview_p50_ms", "overview page, p50", p.p50_ms, "ms");
+            phase.figure("console_overview_p90_ms", "overview page, p90", p.p90_ms, "ms");
+            phase.figure("console_overview_p99_ms", "overview page, p99", p.p99_ms, "ms");
+            phase.figure("console_overview_max_ms", "overview page, slowest", p.max_ms, "ms");
+            phase.figure("console_overview_mean_ms", "overview page, mean", p.mean_ms, "ms");
+            phase.figure(
+                "console_overview_per_s",
+                "overview pages per second (one client)",
+                p.count as f64 / t.wall.as_secs_f64(),
+                "pages/s",
+            );
+            phase.note(format!(
+                "filled in {:.1} s; the first page, cold, took {:.0} ms",
+                t.seed_time.as_secs_f64(),
+                t.first_page.as_secs_f64() * 1e3
+            ));
+        }
+        Err(e) => phase.error = Some(format!("{e:#}")),
+    }
+    deployment.teardown().await;
     phase
 }
 
