@@ -1,4 +1,5 @@
-//! The console's overview at MSP scale: one embedded `wbd-api` (SQLite) whose store holds 1,000
+//! The console's overview at MSP scale: one `wbd-api` with the worker inside (on SQLite, and on
+//! PostgreSQL with its local queue) whose store holds 1,000
 //! tenants with 20,000 open findings among them (filled straight through SQL after `bootstrap`),
 //! a person signed in through the console's own form, and the overview's pages (`GET /?page=N`,
 //! 50 tenants each) asked for one after another. Each request's time is the server's time plus
@@ -8,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 
 use crate::deploy::Deployment;
 use crate::stats::{LatencySummary, Samples};
@@ -91,6 +92,9 @@ pub async fn measure(deployment: &Deployment, load: OverviewLoad) -> anyhow::Res
 /// 1,000 tenants and 20 open findings each, of every severity, through SQL (the rule ids are
 /// real, so pages show their titles).
 async fn seed(database_url: &str, load: OverviewLoad) -> anyhow::Result<()> {
+    if database_url.starts_with("postgres") {
+        return seed_postgres(database_url, load).await;
+    }
     let pool = SqlitePool::connect(database_url).await?;
     let now = "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')";
     let sql = format!(
@@ -109,6 +113,35 @@ async fn seed(database_url: &str, load: OverviewLoad) -> anyhow::Result<()> {
                 CASE n.i % 4 WHEN 0 THEN 'critical' WHEN 1 THEN 'high' WHEN 2 THEN 'medium' ELSE 'low' END,
                 'open', 'An endpoint is not reachable', 'Benchmark finding', '{{}}', {now}, {now}, 1
          FROM tenants t CROSS JOIN n",
+        per_tenant = load.findings_per_tenant,
+    );
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.context("filling findings")?;
+    ensure!(
+        done.rows_affected() as usize == load.tenants * load.findings_per_tenant,
+        "filled {} findings",
+        done.rows_affected()
+    );
+    sqlx::query("ANALYZE").execute(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn seed_postgres(database_url: &str, load: OverviewLoad) -> anyhow::Result<()> {
+    let pool = PgPool::connect(database_url).await?;
+    let sql = format!(
+        "INSERT INTO tenants (id, org_id, name, created_at)
+         SELECT gen_random_uuid(), (SELECT id FROM organizations LIMIT 1), 'Tenant ' || lpad(i::text, 4, '0'), now()
+         FROM generate_series(1, {tenants}) AS i",
+        tenants = load.tenants,
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.context("filling tenants")?;
+    let sql = format!(
+        "INSERT INTO findings (id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status, title,
+                               summary, evidence, opened_at, updated_at, version)
+         SELECT gen_random_uuid(), t.org_id, t.id, 'bench-' || i, 'endpoint-reachable', 'host-' || i,
+                CASE i % 4 WHEN 0 THEN 'critical' WHEN 1 THEN 'high' WHEN 2 THEN 'medium' ELSE 'low' END,
+                'open', 'An endpoint is not reachable', 'Benchmark finding', '{{}}'::jsonb, now(), now(), 1
+         FROM tenants t CROSS JOIN generate_series(1, {per_tenant}) AS i",
         per_tenant = load.findings_per_tenant,
     );
     let done = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.context("filling findings")?;

@@ -124,7 +124,12 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
     }
     if phases.console {
         eprintln!("[wbd-bench] console: the overview's pages at 1,000 tenants and 20,000 findings");
-        reports.push(console_phase(&args, &bins, extra.clone()).await);
+        reports.push(console_phase(&args, &bins, Backend::Sqlite, extra.clone()).await);
+        eprintln!("[wbd-bench] console (PostgreSQL): the same on one wbd-api over PostgreSQL");
+        reports.push(
+            console_phase(&args, &bins, Backend::Postgres { admin_url: &args.database_url }, extra.clone())
+                .await,
+        );
     }
 
     let window = args.window();
@@ -621,16 +626,32 @@ async fn retention_phase(args: &Args, backend: Backend<'_>) -> PhaseReport {
     phase
 }
 
-async fn console_phase(args: &Args, bins: &Binaries, extra: Vec<(String, String)>) -> PhaseReport {
-    let mut phase = PhaseReport::new("console_sqlite", "Console overview, embedded store (SQLite)");
+async fn console_phase(
+    args: &Args,
+    bins: &Binaries,
+    backend: Backend<'_>,
+    extra: Vec<(String, String)>,
+) -> PhaseReport {
+    let mut phase = match backend {
+        Backend::Sqlite => PhaseReport::new("console_sqlite", "Console overview, embedded store (SQLite)"),
+        Backend::Postgres { .. } => {
+            PhaseReport::new("console_postgres", "Console overview, one wbd-api on PostgreSQL")
+        }
+    };
     let load = console::OverviewLoad {
         tenants: 1_000,
         findings_per_tenant: 20,
         requests: args.console_request_count(),
     };
-    phase.condition(
-        "1 wbd-api process (embedded: SQLite (WAL) in a temporary directory, worker inside), idle otherwise",
-    );
+    match backend {
+        Backend::Sqlite => phase.condition(
+            "1 wbd-api process (embedded: SQLite (WAL) in a temporary directory, worker inside), idle otherwise",
+        ),
+        Backend::Postgres { admin_url } => phase.condition(format!(
+            "1 wbd-api process on a fresh PostgreSQL database (local queue, worker inside, no RabbitMQ), idle otherwise; {}",
+            tls_of(admin_url)
+        )),
+    }
     phase.condition(format!(
         "filled through SQL after bootstrap: {} tenants, {} open findings each (all severities); signed in through the console's form",
         load.tenants, load.findings_per_tenant
@@ -639,7 +660,13 @@ async fn console_phase(args: &Args, bins: &Binaries, extra: Vec<(String, String)
         "{} GETs of /?page=N (50 tenants a page, every page in turn), one after another from one client on loopback; each time is the server's plus a loopback round trip",
         load.requests
     ));
-    let deployment = match Deployment::embedded(bins, &args.log_level, extra).await {
+    let deployment = match backend {
+        Backend::Sqlite => Deployment::embedded(bins, &args.log_level, extra).await,
+        Backend::Postgres { admin_url } => {
+            Deployment::single_on_postgres(bins, admin_url, &args.log_level, extra).await
+        }
+    };
+    let deployment = match deployment {
         Ok(d) => d,
         Err(e) => {
             phase.error = Some(format!("{e:#}"));
