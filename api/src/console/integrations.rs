@@ -248,7 +248,8 @@ impl IntegrationForm {
             _ => return Err(e.into()),
         }
         self.name = sent.text("name").to_owned();
-        if self.url_kept.is_none() {
+        // A secret URL (Slack, Teams) is not sent back either, like a typed credential.
+        if !IntegrationKind::parse(self.kind).is_some_and(IntegrationKind::url_is_secret) {
             self.url = sent.text("url").to_owned();
         }
         self.config = sent.text("config").to_owned();

@@ -725,6 +725,12 @@ async fn an_admin_adds_an_integration_and_a_refused_form_shows_each_problem_at_i
     let res = post_form(&app, &cookie, "/integrations", &form, &[]).await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(!res.text().await.unwrap().contains(JIRA_TOKEN));
+    // Nor a secret URL.
+    let form =
+        [("csrf", csrf.as_str()), ("kind", "slack"), ("name", ""), ("url", crate::integrations::SLACK_URL)];
+    let res = post_form(&app, &cookie, "/integrations", &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!res.text().await.unwrap().contains("slacksecretpath"));
     assert!(app.integrations(&org.token).await.is_empty(), "nothing was saved");
 
     let config = r#"{ "email": "bot@contoso.example", "project_key": "WBD" }"#;
