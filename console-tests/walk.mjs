@@ -1,7 +1,9 @@
 // The console in a real browser: Playwright (playwright-core: no browser download) drives the
 // machine's chromium headless through sign-in, the overview, a tenant, the language picker, a
 // finding, acknowledge and suppress, a write from another origin, a new collector, an
-// integration test send, sign-out, a read-only user.
+// integration test send and its delivery log, a new integration (refused first), a custom rule
+// with an error at its line and column and a dry run, a rule setting for a tenant, sign-out, a
+// read-only user.
 // axe-core checks each page (no serious or critical violation), and the browser's console is
 // watched for Content-Security-Policy violations and script errors. Screenshots go to
 // $ARTIFACTS. Started by .ci/console, which makes the server and its data.
@@ -104,13 +106,16 @@ try {
   await submit(page, page.getByRole("link", { name: "Contoso", exact: true }), /\/tenants\//);
   check((await page.locator("#lang-picker").inputValue()) === "pl", "Accept-Language pl picks Polish");
   check((await page.locator("article.finding h3").first().getAttribute("lang")) === "pl", "the finding's texts are Polish");
+  check((await page.getByRole("button", { name: "Wyloguj" }).count()) === 1, "the layout is Polish");
   await audit(page, "tenant (Polish)");
   await shot(page, "03-tenant-pl");
   await Promise.all([page.waitForURL(/lang=uk/), page.locator("#lang-picker").selectOption("uk")]);
   check((await page.locator("article.finding h3").first().getAttribute("lang")) === "uk", "switched to Ukrainian");
+  check((await page.getByRole("link", { name: "Інтеграції" }).count()) === 1, "the layout is Ukrainian");
   await shot(page, "04-tenant-uk");
   await Promise.all([page.waitForURL(/lang=en/), page.locator("#lang-picker").selectOption("en")]);
   check((await page.locator("#lang-picker").inputValue()) === "en", "switched to English");
+  check((await page.getByRole("button", { name: "Sign out" }).count()) === 1, "the layout is English");
   await audit(page, "tenant (English)");
   await shot(page, "05-tenant-en");
 
@@ -152,18 +157,74 @@ try {
   await audit(page, "collector created");
   await shot(page, "08-collector-created");
 
-  console.log("integrations: a test send");
+  console.log("integrations: a test send and its delivery log");
   await submit(page, page.getByRole("link", { name: "Integrations" }), `${base}/integrations`);
-  await submit(page, page.getByRole("button", { name: "Send a test to SIEM" }), /tested=/);
-  check((await page.getByRole("status").textContent()).includes("on its way to SIEM"), "the test is queued");
-  await audit(page, "integrations");
-  await shot(page, "09-integrations");
+  await submit(page, page.getByRole("button", { name: "Send a test to SIEM" }), /done=tested/);
+  check((await page.getByRole("status").textContent()).includes("A test event is on its way"), "the test is queued");
+  check((await page.locator("table").last().textContent()).includes("integration.test"), "the delivery log lists it");
+  await audit(page, "integration");
+  await shot(page, "09-integration-log");
+  await submit(page, page.getByRole("link", { name: "integration.test" }).first(), /\/deliveries\//);
+  check((await page.getByRole("heading", { level: 2, name: /Every attempt/ }).count()) === 1, "the delivery's attempts");
+  await audit(page, "delivery");
+  await shot(page, "10-delivery");
+
+  console.log("integrations: add one, a refused form first");
+  await page.goto(`${base}/integrations`);
+  await submit(page, page.getByRole("link", { name: "Add an integration" }), `${base}/integrations/new`);
+  // The kind picker submits itself (our script); without script its button does.
+  await Promise.all([page.waitForURL(/kind=jira/), page.locator("#integration-kind").selectOption("jira")]);
+  await page.locator("#integration-name").fill("Service desk");
+  await page.locator("#integration-url").fill("https://contoso.atlassian.net");
+  await page.locator("#integration-config").fill('{ "email": "bot@contoso.example", "project_key": "WBD" }');
+  await page.getByRole("button", { name: "Add the integration" }).click();
+  await page.getByRole("alert").waitFor();
+  check((await page.locator("#credential-api_token-problem").count()) === 1, "the missing token is shown at its field");
+  check((await page.locator("#credential-api_token").getAttribute("aria-invalid")) === "true", "the field is marked");
+  await audit(page, "integration refused");
+  await shot(page, "11-integration-refused");
+  await page.locator("#credential-api_token").fill("jira-token-s3cret");
+  await submit(page, page.getByRole("button", { name: "Add the integration" }), /done=created/);
+  check((await page.getByRole("status").textContent()).includes("The integration was added"), "added");
+  check((await page.locator("#credential-api_token").inputValue()) === "", "a stored secret is never shown");
+  check(!(await page.content()).includes("jira-token-s3cret"), "nor anywhere in the page");
+  await audit(page, "integration added");
+  await shot(page, "12-integration-added");
+
+  console.log("custom rules: an error at its line and column, a dry run, save");
+  await submit(page, page.getByRole("link", { name: "Custom rules" }), `${base}/custom-rules`);
+  await page.locator("#rule-id").fill("non-standard-port");
+  await page.locator("#rule-title").fill("Non-standard port");
+  await page.locator("#rule-condition").fill("facts.endpoint.exists(e,\n  e.prot != 443)");
+  await page.getByRole("button", { name: "Dry run on every tenant" }).click();
+  await page.getByRole("alert").waitFor();
+  check((await page.locator("#rule-condition-problem").textContent()).includes("Line 2, column"), "line and column");
+  await audit(page, "custom rule refused");
+  await shot(page, "13-custom-rule-error");
+  await page.locator("#rule-condition").fill("facts.endpoint.exists(e, e.port != 443)");
+  await page.getByRole("button", { name: "Dry run on every tenant" }).click();
+  await page.getByRole("heading", { level: 2, name: /Dry run:/ }).waitFor();
+  await audit(page, "custom rule dry run");
+  await shot(page, "14-custom-rule-dry-run");
+  await submit(page, page.getByRole("button", { name: "Save the rule" }), /saved=non-standard-port/);
+  check((await page.getByRole("status").textContent()).includes("was saved"), "saved");
+
+  console.log("rule settings on the tenant page");
+  await page.goto(`${base}/tenants/${env("WBD_TENANT")}`);
+  check((await page.getByRole("heading", { name: "Microsoft Graph connection" }).count()) === 1, "the Graph section");
+  check((await page.locator("main").textContent()).includes("no Microsoft Graph app configured"), "says Graph is not set up");
+  await page.locator("#rule-endpoint-reachable summary").click();
+  await page.locator("#severity-endpoint-reachable").selectOption("low");
+  await submit(page, page.locator("#rule-endpoint-reachable").getByRole("button", { name: "Save for this tenant" }), /done=saved/);
+  check((await page.locator("#rule-endpoint-reachable").textContent()).includes("severity low"), "the override is listed");
+  await audit(page, "tenant rule settings");
+  await shot(page, "15-rule-settings");
 
   console.log("sign-out");
   await submit(page, page.getByRole("button", { name: "Sign out" }), `${base}/sign-in`);
   await page.goto(`${base}/findings/${finding}`);
   check(path(page) === "/sign-in", "signed out, the finding leads to the sign-in page");
-  await shot(page, "10-signed-out");
+  await shot(page, "16-signed-out");
 
   console.log("read-only");
   const readOnly = await browser.newContext({ locale: "en-GB", viewport: { width: 1280, height: 900 } });
@@ -177,7 +238,15 @@ try {
     check((await reader.getByRole("button", { name, exact: true }).count()) === 0, `no ${name} for read-only`);
   }
   await audit(reader, "finding (read-only)");
-  await shot(reader, "11-read-only");
+  await shot(reader, "17-read-only");
+  await reader.goto(`${base}/integrations`);
+  check((await reader.getByRole("link", { name: "Add an integration" }).count()) === 0, "no adding for read-only");
+  await submit(reader, reader.getByRole("link", { name: "SIEM" }), /\/integrations\//);
+  check((await reader.locator("form[method=post]").count()) === 1, "only the sign-out form on an integration");
+  await reader.goto(`${base}/custom-rules`);
+  check((await reader.getByRole("button", { name: "Save the rule" }).count()) === 0, "no saving rules for read-only");
+  await reader.goto(`${base}/tenants/${env("WBD_TENANT")}`);
+  check((await reader.locator("form.rule-setting").count()) === 0, "no rule setting forms for read-only");
   const token = await reader.locator('input[name="csrf"]').first().inputValue();
   const refused = await readOnly.request.post(`${base}/findings/${finding}/unsuppress`, {
     form: { csrf: token },

@@ -40,6 +40,13 @@ pub struct Args {
     /// on SQLite and PostgreSQL.
     #[arg(long)]
     pub retention: bool,
+    /// Phase: the console's overview pages at 1,000 tenants and 20,000 findings (one embedded
+    /// wbd-api).
+    #[arg(long)]
+    pub console: bool,
+    /// Overview pages asked for in the console phase [default: 200, or 50 with --quick].
+    #[arg(long)]
+    pub console_requests: Option<usize>,
 
     /// Smoke run: about 10 s per load window, shorter floor and idle windows.
     #[arg(long)]
@@ -164,6 +171,7 @@ pub struct Phases {
     pub collector: bool,
     pub delivery: bool,
     pub retention: bool,
+    pub console: bool,
 }
 
 impl Args {
@@ -174,7 +182,8 @@ impl Args {
             || self.rules
             || self.collector
             || self.delivery
-            || self.retention);
+            || self.retention
+            || self.console);
         let all = self.all || none;
         Phases {
             floor: all || self.floor,
@@ -184,6 +193,7 @@ impl Args {
             collector: all || self.collector,
             delivery: all || self.delivery,
             retention: all || self.retention,
+            console: all || self.console,
         }
     }
 
@@ -205,6 +215,10 @@ impl Args {
 
     pub fn retention_row_count(&self) -> usize {
         self.retention_rows.unwrap_or(if self.quick { 100_000 } else { 1_000_000 })
+    }
+
+    pub fn console_request_count(&self) -> usize {
+        self.console_requests.unwrap_or(if self.quick { 50 } else { 200 })
     }
 
     pub fn delivery_count(&self) -> usize {
@@ -241,6 +255,7 @@ mod tests {
             collector: true,
             delivery: true,
             retention: true,
+            console: true,
         };
         assert_eq!(parse(&[]).phases(), all);
         assert_eq!(parse(&["--all", "--quick"]).phases(), all);

@@ -266,6 +266,47 @@ impl Deployment {
         Ok(deployment)
     }
 
+    /// One `wbd-api` on a fresh PostgreSQL database with its local queue and the worker inside (no
+    /// RabbitMQ): the embedded shape on the distributed store.
+    pub async fn single_on_postgres(
+        bins: &Binaries,
+        admin_url: &str,
+        log_level: &str,
+        extra: Vec<(String, String)>,
+    ) -> anyhow::Result<Deployment> {
+        let pg = PgDatabase::create(admin_url).await?;
+        let env = ProcessEnv {
+            database_url: pg.url.clone(),
+            amqp_url: None,
+            prefix: "wbd".into(),
+            log_level: log_level.to_owned(),
+            extra,
+        };
+        let db = match DbView::postgres(&pg.url).await {
+            Ok(db) => db,
+            Err(e) => {
+                pg.drop_database().await;
+                return Err(e);
+            }
+        };
+        let mut deployment = Deployment {
+            label: "single on PostgreSQL".into(),
+            env,
+            dir: tempfile::tempdir()?,
+            apis: Vec::new(),
+            workers: Vec::new(),
+            bases: Vec::new(),
+            db,
+            pg: Some(pg),
+            bins: bins.clone(),
+        };
+        if let Err(e) = deployment.start(1, 0).await {
+            deployment.teardown().await;
+            return Err(e);
+        }
+        Ok(deployment)
+    }
+
     /// One `wbd-api` on SQLite with the worker inside (the default way to run it).
     pub async fn embedded(
         bins: &Binaries,

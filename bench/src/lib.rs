@@ -11,6 +11,7 @@
 //! figure and keeps the latest results.
 
 pub mod cli;
+pub mod console;
 pub mod delivery;
 pub mod deploy;
 pub mod floor;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::cli::Args;
+use crate::console;
 use crate::delivery::{self, Backend, DeliveryLoad, TestBed};
 use crate::deploy::{self, Binaries, Deployment, PgDatabase};
 use crate::floor;
@@ -29,7 +30,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
     if phases.distributed {
         needed.extend([bins.api.as_path(), bins.worker.as_path()]);
     }
-    if phases.embedded {
+    if phases.embedded || phases.console {
         needed.push(bins.api.as_path());
     }
     if phases.collector {
@@ -120,6 +121,15 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
         reports.push(retention_phase(&args, Backend::Sqlite).await);
         eprintln!("[wbd-bench] retention (PostgreSQL): sweeping large tables");
         reports.push(retention_phase(&args, Backend::Postgres { admin_url: &args.database_url }).await);
+    }
+    if phases.console {
+        eprintln!("[wbd-bench] console: the overview's pages at 1,000 tenants and 20,000 findings");
+        reports.push(console_phase(&args, &bins, Backend::Sqlite, extra.clone()).await);
+        eprintln!("[wbd-bench] console (PostgreSQL): the same on one wbd-api over PostgreSQL");
+        reports.push(
+            console_phase(&args, &bins, Backend::Postgres { admin_url: &args.database_url }, extra.clone())
+                .await,
+        );
     }
 
     let window = args.window();
@@ -723,6 +733,79 @@ async fn retention_phase(args: &Args, backend: Backend<'_>) -> PhaseReport {
         }
         Err(e) => phase.error = Some(format!("{e:#}")),
     }
+    phase
+}
+
+async fn console_phase(
+    args: &Args,
+    bins: &Binaries,
+    backend: Backend<'_>,
+    extra: Vec<(String, String)>,
+) -> PhaseReport {
+    let mut phase = match backend {
+        Backend::Sqlite => PhaseReport::new("console_sqlite", "Console overview, embedded store (SQLite)"),
+        Backend::Postgres { .. } => {
+            PhaseReport::new("console_postgres", "Console overview, one wbd-api on PostgreSQL")
+        }
+    };
+    let load = console::OverviewLoad {
+        tenants: 1_000,
+        findings_per_tenant: 20,
+        requests: args.console_request_count(),
+    };
+    match backend {
+        Backend::Sqlite => phase.condition(
+            "1 wbd-api process (embedded: SQLite (WAL) in a temporary directory, worker inside), idle otherwise",
+        ),
+        Backend::Postgres { admin_url } => phase.condition(format!(
+            "1 wbd-api process on a fresh PostgreSQL database (local queue, worker inside, no RabbitMQ), idle otherwise; {}",
+            tls_of(admin_url)
+        )),
+    }
+    phase.condition(format!(
+        "filled through SQL after bootstrap: {} tenants, {} open findings each (all severities); signed in through the console's form",
+        load.tenants, load.findings_per_tenant
+    ));
+    phase.condition(format!(
+        "{} GETs of /?page=N (50 tenants a page, every page in turn), one after another from one client on loopback; each time is the server's plus a loopback round trip",
+        load.requests
+    ));
+    let deployment = match backend {
+        Backend::Sqlite => Deployment::embedded(bins, &args.log_level, extra).await,
+        Backend::Postgres { admin_url } => {
+            Deployment::single_on_postgres(bins, admin_url, &args.log_level, extra).await
+        }
+    };
+    let deployment = match deployment {
+        Ok(d) => d,
+        Err(e) => {
+            phase.error = Some(format!("{e:#}"));
+            return phase;
+        }
+    };
+    match console::measure(&deployment, load).await {
+        Ok(t) => {
+            let p = &t.pages;
+            phase.figure("console_overview_p50_ms", "overview page, p50", p.p50_ms, "ms");
+            phase.figure("console_overview_p90_ms", "overview page, p90", p.p90_ms, "ms");
+            phase.figure("console_overview_p99_ms", "overview page, p99", p.p99_ms, "ms");
+            phase.figure("console_overview_max_ms", "overview page, slowest", p.max_ms, "ms");
+            phase.figure("console_overview_mean_ms", "overview page, mean", p.mean_ms, "ms");
+            phase.figure(
+                "console_overview_per_s",
+                "overview pages per second (one client)",
+                p.count as f64 / t.wall.as_secs_f64(),
+                "pages/s",
+            );
+            phase.note(format!(
+                "filled in {:.1} s; the first page, cold, took {:.0} ms",
+                t.seed_time.as_secs_f64(),
+                t.first_page.as_secs_f64() * 1e3
+            ));
+        }
+        Err(e) => phase.error = Some(format!("{e:#}")),
+    }
+    deployment.teardown().await;
     phase
 }
 

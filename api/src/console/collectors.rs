@@ -8,12 +8,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
-use wbd_rules::Lang;
 use wbd_store::TenantId;
 
 use super::error::ConsoleError;
-use super::page::{Chrome, builder, render};
-use super::session::{ConsoleUser, read_form};
+use super::page::{Chrome, render};
+use super::session::ConsoleUser;
 use super::tenant::parse_id;
 use super::view::When;
 use crate::routes::collectors::create_collector;
@@ -21,8 +20,6 @@ use crate::state::AppState;
 
 #[derive(Deserialize)]
 struct NewCollectorForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     name: String,
 }
@@ -46,15 +43,14 @@ pub async fn create(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ConsoleError> {
-    let form: NewCollectorForm = read_form(&body)?;
-    user.check_write(&req, &form.csrf)?;
+    let form: NewCollectorForm = user.checked_form(&req, &body)?;
     let tenant = TenantId(parse_id(&id, "tenant")?);
     let created = create_collector(&state, &user.who, tenant, &form.name, None).await?;
     let tenant_name = state.store.get_tenant(user.who.org, tenant).await?.map(|t| t.name).unwrap_or_default();
     let server = server_url(&req, &state);
     let token = created.enrollment_token;
     let page = CreatedPage {
-        chrome: Chrome::new(&format!("/tenants/{}", tenant.0), Lang::En, Some(user.signed_in())),
+        chrome: Chrome::new(&format!("/tenants/{}", tenant.0), user.lang, Some(user.signed_in())),
         tenant_id: tenant.0.to_string(),
         tenant_name,
         name: created.collector.name,
@@ -65,7 +61,7 @@ pub async fn create(
         token,
     };
     tracing::info!(org_id = %user.who.org.org_id, tenant_id = %tenant, "collector created in the console");
-    render(builder(StatusCode::CREATED), &page)
+    render(user.builder(StatusCode::CREATED), &page)
 }
 
 /// Where collectors reach this server: `delivery.public_url` when set, else the address the

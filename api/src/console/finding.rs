@@ -13,7 +13,7 @@ use wbd_store::{FindingAction, FindingId, Role};
 
 use super::error::ConsoleError;
 use super::page::{Chrome, page_builder, page_lang, render, see_other};
-use super::session::{ConsoleUser, read_form};
+use super::session::ConsoleUser;
 use super::tenant::parse_id;
 use super::view::When;
 use crate::routes::findings::{self as rest, FindingView, MAX_SUPPRESSION_DAYS, TicketView};
@@ -143,8 +143,6 @@ pub async fn finding(
 /// Every action's form; each action reads the fields it needs.
 #[derive(Deserialize)]
 struct ActionForm {
-    #[serde(default)]
-    csrf: String,
     /// The version the person saw: acting on a finding that changed since is refused.
     version: Option<String>,
     note: Option<String>,
@@ -162,8 +160,7 @@ pub async fn act(
     body: web::Bytes,
 ) -> Result<HttpResponse, ConsoleError> {
     let (id, action) = path.into_inner();
-    let form: ActionForm = read_form(&body)?;
-    user.check_write(&req, &form.csrf)?;
+    let form: ActionForm = user.checked_form(&req, &body)?;
     let id = FindingId(parse_id(&id, "finding")?);
     let version = match form.version.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         Some(v) => Some(

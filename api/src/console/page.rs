@@ -75,6 +75,75 @@ pub struct Chrome {
     pub lang: &'static str,
     pub langs: Vec<LangOption>,
     pub user: Option<SignedIn>,
+    /// The layout's own words, in `lang`.
+    pub t: &'static ChromeTexts,
+}
+
+/// The words of the layout (skip link, navigation, session, footer) in one language. The pages'
+/// own texts are English; the findings' texts come from the rule pack in every language.
+pub struct ChromeTexts {
+    pub skip: &'static str,
+    pub main_nav: &'static str,
+    pub overview: &'static str,
+    pub integrations: &'static str,
+    pub custom_rules: &'static str,
+    pub rest_api: &'static str,
+    pub language: &'static str,
+    pub apply: &'static str,
+    pub signed_in_as: &'static str,
+    pub sign_out: &'static str,
+    pub footer: &'static str,
+}
+
+const ENGLISH: ChromeTexts = ChromeTexts {
+    skip: "Skip to content",
+    main_nav: "Main",
+    overview: "Overview",
+    integrations: "Integrations",
+    custom_rules: "Custom rules",
+    rest_api: "REST API",
+    language: "Language",
+    apply: "Apply",
+    signed_in_as: "Signed in as",
+    sign_out: "Sign out",
+    footer: "Writeback Doctor: why SSPR password writeback fails, for every tenant you look after.",
+};
+
+const POLISH: ChromeTexts = ChromeTexts {
+    skip: "Przejdź do treści",
+    main_nav: "Menu główne",
+    overview: "Przegląd",
+    integrations: "Integracje",
+    custom_rules: "Własne reguły",
+    rest_api: "REST API",
+    language: "Język",
+    apply: "Zastosuj",
+    signed_in_as: "Zalogowano jako",
+    sign_out: "Wyloguj",
+    footer: "Writeback Doctor: dlaczego zapisywanie zwrotne haseł SSPR nie działa, w każdej dzierżawie, którą się opiekujesz.",
+};
+
+const UKRAINIAN: ChromeTexts = ChromeTexts {
+    skip: "Перейти до вмісту",
+    main_nav: "Головне меню",
+    overview: "Огляд",
+    integrations: "Інтеграції",
+    custom_rules: "Власні правила",
+    rest_api: "REST API",
+    language: "Мова",
+    apply: "Застосувати",
+    signed_in_as: "Ви увійшли як",
+    sign_out: "Вийти",
+    footer: "Writeback Doctor: чому не працює зворотний запис паролів SSPR, у кожному клієнті, який ви обслуговуєте.",
+};
+
+/// The layout's words in `lang`.
+pub fn chrome_texts(lang: Lang) -> &'static ChromeTexts {
+    match lang {
+        Lang::En => &ENGLISH,
+        Lang::Pl => &POLISH,
+        Lang::Uk => &UKRAINIAN,
+    }
 }
 
 impl Chrome {
@@ -90,6 +159,7 @@ impl Chrome {
                 .map(|l| LangOption { code: l.as_str(), name: lang_name(*l), selected: *l == lang })
                 .collect(),
             user,
+            t: chrome_texts(lang),
         }
     }
 }

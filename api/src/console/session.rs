@@ -104,12 +104,23 @@ pub struct ConsoleUser {
     pub who: Principal,
     session_id: String,
     pub csrf: String,
+    /// The language of this page: `?lang=`, else the one remembered, else `Accept-Language`.
+    pub lang: wbd_rules::Lang,
+    /// The `Set-Cookie` that remembers a language picked with `?lang=`.
+    remember_lang: Option<String>,
 }
 
 impl ConsoleUser {
     /// What the layout shows of them (and the token their forms carry).
     pub fn signed_in(&self) -> SignedIn {
         SignedIn { role: self.who.role.as_str(), csrf: self.csrf.clone() }
+    }
+
+    /// A page answer with `status` that remembers the language picked, if one was.
+    pub fn builder(&self, status: actix_web::http::StatusCode) -> actix_web::HttpResponseBuilder {
+        let mut response = super::page::page_builder(self.remember_lang.clone());
+        response.status(status);
+        response
     }
 
     /// The checks every write passes before anything is read from its form: the request comes
@@ -122,6 +133,18 @@ impl ConsoleUser {
             return Err(ConsoleError::forged());
         }
         Ok(())
+    }
+
+    /// A write's form, read once it passed the checks every write passes (`check_write`): the
+    /// console's write handlers all start here.
+    pub fn checked_form<T: serde::de::DeserializeOwned>(
+        &self,
+        req: &HttpRequest,
+        body: &[u8],
+    ) -> Result<T, ConsoleError> {
+        let token: TokenForm = read_form(body)?;
+        self.check_write(req, &token.csrf)?;
+        read_form(body)
     }
 }
 
@@ -192,9 +215,17 @@ impl FromRequest for ConsoleUser {
             };
             tracing::Span::current().record("org_id", tracing::field::display(who.org.org_id));
             let csrf = csrf_token(keys(&req)?, session_id);
-            Ok(ConsoleUser { who, session_id: session_id.to_owned(), csrf })
+            let asked = web::Query::<LangParam>::from_query(req.query_string()).ok().and_then(|q| q.0.lang);
+            let (lang, remember_lang) = super::page::page_lang(&req, asked.as_deref());
+            Ok(ConsoleUser { who, session_id: session_id.to_owned(), csrf, lang, remember_lang })
         })
     }
+}
+
+/// `?lang=` of any page.
+#[derive(Deserialize)]
+struct LangParam {
+    lang: Option<String>,
 }
 
 /// The console's own reading of a form body: fields it does not know are ignored, a body that
@@ -212,10 +243,12 @@ struct SignInPage {
 }
 
 fn sign_in_page(
+    req: &HttpRequest,
     status: actix_web::http::StatusCode,
     error: Option<String>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let page = SignInPage { chrome: Chrome::new("/sign-in", wbd_rules::Lang::En, None), error };
+    let (lang, _) = super::page::page_lang(req, None);
+    let page = SignInPage { chrome: Chrome::new("/sign-in", lang, None), error };
     render(builder(status), &page)
 }
 
@@ -226,7 +259,7 @@ pub async fn sign_in_form(req: HttpRequest) -> Result<HttpResponse, ConsoleError
     if ConsoleUser::from_request(&req, &mut payload).await.is_ok() {
         return Ok(see_other("/").finish());
     }
-    sign_in_page(actix_web::http::StatusCode::OK, None)
+    sign_in_page(&req, actix_web::http::StatusCode::OK, None)
 }
 
 #[derive(Deserialize)]
@@ -248,6 +281,7 @@ pub async fn sign_in(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse,
     let Some(key) = key else {
         tracing::info!("console sign-in refused: unknown or revoked API key");
         return sign_in_page(
+            &req,
             actix_web::http::StatusCode::UNAUTHORIZED,
             Some("This API key is unknown or was revoked.".to_owned()),
         );
@@ -269,6 +303,7 @@ pub async fn sign_in(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse,
     if !opened {
         // Revoked between the look-up and now.
         return sign_in_page(
+            &req,
             actix_web::http::StatusCode::UNAUTHORIZED,
             Some("This API key is unknown or was revoked.".to_owned()),
         );
@@ -293,8 +328,7 @@ pub async fn sign_out(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse
         Err(ConsoleError::SignedOut) => return Ok(see_other("/sign-in").finish()),
         Err(e) => return Err(e),
     };
-    let form: TokenForm = read_form(&body)?;
-    user.check_write(&req, &form.csrf)?;
+    let _: TokenForm = user.checked_form(&req, &body)?;
     state.store.end_console_session(user.who.org, &hash_secret(&user.session_id)).await?;
     tracing::info!(org_id = %user.who.org.org_id, "console session ended");
     Ok(see_other("/sign-in").insert_header((header::SET_COOKIE, session_cookie(state, "", 0))).finish())

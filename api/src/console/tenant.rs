@@ -1,10 +1,12 @@
 //! `GET /tenants/{id}`: one tenant — its health (the REST overview's figures), its findings that
 //! are not resolved, each with its evidence, the fix steps and why it matters in the language
 //! picked, consequences grouped under their root cause where the rule pack says so
-//! (`explained_by`), and its collectors (version, last push, silent).
+//! (`explained_by`), its collectors (version, last push, silent) and how each rule runs for it
+//! (`rule_settings`).
 
 use std::collections::HashMap;
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, Utc};
@@ -16,7 +18,9 @@ use wbd_store::{
 };
 
 use super::error::ConsoleError;
+use super::graph::GraphPanel;
 use super::page::{Chrome, page_builder, page_lang, render};
+use super::rule_settings::{self, RuleSettingRow};
 use super::session::ConsoleUser;
 use super::view::When;
 use crate::routes::findings::FindingView;
@@ -28,8 +32,23 @@ use crate::state::AppState;
 const MAX_FINDINGS: u32 = 200;
 
 #[derive(Deserialize)]
-pub struct LangQuery {
+pub struct TenantQuery {
     lang: Option<String>,
+    /// A rule whose settings were just changed, and how (`saved`, `reset`).
+    rule: Option<String>,
+    done: Option<String>,
+    /// `disconnected` after the Graph connection was ended.
+    graph: Option<String>,
+}
+
+/// A change of a rule's settings the server refused: the form as sent, and why.
+pub struct RuleRefusal {
+    pub rule_id: String,
+    pub state: &'static str,
+    pub severity: String,
+    /// Parameters by name, as typed.
+    pub params: Vec<(String, String)>,
+    pub problems: Vec<String>,
 }
 
 /// A finding as the tenant page shows it.
@@ -79,6 +98,16 @@ struct TenantPage {
     last_seen: Option<When>,
     findings: Vec<FindingCard>,
     collectors: Vec<CollectorRow>,
+    rules: Vec<RuleSettingRow>,
+    /// Org admins change rule settings; the forms carry the session's token.
+    rule_csrf: Option<String>,
+    severities: [&'static str; 5],
+    /// What was just done to a rule's settings.
+    rule_done: Option<(String, &'static str)>,
+    graph: GraphPanel,
+    /// Org admins connect and disconnect; the forms carry the session's token.
+    graph_csrf: Option<String>,
+    graph_disconnected: bool,
 }
 
 /// A tenant id from the path; anything else names no tenant.
@@ -91,10 +120,22 @@ pub async fn tenant(
     state: web::Data<AppState>,
     user: ConsoleUser,
     id: web::Path<String>,
-    query: web::Query<LangQuery>,
+    query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let (lang, remember) = page_lang(&req, query.lang.as_deref());
     let tenant_id = TenantId(parse_id(&id, "tenant")?);
+    tenant_page(&req, &state, &user, tenant_id, Some(&query), None).await
+}
+
+/// The tenant page; with `refused`, as answer to a rule setting the server refused (422).
+pub async fn tenant_page(
+    req: &HttpRequest,
+    state: &AppState,
+    user: &ConsoleUser,
+    tenant_id: TenantId,
+    query: Option<&TenantQuery>,
+    refused: Option<RuleRefusal>,
+) -> Result<HttpResponse, ConsoleError> {
+    let (lang, remember) = page_lang(req, query.and_then(|q| q.lang.as_deref()));
     let scope = TenantScope { org_id: user.who.org.org_id, tenant_id };
     let now = Utc::now();
     let summary =
@@ -119,10 +160,23 @@ pub async fn tenant(
             .then(status_rank(a.status).cmp(&status_rank(b.status)))
             .then(a.opened_at.cmp(&b.opened_at))
     });
+    let settings = state.store.list_rule_settings(user.who.org, Some(tenant_id)).await?;
+    let rule_done = query.and_then(|q| {
+        let rule = q.rule.clone()?;
+        let done = match q.done.as_deref()? {
+            "saved" => "saved",
+            "reset" => "reset",
+            _ => return None,
+        };
+        Some((rule, done))
+    });
+    let graph = super::graph::panel(state, &user.who, tenant_id.0).await?;
     let tenant = TenantView::from(summary);
+    let status = if refused.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let admin = user.who.role == Role::OrgAdmin;
     let page = TenantPage {
         chrome: Chrome::new(&format!("/tenants/{}", tenant.id), lang, Some(user.signed_in())),
-        add_collector: (user.who.role == Role::OrgAdmin).then(|| user.csrf.clone()),
+        add_collector: admin.then(|| user.csrf.clone()),
         last_seen: When::maybe(tenant.health.last_seen_at, now),
         tenant,
         findings: cards(findings, &collectors, now, lang),
@@ -131,8 +185,17 @@ pub async fn tenant(
             .filter(|c| c.status != CollectorStatus::Revoked)
             .map(|c| collector_row(c, now))
             .collect(),
+        rules: rule_settings::rows(&settings, lang, refused.as_ref()),
+        rule_csrf: admin.then(|| user.csrf.clone()),
+        severities: ["critical", "high", "medium", "low", "info"],
+        rule_done,
+        graph,
+        graph_csrf: admin.then(|| user.csrf.clone()),
+        graph_disconnected: query.and_then(|q| q.graph.as_deref()) == Some("disconnected"),
     };
-    render(page_builder(remember), &page)
+    let mut response = page_builder(remember);
+    response.status(status);
+    render(response, &page)
 }
 
 fn status_rank(status: FindingStatus) -> u8 {

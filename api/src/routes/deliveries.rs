@@ -250,8 +250,15 @@ pub async fn replay_delivery(
     who: Principal,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
+    let replayed = replay_one(&state, &who, *id).await?;
+    Ok(HttpResponse::Accepted().json(Replayed { replayed }))
+}
+
+/// Queues the organisation's delivery `id` again (the REST route and the console both replay
+/// through this): org admins only, not while it is pending, not to a switched-off integration.
+pub async fn replay_one(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<u64> {
     let (delivery, _) =
-        state.store.get_delivery(who.org, *id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+        state.store.get_delivery(who.org, id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
     who.require_admin()?;
     let pending = || ApiError::new(ErrorCode::DeliveryPending, "the delivery is waiting to be sent already");
     if delivery.status == DeliveryStatus::Pending {
@@ -286,8 +293,8 @@ pub async fn replay_delivery(
             Some(_) => pending(),
         });
     }
-    tracing::info!("delivery replayed");
-    Ok(HttpResponse::Accepted().json(Replayed { replayed }))
+    tracing::info!(delivery_id = %id, "delivery replayed");
+    Ok(replayed)
 }
 
 /// `POST /v1/integrations/{id}/replay` body.
@@ -314,14 +321,27 @@ pub async fn replay_failed(
     id: web::Path<Uuid>,
     body: JsonObject<ReplaySince>,
 ) -> ApiResult<HttpResponse> {
-    let integration = find(&state, &who, *id).await?;
+    let replayed = replay_failed_since(&state, &who, *id, body.since).await?;
+    Ok(HttpResponse::Accepted().json(Replayed { replayed }))
+}
+
+/// Queues again every failed delivery of the organisation's integration `id` of events at or
+/// after `since` (the REST route and the console both replay through this): org admins only,
+/// not to a switched-off integration.
+pub async fn replay_failed_since(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+    since: DateTime<Utc>,
+) -> ApiResult<u64> {
+    let integration = find(state, who, id).await?;
     who.require_admin()?;
     if !integration.enabled {
         return Err(switched_off());
     }
     let replayed = state
         .store
-        .replay_deliveries(who.org, integration.id, None, Some(body.since), &who.actor(), Utc::now())
+        .replay_deliveries(who.org, integration.id, None, Some(since), &who.actor(), Utc::now())
         .await?;
     if replayed == 0 {
         // Nothing to replay, or switched off or deleted meanwhile.
@@ -331,6 +351,6 @@ pub async fn replay_failed(
             Some(_) => {}
         }
     }
-    tracing::info!(replayed, since = %body.since, "failed deliveries replayed");
-    Ok(HttpResponse::Accepted().json(Replayed { replayed }))
+    tracing::info!(replayed, since = %since, "failed deliveries replayed");
+    Ok(replayed)
 }

@@ -133,8 +133,15 @@ pub async fn consent(
     who: Principal,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
+    let made = consent_url(&state, &who, id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(made))
+}
+
+/// Makes the admin-consent URL of the organisation's tenant `id` (the REST route and the console
+/// both ask through this): org admins only; `graph_not_configured` when this server has no app.
+pub async fn consent_url(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<GraphConsentView> {
     who.require_admin()?;
-    let (scope, tenant) = own_tenant(&state, &who, id.into_inner()).await?;
+    let (scope, tenant) = own_tenant(state, who, id).await?;
     let graph = &state.settings.graph;
     let redirect_uri = graph.redirect_uri(&state.settings.delivery.public_url);
     let (true, Some(redirect_uri)) = (graph.enabled(), redirect_uri) else {
@@ -158,12 +165,12 @@ pub async fn consent(
         &signed,
     );
     tracing::info!(tenant_id = %scope.tenant_id, "Graph consent URL made");
-    Ok(HttpResponse::Ok().json(GraphConsentView {
+    Ok(GraphConsentView {
         consent_url: url.to_string(),
         expires_at,
         redirect_uri,
         permissions: wbd_graph::permissions::required_permissions(),
-    }))
+    })
 }
 
 fn reqwest_url(text: &str) -> ApiResult<wbd_graph::Url> {
@@ -256,14 +263,20 @@ pub async fn callback(state: web::Data<AppState>, q: web::Query<ConsentCallback>
 #[get("/v1/tenants/{id}/graph")]
 #[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, tenant_id = %id))]
 pub async fn get(state: web::Data<AppState>, who: Principal, id: web::Path<Uuid>) -> ApiResult<HttpResponse> {
-    let (scope, _) = own_tenant(&state, &who, id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(connection_of(&state, &who, id.into_inner()).await?))
+}
+
+/// The connection of the organisation's tenant `id` (the REST route and the console both read
+/// it through this).
+pub async fn connection_of(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<GraphConnectionView> {
+    let (scope, _) = own_tenant(state, who, id).await?;
     let now = Utc::now();
     let connection = state.store.get_graph_connection(scope).await?;
     let pending = match &connection {
         None => state.store.pending_graph_consent(scope, now).await?.map(|p| p.expires_at),
         Some(_) => None,
     };
-    Ok(HttpResponse::Ok().json(GraphConnectionView::new(&state, connection, pending, now)))
+    Ok(GraphConnectionView::new(state, connection, pending, now))
 }
 
 /// Disconnect the tenant from Microsoft Graph (org admins): central reads stop and a consent
@@ -281,8 +294,15 @@ pub async fn disconnect(
     who: Principal,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
+    disconnect_tenant(&state, &who, id.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Disconnects the organisation's tenant `id` (the REST route and the console both disconnect
+/// through this): org admins only; `graph_not_connected` when there is nothing to end.
+pub async fn disconnect_tenant(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<()> {
     who.require_admin()?;
-    let (scope, _) = own_tenant(&state, &who, id.into_inner()).await?;
+    let (scope, _) = own_tenant(state, who, id).await?;
     if !state.store.delete_graph_connection(scope, &who.actor(), Utc::now()).await? {
         return Err(ApiError::new(
             ErrorCode::GraphNotConnected,
@@ -290,5 +310,5 @@ pub async fn disconnect(
         ));
     }
     tracing::info!(tenant_id = %scope.tenant_id, "tenant disconnected from Graph");
-    Ok(HttpResponse::NoContent().finish())
+    Ok(())
 }

@@ -394,9 +394,19 @@ pub async fn create(
     who: Principal,
     body: JsonObject<CreateIntegration>,
 ) -> ApiResult<HttpResponse> {
+    let created = create_integration(&state, &who, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// Checks and stores a new integration (the REST route and the console both create through
+/// this): org admins only, every problem listed at once.
+pub async fn create_integration(
+    state: &AppState,
+    who: &Principal,
+    body: CreateIntegration,
+) -> ApiResult<IntegrationWithSecret> {
     who.require_admin()?;
-    let sealer = sealer(&state)?;
-    let body = body.into_inner();
+    let sealer = sealer(state)?;
     let now = Utc::now();
     let (draft, signing_secret) = Draft::new(NewIntegration {
         name: body.name,
@@ -410,11 +420,10 @@ pub async fn create(
         hourly_budget: body.hourly_budget,
         enabled: body.enabled,
     });
-    let write = checker(&state, &who, sealer).check(draft, now).await.map_err(check_error)?;
+    let write = checker(state, who, sealer).check(draft, now).await.map_err(check_error)?;
     let created = state.store.create_integration(who.org, &write, &who.actor(), now).await?;
     tracing::info!(integration_id = %created.id, kind = %created.kind, "integration created");
-    Ok(HttpResponse::Created()
-        .json(IntegrationWithSecret { integration: view(&state, created, now), signing_secret }))
+    Ok(IntegrationWithSecret { integration: view(state, created, now), signing_secret })
 }
 
 /// The organisation's integrations.
@@ -462,10 +471,22 @@ pub async fn update(
     id: web::Path<Uuid>,
     body: JsonObject<UpdateIntegration>,
 ) -> ApiResult<HttpResponse> {
-    let current = find(&state, &who, *id).await?;
+    let updated = update_integration(&state, &who, *id, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+/// Changes the organisation's integration `id` (the REST route and the console both change
+/// through this): org admins only, checked in full like a create, from the version the change
+/// was made from.
+pub async fn update_integration(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+    body: UpdateIntegration,
+) -> ApiResult<IntegrationView> {
+    let current = find(state, who, id).await?;
     who.require_admin()?;
-    let sealer = sealer(&state)?;
-    let body = body.into_inner();
+    let sealer = sealer(state)?;
     let expected = body.version.unwrap_or(current.version);
     if expected != current.version {
         return Err(changed(current.version, expected));
@@ -485,12 +506,12 @@ pub async fn update(
         enabled: body.enabled,
     };
     let draft = Draft::changed(&current, stored_secrets, change, now).map_err(|p| refusal(&p))?;
-    let write = checker(&state, &who, sealer).check(draft, now).await.map_err(check_error)?;
+    let write = checker(state, who, sealer).check(draft, now).await.map_err(check_error)?;
     let outcome =
         state.store.update_integration(who.org, current.id, expected, &write, &who.actor(), now).await?;
     let updated = written(outcome, expected)?;
-    tracing::info!(enabled = updated.enabled, version = updated.version, "integration updated");
-    Ok(HttpResponse::Ok().json(view(&state, updated, now)))
+    tracing::info!(integration_id = %updated.id, enabled = updated.enabled, version = updated.version, "integration updated");
+    Ok(view(state, updated, now))
 }
 
 /// Delete an integration with its deliveries (org admins). Tickets it made stay in the PSA.

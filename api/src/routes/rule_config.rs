@@ -162,19 +162,31 @@ pub async fn put_setting(
     q: web::Query<ScopeQuery>,
     body: JsonObject<serde_json::Map<String, Value>>,
 ) -> ApiResult<HttpResponse> {
+    let view = put_rule_setting(&state, &who, q.scope(), &rule_id, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Checks and stores the override of shipped rule `rule_id` at `scope` (the REST route and the
+/// console both set overrides through this): org admins only.
+pub async fn put_rule_setting(
+    state: &AppState,
+    who: &Principal,
+    scope: RuleScope,
+    rule_id: &str,
+    body: serde_json::Map<String, Value>,
+) -> ApiResult<RuleSettingView> {
     who.require_admin()?;
-    let rule_id = rule_id.into_inner();
-    let settings = parse_settings(&rule_id, Value::Object(body.into_inner()))?;
+    let settings = parse_settings(rule_id, Value::Object(body))?;
     let document = serde_json::to_value(&settings).map_err(ApiError::internal)?;
-    write(&state, &who, q.scope(), RuleConfigKind::Setting, &rule_id, Some(&document)).await?;
+    write(state, who, scope, RuleConfigKind::Setting, rule_id, Some(&document)).await?;
     let row = state
         .store
-        .list_rule_settings(who.org, q.scope().tenant_id())
+        .list_rule_settings(who.org, scope.tenant_id())
         .await?
         .into_iter()
-        .find(|r| r.rule_id == rule_id && r.tenant_id == q.scope().tenant_id())
+        .find(|r| r.rule_id == rule_id && r.tenant_id == scope.tenant_id())
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the override just written is missing")))?;
-    Ok(HttpResponse::Ok().json(RuleSettingView::from(row)))
+    Ok(RuleSettingView::from(row))
 }
 
 /// Remove an override; the level below applies again (org admins).
@@ -189,8 +201,20 @@ pub async fn delete_setting(
     rule_id: web::Path<String>,
     q: web::Query<ScopeQuery>,
 ) -> ApiResult<HttpResponse> {
+    remove_rule_setting(&state, &who, q.scope(), &rule_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Removes the override of `rule_id` at `scope` (the REST route and the console both remove
+/// through this): org admins only; 404 when there is none at that level.
+pub async fn remove_rule_setting(
+    state: &AppState,
+    who: &Principal,
+    scope: RuleScope,
+    rule_id: &str,
+) -> ApiResult<()> {
     who.require_admin()?;
-    remove(&state, &who, q.scope(), RuleConfigKind::Setting, &rule_id, "override").await
+    remove(state, who, scope, RuleConfigKind::Setting, rule_id, "override").await.map(|_| ())
 }
 
 /// Writes (or removes) one configuration document; 404 for another organisation's tenant.
@@ -340,9 +364,6 @@ pub async fn put_custom(
     q: web::Query<ScopeQuery>,
     body: JsonObject<CustomRuleBody>,
 ) -> ApiResult<HttpResponse> {
-    who.require_admin()?;
-    let scope = q.scope();
-    tenant_must_exist(&state, &who, scope).await?;
     let body = body.into_inner();
     let rule = CustomRule {
         id: rule_id.into_inner(),
@@ -351,6 +372,20 @@ pub async fn put_custom(
         condition: body.condition,
         subject_expr: body.subject_expr,
     };
+    let saved = save_custom_rule(&state, &who, q.scope(), rule).await?;
+    Ok(HttpResponse::Ok().json(saved))
+}
+
+/// Checks and saves a custom rule (the REST route and the console both save through this): org
+/// admins only; a rule that does not compile is refused with its field and position.
+pub async fn save_custom_rule(
+    state: &AppState,
+    who: &Principal,
+    scope: RuleScope,
+    rule: CustomRule,
+) -> ApiResult<CustomRuleView> {
+    who.require_admin()?;
+    tenant_must_exist(state, who, scope).await?;
     custom::compile(&rule).map_err(|e| compile_error(&e))?;
     let existing = state.store.list_custom_rules(who.org, scope.tenant_id()).await?;
     let at_level = existing.iter().filter(|r| r.tenant_id == scope.tenant_id()).count();
@@ -363,7 +398,7 @@ pub async fn put_custom(
         ));
     }
     let document = serde_json::to_value(&rule).map_err(ApiError::internal)?;
-    write(&state, &who, scope, RuleConfigKind::Custom, &rule.id, Some(&document)).await?;
+    write(state, who, scope, RuleConfigKind::Custom, &rule.id, Some(&document)).await?;
     let stored = state
         .store
         .list_custom_rules(who.org, scope.tenant_id())
@@ -371,7 +406,7 @@ pub async fn put_custom(
         .into_iter()
         .find(|r| r.rule_id == rule.id && r.tenant_id == scope.tenant_id())
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the custom rule just written is missing")))?;
-    Ok(HttpResponse::Ok().json(CustomRuleView::new(stored)?))
+    CustomRuleView::new(stored)
 }
 
 /// Delete a custom rule; its open findings resolve at the next evaluation (org admins).
@@ -441,8 +476,19 @@ pub async fn dry_run(
     tenant_id: web::Path<Uuid>,
     body: JsonObject<DryRunRequest>,
 ) -> ApiResult<HttpResponse> {
-    let scope = TenantScope { org_id: who.org.org_id, tenant_id: TenantId(tenant_id.into_inner()) };
-    let body = body.into_inner();
+    let result = dry_run_tenant(&state, &who, TenantId(tenant_id.into_inner()), body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(result))
+}
+
+/// What the rules (and what `body` adds) would conclude for the organisation's tenant now (the
+/// REST route and the console both dry-run through this). Nothing is stored.
+pub async fn dry_run_tenant(
+    state: &AppState,
+    who: &Principal,
+    tenant_id: TenantId,
+    body: DryRunRequest,
+) -> ApiResult<DryRunResult> {
+    let scope = TenantScope { org_id: who.org.org_id, tenant_id };
     let mut extra_settings = wbd_rules::PackSettings::defaults();
     for (rule_id, doc) in body.settings.unwrap_or_default() {
         let settings = parse_settings(&rule_id, doc)?;
@@ -485,5 +531,5 @@ pub async fn dry_run(
             wbd_rules::Outcome::Unknown { reason, .. } => result.unknown.push(verdict(None, reason.clone())),
         }
     }
-    Ok(HttpResponse::Ok().json(result))
+    Ok(result)
 }

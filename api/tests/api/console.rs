@@ -650,8 +650,10 @@ async fn integrations_are_listed_and_an_admin_sends_a_test() {
     let res = post_form(&app, &cookie, &path, &[("csrf", csrf_of(&html).as_str())], &[]).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let location = res.headers()[LOCATION].to_str().unwrap().to_owned();
-    assert_eq!(location, format!("/integrations?tested={id}"));
-    assert!(page_text(&app, &cookie, &location).await.contains("A test event is on its way to Our receiver"));
+    assert_eq!(location, format!("/integrations/{id}?done=tested"));
+    let html = page_text(&app, &cookie, &location).await;
+    assert!(html.contains("A test event is on its way"), "{html}");
+    assert!(html.contains("integration.test"), "the delivery log shows it: {html}");
     let deliveries: Value =
         app.get(&org.token, &format!("/v1/integrations/{id}/deliveries")).await.json().await.unwrap();
     assert_eq!(deliveries["items"].as_array().map(Vec::len), Some(1), "{deliveries}");
@@ -666,5 +668,656 @@ async fn integrations_are_listed_and_an_admin_sends_a_test() {
     let deliveries: Value =
         app.get(&org.token, &format!("/v1/integrations/{id}/deliveries")).await.json().await.unwrap();
     assert_eq!(deliveries["items"].as_array().map(Vec::len), Some(1));
+    app.shutdown().await;
+}
+
+// ---- integrations: add, change, the delivery log, replays ---------------------------------------
+
+/// The audit log's actions, newest first.
+async fn audit_actions(app: &TestApp, org: &Org) -> Vec<(String, String)> {
+    let log: Value = app.get(&org.token, "/v1/audit-log").await.json().await.unwrap();
+    log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap().to_owned(), e["actor"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_an_integration_and_a_refused_form_shows_each_problem_at_its_field() {
+    use crate::integrations::JIRA_TOKEN;
+    let app = crate::integrations::spawn_quiet_app(|_| {}).await;
+    let (org, key) = org_with_key(&app, "Northwind MSP").await;
+    let cookie = sign_in(&app, &key).await;
+    let html = page_text(&app, &cookie, "/integrations").await;
+    assert!(html.contains(r#"href="/integrations/new""#), "{html}");
+    let html = page_text(&app, &cookie, "/integrations/new").await;
+    assert!(
+        html.contains(r#"<select id="integration-kind""#) && !html.contains("integration-name"),
+        "{html}"
+    );
+    let html = page_text(&app, &cookie, "/integrations/new?kind=jira").await;
+    assert!(html.contains(r#"name="credential.api_token" type="password" value="""#), "{html}");
+    let csrf = csrf_of(&html);
+
+    // Everything missing: each problem next to its field, nothing saved.
+    let form =
+        [("csrf", csrf.as_str()), ("kind", "jira"), ("name", ""), ("url", ""), ("routing", "per_tenant")];
+    let res = post_form(&app, &cookie, "/integrations", &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_console_headers(&res, "refused form");
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"role="alert""#), "{html}");
+    for id in ["integration-name-problem", "integration-url-problem", "credential-api_token-problem"] {
+        assert!(html.contains(&format!(r#"id="{id}""#)), "{id}: {html}");
+    }
+    assert!(html.contains(r#"aria-describedby="integration-name-problem""#), "{html}");
+    // Settings that are not JSON are this form's own problem.
+    let form = [("csrf", csrf.as_str()), ("kind", "jira"), ("name", "Desk"), ("config", "{ board")];
+    let res = post_form(&app, &cookie, "/integrations", &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"id="integration-config-problem">is not a JSON object"#), "{html}");
+    // A secret typed into a refused form is not sent back.
+    let form =
+        [("csrf", csrf.as_str()), ("kind", "jira"), ("name", ""), ("credential.api_token", JIRA_TOKEN)];
+    let res = post_form(&app, &cookie, "/integrations", &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!res.text().await.unwrap().contains(JIRA_TOKEN));
+    // Nor a secret URL.
+    let form =
+        [("csrf", csrf.as_str()), ("kind", "slack"), ("name", ""), ("url", crate::integrations::SLACK_URL)];
+    let res = post_form(&app, &cookie, "/integrations", &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!res.text().await.unwrap().contains("slacksecretpath"));
+    assert!(app.integrations(&org.token).await.is_empty(), "nothing was saved");
+
+    let config = r#"{ "email": "bot@contoso.example", "project_key": "WBD" }"#;
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("kind", "jira"),
+        ("name", "Service desk"),
+        ("url", "https://contoso.atlassian.net"),
+        ("config", config),
+        ("credential.api_token", JIRA_TOKEN),
+        ("routing", "per_tenant"),
+        ("enabled", "on"),
+    ];
+    let res = post_form(&app, &cookie, "/integrations", &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{}", res.text().await.unwrap_or_default());
+    let location = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    let saved = app.integrations(&org.token).await;
+    assert_eq!(saved.len(), 1);
+    let id = saved[0]["id"].as_str().unwrap();
+    assert_eq!(location, format!("/integrations/{id}?done=created"));
+    assert_eq!(saved[0]["credentials_set"], json!(["api_token"]));
+    assert_eq!(saved[0]["config"]["project_key"], "WBD");
+    let html = page_text(&app, &cookie, &location).await;
+    assert!(html.contains("The integration was added.") && !html.contains(JIRA_TOKEN), "{html}");
+    // The same audit entry as the REST route's, naming the key.
+    let actions = audit_actions(&app, &org).await;
+    assert_eq!(actions[0].0, "integration.create");
+    assert!(actions[0].1.starts_with("api_key:"), "{actions:?}");
+
+    // A webhook's signing secret is shown once.
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("kind", "webhook"),
+        ("name", "Our receiver"),
+        ("url", "https://receiver.example.com/hooks"),
+        ("enabled", "on"),
+    ];
+    let res = post_form(&app, &cookie, "/integrations", &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert!(res.text().await.unwrap().contains("whsec_"));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_changes_an_integration_and_an_empty_secret_keeps_the_stored_one() {
+    use crate::integrations::{JIRA_TOKEN, jira};
+    let app = crate::integrations::spawn_quiet_app(|_| {}).await;
+    let (org, key) = org_with_key(&app, "Northwind MSP").await;
+    let created = app.add_integration(&org.token, &jira()).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/integrations/{id}");
+    let cookie = sign_in(&app, &key).await;
+    let html = page_text(&app, &cookie, &path).await;
+    assert!(html.contains(&format!(r#"action="{path}""#)), "{html}");
+    assert!(html.contains(r#"value="Service desk""#) && !html.contains(JIRA_TOKEN), "{html}");
+    assert!(html.contains(r#"name="credential.api_token" type="password" value="""#), "{html}");
+    let csrf = csrf_of(&html);
+    let version = created["version"].to_string();
+    let config = r#"{ "email": "bot@contoso.example", "project_key": "OPS" }"#;
+    let change = |name: &'static str, url: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("version", version.clone()),
+            ("name", name.to_owned()),
+            ("url", url.to_owned()),
+            ("config", config.to_owned()),
+            ("credential.api_token", String::new()),
+            ("routing", "per_tenant".to_owned()),
+            ("enabled", "on".to_owned()),
+        ]
+    };
+
+    // A refused change: the problem at its field, nothing changed.
+    let res = browser()
+        .post(app.url(&path))
+        .header("cookie", &cookie)
+        .form_of(&change("Service desk", "ftp://contoso.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"id="integration-url-problem""#), "{html}");
+    assert_eq!(app.integration(&org.token, &id).await["version"], created["version"]);
+
+    let res = browser()
+        .post(app.url(&path))
+        .header("cookie", &cookie)
+        .form_of(&change("Service desk (ops)", "https://contoso.atlassian.net"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{}", res.text().await.unwrap_or_default());
+    assert_eq!(res.headers()[LOCATION].to_str().unwrap(), format!("{path}?done=saved"));
+    let now = app.integration(&org.token, &id).await;
+    assert_eq!(now["name"], "Service desk (ops)");
+    assert_eq!(now["config"]["project_key"], "OPS");
+    assert_eq!(now["credentials_set"], json!(["api_token"]), "the empty field kept the stored token");
+    assert_eq!(audit_actions(&app, &org).await[0].0, "integration.update");
+
+    // Sent from a version that is no longer current: refused, and said so.
+    let res = browser()
+        .post(app.url(&path))
+        .header("cookie", &cookie)
+        .form_of(&change("Old", ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await.unwrap().contains("changed meanwhile"));
+    assert_eq!(app.integration(&org.token, &id).await["name"], "Service desk (ops)");
+    app.shutdown().await;
+}
+
+/// The integration and its failed delivery as they were.
+async fn assert_untouched(app: &TestApp, token: &str, id: &str, delivery: &str, version: &Value) {
+    assert_eq!(app.integrations(token).await.len(), 1);
+    assert_eq!(&app.integration(token, id).await["version"], version);
+    assert_eq!(app.delivery(token, delivery).await["status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_writes_need_the_token_the_role_and_the_organisation() {
+    let app = crate::integrations::spawn_quiet_app(|_| {}).await;
+    let (org, key) = org_with_key(&app, "Northwind MSP").await;
+    let created = app.add_integration(&org.token, &crate::integrations::webhook()).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let delivery = app.test_integration(&org.token, &id).await["delivery_id"].as_str().unwrap().to_owned();
+    app.fail_due_deliveries().await;
+    let since = "2020-01-01T00:00";
+    let writes = |csrf: String| {
+        vec![
+            (
+                "/integrations".to_owned(),
+                vec![("csrf", csrf.clone()), ("kind", "webhook".into()), ("name", "X".into())],
+            ),
+            (format!("/integrations/{id}"), vec![("csrf", csrf.clone()), ("name", "Mine now".into())]),
+            (format!("/integrations/{id}/replay"), vec![("csrf", csrf.clone()), ("since", since.into())]),
+            (format!("/deliveries/{delivery}/replay"), vec![("csrf", csrf)]),
+        ]
+    };
+    let unchanged = || assert_untouched(&app, &org.token, &id, &delivery, &created["version"]);
+    // Without the token, or from another origin: refused.
+    let cookie = sign_in(&app, &key).await;
+    let csrf = csrf_of(&page_text(&app, &cookie, "/integrations").await);
+    for (path, form) in writes("forged".into()) {
+        let res =
+            browser().post(app.url(&path)).header("cookie", &cookie).form_of(&form).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    for (path, form) in writes(csrf.clone()) {
+        let res = browser()
+            .post(app.url(&path))
+            .header("cookie", &cookie)
+            .header("origin", "https://evil.example")
+            .header("sec-fetch-site", "cross-site")
+            .form_of(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    unchanged().await;
+
+    // A read-only person sees the integration and its log, no form, and is refused.
+    let reader = new_key(&app, &org, "read_only").await;
+    let cookie = sign_in(&app, &reader).await;
+    let html = page_text(&app, &cookie, &format!("/integrations/{id}")).await;
+    assert!(html.contains("Delivery log") && html.contains(&format!("/deliveries/{delivery}")), "{html}");
+    assert!(!html.contains(r#"method="post" action="/integrations/"#) && !html.contains("/replay"), "{html}");
+    assert!(!page_text(&app, &cookie, "/integrations").await.contains("/integrations/new"));
+    assert_eq!(page(&app, &cookie, "/integrations/new?kind=jira").await.status(), StatusCode::FORBIDDEN);
+    let csrf = csrf_of(&html);
+    for (path, form) in writes(csrf) {
+        let res =
+            browser().post(app.url(&path)).header("cookie", &cookie).form_of(&form).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    unchanged().await;
+
+    // Another organisation's admin finds nothing.
+    let (_, other_key) = org_with_key(&app, "Other MSP").await;
+    let cookie = sign_in(&app, &other_key).await;
+    assert_eq!(page(&app, &cookie, &format!("/integrations/{id}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(page(&app, &cookie, &format!("/deliveries/{delivery}")).await.status(), StatusCode::NOT_FOUND);
+    let csrf = csrf_of(&page_text(&app, &cookie, "/integrations").await);
+    for (path, form) in writes(csrf).into_iter().skip(1) {
+        let res =
+            browser().post(app.url(&path)).header("cookie", &cookie).form_of(&form).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    unchanged().await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_log_shows_every_attempt_and_failed_deliveries_are_sent_again() {
+    let app = crate::integrations::spawn_quiet_app(|_| {}).await;
+    let (org, key) = org_with_key(&app, "Northwind MSP").await;
+    let created = app.add_integration(&org.token, &crate::integrations::webhook()).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let delivery = app.test_integration(&org.token, &id).await["delivery_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.fail_due_deliveries().await, 1);
+    let cookie = sign_in(&app, &key).await;
+
+    let html = page_text(&app, &cookie, &format!("/integrations/{id}?status=failed")).await;
+    assert!(html.contains(&format!(r#"href="/deliveries/{delivery}""#)), "{html}");
+    assert!(html.contains("HTTP 503"), "{html}");
+    let html = page_text(&app, &cookie, &format!("/integrations/{id}?status=succeeded")).await;
+    assert!(!html.contains(&format!("/deliveries/{delivery}")), "{html}");
+    let html = page_text(&app, &cookie, &format!("/deliveries/{delivery}")).await;
+    assert!(html.contains("Every attempt (1)") && html.contains("down for maintenance"), "{html}");
+    assert!(html.contains("integration.test"), "{html}");
+
+    // One delivery again.
+    let path = format!("/deliveries/{delivery}/replay");
+    let res = post_form(&app, &cookie, &path, &[("csrf", csrf_of(&html).as_str())], &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.delivery(&org.token, &delivery).await["status"], "pending");
+    assert_eq!(audit_actions(&app, &org).await[0].0, "delivery.replay");
+    // Pending already: said so, not done twice.
+    let res = post_form(&app, &cookie, &path, &[("csrf", csrf_of(&html).as_str())], &[]).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+
+    // Every failed one since a moment.
+    assert_eq!(app.fail_due_deliveries().await, 1);
+    let html = page_text(&app, &cookie, &format!("/deliveries/{delivery}")).await;
+    assert!(html.contains("Every attempt (2)"), "{html}");
+    let path = format!("/integrations/{id}/replay");
+    let csrf = csrf_of(&html);
+    let res = post_form(&app, &cookie, &path, &[("csrf", csrf.as_str()), ("since", "yesterday")], &[]).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(app.delivery(&org.token, &delivery).await["status"], "failed");
+    let since = (Utc::now() - Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string();
+    let res =
+        post_form(&app, &cookie, &path, &[("csrf", csrf.as_str()), ("since", since.as_str())], &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let location = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(location, format!("/integrations/{id}?replayed=1"));
+    assert!(page_text(&app, &cookie, &location).await.contains("1 delivery is queued to be sent again."));
+    assert_eq!(app.delivery(&org.token, &delivery).await["status"], "pending");
+    app.shutdown().await;
+}
+
+// ---- custom rules: the editor, the compiler's errors, a dry run ---------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_editor_shows_the_compiler_s_error_at_its_line_and_column_and_a_dry_run_stores_nothing() {
+    let app = spawn_app().await;
+    let (org, key) = org_with_key(&app, "Northwind MSP").await;
+    let (_, site) = app.tenant_with_collector(&org).await;
+    let res = site.push(&app, &batch(vec![healthy_endpoint(HOST, 8443)])).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.create_tenant(&org, "Fabrikam").await;
+    let cookie = sign_in(&app, &key).await;
+    let html = page_text(&app, &cookie, "/custom-rules").await;
+    assert!(html.contains(r#"action="/custom-rules""#) && html.contains(r#"value="save""#), "{html}");
+    let csrf = csrf_of(&html);
+    let rule = |op: &'static str, condition: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("op", op.to_owned()),
+            ("id", "non-standard-port".to_owned()),
+            ("title", "Non-standard port".to_owned()),
+            ("severity", "medium".to_owned()),
+            ("condition", condition.to_owned()),
+            ("subject_expr", String::new()),
+        ]
+    };
+    let send = |form: Vec<(&'static str, String)>| {
+        browser().post(app.url("/custom-rules")).header("cookie", &cookie).form_of(&form).send()
+    };
+
+    // A typo on the second line: refused at line 2 and its column, next to the condition.
+    let typo = "facts.endpoint.exists(e,\n  e.prot != 443)";
+    for op in ["save", "dry-run"] {
+        let res = send(rule(op, typo)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{op}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains(r#"aria-describedby="rule-condition-problem""#), "{html}");
+        assert!(html.contains("<code>condition</code>, line 2, column"), "{html}");
+        assert!(html.contains("prot"), "{html}");
+        assert!(html.contains("e.prot != 443)</textarea>"), "the editor keeps what was typed: {html}");
+    }
+    let stored: Value = app.get(&org.token, "/v1/custom-rules").await.json().await.unwrap();
+    assert_eq!(stored, json!([]));
+
+    // A dry run on every tenant: the one with the odd port fails, the other cannot be decided
+    // or passes; nothing is stored.
+    let res = send(rule("dry-run", "facts.endpoint.exists(e, e.port != 443)")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Dry run: 1 failing"), "{html}");
+    assert!(html.contains("Fabrikam"), "{html}");
+    let stored: Value = app.get(&org.token, "/v1/custom-rules").await.json().await.unwrap();
+    assert_eq!(stored, json!([]));
+    assert!(app.findings(&org.token, "rule_id=non-standard-port").await.is_empty());
+
+    // Saved: listed, in the audit log as the REST route writes it.
+    let res = send(rule("save", "facts.endpoint.exists(e, e.port != 443)")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let stored: Value = app.get(&org.token, "/v1/custom-rules").await.json().await.unwrap();
+    assert_eq!(stored[0]["id"], "non-standard-port");
+    let html = page_text(&app, &cookie, res.headers()[LOCATION].to_str().unwrap()).await;
+    assert!(html.contains("was saved") && html.contains(r#"value="Non-standard port""#), "{html}");
+    assert_eq!(audit_actions(&app, &org).await[0].0, "custom_rule.put");
+
+    // Without the token: refused. A read-only person may dry-run but not save.
+    let mut forged = rule("save", "facts.endpoint.exists(e, e.port != 80)");
+    forged[0].1 = "forged".to_owned();
+    assert_eq!(send(forged).await.unwrap().status(), StatusCode::FORBIDDEN);
+    let reader = new_key(&app, &org, "read_only").await;
+    let reader_cookie = sign_in(&app, &reader).await;
+    let html = page_text(&app, &reader_cookie, "/custom-rules").await;
+    assert!(!html.contains(r#"value="save""#) && html.contains(r#"value="dry-run""#), "{html}");
+    let reader_csrf = csrf_of(&html);
+    let mut form = rule("save", "facts.endpoint.exists(e, e.port != 80)");
+    form[0].1 = reader_csrf.clone();
+    let res = browser()
+        .post(app.url("/custom-rules"))
+        .header("cookie", &reader_cookie)
+        .form_of(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    form[1].1 = "dry-run".to_owned();
+    let res = browser()
+        .post(app.url("/custom-rules"))
+        .header("cookie", &reader_cookie)
+        .form_of(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let stored: Value = app.get(&org.token, "/v1/custom-rules").await.json().await.unwrap();
+    assert_eq!(stored[0]["condition"], "facts.endpoint.exists(e, e.port != 443)", "unchanged");
+
+    // Another organisation sees none of it.
+    let (_, other_key) = org_with_key(&app, "Other MSP").await;
+    let other = sign_in(&app, &other_key).await;
+    assert!(!page_text(&app, &other, "/custom-rules").await.contains("?edit=non-standard-port"));
+    assert_eq!(
+        page(&app, &other, "/custom-rules?edit=non-standard-port").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    app.shutdown().await;
+}
+
+// ---- rule settings on the tenant page ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_changes_a_rule_for_one_tenant_and_a_refused_value_changes_nothing() {
+    let app = spawn_app().await;
+    let (org, key) = org_with_key(&app, "Northwind MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    let cookie = sign_in(&app, &key).await;
+    let html = page_text(&app, &cookie, &format!("/tenants/{tenant}")).await;
+    let path = format!("/tenants/{tenant}/rules/idle-connection-survives");
+    assert!(html.contains(&format!(r#"action="{path}""#)), "{html}");
+    assert!(html.contains(r#"name="param.min_idle_secs""#), "{html}");
+    let csrf = csrf_of(&html);
+    let settings = || async {
+        let v: Value =
+            app.get(&org.token, &format!("/v1/rule-settings?tenant_id={tenant}")).await.json().await.unwrap();
+        v
+    };
+
+    // Out of range: refused next to the rule's form, nothing stored.
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("op", "save"),
+        ("state", "inherit"),
+        ("severity", ""),
+        ("param.min_idle_secs", "5"),
+    ];
+    let res = post_form(&app, &cookie, &path, &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"id="rule-idle-connection-survives-problems""#), "{html}");
+    assert!(
+        html.contains(r#"name="param.min_idle_secs" type="text" value="5""#),
+        "the value typed stays: {html}"
+    );
+    assert_eq!(settings().await, json!([]));
+
+    // Off, with another severity: stored for this tenant only, audited like the REST route.
+    let endpoint = format!("/tenants/{tenant}/rules/endpoint-reachable");
+    let form = [("csrf", csrf.as_str()), ("op", "save"), ("state", "off"), ("severity", "low")];
+    let res = post_form(&app, &cookie, &endpoint, &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let stored = settings().await;
+    assert_eq!(stored[0]["tenant_id"], json!(tenant));
+    assert_eq!(stored[0]["settings"], json!({ "disabled": true, "severity": "low" }));
+    assert_eq!(audit_actions(&app, &org).await[0].0, "rule_setting.put");
+    let html = page_text(&app, &cookie, res.headers()[LOCATION].to_str().unwrap()).await;
+    assert!(html.contains("were saved for this tenant") && html.contains("off, severity low"), "{html}");
+
+    // Without the token, from a read-only session, or for another organisation: refused.
+    let forged = [("csrf", "forged"), ("op", "reset")];
+    assert_eq!(post_form(&app, &cookie, &endpoint, &forged, &[]).await.status(), StatusCode::FORBIDDEN);
+    let reader = new_key(&app, &org, "read_only").await;
+    let reader_cookie = sign_in(&app, &reader).await;
+    let html = page_text(&app, &reader_cookie, &format!("/tenants/{tenant}")).await;
+    assert!(html.contains("Rule settings") && !html.contains(&format!(r#"action="{endpoint}""#)), "{html}");
+    let reader_csrf = csrf_of(&html);
+    for op in ["save", "reset"] {
+        let form = [("csrf", reader_csrf.as_str()), ("op", op), ("state", "on")];
+        assert_eq!(
+            post_form(&app, &reader_cookie, &endpoint, &form, &[]).await.status(),
+            StatusCode::FORBIDDEN
+        );
+    }
+    let (_, other_key) = org_with_key(&app, "Other MSP").await;
+    let other = sign_in(&app, &other_key).await;
+    let other_csrf = csrf_of(&page_text(&app, &other, "/").await);
+    let form = [("csrf", other_csrf.as_str()), ("op", "reset")];
+    assert_eq!(post_form(&app, &other, &endpoint, &form, &[]).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(settings().await[0]["settings"], json!({ "disabled": true, "severity": "low" }));
+
+    // Removed: the organisation's settings apply again.
+    let form = [("csrf", csrf.as_str()), ("op", "reset")];
+    let res = post_form(&app, &cookie, &endpoint, &form, &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(settings().await, json!([]));
+    assert_eq!(audit_actions(&app, &org).await[0].0, "rule_setting.delete");
+    app.shutdown().await;
+}
+
+// ---- the tenant's Microsoft Graph connection ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_graph_app_the_tenant_page_says_so_and_offers_no_button() {
+    let app = spawn_app().await;
+    let (org, key) = org_with_key(&app, "Northwind MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    let cookie = sign_in(&app, &key).await;
+    let html = page_text(&app, &cookie, &format!("/tenants/{tenant}")).await;
+    assert!(html.contains("This server has no Microsoft Graph app configured"), "{html}");
+    assert!(!html.contains("/graph/consent"), "{html}");
+    // Asked anyway: back to the page, which says why.
+    let form = [("csrf", csrf_of(&html))];
+    let res = post_form(
+        &app,
+        &cookie,
+        &format!("/tenants/{tenant}/graph/consent"),
+        &[("csrf", form[0].1.as_str())],
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_gets_the_consent_link_sees_the_connection_and_disconnects() {
+    use crate::graph::{ENTRA, redirect, spawn_with_graph};
+    let app = spawn_with_graph().await;
+    let (org, key) = org_with_key(&app, "Northwind MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    let cookie = sign_in(&app, &key).await;
+    let page_path = format!("/tenants/{tenant}");
+    let consent = format!("/tenants/{tenant}/graph/consent");
+    let disconnect = format!("/tenants/{tenant}/graph/disconnect");
+    let html = page_text(&app, &cookie, &page_path).await;
+    assert!(html.contains("Not connected") && html.contains(&format!(r#"action="{consent}""#)), "{html}");
+    assert!(!html.contains(&format!(r#"action="{disconnect}""#)), "nothing to disconnect yet");
+    let csrf = csrf_of(&html);
+    let state_of = |graph: Value| graph["state"].as_str().unwrap().to_owned();
+    let graph = || async {
+        let v: Value =
+            app.get(&org.token, &format!("/v1/tenants/{tenant}/graph")).await.json().await.unwrap();
+        v
+    };
+
+    // Refused without the token, for a read-only person, and for another organisation.
+    assert_eq!(
+        post_form(&app, &cookie, &consent, &[("csrf", "forged")], &[]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let reader = new_key(&app, &org, "read_only").await;
+    let reader_cookie = sign_in(&app, &reader).await;
+    let html = page_text(&app, &reader_cookie, &page_path).await;
+    assert!(html.contains("Not connected") && !html.contains(&format!(r#"action="{consent}""#)), "{html}");
+    let reader_csrf = csrf_of(&html);
+    for path in [&consent, &disconnect] {
+        let res = post_form(&app, &reader_cookie, path, &[("csrf", reader_csrf.as_str())], &[]).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    let (_, other_key) = org_with_key(&app, "Other MSP").await;
+    let other = sign_in(&app, &other_key).await;
+    let other_csrf = csrf_of(&page_text(&app, &other, "/").await);
+    for path in [&consent, &disconnect] {
+        let res = post_form(&app, &other, path, &[("csrf", other_csrf.as_str())], &[]).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!(state_of(graph().await), "not_connected");
+
+    // The link, on a page of its own.
+    let res = post_form(&app, &cookie, &consent, &[("csrf", csrf.as_str())], &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let html = res.text().await.unwrap();
+    let link = html
+        .split(r#"class="consent-link" href=""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#38;", "&");
+    let url = reqwest::Url::parse(&link).unwrap();
+    assert!(url.as_str().contains("adminconsent"), "{url}");
+    assert!(url.query_pairs().any(|(k, _)| k == "state"), "{link}");
+    assert_eq!(state_of(graph().await), "consent_pending");
+    let html = page_text(&app, &cookie, &page_path).await;
+    assert!(html.contains("Waiting for the customer") && html.contains("Make a new consent link"), "{html}");
+
+    // The customer's administrator consents: connected.
+    let signed = url.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()).unwrap();
+    let res = redirect(&app, &[("state", &signed), ("tenant", ENTRA), ("admin_consent", "True")]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = page_text(&app, &cookie, &page_path).await;
+    assert!(html.contains("Connected: this server reads") && html.contains(ENTRA), "{html}");
+    assert!(
+        !html.contains(&format!(r#"action="{consent}""#))
+            && html.contains(&format!(r#"action="{disconnect}""#))
+    );
+
+    let res = post_form(&app, &cookie, &disconnect, &[("csrf", csrf.as_str())], &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(state_of(graph().await), "not_connected");
+    assert!(
+        page_text(&app, &cookie, res.headers()[LOCATION].to_str().unwrap())
+            .await
+            .contains("The tenant is disconnected")
+    );
+    let actions = audit_actions(&app, &org).await;
+    assert!(actions[0].0.starts_with("graph"), "{actions:?}");
+    app.shutdown().await;
+}
+
+// ---- the layout in English, Polish and Ukrainian -------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layout_speaks_the_language_picked_on_every_page() {
+    let app = spawn_app().await;
+    let (_, key) = org_with_key(&app, "Northwind MSP").await;
+    let res =
+        browser().get(app.url("/sign-in")).header("accept-language", "uk-UA,uk;q=0.9").send().await.unwrap();
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("Перейти до вмісту") && html.contains(r#"<footer class="site" lang="uk">"#),
+        "{html}"
+    );
+    let cookie = sign_in(&app, &key).await;
+    let polish = browser()
+        .get(app.url("/"))
+        .header("cookie", &cookie)
+        .header("accept-language", "pl-PL,pl;q=0.9,en;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    let html = polish.text().await.unwrap();
+    assert!(
+        html.contains(r#"<header class="site" lang="pl">"#)
+            && html.contains("Wyloguj")
+            && html.contains("Przegląd"),
+        "{html}"
+    );
+    // Picked on a page that shows no rule text: remembered, and every page follows.
+    let res = page(&app, &cookie, "/integrations?lang=uk").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let remembered = res.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(remembered, "wbd_lang=uk");
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Вийти") && html.contains("Інтеграції"), "{html}");
+    let both = format!("{cookie}; {remembered}");
+    for path in ["/", "/custom-rules", "/integrations"] {
+        let html = page_text(&app, &both, path).await;
+        assert!(
+            html.contains("Вийти") && html.contains(r#"<option value="uk" lang="uk" selected>"#),
+            "{path}: {html}"
+        );
+    }
+    let html = page_text(&app, &cookie, "/custom-rules?lang=en").await;
+    assert!(html.contains("Sign out") && html.contains("Skip to content"), "{html}");
     app.shutdown().await;
 }

@@ -9,9 +9,9 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 const CLIENT_ID: &str = "5f0c1a2b-0000-4000-8000-00000000a11a";
-const ENTRA: &str = "84b7c5e1-0000-4000-8000-000000000001";
+pub(crate) const ENTRA: &str = "84b7c5e1-0000-4000-8000-000000000001";
 
-async fn spawn_with_graph() -> TestApp {
+pub(crate) async fn spawn_with_graph() -> TestApp {
     spawn_app_with(|s| {
         s.graph.client_id = CLIENT_ID.into();
         s.graph.client_secret = "app-secret".into();
@@ -33,7 +33,7 @@ async fn ask_consent(app: &TestApp, token: &str, tenant: Uuid) -> (Value, String
 }
 
 /// Microsoft's redirect back, with `query` (no access token).
-async fn redirect(app: &TestApp, query: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn redirect(app: &TestApp, query: &[(&str, &str)]) -> reqwest::Response {
     let mut url = Url::parse(&app.url("/v1/graph/consent/callback")).unwrap();
     url.query_pairs_mut().extend_pairs(query);
     app.client.get(url).send().await.unwrap()
