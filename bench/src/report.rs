@@ -270,7 +270,7 @@ impl Report {
             }
         }
         if !self.targets.is_empty() {
-            let _ = writeln!(out, "\n== Targets (issue 6) ==");
+            let _ = writeln!(out, "\n== Targets (issue 15) ==");
             for t in &self.targets {
                 let status = match t.status {
                     TargetStatus::Met => "met",

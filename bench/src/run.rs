@@ -1,5 +1,5 @@
 //! One benchmark run: each selected phase in turn, every figure into the report, the targets of
-//! issue 6 checked at the end. A phase that fails is reported as failed and the others still run.
+//! issue 15 checked at the end. A phase that fails is reported as failed and the others still run.
 
 use std::time::Duration;
 
