@@ -253,3 +253,93 @@ async fn a_tenant_without_a_collector_gets_findings_from_the_central_reader() {
     }
     app.shutdown().await;
 }
+
+/// Consent revoked in the tenant: the read that finds out stores a report without facts, which
+/// opens exactly one finding ("Writeback Doctor can no longer read this tenant", naming the
+/// source and the fix) and fails no other rule; reading stops; reconnecting resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_consent_is_one_finding_reading_stops_and_reconnecting_resolves_it() {
+    use wbd_receivers::Receiver;
+    use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+
+    assert_eq!(wbd_store::GRAPH_READER_COLLECTOR, wbd_wire::CENTRAL_GRAPH_READER);
+    let entra = Receiver::spawn(EntraState::new(EntraApp {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("app-secret".into()),
+        certificate: None,
+    }))
+    .await;
+    entra.state.add_tenant(ENTRA, EntraTenant::healthy(ENTRA, "contoso.com"));
+    let stand_in = entra.url();
+    let app = spawn_app_with(|s| {
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        s.graph.authority = stand_in.clone();
+        s.graph.graph_base_url = format!("{stand_in}/graph");
+        s.graph.reader_poll_secs = 1;
+    })
+    .await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    let (_, state) = ask_consent(&app, &org.token, tenant).await;
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let wait_for_read = |after: Option<String>| {
+        let app = &app;
+        let token = org.token.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let shown = connection(app, &token, tenant).await;
+                if shown["last_read_at"].is_string()
+                    && shown["last_read_at"].as_str().map(str::to_owned) != after
+                {
+                    return shown;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "no read: {shown:#}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let first = wait_for_read(None).await;
+    assert_eq!(first["state"], "connected", "{first:#}");
+    let scope =
+        wbd_store::TenantScope { org_id: wbd_store::OrgId(org.id), tenant_id: wbd_store::TenantId(tenant) };
+
+    // The tenant's administrator removes the app; the next read finds out.
+    entra.state.revoke_consent(ENTRA);
+    assert!(app.store.request_graph_read(scope, chrono::Utc::now()).await.unwrap());
+    let open_query = format!("tenant_id={tenant}&status=open");
+    let open = app.wait_for_findings(&org.token, &open_query, |f| !f.is_empty()).await;
+    assert_eq!(open.len(), 1, "exactly one finding: {open:#?}");
+    assert_eq!(open[0]["rule_id"], "graph-access");
+    let text = open[0].to_string();
+    assert!(text.contains("AADSTS700016") && text.contains("/graph/consent"), "{text}");
+    assert!(text.contains("Microsoft Graph (central reader)"), "the evidence names the source: {text}");
+    let shown = wait_for_read(first["last_read_at"].as_str().map(str::to_owned)).await;
+    assert_eq!(shown["state"], "consent_revoked", "{shown:#}");
+    assert!(shown["last_error"].as_str().unwrap().contains("AADSTS700016"), "{shown:#}");
+
+    // No false failures: the other Graph rules (all opening on one failure) are undecided,
+    // which the single open finding above shows.
+
+    // Reading has stopped: no more token requests, and "re-test now" does not restart it.
+    let token_requests = entra.state.token_requests(ENTRA);
+    assert_eq!(token_requests, 2, "the first read's token, then the refused one");
+    assert!(!app.store.request_graph_read(scope, chrono::Utc::now()).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(entra.state.token_requests(ENTRA), token_requests);
+    assert_eq!(app.findings(&org.token, &open_query).await.len(), 1);
+
+    // Reconnected through a new consent: read again, and the finding resolves.
+    entra.state.update_tenant(ENTRA, |t| t.consented = true);
+    let (_, state) = ask_consent(&app, &org.token, tenant).await;
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let query = format!("tenant_id={tenant}&rule_id=graph-access");
+    app.wait_for_findings(&org.token, &query, |f| f.len() == 1 && f[0]["status"] == "resolved").await;
+    assert!(app.findings(&org.token, &open_query).await.is_empty());
+    assert_eq!(connection(&app, &org.token, tenant).await["state"], "connected");
+    app.shutdown().await;
+}

@@ -65,6 +65,19 @@ pub struct GraphApp {
     /// The settings that configure the app, named when the token endpoint refuses it
     /// (e.g. `probes.graph.client_id / client_secret`).
     pub settings_hint: String,
+    /// When the client secret expires, as configured (a certificate says it itself).
+    pub secret_expires_at: Option<DateTime<Utc>>,
+}
+
+impl GraphApp {
+    /// When the credential the app reads with expires, if known: the certificate's `notAfter`,
+    /// or the secret's configured expiry.
+    pub fn credential_expires_at(&self) -> Option<DateTime<Utc>> {
+        match &self.credential {
+            ClientCredential::Certificate(cert) => cert.not_after(),
+            ClientCredential::Secret(_) => self.secret_expires_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,9 +124,14 @@ impl GraphReader {
 
     /// Reads one tenant (`tenant`: its Entra tenant id or a verified domain). `test_user`: the
     /// UPN whose `userRegistrationDetails` to read.
+    ///
+    /// A cached token Graph answers 401 is dropped and the tenant read once more with a fresh
+    /// one: only the token endpoint's answer then says whether the tenant still lets the app in
+    /// (`access_refused`), so a token revoked early or a key rolled over costs one retry, not a
+    /// false "consent revoked".
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn read(&self, tenant: &str, test_user: Option<&str>) -> GraphReport {
-        let mut report = GraphReport {
+        let empty = || GraphReport {
             tenant: tenant.to_owned(),
             graph_base_url: self.app.graph_base_url.as_str().trim_end_matches('/').to_owned(),
             service_plans: None,
@@ -123,15 +141,35 @@ impl GraphReader {
             admin_roles: None,
             errors: Vec::new(),
             failure: None,
+            access_refused: None,
+            app_credential_expires_at: self.app.credential_expires_at(),
         };
-        match self.access_token(tenant).await {
-            Ok(token) => self.read_all(&token, test_user, &mut report).await,
-            Err(e) => {
-                tracing::info!(error = %e, "Graph token request failed");
-                report.failure = Some(e);
+        let mut report = empty();
+        let mut cached = self.has_token(tenant).await;
+        loop {
+            match self.access_token(tenant).await {
+                Ok(token) => {
+                    self.read_all(&token, test_user, &mut report).await;
+                    if cached && report.errors.iter().any(|e| e.status == Some(401)) {
+                        tracing::info!("Graph refused the cached token; reading again with a fresh one");
+                        self.forget_token(tenant).await;
+                        report = empty();
+                        cached = false;
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "Graph token request failed");
+                    report.access_refused = consent_gone_code(&e).map(str::to_owned);
+                    report.failure = Some(e);
+                }
             }
+            return report;
         }
-        report
+    }
+
+    async fn has_token(&self, tenant: &str) -> bool {
+        self.tokens.lock().await.get(tenant).is_some_and(|t| t.expires_at > Instant::now() + TOKEN_MARGIN)
     }
 
     async fn read_all(&self, token: &str, test_user: Option<&str>, report: &mut GraphReport) {
@@ -434,18 +472,24 @@ pub fn read_token_answer(
 
 /// Identity-platform errors that mean the tenant no longer lets the app in (consent revoked,
 /// the app or its service principal deleted, credential refused), as opposed to a passing fault.
+/// The AADSTS codes come first: they say more than the OAuth error they come with.
 const CONSENT_GONE: [&str; 6] = [
-    "invalid_client",
-    "unauthorized_client",
     "AADSTS65001",
     "AADSTS700016",
     "AADSTS7000229",
     "AADSTS7000215",
+    "invalid_client",
+    "unauthorized_client",
 ];
 
 /// Whether a report's `failure` says the tenant no longer lets the app read it.
 pub fn failure_means_consent_gone(failure: &str) -> bool {
-    CONSENT_GONE.iter().any(|code| failure.contains(code))
+    consent_gone_code(failure).is_some()
+}
+
+/// The error code in a token failure that means the tenant no longer lets the app in.
+pub fn consent_gone_code(failure: &str) -> Option<&'static str> {
+    CONSENT_GONE.into_iter().find(|code| failure.contains(code))
 }
 
 /// Sums licences per service plan over the SKUs that are enabled (or in their grace period) and
@@ -629,6 +673,8 @@ mod tests {
         assert!(refused.ends_with("401 invalid_client: AADSTS7000215: Invalid client secret."), "{refused}");
         assert!(refused.contains(hint), "{refused}");
         assert!(failure_means_consent_gone(&refused));
+        assert_eq!(consent_gone_code(&refused), Some("AADSTS7000215"));
+        assert_eq!(consent_gone_code("400 unauthorized_client: no code"), Some("unauthorized_client"));
         assert!(!failure_means_consent_gone("token request to https://login failed: connection refused"));
         assert!(
             read_token_answer(StatusCode::OK, b"<html>", hint)

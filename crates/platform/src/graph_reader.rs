@@ -10,8 +10,12 @@
 //! central reader (so evidence names it). Then the read is finished: the next one due after
 //! `graph.read_interval_secs` (± `graph.read_jitter_percent`), the permissions Graph refused, the
 //! error if any. A token request the identity platform refuses for the tenant (consent revoked,
-//! app removed) marks the connection `consent_revoked`; reading stops until it reconnects, and
-//! no facts are written from that read (no false rule failures).
+//! app removed) marks the connection `consent_revoked`, and reading stops until it reconnects.
+//! That read's report is still stored: it has no facts (every Graph rule stays undecided, none
+//! fails falsely) but `access_refused`, which the rule `graph-access` turns into the one finding
+//! "Writeback Doctor can no longer read this tenant"; the next read after reconnecting resolves
+//! it. The reader's collector row is then not expected to report (no `collector-silent` finding
+//! beside it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,22 +119,21 @@ async fn read_one(store: Arc<dyn Store>, reader: GraphReader, claim: GraphReadCl
     if consent_gone {
         reader.forget_token(&claim.entra_tenant_id).await;
         tracing::warn!(error = ?error, "the tenant no longer lets the app read it; reading stops until it reconnects");
-    } else {
-        let result = ProbeResult {
-            subject: format!("graph:{}", claim.entra_tenant_id),
-            observed_at: started_at,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            output: ProbeOutput::Graph(report),
-        };
-        match batch_write(&claim, &result, schedule, now) {
-            Ok(write) => {
-                if let Err(e) = store.ingest_batch(claim.scope, &write).await {
-                    tracing::warn!(error = ?e, "storing the Graph facts failed");
-                    error = Some(format!("storing the facts failed: {e}"));
-                }
+    }
+    let result = ProbeResult {
+        subject: format!("graph:{}", claim.entra_tenant_id),
+        observed_at: started_at,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        output: ProbeOutput::Graph(report),
+    };
+    match batch_write(&claim, &result, schedule, consent_gone, now) {
+        Ok(write) => {
+            if let Err(e) = store.ingest_batch(claim.scope, &write).await {
+                tracing::warn!(error = ?e, "storing the Graph facts failed");
+                error = Some(format!("storing the facts failed: {e}"));
             }
-            Err(e) => error = Some(format!("the report cannot be stored: {e}")),
         }
+        Err(e) => error = Some(format!("the report cannot be stored: {e}")),
     }
     let throttled_until = throttled.then(|| now + THROTTLE_BACKOFF);
     let next_read_at = throttled_until.unwrap_or_else(|| now + jittered(schedule));
@@ -152,19 +155,26 @@ async fn read_one(store: Arc<dyn Store>, reader: GraphReader, claim: GraphReadCl
 
 /// The write that stores a read as a collector's push is stored: one result, for the collector
 /// row of the central reader, with the digest a push's result gets (timings left out).
+/// `stopped`: this is the last read until the tenant reconnects.
 fn batch_write(
     claim: &GraphReadClaim,
     result: &ProbeResult,
     schedule: Schedule,
+    stopped: bool,
     now: DateTime<Utc>,
 ) -> Result<BatchWrite, serde_json::Error> {
     let payload = serde_json::to_value(&result.output)?;
     let stable = serde_json::to_vec(&result.output.without_timings())?;
     let body = serde_json::to_vec(result)?;
     let interval = u32::try_from(schedule.interval.as_secs()).unwrap_or(u32::MAX);
-    // Silent after three missed reads: a reader that stopped (consent revoked, app gone) is
-    // itself a finding, as a collector that stops reporting is.
-    let silence = TimeDelta::from_std(schedule.interval * 3).unwrap_or(TimeDelta::days(1));
+    // Silent after three missed reads: a reader that stops unexpectedly is itself a finding, as
+    // a collector that stops reporting is. One that stopped because the tenant refused the app
+    // is expected to stay quiet: `graph-access` is that tenant's one finding.
+    let silence = if stopped {
+        TimeDelta::days(365 * 100)
+    } else {
+        TimeDelta::from_std(schedule.interval * 3).unwrap_or(TimeDelta::days(1))
+    };
     Ok(BatchWrite {
         collector_id: claim.collector_id,
         batch_id: uuid::Uuid::now_v7(),

@@ -3,6 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The name of the collector row that stands for the server's central Graph reader of a tenant
+/// (the store makes that row; rules tell its reports from a collector's Graph probe by it).
+pub const CENTRAL_GRAPH_READER: &str = "Microsoft Graph (central reader)";
+
 /// What Graph said about one Entra tenant. A call that failed leaves its field `None` and adds
 /// an entry to `errors`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,6 +34,14 @@ pub struct GraphReport {
     /// Getting a token failed; nothing above was read.
     #[serde(default)]
     pub failure: Option<String>,
+    /// The identity platform refused the app for this tenant for good, not for a passing fault:
+    /// consent revoked, the app or its service principal deleted, its credential refused. Its
+    /// error code (`AADSTS700016`, `unauthorized_client`, …); `failure` has the whole answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_refused: Option<String>,
+    /// When the credential (certificate or secret) the app read with expires, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_credential_expires_at: Option<DateTime<Utc>>,
 }
 
 /// One service plan (e.g. `AAD_PREMIUM`) and the user-assignable SKUs that carry it.

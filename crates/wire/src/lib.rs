@@ -738,6 +738,8 @@ mod tests {
                     message: "Insufficient privileges".into(),
                 }],
                 failure: None,
+                access_refused: None,
+                app_credential_expires_at: None,
             }),
             ProbeOutput::Script(ScriptReport {
                 name: "dc-ports".into(),

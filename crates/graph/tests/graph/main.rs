@@ -71,6 +71,7 @@ fn app(entra: &Receiver<EntraState>, credential: ClientCredential) -> GraphApp {
         graph_base_url: Url::parse(&format!("{}/graph", entra.url())).unwrap(),
         timeout: Duration::from_secs(10),
         settings_hint: "graph.client_id / graph.certificate_file".into(),
+        secret_expires_at: None,
     }
 }
 
@@ -270,4 +271,48 @@ async fn revoked_consent_and_a_foreign_certificate_fail_the_read_with_entra_s_re
     let r = GraphReader::new(app(&s.entra, foreign), reqwest::Client::new()).read(FABRIKAM, None).await;
     let failure = r.failure.as_deref().unwrap();
     assert!(failure.contains("invalid_client") && failure.contains("AADSTS700027"), "{failure}");
+}
+
+#[tokio::test]
+async fn a_cached_token_graph_refuses_is_dropped_and_the_read_decided_with_a_fresh_one() {
+    let s = stand_in().await;
+    let reader = reader(&s, cert_credential(&s, AssertionAlgorithm::Ps256));
+    assert!(reader.read(CONTOSO, None).await.failure.is_none());
+
+    // Graph stops taking the token though the tenant still lets the app in (a token revoked
+    // early, keys rolled over): one more read with a fresh token, and nothing is lost.
+    s.entra.state.revoke_consent(CONTOSO);
+    s.entra.state.update_tenant(CONTOSO, |t| t.consented = true);
+    let r = reader.read(CONTOSO, None).await;
+    assert!(r.errors.is_empty() && r.failure.is_none() && r.access_refused.is_none(), "{r:#?}");
+    assert!(r.service_plans.is_some() && r.admin_roles.is_some());
+    assert_eq!(s.entra.state.token_requests(CONTOSO), 2);
+
+    // Consent revoked while a token is cached: Graph answers 401, the fresh token is refused,
+    // and only that refusal decides.
+    s.entra.state.revoke_consent(CONTOSO);
+    let r = reader.read(CONTOSO, None).await;
+    assert_eq!(r.access_refused.as_deref(), Some("AADSTS700016"), "{r:#?}");
+    assert!(r.failure.as_deref().unwrap().contains("unauthorized_client"));
+    assert!(r.service_plans.is_none() && r.allowed_to_use_sspr.is_none() && r.admin_roles.is_none());
+    assert!(r.errors.is_empty(), "the 401s of the stale token are not the report's: {:#?}", r.errors);
+    assert_eq!(s.entra.state.token_requests(CONTOSO), 3);
+}
+
+#[tokio::test]
+async fn the_report_says_when_the_app_s_credential_expires() {
+    let s = stand_in().await;
+    let cert = cert_credential(&s, AssertionAlgorithm::Ps256);
+    let ClientCredential::Certificate(c) = &cert else { unreachable!() };
+    let not_after = c.not_after().expect("rcgen's certificate has a notAfter");
+    let r = reader(&s, cert).read(CONTOSO, None).await;
+    assert_eq!(r.app_credential_expires_at, Some(not_after));
+
+    let mut with_secret = app(&s.entra, ClientCredential::Secret(Secret::new("app-secret")));
+    let r = GraphReader::new(with_secret.clone(), reqwest::Client::new()).read(CONTOSO, None).await;
+    assert_eq!(r.app_credential_expires_at, None, "a secret does not say");
+    let expiry = Utc::now() + chrono::Duration::days(12);
+    with_secret.secret_expires_at = Some(expiry);
+    let r = GraphReader::new(with_secret, reqwest::Client::new()).read(CONTOSO, None).await;
+    assert_eq!(r.app_credential_expires_at, Some(expiry));
 }

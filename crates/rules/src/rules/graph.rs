@@ -17,6 +17,7 @@ use serde_json::json;
 use wbd_wire::{GraphReport, ProbeKind, ProbeOutput, ServicePlanLicences};
 
 use super::{RuleDef, Verdict, field_missing, observed, probe_error};
+use crate::facts::Observation;
 use crate::{Message, Outcome, Params, Severity, TenantFacts};
 
 pub(crate) const LICENCE: &str = "tenant-writeback-licence";
@@ -56,7 +57,9 @@ const WRITEBACK_PLANS: [&str; 2] =
 const SETUP_ROLES: [&str; 2] =
     ["62e90394-69f5-4237-9190-012177145e10", "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2"];
 
-/// Judges the newest Graph report of the tenant.
+/// Judges the newest Graph report of the tenant, whoever read it (the central reader or a
+/// collector's Graph probe: README, "which Graph report counts"); a failure's evidence names that
+/// source under `source`.
 fn tenant_wide(facts: &TenantFacts, judge: impl Fn(&GraphReport) -> Outcome) -> Vec<Verdict> {
     let observations = match observed(facts, ProbeKind::Graph, |output| match output {
         ProbeOutput::Graph(report) => Some(report),
@@ -66,14 +69,28 @@ fn tenant_wide(facts: &TenantFacts, judge: impl Fn(&GraphReport) -> Outcome) -> 
         Err(no_data) => return no_data,
     };
     let newest = observations.iter().max_by_key(|o| o.observed_at);
-    let outcome = match newest.map(|o| o.report) {
-        Some(report) => match &report.failure {
+    let outcome = match newest {
+        Some(o) => match &o.report.failure {
             Some(error) => probe_error(ProbeKind::Graph, error),
-            None => judge(report),
+            None => with_source(judge(o.report), o),
         },
         None => Outcome::no_data(ProbeKind::Graph),
     };
     vec![Verdict::tenant(outcome)]
+}
+
+/// `outcome`, its evidence (if it failed) saying which report it judged.
+fn with_source(mut outcome: Outcome, o: &Observation<'_, GraphReport>) -> Outcome {
+    if let Outcome::Fail { evidence: serde_json::Value::Object(evidence), .. } = &mut outcome {
+        evidence.insert(
+            "source".to_owned(),
+            json!({
+                "collector_id": o.collector.id,
+                "collector_name": o.collector.name,
+            }),
+        );
+    }
+    outcome
 }
 
 fn missing(field: &str) -> Outcome {
@@ -365,6 +382,8 @@ pub(crate) mod tests {
             ]),
             errors: vec![],
             failure: None,
+            access_refused: None,
+            app_credential_expires_at: None,
         }
     }
 
@@ -561,5 +580,50 @@ pub(crate) mod tests {
                 Expect::Unknown,
             ),
         ]
+    }
+
+    /// The central reader and a collector's Graph probe both read the tenant: the newest report
+    /// is judged, whichever read it, and a failure's evidence names that source.
+    #[test]
+    fn the_newest_graph_report_wins_and_the_evidence_names_its_source() {
+        use crate::{CollectorState, FactInput};
+        let site = collector("site-a");
+        let central =
+            CollectorState { name: wbd_wire::CENTRAL_GRAPH_READER.to_owned(), ..collector("central") };
+        let fact = |c: &CollectorState, minutes_ago: i64, output: ProbeOutput| FactInput {
+            collector_id: c.id,
+            subject: "graph:contoso.onmicrosoft.com".to_owned(),
+            observed_at: now() - Duration::minutes(minutes_ago),
+            output,
+        };
+        let off = || with(|r| r.allowed_to_use_sspr = Some(false));
+
+        // The collector's older report failed; the central reader's newer one passes.
+        let facts = tenant(
+            vec![site.clone(), central.clone()],
+            vec![fact(&site, 30, off()), fact(&central, 5, healthy())],
+        );
+        let verdicts = run_rule(SSPR_ADMINS, &facts);
+        assert_eq!(verdicts.len(), 1);
+        assert!(verdicts[0].outcome.is_pass());
+
+        // The other way round: the central reader's newer report fails, and says it read it.
+        let facts = tenant(
+            vec![site.clone(), central.clone()],
+            vec![fact(&site, 30, healthy()), fact(&central, 5, off())],
+        );
+        let verdicts = run_rule(SSPR_ADMINS, &facts);
+        let Outcome::Fail { evidence, .. } = &verdicts[0].outcome else { panic!("{verdicts:?}") };
+        assert_eq!(evidence["source"]["collector_name"], wbd_wire::CENTRAL_GRAPH_READER);
+        assert_eq!(evidence["source"]["collector_id"], json!(central.id));
+
+        // A collector's newer failing report names the collector.
+        let facts = tenant(
+            vec![site.clone(), central.clone()],
+            vec![fact(&site, 1, off()), fact(&central, 5, healthy())],
+        );
+        let verdicts = run_rule(SSPR_ADMINS, &facts);
+        let Outcome::Fail { evidence, .. } = &verdicts[0].outcome else { panic!("{verdicts:?}") };
+        assert_eq!(evidence["source"]["collector_name"], "site-a");
     }
 }

@@ -11,7 +11,9 @@ use uuid::Uuid;
 use super::{CollectorId, OrgId, TenantId, TenantScope, UnknownValue};
 
 /// The name of the collector row that stands for the central Graph reader of a tenant: facts it
-/// reads are that collector's, so evidence says where they came from.
+/// reads are that collector's, so evidence says where they came from. The same text as
+/// `wbd_wire::CENTRAL_GRAPH_READER`, by which the rules tell the central reader's reports from a
+/// collector's (the store does not depend on the wire crate; a test keeps the two equal).
 pub const GRAPH_READER_COLLECTOR: &str = "Microsoft Graph (central reader)";
 
 /// Whether the app may read a connected tenant.
