@@ -343,3 +343,68 @@ async fn a_revoked_consent_is_one_finding_reading_stops_and_reconnecting_resolve
     assert_eq!(connection(&app, &org.token, tenant).await["state"], "connected");
     app.shutdown().await;
 }
+
+/// The tenant's test user, set through the API, is read centrally: the test-user rules decide
+/// without a collector, as they do from a collector's probe; a cloud admin on a federated domain
+/// does not count as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_user_and_the_admins_domains_are_read_centrally() {
+    use wbd_receivers::Receiver;
+    use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+
+    let entra = Receiver::spawn(EntraState::new(EntraApp {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("app-secret".into()),
+        certificate: None,
+    }))
+    .await;
+    let mut contoso = EntraTenant::healthy(ENTRA, "contoso.com");
+    contoso.registrations[0]["isSsprEnabled"] = json!(false);
+    contoso
+        .domains
+        .insert("contoso.com".into(), json!({"id": "contoso.com", "authenticationType": "Federated"}));
+    entra.state.add_tenant(ENTRA, contoso);
+    let stand_in = entra.url();
+    let app = spawn_app_with(|s| {
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        s.graph.authority = stand_in.clone();
+        s.graph.graph_base_url = format!("{stand_in}/graph");
+        s.graph.reader_poll_secs = 1;
+    })
+    .await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    let path = format!("/v1/tenants/{tenant}/graph/test-user");
+    let body = json!({"user_principal_name": "sspr.test@contoso.com"});
+    let res = app.put(&org.token, &path, &body).await;
+    problem(res, StatusCode::NOT_FOUND, "graph_not_connected").await;
+
+    let (_, state) = ask_consent(&app, &org.token, tenant).await;
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let technician = app.login_as(&org, "technician").await;
+    problem(app.put(&technician, &path, &body).await, StatusCode::FORBIDDEN, "forbidden").await;
+    for bad in ["no-at-sign", "two@@contoso.com", "sp ace@contoso.com", "@contoso.com"] {
+        let res = app.put(&org.token, &path, &json!({"user_principal_name": bad})).await;
+        problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    }
+    let res = app.put(&org.token, &path, &body).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let shown: Value = res.json().await.unwrap();
+    assert_eq!(shown["test_user"], "sspr.test@contoso.com");
+
+    // No collector: SSPR off for the test user, and only a federated cloud admin, come from
+    // the central reads.
+    for rule in ["sspr-enabled", "cloud-admin-available"] {
+        let query = format!("tenant_id={tenant}&rule_id={rule}");
+        let open =
+            app.wait_for_findings(&org.token, &query, |f| f.iter().any(|f| f["status"] == "open")).await;
+        assert_eq!(open.len(), 1, "{open:#?}");
+    }
+    let query = format!("tenant_id={tenant}&rule_id=cloud-admin-available");
+    let text = app.findings(&org.token, &query).await[0].to_string();
+    assert!(text.contains("federated") && text.contains("admin@contoso.com"), "{text}");
+    app.shutdown().await;
+}

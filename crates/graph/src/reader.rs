@@ -3,8 +3,9 @@
 //!
 //! Reads (v1.0): `subscribedSkus` (licences, aggregated by service plan), `organization` (sync
 //! enabled, last sync), `policies/authorizationPolicy` (`allowedToUseSSPR`),
-//! `reports/authenticationMethods/userRegistrationDetails` for the test user, and the members of
-//! the admin roles that matter for writeback with whether each is synced from on-premises.
+//! `reports/authenticationMethods/userRegistrationDetails` for the test user and for the
+//! administrators, the members of the admin roles that matter for writeback with whether each is
+//! synced from on-premises, and how those admins' domains sign in (`domains/{id}`).
 //! Collections are followed through `@odata.nextLink` (only on the Graph host: the token is
 //! never sent elsewhere); a 429 or 503 is retried after its `Retry-After`.
 //!
@@ -21,8 +22,8 @@ use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use wbd_wire::{
-    AdminRoleMembers, GraphCallError, GraphReport, OrganizationSync, RoleMember, ServicePlanLicences,
-    UserRegistration,
+    AdminRoleMembers, DomainAuthentication, GraphCallError, GraphReport, OrganizationSync, RoleMember,
+    ServicePlanLicences, UserRegistration,
 };
 
 use crate::credential::{ClientCredential, JWT_BEARER};
@@ -139,6 +140,8 @@ impl GraphReader {
             allowed_to_use_sspr: None,
             test_user: None,
             admin_roles: None,
+            admin_registrations: None,
+            admin_domains: None,
             errors: Vec::new(),
             failure: None,
             access_refused: None,
@@ -237,11 +240,52 @@ impl GraphReader {
                 }
             }
         }
+        // The administrators' own registration: one filtered collection, not a read per admin.
+        let mut admin_registrations = None;
+        let url = self.url(
+            "v1.0/reports/authenticationMethods/userRegistrationDetails",
+            &[("$filter", "isAdmin eq true")],
+        );
+        match self.get_collection(token, url).await {
+            Ok(rows) => {
+                admin_registrations = Some(rows.iter().map(|row| parse_registration("", Some(row))).collect())
+            }
+            Err(f) => record("userRegistrationDetails:admins", f),
+        }
+        // How the admin users' domains sign in: a cloud admin on a federated domain is not one.
+        let mut admin_domains = None;
+        if roles_ok {
+            let mut domains = Vec::new();
+            let mut domains_ok = true;
+            for domain in admin_domain_names(&roles) {
+                let url =
+                    self.url(&format!("v1.0/domains/{domain}"), &[("$select", "id,authenticationType")]);
+                match self.get_json(token, url).await {
+                    Ok(answer) => domains.push(DomainAuthentication {
+                        authentication_type: answer
+                            .get("authenticationType")
+                            .and_then(Value::as_str)
+                            .unwrap_or("unknown")
+                            .to_owned(),
+                        id: domain,
+                    }),
+                    Err(f) => {
+                        record(&format!("domains:{domain}"), f);
+                        // The same permission is missing for every domain; one error says it.
+                        domains_ok = false;
+                        break;
+                    }
+                }
+            }
+            admin_domains = domains_ok.then_some(domains);
+        }
         report.service_plans = service_plans;
         report.organization = organization;
         report.allowed_to_use_sspr = allowed;
         report.test_user = test_registration;
         report.admin_roles = roles_ok.then_some(roles);
+        report.admin_registrations = admin_registrations;
+        report.admin_domains = admin_domains;
     }
 
     /// A role's members; a failure names the call that failed when it was a user lookup.
@@ -538,6 +582,27 @@ pub fn aggregate_service_plans(skus: &[Value]) -> Vec<ServicePlanLicences> {
         }
     }
     plans.into_values().collect()
+}
+
+/// Most domains looked up per read.
+const MAX_DOMAIN_LOOKUPS: usize = 20;
+
+/// The domains of the admin roles' users, lower-case, each once; names that could not be a DNS
+/// name are left out (they would be put in a URL path).
+fn admin_domain_names(roles: &[AdminRoleMembers]) -> Vec<String> {
+    let mut names: Vec<String> = roles
+        .iter()
+        .flat_map(|r| r.members.iter())
+        .filter(|m| m.principal_type.eq_ignore_ascii_case("user"))
+        .filter_map(|m| {
+            m.user_principal_name.as_deref()?.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
+        })
+        .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.truncate(MAX_DOMAIN_LOOKUPS);
+    names
 }
 
 fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {

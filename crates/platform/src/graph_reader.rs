@@ -105,7 +105,7 @@ async fn run(store: Arc<dyn Store>, reader: GraphReader, schedule: Schedule, can
 async fn read_one(store: Arc<dyn Store>, reader: GraphReader, claim: GraphReadClaim, schedule: Schedule) {
     let started_at = Utc::now();
     let started = std::time::Instant::now();
-    let report = reader.read(&claim.entra_tenant_id, None).await;
+    let report = reader.read(&claim.entra_tenant_id, claim.test_user.as_deref()).await;
     let now = Utc::now();
     let consent_gone = report.failure.as_deref().is_some_and(wbd_graph::failure_means_consent_gone);
     let throttled = report.errors.iter().any(|e| matches!(e.status, Some(429 | 503)));

@@ -5,7 +5,7 @@
 //! through `@odata.nextLink` with `$skiptoken`), `organization`, `policies/authorizationPolicy`,
 //! `reports/authenticationMethods/userRegistrationDetails` (`$filter=userPrincipalName eq '…'`),
 //! `roleManagement/directory/roleAssignments` (`$filter=roleDefinitionId eq '…'`) and
-//! `users/{id}`. Use the receiver's URL as the authority and `{url}/graph` as the Graph base URL.
+//! `users/{id}`, `domains/{id}`. Use the receiver's URL as the authority and `{url}/graph` as the Graph base URL.
 //!
 //! As the real ones do: a client assertion is checked like Entra checks it — signature with the
 //! public key of the registered certificate named by `x5t#S256`, `aud` = the token endpoint's URL,
@@ -49,6 +49,8 @@ pub struct EntraTenant {
     pub role_assignments: HashMap<String, Vec<Value>>,
     /// Users by id.
     pub users: HashMap<String, Value>,
+    /// Verified domains by name (`GET /domains/{id}`).
+    pub domains: HashMap<String, Value>,
     /// Paths under `/v1.0` (e.g. `/policies/authorizationPolicy`) answered 403.
     pub denied: HashSet<String>,
     /// The next N Graph requests of the tenant are answered 429 with `Retry-After: 1`.
@@ -80,9 +82,14 @@ impl EntraTenant {
             organization: json!({"id": tenant_id, "displayName": domain,
                 "onPremisesSyncEnabled": true, "onPremisesLastSyncDateTime": chrono::Utc::now().to_rfc3339()}),
             authorization_policy: json!({"id": "authorizationPolicy", "allowedToUseSSPR": true}),
-            registrations: vec![json!({"id": "u-test", "userPrincipalName": format!("sspr.test@{domain}"),
-                "isAdmin": false, "isSsprRegistered": true, "isSsprEnabled": true, "isSsprCapable": true,
-                "methodsRegistered": ["mobilePhone", "email"], "lastUpdatedDateTime": "2026-11-19T07:00:00Z"})],
+            registrations: vec![
+                json!({"id": "u-test", "userPrincipalName": format!("sspr.test@{domain}"),
+                    "isAdmin": false, "isSsprRegistered": true, "isSsprEnabled": true, "isSsprCapable": true,
+                    "methodsRegistered": ["mobilePhone", "email"], "lastUpdatedDateTime": "2026-11-19T07:00:00Z"}),
+                json!({"id": "u-admin", "userPrincipalName": admin.clone(),
+                    "isAdmin": true, "isSsprRegistered": true, "isSsprEnabled": true, "isSsprCapable": true,
+                    "methodsRegistered": ["microsoftAuthenticatorPush"], "lastUpdatedDateTime": "2026-11-19T07:00:00Z"}),
+            ],
             role_assignments: HashMap::from([(
                 GLOBAL_ADMIN.to_owned(),
                 vec![json!({"id": "a1", "principalId": "u-admin", "roleDefinitionId": GLOBAL_ADMIN,
@@ -92,6 +99,10 @@ impl EntraTenant {
             users: HashMap::from([(
                 "u-admin".to_owned(),
                 json!({"id": "u-admin", "userPrincipalName": admin, "onPremisesSyncEnabled": null}),
+            )]),
+            domains: HashMap::from([(
+                domain.to_owned(),
+                json!({"id": domain, "authenticationType": "Managed", "isVerified": true}),
             )]),
             denied: HashSet::new(),
             throttle_next: 0,
@@ -377,7 +388,10 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
             .insert_header(("Retry-After", "1"))
             .json(json!({"error": {"code": "TooManyRequests", "message": "Too many requests."}}));
     }
-    if t.denied.contains(&path) || (path.starts_with("/users/") && t.denied.contains("/users")) {
+    if t.denied.contains(&path)
+        || (path.starts_with("/users/") && t.denied.contains("/users"))
+        || (path.starts_with("/domains/") && t.denied.contains("/domains"))
+    {
         return graph_error(
             403,
             "Authorization_RequestDenied",
@@ -404,6 +418,7 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
         "/policies/authorizationPolicy" => t.authorization_policy.clone(),
         "/reports/authenticationMethods/userRegistrationDetails" => {
             let upn = quoted("userPrincipalName eq ");
+            let admins_only = filter == "isAdmin eq true";
             let rows: Vec<Value> = t
                 .registrations
                 .iter()
@@ -411,6 +426,7 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
                     upn.as_deref()
                         .is_none_or(|u| r.get("userPrincipalName").and_then(Value::as_str) == Some(u))
                 })
+                .filter(|r| !admins_only || r.get("isAdmin").and_then(Value::as_bool) == Some(true))
                 .cloned()
                 .collect();
             json!({"value": rows})
@@ -423,6 +439,12 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
             Some(u) => u.clone(),
             None => return graph_error(404, "Request_ResourceNotFound", "Resource does not exist."),
         },
+        domain if domain.starts_with("/domains/") => {
+            match t.domains.get(&domain.trim_start_matches("/domains/").to_ascii_lowercase()) {
+                Some(d) => d.clone(),
+                None => return graph_error(404, "Request_ResourceNotFound", "Resource does not exist."),
+            }
+        }
         _ => return graph_error(404, "Request_ResourceNotFound", "Resource not found for the segment."),
     };
     Common::answer(lose_answer, HttpResponse::Ok().json(answer))

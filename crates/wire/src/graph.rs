@@ -29,6 +29,13 @@ pub struct GraphReport {
     /// Members of the admin roles that matter for writeback.
     #[serde(default)]
     pub admin_roles: Option<Vec<AdminRoleMembers>>,
+    /// `userRegistrationDetails` of the tenant's administrators (`isAdmin eq true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_registrations: Option<Vec<UserRegistration>>,
+    /// The domains of the admin roles' users (`GET /domains/{id}`): a user on a federated
+    /// domain signs in through the federation, not as a cloud administrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_domains: Option<Vec<DomainAuthentication>>,
     #[serde(default)]
     pub errors: Vec<GraphCallError>,
     /// Getting a token failed; nothing above was read.
@@ -132,6 +139,21 @@ pub struct RoleMember {
     /// Synced from on-premises (`true`); `None` for cloud-only users and non-users.
     #[serde(default)]
     pub on_premises_sync_enabled: Option<bool>,
+}
+
+/// A verified domain and how its users sign in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DomainAuthentication {
+    /// The domain name, lower-case (`contoso.com`).
+    pub id: String,
+    /// `Managed` (cloud authentication) or `Federated`.
+    pub authentication_type: String,
+}
+
+impl DomainAuthentication {
+    pub fn is_federated(&self) -> bool {
+        self.authentication_type.eq_ignore_ascii_case("Federated")
+    }
 }
 
 /// A Graph call that failed.

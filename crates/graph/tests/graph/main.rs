@@ -316,3 +316,33 @@ async fn the_report_says_when_the_app_s_credential_expires() {
     let r = GraphReader::new(with_secret, reqwest::Client::new()).read(CONTOSO, None).await;
     assert_eq!(r.app_credential_expires_at, Some(expiry));
 }
+
+#[tokio::test]
+async fn the_admins_registration_and_their_domains_are_read_and_a_403_names_domain_read_all() {
+    let s = stand_in().await;
+    s.entra.state.update_tenant(CONTOSO, |t| {
+        t.domains.insert(
+            "contoso.com".into(),
+            serde_json::json!({"id": "contoso.com", "authenticationType": "Federated"}),
+        );
+    });
+    let reader = reader(&s, ClientCredential::Secret(Secret::new("app-secret")));
+    let r = reader.read(CONTOSO, Some("sspr.test@contoso.com")).await;
+    assert!(r.errors.is_empty() && r.failure.is_none(), "{r:#?}");
+    let admins = r.admin_registrations.as_ref().unwrap();
+    assert_eq!(admins.len(), 1, "only the administrators: {admins:#?}");
+    assert_eq!(admins[0].user_principal_name, "admin@contoso.com");
+    assert_eq!(admins[0].is_admin, Some(true));
+    let domains = r.admin_domains.as_ref().unwrap();
+    assert_eq!(domains.len(), 1);
+    assert_eq!(domains[0].id, "contoso.com");
+    assert!(domains[0].is_federated());
+
+    s.entra.state.update_tenant(CONTOSO, |t| {
+        t.denied.insert("/domains".into());
+    });
+    let r = reader.read(CONTOSO, None).await;
+    assert_eq!(r.admin_domains, None, "unknown, not managed");
+    assert!(r.admin_roles.is_some() && r.admin_registrations.is_some());
+    assert_eq!(missing_permissions(&r), vec!["Domain.Read.All"]);
+}

@@ -7,7 +7,7 @@
 //! | `tenant-writeback-licence` | PWB-LIC-01/03, seed 1 | no enabled Entra ID P1/P2 service plan in a user SKU (device and room SKUs that carry one are named, not counted), or none of its licences assigned |
 //! | `licensed-admin-and-test-user` | PWB-LIC-02/04, seed 2 | fewer than two P1/P2 licences are assigned, so an administrator and a test user cannot both hold one (the Graph probe reports no per-user licences, so two or more assigned passes without naming who holds them) |
 //! | `sspr-enabled` | PWB-POL-01, seed 4 | the test user's `isSsprEnabled` is false |
-//! | `cloud-admin-available` | PWB-ADM-01, seed 5 | no cloud-only user holds Global Administrator or Hybrid Identity Administrator |
+//! | `cloud-admin-available` | PWB-ADM-01, seed 5 | no cloud-only user holds Global Administrator or Hybrid Identity Administrator (a user on a federated domain, when the domains were read, is not one) |
 //! | `tenant-sync-recent` | PWB-TEN-01 | the tenant is not syncing, or the last sync is older than `max_sync_age_mins` |
 //! | `sspr-for-administrators` | PWB-POL-05 | `authorizationPolicy.allowedToUseSSPR` is false |
 //! | `test-user-sspr-capable` | PWB-POL-06 | the test user cannot reset (`isSsprCapable` false); when SSPR is off for them the text points at that root cause (`explained_by = ["sspr-enabled"]`) instead of asking for methods |
@@ -211,8 +211,31 @@ fn check_cloud_admin(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
             .flat_map(|r| r.members.iter())
             .filter(|m| m.principal_type.eq_ignore_ascii_case("user"));
         let (synced, cloud): (Vec<_>, Vec<_>) = users.partition(|m| m.on_premises_sync_enabled == Some(true));
+        // A cloud account on a federated domain signs in through the federation: not a cloud
+        // administrator for the Connect wizard (known only when the domains were read).
+        let federated_domain = |upn: Option<&str>| {
+            let Some((_, domain)) = upn.and_then(|u| u.rsplit_once('@')) else { return false };
+            report
+                .admin_domains
+                .iter()
+                .flatten()
+                .any(|d| d.is_federated() && d.id.eq_ignore_ascii_case(domain))
+        };
+        let (federated, cloud): (Vec<_>, Vec<_>) =
+            cloud.into_iter().partition(|m| federated_domain(m.user_principal_name.as_deref()));
         if !cloud.is_empty() {
             return Outcome::Pass;
+        }
+        if !federated.is_empty() {
+            let mut names: Vec<&str> =
+                federated.iter().map(|m| m.user_principal_name.as_deref().unwrap_or(m.id.as_str())).collect();
+            names.sort_unstable();
+            names.dedup();
+            return Outcome::fail(
+                Severity::High,
+                Message::new("cloud-admin-available.federated").arg("federated", json!(names)),
+                json!({ "federated_admins": names }),
+            );
         }
         let mut names: Vec<&str> =
             synced.iter().map(|m| m.user_principal_name.as_deref().unwrap_or(m.id.as_str())).collect();
@@ -384,6 +407,8 @@ pub(crate) mod tests {
             failure: None,
             access_refused: None,
             app_credential_expires_at: None,
+            admin_registrations: None,
+            admin_domains: None,
         }
     }
 
@@ -499,10 +524,39 @@ pub(crate) mod tests {
         })
     }
 
+    /// The only non-synced admin is `admin@fabrikam.com`, on a domain signing in as `auth`.
+    fn federated_admin(auth: &str) -> ProbeOutput {
+        with(|r| {
+            if let Some(roles) = r.admin_roles.as_mut() {
+                roles[0].members = vec![member("admin@fabrikam.com", false), member("jan@contoso.com", true)];
+            }
+            r.admin_domains = Some(vec![
+                wbd_wire::DomainAuthentication {
+                    id: "contoso.com".to_owned(),
+                    authentication_type: "Managed".to_owned(),
+                },
+                wbd_wire::DomainAuthentication {
+                    id: "fabrikam.com".to_owned(),
+                    authentication_type: auth.to_owned(),
+                },
+            ]);
+        })
+    }
+
     pub(crate) fn cloud_admin_fixtures() -> Vec<Fixture> {
         vec![
             Fixture::new("only synced admins", one(synced_admins_only()), Expect::Fail(Severity::High)),
             Fixture::new("a cloud admin", one(healthy()), Expect::Pass),
+            Fixture::new(
+                "the cloud admin is on a federated domain",
+                one(federated_admin("Federated")),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "the cloud admin's domain is managed",
+                one(federated_admin("Managed")),
+                Expect::Pass,
+            ),
             Fixture::new("roles not read", one(with(|r| r.admin_roles = None)), Expect::Unknown),
         ]
     }

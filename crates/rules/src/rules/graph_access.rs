@@ -156,6 +156,8 @@ pub(crate) mod tests {
                 allowed_to_use_sspr: None,
                 test_user: None,
                 admin_roles: None,
+                admin_registrations: None,
+                admin_domains: None,
                 errors: vec![],
                 failure: Some(
                     "the token endpoint refused the app (graph.client_id): 400 unauthorized_client: \

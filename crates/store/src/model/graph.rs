@@ -72,6 +72,9 @@ pub struct GraphConnection {
     pub next_read_at: DateTime<Utc>,
     /// The collector row standing for the central reader (made when the tenant connects).
     pub collector_id: Option<CollectorId>,
+    /// The UPN of the tenant's test user, whose `userRegistrationDetails` the reader reads (the
+    /// central counterpart of a collector's `probes.graph.test_user`).
+    pub test_user: Option<String>,
 }
 
 /// A consent asked for: the nonce its signed `state` carries.
@@ -102,6 +105,8 @@ pub struct GraphReadClaim {
     pub entra_tenant_id: String,
     /// The collector row the read's facts are written for.
     pub collector_id: CollectorId,
+    /// The tenant's test user, if one is set.
+    pub test_user: Option<String>,
     /// Names this claim: only its holder may finish the read.
     pub lease_id: Uuid,
     /// When the read was due.
