@@ -408,3 +408,74 @@ async fn the_test_user_and_the_admins_domains_are_read_centrally() {
     assert!(text.contains("federated") && text.contains("admin@contoso.com"), "{text}");
     app.shutdown().await;
 }
+
+/// Bounded concurrency across tenants: a tenant Graph throttles holds one of the reader's slots
+/// while it waits out `Retry-After`; the other tenants are read meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_throttled_tenant_does_not_delay_the_others() {
+    use wbd_receivers::Receiver;
+    use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+
+    let entra = Receiver::spawn(EntraState::new(EntraApp {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("app-secret".into()),
+        certificate: None,
+    }))
+    .await;
+    let entra_ids: Vec<String> = (1..=3).map(|i| format!("84b7c5e1-0000-4000-8000-00000000010{i}")).collect();
+    for (i, id) in entra_ids.iter().enumerate() {
+        let mut t = EntraTenant::healthy(id, &format!("t{i}.example.com"));
+        if i == 0 {
+            // Throttled for three requests of 3 s each: about 9 s in one read.
+            t.throttle_next = 3;
+            t.throttle_retry_after = 3;
+        }
+        entra.state.add_tenant(id, t);
+    }
+    let stand_in = entra.url();
+    let app = spawn_app_with(|s| {
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        s.graph.authority = stand_in.clone();
+        s.graph.graph_base_url = format!("{stand_in}/graph");
+        s.graph.reader_poll_secs = 1;
+        s.graph.reader_concurrency = 2;
+    })
+    .await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let mut tenants = Vec::new();
+    for (i, id) in entra_ids.iter().enumerate() {
+        let tenant = app.create_tenant(&org, &format!("Tenant {i}")).await;
+        let (_, state) = ask_consent(&app, &org.token, tenant).await;
+        let res =
+            redirect(&app, &[("admin_consent", "True"), ("tenant", id.as_str()), ("state", &state)]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        tenants.push(tenant);
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut read = Vec::new();
+        for t in &tenants {
+            read.push(connection(&app, &org.token, *t).await["last_read_at"].is_string());
+        }
+        if read[1] && read[2] {
+            assert!(!read[0], "the throttled tenant was still waiting while the others were read");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the others were never read: {read:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // And the throttled one gets through once Graph lets it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let shown = connection(&app, &org.token, tenants[0]).await;
+        if shown["last_read_at"].is_string() {
+            assert!(shown["last_error"].is_null(), "{shown:#}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never read: {shown:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    app.shutdown().await;
+}

@@ -94,6 +94,10 @@ pub struct GraphReader {
     app: Arc<GraphApp>,
     client: reqwest::Client,
     tokens: Arc<Mutex<HashMap<String, CachedToken>>>,
+    /// Until when the whole app waits: Graph throttled it across all tenants (`x-ms-throttle-scope:
+    /// Application/…`), or the token endpoint throttled it. Shared by every clone, so by every
+    /// read in flight.
+    app_pause: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 /// A failed call, before it is named.
@@ -111,7 +115,29 @@ impl CallFailure {
 
 impl GraphReader {
     pub fn new(app: GraphApp, client: reqwest::Client) -> Self {
-        GraphReader { app: Arc::new(app), client, tokens: Arc::default() }
+        GraphReader { app: Arc::new(app), client, tokens: Arc::default(), app_pause: Arc::default() }
+    }
+
+    /// Until when Graph asked the whole app to wait, if it still does.
+    pub fn app_paused_until(&self) -> Option<Instant> {
+        let pause = *self.app_pause.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pause.filter(|until| *until > Instant::now())
+    }
+
+    /// Every read of the app waits `wait` from now (a later pause already set stays).
+    fn pause_app(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut pause = self.app_pause.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pause.is_none_or(|current| current < until) {
+            *pause = Some(until);
+        }
+    }
+
+    /// Waits out an app-wide pause (one set meanwhile is waited out too).
+    async fn wait_for_app(&self) {
+        while let Some(until) = self.app_paused_until() {
+            tokio::time::sleep_until(until.into()).await;
+        }
     }
 
     pub fn app(&self) -> &GraphApp {
@@ -391,14 +417,28 @@ impl GraphReader {
                 form.push(("client_assertion", assertion));
             }
         }
-        let response = self
-            .client
-            .post(url.clone())
-            .form(&form)
-            .timeout(self.app.timeout)
-            .send()
-            .await
-            .map_err(|e| format!("token request to {url} failed: {}", error_chain(&e)))?;
+        let mut attempt = 0;
+        let response = loop {
+            self.wait_for_app().await;
+            let response = self
+                .client
+                .post(url.clone())
+                .form(&form)
+                .timeout(self.app.timeout)
+                .send()
+                .await
+                .map_err(|e| format!("token request to {url} failed: {}", error_chain(&e)))?;
+            let status = response.status();
+            // The identity platform throttles the app, not one tenant: everyone waits.
+            if is_throttled(status) && attempt < MAX_THROTTLE_RETRIES {
+                attempt += 1;
+                let wait = throttle_wait(response.headers(), attempt);
+                tracing::info!(%url, status = status.as_u16(), wait = ?wait, "the token endpoint asked the app to wait");
+                self.pause_app(wait);
+                continue;
+            }
+            break response;
+        };
         let status = response.status();
         let body = response.bytes().await.unwrap_or_default();
         let (token, lifetime) = read_token_answer(status, &body, &self.app.settings_hint)?;
@@ -441,6 +481,7 @@ impl GraphReader {
     async fn get_json(&self, token: &str, url: Url) -> Result<Value, CallFailure> {
         let mut attempt = 0;
         loop {
+            self.wait_for_app().await;
             let response = self
                 .client
                 .get(url.clone())
@@ -451,19 +492,17 @@ impl GraphReader {
                 .await
                 .map_err(|e| CallFailure::local(error_chain(&e)))?;
             let status = response.status();
-            if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
-                && attempt < MAX_THROTTLE_RETRIES
-            {
+            if is_throttled(status) && attempt < MAX_THROTTLE_RETRIES {
                 attempt += 1;
-                let wait = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, Utc::now()))
-                    .unwrap_or_else(|| Duration::from_secs(2u64.pow(attempt)))
-                    .min(MAX_THROTTLE_WAIT);
-                tracing::info!(%url, status = status.as_u16(), wait = ?wait, "Graph asked us to wait");
-                tokio::time::sleep(wait).await;
+                let wait = throttle_wait(response.headers(), attempt);
+                if app_wide(response.headers()) {
+                    tracing::info!(%url, wait = ?wait, "Graph throttled the app across tenants: every read waits");
+                    self.pause_app(wait);
+                } else {
+                    // This tenant's limit: only this read waits.
+                    tracing::info!(%url, status = status.as_u16(), wait = ?wait, "Graph asked us to wait");
+                    tokio::time::sleep(wait).await;
+                }
                 continue;
             }
             let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -482,6 +521,31 @@ impl GraphReader {
             });
         }
     }
+}
+
+fn is_throttled(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+}
+
+/// How long a throttled answer asks to wait: its `Retry-After`, else a backoff by attempt.
+fn throttle_wait(headers: &reqwest::header::HeaderMap, attempt: u32) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, Utc::now()))
+        .unwrap_or_else(|| Duration::from_secs(2u64.pow(attempt)))
+        .min(MAX_THROTTLE_WAIT)
+}
+
+/// Whether Graph throttled the app across all tenants: `x-ms-throttle-scope` is
+/// `<Scope>/<Limit>/<ApplicationId>/<TenantId…>` with scope `Application` (the others,
+/// `Tenant_Application` and `Tenant`, hold for one tenant).
+pub fn app_wide(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get("x-ms-throttle-scope")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('/').next())
+        .is_some_and(|scope| scope.eq_ignore_ascii_case("Application"))
 }
 
 /// The token endpoint's answer: the access token and how long it lives (at most

@@ -76,28 +76,52 @@ pub fn spawn(
     Ok(())
 }
 
+/// Bounded concurrency across tenants: `concurrency` reads at once, each holding one slot until
+/// it ends; every poll claims only as many tenants as there are free slots. A tenant that Graph
+/// throttles (its read waiting out `Retry-After`) thus holds one slot while the others go on.
+/// While Graph throttles the whole app, nothing new is claimed (and reads in flight wait, in
+/// `wbd-graph`).
 async fn run(store: Arc<dyn Store>, reader: GraphReader, schedule: Schedule, cancel: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(schedule.concurrency as usize));
     let mut tick = tokio::time::interval(schedule.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reads = JoinSet::new();
     loop {
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => {
+                reads.shutdown().await;
+                return;
+            }
             _ = tick.tick() => {}
+            // A read ended: its slot is free for the next due tenant.
+            Some(_) = reads.join_next(), if !reads.is_empty() => continue,
         }
-        let claims = match store.claim_graph_reads(schedule.concurrency, schedule.lease, Utc::now()).await {
+        if reader.app_paused_until().is_some() {
+            continue;
+        }
+        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+        if free == 0 {
+            continue;
+        }
+        let claims = match store.claim_graph_reads(free, schedule.lease, Utc::now()).await {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::warn!(error = ?e, "claiming Graph reads failed");
                 continue;
             }
         };
-        // Bounded concurrency across tenants: one slow or throttled tenant holds one slot.
-        let mut reads = JoinSet::new();
         for claim in claims {
+            let Ok(slot) = slots.clone().try_acquire_owned() else { break };
             let span = tracing::info_span!("graph_read", org_id = %claim.scope.org_id, tenant_id = %claim.scope.tenant_id);
-            reads.spawn(read_one(store.clone(), reader.clone(), claim, schedule).instrument(span));
+            let read = read_one(store.clone(), reader.clone(), claim, schedule);
+            reads.spawn(
+                async move {
+                    read.await;
+                    drop(slot);
+                }
+                .instrument(span),
+            );
         }
-        while reads.join_next().await.is_some() {}
     }
 }
 

@@ -53,8 +53,12 @@ pub struct EntraTenant {
     pub domains: HashMap<String, Value>,
     /// Paths under `/v1.0` (e.g. `/policies/authorizationPolicy`) answered 403.
     pub denied: HashSet<String>,
-    /// The next N Graph requests of the tenant are answered 429 with `Retry-After: 1`.
+    /// The next N Graph requests of the tenant are answered 429 with `Retry-After:
+    /// {throttle_retry_after}` and `x-ms-throttle-scope: Tenant_Application/…` (this tenant's
+    /// limit for the app).
     pub throttle_next: u32,
+    /// Seconds of that `Retry-After` (1 unless set).
+    pub throttle_retry_after: u64,
 }
 
 /// Global Administrator's role template id.
@@ -106,6 +110,7 @@ impl EntraTenant {
             )]),
             denied: HashSet::new(),
             throttle_next: 0,
+            throttle_retry_after: 1,
         }
     }
 }
@@ -120,6 +125,9 @@ pub struct EntraState {
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     seen_jtis: Mutex<HashSet<String>>,
     pub token_lifetime: Mutex<Duration>,
+    /// The next N Graph requests of any tenant are answered 429 with `Retry-After: {secs}` and
+    /// `x-ms-throttle-scope: Application/…`: the app's limit across all tenants.
+    pub app_throttle_next: Mutex<(u32, u64)>,
 }
 
 impl EntraState {
@@ -131,6 +139,7 @@ impl EntraState {
             tokens: Mutex::default(),
             seen_jtis: Mutex::default(),
             token_lifetime: Mutex::new(Duration::from_secs(3599)),
+            app_throttle_next: Mutex::new((0, 1)),
         }
     }
 
@@ -195,6 +204,16 @@ fn graph_error(status: u16, code: &str, message: &str) -> HttpResponse {
         actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
     HttpResponse::build(status)
         .json(json!({"error": {"code": code, "message": message, "innerError": {"request-id": uuid::Uuid::new_v4()}}}))
+}
+
+/// A 429 as Graph's identity-and-access limits answer it: `Retry-After`, and the scope of the
+/// limit reached (`<Scope>/<Limit>/<ApplicationId>/<TenantId>`).
+fn throttled(scope: &str, retry_after: u64, client_id: &str, tenant: &str) -> HttpResponse {
+    HttpResponse::TooManyRequests()
+        .insert_header(("Retry-After", retry_after.to_string()))
+        .insert_header(("x-ms-throttle-scope", format!("{scope}/ReadWrite/{client_id}/{tenant}")))
+        .insert_header(("x-ms-throttle-information", "ResourceUnitLimitExceeded"))
+        .json(json!({"error": {"code": "TooManyRequests", "message": "Too many requests."}}))
 }
 
 fn origin(req: &HttpRequest) -> String {
@@ -378,15 +397,21 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
     let path = format!("/{}", req.match_info().get("tail").unwrap_or_default());
     let query = pairs(req.query_string());
     let origin = origin(&req);
+    let client_id = state.app.lock().unwrap().client_id.clone();
+    {
+        let mut app_throttle = state.app_throttle_next.lock().unwrap();
+        if app_throttle.0 > 0 {
+            app_throttle.0 -= 1;
+            return throttled("Application", app_throttle.1, &client_id, &tenant);
+        }
+    }
     let mut tenants = state.tenants.lock().unwrap();
     let Some(t) = tenants.get_mut(&tenant) else {
         return graph_error(401, "InvalidAuthenticationToken", "The tenant is gone.");
     };
     if t.throttle_next > 0 {
         t.throttle_next -= 1;
-        return HttpResponse::TooManyRequests()
-            .insert_header(("Retry-After", "1"))
-            .json(json!({"error": {"code": "TooManyRequests", "message": "Too many requests."}}));
+        return throttled("Tenant_Application", t.throttle_retry_after, &client_id, &tenant);
     }
     if t.denied.contains(&path)
         || (path.starts_with("/users/") && t.denied.contains("/users"))

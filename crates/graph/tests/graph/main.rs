@@ -346,3 +346,58 @@ async fn the_admins_registration_and_their_domains_are_read_and_a_403_names_doma
     assert!(r.admin_roles.is_some() && r.admin_registrations.is_some());
     assert_eq!(missing_permissions(&r), vec!["Domain.Read.All"]);
 }
+
+/// Waits until the stand-in has answered the throttled requests it was told to.
+async fn until(check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "the stand-in never throttled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_s_throttle_holds_only_that_tenant_and_an_app_wide_one_pauses_every_read() {
+    let s = stand_in().await;
+    let reader = reader(&s, ClientCredential::Secret(Secret::new("app-secret")));
+    // Tokens first, so that only Graph's waits are timed.
+    assert!(reader.read(CONTOSO, None).await.failure.is_none());
+    assert!(reader.read(FABRIKAM, None).await.failure.is_none());
+    let throttle_left = |tenant: &str| s.entra.state.tenants.lock().unwrap()[tenant].throttle_next;
+
+    // Contoso's own limit (Tenant_Application): Contoso waits 3 s, Fabrikam does not.
+    s.entra.state.update_tenant(CONTOSO, |t| {
+        t.throttle_next = 1;
+        t.throttle_retry_after = 3;
+    });
+    let started = Instant::now();
+    let contoso = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.read(CONTOSO, None).await }
+    });
+    until(|| throttle_left(CONTOSO) == 0).await;
+    assert!(reader.app_paused_until().is_none(), "a tenant's limit is not the app's");
+    let fabrikam_started = Instant::now();
+    let f = reader.read(FABRIKAM, None).await;
+    assert!(f.errors.is_empty() && f.failure.is_none(), "{f:#?}");
+    assert!(fabrikam_started.elapsed() < Duration::from_secs(2), "Fabrikam waited for Contoso's throttle");
+    let c = contoso.await.unwrap();
+    assert!(c.errors.is_empty() && c.failure.is_none(), "{c:#?}");
+    assert!(started.elapsed() >= Duration::from_millis(2900), "Contoso's Retry-After: 3 was honoured");
+
+    // The app's limit across tenants (x-ms-throttle-scope: Application/…): every read waits.
+    *s.entra.state.app_throttle_next.lock().unwrap() = (1, 2);
+    let contoso = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.read(CONTOSO, None).await }
+    });
+    until(|| s.entra.state.app_throttle_next.lock().unwrap().0 == 0).await;
+    assert!(reader.app_paused_until().is_some(), "the app is paused");
+    let fabrikam_started = Instant::now();
+    let f = reader.read(FABRIKAM, None).await;
+    assert!(f.errors.is_empty() && f.failure.is_none(), "{f:#?}");
+    assert!(fabrikam_started.elapsed() >= Duration::from_millis(1500), "Fabrikam waited out the app's pause");
+    let c = contoso.await.unwrap();
+    assert!(c.errors.is_empty() && c.failure.is_none(), "{c:#?}");
+    assert!(reader.app_paused_until().is_none());
+}
