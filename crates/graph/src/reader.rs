@@ -45,8 +45,10 @@ const MAX_THROTTLE_RETRIES: u32 = 5;
 const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(120);
 /// Most pages followed for one collection.
 const MAX_PAGES: usize = 100;
-/// Role members looked up one by one, per role.
+/// Role members looked up, per role.
 const MAX_MEMBER_LOOKUPS: usize = 50;
+/// Requests in one `$batch` (Graph's limit).
+const MAX_BATCH: usize = 20;
 /// Longest a token is kept, whatever its `expires_in` says (Entra's live for about an hour).
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3_600);
 /// A token this close to its expiry is renewed rather than used.
@@ -101,6 +103,7 @@ pub struct GraphReader {
 }
 
 /// A failed call, before it is named.
+#[derive(Clone)]
 struct CallFailure {
     status: Option<u16>,
     code: Option<String>,
@@ -258,13 +261,18 @@ impl GraphReader {
                     role_name: name.to_owned(),
                     members,
                 }),
-                Err((call, f)) => {
+                Err(f) => {
                     roles_ok = false;
-                    record(&call.unwrap_or_else(|| format!("roleAssignments:{name}")), f);
+                    record(&format!("roleAssignments:{name}"), f);
                     // The same permission is missing for every role; one error says it.
                     break;
                 }
             }
+        }
+        if roles_ok && let Err((call, f)) = self.look_up_members(token, &mut roles).await {
+            roles_ok = false;
+            // The same permission is missing for every user; one error says it.
+            record(&call, f);
         }
         // The administrators' own registration: one filtered collection, not a read per admin.
         let mut admin_registrations = None;
@@ -281,12 +289,13 @@ impl GraphReader {
         // How the admin users' domains sign in: a cloud admin on a federated domain is not one.
         let mut admin_domains = None;
         if roles_ok {
+            let names = admin_domain_names(&roles);
+            let paths: Vec<String> =
+                names.iter().map(|d| format!("domains/{d}?$select=id,authenticationType")).collect();
             let mut domains = Vec::new();
             let mut domains_ok = true;
-            for domain in admin_domain_names(&roles) {
-                let url =
-                    self.url(&format!("v1.0/domains/{domain}"), &[("$select", "id,authenticationType")]);
-                match self.get_json(token, url).await {
+            for (domain, answer) in names.into_iter().zip(self.get_many(token, &paths).await) {
+                match answer {
                     Ok(answer) => domains.push(DomainAuthentication {
                         authentication_type: answer
                             .get("authenticationType")
@@ -314,65 +323,81 @@ impl GraphReader {
         report.admin_domains = admin_domains;
     }
 
-    /// A role's members; a failure names the call that failed when it was a user lookup.
-    async fn role_members(
-        &self,
-        token: &str,
-        role_id: &str,
-    ) -> Result<Vec<RoleMember>, (Option<String>, CallFailure)> {
+    /// A role's members as the assignments (with `principal` expanded) name them.
+    async fn role_members(&self, token: &str, role_id: &str) -> Result<Vec<RoleMember>, CallFailure> {
         let filter = format!("roleDefinitionId eq '{role_id}'");
         let url = self.url(
             "v1.0/roleManagement/directory/roleAssignments",
             &[("$filter", &filter), ("$expand", "principal")],
         );
-        let assignments = self.get_collection(token, url).await.map_err(|f| (None, f))?;
-        let mut members = Vec::new();
-        for (i, a) in assignments.iter().enumerate() {
-            let principal = a.get("principal");
-            let id = principal
-                .and_then(|p| p.get("id"))
-                .or_else(|| a.get("principalId"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let odata_type =
-                principal.and_then(|p| p.get("@odata.type")).and_then(Value::as_str).unwrap_or("");
-            let principal_type = odata_type.trim_start_matches("#microsoft.graph.").to_owned();
-            let mut member = RoleMember {
-                id: id.clone(),
-                principal_type: if principal_type.is_empty() { "unknown".to_owned() } else { principal_type },
-                display_name: principal
-                    .and_then(|p| p.get("displayName"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                user_principal_name: principal
-                    .and_then(|p| p.get("userPrincipalName"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                on_premises_sync_enabled: principal
-                    .and_then(|p| p.get("onPremisesSyncEnabled"))
-                    .and_then(Value::as_bool),
-            };
-            // `$expand=principal` returns a user's default properties only, which do not include
-            // onPremisesSyncEnabled: look the users up.
-            if member.principal_type == "user"
-                && member.on_premises_sync_enabled.is_none()
-                && i < MAX_MEMBER_LOOKUPS
-            {
-                let url = self.url(
-                    &format!("v1.0/users/{id}"),
-                    &[("$select", "id,displayName,userPrincipalName,onPremisesSyncEnabled")],
-                );
-                let user = self.get_json(token, url).await.map_err(|f| (Some(format!("users:{id}")), f))?;
-                member.on_premises_sync_enabled = user.get("onPremisesSyncEnabled").and_then(Value::as_bool);
-                if member.user_principal_name.is_none() {
-                    member.user_principal_name =
-                        user.get("userPrincipalName").and_then(Value::as_str).map(str::to_owned);
+        let assignments = self.get_collection(token, url).await?;
+        Ok(assignments
+            .iter()
+            .map(|a| {
+                let principal = a.get("principal");
+                let text = |name: &str| principal.and_then(|p| p.get(name)).and_then(Value::as_str);
+                let id =
+                    text("id").or_else(|| a.get("principalId").and_then(Value::as_str)).unwrap_or_default();
+                let principal_type =
+                    text("@odata.type").unwrap_or("").trim_start_matches("#microsoft.graph.");
+                RoleMember {
+                    id: id.to_owned(),
+                    principal_type: if principal_type.is_empty() { "unknown" } else { principal_type }
+                        .to_owned(),
+                    display_name: text("displayName").map(str::to_owned),
+                    user_principal_name: text("userPrincipalName").map(str::to_owned),
+                    on_premises_sync_enabled: principal
+                        .and_then(|p| p.get("onPremisesSyncEnabled"))
+                        .and_then(Value::as_bool),
+                }
+            })
+            .collect())
+    }
+
+    /// `$expand=principal` returns a user's default properties only, which do not include
+    /// onPremisesSyncEnabled: the users are looked up, in `$batch`es. A failure names the lookup.
+    async fn look_up_members(
+        &self,
+        token: &str,
+        roles: &mut [AdminRoleMembers],
+    ) -> Result<(), (String, CallFailure)> {
+        let mut ids: Vec<String> = Vec::new();
+        for role in roles.iter() {
+            let users = role
+                .members
+                .iter()
+                .filter(|m| m.principal_type == "user" && m.on_premises_sync_enabled.is_none());
+            for m in users.take(MAX_MEMBER_LOOKUPS) {
+                if !m.id.is_empty() && !ids.contains(&m.id) {
+                    ids.push(m.id.clone());
                 }
             }
-            members.push(member);
         }
-        Ok(members)
+        let paths: Vec<String> = ids
+            .iter()
+            .map(|id| format!("users/{id}?$select=id,displayName,userPrincipalName,onPremisesSyncEnabled"))
+            .collect();
+        let answers = self.get_many(token, &paths).await;
+        let mut users = HashMap::new();
+        for (id, answer) in ids.into_iter().zip(answers) {
+            let user = answer.map_err(|f| (format!("users:{id}"), f))?;
+            users.insert(id, user);
+        }
+        for member in roles.iter_mut().flat_map(|r| r.members.iter_mut()) {
+            let Some(user) = users.get(&member.id) else { continue };
+            member.on_premises_sync_enabled = user.get("onPremisesSyncEnabled").and_then(Value::as_bool);
+            if member.user_principal_name.is_none() {
+                member.user_principal_name =
+                    user.get("userPrincipalName").and_then(Value::as_str).map(str::to_owned);
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL of `path` under `v1.0/` with its query as written.
+    fn url_of(&self, path: &str) -> Option<Url> {
+        let base = self.app.graph_base_url.as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}/v1.0/{path}")).ok()
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
@@ -479,12 +504,119 @@ impl GraphReader {
 
     /// One GET, retried after 429/503 as the server says.
     async fn get_json(&self, token: &str, url: Url) -> Result<Value, CallFailure> {
+        self.call_json(token, url, None).await
+    }
+
+    /// GETs `paths` (under `v1.0/`, with their query) through `$batch`, at most
+    /// [`MAX_BATCH`] to a batch: one round trip instead of one per path. Answers come in the
+    /// order of `paths`. Requests of a batch that Graph throttled are asked again after the
+    /// longest `Retry-After` among them (for the whole app when its scope is `Application`).
+    async fn get_many(&self, token: &str, paths: &[String]) -> Vec<Result<Value, CallFailure>> {
+        let mut answers: Vec<Option<Result<Value, CallFailure>>> = vec![None; paths.len()];
+        let batch_url = self.url("v1.0/$batch", &[]);
+        for start in (0..paths.len()).step_by(MAX_BATCH) {
+            let mut pending: Vec<usize> = (start..(start + MAX_BATCH).min(paths.len())).collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let requests: Vec<Value> = pending
+                    .iter()
+                    .map(|i| serde_json::json!({"id": i.to_string(), "method": "GET", "url": format!("/{}", paths[*i])}))
+                    .collect();
+                let body = serde_json::json!({ "requests": requests });
+                let batch = match self.call_json(token, batch_url.clone(), Some(&body)).await {
+                    Ok(batch) => batch,
+                    // A Graph endpoint without `$batch` (a proxy or stand-in in front of it):
+                    // one request each.
+                    Err(f) if matches!(f.status, Some(400 | 404 | 405 | 501)) && attempt == 0 => {
+                        for i in pending {
+                            let url = self.url_of(&paths[i]);
+                            answers[i] = Some(match url {
+                                Some(url) => self.get_json(token, url).await,
+                                None => Err(CallFailure::local(format!("unusable path {}", paths[i]))),
+                            });
+                        }
+                        break;
+                    }
+                    Err(f) => {
+                        for i in pending {
+                            answers[i] = Some(Err(f.clone()));
+                        }
+                        break;
+                    }
+                };
+                let mut again = Vec::new();
+                let mut wait = Duration::ZERO;
+                let mut app_wide_throttle = false;
+                for r in batch.get("responses").and_then(Value::as_array).into_iter().flatten() {
+                    let Some(i) = r.get("id").and_then(Value::as_str).and_then(|id| id.parse::<usize>().ok())
+                    else {
+                        continue;
+                    };
+                    if !pending.contains(&i) {
+                        continue;
+                    }
+                    let status = r.get("status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
+                    let status =
+                        status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
+                    let header = |name: &str| {
+                        r.get("headers")
+                            .and_then(Value::as_object)
+                            .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+                            .and_then(|(_, v)| v.as_str())
+                    };
+                    if is_throttled(status) && attempt < MAX_THROTTLE_RETRIES {
+                        again.push(i);
+                        let this = header("Retry-After")
+                            .and_then(|v| parse_retry_after(v, Utc::now()))
+                            .unwrap_or_else(|| Duration::from_secs(2u64.pow(attempt + 1)));
+                        wait = wait.max(this.min(MAX_THROTTLE_WAIT));
+                        app_wide_throttle |= header("x-ms-throttle-scope")
+                            .and_then(|v| v.split('/').next())
+                            .is_some_and(|scope| scope.eq_ignore_ascii_case("Application"));
+                        continue;
+                    }
+                    let body = r.get("body").cloned().unwrap_or(Value::Null);
+                    answers[i] =
+                        Some(if status.is_success() { Ok(body) } else { Err(failure_of(status, &body)) });
+                }
+                for i in &pending {
+                    if answers[*i].is_none() && !again.contains(i) {
+                        answers[*i] =
+                            Some(Err(CallFailure::local("no answer in the $batch response".to_owned())));
+                    }
+                }
+                if again.is_empty() {
+                    break;
+                }
+                attempt += 1;
+                if app_wide_throttle {
+                    tracing::info!(wait = ?wait, "Graph throttled the app across tenants in a $batch: every read waits");
+                    self.pause_app(wait);
+                } else {
+                    tracing::info!(wait = ?wait, requests = again.len(), "Graph asked us to wait (in a $batch)");
+                    tokio::time::sleep(wait).await;
+                }
+                pending = again;
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| Err(CallFailure::local("no answer in the $batch response".to_owned())))
+            })
+            .collect()
+    }
+
+    /// One GET (or, with `body`, a POST of JSON), retried after 429/503 as the server says.
+    async fn call_json(&self, token: &str, url: Url, body: Option<&Value>) -> Result<Value, CallFailure> {
         let mut attempt = 0;
         loop {
             self.wait_for_app().await;
-            let response = self
-                .client
-                .get(url.clone())
+            let request = match body {
+                Some(body) => self.client.post(url.clone()).json(body),
+                None => self.client.get(url.clone()),
+            };
+            let response = request
                 .bearer_auth(token)
                 .header("Accept", "application/json")
                 .timeout(self.app.timeout)
@@ -509,17 +641,22 @@ impl GraphReader {
             if status.is_success() {
                 return Ok(body);
             }
-            let error = body.get("error");
-            return Err(CallFailure {
-                status: Some(status.as_u16()),
-                code: error.and_then(|e| e.get("code")).and_then(Value::as_str).map(str::to_owned),
-                message: error
-                    .and_then(|e| e.get("message"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
-            });
+            return Err(failure_of(status, &body));
         }
+    }
+}
+
+/// Graph's error answer (`{"error": {"code", "message"}}`), named.
+fn failure_of(status: StatusCode, body: &Value) -> CallFailure {
+    let error = body.get("error");
+    CallFailure {
+        status: Some(status.as_u16()),
+        code: error.and_then(|e| e.get("code")).and_then(Value::as_str).map(str::to_owned),
+        message: error
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
     }
 }
 

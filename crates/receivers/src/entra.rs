@@ -174,6 +174,7 @@ impl Api for EntraState {
 
     fn configure(cfg: &mut web::ServiceConfig) {
         cfg.route("/{tenant}/oauth2/v2.0/token", web::post().to(token))
+            .route("/graph/v1.0/$batch", web::post().to(batch))
             .route("/graph/v1.0/{tail:.*}", web::get().to(graph));
     }
 }
@@ -374,29 +375,87 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
         Observed::Answer(response) => return response,
         Observed::Handle { lose_answer } => lose_answer,
     };
-    let Some(token) = bearer(&req) else {
-        return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.");
-    };
-    let tenant = match state.tokens.lock().unwrap().get(&token) {
-        Some((tenant, expiry)) if *expiry > Instant::now() => tenant.clone(),
-        Some(_) => {
-            return graph_error(
-                401,
-                "InvalidAuthenticationToken",
-                "Lifetime validation failed, the token is expired.",
-            );
-        }
-        None => {
-            return graph_error(
-                401,
-                "InvalidAuthenticationToken",
-                "Access token validation failure. Invalid audience.",
-            );
-        }
+    let tenant = match token_tenant(&req, &state) {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused,
     };
     let path = format!("/{}", req.match_info().get("tail").unwrap_or_default());
-    let query = pairs(req.query_string());
+    let answer = serve(&state, &tenant, &path, req.query_string(), &origin(&req));
+    Common::answer(lose_answer, answer)
+}
+
+/// The tenant whose token `req` bears, or Graph's 401.
+#[allow(clippy::result_large_err)]
+fn token_tenant(req: &HttpRequest, state: &EntraState) -> Result<String, HttpResponse> {
+    let Some(token) = bearer(req) else {
+        return Err(graph_error(401, "InvalidAuthenticationToken", "Access token is empty."));
+    };
+    match state.tokens.lock().unwrap().get(&token) {
+        Some((tenant, expiry)) if *expiry > Instant::now() => Ok(tenant.clone()),
+        Some(_) => Err(graph_error(
+            401,
+            "InvalidAuthenticationToken",
+            "Lifetime validation failed, the token is expired.",
+        )),
+        None => Err(graph_error(
+            401,
+            "InvalidAuthenticationToken",
+            "Access token validation failure. Invalid audience.",
+        )),
+    }
+}
+
+/// Most requests in one `$batch`, as Graph allows.
+const MAX_BATCH: usize = 20;
+
+/// `POST /v1.0/$batch`: each request answered as its own GET would be (each counts against the
+/// throttles), with its status, the headers that matter and its body.
+async fn batch(req: HttpRequest, body: web::Bytes, state: web::Data<EntraState>) -> HttpResponse {
+    let lose_answer = match state.common().observe(&req, &body).await {
+        Observed::Answer(response) => return response,
+        Observed::Handle { lose_answer } => lose_answer,
+    };
+    let tenant = match token_tenant(&req, &state) {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused,
+    };
+    let requests: Vec<Value> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b.get("requests").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    if requests.is_empty() || requests.len() > MAX_BATCH {
+        return graph_error(400, "BadRequest", "Invalid batch payload format.");
+    }
     let origin = origin(&req);
+    let mut responses = Vec::new();
+    for r in requests {
+        let id = r.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let url = r.get("url").and_then(Value::as_str).unwrap_or_default();
+        if r.get("method").and_then(Value::as_str) != Some("GET") {
+            responses.push(json!({"id": id, "status": 405, "body": {"error": {"code": "BadRequest", "message": "GET only here."}}}));
+            continue;
+        }
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let answer = serve(&state, &tenant, path, query, &origin);
+        let status = answer.status().as_u16();
+        let headers: serde_json::Map<String, Value> = answer
+            .headers()
+            .iter()
+            .filter(|(name, _)| *name == "retry-after" || name.as_str().starts_with("x-ms-throttle"))
+            .map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap_or_default())))
+            .collect();
+        let bytes = actix_web::body::to_bytes(answer.into_body()).await.unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        responses.push(json!({"id": id, "status": status, "headers": headers, "body": body}));
+    }
+    Common::answer(lose_answer, HttpResponse::Ok().json(json!({ "responses": responses })))
+}
+
+/// One Graph GET of `tenant` (`path` under `/v1.0`).
+fn serve(state: &EntraState, tenant: &str, path: &str, query_string: &str, origin: &str) -> HttpResponse {
+    let query = pairs(query_string);
+    let tenant = tenant.to_owned();
+    let path = path.to_owned();
     let client_id = state.app.lock().unwrap().client_id.clone();
     {
         let mut app_throttle = state.app_throttle_next.lock().unwrap();
@@ -472,5 +531,5 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
         }
         _ => return graph_error(404, "Request_ResourceNotFound", "Resource not found for the segment."),
     };
-    Common::answer(lose_answer, HttpResponse::Ok().json(answer))
+    HttpResponse::Ok().json(answer)
 }

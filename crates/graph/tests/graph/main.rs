@@ -52,7 +52,8 @@ struct Setup {
 
 async fn stand_in() -> Setup {
     let (cert_pem, key_pem) = certificate();
-    let entra = Receiver::spawn(EntraState::new(EntraApp {
+    // Over HTTPS, as the real ones: the stand-in's certificate chains to a CA made for it.
+    let entra = Receiver::spawn_https(EntraState::new(EntraApp {
         client_id: CLIENT_ID.into(),
         client_secret: Some("app-secret".into()),
         certificate: Some(registered(&cert_pem)),
@@ -81,8 +82,14 @@ fn cert_credential(s: &Setup, algorithm: AssertionAlgorithm) -> ClientCredential
     ))
 }
 
+/// A client that trusts the stand-in's CA only.
+fn https_client(entra: &Receiver<EntraState>) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(entra.ca_pem().expect("an HTTPS stand-in").as_bytes()).unwrap();
+    reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+}
+
 fn reader(s: &Setup, credential: ClientCredential) -> GraphReader {
-    GraphReader::new(app(&s.entra, credential), reqwest::Client::new())
+    GraphReader::new(app(&s.entra, credential), https_client(&s.entra))
 }
 
 #[tokio::test]
@@ -268,7 +275,7 @@ async fn revoked_consent_and_a_foreign_certificate_fail_the_read_with_entra_s_re
         )
         .unwrap(),
     ));
-    let r = GraphReader::new(app(&s.entra, foreign), reqwest::Client::new()).read(FABRIKAM, None).await;
+    let r = GraphReader::new(app(&s.entra, foreign), https_client(&s.entra)).read(FABRIKAM, None).await;
     let failure = r.failure.as_deref().unwrap();
     assert!(failure.contains("invalid_client") && failure.contains("AADSTS700027"), "{failure}");
 }
@@ -309,11 +316,11 @@ async fn the_report_says_when_the_app_s_credential_expires() {
     assert_eq!(r.app_credential_expires_at, Some(not_after));
 
     let mut with_secret = app(&s.entra, ClientCredential::Secret(Secret::new("app-secret")));
-    let r = GraphReader::new(with_secret.clone(), reqwest::Client::new()).read(CONTOSO, None).await;
+    let r = GraphReader::new(with_secret.clone(), https_client(&s.entra)).read(CONTOSO, None).await;
     assert_eq!(r.app_credential_expires_at, None, "a secret does not say");
     let expiry = Utc::now() + chrono::Duration::days(12);
     with_secret.secret_expires_at = Some(expiry);
-    let r = GraphReader::new(with_secret, reqwest::Client::new()).read(CONTOSO, None).await;
+    let r = GraphReader::new(with_secret, https_client(&s.entra)).read(CONTOSO, None).await;
     assert_eq!(r.app_credential_expires_at, Some(expiry));
 }
 
@@ -400,4 +407,43 @@ async fn a_tenant_s_throttle_holds_only_that_tenant_and_an_app_wide_one_pauses_e
     let c = contoso.await.unwrap();
     assert!(c.errors.is_empty() && c.failure.is_none(), "{c:#?}");
     assert!(reader.app_paused_until().is_none());
+}
+
+#[tokio::test]
+async fn lookups_go_in_batches_of_twenty_over_https() {
+    let s = stand_in().await;
+    assert!(s.entra.url().starts_with("https://127.0.0.1:"), "{}", s.entra.url());
+    // 25 Global Administrators, every other one synced.
+    s.entra.state.update_tenant(CONTOSO, |t| {
+        let mut assignments = Vec::new();
+        for i in 0..25 {
+            let id = format!("u-{i}");
+            let upn = format!("admin{i}@contoso.com");
+            assignments.push(serde_json::json!({"id": format!("a{i}"), "principalId": id, "roleDefinitionId": GLOBAL_ADMIN,
+                "principal": {"@odata.type": "#microsoft.graph.user", "id": id, "userPrincipalName": upn}}));
+            t.users.insert(id.clone(), serde_json::json!({"id": id, "userPrincipalName": upn, "onPremisesSyncEnabled": (i % 2 == 0).then_some(true)}));
+        }
+        t.role_assignments.insert(GLOBAL_ADMIN.to_owned(), assignments);
+    });
+    let r = reader(&s, ClientCredential::Secret(Secret::new("app-secret"))).read(CONTOSO, None).await;
+    assert!(r.errors.is_empty() && r.failure.is_none(), "{r:#?}");
+    let ga = r.admin_roles.as_ref().unwrap().iter().find(|a| a.role_template_id == GLOBAL_ADMIN).unwrap();
+    assert_eq!((ga.members.len(), ga.synced_count()), (25, 13));
+    assert_eq!(r.admin_domains.as_ref().unwrap().len(), 1);
+
+    let requests = s.entra.requests();
+    let batches: Vec<_> =
+        requests.iter().filter(|r| r.method == "POST" && r.path == "/graph/v1.0/$batch").collect();
+    assert_eq!(batches.len(), 3, "25 users in two batches, one domain in a third");
+    let sizes: Vec<usize> = batches
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<serde_json::Value>(&b.body).unwrap()["requests"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, vec![20, 5, 1]);
+    assert!(!requests.iter().any(|r| r.path.starts_with("/graph/v1.0/users/")), "no lookup one by one");
 }
