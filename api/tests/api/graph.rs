@@ -479,3 +479,128 @@ async fn one_throttled_tenant_does_not_delay_the_others() {
     }
     app.shutdown().await;
 }
+
+/// Two workers' readers on one PostgreSQL database and 100 connected tenants: the leases in the
+/// database give each tenant to one of them, so each is read exactly once in its period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set WBD_TEST_DATABASE_URL and run with -- --include-ignored"]
+async fn on_postgresql_two_workers_read_each_of_100_tenants_once_a_period() {
+    use sqlx::Connection as _;
+    use wbd_receivers::Receiver;
+    use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+
+    const TENANTS: usize = 100;
+    let admin_url = std::env::var("WBD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .expect("WBD_TEST_DATABASE_URL is not set: this test needs PostgreSQL");
+    let db_name = format!("wbd_test_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("WBD_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await.unwrap();
+    let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').expect("a database in the URL").0);
+
+    let entra = Receiver::spawn(EntraState::new(EntraApp {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("app-secret".into()),
+        certificate: None,
+    }))
+    .await;
+    let stand_in = entra.url();
+    // The API only (it migrates the database and onboards); no reader in it.
+    let app = spawn_app_with(|s| {
+        s.database.url = db_url.clone();
+        s.worker.embedded = Some(false);
+        s.delivery.enabled = false;
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        s.graph.reader_enabled = false;
+    })
+    .await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let mut entra_ids = Vec::new();
+    for i in 0..TENANTS {
+        let tenant = app.create_tenant(&org, &format!("Tenant {i:03}")).await;
+        let entra_id = Uuid::new_v4().to_string();
+        entra.state.add_tenant(&entra_id, EntraTenant::healthy(&entra_id, &format!("t{i}.example.com")));
+        let scope = wbd_store::TenantScope {
+            org_id: wbd_store::OrgId(org.id),
+            tenant_id: wbd_store::TenantId(tenant),
+        };
+        let nonce = Uuid::new_v4();
+        let now = chrono::Utc::now();
+        app.store
+            .create_graph_consent_request(
+                scope,
+                nonce,
+                "api_key:test",
+                now + chrono::Duration::minutes(10),
+                now,
+            )
+            .await
+            .unwrap();
+        let outcome = app.store.complete_graph_consent(scope, nonce, Some(&entra_id), now).await.unwrap();
+        assert!(matches!(outcome, wbd_store::GraphConsentOutcome::Connected(_)), "{outcome:?}");
+        entra_ids.push((scope, entra_id));
+    }
+
+    // Two workers: each its own connection pool, reader (token cache, app pause) and slots.
+    let mut settings = wbd_platform::Settings::defaults();
+    settings.graph.client_id = CLIENT_ID.into();
+    settings.graph.client_secret = "app-secret".into();
+    settings.graph.authority = stand_in.clone();
+    settings.graph.graph_base_url = format!("{stand_in}/graph");
+    settings.graph.read_interval_secs = 3600;
+    settings.graph.reader_poll_secs = 1;
+    settings.graph.reader_concurrency = 8;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let store = wbd_store::connect(&db_url, 4).await.unwrap();
+        wbd_platform::graph_reader::spawn(store, &settings, cancel.clone(), &mut workers).unwrap();
+    }
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let mut read = 0;
+        for (scope, _) in &entra_ids {
+            let c = app.store.get_graph_connection(*scope).await.unwrap().unwrap();
+            read += usize::from(c.last_read_at.is_some());
+        }
+        if read == TENANTS {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {read} of {TENANTS} tenants were read");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // A few more polls of both workers: nothing is due again within the period.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    cancel.cancel();
+    while workers.join_next().await.is_some() {}
+
+    // Which tenant each `organization` read was for (the stand-in's tokens name their tenant).
+    let mut reads: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for r in entra.requests().iter().filter(|r| r.method == "GET" && r.path == "/graph/v1.0/organization") {
+        let token = r.header("authorization").unwrap_or_default();
+        let tenant = token.split('.').nth(1).unwrap_or_default().to_owned();
+        *reads.entry(tenant).or_default() += 1;
+    }
+    for (scope, entra_id) in &entra_ids {
+        assert_eq!(reads.get(entra_id), Some(&1), "tenant {entra_id} read {:?} times", reads.get(entra_id));
+        let c = app.store.get_graph_connection(*scope).await.unwrap().unwrap();
+        assert!(c.last_error.is_none(), "{c:?}");
+        assert!(
+            c.next_read_at > chrono::Utc::now() + chrono::Duration::minutes(50),
+            "due again within the period"
+        );
+    }
+    assert_eq!(reads.len(), TENANTS);
+
+    app.shutdown().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}

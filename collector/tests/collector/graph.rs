@@ -310,7 +310,10 @@ async fn the_tenant_facts_are_read_across_pages_and_through_a_429() {
     // A second run reuses the token.
     let again = probe(&prober).await;
     assert!(again.errors.is_empty());
-    assert_eq!(stand_in.seen().iter().filter(|s| s.method == "POST" && s.path.contains("/oauth2/")).count(), 1);
+    assert_eq!(
+        stand_in.seen().iter().filter(|s| s.method == "POST" && s.path.contains("/oauth2/")).count(),
+        1
+    );
 }
 
 #[tokio::test]
