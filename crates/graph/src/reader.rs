@@ -850,7 +850,7 @@ fn parse_registration(upn: &str, row: Option<&Value>) -> UserRegistration {
 }
 
 /// Longest wait a `Retry-After` may ask for.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// `Retry-After` as seconds or an HTTP date, capped at an hour.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
@@ -864,8 +864,9 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some(delay.min(MAX_RETRY_AFTER))
 }
 
-/// An error with its causes, each once.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// An error with all its causes, `a: b: c`, each once; reqwest's top-level message alone
+/// ("error sending request") does not say what went wrong.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
