@@ -77,7 +77,8 @@ pub fn spawn(
 }
 
 /// Bounded concurrency across tenants: `concurrency` reads at once, each holding one slot until
-/// it ends; every poll claims only as many tenants as there are free slots. A tenant that Graph
+/// it ends; every poll, and every read that ends, claims only as many tenants as there are free
+/// slots. A tenant that Graph
 /// throttles (its read waiting out `Retry-After`) thus holds one slot while the others go on.
 /// While Graph throttles the whole app, nothing new is claimed (and reads in flight wait, in
 /// `wbd-graph`).
@@ -93,8 +94,9 @@ async fn run(store: Arc<dyn Store>, reader: GraphReader, schedule: Schedule, can
                 return;
             }
             _ = tick.tick() => {}
-            // A read ended: its slot is free for the next due tenant.
-            Some(_) = reads.join_next(), if !reads.is_empty() => continue,
+            // A read ended: its slot goes to the next due tenant now, not at the next tick (else
+            // a worker could read at most `concurrency` tenants per poll interval).
+            Some(_) = reads.join_next(), if !reads.is_empty() => {}
         }
         if reader.app_paused_until().is_some() {
             continue;
