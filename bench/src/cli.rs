@@ -40,6 +40,10 @@ pub struct Args {
     /// on SQLite and PostgreSQL.
     #[arg(long)]
     pub retention: bool,
+    /// Phase: the central Graph reader against the identity-platform and Graph stand-in:
+    /// tenants read per minute and the CPU it costs.
+    #[arg(long)]
+    pub graph: bool,
 
     /// Smoke run: about 10 s per load window, shorter floor and idle windows.
     #[arg(long)]
@@ -164,6 +168,7 @@ pub struct Phases {
     pub collector: bool,
     pub delivery: bool,
     pub retention: bool,
+    pub graph: bool,
 }
 
 impl Args {
@@ -174,7 +179,8 @@ impl Args {
             || self.rules
             || self.collector
             || self.delivery
-            || self.retention);
+            || self.retention
+            || self.graph);
         let all = self.all || none;
         Phases {
             floor: all || self.floor,
@@ -184,6 +190,7 @@ impl Args {
             collector: all || self.collector,
             delivery: all || self.delivery,
             retention: all || self.retention,
+            graph: all || self.graph,
         }
     }
 
@@ -241,6 +248,7 @@ mod tests {
             collector: true,
             delivery: true,
             retention: true,
+            graph: true,
         };
         assert_eq!(parse(&[]).phases(), all);
         assert_eq!(parse(&["--all", "--quick"]).phases(), all);
