@@ -47,6 +47,10 @@ pub struct Args {
     /// Overview pages asked for in the console phase [default: 200, or 50 with --quick].
     #[arg(long)]
     pub console_requests: Option<usize>,
+    /// Phase: the central Graph reader against the identity-platform and Graph stand-in:
+    /// tenants read per minute and the CPU it costs.
+    #[arg(long)]
+    pub graph: bool,
 
     /// Smoke run: about 10 s per load window, shorter floor and idle windows.
     #[arg(long)]
@@ -172,6 +176,7 @@ pub struct Phases {
     pub delivery: bool,
     pub retention: bool,
     pub console: bool,
+    pub graph: bool,
 }
 
 impl Args {
@@ -183,7 +188,8 @@ impl Args {
             || self.collector
             || self.delivery
             || self.retention
-            || self.console);
+            || self.console
+            || self.graph);
         let all = self.all || none;
         Phases {
             floor: all || self.floor,
@@ -194,6 +200,7 @@ impl Args {
             delivery: all || self.delivery,
             retention: all || self.retention,
             console: all || self.console,
+            graph: all || self.graph,
         }
     }
 
@@ -256,6 +263,7 @@ mod tests {
             delivery: true,
             retention: true,
             console: true,
+            graph: true,
         };
         assert_eq!(parse(&[]).phases(), all);
         assert_eq!(parse(&["--all", "--quick"]).phases(), all);

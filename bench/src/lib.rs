@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod deploy;
 pub mod floor;
 pub mod footprint;
+pub mod graph;
 pub mod machine;
 pub mod pipeline;
 pub mod report;

@@ -14,9 +14,9 @@ use crate::footprint;
 use crate::machine::{MachineInfo, loadavg};
 use crate::pipeline::{self, LatencyRun, ThroughputRun};
 use crate::report::{Bound, GitState, NamedCpuUse, PhaseReport, Report, RunConditions, Target};
-use crate::retention;
 use crate::rules;
 use crate::sim::{Admin, http_client};
+use crate::{graph, retention};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -130,6 +130,10 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<Report> {
             console_phase(&args, &bins, Backend::Postgres { admin_url: &args.database_url }, extra.clone())
                 .await,
         );
+    }
+    if phases.graph {
+        eprintln!("[wbd-bench] graph: the central Graph reader against the stand-in");
+        reports.push(graph_phase(&args, ticks).await);
     }
 
     let window = args.window();
@@ -1090,6 +1094,36 @@ fn at_rate_figures(phase: &mut PhaseReport, r: &delivery::AtRate, key: &str, lab
             r.before_commit_returned
         ));
     }
+}
+
+async fn graph_phase(args: &Args, ticks: u64) -> PhaseReport {
+    let mut phase = PhaseReport::new("graph", "Central Graph reader: tenants read per minute (stand-in)");
+    let load =
+        graph::ReadLoad { tenants: if args.quick { 100 } else { 500 }, concurrency: 16, throttle_every: 50 };
+    phase.condition(format!(
+        "{} connected tenants, each due at once, read by one worker's reader (graph.reader_concurrency {}, poll 1 s) on the embedded store (SQLite), against the in-process identity-platform and Graph stand-in over loopback HTTP; every {}th tenant answers one 429 with Retry-After: 1 (the stand-in enforces no request-rate limit of its own: Graph's documented limits are not modelled yet)",
+        load.tenants, load.concurrency, load.throttle_every
+    ));
+    match graph::measure(load, ticks).await {
+        Ok(m) => {
+            phase.figure("tenants_per_min", "Tenants read", m.tenants_per_min, "tenants/min");
+            phase.figure(
+                "graph_requests_per_tenant",
+                "Graph requests per tenant read",
+                m.requests_per_tenant,
+                "requests",
+            );
+            phase.figure(
+                "cpu_ms_per_tenant",
+                "CPU per tenant read (reader, store, stand-in: one process)",
+                m.cpu_ms_per_tenant,
+                "ms",
+            );
+            phase.note(format!("all {} tenants read in {:.1} s", load.tenants, m.wall.as_secs_f64()));
+        }
+        Err(e) => phase.error = Some(format!("{e:#}")),
+    }
+    phase
 }
 
 async fn rules_phase(args: &Args) -> PhaseReport {

@@ -108,21 +108,8 @@ pub fn describe_error_response(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
-/// An error with all its causes, `a: b: c`; reqwest's top-level message alone ("error sending
-/// request") does not say what went wrong.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+/// An error with all its causes, `a: b: c` (one implementation, shared with the Graph reader).
+pub use wbd_graph::error_chain;
 
 #[cfg(test)]
 mod tests {

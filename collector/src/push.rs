@@ -37,7 +37,8 @@ use crate::spool::{SealedBatch, SharedSpool, SpoolError};
 /// Lifetime of a push token; well under the server's limit, long enough for clock skew.
 pub const TOKEN_TTL_SECS: i64 = 120;
 /// Longest wait a `Retry-After` header can impose, so a bogus value cannot stall the spool.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+#[cfg(test)]
+use wbd_graph::MAX_RETRY_AFTER;
 
 /// Parameters of the retry backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,17 +237,9 @@ fn accepted_commands(body: &[u8]) -> Vec<CollectorCommand> {
     }
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date, capped at one hour.
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    let delay = if let Ok(secs) = value.parse::<u64>() {
-        Duration::from_secs(secs)
-    } else {
-        let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
-        (at - now).to_std().unwrap_or(Duration::ZERO)
-    };
-    Some(delay.min(MAX_RETRY_AFTER))
-}
+/// `Retry-After` as delay-seconds or an HTTP date, capped at one hour (one implementation,
+/// shared with the Graph reader).
+pub use wbd_graph::parse_retry_after;
 
 /// `00-<trace id>-<span id>-01`: the trace id is the batch id (random, and stable across
 /// retries of the same batch), the span id is new for every request.

@@ -886,6 +886,10 @@ mod tests {
                     admin_roles: None,
                     errors: vec![],
                     failure: Some("the token endpoint refused the app".into()),
+                    access_refused: None,
+                    app_credential_expires_at: None,
+                    admin_registrations: None,
+                    admin_domains: None,
                 }),
             ),
         ];

@@ -10,7 +10,7 @@
 //! organisation's tenant answers 404 everywhere; a forged, replayed or expired state, a declined
 //! consent, or a consent from a directory other than the tenant's changes nothing.
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, delete, get, post, put, web};
 use chrono::{DateTime, SubsecRound as _, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -20,7 +20,7 @@ use wbd_store::{GraphConnection, GraphConnectionState, GraphConsentOutcome, Tena
 use crate::auth::Principal;
 use crate::consent_state::CONSENT_STATE_TTL;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::responses::{Forbidden, GraphNotConfigured, NotFound, Unauthenticated};
+use crate::responses::{BadRequest, Forbidden, GraphNotConfigured, NotFound, Unauthenticated, Unprocessable};
 use crate::state::AppState;
 
 /// The state of a tenant's connection to Microsoft Graph.
@@ -63,6 +63,10 @@ pub struct GraphConnectionView {
     pub last_read_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub next_read_at: Option<DateTime<Utc>>,
+    /// The tenant's test user (UPN), whose self-service password reset registration the reader
+    /// reads (`PUT /v1/tenants/{id}/graph/test-user`); without one, the test-user rules stay
+    /// undecided.
+    pub test_user: Option<String>,
 }
 
 impl GraphConnectionView {
@@ -96,6 +100,7 @@ impl GraphConnectionView {
             last_read_at: c.and_then(|c| c.last_read_at),
             last_error: c.and_then(|c| c.last_error.clone()),
             next_read_at: c.map(|c| c.next_read_at),
+            test_user: c.and_then(|c| c.test_user.clone()),
         }
     }
 }
@@ -311,4 +316,58 @@ pub async fn disconnect_tenant(state: &AppState, who: &Principal, id: Uuid) -> A
     }
     tracing::info!(tenant_id = %scope.tenant_id, "tenant disconnected from Graph");
     Ok(())
+}
+
+/// The tenant's test user for the central reader.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GraphTestUserBody {
+    /// The user's UPN (`sspr.test@contoso.com`); `null` clears it.
+    pub user_principal_name: Option<String>,
+}
+
+/// The longest UPN Entra accepts (113 characters before the `@`, 256 in all).
+const MAX_UPN_LEN: usize = 256;
+
+/// Set the tenant's test user (org admins): the reader reads that user's self-service password
+/// reset registration, as a collector's Graph probe reads `probes.graph.test_user`, and reads the
+/// tenant again at once. Recorded in the audit log.
+#[utoipa::path(tag = "graph", operation_id = "set_graph_test_user", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body = GraphTestUserBody, responses(
+    (status = 200, body = GraphConnectionView),
+    BadRequest, Unauthenticated, Forbidden, Unprocessable,
+    (status = 404, description = "`not_found` (no such tenant) or `graph_not_connected`", body = Problem, content_type = "application/problem+json"),
+))]
+#[put("/v1/tenants/{id}/graph/test-user")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, tenant_id = %id))]
+pub async fn set_test_user(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    body: web::Json<GraphTestUserBody>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let (scope, _) = own_tenant(&state, &who, id.into_inner()).await?;
+    let upn = body.into_inner().user_principal_name.map(|u| u.trim().to_owned());
+    if let Some(upn) = &upn {
+        let valid = upn.len() <= MAX_UPN_LEN
+            && upn.split('@').count() == 2
+            && upn.split('@').all(|part| !part.is_empty())
+            && !upn.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !valid {
+            return Err(ApiError::new(
+                ErrorCode::Validation,
+                "user_principal_name must be a user principal name such as sspr.test@contoso.com",
+            ));
+        }
+    }
+    let now = Utc::now();
+    let Some(connection) = state.store.set_graph_test_user(scope, upn.as_deref(), &who.actor(), now).await?
+    else {
+        return Err(ApiError::new(
+            ErrorCode::GraphNotConnected,
+            "the tenant is not connected to Microsoft Graph",
+        ));
+    };
+    Ok(HttpResponse::Ok().json(GraphConnectionView::new(&state, Some(connection), None, now)))
 }

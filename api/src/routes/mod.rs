@@ -33,6 +33,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(graph::callback)
         .service(graph::get)
         .service(graph::disconnect)
+        .service(graph::set_test_user)
         .service(collectors::create)
         .service(collectors::enroll)
         .service(collectors::list)

@@ -253,3 +253,354 @@ async fn a_tenant_without_a_collector_gets_findings_from_the_central_reader() {
     }
     app.shutdown().await;
 }
+
+/// Consent revoked in the tenant: the read that finds out stores a report without facts, which
+/// opens exactly one finding ("Writeback Doctor can no longer read this tenant", naming the
+/// source and the fix) and fails no other rule; reading stops; reconnecting resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_consent_is_one_finding_reading_stops_and_reconnecting_resolves_it() {
+    use wbd_receivers::Receiver;
+    use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+
+    assert_eq!(wbd_store::GRAPH_READER_COLLECTOR, wbd_wire::CENTRAL_GRAPH_READER);
+    let entra = Receiver::spawn(EntraState::new(EntraApp {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("app-secret".into()),
+        certificate: None,
+    }))
+    .await;
+    entra.state.add_tenant(ENTRA, EntraTenant::healthy(ENTRA, "contoso.com"));
+    let stand_in = entra.url();
+    let app = spawn_app_with(|s| {
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        s.graph.authority = stand_in.clone();
+        s.graph.graph_base_url = format!("{stand_in}/graph");
+        s.graph.reader_poll_secs = 1;
+    })
+    .await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    let (_, state) = ask_consent(&app, &org.token, tenant).await;
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let wait_for_read = |after: Option<String>| {
+        let app = &app;
+        let token = org.token.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let shown = connection(app, &token, tenant).await;
+                if shown["last_read_at"].is_string()
+                    && shown["last_read_at"].as_str().map(str::to_owned) != after
+                {
+                    return shown;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "no read: {shown:#}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let first = wait_for_read(None).await;
+    assert_eq!(first["state"], "connected", "{first:#}");
+    let scope =
+        wbd_store::TenantScope { org_id: wbd_store::OrgId(org.id), tenant_id: wbd_store::TenantId(tenant) };
+
+    // The tenant's administrator removes the app; the next read finds out.
+    entra.state.revoke_consent(ENTRA);
+    assert!(app.store.request_graph_read(scope, chrono::Utc::now()).await.unwrap());
+    let open_query = format!("tenant_id={tenant}&status=open");
+    let open = app.wait_for_findings(&org.token, &open_query, |f| !f.is_empty()).await;
+    assert_eq!(open.len(), 1, "exactly one finding: {open:#?}");
+    assert_eq!(open[0]["rule_id"], "graph-access");
+    let text = open[0].to_string();
+    assert!(text.contains("AADSTS700016") && text.contains("/graph/consent"), "{text}");
+    assert!(text.contains("Microsoft Graph (central reader)"), "the evidence names the source: {text}");
+    let shown = wait_for_read(first["last_read_at"].as_str().map(str::to_owned)).await;
+    assert_eq!(shown["state"], "consent_revoked", "{shown:#}");
+    assert!(shown["last_error"].as_str().unwrap().contains("AADSTS700016"), "{shown:#}");
+
+    // No false failures: the other Graph rules (all opening on one failure) are undecided,
+    // which the single open finding above shows.
+
+    // Reading has stopped: no more token requests, and "re-test now" does not restart it.
+    let token_requests = entra.state.token_requests(ENTRA);
+    assert_eq!(token_requests, 2, "the first read's token, then the refused one");
+    assert!(!app.store.request_graph_read(scope, chrono::Utc::now()).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(entra.state.token_requests(ENTRA), token_requests);
+    assert_eq!(app.findings(&org.token, &open_query).await.len(), 1);
+
+    // Reconnected through a new consent: read again, and the finding resolves.
+    entra.state.update_tenant(ENTRA, |t| t.consented = true);
+    let (_, state) = ask_consent(&app, &org.token, tenant).await;
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let query = format!("tenant_id={tenant}&rule_id=graph-access");
+    app.wait_for_findings(&org.token, &query, |f| f.len() == 1 && f[0]["status"] == "resolved").await;
+    assert!(app.findings(&org.token, &open_query).await.is_empty());
+    assert_eq!(connection(&app, &org.token, tenant).await["state"], "connected");
+    app.shutdown().await;
+}
+
+/// The tenant's test user, set through the API, is read centrally: the test-user rules decide
+/// without a collector, as they do from a collector's probe; a cloud admin on a federated domain
+/// does not count as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_user_and_the_admins_domains_are_read_centrally() {
+    use wbd_receivers::Receiver;
+    use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+
+    let entra = Receiver::spawn(EntraState::new(EntraApp {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("app-secret".into()),
+        certificate: None,
+    }))
+    .await;
+    let mut contoso = EntraTenant::healthy(ENTRA, "contoso.com");
+    contoso.registrations[0]["isSsprEnabled"] = json!(false);
+    contoso
+        .domains
+        .insert("contoso.com".into(), json!({"id": "contoso.com", "authenticationType": "Federated"}));
+    entra.state.add_tenant(ENTRA, contoso);
+    let stand_in = entra.url();
+    let app = spawn_app_with(|s| {
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        s.graph.authority = stand_in.clone();
+        s.graph.graph_base_url = format!("{stand_in}/graph");
+        s.graph.reader_poll_secs = 1;
+    })
+    .await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    let path = format!("/v1/tenants/{tenant}/graph/test-user");
+    let body = json!({"user_principal_name": "sspr.test@contoso.com"});
+    let res = app.put(&org.token, &path, &body).await;
+    problem(res, StatusCode::NOT_FOUND, "graph_not_connected").await;
+
+    let (_, state) = ask_consent(&app, &org.token, tenant).await;
+    let res = redirect(&app, &[("admin_consent", "True"), ("tenant", ENTRA), ("state", &state)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let technician = app.login_as(&org, "technician").await;
+    problem(app.put(&technician, &path, &body).await, StatusCode::FORBIDDEN, "forbidden").await;
+    for bad in ["no-at-sign", "two@@contoso.com", "sp ace@contoso.com", "@contoso.com"] {
+        let res = app.put(&org.token, &path, &json!({"user_principal_name": bad})).await;
+        problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    }
+    let res = app.put(&org.token, &path, &body).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let shown: Value = res.json().await.unwrap();
+    assert_eq!(shown["test_user"], "sspr.test@contoso.com");
+
+    // No collector: SSPR off for the test user, and only a federated cloud admin, come from
+    // the central reads.
+    for rule in ["sspr-enabled", "cloud-admin-available"] {
+        let query = format!("tenant_id={tenant}&rule_id={rule}");
+        let open =
+            app.wait_for_findings(&org.token, &query, |f| f.iter().any(|f| f["status"] == "open")).await;
+        assert_eq!(open.len(), 1, "{open:#?}");
+    }
+    let query = format!("tenant_id={tenant}&rule_id=cloud-admin-available");
+    let text = app.findings(&org.token, &query).await[0].to_string();
+    assert!(text.contains("federated") && text.contains("admin@contoso.com"), "{text}");
+    app.shutdown().await;
+}
+
+/// Bounded concurrency across tenants: a tenant Graph throttles holds one of the reader's slots
+/// while it waits out `Retry-After`; the other tenants are read meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_throttled_tenant_does_not_delay_the_others() {
+    use wbd_receivers::Receiver;
+    use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+
+    let entra = Receiver::spawn(EntraState::new(EntraApp {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("app-secret".into()),
+        certificate: None,
+    }))
+    .await;
+    let entra_ids: Vec<String> = (1..=3).map(|i| format!("84b7c5e1-0000-4000-8000-00000000010{i}")).collect();
+    for (i, id) in entra_ids.iter().enumerate() {
+        let mut t = EntraTenant::healthy(id, &format!("t{i}.example.com"));
+        if i == 0 {
+            // Throttled for three requests of 3 s each: about 9 s in one read.
+            t.throttle_next = 3;
+            t.throttle_retry_after = 3;
+        }
+        entra.state.add_tenant(id, t);
+    }
+    let stand_in = entra.url();
+    let app = spawn_app_with(|s| {
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        s.graph.authority = stand_in.clone();
+        s.graph.graph_base_url = format!("{stand_in}/graph");
+        s.graph.reader_poll_secs = 1;
+        s.graph.reader_concurrency = 2;
+    })
+    .await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let mut tenants = Vec::new();
+    for (i, id) in entra_ids.iter().enumerate() {
+        let tenant = app.create_tenant(&org, &format!("Tenant {i}")).await;
+        let (_, state) = ask_consent(&app, &org.token, tenant).await;
+        let res =
+            redirect(&app, &[("admin_consent", "True"), ("tenant", id.as_str()), ("state", &state)]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        tenants.push(tenant);
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut read = Vec::new();
+        for t in &tenants {
+            read.push(connection(&app, &org.token, *t).await["last_read_at"].is_string());
+        }
+        if read[1] && read[2] {
+            assert!(!read[0], "the throttled tenant was still waiting while the others were read");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the others were never read: {read:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // And the throttled one gets through once Graph lets it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let shown = connection(&app, &org.token, tenants[0]).await;
+        if shown["last_read_at"].is_string() {
+            assert!(shown["last_error"].is_null(), "{shown:#}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never read: {shown:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    app.shutdown().await;
+}
+
+/// Two workers' readers on one PostgreSQL database and 100 connected tenants: the leases in the
+/// database give each tenant to one of them, so each is read exactly once in its period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set WBD_TEST_DATABASE_URL and run with -- --include-ignored"]
+async fn on_postgresql_two_workers_read_each_of_100_tenants_once_a_period() {
+    use sqlx::Connection as _;
+    use wbd_receivers::Receiver;
+    use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+
+    const TENANTS: usize = 100;
+    let admin_url = std::env::var("WBD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .expect("WBD_TEST_DATABASE_URL is not set: this test needs PostgreSQL");
+    let db_name = format!("wbd_test_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("WBD_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await.unwrap();
+    let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').expect("a database in the URL").0);
+
+    let entra = Receiver::spawn(EntraState::new(EntraApp {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("app-secret".into()),
+        certificate: None,
+    }))
+    .await;
+    let stand_in = entra.url();
+    // The API only (it migrates the database and onboards); no reader in it.
+    let app = spawn_app_with(|s| {
+        s.database.url = db_url.clone();
+        s.worker.embedded = Some(false);
+        s.delivery.enabled = false;
+        s.graph.client_id = CLIENT_ID.into();
+        s.graph.client_secret = "app-secret".into();
+        s.graph.redirect_base_url = "https://wbd.example.com".into();
+        s.graph.reader_enabled = false;
+    })
+    .await;
+    let org = app.bootstrap_org("Acme MSP").await;
+    let mut entra_ids = Vec::new();
+    for i in 0..TENANTS {
+        let tenant = app.create_tenant(&org, &format!("Tenant {i:03}")).await;
+        let entra_id = Uuid::new_v4().to_string();
+        entra.state.add_tenant(&entra_id, EntraTenant::healthy(&entra_id, &format!("t{i}.example.com")));
+        let scope = wbd_store::TenantScope {
+            org_id: wbd_store::OrgId(org.id),
+            tenant_id: wbd_store::TenantId(tenant),
+        };
+        let nonce = Uuid::new_v4();
+        let now = chrono::Utc::now();
+        app.store
+            .create_graph_consent_request(
+                scope,
+                nonce,
+                "api_key:test",
+                now + chrono::Duration::minutes(10),
+                now,
+            )
+            .await
+            .unwrap();
+        let outcome = app.store.complete_graph_consent(scope, nonce, Some(&entra_id), now).await.unwrap();
+        assert!(matches!(outcome, wbd_store::GraphConsentOutcome::Connected(_)), "{outcome:?}");
+        entra_ids.push((scope, entra_id));
+    }
+
+    // Two workers: each its own connection pool, reader (token cache, app pause) and slots.
+    let mut settings = wbd_platform::Settings::defaults();
+    settings.graph.client_id = CLIENT_ID.into();
+    settings.graph.client_secret = "app-secret".into();
+    settings.graph.authority = stand_in.clone();
+    settings.graph.graph_base_url = format!("{stand_in}/graph");
+    settings.graph.read_interval_secs = 3600;
+    settings.graph.reader_poll_secs = 1;
+    settings.graph.reader_concurrency = 8;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let store = wbd_store::connect(&db_url, 4).await.unwrap();
+        wbd_platform::graph_reader::spawn(store, &settings, cancel.clone(), &mut workers).unwrap();
+    }
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let mut read = 0;
+        for (scope, _) in &entra_ids {
+            let c = app.store.get_graph_connection(*scope).await.unwrap().unwrap();
+            read += usize::from(c.last_read_at.is_some());
+        }
+        if read == TENANTS {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {read} of {TENANTS} tenants were read");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // A few more polls of both workers: nothing is due again within the period.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    cancel.cancel();
+    while workers.join_next().await.is_some() {}
+
+    // Which tenant each `organization` read was for (the stand-in's tokens name their tenant).
+    let mut reads: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for r in entra.requests().iter().filter(|r| r.method == "GET" && r.path == "/graph/v1.0/organization") {
+        let token = r.header("authorization").unwrap_or_default();
+        let tenant = token.split('.').nth(1).unwrap_or_default().to_owned();
+        *reads.entry(tenant).or_default() += 1;
+    }
+    for (scope, entra_id) in &entra_ids {
+        assert_eq!(reads.get(entra_id), Some(&1), "tenant {entra_id} read {:?} times", reads.get(entra_id));
+        let c = app.store.get_graph_connection(*scope).await.unwrap().unwrap();
+        assert!(c.last_error.is_none(), "{c:?}");
+        assert!(
+            c.next_read_at > chrono::Utc::now() + chrono::Duration::minutes(50),
+            "due again within the period"
+        );
+    }
+    assert_eq!(reads.len(), TENANTS);
+
+    app.shutdown().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}

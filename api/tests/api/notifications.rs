@@ -317,6 +317,10 @@ fn graph_result(sspr_enabled: bool, capable: bool) -> wbd_wire::ProbeResult {
         }]),
         errors: vec![],
         failure: None,
+        access_refused: None,
+        app_credential_expires_at: None,
+        admin_registrations: None,
+        admin_domains: None,
     };
     ProbeResult {
         subject: "contoso.onmicrosoft.com".into(),

@@ -41,6 +41,8 @@ impl GraphProber {
             graph_base_url: settings.graph_base_url.clone(),
             timeout: settings.timeout,
             settings_hint: SETTINGS_HINT.to_owned(),
+            // A secret's expiry is not configured on the collector.
+            secret_expires_at: None,
         };
         GraphProber { reader: GraphReader::new(app, client), settings }
     }

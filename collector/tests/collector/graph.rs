@@ -187,6 +187,9 @@ impl GraphStandIn {
             "/users/u-cloud" => {
                 serde_json::json!({"id": "u-cloud", "userPrincipalName": "bg@contoso.onmicrosoft.com", "onPremisesSyncEnabled": null})
             }
+            "/domains/contoso.com" | "/domains/contoso.onmicrosoft.com" => {
+                serde_json::json!({"id": path.trim_start_matches("/domains/"), "authenticationType": "Managed"})
+            }
             _ => return (404, vec![], graph_error("Request_ResourceNotFound", "no such resource")),
         };
         (200, vec![], v.to_string())
@@ -295,7 +298,7 @@ async fn the_tenant_facts_are_read_across_pages_and_through_a_429() {
         page2[1].at.duration_since(page2[0].at) >= Duration::from_millis(950),
         "Retry-After: 1 was honoured"
     );
-    let token_calls = seen.iter().filter(|s| s.method == "POST").count();
+    let token_calls = seen.iter().filter(|s| s.method == "POST" && s.path.contains("/oauth2/")).count();
     assert_eq!(token_calls, 1);
     assert!(seen[0].body.contains("client_id=7d1c5a8e-0000-4000-8000-0000000000aa"));
     assert!(
@@ -307,7 +310,10 @@ async fn the_tenant_facts_are_read_across_pages_and_through_a_429() {
     // A second run reuses the token.
     let again = probe(&prober).await;
     assert!(again.errors.is_empty());
-    assert_eq!(stand_in.seen().iter().filter(|s| s.method == "POST").count(), 1);
+    assert_eq!(
+        stand_in.seen().iter().filter(|s| s.method == "POST" && s.path.contains("/oauth2/")).count(),
+        1
+    );
 }
 
 #[tokio::test]

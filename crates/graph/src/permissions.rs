@@ -4,7 +4,7 @@
 use wbd_wire::GraphReport;
 
 /// Every read, the Graph request it makes, and the application permission it needs.
-pub const READS: [(&str, &str, &str); 6] = [
+pub const READS: [(&str, &str, &str); 7] = [
     ("subscribedSkus", "GET /v1.0/subscribedSkus", "Organization.Read.All"),
     ("organization", "GET /v1.0/organization", "Organization.Read.All"),
     ("authorizationPolicy", "GET /v1.0/policies/authorizationPolicy", "Policy.Read.All"),
@@ -19,6 +19,7 @@ pub const READS: [(&str, &str, &str); 6] = [
         "RoleManagement.Read.Directory",
     ),
     ("users", "GET /v1.0/users/{id} (admins' onPremisesSyncEnabled)", "User.Read.All"),
+    ("domains", "GET /v1.0/domains/{id} (admins' domains' authenticationType)", "Domain.Read.All"),
 ];
 
 /// The application permissions the reader needs, each once, in a stable order.
@@ -64,6 +65,8 @@ mod tests {
             Some("RoleManagement.Read.Directory")
         );
         assert_eq!(permission_for("users:u-1"), Some("User.Read.All"));
+        assert_eq!(permission_for("domains:contoso.com"), Some("Domain.Read.All"));
+        assert_eq!(permission_for("userRegistrationDetails:admins"), Some("AuditLog.Read.All"));
         assert_eq!(permission_for("somethingElse"), None);
         assert_eq!(
             required_permissions(),
@@ -72,7 +75,8 @@ mod tests {
                 "Policy.Read.All",
                 "AuditLog.Read.All",
                 "RoleManagement.Read.Directory",
-                "User.Read.All"
+                "User.Read.All",
+                "Domain.Read.All"
             ]
         );
     }

@@ -3,8 +3,9 @@
 //!
 //! Reads (v1.0): `subscribedSkus` (licences, aggregated by service plan), `organization` (sync
 //! enabled, last sync), `policies/authorizationPolicy` (`allowedToUseSSPR`),
-//! `reports/authenticationMethods/userRegistrationDetails` for the test user, and the members of
-//! the admin roles that matter for writeback with whether each is synced from on-premises.
+//! `reports/authenticationMethods/userRegistrationDetails` for the test user and for the
+//! administrators, the members of the admin roles that matter for writeback with whether each is
+//! synced from on-premises, and how those admins' domains sign in (`domains/{id}`).
 //! Collections are followed through `@odata.nextLink` (only on the Graph host: the token is
 //! never sent elsewhere); a 429 or 503 is retried after its `Retry-After`.
 //!
@@ -21,8 +22,8 @@ use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use wbd_wire::{
-    AdminRoleMembers, GraphCallError, GraphReport, OrganizationSync, RoleMember, ServicePlanLicences,
-    UserRegistration,
+    AdminRoleMembers, DomainAuthentication, GraphCallError, GraphReport, OrganizationSync, RoleMember,
+    ServicePlanLicences, UserRegistration,
 };
 
 use crate::credential::{ClientCredential, JWT_BEARER};
@@ -44,8 +45,10 @@ const MAX_THROTTLE_RETRIES: u32 = 5;
 const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(120);
 /// Most pages followed for one collection.
 const MAX_PAGES: usize = 100;
-/// Role members looked up one by one, per role.
+/// Role members looked up, per role.
 const MAX_MEMBER_LOOKUPS: usize = 50;
+/// Requests in one `$batch` (Graph's limit).
+const MAX_BATCH: usize = 20;
 /// Longest a token is kept, whatever its `expires_in` says (Entra's live for about an hour).
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3_600);
 /// A token this close to its expiry is renewed rather than used.
@@ -65,6 +68,19 @@ pub struct GraphApp {
     /// The settings that configure the app, named when the token endpoint refuses it
     /// (e.g. `probes.graph.client_id / client_secret`).
     pub settings_hint: String,
+    /// When the client secret expires, as configured (a certificate says it itself).
+    pub secret_expires_at: Option<DateTime<Utc>>,
+}
+
+impl GraphApp {
+    /// When the credential the app reads with expires, if known: the certificate's `notAfter`,
+    /// or the secret's configured expiry.
+    pub fn credential_expires_at(&self) -> Option<DateTime<Utc>> {
+        match &self.credential {
+            ClientCredential::Certificate(cert) => cert.not_after(),
+            ClientCredential::Secret(_) => self.secret_expires_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -80,9 +96,14 @@ pub struct GraphReader {
     app: Arc<GraphApp>,
     client: reqwest::Client,
     tokens: Arc<Mutex<HashMap<String, CachedToken>>>,
+    /// Until when the whole app waits: Graph throttled it across all tenants (`x-ms-throttle-scope:
+    /// Application/…`), or the token endpoint throttled it. Shared by every clone, so by every
+    /// read in flight.
+    app_pause: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 /// A failed call, before it is named.
+#[derive(Clone)]
 struct CallFailure {
     status: Option<u16>,
     code: Option<String>,
@@ -97,7 +118,29 @@ impl CallFailure {
 
 impl GraphReader {
     pub fn new(app: GraphApp, client: reqwest::Client) -> Self {
-        GraphReader { app: Arc::new(app), client, tokens: Arc::default() }
+        GraphReader { app: Arc::new(app), client, tokens: Arc::default(), app_pause: Arc::default() }
+    }
+
+    /// Until when Graph asked the whole app to wait, if it still does.
+    pub fn app_paused_until(&self) -> Option<Instant> {
+        let pause = *self.app_pause.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pause.filter(|until| *until > Instant::now())
+    }
+
+    /// Every read of the app waits `wait` from now (a later pause already set stays).
+    fn pause_app(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut pause = self.app_pause.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pause.is_none_or(|current| current < until) {
+            *pause = Some(until);
+        }
+    }
+
+    /// Waits out an app-wide pause (one set meanwhile is waited out too).
+    async fn wait_for_app(&self) {
+        while let Some(until) = self.app_paused_until() {
+            tokio::time::sleep_until(until.into()).await;
+        }
     }
 
     pub fn app(&self) -> &GraphApp {
@@ -111,9 +154,14 @@ impl GraphReader {
 
     /// Reads one tenant (`tenant`: its Entra tenant id or a verified domain). `test_user`: the
     /// UPN whose `userRegistrationDetails` to read.
+    ///
+    /// A cached token Graph answers 401 is dropped and the tenant read once more with a fresh
+    /// one: only the token endpoint's answer then says whether the tenant still lets the app in
+    /// (`access_refused`), so a token revoked early or a key rolled over costs one retry, not a
+    /// false "consent revoked".
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn read(&self, tenant: &str, test_user: Option<&str>) -> GraphReport {
-        let mut report = GraphReport {
+        let empty = || GraphReport {
             tenant: tenant.to_owned(),
             graph_base_url: self.app.graph_base_url.as_str().trim_end_matches('/').to_owned(),
             service_plans: None,
@@ -121,17 +169,39 @@ impl GraphReader {
             allowed_to_use_sspr: None,
             test_user: None,
             admin_roles: None,
+            admin_registrations: None,
+            admin_domains: None,
             errors: Vec::new(),
             failure: None,
+            access_refused: None,
+            app_credential_expires_at: self.app.credential_expires_at(),
         };
-        match self.access_token(tenant).await {
-            Ok(token) => self.read_all(&token, test_user, &mut report).await,
-            Err(e) => {
-                tracing::info!(error = %e, "Graph token request failed");
-                report.failure = Some(e);
+        let mut report = empty();
+        let mut cached = self.has_token(tenant).await;
+        loop {
+            match self.access_token(tenant).await {
+                Ok(token) => {
+                    self.read_all(&token, test_user, &mut report).await;
+                    if cached && report.errors.iter().any(|e| e.status == Some(401)) {
+                        tracing::info!("Graph refused the cached token; reading again with a fresh one");
+                        self.forget_token(tenant).await;
+                        report = empty();
+                        cached = false;
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "Graph token request failed");
+                    report.access_refused = consent_gone_code(&e).map(str::to_owned);
+                    report.failure = Some(e);
+                }
             }
+            return report;
         }
-        report
+    }
+
+    async fn has_token(&self, tenant: &str) -> bool {
+        self.tokens.lock().await.get(tenant).is_some_and(|t| t.expires_at > Instant::now() + TOKEN_MARGIN)
     }
 
     async fn read_all(&self, token: &str, test_user: Option<&str>, report: &mut GraphReport) {
@@ -191,80 +261,143 @@ impl GraphReader {
                     role_name: name.to_owned(),
                     members,
                 }),
-                Err((call, f)) => {
+                Err(f) => {
                     roles_ok = false;
-                    record(&call.unwrap_or_else(|| format!("roleAssignments:{name}")), f);
+                    record(&format!("roleAssignments:{name}"), f);
                     // The same permission is missing for every role; one error says it.
                     break;
                 }
             }
+        }
+        if roles_ok && let Err((call, f)) = self.look_up_members(token, &mut roles).await {
+            roles_ok = false;
+            // The same permission is missing for every user; one error says it.
+            record(&call, f);
+        }
+        // The administrators' own registration: one filtered collection, not a read per admin.
+        let mut admin_registrations = None;
+        let url = self.url(
+            "v1.0/reports/authenticationMethods/userRegistrationDetails",
+            &[("$filter", "isAdmin eq true")],
+        );
+        match self.get_collection(token, url).await {
+            Ok(rows) => {
+                admin_registrations = Some(rows.iter().map(|row| parse_registration("", Some(row))).collect())
+            }
+            Err(f) => record("userRegistrationDetails:admins", f),
+        }
+        // How the admin users' domains sign in: a cloud admin on a federated domain is not one.
+        let mut admin_domains = None;
+        if roles_ok {
+            let names = admin_domain_names(&roles);
+            let paths: Vec<String> =
+                names.iter().map(|d| format!("domains/{d}?$select=id,authenticationType")).collect();
+            let mut domains = Vec::new();
+            let mut domains_ok = true;
+            for (domain, answer) in names.into_iter().zip(self.get_many(token, &paths).await) {
+                match answer {
+                    Ok(answer) => domains.push(DomainAuthentication {
+                        authentication_type: answer
+                            .get("authenticationType")
+                            .and_then(Value::as_str)
+                            .unwrap_or("unknown")
+                            .to_owned(),
+                        id: domain,
+                    }),
+                    Err(f) => {
+                        record(&format!("domains:{domain}"), f);
+                        // The same permission is missing for every domain; one error says it.
+                        domains_ok = false;
+                        break;
+                    }
+                }
+            }
+            admin_domains = domains_ok.then_some(domains);
         }
         report.service_plans = service_plans;
         report.organization = organization;
         report.allowed_to_use_sspr = allowed;
         report.test_user = test_registration;
         report.admin_roles = roles_ok.then_some(roles);
+        report.admin_registrations = admin_registrations;
+        report.admin_domains = admin_domains;
     }
 
-    /// A role's members; a failure names the call that failed when it was a user lookup.
-    async fn role_members(
-        &self,
-        token: &str,
-        role_id: &str,
-    ) -> Result<Vec<RoleMember>, (Option<String>, CallFailure)> {
+    /// A role's members as the assignments (with `principal` expanded) name them.
+    async fn role_members(&self, token: &str, role_id: &str) -> Result<Vec<RoleMember>, CallFailure> {
         let filter = format!("roleDefinitionId eq '{role_id}'");
         let url = self.url(
             "v1.0/roleManagement/directory/roleAssignments",
             &[("$filter", &filter), ("$expand", "principal")],
         );
-        let assignments = self.get_collection(token, url).await.map_err(|f| (None, f))?;
-        let mut members = Vec::new();
-        for (i, a) in assignments.iter().enumerate() {
-            let principal = a.get("principal");
-            let id = principal
-                .and_then(|p| p.get("id"))
-                .or_else(|| a.get("principalId"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let odata_type =
-                principal.and_then(|p| p.get("@odata.type")).and_then(Value::as_str).unwrap_or("");
-            let principal_type = odata_type.trim_start_matches("#microsoft.graph.").to_owned();
-            let mut member = RoleMember {
-                id: id.clone(),
-                principal_type: if principal_type.is_empty() { "unknown".to_owned() } else { principal_type },
-                display_name: principal
-                    .and_then(|p| p.get("displayName"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                user_principal_name: principal
-                    .and_then(|p| p.get("userPrincipalName"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                on_premises_sync_enabled: principal
-                    .and_then(|p| p.get("onPremisesSyncEnabled"))
-                    .and_then(Value::as_bool),
-            };
-            // `$expand=principal` returns a user's default properties only, which do not include
-            // onPremisesSyncEnabled: look the users up.
-            if member.principal_type == "user"
-                && member.on_premises_sync_enabled.is_none()
-                && i < MAX_MEMBER_LOOKUPS
-            {
-                let url = self.url(
-                    &format!("v1.0/users/{id}"),
-                    &[("$select", "id,displayName,userPrincipalName,onPremisesSyncEnabled")],
-                );
-                let user = self.get_json(token, url).await.map_err(|f| (Some(format!("users:{id}")), f))?;
-                member.on_premises_sync_enabled = user.get("onPremisesSyncEnabled").and_then(Value::as_bool);
-                if member.user_principal_name.is_none() {
-                    member.user_principal_name =
-                        user.get("userPrincipalName").and_then(Value::as_str).map(str::to_owned);
+        let assignments = self.get_collection(token, url).await?;
+        Ok(assignments
+            .iter()
+            .map(|a| {
+                let principal = a.get("principal");
+                let text = |name: &str| principal.and_then(|p| p.get(name)).and_then(Value::as_str);
+                let id =
+                    text("id").or_else(|| a.get("principalId").and_then(Value::as_str)).unwrap_or_default();
+                let principal_type =
+                    text("@odata.type").unwrap_or("").trim_start_matches("#microsoft.graph.");
+                RoleMember {
+                    id: id.to_owned(),
+                    principal_type: if principal_type.is_empty() { "unknown" } else { principal_type }
+                        .to_owned(),
+                    display_name: text("displayName").map(str::to_owned),
+                    user_principal_name: text("userPrincipalName").map(str::to_owned),
+                    on_premises_sync_enabled: principal
+                        .and_then(|p| p.get("onPremisesSyncEnabled"))
+                        .and_then(Value::as_bool),
+                }
+            })
+            .collect())
+    }
+
+    /// `$expand=principal` returns a user's default properties only, which do not include
+    /// onPremisesSyncEnabled: the users are looked up, in `$batch`es. A failure names the lookup.
+    async fn look_up_members(
+        &self,
+        token: &str,
+        roles: &mut [AdminRoleMembers],
+    ) -> Result<(), (String, CallFailure)> {
+        let mut ids: Vec<String> = Vec::new();
+        for role in roles.iter() {
+            let users = role
+                .members
+                .iter()
+                .filter(|m| m.principal_type == "user" && m.on_premises_sync_enabled.is_none());
+            for m in users.take(MAX_MEMBER_LOOKUPS) {
+                if !m.id.is_empty() && !ids.contains(&m.id) {
+                    ids.push(m.id.clone());
                 }
             }
-            members.push(member);
         }
-        Ok(members)
+        let paths: Vec<String> = ids
+            .iter()
+            .map(|id| format!("users/{id}?$select=id,displayName,userPrincipalName,onPremisesSyncEnabled"))
+            .collect();
+        let answers = self.get_many(token, &paths).await;
+        let mut users = HashMap::new();
+        for (id, answer) in ids.into_iter().zip(answers) {
+            let user = answer.map_err(|f| (format!("users:{id}"), f))?;
+            users.insert(id, user);
+        }
+        for member in roles.iter_mut().flat_map(|r| r.members.iter_mut()) {
+            let Some(user) = users.get(&member.id) else { continue };
+            member.on_premises_sync_enabled = user.get("onPremisesSyncEnabled").and_then(Value::as_bool);
+            if member.user_principal_name.is_none() {
+                member.user_principal_name =
+                    user.get("userPrincipalName").and_then(Value::as_str).map(str::to_owned);
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL of `path` under `v1.0/` with its query as written.
+    fn url_of(&self, path: &str) -> Option<Url> {
+        let base = self.app.graph_base_url.as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}/v1.0/{path}")).ok()
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
@@ -309,14 +442,28 @@ impl GraphReader {
                 form.push(("client_assertion", assertion));
             }
         }
-        let response = self
-            .client
-            .post(url.clone())
-            .form(&form)
-            .timeout(self.app.timeout)
-            .send()
-            .await
-            .map_err(|e| format!("token request to {url} failed: {}", error_chain(&e)))?;
+        let mut attempt = 0;
+        let response = loop {
+            self.wait_for_app().await;
+            let response = self
+                .client
+                .post(url.clone())
+                .form(&form)
+                .timeout(self.app.timeout)
+                .send()
+                .await
+                .map_err(|e| format!("token request to {url} failed: {}", error_chain(&e)))?;
+            let status = response.status();
+            // The identity platform throttles the app, not one tenant: everyone waits.
+            if is_throttled(status) && attempt < MAX_THROTTLE_RETRIES {
+                attempt += 1;
+                let wait = throttle_wait(response.headers(), attempt);
+                tracing::info!(%url, status = status.as_u16(), wait = ?wait, "the token endpoint asked the app to wait");
+                self.pause_app(wait);
+                continue;
+            }
+            break response;
+        };
         let status = response.status();
         let body = response.bytes().await.unwrap_or_default();
         let (token, lifetime) = read_token_answer(status, &body, &self.app.settings_hint)?;
@@ -357,11 +504,119 @@ impl GraphReader {
 
     /// One GET, retried after 429/503 as the server says.
     async fn get_json(&self, token: &str, url: Url) -> Result<Value, CallFailure> {
+        self.call_json(token, url, None).await
+    }
+
+    /// GETs `paths` (under `v1.0/`, with their query) through `$batch`, at most
+    /// [`MAX_BATCH`] to a batch: one round trip instead of one per path. Answers come in the
+    /// order of `paths`. Requests of a batch that Graph throttled are asked again after the
+    /// longest `Retry-After` among them (for the whole app when its scope is `Application`).
+    async fn get_many(&self, token: &str, paths: &[String]) -> Vec<Result<Value, CallFailure>> {
+        let mut answers: Vec<Option<Result<Value, CallFailure>>> = vec![None; paths.len()];
+        let batch_url = self.url("v1.0/$batch", &[]);
+        for start in (0..paths.len()).step_by(MAX_BATCH) {
+            let mut pending: Vec<usize> = (start..(start + MAX_BATCH).min(paths.len())).collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let requests: Vec<Value> = pending
+                    .iter()
+                    .map(|i| serde_json::json!({"id": i.to_string(), "method": "GET", "url": format!("/{}", paths[*i])}))
+                    .collect();
+                let body = serde_json::json!({ "requests": requests });
+                let batch = match self.call_json(token, batch_url.clone(), Some(&body)).await {
+                    Ok(batch) => batch,
+                    // A Graph endpoint without `$batch` (a proxy or stand-in in front of it):
+                    // one request each.
+                    Err(f) if matches!(f.status, Some(400 | 404 | 405 | 501)) && attempt == 0 => {
+                        for i in pending {
+                            let url = self.url_of(&paths[i]);
+                            answers[i] = Some(match url {
+                                Some(url) => self.get_json(token, url).await,
+                                None => Err(CallFailure::local(format!("unusable path {}", paths[i]))),
+                            });
+                        }
+                        break;
+                    }
+                    Err(f) => {
+                        for i in pending {
+                            answers[i] = Some(Err(f.clone()));
+                        }
+                        break;
+                    }
+                };
+                let mut again = Vec::new();
+                let mut wait = Duration::ZERO;
+                let mut app_wide_throttle = false;
+                for r in batch.get("responses").and_then(Value::as_array).into_iter().flatten() {
+                    let Some(i) = r.get("id").and_then(Value::as_str).and_then(|id| id.parse::<usize>().ok())
+                    else {
+                        continue;
+                    };
+                    if !pending.contains(&i) {
+                        continue;
+                    }
+                    let status = r.get("status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
+                    let status =
+                        status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
+                    let header = |name: &str| {
+                        r.get("headers")
+                            .and_then(Value::as_object)
+                            .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+                            .and_then(|(_, v)| v.as_str())
+                    };
+                    if is_throttled(status) && attempt < MAX_THROTTLE_RETRIES {
+                        again.push(i);
+                        let this = header("Retry-After")
+                            .and_then(|v| parse_retry_after(v, Utc::now()))
+                            .unwrap_or_else(|| Duration::from_secs(2u64.pow(attempt + 1)));
+                        wait = wait.max(this.min(MAX_THROTTLE_WAIT));
+                        app_wide_throttle |= header("x-ms-throttle-scope")
+                            .and_then(|v| v.split('/').next())
+                            .is_some_and(|scope| scope.eq_ignore_ascii_case("Application"));
+                        continue;
+                    }
+                    let body = r.get("body").cloned().unwrap_or(Value::Null);
+                    answers[i] =
+                        Some(if status.is_success() { Ok(body) } else { Err(failure_of(status, &body)) });
+                }
+                for i in &pending {
+                    if answers[*i].is_none() && !again.contains(i) {
+                        answers[*i] =
+                            Some(Err(CallFailure::local("no answer in the $batch response".to_owned())));
+                    }
+                }
+                if again.is_empty() {
+                    break;
+                }
+                attempt += 1;
+                if app_wide_throttle {
+                    tracing::info!(wait = ?wait, "Graph throttled the app across tenants in a $batch: every read waits");
+                    self.pause_app(wait);
+                } else {
+                    tracing::info!(wait = ?wait, requests = again.len(), "Graph asked us to wait (in a $batch)");
+                    tokio::time::sleep(wait).await;
+                }
+                pending = again;
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| Err(CallFailure::local("no answer in the $batch response".to_owned())))
+            })
+            .collect()
+    }
+
+    /// One GET (or, with `body`, a POST of JSON), retried after 429/503 as the server says.
+    async fn call_json(&self, token: &str, url: Url, body: Option<&Value>) -> Result<Value, CallFailure> {
         let mut attempt = 0;
         loop {
-            let response = self
-                .client
-                .get(url.clone())
+            self.wait_for_app().await;
+            let request = match body {
+                Some(body) => self.client.post(url.clone()).json(body),
+                None => self.client.get(url.clone()),
+            };
+            let response = request
                 .bearer_auth(token)
                 .header("Accept", "application/json")
                 .timeout(self.app.timeout)
@@ -369,37 +624,65 @@ impl GraphReader {
                 .await
                 .map_err(|e| CallFailure::local(error_chain(&e)))?;
             let status = response.status();
-            if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
-                && attempt < MAX_THROTTLE_RETRIES
-            {
+            if is_throttled(status) && attempt < MAX_THROTTLE_RETRIES {
                 attempt += 1;
-                let wait = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, Utc::now()))
-                    .unwrap_or_else(|| Duration::from_secs(2u64.pow(attempt)))
-                    .min(MAX_THROTTLE_WAIT);
-                tracing::info!(%url, status = status.as_u16(), wait = ?wait, "Graph asked us to wait");
-                tokio::time::sleep(wait).await;
+                let wait = throttle_wait(response.headers(), attempt);
+                if app_wide(response.headers()) {
+                    tracing::info!(%url, wait = ?wait, "Graph throttled the app across tenants: every read waits");
+                    self.pause_app(wait);
+                } else {
+                    // This tenant's limit: only this read waits.
+                    tracing::info!(%url, status = status.as_u16(), wait = ?wait, "Graph asked us to wait");
+                    tokio::time::sleep(wait).await;
+                }
                 continue;
             }
             let body: Value = response.json().await.unwrap_or(Value::Null);
             if status.is_success() {
                 return Ok(body);
             }
-            let error = body.get("error");
-            return Err(CallFailure {
-                status: Some(status.as_u16()),
-                code: error.and_then(|e| e.get("code")).and_then(Value::as_str).map(str::to_owned),
-                message: error
-                    .and_then(|e| e.get("message"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
-            });
+            return Err(failure_of(status, &body));
         }
     }
+}
+
+/// Graph's error answer (`{"error": {"code", "message"}}`), named.
+fn failure_of(status: StatusCode, body: &Value) -> CallFailure {
+    let error = body.get("error");
+    CallFailure {
+        status: Some(status.as_u16()),
+        code: error.and_then(|e| e.get("code")).and_then(Value::as_str).map(str::to_owned),
+        message: error
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
+    }
+}
+
+fn is_throttled(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+}
+
+/// How long a throttled answer asks to wait: its `Retry-After`, else a backoff by attempt.
+fn throttle_wait(headers: &reqwest::header::HeaderMap, attempt: u32) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, Utc::now()))
+        .unwrap_or_else(|| Duration::from_secs(2u64.pow(attempt)))
+        .min(MAX_THROTTLE_WAIT)
+}
+
+/// Whether Graph throttled the app across all tenants: `x-ms-throttle-scope` is
+/// `<Scope>/<Limit>/<ApplicationId>/<TenantId…>` with scope `Application` (the others,
+/// `Tenant_Application` and `Tenant`, hold for one tenant).
+pub fn app_wide(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get("x-ms-throttle-scope")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('/').next())
+        .is_some_and(|scope| scope.eq_ignore_ascii_case("Application"))
 }
 
 /// The token endpoint's answer: the access token and how long it lives (at most
@@ -434,18 +717,24 @@ pub fn read_token_answer(
 
 /// Identity-platform errors that mean the tenant no longer lets the app in (consent revoked,
 /// the app or its service principal deleted, credential refused), as opposed to a passing fault.
+/// The AADSTS codes come first: they say more than the OAuth error they come with.
 const CONSENT_GONE: [&str; 6] = [
-    "invalid_client",
-    "unauthorized_client",
     "AADSTS65001",
     "AADSTS700016",
     "AADSTS7000229",
     "AADSTS7000215",
+    "invalid_client",
+    "unauthorized_client",
 ];
 
 /// Whether a report's `failure` says the tenant no longer lets the app read it.
 pub fn failure_means_consent_gone(failure: &str) -> bool {
-    CONSENT_GONE.iter().any(|code| failure.contains(code))
+    consent_gone_code(failure).is_some()
+}
+
+/// The error code in a token failure that means the tenant no longer lets the app in.
+pub fn consent_gone_code(failure: &str) -> Option<&'static str> {
+    CONSENT_GONE.into_iter().find(|code| failure.contains(code))
 }
 
 /// Sums licences per service plan over the SKUs that are enabled (or in their grace period) and
@@ -496,6 +785,27 @@ pub fn aggregate_service_plans(skus: &[Value]) -> Vec<ServicePlanLicences> {
     plans.into_values().collect()
 }
 
+/// Most domains looked up per read.
+const MAX_DOMAIN_LOOKUPS: usize = 20;
+
+/// The domains of the admin roles' users, lower-case, each once; names that could not be a DNS
+/// name are left out (they would be put in a URL path).
+fn admin_domain_names(roles: &[AdminRoleMembers]) -> Vec<String> {
+    let mut names: Vec<String> = roles
+        .iter()
+        .flat_map(|r| r.members.iter())
+        .filter(|m| m.principal_type.eq_ignore_ascii_case("user"))
+        .filter_map(|m| {
+            m.user_principal_name.as_deref()?.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
+        })
+        .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.truncate(MAX_DOMAIN_LOOKUPS);
+    names
+}
+
 fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(v?.as_str()?).ok().map(|t| t.with_timezone(&Utc))
 }
@@ -540,7 +850,7 @@ fn parse_registration(upn: &str, row: Option<&Value>) -> UserRegistration {
 }
 
 /// Longest wait a `Retry-After` may ask for.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// `Retry-After` as seconds or an HTTP date, capped at an hour.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
@@ -554,8 +864,9 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some(delay.min(MAX_RETRY_AFTER))
 }
 
-/// An error with its causes, each once.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// An error with all its causes, `a: b: c`, each once; reqwest's top-level message alone
+/// ("error sending request") does not say what went wrong.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -629,6 +940,8 @@ mod tests {
         assert!(refused.ends_with("401 invalid_client: AADSTS7000215: Invalid client secret."), "{refused}");
         assert!(refused.contains(hint), "{refused}");
         assert!(failure_means_consent_gone(&refused));
+        assert_eq!(consent_gone_code(&refused), Some("AADSTS7000215"));
+        assert_eq!(consent_gone_code("400 unauthorized_client: no code"), Some("unauthorized_client"));
         assert!(!failure_means_consent_gone("token request to https://login failed: connection refused"));
         assert!(
             read_token_answer(StatusCode::OK, b"<html>", hint)

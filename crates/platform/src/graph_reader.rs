@@ -10,8 +10,12 @@
 //! central reader (so evidence names it). Then the read is finished: the next one due after
 //! `graph.read_interval_secs` (± `graph.read_jitter_percent`), the permissions Graph refused, the
 //! error if any. A token request the identity platform refuses for the tenant (consent revoked,
-//! app removed) marks the connection `consent_revoked`; reading stops until it reconnects, and
-//! no facts are written from that read (no false rule failures).
+//! app removed) marks the connection `consent_revoked`, and reading stops until it reconnects.
+//! That read's report is still stored: it has no facts (every Graph rule stays undecided, none
+//! fails falsely) but `access_refused`, which the rule `graph-access` turns into the one finding
+//! "Writeback Doctor can no longer read this tenant"; the next read after reconnecting resolves
+//! it. The reader's collector row is then not expected to report (no `collector-silent` finding
+//! beside it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,28 +76,54 @@ pub fn spawn(
     Ok(())
 }
 
+/// Bounded concurrency across tenants: `concurrency` reads at once, each holding one slot until
+/// it ends; every poll, and every read that ends, claims only as many tenants as there are free
+/// slots. A tenant that Graph
+/// throttles (its read waiting out `Retry-After`) thus holds one slot while the others go on.
+/// While Graph throttles the whole app, nothing new is claimed (and reads in flight wait, in
+/// `wbd-graph`).
 async fn run(store: Arc<dyn Store>, reader: GraphReader, schedule: Schedule, cancel: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(schedule.concurrency as usize));
     let mut tick = tokio::time::interval(schedule.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reads = JoinSet::new();
     loop {
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => {
+                reads.shutdown().await;
+                return;
+            }
             _ = tick.tick() => {}
+            // A read ended: its slot goes to the next due tenant now, not at the next tick (else
+            // a worker could read at most `concurrency` tenants per poll interval).
+            Some(_) = reads.join_next(), if !reads.is_empty() => {}
         }
-        let claims = match store.claim_graph_reads(schedule.concurrency, schedule.lease, Utc::now()).await {
+        if reader.app_paused_until().is_some() {
+            continue;
+        }
+        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+        if free == 0 {
+            continue;
+        }
+        let claims = match store.claim_graph_reads(free, schedule.lease, Utc::now()).await {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::warn!(error = ?e, "claiming Graph reads failed");
                 continue;
             }
         };
-        // Bounded concurrency across tenants: one slow or throttled tenant holds one slot.
-        let mut reads = JoinSet::new();
         for claim in claims {
+            let Ok(slot) = slots.clone().try_acquire_owned() else { break };
             let span = tracing::info_span!("graph_read", org_id = %claim.scope.org_id, tenant_id = %claim.scope.tenant_id);
-            reads.spawn(read_one(store.clone(), reader.clone(), claim, schedule).instrument(span));
+            let read = read_one(store.clone(), reader.clone(), claim, schedule);
+            reads.spawn(
+                async move {
+                    read.await;
+                    drop(slot);
+                }
+                .instrument(span),
+            );
         }
-        while reads.join_next().await.is_some() {}
     }
 }
 
@@ -101,7 +131,7 @@ async fn run(store: Arc<dyn Store>, reader: GraphReader, schedule: Schedule, can
 async fn read_one(store: Arc<dyn Store>, reader: GraphReader, claim: GraphReadClaim, schedule: Schedule) {
     let started_at = Utc::now();
     let started = std::time::Instant::now();
-    let report = reader.read(&claim.entra_tenant_id, None).await;
+    let report = reader.read(&claim.entra_tenant_id, claim.test_user.as_deref()).await;
     let now = Utc::now();
     let consent_gone = report.failure.as_deref().is_some_and(wbd_graph::failure_means_consent_gone);
     let throttled = report.errors.iter().any(|e| matches!(e.status, Some(429 | 503)));
@@ -115,22 +145,21 @@ async fn read_one(store: Arc<dyn Store>, reader: GraphReader, claim: GraphReadCl
     if consent_gone {
         reader.forget_token(&claim.entra_tenant_id).await;
         tracing::warn!(error = ?error, "the tenant no longer lets the app read it; reading stops until it reconnects");
-    } else {
-        let result = ProbeResult {
-            subject: format!("graph:{}", claim.entra_tenant_id),
-            observed_at: started_at,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            output: ProbeOutput::Graph(report),
-        };
-        match batch_write(&claim, &result, schedule, now) {
-            Ok(write) => {
-                if let Err(e) = store.ingest_batch(claim.scope, &write).await {
-                    tracing::warn!(error = ?e, "storing the Graph facts failed");
-                    error = Some(format!("storing the facts failed: {e}"));
-                }
+    }
+    let result = ProbeResult {
+        subject: format!("graph:{}", claim.entra_tenant_id),
+        observed_at: started_at,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        output: ProbeOutput::Graph(report),
+    };
+    match batch_write(&claim, &result, schedule, consent_gone, now) {
+        Ok(write) => {
+            if let Err(e) = store.ingest_batch(claim.scope, &write).await {
+                tracing::warn!(error = ?e, "storing the Graph facts failed");
+                error = Some(format!("storing the facts failed: {e}"));
             }
-            Err(e) => error = Some(format!("the report cannot be stored: {e}")),
         }
+        Err(e) => error = Some(format!("the report cannot be stored: {e}")),
     }
     let throttled_until = throttled.then(|| now + THROTTLE_BACKOFF);
     let next_read_at = throttled_until.unwrap_or_else(|| now + jittered(schedule));
@@ -152,19 +181,26 @@ async fn read_one(store: Arc<dyn Store>, reader: GraphReader, claim: GraphReadCl
 
 /// The write that stores a read as a collector's push is stored: one result, for the collector
 /// row of the central reader, with the digest a push's result gets (timings left out).
+/// `stopped`: this is the last read until the tenant reconnects.
 fn batch_write(
     claim: &GraphReadClaim,
     result: &ProbeResult,
     schedule: Schedule,
+    stopped: bool,
     now: DateTime<Utc>,
 ) -> Result<BatchWrite, serde_json::Error> {
     let payload = serde_json::to_value(&result.output)?;
     let stable = serde_json::to_vec(&result.output.without_timings())?;
     let body = serde_json::to_vec(result)?;
     let interval = u32::try_from(schedule.interval.as_secs()).unwrap_or(u32::MAX);
-    // Silent after three missed reads: a reader that stopped (consent revoked, app gone) is
-    // itself a finding, as a collector that stops reporting is.
-    let silence = TimeDelta::from_std(schedule.interval * 3).unwrap_or(TimeDelta::days(1));
+    // Silent after three missed reads: a reader that stops unexpectedly is itself a finding, as
+    // a collector that stops reporting is. One that stopped because the tenant refused the app
+    // is expected to stay quiet: `graph-access` is that tenant's one finding.
+    let silence = if stopped {
+        TimeDelta::days(365 * 100)
+    } else {
+        TimeDelta::from_std(schedule.interval * 3).unwrap_or(TimeDelta::days(1))
+    };
     Ok(BatchWrite {
         collector_id: claim.collector_id,
         batch_id: uuid::Uuid::now_v7(),

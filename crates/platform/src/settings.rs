@@ -226,6 +226,9 @@ pub struct GraphSettings {
     /// `PS256` or `RS256`.
     pub assertion_algorithm: String,
     pub client_secret: String,
+    /// When the client secret expires (RFC 3339, as the app registration shows it); empty:
+    /// unknown. A certificate's expiry is read from the certificate.
+    pub client_secret_expires_at: String,
     pub cloud: String,
     /// The API's public base URL, for the consent redirect; empty: `delivery.public_url`.
     pub redirect_base_url: String,
@@ -251,6 +254,7 @@ impl Default for GraphSettings {
             key_file: String::new(),
             assertion_algorithm: "PS256".to_owned(),
             client_secret: String::new(),
+            client_secret_expires_at: String::new(),
             cloud: "global".to_owned(),
             redirect_base_url: String::new(),
             timeout_secs: 30,
@@ -273,6 +277,7 @@ impl std::fmt::Debug for GraphSettings {
             .field("key_file", &self.key_file)
             .field("assertion_algorithm", &self.assertion_algorithm)
             .field("client_secret", &if self.client_secret.is_empty() { "" } else { "***" })
+            .field("client_secret_expires_at", &self.client_secret_expires_at)
             .field("cloud", &self.cloud)
             .field("redirect_base_url", &self.redirect_base_url)
             .field("timeout_secs", &self.timeout_secs)
@@ -350,7 +355,15 @@ impl GraphSettings {
             graph_base_url: url("graph.graph_base_url", self.graph_url())?,
             timeout: Duration::from_secs(self.timeout_secs.max(1)),
             settings_hint: "graph.client_id / graph.certificate_file or graph.client_secret".to_owned(),
+            secret_expires_at: self.secret_expiry(),
         }))
+    }
+
+    /// `client_secret_expires_at`, read (validated at start-up).
+    fn secret_expiry(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::parse_from_rfc3339(self.client_secret_expires_at.trim())
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -386,6 +399,12 @@ impl GraphSettings {
             if !(value.is_empty() || value.starts_with("https://") || value.starts_with("http://")) {
                 return invalid(key, "must be empty or an http(s) URL");
             }
+        }
+        if !self.client_secret_expires_at.trim().is_empty() && self.secret_expiry().is_none() {
+            return invalid(
+                "graph.client_secret_expires_at",
+                "must be empty or an RFC 3339 time, e.g. 2027-06-30T00:00:00Z",
+            );
         }
         if !self.enabled() {
             return Ok(());

@@ -5,7 +5,7 @@
 //! through `@odata.nextLink` with `$skiptoken`), `organization`, `policies/authorizationPolicy`,
 //! `reports/authenticationMethods/userRegistrationDetails` (`$filter=userPrincipalName eq '…'`),
 //! `roleManagement/directory/roleAssignments` (`$filter=roleDefinitionId eq '…'`) and
-//! `users/{id}`. Use the receiver's URL as the authority and `{url}/graph` as the Graph base URL.
+//! `users/{id}`, `domains/{id}`. Use the receiver's URL as the authority and `{url}/graph` as the Graph base URL.
 //!
 //! As the real ones do: a client assertion is checked like Entra checks it — signature with the
 //! public key of the registered certificate named by `x5t#S256`, `aud` = the token endpoint's URL,
@@ -49,10 +49,16 @@ pub struct EntraTenant {
     pub role_assignments: HashMap<String, Vec<Value>>,
     /// Users by id.
     pub users: HashMap<String, Value>,
+    /// Verified domains by name (`GET /domains/{id}`).
+    pub domains: HashMap<String, Value>,
     /// Paths under `/v1.0` (e.g. `/policies/authorizationPolicy`) answered 403.
     pub denied: HashSet<String>,
-    /// The next N Graph requests of the tenant are answered 429 with `Retry-After: 1`.
+    /// The next N Graph requests of the tenant are answered 429 with `Retry-After:
+    /// {throttle_retry_after}` and `x-ms-throttle-scope: Tenant_Application/…` (this tenant's
+    /// limit for the app).
     pub throttle_next: u32,
+    /// Seconds of that `Retry-After` (1 unless set).
+    pub throttle_retry_after: u64,
 }
 
 /// Global Administrator's role template id.
@@ -80,9 +86,14 @@ impl EntraTenant {
             organization: json!({"id": tenant_id, "displayName": domain,
                 "onPremisesSyncEnabled": true, "onPremisesLastSyncDateTime": chrono::Utc::now().to_rfc3339()}),
             authorization_policy: json!({"id": "authorizationPolicy", "allowedToUseSSPR": true}),
-            registrations: vec![json!({"id": "u-test", "userPrincipalName": format!("sspr.test@{domain}"),
-                "isAdmin": false, "isSsprRegistered": true, "isSsprEnabled": true, "isSsprCapable": true,
-                "methodsRegistered": ["mobilePhone", "email"], "lastUpdatedDateTime": "2026-11-19T07:00:00Z"})],
+            registrations: vec![
+                json!({"id": "u-test", "userPrincipalName": format!("sspr.test@{domain}"),
+                    "isAdmin": false, "isSsprRegistered": true, "isSsprEnabled": true, "isSsprCapable": true,
+                    "methodsRegistered": ["mobilePhone", "email"], "lastUpdatedDateTime": "2026-11-19T07:00:00Z"}),
+                json!({"id": "u-admin", "userPrincipalName": admin.clone(),
+                    "isAdmin": true, "isSsprRegistered": true, "isSsprEnabled": true, "isSsprCapable": true,
+                    "methodsRegistered": ["microsoftAuthenticatorPush"], "lastUpdatedDateTime": "2026-11-19T07:00:00Z"}),
+            ],
             role_assignments: HashMap::from([(
                 GLOBAL_ADMIN.to_owned(),
                 vec![json!({"id": "a1", "principalId": "u-admin", "roleDefinitionId": GLOBAL_ADMIN,
@@ -93,8 +104,13 @@ impl EntraTenant {
                 "u-admin".to_owned(),
                 json!({"id": "u-admin", "userPrincipalName": admin, "onPremisesSyncEnabled": null}),
             )]),
+            domains: HashMap::from([(
+                domain.to_owned(),
+                json!({"id": domain, "authenticationType": "Managed", "isVerified": true}),
+            )]),
             denied: HashSet::new(),
             throttle_next: 0,
+            throttle_retry_after: 1,
         }
     }
 }
@@ -109,6 +125,9 @@ pub struct EntraState {
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     seen_jtis: Mutex<HashSet<String>>,
     pub token_lifetime: Mutex<Duration>,
+    /// The next N Graph requests of any tenant are answered 429 with `Retry-After: {secs}` and
+    /// `x-ms-throttle-scope: Application/…`: the app's limit across all tenants.
+    pub app_throttle_next: Mutex<(u32, u64)>,
 }
 
 impl EntraState {
@@ -120,6 +139,7 @@ impl EntraState {
             tokens: Mutex::default(),
             seen_jtis: Mutex::default(),
             token_lifetime: Mutex::new(Duration::from_secs(3599)),
+            app_throttle_next: Mutex::new((0, 1)),
         }
     }
 
@@ -154,6 +174,7 @@ impl Api for EntraState {
 
     fn configure(cfg: &mut web::ServiceConfig) {
         cfg.route("/{tenant}/oauth2/v2.0/token", web::post().to(token))
+            .route("/graph/v1.0/$batch", web::post().to(batch))
             .route("/graph/v1.0/{tail:.*}", web::get().to(graph));
     }
 }
@@ -184,6 +205,16 @@ fn graph_error(status: u16, code: &str, message: &str) -> HttpResponse {
         actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
     HttpResponse::build(status)
         .json(json!({"error": {"code": code, "message": message, "innerError": {"request-id": uuid::Uuid::new_v4()}}}))
+}
+
+/// A 429 as Graph's identity-and-access limits answer it: `Retry-After`, and the scope of the
+/// limit reached (`<Scope>/<Limit>/<ApplicationId>/<TenantId>`).
+fn throttled(scope: &str, retry_after: u64, client_id: &str, tenant: &str) -> HttpResponse {
+    HttpResponse::TooManyRequests()
+        .insert_header(("Retry-After", retry_after.to_string()))
+        .insert_header(("x-ms-throttle-scope", format!("{scope}/ReadWrite/{client_id}/{tenant}")))
+        .insert_header(("x-ms-throttle-information", "ResourceUnitLimitExceeded"))
+        .json(json!({"error": {"code": "TooManyRequests", "message": "Too many requests."}}))
 }
 
 fn origin(req: &HttpRequest) -> String {
@@ -344,40 +375,107 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
         Observed::Answer(response) => return response,
         Observed::Handle { lose_answer } => lose_answer,
     };
-    let Some(token) = bearer(&req) else {
-        return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.");
-    };
-    let tenant = match state.tokens.lock().unwrap().get(&token) {
-        Some((tenant, expiry)) if *expiry > Instant::now() => tenant.clone(),
-        Some(_) => {
-            return graph_error(
-                401,
-                "InvalidAuthenticationToken",
-                "Lifetime validation failed, the token is expired.",
-            );
-        }
-        None => {
-            return graph_error(
-                401,
-                "InvalidAuthenticationToken",
-                "Access token validation failure. Invalid audience.",
-            );
-        }
+    let tenant = match token_tenant(&req, &state) {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused,
     };
     let path = format!("/{}", req.match_info().get("tail").unwrap_or_default());
-    let query = pairs(req.query_string());
+    let answer = serve(&state, &tenant, &path, req.query_string(), &origin(&req));
+    Common::answer(lose_answer, answer)
+}
+
+/// The tenant whose token `req` bears, or Graph's 401.
+#[allow(clippy::result_large_err)]
+fn token_tenant(req: &HttpRequest, state: &EntraState) -> Result<String, HttpResponse> {
+    let Some(token) = bearer(req) else {
+        return Err(graph_error(401, "InvalidAuthenticationToken", "Access token is empty."));
+    };
+    match state.tokens.lock().unwrap().get(&token) {
+        Some((tenant, expiry)) if *expiry > Instant::now() => Ok(tenant.clone()),
+        Some(_) => Err(graph_error(
+            401,
+            "InvalidAuthenticationToken",
+            "Lifetime validation failed, the token is expired.",
+        )),
+        None => Err(graph_error(
+            401,
+            "InvalidAuthenticationToken",
+            "Access token validation failure. Invalid audience.",
+        )),
+    }
+}
+
+/// Most requests in one `$batch`, as Graph allows.
+const MAX_BATCH: usize = 20;
+
+/// `POST /v1.0/$batch`: each request answered as its own GET would be (each counts against the
+/// throttles), with its status, the headers that matter and its body.
+async fn batch(req: HttpRequest, body: web::Bytes, state: web::Data<EntraState>) -> HttpResponse {
+    let lose_answer = match state.common().observe(&req, &body).await {
+        Observed::Answer(response) => return response,
+        Observed::Handle { lose_answer } => lose_answer,
+    };
+    let tenant = match token_tenant(&req, &state) {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused,
+    };
+    let requests: Vec<Value> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b.get("requests").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    if requests.is_empty() || requests.len() > MAX_BATCH {
+        return graph_error(400, "BadRequest", "Invalid batch payload format.");
+    }
     let origin = origin(&req);
+    let mut responses = Vec::new();
+    for r in requests {
+        let id = r.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let url = r.get("url").and_then(Value::as_str).unwrap_or_default();
+        if r.get("method").and_then(Value::as_str) != Some("GET") {
+            responses.push(json!({"id": id, "status": 405, "body": {"error": {"code": "BadRequest", "message": "GET only here."}}}));
+            continue;
+        }
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let answer = serve(&state, &tenant, path, query, &origin);
+        let status = answer.status().as_u16();
+        let headers: serde_json::Map<String, Value> = answer
+            .headers()
+            .iter()
+            .filter(|(name, _)| *name == "retry-after" || name.as_str().starts_with("x-ms-throttle"))
+            .map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap_or_default())))
+            .collect();
+        let bytes = actix_web::body::to_bytes(answer.into_body()).await.unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        responses.push(json!({"id": id, "status": status, "headers": headers, "body": body}));
+    }
+    Common::answer(lose_answer, HttpResponse::Ok().json(json!({ "responses": responses })))
+}
+
+/// One Graph GET of `tenant` (`path` under `/v1.0`).
+fn serve(state: &EntraState, tenant: &str, path: &str, query_string: &str, origin: &str) -> HttpResponse {
+    let query = pairs(query_string);
+    let tenant = tenant.to_owned();
+    let path = path.to_owned();
+    let client_id = state.app.lock().unwrap().client_id.clone();
+    {
+        let mut app_throttle = state.app_throttle_next.lock().unwrap();
+        if app_throttle.0 > 0 {
+            app_throttle.0 -= 1;
+            return throttled("Application", app_throttle.1, &client_id, &tenant);
+        }
+    }
     let mut tenants = state.tenants.lock().unwrap();
     let Some(t) = tenants.get_mut(&tenant) else {
         return graph_error(401, "InvalidAuthenticationToken", "The tenant is gone.");
     };
     if t.throttle_next > 0 {
         t.throttle_next -= 1;
-        return HttpResponse::TooManyRequests()
-            .insert_header(("Retry-After", "1"))
-            .json(json!({"error": {"code": "TooManyRequests", "message": "Too many requests."}}));
+        return throttled("Tenant_Application", t.throttle_retry_after, &client_id, &tenant);
     }
-    if t.denied.contains(&path) || (path.starts_with("/users/") && t.denied.contains("/users")) {
+    if t.denied.contains(&path)
+        || (path.starts_with("/users/") && t.denied.contains("/users"))
+        || (path.starts_with("/domains/") && t.denied.contains("/domains"))
+    {
         return graph_error(
             403,
             "Authorization_RequestDenied",
@@ -404,6 +502,7 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
         "/policies/authorizationPolicy" => t.authorization_policy.clone(),
         "/reports/authenticationMethods/userRegistrationDetails" => {
             let upn = quoted("userPrincipalName eq ");
+            let admins_only = filter == "isAdmin eq true";
             let rows: Vec<Value> = t
                 .registrations
                 .iter()
@@ -411,6 +510,7 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
                     upn.as_deref()
                         .is_none_or(|u| r.get("userPrincipalName").and_then(Value::as_str) == Some(u))
                 })
+                .filter(|r| !admins_only || r.get("isAdmin").and_then(Value::as_bool) == Some(true))
                 .cloned()
                 .collect();
             json!({"value": rows})
@@ -423,7 +523,13 @@ async fn graph(req: HttpRequest, state: web::Data<EntraState>) -> HttpResponse {
             Some(u) => u.clone(),
             None => return graph_error(404, "Request_ResourceNotFound", "Resource does not exist."),
         },
+        domain if domain.starts_with("/domains/") => {
+            match t.domains.get(&domain.trim_start_matches("/domains/").to_ascii_lowercase()) {
+                Some(d) => d.clone(),
+                None => return graph_error(404, "Request_ResourceNotFound", "Resource does not exist."),
+            }
+        }
         _ => return graph_error(404, "Request_ResourceNotFound", "Resource not found for the segment."),
     };
-    Common::answer(lose_answer, HttpResponse::Ok().json(answer))
+    HttpResponse::Ok().json(answer)
 }

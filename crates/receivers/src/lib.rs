@@ -178,20 +178,74 @@ pub struct Receiver<S: Api> {
     pub state: Arc<S>,
     addr: SocketAddr,
     handle: Option<ServerHandle>,
+    /// Served over HTTPS with this configuration; the PEM of the CA a client must trust.
+    tls: Option<(rustls::ServerConfig, String)>,
+}
+
+/// A certificate authority made for one receiver and the server configuration of a certificate
+/// it issued for `127.0.0.1` and `localhost`: (configuration, the CA certificate as PEM).
+fn loopback_tls() -> (rustls::ServerConfig, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.distinguished_name.push(DnType::CommonName, "Writeback Doctor test receiver CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server parameters");
+    leaf.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let key = KeyPair::generate().expect("server key");
+    let cert = leaf.signed_by(&key, &issuer).expect("server certificate");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server certificate and key");
+    (config, ca_pem)
 }
 
 impl<S: Api> Receiver<S> {
     /// Starts a receiver with `state` on a free port of 127.0.0.1.
     pub async fn spawn(state: S) -> Receiver<S> {
-        let mut receiver =
-            Receiver { state: Arc::new(state), addr: "127.0.0.1:0".parse().unwrap(), handle: None };
+        let mut receiver = Receiver {
+            state: Arc::new(state),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            handle: None,
+            tls: None,
+        };
         receiver.start().await;
         receiver
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash).
+    /// Starts a receiver serving HTTPS on a free port of 127.0.0.1, with a certificate issued
+    /// by a CA made for it alone: a client trusts [`Receiver::ca_pem`] to talk to it.
+    pub async fn spawn_https(state: S) -> Receiver<S> {
+        let mut receiver = Receiver {
+            state: Arc::new(state),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            handle: None,
+            tls: Some(loopback_tls()),
+        };
+        receiver.start().await;
+        receiver
+    }
+
+    /// The CA certificate (PEM) an HTTPS receiver's certificate chains to.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|(_, pem)| pem.as_str())
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://…` (no trailing slash).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -215,12 +269,15 @@ impl<S: Api> Receiver<S> {
         let mut tries = 0;
         let server = loop {
             let data = data.clone();
-            let bound =
+            let server =
                 HttpServer::new(move || actix_web::App::new().app_data(data.clone()).configure(S::configure))
                     .workers(1)
                     .disable_signals()
-                    .shutdown_timeout(0)
-                    .bind(self.addr);
+                    .shutdown_timeout(0);
+            let bound = match &self.tls {
+                Some((config, _)) => server.bind_rustls_0_23(self.addr, config.clone()),
+                None => server.bind(self.addr),
+            };
             match bound {
                 Ok(server) => break server,
                 // The old socket may linger for a moment after a stop.

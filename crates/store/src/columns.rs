@@ -79,6 +79,6 @@ macro_rules! ticket_cols {
 macro_rules! graph_connection_cols {
     () => {
         "tenant_id, org_id, entra_tenant_id, state, consented_at, consented_by, missing_permissions, \
-         throttled_until, last_read_at, last_error, next_read_at, collector_id"
+         throttled_until, last_read_at, last_error, next_read_at, collector_id, test_user"
     };
 }

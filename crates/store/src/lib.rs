@@ -635,6 +635,17 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
     /// Re-test now: a connected tenant's next read becomes due at once; `false` if it is not
     /// connected (or already due).
     async fn request_graph_read(&self, scope: TenantScope, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Sets (or with `None` clears) the tenant's test user, whose registration the reader
+    /// reads; a connected tenant is read again at once. Audited. `None` if the tenant is not
+    /// connected to Graph.
+    async fn set_graph_test_user(
+        &self,
+        scope: TenantScope,
+        test_user: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<GraphConnection>>;
 }
 
 /// What `check` found of a database: reachable, and how its migrations stand against this

@@ -3,6 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The name of the collector row that stands for the server's central Graph reader of a tenant
+/// (the store makes that row; rules tell its reports from a collector's Graph probe by it).
+pub const CENTRAL_GRAPH_READER: &str = "Microsoft Graph (central reader)";
+
 /// What Graph said about one Entra tenant. A call that failed leaves its field `None` and adds
 /// an entry to `errors`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -25,11 +29,26 @@ pub struct GraphReport {
     /// Members of the admin roles that matter for writeback.
     #[serde(default)]
     pub admin_roles: Option<Vec<AdminRoleMembers>>,
+    /// `userRegistrationDetails` of the tenant's administrators (`isAdmin eq true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_registrations: Option<Vec<UserRegistration>>,
+    /// The domains of the admin roles' users (`GET /domains/{id}`): a user on a federated
+    /// domain signs in through the federation, not as a cloud administrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_domains: Option<Vec<DomainAuthentication>>,
     #[serde(default)]
     pub errors: Vec<GraphCallError>,
     /// Getting a token failed; nothing above was read.
     #[serde(default)]
     pub failure: Option<String>,
+    /// The identity platform refused the app for this tenant for good, not for a passing fault:
+    /// consent revoked, the app or its service principal deleted, its credential refused. Its
+    /// error code (`AADSTS700016`, `unauthorized_client`, …); `failure` has the whole answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_refused: Option<String>,
+    /// When the credential (certificate or secret) the app read with expires, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_credential_expires_at: Option<DateTime<Utc>>,
 }
 
 /// One service plan (e.g. `AAD_PREMIUM`) and the user-assignable SKUs that carry it.
@@ -120,6 +139,21 @@ pub struct RoleMember {
     /// Synced from on-premises (`true`); `None` for cloud-only users and non-users.
     #[serde(default)]
     pub on_premises_sync_enabled: Option<bool>,
+}
+
+/// A verified domain and how its users sign in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DomainAuthentication {
+    /// The domain name, lower-case (`contoso.com`).
+    pub id: String,
+    /// `Managed` (cloud authentication) or `Federated`.
+    pub authentication_type: String,
+}
+
+impl DomainAuthentication {
+    pub fn is_federated(&self) -> bool {
+        self.authentication_type.eq_ignore_ascii_case("Federated")
+    }
 }
 
 /// A Graph call that failed.

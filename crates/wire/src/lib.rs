@@ -738,6 +738,10 @@ mod tests {
                     message: "Insufficient privileges".into(),
                 }],
                 failure: None,
+                access_refused: None,
+                app_credential_expires_at: None,
+                admin_registrations: None,
+                admin_domains: None,
             }),
             ProbeOutput::Script(ScriptReport {
                 name: "dc-ports".into(),

@@ -52,7 +52,8 @@ struct Setup {
 
 async fn stand_in() -> Setup {
     let (cert_pem, key_pem) = certificate();
-    let entra = Receiver::spawn(EntraState::new(EntraApp {
+    // Over HTTPS, as the real ones: the stand-in's certificate chains to a CA made for it.
+    let entra = Receiver::spawn_https(EntraState::new(EntraApp {
         client_id: CLIENT_ID.into(),
         client_secret: Some("app-secret".into()),
         certificate: Some(registered(&cert_pem)),
@@ -71,6 +72,7 @@ fn app(entra: &Receiver<EntraState>, credential: ClientCredential) -> GraphApp {
         graph_base_url: Url::parse(&format!("{}/graph", entra.url())).unwrap(),
         timeout: Duration::from_secs(10),
         settings_hint: "graph.client_id / graph.certificate_file".into(),
+        secret_expires_at: None,
     }
 }
 
@@ -80,8 +82,14 @@ fn cert_credential(s: &Setup, algorithm: AssertionAlgorithm) -> ClientCredential
     ))
 }
 
+/// A client that trusts the stand-in's CA only.
+fn https_client(entra: &Receiver<EntraState>) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(entra.ca_pem().expect("an HTTPS stand-in").as_bytes()).unwrap();
+    reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+}
+
 fn reader(s: &Setup, credential: ClientCredential) -> GraphReader {
-    GraphReader::new(app(&s.entra, credential), reqwest::Client::new())
+    GraphReader::new(app(&s.entra, credential), https_client(&s.entra))
 }
 
 #[tokio::test]
@@ -267,7 +275,175 @@ async fn revoked_consent_and_a_foreign_certificate_fail_the_read_with_entra_s_re
         )
         .unwrap(),
     ));
-    let r = GraphReader::new(app(&s.entra, foreign), reqwest::Client::new()).read(FABRIKAM, None).await;
+    let r = GraphReader::new(app(&s.entra, foreign), https_client(&s.entra)).read(FABRIKAM, None).await;
     let failure = r.failure.as_deref().unwrap();
     assert!(failure.contains("invalid_client") && failure.contains("AADSTS700027"), "{failure}");
+}
+
+#[tokio::test]
+async fn a_cached_token_graph_refuses_is_dropped_and_the_read_decided_with_a_fresh_one() {
+    let s = stand_in().await;
+    let reader = reader(&s, cert_credential(&s, AssertionAlgorithm::Ps256));
+    assert!(reader.read(CONTOSO, None).await.failure.is_none());
+
+    // Graph stops taking the token though the tenant still lets the app in (a token revoked
+    // early, keys rolled over): one more read with a fresh token, and nothing is lost.
+    s.entra.state.revoke_consent(CONTOSO);
+    s.entra.state.update_tenant(CONTOSO, |t| t.consented = true);
+    let r = reader.read(CONTOSO, None).await;
+    assert!(r.errors.is_empty() && r.failure.is_none() && r.access_refused.is_none(), "{r:#?}");
+    assert!(r.service_plans.is_some() && r.admin_roles.is_some());
+    assert_eq!(s.entra.state.token_requests(CONTOSO), 2);
+
+    // Consent revoked while a token is cached: Graph answers 401, the fresh token is refused,
+    // and only that refusal decides.
+    s.entra.state.revoke_consent(CONTOSO);
+    let r = reader.read(CONTOSO, None).await;
+    assert_eq!(r.access_refused.as_deref(), Some("AADSTS700016"), "{r:#?}");
+    assert!(r.failure.as_deref().unwrap().contains("unauthorized_client"));
+    assert!(r.service_plans.is_none() && r.allowed_to_use_sspr.is_none() && r.admin_roles.is_none());
+    assert!(r.errors.is_empty(), "the 401s of the stale token are not the report's: {:#?}", r.errors);
+    assert_eq!(s.entra.state.token_requests(CONTOSO), 3);
+}
+
+#[tokio::test]
+async fn the_report_says_when_the_app_s_credential_expires() {
+    let s = stand_in().await;
+    let cert = cert_credential(&s, AssertionAlgorithm::Ps256);
+    let ClientCredential::Certificate(c) = &cert else { unreachable!() };
+    let not_after = c.not_after().expect("rcgen's certificate has a notAfter");
+    let r = reader(&s, cert).read(CONTOSO, None).await;
+    assert_eq!(r.app_credential_expires_at, Some(not_after));
+
+    let mut with_secret = app(&s.entra, ClientCredential::Secret(Secret::new("app-secret")));
+    let r = GraphReader::new(with_secret.clone(), https_client(&s.entra)).read(CONTOSO, None).await;
+    assert_eq!(r.app_credential_expires_at, None, "a secret does not say");
+    let expiry = Utc::now() + chrono::Duration::days(12);
+    with_secret.secret_expires_at = Some(expiry);
+    let r = GraphReader::new(with_secret, https_client(&s.entra)).read(CONTOSO, None).await;
+    assert_eq!(r.app_credential_expires_at, Some(expiry));
+}
+
+#[tokio::test]
+async fn the_admins_registration_and_their_domains_are_read_and_a_403_names_domain_read_all() {
+    let s = stand_in().await;
+    s.entra.state.update_tenant(CONTOSO, |t| {
+        t.domains.insert(
+            "contoso.com".into(),
+            serde_json::json!({"id": "contoso.com", "authenticationType": "Federated"}),
+        );
+    });
+    let reader = reader(&s, ClientCredential::Secret(Secret::new("app-secret")));
+    let r = reader.read(CONTOSO, Some("sspr.test@contoso.com")).await;
+    assert!(r.errors.is_empty() && r.failure.is_none(), "{r:#?}");
+    let admins = r.admin_registrations.as_ref().unwrap();
+    assert_eq!(admins.len(), 1, "only the administrators: {admins:#?}");
+    assert_eq!(admins[0].user_principal_name, "admin@contoso.com");
+    assert_eq!(admins[0].is_admin, Some(true));
+    let domains = r.admin_domains.as_ref().unwrap();
+    assert_eq!(domains.len(), 1);
+    assert_eq!(domains[0].id, "contoso.com");
+    assert!(domains[0].is_federated());
+
+    s.entra.state.update_tenant(CONTOSO, |t| {
+        t.denied.insert("/domains".into());
+    });
+    let r = reader.read(CONTOSO, None).await;
+    assert_eq!(r.admin_domains, None, "unknown, not managed");
+    assert!(r.admin_roles.is_some() && r.admin_registrations.is_some());
+    assert_eq!(missing_permissions(&r), vec!["Domain.Read.All"]);
+}
+
+/// Waits until the stand-in has answered the throttled requests it was told to.
+async fn until(check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "the stand-in never throttled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_s_throttle_holds_only_that_tenant_and_an_app_wide_one_pauses_every_read() {
+    let s = stand_in().await;
+    let reader = reader(&s, ClientCredential::Secret(Secret::new("app-secret")));
+    // Tokens first, so that only Graph's waits are timed.
+    assert!(reader.read(CONTOSO, None).await.failure.is_none());
+    assert!(reader.read(FABRIKAM, None).await.failure.is_none());
+    let throttle_left = |tenant: &str| s.entra.state.tenants.lock().unwrap()[tenant].throttle_next;
+
+    // Contoso's own limit (Tenant_Application): Contoso waits 3 s, Fabrikam does not.
+    s.entra.state.update_tenant(CONTOSO, |t| {
+        t.throttle_next = 1;
+        t.throttle_retry_after = 3;
+    });
+    let started = Instant::now();
+    let contoso = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.read(CONTOSO, None).await }
+    });
+    until(|| throttle_left(CONTOSO) == 0).await;
+    assert!(reader.app_paused_until().is_none(), "a tenant's limit is not the app's");
+    let fabrikam_started = Instant::now();
+    let f = reader.read(FABRIKAM, None).await;
+    assert!(f.errors.is_empty() && f.failure.is_none(), "{f:#?}");
+    assert!(fabrikam_started.elapsed() < Duration::from_secs(2), "Fabrikam waited for Contoso's throttle");
+    let c = contoso.await.unwrap();
+    assert!(c.errors.is_empty() && c.failure.is_none(), "{c:#?}");
+    assert!(started.elapsed() >= Duration::from_millis(2900), "Contoso's Retry-After: 3 was honoured");
+
+    // The app's limit across tenants (x-ms-throttle-scope: Application/…): every read waits.
+    *s.entra.state.app_throttle_next.lock().unwrap() = (1, 2);
+    let contoso = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.read(CONTOSO, None).await }
+    });
+    until(|| s.entra.state.app_throttle_next.lock().unwrap().0 == 0).await;
+    assert!(reader.app_paused_until().is_some(), "the app is paused");
+    let fabrikam_started = Instant::now();
+    let f = reader.read(FABRIKAM, None).await;
+    assert!(f.errors.is_empty() && f.failure.is_none(), "{f:#?}");
+    assert!(fabrikam_started.elapsed() >= Duration::from_millis(1500), "Fabrikam waited out the app's pause");
+    let c = contoso.await.unwrap();
+    assert!(c.errors.is_empty() && c.failure.is_none(), "{c:#?}");
+    assert!(reader.app_paused_until().is_none());
+}
+
+#[tokio::test]
+async fn lookups_go_in_batches_of_twenty_over_https() {
+    let s = stand_in().await;
+    assert!(s.entra.url().starts_with("https://127.0.0.1:"), "{}", s.entra.url());
+    // 25 Global Administrators, every other one synced.
+    s.entra.state.update_tenant(CONTOSO, |t| {
+        let mut assignments = Vec::new();
+        for i in 0..25 {
+            let id = format!("u-{i}");
+            let upn = format!("admin{i}@contoso.com");
+            assignments.push(serde_json::json!({"id": format!("a{i}"), "principalId": id, "roleDefinitionId": GLOBAL_ADMIN,
+                "principal": {"@odata.type": "#microsoft.graph.user", "id": id, "userPrincipalName": upn}}));
+            t.users.insert(id.clone(), serde_json::json!({"id": id, "userPrincipalName": upn, "onPremisesSyncEnabled": (i % 2 == 0).then_some(true)}));
+        }
+        t.role_assignments.insert(GLOBAL_ADMIN.to_owned(), assignments);
+    });
+    let r = reader(&s, ClientCredential::Secret(Secret::new("app-secret"))).read(CONTOSO, None).await;
+    assert!(r.errors.is_empty() && r.failure.is_none(), "{r:#?}");
+    let ga = r.admin_roles.as_ref().unwrap().iter().find(|a| a.role_template_id == GLOBAL_ADMIN).unwrap();
+    assert_eq!((ga.members.len(), ga.synced_count()), (25, 13));
+    assert_eq!(r.admin_domains.as_ref().unwrap().len(), 1);
+
+    let requests = s.entra.requests();
+    let batches: Vec<_> =
+        requests.iter().filter(|r| r.method == "POST" && r.path == "/graph/v1.0/$batch").collect();
+    assert_eq!(batches.len(), 3, "25 users in two batches, one domain in a third");
+    let sizes: Vec<usize> = batches
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<serde_json::Value>(&b.body).unwrap()["requests"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, vec![20, 5, 1]);
+    assert!(!requests.iter().any(|r| r.path.starts_with("/graph/v1.0/users/")), "no lookup one by one");
 }

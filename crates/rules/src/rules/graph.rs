@@ -7,7 +7,7 @@
 //! | `tenant-writeback-licence` | PWB-LIC-01/03, seed 1 | no enabled Entra ID P1/P2 service plan in a user SKU (device and room SKUs that carry one are named, not counted), or none of its licences assigned |
 //! | `licensed-admin-and-test-user` | PWB-LIC-02/04, seed 2 | fewer than two P1/P2 licences are assigned, so an administrator and a test user cannot both hold one (the Graph probe reports no per-user licences, so two or more assigned passes without naming who holds them) |
 //! | `sspr-enabled` | PWB-POL-01, seed 4 | the test user's `isSsprEnabled` is false |
-//! | `cloud-admin-available` | PWB-ADM-01, seed 5 | no cloud-only user holds Global Administrator or Hybrid Identity Administrator |
+//! | `cloud-admin-available` | PWB-ADM-01, seed 5 | no cloud-only user holds Global Administrator or Hybrid Identity Administrator (a user on a federated domain, when the domains were read, is not one) |
 //! | `tenant-sync-recent` | PWB-TEN-01 | the tenant is not syncing, or the last sync is older than `max_sync_age_mins` |
 //! | `sspr-for-administrators` | PWB-POL-05 | `authorizationPolicy.allowedToUseSSPR` is false |
 //! | `test-user-sspr-capable` | PWB-POL-06 | the test user cannot reset (`isSsprCapable` false); when SSPR is off for them the text points at that root cause (`explained_by = ["sspr-enabled"]`) instead of asking for methods |
@@ -17,6 +17,7 @@ use serde_json::json;
 use wbd_wire::{GraphReport, ProbeKind, ProbeOutput, ServicePlanLicences};
 
 use super::{RuleDef, Verdict, field_missing, observed, probe_error};
+use crate::facts::Observation;
 use crate::{Message, Outcome, Params, Severity, TenantFacts};
 
 pub(crate) const LICENCE: &str = "tenant-writeback-licence";
@@ -56,7 +57,9 @@ const WRITEBACK_PLANS: [&str; 2] =
 const SETUP_ROLES: [&str; 2] =
     ["62e90394-69f5-4237-9190-012177145e10", "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2"];
 
-/// Judges the newest Graph report of the tenant.
+/// Judges the newest Graph report of the tenant, whoever read it (the central reader or a
+/// collector's Graph probe: README, "which Graph report counts"); a failure's evidence names that
+/// source under `source`.
 fn tenant_wide(facts: &TenantFacts, judge: impl Fn(&GraphReport) -> Outcome) -> Vec<Verdict> {
     let observations = match observed(facts, ProbeKind::Graph, |output| match output {
         ProbeOutput::Graph(report) => Some(report),
@@ -66,14 +69,28 @@ fn tenant_wide(facts: &TenantFacts, judge: impl Fn(&GraphReport) -> Outcome) -> 
         Err(no_data) => return no_data,
     };
     let newest = observations.iter().max_by_key(|o| o.observed_at);
-    let outcome = match newest.map(|o| o.report) {
-        Some(report) => match &report.failure {
+    let outcome = match newest {
+        Some(o) => match &o.report.failure {
             Some(error) => probe_error(ProbeKind::Graph, error),
-            None => judge(report),
+            None => with_source(judge(o.report), o),
         },
         None => Outcome::no_data(ProbeKind::Graph),
     };
     vec![Verdict::tenant(outcome)]
+}
+
+/// `outcome`, its evidence (if it failed) saying which report it judged.
+fn with_source(mut outcome: Outcome, o: &Observation<'_, GraphReport>) -> Outcome {
+    if let Outcome::Fail { evidence: serde_json::Value::Object(evidence), .. } = &mut outcome {
+        evidence.insert(
+            "source".to_owned(),
+            json!({
+                "collector_id": o.collector.id,
+                "collector_name": o.collector.name,
+            }),
+        );
+    }
+    outcome
 }
 
 fn missing(field: &str) -> Outcome {
@@ -194,8 +211,31 @@ fn check_cloud_admin(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
             .flat_map(|r| r.members.iter())
             .filter(|m| m.principal_type.eq_ignore_ascii_case("user"));
         let (synced, cloud): (Vec<_>, Vec<_>) = users.partition(|m| m.on_premises_sync_enabled == Some(true));
+        // A cloud account on a federated domain signs in through the federation: not a cloud
+        // administrator for the Connect wizard (known only when the domains were read).
+        let federated_domain = |upn: Option<&str>| {
+            let Some((_, domain)) = upn.and_then(|u| u.rsplit_once('@')) else { return false };
+            report
+                .admin_domains
+                .iter()
+                .flatten()
+                .any(|d| d.is_federated() && d.id.eq_ignore_ascii_case(domain))
+        };
+        let (federated, cloud): (Vec<_>, Vec<_>) =
+            cloud.into_iter().partition(|m| federated_domain(m.user_principal_name.as_deref()));
         if !cloud.is_empty() {
             return Outcome::Pass;
+        }
+        if !federated.is_empty() {
+            let mut names: Vec<&str> =
+                federated.iter().map(|m| m.user_principal_name.as_deref().unwrap_or(m.id.as_str())).collect();
+            names.sort_unstable();
+            names.dedup();
+            return Outcome::fail(
+                Severity::High,
+                Message::new("cloud-admin-available.federated").arg("federated", json!(names)),
+                json!({ "federated_admins": names }),
+            );
         }
         let mut names: Vec<&str> =
             synced.iter().map(|m| m.user_principal_name.as_deref().unwrap_or(m.id.as_str())).collect();
@@ -365,6 +405,10 @@ pub(crate) mod tests {
             ]),
             errors: vec![],
             failure: None,
+            access_refused: None,
+            app_credential_expires_at: None,
+            admin_registrations: None,
+            admin_domains: None,
         }
     }
 
@@ -480,10 +524,39 @@ pub(crate) mod tests {
         })
     }
 
+    /// The only non-synced admin is `admin@fabrikam.com`, on a domain signing in as `auth`.
+    fn federated_admin(auth: &str) -> ProbeOutput {
+        with(|r| {
+            if let Some(roles) = r.admin_roles.as_mut() {
+                roles[0].members = vec![member("admin@fabrikam.com", false), member("jan@contoso.com", true)];
+            }
+            r.admin_domains = Some(vec![
+                wbd_wire::DomainAuthentication {
+                    id: "contoso.com".to_owned(),
+                    authentication_type: "Managed".to_owned(),
+                },
+                wbd_wire::DomainAuthentication {
+                    id: "fabrikam.com".to_owned(),
+                    authentication_type: auth.to_owned(),
+                },
+            ]);
+        })
+    }
+
     pub(crate) fn cloud_admin_fixtures() -> Vec<Fixture> {
         vec![
             Fixture::new("only synced admins", one(synced_admins_only()), Expect::Fail(Severity::High)),
             Fixture::new("a cloud admin", one(healthy()), Expect::Pass),
+            Fixture::new(
+                "the cloud admin is on a federated domain",
+                one(federated_admin("Federated")),
+                Expect::Fail(Severity::High),
+            ),
+            Fixture::new(
+                "the cloud admin's domain is managed",
+                one(federated_admin("Managed")),
+                Expect::Pass,
+            ),
             Fixture::new("roles not read", one(with(|r| r.admin_roles = None)), Expect::Unknown),
         ]
     }
@@ -561,5 +634,50 @@ pub(crate) mod tests {
                 Expect::Unknown,
             ),
         ]
+    }
+
+    /// The central reader and a collector's Graph probe both read the tenant: the newest report
+    /// is judged, whichever read it, and a failure's evidence names that source.
+    #[test]
+    fn the_newest_graph_report_wins_and_the_evidence_names_its_source() {
+        use crate::{CollectorState, FactInput};
+        let site = collector("site-a");
+        let central =
+            CollectorState { name: wbd_wire::CENTRAL_GRAPH_READER.to_owned(), ..collector("central") };
+        let fact = |c: &CollectorState, minutes_ago: i64, output: ProbeOutput| FactInput {
+            collector_id: c.id,
+            subject: "graph:contoso.onmicrosoft.com".to_owned(),
+            observed_at: now() - Duration::minutes(minutes_ago),
+            output,
+        };
+        let off = || with(|r| r.allowed_to_use_sspr = Some(false));
+
+        // The collector's older report failed; the central reader's newer one passes.
+        let facts = tenant(
+            vec![site.clone(), central.clone()],
+            vec![fact(&site, 30, off()), fact(&central, 5, healthy())],
+        );
+        let verdicts = run_rule(SSPR_ADMINS, &facts);
+        assert_eq!(verdicts.len(), 1);
+        assert!(verdicts[0].outcome.is_pass());
+
+        // The other way round: the central reader's newer report fails, and says it read it.
+        let facts = tenant(
+            vec![site.clone(), central.clone()],
+            vec![fact(&site, 30, healthy()), fact(&central, 5, off())],
+        );
+        let verdicts = run_rule(SSPR_ADMINS, &facts);
+        let Outcome::Fail { evidence, .. } = &verdicts[0].outcome else { panic!("{verdicts:?}") };
+        assert_eq!(evidence["source"]["collector_name"], wbd_wire::CENTRAL_GRAPH_READER);
+        assert_eq!(evidence["source"]["collector_id"], json!(central.id));
+
+        // A collector's newer failing report names the collector.
+        let facts = tenant(
+            vec![site.clone(), central.clone()],
+            vec![fact(&site, 1, off()), fact(&central, 5, healthy())],
+        );
+        let verdicts = run_rule(SSPR_ADMINS, &facts);
+        let Outcome::Fail { evidence, .. } = &verdicts[0].outcome else { panic!("{verdicts:?}") };
+        assert_eq!(evidence["source"]["collector_name"], "site-a");
     }
 }

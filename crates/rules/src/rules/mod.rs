@@ -15,6 +15,7 @@ pub(crate) mod event_log;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub(crate) mod graph;
+mod graph_access;
 pub(crate) mod idle_connection;
 pub(crate) mod proxy;
 
@@ -61,6 +62,7 @@ pub(crate) static FAMILIES: &[&[RuleDef]] = &[
     event_log::RULES,
     active_directory::RULES,
     graph::RULES,
+    graph_access::RULES,
     collector_silent::RULES,
 ];
 

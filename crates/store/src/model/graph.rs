@@ -11,7 +11,9 @@ use uuid::Uuid;
 use super::{CollectorId, OrgId, TenantId, TenantScope, UnknownValue};
 
 /// The name of the collector row that stands for the central Graph reader of a tenant: facts it
-/// reads are that collector's, so evidence says where they came from.
+/// reads are that collector's, so evidence says where they came from. The same text as
+/// `wbd_wire::CENTRAL_GRAPH_READER`, by which the rules tell the central reader's reports from a
+/// collector's (the store does not depend on the wire crate; a test keeps the two equal).
 pub const GRAPH_READER_COLLECTOR: &str = "Microsoft Graph (central reader)";
 
 /// Whether the app may read a connected tenant.
@@ -70,6 +72,9 @@ pub struct GraphConnection {
     pub next_read_at: DateTime<Utc>,
     /// The collector row standing for the central reader (made when the tenant connects).
     pub collector_id: Option<CollectorId>,
+    /// The UPN of the tenant's test user, whose `userRegistrationDetails` the reader reads (the
+    /// central counterpart of a collector's `probes.graph.test_user`).
+    pub test_user: Option<String>,
 }
 
 /// A consent asked for: the nonce its signed `state` carries.
@@ -100,6 +105,8 @@ pub struct GraphReadClaim {
     pub entra_tenant_id: String,
     /// The collector row the read's facts are written for.
     pub collector_id: CollectorId,
+    /// The tenant's test user, if one is set.
+    pub test_user: Option<String>,
     /// Names this claim: only its holder may finish the read.
     pub lease_id: Uuid,
     /// When the read was due.

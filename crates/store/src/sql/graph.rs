@@ -319,7 +319,7 @@ pub(super) async fn claim_graph_reads(
              WHERE tenant_id = $1 AND state = 'connected' AND next_read_at <= $4
                AND (lease_until IS NULL OR lease_until <= $4)
                AND (throttled_until IS NULL OR throttled_until <= $4)
-             RETURNING org_id, entra_tenant_id, next_read_at, collector_id",
+             RETURNING org_id, entra_tenant_id, next_read_at, collector_id, test_user",
         )
         .bind(tenant_id)
         .bind(lease_id)
@@ -337,6 +337,7 @@ pub(super) async fn claim_graph_reads(
                 scope: TenantScope { org_id: OrgId(row.try_get("org_id")?), tenant_id: TenantId(tenant_id) },
                 entra_tenant_id: row.try_get("entra_tenant_id")?,
                 collector_id: CollectorId(collector_id),
+                test_user: row.try_get("test_user")?,
                 lease_id,
                 due_at: row.try_get("next_read_at")?,
             });
@@ -389,4 +390,51 @@ pub(super) async fn request_graph_read(
     .execute(pool.write())
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn set_graph_test_user(
+    pool: &DbPool,
+    scope: TenantScope,
+    test_user: Option<&str>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<GraphConnection>> {
+    let now = micros(now);
+    let mut tx = write_tx(pool).await?;
+    let Some(before) = connection_in(&mut tx, scope).await? else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    // Read again soon with the new user (a connected tenant only: a revoked one stays stopped).
+    let row = sqlx::query(concat!(
+        "UPDATE graph_connections SET test_user = $3,
+             next_read_at = CASE WHEN state = 'connected' AND next_read_at > $4 THEN $4 ELSE next_read_at END
+         WHERE tenant_id = $1 AND org_id = $2
+         RETURNING ",
+        graph_connection_cols!()
+    ))
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .bind(test_user)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let after = rows::graph_connection(&row)?;
+    let target = scope.tenant_id.to_string();
+    insert_audit(
+        &mut tx,
+        NewAuditEntry {
+            org_id: scope.org_id,
+            tenant_id: Some(scope.tenant_id),
+            actor,
+            action: "graph.test_user",
+            target: &target,
+            before: Some(&serde_json::json!({ "test_user": before.test_user })),
+            after: Some(&serde_json::json!({ "test_user": after.test_user })),
+            at: now,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(after))
 }

@@ -224,6 +224,7 @@ forward! { impl Store {
     graph::claim_graph_reads(limit: u32, lease: Duration, now: DateTime<Utc>) -> Vec<GraphReadClaim>;
     graph::finish_graph_read(scope: TenantScope, lease_id: Uuid, result: &GraphReadResult, now: DateTime<Utc>) -> bool;
     graph::request_graph_read(scope: TenantScope, now: DateTime<Utc>) -> bool;
+    graph::set_graph_test_user(scope: TenantScope, test_user: Option<&str>, actor: &str, now: DateTime<Utc>) -> Option<GraphConnection>;
 }}
 
 forward! { impl DeliveryStore {} to {

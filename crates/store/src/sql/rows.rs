@@ -357,5 +357,6 @@ pub(super) fn graph_connection(row: &DbRow) -> Result<GraphConnection> {
         last_error: row.try_get("last_error")?,
         next_read_at: row.try_get("next_read_at")?,
         collector_id: row.try_get::<Option<Uuid>, _>("collector_id")?.map(CollectorId),
+        test_user: row.try_get("test_user")?,
     })
 }

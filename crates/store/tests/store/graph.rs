@@ -193,3 +193,34 @@ contract_test! {
         Ok(())
     }
 }
+
+contract_test! {
+    async fn a_connected_tenant_s_test_user_is_set_read_by_the_next_claim_and_audited(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let a = connected(store, acme, "a", 0).await?;
+        let lonely = tenant(store, acme, "not connected").await?;
+        let lease = std::time::Duration::from_secs(60);
+        assert_eq!(store.set_graph_test_user(lonely, Some("t@x.com"), "api_key:admin", at(1)).await?, None);
+
+        // Read once, not due again for an hour.
+        let claim = store.claim_graph_reads(10, lease, at(1)).await?.pop().unwrap();
+        assert_eq!(claim.test_user, None);
+        let done = GraphReadResult { next_read_at: at(3600), ..GraphReadResult::default() };
+        assert!(store.finish_graph_read(a, claim.lease_id, &done, at(2)).await?);
+
+        // Set: shown, due at once, and the next claim reads it.
+        let c = store.set_graph_test_user(a, Some("sspr.test@a.com"), "api_key:admin", at(10)).await?.unwrap();
+        assert_eq!((c.test_user.as_deref(), c.next_read_at), (Some("sspr.test@a.com"), at(10)));
+        assert_eq!(store.get_graph_connection(a).await?.unwrap().test_user.as_deref(), Some("sspr.test@a.com"));
+        let claim = store.claim_graph_reads(10, lease, at(11)).await?.pop().expect("due again");
+        assert_eq!(claim.test_user.as_deref(), Some("sspr.test@a.com"));
+
+        // Cleared.
+        let c = store.set_graph_test_user(a, None, "api_key:admin", at(20)).await?.unwrap();
+        assert_eq!(c.test_user, None);
+        let audit = store.list_audit_log(acme, None, 10).await?;
+        assert_eq!(audit[0].action, "graph.test_user");
+        assert_eq!(audit[1].action, "graph.test_user");
+        Ok(())
+    }
+}
