@@ -80,7 +80,7 @@ pub(super) async fn apply_evaluation(
     now: DateTime<Utc>,
 ) -> Result<ApplyOutcome> {
     let now = micros(now);
-    let mut tx = write_tx(pool).await?;
+    let (mut tx, _turn) = evaluation_write_tx(pool).await?;
 
     if let Some(message_id) = message_id {
         // A concurrent worker with the same message waits here until the first one finishes.

@@ -58,7 +58,7 @@ mod prelude {
 
     pub(super) use super::audit::{NewAuditEntry, insert_audit};
     pub(super) use super::findings::{NewEvent, insert_event};
-    pub(super) use super::{DbPool, DbRow, Tx, dialect, read_snapshot, rows, write_tx};
+    pub(super) use super::{DbPool, DbRow, Tx, dialect, evaluation_write_tx, read_snapshot, rows, write_tx};
     pub(super) use crate::convert::{
         count_to_i64, lease_until, micros, parse_enum, saturating_i64, to_u32, to_u64,
     };
@@ -77,19 +77,24 @@ pub(super) struct Pools {
     read: sqlx::Pool<dialect::Db>,
     /// `None`: writes share the read pool.
     write: Option<sqlx::Pool<dialect::Db>>,
+    /// With one writer: the evaluations' turn at it. One evaluation at a time waits for (or
+    /// holds) the write connection, however many run at once, so under load the ingests queued
+    /// for the writer go first and the evaluation that follows covers the batches that came
+    /// meanwhile, instead of every evaluation taking a turn of its own.
+    evaluation_turn: Option<tokio::sync::Semaphore>,
 }
 
 impl Pools {
     /// One pool for reads and writes.
     #[allow(dead_code, reason = "each backend's copy of this module uses one of the two")]
     pub(super) fn shared(pool: sqlx::Pool<dialect::Db>) -> Self {
-        Self { read: pool, write: None }
+        Self { read: pool, write: None, evaluation_turn: None }
     }
 
     /// Reads and writes from pools of their own.
     #[allow(dead_code, reason = "each backend's copy of this module uses one of the two")]
     pub(super) fn split(read: sqlx::Pool<dialect::Db>, write: sqlx::Pool<dialect::Db>) -> Self {
-        Self { read, write: Some(write) }
+        Self { read, write: Some(write), evaluation_turn: Some(tokio::sync::Semaphore::new(1)) }
     }
 
     fn stats(&self) -> PoolStats {
@@ -122,6 +127,17 @@ impl Pools {
 /// A transaction that writes: on SQLite it holds the write lock from its first statement.
 async fn write_tx(pool: &DbPool) -> Result<Tx> {
     Ok(pool.write().begin_with(dialect::BEGIN_WRITE).await?)
+}
+
+/// A write transaction for applying an evaluation, and the evaluations' turn at the writer it
+/// holds (see `Pools`); keep the turn until the transaction ends.
+async fn evaluation_write_tx(pool: &DbPool) -> Result<(Tx, Option<tokio::sync::SemaphorePermit<'_>>)> {
+    // A semaphore that is never closed always grants its permit.
+    let turn = match &pool.evaluation_turn {
+        Some(turn) => turn.acquire().await.ok(),
+        None => None,
+    };
+    Ok((write_tx(pool).await?, turn))
 }
 
 /// A read-only transaction whose reads all see one snapshot.
