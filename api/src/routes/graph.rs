@@ -322,8 +322,31 @@ pub async fn disconnect_tenant(state: &AppState, who: &Principal, id: Uuid) -> A
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphTestUserBody {
-    /// The user's UPN (`sspr.test@contoso.com`); `null` clears it.
+    /// The user's UPN (`sspr.test@contoso.com`): one `@` with something on each side, no
+    /// white space or control characters; `null` clears it.
+    #[schema(
+        pattern = r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+@[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$",
+        max_length = 256
+    )]
     pub user_principal_name: Option<String>,
+}
+
+/// A character a UPN may hold: the schema's pattern, written out so that it means the same in
+/// every regular-expression dialect (no `\s`, whose members differ between them).
+fn upn_char(c: char) -> bool {
+    !matches!(
+        c,
+        '@' | '\0'..=' '
+            | '\u{7f}'..='\u{a0}'
+            | '\u{1680}'
+            | '\u{2000}'..='\u{200a}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{202f}'
+            | '\u{205f}'
+            | '\u{3000}'
+            | '\u{feff}'
+    )
 }
 
 /// The longest UPN Entra accepts (113 characters before the `@`, 256 in all).
@@ -348,12 +371,13 @@ pub async fn set_test_user(
 ) -> ApiResult<HttpResponse> {
     who.require_admin()?;
     let (scope, _) = own_tenant(&state, &who, id.into_inner()).await?;
-    let upn = body.into_inner().user_principal_name.map(|u| u.trim().to_owned());
+    let upn = body.into_inner().user_principal_name;
     if let Some(upn) = &upn {
-        let valid = upn.len() <= MAX_UPN_LEN
-            && upn.split('@').count() == 2
-            && upn.split('@').all(|part| !part.is_empty())
-            && !upn.chars().any(|c| c.is_whitespace() || c.is_control());
+        // What the schema says, exactly: a value it refuses is refused here and the other way round.
+        let valid = upn.chars().count() <= MAX_UPN_LEN
+            && upn.split_once('@').is_some_and(|(user, domain)| {
+                !user.is_empty() && !domain.is_empty() && user.chars().chain(domain.chars()).all(upn_char)
+            });
         if !valid {
             return Err(ApiError::new(
                 ErrorCode::Validation,

@@ -386,7 +386,16 @@ async fn the_test_user_and_the_admins_domains_are_read_centrally() {
     assert_eq!(res.status(), StatusCode::OK);
     let technician = app.login_as(&org, "technician").await;
     problem(app.put(&technician, &path, &body).await, StatusCode::FORBIDDEN, "forbidden").await;
-    for bad in ["no-at-sign", "two@@contoso.com", "sp ace@contoso.com", "@contoso.com"] {
+    for bad in [
+        "no-at-sign",
+        "two@@contoso.com",
+        "sp ace@contoso.com",
+        "@contoso.com",
+        "",
+        " sspr.test@contoso.com",
+        "sspr.test@contoso.com\u{85}",
+        "\u{feff}sspr.test@contoso.com",
+    ] {
         let res = app.put(&org.token, &path, &json!({"user_principal_name": bad})).await;
         problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     }
