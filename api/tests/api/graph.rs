@@ -386,6 +386,9 @@ async fn the_test_user_and_the_admins_domains_are_read_centrally() {
     assert_eq!(res.status(), StatusCode::OK);
     let technician = app.login_as(&org, "technician").await;
     problem(app.put(&technician, &path, &body).await, StatusCode::FORBIDDEN, "forbidden").await;
+    // Another organisation's admin cannot set it: the tenant is not theirs to see.
+    let stranger = app.bootstrap_org("Other MSP").await;
+    problem(app.put(&stranger.token, &path, &body).await, StatusCode::NOT_FOUND, "not_found").await;
     for bad in [
         "no-at-sign",
         "two@@contoso.com",
