@@ -59,6 +59,13 @@ const BEGIN_WRITE: &str = "BEGIN";
 /// A tenant's snapshot is read in one MVCC snapshot, so its versions match the rows read.
 const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
+/// No index hints: PostgreSQL's planner reads the table's statistics.
+macro_rules! indexed_by {
+    ($index:literal) => {
+        ""
+    };
+}
+
 /// The clause that locks the rows a `SELECT` reads:
 /// - `for_update`: for the transaction's change;
 /// - `for_share`: against changes until the transaction ends;
@@ -199,6 +206,19 @@ async fn write_plan(
         .bind(facts.iter().map(|f| f.history_id).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
+    }
+    Ok(())
+}
+
+/// Leases the deliveries a claim took, in one statement.
+async fn lease_deliveries(tx: &mut Tx, ids: &[Uuid], lease_id: Uuid, until: DateTime<Utc>) -> Result<()> {
+    if !ids.is_empty() {
+        sqlx::query("UPDATE deliveries SET lease_id = $2, lease_until = $3 WHERE id = ANY($1)")
+            .bind(ids)
+            .bind(lease_id)
+            .bind(until)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

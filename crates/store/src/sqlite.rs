@@ -24,7 +24,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::convert::micros;
@@ -101,6 +101,15 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// A deferred transaction reads one WAL snapshot.
 const BEGIN_SNAPSHOT: &str = "BEGIN";
 
+/// Names the index a query must read: SQLite's planner has no statistics (no `ANALYZE`), so it
+/// takes an equality on an indexed column over a narrow range on another index, even when the
+/// equality matches every row of a backlog and the range a handful.
+macro_rules! indexed_by {
+    ($index:literal) => {
+        concat!(" INDEXED BY ", $index)
+    };
+}
+
 /// No row locks: a write transaction holds the whole database (see the module documentation).
 macro_rules! row_lock {
     ($($clause:tt)+) => {
@@ -127,102 +136,146 @@ macro_rules! row_address {
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend, by design: see sql/mod.rs")]
 mod sql;
 
-/// The stored latest facts of a batch's (probe, subject) keys: a prepared statement per key is
-/// cheap in process.
+/// Rows per multi-row statement. SQLite allows 32,766 bound values in one statement and the
+/// widest row here binds 11, so a chunk stays far below the limit whatever a batch holds.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The stored latest facts of a batch's (probe, subject) keys, a chunk of keys per statement.
+///
+/// Statements, not rows, are what cost here: sqlx runs each SQLite connection on a thread of
+/// its own, so every statement is a round trip between threads (two context switches), which
+/// costs more than SQLite's own work for a row. A batch of 50 results used to make ~160 of them
+/// while holding the one writer; now it makes a handful.
 async fn stored_fact_rows(
     tx: &mut Tx,
     collector_id: CollectorId,
     keys: Vec<(String, String)>,
 ) -> Result<Vec<SqliteRow>> {
     let mut rows = Vec::with_capacity(keys.len());
-    for (probe, subject) in keys {
-        let row = sqlx::query(
-            "SELECT probe, subject, observed_at, digest, first_seen_at, repeat_count, history_id FROM facts
-             WHERE collector_id = $1 AND probe = $2 AND subject = $3",
-        )
-        .bind(collector_id.0)
-        .bind(probe)
-        .bind(subject)
-        .fetch_optional(&mut **tx)
-        .await?;
-        rows.extend(row);
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        // Driven by the keys, so each is one primary-key lookup (`(probe, subject) IN (...)`
+        // would scan all the collector's facts).
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT f.probe, f.subject, f.observed_at, f.digest, f.first_seen_at, f.repeat_count, f.history_id
+             FROM (",
+        );
+        query.push_values(chunk, |mut row, (probe, subject)| {
+            row.push_bind(probe.as_str()).push_bind(subject.as_str());
+        });
+        query.push(") AS k JOIN facts AS f ON f.collector_id = ");
+        query.push_bind(collector_id.0).push(" AND f.probe = k.column1 AND f.subject = k.column2");
+        rows.extend(query.build().persistent(false).fetch_all(&mut **tx).await?);
     }
     Ok(rows)
 }
 
-/// Writes an ingest plan a row at a time, in the immediate transaction of the ingest.
+/// Writes an ingest plan in the immediate transaction of the ingest: new history runs, run
+/// extensions and latest facts, each as multi-row statements (see [`stored_fact_rows`] for why).
+/// The statements' text depends on the row count, so they are not kept in the statement cache.
 async fn write_plan(
     tx: &mut Tx,
     scope: TenantScope,
     collector_id: CollectorId,
     plan: &IngestPlan,
 ) -> Result<()> {
-    for run in &plan.new_runs {
-        sqlx::query(
+    for runs in plan.new_runs.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO fact_history (id, org_id, tenant_id, collector_id, probe, subject, digest, payload,
-                                       first_seen_at, last_seen_at, count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(run.id)
-        .bind(scope.org_id.0)
-        .bind(scope.tenant_id.0)
-        .bind(collector_id.0)
-        .bind(&run.probe)
-        .bind(&run.subject)
-        .bind(&run.digest)
-        .bind(&run.payload)
-        .bind(run.first_seen_at)
-        .bind(run.last_seen_at)
-        .bind(run.count)
-        .execute(&mut **tx)
-        .await?;
+                                       first_seen_at, last_seen_at, count) ",
+        );
+        query.push_values(runs, |mut row, run| {
+            row.push_bind(run.id)
+                .push_bind(scope.org_id.0)
+                .push_bind(scope.tenant_id.0)
+                .push_bind(collector_id.0)
+                .push_bind(run.probe.as_str())
+                .push_bind(run.subject.as_str())
+                .push_bind(run.digest.as_str())
+                .push_bind(&run.payload)
+                .push_bind(run.first_seen_at)
+                .push_bind(run.last_seen_at)
+                .push_bind(run.count);
+        });
+        query.build().persistent(false).execute(&mut **tx).await?;
     }
-    for ext in &plan.extensions {
-        sqlx::query("UPDATE fact_history SET last_seen_at = $3, count = count + $4 WHERE id = $1 AND collector_id = $2")
-            .bind(ext.id)
-            .bind(collector_id.0)
-            .bind(ext.last_seen_at)
-            .bind(ext.added)
-            .execute(&mut **tx)
-            .await?;
+    for extensions in plan.extensions.chunks(ROWS_PER_STATEMENT) {
+        // VALUES names its columns column1, column2, ...
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "UPDATE fact_history SET last_seen_at = e.column2, count = count + e.column3 FROM (",
+        );
+        query.push_values(extensions, |mut row, ext| {
+            row.push_bind(ext.id).push_bind(ext.last_seen_at).push_bind(ext.added);
+        });
+        query.push(") AS e WHERE fact_history.id = e.column1 AND fact_history.collector_id = ");
+        query.push_bind(collector_id.0);
+        query.build().persistent(false).execute(&mut **tx).await?;
     }
-    for fact in &plan.facts {
-        sqlx::query(
+    for facts in plan.facts.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO facts (collector_id, probe, subject, org_id, tenant_id, observed_at, payload, digest,
-                                first_seen_at, repeat_count, history_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (collector_id, probe, subject) DO UPDATE
+                                first_seen_at, repeat_count, history_id) ",
+        );
+        query.push_values(facts, |mut row, fact| {
+            row.push_bind(collector_id.0)
+                .push_bind(fact.probe.as_str())
+                .push_bind(fact.subject.as_str())
+                .push_bind(scope.org_id.0)
+                .push_bind(scope.tenant_id.0)
+                .push_bind(fact.observed_at)
+                .push_bind(&fact.payload)
+                .push_bind(fact.digest.as_str())
+                .push_bind(fact.first_seen_at)
+                .push_bind(fact.repeat_count)
+                .push_bind(fact.history_id);
+        });
+        query.push(
+            " ON CONFLICT (collector_id, probe, subject) DO UPDATE
              SET observed_at = excluded.observed_at, payload = excluded.payload, digest = excluded.digest,
                  first_seen_at = excluded.first_seen_at, repeat_count = excluded.repeat_count,
                  history_id = excluded.history_id",
-        )
-        .bind(collector_id.0)
-        .bind(&fact.probe)
-        .bind(&fact.subject)
-        .bind(scope.org_id.0)
-        .bind(scope.tenant_id.0)
-        .bind(fact.observed_at)
-        .bind(&fact.payload)
-        .bind(&fact.digest)
-        .bind(fact.first_seen_at)
-        .bind(fact.repeat_count)
-        .bind(fact.history_id)
-        .execute(&mut **tx)
-        .await?;
+        );
+        query.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-/// A statement per id (SQLite has no arrays to bind), in one transaction.
+/// Leases the deliveries a claim took, a statement per chunk of ids.
+async fn lease_deliveries(tx: &mut Tx, ids: &[Uuid], lease_id: Uuid, until: DateTime<Utc>) -> Result<()> {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_id = ");
+        query.push_bind(lease_id).push(", lease_until = ").push_bind(until).push(" WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(id);
+        }
+        query.push(")");
+        query.build().persistent(false).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// One statement per chunk of ids (SQLite has no arrays to bind); a single id, the common case
+/// (one acknowledged message), keeps its cached statement.
 async fn delete_outbox(pool: &sql::Pools, ids: &[Uuid]) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
+    match ids {
+        [] => {}
+        [id] => {
+            sqlx::query("DELETE FROM outbox WHERE id = $1").bind(id).execute(pool.write()).await?;
+        }
+        _ => {
+            let mut tx = pool.write().begin_with(BEGIN_WRITE).await?;
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM outbox WHERE id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                query.push(")");
+                query.build().persistent(false).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        }
     }
-    let mut tx = pool.write().begin_with(BEGIN_WRITE).await?;
-    for id in ids {
-        sqlx::query("DELETE FROM outbox WHERE id = $1").bind(id).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -20,9 +20,11 @@ pub(super) async fn claim_deliveries(
     // The integrations that can take a delivery now: enabled, not throttled, budget left, a free
     // slot (in-flight counts from the small set of leased rows), and something due — the ones
     // whose oldest due delivery is oldest first, at most `limit` of them.
-    let open: Vec<(Uuid, i64)> = sqlx::query_as(
+    let open: Vec<(Uuid, i64)> = sqlx::query_as(concat!(
         "WITH busy AS (
-             SELECT integration_id, COUNT(*) AS n FROM deliveries
+             SELECT integration_id, COUNT(*) AS n FROM deliveries",
+        indexed_by!("deliveries_leased_idx"),
+        "
              WHERE status = 'pending' AND lease_until > $1
              GROUP BY integration_id
          ),
@@ -38,7 +40,7 @@ pub(super) async fn claim_deliveries(
                     OR i.budget_window_start <= $3 OR i.budget_used < i.hourly_budget)
          )
          SELECT id, free FROM open WHERE oldest IS NOT NULL ORDER BY oldest, id LIMIT $2",
-    )
+    ))
     .bind(now)
     .bind(i64::from(limit))
     .bind(now - chrono::TimeDelta::hours(1))
@@ -81,9 +83,11 @@ pub(super) async fn claim_deliveries(
 
     // Each integration's free slots and budget left, as this claim takes them.
     let mut integrations: HashMap<Uuid, (Integration, u32, Option<u32>)> = HashMap::new();
-    let mut claimed = Vec::new();
+    let mut taken = Vec::new();
+    // How many of a budgeted integration's deliveries this claim starts.
+    let mut budget_taken: HashMap<Uuid, i64> = HashMap::new();
     for delivery in candidates {
-        if claimed.len() as u32 >= limit {
+        if taken.len() as u32 >= limit {
             break;
         }
         let (integration, free, budget_left) = match integrations.entry(delivery.integration_id) {
@@ -98,27 +102,33 @@ pub(super) async fn claim_deliveries(
         *free -= 1;
         if let Some(left) = budget_left.as_mut() {
             *left -= 1;
-            sqlx::query(
-                "UPDATE integrations SET
-                     budget_used = CASE WHEN budget_window_start IS NULL OR budget_window_start <= $2
-                                        THEN 1 ELSE budget_used + 1 END,
-                     budget_window_start = CASE WHEN budget_window_start IS NULL OR budget_window_start <= $2
-                                        THEN $3 ELSE budget_window_start END
-                 WHERE id = $1",
-            )
-            .bind(integration.id)
-            .bind(now - chrono::TimeDelta::hours(1))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            *budget_taken.entry(integration.id).or_default() += 1;
         }
-        let lease_id = Uuid::now_v7();
-        sqlx::query("UPDATE deliveries SET lease_id = $2, lease_until = $3 WHERE id = $1")
-            .bind(delivery.id)
-            .bind(lease_id)
-            .bind(lease_until(now, lease))
-            .execute(&mut *tx)
-            .await?;
+        taken.push(delivery);
+    }
+    for (integration_id, n) in budget_taken {
+        sqlx::query(
+            "UPDATE integrations SET
+                 budget_used = CASE WHEN budget_window_start IS NULL OR budget_window_start <= $2
+                                    THEN $4 ELSE budget_used + $4 END,
+                 budget_window_start = CASE WHEN budget_window_start IS NULL OR budget_window_start <= $2
+                                    THEN $3 ELSE budget_window_start END
+             WHERE id = $1",
+        )
+        .bind(integration_id)
+        .bind(now - chrono::TimeDelta::hours(1))
+        .bind(now)
+        .bind(n)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // One lease for everything this claim takes, written in one statement: the lease id tells
+    // this claim's later writes from those of whoever claims a delivery after its lease ran out.
+    let lease_id = Uuid::now_v7();
+    let ids: Vec<Uuid> = taken.iter().map(|d| d.id).collect();
+    dialect::lease_deliveries(&mut tx, &ids, lease_id, lease_until(now, lease)).await?;
+    let mut claimed = Vec::with_capacity(taken.len());
+    for delivery in taken {
         let ticket = match &delivery.ticket_key {
             None => None,
             Some(key) => {
@@ -134,6 +144,7 @@ pub(super) async fn claim_deliveries(
                 row.as_ref().map(rows::ticket).transpose()?
             }
         };
+        let (integration, ..) = &integrations[&delivery.integration_id];
         claimed.push(ClaimedDelivery { delivery, lease_id, integration: integration.clone(), ticket });
     }
     tx.commit().await?;
@@ -160,9 +171,12 @@ async fn lock_integration(
     // Switched off or throttled (an attempt just heard a 429) since the candidates were chosen:
     // on PostgreSQL the candidate query does not lock, and this lock may have waited for that.
     let paused = !integration.enabled || integration.throttled_until.is_some_and(|until| until > now);
-    let in_flight: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM deliveries WHERE integration_id = $1 AND status = 'pending' AND lease_until > $2",
-    )
+    // Through the leased rows (a handful), not the integration's whole backlog.
+    let in_flight: i64 = sqlx::query_scalar(concat!(
+        "SELECT COUNT(*) FROM deliveries",
+        indexed_by!("deliveries_leased_idx"),
+        " WHERE integration_id = $1 AND status = 'pending' AND lease_until > $2"
+    ))
     .bind(id)
     .bind(now)
     .fetch_one(&mut **tx)
@@ -228,11 +242,33 @@ pub(super) async fn complete_attempt(
 ) -> Result<bool> {
     let at = micros(record.at);
     let mut tx = write_tx(pool).await?;
-    if !holds_lease(&mut tx, delivery.id, record.lease_id).await? {
+    let attempt = i64::from(delivery.attempts) + 1;
+    let (status, next) = match (record.succeeded, record.retry_at) {
+        (true, _) => (DeliveryStatus::Succeeded, None),
+        (false, Some(retry)) => (DeliveryStatus::Pending, Some(micros(retry))),
+        (false, None) => (DeliveryStatus::Failed, None),
+    };
+    // Written only while this lease holds it (and locked from here on, on PostgreSQL).
+    let held = sqlx::query(
+        "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5, lease_id = NULL,
+             lease_until = NULL, last_attempt_at = $6, last_status = $7, last_error = $8, updated_at = $6
+         WHERE id = $1 AND status = 'pending' AND lease_id = $2",
+    )
+    .bind(delivery.id)
+    .bind(record.lease_id)
+    .bind(status.as_str())
+    .bind(attempt)
+    .bind(next)
+    .bind(at)
+    .bind(record.status.map(i64::from))
+    .bind(&record.error)
+    .execute(&mut *tx)
+    .await?;
+    if held.rows_affected() == 0 {
         // The lease ran out and someone else has the delivery now: their word counts.
+        tx.rollback().await?;
         return Ok(false);
     }
-    let attempt = i64::from(delivery.attempts) + 1;
     sqlx::query(
         "INSERT INTO delivery_attempts (id, delivery_id, org_id, attempt, at, succeeded, status, latency_ms, error,
              response_excerpt, exchanges)
@@ -251,38 +287,33 @@ pub(super) async fn complete_attempt(
     .bind(Json(&record.exchanges))
     .execute(&mut *tx)
     .await?;
-    let (status, next) = match (record.succeeded, record.retry_at) {
-        (true, _) => (DeliveryStatus::Succeeded, None),
-        (false, Some(retry)) => (DeliveryStatus::Pending, Some(micros(retry))),
-        (false, None) => (DeliveryStatus::Failed, None),
-    };
-    sqlx::query(
-        "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, lease_id = NULL,
-             lease_until = NULL, last_attempt_at = $5, last_status = $6, last_error = $7, updated_at = $5
-         WHERE id = $1",
-    )
-    .bind(delivery.id)
-    .bind(status.as_str())
-    .bind(attempt)
-    .bind(next)
-    .bind(at)
-    .bind(record.status.map(i64::from))
-    .bind(&record.error)
-    .execute(&mut *tx)
-    .await?;
     if record.succeeded {
-        let alerted: bool = sqlx::query_scalar("SELECT alerted FROM integrations WHERE id = $1")
-            .bind(delivery.integration_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE integrations SET failing_since = NULL, last_success_at = $2, alerted = FALSE, throttle_streak = 0
-             WHERE id = $1",
+        // A healthy integration's row is left alone unless its last success is over a second
+        // old: every delivery writing it would make concurrent completions queue for its lock.
+        let health = sqlx::query(
+            "SELECT alerted, failing_since IS NOT NULL AS failing, throttle_streak, last_success_at
+             FROM integrations WHERE id = $1",
         )
         .bind(delivery.integration_id)
-        .bind(at)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        let alerted: bool = health.try_get("alerted")?;
+        let failing: bool = health.try_get("failing")?;
+        let streak = rows::int(&health, "throttle_streak")?;
+        let last_success: Option<DateTime<Utc>> = health.try_get("last_success_at")?;
+        let stale = last_success.is_none_or(|last| at - last >= chrono::TimeDelta::seconds(1));
+        if alerted || failing || streak != 0 || stale {
+            sqlx::query(
+                "UPDATE integrations SET failing_since = NULL, alerted = FALSE, throttle_streak = 0,
+                     last_success_at = CASE WHEN last_success_at IS NULL OR last_success_at < $2
+                                            THEN $2 ELSE last_success_at END
+                 WHERE id = $1",
+            )
+            .bind(delivery.integration_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
         if alerted {
             resolve_integration_findings(&mut tx, delivery.org_id, delivery.integration_id, at).await?;
         }

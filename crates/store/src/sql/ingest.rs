@@ -95,19 +95,21 @@ pub(super) async fn ingest_batch(
     .bind(scope.org_id.0)
     .fetch_one(&mut *tx)
     .await?;
-    // Which probes reported in this version (a handful per batch): flap damping reads it.
+    // Which probes reported in this version (a handful per batch): flap damping reads it. One
+    // statement for all of them.
     let probes: std::collections::BTreeSet<&str> = batch.results.iter().map(|r| r.probe.as_str()).collect();
-    for probe in probes {
-        sqlx::query(
-            "INSERT INTO probe_versions (tenant_id, probe, org_id, facts_version) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (tenant_id, probe) DO UPDATE SET facts_version = excluded.facts_version",
-        )
-        .bind(scope.tenant_id.0)
-        .bind(probe)
-        .bind(scope.org_id.0)
-        .bind(facts_version)
-        .execute(&mut *tx)
-        .await?;
+    if !probes.is_empty() {
+        let mut query = sqlx::QueryBuilder::<dialect::Db>::new(
+            "INSERT INTO probe_versions (tenant_id, probe, org_id, facts_version) ",
+        );
+        query.push_values(probes, |mut row, probe| {
+            row.push_bind(scope.tenant_id.0)
+                .push_bind(probe)
+                .push_bind(scope.org_id.0)
+                .push_bind(facts_version);
+        });
+        query.push(" ON CONFLICT (tenant_id, probe) DO UPDATE SET facts_version = excluded.facts_version");
+        query.build().persistent(false).execute(&mut *tx).await?;
     }
     let kind = MessageKind::BatchIngested { collector_id: batch.collector_id, batch_id: batch.batch_id };
     insert_outbox(&mut tx, scope, &kind, batch.traceparent.as_deref(), received_at).await?;

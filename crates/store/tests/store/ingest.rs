@@ -199,6 +199,48 @@ contract_test! {
 }
 
 contract_test! {
+    async fn a_push_wider_than_one_statement_stores_every_subject(store) {
+        // More subjects than the SQLite backend writes in one statement (500 rows), so the
+        // reads and writes of the plan run in several chunks.
+        let site = enrolled_site(store, "Acme MSP").await?;
+        let c = site.collector.id;
+        let subjects: Vec<String> = (0..1201).map(|i| format!("host-{i:04}")).collect();
+        let first = subjects.iter().map(|s| result("tcp", s, 10, "ok")).collect();
+        store.ingest_batch(site.scope, &batch(c, first, 11)).await?;
+        // Again: every third subject changed, the rest repeat (their runs are extended).
+        let second = subjects
+            .iter()
+            .enumerate()
+            .map(|(i, s)| result("tcp", s, 20, if i % 3 == 0 { "timeout" } else { "ok" }))
+            .collect();
+        assert_eq!(
+            store.ingest_batch(site.scope, &batch(c, second, 21)).await?,
+            IngestOutcome::Accepted { accepted: 1201 }
+        );
+
+        let facts = store.list_facts(site.scope).await?;
+        assert_eq!(facts.len(), 1201);
+        for (i, fact) in facts.iter().enumerate() {
+            assert_eq!(fact.subject, subjects[i]);
+            assert_eq!(fact.observed_at, at(20), "{}", fact.subject);
+            let (digest, first_seen, repeats) = if i % 3 == 0 { ("timeout", at(20), 1) } else { ("ok", at(10), 2) };
+            assert_eq!(
+                (fact.digest.as_str(), fact.first_seen_at, fact.repeat_count),
+                (digest, first_seen, repeats),
+                "{}",
+                fact.subject
+            );
+        }
+        assert_eq!(store.history(c, "tcp", "host-1199").await?, vec![("ok".to_owned(), at(10), at(20), 2)]);
+        assert_eq!(
+            store.history(c, "tcp", "host-1200").await?,
+            vec![("ok".to_owned(), at(10), at(10), 1), ("timeout".to_owned(), at(20), at(20), 1)]
+        );
+        Ok(())
+    }
+}
+
+contract_test! {
     async fn a_revoked_collector_cannot_ingest(store) {
         let site = enrolled_site(store, "Acme MSP").await?;
         store.revoke_collector(site.org, site.collector.id, at(5)).await?;
