@@ -71,6 +71,8 @@ error_codes! {
     GraphTenantMismatch => (CONFLICT, "graph_tenant_mismatch", "Consent came from another Entra tenant than the tenant's own"),
     GraphNotConnected => (NOT_FOUND, "graph_not_connected", "The tenant is not connected to Microsoft Graph"),
     GraphNotConfigured => (CONFLICT, "graph_not_configured", "The server has no Microsoft Graph app (graph.client_id)"),
+    GraphAppChanged => (CONFLICT, "graph_app_changed", "The tenant's own Graph app changed meanwhile; reload it and try again"),
+    GraphAppNotSet => (NOT_FOUND, "graph_app_not_set", "The tenant has no own Graph app"),
     SecretsKeyMissing => (SERVICE_UNAVAILABLE, "secrets_key_missing", "The server has no key to seal integration secrets (delivery.secrets_key)"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "The service is temporarily unavailable"),
     Internal => (INTERNAL_SERVER_ERROR, "internal_error", "An unexpected error occurred"),

@@ -1,7 +1,8 @@
 //! The central Graph reader at scale: connected tenants, all due at once, read by one worker's
 //! reader ([`wbd_platform::graph_reader`]) against the identity-platform and Graph stand-in of
-//! `wbd-receivers`, on the embedded store. Reports tenants read per minute, the Graph requests a
-//! read makes, and the CPU of the whole process per read.
+//! `wbd-receivers`, on the embedded store, the stand-in enforcing Graph's documented limits
+//! ([`GraphLimits::DOCUMENTED`]). Reports tenants read per minute, the Graph requests a read
+//! makes, the CPU of the whole process per read, and how often the limits answered 429.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wbd_receivers::Receiver;
-use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
+use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant, GraphLimits};
 use wbd_store::{GraphConsentOutcome, OrgScope, TenantScope};
 
 use crate::machine::process_cpu_secs;
@@ -31,6 +32,10 @@ pub struct Measured {
     pub tenants_per_min: f64,
     pub requests_per_tenant: f64,
     pub cpu_ms_per_tenant: f64,
+    /// 429s the stand-in's documented limits answered: per app across all tenants, per app and
+    /// tenant.
+    pub refused_app: u64,
+    pub refused_tenant: u64,
 }
 
 pub async fn measure(load: ReadLoad, ticks: u64) -> anyhow::Result<Measured> {
@@ -40,6 +45,7 @@ pub async fn measure(load: ReadLoad, ticks: u64) -> anyhow::Result<Measured> {
         certificate: None,
     }))
     .await;
+    entra.state.enforce_limits(GraphLimits::DOCUMENTED);
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("graph.db").display());
     let store = wbd_store::connect(&url, 4).await.context("the embedded store")?;
@@ -65,6 +71,8 @@ pub async fn measure(load: ReadLoad, ticks: u64) -> anyhow::Result<Measured> {
     }
 
     let mut settings = wbd_platform::Settings::defaults();
+    // The store read (else the reader's sealing key file would go beside the default wbd.db).
+    settings.database.url = url.clone();
     settings.graph.client_id = CLIENT_ID.into();
     settings.graph.client_secret = "bench-secret".into();
     settings.graph.authority = entra.url();
@@ -96,7 +104,10 @@ pub async fn measure(load: ReadLoad, ticks: u64) -> anyhow::Result<Measured> {
     while tasks.join_next().await.is_some() {}
     let graph_requests = entra.requests().iter().filter(|r| r.path.starts_with("/graph/")).count();
     let n = scopes.len() as f64;
+    let refusals = entra.state.limit_refusals();
     Ok(Measured {
+        refused_app: refusals.get("Application").copied().unwrap_or(0),
+        refused_tenant: refusals.get("Tenant_Application").copied().unwrap_or(0),
         wall,
         tenants_per_min: n / wall.as_secs_f64() * 60.0,
         requests_per_tenant: graph_requests as f64 / n,

@@ -1101,7 +1101,7 @@ async fn graph_phase(args: &Args, ticks: u64) -> PhaseReport {
     let load =
         graph::ReadLoad { tenants: if args.quick { 100 } else { 500 }, concurrency: 16, throttle_every: 50 };
     phase.condition(format!(
-        "{} connected tenants, each due at once, read by one worker's reader (graph.reader_concurrency {}, poll 1 s) on the embedded store (SQLite), against the in-process identity-platform and Graph stand-in over loopback HTTP; every {}th tenant answers one 429 with Retry-After: 1 (the stand-in enforces no request-rate limit of its own: Graph's documented limits are not modelled yet)",
+        "{} connected tenants, each due at once, read by one worker's reader (graph.reader_concurrency {}, poll 1 s) on the embedded store (SQLite), against the in-process identity-platform and Graph stand-in over loopback HTTP, which enforces Graph's documented limits for identity and access (3,500 resource units per app and tenant per 10 s, 150,000 per app per 20 s, 130,000 requests per app per 10 s, 5 report requests per app and tenant per 10 s; subscribedSkus costs 3 units, $select one less); besides, every {}th tenant answers one 429 with Retry-After: 1",
         load.tenants, load.concurrency, load.throttle_every
     ));
     match graph::measure(load, ticks).await {
@@ -1120,6 +1120,10 @@ async fn graph_phase(args: &Args, ticks: u64) -> PhaseReport {
                 "ms",
             );
             phase.note(format!("all {} tenants read in {:.1} s", load.tenants, m.wall.as_secs_f64()));
+            phase.note(format!(
+                "429s from the documented limits: {} per app across all tenants, {} per app and tenant",
+                m.refused_app, m.refused_tenant
+            ));
         }
         Err(e) => phase.error = Some(format!("{e:#}")),
     }

@@ -888,6 +888,7 @@ mod tests {
                     failure: Some("the token endpoint refused the app".into()),
                     access_refused: None,
                     app_credential_expires_at: None,
+                    own_app: false,
                     admin_registrations: None,
                     admin_domains: None,
                 }),

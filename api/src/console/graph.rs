@@ -2,7 +2,8 @@
 //! calls (`routes::graph`): its state, and for org admins `POST /tenants/{id}/graph/consent`
 //! (a page with the admin-consent link to hand to the customer's Entra administrator) and
 //! `POST /tenants/{id}/graph/disconnect`. A server without a Graph app says so in a sentence and
-//! offers no button.
+//! offers no button. Whether the tenant is read with its own app ("bring your own app") shows
+//! too; that app is set through the REST API (`PUT /v1/tenants/{id}/graph/app`), not here.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -21,6 +22,15 @@ use crate::error::{ApiResult, ErrorCode};
 use crate::routes::graph::{GraphConnectionView, connection_of, consent_url, disconnect_tenant};
 use crate::state::AppState;
 
+/// A tenant's own app as the tenant page shows it (never its credential).
+pub struct OwnAppPanel {
+    pub client_id: String,
+    pub cloud: String,
+    /// `client secret` or `certificate`.
+    pub credential: &'static str,
+    pub credential_expires: Option<When>,
+}
+
 /// The connection as the tenant page shows it.
 pub struct GraphPanel {
     /// The REST API's state name (`connected`, `consent_pending` …).
@@ -37,6 +47,11 @@ pub struct GraphPanel {
     pub next_read: Option<When>,
     /// There is a connection or a consent pending, which a disconnect ends.
     pub can_disconnect: bool,
+    /// A consent link would help: the installation has an app, the tenant is not read with its
+    /// own, and it is not reading fine already.
+    pub can_consent: bool,
+    /// The tenant's own app, when it reads with one.
+    pub own_app: Option<OwnAppPanel>,
 }
 
 fn when_text(at: Option<DateTime<Utc>>) -> String {
@@ -44,20 +59,34 @@ fn when_text(at: Option<DateTime<Utc>>) -> String {
 }
 
 impl GraphPanel {
-    fn new(v: GraphConnectionView, now: DateTime<Utc>) -> GraphPanel {
+    fn new(v: GraphConnectionView, installation_app: bool, now: DateTime<Utc>) -> GraphPanel {
+        let own = v.app == "own";
         let sentence = match v.state {
             "not_configured" => "This server has no Microsoft Graph app configured, so its tenants cannot be \
-                                 connected here. The operator sets one up in the [graph] settings."
+                                 connected here. The operator sets one up in the [graph] settings (or an org \
+                                 admin sets the tenant's own app through the API: PUT /v1/tenants/{id}/graph/app)."
                 .to_owned(),
             "not_connected" => "Not connected: findings come from collectors only.".to_owned(),
             "consent_pending" => format!(
                 "Waiting for the customer's Entra administrator to consent; the link works until {}.",
                 when_text(v.consent_pending_until)
             ),
+            "consent_revoked" if own => "The customer's tenant no longer lets its own app in (consent withdrawn or \
+                                         the app removed): reads have stopped. Grant the app admin consent in the \
+                                         tenant, then set the app again."
+                .to_owned(),
             "consent_revoked" => {
                 "The customer's administrator withdrew the consent: reads have stopped. Connect again to resume."
                     .to_owned()
             }
+            "credential_invalid" => "The tenant's own app was refused for its credential (a wrong or expired secret, \
+                                     or a certificate the app registration does not have): reads have stopped. Set \
+                                     the app again with a current credential."
+                .to_owned(),
+            "app_credential_invalid" => "This server's Microsoft Graph app was refused for its credential, for every \
+                                         tenant alike: nothing to fix in this tenant. Reads resume once the operator \
+                                         has fixed the [graph] credential."
+                .to_owned(),
             "permissions_missing" => {
                 "Connected, but the app lacks permissions it needs; ask the customer's administrator to consent again."
                     .to_owned()
@@ -66,13 +95,23 @@ impl GraphPanel {
                 "Connected; Microsoft asked us to slow down, so the next read waits until {}.",
                 when_text(v.throttled_until)
             ),
+            _ if own => "Connected through the tenant's own app: this server reads the tenant's directory with it."
+                .to_owned(),
             _ => "Connected: this server reads the tenant's directory on its own.".to_owned(),
         };
+        let own_app = v.own_app.as_ref().map(|a| OwnAppPanel {
+            client_id: a.client_id.clone(),
+            cloud: a.cloud.clone(),
+            credential: if a.credential_kind == "certificate" { "certificate" } else { "client secret" },
+            credential_expires: When::maybe(a.credential_expires_at, now),
+        });
         GraphPanel {
             state: v.state,
             sentence,
             configured: v.state != "not_configured",
-            can_disconnect: v.entra_tenant_id.is_some() || v.consent_pending_until.is_some(),
+            can_disconnect: v.entra_tenant_id.is_some() || v.consent_pending_until.is_some() || own,
+            can_consent: installation_app && !own && !matches!(v.state, "connected" | "throttled"),
+            own_app,
             entra_tenant_id: v.entra_tenant_id,
             consented: When::maybe(v.consented_at, now),
             consented_by: v.consented_by,
@@ -86,7 +125,8 @@ impl GraphPanel {
 
 /// The panel of the organisation's tenant `id`.
 pub async fn panel(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<GraphPanel> {
-    Ok(GraphPanel::new(connection_of(state, who, id).await?, Utc::now()))
+    let view = connection_of(state, who, id).await?;
+    Ok(GraphPanel::new(view, state.settings.graph.enabled(), Utc::now()))
 }
 
 #[derive(Template)]

@@ -9,18 +9,34 @@
 //! asked, and the Entra tenant Microsoft names is recorded as the tenant's connection. Another
 //! organisation's tenant answers 404 everywhere; a forged, replayed or expired state, a declined
 //! consent, or a consent from a directory other than the tenant's changes nothing.
+//!
+//! **Bring your own app.** A customer who will not consent to the installation's app registers
+//! one in their own tenant, grants it the application permissions, and an org admin sets it here
+//! (`PUT /v1/tenants/{id}/graph/app`): client id, credential (a client secret, or a certificate
+//! and its RSA key in PEM), cloud and the customer's Entra tenant. The credential is sealed like
+//! integration credentials and never shown: the API answers which fields are set and the
+//! credential's expiry. The tenant is connected through it at once (no consent redirect) and read
+//! with it, whether or not this server has an installation app; its first read says whether it
+//! may (`permissions_missing`, `consent_revoked`, `credential_invalid`). `DELETE …/graph/app`
+//! removes it and stops reading; consenting to the installation's app replaces it.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use chrono::{DateTime, SubsecRound as _, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use wbd_store::{GraphConnection, GraphConnectionState, GraphConsentOutcome, Tenant, TenantId, TenantScope};
+use wbd_platform::graph_apps::{self, OwnAppCredential};
+use wbd_store::{
+    GraphAppKind, GraphAppProblem, GraphConnection, GraphConnectionState, GraphConsentOutcome,
+    GraphCredentialKind, GraphOwnApp, GraphOwnAppOutcome, GraphOwnAppWrite, Tenant, TenantId, TenantScope,
+};
 
 use crate::auth::Principal;
 use crate::consent_state::CONSENT_STATE_TTL;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::responses::{BadRequest, Forbidden, GraphNotConfigured, NotFound, Unauthenticated, Unprocessable};
+use crate::responses::{
+    BadRequest, Forbidden, GraphNotConfigured, NotFound, SecretsKeyMissing, Unauthenticated, Unprocessable,
+};
 use crate::state::AppState;
 
 /// The state of a tenant's connection to Microsoft Graph.
@@ -33,25 +49,113 @@ pub enum GraphStateName {
     ConsentPending,
     Connected,
     ConsentRevoked,
+    CredentialInvalid,
+    AppCredentialInvalid,
     PermissionsMissing,
     Throttled,
 }
 
-/// A tenant's connection to the installation's Microsoft Graph app.
+/// Which app reads the tenant.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum GraphAppName {
+    Installation,
+    Own,
+}
+
+/// A Microsoft cloud.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum GraphCloudName {
+    Global,
+    UsGovernment,
+    China,
+}
+
+/// How an own app proves who it is.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum GraphCredentialKindName {
+    ClientSecret,
+    Certificate,
+}
+
+/// A tenant's own Entra app, as the API shows it: never its credential.
+#[derive(Serialize, ToSchema)]
+pub struct GraphOwnAppView {
+    /// The app's (client) id.
+    pub client_id: String,
+    /// The customer's Entra tenant the app reads (a GUID or a verified domain).
+    pub entra_tenant_id: String,
+    #[schema(value_type = GraphCloudName)]
+    pub cloud: String,
+    #[schema(value_type = GraphCredentialKindName)]
+    pub credential_kind: &'static str,
+    /// Which credential fields are set (`client_secret`, or `certificate` and `private_key`);
+    /// their values are never shown.
+    pub credentials_set: Vec<&'static str>,
+    /// When the credential expires, if known (a certificate's, or the secret's as given). Within
+    /// 30 days of it the tenant gets the finding `graph-app-credential-expiry`.
+    pub credential_expires_at: Option<DateTime<Utc>>,
+    /// Send it back as `version` to change the app only if nobody changed it meanwhile.
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+    /// Who set it (`api_key:<id>`).
+    pub updated_by: String,
+}
+
+impl GraphOwnAppView {
+    fn new(app: &GraphOwnApp) -> Self {
+        GraphOwnAppView {
+            client_id: app.client_id.clone(),
+            entra_tenant_id: app.entra_tenant_id.clone(),
+            cloud: app.cloud.clone(),
+            credential_kind: app.credential_kind.as_str(),
+            credentials_set: match app.credential_kind {
+                GraphCredentialKind::ClientSecret => vec!["client_secret"],
+                GraphCredentialKind::Certificate => vec!["certificate", "private_key"],
+            },
+            credential_expires_at: app.credential_expires_at,
+            version: app.version,
+            updated_at: app.updated_at,
+            updated_by: app.updated_by.clone(),
+        }
+    }
+}
+
+/// A tenant's connection to Microsoft Graph: through the installation's app, or its own.
 #[derive(Serialize, ToSchema)]
 pub struct GraphConnectionView {
-    /// `not_configured` (the server has no Graph app), `not_connected`, `consent_pending` (a
-    /// consent URL was made and can still be used), `connected`, `consent_revoked` (the tenant
-    /// no longer lets the app in; connect again), `permissions_missing` (reads refused; see
-    /// `missing_permissions`), `throttled` (Graph asked to wait until `throttled_until`).
+    /// `not_configured` (the server has no Graph app and the tenant none of its own),
+    /// `not_connected`, `consent_pending` (a consent URL was made and can still be used),
+    /// `connected`, `consent_revoked` (the tenant no longer lets the app in; connect again, or
+    /// with an own app grant it consent and set it again), `credential_invalid` (the tenant's own
+    /// app was refused for its credential: set the app again with a current one),
+    /// `app_credential_invalid` (the installation's app was refused for its credential, for every
+    /// tenant alike: the operator must fix it; see `app_problem`), `permissions_missing` (reads
+    /// refused; see `missing_permissions`), `throttled` (Graph asked to wait until
+    /// `throttled_until`).
     #[schema(value_type = GraphStateName)]
     pub state: &'static str,
-    /// The Entra tenant that consented.
+    /// The app that reads the tenant: `installation` (consented to the installation's app) or
+    /// `own` (its own app, `own_app`).
+    #[schema(value_type = GraphAppName)]
+    pub app: &'static str,
+    /// The tenant's own app, if it has one.
+    pub own_app: Option<GraphOwnAppView>,
+    /// The installation's app's own problem (its credential refused), when the tenant is read
+    /// with it: nothing the tenant can fix; reading resumes when the operator has.
+    pub app_problem: Option<String>,
+    /// The Entra tenant that consented (or the own app's).
     pub entra_tenant_id: Option<String>,
     /// The app's cloud: `global`, `us_government` or `china`.
     pub cloud: Option<String>,
+    /// When the administrator consented (with an own app: when it was set).
     pub consented_at: Option<DateTime<Utc>>,
-    /// Who asked for the consent (`api_key:<id>`).
+    /// Who asked for the consent, or set the own app (`api_key:<id>`).
     pub consented_by: Option<String>,
     /// Until when the consent URL last made can be used.
     pub consent_pending_until: Option<DateTime<Utc>>,
@@ -73,24 +177,38 @@ impl GraphConnectionView {
     fn new(
         state: &AppState,
         connection: Option<GraphConnection>,
+        own_app: Option<&GraphOwnApp>,
+        app_problem: Option<&GraphAppProblem>,
         pending_until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Self {
         let configured = state.settings.graph.enabled();
+        let own = own_app.is_some() || connection.as_ref().is_some_and(|c| c.app == GraphAppKind::Own);
+        // The installation's problem shows on the tenants it reads.
+        let app_problem = app_problem.filter(|_| !own && configured);
         let name = match &connection {
-            _ if !configured => "not_configured",
+            _ if !configured && !own => "not_configured",
             None if pending_until.is_some() => "consent_pending",
             None => "not_connected",
             Some(c) if c.state == GraphConnectionState::ConsentRevoked => "consent_revoked",
+            Some(c) if c.state == GraphConnectionState::CredentialInvalid => "credential_invalid",
+            Some(_) if app_problem.is_some() => "app_credential_invalid",
             Some(c) if !c.missing_permissions.is_empty() => "permissions_missing",
             Some(c) if c.throttled_until.is_some_and(|t| t > now) => "throttled",
             Some(_) => "connected",
         };
         let c = connection.as_ref();
+        let cloud = match own_app {
+            Some(app) => Some(app.cloud.clone()),
+            None => configured.then(|| state.settings.graph.cloud().as_str().to_owned()),
+        };
         GraphConnectionView {
             state: name,
+            app: if own { GraphAppKind::Own.as_str() } else { GraphAppKind::Installation.as_str() },
+            own_app: own_app.map(GraphOwnAppView::new),
+            app_problem: app_problem.map(|p| p.problem.clone()),
             entra_tenant_id: c.map(|c| c.entra_tenant_id.clone()),
-            cloud: configured.then(|| state.settings.graph.cloud().as_str().to_owned()),
+            cloud,
             consented_at: c.map(|c| c.consented_at),
             consented_by: c.map(|c| c.consented_by.clone()),
             consent_pending_until: pending_until,
@@ -123,6 +241,19 @@ async fn own_tenant(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<(T
     let tenant =
         state.store.get_tenant(who.org, TenantId(id)).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
     Ok((TenantScope { org_id: who.org.org_id, tenant_id: tenant.id }, tenant))
+}
+
+/// The view of a tenant's `connection`, with its own app and the installation app's problem.
+async fn view(
+    state: &AppState,
+    scope: TenantScope,
+    connection: Option<GraphConnection>,
+    pending_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ApiResult<GraphConnectionView> {
+    let own_app = state.store.get_graph_own_app(scope).await?;
+    let problem = state.store.graph_app_problem().await?;
+    Ok(GraphConnectionView::new(state, connection, own_app.as_ref(), problem.as_ref(), pending_until, now))
 }
 
 /// The consent URL for a tenant (org admins). Each call makes a new URL; it works once, within
@@ -254,7 +385,7 @@ pub async fn callback(state: web::Data<AppState>, q: web::Query<ConsentCallback>
     match state.store.complete_graph_consent(scope, verified.nonce, Some(&entra), now).await? {
         GraphConsentOutcome::Connected(connection) => {
             tracing::info!(tenant_id = %scope.tenant_id, entra_tenant_id = %entra, "tenant connected to Graph");
-            Ok(HttpResponse::Ok().json(GraphConnectionView::new(&state, Some(*connection), None, now)))
+            Ok(HttpResponse::Ok().json(view(&state, scope, Some(*connection), None, now).await?))
         }
         _ => Err(invalid_state()),
     }
@@ -281,11 +412,12 @@ pub async fn connection_of(state: &AppState, who: &Principal, id: Uuid) -> ApiRe
         None => state.store.pending_graph_consent(scope, now).await?.map(|p| p.expires_at),
         Some(_) => None,
     };
-    Ok(GraphConnectionView::new(state, connection, pending, now))
+    view(state, scope, connection, pending, now).await
 }
 
-/// Disconnect the tenant from Microsoft Graph (org admins): central reads stop and a consent
-/// pending is withdrawn; recorded in the audit log. Remove the app in the customer's tenant
+/// Disconnect the tenant from Microsoft Graph (org admins): central reads stop, a consent
+/// pending is withdrawn and the tenant's own app, if it has one, is forgotten; recorded in the
+/// audit log. Remove the app in the customer's tenant
 /// (Enterprise applications) to revoke its permissions there too.
 #[utoipa::path(tag = "graph", operation_id = "delete_graph_connection", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204, description = "Disconnected"),
@@ -393,5 +525,321 @@ pub async fn set_test_user(
             "the tenant is not connected to Microsoft Graph",
         ));
     };
-    Ok(HttpResponse::Ok().json(GraphConnectionView::new(&state, Some(connection), None, now)))
+    Ok(HttpResponse::Ok().json(view(&state, scope, Some(connection), None, now).await?))
+}
+
+/// The tenant's own Entra app: set or replace it (a new credential, say) whole.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GraphOwnAppBody {
+    /// The app's (client) id, as its app registration shows it (a GUID).
+    #[schema(pattern = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")]
+    pub client_id: String,
+    /// The customer's Entra tenant: its id (a GUID) or one of its verified domains
+    /// (`contoso.com`).
+    #[schema(
+        pattern = r"^([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|([0-9A-Za-z]([0-9A-Za-z-]{0,61}[0-9A-Za-z])?\.)+[A-Za-z]{2,63})$",
+        max_length = 253
+    )]
+    pub entra_tenant_id: String,
+    /// The app's cloud; absent or `null`: `global`.
+    #[schema(value_type = Option<GraphCloudName>)]
+    pub cloud: Option<String>,
+    /// The app's client secret. Give either this or `certificate` with `private_key`
+    /// (preferred).
+    #[schema(min_length = 1, max_length = 256)]
+    pub client_secret: Option<String>,
+    /// When the client secret expires, as the app registration shows it (a certificate says it
+    /// itself): within 30 days of it the tenant gets the finding `graph-app-credential-expiry`.
+    pub client_secret_expires_at: Option<DateTime<Utc>>,
+    /// The certificate uploaded to the app registration, PEM (`-----BEGIN CERTIFICATE-----`).
+    #[schema(max_length = 16384)]
+    pub certificate: Option<String>,
+    /// The certificate's RSA private key (2048 to 8192 bits), PEM, PKCS#8 or PKCS#1; it must
+    /// belong to `certificate`. Client assertions are signed PS256.
+    #[schema(max_length = 16384)]
+    pub private_key: Option<String>,
+    /// The version you saw (`own_app.version`); if the app changed since, or there is none,
+    /// nothing changes (409 `graph_app_changed`). Absent: set it whatever is there.
+    pub version: Option<i64>,
+}
+
+/// Longest client secret (Entra's are 40 characters).
+const MAX_SECRET_LEN: usize = 256;
+/// Longest PEM text of a certificate or a key (an 8192-bit key in PKCS#8 is about 6,400).
+const MAX_PEM_LEN: usize = 16_384;
+/// Longest domain name.
+const MAX_DOMAIN_LEN: usize = 253;
+
+/// `8-4-4-4-12` hexadecimal digits, as the schema's pattern says (no braces, no URN).
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A DNS name of at least two labels, as the schema's pattern says: labels of 1–63 letters,
+/// digits and hyphens, neither starting nor ending with a hyphen; the last 2–63 letters.
+fn is_domain(text: &str) -> bool {
+    let labels: Vec<&str> = text.split('.').collect();
+    let Some((last, rest)) = labels.split_last() else { return false };
+    !rest.is_empty()
+        && (2..=63).contains(&last.len())
+        && last.chars().all(|c| c.is_ascii_alphabetic())
+        && rest.iter().all(|label| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
+    let detail = detail.into();
+    ApiError::new(ErrorCode::Validation, format!("{field}: {detail}"))
+        .with_errors(serde_json::json!([{ "pointer": format!("/{field}"), "detail": detail }]))
+}
+
+/// What a valid body sets: the app (credential not yet sealed) and its credential.
+struct CheckedOwnApp {
+    client_id: String,
+    entra_tenant_id: String,
+    cloud: wbd_graph::Cloud,
+    kind: GraphCredentialKind,
+    expires_at: Option<DateTime<Utc>>,
+    credential: OwnAppCredential,
+}
+
+/// Checks a body in full, as the schema says and beyond (a certificate must be one, and its key
+/// must belong to it), before anything is stored.
+fn check_own_app(body: GraphOwnAppBody) -> ApiResult<CheckedOwnApp> {
+    if !is_guid(&body.client_id) {
+        return Err(invalid(
+            "client_id",
+            "must be the app's (client) id, a GUID such as 5f0c1a2b-0000-4000-8000-00000000a11a",
+        ));
+    }
+    let entra = &body.entra_tenant_id;
+    if entra.chars().count() > MAX_DOMAIN_LEN || !(is_guid(entra) || is_domain(entra)) {
+        return Err(invalid(
+            "entra_tenant_id",
+            "must be the customer's Entra tenant id (a GUID) or one of its verified domains (contoso.com)",
+        ));
+    }
+    let cloud = match body.cloud.as_deref() {
+        None => wbd_graph::Cloud::Global,
+        // Exactly the schema's names: no trimming.
+        Some(name) => wbd_graph::Cloud::ALL
+            .into_iter()
+            .find(|c| c.as_str() == name)
+            .ok_or_else(|| invalid("cloud", "must be global, us_government or china"))?,
+    };
+    let (kind, expires_at, credential) = match (body.client_secret, body.certificate, body.private_key) {
+        (Some(secret), None, None) => {
+            let len = secret.chars().count();
+            if len == 0 || len > MAX_SECRET_LEN {
+                return Err(invalid("client_secret", format!("must be 1 to {MAX_SECRET_LEN} characters")));
+            }
+            (
+                GraphCredentialKind::ClientSecret,
+                body.client_secret_expires_at,
+                OwnAppCredential::ClientSecret { secret },
+            )
+        }
+        (None, Some(certificate), Some(private_key)) => {
+            if body.client_secret_expires_at.is_some() {
+                return Err(invalid(
+                    "client_secret_expires_at",
+                    "goes with client_secret only: a certificate says when it expires",
+                ));
+            }
+            for (field, text) in [("certificate", &certificate), ("private_key", &private_key)] {
+                if text.chars().count() > MAX_PEM_LEN {
+                    return Err(invalid(field, format!("must be at most {MAX_PEM_LEN} characters of PEM")));
+                }
+            }
+            let cert = wbd_graph::CertificateCredential::from_pem(
+                certificate.as_bytes(),
+                private_key.as_bytes(),
+                wbd_graph::AssertionAlgorithm::Ps256,
+            )
+            .map_err(|e| {
+                let field = match e {
+                    wbd_graph::CredentialError::NoCertificate
+                    | wbd_graph::CredentialError::BadCertificate(_) => "certificate",
+                    _ => "private_key",
+                };
+                invalid(field, e.to_string())
+            })?;
+            (
+                GraphCredentialKind::Certificate,
+                cert.not_after(),
+                OwnAppCredential::Certificate { certificate, private_key },
+            )
+        }
+        (None, None, None) => {
+            return Err(invalid(
+                "client_secret",
+                "give the app's credential: client_secret, or certificate with private_key",
+            ));
+        }
+        (Some(_), _, _) => {
+            return Err(invalid(
+                "client_secret",
+                "give either client_secret or certificate with private_key, not both",
+            ));
+        }
+        (None, Some(_), None) => return Err(invalid("private_key", "is required with certificate")),
+        (None, None, Some(_)) => return Err(invalid("certificate", "is required with private_key")),
+    };
+    Ok(CheckedOwnApp {
+        client_id: body.client_id,
+        entra_tenant_id: body.entra_tenant_id,
+        cloud,
+        kind,
+        expires_at,
+        credential,
+    })
+}
+
+/// Set (or replace) the tenant's own Entra app (org admins): the tenant is then read with it,
+/// at once and without a consent redirect (the customer's administrator granted the app its
+/// application permissions in their tenant: the ones `required_permissions` lists). The
+/// credential is sealed and never shown. Recorded in the audit log (without the credential).
+#[utoipa::path(tag = "graph", operation_id = "set_graph_app", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body = GraphOwnAppBody, responses(
+    (status = 200, body = GraphConnectionView),
+    BadRequest, Unauthenticated, Forbidden, NotFound,
+    (status = 409, description = "`graph_app_changed` (the app is not at the `version` sent) or `graph_tenant_mismatch` (the tenant's Entra tenant id is another)", body = Problem, content_type = "application/problem+json"),
+    Unprocessable, SecretsKeyMissing,
+))]
+#[put("/v1/tenants/{id}/graph/app")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, tenant_id = %id))]
+pub async fn set_app(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+    body: web::Json<GraphOwnAppBody>,
+) -> ApiResult<HttpResponse> {
+    let shown = set_own_app(&state, &who, id.into_inner(), body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(shown))
+}
+
+/// Sets the own app of the organisation's tenant `id` (the REST route, and any other door, go
+/// through this): org admins only, checked in full before anything is stored.
+pub async fn set_own_app(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+    body: GraphOwnAppBody,
+) -> ApiResult<GraphConnectionView> {
+    who.require_admin()?;
+    let (scope, tenant) = own_tenant(state, who, id).await?;
+    let expected_version = body.version;
+    let checked = check_own_app(body)?;
+    if let Some(own) = tenant.entra_tenant_id.as_deref()
+        && is_guid(&checked.entra_tenant_id)
+        && !own.eq_ignore_ascii_case(&checked.entra_tenant_id)
+    {
+        return Err(ApiError::new(
+            ErrorCode::GraphTenantMismatch,
+            format!("the app is for Entra tenant {}, but this tenant is {own}", checked.entra_tenant_id),
+        ));
+    }
+    let sealer = state.sealer.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SecretsKeyMissing,
+            "the app's credential cannot be sealed: the operator must set delivery.secrets_key \
+             (WBD_DELIVERY__SECRETS_KEY) to the base64 of 32 random bytes, the same in every process",
+        )
+    })?;
+    let write = GraphOwnAppWrite {
+        client_id: checked.client_id.to_ascii_lowercase(),
+        entra_tenant_id: checked.entra_tenant_id,
+        cloud: checked.cloud.as_str().to_owned(),
+        credential_kind: checked.kind,
+        credential_expires_at: checked.expires_at.map(|t| t.trunc_subsecs(6)),
+        sealed_credential: graph_apps::seal(sealer, scope, &checked.credential),
+    };
+    let now = Utc::now();
+    match state.store.set_graph_own_app(scope, expected_version, &write, &who.actor(), now).await? {
+        GraphOwnAppOutcome::Set { app, connection } => {
+            tracing::info!(tenant_id = %scope.tenant_id, client_id = %app.client_id, version = app.version, "tenant's own Graph app set");
+            let problem = state.store.graph_app_problem().await?;
+            Ok(GraphConnectionView::new(state, Some(*connection), Some(&app), problem.as_ref(), None, now))
+        }
+        GraphOwnAppOutcome::Changed { current_version } => Err(ApiError::new(
+            ErrorCode::GraphAppChanged,
+            match current_version {
+                Some(current) => format!(
+                    "the app changed meanwhile (it is at version {current}, the change was made from version {}); reload it and try again",
+                    expected_version.unwrap_or_default()
+                ),
+                None => "the tenant has no own app (it was removed meanwhile); send no version to set one"
+                    .to_owned(),
+            },
+        )),
+    }
+}
+
+/// Remove the tenant's own app (org admins): reading with it stops and its credential is
+/// forgotten; recorded in the audit log. To read the tenant again, set an app again or connect
+/// it to the installation's app.
+#[utoipa::path(tag = "graph", operation_id = "delete_graph_app", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 204, description = "Removed"),
+    Unauthenticated, Forbidden,
+    (status = 404, description = "`not_found` (no such tenant) or `graph_app_not_set`", body = Problem, content_type = "application/problem+json"),
+))]
+#[delete("/v1/tenants/{id}/graph/app")]
+#[tracing::instrument(skip_all, fields(org_id = %who.org.org_id, tenant_id = %id))]
+pub async fn delete_app(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    who.require_admin()?;
+    let (scope, _) = own_tenant(&state, &who, id.into_inner()).await?;
+    if !state.store.delete_graph_own_app(scope, &who.actor(), Utc::now()).await? {
+        return Err(ApiError::new(ErrorCode::GraphAppNotSet, "the tenant has no own Graph app"));
+    }
+    tracing::info!(tenant_id = %scope.tenant_id, "tenant's own Graph app removed");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_and_domains_are_what_the_schema_says() {
+        assert!(is_guid("84b7c5e1-0000-4000-8000-000000000001"));
+        assert!(is_guid("84B7C5E1-0000-4000-8000-00000000000A"));
+        for bad in [
+            "{84b7c5e1-0000-4000-8000-000000000001}",
+            "84b7c5e100004000800000000000001",
+            "84b7c5e1-0000-4000-8000-00000000000g",
+            "",
+        ] {
+            assert!(!is_guid(bad), "{bad}");
+        }
+        for good in ["contoso.com", "contoso.onmicrosoft.com", "a-b.c1.io", "x.co"] {
+            assert!(is_domain(good), "{good}");
+        }
+        for bad in [
+            "contoso",
+            "-contoso.com",
+            "contoso-.com",
+            "contoso.c0m",
+            "contoso..com",
+            "contoso.com.",
+            ".com",
+            "con toso.com",
+            "contoso.c",
+        ] {
+            assert!(!is_domain(bad), "{bad}");
+        }
+    }
 }

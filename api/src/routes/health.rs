@@ -27,6 +27,17 @@ impl Dependency {
     }
 }
 
+/// The installation's Microsoft Graph app: `not_configured` (no `graph.client_id`), `ok`, or
+/// `credential_invalid` (the identity platform refused its credential: no tenant is read with it
+/// until it is fixed; the tenants it reads show `app_credential_invalid`).
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphAppHealth {
+    NotConfigured,
+    Ok,
+    CredentialInvalid,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok` when the check passed.
@@ -42,6 +53,7 @@ pub struct Liveness {
     /// The queue (RabbitMQ in the distributed deployment); while it is unavailable pushes are
     /// stored and wait in the outbox.
     pub queue: Dependency,
+    pub graph_app: GraphAppHealth,
 }
 
 /// Liveness: the process serves requests (always 200), with the state of what it depends on.
@@ -50,10 +62,18 @@ pub struct Liveness {
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await.is_ok();
     let queue = state.queue.ready().await;
+    let graph_app = if !state.settings.graph.enabled() {
+        GraphAppHealth::NotConfigured
+    } else if database && matches!(state.store.graph_app_problem().await, Ok(Some(_))) {
+        GraphAppHealth::CredentialInvalid
+    } else {
+        GraphAppHealth::Ok
+    };
     HttpResponse::Ok().json(Liveness {
         status: "ok",
         database: Dependency::of(database),
         queue: Dependency::of(queue),
+        graph_app,
     })
 }
 

@@ -210,6 +210,8 @@ pub struct IntegrationView {
     pub disabled_at: Option<DateTime<Utc>>,
     /// Since when every attempt has failed.
     pub failing_since: Option<DateTime<Utc>>,
+    /// When a delivery last succeeded, to within a second: while deliveries keep succeeding the
+    /// engine writes it at most once a second.
     pub last_success_at: Option<DateTime<Utc>>,
     /// The destination asked us to slow down (`429`, or `503` with `Retry-After`): nothing is
     /// sent to it before this instant. Absent when it is not throttled.

@@ -34,6 +34,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(graph::get)
         .service(graph::disconnect)
         .service(graph::set_test_user)
+        .service(graph::set_app)
+        .service(graph::delete_app)
         .service(collectors::create)
         .service(collectors::enroll)
         .service(collectors::list)

@@ -1186,6 +1186,34 @@ async fn without_a_graph_app_the_tenant_page_says_so_and_offers_no_button() {
     app.shutdown().await;
 }
 
+/// A tenant read with its own app says so, with the app (never its credential) and no consent
+/// button, even on a server without an app of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_page_shows_that_the_tenant_reads_with_its_own_app() {
+    let app = spawn_app_with(|s| s.graph.reader_enabled = false).await;
+    let (org, key) = org_with_key(&app, "Northwind MSP").await;
+    let tenant = app.create_tenant(&org, "Contoso").await;
+    let body = json!({
+        "client_id": "0a1b2c3d-0000-4000-8000-0000000000b1",
+        "entra_tenant_id": "contoso.com",
+        "client_secret": "own-secret-value",
+        "client_secret_expires_at": chrono::Utc::now() + chrono::Duration::days(20),
+    });
+    let res = app.put(&org.token, &format!("/v1/tenants/{tenant}/graph/app"), &body).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookie = sign_in(&app, &key).await;
+    let html = page_text(&app, &cookie, &format!("/tenants/{tenant}")).await;
+    assert!(html.contains("own app: this server reads the tenant"), "{html}");
+    assert!(
+        html.contains("0a1b2c3d-0000-4000-8000-0000000000b1") && html.contains("client secret"),
+        "{html}"
+    );
+    assert!(!html.contains("own-secret-value"), "{html}");
+    assert!(!html.contains("/graph/consent"), "{html}");
+    assert!(html.contains("/graph/disconnect"), "{html}");
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_gets_the_consent_link_sees_the_connection_and_disconnects() {
     use crate::graph::{ENTRA, redirect, spawn_with_graph};

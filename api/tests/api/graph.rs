@@ -23,7 +23,7 @@ pub(crate) async fn spawn_with_graph() -> TestApp {
 }
 
 /// `POST /v1/tenants/{id}/graph/consent`: the answer and the `state` in its URL.
-async fn ask_consent(app: &TestApp, token: &str, tenant: Uuid) -> (Value, String) {
+pub(crate) async fn ask_consent(app: &TestApp, token: &str, tenant: Uuid) -> (Value, String) {
     let res = app.post(token, &format!("/v1/tenants/{tenant}/graph/consent"), &json!({})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
@@ -39,7 +39,7 @@ pub(crate) async fn redirect(app: &TestApp, query: &[(&str, &str)]) -> reqwest::
     app.client.get(url).send().await.unwrap()
 }
 
-async fn connection(app: &TestApp, token: &str, tenant: Uuid) -> Value {
+pub(crate) async fn connection(app: &TestApp, token: &str, tenant: Uuid) -> Value {
     let res = app.get(token, &format!("/v1/tenants/{tenant}/graph")).await;
     assert_eq!(res.status(), StatusCode::OK);
     res.json().await.unwrap()
@@ -184,12 +184,14 @@ async fn forged_replayed_declined_and_foreign_redirects_change_nothing() {
 /// With no collector at all: a tenant onboarded through the consent redirect is read by the
 /// central reader (against the identity-platform and Graph stand-in), its facts take the ingest
 /// path, a Graph rule opens a finding, and the finding resolves once the tenant is fixed.
+/// End to end over HTTPS, as the reader talks to Microsoft: the stand-in's certificate chains to
+/// a test authority the reader is told to trust (`graph.ca_file`), beside the system's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_without_a_collector_gets_findings_from_the_central_reader() {
     use wbd_receivers::Receiver;
     use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
 
-    let entra = Receiver::spawn(EntraState::new(EntraApp {
+    let entra = Receiver::spawn_https(EntraState::new(EntraApp {
         client_id: CLIENT_ID.into(),
         client_secret: Some("app-secret".into()),
         certificate: None,
@@ -199,12 +201,17 @@ async fn a_tenant_without_a_collector_gets_findings_from_the_central_reader() {
     contoso.authorization_policy = json!({"id": "authorizationPolicy", "allowedToUseSSPR": false});
     entra.state.add_tenant(ENTRA, contoso);
     let stand_in = entra.url();
+    assert!(stand_in.starts_with("https://"), "{stand_in}");
+    let authorities = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(authorities.path(), entra.ca_pem().unwrap()).unwrap();
+    let ca_file = authorities.path().display().to_string();
     let app = spawn_app_with(|s| {
         s.graph.client_id = CLIENT_ID.into();
         s.graph.client_secret = "app-secret".into();
         s.graph.redirect_base_url = "https://wbd.example.com".into();
         s.graph.authority = stand_in.clone();
         s.graph.graph_base_url = format!("{stand_in}/graph");
+        s.graph.ca_file = ca_file.clone();
         s.graph.reader_poll_secs = 1;
     })
     .await;
@@ -560,6 +567,9 @@ async fn on_postgresql_two_workers_read_each_of_100_tenants_once_a_period() {
 
     // Two workers: each its own connection pool, reader (token cache, app pause) and slots.
     let mut settings = wbd_platform::Settings::defaults();
+    // The database the workers use (else the default SQLite path, beside which the reader would
+    // make a key file for tenants' own apps).
+    settings.database.url = db_url.clone();
     settings.graph.client_id = CLIENT_ID.into();
     settings.graph.client_secret = "app-secret".into();
     settings.graph.authority = stand_in.clone();

@@ -15,6 +15,7 @@ mod contract;
 mod distributed;
 mod e2e;
 mod graph;
+mod graph_own_app;
 mod ingest;
 mod integrations;
 mod lifecycle;

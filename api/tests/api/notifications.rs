@@ -319,6 +319,7 @@ fn graph_result(sspr_enabled: bool, capable: bool) -> wbd_wire::ProbeResult {
         failure: None,
         access_refused: None,
         app_credential_expires_at: None,
+        own_app: false,
         admin_registrations: None,
         admin_domains: None,
     };

@@ -27,9 +27,9 @@ pub use credential::{
     CredentialError, JWT_BEARER, Secret,
 };
 pub use reader::{
-    ADMIN_ROLES, GraphApp, GraphReader, MAX_RETRY_AFTER, MAX_TOKEN_LIFETIME, aggregate_service_plans,
-    app_wide, consent_gone_code, error_chain, failure_means_consent_gone, parse_retry_after,
-    read_token_answer,
+    ADMIN_ROLES, GraphApp, GraphReader, MAX_RETRY_AFTER, MAX_TOKEN_LIFETIME, TokenRefusal,
+    aggregate_service_plans, app_wide, consent_gone_code, error_chain, failure_means_consent_gone,
+    parse_retry_after, read_token_answer, token_refusal,
 };
 pub use reqwest::Url;
 

@@ -175,6 +175,7 @@ impl GraphReader {
             failure: None,
             access_refused: None,
             app_credential_expires_at: self.app.credential_expires_at(),
+            own_app: false,
         };
         let mut report = empty();
         let mut cached = self.has_token(tenant).await;
@@ -192,7 +193,10 @@ impl GraphReader {
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "Graph token request failed");
-                    report.access_refused = consent_gone_code(&e).map(str::to_owned);
+                    // Refused for good, whether for the tenant or for the app's credential: the
+                    // collector's own app is the site's problem either way; the central reader
+                    // tells the two apart (an installation credential is nobody's tenant's).
+                    report.access_refused = token_refusal(&e).map(|r| r.code().to_owned());
                     report.failure = Some(e);
                 }
             }
@@ -715,26 +719,83 @@ pub fn read_token_answer(
     Ok((token, Duration::from_secs(lifetime).min(MAX_TOKEN_LIFETIME)))
 }
 
-/// Identity-platform errors that mean the tenant no longer lets the app in (consent revoked,
-/// the app or its service principal deleted, credential refused), as opposed to a passing fault.
-/// The AADSTS codes come first: they say more than the OAuth error they come with.
-const CONSENT_GONE: [&str; 6] = [
-    "AADSTS65001",
-    "AADSTS700016",
-    "AADSTS7000229",
+/// Why the identity platform refused a token for good, as opposed to a passing fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// This tenant no longer lets the app in: consent revoked, the app or its service principal
+    /// not in the tenant. Only this tenant is affected.
+    ConsentGone(&'static str),
+    /// The app's own credential is wrong or expired (a bad secret, an expired one, an assertion
+    /// signed with a key the app registration does not have): every tenant read with the app is
+    /// refused alike, so it is the app's problem, not any one tenant's.
+    CredentialInvalid(&'static str),
+}
+
+impl TokenRefusal {
+    /// The error code that decided it (an AADSTS code, or the OAuth error).
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenRefusal::ConsentGone(code) | TokenRefusal::CredentialInvalid(code) => code,
+        }
+    }
+}
+
+/// Identity-platform errors that mean this tenant no longer lets the app in.
+const CONSENT_GONE: [&str; 3] = ["AADSTS65001", "AADSTS700016", "AADSTS7000229"];
+
+/// Identity-platform errors about the app's credential itself, whichever tenant asked: an invalid
+/// secret (7000215), an expired one (7000222), no credential (7000218), a client assertion whose
+/// signature or key does not match the app registration (700027), that is malformed (50027,
+/// 700023) or out of its time range (700024).
+const CREDENTIAL_INVALID: [&str; 7] = [
     "AADSTS7000215",
-    "invalid_client",
-    "unauthorized_client",
+    "AADSTS7000222",
+    "AADSTS7000218",
+    "AADSTS700027",
+    "AADSTS700023",
+    "AADSTS700024",
+    "AADSTS50027",
 ];
 
-/// Whether a report's `failure` says the tenant no longer lets the app read it.
+/// How a report's token `failure` refused the app for good, if it did. The AADSTS codes come
+/// first: they say more than the OAuth error they come with. Without one, `unauthorized_client`
+/// is about the tenant (the app is not allowed in it) and `invalid_client` about the app's
+/// credential.
+pub fn token_refusal(failure: &str) -> Option<TokenRefusal> {
+    // `AADSTS7000215` contains `AADSTS700021`…: match whole codes (the next character is not a
+    // digit).
+    let has = |code: &str| {
+        failure
+            .match_indices(code)
+            .any(|(at, _)| !failure[at + code.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    };
+    if let Some(code) = CONSENT_GONE.into_iter().find(|c| has(c)) {
+        return Some(TokenRefusal::ConsentGone(code));
+    }
+    if let Some(code) = CREDENTIAL_INVALID.into_iter().find(|c| has(c)) {
+        return Some(TokenRefusal::CredentialInvalid(code));
+    }
+    if has("unauthorized_client") {
+        return Some(TokenRefusal::ConsentGone("unauthorized_client"));
+    }
+    if has("invalid_client") {
+        return Some(TokenRefusal::CredentialInvalid("invalid_client"));
+    }
+    None
+}
+
+/// Whether a report's `failure` says the tenant no longer lets the app read it (not the app's
+/// credential: see [`token_refusal`]).
 pub fn failure_means_consent_gone(failure: &str) -> bool {
     consent_gone_code(failure).is_some()
 }
 
 /// The error code in a token failure that means the tenant no longer lets the app in.
 pub fn consent_gone_code(failure: &str) -> Option<&'static str> {
-    CONSENT_GONE.into_iter().find(|code| failure.contains(code))
+    match token_refusal(failure)? {
+        TokenRefusal::ConsentGone(code) => Some(code),
+        TokenRefusal::CredentialInvalid(_) => None,
+    }
 }
 
 /// Sums licences per service plan over the SKUs that are enabled (or in their grace period) and
@@ -939,8 +1000,9 @@ mod tests {
         .unwrap_err();
         assert!(refused.ends_with("401 invalid_client: AADSTS7000215: Invalid client secret."), "{refused}");
         assert!(refused.contains(hint), "{refused}");
-        assert!(failure_means_consent_gone(&refused));
-        assert_eq!(consent_gone_code(&refused), Some("AADSTS7000215"));
+        // A wrong secret is the app's problem, not the tenant's consent.
+        assert!(!failure_means_consent_gone(&refused));
+        assert_eq!(token_refusal(&refused), Some(TokenRefusal::CredentialInvalid("AADSTS7000215")));
         assert_eq!(consent_gone_code("400 unauthorized_client: no code"), Some("unauthorized_client"));
         assert!(!failure_means_consent_gone("token request to https://login failed: connection refused"));
         assert!(
@@ -948,6 +1010,34 @@ mod tests {
                 .unwrap_err()
                 .contains("without an access_token")
         );
+    }
+
+    #[test]
+    fn a_tenant_s_consent_is_told_from_the_app_s_credential() {
+        let refusal = |text: &str| token_refusal(text);
+        use TokenRefusal::*;
+        assert_eq!(refusal("400 invalid_grant: AADSTS65001: consent"), Some(ConsentGone("AADSTS65001")));
+        assert_eq!(
+            refusal("400 unauthorized_client: AADSTS700016: not found in the directory"),
+            Some(ConsentGone("AADSTS700016"))
+        );
+        // Entra sometimes names 700016 with invalid_client: the code decides.
+        assert_eq!(refusal("401 invalid_client: AADSTS700016: x"), Some(ConsentGone("AADSTS700016")));
+        assert_eq!(refusal("400 invalid_client: AADSTS7000229: no SP"), Some(ConsentGone("AADSTS7000229")));
+        assert_eq!(refusal("400 unauthorized_client: no code"), Some(ConsentGone("unauthorized_client")));
+        assert_eq!(
+            refusal("401 invalid_client: AADSTS7000222: expired secret"),
+            Some(CredentialInvalid("AADSTS7000222"))
+        );
+        assert_eq!(
+            refusal("401 invalid_client: AADSTS700027: bad signature"),
+            Some(CredentialInvalid("AADSTS700027"))
+        );
+        assert_eq!(refusal("401 invalid_client: whatever"), Some(CredentialInvalid("invalid_client")));
+        // Whole codes only: 7000215 is not 700021.
+        assert_eq!(refusal("AADSTS7000215"), Some(CredentialInvalid("AADSTS7000215")));
+        assert_eq!(refusal("token request failed: connection refused"), None);
+        assert_eq!(refusal("500 temporarily_unavailable: AADSTS90033"), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! runs ([`background`], [`retention`]).
 
 pub mod background;
+pub mod graph_apps;
 pub mod graph_reader;
 pub mod health;
 pub mod metrics;

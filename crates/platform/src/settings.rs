@@ -236,6 +236,9 @@ pub struct GraphSettings {
     /// Overrides of the cloud's identity platform and Graph host (tests).
     pub authority: String,
     pub graph_base_url: String,
+    /// A PEM file of further certificate authorities the reader trusts beside the system's
+    /// (an egress proxy that inspects TLS, a test stand-in); empty: the system's only.
+    pub ca_file: String,
     /// Run the central reader in this process's worker host.
     pub reader_enabled: bool,
     /// Seconds between two reads of a tenant, and their jitter (± percent).
@@ -260,6 +263,7 @@ impl Default for GraphSettings {
             timeout_secs: 30,
             authority: String::new(),
             graph_base_url: String::new(),
+            ca_file: String::new(),
             reader_enabled: true,
             read_interval_secs: 3600,
             read_jitter_percent: 10,
@@ -324,6 +328,24 @@ impl GraphSettings {
 
     /// The app as the Graph reader takes it: the credential is loaded (the certificate read and
     /// checked against its key). `None` when unconfigured.
+    /// The reader's HTTP client: the request time limit, and the system's certificate
+    /// authorities with those of `ca_file` added.
+    pub fn http_client(&self) -> Result<reqwest::Client, SettingsError> {
+        let invalid = |problem: String| SettingsError::Invalid { key: "graph.ca_file", problem };
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(self.timeout_secs.max(1)));
+        if !self.ca_file.is_empty() {
+            let pem = std::fs::read(&self.ca_file)
+                .map_err(|e| invalid(format!("cannot read `{}`: {e}", self.ca_file)))?;
+            let authorities = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| invalid(format!("`{}` is not PEM certificates: {e}", self.ca_file)))?;
+            if authorities.is_empty() {
+                return Err(invalid(format!("`{}` holds no certificate", self.ca_file)));
+            }
+            builder = builder.tls_certs_merge(authorities);
+        }
+        builder.build().map_err(|e| invalid(format!("the HTTP client: {e}")))
+    }
+
     pub fn app(&self) -> Result<Option<wbd_graph::GraphApp>, SettingsError> {
         if !self.enabled() {
             return Ok(None);
@@ -390,6 +412,9 @@ impl GraphSettings {
         }
         if !(1..=3600).contains(&self.reader_poll_secs) {
             return invalid("graph.reader_poll_secs", "must be between 1 and 3600");
+        }
+        if !self.ca_file.is_empty() {
+            self.http_client()?;
         }
         for (key, value) in [
             ("graph.redirect_base_url", &self.redirect_base_url),
@@ -747,6 +772,26 @@ mod tests {
         s.graph.certificate_file = "/nonexistent/app.pem".into();
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("graph.certificate_file") && err.contains("/nonexistent/app.pem"), "{err}");
+    }
+
+    #[test]
+    fn further_certificate_authorities_must_read_as_certificates() {
+        let mut s = Settings::defaults();
+        s.graph.ca_file = "/nonexistent/authorities.pem".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("graph.ca_file") && err.contains("/nonexistent/authorities.pem"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("authorities.pem");
+        std::fs::write(&file, "not a certificate").unwrap();
+        s.graph.ca_file = file.display().to_string();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("graph.ca_file") && err.contains("no certificate"), "{err}");
+
+        let authority = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        std::fs::write(&file, authority.cert.pem()).unwrap();
+        s.validate().unwrap();
+        s.graph.http_client().unwrap();
     }
 
     #[test]

@@ -15,6 +15,17 @@
 //! AADSTS700016; each tenant gets its own tokens, which Graph accepts for that tenant only
 //! (401 `InvalidAuthenticationToken` otherwise); a path the app lacks the permission for answers
 //! 403 `Authorization_RequestDenied`; a tenant can be throttled (429 with `Retry-After`).
+//!
+//! With [`EntraState::enforce_limits`] Graph's documented limits for identity and access are
+//! enforced too ([`GraphLimits::DOCUMENTED`]): token buckets of resource units per app and
+//! tenant and per app across all tenants, Graph's global request limit per app, and the
+//! reports' limit per app and tenant, each refused with 429, `Retry-After` and the scope Graph
+//! names (`x-ms-throttle-scope`).
+//!
+//! Besides the multi-tenant app, a tenant may have apps of its own ([`EntraState::register_app`]:
+//! an MSP's customer that brings its own app registration): the token endpoint knows them in
+//! those tenants only, and every token remembers the app it was issued to
+//! ([`EntraState::graph_calls`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -121,13 +132,143 @@ pub struct EntraState {
     pub app: Mutex<EntraApp>,
     /// Tenants by tenant id (or domain, as the token endpoint is asked).
     pub tenants: Mutex<HashMap<String, EntraTenant>>,
-    /// Issued tokens: value → (tenant, expiry).
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Issued tokens: value → (tenant, expiry, client id).
+    tokens: Mutex<HashMap<String, (String, Instant, String)>>,
+    /// Apps registered in customer tenants: each with the tenants that consented to it.
+    own_apps: Mutex<Vec<(EntraApp, HashSet<String>)>>,
     seen_jtis: Mutex<HashSet<String>>,
     pub token_lifetime: Mutex<Duration>,
     /// The next N Graph requests of any tenant are answered 429 with `Retry-After: {secs}` and
     /// `x-ms-throttle-scope: Application/…`: the app's limit across all tenants.
     pub app_throttle_next: Mutex<(u32, u64)>,
+    /// Graph's documented limits, when enforced, and what each bucket holds.
+    limits: Mutex<Option<Limiter>>,
+}
+
+/// Microsoft Graph's documented throttling limits for what the reader reads ("Microsoft Graph
+/// service-specific throttling limits": identity and access, identity and access reports, and
+/// the global limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphLimits {
+    /// Resource units per app and tenant per 10 s (a tenant under 50 users: 3,500).
+    pub tenant_units_per_10s: u32,
+    /// Resource units per app across all tenants per 20 s (150,000).
+    pub app_units_per_20s: u32,
+    /// Requests per app across all tenants per 10 s (Graph's global limit: 130,000).
+    pub app_requests_per_10s: u32,
+    /// Identity and access reports (`/reports/…`): requests per app and tenant per 10 s (5).
+    pub reports_per_10s: u32,
+}
+
+impl GraphLimits {
+    pub const DOCUMENTED: GraphLimits = GraphLimits {
+        tenant_units_per_10s: 3_500,
+        app_units_per_20s: 150_000,
+        app_requests_per_10s: 130_000,
+        reports_per_10s: 5,
+    };
+}
+
+/// A token bucket: `capacity` tokens, refilled at `capacity / window`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    capacity: f64,
+    per_sec: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(capacity: u32, window_secs: u32, now: Instant) -> Bucket {
+        let capacity = f64::from(capacity.max(1));
+        Bucket { tokens: capacity, capacity, per_sec: capacity / f64::from(window_secs.max(1)), at: now }
+    }
+
+    /// Refills to `now`; `None` if `cost` can be taken now, else the whole seconds to wait.
+    fn wait_for(&mut self, cost: f64, now: Instant) -> Option<u64> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
+        self.at = now;
+        (self.tokens < cost).then(|| ((cost - self.tokens) / self.per_sec).ceil().max(1.0) as u64)
+    }
+}
+
+#[derive(Debug)]
+struct Limiter {
+    limits: GraphLimits,
+    app_requests: Bucket,
+    app_units: Bucket,
+    tenant_units: HashMap<String, Bucket>,
+    reports: HashMap<String, Bucket>,
+    /// 429s answered, by scope.
+    throttled: HashMap<&'static str, u64>,
+}
+
+impl Limiter {
+    fn new(limits: GraphLimits, now: Instant) -> Limiter {
+        Limiter {
+            limits,
+            app_requests: Bucket::new(limits.app_requests_per_10s, 10, now),
+            app_units: Bucket::new(limits.app_units_per_20s, 20, now),
+            tenant_units: HashMap::new(),
+            reports: HashMap::new(),
+            throttled: HashMap::new(),
+        }
+    }
+
+    /// Takes one request of `cost` resource units for `tenant` (`reports`: an identity and
+    /// access report), or names the scope that refuses it and the seconds to wait. A refused
+    /// request takes nothing.
+    fn take(&mut self, tenant: &str, cost: u32, reports: bool, now: Instant) -> Option<(&'static str, u64)> {
+        let limits = self.limits;
+        let cost = f64::from(cost);
+        let tenant_units = self
+            .tenant_units
+            .entry(tenant.to_owned())
+            .or_insert_with(|| Bucket::new(limits.tenant_units_per_10s, 10, now));
+        let mut report = reports.then(|| {
+            self.reports
+                .entry(tenant.to_owned())
+                .or_insert_with(|| Bucket::new(limits.reports_per_10s, 10, now))
+        });
+        let refusal = if let Some(wait) = self.app_requests.wait_for(1.0, now) {
+            Some(("Application", wait))
+        } else if let Some(wait) = self.app_units.wait_for(cost, now) {
+            Some(("Application", wait))
+        } else if let Some(wait) = tenant_units.wait_for(cost, now) {
+            Some(("Tenant_Application", wait))
+        } else {
+            report
+                .as_mut()
+                .and_then(|bucket| bucket.wait_for(1.0, now))
+                .map(|wait| ("Tenant_Application", wait))
+        };
+        if let Some((scope, _)) = refusal {
+            *self.throttled.entry(scope).or_default() += 1;
+            return refusal;
+        }
+        self.app_requests.tokens -= 1.0;
+        self.app_units.tokens -= cost;
+        tenant_units.tokens -= cost;
+        if let Some(bucket) = report {
+            bucket.tokens -= 1.0;
+        }
+        None
+    }
+}
+
+/// What a GET costs in resource units, as the documented table says for what the reader reads:
+/// `subscribedSkus` 3, the `users` list 2, anything else 1; `$select` takes one off, `$top`
+/// under 20 one more; never below 1.
+fn resource_units(path: &str, query: &[(String, String)]) -> u32 {
+    let base: i64 = match path {
+        "/subscribedSkus" => 3,
+        "/users" => 2,
+        _ => 1,
+    };
+    let select = i64::from(param(query, "$select").is_some());
+    let top = i64::from(param(query, "$top").and_then(|t| t.parse::<u32>().ok()).is_some_and(|t| t < 20));
+    (base - select - top).max(1) as u32
 }
 
 impl EntraState {
@@ -137,10 +278,23 @@ impl EntraState {
             app: Mutex::new(app),
             tenants: Mutex::default(),
             tokens: Mutex::default(),
+            own_apps: Mutex::default(),
             seen_jtis: Mutex::default(),
             token_lifetime: Mutex::new(Duration::from_secs(3599)),
             app_throttle_next: Mutex::new((0, 1)),
+            limits: Mutex::new(None),
         }
+    }
+
+    /// Enforces `limits` on every Graph request from now on (each request of a `$batch` too).
+    pub fn enforce_limits(&self, limits: GraphLimits) {
+        *self.limits.lock().unwrap() = Some(Limiter::new(limits, Instant::now()));
+    }
+
+    /// The 429s the enforced limits answered so far, by scope (`Application`,
+    /// `Tenant_Application`).
+    pub fn limit_refusals(&self) -> HashMap<&'static str, u64> {
+        self.limits.lock().unwrap().as_ref().map(|l| l.throttled.clone()).unwrap_or_default()
     }
 
     pub fn add_tenant(&self, id: &str, tenant: EntraTenant) {
@@ -157,7 +311,38 @@ impl EntraState {
     /// The tenant's administrator removed the app: no more tokens, and issued ones stop working.
     pub fn revoke_consent(&self, id: &str) {
         self.update_tenant(id, |t| t.consented = false);
-        self.tokens.lock().unwrap().retain(|_, (tenant, _)| tenant != id);
+        self.tokens.lock().unwrap().retain(|_, (tenant, _, _)| tenant != id);
+    }
+
+    /// An app registered by a customer (not the multi-tenant one), consented to in `tenants`.
+    pub fn register_app(&self, app: EntraApp, tenants: &[&str]) {
+        let tenants = tenants.iter().map(|t| (*t).to_owned()).collect();
+        self.own_apps.lock().unwrap().push((app, tenants));
+    }
+
+    /// Graph requests (`$batch` included) made with a token issued to `client_id` for `tenant`.
+    pub fn graph_calls(&self, tenant: &str, client_id: &str) -> usize {
+        let tokens = self.tokens.lock().unwrap();
+        self.common
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/graph/"))
+            .filter_map(|r| r.header("authorization")?.strip_prefix("Bearer ").map(str::to_owned))
+            .filter(|token| tokens.get(token).is_some_and(|(t, _, c)| t == tenant && c == client_id))
+            .count()
+    }
+
+    /// Token requests for `tenant` that named `client_id`.
+    pub fn token_requests_by(&self, tenant: &str, client_id: &str) -> usize {
+        let path = format!("/{tenant}/oauth2/v2.0/token");
+        self.common
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == path)
+            .filter(|r| {
+                param(&pairs(std::str::from_utf8(&r.body).unwrap_or("")), "client_id") == Some(client_id)
+            })
+            .count()
     }
 
     /// Token requests answered so far (successful or not), per tenant.
@@ -238,8 +423,17 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<EntraState>)
         );
     }
     let origin = origin(&req);
-    let app = state.app.lock().unwrap().clone();
     let client_id = param(&form, "client_id").unwrap_or_default();
+    let multi_tenant = state.app.lock().unwrap().clone();
+    // The multi-tenant app, or an app of the customer's own, known in its tenants only.
+    let own = state
+        .own_apps
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(app, tenants)| app.client_id == client_id && tenants.contains(&tenant))
+        .map(|(app, _)| app.clone());
+    let app = own.clone().unwrap_or(multi_tenant);
     if client_id != app.client_id {
         return aad_error(
             400,
@@ -279,7 +473,7 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<EntraState>)
     if let Err(refused) = authenticated {
         return refused;
     }
-    let consented = state.tenants.lock().unwrap().get(&tenant).is_some_and(|t| t.consented);
+    let consented = state.tenants.lock().unwrap().get(&tenant).is_some_and(|t| t.consented || own.is_some());
     if !consented {
         return aad_error(
             400,
@@ -292,7 +486,7 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<EntraState>)
     }
     let lifetime = *state.token_lifetime.lock().unwrap();
     let value = format!("eyJ0eXAiOiJKV1QifQ.{}.{}", tenant, uuid::Uuid::new_v4().simple());
-    state.tokens.lock().unwrap().insert(value.clone(), (tenant, Instant::now() + lifetime));
+    state.tokens.lock().unwrap().insert(value.clone(), (tenant, Instant::now() + lifetime, app.client_id));
     Common::answer(
         lose_answer,
         HttpResponse::Ok().json(json!({
@@ -391,7 +585,7 @@ fn token_tenant(req: &HttpRequest, state: &EntraState) -> Result<String, HttpRes
         return Err(graph_error(401, "InvalidAuthenticationToken", "Access token is empty."));
     };
     match state.tokens.lock().unwrap().get(&token) {
-        Some((tenant, expiry)) if *expiry > Instant::now() => Ok(tenant.clone()),
+        Some((tenant, expiry, _)) if *expiry > Instant::now() => Ok(tenant.clone()),
         Some(_) => Err(graph_error(
             401,
             "InvalidAuthenticationToken",
@@ -464,6 +658,14 @@ fn serve(state: &EntraState, tenant: &str, path: &str, query_string: &str, origi
             return throttled("Application", app_throttle.1, &client_id, &tenant);
         }
     }
+    if let Some(limiter) = state.limits.lock().unwrap().as_mut() {
+        let cost = resource_units(&path, &query);
+        if let Some((scope, wait)) =
+            limiter.take(&tenant, cost, path.starts_with("/reports/"), Instant::now())
+        {
+            return throttled(scope, wait, &client_id, &tenant);
+        }
+    }
     let mut tenants = state.tenants.lock().unwrap();
     let Some(t) = tenants.get_mut(&tenant) else {
         return graph_error(401, "InvalidAuthenticationToken", "The tenant is gone.");
@@ -532,4 +734,53 @@ fn serve(state: &EntraState, tenant: &str, path: &str, query_string: &str, origi
         _ => return graph_error(404, "Request_ResourceNotFound", "Resource not found for the segment."),
     };
     HttpResponse::Ok().json(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_s_reports_are_limited_per_ten_seconds_and_other_tenants_go_on() {
+        let now = Instant::now();
+        let mut l = Limiter::new(GraphLimits::DOCUMENTED, now);
+        for _ in 0..5 {
+            assert_eq!(l.take("a", 1, true, now), None);
+        }
+        assert_eq!(
+            l.take("a", 1, true, now),
+            Some(("Tenant_Application", 2)),
+            "one report refills every 2 s"
+        );
+        assert_eq!(l.take("a", 1, false, now), None, "other reads of the tenant go on");
+        assert_eq!(l.take("b", 1, true, now), None, "another tenant has its own bucket");
+        assert_eq!(l.take("a", 1, true, now + Duration::from_secs(2)), None);
+        assert_eq!(l.throttled.get("Tenant_Application"), Some(&1));
+    }
+
+    #[test]
+    fn resource_units_run_out_per_tenant_then_for_the_app() {
+        let now = Instant::now();
+        let limits =
+            GraphLimits { tenant_units_per_10s: 10, app_units_per_20s: 12, ..GraphLimits::DOCUMENTED };
+        let mut l = Limiter::new(limits, now);
+        for _ in 0..3 {
+            assert_eq!(l.take("a", 3, false, now), None);
+        }
+        // 1 unit left for the tenant: a 3-unit request waits 2 s (1 unit a second).
+        assert_eq!(l.take("a", 3, false, now), Some(("Tenant_Application", 2)));
+        // The app has 3 units left: another tenant's request of 3 passes, then the app is out.
+        assert_eq!(l.take("b", 3, false, now), None);
+        assert_eq!(l.take("c", 1, false, now).map(|(scope, _)| scope), Some("Application"));
+    }
+
+    #[test]
+    fn request_costs_follow_the_documented_table() {
+        let q = |s: &str| pairs(s);
+        assert_eq!(resource_units("/subscribedSkus", &q("")), 3);
+        assert_eq!(resource_units("/subscribedSkus", &q("$select=skuId")), 2);
+        assert_eq!(resource_units("/users", &q("$select=id&$top=5")), 1);
+        assert_eq!(resource_units("/organization", &q("$select=id&$top=5")), 1, "never below 1");
+        assert_eq!(resource_units("/domains/contoso.com", &q("")), 1);
+    }
 }

@@ -78,7 +78,13 @@ macro_rules! ticket_cols {
 }
 macro_rules! graph_connection_cols {
     () => {
-        "tenant_id, org_id, entra_tenant_id, state, consented_at, consented_by, missing_permissions, \
+        "tenant_id, org_id, app, entra_tenant_id, state, consented_at, consented_by, missing_permissions, \
          throttled_until, last_read_at, last_error, next_read_at, collector_id, test_user"
+    };
+}
+macro_rules! graph_own_app_cols {
+    () => {
+        "tenant_id, org_id, client_id, entra_tenant_id, cloud, credential_kind, credential_expires_at, \
+         sealed_credential, version, updated_at, updated_by"
     };
 }

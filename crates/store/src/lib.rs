@@ -615,10 +615,14 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
     /// Leases up to `limit` connected tenants whose read is due (not throttled, not leased by
     /// another reader), oldest due first, for `lease`. Any number of workers may claim at once:
     /// each tenant goes to one of them, and comes back only when its lease runs out unfinished.
+    /// Tenants with an own app are always taken (with the app); tenants read with the
+    /// installation's app only when `installation` (the reader has that app) and the app has no
+    /// problem recorded whose `retry_at` is still ahead.
     async fn claim_graph_reads(
         &self,
         limit: u32,
         lease: Duration,
+        installation: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<GraphReadClaim>>;
 
@@ -646,6 +650,44 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<GraphConnection>>;
+
+    /// The tenant's own Graph app, if one is set.
+    async fn get_graph_own_app(&self, scope: TenantScope) -> Result<Option<GraphOwnApp>>;
+
+    /// Sets (or replaces) the tenant's own app, in one transaction: refused (`Changed`, nothing
+    /// written) when `expected_version` is given and the app is not at it (or there is none);
+    /// else the app is written (version 1, or one more), the tenant is connected through it —
+    /// a new connection, or the one it had (through either app) with its reader history started
+    /// afresh — with its first read due at `now`, and an audit entry (without the credential)
+    /// is written.
+    async fn set_graph_own_app(
+        &self,
+        scope: TenantScope,
+        expected_version: Option<i64>,
+        write: &GraphOwnAppWrite,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<GraphOwnAppOutcome>;
+
+    /// Removes the tenant's own app and the connection it read through (reading stops), with an
+    /// audit entry; `false` if it had none.
+    async fn delete_graph_own_app(&self, scope: TenantScope, actor: &str, now: DateTime<Utc>)
+    -> Result<bool>;
+
+    /// Records that the installation's app itself was refused (`problem`): no tenant is read with
+    /// it before `retry_at`. `true` if this is a new problem (none was recorded).
+    async fn record_graph_app_problem(
+        &self,
+        problem: &str,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// The installation's app was accepted again: forgets its problem; `true` if there was one.
+    async fn clear_graph_app_problem(&self) -> Result<bool>;
+
+    /// The installation's app's problem, if one is recorded.
+    async fn graph_app_problem(&self) -> Result<Option<GraphAppProblem>>;
 }
 
 /// What `check` found of a database: reachable, and how its migrations stand against this

@@ -49,6 +49,11 @@ pub struct GraphReport {
     /// When the credential (certificate or secret) the app read with expires, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_credential_expires_at: Option<DateTime<Utc>>,
+    /// The server's central reader read the tenant with the tenant's own app (set by an org
+    /// admin, "bring your own app") rather than the installation's: a refusal or an expiry is
+    /// then that app's, and the fix a finding names is too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_app: bool,
 }
 
 /// One service plan (e.g. `AAD_PREMIUM`) and the user-assignable SKUs that carry it.

@@ -740,6 +740,7 @@ mod tests {
                 failure: None,
                 access_refused: None,
                 app_credential_expires_at: None,
+                own_app: false,
                 admin_registrations: None,
                 admin_domains: None,
             }),

@@ -8,6 +8,10 @@
 //! | `graph-access` | the identity platform refused the app for the tenant for good (`access_refused`: consent revoked, app or service principal deleted, credential refused); every other Graph rule is then undecided, never failed |
 //! | `graph-app-credential-expiry` | the certificate or secret the app reads with expires within `warn_days` (or has expired); not applicable when its expiry is not known (a secret without `graph.client_secret_expires_at`) |
 //!
+//! A tenant the central reader reads with its own app (`own_app` in the report) is told about
+//! that app: its fix is the app in the customer's tenant and `PUT /v1/tenants/{id}/graph/app`,
+//! not a consent to the installation's app.
+//!
 //! The credential of the central reader is the installation's, shared by every tenant it reads:
 //! findings are kept per tenant in this model (tickets, notifications and resolution all hang
 //! off a tenant), so each connected tenant gets its own finding. That is also where the harm
@@ -74,7 +78,11 @@ fn source(o: &Observation<'_, GraphReport>) -> serde_json::Value {
 fn check_access(facts: &TenantFacts, _params: &Params) -> Vec<Verdict> {
     per_source(facts, |o, central| {
         let Some(code) = &o.report.access_refused else { return Outcome::Pass };
-        let key = if central { "graph-access.central-refused" } else { "graph-access.collector-refused" };
+        let key = match (central, o.report.own_app) {
+            (true, true) => "graph-access.own-app-refused",
+            (true, false) => "graph-access.central-refused",
+            (false, _) => "graph-access.collector-refused",
+        };
         Outcome::fail(
             Severity::High,
             Message::new(key)
@@ -106,11 +114,13 @@ fn check_credential_expiry(facts: &TenantFacts, params: &Params) -> Vec<Verdict>
             return Outcome::Pass;
         }
         let days_left = (expires_at - now).num_days();
-        let key = match (central, expires_at <= now) {
-            (true, true) => "graph-app-credential-expiry.central-expired",
-            (true, false) => "graph-app-credential-expiry.central-soon",
-            (false, true) => "graph-app-credential-expiry.collector-expired",
-            (false, false) => "graph-app-credential-expiry.collector-soon",
+        let key = match (central, o.report.own_app, expires_at <= now) {
+            (true, true, true) => "graph-app-credential-expiry.own-app-expired",
+            (true, true, false) => "graph-app-credential-expiry.own-app-soon",
+            (true, false, true) => "graph-app-credential-expiry.central-expired",
+            (true, false, false) => "graph-app-credential-expiry.central-soon",
+            (false, _, true) => "graph-app-credential-expiry.collector-expired",
+            (false, _, false) => "graph-app-credential-expiry.collector-soon",
         };
         Outcome::fail(
             if expires_at <= now { Severity::High } else { Severity::Medium },
@@ -166,6 +176,7 @@ pub(crate) mod tests {
                 ),
                 access_refused: Some("AADSTS700016".to_owned()),
                 app_credential_expires_at: None,
+                own_app: false,
             }
         })
     }
@@ -174,9 +185,25 @@ pub(crate) mod tests {
         with(|r| r.app_credential_expires_at = Some(now() + Duration::days(days)))
     }
 
+    /// The central reader's report, read with the tenant's own app.
+    fn own_app(output: ProbeOutput) -> ProbeOutput {
+        match output {
+            ProbeOutput::Graph(mut report) => {
+                report.own_app = true;
+                ProbeOutput::Graph(report)
+            }
+            other => other,
+        }
+    }
+
     pub(crate) fn access_fixtures() -> Vec<Fixture> {
         vec![
             Fixture::new("consent revoked (central)", central(refused()), Expect::Fail(Severity::High)),
+            Fixture::new(
+                "own app refused (central)",
+                central(own_app(refused())),
+                Expect::Fail(Severity::High),
+            ),
             Fixture::new("app refused (collector)", site(refused()), Expect::Fail(Severity::High)),
             Fixture::new("reads fine", central(healthy()), Expect::Pass),
             Fixture::new(
@@ -191,6 +218,16 @@ pub(crate) mod tests {
     pub(crate) fn credential_expiry_fixtures() -> Vec<Fixture> {
         vec![
             Fixture::new("expires in 10 days", central(expiring_in(10)), Expect::Fail(Severity::Medium)),
+            Fixture::new(
+                "the tenant's own app expires in 10 days",
+                central(own_app(expiring_in(10))),
+                Expect::Fail(Severity::Medium),
+            ),
+            Fixture::new(
+                "the tenant's own app expired",
+                central(own_app(expiring_in(-2))),
+                Expect::Fail(Severity::High),
+            ),
             Fixture::new("expired yesterday", central(expiring_in(-1)), Expect::Fail(Severity::High)),
             Fixture::new(
                 "collector's app expires soon",
@@ -229,6 +266,14 @@ pub(crate) mod tests {
     fn the_fix_named_depends_on_who_read() {
         let central_text = run_rule(ACCESS, &central(refused()))[0].outcome.message().unwrap().english();
         let site_text = run_rule(ACCESS, &site(refused()))[0].outcome.message().unwrap().english();
+        let own_text = run_rule(ACCESS, &central(own_app(refused())))[0].outcome.message().unwrap().english();
+        assert!(own_text.contains("/graph/app") && !own_text.contains("/graph/consent"), "{own_text}");
+        let expiry = run_rule(CREDENTIAL_EXPIRY, &central(own_app(expiring_in(3))))[0]
+            .outcome
+            .message()
+            .unwrap()
+            .english();
+        assert!(expiry.contains("own Graph app") && !expiry.contains("Writeback Doctor's"), "{expiry}");
         assert!(central_text.contains("/graph/consent"), "{central_text}");
         assert!(site_text.contains("site-a") && site_text.contains("[probes.graph]"), "{site_text}");
     }

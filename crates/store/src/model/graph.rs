@@ -24,6 +24,10 @@ pub enum GraphConnectionState {
     /// The identity platform refused the app for the tenant (consent revoked, app removed):
     /// reading stops until the tenant is connected again.
     ConsentRevoked,
+    /// The tenant's own app was refused for its credential (a wrong or expired secret, a
+    /// certificate the app registration does not have): reading stops until the app is set
+    /// again.
+    CredentialInvalid,
 }
 
 impl GraphConnectionState {
@@ -31,6 +35,7 @@ impl GraphConnectionState {
         match self {
             GraphConnectionState::Connected => "connected",
             GraphConnectionState::ConsentRevoked => "consent_revoked",
+            GraphConnectionState::CredentialInvalid => "credential_invalid",
         }
     }
 }
@@ -47,21 +52,56 @@ impl FromStr for GraphConnectionState {
         match s {
             "connected" => Ok(GraphConnectionState::Connected),
             "consent_revoked" => Ok(GraphConnectionState::ConsentRevoked),
+            "credential_invalid" => Ok(GraphConnectionState::CredentialInvalid),
             other => Err(UnknownValue(other.to_owned())),
         }
     }
 }
 
-/// A tenant connected to the installation's Graph app.
+/// Which app reads a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphAppKind {
+    /// The installation's multi-tenant app (`[graph]`), which the tenant consented to.
+    Installation,
+    /// The tenant's own app ("bring your own app"), set by an org admin.
+    Own,
+}
+
+impl GraphAppKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphAppKind::Installation => "installation",
+            GraphAppKind::Own => "own",
+        }
+    }
+}
+
+impl FromStr for GraphAppKind {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "installation" => Ok(GraphAppKind::Installation),
+            "own" => Ok(GraphAppKind::Own),
+            other => Err(UnknownValue(other.to_owned())),
+        }
+    }
+}
+
+/// A tenant connected to Microsoft Graph: through the installation's app, or its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphConnection {
     pub tenant_id: TenantId,
     pub org_id: OrgId,
-    /// The Entra tenant Microsoft named when its administrator consented.
+    /// The app that reads it.
+    pub app: GraphAppKind,
+    /// The Entra tenant Microsoft named when its administrator consented (or, with an own app,
+    /// the one the app was set for: a GUID or a verified domain).
     pub entra_tenant_id: String,
     pub state: GraphConnectionState,
+    /// When the consent was given (with an own app: when the app was set).
     pub consented_at: DateTime<Utc>,
-    /// Who asked for the consent (`api_key:<id>`).
+    /// Who asked for the consent, or set the own app (`api_key:<id>`).
     pub consented_by: String,
     /// Application permissions the last read was refused.
     pub missing_permissions: Vec<String>,
@@ -98,11 +138,124 @@ pub enum GraphConsentOutcome {
     StateUnusable,
 }
 
+/// How a tenant's own app proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphCredentialKind {
+    ClientSecret,
+    Certificate,
+}
+
+impl GraphCredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphCredentialKind::ClientSecret => "client_secret",
+            GraphCredentialKind::Certificate => "certificate",
+        }
+    }
+}
+
+impl FromStr for GraphCredentialKind {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "client_secret" => Ok(GraphCredentialKind::ClientSecret),
+            "certificate" => Ok(GraphCredentialKind::Certificate),
+            other => Err(UnknownValue(other.to_owned())),
+        }
+    }
+}
+
+/// A tenant's own Entra app ("bring your own app"): read with it instead of the installation's.
+/// The credential is sealed by the caller (the store never sees it in the clear); `Debug` leaves
+/// it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GraphOwnApp {
+    pub tenant_id: TenantId,
+    pub org_id: OrgId,
+    /// The app's (client) id, a GUID.
+    pub client_id: String,
+    /// The customer's Entra tenant the app reads: a GUID or a verified domain.
+    pub entra_tenant_id: String,
+    /// `global`, `us_government` or `china`.
+    pub cloud: String,
+    pub credential_kind: GraphCredentialKind,
+    /// When the credential expires, if known (a certificate's `notAfter`, or as given for a
+    /// secret).
+    pub credential_expires_at: Option<DateTime<Utc>>,
+    pub sealed_credential: Vec<u8>,
+    /// Counts the times it was set; a change may name the version it was made from.
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+impl fmt::Debug for GraphOwnApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphOwnApp")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("entra_tenant_id", &self.entra_tenant_id)
+            .field("cloud", &self.cloud)
+            .field("credential_kind", &self.credential_kind)
+            .field("credential_expires_at", &self.credential_expires_at)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What setting a tenant's own app writes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GraphOwnAppWrite {
+    pub client_id: String,
+    pub entra_tenant_id: String,
+    pub cloud: String,
+    pub credential_kind: GraphCredentialKind,
+    pub credential_expires_at: Option<DateTime<Utc>>,
+    pub sealed_credential: Vec<u8>,
+}
+
+impl fmt::Debug for GraphOwnAppWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphOwnAppWrite")
+            .field("client_id", &self.client_id)
+            .field("entra_tenant_id", &self.entra_tenant_id)
+            .field("cloud", &self.cloud)
+            .field("credential_kind", &self.credential_kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of setting a tenant's own app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphOwnAppOutcome {
+    /// Set; the tenant is connected through it, its first read due at once.
+    Set { app: Box<GraphOwnApp>, connection: Box<GraphConnection> },
+    /// The app is not at the version the change was made from (`None`: there is none); nothing
+    /// changed.
+    Changed { current_version: Option<i64> },
+}
+
+/// A problem of the installation's app itself (its credential refused), not of any tenant:
+/// reads with it pause until `retry_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphAppProblem {
+    pub problem: String,
+    /// Since when (the first read that saw it).
+    pub since: DateTime<Utc>,
+    /// The last read that saw it.
+    pub seen_at: DateTime<Utc>,
+    /// When reads with the app are tried again.
+    pub retry_at: DateTime<Utc>,
+}
+
 /// A connected tenant whose read is due, leased to one reader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphReadClaim {
     pub scope: TenantScope,
     pub entra_tenant_id: String,
+    /// The tenant's own app, when it reads with one (else the installation's).
+    pub own_app: Option<GraphOwnApp>,
     /// The collector row the read's facts are written for.
     pub collector_id: CollectorId,
     /// The tenant's test user, if one is set.
@@ -125,6 +278,9 @@ pub struct GraphReadResult {
     /// The identity platform refused the app for the tenant: reading stops until it is
     /// connected again.
     pub consent_revoked: bool,
+    /// The tenant's own app was refused for its credential: reading stops until the app is set
+    /// again.
+    pub credential_invalid: bool,
     /// When to read the tenant next.
     pub next_read_at: DateTime<Utc>,
 }

@@ -1,5 +1,6 @@
 //! The central Graph connector: consents asked for and spent, a tenant's connection to the
-//! installation's app, disconnecting.
+//! installation's app or to an app of its own, disconnecting, and problems of the installation's
+//! app itself.
 
 use super::outbox::insert_outbox;
 use super::prelude::*;
@@ -66,6 +67,7 @@ pub(super) async fn pending_graph_consent(
 /// What the audit log keeps of a connection.
 fn audit_document(c: &GraphConnection) -> serde_json::Value {
     serde_json::json!({
+        "app": c.app.as_str(),
         "entra_tenant_id": c.entra_tenant_id,
         "state": c.state.as_str(),
         "consented_at": c.consented_at,
@@ -119,11 +121,16 @@ pub(super) async fn complete_graph_consent(
         return Ok(GraphConsentOutcome::Declined { requested_by });
     };
     let before = connection_in(&mut tx, scope).await?;
+    // Consenting to the installation's app switches the tenant to it: an own app goes.
+    let own_app = own_app_in(&mut tx, scope).await?;
+    if own_app.is_some() {
+        delete_own_app_row(&mut tx, scope).await?;
+    }
     let row = sqlx::query(concat!(
-        "INSERT INTO graph_connections (tenant_id, org_id, entra_tenant_id, state, consented_at, consented_by,
+        "INSERT INTO graph_connections (tenant_id, org_id, app, entra_tenant_id, state, consented_at, consented_by,
              missing_permissions, next_read_at)
-         VALUES ($1, $2, $3, 'connected', $4, $5, $6, $4)
-         ON CONFLICT (tenant_id) DO UPDATE SET entra_tenant_id = excluded.entra_tenant_id,
+         VALUES ($1, $2, 'installation', $3, 'connected', $4, $5, $6, $4)
+         ON CONFLICT (tenant_id) DO UPDATE SET app = 'installation', entra_tenant_id = excluded.entra_tenant_id,
              state = 'connected', consented_at = excluded.consented_at,
              consented_by = excluded.consented_by, missing_permissions = excluded.missing_permissions,
              throttled_until = NULL, last_read_at = NULL, last_error = NULL,
@@ -142,7 +149,7 @@ pub(super) async fn complete_graph_consent(
     let mut connection = rows::graph_connection(&row)?;
     connection.collector_id = Some(reader_collector(&mut tx, scope, connection.collector_id, now).await?);
     let target = scope.tenant_id.to_string();
-    let before = before.as_ref().map(audit_document);
+    let before = before.as_ref().map(|c| with_own_app(audit_document(c), own_app.as_ref()));
     insert_audit(
         &mut tx,
         NewAuditEntry {
@@ -233,11 +240,11 @@ pub(super) async fn delete_graph_connection(
     let now = micros(now);
     let mut tx = write_tx(pool).await?;
     let before = connection_in(&mut tx, scope).await?;
-    sqlx::query("DELETE FROM graph_connections WHERE tenant_id = $1 AND org_id = $2")
-        .bind(scope.tenant_id.0)
-        .bind(scope.org_id.0)
-        .execute(&mut *tx)
-        .await?;
+    // Disconnecting forgets the tenant's own app too (its credential with it).
+    let own_app = own_app_in(&mut tx, scope).await?;
+    if own_app.is_some() {
+        delete_own_app_row(&mut tx, scope).await?;
+    }
     let pending = sqlx::query(
         "DELETE FROM graph_consent_states WHERE tenant_id = $1 AND org_id = $2 AND used_at IS NULL AND expires_at > $3",
     )
@@ -247,27 +254,13 @@ pub(super) async fn delete_graph_connection(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if before.is_none() && pending == 0 {
+    if before.is_none() && pending == 0 && own_app.is_none() {
         tx.rollback().await?;
         return Ok(false);
     }
-    // The reader's facts stop counting as current with it.
-    if let Some(collector) = before.as_ref().and_then(|c| c.collector_id) {
-        sqlx::query(
-            "UPDATE collectors SET status = 'revoked', revoked_at = $4
-             WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND status <> 'revoked'",
-        )
-        .bind(collector.0)
-        .bind(scope.org_id.0)
-        .bind(scope.tenant_id.0)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        // Evaluated again without them.
-        insert_outbox(&mut tx, scope, &MessageKind::RulesChanged, None, now).await?;
-    }
+    end_connection(&mut tx, scope, before.as_ref(), now).await?;
     let target = scope.tenant_id.to_string();
-    let before = before.as_ref().map(audit_document);
+    let before = before.as_ref().map(|c| with_own_app(audit_document(c), own_app.as_ref()));
     insert_audit(
         &mut tx,
         NewAuditEntry {
@@ -286,27 +279,64 @@ pub(super) async fn delete_graph_connection(
     Ok(true)
 }
 
+/// Removes the tenant's connection, if it has one, and stops its reader's facts counting as
+/// current.
+async fn end_connection(
+    tx: &mut Tx,
+    scope: TenantScope,
+    connection: Option<&GraphConnection>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("DELETE FROM graph_connections WHERE tenant_id = $1 AND org_id = $2")
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .execute(&mut **tx)
+        .await?;
+    // The reader's facts stop counting as current with it.
+    if let Some(collector) = connection.and_then(|c| c.collector_id) {
+        sqlx::query(
+            "UPDATE collectors SET status = 'revoked', revoked_at = $4
+             WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND status <> 'revoked'",
+        )
+        .bind(collector.0)
+        .bind(scope.org_id.0)
+        .bind(scope.tenant_id.0)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        // Evaluated again without them.
+        insert_outbox(tx, scope, &MessageKind::RulesChanged, None, now).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn claim_graph_reads(
     pool: &DbPool,
     limit: u32,
     lease: Duration,
+    installation: bool,
     now: DateTime<Utc>,
 ) -> Result<Vec<GraphReadClaim>> {
     let now = micros(now);
     let until = lease_until(now, lease);
     let mut tx = write_tx(pool).await?;
     // PostgreSQL: rows another claimer holds are skipped, so concurrent claimers take disjoint
-    // tenants instead of the same first ones (of which the later would then get none).
+    // tenants instead of the same first ones (of which the later would then get none). Tenants
+    // read with the installation's app only when the reader has it and it has no problem of its
+    // own waiting to be tried again.
     let due: Vec<Uuid> = sqlx::query_scalar(concat!(
         "SELECT tenant_id FROM graph_connections
          WHERE state = 'connected' AND next_read_at <= $1
            AND (lease_until IS NULL OR lease_until <= $1)
            AND (throttled_until IS NULL OR throttled_until <= $1)
+           AND (app = 'own' OR ($3 AND NOT EXISTS (
+                SELECT 1 FROM graph_app_problems WHERE app = 'installation' AND retry_at > $1)))
          ORDER BY next_read_at, tenant_id LIMIT $2",
         row_lock!(skip_locked "graph_connections")
     ))
     .bind(now)
     .bind(i64::from(limit))
+    .bind(installation)
     .fetch_all(&mut *tx)
     .await?;
     let mut claims = Vec::with_capacity(due.len());
@@ -319,7 +349,7 @@ pub(super) async fn claim_graph_reads(
              WHERE tenant_id = $1 AND state = 'connected' AND next_read_at <= $4
                AND (lease_until IS NULL OR lease_until <= $4)
                AND (throttled_until IS NULL OR throttled_until <= $4)
-             RETURNING org_id, entra_tenant_id, next_read_at, collector_id, test_user",
+             RETURNING org_id, app, entra_tenant_id, next_read_at, collector_id, test_user",
         )
         .bind(tenant_id)
         .bind(lease_id)
@@ -333,8 +363,17 @@ pub(super) async fn claim_graph_reads(
                     "graph_connections.collector_id of {tenant_id}: NULL"
                 )));
             };
+            let scope = TenantScope { org_id: OrgId(row.try_get("org_id")?), tenant_id: TenantId(tenant_id) };
+            let app: GraphAppKind = parse_enum(&row.try_get::<String, _>("app")?, "graph_connections.app")?;
+            let own_app = match app {
+                GraphAppKind::Installation => None,
+                GraphAppKind::Own => Some(own_app_in(&mut tx, scope).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("graph_own_apps of {tenant_id}: missing for app = 'own'"))
+                })?),
+            };
             claims.push(GraphReadClaim {
-                scope: TenantScope { org_id: OrgId(row.try_get("org_id")?), tenant_id: TenantId(tenant_id) },
+                scope,
+                own_app,
                 entra_tenant_id: row.try_get("entra_tenant_id")?,
                 collector_id: CollectorId(collector_id),
                 test_user: row.try_get("test_user")?,
@@ -358,7 +397,7 @@ pub(super) async fn finish_graph_read(
         "UPDATE graph_connections
          SET lease_id = NULL, lease_until = NULL, last_read_at = $4, last_error = $5,
              missing_permissions = $6, throttled_until = $7, next_read_at = $8,
-             state = CASE WHEN $9 THEN 'consent_revoked' ELSE state END
+             state = CASE WHEN $9 THEN 'consent_revoked' WHEN $10 THEN 'credential_invalid' ELSE state END
          WHERE tenant_id = $1 AND org_id = $2 AND lease_id = $3",
     )
     .bind(scope.tenant_id.0)
@@ -370,6 +409,7 @@ pub(super) async fn finish_graph_read(
     .bind(result.throttled_until.map(micros))
     .bind(micros(result.next_read_at))
     .bind(result.consent_revoked)
+    .bind(result.credential_invalid)
     .execute(pool.write())
     .await?;
     Ok(done.rows_affected() == 1)
@@ -437,4 +477,229 @@ pub(super) async fn set_graph_test_user(
     .await?;
     tx.commit().await?;
     Ok(Some(after))
+}
+
+/// What the audit log keeps of an own app: everything but the credential.
+fn own_app_document(a: &GraphOwnApp) -> serde_json::Value {
+    serde_json::json!({
+        "client_id": a.client_id,
+        "entra_tenant_id": a.entra_tenant_id,
+        "cloud": a.cloud,
+        "credential_kind": a.credential_kind.as_str(),
+        "credential_expires_at": a.credential_expires_at,
+        "version": a.version,
+    })
+}
+
+/// A connection's audit document with the own app it had, if any.
+fn with_own_app(mut document: serde_json::Value, app: Option<&GraphOwnApp>) -> serde_json::Value {
+    if let (Some(app), Some(map)) = (app, document.as_object_mut()) {
+        map.insert("own_app".to_owned(), own_app_document(app));
+    }
+    document
+}
+
+async fn own_app_in(tx: &mut Tx, scope: TenantScope) -> Result<Option<GraphOwnApp>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        graph_own_app_cols!(),
+        " FROM graph_own_apps WHERE tenant_id = $1 AND org_id = $2",
+        row_lock!(for_update)
+    ))
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(rows::graph_own_app).transpose()
+}
+
+async fn delete_own_app_row(tx: &mut Tx, scope: TenantScope) -> Result<()> {
+    sqlx::query("DELETE FROM graph_own_apps WHERE tenant_id = $1 AND org_id = $2")
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn get_graph_own_app(pool: &DbPool, scope: TenantScope) -> Result<Option<GraphOwnApp>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        graph_own_app_cols!(),
+        " FROM graph_own_apps WHERE tenant_id = $1 AND org_id = $2"
+    ))
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .fetch_optional(pool.read())
+    .await?;
+    row.as_ref().map(rows::graph_own_app).transpose()
+}
+
+pub(super) async fn set_graph_own_app(
+    pool: &DbPool,
+    scope: TenantScope,
+    expected_version: Option<i64>,
+    write: &GraphOwnAppWrite,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<GraphOwnAppOutcome> {
+    let now = micros(now);
+    let mut tx = write_tx(pool).await?;
+    let before = own_app_in(&mut tx, scope).await?;
+    let current_version = before.as_ref().map(|a| a.version);
+    if expected_version.is_some_and(|expected| current_version != Some(expected)) {
+        tx.rollback().await?;
+        return Ok(GraphOwnAppOutcome::Changed { current_version });
+    }
+    let row = sqlx::query(concat!(
+        "INSERT INTO graph_own_apps (tenant_id, org_id, client_id, entra_tenant_id, cloud, credential_kind,
+             credential_expires_at, sealed_credential, version, updated_at, updated_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)
+         ON CONFLICT (tenant_id) DO UPDATE SET client_id = excluded.client_id,
+             entra_tenant_id = excluded.entra_tenant_id, cloud = excluded.cloud,
+             credential_kind = excluded.credential_kind,
+             credential_expires_at = excluded.credential_expires_at,
+             sealed_credential = excluded.sealed_credential, version = graph_own_apps.version + 1,
+             updated_at = excluded.updated_at, updated_by = excluded.updated_by
+         RETURNING ",
+        graph_own_app_cols!()
+    ))
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .bind(&write.client_id)
+    .bind(&write.entra_tenant_id)
+    .bind(&write.cloud)
+    .bind(write.credential_kind.as_str())
+    .bind(write.credential_expires_at.map(micros))
+    .bind(&write.sealed_credential)
+    .bind(now)
+    .bind(actor)
+    .fetch_one(&mut *tx)
+    .await?;
+    let app = rows::graph_own_app(&row)?;
+    // Connected through it at once, read at once: no consent redirect (the customer's
+    // administrator granted the app its permissions in their own tenant). Its first read says
+    // whether it may read.
+    let row = sqlx::query(concat!(
+        "INSERT INTO graph_connections (tenant_id, org_id, app, entra_tenant_id, state, consented_at, consented_by,
+             missing_permissions, next_read_at)
+         VALUES ($1, $2, 'own', $3, 'connected', $4, $5, $6, $4)
+         ON CONFLICT (tenant_id) DO UPDATE SET app = 'own', entra_tenant_id = excluded.entra_tenant_id,
+             state = 'connected', consented_at = excluded.consented_at,
+             consented_by = excluded.consented_by, missing_permissions = excluded.missing_permissions,
+             throttled_until = NULL, last_read_at = NULL, last_error = NULL,
+             next_read_at = excluded.next_read_at, lease_id = NULL, lease_until = NULL
+         RETURNING ",
+        graph_connection_cols!()
+    ))
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .bind(&write.entra_tenant_id)
+    .bind(now)
+    .bind(actor)
+    .bind(Json(Vec::<String>::new()))
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut connection = rows::graph_connection(&row)?;
+    connection.collector_id = Some(reader_collector(&mut tx, scope, connection.collector_id, now).await?);
+    let target = scope.tenant_id.to_string();
+    insert_audit(
+        &mut tx,
+        NewAuditEntry {
+            org_id: scope.org_id,
+            tenant_id: Some(scope.tenant_id),
+            actor,
+            action: "graph.app.set",
+            target: &target,
+            before: before.as_ref().map(own_app_document).as_ref(),
+            after: Some(&own_app_document(&app)),
+            at: now,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(GraphOwnAppOutcome::Set { app: Box::new(app), connection: Box::new(connection) })
+}
+
+pub(super) async fn delete_graph_own_app(
+    pool: &DbPool,
+    scope: TenantScope,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let now = micros(now);
+    let mut tx = write_tx(pool).await?;
+    let Some(before) = own_app_in(&mut tx, scope).await? else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    delete_own_app_row(&mut tx, scope).await?;
+    // Reading with it stops: the connection was the app's.
+    let connection = connection_in(&mut tx, scope).await?;
+    if let Some(connection) = connection.as_ref().filter(|c| c.app == GraphAppKind::Own) {
+        end_connection(&mut tx, scope, Some(connection), now).await?;
+    }
+    let target = scope.tenant_id.to_string();
+    insert_audit(
+        &mut tx,
+        NewAuditEntry {
+            org_id: scope.org_id,
+            tenant_id: Some(scope.tenant_id),
+            actor,
+            action: "graph.app.remove",
+            target: &target,
+            before: Some(&own_app_document(&before)),
+            after: None,
+            at: now,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn record_graph_app_problem(
+    pool: &DbPool,
+    problem: &str,
+    retry_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let now = micros(now);
+    let since: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO graph_app_problems (app, problem, since, seen_at, retry_at)
+         VALUES ('installation', $1, $2, $2, $3)
+         ON CONFLICT (app) DO UPDATE SET problem = excluded.problem, seen_at = excluded.seen_at,
+             retry_at = excluded.retry_at
+         RETURNING since",
+    )
+    .bind(problem)
+    .bind(now)
+    .bind(micros(retry_at))
+    .fetch_one(pool.write())
+    .await?;
+    Ok(since == now)
+}
+
+pub(super) async fn clear_graph_app_problem(pool: &DbPool) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM graph_app_problems WHERE app = 'installation'")
+        .execute(pool.write())
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn graph_app_problem(pool: &DbPool) -> Result<Option<GraphAppProblem>> {
+    let row = sqlx::query(
+        "SELECT problem, since, seen_at, retry_at FROM graph_app_problems WHERE app = 'installation'",
+    )
+    .fetch_optional(pool.read())
+    .await?;
+    row.map(|r| {
+        Ok(GraphAppProblem {
+            problem: r.try_get("problem")?,
+            since: r.try_get("since")?,
+            seen_at: r.try_get("seen_at")?,
+            retry_at: r.try_get("retry_at")?,
+        })
+    })
+    .transpose()
 }

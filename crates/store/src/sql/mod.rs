@@ -237,10 +237,16 @@ forward! { impl Store {
     graph::complete_graph_consent(scope: TenantScope, nonce: Uuid, entra_tenant_id: Option<&str>, now: DateTime<Utc>) -> GraphConsentOutcome;
     graph::get_graph_connection(scope: TenantScope) -> Option<GraphConnection>;
     graph::delete_graph_connection(scope: TenantScope, actor: &str, now: DateTime<Utc>) -> bool;
-    graph::claim_graph_reads(limit: u32, lease: Duration, now: DateTime<Utc>) -> Vec<GraphReadClaim>;
+    graph::claim_graph_reads(limit: u32, lease: Duration, installation: bool, now: DateTime<Utc>) -> Vec<GraphReadClaim>;
     graph::finish_graph_read(scope: TenantScope, lease_id: Uuid, result: &GraphReadResult, now: DateTime<Utc>) -> bool;
     graph::request_graph_read(scope: TenantScope, now: DateTime<Utc>) -> bool;
     graph::set_graph_test_user(scope: TenantScope, test_user: Option<&str>, actor: &str, now: DateTime<Utc>) -> Option<GraphConnection>;
+    graph::get_graph_own_app(scope: TenantScope) -> Option<GraphOwnApp>;
+    graph::set_graph_own_app(scope: TenantScope, expected_version: Option<i64>, write: &GraphOwnAppWrite, actor: &str, now: DateTime<Utc>) -> GraphOwnAppOutcome;
+    graph::delete_graph_own_app(scope: TenantScope, actor: &str, now: DateTime<Utc>) -> bool;
+    graph::record_graph_app_problem(problem: &str, retry_at: DateTime<Utc>, now: DateTime<Utc>) -> bool;
+    graph::clear_graph_app_problem() -> bool;
+    graph::graph_app_problem() -> Option<GraphAppProblem>;
 }}
 
 forward! { impl DeliveryStore {} to {

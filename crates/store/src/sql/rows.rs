@@ -347,6 +347,7 @@ pub(super) fn graph_connection(row: &DbRow) -> Result<GraphConnection> {
     Ok(GraphConnection {
         tenant_id: TenantId(row.try_get("tenant_id")?),
         org_id: OrgId(row.try_get("org_id")?),
+        app: parse_enum(&row.try_get::<String, _>("app")?, "graph_connections.app")?,
         entra_tenant_id: row.try_get("entra_tenant_id")?,
         state: parse_enum(&row.try_get::<String, _>("state")?, "graph_connections.state")?,
         consented_at: row.try_get("consented_at")?,
@@ -358,5 +359,24 @@ pub(super) fn graph_connection(row: &DbRow) -> Result<GraphConnection> {
         next_read_at: row.try_get("next_read_at")?,
         collector_id: row.try_get::<Option<Uuid>, _>("collector_id")?.map(CollectorId),
         test_user: row.try_get("test_user")?,
+    })
+}
+
+pub(super) fn graph_own_app(row: &DbRow) -> Result<GraphOwnApp> {
+    Ok(GraphOwnApp {
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        client_id: row.try_get("client_id")?,
+        entra_tenant_id: row.try_get("entra_tenant_id")?,
+        cloud: row.try_get("cloud")?,
+        credential_kind: parse_enum(
+            &row.try_get::<String, _>("credential_kind")?,
+            "graph_own_apps.credential_kind",
+        )?,
+        credential_expires_at: row.try_get("credential_expires_at")?,
+        sealed_credential: row.try_get("sealed_credential")?,
+        version: row.try_get("version")?,
+        updated_at: row.try_get("updated_at")?,
+        updated_by: row.try_get("updated_by")?,
     })
 }
