@@ -337,7 +337,8 @@ fn batch_write(
     stopped: bool,
     now: DateTime<Utc>,
 ) -> Result<BatchWrite, serde_json::Error> {
-    let payload = serde_json::to_value(&result.output)?;
+    let payload = serde_json::to_string(&result.output)?;
+    let timings = serde_json::to_string(&result.output.timings())?;
     let stable = serde_json::to_vec(&result.output.without_timings())?;
     let body = serde_json::to_vec(result)?;
     let interval = u32::try_from(schedule.interval.as_secs()).unwrap_or(u32::MAX);
@@ -358,6 +359,7 @@ fn batch_write(
             subject: result.subject.clone(),
             observed_at: result.observed_at,
             payload,
+            timings,
             digest: hex::encode(Sha256::digest(&stable)),
         }],
         received_at: now,

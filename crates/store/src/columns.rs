@@ -25,7 +25,7 @@ macro_rules! collector_cols {
 }
 macro_rules! fact_cols {
     () => {
-        "collector_id, probe, subject, observed_at, payload, digest, first_seen_at, repeat_count"
+        "collector_id, probe, subject, observed_at, payload, timings, digest, first_seen_at, repeat_count"
     };
 }
 macro_rules! outbox_cols {

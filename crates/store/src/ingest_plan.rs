@@ -9,6 +9,11 @@
 //!   and the fact's `repeat_count`; a result with another digest starts a new run;
 //! - the fact ends as the newest accepted result, with `first_seen_at` of its run.
 //!
+//! Only what changed is written: a fact whose stored run goes on (every accepted result repeated
+//! it) is a [`FactRepeat`], which moves `observed_at`, `repeat_count` and the timings and leaves
+//! the stored payload alone; a payload is written only with a new run ([`FactUpsert`]). The plan
+//! borrows the batch's JSON texts: nothing is parsed or copied on the way to the statements.
+//!
 //! The backend reads the stored facts under the collector's row lock (PostgreSQL) or inside an
 //! immediate transaction (SQLite), so the plan's absolute values cannot race another ingest.
 
@@ -30,17 +35,28 @@ pub(crate) struct StoredFact {
     pub history_id: Uuid,
 }
 
-/// The new state of a latest fact (insert or overwrite).
+/// The new state of a latest fact whose value changed in this batch (insert or overwrite).
 #[derive(Debug, Clone)]
-pub(crate) struct FactUpsert {
-    pub probe: String,
-    pub subject: String,
+pub(crate) struct FactUpsert<'a> {
+    pub probe: &'a str,
+    pub subject: &'a str,
     pub observed_at: DateTime<Utc>,
-    pub payload: serde_json::Value,
-    pub digest: String,
+    pub payload: &'a str,
+    pub timings: &'a str,
+    pub digest: &'a str,
     pub first_seen_at: DateTime<Utc>,
     pub repeat_count: i64,
     pub history_id: Uuid,
+}
+
+/// A stored latest fact that the batch only repeated: its payload, digest and run stay.
+#[derive(Debug, Clone)]
+pub(crate) struct FactRepeat<'a> {
+    pub probe: &'a str,
+    pub subject: &'a str,
+    pub observed_at: DateTime<Utc>,
+    pub timings: &'a str,
+    pub repeat_count: i64,
 }
 
 /// An already stored history run that goes on: `count += added`, `last_seen_at = last_seen_at`.
@@ -53,23 +69,24 @@ pub(crate) struct RunExtension {
 
 /// A new history run.
 #[derive(Debug, Clone)]
-pub(crate) struct NewRun {
+pub(crate) struct NewRun<'a> {
     pub id: Uuid,
-    pub probe: String,
-    pub subject: String,
-    pub digest: String,
-    pub payload: serde_json::Value,
+    pub probe: &'a str,
+    pub subject: &'a str,
+    pub digest: &'a str,
+    pub payload: &'a str,
     pub first_seen_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub count: i64,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct IngestPlan {
+pub(crate) struct IngestPlan<'a> {
     /// Insert these first: facts reference their run.
-    pub new_runs: Vec<NewRun>,
+    pub new_runs: Vec<NewRun<'a>>,
     pub extensions: Vec<RunExtension>,
-    pub facts: Vec<FactUpsert>,
+    pub facts: Vec<FactUpsert<'a>>,
+    pub repeats: Vec<FactRepeat<'a>>,
 }
 
 /// The distinct (probe, subject) keys of a batch, for reading the stored facts.
@@ -82,19 +99,23 @@ pub(crate) fn keys(results: &[FactWrite]) -> Vec<(String, String)> {
 }
 
 /// Where the current value of one key stands while the batch is replayed.
-struct Current<'a> {
+struct Current<'a, 's> {
     observed_at: DateTime<Utc>,
-    digest: &'a str,
+    /// The current digest: the stored fact's, or a result's of this batch.
+    digest: &'s str,
     first_seen_at: DateTime<Utc>,
     repeat_count: i64,
     history_id: Uuid,
-    /// The newest accepted payload; `None` while the stored fact is untouched.
-    payload: Option<&'a serde_json::Value>,
+    /// The newest accepted result; `None` while the stored fact is untouched.
+    newest: Option<&'a FactWrite>,
     /// Index into `new_runs`, or `None` for the stored run.
     new_run: Option<usize>,
 }
 
-pub(crate) fn plan(results: &[FactWrite], stored: &HashMap<(String, String), StoredFact>) -> IngestPlan {
+pub(crate) fn plan<'a>(
+    results: &'a [FactWrite],
+    stored: &HashMap<(String, String), StoredFact>,
+) -> IngestPlan<'a> {
     let mut by_key: BTreeMap<(&str, &str), Vec<&FactWrite>> = BTreeMap::new();
     for r in results {
         by_key.entry((r.probe.as_str(), r.subject.as_str())).or_default().push(r);
@@ -112,7 +133,7 @@ pub(crate) fn plan(results: &[FactWrite], stored: &HashMap<(String, String), Sto
             first_seen_at: s.first_seen_at,
             repeat_count: s.repeat_count,
             history_id: s.history_id,
-            payload: None,
+            newest: None,
             new_run: None,
         });
         let mut extension: Option<RunExtension> = None;
@@ -123,7 +144,7 @@ pub(crate) fn plan(results: &[FactWrite], stored: &HashMap<(String, String), Sto
                 Some(c) if at < c.observed_at || (at == c.observed_at && r.digest == c.digest) => {}
                 Some(c) if r.digest == c.digest => {
                     c.observed_at = at;
-                    c.payload = Some(&r.payload);
+                    c.newest = Some(r);
                     c.repeat_count += 1;
                     match c.new_run {
                         Some(i) => {
@@ -147,21 +168,21 @@ pub(crate) fn plan(results: &[FactWrite], stored: &HashMap<(String, String), Sto
                     let id = Uuid::now_v7();
                     plan.new_runs.push(NewRun {
                         id,
-                        probe: probe.to_owned(),
-                        subject: subject.to_owned(),
-                        digest: r.digest.clone(),
-                        payload: r.payload.clone(),
+                        probe,
+                        subject,
+                        digest: &r.digest,
+                        payload: &r.payload,
                         first_seen_at: at,
                         last_seen_at: at,
                         count: 1,
                     });
                     current = Some(Current {
                         observed_at: at,
-                        digest: r.digest.as_str(),
+                        digest: &r.digest,
                         first_seen_at: at,
                         repeat_count: 1,
                         history_id: id,
-                        payload: Some(&r.payload),
+                        newest: Some(r),
                         new_run: Some(plan.new_runs.len() - 1),
                     });
                 }
@@ -169,18 +190,28 @@ pub(crate) fn plan(results: &[FactWrite], stored: &HashMap<(String, String), Sto
         }
 
         plan.extensions.extend(extension);
-        if let Some(c) = current
-            && let Some(payload) = c.payload
-        {
+        let Some(c) = current else { continue };
+        let Some(newest) = c.newest else { continue };
+        if c.new_run.is_some() {
             plan.facts.push(FactUpsert {
-                probe: probe.to_owned(),
-                subject: subject.to_owned(),
+                probe,
+                subject,
                 observed_at: c.observed_at,
-                payload: payload.clone(),
-                digest: c.digest.to_owned(),
+                payload: &newest.payload,
+                timings: &newest.timings,
+                // A new run's digest is its results'.
+                digest: &newest.digest,
                 first_seen_at: c.first_seen_at,
                 repeat_count: c.repeat_count,
                 history_id: c.history_id,
+            });
+        } else {
+            plan.repeats.push(FactRepeat {
+                probe,
+                subject,
+                observed_at: c.observed_at,
+                timings: &newest.timings,
+                repeat_count: c.repeat_count,
             });
         }
     }
@@ -202,7 +233,8 @@ mod tests {
             probe: "tcp".into(),
             subject: "relay".into(),
             observed_at: t(secs),
-            payload: json!({ "digest": digest, "at": secs }),
+            payload: json!({ "digest": digest, "at": secs }).to_string(),
+            timings: json!({ "/at": secs }).to_string(),
             digest: digest.into(),
         }
     }
@@ -211,14 +243,14 @@ mod tests {
     fn runs_within_one_batch() {
         let batch = [result(3, "b"), result(1, "a"), result(2, "a"), result(4, "a")];
         let plan = plan(&batch, &HashMap::new());
-        let runs: Vec<_> =
-            plan.new_runs.iter().map(|r| (r.digest.as_str(), r.count, r.last_seen_at)).collect();
+        let runs: Vec<_> = plan.new_runs.iter().map(|r| (r.digest, r.count, r.last_seen_at)).collect();
         assert_eq!(runs, [("a", 2, t(2)), ("b", 1, t(3)), ("a", 1, t(4))]);
         assert!(plan.extensions.is_empty());
         let fact = &plan.facts[0];
-        assert_eq!((fact.digest.as_str(), fact.first_seen_at, fact.repeat_count), ("a", t(4), 1));
+        assert_eq!((fact.digest, fact.first_seen_at, fact.repeat_count), ("a", t(4), 1));
         assert_eq!(fact.history_id, plan.new_runs[2].id);
-        assert_eq!(fact.payload, json!({ "digest": "a", "at": 4 }));
+        assert_eq!(fact.payload, json!({ "digest": "a", "at": 4 }).to_string());
+        assert!(plan.repeats.is_empty());
     }
 
     #[test]
@@ -242,11 +274,34 @@ mod tests {
             (plan.extensions[0].id, plan.extensions[0].added, plan.extensions[0].last_seen_at),
             (run, 2, t(12))
         );
+        // Only repeats: the payload stays, the newest result's timings are written.
+        assert!(plan.facts.is_empty());
+        let repeat = &plan.repeats[0];
+        assert_eq!((repeat.repeat_count, repeat.observed_at), (4, t(12)));
+        assert_eq!(repeat.timings, json!({ "/at": 12 }).to_string());
+    }
+
+    #[test]
+    fn a_change_after_repeats_writes_the_payload() {
+        let stored = HashMap::from([(
+            ("tcp".to_owned(), "relay".to_owned()),
+            StoredFact {
+                observed_at: t(10),
+                digest: "a".into(),
+                first_seen_at: t(5),
+                repeat_count: 2,
+                history_id: Uuid::now_v7(),
+            },
+        )]);
+        let batch = [result(11, "a"), result(12, "b"), result(13, "b")];
+        let plan = plan(&batch, &stored);
+        assert!(plan.repeats.is_empty());
+        assert_eq!(plan.extensions[0].added, 1);
         let fact = &plan.facts[0];
-        assert_eq!(
-            (fact.first_seen_at, fact.repeat_count, fact.observed_at, fact.history_id),
-            (t(5), 4, t(12), run)
-        );
+        assert_eq!((fact.digest, fact.first_seen_at, fact.repeat_count), ("b", t(12), 2));
+        assert_eq!(fact.history_id, plan.new_runs[0].id);
+        assert_eq!(fact.payload, json!({ "digest": "b", "at": 13 }).to_string());
+        assert_eq!(fact.timings, json!({ "/at": 13 }).to_string());
     }
 
     #[test]
@@ -261,7 +316,13 @@ mod tests {
                 history_id: Uuid::now_v7(),
             },
         )]);
-        let plan = plan(&[result(3, "b"), result(10, "a")], &stored);
-        assert!(plan.new_runs.is_empty() && plan.extensions.is_empty() && plan.facts.is_empty());
+        let batch = [result(3, "b"), result(10, "a")];
+        let plan = plan(&batch, &stored);
+        assert!(
+            plan.new_runs.is_empty()
+                && plan.extensions.is_empty()
+                && plan.facts.is_empty()
+                && plan.repeats.is_empty()
+        );
     }
 }

@@ -135,16 +135,16 @@ async fn write_plan(
     tx: &mut Tx,
     scope: TenantScope,
     collector_id: CollectorId,
-    plan: &IngestPlan,
+    plan: &IngestPlan<'_>,
 ) -> Result<()> {
     if !plan.new_runs.is_empty() {
         let runs = &plan.new_runs;
         sqlx::query(
             "INSERT INTO fact_history (id, org_id, tenant_id, collector_id, probe, subject, digest, payload,
                                        first_seen_at, last_seen_at, count)
-             SELECT r.id, $1, $2, $3, r.probe, r.subject, r.digest, r.payload, r.first_seen_at,
+             SELECT r.id, $1, $2, $3, r.probe, r.subject, r.digest, r.payload::jsonb, r.first_seen_at,
                     r.last_seen_at, r.count
-             FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[],
+             FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[],
                          $10::timestamptz[], $11::bigint[])
                   AS r (id, probe, subject, digest, payload, first_seen_at, last_seen_at, count)",
         )
@@ -152,10 +152,10 @@ async fn write_plan(
         .bind(scope.tenant_id.0)
         .bind(collector_id.0)
         .bind(runs.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.probe.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.subject.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.digest.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.probe).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.subject).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.digest).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.payload).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.first_seen_at).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.last_seen_at).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.count).collect::<Vec<_>>())
@@ -181,29 +181,49 @@ async fn write_plan(
     if !plan.facts.is_empty() {
         let facts = &plan.facts;
         sqlx::query(
-            "INSERT INTO facts (collector_id, probe, subject, org_id, tenant_id, observed_at, payload, digest,
-                                first_seen_at, repeat_count, history_id)
-             SELECT $1, f.probe, f.subject, $2, $3, f.observed_at, f.payload, f.digest, f.first_seen_at,
-                    f.repeat_count, f.history_id
-             FROM UNNEST($4::text[], $5::text[], $6::timestamptz[], $7::jsonb[], $8::text[],
-                         $9::timestamptz[], $10::bigint[], $11::uuid[])
-                  AS f (probe, subject, observed_at, payload, digest, first_seen_at, repeat_count, history_id)
+            "INSERT INTO facts (collector_id, probe, subject, org_id, tenant_id, observed_at, payload, timings,
+                                digest, first_seen_at, repeat_count, history_id)
+             SELECT $1, f.probe, f.subject, $2, $3, f.observed_at, f.payload::jsonb, f.timings, f.digest,
+                    f.first_seen_at, f.repeat_count, f.history_id
+             FROM UNNEST($4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], $9::text[],
+                         $10::timestamptz[], $11::bigint[], $12::uuid[])
+                  AS f (probe, subject, observed_at, payload, timings, digest, first_seen_at, repeat_count,
+                        history_id)
              ON CONFLICT (collector_id, probe, subject) DO UPDATE
-             SET observed_at = EXCLUDED.observed_at, payload = EXCLUDED.payload, digest = EXCLUDED.digest,
-                 first_seen_at = EXCLUDED.first_seen_at, repeat_count = EXCLUDED.repeat_count,
-                 history_id = EXCLUDED.history_id",
+             SET observed_at = EXCLUDED.observed_at, payload = EXCLUDED.payload, timings = EXCLUDED.timings,
+                 digest = EXCLUDED.digest, first_seen_at = EXCLUDED.first_seen_at,
+                 repeat_count = EXCLUDED.repeat_count, history_id = EXCLUDED.history_id",
         )
         .bind(collector_id.0)
         .bind(scope.org_id.0)
         .bind(scope.tenant_id.0)
-        .bind(facts.iter().map(|f| f.probe.clone()).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.subject.clone()).collect::<Vec<_>>())
+        .bind(facts.iter().map(|f| f.probe).collect::<Vec<_>>())
+        .bind(facts.iter().map(|f| f.subject).collect::<Vec<_>>())
         .bind(facts.iter().map(|f| f.observed_at).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.payload.clone()).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.digest.clone()).collect::<Vec<_>>())
+        .bind(facts.iter().map(|f| f.payload).collect::<Vec<_>>())
+        .bind(facts.iter().map(|f| f.timings).collect::<Vec<_>>())
+        .bind(facts.iter().map(|f| f.digest).collect::<Vec<_>>())
         .bind(facts.iter().map(|f| f.first_seen_at).collect::<Vec<_>>())
         .bind(facts.iter().map(|f| f.repeat_count).collect::<Vec<_>>())
         .bind(facts.iter().map(|f| f.history_id).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    if !plan.repeats.is_empty() {
+        let repeats = &plan.repeats;
+        sqlx::query(
+            "UPDATE facts f SET observed_at = r.observed_at, timings = r.timings, repeat_count = r.repeat_count
+             FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])
+                  AS r (probe, subject, observed_at, timings, repeat_count)
+             WHERE f.collector_id = $1 AND f.probe = r.probe AND f.subject = r.subject",
+        )
+        .bind(collector_id.0)
+        .bind(repeats.iter().map(|r| r.probe).collect::<Vec<_>>())
+        .bind(repeats.iter().map(|r| r.subject).collect::<Vec<_>>())
+        .bind(repeats.iter().map(|r| r.observed_at).collect::<Vec<_>>())
+        .bind(repeats.iter().map(|r| r.timings).collect::<Vec<_>>())
+        .bind(repeats.iter().map(|r| r.repeat_count).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     }

@@ -137,7 +137,7 @@ macro_rules! row_address {
 mod sql;
 
 /// Rows per multi-row statement. SQLite allows 32,766 bound values in one statement and the
-/// widest row here binds 11, so a chunk stays far below the limit whatever a batch holds.
+/// widest row here binds 12, so a chunk stays far below the limit whatever a batch holds.
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// The stored latest facts of a batch's (probe, subject) keys, a chunk of keys per statement.
@@ -176,7 +176,7 @@ async fn write_plan(
     tx: &mut Tx,
     scope: TenantScope,
     collector_id: CollectorId,
-    plan: &IngestPlan,
+    plan: &IngestPlan<'_>,
 ) -> Result<()> {
     for runs in plan.new_runs.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
@@ -188,10 +188,10 @@ async fn write_plan(
                 .push_bind(scope.org_id.0)
                 .push_bind(scope.tenant_id.0)
                 .push_bind(collector_id.0)
-                .push_bind(run.probe.as_str())
-                .push_bind(run.subject.as_str())
-                .push_bind(run.digest.as_str())
-                .push_bind(&run.payload)
+                .push_bind(run.probe)
+                .push_bind(run.subject)
+                .push_bind(run.digest)
+                .push_bind(run.payload)
                 .push_bind(run.first_seen_at)
                 .push_bind(run.last_seen_at)
                 .push_bind(run.count);
@@ -212,28 +212,45 @@ async fn write_plan(
     }
     for facts in plan.facts.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO facts (collector_id, probe, subject, org_id, tenant_id, observed_at, payload, digest,
-                                first_seen_at, repeat_count, history_id) ",
+            "INSERT INTO facts (collector_id, probe, subject, org_id, tenant_id, observed_at, payload, timings,
+                                digest, first_seen_at, repeat_count, history_id) ",
         );
         query.push_values(facts, |mut row, fact| {
             row.push_bind(collector_id.0)
-                .push_bind(fact.probe.as_str())
-                .push_bind(fact.subject.as_str())
+                .push_bind(fact.probe)
+                .push_bind(fact.subject)
                 .push_bind(scope.org_id.0)
                 .push_bind(scope.tenant_id.0)
                 .push_bind(fact.observed_at)
-                .push_bind(&fact.payload)
-                .push_bind(fact.digest.as_str())
+                .push_bind(fact.payload)
+                .push_bind(fact.timings)
+                .push_bind(fact.digest)
                 .push_bind(fact.first_seen_at)
                 .push_bind(fact.repeat_count)
                 .push_bind(fact.history_id);
         });
         query.push(
             " ON CONFLICT (collector_id, probe, subject) DO UPDATE
-             SET observed_at = excluded.observed_at, payload = excluded.payload, digest = excluded.digest,
-                 first_seen_at = excluded.first_seen_at, repeat_count = excluded.repeat_count,
-                 history_id = excluded.history_id",
+             SET observed_at = excluded.observed_at, payload = excluded.payload, timings = excluded.timings,
+                 digest = excluded.digest, first_seen_at = excluded.first_seen_at,
+                 repeat_count = excluded.repeat_count, history_id = excluded.history_id",
         );
+        query.build().persistent(false).execute(&mut **tx).await?;
+    }
+    for repeats in plan.repeats.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "UPDATE facts SET observed_at = r.column3, timings = r.column4, repeat_count = r.column5 FROM (",
+        );
+        query.push_values(repeats, |mut row, repeat| {
+            row.push_bind(repeat.probe)
+                .push_bind(repeat.subject)
+                .push_bind(repeat.observed_at)
+                .push_bind(repeat.timings)
+                .push_bind(repeat.repeat_count);
+        });
+        query.push(") AS r WHERE facts.collector_id = ");
+        query.push_bind(collector_id.0);
+        query.push(" AND facts.probe = r.column1 AND facts.subject = r.column2");
         query.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())

@@ -224,6 +224,71 @@ impl ProbeOutput {
     }
 }
 
+impl ProbeOutput {
+    /// The fields [`ProbeOutput::without_timings`] clears, with their values here: JSON pointers
+    /// into this output's JSON form (`/data/dns_ms`, `/data/holds/1/cut_after_ms`, …), each
+    /// with its value (`null` for an absent one). Every such field is listed, set or not, so
+    /// that [`apply_timings`] turns the JSON of any output that compares equal without timings
+    /// into the JSON of this one: a store that keeps a payload once per change and these per
+    /// result serves the newest result exactly.
+    pub fn timings(&self) -> Timings {
+        fn ms(v: Option<u64>) -> serde_json::Value {
+            v.map_or(serde_json::Value::Null, serde_json::Value::from)
+        }
+        let mut t = Timings::new();
+        match self {
+            ProbeOutput::Endpoint(report) => {
+                t.insert("/data/dns_ms".into(), ms(report.dns_ms));
+                t.insert("/data/tcp_connect_ms".into(), ms(report.tcp_connect_ms));
+                if let Some(tls) = &report.tls {
+                    t.insert("/data/tls/handshake_ms".into(), tls.handshake_ms.into());
+                }
+                if let Some(tls) = report.via_proxy.as_ref().and_then(|p| p.tls.as_ref()) {
+                    t.insert("/data/via_proxy/tls/handshake_ms".into(), tls.handshake_ms.into());
+                }
+            }
+            ProbeOutput::IdleConnection(report) => {
+                for (i, hold) in report.holds.iter().enumerate() {
+                    t.insert(format!("/data/holds/{i}/cut_after_ms"), ms(hold.cut_after_ms));
+                }
+            }
+            ProbeOutput::Proxy(report) => {
+                for (i, target) in report.targets.iter().enumerate() {
+                    if let Some(tls) = &target.tls {
+                        t.insert(format!("/data/targets/{i}/tls/handshake_ms"), tls.handshake_ms.into());
+                    }
+                }
+            }
+            ProbeOutput::ActiveDirectory(report) => {
+                let time = report.dc_current_time.map_or(serde_json::Value::Null, |at| {
+                    serde_json::to_value(at).unwrap_or(serde_json::Value::Null)
+                });
+                t.insert("/data/dc_current_time".into(), time);
+            }
+            ProbeOutput::Script(report) => {
+                t.insert("/data/duration_ms".into(), report.duration_ms.into());
+            }
+            ProbeOutput::ConnectServer(_) | ProbeOutput::EventLog(_) | ProbeOutput::Graph(_) => {}
+        }
+        t
+    }
+}
+
+/// What varies between runs that saw the same thing (see [`ProbeOutput::timings`]): JSON
+/// pointers into an output's JSON form, and their values.
+pub type Timings = serde_json::Map<String, serde_json::Value>;
+
+/// Sets each of `timings`' fields in `payload`, the JSON form of a [`ProbeOutput`]. A pointer
+/// that does not lead to a field of `payload` is skipped: the payload then keeps its own value
+/// (it can only happen if the payload and the timings came from outputs of different shape).
+pub fn apply_timings(payload: &mut serde_json::Value, timings: &Timings) {
+    for (pointer, value) in timings {
+        if let Some(field) = payload.pointer_mut(pointer) {
+            field.clone_from(value);
+        }
+    }
+}
+
 /// Probe kinds, as named on the wire.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -829,6 +894,89 @@ mod tests {
         let before = ProbeOutput::Script(script.clone()).without_timings();
         script.exit_code = Some(1);
         assert_ne!(before, ProbeOutput::Script(script).without_timings());
+    }
+
+    /// An endpoint reached through a proxy, with every timing set.
+    fn endpoint_output() -> ProbeOutput {
+        ProbeOutput::Endpoint(EndpointReport {
+            host: "passwordreset.microsoftonline.com".into(),
+            port: 443,
+            role: EndpointRole::PasswordReset,
+            resolved: vec!["20.190.128.1".parse().unwrap()],
+            dns_ms: Some(4),
+            connected_to: Some("20.190.128.1".parse().unwrap()),
+            tcp_connect_ms: Some(18),
+            tls: Some(tls_report()),
+            failure: None,
+            via_proxy: Some(ProxiedConnection {
+                proxy: "proxy.corp.example:3128".into(),
+                source: ProxySource::Configured,
+                connect_status: Some(200),
+                tls: Some(TlsReport { handshake_ms: 77, ..tls_report() }),
+                failure: None,
+                offered_auth_schemes: Vec::new(),
+            }),
+        })
+    }
+
+    /// `output` with every timing changed (and set where it was absent).
+    fn other_timings(output: &ProbeOutput) -> ProbeOutput {
+        let mut other = output.clone();
+        match &mut other {
+            ProbeOutput::Endpoint(r) => {
+                r.dns_ms = None;
+                r.tcp_connect_ms = Some(250);
+                r.tls.as_mut().unwrap().handshake_ms = 310;
+                r.via_proxy.as_mut().unwrap().tls.as_mut().unwrap().handshake_ms = 5;
+            }
+            ProbeOutput::IdleConnection(r) => {
+                for (i, hold) in r.holds.iter_mut().enumerate() {
+                    hold.cut_after_ms =
+                        if hold.cut_after_ms.is_some() { None } else { Some(1_000 + i as u64) };
+                }
+            }
+            ProbeOutput::Proxy(r) => {
+                for target in &mut r.targets {
+                    if let Some(tls) = &mut target.tls {
+                        tls.handshake_ms += 900;
+                    }
+                }
+            }
+            ProbeOutput::ActiveDirectory(r) => r.dc_current_time = Some(at(905)),
+            ProbeOutput::Script(r) => r.duration_ms = 99,
+            ProbeOutput::ConnectServer(_) | ProbeOutput::EventLog(_) | ProbeOutput::Graph(_) => {}
+        }
+        other
+    }
+
+    #[test]
+    fn timings_turn_an_earlier_run_into_the_newest_one() {
+        let mut outputs = every_output();
+        outputs.push(endpoint_output());
+        for newest in outputs {
+            let earlier = other_timings(&newest);
+            assert_eq!(earlier.without_timings(), newest.without_timings(), "{:?}", newest.kind());
+            let expected = serde_json::to_value(&newest).unwrap();
+            for start in [earlier, newest.without_timings()] {
+                let mut stored = serde_json::to_value(&start).unwrap();
+                apply_timings(&mut stored, &newest.timings());
+                assert_eq!(stored, expected, "{:?}", newest.kind());
+                let back: ProbeOutput = serde_json::from_value(stored).unwrap();
+                assert_eq!(back, newest);
+            }
+        }
+    }
+
+    #[test]
+    fn timings_name_only_fields_that_exist() {
+        let mut outputs = every_output();
+        outputs.push(endpoint_output());
+        for output in outputs {
+            let json = serde_json::to_value(&output).unwrap();
+            for (pointer, value) in output.timings() {
+                assert_eq!(json.pointer(&pointer), Some(&value), "{pointer} of {:?}", output.kind());
+            }
+        }
     }
 
     #[test]

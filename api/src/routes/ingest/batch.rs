@@ -71,13 +71,15 @@ impl CheckedBatch {
             .results
             .iter()
             .map(|r| {
-                let payload = serde_json::to_value(&r.output).map_err(ApiError::internal)?;
+                let payload = serde_json::to_string(&r.output).map_err(ApiError::internal)?;
+                let timings = serde_json::to_string(&r.output.timings()).map_err(ApiError::internal)?;
                 let stable = serde_json::to_vec(&r.output.without_timings()).map_err(ApiError::internal)?;
                 Ok(FactWrite {
                     probe: r.output.kind().as_str().to_owned(),
                     subject: r.subject.clone(),
                     observed_at: r.observed_at,
                     payload,
+                    timings,
                     digest: hex::encode(Sha256::digest(&stable)),
                 })
             })

@@ -12,8 +12,12 @@ pub struct FactWrite {
     pub probe: String,
     pub subject: String,
     pub observed_at: DateTime<Utc>,
-    /// The typed wire output, as JSON.
-    pub payload: serde_json::Value,
+    /// The typed wire output, as JSON text (bound as it is: never parsed again on the way in).
+    pub payload: String,
+    /// The output's volatile fields (timings) as JSON text: an object of JSON pointers into
+    /// `payload` and their values (`wbd_wire::ProbeOutput::timings`). A repeated result writes
+    /// only these; reading the fact lays them over the payload of its run.
+    pub timings: String,
     /// A digest of the payload without volatile fields (timings), so that an unchanged result
     /// only moves `last_seen` of the current history run.
     pub digest: String,

@@ -1,7 +1,7 @@
 //! Ingest: a collector's batch becomes latest facts, fact history, a heartbeat and an outbox
 //! message, in one transaction. What to write is planned in Rust (`ingest_plan`); how the plan's
-//! rows are read and written is the dialect's (`stored_fact_rows`, `write_plan`: set-based on
-//! PostgreSQL, a statement per row on SQLite).
+//! rows are read and written is the dialect's (`stored_fact_rows`, `write_plan`: `UNNEST` arrays
+//! on PostgreSQL, multi-row `VALUES` on SQLite).
 
 use std::collections::HashMap;
 

@@ -115,13 +115,20 @@ pub(super) fn collector(row: &DbRow) -> Result<Collector> {
     })
 }
 
+/// A latest fact: the payload of its run with the newest result's timings laid over it.
 pub(super) fn fact(row: &DbRow) -> Result<Fact> {
+    let mut payload: serde_json::Value = json(row, "facts.payload")?;
+    if let Some(timings) = row.try_get::<Option<&str>, _>("timings")? {
+        let timings: wbd_wire::Timings =
+            serde_json::from_str(timings).map_err(|e| StoreError::Corrupt(format!("facts.timings: {e}")))?;
+        wbd_wire::apply_timings(&mut payload, &timings);
+    }
     Ok(Fact {
         collector_id: CollectorId(row.try_get("collector_id")?),
         probe: row.try_get("probe")?,
         subject: row.try_get("subject")?,
         observed_at: row.try_get("observed_at")?,
-        payload: json(row, "facts.payload")?,
+        payload,
         digest: row.try_get("digest")?,
         first_seen_at: row.try_get("first_seen_at")?,
         repeat_count: to_u64(row.try_get("repeat_count")?, "facts.repeat_count")?,

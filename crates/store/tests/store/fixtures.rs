@@ -73,14 +73,23 @@ pub async fn enrolled_site(store: &TestStore, org_name: &str) -> anyhow::Result<
 }
 
 /// One probe result; the payload carries its time so tests can tell which result a fact holds.
+/// As with a real probe's timings, the fields that vary between results of the same digest
+/// (`observed`, `elapsed_ms`) are named in `timings`.
 pub fn result(probe: &str, subject: &str, observed_secs: i64, digest: &str) -> FactWrite {
     FactWrite {
         probe: probe.into(),
         subject: subject.into(),
         observed_at: at(observed_secs),
-        payload: json!({ "digest": digest, "observed": observed_secs, "elapsed_ms": observed_secs % 7 }),
+        payload: json!({ "digest": digest, "observed": observed_secs, "elapsed_ms": observed_secs % 7 })
+            .to_string(),
+        timings: json!({ "/observed": observed_secs, "/elapsed_ms": observed_secs % 7 }).to_string(),
         digest: digest.into(),
     }
+}
+
+/// The JSON of a result's payload, as a stored fact holds it.
+pub fn json_of(result: &FactWrite) -> serde_json::Value {
+    serde_json::from_str(&result.payload).expect("a result's payload is JSON")
 }
 
 /// A new batch (fresh id) pushed at `received_secs`.

@@ -2,7 +2,7 @@
 
 use wbd_store::*;
 
-use crate::fixtures::{at, batch, enrolled_site, facts_version, result};
+use crate::fixtures::{at, batch, enrolled_site, facts_version, json_of, result};
 
 contract_test! {
     async fn an_accepted_batch_records_facts_heartbeat_version_and_one_message(store) {
@@ -24,7 +24,7 @@ contract_test! {
             (relay.subject.as_str(), relay.observed_at, relay.digest.as_str()),
             ("relay", at(10), "a")
         );
-        assert_eq!(relay.payload, push.results[0].payload);
+        assert_eq!(relay.payload, json_of(&push.results[0]));
         assert_eq!((relay.first_seen_at, relay.repeat_count), (at(10), 1));
 
         let collector = store.get_collector(site.org, site.collector.id).await?.expect("collector");
@@ -119,12 +119,44 @@ contract_test! {
         let relay = facts.iter().find(|f| f.subject == "relay").expect("relay fact");
         assert_eq!(
             (relay.observed_at, relay.digest.as_str(), &relay.payload),
-            (at(100), "new", &newer.payload)
+            (at(100), "new", &json_of(&newer))
         );
         assert!(facts.iter().any(|f| f.subject == "pdc"), "the fresh result of the same batch is stored");
         let runs = store.history(site.collector.id, "tcp", "relay").await?;
         assert_eq!(runs, vec![("new".to_owned(), at(100), at(100), 1)], "a late result leaves history alone");
         assert_eq!(facts_version(store, site.scope).await?, 2, "the push itself still counts");
+        Ok(())
+    }
+}
+
+contract_test! {
+    async fn a_repeat_writes_its_timings_not_its_payload(store) {
+        let site = enrolled_site(store, "Acme MSP").await?;
+        let c = site.collector.id;
+        let first = result("tcp", "relay", 10, "ok");
+        store.ingest_batch(site.scope, &batch(c, vec![first], 11)).await?;
+
+        // The same digest with a field outside the timings changed: a repeat by the digest's
+        // word, so the stored payload stays and only the named timings move.
+        let mut repeat = result("tcp", "relay", 20, "ok");
+        let mut payload: serde_json::Value = serde_json::from_str(&repeat.payload)?;
+        payload["note"] = "not written".into();
+        repeat.payload = payload.to_string();
+        store.ingest_batch(site.scope, &batch(c, vec![repeat], 21)).await?;
+
+        let fact = store.list_facts(site.scope).await?.remove(0);
+        assert_eq!(fact.payload, json_of(&result("tcp", "relay", 20, "ok")));
+        assert_eq!((fact.observed_at, fact.repeat_count), (at(20), 2));
+
+        // A change writes the new payload whole.
+        let mut change = result("tcp", "relay", 30, "broken");
+        let mut payload: serde_json::Value = serde_json::from_str(&change.payload)?;
+        payload["note"] = "written".into();
+        change.payload = payload.to_string();
+        store.ingest_batch(site.scope, &batch(c, vec![change.clone()], 31)).await?;
+        let fact = store.list_facts(site.scope).await?.remove(0);
+        assert_eq!(fact.payload, json_of(&change));
+        assert_eq!((fact.digest.as_str(), fact.first_seen_at, fact.repeat_count), ("broken", at(30), 1));
         Ok(())
     }
 }
@@ -140,7 +172,7 @@ contract_test! {
         let fact = store.list_facts(site.scope).await?.remove(0);
         assert_eq!((fact.first_seen_at, fact.observed_at, fact.repeat_count), (at(10), at(30), 3));
         // The fact holds the newest payload even though the digest did not change.
-        assert_eq!(fact.payload, result("tcp", "relay", 30, "ok").payload);
+        assert_eq!(fact.payload, json_of(&result("tcp", "relay", 30, "ok")));
         assert_eq!(store.history(c, "tcp", "relay").await?, vec![("ok".to_owned(), at(10), at(30), 3)]);
 
         // It breaks, then recovers: two more runs. Within one batch the order is by observed_at.

@@ -1,0 +1,11 @@
+-- Write only what changed (issue 15). Most results repeat the one before: the same thing seen,
+-- only the timings differ (DNS, TCP and TLS times, the idle cut's moment, the DC's clock, a
+-- script's run time). A repeat now updates `observed_at`, `repeat_count` and `timings`, never
+-- the payload, which is written when the result changes (a new history run).
+--
+-- `timings` is the newest result's timing fields as JSON text: an object of JSON pointers into
+-- the payload and their values (wbd_wire::ProbeOutput::timings). Reading a fact lays them over
+-- the payload, which gives the newest result exactly. NULL for facts written before this
+-- migration: their payload is the newest result already. Plain text, never queried into: the
+-- database does not parse it.
+ALTER TABLE facts ADD COLUMN timings TEXT;
