@@ -228,6 +228,20 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("valid time") + TimeDelta::seconds(secs)
     }
 
+    /// The stored fact of `tcp`/`relay`: digest "a" since 5 s, repeated twice, last at 10 s.
+    fn stored_a(history_id: Uuid) -> HashMap<(String, String), StoredFact> {
+        HashMap::from([(
+            ("tcp".to_owned(), "relay".to_owned()),
+            StoredFact {
+                observed_at: t(10),
+                digest: "a".into(),
+                first_seen_at: t(5),
+                repeat_count: 2,
+                history_id,
+            },
+        )])
+    }
+
     fn result(secs: i64, digest: &str) -> FactWrite {
         FactWrite {
             probe: "tcp".into(),
@@ -256,16 +270,7 @@ mod tests {
     #[test]
     fn extends_the_stored_run_and_ignores_older_results() {
         let run = Uuid::now_v7();
-        let stored = HashMap::from([(
-            ("tcp".to_owned(), "relay".to_owned()),
-            StoredFact {
-                observed_at: t(10),
-                digest: "a".into(),
-                first_seen_at: t(5),
-                repeat_count: 2,
-                history_id: run,
-            },
-        )]);
+        let stored = stored_a(run);
         let batch = [result(9, "b"), result(10, "a"), result(11, "a"), result(12, "a")];
         let plan = plan(&batch, &stored);
         assert!(plan.new_runs.is_empty());
@@ -283,16 +288,7 @@ mod tests {
 
     #[test]
     fn a_change_after_repeats_writes_the_payload() {
-        let stored = HashMap::from([(
-            ("tcp".to_owned(), "relay".to_owned()),
-            StoredFact {
-                observed_at: t(10),
-                digest: "a".into(),
-                first_seen_at: t(5),
-                repeat_count: 2,
-                history_id: Uuid::now_v7(),
-            },
-        )]);
+        let stored = stored_a(Uuid::now_v7());
         let batch = [result(11, "a"), result(12, "b"), result(13, "b")];
         let plan = plan(&batch, &stored);
         assert!(plan.repeats.is_empty());
@@ -306,16 +302,7 @@ mod tests {
 
     #[test]
     fn nothing_newer_changes_nothing() {
-        let stored = HashMap::from([(
-            ("tcp".to_owned(), "relay".to_owned()),
-            StoredFact {
-                observed_at: t(10),
-                digest: "a".into(),
-                first_seen_at: t(5),
-                repeat_count: 2,
-                history_id: Uuid::now_v7(),
-            },
-        )]);
+        let stored = stored_a(Uuid::now_v7());
         let batch = [result(3, "b"), result(10, "a")];
         let plan = plan(&batch, &stored);
         assert!(
