@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
     for result in &batch.results {
         let _ = result.output.kind().as_str();
         let full = serde_json::to_value(&result.output).expect("an accepted result serialises");
-        let mut stable = serde_json::to_value(result.output.without_timings()).expect("and without its timings");
+        let mut stable =
+            serde_json::to_value(result.output.without_timings()).expect("and without its timings");
         // What the store does with a repeat: the payload of the run, the newest timings over it.
         wbd_wire::apply_timings(&mut stable, &result.output.timings());
         assert_eq!(stable, full, "timings restore the result");
