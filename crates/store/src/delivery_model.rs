@@ -7,29 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{FindingEvent, FindingId, OrgId, Severity, TenantId, UnknownValue};
-
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = UnknownValue;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s { $($text => Ok($name::$variant),)+ other => Err(UnknownValue(other.to_owned())) }
-            }
-        }
-    };
-}
+use crate::{FindingEvent, FindingId, OrgId, Severity, TenantId};
 
 string_enum!(
     /// How tickets are cut: one per finding, or one per problem across the tenants it affects.

@@ -9,6 +9,33 @@
 //! first; the few unscoped lookups exist to *establish* a scope (authentication, enrollment)
 //! or to serve the background machinery (outbox, silence sweep).
 
+/// An enum kept in the database as text: `as_str` and `FromStr` (refusing unknown text with
+/// [`UnknownValue`]) from one list of variants and their texts.
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vm])* $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err($crate::UnknownValue(other.to_owned())),
+                }
+            }
+        }
+    };
+}
+
 #[macro_use]
 mod columns;
 mod convert;

@@ -2,13 +2,12 @@
 //! consent in progress, and what the reader last saw.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CollectorId, OrgId, TenantId, TenantScope, UnknownValue};
+use super::{CollectorId, OrgId, TenantId, TenantScope};
 
 /// The name of the collector row that stands for the central Graph reader of a tenant: facts it
 /// reads are that collector's, so evidence says where they came from. The same text as
@@ -16,29 +15,19 @@ use super::{CollectorId, OrgId, TenantId, TenantScope, UnknownValue};
 /// collector's (the store does not depend on the wire crate; a test keeps the two equal).
 pub const GRAPH_READER_COLLECTOR: &str = "Microsoft Graph (central reader)";
 
-/// Whether the app may read a connected tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GraphConnectionState {
-    Connected,
-    /// The identity platform refused the app for the tenant (consent revoked, app removed):
-    /// reading stops until the tenant is connected again.
-    ConsentRevoked,
-    /// The tenant's own app was refused for its credential (a wrong or expired secret, a
-    /// certificate the app registration does not have): reading stops until the app is set
-    /// again.
-    CredentialInvalid,
-}
-
-impl GraphConnectionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GraphConnectionState::Connected => "connected",
-            GraphConnectionState::ConsentRevoked => "consent_revoked",
-            GraphConnectionState::CredentialInvalid => "credential_invalid",
-        }
+string_enum!(
+    /// Whether the app may read a connected tenant.
+    GraphConnectionState {
+        Connected = "connected",
+        /// The identity platform refused the app for the tenant (consent revoked, app removed):
+        /// reading stops until the tenant is connected again.
+        ConsentRevoked = "consent_revoked",
+        /// The tenant's own app was refused for its credential (a wrong or expired secret, a
+        /// certificate the app registration does not have): reading stops until the app is set
+        /// again.
+        CredentialInvalid = "credential_invalid",
     }
-}
+);
 
 impl fmt::Display for GraphConnectionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -46,47 +35,11 @@ impl fmt::Display for GraphConnectionState {
     }
 }
 
-impl FromStr for GraphConnectionState {
-    type Err = UnknownValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "connected" => Ok(GraphConnectionState::Connected),
-            "consent_revoked" => Ok(GraphConnectionState::ConsentRevoked),
-            "credential_invalid" => Ok(GraphConnectionState::CredentialInvalid),
-            other => Err(UnknownValue(other.to_owned())),
-        }
-    }
-}
-
-/// Which app reads a tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GraphAppKind {
-    /// The installation's multi-tenant app (`[graph]`), which the tenant consented to.
-    Installation,
-    /// The tenant's own app ("bring your own app"), set by an org admin.
-    Own,
-}
-
-impl GraphAppKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GraphAppKind::Installation => "installation",
-            GraphAppKind::Own => "own",
-        }
-    }
-}
-
-impl FromStr for GraphAppKind {
-    type Err = UnknownValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "installation" => Ok(GraphAppKind::Installation),
-            "own" => Ok(GraphAppKind::Own),
-            other => Err(UnknownValue(other.to_owned())),
-        }
-    }
-}
+string_enum!(
+    /// Which app reads a tenant: the installation's multi-tenant app (`[graph]`), which the
+    /// tenant consented to, or the tenant's own app ("bring your own app"), set by an org admin.
+    GraphAppKind { Installation = "installation", Own = "own" }
+);
 
 /// A tenant connected to Microsoft Graph: through the installation's app, or its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,33 +91,10 @@ pub enum GraphConsentOutcome {
     StateUnusable,
 }
 
-/// How a tenant's own app proves who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GraphCredentialKind {
-    ClientSecret,
-    Certificate,
-}
-
-impl GraphCredentialKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GraphCredentialKind::ClientSecret => "client_secret",
-            GraphCredentialKind::Certificate => "certificate",
-        }
-    }
-}
-
-impl FromStr for GraphCredentialKind {
-    type Err = UnknownValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "client_secret" => Ok(GraphCredentialKind::ClientSecret),
-            "certificate" => Ok(GraphCredentialKind::Certificate),
-            other => Err(UnknownValue(other.to_owned())),
-        }
-    }
-}
+string_enum!(
+    /// How a tenant's own app proves who it is.
+    GraphCredentialKind { ClientSecret = "client_secret", Certificate = "certificate" }
+);
 
 /// A tenant's own Entra app ("bring your own app"): read with it instead of the installation's.
 /// The credential is sealed by the caller (the store never sees it in the clear); `Debug` leaves
