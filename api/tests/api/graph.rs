@@ -269,7 +269,6 @@ async fn a_revoked_consent_is_one_finding_reading_stops_and_reconnecting_resolve
     use wbd_receivers::Receiver;
     use wbd_receivers::entra::{EntraApp, EntraState, EntraTenant};
 
-    assert_eq!(wbd_store::GRAPH_READER_COLLECTOR, wbd_wire::CENTRAL_GRAPH_READER);
     let entra = Receiver::spawn(EntraState::new(EntraApp {
         client_id: CLIENT_ID.into(),
         client_secret: Some("app-secret".into()),

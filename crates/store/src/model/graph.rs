@@ -10,10 +10,10 @@ use uuid::Uuid;
 use super::{CollectorId, OrgId, TenantId, TenantScope};
 
 /// The name of the collector row that stands for the central Graph reader of a tenant: facts it
-/// reads are that collector's, so evidence says where they came from. The same text as
-/// `wbd_wire::CENTRAL_GRAPH_READER`, by which the rules tell the central reader's reports from a
-/// collector's (the store does not depend on the wire crate; a test keeps the two equal).
-pub const GRAPH_READER_COLLECTOR: &str = "Microsoft Graph (central reader)";
+/// reads are that collector's, so evidence says where they came from. It is the wire's
+/// [`wbd_wire::CENTRAL_GRAPH_READER`], by which the rules tell the central reader's reports from
+/// a collector's.
+pub const GRAPH_READER_COLLECTOR: &str = wbd_wire::CENTRAL_GRAPH_READER;
 
 string_enum!(
     /// Whether the app may read a connected tenant.
