@@ -13,6 +13,8 @@
 //! Everything here is idempotent: planning the same snapshot twice gives the same changes, and a
 //! redelivered message is recognised by its id inside the same transaction.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use wbd_store::{
@@ -20,7 +22,7 @@ use wbd_store::{
 };
 
 use crate::lifecycle::{DampingDefaults, DampingTable, fingerprint, plan_changes};
-use crate::rule_config::{TenantRules, load_tenant_rules, run_rules};
+use crate::rule_config::{TenantRules, current_tenant_rules, run_rules};
 
 /// How many times an evaluation is re-read and re-planned after the store reported a conflict.
 pub const MAX_APPLY_ATTEMPTS: u32 = 5;
@@ -171,9 +173,14 @@ fn attach_messages(
 trait EvaluationStore: Sync {
     async fn load_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>, StoreError>;
 
-    /// The tenant's overrides and custom rules (none, unless the store has some).
-    async fn load_rules(&self, _scope: TenantScope) -> Result<TenantRules, StoreError> {
-        Ok(TenantRules::default())
+    /// The tenant's overrides and custom rules as of `rules_version` (none, unless the store has
+    /// some).
+    async fn load_rules(
+        &self,
+        _scope: TenantScope,
+        _rules_version: i64,
+    ) -> Result<Arc<TenantRules>, StoreError> {
+        Ok(Arc::default())
     }
 
     async fn apply(
@@ -191,8 +198,12 @@ impl EvaluationStore for dyn Store + '_ {
         self.load_tenant_snapshot(scope).await
     }
 
-    async fn load_rules(&self, scope: TenantScope) -> Result<TenantRules, StoreError> {
-        load_tenant_rules(self, scope).await
+    async fn load_rules(
+        &self,
+        scope: TenantScope,
+        rules_version: i64,
+    ) -> Result<Arc<TenantRules>, StoreError> {
+        current_tenant_rules(self, scope, rules_version).await
     }
 
     async fn apply(
@@ -215,7 +226,8 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
     now: DateTime<Utc>,
     skip_if_evaluated: bool,
 ) -> Result<EvaluationOutcome, StoreError> {
-    let mut rules: Option<TenantRules> = None;
+    let mut rules: Option<Arc<TenantRules>> = None;
+    let mut kept_version = i64::MIN;
     for attempt in 1..=MAX_APPLY_ATTEMPTS {
         let Some(snapshot) = store.load_snapshot(scope).await? else {
             tracing::info!("tenant no longer exists; nothing to evaluate");
@@ -225,10 +237,15 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
             tracing::debug!(facts_version = snapshot.facts_version, "facts already evaluated");
             return Ok(EvaluationOutcome::UpToDate { facts_version: snapshot.facts_version });
         }
-        // Read once per evaluation, after the up-to-date check: coalesced messages cost nothing.
+        // Once per evaluation, after the up-to-date check (coalesced messages cost nothing), and
+        // only when the configuration changed since this process last read it; a retry after a
+        // conflict reads it again if a rule change caused the conflict.
         let rules = match &rules {
-            Some(rules) => rules,
-            None => rules.insert(store.load_rules(scope).await?),
+            Some(kept) if kept_version >= snapshot.rules_version => kept,
+            _ => {
+                kept_version = snapshot.rules_version;
+                rules.insert(store.load_rules(scope, snapshot.rules_version).await?)
+            }
         };
         let evaluations = run_rules(&snapshot, rules, now);
         let damping = DampingTable::for_tenant(&rules.pack, damping);
@@ -375,6 +392,7 @@ mod tests {
             scope: scope(),
             facts_version: 7,
             evaluated_facts_version: 6,
+            rules_version: 0,
             collectors,
             facts,
             findings,

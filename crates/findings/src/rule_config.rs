@@ -71,6 +71,74 @@ pub async fn load_tenant_rules(store: &dyn Store, scope: TenantScope) -> Result<
     Ok(TenantRules { pack: PackSettings::merge(&org_pack, &tenant_pack), custom })
 }
 
+/// The tenant's configuration as of `rules_version` (from its snapshot), read from the store
+/// only when this process does not hold that version or a later one. Every rule change moves the
+/// tenant's version in its own transaction (see `tenants.rules_version`); rules read after the
+/// version was read are at least that version, so a kept entry is never older than it claims.
+pub async fn current_tenant_rules(
+    store: &dyn Store,
+    scope: TenantScope,
+    rules_version: i64,
+) -> Result<Arc<TenantRules>, StoreError> {
+    if let Some(rules) = KEPT_RULES.get(scope, rules_version) {
+        return Ok(rules);
+    }
+    let rules = Arc::new(load_tenant_rules(store, scope).await?);
+    KEPT_RULES.put(scope, rules_version, rules.clone());
+    Ok(rules)
+}
+
+/// The rule configurations this process evaluated with lately, per tenant and version.
+static KEPT_RULES: KeptRules = KeptRules::new();
+
+/// Tenants whose configuration is kept at most; beyond, the oldest half is dropped.
+const MAX_KEPT_RULES: usize = 10_000;
+
+struct KeptRules(Mutex<Option<Inner>>);
+
+#[derive(Default)]
+struct Inner {
+    by_tenant: HashMap<TenantScope, Kept>,
+    /// Counts puts: each entry's stamp says how recently it was put.
+    puts: u64,
+}
+
+struct Kept {
+    version: i64,
+    rules: Arc<TenantRules>,
+    stamp: u64,
+}
+
+impl KeptRules {
+    const fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    fn get(&self, scope: TenantScope, version: i64) -> Option<Arc<TenantRules>> {
+        let inner = self.0.lock().ok()?;
+        inner.as_ref()?.by_tenant.get(&scope).filter(|k| k.version >= version).map(|k| k.rules.clone())
+    }
+
+    fn put(&self, scope: TenantScope, version: i64, rules: Arc<TenantRules>) {
+        let Ok(mut inner) = self.0.lock() else { return };
+        let inner = inner.get_or_insert_with(Inner::default);
+        if inner.by_tenant.get(&scope).is_some_and(|old| old.version > version) {
+            return;
+        }
+        if inner.by_tenant.len() >= MAX_KEPT_RULES && !inner.by_tenant.contains_key(&scope) {
+            // The older half goes: a sweep per MAX_KEPT_RULES / 2 puts at most.
+            let mut stamps: Vec<u64> = inner.by_tenant.values().map(|k| k.stamp).collect();
+            let middle = stamps.len() / 2;
+            let (_, median, _) = stamps.select_nth_unstable(middle);
+            let median = *median;
+            inner.by_tenant.retain(|_, k| k.stamp >= median);
+        }
+        inner.puts += 1;
+        let stamp = inner.puts;
+        inner.by_tenant.insert(scope, Kept { version, rules, stamp });
+    }
+}
+
 /// Compiling checks the expression against the schema and dry-runs it, which costs far more
 /// than evaluating it; every tenant of an organisation shares its rules, so keep them.
 fn compiled(definition: &serde_json::Value) -> Result<Arc<CompiledRule>, String> {
@@ -98,4 +166,52 @@ pub fn run_rules(snapshot: &TenantSnapshot, rules: &TenantRules, now: DateTime<U
         evaluations.extend(custom::evaluate_custom(&rules.custom, &facts).into_iter().map(Evaluation::from));
     }
     evaluations
+}
+
+#[cfg(test)]
+mod kept_rules_tests {
+    use wbd_store::{OrgId, TenantId};
+
+    use super::*;
+
+    fn scope() -> TenantScope {
+        TenantScope { org_id: OrgId(uuid::Uuid::new_v4()), tenant_id: TenantId(uuid::Uuid::new_v4()) }
+    }
+
+    #[test]
+    fn a_kept_configuration_serves_its_version_and_older_ones_only() {
+        let kept = KeptRules::new();
+        let tenant = scope();
+        assert!(kept.get(tenant, 0).is_none(), "nothing kept yet");
+        kept.put(tenant, 3, Arc::new(TenantRules::default()));
+        assert!(kept.get(tenant, 3).is_some());
+        assert!(kept.get(tenant, 2).is_some(), "a snapshot read before the change");
+        assert!(kept.get(tenant, 4).is_none(), "the configuration changed since: read it again");
+        assert!(kept.get(scope(), 0).is_none(), "another tenant's is its own");
+    }
+
+    #[test]
+    fn an_older_read_never_replaces_a_newer_one() {
+        let kept = KeptRules::new();
+        let tenant = scope();
+        kept.put(tenant, 5, Arc::new(TenantRules::default()));
+        kept.put(tenant, 4, Arc::new(TenantRules::default()));
+        assert!(kept.get(tenant, 5).is_some());
+    }
+
+    #[test]
+    fn when_full_the_least_recently_put_half_goes() {
+        let kept = KeptRules::new();
+        let tenants: Vec<TenantScope> = (0..MAX_KEPT_RULES).map(|_| scope()).collect();
+        for tenant in &tenants {
+            kept.put(*tenant, 1, Arc::new(TenantRules::default()));
+        }
+        let newcomer = scope();
+        kept.put(newcomer, 1, Arc::new(TenantRules::default()));
+        assert!(kept.get(newcomer, 1).is_some());
+        assert!(kept.get(tenants[0], 1).is_none(), "the oldest went");
+        assert!(kept.get(tenants[MAX_KEPT_RULES - 1], 1).is_some(), "the newest stayed");
+        let left = tenants.iter().filter(|t| kept.get(**t, 1).is_some()).count();
+        assert_eq!(left, MAX_KEPT_RULES / 2, "half of them");
+    }
 }

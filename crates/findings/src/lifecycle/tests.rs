@@ -56,6 +56,7 @@ fn snapshot(findings: Vec<Finding>, streaks: Vec<FindingStreak>) -> TenantSnapsh
         scope: scope(),
         facts_version: 7,
         evaluated_facts_version: 6,
+        rules_version: 0,
         collectors: vec![collector(SITE)],
         facts: vec![],
         findings,

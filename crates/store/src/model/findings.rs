@@ -218,6 +218,9 @@ pub struct TenantSnapshot {
     pub facts_version: i64,
     /// The `facts_version` the last applied evaluation saw.
     pub evaluated_facts_version: i64,
+    /// Moves with every change to the tenant's rule configuration (its own or its
+    /// organisation's): rules read at this version or later are current.
+    pub rules_version: i64,
     pub collectors: Vec<Collector>,
     pub facts: Vec<Fact>,
     /// Every finding of the tenant (open and resolved: a resolved one may reopen).

@@ -11,7 +11,8 @@ pub(super) async fn load_tenant_snapshot(
     // One snapshot for all the reads, so facts_version matches the facts and findings read.
     let mut tx = read_snapshot(pool).await?;
     let versions = sqlx::query(
-        "SELECT facts_version, evaluated_facts_version, unknown_rules FROM tenants WHERE id = $1 AND org_id = $2",
+        "SELECT facts_version, evaluated_facts_version, unknown_rules, rules_version FROM tenants
+         WHERE id = $1 AND org_id = $2",
     )
     .bind(scope.tenant_id.0)
     .bind(scope.org_id.0)
@@ -59,6 +60,7 @@ pub(super) async fn load_tenant_snapshot(
         scope,
         facts_version: versions.try_get("facts_version")?,
         evaluated_facts_version: versions.try_get("evaluated_facts_version")?,
+        rules_version: versions.try_get("rules_version")?,
         collectors: collectors.iter().map(rows::collector).collect::<Result<_>>()?,
         facts: facts.iter().map(rows::fact).collect::<Result<_>>()?,
         findings: findings.iter().map(rows::finding).collect::<Result<_>>()?,

@@ -161,12 +161,16 @@ pub(super) async fn write_rule_config(
     }
     // The affected tenants are evaluated again under the new configuration: the version bump
     // keeps the worker from skipping them as already evaluated, and counts as a new observation
-    // for every rule (flap damping: a rule switched off resolves its findings at once).
+    // for every rule (flap damping: a rule switched off resolves its findings at once). The
+    // rules version tells every worker that the configuration it keeps for them is old.
     for tenant in tenants {
-        sqlx::query("UPDATE tenants SET facts_version = facts_version + 1 WHERE id = $1")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE tenants SET facts_version = facts_version + 1, rules_version = rules_version + 1
+             WHERE id = $1",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE probe_versions SET facts_version = (SELECT facts_version FROM tenants WHERE id = $1)
              WHERE tenant_id = $1",

@@ -226,3 +226,40 @@ contract_test! {
         Ok(())
     }
 }
+
+contract_test! {
+    async fn the_rules_version_moves_with_each_rule_change_of_the_tenant_and_only_then(store) {
+        let site = enrolled_site(store, "Acme MSP").await?;
+        let acme = site.org;
+        let other = tenant(store, acme, "Fabrikam").await?;
+        let rules_version = |scope: TenantScope| async move {
+            anyhow::Ok(store.load_tenant_snapshot(scope).await?.expect("tenant").rules_version)
+        };
+        let start = rules_version(site.scope).await?;
+
+        store.ingest_batch(site.scope, &batch(site.collector.id, vec![result("tls", "a", 1, "d1")], 1)).await?;
+        assert_eq!(rules_version(site.scope).await?, start, "new facts leave the rules as they were");
+
+        let doc = json!({ "severity": "low" });
+        store
+            .write_rule_config(
+                acme,
+                RuleScope::Tenant(site.scope.tenant_id),
+                RuleConfigKind::Setting,
+                "endpoint-reachable",
+                Some(&doc),
+                "a",
+                at(2),
+            )
+            .await?;
+        assert_eq!(rules_version(site.scope).await?, start + 1, "the tenant's own change");
+        assert_eq!(rules_version(other).await?, 0, "another tenant's rules did not change");
+
+        store
+            .write_rule_config(acme, RuleScope::Org, RuleConfigKind::Setting, "endpoint-reachable", Some(&doc), "a", at(3))
+            .await?;
+        assert_eq!(rules_version(site.scope).await?, start + 2, "its organisation's change");
+        assert_eq!(rules_version(other).await?, 1);
+        Ok(())
+    }
+}
