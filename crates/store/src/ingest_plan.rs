@@ -313,3 +313,49 @@ mod tests {
         );
     }
 }
+
+/// Everything an accepted batch writes once its plan is made: the plan, the probes that reported
+/// in the new facts version (flap damping reads them) and the outbox message announcing it.
+pub(crate) struct IngestWrite<'a> {
+    pub scope: crate::TenantScope,
+    pub collector_id: crate::CollectorId,
+    pub plan: IngestPlan<'a>,
+    /// Distinct and sorted.
+    pub probes: Vec<&'a str>,
+    pub message_id: Uuid,
+    pub message: crate::MessageKind,
+    pub traceparent: Option<&'a str>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What a dialect's `record_batch` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchRecorded {
+    /// The batch is new, and its collector's heartbeat is written (and its row locked).
+    New,
+    /// This collector sent a batch with this id before (a retry, or a conflict).
+    Seen,
+    /// The collector is not active (revoked meanwhile): nothing may be stored.
+    CollectorInactive,
+}
+
+/// What a dialect's `write_ingest` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IngestWritten {
+    /// All of it, in one statement.
+    Everything,
+    /// The plan only: the version, the probes and the message follow, a statement each.
+    PlanOnly,
+}
+
+/// What a dialect's `begin_apply` found, inside the evaluation's write transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApplyStart {
+    /// The message is recorded as processed and the tenant is still at the evaluated version
+    /// (its row locked on PostgreSQL): the changes may be applied.
+    Current,
+    /// Another evaluation processed this message already.
+    AlreadyProcessed,
+    /// Facts arrived since the snapshot: the evaluation is stale.
+    Moved,
+}

@@ -6,18 +6,22 @@
 //! Concurrency relies on row locks rather than on serializable transactions: ingest locks the
 //! collector row before it reads and rewrites that collector's facts, the outbox is claimed with
 //! `FOR UPDATE SKIP LOCKED`, and evaluations are guarded by `facts_version` and per-finding
-//! versions checked in the `UPDATE`s themselves. Lock order is always collector → facts → tenant
-//! (ingest) and tenant → findings (evaluation), so the two never deadlock.
+//! versions checked in the `UPDATE`s themselves. Lock order is always collector, then facts and
+//! tenant in one statement (ingest), and tenant → findings (evaluation): the two never wait for
+//! each other in a cycle, since an ingest takes no finding and an evaluation no fact.
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::convert::micros;
-use crate::ingest_plan::IngestPlan;
-use crate::{Backend, CollectorId, Result, TenantScope};
+use crate::convert::{count_to_i64, micros, saturating_i64};
+use sqlx::Row as _;
+use sqlx::types::Json;
+
+use crate::ingest_plan::{ApplyStart, BatchRecorded, IngestWrite, IngestWritten};
+use crate::{Backend, BatchWrite, CollectorId, Result, TenantScope};
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -40,7 +44,7 @@ impl PgStore {
     /// Connects and applies the PostgreSQL migrations (sqlx serialises concurrent migrators with
     /// an advisory lock, so many processes may start at once).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(max_connections).connect(url).await?;
+        let pool = crate::pool_options::<Postgres>().max_connections(max_connections).connect(url).await?;
         MIGRATOR.run(&pool).await?;
         // Row locks let any number of writers share the pool: reads and writes take from one.
         Ok(Self { pool: sql::Pools::shared(pool) })
@@ -130,104 +134,206 @@ async fn stored_fact_rows(
     .await?)
 }
 
-/// Writes an ingest plan with one multi-row statement per kind of write.
-async fn write_plan(
+/// Records a batch and its collector's heartbeat in one statement. The `UPDATE` takes the
+/// collector's row lock, which the ingest holds until it commits (see [`stored_fact_rows`]).
+async fn record_batch(
     tx: &mut Tx,
     scope: TenantScope,
-    collector_id: CollectorId,
-    plan: &IngestPlan<'_>,
-) -> Result<()> {
-    if !plan.new_runs.is_empty() {
-        let runs = &plan.new_runs;
-        sqlx::query(
-            "INSERT INTO fact_history (id, org_id, tenant_id, collector_id, probe, subject, digest, payload,
+    batch: &BatchWrite,
+    received_at: DateTime<Utc>,
+) -> Result<BatchRecorded> {
+    let row = sqlx::query(
+        "WITH batch AS (
+             INSERT INTO batches (collector_id, batch_id, org_id, tenant_id, body_hash, result_count, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (collector_id, batch_id) DO NOTHING
+             RETURNING 1
+         ), heartbeat AS (
+             UPDATE collectors
+             SET last_seen_at = $7, version = $8, hostname = $9, os = $10, push_interval_secs = $11,
+                 spool_dropped = $12, silent_after = $13
+             WHERE id = $1 AND org_id = $3 AND tenant_id = $4 AND status = 'active'
+               AND EXISTS (SELECT 1 FROM batch)
+             RETURNING 1
+         )
+         SELECT EXISTS (SELECT 1 FROM batch) AS new, EXISTS (SELECT 1 FROM heartbeat) AS active",
+    )
+    .bind(batch.collector_id.0)
+    .bind(batch.batch_id)
+    .bind(scope.org_id.0)
+    .bind(scope.tenant_id.0)
+    .bind(&batch.body_hash)
+    .bind(count_to_i64(batch.results.len()))
+    .bind(received_at)
+    .bind(&batch.collector_version)
+    .bind(&batch.collector_hostname)
+    .bind(&batch.collector_os)
+    .bind(i64::from(batch.push_interval_secs))
+    .bind(saturating_i64(batch.spool_dropped))
+    .bind(micros(batch.silent_after))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(match (row.try_get::<bool, _>("new")?, row.try_get::<bool, _>("active")?) {
+        (false, _) => BatchRecorded::Seen,
+        (true, false) => BatchRecorded::CollectorInactive,
+        (true, true) => BatchRecorded::New,
+    })
+}
+
+/// Writes everything an ingest writes after its plan in one statement of data-modifying CTEs:
+/// the new facts version, the probes that reported in it, the outbox message, the new history
+/// runs, the extended ones, the changed latest facts and the repeated ones. Each CTE takes
+/// its rows from `UNNEST` arrays, so an empty kind writes nothing. The sub-statements touch
+/// disjoint rows (the plan has at most one write per fact and per run), and the facts' foreign
+/// key to their new runs is checked at the end of the statement, when the runs are in.
+async fn write_ingest(tx: &mut Tx, write: &IngestWrite<'_>) -> Result<IngestWritten> {
+    let (scope, plan) = (write.scope, &write.plan);
+    let (runs, ext, facts, repeats) = (&plan.new_runs, &plan.extensions, &plan.facts, &plan.repeats);
+    sqlx::query(
+        "WITH version AS (
+             UPDATE tenants SET facts_version = facts_version + 1 WHERE id = $2 AND org_id = $1
+             RETURNING facts_version
+         ), probes AS (
+             INSERT INTO probe_versions (tenant_id, probe, org_id, facts_version)
+             SELECT $2, p.probe, $1, version.facts_version FROM version, UNNEST($4::text[]) AS p (probe)
+             ON CONFLICT (tenant_id, probe) DO UPDATE SET facts_version = EXCLUDED.facts_version
+         ), message AS (
+             INSERT INTO outbox (id, org_id, tenant_id, kind, traceparent, created_at, lease_until, attempts)
+             VALUES ($5, $1, $2, $6, $7, $8, NULL, 0)
+         ), runs AS (
+             INSERT INTO fact_history (id, org_id, tenant_id, collector_id, probe, subject, digest, payload,
                                        first_seen_at, last_seen_at, count)
              SELECT r.id, $1, $2, $3, r.probe, r.subject, r.digest, r.payload::jsonb, r.first_seen_at,
                     r.last_seen_at, r.count
-             FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[],
-                         $10::timestamptz[], $11::bigint[])
-                  AS r (id, probe, subject, digest, payload, first_seen_at, last_seen_at, count)",
-        )
-        .bind(scope.org_id.0)
-        .bind(scope.tenant_id.0)
-        .bind(collector_id.0)
-        .bind(runs.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.probe).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.subject).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.digest).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.payload).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.first_seen_at).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.last_seen_at).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.count).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    }
-
-    if !plan.extensions.is_empty() {
-        let ext = &plan.extensions;
-        sqlx::query(
-            "UPDATE fact_history h SET last_seen_at = e.last_seen_at, count = h.count + e.added
-             FROM UNNEST($2::uuid[], $3::timestamptz[], $4::bigint[]) AS e (id, last_seen_at, added)
-             WHERE h.id = e.id AND h.collector_id = $1",
-        )
-        .bind(collector_id.0)
-        .bind(ext.iter().map(|e| e.id).collect::<Vec<_>>())
-        .bind(ext.iter().map(|e| e.last_seen_at).collect::<Vec<_>>())
-        .bind(ext.iter().map(|e| e.added).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    }
-
-    if !plan.facts.is_empty() {
-        let facts = &plan.facts;
-        sqlx::query(
-            "INSERT INTO facts (collector_id, probe, subject, org_id, tenant_id, observed_at, payload, timings,
+             FROM UNNEST($9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[],
+                         $15::timestamptz[], $16::bigint[])
+                  AS r (id, probe, subject, digest, payload, first_seen_at, last_seen_at, count)
+         ), extended AS (
+             UPDATE fact_history h SET last_seen_at = e.last_seen_at, count = h.count + e.added
+             FROM UNNEST($17::uuid[], $18::timestamptz[], $19::bigint[]) AS e (id, last_seen_at, added)
+             WHERE h.id = e.id AND h.collector_id = $3
+         ), changed AS (
+             INSERT INTO facts (collector_id, probe, subject, org_id, tenant_id, observed_at, payload, timings,
                                 digest, first_seen_at, repeat_count, history_id)
-             SELECT $1, f.probe, f.subject, $2, $3, f.observed_at, f.payload::jsonb, f.timings, f.digest,
+             SELECT $3, f.probe, f.subject, $1, $2, f.observed_at, f.payload::jsonb, f.timings, f.digest,
                     f.first_seen_at, f.repeat_count, f.history_id
-             FROM UNNEST($4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], $9::text[],
-                         $10::timestamptz[], $11::bigint[], $12::uuid[])
+             FROM UNNEST($20::text[], $21::text[], $22::timestamptz[], $23::text[], $24::text[], $25::text[],
+                         $26::timestamptz[], $27::bigint[], $28::uuid[])
                   AS f (probe, subject, observed_at, payload, timings, digest, first_seen_at, repeat_count,
                         history_id)
              ON CONFLICT (collector_id, probe, subject) DO UPDATE
              SET observed_at = EXCLUDED.observed_at, payload = EXCLUDED.payload, timings = EXCLUDED.timings,
                  digest = EXCLUDED.digest, first_seen_at = EXCLUDED.first_seen_at,
-                 repeat_count = EXCLUDED.repeat_count, history_id = EXCLUDED.history_id",
-        )
-        .bind(collector_id.0)
-        .bind(scope.org_id.0)
-        .bind(scope.tenant_id.0)
-        .bind(facts.iter().map(|f| f.probe).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.subject).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.observed_at).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.payload).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.timings).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.digest).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.first_seen_at).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.repeat_count).collect::<Vec<_>>())
-        .bind(facts.iter().map(|f| f.history_id).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    }
-
-    if !plan.repeats.is_empty() {
-        let repeats = &plan.repeats;
-        sqlx::query(
-            "UPDATE facts f SET observed_at = r.observed_at, timings = r.timings, repeat_count = r.repeat_count
-             FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])
+                 repeat_count = EXCLUDED.repeat_count, history_id = EXCLUDED.history_id
+         ), repeated AS (
+             UPDATE facts f SET observed_at = r.observed_at, timings = r.timings, repeat_count = r.repeat_count
+             FROM UNNEST($29::text[], $30::text[], $31::timestamptz[], $32::text[], $33::bigint[])
                   AS r (probe, subject, observed_at, timings, repeat_count)
-             WHERE f.collector_id = $1 AND f.probe = r.probe AND f.subject = r.subject",
-        )
-        .bind(collector_id.0)
-        .bind(repeats.iter().map(|r| r.probe).collect::<Vec<_>>())
-        .bind(repeats.iter().map(|r| r.subject).collect::<Vec<_>>())
-        .bind(repeats.iter().map(|r| r.observed_at).collect::<Vec<_>>())
-        .bind(repeats.iter().map(|r| r.timings).collect::<Vec<_>>())
-        .bind(repeats.iter().map(|r| r.repeat_count).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+             WHERE f.collector_id = $3 AND f.probe = r.probe AND f.subject = r.subject
+         )
+         SELECT facts_version FROM version",
+    )
+    .bind(scope.org_id.0)
+    .bind(scope.tenant_id.0)
+    .bind(write.collector_id.0)
+    .bind(&write.probes)
+    .bind(write.message_id)
+    .bind(Json(&write.message))
+    .bind(write.traceparent)
+    .bind(write.received_at)
+    .bind(runs.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.probe).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.subject).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.digest).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.payload).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.first_seen_at).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.last_seen_at).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.count).collect::<Vec<_>>())
+    .bind(ext.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(ext.iter().map(|e| e.last_seen_at).collect::<Vec<_>>())
+    .bind(ext.iter().map(|e| e.added).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.probe).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.subject).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.observed_at).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.payload).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.timings).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.digest).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.first_seen_at).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.repeat_count).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.history_id).collect::<Vec<_>>())
+    .bind(repeats.iter().map(|r| r.probe).collect::<Vec<_>>())
+    .bind(repeats.iter().map(|r| r.subject).collect::<Vec<_>>())
+    .bind(repeats.iter().map(|r| r.observed_at).collect::<Vec<_>>())
+    .bind(repeats.iter().map(|r| r.timings).collect::<Vec<_>>())
+    .bind(repeats.iter().map(|r| r.repeat_count).collect::<Vec<_>>())
+    // No row: the tenant is gone (the transaction is rolled back).
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(IngestWritten::Everything)
+}
+
+/// Records a push token's use and forgets the collector's expired ones in one statement (one
+/// transaction, one commit); the token being recorded is never among those forgotten.
+async fn use_push_token(
+    pool: &sqlx::PgPool,
+    id: CollectorId,
+    jti: Uuid,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "WITH forgotten AS (
+             DELETE FROM push_token_uses WHERE collector_id = $1 AND expires_at < $4 AND jti <> $2
+         )
+         INSERT INTO push_token_uses (collector_id, jti, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (collector_id, jti) DO NOTHING",
+    )
+    .bind(id.0)
+    .bind(jti)
+    .bind(expires_at)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The start of applying an evaluation, in one statement: the message recorded as processed,
+/// then the tenant's evaluated version moved, only if the message is new and the facts did not
+/// move since the snapshot (which locks the tenant row until the transaction ends).
+async fn begin_apply(
+    tx: &mut Tx,
+    scope: TenantScope,
+    message_id: Option<Uuid>,
+    facts_version: i64,
+    unknown_rules: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<ApplyStart> {
+    let row = sqlx::query(
+        "WITH processed AS (
+             INSERT INTO processed_messages (message_id, processed_at) SELECT $5, $6 WHERE $5 IS NOT NULL
+             ON CONFLICT (message_id) DO NOTHING
+             RETURNING 1
+         ), current AS (
+             UPDATE tenants SET evaluated_facts_version = $3, unknown_rules = COALESCE($4, unknown_rules)
+             WHERE id = $1 AND org_id = $2 AND facts_version = $3
+               AND ($5 IS NULL OR EXISTS (SELECT 1 FROM processed))
+             RETURNING 1
+         )
+         SELECT $5 IS NULL OR EXISTS (SELECT 1 FROM processed) AS new, EXISTS (SELECT 1 FROM current) AS current",
+    )
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .bind(facts_version)
+    .bind(unknown_rules.map(i64::from))
+    .bind(message_id)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(match (row.try_get::<bool, _>("new")?, row.try_get::<bool, _>("current")?) {
+        (false, _) => ApplyStart::AlreadyProcessed,
+        (true, false) => ApplyStart::Moved,
+        (true, true) => ApplyStart::Current,
+    })
 }
 
 /// Leases the deliveries a claim took, in one statement.

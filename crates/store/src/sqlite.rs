@@ -21,15 +21,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use crate::convert::micros;
-use crate::ingest_plan::IngestPlan;
-use crate::{Backend, CollectorId, Result, TenantScope};
+use crate::convert::{count_to_i64, micros, saturating_i64};
+use crate::ingest_plan::{ApplyStart, BatchRecorded, IngestWrite, IngestWritten};
+use crate::{Backend, BatchWrite, CollectorId, Result, TenantScope};
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -73,7 +71,7 @@ impl SqliteStore {
             .foreign_keys(true);
         // The writer is opened first and kept open: it creates the file, the WAL and its index,
         // which read-only connections cannot create.
-        let write = SqlitePoolOptions::new()
+        let write = crate::pool_options::<Sqlite>()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
@@ -81,7 +79,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&write).await?;
-        let read = SqlitePoolOptions::new()
+        let read = crate::pool_options::<Sqlite>()
             .max_connections(max_connections)
             .connect_with(options.read_only(true).create_if_missing(false))
             .await?;
@@ -169,15 +167,57 @@ async fn stored_fact_rows(
     Ok(rows)
 }
 
-/// Writes an ingest plan in the immediate transaction of the ingest: new history runs, run
-/// extensions and latest facts, each as multi-row statements (see [`stored_fact_rows`] for why).
-/// The statements' text depends on the row count, so they are not kept in the statement cache.
-async fn write_plan(
+/// Records a batch, then its collector's heartbeat, inside the ingest's immediate transaction.
+async fn record_batch(
     tx: &mut Tx,
     scope: TenantScope,
-    collector_id: CollectorId,
-    plan: &IngestPlan<'_>,
-) -> Result<()> {
+    batch: &BatchWrite,
+    received_at: DateTime<Utc>,
+) -> Result<BatchRecorded> {
+    let inserted = sqlx::query(
+        "INSERT INTO batches (collector_id, batch_id, org_id, tenant_id, body_hash, result_count, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (collector_id, batch_id) DO NOTHING",
+    )
+    .bind(batch.collector_id.0)
+    .bind(batch.batch_id)
+    .bind(scope.org_id.0)
+    .bind(scope.tenant_id.0)
+    .bind(&batch.body_hash)
+    .bind(count_to_i64(batch.results.len()))
+    .bind(received_at)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(BatchRecorded::Seen);
+    }
+    let heartbeat = sqlx::query(
+        "UPDATE collectors
+         SET last_seen_at = $4, version = $5, hostname = $6, os = $7, push_interval_secs = $8,
+             spool_dropped = $9, silent_after = $10
+         WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND status = 'active'",
+    )
+    .bind(batch.collector_id.0)
+    .bind(scope.org_id.0)
+    .bind(scope.tenant_id.0)
+    .bind(received_at)
+    .bind(&batch.collector_version)
+    .bind(&batch.collector_hostname)
+    .bind(&batch.collector_os)
+    .bind(i64::from(batch.push_interval_secs))
+    .bind(saturating_i64(batch.spool_dropped))
+    .bind(micros(batch.silent_after))
+    .execute(&mut **tx)
+    .await?;
+    Ok(if heartbeat.rows_affected() == 0 { BatchRecorded::CollectorInactive } else { BatchRecorded::New })
+}
+
+/// Writes an ingest plan in the immediate transaction of the ingest: new history runs, run
+/// extensions and latest facts, each as multi-row statements (see [`stored_fact_rows`] for why);
+/// the version, the probes and the message follow in the shared code. The statements' text
+/// depends on the row count, so they are not kept in the statement cache.
+async fn write_ingest(tx: &mut Tx, write: &IngestWrite<'_>) -> Result<IngestWritten> {
+    let (scope, collector_id, plan) = (write.scope, write.collector_id, &write.plan);
     for runs in plan.new_runs.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO fact_history (id, org_id, tenant_id, collector_id, probe, subject, digest, payload,
@@ -253,7 +293,72 @@ async fn write_plan(
         query.push(" AND facts.probe = r.column1 AND facts.subject = r.column2");
         query.build().persistent(false).execute(&mut **tx).await?;
     }
-    Ok(())
+    Ok(IngestWritten::PlanOnly)
+}
+
+/// Records a push token's use, then forgets the collector's expired ones: two statements (SQLite
+/// has no data-modifying CTEs) on one turn at the writer.
+async fn use_push_token(
+    pool: &sqlx::SqlitePool,
+    id: CollectorId,
+    jti: Uuid,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
+    let first = sqlx::query(
+        "INSERT INTO push_token_uses (collector_id, jti, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (collector_id, jti) DO NOTHING",
+    )
+    .bind(id.0)
+    .bind(jti)
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    sqlx::query("DELETE FROM push_token_uses WHERE collector_id = $1 AND expires_at < $2")
+        .bind(id.0)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(first)
+}
+
+/// The start of applying an evaluation: the message recorded as processed, then the tenant's
+/// evaluated version moved if the facts did not move since the snapshot.
+async fn begin_apply(
+    tx: &mut Tx,
+    scope: TenantScope,
+    message_id: Option<Uuid>,
+    facts_version: i64,
+    unknown_rules: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<ApplyStart> {
+    if let Some(message_id) = message_id {
+        let recorded = sqlx::query(
+            "INSERT INTO processed_messages (message_id, processed_at) VALUES ($1, $2)
+             ON CONFLICT (message_id) DO NOTHING",
+        )
+        .bind(message_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            return Ok(ApplyStart::AlreadyProcessed);
+        }
+    }
+    let current = sqlx::query(
+        "UPDATE tenants SET evaluated_facts_version = $3, unknown_rules = COALESCE($4, unknown_rules)
+         WHERE id = $1 AND org_id = $2 AND facts_version = $3",
+    )
+    .bind(scope.tenant_id.0)
+    .bind(scope.org_id.0)
+    .bind(facts_version)
+    .bind(unknown_rules.map(i64::from))
+    .execute(&mut **tx)
+    .await?;
+    Ok(if current.rows_affected() == 0 { ApplyStart::Moved } else { ApplyStart::Current })
 }
 
 /// Leases the deliveries a claim took, a statement per chunk of ids.

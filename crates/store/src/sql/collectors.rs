@@ -94,6 +94,10 @@ pub(super) async fn find_collector_for_auth(pool: &DbPool, id: CollectorId) -> R
     row.as_ref().map(rows::collector).transpose()
 }
 
+/// Records a push token's one use: `false` if it was used before. The collector's tokens that
+/// can no longer be presented are forgotten at the same time (their `expires_at` includes the
+/// clock leeway), which keeps the table at a few rows per collector without a sweep of its own.
+/// How is the dialect's: one statement on PostgreSQL, one connection on SQLite.
 pub(super) async fn use_push_token(
     pool: &DbPool,
     id: CollectorId,
@@ -101,25 +105,7 @@ pub(super) async fn use_push_token(
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let first = sqlx::query(
-        "INSERT INTO push_token_uses (collector_id, jti, expires_at) VALUES ($1, $2, $3)
-         ON CONFLICT (collector_id, jti) DO NOTHING",
-    )
-    .bind(id.0)
-    .bind(jti)
-    .bind(micros(expires_at))
-    .execute(pool.write())
-    .await?
-    .rows_affected()
-        == 1;
-    // The collector's tokens that can no longer be presented need not be remembered: this keeps
-    // the table at a few rows per collector without a sweep of its own.
-    sqlx::query("DELETE FROM push_token_uses WHERE collector_id = $1 AND expires_at < $2")
-        .bind(id.0)
-        .bind(micros(now))
-        .execute(pool.write())
-        .await?;
-    Ok(first)
+    dialect::use_push_token(pool.write(), id, jti, micros(expires_at), micros(now)).await
 }
 
 pub(super) async fn get_collector(

@@ -54,7 +54,10 @@ pub(super) async fn load_tenant_snapshot(
         of_tenant("SELECT probe, facts_version FROM probe_versions WHERE tenant_id = $1 AND org_id = $2")
             .fetch_all(&mut *tx)
             .await?;
-    tx.commit().await?;
+    // Ended by dropping it: a read-only snapshot ends the same by rollback as by commit, and
+    // sqlx sends the rollback with the connection's check as it returns to the pool, a round
+    // trip fewer than a commit.
+    drop(tx);
 
     Ok(Some(TenantSnapshot {
         scope,
@@ -84,37 +87,20 @@ pub(super) async fn apply_evaluation(
     let now = micros(now);
     let (mut tx, _turn) = evaluation_write_tx(pool).await?;
 
-    if let Some(message_id) = message_id {
-        // A concurrent worker with the same message waits here until the first one finishes.
-        let recorded = sqlx::query(
-            "INSERT INTO processed_messages (message_id, processed_at) VALUES ($1, $2)
-             ON CONFLICT (message_id) DO NOTHING",
-        )
-        .bind(message_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if recorded.rows_affected() == 0 {
+    // The message is recorded as processed (a concurrent worker with the same message waits
+    // until the first one finishes), then the tenant row is locked (PostgreSQL): an ingest
+    // committing meanwhile either happened before (and the version no longer matches) or waits
+    // until this evaluation is in. One statement on PostgreSQL.
+    match dialect::begin_apply(&mut tx, scope, message_id, facts_version, changes.unknown_rules, now).await? {
+        ApplyStart::Current => {}
+        ApplyStart::AlreadyProcessed => {
             tx.rollback().await?;
             return Ok(ApplyOutcome::AlreadyProcessed);
         }
-    }
-
-    // Locks the tenant row (PostgreSQL): an ingest committing meanwhile either happened before
-    // (and the version no longer matches) or waits until this evaluation is in.
-    let current = sqlx::query(
-        "UPDATE tenants SET evaluated_facts_version = $3, unknown_rules = COALESCE($4, unknown_rules)
-         WHERE id = $1 AND org_id = $2 AND facts_version = $3",
-    )
-    .bind(scope.tenant_id.0)
-    .bind(scope.org_id.0)
-    .bind(facts_version)
-    .bind(changes.unknown_rules.map(i64::from))
-    .execute(&mut *tx)
-    .await?;
-    if current.rows_affected() == 0 {
-        tx.rollback().await?;
-        return Ok(ApplyOutcome::Conflict);
+        ApplyStart::Moved => {
+            tx.rollback().await?;
+            return Ok(ApplyOutcome::Conflict);
+        }
     }
 
     // Events are written after the grouping, so that each says whether its finding stands alone.

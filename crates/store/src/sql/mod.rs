@@ -11,9 +11,12 @@
 //! - `in_batch!(column, subquery)` and `row_address!()`: how a delete names the batch of rows a
 //!   subquery chose (PostgreSQL: `ctid = ANY(ARRAY(…))`, so the planner fetches just those rows;
 //!   SQLite: `rowid IN (…)`);
-//! - the few operations whose SQL has a different shape per dialect: the set-based reads and
-//!   writes of an ingest (`stored_fact_rows`, `write_plan`), `delete_outbox`,
-//!   `dead_letter_outbox` and `deliver_collector_commands`.
+//! - the few operations whose SQL has a different shape per dialect: the reads and writes of an
+//!   ingest (`record_batch`, `stored_fact_rows`, `write_ingest`), a push token's use
+//!   (`use_push_token`), the start of applying an evaluation (`begin_apply`), `delete_outbox`,
+//!   `dead_letter_outbox` and `deliver_collector_commands`. On PostgreSQL these fold several
+//!   writes into one statement with data-modifying CTEs: there a statement's round trip costs
+//!   more than its rows; SQLite has no data-modifying CTEs and no network.
 //!
 //! Everything else is one text: sqlx declares the type of every bound value to PostgreSQL (so
 //! `$1 IS NULL` needs no cast), and JSON columns decode through `Json` from PostgreSQL's `jsonb`
@@ -59,9 +62,8 @@ mod prelude {
     pub(super) use super::audit::{NewAuditEntry, insert_audit};
     pub(super) use super::findings::{NewEvent, insert_event};
     pub(super) use super::{DbPool, DbRow, Tx, dialect, evaluation_write_tx, read_snapshot, rows, write_tx};
-    pub(super) use crate::convert::{
-        count_to_i64, lease_until, micros, parse_enum, saturating_i64, to_u32, to_u64,
-    };
+    pub(super) use crate::convert::{lease_until, micros, parse_enum, saturating_i64, to_u32, to_u64};
+    pub(super) use crate::ingest_plan::ApplyStart;
     pub(super) use crate::*;
 }
 

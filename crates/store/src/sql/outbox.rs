@@ -12,11 +12,23 @@ pub(super) async fn insert_outbox(
     traceparent: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    insert_outbox_with_id(tx, scope, Uuid::now_v7(), kind, traceparent, now).await
+}
+
+/// [`insert_outbox`] with the message's id chosen by the caller.
+pub(super) async fn insert_outbox_with_id(
+    tx: &mut Tx,
+    scope: TenantScope,
+    id: Uuid,
+    kind: &MessageKind,
+    traceparent: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO outbox (id, org_id, tenant_id, kind, traceparent, created_at, lease_until, attempts)
          VALUES ($1, $2, $3, $4, $5, $6, NULL, 0)",
     )
-    .bind(Uuid::now_v7())
+    .bind(id)
     .bind(scope.org_id.0)
     .bind(scope.tenant_id.0)
     .bind(Json(kind))
