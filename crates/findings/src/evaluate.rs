@@ -226,8 +226,6 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
     now: DateTime<Utc>,
     skip_if_evaluated: bool,
 ) -> Result<EvaluationOutcome, StoreError> {
-    let mut rules: Option<Arc<TenantRules>> = None;
-    let mut kept_version = i64::MIN;
     for attempt in 1..=MAX_APPLY_ATTEMPTS {
         let Some(snapshot) = store.load_snapshot(scope).await? else {
             tracing::info!("tenant no longer exists; nothing to evaluate");
@@ -237,17 +235,10 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
             tracing::debug!(facts_version = snapshot.facts_version, "facts already evaluated");
             return Ok(EvaluationOutcome::UpToDate { facts_version: snapshot.facts_version });
         }
-        // Once per evaluation, after the up-to-date check (coalesced messages cost nothing), and
-        // only when the configuration changed since this process last read it; a retry after a
-        // conflict reads it again if a rule change caused the conflict.
-        let rules = match &rules {
-            Some(kept) if kept_version >= snapshot.rules_version => kept,
-            _ => {
-                kept_version = snapshot.rules_version;
-                rules.insert(store.load_rules(scope, snapshot.rules_version).await?)
-            }
-        };
-        let evaluations = run_rules(&snapshot, rules, now);
+        // After the up-to-date check (coalesced messages cost nothing); read from the store only
+        // when the configuration changed since this process last read it (`rules_version`).
+        let rules = store.load_rules(scope, snapshot.rules_version).await?;
+        let evaluations = run_rules(&snapshot, &rules, now);
         let damping = DampingTable::for_tenant(&rules.pack, damping);
         let mut changes = plan_changes(&snapshot, &evaluations, &damping, now);
         attach_messages(&mut changes, &snapshot, &evaluations);
