@@ -500,7 +500,7 @@ pub async fn dry_run_tenant(
     };
     let now = Utc::now();
     let snapshot =
-        state.store.load_tenant_snapshot(scope).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+        state.store.load_tenant_snapshot(scope, &[]).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
     let config = wbd_findings::load_tenant_rules(state.store.as_ref(), scope).await?;
     let evaluations = wbd_findings::run_rules(&snapshot, &config.with(extra_settings, extra_rule), now);
     let mut result =

@@ -236,7 +236,7 @@ impl TestApp {
         let scope = TenantScope { org_id: OrgId(org.id), tenant_id: TenantId(tenant) };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let snapshot = self.store.load_tenant_snapshot(scope).await.unwrap().expect("tenant exists");
+            let snapshot = self.store.load_tenant_snapshot(scope, &[]).await.unwrap().expect("tenant exists");
             if snapshot.evaluated_facts_version >= snapshot.facts_version {
                 return;
             }

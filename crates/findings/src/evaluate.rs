@@ -21,8 +21,9 @@ use wbd_store::{
     ApplyOutcome, EvaluationChanges, FindingChange, FindingId, Store, StoreError, TenantScope, TenantSnapshot,
 };
 
+use crate::facts::{facts_from_snapshot, keep_outputs, kept_outputs};
 use crate::lifecycle::{DampingDefaults, DampingTable, fingerprint, plan_changes};
-use crate::rule_config::{TenantRules, current_tenant_rules, run_rules};
+use crate::rule_config::{TenantRules, current_tenant_rules, evaluate_facts};
 
 /// How many times an evaluation is re-read and re-planned after the store reported a conflict.
 pub const MAX_APPLY_ATTEMPTS: u32 = 5;
@@ -171,7 +172,13 @@ fn attach_messages(
 /// The two store calls an evaluation makes; a seam so the retry logic is testable without a
 /// database.
 trait EvaluationStore: Sync {
-    async fn load_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>, StoreError>;
+    /// The tenant's snapshot, without the payloads of `known_digests` (see
+    /// [`Store::load_tenant_snapshot`]).
+    async fn load_snapshot(
+        &self,
+        scope: TenantScope,
+        known_digests: &[&str],
+    ) -> Result<Option<TenantSnapshot>, StoreError>;
 
     /// The tenant's overrides and custom rules as of `rules_version` (none, unless the store has
     /// some).
@@ -194,8 +201,12 @@ trait EvaluationStore: Sync {
 }
 
 impl EvaluationStore for dyn Store + '_ {
-    async fn load_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>, StoreError> {
-        self.load_tenant_snapshot(scope).await
+    async fn load_snapshot(
+        &self,
+        scope: TenantScope,
+        known_digests: &[&str],
+    ) -> Result<Option<TenantSnapshot>, StoreError> {
+        self.load_tenant_snapshot(scope, known_digests).await
     }
 
     async fn load_rules(
@@ -227,7 +238,11 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
     skip_if_evaluated: bool,
 ) -> Result<EvaluationOutcome, StoreError> {
     for attempt in 1..=MAX_APPLY_ATTEMPTS {
-        let Some(snapshot) = store.load_snapshot(scope).await? else {
+        // The outputs this process decoded for the tenant before: the store leaves their
+        // payloads unread, and an unchanged fact costs its timings only.
+        let held = kept_outputs(scope);
+        let known: Vec<&str> = held.keys().map(String::as_str).collect();
+        let Some(snapshot) = store.load_snapshot(scope, &known).await? else {
             tracing::info!("tenant no longer exists; nothing to evaluate");
             return Ok(EvaluationOutcome::TenantGone);
         };
@@ -238,7 +253,9 @@ async fn evaluate_with<S: EvaluationStore + ?Sized>(
         // After the up-to-date check (coalesced messages cost nothing); read from the store only
         // when the configuration changed since this process last read it (`rules_version`).
         let rules = store.load_rules(scope, snapshot.rules_version).await?;
-        let evaluations = run_rules(&snapshot, &rules, now);
+        let (facts, outputs) = facts_from_snapshot(&snapshot, &held, now);
+        keep_outputs(scope, outputs);
+        let evaluations = evaluate_facts(&facts, &rules);
         let damping = DampingTable::for_tenant(&rules.pack, damping);
         let mut changes = plan_changes(&snapshot, &evaluations, &damping, now);
         attach_messages(&mut changes, &snapshot, &evaluations);
@@ -291,7 +308,8 @@ mod tests {
     use serde_json::json;
     use wbd_rules::{Evaluation, Outcome};
     use wbd_store::{
-        Collector, CollectorId, Fact, Finding, FindingId, FindingStatus, OrgId, Severity, TenantId,
+        Collector, CollectorId, Finding, FindingId, FindingStatus, OrgId, Severity, SnapshotFact,
+        SnapshotPayload, TenantId,
     };
     use wbd_wire::{EndpointReport, EndpointRole, ProbeStep, StepFailure, TlsReport};
 
@@ -299,7 +317,7 @@ mod tests {
     use wbd_wire::ProbeOutput;
 
     use super::*;
-    use crate::facts::facts_from_snapshot;
+    use crate::facts::Outputs;
     use crate::lifecycle::store_severity;
 
     fn now() -> DateTime<Utc> {
@@ -361,24 +379,32 @@ mod tests {
         }
     }
 
-    fn fact(collector: &Collector, report: EndpointReport) -> Fact {
+    fn fact(collector: &Collector, report: EndpointReport) -> SnapshotFact {
         let subject = format!("{}:{}", report.host, report.port);
         let output = ProbeOutput::Endpoint(report);
-        Fact {
+        SnapshotFact {
             collector_id: collector.id,
             probe: "endpoint".to_owned(),
             subject,
             observed_at: now() - Duration::seconds(30),
-            payload: serde_json::to_value(&output).expect("probe output serialises"),
-            digest: "d".to_owned(),
-            first_seen_at: now() - Duration::hours(1),
-            repeat_count: 3,
+            payload: SnapshotPayload::Read(serde_json::to_value(&output).expect("probe output serialises")),
+            // Unique per output without timings, as the ingest's SHA-256 is.
+            digest: serde_json::to_string(&output.without_timings()).expect("probe output serialises"),
         }
+    }
+
+    /// The rules' view of a snapshot read without held outputs.
+    fn rules_view(snapshot: &TenantSnapshot) -> wbd_rules::TenantFacts {
+        facts_from_snapshot(snapshot, &Outputs::new(), now()).0
     }
 
     const RELAY: &str = "ssprdedicatedsbprodscu.servicebus.windows.net";
 
-    fn snapshot(collectors: Vec<Collector>, facts: Vec<Fact>, findings: Vec<Finding>) -> TenantSnapshot {
+    fn snapshot(
+        collectors: Vec<Collector>,
+        facts: Vec<SnapshotFact>,
+        findings: Vec<Finding>,
+    ) -> TenantSnapshot {
         TenantSnapshot {
             scope: scope(),
             facts_version: 7,
@@ -446,7 +472,7 @@ mod tests {
             vec![fact(&site, report(RELAY, EndpointRole::ServiceBusRelay, Some(ProbeStep::Tcp)))],
             vec![],
         );
-        let facts = facts_from_snapshot(&snap, now());
+        let facts = rules_view(&snap);
         assert_eq!(facts.now, now());
         assert_eq!(facts.collectors.len(), 2);
         assert_eq!(facts.collectors[0].id, site.id.0);
@@ -468,17 +494,57 @@ mod tests {
         let good = fact(&site, report(RELAY, EndpointRole::ServiceBusRelay, None));
         let mut unknown_kind = good.clone();
         unknown_kind.subject = "teleport:1".to_owned();
-        unknown_kind.payload = json!({"probe": "teleport", "data": {}});
+        unknown_kind.payload = SnapshotPayload::Read(json!({"probe": "teleport", "data": {}}));
         let mut garbage = good.clone();
         garbage.subject = "garbage".to_owned();
-        garbage.payload = json!("not an object");
+        garbage.payload = SnapshotPayload::Read(json!("not an object"));
         let mut truncated = good.clone();
         truncated.subject = "truncated".to_owned();
-        truncated.payload = json!({"probe": "endpoint", "data": {"host": "x"}});
+        truncated.payload = SnapshotPayload::Read(json!({"probe": "endpoint", "data": {"host": "x"}}));
         let snap = snapshot(vec![site], vec![unknown_kind, garbage, good.clone(), truncated], vec![]);
-        let facts = facts_from_snapshot(&snap, now());
+        let facts = rules_view(&snap);
         assert_eq!(facts.facts.len(), 1);
         assert_eq!(facts.facts[0].subject, good.subject);
+    }
+
+    #[test]
+    fn a_fact_left_unread_is_the_held_output_with_its_own_timings() {
+        let site = collector(10, "site-a");
+        let mut newest = report(RELAY, EndpointRole::ServiceBusRelay, None);
+        newest.tcp_connect_ms = Some(41);
+        let read = fact(&site, newest.clone());
+        let (first, outputs) = facts_from_snapshot(
+            &snapshot(vec![site.clone()], vec![read.clone()], vec![]),
+            &Outputs::new(),
+            now(),
+        );
+        assert_eq!(
+            outputs.keys().collect::<Vec<_>>(),
+            vec![&read.digest],
+            "the decoded output is kept by digest"
+        );
+
+        // The next snapshot leaves the payload unread: same digest, other timings.
+        newest.tcp_connect_ms = Some(7);
+        let timings = ProbeOutput::Endpoint(newest.clone()).timings();
+        let unread = SnapshotFact { payload: SnapshotPayload::Known(timings.clone()), ..read.clone() };
+        // And a fact whose output this process does not hold (it was dropped meanwhile).
+        let orphan = SnapshotFact {
+            subject: "orphan:443".into(),
+            digest: "not held".into(),
+            payload: SnapshotPayload::Known(timings),
+            ..read.clone()
+        };
+        let snap = snapshot(vec![site], vec![unread, orphan], vec![]);
+        let (facts, kept) = facts_from_snapshot(&snap, &outputs, now());
+        assert_eq!(facts.facts.len(), 1, "the orphan is skipped, not guessed");
+        assert_eq!(facts.facts[0].output, ProbeOutput::Endpoint(newest));
+        assert_ne!(facts.facts[0].output, first.facts[0].output);
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            vec![&read.digest],
+            "what the snapshot still uses is kept"
+        );
     }
 
     // ---- plan_changes -----------------------------------------------------------------------
@@ -497,7 +563,7 @@ mod tests {
             ],
             vec![],
         );
-        let evaluations = wbd_rules::evaluate(&facts_from_snapshot(&snap, now()));
+        let evaluations = wbd_rules::evaluate(&rules_view(&snap));
         let damping = DampingTable::default();
         let first = plan_changes(&snap, &evaluations, &damping, now());
         assert_eq!(ChangeCounts::of(&first.findings), ChangeCounts { opened: 2, ..ChangeCounts::default() });
@@ -510,7 +576,7 @@ mod tests {
             .collect();
         let mut again = snapshot(snap.collectors.clone(), snap.facts.clone(), stored);
         again.unknown_rules = first.unknown_rules.unwrap_or(0);
-        let evaluations = wbd_rules::evaluate(&facts_from_snapshot(&again, now()));
+        let evaluations = wbd_rules::evaluate(&rules_view(&again));
         assert_eq!(plan_changes(&again, &evaluations, &damping, now()), EvaluationChanges::default());
     }
 
@@ -547,7 +613,11 @@ mod tests {
     }
 
     impl EvaluationStore for ScriptedStore {
-        async fn load_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>, StoreError> {
+        async fn load_snapshot(
+            &self,
+            scope: TenantScope,
+            _known_digests: &[&str],
+        ) -> Result<Option<TenantSnapshot>, StoreError> {
             let mut snapshots = self.snapshots.lock().expect("not poisoned");
             // The last scripted snapshot stays current once the script runs out.
             let next = if snapshots.len() > 1 { snapshots.pop_front() } else { snapshots.front().cloned() };

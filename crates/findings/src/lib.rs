@@ -14,6 +14,7 @@
 
 pub mod evaluate;
 pub mod facts;
+mod kept;
 pub mod lifecycle;
 pub mod rule_config;
 

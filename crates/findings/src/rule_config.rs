@@ -10,7 +10,8 @@ use wbd_rules::custom::{self, CompiledRule, CustomRule};
 use wbd_rules::{Evaluation, PackSettings, RuleSettings};
 use wbd_store::{Store, StoreError, TenantScope, TenantSnapshot};
 
-use crate::facts::facts_from_snapshot;
+use crate::facts::{Outputs, facts_from_snapshot};
+use crate::kept::KeptPerTenant;
 
 /// What the evaluator runs for one tenant.
 #[derive(Debug, Clone, Default)]
@@ -88,54 +89,25 @@ pub async fn current_tenant_rules(
     Ok(rules)
 }
 
-/// The rule configurations this process evaluated with lately, per tenant and version.
+/// The rule configurations this process evaluated with lately, per tenant, with their version.
 static KEPT_RULES: KeptRules = KeptRules::new();
 
-/// Tenants whose configuration is kept at most; beyond, the oldest half is dropped.
+/// Tenants whose configuration is kept at most; beyond, the older half is dropped.
 const MAX_KEPT_RULES: usize = 10_000;
 
-struct KeptRules(Mutex<Option<Inner>>);
-
-#[derive(Default)]
-struct Inner {
-    by_tenant: HashMap<TenantScope, Kept>,
-    /// Counts puts: each entry's stamp says how recently it was put.
-    puts: u64,
-}
-
-struct Kept {
-    version: i64,
-    rules: Arc<TenantRules>,
-    stamp: u64,
-}
+struct KeptRules(KeptPerTenant<(i64, Arc<TenantRules>)>);
 
 impl KeptRules {
     const fn new() -> Self {
-        Self(Mutex::new(None))
+        Self(KeptPerTenant::new(MAX_KEPT_RULES))
     }
 
     fn get(&self, scope: TenantScope, version: i64) -> Option<Arc<TenantRules>> {
-        let inner = self.0.lock().ok()?;
-        inner.as_ref()?.by_tenant.get(&scope).filter(|k| k.version >= version).map(|k| k.rules.clone())
+        self.0.get(scope, |(kept, _)| *kept >= version).map(|(_, rules)| rules)
     }
 
     fn put(&self, scope: TenantScope, version: i64, rules: Arc<TenantRules>) {
-        let Ok(mut inner) = self.0.lock() else { return };
-        let inner = inner.get_or_insert_with(Inner::default);
-        if inner.by_tenant.get(&scope).is_some_and(|old| old.version > version) {
-            return;
-        }
-        if inner.by_tenant.len() >= MAX_KEPT_RULES && !inner.by_tenant.contains_key(&scope) {
-            // The older half goes: a sweep per MAX_KEPT_RULES / 2 puts at most.
-            let mut stamps: Vec<u64> = inner.by_tenant.values().map(|k| k.stamp).collect();
-            let middle = stamps.len() / 2;
-            let (_, median, _) = stamps.select_nth_unstable(middle);
-            let median = *median;
-            inner.by_tenant.retain(|_, k| k.stamp >= median);
-        }
-        inner.puts += 1;
-        let stamp = inner.puts;
-        inner.by_tenant.insert(scope, Kept { version, rules, stamp });
+        self.0.put(scope, (version, rules), 1, |(kept, _)| *kept > version);
     }
 }
 
@@ -160,10 +132,15 @@ fn compiled(definition: &serde_json::Value) -> Result<Arc<CompiledRule>, String>
 
 /// Every shipped rule (with the tenant's overrides) and every custom rule over the snapshot.
 pub fn run_rules(snapshot: &TenantSnapshot, rules: &TenantRules, now: DateTime<Utc>) -> Vec<Evaluation> {
-    let facts = facts_from_snapshot(snapshot, now);
-    let mut evaluations = wbd_rules::evaluate_with(&facts, &rules.pack);
+    let (facts, _) = facts_from_snapshot(snapshot, &Outputs::new(), now);
+    evaluate_facts(&facts, rules)
+}
+
+/// Every shipped rule (with the tenant's overrides) and every custom rule over `facts`.
+pub(crate) fn evaluate_facts(facts: &wbd_rules::TenantFacts, rules: &TenantRules) -> Vec<Evaluation> {
+    let mut evaluations = wbd_rules::evaluate_with(facts, &rules.pack);
     if !rules.custom.is_empty() {
-        evaluations.extend(custom::evaluate_custom(&rules.custom, &facts).into_iter().map(Evaluation::from));
+        evaluations.extend(custom::evaluate_custom(&rules.custom, facts).into_iter().map(Evaluation::from));
     }
     evaluations
 }

@@ -439,8 +439,14 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
 
     // ---- evaluation -----------------------------------------------------------------------
 
-    /// Everything the rules need about one tenant, read consistently.
-    async fn load_tenant_snapshot(&self, scope: TenantScope) -> Result<Option<TenantSnapshot>>;
+    /// Everything the rules need about one tenant, read consistently. The payload of a fact
+    /// whose digest is among `known_digests` is not read (the caller holds an output with that
+    /// digest): only its timings are ([`SnapshotPayload::Known`]).
+    async fn load_tenant_snapshot(
+        &self,
+        scope: TenantScope,
+        known_digests: &[&str],
+    ) -> Result<Option<TenantSnapshot>>;
 
     /// In one transaction, all or nothing: records `message_id` as processed (if given; a
     /// repeat answers `AlreadyProcessed`), checks that the tenant's `facts_version` is still

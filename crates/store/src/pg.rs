@@ -102,6 +102,18 @@ macro_rules! in_batch {
     };
 }
 
+/// `$column` among the texts bound to `$param` (see [`text_list`]).
+macro_rules! in_list {
+    ($column:expr, $param:literal) => {
+        concat!($column, " = ANY(", $param, "::text[])")
+    };
+}
+
+/// Texts bound as one parameter, for [`in_list`].
+fn text_list(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// A row's physical address, for deleting exactly the rows a locking subquery chose.
 macro_rules! row_address {
     () => {

@@ -123,6 +123,18 @@ macro_rules! in_batch {
     };
 }
 
+/// `$column` among the texts bound to `$param` (see [`text_list`]), which SQLite reads once.
+macro_rules! in_list {
+    ($column:expr, $param:literal) => {
+        concat!($column, " IN (SELECT value FROM json_each(", $param, "))")
+    };
+}
+
+/// Texts bound as one parameter, for [`in_list`]: a JSON array, as SQLite binds no arrays.
+fn text_list(items: &[&str]) -> String {
+    serde_json::Value::from(items.iter().map(|s| serde_json::Value::from(*s)).collect::<Vec<_>>()).to_string()
+}
+
 /// A row's address, for deleting exactly the rows a subquery chose.
 macro_rules! row_address {
     () => {

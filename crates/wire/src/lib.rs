@@ -274,6 +274,64 @@ impl ProbeOutput {
     }
 }
 
+impl ProbeOutput {
+    /// Lays `timings` (see [`ProbeOutput::timings`]) over this output: the typed twin of
+    /// [`apply_timings`], for a reader that keeps the decoded output of an earlier result with
+    /// the same digest and must not decode the stored JSON again. A field `timings` does not
+    /// name keeps its value, as with [`apply_timings`]; so does one whose value does not read.
+    pub fn set_timings(&mut self, timings: &Timings) {
+        fn optional_ms(timings: &Timings, pointer: &str, field: &mut Option<u64>) {
+            match timings.get(pointer) {
+                Some(serde_json::Value::Null) => *field = None,
+                Some(value) => {
+                    if let Some(ms) = value.as_u64() {
+                        *field = Some(ms);
+                    }
+                }
+                None => {}
+            }
+        }
+        fn ms(timings: &Timings, pointer: &str, field: &mut u64) {
+            if let Some(ms) = timings.get(pointer).and_then(serde_json::Value::as_u64) {
+                *field = ms;
+            }
+        }
+        match self {
+            ProbeOutput::Endpoint(report) => {
+                optional_ms(timings, "/data/dns_ms", &mut report.dns_ms);
+                optional_ms(timings, "/data/tcp_connect_ms", &mut report.tcp_connect_ms);
+                if let Some(tls) = &mut report.tls {
+                    ms(timings, "/data/tls/handshake_ms", &mut tls.handshake_ms);
+                }
+                if let Some(tls) = report.via_proxy.as_mut().and_then(|p| p.tls.as_mut()) {
+                    ms(timings, "/data/via_proxy/tls/handshake_ms", &mut tls.handshake_ms);
+                }
+            }
+            ProbeOutput::IdleConnection(report) => {
+                for (i, hold) in report.holds.iter_mut().enumerate() {
+                    optional_ms(timings, &format!("/data/holds/{i}/cut_after_ms"), &mut hold.cut_after_ms);
+                }
+            }
+            ProbeOutput::Proxy(report) => {
+                for (i, target) in report.targets.iter_mut().enumerate() {
+                    if let Some(tls) = &mut target.tls {
+                        ms(timings, &format!("/data/targets/{i}/tls/handshake_ms"), &mut tls.handshake_ms);
+                    }
+                }
+            }
+            ProbeOutput::ActiveDirectory(report) => {
+                if let Some(time) = timings.get("/data/dc_current_time")
+                    && let Ok(time) = Option::<DateTime<Utc>>::deserialize(time)
+                {
+                    report.dc_current_time = time;
+                }
+            }
+            ProbeOutput::Script(report) => ms(timings, "/data/duration_ms", &mut report.duration_ms),
+            ProbeOutput::ConnectServer(_) | ProbeOutput::EventLog(_) | ProbeOutput::Graph(_) => {}
+        }
+    }
+}
+
 /// What varies between runs that saw the same thing (see [`ProbeOutput::timings`]): JSON
 /// pointers into an output's JSON form, and their values.
 pub type Timings = serde_json::Map<String, serde_json::Value>;
@@ -964,6 +1022,25 @@ mod tests {
                 let back: ProbeOutput = serde_json::from_value(stored).unwrap();
                 assert_eq!(back, newest);
             }
+        }
+    }
+
+    #[test]
+    fn typed_timings_give_what_the_json_ones_give() {
+        let mut outputs = every_output();
+        outputs.push(endpoint_output());
+        for newest in outputs {
+            let mut earlier = other_timings(&newest);
+            assert_eq!(earlier == newest, newest.timings().is_empty(), "{:?}", newest.kind());
+            earlier.set_timings(&newest.timings());
+            assert_eq!(earlier, newest, "{:?}", newest.kind());
+            // Cleared timings come back too, and timings of another shape change nothing.
+            let mut cleared = newest.without_timings();
+            cleared.set_timings(&newest.timings());
+            assert_eq!(cleared, newest, "{:?}", newest.kind());
+            let mut unchanged = newest.clone();
+            unchanged.set_timings(&Timings::from_iter([("/data/nothing_here".to_owned(), 5.into())]));
+            assert_eq!(unchanged, newest, "{:?}", newest.kind());
         }
     }
 

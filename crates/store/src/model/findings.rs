@@ -222,7 +222,7 @@ pub struct TenantSnapshot {
     /// organisation's): rules read at this version or later are current.
     pub rules_version: i64,
     pub collectors: Vec<Collector>,
-    pub facts: Vec<Fact>,
+    pub facts: Vec<SnapshotFact>,
     /// Every finding of the tenant (open and resolved: a resolved one may reopen).
     pub findings: Vec<Finding>,
     /// Flap-damping streaks of transitions in progress.
@@ -232,6 +232,30 @@ pub struct TenantSnapshot {
     /// The `facts_version` at which each probe (by name) last reported for the tenant, from any
     /// collector: what tells whether a rule has a new result to judge.
     pub probe_versions: std::collections::BTreeMap<String, i64>,
+}
+
+/// A tenant's latest fact as an evaluation reads it (see [`TenantSnapshot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotFact {
+    pub collector_id: CollectorId,
+    pub probe: String,
+    pub subject: String,
+    pub observed_at: DateTime<Utc>,
+    /// The digest of the output without its timings (see [`FactWrite::digest`]): two facts
+    /// with one digest differ in their timings at most.
+    pub digest: String,
+    pub payload: SnapshotPayload,
+}
+
+/// What a snapshot holds of a fact's output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SnapshotPayload {
+    /// The output's JSON form, as the newest result had it.
+    Read(serde_json::Value),
+    /// Not read, because the reader said it holds an output with this digest: the newest
+    /// result's timings, which turn that output into this one
+    /// (`wbd_wire::ProbeOutput::set_timings`).
+    Known(wbd_wire::Timings),
 }
 
 /// Consecutive evaluations of one fingerprint that disagree with its finding's state: `fails`

@@ -7,6 +7,7 @@ use super::prelude::*;
 pub(super) async fn load_tenant_snapshot(
     pool: &DbPool,
     scope: TenantScope,
+    known_digests: &[&str],
 ) -> Result<Option<TenantSnapshot>> {
     // One snapshot for all the reads, so facts_version matches the facts and findings read.
     let mut tx = read_snapshot(pool).await?;
@@ -30,11 +31,16 @@ pub(super) async fn load_tenant_snapshot(
     ))
     .fetch_all(&mut *tx)
     .await?;
+    // A payload the reader holds the output of (by digest) is not sent: only its timings are
+    // (see `SnapshotPayload`). A fact without timings is always sent, whole.
     let facts = of_tenant(concat!(
-        "SELECT ",
-        fact_cols!(),
-        " FROM facts WHERE tenant_id = $1 AND org_id = $2 ORDER BY collector_id, probe, subject"
+        "SELECT collector_id, probe, subject, observed_at, digest, timings,
+                CASE WHEN timings IS NOT NULL AND ",
+        in_list!("digest", "$3"),
+        " THEN NULL ELSE payload END AS payload
+         FROM facts WHERE tenant_id = $1 AND org_id = $2 ORDER BY collector_id, probe, subject"
     ))
+    .bind(dialect::text_list(known_digests))
     .fetch_all(&mut *tx)
     .await?;
     let findings = of_tenant(concat!(
@@ -65,7 +71,7 @@ pub(super) async fn load_tenant_snapshot(
         evaluated_facts_version: versions.try_get("evaluated_facts_version")?,
         rules_version: versions.try_get("rules_version")?,
         collectors: collectors.iter().map(rows::collector).collect::<Result<_>>()?,
-        facts: facts.iter().map(rows::fact).collect::<Result<_>>()?,
+        facts: facts.iter().map(rows::snapshot_fact).collect::<Result<_>>()?,
         findings: findings.iter().map(rows::finding).collect::<Result<_>>()?,
         streaks: streaks.iter().map(rows::streak).collect::<Result<_>>()?,
         unknown_rules: to_u32(versions.try_get("unknown_rules")?, "tenants.unknown_rules")?,

@@ -212,7 +212,7 @@ forward! { impl Store {
     outbox::count_dead_letters() -> u64;
     outbox::oldest_outbox_message() -> Option<DateTime<Utc>>;
 
-    evaluation::load_tenant_snapshot(scope: TenantScope) -> Option<TenantSnapshot>;
+    evaluation::load_tenant_snapshot(scope: TenantScope, known_digests: &[&str]) -> Option<TenantSnapshot>;
     evaluation::apply_evaluation(scope: TenantScope, message_id: Option<Uuid>, facts_version: i64, changes: &EvaluationChanges, now: DateTime<Utc>) -> ApplyOutcome;
     evaluation::tenants_with_silent_collectors(now: DateTime<Utc>) -> Vec<TenantScope>;
     evaluation::tenants_with_expired_suppressions(now: DateTime<Utc>) -> Vec<TenantScope>;

@@ -135,6 +135,34 @@ pub(super) fn fact(row: &DbRow) -> Result<Fact> {
     })
 }
 
+/// A latest fact as an evaluation reads it: its payload, or only its timings when the reader
+/// holds the output of its digest (the query then returns no payload).
+pub(super) fn snapshot_fact(row: &DbRow) -> Result<SnapshotFact> {
+    let timings = row.try_get::<Option<&str>, _>("timings")?;
+    let timings: Option<wbd_wire::Timings> = timings
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("facts.timings: {e}")))?;
+    let payload = match (opt_json::<serde_json::Value>(row, "facts.payload")?, timings) {
+        (Some(mut payload), timings) => {
+            if let Some(timings) = &timings {
+                wbd_wire::apply_timings(&mut payload, timings);
+            }
+            SnapshotPayload::Read(payload)
+        }
+        (None, Some(timings)) => SnapshotPayload::Known(timings),
+        (None, None) => return Err(StoreError::Corrupt("facts.payload: NULL".into())),
+    };
+    Ok(SnapshotFact {
+        collector_id: CollectorId(row.try_get("collector_id")?),
+        probe: row.try_get("probe")?,
+        subject: row.try_get("subject")?,
+        observed_at: row.try_get("observed_at")?,
+        digest: row.try_get("digest")?,
+        payload,
+    })
+}
+
 /// A stored latest fact as an ingest plans with it, keyed by (probe, subject).
 pub(super) fn stored_fact(row: &DbRow) -> Result<((String, String), StoredFact)> {
     Ok((

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use wbd_store::*;
 
 use crate::fixtures::{
-    Site, at, batch, enrolled_site, facts_version, only_findings, open, open_findings, result,
+    Site, at, batch, enrolled_site, facts_version, json_of, only_findings, open, open_findings, result,
 };
 use crate::harness::TestStore;
 
@@ -38,7 +38,7 @@ contract_test! {
             )
             .await?;
         assert_eq!(opened, ApplyOutcome::Applied);
-        let snapshot = store.load_tenant_snapshot(scope).await?.expect("tenant");
+        let snapshot = store.load_tenant_snapshot(scope, &[]).await?.expect("tenant");
         assert_eq!((snapshot.facts_version, snapshot.evaluated_facts_version), (1, 1));
         let f = snapshot.findings[0].clone();
         assert_eq!(
@@ -137,7 +137,7 @@ contract_test! {
             .await?;
         assert_eq!(again, ApplyOutcome::AlreadyProcessed);
 
-        let snapshot = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        let snapshot = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant");
         assert_eq!(snapshot.findings.iter().map(|f| f.fingerprint.as_str()).collect::<Vec<_>>(), vec!["a:x"]);
         assert_eq!(snapshot.evaluated_facts_version, 1);
         Ok(())
@@ -163,7 +163,7 @@ contract_test! {
             .await?;
         assert_eq!(stale, ApplyOutcome::Conflict);
 
-        let snapshot = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        let snapshot = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant");
         assert!(snapshot.findings.is_empty());
         assert_eq!((snapshot.facts_version, snapshot.evaluated_facts_version), (2, 0));
         // The message was not recorded: re-evaluated on fresh facts, it applies.
@@ -185,7 +185,7 @@ contract_test! {
     async fn a_stale_finding_version_rolls_back_the_whole_evaluation(store) {
         let site = site_with_facts(store).await?;
         let existing = open_findings(store, site.scope, &[("a:x", Severity::High)], at(20)).await?.remove(0);
-        let before = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        let before = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant");
 
         let message = Uuid::now_v7();
         // The first change is fine; the second guards on a version the finding no longer has.
@@ -202,7 +202,7 @@ contract_test! {
             ApplyOutcome::Conflict
         );
 
-        let after = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        let after = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant");
         assert_eq!(after.findings, before.findings, "the Open of b:x was rolled back too");
         assert_eq!(store.list_finding_events(site.org, existing.id).await?.len(), 1);
 
@@ -257,13 +257,63 @@ contract_test! {
         let finding =
             open_findings(store, site.scope, &[("relay:tcp", Severity::High)], at(20)).await?.remove(0);
 
-        let snapshot = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        let snapshot = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant");
         assert_eq!(snapshot.scope, site.scope);
         assert_eq!((snapshot.facts_version, snapshot.evaluated_facts_version), (1, 1));
         assert_eq!(snapshot.collectors.iter().map(|c| c.id).collect::<Vec<_>>(), vec![site.collector.id]);
-        assert_eq!(snapshot.facts, store.list_facts(site.scope).await?);
+        assert_eq!(snapshot.facts, read_facts(store.list_facts(site.scope).await?));
         assert_eq!(snapshot.findings, vec![finding]);
         assert_eq!(facts_version(store, site.scope).await?, 1);
+        Ok(())
+    }
+}
+
+/// The facts as a snapshot that knows none of their digests holds them.
+fn read_facts(facts: Vec<Fact>) -> Vec<SnapshotFact> {
+    facts
+        .into_iter()
+        .map(|f| SnapshotFact {
+            collector_id: f.collector_id,
+            probe: f.probe,
+            subject: f.subject,
+            observed_at: f.observed_at,
+            digest: f.digest,
+            payload: SnapshotPayload::Read(f.payload),
+        })
+        .collect()
+}
+
+contract_test! {
+    async fn a_snapshot_sends_only_the_timings_of_payloads_the_reader_holds(store) {
+        let site = enrolled_site(store, "Acme MSP").await?;
+        let first = vec![result("tcp", "relay", 10, "a"), result("tcp", "portal", 10, "b")];
+        store.ingest_batch(site.scope, &batch(site.collector.id, first, 10)).await?;
+        // "a" repeats with other timings; "b" changes to "c".
+        let newest = vec![result("tcp", "relay", 23, "a"), result("tcp", "portal", 23, "c")];
+        store.ingest_batch(site.scope, &batch(site.collector.id, newest.clone(), 23)).await?;
+        let full = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant").facts;
+
+        let known = store.load_tenant_snapshot(site.scope, &["a", "b"]).await?.expect("tenant").facts;
+        let by_subject = |facts: &[SnapshotFact], subject: &str| {
+            facts.iter().find(|f| f.subject == subject).cloned().expect("fact")
+        };
+        let relay = by_subject(&known, "relay");
+        let SnapshotPayload::Known(timings) = &relay.payload else {
+            panic!("the held digest's payload was sent: {relay:?}")
+        };
+        assert_eq!(serde_json::Value::Object(timings.clone()), serde_json::from_str::<serde_json::Value>(&newest[0].timings)?);
+        assert_eq!(
+            (relay.digest.as_str(), relay.observed_at, relay.collector_id),
+            ("a", at(23), site.collector.id),
+            "everything but the payload is read"
+        );
+        // The held output with these timings laid over it is the newest result's.
+        let mut held = json_of(&result("tcp", "relay", 10, "a"));
+        wbd_wire::apply_timings(&mut held, timings);
+        assert_eq!(SnapshotPayload::Read(held), by_subject(&full, "relay").payload);
+        // A digest the reader does not hold is sent whole.
+        assert_eq!(by_subject(&known, "portal"), by_subject(&full, "portal"));
+        assert_eq!(by_subject(&full, "portal").payload, SnapshotPayload::Read(json_of(&newest[1])));
         Ok(())
     }
 }
@@ -303,7 +353,7 @@ contract_test! {
         // A heartbeat with no results moves the version but no probe.
         store.ingest_batch(site.scope, &push(vec![], 40)).await?;
 
-        let snapshot = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        let snapshot = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant");
         assert_eq!(snapshot.facts_version, 4);
         let versions: Vec<(&str, i64)> = snapshot.probe_versions.iter().map(|(p, v)| (p.as_str(), *v)).collect();
         assert_eq!(versions, [("endpoint", 3), ("idle_connection", 2)]);

@@ -131,7 +131,7 @@ pub fn only_findings(changes: impl IntoIterator<Item = FindingChange>) -> Evalua
 /// Current facts_version of the tenant, as an evaluator would read it.
 pub async fn facts_version(store: &TestStore, scope: TenantScope) -> anyhow::Result<i64> {
     let snapshot =
-        store.load_tenant_snapshot(scope).await?.ok_or_else(|| anyhow::anyhow!("tenant missing"))?;
+        store.load_tenant_snapshot(scope, &[]).await?.ok_or_else(|| anyhow::anyhow!("tenant missing"))?;
     Ok(snapshot.facts_version)
 }
 
@@ -147,7 +147,7 @@ pub async fn open_findings(
     let outcome = store.apply_evaluation(scope, None, version, &only_findings(changes), now).await?;
     anyhow::ensure!(outcome == ApplyOutcome::Applied, "opening findings: {outcome:?}");
     let snapshot =
-        store.load_tenant_snapshot(scope).await?.ok_or_else(|| anyhow::anyhow!("tenant missing"))?;
+        store.load_tenant_snapshot(scope, &[]).await?.ok_or_else(|| anyhow::anyhow!("tenant missing"))?;
     findings
         .iter()
         .map(|(fp, _)| {

@@ -233,7 +233,7 @@ contract_test! {
 
         let first = EvaluationChanges { streaks: vec![set(None, 1, 0)], ..EvaluationChanges::default() };
         assert_eq!(store.apply_evaluation(site.scope, None, 1, &first, at(30)).await?, ApplyOutcome::Applied);
-        let snapshot = store.load_tenant_snapshot(site.scope).await?.expect("tenant");
+        let snapshot = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant");
         assert_eq!(
             snapshot.streaks,
             [FindingStreak { fingerprint: "relay:udp".into(), fails: 1, passes: 0, updated_at: at(30) }]
@@ -273,7 +273,7 @@ contract_test! {
             store.apply_evaluation(site.scope, None, 1, &second, at(50)).await?,
             ApplyOutcome::Applied
         );
-        let streaks = store.load_tenant_snapshot(site.scope).await?.expect("tenant").streaks;
+        let streaks = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant").streaks;
         assert_eq!((streaks[0].fails, streaks[0].updated_at), (2, at(50)));
 
         let clear = EvaluationChanges {
@@ -281,13 +281,13 @@ contract_test! {
             ..EvaluationChanges::default()
         };
         assert_eq!(store.apply_evaluation(site.scope, None, 1, &clear, at(60)).await?, ApplyOutcome::Applied);
-        assert!(store.load_tenant_snapshot(site.scope).await?.expect("tenant").streaks.is_empty());
+        assert!(store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant").streaks.is_empty());
 
         // Another tenant's streaks are its own.
         let other = tenant(store, site.org, "Fabrikam").await?;
         let theirs = EvaluationChanges { streaks: vec![set(None, 1, 0)], ..EvaluationChanges::default() };
         assert_eq!(store.apply_evaluation(other, None, 0, &theirs, at(70)).await?, ApplyOutcome::Applied);
-        assert!(store.load_tenant_snapshot(site.scope).await?.expect("tenant").streaks.is_empty());
+        assert!(store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant").streaks.is_empty());
         Ok(())
     }
 }
@@ -295,12 +295,12 @@ contract_test! {
 contract_test! {
     async fn undecided_rules_are_stored_when_given_and_kept_otherwise(store) {
         let (site, _) = site_with_finding(store).await?;
-        assert_eq!(store.load_tenant_snapshot(site.scope).await?.expect("tenant").unknown_rules, 0);
+        assert_eq!(store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant").unknown_rules, 0);
 
         let three = EvaluationChanges { unknown_rules: Some(3), ..EvaluationChanges::default() };
         store.apply_evaluation(site.scope, None, 1, &three, at(30)).await?;
         store.apply_evaluation(site.scope, None, 1, &EvaluationChanges::default(), at(40)).await?;
-        assert_eq!(store.load_tenant_snapshot(site.scope).await?.expect("tenant").unknown_rules, 3);
+        assert_eq!(store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant").unknown_rules, 3);
         let summary = store.get_tenant_summary(site.scope, at(50)).await?.expect("summary");
         assert_eq!(summary.unknown_rules, 3);
         Ok(())
@@ -470,7 +470,7 @@ contract_test! {
         };
         let version = facts_version(store, site.scope).await?;
         assert_eq!(store.apply_evaluation(site.scope, None, version, &changes, at(20)).await?, ApplyOutcome::Applied);
-        let snapshot = store.load_tenant_snapshot(site.scope).await?.unwrap();
+        let snapshot = store.load_tenant_snapshot(site.scope, &[]).await?.unwrap();
         let find = |fp: &str| snapshot.findings.iter().find(|f| f.fingerprint == fp).cloned().unwrap();
         let (root, consequence, early_now) = (find("sspr:tenant"), find("capable:tenant"), find("sync:tenant"));
         assert_eq!((root.root_finding_id, root.announced), (None, true));

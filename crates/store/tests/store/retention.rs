@@ -233,7 +233,7 @@ contract_test! {
 
         // Processed message ids: a message evaluated at 20, another at 200.
         let (early, late) = (Uuid::now_v7(), Uuid::now_v7());
-        let version = store.load_tenant_snapshot(site.scope).await?.map(|s| s.facts_version).unwrap_or_default();
+        let version = store.load_tenant_snapshot(site.scope, &[]).await?.map(|s| s.facts_version).unwrap_or_default();
         let none = EvaluationChanges::default();
         assert_eq!(store.apply_evaluation(site.scope, Some(early), version, &none, at(20)).await?, ApplyOutcome::Applied);
         assert_eq!(store.apply_evaluation(site.scope, Some(late), version, &none, at(200)).await?, ApplyOutcome::Applied);

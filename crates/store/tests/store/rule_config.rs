@@ -233,7 +233,7 @@ contract_test! {
         let acme = site.org;
         let other = tenant(store, acme, "Fabrikam").await?;
         let rules_version = |scope: TenantScope| async move {
-            anyhow::Ok(store.load_tenant_snapshot(scope).await?.expect("tenant").rules_version)
+            anyhow::Ok(store.load_tenant_snapshot(scope, &[]).await?.expect("tenant").rules_version)
         };
         let start = rules_version(site.scope).await?;
 

@@ -37,7 +37,7 @@ contract_test! {
             FindingFilter { tenant_id: Some(site.scope.tenant_id), limit: 100, ..Default::default() };
         assert!(store.list_findings(intruder, &by_tenant).await?.is_empty());
         assert!(store.list_facts(forged).await?.is_empty());
-        assert!(store.load_tenant_snapshot(forged).await?.is_none());
+        assert!(store.load_tenant_snapshot(forged, &[]).await?.is_none());
         let resolve =
             FindingChange::Resolve { id: finding.id, expected_version: finding.version, summary: "x".into() };
         assert_eq!(
