@@ -309,9 +309,10 @@ async fn use_push_token(
     Ok(done.rows_affected() == 1)
 }
 
-/// The start of applying an evaluation, in one statement: the message recorded as processed,
-/// then the tenant's evaluated version moved, only if the message is new and the facts did not
-/// move since the snapshot (which locks the tenant row until the transaction ends).
+/// Starts applying an evaluation, in one statement: moves the tenant's evaluated version if its
+/// facts are still at `facts_version` and the message was not processed, and then records the
+/// message. The tenant's row lock comes first, as in every evaluation (tenant, then findings):
+/// a second worker with the same message waits for it and then finds the message recorded.
 async fn begin_apply(
     tx: &mut Tx,
     scope: TenantScope,
@@ -320,18 +321,47 @@ async fn begin_apply(
     unknown_rules: Option<u32>,
     now: DateTime<Utc>,
 ) -> Result<ApplyStart> {
+    start_apply(&mut **tx, scope, message_id, facts_version, unknown_rules, now).await
+}
+
+/// Applies an evaluation that changes no finding nor streak: [`begin_apply`]'s one statement,
+/// committed on its own (`None` where a backend needs the transaction). It writes nothing
+/// unless the tenant's facts are still at `facts_version` and the message is new; a twin that
+/// raced it to the message only rewrites the same version.
+async fn apply_alone(
+    pool: &sql::Pools,
+    scope: TenantScope,
+    message_id: Option<Uuid>,
+    facts_version: i64,
+    unknown_rules: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<Option<ApplyStart>> {
+    Ok(Some(start_apply(pool.write(), scope, message_id, facts_version, unknown_rules, now).await?))
+}
+
+async fn start_apply<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    scope: TenantScope,
+    message_id: Option<Uuid>,
+    facts_version: i64,
+    unknown_rules: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<ApplyStart> {
     let row = sqlx::query(
-        "WITH processed AS (
-             INSERT INTO processed_messages (message_id, processed_at) SELECT $5, $6 WHERE $5 IS NOT NULL
-             ON CONFLICT (message_id) DO NOTHING
-             RETURNING 1
+        "WITH seen AS (
+             SELECT 1 FROM processed_messages WHERE message_id = $5
          ), current AS (
              UPDATE tenants SET evaluated_facts_version = $3, unknown_rules = COALESCE($4, unknown_rules)
-             WHERE id = $1 AND org_id = $2 AND facts_version = $3
-               AND ($5 IS NULL OR EXISTS (SELECT 1 FROM processed))
+             WHERE id = $1 AND org_id = $2 AND facts_version = $3 AND NOT EXISTS (SELECT 1 FROM seen)
+             RETURNING 1
+         ), recorded AS (
+             INSERT INTO processed_messages (message_id, processed_at)
+             SELECT $5, $6 WHERE $5 IS NOT NULL AND EXISTS (SELECT 1 FROM current)
+             ON CONFLICT (message_id) DO NOTHING
              RETURNING 1
          )
-         SELECT $5 IS NULL OR EXISTS (SELECT 1 FROM processed) AS new, EXISTS (SELECT 1 FROM current) AS current",
+         SELECT EXISTS (SELECT 1 FROM seen) AS seen, EXISTS (SELECT 1 FROM current) AS current,
+                $5::uuid IS NULL OR EXISTS (SELECT 1 FROM recorded) AS recorded",
     )
     .bind(scope.tenant_id.0)
     .bind(scope.org_id.0)
@@ -339,12 +369,16 @@ async fn begin_apply(
     .bind(unknown_rules.map(i64::from))
     .bind(message_id)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_one(executor)
     .await?;
-    Ok(match (row.try_get::<bool, _>("new")?, row.try_get::<bool, _>("current")?) {
-        (false, _) => ApplyStart::AlreadyProcessed,
-        (true, false) => ApplyStart::Moved,
-        (true, true) => ApplyStart::Current,
+    let (seen, current, recorded): (bool, bool, bool) =
+        (row.try_get("seen")?, row.try_get("current")?, row.try_get("recorded")?);
+    Ok(match (seen, current, recorded) {
+        (true, _, _) => ApplyStart::AlreadyProcessed,
+        (false, false, _) => ApplyStart::Moved,
+        // A twin with the same message recorded it while this one waited for the tenant.
+        (false, true, false) => ApplyStart::AlreadyProcessed,
+        (false, true, true) => ApplyStart::Current,
     })
 }
 

@@ -373,6 +373,19 @@ async fn begin_apply(
     Ok(if current.rows_affected() == 0 { ApplyStart::Moved } else { ApplyStart::Current })
 }
 
+/// An evaluation that changes nothing still takes the writer's transaction on SQLite: its
+/// statements are several, and the writer is in this process (no round trip to save).
+async fn apply_alone(
+    _pool: &sql::Pools,
+    _scope: TenantScope,
+    _message_id: Option<Uuid>,
+    _facts_version: i64,
+    _unknown_rules: Option<u32>,
+    _now: DateTime<Utc>,
+) -> Result<Option<ApplyStart>> {
+    Ok(None)
+}
+
 /// Leases the deliveries a claim took, a statement per chunk of ids.
 async fn lease_deliveries(tx: &mut Tx, ids: &[Uuid], lease_id: Uuid, until: DateTime<Utc>) -> Result<()> {
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {

@@ -91,12 +91,28 @@ pub(super) async fn apply_evaluation(
     now: DateTime<Utc>,
 ) -> Result<ApplyOutcome> {
     let now = micros(now);
+    if changes.findings.is_empty()
+        && changes.groups.is_empty()
+        && changes.streaks.is_empty()
+        && changes.messages.is_empty()
+        && let Some(start) =
+            dialect::apply_alone(pool, scope, message_id, facts_version, changes.unknown_rules, now).await?
+    {
+        // Nothing but the tenant's evaluated version (and the message) to write: one statement,
+        // committed on its own, on PostgreSQL.
+        return Ok(match start {
+            ApplyStart::Current => ApplyOutcome::Applied,
+            ApplyStart::AlreadyProcessed => ApplyOutcome::AlreadyProcessed,
+            ApplyStart::Moved => ApplyOutcome::Conflict,
+        });
+    }
     let (mut tx, _turn) = evaluation_write_tx(pool).await?;
 
-    // The message is recorded as processed (a concurrent worker with the same message waits
-    // until the first one finishes), then the tenant row is locked (PostgreSQL): an ingest
-    // committing meanwhile either happened before (and the version no longer matches) or waits
-    // until this evaluation is in. One statement on PostgreSQL.
+    // The tenant's evaluated version moves and the message is recorded as processed, only if
+    // the facts are still those read and the message is new. The tenant row stays locked
+    // (PostgreSQL): an ingest committing meanwhile either happened before (and the version no
+    // longer matches) or waits until this evaluation is in, and a concurrent worker with the
+    // same message waits, then finds it recorded. One statement on PostgreSQL.
     match dialect::begin_apply(&mut tx, scope, message_id, facts_version, changes.unknown_rules, now).await? {
         ApplyStart::Current => {}
         ApplyStart::AlreadyProcessed => {

@@ -182,6 +182,66 @@ contract_test! {
 }
 
 contract_test! {
+    async fn an_evaluation_that_changes_nothing_still_records_its_message_and_version_or_nothing(store) {
+        let site = site_with_facts(store).await?;
+        let nothing = EvaluationChanges { unknown_rules: Some(2), ..EvaluationChanges::default() };
+        // Read at version 1, but another batch arrived: nothing is written, not even the message.
+        store.ingest_batch(site.scope, &batch(site.collector.id, vec![result("tcp", "relay", 20, "b")], 20)).await?;
+        let message = Uuid::now_v7();
+        assert_eq!(store.apply_evaluation(site.scope, Some(message), 1, &nothing, at(30)).await?, ApplyOutcome::Conflict);
+        let snapshot = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant");
+        assert_eq!((snapshot.evaluated_facts_version, snapshot.unknown_rules), (0, 0));
+
+        // Re-read at version 2: applied, the version and the undecided rules move.
+        assert_eq!(store.apply_evaluation(site.scope, Some(message), 2, &nothing, at(40)).await?, ApplyOutcome::Applied);
+        let snapshot = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant");
+        assert_eq!((snapshot.evaluated_facts_version, snapshot.unknown_rules), (2, 2));
+        // Redelivered, with or without changes: it was processed.
+        assert_eq!(
+            store.apply_evaluation(site.scope, Some(message), 2, &nothing, at(50)).await?,
+            ApplyOutcome::AlreadyProcessed
+        );
+        assert_eq!(
+            store.apply_evaluation(site.scope, Some(message), 2, &only_findings([open("a:x", Severity::Low)]), at(50)).await?,
+            ApplyOutcome::AlreadyProcessed
+        );
+        assert!(store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant").findings.is_empty());
+        // The silence sweep has no message: it applies again and again.
+        let sweep = EvaluationChanges { unknown_rules: Some(1), ..EvaluationChanges::default() };
+        assert_eq!(store.apply_evaluation(site.scope, None, 2, &sweep, at(60)).await?, ApplyOutcome::Applied);
+        assert_eq!(store.apply_evaluation(site.scope, None, 2, &sweep, at(61)).await?, ApplyOutcome::Applied);
+        assert_eq!(store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant").unknown_rules, 1);
+        Ok(())
+    }
+}
+
+contract_test! {
+    async fn concurrent_deliveries_of_one_message_apply_it_once(store) {
+        let site = site_with_facts(store).await?;
+        let message = Uuid::now_v7();
+        // Twins of one message, with and without changes, at once: exactly one applies.
+        let nothing = EvaluationChanges::default();
+        let opening = only_findings([open("a:x", Severity::Low)]);
+        let mut outcomes = Vec::new();
+        for _ in 0..4 {
+            let (a, b) = tokio::join!(
+                store.apply_evaluation(site.scope, Some(message), 1, &nothing, at(30)),
+                store.apply_evaluation(site.scope, Some(message), 1, &opening, at(30)),
+            );
+            outcomes.push(a?);
+            outcomes.push(b?);
+        }
+        assert_eq!(outcomes.iter().filter(|o| **o == ApplyOutcome::Applied).count(), 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(o, ApplyOutcome::Applied | ApplyOutcome::AlreadyProcessed)), "{outcomes:?}");
+        // The opening twins are the odd ones: a:x is open exactly when one of them applied.
+        let opened = outcomes.iter().position(|o| *o == ApplyOutcome::Applied).is_some_and(|i| i % 2 == 1);
+        let findings = store.load_tenant_snapshot(site.scope, &[]).await?.expect("tenant").findings;
+        assert_eq!(findings.len(), usize::from(opened), "{findings:?}");
+        Ok(())
+    }
+}
+
+contract_test! {
     async fn a_stale_finding_version_rolls_back_the_whole_evaluation(store) {
         let site = site_with_facts(store).await?;
         let existing = open_findings(store, site.scope, &[("a:x", Severity::High)], at(20)).await?.remove(0);
