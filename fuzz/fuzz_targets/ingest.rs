@@ -1,7 +1,8 @@
 //! `POST /v1/ingest`'s body as the API reads it (`wbd_wire::ingest`): decoded chunk by chunk
 //! (gzip or identity, bounded), parsed as a batch and checked against the bounds; then what the
 //! API derives from an accepted batch to store it (the canonical JSON, each result's payload and
-//! its digest without timings).
+//! its digest without timings), and that timings laid over the output without them, as JSON or
+//! typed, give the result back.
 //!
 //! Input: one byte of mode (bit 0: gzip; the rest: chunk size), then the body.
 #![no_main]
@@ -32,6 +33,10 @@ fuzz_target!(|data: &[u8]| {
         // What the store does with a repeat: the payload of the run, the newest timings over it.
         wbd_wire::apply_timings(&mut stable, &result.output.timings());
         assert_eq!(stable, full, "timings restore the result");
+        // What a worker does with an output it kept: the typed timings over it.
+        let mut kept = result.output.without_timings();
+        kept.set_timings(&result.output.timings());
+        assert_eq!(kept, result.output, "typed timings restore the result");
     }
     serde_json::to_vec(&batch).expect("an accepted batch serialises");
 });
