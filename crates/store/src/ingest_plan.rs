@@ -14,6 +14,14 @@
 //! the stored payload alone; a payload is written only with a new run ([`FactUpsert`]). The plan
 //! borrows the batch's JSON texts: nothing is parsed or copied on the way to the statements.
 //!
+//! A run still open is not rewritten by its repeats: while a latest fact points at its run
+//! (`facts.history_id`), the fact's `observed_at` and `repeat_count` are the run's last sighting
+//! and count, and the run's own `last_seen_at` and `count` are what they were when it was written.
+//! They are set once, to the fact's values, in the batch that ends the run ([`RunEnd`]). A
+//! repeated result therefore writes one row (the fact), not two. Whoever reads history takes the
+//! open run's figures from its fact (`LEFT JOIN facts ON facts.history_id = fact_history.id`);
+//! retention never deletes an open run, and judges ended ones by their final `last_seen_at`.
+//!
 //! The backend reads the stored facts under the collector's row lock (PostgreSQL) or inside an
 //! immediate transaction (SQLite), so the plan's absolute values cannot race another ingest.
 
@@ -59,12 +67,13 @@ pub(crate) struct FactRepeat<'a> {
     pub repeat_count: i64,
 }
 
-/// An already stored history run that goes on: `count += added`, `last_seen_at = last_seen_at`.
-#[derive(Debug, Clone)]
-pub(crate) struct RunExtension {
+/// A stored history run that a change ended in this batch: its final last sighting and count,
+/// the values its latest fact held (with this batch's repeats) until the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunEnd {
     pub id: Uuid,
     pub last_seen_at: DateTime<Utc>,
-    pub added: i64,
+    pub count: i64,
 }
 
 /// A new history run.
@@ -84,7 +93,7 @@ pub(crate) struct NewRun<'a> {
 pub(crate) struct IngestPlan<'a> {
     /// Insert these first: facts reference their run.
     pub new_runs: Vec<NewRun<'a>>,
-    pub extensions: Vec<RunExtension>,
+    pub ended_runs: Vec<RunEnd>,
     pub facts: Vec<FactUpsert<'a>>,
     pub repeats: Vec<FactRepeat<'a>>,
 }
@@ -136,7 +145,6 @@ pub(crate) fn plan<'a>(
             newest: None,
             new_run: None,
         });
-        let mut extension: Option<RunExtension> = None;
 
         for r in group {
             let at = micros(r.observed_at);
@@ -146,25 +154,20 @@ pub(crate) fn plan<'a>(
                     c.observed_at = at;
                     c.newest = Some(r);
                     c.repeat_count += 1;
-                    match c.new_run {
-                        Some(i) => {
-                            if let Some(run) = plan.new_runs.get_mut(i) {
-                                run.last_seen_at = at;
-                                run.count += 1;
-                            }
-                        }
-                        None => {
-                            let ext = extension.get_or_insert(RunExtension {
-                                id: c.history_id,
-                                last_seen_at: at,
-                                added: 0,
-                            });
-                            ext.last_seen_at = at;
-                            ext.added += 1;
-                        }
+                    // A stored run's figures stay in its fact until the run ends.
+                    if let Some(run) = c.new_run.and_then(|i| plan.new_runs.get_mut(i)) {
+                        run.last_seen_at = at;
+                        run.count += 1;
                     }
                 }
                 _ => {
+                    if let Some(c) = current.as_ref().filter(|c| c.new_run.is_none()) {
+                        plan.ended_runs.push(RunEnd {
+                            id: c.history_id,
+                            last_seen_at: c.observed_at,
+                            count: c.repeat_count,
+                        });
+                    }
                     let id = Uuid::now_v7();
                     plan.new_runs.push(NewRun {
                         id,
@@ -189,7 +192,6 @@ pub(crate) fn plan<'a>(
             }
         }
 
-        plan.extensions.extend(extension);
         let Some(c) = current else { continue };
         let Some(newest) = c.newest else { continue };
         if c.new_run.is_some() {
@@ -259,7 +261,7 @@ mod tests {
         let plan = plan(&batch, &HashMap::new());
         let runs: Vec<_> = plan.new_runs.iter().map(|r| (r.digest, r.count, r.last_seen_at)).collect();
         assert_eq!(runs, [("a", 2, t(2)), ("b", 1, t(3)), ("a", 1, t(4))]);
-        assert!(plan.extensions.is_empty());
+        assert!(plan.ended_runs.is_empty());
         let fact = &plan.facts[0];
         assert_eq!((fact.digest, fact.first_seen_at, fact.repeat_count), ("a", t(4), 1));
         assert_eq!(fact.history_id, plan.new_runs[2].id);
@@ -268,17 +270,12 @@ mod tests {
     }
 
     #[test]
-    fn extends_the_stored_run_and_ignores_older_results() {
-        let run = Uuid::now_v7();
-        let stored = stored_a(run);
+    fn repeats_write_only_the_fact_and_ignore_older_results() {
+        let stored = stored_a(Uuid::now_v7());
         let batch = [result(9, "b"), result(10, "a"), result(11, "a"), result(12, "a")];
         let plan = plan(&batch, &stored);
-        assert!(plan.new_runs.is_empty());
-        assert_eq!(plan.extensions.len(), 1);
-        assert_eq!(
-            (plan.extensions[0].id, plan.extensions[0].added, plan.extensions[0].last_seen_at),
-            (run, 2, t(12))
-        );
+        // The open run is not touched: its fact carries its last sighting and count.
+        assert!(plan.new_runs.is_empty() && plan.ended_runs.is_empty());
         // Only repeats: the payload stays, the newest result's timings are written.
         assert!(plan.facts.is_empty());
         let repeat = &plan.repeats[0];
@@ -287,17 +284,34 @@ mod tests {
     }
 
     #[test]
-    fn a_change_after_repeats_writes_the_payload() {
-        let stored = stored_a(Uuid::now_v7());
+    fn a_change_after_repeats_writes_the_payload_and_ends_the_run() {
+        let run = Uuid::now_v7();
+        let stored = stored_a(run);
         let batch = [result(11, "a"), result(12, "b"), result(13, "b")];
         let plan = plan(&batch, &stored);
         assert!(plan.repeats.is_empty());
-        assert_eq!(plan.extensions[0].added, 1);
+        // The stored run ends with the stored repeats and this batch's one.
+        assert_eq!(plan.ended_runs, [RunEnd { id: run, last_seen_at: t(11), count: 3 }]);
+        assert_eq!(plan.new_runs.iter().map(|r| (r.count, r.last_seen_at)).collect::<Vec<_>>(), [(2, t(13))]);
         let fact = &plan.facts[0];
         assert_eq!((fact.digest, fact.first_seen_at, fact.repeat_count), ("b", t(12), 2));
         assert_eq!(fact.history_id, plan.new_runs[0].id);
         assert_eq!(fact.payload, json!({ "digest": "b", "at": 13 }).to_string());
         assert_eq!(fact.timings, json!({ "/at": 13 }).to_string());
+    }
+
+    #[test]
+    fn a_change_alone_ends_the_run_with_the_stored_figures() {
+        let run = Uuid::now_v7();
+        let change = [result(12, "b")];
+        let plan = plan(&change, &stored_a(run));
+        assert_eq!(plan.ended_runs, [RunEnd { id: run, last_seen_at: t(10), count: 2 }]);
+        // A run that begins and changes within the batch is written ended: nothing to close.
+        let changes = [result(12, "b"), result(13, "c")];
+        let plan = super::plan(&changes, &stored_a(run));
+        assert_eq!(plan.ended_runs, [RunEnd { id: run, last_seen_at: t(10), count: 2 }]);
+        let runs: Vec<_> = plan.new_runs.iter().map(|r| (r.digest, r.last_seen_at, r.count)).collect();
+        assert_eq!(runs, [("b", t(12), 1), ("c", t(13), 1)]);
     }
 
     #[test]
@@ -307,7 +321,7 @@ mod tests {
         let plan = plan(&batch, &stored);
         assert!(
             plan.new_runs.is_empty()
-                && plan.extensions.is_empty()
+                && plan.ended_runs.is_empty()
                 && plan.facts.is_empty()
                 && plan.repeats.is_empty()
         );

@@ -194,13 +194,13 @@ async fn record_batch(
 
 /// Writes everything an ingest writes after its plan in one statement of data-modifying CTEs:
 /// the new facts version, the probes that reported in it, the outbox message, the new history
-/// runs, the extended ones, the changed latest facts and the repeated ones. Each CTE takes
+/// runs, the ended ones, the changed latest facts and the repeated ones. Each CTE takes
 /// its rows from `UNNEST` arrays, so an empty kind writes nothing. The sub-statements touch
 /// disjoint rows (the plan has at most one write per fact and per run), and the facts' foreign
 /// key to their new runs is checked at the end of the statement, when the runs are in.
 async fn write_ingest(tx: &mut Tx, write: &IngestWrite<'_>) -> Result<IngestWritten> {
     let (scope, plan) = (write.scope, &write.plan);
-    let (runs, ext, facts, repeats) = (&plan.new_runs, &plan.extensions, &plan.facts, &plan.repeats);
+    let (runs, ended, facts, repeats) = (&plan.new_runs, &plan.ended_runs, &plan.facts, &plan.repeats);
     sqlx::query(
         "WITH version AS (
              UPDATE tenants SET facts_version = facts_version + 1 WHERE id = $2 AND org_id = $1
@@ -220,9 +220,9 @@ async fn write_ingest(tx: &mut Tx, write: &IngestWrite<'_>) -> Result<IngestWrit
              FROM UNNEST($9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[],
                          $15::timestamptz[], $16::bigint[])
                   AS r (id, probe, subject, digest, payload, first_seen_at, last_seen_at, count)
-         ), extended AS (
-             UPDATE fact_history h SET last_seen_at = e.last_seen_at, count = h.count + e.added
-             FROM UNNEST($17::uuid[], $18::timestamptz[], $19::bigint[]) AS e (id, last_seen_at, added)
+         ), ended AS (
+             UPDATE fact_history h SET last_seen_at = e.last_seen_at, count = e.count
+             FROM UNNEST($17::uuid[], $18::timestamptz[], $19::bigint[]) AS e (id, last_seen_at, count)
              WHERE h.id = e.id AND h.collector_id = $3
          ), changed AS (
              INSERT INTO facts (collector_id, probe, subject, org_id, tenant_id, observed_at, payload, timings,
@@ -261,9 +261,9 @@ async fn write_ingest(tx: &mut Tx, write: &IngestWrite<'_>) -> Result<IngestWrit
     .bind(runs.iter().map(|r| r.first_seen_at).collect::<Vec<_>>())
     .bind(runs.iter().map(|r| r.last_seen_at).collect::<Vec<_>>())
     .bind(runs.iter().map(|r| r.count).collect::<Vec<_>>())
-    .bind(ext.iter().map(|e| e.id).collect::<Vec<_>>())
-    .bind(ext.iter().map(|e| e.last_seen_at).collect::<Vec<_>>())
-    .bind(ext.iter().map(|e| e.added).collect::<Vec<_>>())
+    .bind(ended.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(ended.iter().map(|e| e.last_seen_at).collect::<Vec<_>>())
+    .bind(ended.iter().map(|e| e.count).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.probe).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.subject).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.observed_at).collect::<Vec<_>>())

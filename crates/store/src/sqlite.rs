@@ -225,7 +225,7 @@ async fn record_batch(
 }
 
 /// Writes an ingest plan in the immediate transaction of the ingest: new history runs, run
-/// extensions and latest facts, each as multi-row statements (see [`stored_fact_rows`] for why);
+/// ends and latest facts, each as multi-row statements (see [`stored_fact_rows`] for why);
 /// the version, the probes and the message follow in the shared code. The statements' text
 /// depends on the row count, so they are not kept in the statement cache.
 async fn write_ingest(tx: &mut Tx, write: &IngestWrite<'_>) -> Result<IngestWritten> {
@@ -250,13 +250,13 @@ async fn write_ingest(tx: &mut Tx, write: &IngestWrite<'_>) -> Result<IngestWrit
         });
         query.build().persistent(false).execute(&mut **tx).await?;
     }
-    for extensions in plan.extensions.chunks(ROWS_PER_STATEMENT) {
+    for ended in plan.ended_runs.chunks(ROWS_PER_STATEMENT) {
         // VALUES names its columns column1, column2, ...
         let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE fact_history SET last_seen_at = e.column2, count = count + e.column3 FROM (",
+            "UPDATE fact_history SET last_seen_at = e.column2, count = e.column3 FROM (",
         );
-        query.push_values(extensions, |mut row, ext| {
-            row.push_bind(ext.id).push_bind(ext.last_seen_at).push_bind(ext.added);
+        query.push_values(ended, |mut row, end| {
+            row.push_bind(end.id).push_bind(end.last_seen_at).push_bind(end.count);
         });
         query.push(") AS e WHERE fact_history.id = e.column1 AND fact_history.collector_id = ");
         query.push_bind(collector_id.0);

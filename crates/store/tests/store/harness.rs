@@ -79,19 +79,49 @@ impl TestStore {
 
     /// The history runs of one subject, oldest first: (digest, first_seen, last_seen, count).
     /// Not part of the trait (nothing reads history yet), so read straight from the database.
+    /// The open run's last sighting and count are its latest fact's (see `ingest_plan`).
     pub async fn history(
         &self,
         collector: CollectorId,
         probe: &str,
         subject: &str,
     ) -> anyhow::Result<Vec<(String, DateTime<Utc>, DateTime<Utc>, i64)>> {
-        const SQL: &str = "SELECT digest, first_seen_at, last_seen_at, count FROM fact_history
-                           WHERE collector_id = $1 AND probe = $2 AND subject = $3 ORDER BY first_seen_at";
+        self.runs(
+            "SELECT h.digest, h.first_seen_at, COALESCE(f.observed_at, h.last_seen_at),
+                    COALESCE(f.repeat_count, h.count)
+             FROM fact_history h LEFT JOIN facts f ON f.history_id = h.id
+             WHERE h.collector_id = $1 AND h.probe = $2 AND h.subject = $3 ORDER BY h.first_seen_at",
+            (collector, probe, subject),
+        )
+        .await
+    }
+
+    /// The `fact_history` rows of one subject as stored, without the open run's figures from its
+    /// fact: what the ingest wrote.
+    pub async fn history_rows(
+        &self,
+        collector: CollectorId,
+        probe: &str,
+        subject: &str,
+    ) -> anyhow::Result<Vec<(String, DateTime<Utc>, DateTime<Utc>, i64)>> {
+        self.runs(
+            "SELECT digest, first_seen_at, last_seen_at, count FROM fact_history
+             WHERE collector_id = $1 AND probe = $2 AND subject = $3 ORDER BY first_seen_at",
+            (collector, probe, subject),
+        )
+        .await
+    }
+
+    async fn runs(
+        &self,
+        sql: &'static str,
+        (collector, probe, subject): (CollectorId, &str, &str),
+    ) -> anyhow::Result<Vec<(String, DateTime<Utc>, DateTime<Utc>, i64)>> {
         macro_rules! read {
             ($conn:expr) => {{
                 let mut conn = $conn;
                 let rows =
-                    sqlx::query(SQL).bind(collector.0).bind(probe).bind(subject).fetch_all(&mut conn).await?;
+                    sqlx::query(sql).bind(collector.0).bind(probe).bind(subject).fetch_all(&mut conn).await?;
                 let runs = rows
                     .iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))

@@ -174,6 +174,8 @@ contract_test! {
         // The fact holds the newest payload even though the digest did not change.
         assert_eq!(fact.payload, json_of(&result("tcp", "relay", 30, "ok")));
         assert_eq!(store.history(c, "tcp", "relay").await?, vec![("ok".to_owned(), at(10), at(30), 3)]);
+        // The repeats wrote the fact only: the open run's row is as its first batch wrote it.
+        assert_eq!(store.history_rows(c, "tcp", "relay").await?, vec![("ok".to_owned(), at(10), at(10), 1)]);
 
         // It breaks, then recovers: two more runs. Within one batch the order is by observed_at.
         let mixed = vec![
@@ -193,6 +195,8 @@ contract_test! {
                 ("ok".to_owned(), at(60), at(60), 1),
             ]
         );
+        // The ended runs hold their final figures themselves.
+        assert_eq!(store.history_rows(c, "tcp", "relay").await?[..2], store.history(c, "tcp", "relay").await?[..2]);
         let fact = store.list_facts(site.scope).await?.remove(0);
         assert_eq!((fact.digest.as_str(), fact.first_seen_at, fact.repeat_count), ("ok", at(60), 1));
         Ok(())
