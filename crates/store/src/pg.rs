@@ -382,6 +382,34 @@ async fn start_apply<'e>(
     })
 }
 
+/// Findings by id, each with its tenant's name (`tenant_name`), in one statement.
+async fn findings_by_id(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<PgRow>> {
+    Ok(sqlx::query(concat!(
+        "SELECT ",
+        finding_cols!(),
+        ", (SELECT name FROM tenants t WHERE t.id = findings.tenant_id) AS tenant_name
+         FROM findings WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Marks finding events dispatched (their deliveries are in the same transaction), in one
+/// statement.
+async fn mark_dispatched(tx: &mut Tx, ids: &[Uuid], now: DateTime<Utc>) -> Result<()> {
+    if !ids.is_empty() {
+        sqlx::query(
+            "UPDATE finding_events SET dispatched_at = $2, dispatch_lease_until = NULL WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Leases the deliveries a claim took, in one statement.
 async fn lease_deliveries(tx: &mut Tx, ids: &[Uuid], lease_id: Uuid, until: DateTime<Utc>) -> Result<()> {
     if !ids.is_empty() {

@@ -401,6 +401,43 @@ async fn lease_deliveries(tx: &mut Tx, ids: &[Uuid], lease_id: Uuid, until: Date
     Ok(())
 }
 
+/// Findings by id, each with its tenant's name (`tenant_name`): one statement per chunk of ids
+/// (SQLite has no arrays to bind).
+async fn findings_by_id(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<SqliteRow>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            finding_cols!(),
+            ", (SELECT name FROM tenants t WHERE t.id = findings.tenant_id) AS tenant_name
+             FROM findings WHERE id IN ("
+        ));
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(id);
+        }
+        query.push(")");
+        out.extend(query.build().persistent(false).fetch_all(&mut **tx).await?);
+    }
+    Ok(out)
+}
+
+/// Marks finding events dispatched (their deliveries are in the same transaction): one
+/// statement per chunk of ids.
+async fn mark_dispatched(tx: &mut Tx, ids: &[Uuid], now: DateTime<Utc>) -> Result<()> {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE finding_events SET dispatched_at = ");
+        query.push_bind(now).push(", dispatch_lease_until = NULL WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(id);
+        }
+        query.push(")");
+        query.build().persistent(false).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// One statement per chunk of ids (SQLite has no arrays to bind); a single id, the common case
 /// (one acknowledged message), keeps its cached statement.
 async fn delete_outbox(pool: &sql::Pools, ids: &[Uuid]) -> Result<()> {

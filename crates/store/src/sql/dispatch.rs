@@ -13,53 +13,62 @@ pub(super) async fn claim_undispatched_events(
 ) -> Result<Vec<UndispatchedEvent>> {
     let now = micros(now);
     let mut tx = write_tx(pool).await?;
+    // The oldest waiting events, leased in one statement; then their findings with their
+    // tenants' names in one more (`dialect::findings_by_id`), however many were claimed.
     let rows = sqlx::query(concat!(
-        "SELECT e.id AS event_id, e.finding_id AS event_finding_id, e.org_id AS event_org_id,
-                e.tenant_id AS event_tenant_id
-         FROM finding_events e
-         WHERE e.dispatched_at IS NULL
-           AND (e.dispatch_lease_until IS NULL OR e.dispatch_lease_until <= $1)
-         ORDER BY e.at, e.id
-         LIMIT $2",
-        row_lock!(skip_locked "e")
+        "UPDATE finding_events SET dispatch_lease_until = $3 WHERE ",
+        in_batch!(
+            "id",
+            concat!(
+                "SELECT d.id FROM finding_events d
+                 WHERE d.dispatched_at IS NULL
+                   AND (d.dispatch_lease_until IS NULL OR d.dispatch_lease_until <= $1)
+                 ORDER BY d.at, d.id
+                 LIMIT $2",
+                row_lock!(skip_locked "d")
+            )
+        ),
+        " RETURNING ",
+        event_cols!(),
+        ", org_id, tenant_id"
     ))
     .bind(now)
     .bind(i64::from(limit))
+    .bind(lease_until(now, lease))
     .fetch_all(&mut *tx)
     .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let event_id: Uuid = row.try_get("event_id")?;
-        let finding_id: Uuid = row.try_get("event_finding_id")?;
-        let org_id: Uuid = row.try_get("event_org_id")?;
-        let tenant_id: Uuid = row.try_get("event_tenant_id")?;
-        sqlx::query("UPDATE finding_events SET dispatch_lease_until = $2 WHERE id = $1")
-            .bind(event_id)
-            .bind(lease_until(now, lease))
-            .execute(&mut *tx)
-            .await?;
-        let event = sqlx::query(concat!("SELECT ", event_cols!(), " FROM finding_events WHERE id = $1"))
-            .bind(event_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let finding = sqlx::query(concat!("SELECT ", finding_cols!(), " FROM findings WHERE id = $1"))
-            .bind(finding_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let tenant_name: String = sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
-            .bind(tenant_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        out.push(UndispatchedEvent {
-            org_id: OrgId(org_id),
-            tenant_id: TenantId(tenant_id),
-            tenant_name,
-            event: rows::event(&event)?,
-            finding: rows::finding(&finding)?,
-        });
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let mut events = rows
+        .iter()
+        .map(|row| {
+            Ok((rows::event(row)?, OrgId(row.try_get("org_id")?), TenantId(row.try_get("tenant_id")?)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // RETURNING keeps no order: the dispatcher sends in the order events happened.
+    events.sort_by(|(a, ..), (b, ..)| (a.at, a.id).cmp(&(b.at, b.id)));
+    let mut finding_ids: Vec<Uuid> = events.iter().map(|(event, ..)| event.finding_id.0).collect();
+    finding_ids.sort_unstable();
+    finding_ids.dedup();
+    let mut findings = std::collections::HashMap::with_capacity(finding_ids.len());
+    for row in dialect::findings_by_id(&mut tx, &finding_ids).await? {
+        let tenant_name: String = row.try_get("tenant_name")?;
+        let finding = rows::finding(&row)?;
+        findings.insert(finding.id, (finding, tenant_name));
     }
     tx.commit().await?;
-    Ok(out)
+    events
+        .into_iter()
+        .map(|(event, org_id, tenant_id)| {
+            // A finding is deleted only with its events (its tenant's deletion), in one transaction.
+            let (finding, tenant_name) = findings.get(&event.finding_id).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!("finding_events.finding_id: {} not found", event.finding_id.0))
+            })?;
+            Ok(UndispatchedEvent { org_id, tenant_id, tenant_name, event, finding })
+        })
+        .collect()
 }
 
 pub(super) async fn record_dispatch(
@@ -74,15 +83,7 @@ pub(super) async fn record_dispatch(
     for d in deliveries {
         inserted += insert_delivery(&mut tx, d, now).await?;
     }
-    for id in event_ids {
-        sqlx::query(
-            "UPDATE finding_events SET dispatched_at = $2, dispatch_lease_until = NULL WHERE id = $1",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
+    dialect::mark_dispatched(&mut tx, event_ids, now).await?;
     tx.commit().await?;
     Ok(inserted)
 }

@@ -85,3 +85,40 @@ contract_test! {
         Ok(())
     }
 }
+
+contract_test! {
+    async fn one_claim_brings_events_of_many_tenants_in_the_order_they_happened(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let contoso = tenant(store, acme, "Contoso").await?;
+        let fabrikam = tenant(store, acme, "Fabrikam").await?;
+        let late = open_findings(store, contoso, &[("relay:tcp", Severity::High)], at(30)).await?;
+        let early = open_findings(
+            store,
+            fabrikam,
+            &[("dns:a", Severity::Medium), ("proxy:b", Severity::Low)],
+            at(10),
+        )
+        .await?;
+
+        let claimed = store.claim_undispatched_events(10, LEASE, at(40)).await?;
+        let seen: Vec<_> = claimed.iter().map(|e| (e.event.at, e.tenant_name.as_str(), e.finding.id)).collect();
+        let mut early_ids: Vec<_> = claimed[..2].iter().map(|e| e.event.id).collect();
+        early_ids.sort();
+        assert_eq!(claimed[..2].iter().map(|e| e.event.id).collect::<Vec<_>>(), early_ids, "same instant: by id");
+        assert_eq!(seen[2], (at(30), "Contoso", late[0].id));
+        assert_eq!(
+            seen[..2].iter().map(|(at, tenant, id)| (*at, *tenant, *id)).collect::<HashSet<_>>(),
+            early.iter().map(|f| (at(10), "Fabrikam", f.id)).collect::<HashSet<_>>()
+        );
+        for e in &claimed {
+            assert_eq!(e.finding.id, e.event.finding_id);
+            assert_eq!(e.org_id, acme.org_id);
+            assert_eq!(e.tenant_id, if e.tenant_name == "Contoso" { contoso.tenant_id } else { fabrikam.tenant_id });
+        }
+        // Stamped in one call, none comes back, even after the lease.
+        let ids: Vec<_> = claimed.iter().map(|e| e.event.id).collect();
+        store.record_dispatch(&ids, &[], at(41)).await?;
+        assert!(store.claim_undispatched_events(10, LEASE, at(10_000)).await?.is_empty());
+        Ok(())
+    }
+}
