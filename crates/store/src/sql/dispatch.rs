@@ -48,7 +48,7 @@ pub(super) async fn claim_undispatched_events(
         })
         .collect::<Result<Vec<_>>>()?;
     // RETURNING keeps no order: the dispatcher sends in the order events happened.
-    events.sort_by(|(a, ..), (b, ..)| (a.at, a.id).cmp(&(b.at, b.id)));
+    events.sort_by_key(|(event, ..)| (event.at, event.id));
     let mut finding_ids: Vec<Uuid> = events.iter().map(|(event, ..)| event.finding_id.0).collect();
     finding_ids.sort_unstable();
     finding_ids.dedup();
