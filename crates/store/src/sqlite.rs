@@ -386,16 +386,22 @@ async fn apply_alone(
     Ok(None)
 }
 
+/// Binds `ids` as the list an `IN (` just pushed is waiting for, and closes it (SQLite has no
+/// arrays to bind).
+fn push_id_list(query: &mut QueryBuilder<Sqlite>, ids: &[Uuid]) {
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+}
+
 /// Leases the deliveries a claim took, a statement per chunk of ids.
 async fn lease_deliveries(tx: &mut Tx, ids: &[Uuid], lease_id: Uuid, until: DateTime<Utc>) -> Result<()> {
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_id = ");
         query.push_bind(lease_id).push(", lease_until = ").push_bind(until).push(" WHERE id IN (");
-        let mut list = query.separated(", ");
-        for id in chunk {
-            list.push_bind(id);
-        }
-        query.push(")");
+        push_id_list(&mut query, chunk);
         query.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
@@ -412,11 +418,7 @@ async fn findings_by_id(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<SqliteRow>> {
             ", (SELECT name FROM tenants t WHERE t.id = findings.tenant_id) AS tenant_name
              FROM findings WHERE id IN ("
         ));
-        let mut list = query.separated(", ");
-        for id in chunk {
-            list.push_bind(id);
-        }
-        query.push(")");
+        push_id_list(&mut query, chunk);
         out.extend(query.build().persistent(false).fetch_all(&mut **tx).await?);
     }
     Ok(out)
@@ -428,11 +430,7 @@ async fn mark_dispatched(tx: &mut Tx, ids: &[Uuid], now: DateTime<Utc>) -> Resul
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new("UPDATE finding_events SET dispatched_at = ");
         query.push_bind(now).push(", dispatch_lease_until = NULL WHERE id IN (");
-        let mut list = query.separated(", ");
-        for id in chunk {
-            list.push_bind(id);
-        }
-        query.push(")");
+        push_id_list(&mut query, chunk);
         query.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
@@ -450,11 +448,7 @@ async fn delete_outbox(pool: &sql::Pools, ids: &[Uuid]) -> Result<()> {
             let mut tx = pool.write().begin_with(BEGIN_WRITE).await?;
             for chunk in ids.chunks(ROWS_PER_STATEMENT) {
                 let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM outbox WHERE id IN (");
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
-                }
-                query.push(")");
+                push_id_list(&mut query, chunk);
                 query.build().persistent(false).execute(&mut *tx).await?;
             }
             tx.commit().await?;
