@@ -244,3 +244,23 @@ pub struct DeliveryFilter {
     pub before: Option<Uuid>,
     pub limit: u32,
 }
+
+/// A finished attempt as the store writes it: the delivery's new state and the attempt's row
+/// (from the delivery engine's `complete_attempts` to each backend's statement).
+pub(crate) struct AttemptRow<'a> {
+    pub delivery_id: Uuid,
+    pub lease_id: Uuid,
+    pub org_id: Uuid,
+    /// The delivery's status after the attempt.
+    pub status: &'static str,
+    /// This attempt's number (the delivery's attempts after it).
+    pub attempt: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+    pub succeeded: bool,
+    pub http_status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<&'a str>,
+    pub response_excerpt: Option<&'a str>,
+    pub exchanges: &'a serde_json::Value,
+}

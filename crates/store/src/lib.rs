@@ -230,9 +230,15 @@ pub trait DeliveryStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool>;
 
-    /// Writes an attempt and its consequences (delivery state, integration health, ticket);
-    /// `false` (nothing written) if the lease was lost.
-    async fn complete_attempt(&self, delivery: &Delivery, record: &AttemptRecord) -> Result<bool>;
+    /// Writes attempts and their consequences (delivery state, integration health, ticket) in
+    /// one transaction, in the order given; for each, `false` (nothing written for it) if its
+    /// lease was lost.
+    async fn complete_attempts(&self, done: &[(&Delivery, &AttemptRecord)]) -> Result<Vec<bool>>;
+
+    /// [`Store::complete_attempts`] of one attempt.
+    async fn complete_attempt(&self, delivery: &Delivery, record: &AttemptRecord) -> Result<bool> {
+        Ok(self.complete_attempts(&[(delivery, record)]).await?.first().copied().unwrap_or(false))
+    }
 
     /// The findings a ticket stands for that are still open, with their tenants' names.
     async fn ticket_open_findings(

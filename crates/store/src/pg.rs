@@ -20,6 +20,7 @@ use crate::convert::{count_to_i64, micros, saturating_i64};
 use sqlx::Row as _;
 use sqlx::types::Json;
 
+use crate::delivery_model::AttemptRow;
 use crate::ingest_plan::{ApplyStart, BatchRecorded, IngestWrite, IngestWritten};
 use crate::{Backend, BatchWrite, CollectorId, Result, TenantScope};
 
@@ -408,6 +409,50 @@ async fn mark_dispatched(tx: &mut Tx, ids: &[Uuid], now: DateTime<Utc>) -> Resul
         .await?;
     }
     Ok(())
+}
+
+/// Writes finished attempts whose leases still hold their deliveries, in one statement: each
+/// delivery's new state and its attempt row. Returns the ids of the deliveries written.
+async fn finish_attempts(tx: &mut Tx, rows: &[AttemptRow<'_>]) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "WITH held AS (
+             UPDATE deliveries d SET status = v.status, attempts = v.attempt, next_attempt_at = v.next_attempt_at,
+                 lease_id = NULL, lease_until = NULL, last_attempt_at = v.at, last_status = v.http_status,
+                 last_error = v.error, updated_at = v.at
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
+                         $7::bigint[], $8::text[])
+                  AS v (id, lease_id, status, attempt, next_attempt_at, at, http_status, error)
+             WHERE d.id = v.id AND d.status = 'pending' AND d.lease_id = v.lease_id
+             RETURNING d.id
+         ), attempts AS (
+             INSERT INTO delivery_attempts (id, delivery_id, org_id, attempt, at, succeeded, status, latency_ms,
+                                            error, response_excerpt, exchanges)
+             SELECT a.id, a.delivery_id, a.org_id, a.attempt, a.at, a.succeeded, a.http_status, a.latency_ms,
+                    a.error, a.response_excerpt, a.exchanges::jsonb
+             FROM UNNEST($9::uuid[], $1::uuid[], $10::uuid[], $4::bigint[], $6::timestamptz[], $11::bool[],
+                         $7::bigint[], $12::bigint[], $8::text[], $13::text[], $14::text[])
+                  AS a (id, delivery_id, org_id, attempt, at, succeeded, http_status, latency_ms, error,
+                        response_excerpt, exchanges)
+             WHERE a.delivery_id IN (SELECT id FROM held)
+         )
+         SELECT id FROM held",
+    )
+    .bind(rows.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.lease_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.http_status).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.error).collect::<Vec<_>>())
+    .bind(rows.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.org_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.succeeded).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.response_excerpt).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.exchanges.to_string()).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?)
 }
 
 /// Leases the deliveries a claim took, in one statement.

@@ -26,6 +26,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::convert::{count_to_i64, micros, saturating_i64};
+use crate::delivery_model::AttemptRow;
 use crate::ingest_plan::{ApplyStart, BatchRecorded, IngestWrite, IngestWritten};
 use crate::{Backend, BatchWrite, CollectorId, Result, TenantScope};
 
@@ -394,6 +395,53 @@ fn push_id_list(query: &mut QueryBuilder<Sqlite>, ids: &[Uuid]) {
         list.push_bind(*id);
     }
     query.push(")");
+}
+
+/// Writes finished attempts whose leases still hold their deliveries: each delivery's new state
+/// and its attempt row, two statements each (statements cost little in process). Returns the ids
+/// of the deliveries written.
+async fn finish_attempts(tx: &mut Tx, rows: &[AttemptRow<'_>]) -> Result<Vec<Uuid>> {
+    let mut held = Vec::with_capacity(rows.len());
+    for row in rows {
+        let written = sqlx::query(
+            "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5, lease_id = NULL,
+                 lease_until = NULL, last_attempt_at = $6, last_status = $7, last_error = $8, updated_at = $6
+             WHERE id = $1 AND status = 'pending' AND lease_id = $2",
+        )
+        .bind(row.delivery_id)
+        .bind(row.lease_id)
+        .bind(row.status)
+        .bind(row.attempt)
+        .bind(row.next_attempt_at)
+        .bind(row.at)
+        .bind(row.http_status)
+        .bind(row.error)
+        .execute(&mut **tx)
+        .await?;
+        if written.rows_affected() == 0 {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO delivery_attempts (id, delivery_id, org_id, attempt, at, succeeded, status, latency_ms,
+                 error, response_excerpt, exchanges)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(row.delivery_id)
+        .bind(row.org_id)
+        .bind(row.attempt)
+        .bind(row.at)
+        .bind(row.succeeded)
+        .bind(row.http_status)
+        .bind(row.latency_ms)
+        .bind(row.error)
+        .bind(row.response_excerpt)
+        .bind(sqlx::types::Json(row.exchanges))
+        .execute(&mut **tx)
+        .await?;
+        held.push(row.delivery_id);
+    }
+    Ok(held)
 }
 
 /// Leases the deliveries a claim took, a statement per chunk of ids.

@@ -3,11 +3,12 @@
 //! changes. Every write after a claim checks the lease first, so a worker whose lease ran out
 //! writes nothing.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use super::integration_health::resolve_integration_findings;
 use super::prelude::*;
+use crate::delivery_model::AttemptRow;
 
 pub(super) async fn claim_deliveries(
     pool: &DbPool,
@@ -235,74 +236,104 @@ pub(super) async fn mark_ticket_creating(
     Ok(true)
 }
 
-pub(super) async fn complete_attempt(
+/// Records finished attempts in one transaction: the deliveries' states and attempt rows in one
+/// statement on PostgreSQL, then, in the order given, what each changes of its integration's
+/// health and of its ticket. An attempt whose lease ran out writes nothing: whoever holds the
+/// delivery now records.
+pub(super) async fn complete_attempts(
     pool: &DbPool,
-    delivery: &Delivery,
-    record: &AttemptRecord,
-) -> Result<bool> {
-    let at = micros(record.at);
+    done: &[(&Delivery, &AttemptRecord)],
+) -> Result<Vec<bool>> {
+    if done.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<AttemptRow<'_>> =
+        done.iter().map(|(delivery, record)| attempt_row(delivery, record)).collect();
     let mut tx = write_tx(pool).await?;
-    let attempt = i64::from(delivery.attempts) + 1;
-    let (status, next) = match (record.succeeded, record.retry_at) {
+    let held: HashSet<Uuid> = dialect::finish_attempts(&mut tx, &rows).await?.into_iter().collect();
+    if held.is_empty() {
+        tx.rollback().await?;
+        return Ok(vec![false; done.len()]);
+    }
+    // Each integration's health as this batch leaves it, read once.
+    let mut health: HashMap<Uuid, Health> = HashMap::new();
+    for ((delivery, record), row) in done.iter().zip(&rows) {
+        if !held.contains(&delivery.id) {
+            continue;
+        }
+        let state = match health.entry(delivery.integration_id) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(slot) => slot.insert(Health::read(&mut tx, delivery.integration_id).await?),
+        };
+        record_health(&mut tx, state, delivery, record, row.at).await?;
+        record_ticket(&mut tx, delivery, record, row.at).await?;
+    }
+    tx.commit().await?;
+    Ok(done.iter().map(|(delivery, _)| held.contains(&delivery.id)).collect())
+}
+
+fn attempt_row<'a>(delivery: &Delivery, record: &'a AttemptRecord) -> AttemptRow<'a> {
+    let (status, next_attempt_at) = match (record.succeeded, record.retry_at) {
         (true, _) => (DeliveryStatus::Succeeded, None),
         (false, Some(retry)) => (DeliveryStatus::Pending, Some(micros(retry))),
         (false, None) => (DeliveryStatus::Failed, None),
     };
-    // Written only while this lease holds it (and locked from here on, on PostgreSQL).
-    let held = sqlx::query(
-        "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5, lease_id = NULL,
-             lease_until = NULL, last_attempt_at = $6, last_status = $7, last_error = $8, updated_at = $6
-         WHERE id = $1 AND status = 'pending' AND lease_id = $2",
-    )
-    .bind(delivery.id)
-    .bind(record.lease_id)
-    .bind(status.as_str())
-    .bind(attempt)
-    .bind(next)
-    .bind(at)
-    .bind(record.status.map(i64::from))
-    .bind(&record.error)
-    .execute(&mut *tx)
-    .await?;
-    if held.rows_affected() == 0 {
-        // The lease ran out and someone else has the delivery now: their word counts.
-        tx.rollback().await?;
-        return Ok(false);
+    AttemptRow {
+        delivery_id: delivery.id,
+        lease_id: record.lease_id,
+        org_id: delivery.org_id.0,
+        status: status.as_str(),
+        attempt: i64::from(delivery.attempts) + 1,
+        next_attempt_at,
+        at: micros(record.at),
+        succeeded: record.succeeded,
+        http_status: record.status.map(i64::from),
+        latency_ms: saturating_i64(record.latency_ms),
+        error: record.error.as_deref(),
+        response_excerpt: record.response_excerpt.as_deref(),
+        exchanges: &record.exchanges,
     }
-    sqlx::query(
-        "INSERT INTO delivery_attempts (id, delivery_id, org_id, attempt, at, succeeded, status, latency_ms, error,
-             response_excerpt, exchanges)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(delivery.id)
-    .bind(delivery.org_id.0)
-    .bind(attempt)
-    .bind(at)
-    .bind(record.succeeded)
-    .bind(record.status.map(i64::from))
-    .bind(saturating_i64(record.latency_ms))
-    .bind(&record.error)
-    .bind(&record.response_excerpt)
-    .bind(Json(&record.exchanges))
-    .execute(&mut *tx)
-    .await?;
-    if record.succeeded {
-        // A healthy integration's row is left alone unless its last success is over a second
-        // old: every delivery writing it would make concurrent completions queue for its lock.
-        let health = sqlx::query(
+}
+
+/// What an attempt's outcome changes of its integration's row.
+struct Health {
+    alerted: bool,
+    failing: bool,
+    throttle_streak: i64,
+    last_success_at: Option<DateTime<Utc>>,
+}
+
+impl Health {
+    async fn read(tx: &mut Tx, integration_id: Uuid) -> Result<Health> {
+        let row = sqlx::query(
             "SELECT alerted, failing_since IS NOT NULL AS failing, throttle_streak, last_success_at
              FROM integrations WHERE id = $1",
         )
-        .bind(delivery.integration_id)
-        .fetch_one(&mut *tx)
+        .bind(integration_id)
+        .fetch_one(&mut **tx)
         .await?;
-        let alerted: bool = health.try_get("alerted")?;
-        let failing: bool = health.try_get("failing")?;
-        let streak = rows::int(&health, "throttle_streak")?;
-        let last_success: Option<DateTime<Utc>> = health.try_get("last_success_at")?;
-        let stale = last_success.is_none_or(|last| at - last >= chrono::TimeDelta::seconds(1));
-        if alerted || failing || streak != 0 || stale {
+        Ok(Health {
+            alerted: row.try_get("alerted")?,
+            failing: row.try_get("failing")?,
+            throttle_streak: rows::int(&row, "throttle_streak")?,
+            last_success_at: row.try_get("last_success_at")?,
+        })
+    }
+}
+
+async fn record_health(
+    tx: &mut Tx,
+    health: &mut Health,
+    delivery: &Delivery,
+    record: &AttemptRecord,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    if record.succeeded {
+        // A healthy integration's row is left alone unless its last success is over a second
+        // old: every delivery writing it would make concurrent completions queue for its lock.
+        let stale = health.last_success_at.is_none_or(|last| at - last >= chrono::TimeDelta::seconds(1));
+        let alerted = health.alerted;
+        if alerted || health.failing || health.throttle_streak != 0 || stale {
             sqlx::query(
                 "UPDATE integrations SET failing_since = NULL, alerted = FALSE, throttle_streak = 0,
                      last_success_at = CASE WHEN last_success_at IS NULL OR last_success_at < $2
@@ -311,11 +342,17 @@ pub(super) async fn complete_attempt(
             )
             .bind(delivery.integration_id)
             .bind(at)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
+            *health = Health {
+                alerted: false,
+                failing: false,
+                throttle_streak: 0,
+                last_success_at: health.last_success_at.max(Some(at)),
+            };
         }
         if alerted {
-            resolve_integration_findings(&mut tx, delivery.org_id, delivery.integration_id, at).await?;
+            resolve_integration_findings(tx, delivery.org_id, delivery.integration_id, at).await?;
         }
     } else {
         // A throttling answer pauses the integration (never shortening a pause another attempt
@@ -330,9 +367,21 @@ pub(super) async fn complete_attempt(
         .bind(delivery.integration_id)
         .bind(at)
         .bind(record.throttle_until.map(micros))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
+        health.failing = true;
+        health.throttle_streak = if record.throttle_until.is_some() { health.throttle_streak + 1 } else { 0 };
     }
+    Ok(())
+}
+
+/// The ticket an attempt made or changed, and whether the delivery's finding is open on it.
+async fn record_ticket(
+    tx: &mut Tx,
+    delivery: &Delivery,
+    record: &AttemptRecord,
+    at: DateTime<Utc>,
+) -> Result<()> {
     if let (Some(key), Some(update)) = (&delivery.ticket_key, &record.ticket) {
         let (external_id, url, state) = match update {
             TicketUpdate::Set { external_id, url, state } => {
@@ -357,7 +406,7 @@ pub(super) async fn complete_attempt(
         .bind(url)
         .bind(state.as_str())
         .bind(at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
     if let (Some(key), Some(open), Some(finding), Some(tenant)) =
@@ -367,7 +416,7 @@ pub(super) async fn complete_attempt(
             sqlx::query_scalar("SELECT id FROM tickets WHERE integration_id = $1 AND ticket_key = $2")
                 .bind(delivery.integration_id)
                 .bind(key)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         if let Some(ticket_id) = ticket_id {
             sqlx::query(
@@ -380,12 +429,11 @@ pub(super) async fn complete_attempt(
             .bind(delivery.org_id.0)
             .bind(tenant.0)
             .bind(open)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
     }
-    tx.commit().await?;
-    Ok(true)
+    Ok(())
 }
 
 pub(super) async fn ticket_open_findings(

@@ -272,6 +272,6 @@ forward! { impl DeliveryStore {} to {
 
     delivery_engine::claim_deliveries(limit: u32, lease: Duration, now: DateTime<Utc>) -> Vec<ClaimedDelivery>;
     delivery_engine::mark_ticket_creating(delivery: &Delivery, lease_id: Uuid, now: DateTime<Utc>) -> bool;
-    delivery_engine::complete_attempt(delivery: &Delivery, record: &AttemptRecord) -> bool;
+    delivery_engine::complete_attempts(done: &[(&Delivery, &AttemptRecord)]) -> Vec<bool>;
     delivery_engine::ticket_open_findings(integration_id: Uuid, ticket_key: &str) -> Vec<(FindingId, TenantId, String)>;
 }}

@@ -70,6 +70,72 @@ contract_test! {
 }
 
 contract_test! {
+    async fn attempts_recorded_together_are_each_written_and_health_follows_their_order(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let recovers = integration(store, acme, webhook("Recovers")).await?;
+        let breaks = integration(store, acme, webhook("Breaks")).await?;
+        let queued = [
+            event(&recovers, None, 10),
+            event(&recovers, None, 20),
+            event(&breaks, None, 30),
+            event(&breaks, None, 40),
+            event(&breaks, None, 50),
+        ];
+        store.enqueue_deliveries(&queued, at(100)).await?;
+        let claimed = claim(store, 100).await?;
+        let [r1, r2, b1, b2, lost] = &claimed[..] else { anyhow::bail!("claimed {claimed:?}") };
+        assert_eq!((r1.integration.id, b1.integration.id, lost.integration.id), (recovers.id, breaks.id, breaks.id));
+
+        // One group, in the order the attempts ended: the first integration fails then
+        // delivers; the second delivers then is throttled; one attempt's lease is not the
+        // delivery's any more.
+        let throttled = AttemptRecord {
+            status: Some(429),
+            throttle_until: Some(at(500)),
+            ..failed(b2.lease_id, 104, Some(500))
+        };
+        let stale = succeeded(Uuid::now_v7(), 105);
+        let group = [
+            (&r1.delivery, &failed(r1.lease_id, 101, Some(400))),
+            (&r2.delivery, &succeeded(r2.lease_id, 102)),
+            (&b1.delivery, &succeeded(b1.lease_id, 103)),
+            (&b2.delivery, &throttled),
+            (&lost.delivery, &stale),
+        ];
+        assert_eq!(store.complete_attempts(&group).await?, [true, true, true, true, false]);
+
+        let (d, attempts) = delivery(store, acme, r1.delivery.id).await?;
+        assert_eq!((d.status, d.attempts, d.next_attempt_at), (DeliveryStatus::Pending, 1, Some(at(400))));
+        assert_eq!(attempts.iter().map(|a| (a.at, a.succeeded, a.status)).collect::<Vec<_>>(), [(at(101), false, Some(503))]);
+        let (d, attempts) = delivery(store, acme, b2.delivery.id).await?;
+        assert_eq!((d.status, d.last_status, d.next_attempt_at), (DeliveryStatus::Pending, Some(429), Some(at(500))));
+        assert_eq!(attempts.len(), 1);
+        for done in [r2, b1] {
+            let (d, attempts) = delivery(store, acme, done.delivery.id).await?;
+            assert_eq!((d.status, d.attempts, attempts.len()), (DeliveryStatus::Succeeded, 1, 1));
+        }
+        // The stale attempt wrote nothing: the delivery is still held by its own lease.
+        let (d, attempts) = delivery(store, acme, lost.delivery.id).await?;
+        assert_eq!((d.status, d.attempts, d.last_attempt_at, attempts.len()), (DeliveryStatus::Pending, 0, None, 0));
+
+        let health = current(store, acme, recovers.id).await?;
+        assert_eq!((health.failing_since, health.last_success_at), (None, Some(at(102))), "failed, then delivered");
+        let health = current(store, acme, breaks.id).await?;
+        assert_eq!(
+            (health.failing_since, health.last_success_at, health.throttled_until, health.throttle_streak),
+            (Some(at(104)), Some(at(103)), Some(at(500)), 1),
+            "delivered, then throttled"
+        );
+
+        // The lease's own holder records it later.
+        complete(store, lost, succeeded(lost.lease_id, 106)).await?;
+        assert_eq!(delivery(store, acme, lost.delivery.id).await?.0.status, DeliveryStatus::Succeeded);
+        assert!(store.complete_attempts(&[]).await?.is_empty());
+        Ok(())
+    }
+}
+
+contract_test! {
     async fn a_ticket_is_kept_per_problem_and_shown_on_its_findings(store) {
         let acme = org(store, "Acme MSP").await?;
         let contoso = tenant(store, acme, "Contoso").await?;
