@@ -97,8 +97,6 @@ const BACKEND: Backend = Backend::Sqlite;
 
 /// Takes the write lock from the first statement on (see the module documentation).
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
-/// A deferred transaction reads one WAL snapshot.
-const BEGIN_SNAPSHOT: &str = "BEGIN";
 
 /// Names the index a query must read: SQLite's planner has no statistics (no `ANALYZE`), so it
 /// takes an equality on an indexed column over a narrow range on another index, even when the

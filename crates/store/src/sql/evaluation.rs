@@ -9,77 +9,234 @@ pub(super) async fn load_tenant_snapshot(
     scope: TenantScope,
     known_digests: &[&str],
 ) -> Result<Option<TenantSnapshot>> {
-    // One snapshot for all the reads, so facts_version matches the facts and findings read.
-    let mut tx = read_snapshot(pool).await?;
-    let versions = sqlx::query(
-        "SELECT facts_version, evaluated_facts_version, unknown_rules, rules_version FROM tenants
-         WHERE id = $1 AND org_id = $2",
-    )
-    .bind(scope.tenant_id.0)
-    .bind(scope.org_id.0)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(versions) = versions else {
-        tx.rollback().await?;
-        return Ok(None);
-    };
-    let of_tenant = |sql: &'static str| sqlx::query(sql).bind(scope.tenant_id.0).bind(scope.org_id.0);
-    let collectors = of_tenant(concat!(
-        "SELECT ",
-        collector_cols!(),
-        " FROM collectors WHERE tenant_id = $1 AND org_id = $2 ORDER BY created_at, id"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
-    // A payload the reader holds the output of (by digest) is not sent: only its timings are
-    // (see `SnapshotPayload`). A fact without timings is always sent, whole.
-    let facts = of_tenant(concat!(
-        "SELECT collector_id, probe, subject, observed_at, digest, timings,
-                CASE WHEN timings IS NOT NULL AND ",
-        in_list!("digest", "$3"),
-        " THEN NULL ELSE payload END AS payload
-         FROM facts WHERE tenant_id = $1 AND org_id = $2 ORDER BY collector_id, probe, subject"
-    ))
-    .bind(dialect::text_list(known_digests))
-    .fetch_all(&mut *tx)
-    .await?;
-    let findings = of_tenant(concat!(
-        "SELECT ",
-        finding_cols!(),
-        " FROM findings WHERE tenant_id = $1 AND org_id = $2 ORDER BY id"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
-    let streaks = of_tenant(
-        "SELECT fingerprint, fails, passes, updated_at FROM finding_streaks
-         WHERE tenant_id = $1 AND org_id = $2 ORDER BY fingerprint",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let probe_versions =
-        of_tenant("SELECT probe, facts_version FROM probe_versions WHERE tenant_id = $1 AND org_id = $2")
-            .fetch_all(&mut *tx)
-            .await?;
-    // Ended by dropping it: a read-only snapshot ends the same by rollback as by commit, and
-    // sqlx sends the rollback with the connection's check as it returns to the pool, a round
-    // trip fewer than a commit.
-    drop(tx);
-
+    // One statement reads one snapshot of the database, so the facts version matches the facts
+    // and findings read, without a transaction's two extra round trips.
+    let fetched = sqlx::query(snapshot_sql())
+        .bind(scope.tenant_id.0)
+        .bind(scope.org_id.0)
+        .bind(dialect::text_list(known_digests))
+        .fetch_all(pool.read())
+        .await?;
+    let mut versions = None;
+    let (mut collectors, mut facts, mut findings, mut streaks) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut probe_versions = std::collections::BTreeMap::new();
+    for row in &fetched {
+        match row.try_get::<&str, _>("kind")? {
+            "tenant" => versions = Some(row),
+            "collector" => collectors.push(rows::collector_with_version(row, "collector_version")?),
+            "fact" => facts.push(rows::snapshot_fact(row)?),
+            "finding" => findings.push(rows::finding(row)?),
+            "streak" => streaks.push(rows::streak(row)?),
+            "probe" => {
+                probe_versions
+                    .insert(row.try_get::<String, _>("probe")?, row.try_get::<i64, _>("facts_version")?);
+            }
+            other => return Err(StoreError::Corrupt(format!("tenant snapshot: unknown row kind {other}"))),
+        }
+    }
+    let Some(versions) = versions else { return Ok(None) };
+    // The order both backends give, whatever the text collation.
+    collectors.sort_by(|a, b| (a.created_at, a.id.0).cmp(&(b.created_at, b.id.0)));
+    facts.sort_by(|a, b| {
+        (a.collector_id.0, &a.probe, &a.subject).cmp(&(b.collector_id.0, &b.probe, &b.subject))
+    });
+    findings.sort_by_key(|f| f.id.0);
+    streaks.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     Ok(Some(TenantSnapshot {
         scope,
         facts_version: versions.try_get("facts_version")?,
         evaluated_facts_version: versions.try_get("evaluated_facts_version")?,
         rules_version: versions.try_get("rules_version")?,
-        collectors: collectors.iter().map(rows::collector).collect::<Result<_>>()?,
-        facts: facts.iter().map(rows::snapshot_fact).collect::<Result<_>>()?,
-        findings: findings.iter().map(rows::finding).collect::<Result<_>>()?,
-        streaks: streaks.iter().map(rows::streak).collect::<Result<_>>()?,
+        collectors,
+        facts,
+        findings,
+        streaks,
         unknown_rules: to_u32(versions.try_get("unknown_rules")?, "tenants.unknown_rules")?,
-        probe_versions: probe_versions
-            .iter()
-            .map(|row| Ok((row.try_get::<String, _>("probe")?, row.try_get::<i64, _>("facts_version")?)))
-            .collect::<Result<_>>()?,
+        probe_versions,
     }))
+}
+
+/// The columns of the snapshot's rows, and the type a branch that has no such column casts its
+/// NULL to (PostgreSQL types a `UNION`'s columns pair by pair, and two untyped NULLs make text).
+const SNAPSHOT_COLUMNS: &[(&str, &str)] = &[
+    ("kind", "text"),
+    // the tenant
+    ("facts_version", "bigint"),
+    ("evaluated_facts_version", "bigint"),
+    ("unknown_rules", "bigint"),
+    ("rules_version", "bigint"),
+    // a collector (and a finding: id, org_id, tenant_id, status)
+    ("id", "uuid"),
+    ("org_id", "uuid"),
+    ("tenant_id", "uuid"),
+    ("name", "text"),
+    ("status", "text"),
+    ("enrollment_expires_at", "timestamptz"),
+    ("public_key", "bytea"),
+    ("hostname", "text"),
+    ("collector_version", "text"),
+    ("os", "text"),
+    ("push_interval_secs", "bigint"),
+    ("enrolled_at", "timestamptz"),
+    ("last_seen_at", "timestamptz"),
+    ("silent_after", "timestamptz"),
+    ("spool_dropped", "bigint"),
+    ("created_at", "timestamptz"),
+    ("revoked_at", "timestamptz"),
+    // a latest fact (and a finding: collector_id, subject; a probe version: probe)
+    ("collector_id", "uuid"),
+    ("probe", "text"),
+    ("subject", "text"),
+    ("observed_at", "timestamptz"),
+    ("digest", "text"),
+    ("timings", "text"),
+    ("payload", "jsonb"),
+    // a finding (and a streak: fingerprint, updated_at)
+    ("fingerprint", "text"),
+    ("rule_id", "text"),
+    ("severity", "text"),
+    ("title", "text"),
+    ("summary", "text"),
+    ("evidence", "jsonb"),
+    ("opened_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+    ("resolved_at", "timestamptz"),
+    ("reopen_count", "bigint"),
+    ("version", "bigint"),
+    ("acknowledged_at", "timestamptz"),
+    ("acknowledged_by", "text"),
+    ("suppressed_until", "timestamptz"),
+    ("suppression_reason", "text"),
+    ("suppressed_by", "text"),
+    ("message", "jsonb"),
+    ("root_finding_id", "uuid"),
+    ("announced", "boolean"),
+    // a streak
+    ("fails", "bigint"),
+    ("passes", "bigint"),
+];
+
+/// One `SELECT` per kind of row: its kind, the table and condition, and the columns it fills
+/// (`column` or `column = expression`). `$1` is the tenant, `$2` its organisation, `$3` the
+/// digests whose payloads the reader holds (see `SnapshotPayload`: a fact without timings is
+/// always sent whole).
+const SNAPSHOT_BRANCHES: &[(&str, &str, &[&str])] = &[
+    (
+        "tenant",
+        "tenants WHERE id = $1 AND org_id = $2",
+        &["facts_version", "evaluated_facts_version", "unknown_rules", "rules_version"],
+    ),
+    (
+        "collector",
+        "collectors WHERE tenant_id = $1 AND org_id = $2",
+        &[
+            "id",
+            "org_id",
+            "tenant_id",
+            "name",
+            "status",
+            "enrollment_expires_at",
+            "public_key",
+            "hostname",
+            "collector_version = version",
+            "os",
+            "push_interval_secs",
+            "enrolled_at",
+            "last_seen_at",
+            "silent_after",
+            "spool_dropped",
+            "created_at",
+            "revoked_at",
+        ],
+    ),
+    (
+        "fact",
+        "facts WHERE tenant_id = $1 AND org_id = $2",
+        &[
+            "collector_id",
+            "probe",
+            "subject",
+            "observed_at",
+            "digest",
+            "timings",
+            concat!(
+                "payload = CASE WHEN timings IS NOT NULL AND ",
+                in_list!("digest", "$3"),
+                " THEN NULL ELSE payload END"
+            ),
+        ],
+    ),
+    (
+        "finding",
+        "findings WHERE tenant_id = $1 AND org_id = $2",
+        &[
+            "id",
+            "org_id",
+            "tenant_id",
+            "fingerprint",
+            "rule_id",
+            "subject",
+            "severity",
+            "status",
+            "title",
+            "summary",
+            "evidence",
+            "opened_at",
+            "updated_at",
+            "resolved_at",
+            "reopen_count",
+            "version",
+            "collector_id",
+            "acknowledged_at",
+            "acknowledged_by",
+            "suppressed_until",
+            "suppression_reason",
+            "suppressed_by",
+            "message",
+            "root_finding_id",
+            "announced",
+        ],
+    ),
+    (
+        "streak",
+        "finding_streaks WHERE tenant_id = $1 AND org_id = $2",
+        &["fingerprint", "fails", "passes", "updated_at"],
+    ),
+    ("probe", "probe_versions WHERE tenant_id = $1 AND org_id = $2", &["probe", "facts_version"]),
+];
+
+/// The tenant snapshot's statement: a `UNION ALL` of [`SNAPSHOT_BRANCHES`], each naming every
+/// column of [`SNAPSHOT_COLUMNS`] (NULL where it has none), so that the row decoders find their
+/// columns by name.
+fn snapshot_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let branches: Vec<String> = SNAPSHOT_BRANCHES
+            .iter()
+            .map(|(kind, from, filled)| {
+                let columns: Vec<String> = SNAPSHOT_COLUMNS
+                    .iter()
+                    .map(|(column, ty)| {
+                        if *column == "kind" {
+                            return format!("CAST('{kind}' AS text) AS kind");
+                        }
+                        let expression = filled.iter().find_map(|filled| match filled.split_once(" = ") {
+                            Some((name, expression)) if name == *column => Some(expression.to_owned()),
+                            None if filled == column => Some((*column).to_owned()),
+                            _ => None,
+                        });
+                        match expression {
+                            Some(expression) => format!("{expression} AS {column}"),
+                            None => format!("CAST(NULL AS {ty}) AS {column}"),
+                        }
+                    })
+                    .collect();
+                format!("SELECT {} FROM {from}", columns.join(", "))
+            })
+            .collect();
+        branches.join("\nUNION ALL\n")
+    })
 }
 
 pub(super) async fn apply_evaluation(

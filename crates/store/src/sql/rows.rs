@@ -94,6 +94,12 @@ pub(super) fn summary(row: &DbRow) -> Result<TenantSummary> {
 }
 
 pub(super) fn collector(row: &DbRow) -> Result<Collector> {
+    collector_with_version(row, "version")
+}
+
+/// A collector whose version is in the column `version_column` (the tenant snapshot's rows
+/// name it apart from a finding's).
+pub(super) fn collector_with_version(row: &DbRow, version_column: &str) -> Result<Collector> {
     Ok(Collector {
         id: CollectorId(row.try_get("id")?),
         org_id: OrgId(row.try_get("org_id")?),
@@ -103,7 +109,7 @@ pub(super) fn collector(row: &DbRow) -> Result<Collector> {
         enrollment_expires_at: row.try_get("enrollment_expires_at")?,
         public_key: row.try_get("public_key")?,
         hostname: row.try_get("hostname")?,
-        version: row.try_get("version")?,
+        version: row.try_get(version_column)?,
         os: row.try_get("os")?,
         push_interval_secs: to_u32(row.try_get("push_interval_secs")?, "collectors.push_interval_secs")?,
         enrolled_at: row.try_get("enrolled_at")?,
