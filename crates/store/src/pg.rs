@@ -61,6 +61,11 @@ const BACKEND: Backend = Backend::Postgres;
 
 /// Writers lock the rows they change as they go, so a write transaction begins plainly.
 const BEGIN_WRITE: &str = "BEGIN";
+/// A tenant's snapshot is read in one MVCC snapshot, so its versions match the rows read.
+const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+/// The tenant's snapshot is read in one statement: a statement costs a round trip and about
+/// 30 µs of the server's CPU besides its work (BENCHMARKS.md, issue 15).
+const SNAPSHOT_IN_ONE_STATEMENT: bool = true;
 
 /// No index hints: PostgreSQL's planner reads the table's statistics.
 macro_rules! indexed_by {

@@ -97,6 +97,12 @@ const BACKEND: Backend = Backend::Sqlite;
 
 /// Takes the write lock from the first statement on (see the module documentation).
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+/// A deferred transaction reads one WAL snapshot.
+const BEGIN_SNAPSHOT: &str = "BEGIN";
+/// The tenant's snapshot is read by six statements in a read transaction: in process a statement
+/// costs little, and the one-statement form's wide rows made the embedded product 7% slower
+/// (BENCHMARKS.md, issue 15).
+const SNAPSHOT_IN_ONE_STATEMENT: bool = false;
 
 /// Names the index a query must read: SQLite's planner has no statistics (no `ANALYZE`), so it
 /// takes an equality on an indexed column over a narrow range on another index, even when the

@@ -4,7 +4,9 @@
 //! copy takes from its backend, named `dialect` here, what the two dialects say differently:
 //!
 //! - `Db`, `BackendStore` and `BACKEND`: the sqlx database, the store type and its name;
-//! - `BEGIN_WRITE`: how a write transaction begins;
+//! - `BEGIN_WRITE` and `BEGIN_SNAPSHOT`: how a write transaction and a consistent read begin;
+//! - `SNAPSHOT_IN_ONE_STATEMENT`: whether a tenant's snapshot is one statement or a read
+//!   transaction of six (see `evaluation`);
 //! - `row_lock!(for_update | for_share | for_no_key_update | skip_locked "table")`: the clause
 //!   that locks the rows a `SELECT` reads (PostgreSQL's; empty on SQLite, whose write
 //!   transactions run one at a time);
@@ -61,7 +63,7 @@ mod prelude {
 
     pub(super) use super::audit::{NewAuditEntry, insert_audit};
     pub(super) use super::findings::{NewEvent, insert_event};
-    pub(super) use super::{DbPool, DbRow, Tx, dialect, evaluation_write_tx, rows, write_tx};
+    pub(super) use super::{DbPool, DbRow, Tx, dialect, evaluation_write_tx, read_snapshot, rows, write_tx};
     pub(super) use crate::convert::{lease_until, micros, parse_enum, saturating_i64, to_u32, to_u64};
     pub(super) use crate::ingest_plan::ApplyStart;
     pub(super) use crate::*;
@@ -140,6 +142,11 @@ async fn evaluation_write_tx(pool: &DbPool) -> Result<(Tx, Option<tokio::sync::S
         None => None,
     };
     Ok((write_tx(pool).await?, turn))
+}
+
+/// A read-only transaction whose reads all see one snapshot.
+async fn read_snapshot(pool: &DbPool) -> Result<Tx> {
+    Ok(pool.read().begin_with(dialect::BEGIN_SNAPSHOT).await?)
 }
 
 /// Implements a storage trait for this backend's store: `$item`s as written, and each
