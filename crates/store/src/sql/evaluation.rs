@@ -52,7 +52,7 @@ async fn snapshot_in_one_statement(
     }
     let Some(versions) = versions else { return Ok(None) };
     // The order both backends give, whatever the text collation.
-    collectors.sort_by(|a, b| (a.created_at, a.id.0).cmp(&(b.created_at, b.id.0)));
+    collectors.sort_by_key(|c| (c.created_at, c.id.0));
     facts.sort_by(|a, b| {
         (a.collector_id.0, &a.probe, &a.subject).cmp(&(b.collector_id.0, &b.probe, &b.subject))
     });
