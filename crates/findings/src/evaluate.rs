@@ -133,38 +133,41 @@ pub async fn evaluate_tenant(
     evaluate_with(store, damping, scope, message_id, now, skip_if_evaluated).await
 }
 
-/// Keeps, beside each finding the evaluation opens or changes, the rule's message (key and
-/// arguments), so the API can render the summary in the caller's language. Findings the
-/// evaluation leaves alone keep the message they have.
+/// Gives each finding the evaluation opens or changes the rule's message (key and arguments),
+/// so the API can render the summary in the caller's language. Findings the evaluation leaves
+/// alone keep the message they have.
 fn attach_messages(
     changes: &mut EvaluationChanges,
     snapshot: &TenantSnapshot,
     evaluations: &[wbd_rules::Evaluation],
 ) {
-    let mut changed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    for change in &changes.findings {
-        let id = match change {
-            FindingChange::Open { fingerprint, .. } => {
-                changed.insert(fingerprint.clone());
-                continue;
+    if changes.findings.is_empty() {
+        return;
+    }
+    let failing: std::collections::HashMap<String, &wbd_rules::Message> = evaluations
+        .iter()
+        .filter_map(|evaluation| match &evaluation.outcome {
+            wbd_rules::Outcome::Fail { message, .. } => {
+                Some((fingerprint(&evaluation.rule_id, &evaluation.subject), message))
             }
-            FindingChange::Reopen { id, .. }
-            | FindingChange::Reannounce { id, .. }
-            | FindingChange::Update { id, .. } => id,
+            _ => None,
+        })
+        .collect();
+    for change in &mut changes.findings {
+        let (key, slot) = match change {
+            FindingChange::Open { fingerprint, message, .. } => (Some(fingerprint.as_str()), message),
+            FindingChange::Reopen { id, message, .. }
+            | FindingChange::Reannounce { id, message, .. }
+            | FindingChange::Update { id, message, .. } => {
+                let id = *id;
+                (snapshot.findings.iter().find(|f| f.id == id).map(|f| f.fingerprint.as_str()), message)
+            }
             FindingChange::Resolve { .. } => continue,
         };
-        if let Some(finding) = snapshot.findings.iter().find(|f| f.id == *id) {
-            changed.insert(finding.fingerprint.clone());
-        }
-    }
-    for evaluation in evaluations {
-        if let wbd_rules::Outcome::Fail { message, .. } = &evaluation.outcome {
-            let key = fingerprint(&evaluation.rule_id, &evaluation.subject);
-            if changed.contains(&key)
-                && let Ok(value) = serde_json::to_value(message)
-            {
-                changes.messages.insert(key, value);
-            }
+        if let Some(found) = key.and_then(|key| failing.get(key))
+            && let Ok(value) = serde_json::to_value(found)
+        {
+            *slot = Some(value);
         }
     }
 }
@@ -779,6 +782,7 @@ mod tests {
                 severity: Severity::Low,
                 summary: String::new(),
                 evidence: json!({}),
+                message: None,
             },
             FindingChange::Reopen {
                 id: FindingId(Uuid::from_u128(3)),
@@ -786,6 +790,7 @@ mod tests {
                 severity: Severity::Low,
                 summary: String::new(),
                 evidence: json!({}),
+                message: None,
             },
         ];
         let counts = ChangeCounts::of(&changes);

@@ -296,9 +296,8 @@ pub fn plan_changes(
         findings: plan.findings.into_values().collect(),
         streaks: plan.streaks.into_values().collect(),
         unknown_rules: (unknown_rules != snapshot.unknown_rules).then_some(unknown_rules),
+        // The changes' messages are filled in by the evaluator (`evaluate::attach_messages`).
         groups,
-        // Filled in by the evaluator from the rules' messages (`evaluate::attach_messages`).
-        messages: BTreeMap::new(),
         // Filled in by the evaluator from its span.
         traceparent: None,
     }
@@ -398,6 +397,7 @@ impl Step<'_> {
                         severity,
                         summary: summary.to_owned(),
                         evidence: evidence.clone(),
+                        message: None,
                     })
                 })
             }
@@ -417,6 +417,7 @@ impl Step<'_> {
                         severity,
                         summary: summary.clone(),
                         evidence: evidence.clone(),
+                        message: None,
                     },
                     None => FindingChange::Open {
                         fingerprint: self.key.clone(),
@@ -427,6 +428,7 @@ impl Step<'_> {
                         title: self.evaluation.title.to_string(),
                         summary: summary.clone(),
                         evidence: evidence.clone(),
+                        message: None,
                     },
                 })
             }
@@ -512,6 +514,7 @@ fn reannounce_if_expired(
         severity,
         summary: summary.to_owned(),
         evidence: evidence.clone(),
+        message: None,
     })
 }
 

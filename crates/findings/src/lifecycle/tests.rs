@@ -219,6 +219,7 @@ fn new_failure_opens_a_finding_resting_on_its_collector() {
             title: "Writeback endpoint is reachable".to_owned(),
             summary: "blocked".to_owned(),
             evidence: json!({"host": "h"}),
+            message: None,
         }])
     );
 }
@@ -238,6 +239,7 @@ fn failure_of_a_resolved_finding_reopens_it() {
             severity: Severity::High,
             summary: "blocked again".to_owned(),
             evidence: json!({"host": "h"}),
+            message: None,
         }]
     );
 }
@@ -258,6 +260,7 @@ fn an_unchanged_failure_changes_nothing_and_a_changed_one_updates_whatever_the_s
                 severity: Severity::Critical,
                 summary: "blocked at TLS".to_owned(),
                 evidence: json!({"host": "h"}),
+                message: None,
             }],
             "{status:?}"
         );
@@ -569,6 +572,7 @@ fn an_expired_suppression_is_announced_again_while_the_problem_is_there() {
         severity: Severity::Critical,
         summary: summary.to_owned(),
         evidence: json!({"host": "h"}),
+        message: None,
     };
     let snap = snapshot(vec![expired.clone()], vec![]);
     let failing = fail("endpoint-reachable", &subject, RuleSeverity::Critical, "still blocked");

@@ -295,10 +295,6 @@ pub struct EvaluationChanges {
     pub streaks: Vec<StreakChange>,
     /// The tenant's new count of undecided rules; `None` when it did not change.
     pub unknown_rules: Option<u32>,
-    /// The rule's message (`wbd_rules::Message`: text key and arguments) by fingerprint, for the
-    /// findings this evaluation opens or changes: the API renders summaries from it in the
-    /// caller's language.
-    pub messages: std::collections::BTreeMap<String, serde_json::Value>,
     /// Root causes (the rule pack's `explained_by`) of the tenant's active findings, where this
     /// evaluation changes them; applied after `findings`.
     pub groups: Vec<GroupChange>,
@@ -332,6 +328,9 @@ pub enum FindingChange {
         title: String,
         summary: String,
         evidence: serde_json::Value,
+        /// The rule's message (`wbd_rules::Message`: text key and arguments), from which the
+        /// API renders the summary in the caller's language; `None` keeps the one stored.
+        message: Option<serde_json::Value>,
     },
     /// A resolved finding failing again.
     Reopen {
@@ -340,6 +339,7 @@ pub enum FindingChange {
         severity: Severity,
         summary: String,
         evidence: serde_json::Value,
+        message: Option<serde_json::Value>,
     },
     /// A suppressed finding whose suppression ran out while it still fails: open again.
     Reannounce {
@@ -348,6 +348,7 @@ pub enum FindingChange {
         severity: Severity,
         summary: String,
         evidence: serde_json::Value,
+        message: Option<serde_json::Value>,
     },
     /// An open, acknowledged or suppressed finding whose severity, summary or evidence changed.
     Update {
@@ -356,6 +357,7 @@ pub enum FindingChange {
         severity: Severity,
         summary: String,
         evidence: serde_json::Value,
+        message: Option<serde_json::Value>,
     },
     /// An open, acknowledged or suppressed finding that passes now (or is no longer observed).
     Resolve { id: FindingId, expected_version: i64, summary: String },

@@ -344,7 +344,6 @@ pub(super) async fn apply_evaluation(
     if changes.findings.is_empty()
         && changes.groups.is_empty()
         && changes.streaks.is_empty()
-        && changes.messages.is_empty()
         && let Some(start) =
             dialect::apply_alone(pool, scope, message_id, facts_version, changes.unknown_rules, now).await?
     {
@@ -375,10 +374,15 @@ pub(super) async fn apply_evaluation(
         }
     }
 
+    // Whether a finding that (re)opens is announced on its own depends on its root cause. With
+    // no grouping in this evaluation its root stays as it is, and the change itself sets it (an
+    // opened finding has none: the column's default holds); otherwise it is set once the
+    // grouping is applied.
+    let announce_in_change = changes.groups.is_empty();
     // Events are written after the grouping, so that each says whether its finding stands alone.
     let mut events = Vec::with_capacity(changes.findings.len());
     for change in &changes.findings {
-        match apply_change(&mut tx, scope, change, now).await? {
+        match apply_change(&mut tx, scope, change, announce_in_change, now).await? {
             Some(event) => events.push(event),
             None => {
                 tx.rollback().await?;
@@ -392,10 +396,12 @@ pub(super) async fn apply_evaluation(
         }
     }
     for (finding_id, kind, severity, summary) in &events {
-        if matches!(
-            kind,
-            FindingEventKind::Opened | FindingEventKind::Reopened | FindingEventKind::SuppressionExpired
-        ) {
+        if !announce_in_change
+            && matches!(
+                kind,
+                FindingEventKind::Opened | FindingEventKind::Reopened | FindingEventKind::SuppressionExpired
+            )
+        {
             // Announced on its own unless it (re)opens under a root cause.
             sqlx::query("UPDATE findings SET announced = (root_finding_id IS NULL) WHERE id = $1")
                 .bind(finding_id)
@@ -419,17 +425,6 @@ pub(super) async fn apply_evaluation(
             return Ok(ApplyOutcome::Conflict);
         }
     }
-    for (fingerprint, message) in &changes.messages {
-        sqlx::query(
-            "UPDATE findings SET message = $4 WHERE org_id = $1 AND tenant_id = $2 AND fingerprint = $3",
-        )
-        .bind(scope.org_id.0)
-        .bind(scope.tenant_id.0)
-        .bind(fingerprint)
-        .bind(Json(message))
-        .execute(&mut *tx)
-        .await?;
-    }
     tx.commit().await?;
     Ok(ApplyOutcome::Applied)
 }
@@ -437,13 +432,15 @@ pub(super) async fn apply_evaluation(
 /// The event a change makes, written once the evaluation's grouping is applied.
 type PendingEvent<'a> = (Uuid, FindingEventKind, Severity, &'a str);
 
-/// Applies one change inside the evaluation transaction and returns the event it makes; `None`
-/// means a guard failed (the finding moved since the snapshot, or an `Open` found the
-/// fingerprint taken).
+/// Applies one change inside the evaluation transaction, with its message, and returns the event
+/// it makes; `None` means a guard failed (the finding moved since the snapshot, or an `Open`
+/// found the fingerprint taken). With `announce`, a finding that reopens is marked announced on
+/// its own unless it has a root cause (see [`apply_evaluation`]).
 async fn apply_change<'a>(
     tx: &mut Tx,
     scope: TenantScope,
     change: &'a FindingChange,
+    announce: bool,
     now: DateTime<Utc>,
 ) -> Result<Option<PendingEvent<'a>>> {
     let event: PendingEvent<'a> = match change {
@@ -456,13 +453,14 @@ async fn apply_change<'a>(
             title,
             summary,
             evidence,
+            message,
         } => {
             let id = FindingId::new();
             let inserted = sqlx::query(
                 "INSERT INTO findings (id, org_id, tenant_id, fingerprint, rule_id, subject, severity, status,
                                        title, summary, evidence, opened_at, updated_at, resolved_at,
-                                       reopen_count, version, collector_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11, $11, NULL, 0, 1, $12)
+                                       reopen_count, version, collector_id, message)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11, $11, NULL, 0, 1, $12, $13)
                  ON CONFLICT (tenant_id, fingerprint) DO NOTHING",
             )
             .bind(id.0)
@@ -477,6 +475,7 @@ async fn apply_change<'a>(
             .bind(evidence)
             .bind(now)
             .bind(collector_id.map(|c| c.0))
+            .bind(message.as_ref().map(Json))
             .execute(&mut **tx)
             .await?;
             if inserted.rows_affected() == 0 {
@@ -486,14 +485,16 @@ async fn apply_change<'a>(
         }
         // These three bind the same values; they differ in the status they expect and in what
         // else they reset.
-        FindingChange::Reopen { id, expected_version, severity, summary, evidence }
-        | FindingChange::Reannounce { id, expected_version, severity, summary, evidence }
-        | FindingChange::Update { id, expected_version, severity, summary, evidence } => {
+        FindingChange::Reopen { id, expected_version, severity, summary, evidence, message }
+        | FindingChange::Reannounce { id, expected_version, severity, summary, evidence, message }
+        | FindingChange::Update { id, expected_version, severity, summary, evidence, message } => {
             let (sql, kind) = match change {
                 FindingChange::Reopen { .. } => (
                     "UPDATE findings
                      SET status = 'open', severity = $5, summary = $6, evidence = $7, updated_at = $8,
-                         resolved_at = NULL, reopen_count = reopen_count + 1, version = version + 1
+                         resolved_at = NULL, reopen_count = reopen_count + 1, version = version + 1,
+                         message = COALESCE($9, message),
+                         announced = CASE WHEN $10 THEN root_finding_id IS NULL ELSE announced END
                      WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'resolved'",
                     FindingEventKind::Reopened,
                 ),
@@ -501,18 +502,21 @@ async fn apply_change<'a>(
                     "UPDATE findings
                      SET status = 'open', severity = $5, summary = $6, evidence = $7, updated_at = $8,
                          suppressed_until = NULL, suppression_reason = NULL, suppressed_by = NULL,
-                         acknowledged_at = NULL, acknowledged_by = NULL, version = version + 1
+                         acknowledged_at = NULL, acknowledged_by = NULL, version = version + 1,
+                         message = COALESCE($9, message),
+                         announced = CASE WHEN $10 THEN root_finding_id IS NULL ELSE announced END
                      WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status = 'suppressed'",
                     FindingEventKind::SuppressionExpired,
                 ),
                 _ => (
                     "UPDATE findings
-                     SET severity = $5, summary = $6, evidence = $7, updated_at = $8, version = version + 1
+                     SET severity = $5, summary = $6, evidence = $7, updated_at = $8, version = version + 1,
+                         message = COALESCE($9, message)
                      WHERE id = $1 AND org_id = $2 AND tenant_id = $3 AND version = $4 AND status <> 'resolved'",
                     FindingEventKind::Updated,
                 ),
             };
-            let updated = sqlx::query(sql)
+            let query = sqlx::query(sql)
                 .bind(id.0)
                 .bind(scope.org_id.0)
                 .bind(scope.tenant_id.0)
@@ -521,8 +525,10 @@ async fn apply_change<'a>(
                 .bind(summary)
                 .bind(evidence)
                 .bind(now)
-                .execute(&mut **tx)
-                .await?;
+                .bind(message.as_ref().map(Json));
+            // An update leaves the finding's announcement alone: it does not (re)open.
+            let query = if kind == FindingEventKind::Updated { query } else { query.bind(announce) };
+            let updated = query.execute(&mut **tx).await?;
             if updated.rows_affected() == 0 {
                 return Ok(None);
             }

@@ -28,14 +28,12 @@ contract_test! {
         let site = site_with_facts(store).await?;
         let scope = site.scope;
 
+        let mut opening = open("relay:tcp", Severity::High);
+        if let FindingChange::Open { message, .. } = &mut opening {
+            *message = Some(json!({ "key": "relay.blocked", "args": { "port": 443 } }));
+        }
         let opened = store
-            .apply_evaluation(
-                scope,
-                Some(Uuid::now_v7()),
-                1,
-                &only_findings([open("relay:tcp", Severity::High)]),
-                at(20),
-            )
+            .apply_evaluation(scope, Some(Uuid::now_v7()), 1, &only_findings([opening]), at(20))
             .await?;
         assert_eq!(opened, ApplyOutcome::Applied);
         let snapshot = store.load_tenant_snapshot(scope, &[]).await?.expect("tenant");
@@ -51,6 +49,8 @@ contract_test! {
         );
         assert_eq!((f.opened_at, f.updated_at, f.resolved_at), (at(20), at(20), None));
         assert_eq!(f.evidence, json!({ "fingerprint": "relay:tcp" }));
+        // The message the summary is rendered from, in the caller's language, is the rule's.
+        assert_eq!(f.message, Some(json!({ "key": "relay.blocked", "args": { "port": 443 } })));
 
         let update = FindingChange::Update {
             id: f.id,
@@ -58,6 +58,7 @@ contract_test! {
             severity: Severity::Critical,
             summary: "worse".into(),
             evidence: json!({ "idle_secs": 30 }),
+            message: Some(json!({ "key": "relay.idle_cut" })),
         };
         assert_eq!(
             store.apply_evaluation(scope, None, 1, &only_findings([update]), at(30)).await?,
@@ -69,6 +70,7 @@ contract_test! {
             (Severity::Critical, "worse", 2, at(30))
         );
         assert_eq!(f.evidence, json!({ "idle_secs": 30 }));
+        assert_eq!(f.message, Some(json!({ "key": "relay.idle_cut" })));
 
         let resolve = FindingChange::Resolve { id: f.id, expected_version: 2, summary: "passes now".into() };
         assert_eq!(
@@ -84,6 +86,7 @@ contract_test! {
             severity: Severity::Medium,
             summary: "again".into(),
             evidence: json!({}),
+            message: None,
         };
         assert_eq!(
             store.apply_evaluation(scope, None, 1, &only_findings([reopen]), at(50)).await?,
@@ -92,6 +95,8 @@ contract_test! {
         let f = finding(store, &site, f.id).await?;
         assert_eq!((f.status, f.resolved_at, f.reopen_count, f.version), (FindingStatus::Open, None, 1, 4));
         assert_eq!((f.opened_at, f.updated_at, f.severity), (at(20), at(50), Severity::Medium));
+        // A change without a message keeps the one stored.
+        assert_eq!(f.message, Some(json!({ "key": "relay.idle_cut" })));
 
         let events = store.list_finding_events(site.org, f.id).await?;
         let seen: Vec<_> = events.iter().map(|e| (e.kind, e.at, e.severity, e.summary.as_str())).collect();
@@ -295,6 +300,7 @@ contract_test! {
             severity: Severity::Low,
             summary: "x".into(),
             evidence: json!({}),
+            message: None,
         };
         assert_eq!(
             store.apply_evaluation(site.scope, None, 1, &only_findings([update_resolved]), at(34)).await?,
@@ -383,8 +389,11 @@ contract_test! {
         let acme = crate::fixtures::org(store, "Acme MSP").await?;
         let contoso = crate::fixtures::tenant(store, acme, "Contoso").await?;
         let message = serde_json::json!({ "key": "endpoint-reachable.tcp", "args": { "port": 443 } });
-        let mut changes = only_findings([open("relay:443", Severity::Critical)]);
-        changes.messages.insert("relay:443".into(), message.clone());
+        let mut opening = open("relay:443", Severity::Critical);
+        if let FindingChange::Open { message: slot, .. } = &mut opening {
+            *slot = Some(message.clone());
+        }
+        let changes = only_findings([opening]);
         let version = facts_version(store, contoso).await?;
         assert_eq!(
             store.apply_evaluation(contoso, None, version, &changes, at(1)).await?,

@@ -120,6 +120,7 @@ pub fn open(fingerprint: &str, severity: Severity) -> FindingChange {
         title: format!("{fingerprint} fails"),
         summary: format!("{fingerprint} is broken"),
         evidence: json!({ "fingerprint": fingerprint }),
+        message: None,
     }
 }
 

@@ -172,6 +172,7 @@ contract_test! {
             severity: Severity::Critical,
             summary: "still broken".into(),
             evidence: json!({ "still": true }),
+            message: None,
         };
         assert_eq!(
             store
@@ -255,7 +256,6 @@ contract_test! {
                 findings: vec![resolve.clone()],
                 streaks: vec![stale.clone()],
                 unknown_rules: None,
-                messages: Default::default(),
                 groups: Vec::new(),
                 traceparent: None,
             };
@@ -512,6 +512,69 @@ contract_test! {
         );
         let summary = store.get_tenant_summary(site.scope, at(50)).await?.unwrap();
         assert_eq!((summary.open_high, summary.open_medium, summary.consequences), (1, 1, 0));
+        Ok(())
+    }
+}
+
+fn reopen(finding: &Finding, expected_version: i64) -> FindingChange {
+    FindingChange::Reopen {
+        id: finding.id,
+        expected_version,
+        severity: finding.severity,
+        summary: "fails again".into(),
+        evidence: json!({}),
+        message: None,
+    }
+}
+
+contract_test! {
+    async fn a_finding_that_reopens_is_announced_on_its_own_unless_its_root_still_stands(store) {
+        let site = enrolled_site(store, "Acme MSP").await?;
+        store.ingest_batch(site.scope, &batch(site.collector.id, vec![result("graph", "tenant", 10, "a")], 10)).await?;
+        let version = facts_version(store, site.scope).await?;
+        let changes = EvaluationChanges {
+            groups: vec![group("capable:tenant", Some("sspr:tenant")), group("sync:tenant", Some("sspr:tenant"))],
+            ..only_findings([
+                open("sspr:tenant", Severity::High),
+                open("capable:tenant", Severity::Medium),
+                open("sync:tenant", Severity::Medium),
+            ])
+        };
+        assert_eq!(store.apply_evaluation(site.scope, None, version, &changes, at(20)).await?, ApplyOutcome::Applied);
+        let snapshot = store.load_tenant_snapshot(site.scope, &[]).await?.unwrap();
+        let find = |fp: &str| snapshot.findings.iter().find(|f| f.fingerprint == fp).cloned().unwrap();
+        let (root, capable, sync) = (find("sspr:tenant"), find("capable:tenant"), find("sync:tenant"));
+        assert_eq!((capable.announced, sync.announced), (false, false));
+
+        // Both pass; `sync` also leaves its root while resolved (nothing to announce then).
+        let resolve = |f: &Finding| FindingChange::Resolve { id: f.id, expected_version: f.version, summary: "passes".into() };
+        let changes = EvaluationChanges {
+            groups: vec![group("sync:tenant", None)],
+            ..only_findings([resolve(&capable), resolve(&sync)])
+        };
+        assert_eq!(store.apply_evaluation(site.scope, None, version, &changes, at(30)).await?, ApplyOutcome::Applied);
+
+        // Both fail again, in an evaluation that groups nothing: the one under its root stays
+        // quiet; the one alone is announced, and its event goes out.
+        let changes = only_findings([reopen(&capable, capable.version + 1), reopen(&sync, sync.version + 1)]);
+        assert_eq!(store.apply_evaluation(site.scope, None, version, &changes, at(40)).await?, ApplyOutcome::Applied);
+        let capable = store.get_finding(site.org, capable.id).await?.unwrap();
+        let sync = store.get_finding(site.org, sync.id).await?.unwrap();
+        assert_eq!(
+            (capable.status, capable.root_finding_id, capable.announced),
+            (FindingStatus::Open, Some(root.id), false)
+        );
+        assert_eq!((sync.status, sync.root_finding_id, sync.announced), (FindingStatus::Open, None, true));
+        let last_event = |events: Vec<FindingEvent>| {
+            let last = events.last().cloned().unwrap();
+            (last.kind, last.root_finding_id)
+        };
+        assert_eq!(
+            last_event(store.list_finding_events(site.org, capable.id).await?),
+            (FindingEventKind::Reopened, Some(root.id)),
+            "held back: its root's ticket stands for it"
+        );
+        assert_eq!(last_event(store.list_finding_events(site.org, sync.id).await?), (FindingEventKind::Reopened, None));
         Ok(())
     }
 }
