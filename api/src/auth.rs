@@ -121,7 +121,8 @@ impl PushCredential {
     /// The token's last checks, once the body is read: it was signed for this body (its
     /// [`wbd_wire::body_sha256`]), and it is used for the first time, across every API process.
     /// A replay is `401 token_replayed`; the collector signs a fresh token for every request,
-    /// retries included, so it never sends one.
+    /// retries included, so it never sends one. A first use counts against the collector's rate
+    /// limit (`429 rate_limited` beyond it).
     pub async fn spend(&self, state: &AppState, body_sha256: &str, now: DateTime<Utc>) -> ApiResult<()> {
         let invalid = |why: &str| ApiError::new(ErrorCode::InvalidToken, why.to_owned());
         match self.body_sha256.as_deref() {
@@ -131,7 +132,11 @@ impl PushCredential {
             }
             Some(_) => {}
         }
-        if state.store.use_push_token(self.collector.id, self.jti, self.expires_at, now).await? {
+        if state
+            .rate_limits
+            .use_push_token(state.store.as_ref(), self.collector.id, self.jti, self.expires_at, now)
+            .await?
+        {
             Ok(())
         } else {
             Err(ApiError::new(ErrorCode::TokenReplayed, "each push token is accepted once; sign a new one"))

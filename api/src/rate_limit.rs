@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use actix_web::HttpRequest;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 use wbd_notify::ssrf::IpNet;
 use wbd_platform::settings::RateLimitSettings;
-use wbd_store::{Backend, CollectorId, OrgId, RateDecision, RateLimit, Store};
+use wbd_store::{Backend, CollectorId, OrgId, PushTokenUse, RateDecision, RateLimit, Store};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -125,6 +126,38 @@ impl RateLimiter {
             Some(store) => store.take_rate_limit(&bucket, limit, now).await?,
             None => self.take_local(&bucket, limit, now.timestamp_micros()),
         };
+        Self::decided(subject, &bucket, decision)
+    }
+
+    /// Records a push token's use (see [`Store::use_push_token`]) and counts the push against
+    /// its collector's limit: `Ok(false)` for a replay, which counts nothing; `429 rate_limited`
+    /// beyond the limit. On PostgreSQL the two are one statement.
+    pub async fn use_push_token(
+        &self,
+        store: &dyn Store,
+        collector: CollectorId,
+        jti: Uuid,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> ApiResult<bool> {
+        let subject = Subject::Collector(collector);
+        if let (Some(shared), Some(limit)) = (&self.shared, subject.limit(&self.settings)) {
+            let bucket = subject.bucket();
+            return match shared
+                .use_push_token_counted(collector, jti, expires_at, &bucket, limit, now)
+                .await?
+            {
+                PushTokenUse::Replayed => Ok(false),
+                PushTokenUse::Used(decision) => Self::decided(subject, &bucket, decision).map(|()| true),
+            };
+        }
+        if !store.use_push_token(collector, jti, expires_at, now).await? {
+            return Ok(false);
+        }
+        self.check(subject, now).await.map(|()| true)
+    }
+
+    fn decided(subject: Subject<'_>, bucket: &str, decision: RateDecision) -> ApiResult<()> {
         match decision {
             RateDecision::Allowed => Ok(()),
             RateDecision::Refused { retry_after } => {

@@ -157,16 +157,7 @@ async fn a_collector_pushing_too_often_is_told_to_wait_and_its_batch_is_not_stor
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set WBD_TEST_DATABASE_URL and run with -- --include-ignored"]
 async fn on_postgresql_every_api_process_shares_each_limit() {
-    let admin_url = std::env::var("WBD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .expect("WBD_TEST_DATABASE_URL is not set: this test needs PostgreSQL");
-    let db_name = format!("wbd_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("WBD_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await.unwrap();
-    let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').expect("a database in the URL").0);
+    let (mut admin, db_name, db_url) = fresh_database().await;
 
     let on_postgres = |s: &mut wbd_platform::Settings| {
         s.database.url = db_url.clone();
@@ -183,8 +174,63 @@ async fn on_postgresql_every_api_process_shares_each_limit() {
 
     one.shutdown().await;
     two.shutdown().await;
+    drop_database(&mut admin, &db_name).await;
+}
+
+/// Two API processes on one PostgreSQL database: a collector's pushes count wherever they land
+/// (its push token and its limit are taken in one statement there).
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set WBD_TEST_DATABASE_URL and run with -- --include-ignored"]
+async fn on_postgresql_a_collectors_pushes_count_in_every_api_process() {
+    let (mut admin, db_name, db_url) = fresh_database().await;
+    let on_postgres = |s: &mut wbd_platform::Settings| {
+        s.database.url = db_url.clone();
+        s.worker.embedded = Some(false);
+        s.delivery.enabled = false;
+        s.rate_limits.ingest_per_collector = 2;
+    };
+    let (one, two) = (spawn_app_with(on_postgres).await, spawn_app_with(on_postgres).await);
+    let org = one.bootstrap_org("Acme MSP").await;
+    let (tenant, collector) = one.tenant_with_collector(&org).await;
+    for (app, port) in [(&one, 443), (&two, 444)] {
+        let res = collector.push(app, &batch(vec![healthy_endpoint("a.example", port)])).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+    }
+    rate_limited(collector.push(&one, &batch(vec![healthy_endpoint("a.example", 445)])).await, 30).await;
+    rate_limited(collector.push(&two, &batch(vec![healthy_endpoint("a.example", 446)])).await, 30).await;
+    let scope = TenantScope { org_id: OrgId(org.id), tenant_id: TenantId(tenant) };
+    let subjects: Vec<String> =
+        one.store.list_facts(scope).await.unwrap().into_iter().map(|f| f.subject).collect();
+    assert!(subjects.iter().any(|s| s == "a.example:444"), "{subjects:?}");
+    assert!(
+        !subjects.iter().any(|s| s.ends_with(":445") || s.ends_with(":446")),
+        "refused batches were stored: {subjects:?}"
+    );
+
+    one.shutdown().await;
+    two.shutdown().await;
+    drop_database(&mut admin, &db_name).await;
+}
+
+/// A database of its own on `WBD_TEST_DATABASE_URL`'s server: the admin connection, its name
+/// and its URL.
+async fn fresh_database() -> (sqlx::PgConnection, String, String) {
+    let admin_url = std::env::var("WBD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .expect("WBD_TEST_DATABASE_URL is not set: this test needs PostgreSQL");
+    let db_name = format!("wbd_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("WBD_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await.unwrap();
+    let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').expect("a database in the URL").0);
+    (admin, db_name, db_url)
+}
+
+async fn drop_database(admin: &mut sqlx::PgConnection, db_name: &str) {
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)")))
-        .execute(&mut admin)
+        .execute(admin)
         .await
         .unwrap();
 }

@@ -55,7 +55,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use delivery_model::*;
-pub use rate_limit::{RateDecision, RateLimit};
+pub use rate_limit::{PushTokenUse, RateDecision, RateLimit};
 
 /// The rule id of the finding that says an integration was switched off (raised by the
 /// delivery engine, not by the rule pack; the evaluator leaves it alone).
@@ -374,6 +374,18 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool>;
+
+    /// [`Store::use_push_token`], and for a first use [`Store::take_rate_limit`] of `limit` for
+    /// `bucket` (the collector's): one statement on PostgreSQL. A replay counts nothing.
+    async fn use_push_token_counted(
+        &self,
+        id: CollectorId,
+        jti: Uuid,
+        expires_at: DateTime<Utc>,
+        bucket: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+    ) -> Result<PushTokenUse>;
 
     /// Takes one request of `limit` for `bucket` (e.g. `org:<id>`) at `now`: allowed, or refused
     /// with how long to wait. Shared by every process on the same database; a refusal changes

@@ -22,7 +22,7 @@ use sqlx::types::Json;
 
 use crate::delivery_model::AttemptRow;
 use crate::ingest_plan::{ApplyStart, BatchRecorded, IngestWrite, IngestWritten};
-use crate::{Backend, BatchWrite, CollectorId, Result, TenantScope};
+use crate::{Backend, BatchWrite, CollectorId, PushTokenUse, RateDecision, RateLimit, Result, TenantScope};
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -311,6 +311,61 @@ async fn use_push_token(
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A push token's use and, for its first use, one request of the collector's rate limit, in one
+/// statement (the two statements of [`use_push_token`] and `take_rate_limit`, one commit): a
+/// replay counts nothing, a refusal writes no limit. The limit's `tat` as the statement found
+/// it says how long a refused push waits.
+async fn use_push_token_counted(
+    pool: &sqlx::PgPool,
+    id: CollectorId,
+    jti: Uuid,
+    expires_at: DateTime<Utc>,
+    bucket: &str,
+    limit: RateLimit,
+    now: DateTime<Utc>,
+) -> Result<Option<PushTokenUse>> {
+    let now_micros = now.timestamp_micros();
+    let row = sqlx::query(
+        "WITH forgotten AS (
+             DELETE FROM push_token_uses WHERE collector_id = $1 AND expires_at < $4 AND jti <> $2
+         ), used AS (
+             INSERT INTO push_token_uses (collector_id, jti, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (collector_id, jti) DO NOTHING
+             RETURNING 1
+         ), taken AS (
+             INSERT INTO rate_limits (bucket, tat) SELECT $5, $6 + $7 FROM used
+             ON CONFLICT (bucket) DO UPDATE
+                SET tat = (CASE WHEN rate_limits.tat > $6 THEN rate_limits.tat ELSE $6 END) + $7
+              WHERE (CASE WHEN rate_limits.tat > $6 THEN rate_limits.tat ELSE $6 END) + $7 <= $6 + $8
+             RETURNING 1
+         )
+         SELECT EXISTS (SELECT 1 FROM used) AS used, EXISTS (SELECT 1 FROM taken) AS taken,
+                (SELECT tat FROM rate_limits WHERE bucket = $5) AS tat",
+    )
+    .bind(id.0)
+    .bind(jti)
+    .bind(expires_at)
+    .bind(now)
+    .bind(bucket)
+    .bind(now_micros)
+    .bind(limit.interval_micros())
+    .bind(limit.period_micros())
+    .fetch_one(pool)
+    .await?;
+    if !row.try_get::<bool, _>("used")? {
+        return Ok(Some(PushTokenUse::Replayed));
+    }
+    if row.try_get::<bool, _>("taken")? {
+        return Ok(Some(PushTokenUse::Used(RateDecision::Allowed)));
+    }
+    let retry_after = match limit.take(row.try_get("tat")?, now_micros) {
+        // Another process took the allowance between the two reads; the next push finds out.
+        Ok(_) => std::time::Duration::ZERO,
+        Err(wait) => wait,
+    };
+    Ok(Some(PushTokenUse::Used(RateDecision::Refused { retry_after })))
 }
 
 /// Starts applying an evaluation, in one statement: moves the tenant's evaluated version if its

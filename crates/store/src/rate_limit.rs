@@ -25,6 +25,14 @@ pub enum RateDecision {
     },
 }
 
+/// What presenting a push token came to: a replay (nothing is counted), or a first use, counted
+/// against its collector's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushTokenUse {
+    Replayed,
+    Used(RateDecision),
+}
+
 impl RateLimit {
     /// Per minute; `None` for 0 (no limit).
     pub fn per_minute(requests: u32) -> Option<RateLimit> {

@@ -313,6 +313,19 @@ async fn write_ingest(tx: &mut Tx, write: &IngestWrite<'_>) -> Result<IngestWrit
     Ok(IngestWritten::PlanOnly)
 }
 
+/// No one statement for a push token's use and its rate limit: the store does them in turn.
+async fn use_push_token_counted(
+    _pool: &sqlx::SqlitePool,
+    _id: CollectorId,
+    _jti: Uuid,
+    _expires_at: DateTime<Utc>,
+    _bucket: &str,
+    _limit: crate::RateLimit,
+    _now: DateTime<Utc>,
+) -> Result<Option<crate::PushTokenUse>> {
+    Ok(None)
+}
+
 /// Records a push token's use, then forgets the collector's expired ones: two statements (SQLite
 /// has no data-modifying CTEs) on one turn at the writer.
 async fn use_push_token(

@@ -25,7 +25,6 @@ use self::batch::CheckedBatch;
 
 use crate::auth::authenticate_collector;
 use crate::error::{ApiError, ApiResult, ErrorCode, Problem};
-use crate::rate_limit::Subject;
 use crate::responses::{PayloadTooLarge, UnsupportedMediaType};
 use crate::state::AppState;
 
@@ -67,7 +66,6 @@ async fn receive(state: &AppState, req: &HttpRequest, payload: web::Payload) -> 
 
     let batch = CheckedBatch::receive(req, payload, now).await?;
     credential.spend(state, batch.body_sha256(), now).await?;
-    state.rate_limits.check(Subject::Collector(collector.id), now).await?;
     let accepted = store(state, collector, &batch, &span, now).await?;
     let commands = waiting_commands(state, collector, &batch, now).await?;
     Ok(HttpResponse::Accepted().json(IngestAccepted { batch_id: batch.batch_id(), accepted, commands }))

@@ -108,6 +108,29 @@ pub(super) async fn use_push_token(
     dialect::use_push_token(pool.write(), id, jti, micros(expires_at), micros(now)).await
 }
 
+/// A push token's use and its collector's rate limit: the dialect's one statement where it has
+/// one (PostgreSQL), else the two in turn (SQLite, whose API keeps its limits in memory anyway).
+pub(super) async fn use_push_token_counted(
+    pool: &DbPool,
+    id: CollectorId,
+    jti: Uuid,
+    expires_at: DateTime<Utc>,
+    bucket: &str,
+    limit: RateLimit,
+    now: DateTime<Utc>,
+) -> Result<PushTokenUse> {
+    if let Some(used) =
+        dialect::use_push_token_counted(pool.write(), id, jti, micros(expires_at), bucket, limit, micros(now))
+            .await?
+    {
+        return Ok(used);
+    }
+    if !use_push_token(pool, id, jti, expires_at, now).await? {
+        return Ok(PushTokenUse::Replayed);
+    }
+    Ok(PushTokenUse::Used(super::rate_limits::take_rate_limit(pool, bucket, limit, now).await?))
+}
+
 pub(super) async fn get_collector(
     pool: &DbPool,
     org: OrgScope,

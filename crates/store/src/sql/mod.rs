@@ -198,6 +198,7 @@ forward! { impl Store {
     collectors::enroll_collector(enrollment: &Enrollment) -> Result<Collector, EnrollError>;
     collectors::find_collector_for_auth(id: CollectorId) -> Option<Collector>;
     collectors::use_push_token(id: CollectorId, jti: Uuid, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool;
+    collectors::use_push_token_counted(id: CollectorId, jti: Uuid, expires_at: DateTime<Utc>, bucket: &str, limit: RateLimit, now: DateTime<Utc>) -> PushTokenUse;
     rate_limits::take_rate_limit(bucket: &str, limit: RateLimit, now: DateTime<Utc>) -> RateDecision;
     rate_limits::forget_rate_limits(now: DateTime<Utc>) -> u64;
     collectors::get_collector(org: OrgScope, id: CollectorId) -> Option<Collector>;

@@ -1,5 +1,7 @@
 //! One-time enrollment of a collector with its token.
 
+use std::time::Duration;
+
 use wbd_store::*;
 
 use crate::fixtures::{at, enrollment, org, pending_collector, tenant};
@@ -114,6 +116,36 @@ contract_test! {
         assert!(store.use_push_token(a.id, uuid::Uuid::new_v4(), at(300), at(200)).await?);
         assert!(store.use_push_token(a.id, jti, at(400), at(201)).await?, "forgotten after its expiry");
         assert!(!store.use_push_token(b.id, jti, at(120), at(3)).await?, "b's is still remembered");
+        Ok(())
+    }
+}
+
+contract_test! {
+    /// A push's token and its collector's rate limit, taken together (one statement on
+    /// PostgreSQL): a replay counts nothing, a refusal spends nothing and says how long to wait.
+    async fn a_push_token_counts_against_its_collectors_limit_only_on_its_first_use(store) {
+        let acme = org(store, "Acme MSP").await?;
+        let scope = tenant(store, acme, "Contoso").await?;
+        pending_collector(store, scope, "tok-a").await?;
+        let a = store.enroll_collector(&enrollment("tok-a", at(10))).await?.expect("enrolls");
+        let limit = RateLimit::per_minute(2).expect("a limit");
+        let bucket = format!("collector:{}", a.id);
+        let push = |jti: uuid::Uuid, now: i64| store.use_push_token_counted(a.id, jti, at(now + 120), &bucket, limit, at(now));
+
+        let first = uuid::Uuid::new_v4();
+        assert_eq!(push(first, 0).await?, PushTokenUse::Used(RateDecision::Allowed));
+        assert_eq!(push(first, 1).await?, PushTokenUse::Replayed);
+        assert_eq!(push(first, 2).await?, PushTokenUse::Replayed, "replays spend no allowance");
+        assert_eq!(push(uuid::Uuid::new_v4(), 3).await?, PushTokenUse::Used(RateDecision::Allowed));
+        // The allowance (two a minute) is spent: the next waits until 30 s after the first.
+        let refused = |secs| PushTokenUse::Used(RateDecision::Refused { retry_after: Duration::from_secs(secs) });
+        assert_eq!(push(uuid::Uuid::new_v4(), 10).await?, refused(20));
+        assert_eq!(push(uuid::Uuid::new_v4(), 20).await?, refused(10), "a refusal spends nothing");
+        assert_eq!(push(uuid::Uuid::new_v4(), 30).await?, PushTokenUse::Used(RateDecision::Allowed));
+        // The token of a refused push was still used: presenting it again is a replay.
+        let late = uuid::Uuid::new_v4();
+        assert!(matches!(push(late, 31).await?, PushTokenUse::Used(RateDecision::Refused { .. })));
+        assert_eq!(push(late, 32).await?, PushTokenUse::Replayed);
         Ok(())
     }
 }
