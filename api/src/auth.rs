@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use uuid::Uuid;
-use wbd_store::{ApiKeyId, Collector, CollectorId, CollectorStatus, OrgId, OrgScope, Role};
+use wbd_store::{ApiKeyId, Collector, CollectorId, CollectorStatus, OrgId, OrgScope, PushingCollector, Role};
 use wbd_wire::{COLLECTOR_TOKEN_AUDIENCE, COLLECTOR_TOKEN_MAX_TTL_SECS, CollectorTokenClaims};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -112,6 +112,8 @@ impl FromRequest for Principal {
 /// A collector whose push token checked out, and what the token says of its one use.
 pub struct PushCredential {
     pub collector: Collector,
+    /// Whether commands waited for the collector as its push was authenticated.
+    pub commands_waiting: bool,
     jti: Uuid,
     expires_at: DateTime<Utc>,
     body_sha256: Option<String>,
@@ -163,9 +165,10 @@ pub async fn authenticate_collector(
         .as_deref()
         .and_then(|kid| Uuid::parse_str(kid).ok())
         .ok_or_else(|| invalid("the token's kid must be the collector id"))?;
-    let collector = state.store.find_collector_for_auth(CollectorId(id)).await?.ok_or_else(|| {
-        ApiError::new(ErrorCode::InvalidCredentials, "no collector with this id is enrolled")
-    })?;
+    let PushingCollector { collector, commands_waiting } =
+        state.store.find_collector_for_auth(CollectorId(id), now).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidCredentials, "no collector with this id is enrolled")
+        })?;
     match collector.status {
         CollectorStatus::Active => {}
         CollectorStatus::Revoked => {
@@ -215,5 +218,11 @@ pub async fn authenticate_collector(
     // Remembered until the token can no longer pass the `exp` check.
     let expires_at = DateTime::from_timestamp(claims.exp.saturating_add(leeway), 0)
         .ok_or_else(|| invalid("the token's exp is out of range"))?;
-    Ok(PushCredential { collector, jti: claims.jti, expires_at, body_sha256: claims.body_sha256 })
+    Ok(PushCredential {
+        collector,
+        commands_waiting,
+        jti: claims.jti,
+        expires_at,
+        body_sha256: claims.body_sha256,
+    })
 }

@@ -361,8 +361,13 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
     /// Atomically consumes the enrollment token and activates the collector.
     async fn enroll_collector(&self, enrollment: &Enrollment) -> Result<Result<Collector, EnrollError>>;
 
-    /// Authentication lookup of a pushing collector by its id (from its token).
-    async fn find_collector_for_auth(&self, id: CollectorId) -> Result<Option<Collector>>;
+    /// Authentication lookup of a pushing collector by its id (from its token) at `now`, and
+    /// whether commands wait for it.
+    async fn find_collector_for_auth(
+        &self,
+        id: CollectorId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PushingCollector>>;
 
     /// Records that the collector presented the push token `jti` (valid until `expires_at`):
     /// `true` the first time, `false` for every later use until it expires, from any API

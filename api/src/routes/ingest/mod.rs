@@ -66,20 +66,25 @@ async fn receive(state: &AppState, req: &HttpRequest, payload: web::Payload) -> 
 
     let batch = CheckedBatch::receive(req, payload, now).await?;
     credential.spend(state, batch.body_sha256(), now).await?;
-    let accepted = store(state, collector, &batch, &span, now).await?;
-    let commands = waiting_commands(state, collector, &batch, now).await?;
+    let (accepted, stored_now) = store(state, collector, &batch, &span, now).await?;
+    // A batch stored now has no commands handed out with it yet; a retry gets those it had.
+    let commands = if stored_now && !credential.commands_waiting {
+        Vec::new()
+    } else {
+        waiting_commands(state, collector, &batch, now).await?
+    };
     Ok(HttpResponse::Accepted().json(IngestAccepted { batch_id: batch.batch_id(), accepted, commands }))
 }
 
 /// Stores the batch (once: a retry finds it stored and gets the same count) and wakes the
-/// evaluation; answers how many results were accepted.
+/// evaluation; answers how many results were accepted, and whether it was stored now.
 async fn store(
     state: &AppState,
     collector: &Collector,
     batch: &CheckedBatch,
     span: &tracing::Span,
     now: DateTime<Utc>,
-) -> ApiResult<u32> {
+) -> ApiResult<(u32, bool)> {
     let traceparent = wbd_platform::telemetry::traceparent_of(span);
     let write = batch.write(collector, &state.settings.collectors, traceparent, now)?;
     let outcome = state.store.ingest_batch(collector.scope(), &write).await.map_err(|e| {
@@ -93,13 +98,13 @@ async fn store(
                 .increment(1);
             metrics::counter!("wbd_ingest_results_total").increment(u64::from(accepted));
             tracing::info!(accepted, "batch accepted");
-            Ok(accepted)
+            Ok((accepted, true))
         }
         IngestOutcome::Duplicate { accepted } => {
             metrics::counter!("wbd_ingest_batches_total", "outcome" => "duplicate", "reason" => "")
                 .increment(1);
             tracing::info!(accepted, "batch already stored; answering as before");
-            Ok(accepted)
+            Ok((accepted, false))
         }
         IngestOutcome::Conflict => Err(ApiError::new(
             ErrorCode::BatchConflict,

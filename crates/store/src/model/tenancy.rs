@@ -192,6 +192,15 @@ impl Collector {
     }
 }
 
+/// A pushing collector as its push is authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushingCollector {
+    pub collector: Collector,
+    /// Whether a command waited for it then (not delivered, not cancelled, not run out): a push
+    /// answered without looking for commands loses none, as the next one hands them out.
+    pub commands_waiting: bool,
+}
+
 /// What an enrollment stores: the key and what the collector said about itself.
 #[derive(Debug, Clone)]
 pub struct Enrollment {

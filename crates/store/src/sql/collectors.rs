@@ -86,12 +86,30 @@ pub(super) async fn enroll_collector(
     Ok(Ok(collector))
 }
 
-pub(super) async fn find_collector_for_auth(pool: &DbPool, id: CollectorId) -> Result<Option<Collector>> {
-    let row = sqlx::query(concat!("SELECT ", collector_cols!(), " FROM collectors WHERE id = $1"))
-        .bind(id.0)
-        .fetch_optional(pool.read())
-        .await?;
-    row.as_ref().map(rows::collector).transpose()
+/// The collector, and whether a command waits for it (one index probe), so that the push that
+/// finds none spares the statement that would hand them out.
+pub(super) async fn find_collector_for_auth(
+    pool: &DbPool,
+    id: CollectorId,
+    now: DateTime<Utc>,
+) -> Result<Option<PushingCollector>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        collector_cols!(),
+        ", EXISTS (SELECT 1 FROM collector_commands k
+                   WHERE k.collector_id = collectors.id AND k.delivered_batch_id IS NULL
+                     AND k.cancelled_at IS NULL AND k.expires_at > $2) AS commands_waiting
+         FROM collectors WHERE id = $1"
+    ))
+    .bind(id.0)
+    .bind(micros(now))
+    .fetch_optional(pool.read())
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(PushingCollector {
+        collector: rows::collector(&row)?,
+        commands_waiting: row.try_get("commands_waiting")?,
+    }))
 }
 
 /// Records a push token's one use: `false` if it was used before. The collector's tokens that

@@ -196,7 +196,7 @@ forward! { impl Store {
 
     collectors::create_collector(scope: TenantScope, name: &str, enrollment_token_hash: &str, enrollment_expires_at: DateTime<Utc>, push_interval_secs: u32, now: DateTime<Utc>) -> Collector;
     collectors::enroll_collector(enrollment: &Enrollment) -> Result<Collector, EnrollError>;
-    collectors::find_collector_for_auth(id: CollectorId) -> Option<Collector>;
+    collectors::find_collector_for_auth(id: CollectorId, now: DateTime<Utc>) -> Option<PushingCollector>;
     collectors::use_push_token(id: CollectorId, jti: Uuid, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool;
     collectors::use_push_token_counted(id: CollectorId, jti: Uuid, expires_at: DateTime<Utc>, bucket: &str, limit: RateLimit, now: DateTime<Utc>) -> PushTokenUse;
     rate_limits::take_rate_limit(bucket: &str, limit: RateLimit, now: DateTime<Utc>) -> RateDecision;

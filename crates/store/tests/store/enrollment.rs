@@ -88,7 +88,7 @@ contract_test! {
             }
         }
         assert_eq!(winners.len(), 1, "exactly one enrollment may win");
-        let stored = store.find_collector_for_auth(winners[0].id).await?.expect("collector");
+        let stored = store.find_collector_for_auth(winners[0].id, at(20)).await?.expect("collector").collector;
         assert_eq!(stored.public_key, winners[0].public_key, "the winner's key is the one stored");
         Ok(())
     }

@@ -381,9 +381,17 @@ contract_test! {
             Some(("api_key:k2", Some("asked")))
         );
 
+        // The collector's next push is told that a command waits for it.
+        let waiting = |now| async move {
+            anyhow::Ok(store.find_collector_for_auth(site.collector.id, at(now)).await?.expect("collector").commands_waiting)
+        };
+        assert!(waiting(39).await?);
+        assert!(!waiting(31 + DAY).await?, "not once it has run out");
+
         let batch_1 = Uuid::now_v7();
         let delivered =
             store.deliver_collector_commands(site.scope, site.collector.id, batch_1, at(40)).await?;
+        assert!(!waiting(41).await?, "not once delivered");
         assert_eq!(delivered.iter().map(|c| c.id).collect::<Vec<_>>(), [first[0].id]);
         assert_eq!(
             (delivered[0].delivered_batch_id, delivered[0].delivered_at),

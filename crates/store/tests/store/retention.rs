@@ -131,6 +131,8 @@ contract_test! {
             store.cancel_collector_command(site.org, site.collector.id, waiting.id, "api_key:k2", at(60)).await?,
             CommandCancel::NotPending(c) if c.cancelled_at == Some(at(50))
         ));
+        let pushing = store.find_collector_for_auth(site.collector.id, at(70)).await?.expect("collector");
+        assert!(!pushing.commands_waiting, "a cancelled command waits for nobody");
         assert!(store.deliver_collector_commands(site.scope, site.collector.id, Uuid::now_v7(), at(70)).await?.is_empty());
         let audit = store.list_audit_log(site.org, None, 10).await?;
         assert_eq!(

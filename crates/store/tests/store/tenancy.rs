@@ -75,8 +75,11 @@ contract_test! {
 
         assert_eq!(store.list_collectors(acme, None).await?, vec![c1.clone(), c2.clone()]);
         assert_eq!(store.list_collectors(acme, Some(fabrikam.tenant_id)).await?, vec![c2.clone()]);
-        assert_eq!(store.find_collector_for_auth(c1.id).await?, Some(c1.clone()));
-        assert_eq!(store.find_collector_for_auth(CollectorId::new()).await?, None);
+        assert_eq!(
+            store.find_collector_for_auth(c1.id, at(1)).await?,
+            Some(PushingCollector { collector: c1.clone(), commands_waiting: false })
+        );
+        assert_eq!(store.find_collector_for_auth(CollectorId::new(), at(1)).await?, None);
 
         let revoked = store.revoke_collector(acme, c2.id, at(5)).await?.expect("own collector");
         assert_eq!((revoked.status, revoked.revoked_at), (CollectorStatus::Revoked, Some(at(5))));
