@@ -157,15 +157,7 @@ async fn a_collector_pushing_too_often_is_told_to_wait_and_its_batch_is_not_stor
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set WBD_TEST_DATABASE_URL and run with -- --include-ignored"]
 async fn on_postgresql_every_api_process_shares_each_limit() {
-    let (mut admin, db_name, db_url) = fresh_database().await;
-
-    let on_postgres = |s: &mut wbd_platform::Settings| {
-        s.database.url = db_url.clone();
-        s.worker.embedded = Some(false);
-        s.delivery.enabled = false;
-        s.rate_limits.auth_per_address = 4;
-    };
-    let (one, two) = (spawn_app_with(on_postgres).await, spawn_app_with(on_postgres).await);
+    let (mut admin, db_name, one, two) = two_apis_on_one_database(|limits| limits.auth_per_address = 4).await;
     for app in [&one, &two, &one, &two] {
         assert_eq!(exchange(app, "wbdk_guess", None).await.status(), StatusCode::UNAUTHORIZED);
     }
@@ -182,14 +174,8 @@ async fn on_postgresql_every_api_process_shares_each_limit() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set WBD_TEST_DATABASE_URL and run with -- --include-ignored"]
 async fn on_postgresql_a_collectors_pushes_count_in_every_api_process() {
-    let (mut admin, db_name, db_url) = fresh_database().await;
-    let on_postgres = |s: &mut wbd_platform::Settings| {
-        s.database.url = db_url.clone();
-        s.worker.embedded = Some(false);
-        s.delivery.enabled = false;
-        s.rate_limits.ingest_per_collector = 2;
-    };
-    let (one, two) = (spawn_app_with(on_postgres).await, spawn_app_with(on_postgres).await);
+    let (mut admin, db_name, one, two) =
+        two_apis_on_one_database(|limits| limits.ingest_per_collector = 2).await;
     let org = one.bootstrap_org("Acme MSP").await;
     let (tenant, collector) = one.tenant_with_collector(&org).await;
     for (app, port) in [(&one, 443), (&two, 444)] {
@@ -210,6 +196,23 @@ async fn on_postgresql_a_collectors_pushes_count_in_every_api_process() {
     one.shutdown().await;
     two.shutdown().await;
     drop_database(&mut admin, &db_name).await;
+}
+
+/// Two API processes (no worker, no delivery) on a database of their own on
+/// `WBD_TEST_DATABASE_URL`'s server, with these rate limits: the admin connection, the database's
+/// name and the two apps.
+async fn two_apis_on_one_database(
+    limits: impl Fn(&mut wbd_platform::settings::RateLimitSettings),
+) -> (sqlx::PgConnection, String, TestApp, TestApp) {
+    let (admin, db_name, db_url) = fresh_database().await;
+    let on_postgres = |s: &mut wbd_platform::Settings| {
+        s.database.url = db_url.clone();
+        s.worker.embedded = Some(false);
+        s.delivery.enabled = false;
+        limits(&mut s.rate_limits);
+    };
+    let (one, two) = (spawn_app_with(on_postgres).await, spawn_app_with(on_postgres).await);
+    (admin, db_name, one, two)
 }
 
 /// A database of its own on `WBD_TEST_DATABASE_URL`'s server: the admin connection, its name

@@ -360,12 +360,7 @@ async fn use_push_token_counted(
     if row.try_get::<bool, _>("taken")? {
         return Ok(Some(PushTokenUse::Used(RateDecision::Allowed)));
     }
-    let retry_after = match limit.take(row.try_get("tat")?, now_micros) {
-        // Another process took the allowance between the two reads; the next push finds out.
-        Ok(_) => std::time::Duration::ZERO,
-        Err(wait) => wait,
-    };
-    Ok(Some(PushTokenUse::Used(RateDecision::Refused { retry_after })))
+    Ok(Some(PushTokenUse::Used(limit.refusal(row.try_get("tat")?, now_micros))))
 }
 
 /// Starts applying an evaluation, in one statement: moves the tenant's evaluated version if its

@@ -56,6 +56,12 @@ impl RateLimit {
         if next <= now.saturating_add(self.period_micros()) { Ok(next) } else { Err(self.wait(next, now)) }
     }
 
+    /// The refusal of a request the store did not let through at `now`, from the `tat` it found:
+    /// how long to wait (none if the allowance came back meanwhile; the next request finds out).
+    pub fn refusal(&self, tat: Option<i64>, now: i64) -> RateDecision {
+        RateDecision::Refused { retry_after: self.take(tat, now).err().unwrap_or(Duration::ZERO) }
+    }
+
     /// How long until a request refused at `now` would pass, given the `tat` it would have
     /// made (`next`).
     pub fn wait(&self, next: i64, now: i64) -> Duration {

@@ -34,11 +34,7 @@ pub(super) async fn take_rate_limit(
         .bind(bucket)
         .fetch_optional(pool.read())
         .await?;
-    Ok(match limit.take(tat, now) {
-        // Time moved on between the two statements; the next request will find out.
-        Ok(_) => RateDecision::Refused { retry_after: Duration::ZERO },
-        Err(retry_after) => RateDecision::Refused { retry_after },
-    })
+    Ok(limit.refusal(tat, now))
 }
 
 /// Forgets the limited things whose allowance is whole again at `now` (a missing row means
